@@ -1,0 +1,37 @@
+# dsas — see README.md. Targets are meant to be run as root on Debian 12.
+PYTHON ?= /usr/bin/python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: all deps test lint demo bench clean
+
+all: test
+
+deps: $(STAMP)
+	@tools/install-deps
+
+# The virtualenv is rebuilt when pyproject.toml changes; otherwise this is a no-op.
+$(STAMP): pyproject.toml tools/apt-packages.txt
+	@tools/install-deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+test: deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: deps
+	$(VENV)/bin/ruff check provision tests bench
+	$(VENV)/bin/mypy provision
+
+demo: deps
+	$(VENV)/bin/dsas demo
+
+bench: deps
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

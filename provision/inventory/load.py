@@ -1,0 +1,935 @@
+"""Load the inventory: loose YAML on disk -> typed, validated ``Inventory``.
+
+Two steps, as in smee's file backend: ruamel.yaml parses the text keeping line
+numbers, then ``_Builder`` translates each section into the dataclasses of
+``model.py`` while collecting *every* problem (file, line, key path, reason).
+Nothing half-valid ever leaves this module: either an ``Inventory`` or an
+``InventoryError`` listing all problems.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
+
+from .errors import InventoryError, Problem
+from .model import (
+    BOND_MODES,
+    BOOT_MODES,
+    CHECK_TYPES,
+    DISK_PARTS,
+    FORWARDING,
+    LOADERS,
+    PROTOCOLS,
+    SCHEDULERS,
+    Bond,
+    Cluster,
+    HealthCheck,
+    Host,
+    HwType,
+    Image,
+    Inventory,
+    IPv4Address,
+    LvsPair,
+    Module,
+    Network,
+    Partition,
+    Role,
+    VirtualService,
+    normalize_mac,
+)
+
+DEFAULT_PATH = "/etc/dsas/cluster.yaml"
+ENV_VAR = "DSAS_INVENTORY"
+
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DOMAIN = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_SIZE = re.compile(r"^(\d+)\s*([KMGT]i?B?|)$", re.IGNORECASE)
+_DEVICE = re.compile(r"^/dev/[A-Za-z0-9/_.-]+$")
+_NIC = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+# Kernel command lines: no newlines, no shell or iPXE/pxelinux metacharacters.
+_ARGS = re.compile(r"^[A-Za-z0-9_.,:=/+@%~-]*( [A-Za-z0-9_.,:=/+@%~-]+)*$")
+_UNITS = {"": 1, "K": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def resolve_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """--inventory, then $DSAS_INVENTORY, then /etc/dsas/cluster.yaml."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    return Path(DEFAULT_PATH)
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Inventory:
+    p = resolve_path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InventoryError([Problem(str(p), None, "", "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InventoryError([Problem(str(p), None, "", f"cannot read: {e}")]) from None
+    return loads(text, str(p))
+
+
+def loads(text: str, filename: str = "<inventory>") -> Inventory:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = True  # reported below, with both lines
+    try:
+        tree = yaml.compose(text)
+        data = yaml.load(text)
+    except MarkedYAMLError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else None
+        raise InventoryError([Problem(filename, line, "", f"YAML syntax: {e.problem}")]) from None
+    problems = list(_duplicate_keys(tree, filename))
+    b = _Builder(filename, problems)
+    inv = b.build(data)
+    if b.problems or inv is None:
+        raise InventoryError(b.problems)
+    return inv
+
+
+def _duplicate_keys(node: Node | None, filename: str, path: str = "") -> Iterable[Problem]:
+    if isinstance(node, MappingNode):
+        seen: dict[str, int] = {}
+        for k, v in node.value:
+            key = str(k.value)
+            sub = f"{path}.{key}" if path else key
+            if key in seen:
+                yield Problem(
+                    filename,
+                    k.start_mark.line + 1,
+                    sub,
+                    f"duplicate key (first defined on line {seen[key]})",
+                )
+            else:
+                seen[key] = k.start_mark.line + 1
+            yield from _duplicate_keys(v, filename, sub)
+    elif isinstance(node, SequenceNode):
+        for i, v in enumerate(node.value):
+            yield from _duplicate_keys(v, filename, f"{path}[{i}]")
+
+
+class _Builder:
+    """Translate the loose tree into model objects, collecting problems."""
+
+    def __init__(self, filename: str, problems: list[Problem]):
+        self.file = filename
+        self.problems = problems
+        self.fallback_line: int | None = None  # line of the entry being translated
+        self.declared_pairs: set[str] = set()
+
+    # -- reporting ----------------------------------------------------------
+
+    def err(self, parent: Any, key: Any, path: str, reason: str) -> None:
+        line = _line(parent, key) or self.fallback_line
+        self.problems.append(Problem(self.file, line, path, reason))
+
+    # -- typed getters ------------------------------------------------------
+
+    def mapping(
+        self,
+        parent: Any,
+        key: Any,
+        path: str,
+        allowed: Iterable[str] | None = None,
+        required: Iterable[str] = (),
+        optional: bool = False,
+    ) -> dict[str, Any] | None:
+        value = parent.get(key) if isinstance(parent, dict) else None
+        if value is None:
+            if not optional:
+                self.err(parent, key, path, "missing (a mapping is required)")
+            return None
+        if not isinstance(value, dict):
+            self.err(parent, key, path, f"must be a mapping, not {_kind(value)}")
+            return None
+        if allowed is not None:
+            allowed = set(allowed)
+            for k in value:
+                if str(k) not in allowed:
+                    self.err(
+                        value,
+                        k,
+                        f"{path}.{k}",
+                        "unknown key (allowed: " + ", ".join(sorted(allowed)) + ")",
+                    )
+        for r in required:
+            if value.get(r) is None:
+                self.err(parent, key, f"{path}.{r}", "missing required key")
+        return value
+
+    def string(
+        self,
+        m: dict[str, Any],
+        key: str,
+        path: str,
+        default: str | None = None,
+        pattern: re.Pattern[str] | None = None,
+        what: str = "",
+    ) -> str | None:
+        v = m.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, str | int) or isinstance(v, bool):
+            self.err(m, key, f"{path}.{key}", f"must be a string, not {_kind(v)}")
+            return default
+        s = str(v)
+        if pattern is not None and not pattern.match(s):
+            self.err(m, key, f"{path}.{key}", f"invalid {what or key} {s!r}")
+            return default
+        return s
+
+    def choice(
+        self, m: dict[str, Any], key: str, path: str, choices: Iterable[str], default: str
+    ) -> str:
+        v = m.get(key)
+        if v is None:
+            return default
+        choices = tuple(choices)
+        if str(v) not in choices:
+            self.err(m, key, f"{path}.{key}", f"{v!r} is not one of: {', '.join(choices)}")
+            return default
+        return str(v)
+
+    def integer(
+        self, m: dict[str, Any], key: str, path: str, lo: int, hi: int, default: int | None
+    ) -> int | None:
+        v = m.get(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.err(m, key, f"{path}.{key}", f"must be an integer, not {_kind(v)}")
+            return default
+        if not lo <= v <= hi:
+            self.err(m, key, f"{path}.{key}", f"{v} is outside {lo}-{hi}")
+            return default
+        return int(v)
+
+    def address(self, m: Any, key: Any, path: str) -> IPv4Address | None:
+        v = m.get(key) if isinstance(m, dict) else m[key]
+        if v is None:
+            return None
+        try:
+            return IPv4Address(str(v))
+        except ValueError:
+            self.err(m, key, path, f"malformed IPv4 address {v!r}")
+            return None
+
+    def seq(self, m: dict[str, Any], key: str, path: str, required: bool = False) -> list[Any]:
+        v = m.get(key)
+        if v is None:
+            if required:
+                self.err(m, key, f"{path}.{key}", "missing required list")
+            return []
+        if isinstance(v, str):
+            return [v]
+        if not isinstance(v, list):
+            self.err(m, key, f"{path}.{key}", f"must be a list, not {_kind(v)}")
+            return []
+        return list(v)
+
+    def names(
+        self, m: dict[str, Any], key: str, path: str, known: dict[str, Any], what: str
+    ) -> tuple[str, ...]:
+        out = []
+        items = self.seq(m, key, path)
+        for i, n in enumerate(items):
+            n = str(n)
+            if n not in known:
+                self.err(m.get(key), i, f"{path}.{key}[{i}]", f"unknown {what} {n!r}")
+            else:
+                out.append(n)
+        return tuple(out)
+
+    def modules(self, m: dict[str, Any], key: str, path: str) -> tuple[Module, ...]:
+        out = []
+        items = self.seq(m, key, path)
+        for i, item in enumerate(items):
+            sub = f"{path}.{key}[{i}]"
+            if isinstance(item, str):
+                name, _, opts = item.strip().partition(" ")
+            elif isinstance(item, dict):
+                mm = self.mapping(m.get(key), i, sub, {"name", "options"}, ("name",))
+                if not mm or mm.get("name") is None:
+                    continue
+                name, opts = str(mm["name"]), str(mm.get("options") or "")
+            else:
+                self.err(m.get(key), i, sub, "must be a module name or {name, options}")
+                continue
+            if not re.match(r"^[A-Za-z0-9_-]+$", name):
+                self.err(m.get(key), i, sub, f"invalid module name {name!r}")
+                continue
+            if "\n" in opts or not _ARGS.match(opts.strip()):
+                self.err(m.get(key), i, sub, "module options contain forbidden characters")
+                continue
+            out.append(Module(name, opts.strip()))
+        return tuple(out)
+
+    def kernel_args(self, m: dict[str, Any], path: str) -> str:
+        v = m.get("kernel_args")
+        if v is None:
+            return ""
+        s = str(v)
+        if "\n" in s or "\r" in s or not _ARGS.match(s.strip()):
+            self.err(
+                m,
+                "kernel_args",
+                f"{path}.kernel_args",
+                "newlines and shell metacharacters are not allowed in kernel command lines",
+            )
+            return ""
+        return s.strip()
+
+    # -- sections -----------------------------------------------------------
+
+    def build(self, data: Any) -> Inventory | None:
+        if not isinstance(data, dict):
+            self.problems.append(
+                Problem(self.file, 1, "", "the inventory must be a YAML mapping")
+            )
+            return None
+        top = {"cluster", "networks", "hwtypes", "images", "services", "roles", "hosts",
+               "virtual_services", "lvs_pairs"}
+        root = {"": data}
+        self.mapping(root, "", "", top, ("cluster", "networks", "roles", "hosts"))
+        networks = self.networks(data)
+        hwtypes = self.hwtypes(data)
+        images = self.images(data)
+        services = self.services(data)
+        roles = self.roles(data, networks, hwtypes, images, services)
+        hosts = self.hosts(data, networks, hwtypes, images, roles, services)
+        cluster = self.cluster(data, networks, hosts)
+        pairs = self.lvs_pairs(data, hosts, networks)
+        vss = self.virtual_services(data, roles, hosts, pairs)
+        self.cross_checks(networks, hosts, vss, pairs)
+        if cluster is None:
+            return None
+        return Inventory(self.file, cluster, networks, hwtypes, images, roles, hosts, vss, pairs)
+
+    def cluster(
+        self, data: dict[str, Any], networks: dict[str, Network], hosts: dict[str, Host]
+    ) -> Cluster | None:
+        allowed = {"name", "domain", "master_address", "masters", "http_port", "kernel_args",
+                   "templates"}
+        c = self.mapping(data, "cluster", "cluster", allowed,
+                         ("name", "domain", "master_address", "masters"))
+        if c is None:
+            return None
+        name = self.string(c, "name", "cluster", pattern=_LABEL, what="cluster name")
+        domain = self.string(c, "domain", "cluster", pattern=_DOMAIN, what="DNS domain")
+        master = self.address(c, "master_address", "cluster.master_address")
+        if master is not None and networks and not any(master in n.cidr for n in networks.values()):
+            self.err(c, "master_address", "cluster.master_address",
+                     f"{master} is in no network of the inventory")
+        ms = self.mapping(c, "masters", "cluster.masters", {"primary", "secondary"}, ("primary",))
+        primary = secondary = None
+        if ms is not None:
+            for key in ("primary", "secondary"):
+                v = ms.get(key)
+                if v is not None and str(v) not in hosts:
+                    self.err(ms, key, f"cluster.masters.{key}", f"unknown host {v!r}")
+            primary = str(ms.get("primary")) if ms.get("primary") else None
+            secondary = str(ms["secondary"]) if ms.get("secondary") else None
+        port = self.integer(c, "http_port", "cluster", 1, 65535, 80)
+        templates = self.string(c, "templates", "cluster")
+        if not (name and domain and master and primary and port):
+            return None
+        return Cluster(name, domain, master, primary, secondary, port,
+                       self.kernel_args(c, "cluster"), templates)
+
+    def networks(self, data: dict[str, Any]) -> dict[str, Network]:
+        section = self.mapping(data, "networks", "networks", optional=False)
+        out: dict[str, Network] = {}
+        bad_vlan: set[str] = set()
+        for name, _ in (section or {}).items():
+            path = f"networks.{name}"
+            self.fallback_line = _line(section, name)
+            n = self.mapping(section, name, path, {"cidr", "gateway", "vlan", "dns", "mtu"},
+                             ("cidr",))
+            if n is None:
+                continue
+            if not _LABEL.match(str(name)):
+                self.err(section, name, path, "network names must be DNS labels")
+            try:
+                cidr = ipaddress.IPv4Network(str(n.get("cidr")), strict=True)
+            except ValueError as e:
+                if n.get("cidr") is not None:
+                    self.err(n, "cidr", f"{path}.cidr", f"malformed network: {e}")
+                continue
+            gw = self.address(n, "gateway", f"{path}.gateway")
+            if gw is not None:
+                self._check_in_network(n, "gateway", f"{path}.gateway", gw, cidr)
+            vlan = self.integer(n, "vlan", path, 1, 4094, None)
+            if vlan is None and n.get("vlan") is not None:
+                bad_vlan.add(str(name))
+            dns = []
+            dns_list = self.seq(n, "dns", path)
+            for i, _ in enumerate(dns_list):
+                a = self.address(dns_list, i, f"{path}.dns[{i}]")
+                if a is not None:
+                    dns.append(a)
+            mtu = self.integer(n, "mtu", path, 576, 9216, None)
+            out[str(name)] = Network(str(name), cidr, gw, vlan, tuple(dns), mtu)
+        names = list(out.values())
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                if a.cidr.overlaps(b.cidr):
+                    self.err(section, b.name, f"networks.{b.name}.cidr",
+                             f"{b.cidr} overlaps network {a.name} ({a.cidr})")
+                if a.vlan == b.vlan and not {a.name, b.name} & bad_vlan:
+                    tag = f"VLAN {a.vlan}" if a.vlan else "untagged"
+                    self.err(section, b.name, f"networks.{b.name}.vlan",
+                             f"{tag} is already used by network {a.name}")
+        return out
+
+    def _check_in_network(
+        self, m: Any, key: Any, path: str, addr: IPv4Address, cidr: ipaddress.IPv4Network
+    ) -> bool:
+        if addr not in cidr:
+            self.err(m, key, path, f"{addr} is outside its network {cidr}")
+            return False
+        if cidr.prefixlen < 31 and addr in (cidr.network_address, cidr.broadcast_address):
+            kind = "network" if addr == cidr.network_address else "broadcast"
+            self.err(m, key, path, f"{addr} is the {kind} address of {cidr}")
+            return False
+        return True
+
+    def hwtypes(self, data: dict[str, Any]) -> dict[str, HwType]:
+        section = self.mapping(data, "hwtypes", "hwtypes", optional=True) or {}
+        out: dict[str, HwType] = {}
+        for name in section:
+            path = f"hwtypes.{name}"
+            self.fallback_line = _line(section, name)
+            h = self.mapping(section, name, path, {"nics", "disk", "modules"}, ("nics",))
+            if h is None:
+                continue
+            nics = []
+            nic_list = self.seq(h, "nics", path, required=True)
+            for i, nic in enumerate(nic_list):
+                if not _NIC.match(str(nic)):
+                    self.err(nic_list, i, f"{path}.nics[{i}]", f"invalid interface name {nic!r}")
+                elif str(nic) in nics:
+                    self.err(nic_list, i, f"{path}.nics[{i}]", f"{nic} is listed twice")
+                else:
+                    nics.append(str(nic))
+            disk_dev, label, parts = None, "gpt", []
+            d = self.mapping(h, "disk", f"{path}.disk",
+                             {"device", "label", *DISK_PARTS}, optional=True)
+            if d is not None:
+                disk_dev = self.string(d, "device", f"{path}.disk", pattern=_DEVICE,
+                                       what="device")
+                label = self.choice(d, "label", f"{path}.disk", ("gpt", "msdos"), "gpt")
+                rest_seen = False
+                for part in DISK_PARTS:
+                    pp = self.partition(d, part, f"{path}.disk.{part}")
+                    if pp is None:
+                        continue
+                    if pp.size_mib is None:
+                        if rest_seen:
+                            self.err(d, part, f"{path}.disk.{part}.size",
+                                     "only one partition may take the rest of the disk")
+                        rest_seen = True
+                    parts.append(pp)
+                devs = [p.device for p in parts]
+                for p in parts:
+                    if devs.count(p.device) > 1:
+                        self.err(d, p.part, f"{path}.disk.{p.part}.device",
+                                 f"{p.device} is used by more than one partition")
+            mods = self.modules(h, "modules", path)
+            out[str(name)] = HwType(str(name), tuple(nics), disk_dev, label, tuple(parts), mods)
+        return out
+
+    def partition(self, d: dict[str, Any], part: str, path: str) -> Partition | None:
+        p = self.mapping(d, part, path, {"device", "size", "fstype", "mount"}, ("device", "size"),
+                         optional=True)
+        if p is None:
+            return None
+        dev = self.string(p, "device", path, pattern=_DEVICE, what="device")
+        size = _parse_size(p.get("size"))
+        if size is False:
+            self.err(p, "size", f"{path}.size",
+                     f"invalid size {p.get('size')!r} (use e.g. 512M, 20G or 'rest')")
+        default_fs = {"boot": "ext4", "swap": "swap", "db": "ext4", "fs": "ext4"}[part]
+        fstype = self.choice(p, "fstype", path, ("ext4", "ext3", "ext2", "xfs", "vfat", "swap"),
+                             default_fs)
+        if (part == "swap") != (fstype == "swap"):
+            self.err(p, "fstype", f"{path}.fstype", "only the swap partition may be swap")
+        default_mount = {"boot": "/boot", "swap": None, "db": "/var/lib/db", "fs": "/srv"}[part]
+        mount = self.string(p, "mount", path, default=default_mount,
+                            pattern=re.compile(r"^/[A-Za-z0-9/_.-]*$"), what="mount point")
+        if dev is None or size is False:
+            return None
+        return Partition(part, dev, size, fstype, mount if part != "swap" else None)
+
+    def images(self, data: dict[str, Any]) -> dict[str, Image]:
+        section = self.mapping(data, "images", "images", optional=True) or {}
+        out = {}
+        for name in section:
+            path = f"images.{name}"
+            self.fallback_line = _line(section, name)
+            m = self.mapping(section, name, path, {"version", "kernel_args"})
+            if m is None:
+                continue
+            version = self.string(m, "version", path, default="current",
+                                  pattern=re.compile(r"^[A-Za-z0-9._-]+$"), what="version")
+            out[str(name)] = Image(str(name), version or "current", self.kernel_args(m, path))
+        return out
+
+    def services(self, data: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+        section = self.mapping(data, "services", "services", optional=True) or {}
+        out = {}
+        for name in section:
+            path = f"services.{name}"
+            self.fallback_line = _line(section, name)
+            m = self.mapping(section, name, path, {"units", "description"}, optional=True)
+            units = tuple(str(u) for u in self.seq(m, "units", path)) if m else ()
+            for i, u in enumerate(units):
+                if not re.match(r"^[A-Za-z0-9@_.-]+$", u):
+                    self.err(m.get("units") if m else section, i, f"{path}.units[{i}]",
+                             f"invalid unit name {u!r}")
+            out[str(name)] = units or (str(name),)
+        return out
+
+    def bond(self, m: dict[str, Any], path: str, base: Bond) -> Bond:
+        b = self.mapping(m, "bond", f"{path}.bond",
+                         {"mode", "miimon", "primary", "arp_ip_target", "arp_interval"},
+                         optional=True)
+        if b is None:
+            return base
+        mode = self.choice(b, "mode", f"{path}.bond", BOND_MODES, base.mode)
+        miimon = self.integer(b, "miimon", f"{path}.bond", 0, 60000, base.miimon)
+        primary = self.string(b, "primary", f"{path}.bond", default=base.primary, pattern=_NIC,
+                              what="interface")
+        targets = list(base.arp_ip_target)
+        if b.get("arp_ip_target") is not None:
+            targets = []
+            tl = self.seq(b, "arp_ip_target", f"{path}.bond")
+            for i, _ in enumerate(tl):
+                a = self.address(tl, i, f"{path}.bond.arp_ip_target[{i}]")
+                if a is not None:
+                    targets.append(a)
+            if len(targets) > 16:
+                self.err(b, "arp_ip_target", f"{path}.bond.arp_ip_target",
+                         "the bonding driver takes at most 16 targets")
+        interval = self.integer(b, "arp_interval", f"{path}.bond", 0, 60000, base.arp_interval)
+        if targets and not interval:
+            interval = 1000
+        if targets and b.get("miimon") is not None and miimon:
+            self.err(b, "miimon", f"{path}.bond.miimon",
+                     "miimon and arp_ip_target exclude each other; use one link monitor")
+        if targets:
+            miimon = 0
+        return Bond(mode, miimon or 0, primary, tuple(targets), interval or 0)
+
+    def roles(
+        self,
+        data: dict[str, Any],
+        networks: dict[str, Network],
+        hwtypes: dict[str, HwType],
+        images: dict[str, Image],
+        services: dict[str, tuple[str, ...]],
+    ) -> dict[str, Role]:
+        section = self.mapping(data, "roles", "roles") or {}
+        out = {}
+        allowed = {"services", "networks", "boot", "image", "loader", "hwtype", "bond", "modules",
+                   "kernel_args"}
+        for name in section:
+            path = f"roles.{name}"
+            self.fallback_line = _line(section, name)
+            m = self.mapping(section, name, path, allowed, ("networks",))
+            if m is None:
+                continue
+            svcs = self.names(m, "services", path, services, "service")
+            nets = self.names(m, "networks", path, networks, "network")
+            if m.get("networks") is not None and not nets and not self.seq(m, "networks", path):
+                self.err(m, "networks", f"{path}.networks", "a role joins at least one network")
+            image = self.string(m, "image", path)
+            if image is not None and image not in images:
+                self.err(m, "image", f"{path}.image", f"unknown image {image!r}")
+            hw = self.string(m, "hwtype", path)
+            if hw is not None and hw not in hwtypes:
+                self.err(m, "hwtype", f"{path}.hwtype", f"unknown hardware type {hw!r}")
+            out[str(name)] = Role(
+                str(name),
+                svcs,
+                nets,
+                self.choice(m, "boot", path, BOOT_MODES, "netboot"),
+                image,
+                self.choice(m, "loader", path, LOADERS, "ipxe"),
+                hw,
+                self.bond(m, path, Bond()),
+                self.modules(m, "modules", path),
+                self.kernel_args(m, path),
+            )
+        return out
+
+    def hosts(
+        self,
+        data: dict[str, Any],
+        networks: dict[str, Network],
+        hwtypes: dict[str, HwType],
+        images: dict[str, Image],
+        roles: dict[str, Role],
+        services: dict[str, tuple[str, ...]],
+    ) -> dict[str, Host]:
+        section = self.mapping(data, "hosts", "hosts") or {}
+        out: dict[str, Host] = {}
+        allowed = {"role", "macs", "addresses", "hwtype", "bond", "boot", "image", "loader",
+                   "kernel_args", "services"}
+        seen_mac: dict[str, str] = {}
+        seen_ip: dict[IPv4Address, str] = {}
+        for name in section:
+            path = f"hosts.{name}"
+            self.fallback_line = _line(section, name)
+            m = self.mapping(section, name, path, allowed, ("role", "macs", "addresses"))
+            if m is None:
+                continue
+            if not _LABEL.match(str(name)):
+                self.err(section, name, path, "host names must be lower-case DNS labels")
+            role_name = self.string(m, "role", path)
+            role = roles.get(role_name or "")
+            if role_name is not None and role is None:
+                self.err(m, "role", f"{path}.role", f"unknown role {role_name!r}")
+            hw_name = self.string(m, "hwtype", path) or (role.hwtype if role else None)
+            hw = hwtypes.get(hw_name or "")
+            if hw_name is None:
+                if role is not None:
+                    self.err(m, "hwtype", f"{path}.hwtype",
+                             "missing: set hwtype on the host or on its role")
+            elif hw is None:
+                self.err(m, "hwtype", f"{path}.hwtype", f"unknown hardware type {hw_name!r}")
+            macs = []
+            mac_list = self.seq(m, "macs", path, required=False)
+            for i, raw in enumerate(mac_list):
+                try:
+                    mac = normalize_mac(str(raw))
+                except ValueError as e:
+                    self.err(mac_list, i, f"{path}.macs[{i}]", str(e))
+                    continue
+                if mac in seen_mac:
+                    self.err(mac_list, i, f"{path}.macs[{i}]",
+                             f"MAC {mac} is already used by host {seen_mac[mac]}")
+                seen_mac[mac] = str(name)
+                macs.append(mac)
+            addrs: dict[str, IPv4Address] = {}
+            am = self.mapping(m, "addresses", f"{path}.addresses")
+            for net_name in am or {}:
+                apath = f"{path}.addresses.{net_name}"
+                net = networks.get(str(net_name))
+                if net is None:
+                    self.err(am, net_name, apath, f"unknown network {net_name!r}")
+                    continue
+                a = self.address(am, net_name, apath)
+                if a is None:
+                    continue
+                if not self._check_in_network(am, net_name, apath, a, net.cidr):
+                    continue
+                if net.gateway == a:
+                    self.err(am, net_name, apath, f"{a} is the gateway of network {net.name}")
+                if a in seen_ip:
+                    self.err(am, net_name, apath, f"{a} is already used by host {seen_ip[a]}")
+                seen_ip[a] = str(name)
+                addrs[str(net_name)] = a
+            if role is None or hw is None:
+                continue
+            for net_name in role.networks:
+                if net_name not in addrs and am is not None and net_name not in am:
+                    self.err(m, "addresses", f"{path}.addresses.{net_name}",
+                             f"missing: role {role.name} joins network {net_name}")
+            for net_name in addrs:
+                if net_name not in role.networks:
+                    self.err(am, net_name, f"{path}.addresses.{net_name}",
+                             f"role {role.name} does not join network {net_name}")
+            if len(macs) != len(hw.nics) and len(mac_list) == len(macs):
+                self.err(m, "macs", f"{path}.macs",
+                         f"{len(macs)} MACs for hardware type {hw.name}, which has "
+                         f"{len(hw.nics)} NICs ({', '.join(hw.nics)})")
+                continue
+            bond = self.bond(m, path, role.bond)
+            need = BOND_MODES[bond.mode]
+            if len(hw.nics) < need:
+                self.err(m, "bond" if "bond" in m else "hwtype", f"{path}.bond.mode",
+                         f"bond mode {bond.mode} needs at least {need} NICs; hardware type "
+                         f"{hw.name} has {len(hw.nics)}")
+            if bond.primary and bond.primary not in hw.nics:
+                self.err(m, "bond" if "bond" in m else "role", f"{path}.bond.primary",
+                         f"primary {bond.primary} is not a NIC of hardware type {hw.name} "
+                         f"({', '.join(hw.nics)})")
+            image = self.string(m, "image", path) or role.image
+            if image is not None and image not in images:
+                self.err(m, "image", f"{path}.image", f"unknown image {image!r}")
+            extra = self.names(m, "services", path, services, "service")
+            if len(addrs) != len(role.networks) or len(macs) != len(hw.nics):
+                continue
+            out[str(name)] = Host(
+                name=str(name),
+                role=role,
+                hwtype=hw,
+                macs=tuple(macs),
+                addresses=addrs,
+                bond=bond,
+                boot=self.choice(m, "boot", path, BOOT_MODES, role.boot),
+                image=image,
+                loader=self.choice(m, "loader", path, LOADERS, role.loader),
+                kernel_args=" ".join(x for x in (role.kernel_args, self.kernel_args(m, path)) if x),
+                services=tuple(dict.fromkeys(role.services + extra)),
+                networks_in_order=tuple(networks[n] for n in role.networks),
+            )
+        return out
+
+    def lvs_pairs(
+        self, data: dict[str, Any], hosts: dict[str, Host], networks: dict[str, Network]
+    ) -> dict[str, LvsPair]:
+        section = self.mapping(data, "lvs_pairs", "lvs_pairs", optional=True) or {}
+        self.declared_pairs = {str(n) for n in section}
+        out = {}
+        allowed = {"hosts", "virtual_router_id", "priority", "auth", "advert_int", "gateway_vips"}
+        for name in section:
+            path = f"lvs_pairs.{name}"
+            self.fallback_line = _line(section, name)
+            m = self.mapping(section, name, path, allowed, ("hosts", "virtual_router_id"))
+            if m is None:
+                continue
+            hm = self.mapping(m, "hosts", f"{path}.hosts") or {}
+            active, backup = [], []
+            for h, state in hm.items():
+                if str(h) not in hosts:
+                    self.err(hm, h, f"{path}.hosts.{h}", f"unknown host {h!r}")
+                if state == "active":
+                    active.append(str(h))
+                elif state == "backup":
+                    backup.append(str(h))
+                else:
+                    self.err(hm, h, f"{path}.hosts.{h}", f"state must be active or backup, not "
+                             f"{state!r}")
+            if len(active) != 1:
+                self.err(m, "hosts", f"{path}.hosts",
+                         f"an LVS pair needs exactly one active host, found {len(active)}")
+            if len(backup) != 1:
+                self.err(m, "hosts", f"{path}.hosts",
+                         f"an LVS pair needs exactly one backup host, found {len(backup)}")
+            vrid = self.integer(m, "virtual_router_id", path, 1, 255, None)
+            pr = self.mapping(m, "priority", f"{path}.priority", {"active", "backup"},
+                              optional=True) or {}
+            pa = self.integer(pr, "active", f"{path}.priority", 1, 254, 150) or 150
+            pb = self.integer(pr, "backup", f"{path}.priority", 1, 254, 100) or 100
+            if pa <= pb:
+                self.err(m, "priority", f"{path}.priority",
+                         f"the active priority ({pa}) must be higher than the backup's ({pb})")
+            au = self.mapping(m, "auth", f"{path}.auth", {"type", "password"}, optional=True)
+            auth_type = auth_pass = None
+            if au is not None:
+                auth_type = self.choice(au, "type", f"{path}.auth", ("PASS", "AH"), "PASS")
+                auth_pass = self.string(au, "password", f"{path}.auth",
+                                        pattern=re.compile(r"^[!-~]{1,8}$"),
+                                        what="password (1-8 printable characters, VRRP limit)")
+                if auth_pass is None and au.get("password") is None:
+                    self.err(au, "password", f"{path}.auth.password", "missing required key")
+            gw: dict[str, IPv4Address] = {}
+            gm = self.mapping(m, "gateway_vips", f"{path}.gateway_vips", optional=True) or {}
+            for net_name in gm:
+                gpath = f"{path}.gateway_vips.{net_name}"
+                net = networks.get(str(net_name))
+                if net is None:
+                    self.err(gm, net_name, gpath, f"unknown network {net_name!r}")
+                    continue
+                a = self.address(gm, net_name, gpath)
+                if a is not None and self._check_in_network(gm, net_name, gpath, a, net.cidr):
+                    gw[str(net_name)] = a
+            advert = self.integer(m, "advert_int", path, 1, 255, 1) or 1
+            if len(active) == 1 and len(backup) == 1 and vrid is not None \
+                    and active[0] in hosts and backup[0] in hosts:
+                out[str(name)] = LvsPair(str(name), active[0], backup[0], vrid, pa, pb, auth_type,
+                                         auth_pass, advert, gw)
+        return out
+
+    def virtual_services(
+        self,
+        data: dict[str, Any],
+        roles: dict[str, Role],
+        hosts: dict[str, Host],
+        pairs: dict[str, LvsPair],
+    ) -> dict[str, VirtualService]:
+        section = self.mapping(data, "virtual_services", "virtual_services", optional=True) or {}
+        out = {}
+        allowed = {"vip", "port", "protocol", "scheduler", "forwarding", "persistence", "role",
+                   "real_port", "weight", "check", "pair"}
+        seen: dict[tuple[IPv4Address, int, str], str] = {}
+        for name in section:
+            path = f"virtual_services.{name}"
+            self.fallback_line = _line(section, name)
+            m = self.mapping(section, name, path, allowed, ("vip", "port", "role", "check"))
+            if m is None:
+                continue
+            if not _LABEL.match(str(name)):
+                self.err(section, name, path, "virtual service names must be DNS labels")
+            vip = self.address(m, "vip", f"{path}.vip")
+            port = self.integer(m, "port", path, 1, 65535, None)
+            proto = self.choice(m, "protocol", path, PROTOCOLS, "TCP")
+            sched = self.choice(m, "scheduler", path, SCHEDULERS, "wlc")
+            fwd = self.choice(m, "forwarding", path, FORWARDING, "NAT")
+            persist = self.integer(m, "persistence", path, 0, 86400 * 31, 0) or 0
+            real_port = self.integer(m, "real_port", path, 1, 65535, port) or port
+            weight = self.integer(m, "weight", path, 0, 65535, 1)
+            role = self.string(m, "role", path)
+            if role is not None:
+                if role not in roles:
+                    self.err(m, "role", f"{path}.role", f"unknown role {role!r}")
+                elif not any(h.role.name == role for h in hosts.values()):
+                    self.err(m, "role", f"{path}.role",
+                             f"role {role!r} has no hosts to serve this virtual service")
+            if vip is not None and port is not None:
+                key = (vip, port, proto)
+                if key in seen:
+                    self.err(m, "vip", f"{path}.vip",
+                             f"{vip}:{port}/{proto} is already used by virtual service "
+                             f"{seen[key]}")
+                seen[key] = str(name)
+                for h in hosts.values():
+                    if vip in h.addresses.values():
+                        self.err(m, "vip", f"{path}.vip", f"{vip} is the address of host {h.name}")
+            pair = self.string(m, "pair", path)
+            if pair is None:
+                if len(pairs) == 1:
+                    pair = next(iter(pairs))
+                elif len(self.declared_pairs) == 1:
+                    pass  # the one pair is invalid and reported already
+                elif not self.declared_pairs:
+                    self.err(m, "vip", path, "no LVS pair is defined to carry this service")
+                else:
+                    self.err(m, "pair", f"{path}.pair", "several LVS pairs exist: name one")
+            elif pair not in self.declared_pairs:
+                self.err(m, "pair", f"{path}.pair", f"unknown LVS pair {pair!r}")
+            check = self.check(m, f"{path}.check")
+            if None in (vip, port, role, pair, check, weight):
+                continue
+            assert vip and port and role and pair and check is not None and weight is not None
+            out[str(name)] = VirtualService(str(name), vip, port, proto, sched, fwd, persist,
+                                            role, real_port, weight, check, pair)
+        return out
+
+    def check(self, m: dict[str, Any], path: str) -> HealthCheck | None:
+        allowed = {"type", "path", "status", "digest", "port", "command", "connect_timeout",
+                   "retry", "delay_before_retry"}
+        c = self.mapping(m, "check", path, allowed, ("type",))
+        if c is None or c.get("type") is None:
+            return None
+        kind = self.choice(c, "type", path, CHECK_TYPES, "")
+        if not kind:
+            return None
+        url_path = self.string(c, "path", path, pattern=re.compile(r"^/[!-~]*$"), what="URL path")
+        status = self.integer(c, "status", path, 100, 599, None)
+        digest = self.string(c, "digest", path, pattern=re.compile(r"^[0-9a-f]{32}$"),
+                             what="MD5 digest")
+        command = self.string(c, "command", path)
+        if kind in ("HTTP_GET", "SSL_GET"):
+            if url_path is None:
+                self.err(c, "type", f"{path}.path", f"{kind} needs a path")
+            if status is None and digest is None:
+                status = 200
+        if kind == "MISC_CHECK":
+            if not command:
+                self.err(c, "type", f"{path}.command", "MISC_CHECK needs a command")
+            elif "\n" in command or '"' in command:
+                self.err(c, "command", f"{path}.command",
+                         "the command may not contain newlines or double quotes")
+        elif command is not None:
+            self.err(c, "command", f"{path}.command", f"{kind} takes no command")
+        return HealthCheck(
+            kind,
+            url_path,
+            status,
+            digest,
+            self.integer(c, "port", path, 1, 65535, None),
+            command,
+            self.integer(c, "connect_timeout", path, 1, 3600, 3) or 3,
+            self.integer(c, "retry", path, 0, 100, 3) or 0,
+            self.integer(c, "delay_before_retry", path, 0, 3600, 3) or 0,
+        )
+
+    def cross_checks(
+        self,
+        networks: dict[str, Network],
+        hosts: dict[str, Host],
+        vss: dict[str, VirtualService],
+        pairs: dict[str, LvsPair],
+    ) -> None:
+        # Every LVS host must be on the networks its VIPs live on.
+        for vs in vss.values():
+            pair = pairs.get(vs.pair)
+            if pair is None:
+                continue
+            vnet = next((n for n in networks.values() if vs.vip in n.cidr), None)
+            if vnet is None:
+                self.problems.append(Problem(self.file, None, f"virtual_services.{vs.name}.vip",
+                                             f"{vs.vip} is in no network of the inventory"))
+                continue
+            for h in (pair.active, pair.backup):
+                host = hosts.get(h)
+                if host is not None and vnet.name not in host.addresses:
+                    self.problems.append(Problem(
+                        self.file, None, f"virtual_services.{vs.name}.vip",
+                        f"LVS host {h} has no address on network {vnet.name}, where {vs.vip} "
+                        "lives"))
+
+
+def _parse_size(v: Any) -> int | None | bool:
+    """Size in MiB; None for 'rest'; False if malformed."""
+    if v is None:
+        return False
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v if v > 0 else False
+    s = str(v).strip()
+    if s.lower() == "rest":
+        return None
+    m = _SIZE.match(s)
+    if not m:
+        return False
+    n = int(m.group(1))
+    unit = m.group(2)[:1].upper()
+    if unit == "K":
+        return max(1, n // 1024) if n else False
+    mib = n * _UNITS[unit]
+    return mib if mib > 0 else False
+
+
+def _kind(v: Any) -> str:
+    if isinstance(v, dict):
+        return "a mapping"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    return "a string"
+
+
+def _line(parent: Any, key: Any) -> int | None:
+    """1-based line of ``parent[key]`` in the source, when ruamel recorded it."""
+    lc = getattr(parent, "lc", None)
+    if lc is None:
+        return None
+    try:
+        if isinstance(parent, dict):
+            if key in parent:
+                return int(lc.key(key)[0]) + 1
+            return int(lc.line) + 1
+        if isinstance(parent, list):
+            return int(lc.item(key)[0]) + 1
+    except (KeyError, IndexError, TypeError, AttributeError):
+        pass
+    return int(lc.line) + 1 if getattr(lc, "line", None) is not None else None
+
+
+Loader = Callable[[str | None], Inventory]

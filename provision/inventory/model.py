@@ -1,0 +1,319 @@
+"""Typed, validated view of the cluster inventory.
+
+Every object here is immutable and already checked: code that receives an
+``Inventory`` never has to re-validate it. The loader (``load.py``) is the only
+place that builds these from the loose on-disk YAML.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+
+IPv4Address = ipaddress.IPv4Address
+IPv4Network = ipaddress.IPv4Network
+
+# Linux bonding modes (Documentation/networking/bonding.rst) and how many
+# slaves each needs to be worth having. "none" means a single NIC, no bond.
+BOND_MODES: dict[str, int] = {
+    "balance-rr": 2,
+    "active-backup": 2,
+    "balance-xor": 2,
+    "broadcast": 2,
+    "802.3ad": 2,
+    "balance-tlb": 2,
+    "balance-alb": 2,
+    "none": 1,
+}
+
+# IPVS schedulers known to ipvsadm(8) and keepalived.
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh")
+FORWARDING = ("NAT", "DR", "TUN")
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+CHECK_TYPES = ("HTTP_GET", "SSL_GET", "TCP_CHECK", "SMTP_CHECK", "MISC_CHECK")
+BOOT_MODES = ("netboot", "disk")
+LOADERS = ("ipxe", "pxelinux")
+DISK_PARTS = ("boot", "swap", "db", "fs")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    domain: str
+    master_address: IPv4Address
+    primary_master: str
+    secondary_master: str | None
+    http_port: int = 80
+    kernel_args: str = ""
+    templates: str | None = None  # directory of template overrides
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    cidr: IPv4Network
+    gateway: IPv4Address | None
+    vlan: int | None
+    dns: tuple[IPv4Address, ...]
+    mtu: int | None = None
+
+    @property
+    def prefixlen(self) -> int:
+        return self.cidr.prefixlen
+
+    @property
+    def netmask(self) -> IPv4Address:
+        return self.cidr.netmask
+
+
+@dataclass(frozen=True)
+class Partition:
+    part: str  # boot | swap | db | fs
+    device: str  # e.g. /dev/sda1
+    size_mib: int | None  # None: the rest of the disk
+    fstype: str
+    mountpoint: str | None
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    options: str = ""
+
+    def line(self) -> str:
+        return f"{self.name} {self.options}".strip()
+
+
+@dataclass(frozen=True)
+class HwType:
+    name: str
+    nics: tuple[str, ...]
+    disk: str | None  # whole-disk device, e.g. /dev/sda
+    label: str  # gpt | msdos
+    partitions: tuple[Partition, ...]
+    modules: tuple[Module, ...]
+
+    def partition(self, part: str) -> Partition | None:
+        for p in self.partitions:
+            if p.part == part:
+                return p
+        return None
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    version: str
+    kernel_args: str = ""
+
+
+@dataclass(frozen=True)
+class Bond:
+    mode: str = "active-backup"
+    miimon: int = 100
+    primary: str | None = None
+    arp_ip_target: tuple[IPv4Address, ...] = ()
+    arp_interval: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
+
+    def options(self) -> str:
+        """Bonding driver options, as `modprobe bonding` or sysfs take them."""
+        opts = [f"mode={self.mode}"]
+        if self.arp_ip_target:
+            opts.append(f"arp_interval={self.arp_interval}")
+            opts.append("arp_ip_target=" + ",".join(str(a) for a in self.arp_ip_target))
+        else:
+            opts.append(f"miimon={self.miimon}")
+        if self.primary:
+            opts.append(f"primary={self.primary}")
+        return " ".join(opts)
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    services: tuple[str, ...]
+    networks: tuple[str, ...]
+    boot: str
+    image: str | None
+    loader: str
+    hwtype: str | None
+    bond: Bond
+    modules: tuple[Module, ...]
+    kernel_args: str = ""
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One layer-3 interface of a host: an address on one network."""
+
+    network: Network
+    address: IPv4Address
+    device: str  # bond0, bond0.2, eth0, eth0.2
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.address}/{self.network.prefixlen}"
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    role: Role
+    hwtype: HwType
+    macs: tuple[str, ...]  # lower-case aa:bb:cc:dd:ee:ff, in hwtype NIC order
+    addresses: dict[str, IPv4Address]  # network name -> address (in inventory order)
+    bond: Bond
+    boot: str
+    image: str | None
+    loader: str
+    kernel_args: str
+    services: tuple[str, ...]
+    networks_in_order: tuple[Network, ...] = field(default=(), repr=False)
+
+    @property
+    def base_device(self) -> str:
+        """The device that carries untagged traffic: bond0, or the single NIC."""
+        return "bond0" if self.bond.enabled else self.hwtype.nics[0]
+
+    @cached_property
+    def interfaces(self) -> tuple[Interface, ...]:
+        out = []
+        for net in self.networks_in_order:
+            dev = self.base_device if net.vlan is None else f"{self.base_device}.{net.vlan}"
+            out.append(Interface(net, self.addresses[net.name], dev))
+        return tuple(out)
+
+    @property
+    def primary_interface(self) -> Interface:
+        """The first network: the one the host boots and is known on."""
+        return self.interfaces[0]
+
+    @property
+    def nic_macs(self) -> tuple[tuple[str, str], ...]:
+        return tuple(zip(self.hwtype.nics, self.macs, strict=True))
+
+    def interface_on(self, network: str) -> Interface | None:
+        for itf in self.interfaces:
+            if itf.network.name == network:
+                return itf
+        return None
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    type: str
+    path: str | None = None
+    status: int | None = None
+    digest: str | None = None
+    port: int | None = None
+    command: str | None = None
+    connect_timeout: int = 3
+    retry: int = 3
+    delay_before_retry: int = 3
+
+
+@dataclass(frozen=True)
+class VirtualService:
+    name: str
+    vip: IPv4Address
+    port: int
+    protocol: str
+    scheduler: str
+    forwarding: str
+    persistence: int
+    role: str
+    real_port: int
+    weight: int
+    check: HealthCheck
+    pair: str
+
+
+@dataclass(frozen=True)
+class LvsPair:
+    name: str
+    active: str
+    backup: str
+    virtual_router_id: int
+    priority_active: int
+    priority_backup: int
+    auth_type: str | None
+    auth_pass: str | None
+    advert_int: int = 1
+    gateway_vips: dict[str, IPv4Address] = field(default_factory=dict)  # network -> VIP
+
+
+@dataclass(frozen=True)
+class Inventory:
+    source: str
+    cluster: Cluster
+    networks: dict[str, Network]
+    hwtypes: dict[str, HwType]
+    images: dict[str, Image]
+    roles: dict[str, Role]
+    hosts: dict[str, Host]
+    virtual_services: dict[str, VirtualService]
+    lvs_pairs: dict[str, LvsPair]
+
+    # -- lookups shared by every service (the "policy" questions) --------------
+
+    @cached_property
+    def _by_mac(self) -> dict[str, Host]:
+        return {mac: h for h in self.hosts.values() for mac in h.macs}
+
+    @cached_property
+    def _by_ip(self) -> dict[IPv4Address, Host]:
+        return {addr: h for h in self.hosts.values() for addr in h.addresses.values()}
+
+    def host_by_mac(self, mac: str) -> Host | None:
+        return self._by_mac.get(normalize_mac(mac))
+
+    def host_by_ip(self, address: str | IPv4Address) -> Host | None:
+        try:
+            return self._by_ip.get(IPv4Address(str(address)))
+        except ValueError:
+            return None
+
+    def hosts_of_role(self, role: str) -> list[Host]:
+        return [h for h in self.hosts.values() if h.role.name == role]
+
+    def network_of(self, address: IPv4Address) -> Network | None:
+        for net in self.networks.values():
+            if address in net.cidr:
+                return net
+        return None
+
+    def lvs_hosts(self) -> Iterator[tuple[Host, LvsPair, str]]:
+        """(host, pair, 'active'|'backup') for every LVS host."""
+        for pair in self.lvs_pairs.values():
+            yield self.hosts[pair.active], pair, "active"
+            yield self.hosts[pair.backup], pair, "backup"
+
+    def services_of_pair(self, pair: str) -> list[VirtualService]:
+        return [vs for vs in self.virtual_services.values() if vs.pair == pair]
+
+    @property
+    def masters(self) -> list[Host]:
+        names = [self.cluster.primary_master, self.cluster.secondary_master]
+        return [self.hosts[n] for n in names if n and n in self.hosts]
+
+
+def normalize_mac(mac: str) -> str:
+    """Canonical MAC: lower case, colon separated. Raises ValueError if malformed."""
+    raw = mac.strip().lower().replace("-", ":").replace(".", "")
+    if ":" not in raw and len(raw) == 12:
+        raw = ":".join(raw[i : i + 2] for i in range(0, 12, 2))
+    parts = raw.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+        raise ValueError(f"malformed MAC address {mac!r}")
+    try:
+        for p in parts:
+            int(p, 16)
+    except ValueError:
+        raise ValueError(f"malformed MAC address {mac!r}") from None
+    return ":".join(parts)
