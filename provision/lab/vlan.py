@@ -63,10 +63,10 @@ def relay(trunk: str, tap_name: str, vid: int, max_frames: int | None = None) ->
     tap = open_tap(tap_name)
     seen = 0
     while max_frames is None or seen < max_frames:
-        ready, _, _ = select.select([sock, tap], [], [], 1.0)
+        ready, _, _ = select.select([sock.fileno(), tap], [], [], 1.0)
         for r in ready:
             seen += 1
-            if r is sock:
+            if r == sock.fileno():
                 data, anc, _, addr = sock.recvmsg(65535, socket.CMSG_SPACE(_AUX.size))
                 if addr[2] == socket.PACKET_OUTGOING:
                     continue
