@@ -11,8 +11,8 @@ with `dsas serve` lives with the lead's lab tests.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
