@@ -5,18 +5,13 @@ publishes; ``Zone`` holds it indexed for lookups and answers a parsed dnslib
 request with ``resolve``. The wire-level handling (bytes in, bytes out, EDNS0
 sizes, truncation, caching) is in ``provision.policy.dns_wire``.
 
-Names published, for a cluster domain D:
+The names (host, role, masters, service, PTR) are ``render.dns_records(inv)``,
+shared with ``dsas render``; this module adds, for cluster domain D:
 
 - SOA and NS at D and at every reverse zone; NS names are the masters
   (``m01.D``); with no master host in the inventory, ``ns.D`` -> master_address.
-- ``<host>.D`` -> the host's address on its first network, and
-  ``<host>.<network>.D`` -> its address on every network (the first included).
-- ``<role>.D`` -> the first-network address of every host of the role.
-- ``masters.D`` -> the primary and secondary masters.
-- ``<virtual service>.D`` -> its VIP.
-- PTR for every host address (to ``<host>.D`` for the first network,
-  ``<host>.<network>.D`` for the others) and for every VIP inside a reverse zone
-  (to the first virtual service using it).
+- TTLs: host names and PTRs ``DEFAULT_TTL``; role, service and ``masters`` names
+  ``DYNAMIC_TTL`` (they change when a host is assigned to another role).
 
 Reverse zones are on octet boundaries (RFC 1035 in-addr.arpa). A network whose
 prefix is not a multiple of 8 is served as the octet-boundary zones it covers
@@ -24,19 +19,17 @@ exactly when its prefix is 8..24 (a /22 becomes its four /24 zones, so we never
 claim addresses outside the network), and as the covering /24 when it is longer
 than /24 (a /26 is served inside its /24; RFC 2317 delegation is the parent's
 business). A prefix shorter than /8 uses its covering /8s likewise split.
-
-When two sources give the same name (a role named like a host, say), the first
-in the order above wins and the loser is listed in ``Zone.conflicts``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from dnslib import EDNS0, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSRecord
 
 from ..inventory.model import Inventory, IPv4Address, IPv4Network
+from ..render.dns import dns_records
 
 DEFAULT_TTL = 300  # host names and PTRs: change only when the inventory does
 DYNAMIC_TTL = 30  # role and service names: change on every `dsas assign`
@@ -107,96 +100,37 @@ def name_servers(inv: Inventory) -> list[tuple[str, IPv4Address]]:
 def records(
     inv: Inventory, serial: int = 1, ttl: int = DEFAULT_TTL, dynamic_ttl: int = DYNAMIC_TTL
 ) -> list[Record]:
-    """Every record of the cluster's zones, apex records first, in a stable order."""
-    return _Collector(inv, serial, ttl, dynamic_ttl).collect().records
+    """Every record of the cluster's zones: SOA and NS of each zone, then the names.
+
+    The names come from ``render.dns_records`` (the one list that ``dsas render``
+    shows too); this adds the zone apexes and the TTLs.
+    """
+    domain = inv.cluster.domain
+    servers = name_servers(inv)
+    out: list[Record] = []
+    for apex in [domain, *reverse_zones(n.cidr for n in inv.networks.values())]:
+        out += _apex(apex, servers, domain, serial, ttl)
+    if servers[0][0] == f"ns.{domain}":
+        out.append(Record(f"ns.{domain}", "A", str(servers[0][1]), ttl))
+    dynamic = {f"{name}.{domain}" for name in [*inv.roles, *inv.virtual_services, "masters"]}
+    for r in dns_records(inv):
+        rdata = r.value + "." if r.type == "PTR" else r.value
+        out.append(Record(r.name, r.type, rdata, dynamic_ttl if r.name in dynamic else ttl))
+    return out
 
 
-@dataclass
-class _Collector:
-    inv: Inventory
-    serial: int
-    ttl: int
-    dynamic_ttl: int
-    records: list[Record] = field(default_factory=list)
-    conflicts: list[str] = field(default_factory=list)
-    _owner: dict[str, str] = field(default_factory=dict)  # name -> source of its A RRset
-
-    def collect(self) -> _Collector:
-        inv, domain = self.inv, self.inv.cluster.domain
-        servers = name_servers(inv)
-        for apex in [domain, *reverse_zones(n.cidr for n in inv.networks.values())]:
-            self._apex(apex, servers)
-        if servers[0][0] == f"ns.{domain}":
-            self._a(f"ns.{domain}", [servers[0][1]], self.ttl, "name server")
-        self._hosts()
-        masters = [h.primary_interface.address for h in inv.masters]
-        self._a(f"masters.{domain}", masters, self.dynamic_ttl, "masters")
-        for role in inv.roles:
-            addrs = [h.primary_interface.address for h in inv.hosts_of_role(role)]
-            self._a(f"{role}.{domain}", addrs, self.dynamic_ttl, f"role {role}")
-        self._services()
-        return self
-
-    def _apex(self, apex: str, servers: list[tuple[str, IPv4Address]]) -> None:
-        mname, domain = servers[0][0], self.inv.cluster.domain
-        refresh, retry, expire = SOA_TIMERS
-        soa = f"{mname}. hostmaster.{domain}. {self.serial} {refresh} {retry} {expire} "
-        self.records.append(Record(apex, "SOA", soa + str(NEGATIVE_TTL), self.ttl))
-        for name, _ in servers:
-            self.records.append(Record(apex, "NS", name + ".", self.ttl))
-
-    def _hosts(self) -> None:
-        domain = self.inv.cluster.domain
-        for host in self.inv.hosts.values():
-            for i, itf in enumerate(host.interfaces):
-                canonical = f"{host.name}.{domain}" if i == 0 else ""
-                qualified = f"{host.name}.{itf.network.name}.{domain}"
-                if canonical:
-                    self._a(canonical, [itf.address], self.ttl, f"host {host.name}")
-                self._a(qualified, [itf.address], self.ttl, f"host {host.name}")
-                self._ptr(itf.address, canonical or qualified, f"host {host.name}")
-
-    def _services(self) -> None:
-        domain = self.inv.cluster.domain
-        vips: set[IPv4Address] = set()
-        for vs in self.inv.virtual_services.values():
-            self._a(f"{vs.name}.{domain}", [vs.vip], self.dynamic_ttl, f"service {vs.name}")
-            if vs.vip not in vips:  # services sharing a VIP (www, www-tls): the first names it
-                vips.add(vs.vip)
-                self._ptr(vs.vip, f"{vs.name}.{domain}", f"service {vs.name}")
-
-    def _a(self, name: str, addrs: list[IPv4Address], ttl: int, source: str) -> None:
-        if not addrs:
-            return
-        if name in self._owner:
-            if self._owner[name] != source:
-                self.conflicts.append(f"{name}: {source} hidden by {self._owner[name]}")
-            return
-        self._owner[name] = source
-        for addr in dict.fromkeys(addrs):
-            self.records.append(Record(name, "A", str(addr), ttl))
-
-    def _ptr(self, addr: IPv4Address, target: str, source: str) -> None:
-        owner = ptr_name(addr)
-        if not any(owner.endswith("." + z) for z in self._reverse):
-            return  # a VIP outside every network: no zone of ours holds its PTR
-        if owner in self._owner:
-            self.conflicts.append(f"{owner}: PTR to {target} hidden by {self._owner[owner]}")
-            return
-        self._owner[owner] = source
-        self.records.append(Record(owner, "PTR", target + ".", self.ttl))
-
-    @property
-    def _reverse(self) -> list[str]:
-        return reverse_zones(n.cidr for n in self.inv.networks.values())
+def _apex(apex: str, servers: list[tuple[str, IPv4Address]], domain: str, serial: int,
+          ttl: int) -> list[Record]:
+    refresh, retry, expire = SOA_TIMERS
+    soa = (f"{servers[0][0]}. hostmaster.{domain}. {serial} {refresh} {retry} {expire} "
+           f"{NEGATIVE_TTL}")
+    return [Record(apex, "SOA", soa, ttl), *(Record(apex, "NS", n + ".", ttl) for n, _ in servers)]
 
 
 def zone_text(inv: Inventory, serial: int = 1) -> str:
     """The zones as one master-file text (RFC 1035 section 5), for operators to read."""
-    c = _Collector(inv, serial, DEFAULT_TTL, DYNAMIC_TTL).collect()
-    lines = [f"; zones of cluster {inv.cluster.name}, serial {serial}"]
-    lines += [f"; conflict: {x}" for x in c.conflicts]
-    lines += [r.line() for r in c.records]
+    lines = [f"; zones of cluster {inv.cluster.name} ({inv.cluster.domain}), serial {serial}"]
+    lines += [r.line() for r in records(inv, serial)]
     return "\n".join(lines) + "\n"
 
 
@@ -215,12 +149,10 @@ class Zone:
 
     def __init__(self, inv: Inventory, serial: int, forwarding: bool = False,
                  max_udp: int = SERVER_UDP_SIZE):
-        collector = _Collector(inv, serial, DEFAULT_TTL, DYNAMIC_TTL).collect()
         self.serial = serial
         self.forwarding = forwarding
         self.max_udp = max_udp
-        self.conflicts = tuple(collector.conflicts)
-        self.records = tuple(collector.records)
+        self.records = tuple(records(inv, serial))
         self._rrsets: dict[Key, dict[int, list[RR]]] = {}
         self._names: set[Key] = set()  # owners and empty non-terminals
         for rec in self.records:
