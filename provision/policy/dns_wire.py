@@ -52,19 +52,20 @@ class Responder:
     def __init__(self, zone: Zone, cache_entries: int = CACHE_ENTRIES):
         self.zone = zone
         self.cache_entries = cache_entries
-        self._cache: tuple[dict[bytes, Outcome], dict[bytes, Outcome]] = ({}, {})  # tcp, udp
+        # request minus ID -> reply minus ID; the UDP loop looks here before calling handle()
+        self.udp_hits: dict[bytes, bytes] = {}
+        self.tcp_hits: dict[bytes, bytes] = {}
 
     def handle(self, data: bytes, udp: bool = True) -> Outcome:
-        cache = self._cache[udp]
+        cache = self.udp_hits if udp else self.tcp_hits
         hit = cache.get(data[2:])
         if hit is not None:
-            assert hit.reply is not None
-            return Outcome(ANSWER, data[:2] + hit.reply[2:], hit.rcode, hit.truncated)
+            return Outcome(ANSWER, data[:2] + hit, hit[1] & 0xF, bool(hit[0] & 0x02))
         out = self._handle(data, udp)
-        if out.kind == ANSWER and out.rcode in (RCODE.NOERROR, RCODE.NXDOMAIN):
+        if out.kind == ANSWER and out.rcode in (RCODE.NOERROR, RCODE.NXDOMAIN) and out.reply:
             if len(cache) >= self.cache_entries:
                 cache.clear()
-            cache[data[2:]] = out
+            cache[data[2:]] = out.reply[2:]
         return out
 
     def _handle(self, data: bytes, udp: bool) -> Outcome:

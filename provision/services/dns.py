@@ -41,7 +41,7 @@ from .base import ServeContext, Service
 
 log = logging.getLogger(__name__)
 
-RECV_SIZE = 65535  # read whole datagrams; longer than MAX_QUERY is dropped, not split
+RECV_SIZE = MAX_QUERY + 1  # a longer datagram arrives cut to this, and is dropped as oversized
 TCP_IDLE = 10.0  # seconds a TCP client may stay silent (RFC 7766 section 6.2.3)
 TCP_CLIENTS = 64  # concurrent TCP connections; more are closed at once
 FORWARD_TIMEOUT = 2.0  # seconds for one forwarded query, all upstreams together
@@ -205,16 +205,26 @@ class DnsService(Service):
     # -- UDP -----------------------------------------------------------------
 
     def _udp_loop(self, sock: socket.socket) -> None:
+        recvfrom, sendto, counts = sock.recvfrom, sock.sendto, self._counts
         while not self._stopping.is_set():
             try:
-                data, peer = sock.recvfrom(RECV_SIZE)
+                data, peer = recvfrom(RECV_SIZE)
             except OSError as e:
                 if not self._stopping.is_set():
                     self._event(M_ERRORS, "recv", "-", str(e))
                     time.sleep(0.01)
                 continue
-            if not data and peer is None:
+            if peer is None:
                 continue  # shutdown() woke us
+            # fast path: a request seen before gets its cached reply with its own ID
+            hit = self.responder.udp_hits.get(data[2:])
+            if hit is not None:
+                try:
+                    sendto(data[:2] + hit, peer)
+                except OSError as e:
+                    self._event(M_ERRORS, "send", peer, str(e))
+                counts[hit[1] & 0xF] += 1
+                continue
             try:
                 out = self.responder.handle(data, True)
                 if out.reply is not None:
