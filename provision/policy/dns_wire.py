@@ -91,15 +91,15 @@ class Responder:
             return _error(ident, flags, RCODE.SERVFAIL, ERROR)
 
     def _pack(self, request: DNSRecord, reply: DNSRecord, udp: bool) -> Outcome:
-        wire = reply.pack()
+        wire = bytes(reply.pack())
         opt = next((rr for rr in request.ar if rr.rtype == QTYPE.OPT), None)
         limit = udp_limit(opt, self.zone.max_udp) if udp else TCP_MAX
         if len(wire) <= limit:
             return Outcome(ANSWER, wire, reply.header.rcode)
         short = DNSRecord(DNSHeader(id=reply.header.id, bitmap=reply.header.bitmap, tc=1),
-                          q=reply.questions)
+                          questions=list(reply.questions))
         short.ar = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]  # RFC 6891 section 7
-        return Outcome(ANSWER, short.pack(), reply.header.rcode, truncated=True)
+        return Outcome(ANSWER, bytes(short.pack()), reply.header.rcode, truncated=True)
 
 
 def _names_ok(request: DNSRecord) -> bool:
@@ -126,7 +126,7 @@ def servfail(query: bytes) -> bytes:
     h = request.header
     reply = DNSRecord(DNSHeader(id=h.id, qr=1, opcode=h.opcode, rd=h.rd, ra=1,
                                 rcode=RCODE.SERVFAIL), q=request.q)
-    return reply.pack()
+    return bytes(reply.pack())
 
 
 def matches(query: bytes, response: bytes) -> bool:
