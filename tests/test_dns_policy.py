@@ -26,6 +26,7 @@ from provision.policy.dns_wire import (
     DROP_OVERSIZED,
     DROP_RESPONSE,
     DROP_SHORT,
+    ERROR,
     FORWARD,
     MALFORMED,
     MAX_QUERY,
@@ -344,6 +345,7 @@ def test_matches_checks_id_qr_and_question() -> None:
 
 def _check(r: Responder, data: bytes) -> None:
     out = r.handle(data, True)
+    assert out.kind != ERROR, data  # an internal error: the responder missed a bad input
     if out.reply is None:
         return
     reply = DNSRecord.parse(out.reply)
