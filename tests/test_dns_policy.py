@@ -379,6 +379,16 @@ def test_fuzz_query_headers_with_random_bodies(ident: int, flags: int,
     _check(_FUZZ, raw_header(ident, flags, *counts) + body)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 100), max_size=8), st.integers(0, 0xFFFF), st.booleans())
+def test_fuzz_question_names(lengths: list[int], qtype: int, edns: bool) -> None:
+    name = b"".join(bytes([n]) + b"aW-0"[n % 4:n % 4 + 1] * n for n in lengths) + b"\0"
+    opt = b"\0\0\x29\x04\xd0\0\0\0\0\0\0" if edns else b""
+    data = raw_header(3, 0x0100, 1, 0, 0, int(edns)) + name + struct.pack("!HH", qtype, 1) + opt
+    for resp in (_FUZZ, _FUZZ_FWD):
+        _check(resp, data)
+
+
 @settings(max_examples=600, deadline=None)
 @given(st.sampled_from(VALID), st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)),
                                         max_size=6), st.integers(0, 60))
