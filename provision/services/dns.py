@@ -48,6 +48,8 @@ FORWARD_TIMEOUT = 2.0  # seconds for one forwarded query, all upstreams together
 FORWARD_WORKERS = 8
 FORWARD_PENDING = 256  # queued forwards beyond this are answered SERVFAIL at once
 WARN_EVERY = 10.0  # seconds between two warnings of the same kind
+AA_BIT = 0x04  # in the third header byte (RFC 1035 section 4.1.1)
+RA_BIT = 0x80  # in the fourth
 
 M_QUERIES = "dsas_dns_queries_total"
 M_DROPPED = "dsas_dns_dropped_total"
@@ -328,7 +330,17 @@ class DnsService(Service):
 
 
 def ask(up: Upstream, query: bytes, timeout: float, udp: bool) -> bytes | None:
-    """One query to one upstream, with our own random ID; the reply with the client's ID."""
+    """One query to one upstream, with our own random ID; the reply as we relay it."""
+    reply = _ask(up, query, timeout, udp)
+    return relayed(query, reply) if reply is not None else None
+
+
+def relayed(query: bytes, reply: bytes) -> bytes:
+    """The upstream's reply with the client's ID, AA cleared (the data is not ours) and RA set."""
+    return query[:2] + bytes([reply[2] & ~AA_BIT & 0xFF, reply[3] | RA_BIT]) + reply[4:]
+
+
+def _ask(up: Upstream, query: bytes, timeout: float, udp: bool) -> bytes | None:
     ours = os.urandom(2) + query[2:]
     kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
     with socket.socket(socket.AF_INET, kind) as s:
@@ -340,12 +352,12 @@ def ask(up: Upstream, query: bytes, timeout: float, udp: bool) -> bytes | None:
             while True:  # skip stray datagrams until ours comes or time runs out
                 reply = s.recv(RECV_SIZE)
                 if matches(ours, reply):
-                    return query[:2] + reply[2:]
+                    return reply
                 s.settimeout(max(0.001, deadline - time.monotonic()))
         s.sendall(struct.pack("!H", len(ours)) + ours)
         head = _recv_exact(s, 2)
         answer = _recv_exact(s, struct.unpack("!H", head)[0]) if head else None
-        return query[:2] + answer[2:] if answer and matches(ours, answer) else None
+        return answer if answer and matches(ours, answer) else None
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
