@@ -8,21 +8,31 @@ Topology (all in 198.18.0.0/15):
 
 from __future__ import annotations
 
+import ctypes
 import io
+import ipaddress
+import os
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dnslib import DNSRecord
 from ruamel.yaml import YAML
 
-from .dns_helpers import DOMAIN, inventory_text
+from provision.services import dns as dns_service
+from provision.services.base import ServeContext
+
+from .dns_helpers import DOMAIN, inventory, inventory_text, query, raw_header
 from .lab import Lab, Netns, require_tool
 
 pytestmark = pytest.mark.lab
@@ -175,13 +185,28 @@ def test_forwarding_to_a_second_server_and_servfail_when_it_is_down(net: Net) ->
         assert "aa" not in flags(r) and "ra" in flags(r)
     own = dig(net.client, SERVER, f"w101.{DOMAIN}")
     assert "aa" in flags(own) and "ra" in flags(own)  # we recurse now: RA is honest
-    net.lab.stop(upstream)
+    net.lab.stop(upstream)  # down: port unreachable, SERVFAIL at once
+    for transport in ("+notcp", "+tcp"):
+        r = dig(net.client, SERVER, UPSTREAM_NAME, transport, "+time=4")
+        assert r["status"] == "SERVFAIL" and r["QUESTION_SECTION"], transport
+    # silent: a server that reads and never answers; SERVFAIL after our 1 s timeout
+    net.upstream.popen([sys.executable, "-c", SILENT, UPSTREAM])
+    net.upstream.wait_port(53, "tcp")
     for transport in ("+notcp", "+tcp"):
         t0 = time.monotonic()
         r = dig(net.client, SERVER, UPSTREAM_NAME, transport, "+time=4")
-        assert r["status"] == "SERVFAIL" and r["QUESTION_SECTION"], transport
-        assert time.monotonic() - t0 < 3.5  # the 1 s forward timeout, not dig's 4 s
+        took = time.monotonic() - t0
+        assert r["status"] == "SERVFAIL", transport
+        assert 0.9 < took < 3.5, took  # the 1 s forward timeout, not dig's 4 s
     assert dig(net.client, SERVER, f"w102.{DOMAIN}")["status"] == "NOERROR"
+
+
+SILENT = """
+import socket, sys, time
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((sys.argv[1], 53))
+t = socket.socket(); t.bind((sys.argv[1], 53)); t.listen(8)
+time.sleep(120)
+"""
 
 
 def test_sighup_reload_without_dropping_queries_and_per_interface_binding(net: Net) -> None:
@@ -220,3 +245,83 @@ def test_sighup_reload_without_dropping_queries_and_per_interface_binding(net: N
     assert completed and int(completed[0].split()[2]) > 1500, out
     assert re.search(r"Response codes:\s+NOERROR \d+ \(100.00%\)\n", out), out
     assert proc.poll() is None
+
+
+# -- the service in this process, its sockets in the lab's namespaces ---------------
+
+CLONE_NEWNET = 0x40000000  # setns(2)
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@contextmanager
+def inside(ns: Netns) -> Iterator[None]:
+    """Run this thread in ``ns``: sockets made here stay there (setns(2) is per thread)."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{ns.name}", os.O_RDONLY)
+    try:
+        if _libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {ns.name}")
+        yield
+    finally:
+        if _libc.setns(own, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns back")
+        os.close(own)
+        os.close(target)
+
+
+def exchange(sock: socket.socket, data: bytes) -> bytes | None:
+    sock.send(data)
+    try:
+        return sock.recv(4096)
+    except TimeoutError:
+        return None
+
+
+def test_bad_packets_are_answered_or_dropped_counted_and_the_service_lives(net: Net) -> None:
+    ctx = ServeContext(inventory=inventory(3), interfaces=[], state_dir=net.work / "st",
+                       boot_root=net.work, bind_address=ipaddress.IPv4Address(SERVER))
+    svc = dns_service.create(ctx)
+    with inside(net.master):
+        svc.start()
+    try:
+        with inside(net.client):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            tcp = socket.create_connection((SERVER, 53), timeout=2)
+        with udp, tcp:
+            udp.settimeout(0.5)
+            udp.connect((SERVER, 53))
+            good = bytes(query(f"w101.{DOMAIN}", ident=11).pack())
+            assert exchange(udp, b"\x00\x01\x02") is None  # short: dropped
+            assert exchange(udp, good + b"\0" * 2000) is None  # oversized: dropped
+            reply = exchange(udp, good)
+            assert reply is not None and DNSRecord.parse(reply).header.id == 11
+            assert exchange(udp, reply) is None  # a response: dropped, no ping-pong
+            bad = exchange(udp, raw_header(ident=12) + b"\x05ab")
+            assert bad is not None and bad[:2] == b"\x00\x0c" and bad[3] & 0xF == 1  # FORMERR
+            two = exchange(udp, raw_header(ident=13, qd=2) + good[12:] * 2)
+            assert two is not None and two[3] & 0xF == 1
+            upd = exchange(udp, raw_header(ident=14, flags=5 << 11) + good[12:])
+            assert upd is not None and upd[3] & 0xF == 4  # NOTIMP
+            tcp.sendall(struct.pack("!H", len(good)) + good)
+            assert len(tcp.recv(4096)) > 2
+            tcp.sendall(b"\x7f\xff")  # a 32767-byte query: the connection is closed
+            assert tcp.recv(10) == b""
+            assert exchange(udp, good) is not None  # still serving
+        assert svc.alive()
+        m = ctx.metrics
+        assert m.get(dns_service.M_DROPPED, reason="short") == 1
+        assert m.get(dns_service.M_DROPPED, reason="oversized") == 2  # one UDP, one TCP
+        assert m.get(dns_service.M_DROPPED, reason="response") == 1
+        assert m.get(dns_service.M_MALFORMED, reason="malformed") == 1
+        assert m.get(dns_service.M_QUERIES, rcode="NOERROR") == 3
+        assert m.get(dns_service.M_QUERIES, rcode="FORMERR") == 1
+        assert m.get(dns_service.M_QUERIES, rcode="NOTIMP") == 1
+        first = svc.serial
+        svc.reload(inventory(3, db_ip="198.18.3.31"))
+        svc.reload(inventory(3, db_ip="198.18.3.32"))  # twice in one second: still increasing
+        assert svc.serial == first + 2 or svc.serial > first + 2
+        answer = svc.responder.zone.lookup(f"db-read.{DOMAIN}")
+        assert str(answer.rr[0].rdata) == "198.18.3.32"
+    finally:
+        svc.stop()
+    assert not svc.alive()

@@ -97,7 +97,6 @@ class DnsService(Service):
         self._socks: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
-        self._failed = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._pending = threading.BoundedSemaphore(FORWARD_PENDING)
         self._tcp_slots = threading.BoundedSemaphore(TCP_CLIENTS)
@@ -163,7 +162,8 @@ class DnsService(Service):
 
     def alive(self) -> bool:
         self.flush_metrics()
-        return not self._failed.is_set() and all(t.is_alive() for t in self._threads)
+        threads = self._threads
+        return not self._stopping.is_set() and bool(threads) and all(t.is_alive() for t in threads)
 
     def reload(self, inventory: Inventory) -> None:
         self.responder = self._build(inventory)  # one reference swap: no query is lost
@@ -221,19 +221,19 @@ class DnsService(Service):
             # fast path: a request seen before gets its cached reply with its own ID
             hit = self.responder.udp_hits.get(data[2:])
             if hit is not None:
-                try:
+                counts[hit[1] & 0xF] += 1  # counted before sending: a client never sees
+                try:  # an answer the metrics do not have yet
                     sendto(data[:2] + hit, peer)
                 except OSError as e:
                     self._event(M_ERRORS, "send", peer, str(e))
-                counts[hit[1] & 0xF] += 1
                 continue
             try:
                 out = self.responder.handle(data, True)
+                self._outcome(out, peer)
                 if out.reply is not None:
-                    sock.sendto(out.reply, peer)
+                    sendto(out.reply, peer)
                 elif out.kind == FORWARD:
                     self._forward(data, lambda r, s=sock, p=peer: s.sendto(r, p), peer, True)
-                self._outcome(out, peer)
             except Exception as e:  # one bad packet never stops the loop
                 self._event(M_ERRORS, "internal", peer, repr(e))
 
@@ -275,11 +275,11 @@ class DnsService(Service):
                 if data is None:
                     return
                 out = self.responder.handle(data, False)
+                self._outcome(out, peer)
                 if out.reply is not None:
                     send(out.reply)
                 elif out.kind == FORWARD:
                     self._forward(data, send, peer, False)
-                self._outcome(out, peer)
         except (OSError, TimeoutError):
             return
         except Exception as e:
