@@ -1,0 +1,168 @@
+"""Pure tests of the boot tree policy: confinement, static and rendered files."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from bootfiles_support import inventory
+
+from provision.policy import boottree
+from provision.policy.boottree import BootTree, Refused, confine, populate_loaders
+
+
+def fake_render(inv, host, what):
+    return f"{what} for {host.name} mac={host.macs[0]}\n"
+
+
+def fake_default(inv):
+    return "DEFAULT menu\n"
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "boot"
+    (root / "images/tiny/1").mkdir(parents=True)
+    (root / "images/tiny/1/vmlinuz").write_bytes(b"K" * 1000)
+    (root / "undionly.kpxe").write_bytes(b"loader")
+    (tmp_path / "secret").write_text("outside")
+    os.symlink(tmp_path / "secret", root / "escape")
+    os.symlink("images/tiny/1/vmlinuz", root / "inside-link")
+    os.mkfifo(root / "fifo")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(root / "sock"))
+    s.close()
+    return BootTree(root, inventory(), fake_render, fake_default)
+
+
+TRAVERSALS = [
+    ("../etc/passwd", "traversal"),
+    ("images/../../etc/passwd", "traversal"),
+    ("/../etc/passwd", "traversal"),
+    ("//etc/passwd", "absolute"),
+    ("..\\etc\\passwd", "backslash"),
+    ("images\\tiny", "backslash"),
+    ("undionly.kpxe\x00.txt", "nul"),
+    ("a\nb", "control_char"),
+    ("x" * 300, "too_long"),
+    ("a/" + "y" * 200, "too_long"),
+    ("escape", "outside_root"),
+    ("fifo", "not_regular"),
+    ("sock", "not_regular"),
+    ("", "not_found"),
+    ("/", "not_found"),
+]
+
+
+@pytest.mark.parametrize("name,reason", TRAVERSALS)
+def test_refused_with_reason(tree, name, reason):
+    with pytest.raises(Refused) as e:
+        tree.lookup(name)
+    assert e.value.reason.key == reason
+    if reason != "not_found":
+        assert e.value.reason.tftp_code == boottree.TFTP_ERR_ACCESS_VIOLATION
+        assert e.value.reason.http_status == 403
+
+
+def test_confine_strips_one_slash_and_dots():
+    assert confine("/images/./tiny//1/vmlinuz") == "images/tiny/1/vmlinuz"
+    assert confine(b"/pxelinux.0") == "pxelinux.0"
+
+
+def test_static_file_and_inside_symlink(tree):
+    f = tree.lookup("/images/tiny/1/vmlinuz")
+    assert f.size == 1000 and not f.rendered
+    with f.open() as fh:
+        assert fh.read() == b"K" * 1000
+    assert tree.lookup("inside-link").size == 1000
+    assert f.etag == tree.lookup("images/tiny/1/vmlinuz").etag
+
+
+def test_missing_and_directory_are_not_found(tree):
+    for name in ("nope.bin", "images/tiny"):
+        with pytest.raises(Refused) as e:
+            tree.lookup(name)
+        assert e.value.reason.key == "not_found"
+        assert e.value.reason.tftp_code == 1 and e.value.reason.http_status == 404
+
+
+def test_pxelinux_per_mac_differs(tree):
+    a = tree.lookup("pxelinux.cfg/01-52-54-00-04-00-11")
+    b = tree.lookup("pxelinux.cfg/01-52-54-00-04-00-12")
+    assert a.data == b"pxelinux for n1 mac=52:54:00:04:00:11\n"
+    assert b.data != a.data and b.host == "n2"
+    assert a.size == len(a.data)
+
+
+def test_pxelinux_unknown_mac_is_not_in_inventory(tree):
+    with pytest.raises(Refused) as e:
+        tree.lookup("pxelinux.cfg/01-52-54-00-99-99-99")
+    assert e.value.reason.key == "not_in_inventory"
+    assert e.value.reason.tftp_code == 1
+    assert "not in inventory" in e.value.message
+
+
+def test_pxelinux_hexip_and_prefixes(tree):
+    assert tree.lookup("pxelinux.cfg/C612040B").host == "n1"  # 198.18.4.11
+    # pxelinux's shorter prefixes: only for the asker whose address they prefix
+    assert tree.lookup("pxelinux.cfg/C61204", peer="198.18.4.12").host == "n2"
+    for name, peer in (("pxelinux.cfg/C61204", None), ("pxelinux.cfg/C7", "198.18.4.12")):
+        with pytest.raises(Refused) as e:
+            tree.lookup(name, peer=peer)
+        assert e.value.reason.key == "not_in_inventory"
+    assert tree.lookup("pxelinux.cfg/default").data == b"DEFAULT menu\n"
+
+
+def test_host_files_and_unknown_host(tree):
+    f = tree.lookup("hosts/n1/dsas.conf")
+    assert f.data.startswith(b"dsas.conf for n1")
+    assert tree.lookup("hosts/n2/boot.ipxe").data.startswith(b"ipxe for n2")
+    with pytest.raises(Refused) as e:
+        tree.lookup("hosts/ghost/dsas.conf")
+    assert e.value.reason.key == "not_in_inventory"
+
+
+def test_root_boot_ipxe_for_the_asker(tree):
+    assert tree.lookup("boot.ipxe", peer="198.18.4.11").host == "n1"
+    with pytest.raises(Refused):
+        tree.lookup("boot.ipxe", peer="198.18.4.99")
+
+
+def test_inventory_change_visible_next_request(tree):
+    before = tree.lookup("hosts/n1/dsas.conf").data
+    tree.inventory = dataclasses.replace(inventory(), hosts={})  # n1 removed
+    with pytest.raises(Refused):
+        tree.lookup("hosts/n1/dsas.conf")
+    assert before
+
+
+def test_render_failure_is_refused(tmp_path):
+    def broken(inv, host, what):
+        raise KeyError("template variable")
+
+    t = BootTree(tmp_path, inventory(), broken, fake_default)
+    with pytest.raises(Refused) as e:
+        t.lookup("hosts/n1/dsas.conf")
+    assert e.value.reason.key == "render_failed"
+
+
+def test_rendered_etag_follows_content(tree):
+    a = tree.lookup("hosts/n1/dsas.conf")
+    assert a.etag == tree.lookup("hosts/n1/dsas.conf").etag
+    assert a.etag != tree.lookup("hosts/n2/dsas.conf").etag
+
+
+def test_populate_loaders(tmp_path):
+    names = populate_loaders(tmp_path)
+    for n in ("undionly.kpxe", "ipxe.efi", "snponly.efi", "pxelinux.0", "ldlinux.c32"):
+        assert n in names and (tmp_path / n).is_file() and not (tmp_path / n).is_symlink()
+    src = Path("/usr/lib/syslinux/modules/bios/ldlinux.c32")
+    assert (tmp_path / "ldlinux.c32").read_bytes() == src.read_bytes()
+    mtime = (tmp_path / "pxelinux.0").stat().st_mtime_ns
+    populate_loaders(tmp_path)  # unchanged: not rewritten
+    assert (tmp_path / "pxelinux.0").stat().st_mtime_ns == mtime
+    t = BootTree(tmp_path, inventory(), fake_render, fake_default)
+    assert t.lookup("pxelinux.0").size == os.path.getsize("/usr/lib/PXELINUX/pxelinux.0")
