@@ -8,10 +8,11 @@ import socket
 from pathlib import Path
 
 import pytest
-from bootfiles_support import inventory
 
 from provision.policy import boottree
 from provision.policy.boottree import BootTree, Refused, confine, populate_loaders
+
+from .bootfiles_support import inventory
 
 
 def fake_render(inv, host, what):

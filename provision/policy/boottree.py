@@ -181,16 +181,17 @@ _PXE_MAC = re.compile(r"^01-((?:[0-9a-f]{2}-){5}[0-9a-f]{2})$")
 _PXE_HEX = re.compile(r"^[0-9A-F]{1,8}$")
 
 
-def _render_host(inv: Inventory, host: Host, what: str) -> str:
+def renderers(templates: str | os.PathLike[str] | None = None) -> tuple[Renderer, DefaultRenderer]:
+    """The real renderers (``provision.render``), with an optional template override dir."""
     from .. import render
 
-    return render.render_host(inv, host, what)
+    def host_file(inv: Inventory, host: Host, what: str) -> str:
+        return render.render_host(inv, host, what, templates)
 
+    def default(inv: Inventory) -> str:
+        return render.render_pxelinux_default(inv, templates)
 
-def _render_default(inv: Inventory) -> str:
-    from .. import render
-
-    return render.render_pxelinux_default(inv)
+    return host_file, default
 
 
 class BootTree:
@@ -200,13 +201,15 @@ class BootTree:
         self,
         root: str | os.PathLike[str],
         inventory: Inventory,
-        render_host: Renderer = _render_host,
-        render_default: DefaultRenderer = _render_default,
+        render_host: Renderer | None = None,
+        render_default: DefaultRenderer | None = None,
+        templates: str | os.PathLike[str] | None = None,
     ):
         self.root = os.path.realpath(root)
         self.inventory = inventory  # replaced on reload; read once per lookup
-        self._render_host = render_host
-        self._render_default = render_default
+        real_host, real_default = renderers(templates)
+        self._render_host = render_host or real_host
+        self._render_default = render_default or real_default
 
     def lookup(self, name: str | bytes, peer: str | None = None) -> BootFile:
         """Resolve a client's name (``peer``: its IP address) or raise ``Refused``."""
@@ -263,8 +266,8 @@ class BootTree:
         except Refused:
             raise
         except Exception as e:  # a template or inventory problem: the client gets an error
-            log.exception("render failed: %s", e)
-            raise Refused(RENDER_FAILED, f"render failed: {type(e).__name__}") from None
+            log.warning("render failed: %s: %s", type(e).__name__, e)
+            raise Refused(RENDER_FAILED, f"render failed: {e}"[:200]) from None
 
     @staticmethod
     def _bytes(path: str, text: str, host: str | None) -> BootFile:
