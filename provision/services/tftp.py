@@ -23,6 +23,7 @@ port. What this module adds to fbtftp, and why:
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -133,6 +134,11 @@ class Transfer(BaseHandler):
             outcome = _Session(self, self._settings).serve()
         except Exception as e:  # noqa: BLE001 - reported, never raised into multiprocessing
             log.exception("tftp transfer of %s to %s crashed: %s", self._path, self._peer, e)
+            try:
+                self._get_listener().sendto(
+                    codec.encode_error(codec.ERR_UNDEFINED, "internal error"), self._peer)
+            except OSError:
+                pass
         finally:
             outcome.update(peer=self._peer[0], path=self._bootfile.path,
                            host=self._bootfile.host, pid=os.getpid())
@@ -169,10 +175,23 @@ class _Session:
         self.give_up = max(self.s.timeout, self.rto_max + 1)
         if neg.oack:
             self.h._options = neg.oack
-            err = self._exchange(lambda: self.h._transmit_oack(), 0)
+            oack = codec.encode_oack(neg.oack)
+            err = self._exchange(lambda: self._send(oack), 0)
             if err is not None:
                 return err
         return self._send_file(neg.blksize, neg.windowsize)
+
+    def _send(self, pkt: bytes) -> None:
+        """Send one datagram; a local drop (EPERM from a firewall, ENOBUFS) is a loss
+        like any other and is repaired by retransmission."""
+        try:
+            self.sock.send(pkt)
+        except (PermissionError, BlockingIOError, ConnectionRefusedError):
+            pass
+        except OSError as e:
+            if e.errno not in (errno.ENOBUFS, errno.EAGAIN, errno.ENETUNREACH,
+                               errno.EHOSTUNREACH):
+                raise
 
     def _rto(self, backoff: int) -> float:
         base = self.s.rto_min if self.srtt is None else max(self.s.rto_min, 4 * self.srtt)
@@ -221,8 +240,7 @@ class _Session:
             try:
                 return codec.decode_ack_or_error(pkt)
             except codec.TftpDecodeError:
-                self.sock.send(codec.encode_error(codec.ERR_ILLEGAL_OPERATION,
-                                                  "expected ACK"))
+                self._send(codec.encode_error(codec.ERR_ILLEGAL_OPERATION, "expected ACK"))
                 continue
 
     def _send_file(self, blksize: int, window: int) -> dict[str, Any]:
@@ -236,7 +254,7 @@ class _Session:
                 pkt = codec.data_header(nxt) + chunk
                 sent[nxt] = pkt
                 send_times[nxt] = time.monotonic()
-                self.sock.send(pkt)
+                self._send(pkt)
                 if len(chunk) < blksize:
                     last = nxt
                 nxt += 1
@@ -249,7 +267,7 @@ class _Session:
                 for n in range(base, nxt):  # resend the window
                     self.retransmits += 1
                     send_times.pop(n, None)  # Karn: no RTT sample from a resent block
-                    self.sock.send(sent[n])
+                    self._send(sent[n])
                 continue
             op, num, _ = got
             if op == codec.OP_ERROR:
@@ -259,7 +277,7 @@ class _Session:
                 if acked == base - 1 and window > 1:  # RFC 7440: client saw a gap
                     for n in range(base, nxt):
                         self.retransmits += 1
-                        self.sock.send(sent[n])
+                        self._send(sent[n])
                 continue  # lock-step duplicate ACK: ignore (Sorcerer's Apprentice)
             t0 = send_times.get(acked)
             if t0 is not None:
@@ -403,6 +421,9 @@ class TftpService(Service):
         except codec.TftpDecodeError as e:
             self._error_metric("malformed")
             log.debug("tftp: malformed request from %s: %s", peer[0], e)
+            if len(data) >= 2 and data[1] in (codec.OP_RRQ, codec.OP_WRQ) and data[0] == 0:
+                # A request we cannot parse (a NUL inside the name splits it): say so.
+                self._send_error(peer, codec.ERR_ILLEGAL_OPERATION, "malformed request")
             return
         self.metrics.inc(M_REQUESTS, opcode="wrq" if req.opcode == codec.OP_WRQ else "rrq")
         if req.opcode == codec.OP_WRQ:
@@ -442,6 +463,9 @@ class TftpService(Service):
         log.info("tftp: refused %r from %s: %s (%s)", req.filename[:80], peer[0], message,
                  reason)
         self._error_metric(reason)
+        self._send_error(peer, code, message)
+
+    def _send_error(self, peer: tuple[str, int], code: int, message: str) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             try:
                 s.bind((self.address[0], 0))
