@@ -167,3 +167,84 @@ def test_populate_loaders(tmp_path):
     assert (tmp_path / "pxelinux.0").stat().st_mtime_ns == mtime
     t = BootTree(tmp_path, inventory(), fake_render, fake_default)
     assert t.lookup("pxelinux.0").size == os.path.getsize("/usr/lib/PXELINUX/pxelinux.0")
+
+
+# -- TFTP codec and option negotiation (pure) ------------------------------------
+
+def test_decode_request_and_malformed():
+    from provision.protocol import tftp as c
+
+    r = c.decode_request(b"\x00\x01pxelinux.0\x00OCTET\x00tsize\x000\x00BLKSIZE\x001408\x00")
+    assert (r.opcode, r.filename, r.mode) == (1, "pxelinux.0", "octet")
+    assert r.options == {"tsize": "0", "blksize": "1408"}
+    for bad in (b"", b"\x00", b"\x00\x01", b"\x00\x03abc\x00", b"\x00\x01a\x00octet",
+                b"\x00\x01a\x00octet\x00blksize\x00", b"\x00\x01" + b"a" * 2000 + b"\x00o\x00"):
+        with pytest.raises(c.TftpDecodeError):
+            c.decode_request(bad)
+
+
+def test_negotiate_bounds_and_order():
+    from provision.protocol import tftp as c
+
+    n = c.negotiate({"windowsize": "4", "tsize": "0", "blksize": "99999", "timeout": "300",
+                     "bogus": "1"}, lambda: 1234)
+    assert list(n.oack.items()) == [("windowsize", "4"), ("tsize", "1234"), ("blksize", "65464")]
+    assert (n.blksize, n.windowsize, n.timeout) == (65464, 4, None)
+    assert c.negotiate({"blksize": "7"}, lambda: 0).oack == {}
+    assert c.negotiate({"blksize": "x"}, lambda: 0).blksize == 512
+    assert c.negotiate({"windowsize": "8"}, lambda: 0, max_window=1).oack == {}
+
+
+def test_netascii_encoding():
+    from provision.protocol.tftp import netascii_encode
+
+    assert netascii_encode(b"a\nb\rc\r\n") == b"a\r\nb\r\x00c\r\x00\r\n"
+
+
+# -- HTTP policy: ranges, validators, events (pure) --------------------------------
+
+def test_parse_range():
+    from provision.policy.httpfiles import Unsatisfiable, parse_range
+
+    assert parse_range("bytes=0-9", 100) == (0, 9)
+    assert parse_range("bytes=90-", 100) == (90, 99)
+    assert parse_range("bytes=-10", 100) == (90, 99)
+    assert parse_range("bytes=50-5000", 100) == (50, 99)
+    assert parse_range("bytes=9-0", 100) is None  # invalid: ignored
+    assert parse_range("bytes=0-1,5-6", 100) is None  # multiple: whole file
+    assert parse_range("items=0-1", 100) is None
+    for h in ("bytes=100-", "bytes=-0", "bytes=200-300"):
+        with pytest.raises(Unsatisfiable):
+            parse_range(h, 100)
+
+
+def test_etag_match():
+    from provision.policy.httpfiles import etag_matches, if_range_allows
+
+    assert etag_matches('"a", W/"b"', '"b"') and etag_matches("*", '"x"')
+    assert not etag_matches('"a"', '"b"') and not etag_matches(None, '"b"')
+    assert if_range_allows(None, '"a"') and not if_range_allows('"b"', '"a"')
+
+
+def test_parse_event_rules():
+    from provision.policy.httpfiles import BadEvent, parse_event
+
+    inv = inventory()
+    ev = parse_event(b'{"host": "n1", "stage": "ready"}', "198.18.4.11", inv)
+    assert (ev.host, ev.stage, ev.image, ev.address) == ("n1", "ready", "tiny", "198.18.4.11")
+    assert parse_event(b'{"stage": "kernel"}', "198.18.4.12", inv).host == "n2"
+    cases = [
+        (b'{"host": "n2", "stage": "ready"}', "198.18.4.11", 403),
+        (b'{"host": "n1", "stage": "ready", "mac": "52:54:00:04:00:12"}', None, 403),
+        (b'{"host": "zz", "stage": "ready"}', None, 404),
+        (b'{"stage": "ready"}', "198.18.9.9", 400),
+        (b'{"host": "n1", "stage": "failed"}', None, 400),
+        (b'{"host": "n1", "stage": "ready", "reason": "\\u0007"}', None, 400),
+        (b'{"host": 1, "stage": "ready"}', None, 400),
+        (b"[]", None, 400),
+        (b"x" * 5000, None, 413),
+    ]
+    for body, peer, status in cases:
+        with pytest.raises(BadEvent) as e:
+            parse_event(body, peer, inv)
+        assert e.value.status == status, body

@@ -181,7 +181,7 @@ _PXE_MAC = re.compile(r"^01-((?:[0-9a-f]{2}-){5}[0-9a-f]{2})$")
 _PXE_HEX = re.compile(r"^[0-9A-F]{1,8}$")
 
 
-def renderers(templates: str | os.PathLike[str] | None = None) -> tuple[Renderer, DefaultRenderer]:
+def renderers(templates: str | Path | None = None) -> tuple[Renderer, DefaultRenderer]:
     """The real renderers (``provision.render``), with an optional template override dir."""
     from .. import render
 
@@ -203,7 +203,7 @@ class BootTree:
         inventory: Inventory,
         render_host: Renderer | None = None,
         render_default: DefaultRenderer | None = None,
-        templates: str | os.PathLike[str] | None = None,
+        templates: str | Path | None = None,
     ):
         self.root = os.path.realpath(root)
         self.inventory = inventory  # replaced on reload; read once per lookup
