@@ -277,10 +277,12 @@ def exchange(sock: socket.socket, data: bytes) -> bytes | None:
         return None
 
 
-def test_bad_packets_are_answered_or_dropped_counted_and_the_service_lives(net: Net) -> None:
+@pytest.mark.parametrize("batch", [True, False], ids=["recvmmsg", "recvfrom"])
+def test_bad_packets_are_answered_or_dropped_counted_and_the_service_lives(
+        net: Net, batch: bool) -> None:
     ctx = ServeContext(inventory=inventory(3), interfaces=[], state_dir=net.work / "st",
                        boot_root=net.work, bind_address=ipaddress.IPv4Address(SERVER))
-    svc = dns_service.create(ctx)
+    svc = dns_service.DnsService(ctx, batch=batch)
     with inside(net.master):
         svc.start()
     try:
@@ -323,5 +325,7 @@ def test_bad_packets_are_answered_or_dropped_counted_and_the_service_lives(net: 
         answer = svc.responder.zone.lookup(f"db-read.{DOMAIN}")
         assert str(answer.rr[0].rdata) == "198.18.3.32"
     finally:
+        t0 = time.monotonic()
         svc.stop()
+    assert time.monotonic() - t0 < 2  # shutdown() woke the loops: no 5 s join timeout
     assert not svc.alive()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from dnslib import RCODE
 
 from ..inventory.model import Inventory
-from ..policy.dns import Zone
+from ..policy.dns import SERVER_UDP_SIZE, Zone
 from ..policy.dns_wire import (
     ANSWER,
     FORWARD,
@@ -38,10 +38,12 @@ from ..policy.dns_wire import (
     servfail,
 )
 from .base import ServeContext, Service
+from .dns_batch import BatchSocket, available
 
 log = logging.getLogger(__name__)
 
 RECV_SIZE = MAX_QUERY + 1  # a longer datagram arrives cut to this, and is dropped as oversized
+SEND_SIZE = SERVER_UDP_SIZE  # the largest UDP reply we send (cached ones never exceed it)
 TCP_IDLE = 10.0  # seconds a TCP client may stay silent (RFC 7766 section 6.2.3)
 TCP_CLIENTS = 64  # concurrent TCP connections; more are closed at once
 FORWARD_TIMEOUT = 2.0  # seconds for one forwarded query, all upstreams together
@@ -88,8 +90,9 @@ class DnsService(Service):
     name = "dns"
 
     def __init__(self, ctx: ServeContext, forwarders: tuple[Upstream, ...] = (),
-                 forward_timeout: float = FORWARD_TIMEOUT):
+                 forward_timeout: float = FORWARD_TIMEOUT, batch: bool | None = None):
         super().__init__(ctx)
+        self.batch = available() if batch is None else batch  # recvmmsg/sendmmsg loop
         self.forwarders = forwarders
         self.forward_timeout = forward_timeout
         self.serial = 0
@@ -207,7 +210,10 @@ class DnsService(Service):
     # -- UDP -----------------------------------------------------------------
 
     def _udp_loop(self, sock: socket.socket) -> None:
-        recvfrom, sendto, counts = sock.recvfrom, sock.sendto, self._counts
+        if self.batch:
+            self._udp_batch_loop(sock)
+            return
+        recvfrom, counts = sock.recvfrom, self._counts
         while not self._stopping.is_set():
             try:
                 data, peer = recvfrom(RECV_SIZE)
@@ -220,22 +226,45 @@ class DnsService(Service):
                 continue  # shutdown() woke us
             # fast path: a request seen before gets its cached reply with its own ID
             hit = self.responder.udp_hits.get(data[2:])
-            if hit is not None:
-                counts[hit[1] & 0xF] += 1  # counted before sending: a client never sees
-                try:  # an answer the metrics do not have yet
-                    sendto(data[:2] + hit, peer)
-                except OSError as e:
-                    self._event(M_ERRORS, "send", peer, str(e))
+            if hit is None:
+                self._udp_slow(sock, data, peer)
                 continue
-            try:
-                out = self.responder.handle(data, True)
-                self._outcome(out, peer)
-                if out.reply is not None:
-                    sendto(out.reply, peer)
-                elif out.kind == FORWARD:
-                    self._forward(data, lambda r, s=sock, p=peer: s.sendto(r, p), peer, True)
-            except Exception as e:  # one bad packet never stops the loop
-                self._event(M_ERRORS, "internal", peer, repr(e))
+            counts[hit[1] & 0xF] += 1  # counted before sending: a client never sees
+            try:  # an answer the metrics do not have yet
+                sock.sendto(data[:2] + hit, peer)
+            except OSError as e:
+                self._event(M_ERRORS, "send", peer, str(e))
+
+    def _udp_batch_loop(self, sock: socket.socket) -> None:
+        batch = BatchSocket(sock, RECV_SIZE, SEND_SIZE)
+
+        def slow(data: bytes, peer: tuple[str, int]) -> None:
+            self._udp_slow(sock, data, peer)
+
+        try:
+            while not self._stopping.is_set():
+                try:
+                    batch.serve_once(self.responder.udp_hits, self._counts, slow)
+                except OSError as e:
+                    if not self._stopping.is_set():
+                        self._event(M_ERRORS, "recv", "-", str(e))
+                        time.sleep(0.01)
+                except Exception as e:  # a bug here must not end the loop
+                    self._event(M_ERRORS, "internal", "-", repr(e))
+        finally:
+            batch.close()
+
+    def _udp_slow(self, sock: socket.socket, data: bytes, peer: tuple[str, int]) -> None:
+        """Everything but a cache hit: decode, ask the zone, encode (or forward)."""
+        try:
+            out = self.responder.handle(data, True)
+            self._outcome(out, peer)
+            if out.reply is not None:
+                sock.sendto(out.reply, peer)
+            elif out.kind == FORWARD:
+                self._forward(data, lambda r: sock.sendto(r, peer), peer, True)
+        except Exception as e:  # one bad packet never stops the loop
+            self._event(M_ERRORS, "internal", peer, repr(e))
 
     # -- TCP -----------------------------------------------------------------
 
