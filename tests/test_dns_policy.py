@@ -290,6 +290,18 @@ def test_cached_answers_carry_each_requests_id(big: Responder) -> None:
     assert bytes(q.pack())[2:] in big.udp_hits
 
 
+def test_a_new_responder_is_warmed_with_the_old_ones_questions() -> None:
+    old = Responder(Zone(inventory(3), 1))
+    for ident, name in ((1, f"db-read.{DOMAIN}"), (2, f"W101.{DOMAIN}"), (3, f"gone.{DOMAIN}")):
+        old.handle(bytes(query(name, ident=ident, edns=1232).pack()))
+    old.handle(bytes(query(f"web.{DOMAIN}").pack()), udp=False)
+    new = Responder(Zone(inventory(3, db_ip="198.18.3.31"), 2))
+    assert new.warm(old) == 4
+    assert set(new.udp_hits) == set(old.udp_hits) and set(new.tcp_hits) == set(old.tcp_hits)
+    _, r = handle(new, query(f"db-read.{DOMAIN}", ident=9, edns=1232))
+    assert r is not None and answers(r) == ["198.18.3.31"] and r.header.id == 9
+
+
 def test_nothing_is_sent_for_short_oversized_or_response_packets(big: Responder) -> None:
     assert big.handle(b"\x01\x02\x03").kind == DROP_SHORT
     q = bytes(query(f"w101.{DOMAIN}").pack())

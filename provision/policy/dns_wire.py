@@ -68,6 +68,19 @@ class Responder:
             cache[data[2:]] = out.reply[2:]
         return out
 
+    def warm(self, previous: Responder) -> int:
+        """Answer the questions ``previous`` has cached, with this zone, into this cache.
+
+        A reload then starts with a warm cache: a busy server does not fall to the
+        slow path for every name at once. Returns how many were answered.
+        """
+        n = 0
+        for udp, cache in ((True, previous.udp_hits), (False, previous.tcp_hits)):
+            for key in list(cache):  # a copy: the old responder is still serving
+                self.handle(b"\0\0" + key, udp)
+                n += 1
+        return n
+
     def _handle(self, data: bytes, udp: bool) -> Outcome:
         if len(data) < HEADER_LEN:
             return Outcome(DROP_SHORT)

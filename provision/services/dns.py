@@ -61,6 +61,16 @@ M_FORWARDED = "dsas_dns_forwarded_total"
 M_FORWARD_FAILED = "dsas_dns_forward_failures_total"
 M_ERRORS = "dsas_dns_errors_total"
 M_RELOADS = "dsas_dns_reloads_total"
+HELP = {
+    M_QUERIES: "DNS queries answered, by rcode (flushed about once a second)",
+    M_DROPPED: "DNS datagrams dropped unanswered, by reason (short, oversized, response, ...)",
+    M_MALFORMED: "DNS queries that did not decode, answered FORMERR (or NOTIMP)",
+    M_TRUNCATED: "DNS answers sent with TC=1 because they did not fit the UDP size",
+    M_FORWARDED: "DNS queries answered by a forwarder",
+    M_FORWARD_FAILED: "DNS queries answered SERVFAIL because no forwarder answered in time",
+    M_ERRORS: "DNS internal, send or receive errors",
+    M_RELOADS: "DNS zone reloads",
+}
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,8 @@ class DnsService(Service):
         return [str(self.ctx.bind_address or "0.0.0.0")]
 
     def start(self) -> None:
+        for metric, text in HELP.items():
+            self.ctx.metrics.describe(metric, text)
         port = self.ctx.dns_port
         addrs = self.addresses()
         if not addrs:
@@ -169,9 +181,12 @@ class DnsService(Service):
         return not self._stopping.is_set() and bool(threads) and all(t.is_alive() for t in threads)
 
     def reload(self, inventory: Inventory) -> None:
-        self.responder = self._build(inventory)  # one reference swap: no query is lost
+        new = self._build(inventory)
+        warmed = new.warm(self.responder)  # the questions clients ask, answered anew
+        self.responder = new  # one reference swap: no query is lost
         self.ctx.metrics.inc(M_RELOADS)
-        log.info("dns: zone reloaded, serial %d, %d hosts", self.serial, len(inventory.hosts))
+        log.info("dns: zone reloaded, serial %d, %d hosts, %d cached answers renewed",
+                 self.serial, len(inventory.hosts), warmed)
 
     def _build(self, inventory: Inventory) -> Responder:
         serial = max(int(time.time()), self.serial + 1) & 0xFFFFFFFF
