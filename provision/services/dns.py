@@ -21,6 +21,7 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -113,6 +114,7 @@ class DnsService(Service):
         self._pool: ThreadPoolExecutor | None = None
         self._pending = threading.BoundedSemaphore(FORWARD_PENDING)
         self._tcp_slots = threading.BoundedSemaphore(TCP_CLIENTS)
+        self._tcp_conns: set[socket.socket] = set()
         self._counts = [0] * 32  # answers by rcode, written by the loops only
         self._flushed = [0] * 32
         self._warned: dict[str, float] = {}
@@ -152,14 +154,15 @@ class DnsService(Service):
                  ", ".join(addrs), port, self.serial,
                  ", ".join(f"{u.host}:{u.port}" for u in self.forwarders) or "nobody")
 
-    def _spawn(self, target: object, sock: socket.socket, name: str) -> None:
-        t = threading.Thread(target=target, args=(sock,), name=name, daemon=True)  # type: ignore[arg-type]
+    def _spawn(self, target: Callable[[socket.socket], None], sock: socket.socket,
+               name: str) -> None:
+        t = threading.Thread(target=target, args=(sock,), name=name, daemon=True)
         self._threads.append(t)
         t.start()
 
     def stop(self) -> None:
         self._stopping.set()
-        for s in self._socks:
+        for s in [*self._socks, *list(self._tcp_conns)]:
             try:
                 s.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv/accept
             except OSError:
@@ -305,6 +308,7 @@ class DnsService(Service):
             with lock:
                 conn.sendall(struct.pack("!H", len(reply)) + reply)
 
+        self._tcp_conns.add(conn)
         try:
             conn.settimeout(TCP_IDLE)
             while not self._stopping.is_set():
@@ -329,6 +333,7 @@ class DnsService(Service):
         except Exception as e:
             self._event(M_ERRORS, "internal", peer, repr(e))
         finally:
+            self._tcp_conns.discard(conn)
             conn.close()
             self._tcp_slots.release()
 
