@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import shlex
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -76,8 +75,10 @@ def prepare_script(lay: NodeLayout, rid: str) -> str:
         'echo "ERR $TO exists and is not a dsas release symlink"; exit 3; fi; '
         'mkdir -p "$R"; cd "$R"; '
         'for d in .incoming-* .partial-*; do case "$d" in '
-        '.incoming-"$ID"|.partial-"$ID"|".incoming-*"|".partial-*") ;; *) rm -rf -- "$d";; esac; done; '
-        'if [ -d ".incoming-$ID" ]; then rm -rf ".partial-$ID"; mv -T ".incoming-$ID" ".partial-$ID"; '
+        '.incoming-"$ID"|.partial-"$ID"|".incoming-*"|".partial-*") ;; '
+        '*) rm -rf -- "$d";; esac; done; '
+        'if [ -d ".incoming-$ID" ]; then rm -rf ".partial-$ID"; '
+        'mv -T ".incoming-$ID" ".partial-$ID"; '
         'echo PARTIAL 1; fi; '
         'mkdir ".incoming-$ID"; echo OK 1'
     )
@@ -132,7 +133,8 @@ def prune_fragment(remove: Sequence[str]) -> str:
 
 def abort_script(lay: NodeLayout, rid: str) -> str:
     """After a failed push: drop the incoming tree (the live release is untouched)."""
-    return _head(lay) + f'rm -rf -- "$R/.incoming-"{shlex.quote(rid)} "$R/.partial-"{shlex.quote(rid)}'
+    q = shlex.quote(rid)
+    return _head(lay) + f'rm -rf -- "$R/.incoming-"{q} "$R/.partial-"{q}'
 
 
 def to_prune(state: NodeState, keep: int) -> list[str]:
@@ -160,7 +162,7 @@ class RemoteNode:
                            allow_agent=False, look_for_keys=False)
         except HostKeyError as e:
             client.close()
-            raise RemoteError(f"{self.name}: {e}") from None
+            raise RemoteError(str(e)) from None
         except paramiko.BadHostKeyException as e:
             client.close()
             raise RemoteError(
@@ -168,10 +170,10 @@ class RemoteNode:
                 f"trusted {e.expected_key.fingerprint}); refusing") from None
         except paramiko.AuthenticationException:
             client.close()
-            raise RemoteError(f"{self.name}: authentication as {self.cfg.user} refused") from None
-        except (OSError, socket.timeout, paramiko.SSHException) as e:
+            raise RemoteError(f"authentication as {self.cfg.user} refused") from None
+        except (TimeoutError, OSError, paramiko.SSHException) as e:
             client.close()
-            raise RemoteError(f"{self.name}: unreachable ({_short(e)})") from None
+            raise RemoteError(f"unreachable ({_short(e)})") from None
         self._client = client
 
     def run(self, script: str, timeout: float = 300) -> tuple[int, str, str]:
@@ -183,7 +185,7 @@ class RemoteNode:
             stdout = out.read().decode(errors="replace")
             stderr = err.read().decode(errors="replace")
             rc = out.channel.recv_exit_status()
-        except (OSError, socket.timeout, paramiko.SSHException, EOFError) as e:
+        except (TimeoutError, OSError, paramiko.SSHException, EOFError) as e:
             raise RemoteError(f"connection lost ({_short(e)})") from None
         log.debug("host=%s rc=%s out=%r err=%r", self.name, rc, stdout[-300:], stderr[-300:])
         return rc, stdout, stderr
@@ -192,7 +194,7 @@ class RemoteNode:
         rc, out, err = self.run(state_script(lay), timeout=60)
         kv = parse_kv(out)
         st = NodeState(
-            live=(kv.get("LIVE") or [None])[0],
+            live=kv["LIVE"][0] if kv.get("LIVE") else None,
             releases=sorted(r for r in kv.get("REL", []) if is_release_id(r)),
             not_symlink="NOTLINK" in kv,
         )

@@ -1,4 +1,4 @@
-"""Which hosts a push goes to: an explicit choice from the inventory, never everything by accident."""
+"""Which hosts a push goes to: an explicit choice from the inventory, never all by accident."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tempfile
@@ -97,7 +98,8 @@ def explain(returncode: int, stderr: str) -> str:
     msgs = [ln for ln in lines if ln.startswith("rsync:") or "error" in ln.lower()]
     detail = (msgs or lines or [""])[0][:160]
     if returncode in CONNECTION_CODES:
-        return f"connection lost: rsync exit {returncode} ({detail or CONNECTION_CODES[returncode]})"
+        detail = detail or CONNECTION_CODES[returncode]
+        return f"connection lost: rsync exit {returncode} ({detail})"
     return f"rsync exit {returncode}: {detail}"
 
 
@@ -116,7 +118,7 @@ def run_rsync(
     buf = b""
     try:
         while True:
-            chunk = proc.stdout.read1(65536)
+            chunk = os.read(proc.stdout.fileno(), 65536)
             if not chunk:
                 break
             buf += chunk
