@@ -26,6 +26,7 @@ LAB_NET = ipaddress.ip_network("198.18.0.0/15")
 # Debian package that provides each tool the tests call, for the failure message.
 TOOL_PACKAGES = {
     "ip": "iproute2",
+    "rdisc6": "ndisc6",
     "tc": "iproute2",
     "udhcpc": "udhcpc",
     "busybox": "busybox-static",
