@@ -33,7 +33,6 @@ from .remote import (
     commit_script,
     first_error,
     parse_kv,
-    prepare_script,
     switch_script,
     then_script,
     to_prune,
@@ -160,18 +159,23 @@ class Pusher:
         res = HostResult(t.name, False)
         try:
             self.reporter.phase(t.name, "connecting")
-            state = node.state(lay)
-            res.previous = res.release = state.live
-            if state.not_symlink:
-                raise _Failed(f"{lay.live} exists and is not a dsas release symlink")
             if opts.dry_run:
+                state = node.state(lay)
+                res.previous = res.release = state.live
+                if state.not_symlink:
+                    raise _Failed(f"{lay.live} exists and is not a dsas release symlink")
                 return self._dry_run_host(t, opts, lay, state, res, cdir)
-            if state.live == rid:
+            state, kv = node.prepare(lay, rid)
+            res.previous = res.release = state.live
+            if "ALREADY" in kv:
                 res.ok, res.reason = True, "already live"
                 return res
-            self._transfer(t, node, opts, lay, rid, state, res, cdir)
-            self.reporter.phase(t.name, "verifying")
-            self._commit(node, opts, lay, rid, manifest, state, res)
+            if "HAVE" in kv:  # complete on the node already (a retry after a lost answer)
+                self._switch(node, lay, rid, res)
+            else:
+                self._transfer(t, node, opts, lay, rid, state, "PARTIAL" in kv, res, cdir)
+                self.reporter.phase(t.name, "verifying")
+                self._commit(node, opts, lay, rid, manifest, state, res)
             if opts.then:
                 self.reporter.phase(t.name, "then")
                 self._then(node, opts, lay, rid, state, res)
@@ -183,14 +187,18 @@ class Pusher:
             self._close_master(t, cdir)
         return res
 
+    def _switch(self, node: RemoteNode, lay: NodeLayout, rid: str, res: HostResult) -> None:
+        rc, out, err = node.run(switch_script(lay, rid))
+        if rc != 0 or parse_kv(out).get("LIVE", [""])[-1] != rid:
+            raise _Failed(f"switch: {first_error(out, err)}")
+        res.release = rid
+
     def _transfer(self, t: Target, node: RemoteNode, opts: PushOptions, lay: NodeLayout,
-                  rid: str, state: NodeState, res: HostResult, cdir: Path) -> None:
-        rc, out, err = node.run(prepare_script(lay, rid), timeout=120)
-        if rc != 0:
-            raise _Failed(f"prepare: {first_error(out, err)}")
+                  rid: str, state: NodeState, partial: bool, res: HostResult,
+                  cdir: Path) -> None:
         base = state.live or (state.releases[-1] if state.releases else None)
         link_dests = [f"../{base}"] if base else []
-        if "PARTIAL" in parse_kv(out):
+        if partial:
             link_dests.append(f"../.partial-{rid}")
         self.reporter.phase(t.name, "transferring")
         argv = rsync_argv(opts.src, remote_dest(self.ssh, t.address, lay.incoming(rid)),

@@ -69,10 +69,17 @@ def state_script(lay: NodeLayout) -> str:
 
 
 def prepare_script(lay: NodeLayout, rid: str) -> str:
-    """Make ``.incoming-<id>``; what an interrupted try of the same id left becomes ``.partial``."""
-    return _head(lay) + f"ID={shlex.quote(rid)}; " + (
+    """Read the state (as ``state_script``) and make ``.incoming-<id>``, in one round trip.
+
+    What an interrupted try of the same id left becomes ``.partial-<id>``. Prints
+    ``ALREADY`` when the release is live already, ``HAVE`` when it is complete but
+    not live (nothing to transfer then).
+    """
+    return state_script(lay) + f"; ID={shlex.quote(rid)}; " + (
         'set -e; if [ -e "$TO" ] && [ ! -L "$TO" ]; then '
         'echo "ERR $TO exists and is not a dsas release symlink"; exit 3; fi; '
+        'if [ "$(readlink "$TO" 2>/dev/null)" = "$P/$ID" ]; then echo ALREADY 1; exit 0; fi; '
+        'if [ -d "$R/$ID" ]; then echo HAVE 1; exit 0; fi; '
         'mkdir -p "$R"; cd "$R"; '
         'for d in .incoming-* .partial-*; do case "$d" in '
         '.incoming-"$ID"|.partial-"$ID"|".incoming-*"|".partial-*") ;; '
@@ -192,20 +199,31 @@ class RemoteNode:
 
     def state(self, lay: NodeLayout) -> NodeState:
         rc, out, err = self.run(state_script(lay), timeout=60)
+        return state_from(parse_kv(out))
+
+    def prepare(self, lay: NodeLayout, rid: str) -> tuple[NodeState, dict[str, list[str]]]:
+        """State and prepare in one round trip; raises RemoteError if it failed."""
+        rc, out, err = self.run(prepare_script(lay, rid), timeout=120)
         kv = parse_kv(out)
-        st = NodeState(
-            live=kv["LIVE"][0] if kv.get("LIVE") else None,
-            releases=sorted(r for r in kv.get("REL", []) if is_release_id(r)),
-            not_symlink="NOTLINK" in kv,
-        )
-        if kv.get("FREE") and kv["FREE"][0].isdigit():
-            st.free_kib = int(kv["FREE"][0])
-        return st
+        if rc != 0:
+            raise RemoteError(f"prepare: {first_error(out, err)}")
+        return state_from(kv), kv
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def state_from(kv: dict[str, list[str]]) -> NodeState:
+    st = NodeState(
+        live=kv["LIVE"][0] if kv.get("LIVE") else None,
+        releases=sorted(r for r in kv.get("REL", []) if is_release_id(r)),
+        not_symlink="NOTLINK" in kv,
+    )
+    if kv.get("FREE") and kv["FREE"][0].isdigit():
+        st.free_kib = int(kv["FREE"][0])
+    return st
 
 
 def _short(e: BaseException) -> str:
