@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -63,10 +64,29 @@ def plain_ssh(state: Path) -> str:
             f"-i {state}/ssh/id_ed25519")
 
 
+CPU = {"master": 0.0, "nodes": 0.0}  # CPU seconds of the last timed() run, by side
+
+
+def node_cpu(farm: SshFarm) -> float:
+    """CPU seconds the nodes' finished ssh sessions used (reaped into each sshd's cutime)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for n in farm.nodes:
+        if n.sshd is not None:
+            fields = Path(f"/proc/{n.sshd.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return total / tick
+
+
 def timed(farm: SshFarm, argv: list[str], timeout: float = 900) -> float:
+    r0, c0 = resource.getrusage(resource.RUSAGE_CHILDREN), node_cpu(farm)
     t0 = time.monotonic()
     r = farm.master.run(argv, timeout=timeout, check=False)
     dt = time.monotonic() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    time.sleep(0.2)  # let the sshds reap their sessions
+    CPU["master"] = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
+    CPU["nodes"] = node_cpu(farm) - c0
     if r.returncode != 0:
         raise RuntimeError(f"{argv[:4]}... exit {r.returncode}\n{r.stdout[-2000:]}"
                            f"\n{r.stderr[-2000:]}")
@@ -153,8 +173,10 @@ def run(lab: Lab, work: Path, args: argparse.Namespace) -> int:
                       args.parallel)
     upd_bytes = change(paths, args.change, seed=2)
     upd_all = dsas_push(farm, inv, state, src, ["--role", "web"], args.parallel)
+    cpu_all = dict(CPU)
     change(paths, args.change, seed=3)
     upd_one = dsas_push(farm, inv, state, src, ["--host", n1.name], args.parallel)
+    cpu_one = dict(CPU)
     print(f"dsas-push: first {first:.1f}s, update x{len(names)} {upd_all:.1f}s, "
           f"update x1 {upd_one:.1f}s", flush=True)
 
@@ -172,6 +194,11 @@ def run(lab: Lab, work: Path, args: argparse.Namespace) -> int:
     print(f"\nupdate to {len(names)} nodes / to 1 node: {upd_all:.2f}s / {upd_one:.2f}s = "
           f"{upd_all / upd_one:.2f}x (goal < 2x)")
     print(f"first push / lower bound: {first / lb_first:.2f}x (goal <= 1.5x)")
+    n = len(names)
+    print(f"update CPU, 1 node: master {cpu_one['master']:.2f}s nodes {cpu_one['nodes']:.2f}s;"
+          f" {n} nodes: master {cpu_all['master']:.2f}s ({cpu_all['master'] / n:.2f}s/node),"
+          f" nodes {cpu_all['nodes']:.2f}s ({cpu_all['nodes'] / n:.2f}s/node)"
+          f" on {os.cpu_count()} shared cores; load average {os.getloadavg()[0]:.1f}")
     print(f"(naive no-op pass to 1 node: {naive_one:.2f}s; total bench "
           f"{time.monotonic() - t0:.0f}s)")
     return 0
