@@ -329,3 +329,21 @@ def test_dry_run_changes_nothing(lab, tmp_path):
     assert after == before
     assert not (pl.node("n03").root / "site.releases").exists()
     assert pl.dsas("push", "log", "--state-dir", str(pl.state)).stdout == runs_before
+
+
+def test_then_runs_after_switch_and_a_failure_switches_back(lab, tmp_path):
+    pl = make_lab(lab, tmp_path, count=2)
+    write_tree(pl.src, {"index.html": "v1"})
+    r = pl.push(str(pl.src), "--role", "web", "--then",
+                f'cat index.html > {MOUNT}/then.out; echo "$DSAS_RELEASE" >> {MOUNT}/then.out')
+    assert_ok(r)
+    rel1 = release_of(r)
+    for n in pl.farm.nodes:
+        assert (n.root.parent / "dsas-lab/then.out").read_text() == f"v1{rel1}\n"
+    write_tree(pl.src, {"index.html": "v2"})
+    r = pl.push(str(pl.src), "--role", "web", "--then", "echo reload refused >&2; exit 3")
+    assert r.returncode == 1 and "failed: n01, n02" in r.stderr
+    assert re.search(rf"^n01\s+FAILED\s.*--then exited 3: reload refused; switched back to {rel1}",
+                     r.stdout, re.M), r.stdout
+    for n in pl.farm.nodes:
+        assert pl.live(n.name) == rel1 and (n.root / "site/index.html").read_text() == "v1"

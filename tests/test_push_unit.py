@@ -98,8 +98,12 @@ def test_manifest_is_stable_across_copies_and_catches_changes(tmp_path):
     assert m.entries == 5  # ., d, d/f, g, l
     copy = tmp_path / "copy"
     subprocess.run(["rsync", "-a", f"{src}/", f"{copy}/"], check=True)
-    (copy / "d" / "pad").mkdir()  # directory sizes differ by file system: ignored
-    os.rmdir(copy / "d" / "pad")
+    for i in range(300):  # grow d's directory size (it stays bigger after the removal)
+        (copy / "d" / f"pad{i:03d}-{'x' * 100}").touch()
+    for i in range(300):
+        (copy / "d" / f"pad{i:03d}-{'x' * 100}").unlink()
+    st = (src / "d").stat()
+    os.utime(copy / "d", ns=(st.st_atime_ns, st.st_mtime_ns))
     assert local_manifest(str(copy)) == m
     assert local_manifest(str(src), ["g"]).entries == 4
     os.chmod(copy / "g", 0o600)
