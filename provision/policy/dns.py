@@ -18,7 +18,7 @@ prefix is not a multiple of 8 is served as the octet-boundary zones it covers
 exactly when its prefix is 8..24 (a /22 becomes its four /24 zones, so we never
 claim addresses outside the network), and as the covering /24 when it is longer
 than /24 (a /26 is served inside its /24; RFC 2317 delegation is the parent's
-business). A prefix shorter than /8 uses its covering /8s likewise split.
+business). A prefix shorter than /8 is split into its /8 zones.
 """
 
 from __future__ import annotations
