@@ -35,6 +35,7 @@ class Machine:
         self.root = tmp / "root"
         self.bin = tmp / "bin"
         self.log = tmp / "commands.log"
+        tmp.mkdir(parents=True, exist_ok=True)
         self.log.write_text("")
         for d in ("etc", "proc", "run/dsas", "dev", "sys/module", "bin"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
@@ -232,3 +233,29 @@ def test_failure_is_reported_to_the_master_over_http(lab: Lab, machine: Machine,
     got = [json.loads(line) for line in events.read_text().splitlines()]
     assert len(got) == 1 and got[0]["host"] == "n1" and got[0]["stage"] == "failed"
     assert got[0]["detail"].startswith("BOND_MODE: 'fastest' is not a bonding mode")
+
+
+def test_the_renderers_dsas_conf_is_understood(tmp_path: Path) -> None:
+    """dsas.conf exactly as provision.render writes it for the lab inventory."""
+    from provision.inventory import load
+    from provision.render import render_host
+
+    inv = load(ROOT / "etc" / "dsas" / "lab.yaml")
+    w101 = inv.hosts["w101"]
+    m = Machine(tmp_path / "w101", {"eth0": w101.macs[0], "eth1": w101.macs[1]})
+    out = m.run(render_host(inv, w101, "dsas.conf"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    cmds = m.commands()
+    assert "module bonding: already loaded (options 'mode=active-backup miimon=100 " \
+        "primary=eth0' apply at next boot)" in out.stdout
+    assert "modprobe 8021q" in cmds
+    assert "ip addr add 198.19.2.11/24 brd + dev bond0.2" in cmds
+    assert "ip route replace default via 198.19.2.1 dev bond0.2" in cmds  # first gateway
+
+    # w109's second MAC is a typo in the inventory: the guest's NIC is :01:19.
+    w109 = inv.hosts["w109"]
+    m = Machine(tmp_path / "w109", {"eth0": w109.macs[0], "eth1": "52:54:00:18:01:19"})
+    out = m.run(render_host(inv, w109, "dsas.conf"))
+    assert out.returncode == 1
+    assert "dsas-init: FAILED: BOND_MACS[1]: no NIC has MAC 52:54:00:18:01:99" in out.stdout
+    assert "NIC_MACS[1]" not in out.stdout  # the same MAC is reported once
