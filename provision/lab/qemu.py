@@ -92,8 +92,9 @@ class Guest:
     def start(self) -> None:
         self.serial.write_bytes(b"")
         self._offset = 0
-        self.proc = self.ns.popen(self.argv(), stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with (self.workdir / f"{self.spec.name}.qemu.log").open("wb") as err:
+            self.proc = self.ns.popen(self.argv(), stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=err)
         self.started_at = time.monotonic()
 
     def elapsed(self) -> float:
