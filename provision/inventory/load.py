@@ -314,7 +314,8 @@ class _Builder:
         self.cross_checks(networks, hosts, vss, pairs)
         if cluster is None:
             return None
-        return Inventory(self.file, cluster, networks, hwtypes, images, roles, hosts, vss, pairs)
+        return Inventory(self.file, cluster, networks, hwtypes, images, roles, hosts, vss, pairs,
+                         services)
 
     def cluster(
         self, data: dict[str, Any], networks: dict[str, Network], hosts: dict[str, Host]
@@ -380,16 +381,16 @@ class _Builder:
                     dns.append(a)
             mtu = self.integer(n, "mtu", path, 576, 9216, None)
             out[str(name)] = Network(str(name), cidr, gw, vlan, tuple(dns), mtu)
-        names = list(out.values())
-        for i, a in enumerate(names):
-            for b in names[i + 1 :]:
-                if a.cidr.overlaps(b.cidr):
-                    self.err(section, b.name, f"networks.{b.name}.cidr",
-                             f"{b.cidr} overlaps network {a.name} ({a.cidr})")
-                if a.vlan == b.vlan and not {a.name, b.name} & bad_vlan:
-                    tag = f"VLAN {a.vlan}" if a.vlan else "untagged"
-                    self.err(section, b.name, f"networks.{b.name}.vlan",
-                             f"{tag} is already used by network {a.name}")
+        nets = list(out.values())
+        for i, na in enumerate(nets):
+            for nb in nets[i + 1 :]:
+                if na.cidr.overlaps(nb.cidr):
+                    self.err(section, nb.name, f"networks.{nb.name}.cidr",
+                             f"{nb.cidr} overlaps network {na.name} ({na.cidr})")
+                if na.vlan == nb.vlan and not {na.name, nb.name} & bad_vlan:
+                    tag = f"VLAN {na.vlan}" if na.vlan else "untagged"
+                    self.err(section, nb.name, f"networks.{nb.name}.vlan",
+                             f"{tag} is already used by network {na.name}")
         return out
 
     def _check_in_network(
@@ -815,7 +816,7 @@ class _Builder:
                 continue
             assert vip and port and role and pair and check is not None and weight is not None
             out[str(name)] = VirtualService(str(name), vip, port, proto, sched, fwd, persist,
-                                            role, real_port, weight, check, pair)
+                                            role, real_port or port, weight, check, pair)
         return out
 
     def check(self, m: dict[str, Any], path: str) -> HealthCheck | None:

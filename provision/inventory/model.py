@@ -259,6 +259,7 @@ class Inventory:
     hosts: dict[str, Host]
     virtual_services: dict[str, VirtualService]
     lvs_pairs: dict[str, LvsPair]
+    service_units: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     # -- lookups shared by every service (the "policy" questions) --------------
 

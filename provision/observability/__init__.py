@@ -1,1 +1,1 @@
-"""observability layer."""
+"""Logging set-up, metrics and per-host status."""

@@ -1,1 +1,27 @@
-"""render layer."""
+"""Render: pure functions of (inventory, host) -> text, through jinja2 templates.
+
+Templates ship in ``templates/`` and can be overridden file by file from a
+directory (``--templates DIR`` or ``cluster.templates`` in the inventory), like
+Warewulf overlays. Rendering is strict: an undefined variable is an error.
+"""
+
+from .dns import Record, dns_records
+from .engine import (
+    HOST_FILES,
+    RenderError,
+    render_host,
+    render_keepalived,
+    render_pxelinux_default,
+    render_zone,
+)
+
+__all__ = [
+    "HOST_FILES",
+    "Record",
+    "RenderError",
+    "dns_records",
+    "render_host",
+    "render_keepalived",
+    "render_pxelinux_default",
+    "render_zone",
+]

@@ -1,0 +1,1 @@
+"""Benchmarks: each module compares dsas with its real peer in the same run."""

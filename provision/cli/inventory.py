@@ -1,0 +1,157 @@
+"""`dsas check`, `dsas hosts`, `dsas render`: read the inventory, show it, render files."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from ..inventory.model import Inventory
+from ..render import HOST_FILES, RenderError, render_host, render_zone
+from .common import fail, inventory_option, load_inventory, table
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(check)
+    cli.add_command(hosts)
+    cli.add_command(render)
+
+
+@click.command()
+@inventory_option
+def check(inventory_path: str | None) -> None:
+    """Validate the inventory; list every problem (file:line: key: reason).
+
+    Exits 0 with a one-line summary when the inventory is clean, 1 otherwise.
+    """
+    inv = load_inventory(inventory_path)
+    click.echo(summary(inv))
+
+
+def summary(inv: Inventory) -> str:
+    return (
+        f"{inv.source}: ok: cluster {inv.cluster.name} ({inv.cluster.domain}): "
+        f"{len(inv.hosts)} hosts, {len(inv.roles)} roles, {len(inv.networks)} networks, "
+        f"{len(inv.virtual_services)} virtual services, {len(inv.lvs_pairs)} LVS pair(s)"
+    )
+
+
+def host_rows(inv: Inventory) -> list[list[str]]:
+    rows = []
+    for h in inv.hosts.values():
+        rows.append([
+            h.name,
+            h.role.name,
+            " ".join(h.macs),
+            " ".join(f"{i.device}={i.cidr}" for i in h.interfaces),
+            h.hwtype.name,
+            h.boot,
+            f"{h.image}" if h.image else "-",
+        ])
+    return rows
+
+
+@click.command()
+@inventory_option
+@click.option("--role", "-r", multiple=True, help="Only hosts of this role (repeatable).")
+def hosts(inventory_path: str | None, role: tuple[str, ...]) -> None:
+    """List the hosts: name, role, MACs, addresses, hardware type, boot mode, image."""
+    inv = load_inventory(inventory_path)
+    for r in role:
+        if r not in inv.roles:
+            fail(f"unknown role {r!r} (roles: {', '.join(inv.roles)})", 2)
+    rows = [r for r in host_rows(inv) if not role or r[1] in role]
+    click.echo(table(["HOST", "ROLE", "MACS", "ADDRESSES", "HWTYPE", "BOOT", "IMAGE"], rows))
+
+
+WHATS = [*HOST_FILES, "zone"]
+
+
+@click.command()
+@inventory_option
+@click.argument("host", required=False)
+@click.option("--what", "-w", type=click.Choice(WHATS), default="dsas.conf", show_default=True,
+              help="Which file to render for HOST.")
+@click.option("--all", "all_", is_flag=True, help="Render every file of every host into --out.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), help="Output directory (--all).")
+@click.option("--templates", type=click.Path(file_okay=False, exists=True),
+              help="Directory of template overrides (same file names as the packaged ones).")
+def render(inventory_path: str | None, host: str | None, what: str, all_: bool,
+           out: str | None, templates: str | None) -> None:
+    """Render one host's file to stdout, or every file with --all --out DIR.
+
+    \b
+    Files per host: dsas.conf, ipxe (the iPXE script), pxelinux (its
+    pxelinux.cfg), keepalived (for the hosts of an LVS pair). Cluster-wide:
+    zone (DNS records). With --all, DIR/<host>/... and DIR/zone are written
+    atomically (a temporary directory renamed into place).
+    """
+    inv = load_inventory(inventory_path)
+    try:
+        if all_:
+            if host or not out:
+                fail("use either HOST or --all --out DIR", 2)
+            assert out is not None
+            n = render_all(inv, Path(out), templates)
+            click.echo(f"wrote {n} files for {len(inv.hosts)} hosts into {out}")
+            return
+        if what == "zone":
+            click.echo(render_zone(inv, templates), nl=False)
+            return
+        if not host:
+            fail("name a HOST (or use --all --out DIR)", 2)
+        assert host is not None
+        h = inv.hosts.get(host)
+        if h is None:
+            fail(f"unknown host {host!r}", 1)
+        assert h is not None
+        click.echo(render_host(inv, h, what, templates), nl=False)
+    except RenderError as e:
+        fail(str(e), e.exit_code)
+
+
+def host_files(inv: Inventory, templates: str | None = None) -> dict[str, str]:
+    """Every rendered file, keyed by relative path."""
+    files: dict[str, str] = {"zone": render_zone(inv, templates)}
+    lvs = {h.name for h, _, _ in inv.lvs_hosts()}
+    for h in inv.hosts.values():
+        files[f"{h.name}/dsas.conf"] = render_host(inv, h, "dsas.conf", templates)
+        if h.image and h.boot == "netboot":
+            files[f"{h.name}/boot.ipxe"] = render_host(inv, h, "ipxe", templates)
+            files[f"{h.name}/pxelinux.cfg"] = render_host(inv, h, "pxelinux", templates)
+        if h.name in lvs:
+            files[f"{h.name}/keepalived.conf"] = render_host(inv, h, "keepalived", templates)
+    return files
+
+
+def render_all(inv: Inventory, out: Path, templates: str | None = None) -> int:
+    """Write every file into ``out``, replacing it atomically."""
+    files = host_files(inv, templates)
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for rel, text in files.items():
+            p = tmp / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text)
+        tmp.chmod(0o755)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old.{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            _rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        _rmtree(tmp)
+        raise
+    return len(files)
+
+
+def _rmtree(p: Path) -> None:
+    import shutil
+
+    shutil.rmtree(p, ignore_errors=True)

@@ -1,0 +1,105 @@
+"""`dsas serve`: run the master's DHCP, TFTP, HTTP and DNS services."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from ..inventory import resolve_path
+from ..services.base import SERVICE_NAMES, ServeContext
+from ..services.supervisor import Supervisor, create_services
+from .common import fail, inventory_option, load_inventory, setup_logging
+
+log = logging.getLogger("provision.serve")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(serve)
+
+
+def _services(value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    bad = [n for n in names if n not in SERVICE_NAMES]
+    if bad or not names:
+        raise click.BadParameter(
+            f"unknown service(s) {', '.join(bad) or '(none)'}; choose from "
+            f"{', '.join(SERVICE_NAMES)}"
+        )
+    return names
+
+
+@click.command()
+@inventory_option
+@click.option("--interface", "-I", "interfaces", multiple=True, metavar="IF",
+              help="Serve on this interface (repeatable). DHCP binds to each.")
+@click.option("--only", default=",".join(SERVICE_NAMES), show_default=True,
+              metavar="LIST", help="Comma-separated services to run.")
+@click.option("--state-dir", type=click.Path(file_okay=False), default="/var/lib/dsas",
+              show_default=True, help="Leases, discovered machines, node events (sqlite).")
+@click.option("--boot-root", type=click.Path(file_okay=False), default="/srv/dsas/boot",
+              show_default=True, help="Root of the boot tree (loaders, image store).")
+@click.option("--bind", "bind_address", default=None, metavar="ADDR",
+              help="Address to serve on (default: the inventory's master_address).")
+@click.option("--http-port", type=click.IntRange(1, 65535), default=None,
+              help="HTTP port (default: the inventory's http_port, 80).")
+@click.option("--tftp-port", type=click.IntRange(1, 65535), default=69, show_default=True)
+@click.option("--dns-port", type=click.IntRange(1, 65535), default=53, show_default=True)
+@click.option("--discovery/--no-discovery", default=False, show_default=True,
+              help="Answer machines that are not in the inventory from the discovery pool.")
+@click.option("--proxy", is_flag=True,
+              help="ProxyDHCP: give PXE clients boot information only, never an address "
+                   "(another DHCP server on the network hands out addresses).")
+@click.option("--templates", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Directory of template overrides.")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, state_dir: str,
+          boot_root: str, bind_address: str | None, http_port: int | None, tftp_port: int,
+          dns_port: int, discovery: bool, proxy: bool, templates: str | None,
+          verbose: int) -> None:
+    """Run the netboot services for the inventory until SIGTERM.
+
+    \b
+    SIGHUP reloads the inventory; a broken inventory is refused (its errors
+    are logged) and the running one is kept. A service that dies stops the
+    whole process with exit status 1, so a supervisor (systemd) restarts it.
+    """
+    setup_logging(verbose)
+    names = _services(only)
+    inv = load_inventory(inventory_path)
+    try:
+        bind = ipaddress.IPv4Address(bind_address) if bind_address else None
+    except ValueError:
+        fail(f"--bind: malformed address {bind_address!r}", 2)
+    if "dhcp" in names and not interfaces:
+        fail("DHCP needs at least one --interface", 2)
+    ctx = ServeContext(
+        inventory=inv,
+        interfaces=list(interfaces),
+        state_dir=Path(state_dir),
+        boot_root=Path(boot_root),
+        http_port=http_port or inv.cluster.http_port,
+        tftp_port=tftp_port,
+        dns_port=dns_port,
+        bind_address=bind,
+        discovery=discovery,
+        proxy=proxy,
+        templates=Path(templates) if templates else None,
+    )
+    try:
+        services = create_services(ctx, names)
+    except (ImportError, ValueError) as e:
+        fail(f"cannot set up services: {e}", 1)
+    sup = Supervisor(ctx, services, str(resolve_path(inventory_path)))
+    sup.install_signals()
+    log.info("serving %s for cluster %s (%d hosts) on %s", ",".join(names),
+             inv.cluster.name, len(inv.hosts), ",".join(interfaces) or str(ctx.bind_address))
+    try:
+        code = sup.run()
+    except OSError as e:
+        log.error("cannot serve: %s", e)
+        code = 1
+    sys.exit(code)

@@ -1,0 +1,194 @@
+"""The jinja2 environment and the render entry points."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from .. import layout
+from ..inventory.model import Host, Inventory
+from .dns import dns_records, host_fqdn
+
+PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
+
+# what -> template file, for `dsas render HOST --what ...`
+HOST_FILES = {
+    "dsas.conf": "dsas.conf.j2",
+    "ipxe": "boot.ipxe.j2",
+    "pxelinux": "pxelinux.cfg.j2",
+    "keepalived": "keepalived.conf.j2",
+}
+
+# Command lines go through iPXE, pxelinux and the kernel: allow a conservative set.
+_CMDLINE_OK = re.compile(r"^[A-Za-z0-9_.,:=/+@%~ -]*$")
+
+
+class RenderError(Exception):
+    exit_code = 1
+
+
+def _environment(templates: str | Path | None) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = []
+    if templates:
+        loaders.append(jinja2.FileSystemLoader(str(templates)))
+    loaders.append(jinja2.FileSystemLoader(str(PACKAGE_TEMPLATES)))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["shq"] = _shell_quote
+    env.filters["kq"] = _keepalived_quote
+    return env
+
+
+def _shell_quote(value: Any) -> str:
+    s = "" if value is None else str(value)
+    if s and re.fullmatch(r"[A-Za-z0-9_./:@%+=,-]+", s):
+        return s
+    return shlex.quote(s)
+
+
+def _keepalived_quote(value: Any) -> str:
+    s = str(value)
+    if '"' in s or "\n" in s:
+        raise RenderError(f"cannot quote {s!r} for keepalived.conf")
+    return f'"{s}"'
+
+
+def _template_dir(inv: Inventory, templates: str | Path | None) -> str | Path | None:
+    return templates or inv.cluster.templates
+
+
+def _render(inv: Inventory, name: str, templates: str | Path | None, **ctx: Any) -> str:
+    env = _environment(_template_dir(inv, templates))
+    try:
+        return env.get_template(name).render(inv=inv, layout=layout, **ctx)
+    except jinja2.UndefinedError as e:
+        raise RenderError(f"template {name}: {e.message}") from None
+    except jinja2.TemplateError as e:
+        raise RenderError(f"template {name}: {e}") from None
+
+
+def kernel_cmdline(inv: Inventory, host: Host) -> str:
+    """The kernel command line that boots ``host``; refuses unsafe characters."""
+    image = inv.images.get(host.image) if host.image else None
+    parts = [
+        f"dsas.url={layout.url(inv, layout.dsas_conf_path(host))}",
+        f"dsas.host={host.name}",
+        f"dsas.master={layout.base_url(inv)}",
+        f"dsas.mac={host.macs[0]}",
+        inv.cluster.kernel_args,
+        image.kernel_args if image else "",
+        host.kernel_args,
+    ]
+    line = " ".join(p for p in parts if p)
+    if not _CMDLINE_OK.match(line):
+        raise RenderError(f"host {host.name}: kernel command line has forbidden characters: "
+                          f"{line!r}")
+    return line
+
+
+def host_context(inv: Inventory, host: Host) -> dict[str, Any]:
+    img = layout.host_image(inv, host)
+    image_dir = layout.image_dir(*img) if img else None
+    lvs = [(pair, state) for h, pair, state in inv.lvs_hosts() if h.name == host.name]
+    modules = [m.line() for m in host.hwtype.modules] + [m.line() for m in host.role.modules]
+    if host.bond.enabled:
+        modules.append(f"bonding {host.bond.options()}")
+    if any(itf.network.vlan for itf in host.interfaces):
+        modules.append("8021q")
+    modules = list(dict.fromkeys(modules))
+    units: list[str] = []
+    for s in host.services:
+        units.extend(inv.service_units.get(s, (s,)))
+    return {
+        "host": host,
+        "fqdn": host_fqdn(inv, host.name),
+        "image": img,
+        "image_dir": image_dir,
+        "kernel_url": layout.url(inv, f"{image_dir}/{layout.KERNEL}") if image_dir else None,
+        "initrd_url": layout.url(inv, f"{image_dir}/{layout.INITRD}") if image_dir else None,
+        "kernel_path": f"{image_dir}/{layout.KERNEL}" if image_dir else None,
+        "initrd_path": f"{image_dir}/{layout.INITRD}" if image_dir else None,
+        "cmdline": kernel_cmdline(inv, host),
+        "modules": modules,
+        "units": list(dict.fromkeys(units)),
+        "lvs": lvs,
+        "dns_servers": _dns_servers(host),
+    }
+
+
+def _dns_servers(host: Host) -> list[str]:
+    seen: list[str] = []
+    for itf in host.interfaces:
+        for a in itf.network.dns:
+            if str(a) not in seen:
+                seen.append(str(a))
+    return seen
+
+
+def render_host(inv: Inventory, host: Host, what: str, templates: str | Path | None = None) -> str:
+    """One per-host file: ``dsas.conf``, ``ipxe``, ``pxelinux`` or ``keepalived``."""
+    if what not in HOST_FILES:
+        raise RenderError(f"unknown file kind {what!r} (known: {', '.join(HOST_FILES)})")
+    if what == "keepalived":
+        return render_keepalived(inv, host, templates)
+    ctx = host_context(inv, host)
+    if what in ("ipxe", "pxelinux") and ctx["image"] is None:
+        raise RenderError(f"host {host.name} has no image to boot")
+    return _render(inv, HOST_FILES[what], templates, **ctx)
+
+
+def render_pxelinux_default(inv: Inventory, templates: str | Path | None = None) -> str:
+    """pxelinux.cfg/default: what a machine not in the inventory sees."""
+    return _render(inv, "pxelinux-default.cfg.j2", templates)
+
+
+def render_keepalived(inv: Inventory, host: Host, templates: str | Path | None = None) -> str:
+    """keepalived.conf for one host of an LVS pair."""
+    mine = [(pair, state) for h, pair, state in inv.lvs_hosts() if h.name == host.name]
+    if not mine:
+        raise RenderError(f"host {host.name} is not in an LVS pair")
+    pairs = []
+    for pair, state in mine:
+        services = inv.services_of_pair(pair.name)
+        # One VRRP instance per network carrying VIPs (or a gateway VIP), in a sync group
+        nets: dict[str, list[str]] = {}
+        for vs in services:
+            net = inv.network_of(vs.vip)
+            if net is not None:
+                nets.setdefault(net.name, [])
+                if str(vs.vip) not in nets[net.name]:
+                    nets[net.name].append(str(vs.vip))
+        for net_name, vip in pair.gateway_vips.items():
+            nets.setdefault(net_name, [])
+            if str(vip) not in nets[net_name]:
+                nets[net_name].append(str(vip))
+        instances = []
+        for i, net_name in enumerate(sorted(nets, key=list(inv.networks).index)):
+            itf = host.interface_on(net_name)
+            if itf is None:
+                raise RenderError(f"LVS host {host.name} has no interface on {net_name}")
+            instances.append({
+                "name": f"{pair.name}_{net_name}",
+                "interface": itf.device,
+                "vrid": (pair.virtual_router_id + i - 1) % 255 + 1,
+                "vips": [(v, itf.network.prefixlen, itf.device) for v in nets[net_name]],
+            })
+        real = {vs.name: inv.hosts_of_role(vs.role) for vs in services}
+        pairs.append({"pair": pair, "state": state, "instances": instances,
+                      "services": services, "real": real})
+    return _render(inv, "keepalived.conf.j2", templates, host=host, pairs=pairs)
+
+
+def render_zone(inv: Inventory, templates: str | Path | None = None) -> str:
+    """The cluster's records as a BIND-style zone listing (for review and diffing)."""
+    return _render(inv, "zone.j2", templates, records=dns_records(inv))

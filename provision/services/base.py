@@ -1,0 +1,65 @@
+"""What every master service shares: its context and its life cycle.
+
+A service module ``provision/services/<name>.py`` exposes
+``create(ctx: ServeContext) -> Service``. ``start()`` binds sockets and starts
+threads (never the constructor, so tests can build services freely);
+``reload(inventory)`` swaps in a new, already validated inventory; ``alive()``
+lets the supervisor notice a service that died.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..inventory.model import Inventory
+from ..observability.metrics import Metrics
+from ..state import StateStore
+
+SERVICE_NAMES = ("dhcp", "tftp", "http", "dns")
+
+
+@dataclass
+class ServeContext:
+    inventory: Inventory
+    interfaces: list[str]
+    state_dir: Path
+    boot_root: Path
+    http_port: int = 80
+    tftp_port: int = 69
+    dns_port: int = 53
+    bind_address: ipaddress.IPv4Address | None = None  # default: the master address
+    discovery: bool = False
+    proxy: bool = False
+    templates: Path | None = None
+    store: StateStore = field(init=False)
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        self.store = StateStore(self.state_dir)
+        if self.bind_address is None:
+            self.bind_address = self.inventory.cluster.master_address
+
+
+class Service(ABC):
+    name: str = "service"
+
+    def __init__(self, ctx: ServeContext):
+        self.ctx = ctx
+
+    @abstractmethod
+    def start(self) -> None:
+        """Bind sockets and start serving in background threads; raise on failure."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop serving and release sockets; idempotent."""
+
+    def reload(self, inventory: Inventory) -> None:  # noqa: B027 - optional hook
+        """Take a new (validated) inventory. Default: services read ctx.inventory."""
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """False once the service has died (a thread crashed, a socket closed)."""

@@ -1,0 +1,96 @@
+"""Run a set of services: start them, reload on SIGHUP, stop on SIGTERM/SIGINT.
+
+A service that dies is reported and the supervisor exits non-zero rather than
+limping on with part of the boot path missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from ..inventory import InventoryError, load
+from .base import SERVICE_NAMES, ServeContext, Service
+
+log = logging.getLogger(__name__)
+
+
+def create_services(ctx: ServeContext, names: list[str]) -> list[Service]:
+    services = []
+    for name in names:
+        if name not in SERVICE_NAMES:
+            raise ValueError(f"unknown service {name!r} (known: {', '.join(SERVICE_NAMES)})")
+        module = importlib.import_module(f"provision.services.{name}")
+        services.append(module.create(ctx))
+    return services
+
+
+class Supervisor:
+    def __init__(self, ctx: ServeContext, services: list[Service], inventory_path: str,
+                 poll: float = 1.0):
+        self.ctx = ctx
+        self.services = services
+        self.inventory_path = inventory_path
+        self.poll = poll
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+
+    def reload(self) -> bool:
+        """Load the inventory again; keep the old one if the new one is broken."""
+        try:
+            inv = load(self.inventory_path)
+        except InventoryError as e:
+            log.error("reload refused: inventory has %d problem(s); keeping the old one",
+                      len(e.problems))
+            for p in e.problems:
+                log.error("reload refused: %s", p)
+            return False
+        self.ctx.inventory = inv
+        for s in self.services:
+            s.reload(inv)
+        log.info("reloaded inventory %s: %d hosts", self.inventory_path, len(inv.hosts))
+        return True
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def install_signals(self) -> None:
+        def on_term(signum: int, frame: FrameType | None) -> None:
+            self._stop.set()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            self._reload.set()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def run(self, on_tick: Callable[[], None] | None = None) -> int:
+        started: list[Service] = []
+        try:
+            for s in self.services:
+                s.start()
+                started.append(s)
+                log.info("service %s started", s.name)
+            while not self._stop.wait(self.poll):
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.reload()
+                dead = [s.name for s in started if not s.alive()]
+                if dead:
+                    log.error("service(s) died: %s; stopping", ", ".join(dead))
+                    return 1
+                if on_tick:
+                    on_tick()
+            return 0
+        finally:
+            for s in reversed(started):
+                try:
+                    s.stop()
+                except Exception:
+                    log.exception("service %s did not stop cleanly", s.name)
+            log.info("stopped")

@@ -1,0 +1,27 @@
+"""Shared fixtures: the lab (namespaces), the example inventory, a CLI runner."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from provision.inventory import Inventory, load
+
+from .lab import Lab
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "etc" / "dsas" / "cluster.yaml"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    with Lab() as lab:
+        yield lab
+
+
+@pytest.fixture(scope="session")
+def example() -> Inventory:
+    return load(EXAMPLE)
