@@ -68,6 +68,7 @@ class Decision:
     host: str = ""
     state: str = ""  # RFC 2131 client state the request implies, for logs
     note: str = ""  # something the operator should see in the log
+    max_size: int = 576  # the client's maximum message size (option 57)
 
     @property
     def kind(self) -> str:

@@ -10,10 +10,12 @@ offer, and a client that REQUESTs a forgotten offer is NAKed or re-offered.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
-from typing import Protocol
+
+from ..state import StateStore
 
 OFFERED = "offered"
 BOUND = "bound"
@@ -209,18 +211,10 @@ class Pool:
         return None
 
 
-class Store(Protocol):
-    """What the journal needs of ``provision.state.StateStore``."""
-
-    def ensure_schema(self, component: str, ddl: str) -> None: ...
-    def query(self, sql: str, params: tuple = ()) -> list: ...  # type: ignore[type-arg]
-    def transaction(self): ...  # type: ignore[no-untyped-def]
-
-
 class LeaseJournal:
     """Leases and sightings in the state store (tables ``dhcp_leases``, ``dhcp_discovered``)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: StateStore) -> None:
         self.store = store
         store.ensure_schema("dhcp", DDL)
 
@@ -248,7 +242,7 @@ class LeaseJournal:
             if seen:
                 conn.executemany(_UPSERT_SIGHTING, seen)
 
-    def discovered(self) -> list:  # type: ignore[type-arg]
+    def discovered(self) -> list[sqlite3.Row]:
         return self.store.query(
             "SELECT mac, first_seen, last_seen, arch, vendor_class, user_class, uuid,"
             " interface, network, address, seen FROM dhcp_discovered ORDER BY first_seen")
@@ -267,6 +261,6 @@ ON CONFLICT(mac) DO UPDATE SET
 """
 
 
-def _sighting_row(s: Sighting) -> tuple:  # type: ignore[type-arg]
+def _sighting_row(s: Sighting) -> tuple[object, ...]:
     return (s.mac, s.when, s.when, s.arch, s.vendor_class, s.user_class, s.uuid, s.interface,
             s.network, s.address)

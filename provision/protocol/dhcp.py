@@ -155,13 +155,14 @@ class DhcpPacket:
 def decode(data: bytes) -> DhcpPacket:
     """Parse one BOOTP/DHCP datagram. Raises ``DhcpDecodeError`` for anything malformed."""
     if len(data) < HEADER_LEN:
-        raise DhcpDecodeError(len(data), f"truncated: {len(data)} bytes, need {HEADER_LEN}")
+        raise DhcpDecodeError(len(data), f"truncated: {len(data)} bytes, need {HEADER_LEN}",
+                              "truncated")
     (op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr, chaddr,
      sname, bootfile) = HEADER.unpack_from(data)
     if op not in (BOOTREQUEST, BOOTREPLY):
-        raise DhcpDecodeError(0, f"bad op {op}")
+        raise DhcpDecodeError(0, f"bad op {op}", "bad_op")
     if htype != HTYPE_ETHERNET or hlen != 6:
-        raise DhcpDecodeError(1, f"not Ethernet: htype {htype} hlen {hlen}")
+        raise DhcpDecodeError(1, f"not Ethernet: htype {htype} hlen {hlen}", "not_ethernet")
     options: dict[int, bytes] = {}
     if len(data) >= OPTIONS_START and data[HEADER_LEN:OPTIONS_START] == MAGIC_COOKIE:
         where: dict[int, int] = {}
@@ -169,7 +170,7 @@ def decode(data: bytes) -> DhcpPacket:
         overload = options.pop(o.OVERLOAD, None)
         if overload is not None:
             if len(overload) != 1 or overload[0] not in (1, 2, 3):
-                raise DhcpDecodeError(where[o.OVERLOAD], "bad option 52 (overload)")
+                raise DhcpDecodeError(where[o.OVERLOAD], "bad option 52", "bad_overload")
             if overload[0] & 1:  # RFC 2131 4.1: 'file' first, then 'sname'
                 _parse_options(data, FILE_OFFSET, FILE_OFFSET + 128, options, where)
                 bootfile = b""
@@ -199,10 +200,11 @@ def _parse_options(
         if code == o.END:
             return
         if i + 1 >= end:
-            raise DhcpDecodeError(i, f"option {code} has no length byte")
+            raise DhcpDecodeError(i, f"option {code} has no length byte", "option_overrun")
         length = data[i + 1]
         if i + 2 + length > end:
-            raise DhcpDecodeError(i, f"option {code} (length {length}) overruns the packet")
+            raise DhcpDecodeError(i, f"option {code} (length {length}) overruns the packet",
+                                  "option_overrun")
         value = data[i + 2 : i + 2 + length]
         if code in out:
             out[code] += value  # RFC 3396: repeated options concatenate
@@ -219,7 +221,8 @@ def _check_options(options: dict[int, bytes], where: dict[int, int]) -> None:
         o.check_shape(code, value, where[code])
     mt = options.get(o.MESSAGE_TYPE)
     if mt is not None and not o.DISCOVER <= mt[0] <= o.INFORM:
-        raise DhcpDecodeError(where[o.MESSAGE_TYPE], f"unknown message type {mt[0]}")
+        raise DhcpDecodeError(where[o.MESSAGE_TYPE], f"unknown message type {mt[0]}",
+                              "unknown_message_type")
     if o.RELAY_AGENT_INFO in options:
         o.parse_relay_agent(options[o.RELAY_AGENT_INFO], where[o.RELAY_AGENT_INFO] + 2)
     if o.IPXE_ENCAP in options:

@@ -19,10 +19,11 @@ IPv4Address = ipaddress.IPv4Address
 class DhcpDecodeError(ValueError):
     """Any malformed DHCP input. ``offset`` is where in the datagram it was found."""
 
-    def __init__(self, offset: int, reason: str) -> None:
+    def __init__(self, offset: int, reason: str, kind: str = "malformed") -> None:
         super().__init__(f"{reason} (at offset {offset})")
         self.offset = offset
         self.reason = reason
+        self.kind = kind  # a short, fixed label for counters
 
 
 class DhcpEncodeError(ValueError):
@@ -132,7 +133,7 @@ def check_shape(code: int, value: bytes, offset: int) -> None:
     minimum, unit = shape
     n = len(value)
     if n < minimum or n % unit or (code in _EXACT and n != minimum):
-        raise DhcpDecodeError(offset, f"option {code} has bad length {n}")
+        raise DhcpDecodeError(offset, f"option {code} has bad length {n}", "bad_option_length")
 
 
 # -- value codecs ---------------------------------------------------------------
@@ -185,10 +186,11 @@ def parse_tlv(value: bytes, base: int = 0, what: str = "sub-option") -> dict[int
         if code == END:
             break
         if i + 1 >= n:
-            raise DhcpDecodeError(base + i, f"{what} {code} has no length")
+            raise DhcpDecodeError(base + i, f"{what} {code} has no length", "bad_suboption")
         length = value[i + 1]
         if i + 2 + length > n:
-            raise DhcpDecodeError(base + i, f"{what} {code} overruns its container")
+            raise DhcpDecodeError(base + i, f"{what} {code} overruns its container",
+                                  "bad_suboption")
         out[code] = out.get(code, b"") + value[i + 2 : i + 2 + length]
         i += 2 + length
     return out
@@ -211,7 +213,8 @@ def parse_relay_agent(value: bytes, base: int = 0) -> tuple[tuple[int, bytes], .
     i, n = 0, len(value)
     while i < n:
         if i + 1 >= n or i + 2 + value[i + 1] > n:
-            raise DhcpDecodeError(base + i, "relay agent sub-option overruns option 82")
+            raise DhcpDecodeError(base + i, "relay agent sub-option overruns option 82",
+                                  "bad_suboption")
         out.append((value[i], value[i + 2 : i + 2 + value[i + 1]]))
         i += 2 + value[i + 1]
     return tuple(out)
