@@ -69,6 +69,7 @@ def _client_socket(ifname: str) -> socket.socket:
 def served(lab: Lab, tmp_path: Path) -> Iterator[Served]:
     srv, cli = lab.netns("dsrv"), lab.netns("dcli")
     sif, cif = lab.veth(srv, cli, f"{SERVER}/24", None)
+    (tmp_path / "state").mkdir()
     ctx = ServeContext(inventory=loads(INVENTORY, "lab.yaml"), interfaces=[sif],
                        state_dir=tmp_path / "state", boot_root=tmp_path / "boot",
                        discovery=True)

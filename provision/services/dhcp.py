@@ -263,10 +263,13 @@ class DhcpService(Service):
         if d.note:
             log.warning("dhcp: %s host=%s mac=%s xid=%#x interface=%s", d.note, d.host or "-",
                         req.mac, req.xid, link.interface)
-        if d.reply is not None and log.isEnabledFor(logging.INFO) and d.host:
-            log.info("dhcp %s %s host=%s mac=%s xid=%#x state=%s interface=%s file=%s",
-                     d.kind, d.reply.yiaddr, d.host, req.mac, req.xid, d.state,
-                     link.interface, d.reply.file.decode("ascii", "replace") or "-")
+        if d.reply is None:
+            return
+        level = logging.INFO if d.kind in ("ACK", "NAK") or d.state == "proxy" else logging.DEBUG
+        if log.isEnabledFor(level):
+            log.log(level, "dhcp %s %s host=%s mac=%s xid=%#x state=%s interface=%s file=%s",
+                    d.kind, d.reply.yiaddr, d.host or "-", req.mac, req.xid, d.state,
+                    link.interface, d.reply.file.decode("ascii", "replace") or "-")
 
 
 def _bind(ifname: str, port: int) -> socket.socket:
