@@ -1,70 +1,24 @@
-"""The test lab: network namespaces, veth pairs, bridges and tracked processes.
+"""The lab for tests: provision.lab's namespaces plus pytest-style tool checks.
 
-Every namespace and host-side link gets a unique name, so tests (and several
-developers) can run side by side. Everything a ``Lab`` creates is removed by
-``close()``: processes are stopped by PID (SIGTERM, then SIGKILL after a bounded
-wait), then the namespaces are deleted. Addresses must come from 198.18.0.0/15.
+A missing tool or missing root privileges FAIL the test with the tool's name
+(never a silent skip).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import shutil
-import signal
-import subprocess
-import time
-import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
-LAB_NET = ipaddress.ip_network("198.18.0.0/15")
-
-# Debian package that provides each tool the tests call, for the failure message.
-TOOL_PACKAGES = {
-    "ip": "iproute2",
-    "tc": "iproute2",
-    "udhcpc": "udhcpc",
-    "busybox": "busybox-static",
-    "dhclient": "isc-dhcp-client",
-    "dhcrelay": "isc-dhcp-relay",
-    "perfdhcp": "kea-admin",
-    "kea-dhcp4": "kea-dhcp4-server",
-    "dnsmasq": "dnsmasq-base",
-    "tftp": "tftp-hpa",
-    "in.tftpd": "tftpd-hpa",
-    "curl": "curl",
-    "dig": "bind9-dnsutils",
-    "dnsperf": "dnsperf",
-    "rsync": "rsync",
-    "sshd": "openssh-server",
-    "ssh": "openssh-client",
-    "ssh-keygen": "openssh-client",
-    "keepalived": "keepalived",
-    "ipvsadm": "ipvsadm",
-    "qemu-system-x86_64": "qemu-system-x86",
-    "qemu-img": "qemu-utils",
-    "ping": "iputils-ping",
-    "tcpdump": "tcpdump",
-    "mmdebstrap": "mmdebstrap",
-    "sqlite3": "sqlite3",
-}
-
-SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
-
-
-def find_tool(name: str) -> str | None:
-    path = shutil.which(name)
-    if path:
-        return path
-    for d in SBIN_DIRS:
-        cand = os.path.join(d, name)
-        if os.access(cand, os.X_OK):
-            return cand
-    return None
+from provision.lab.netns import (  # noqa: F401 - re-exported for the tests
+    LAB_NET,
+    TOOL_PACKAGES,
+    LabError,
+    Netns,
+    check_lab_address,
+    find_tool,
+)
+from provision.lab.netns import Lab as _Lab
 
 
 def require_tool(name: str) -> str:
@@ -82,157 +36,8 @@ def require_root() -> None:
         pytest.fail("lab tests need root (network namespaces)", pytrace=False)
 
 
-def check_lab_address(cidr: str | None) -> None:
-    if cidr is None:
-        return
-    net = ipaddress.ip_interface(cidr).network
-    if not net.subnet_of(LAB_NET):  # type: ignore[arg-type]
-        raise ValueError(f"{cidr} is outside the lab range {LAB_NET}")
-
-
-def _ip(*args: str, ns: str | None = None) -> None:
-    argv = ["ip"] + (["-n", ns] if ns else []) + list(args)
-    subprocess.run(argv, check=True, capture_output=True, timeout=20)
-
-
-@dataclass
-class Netns:
-    lab: Lab
-    name: str
-
-    def cmd(self, argv: Sequence[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.name, *argv]
-
-    def run(
-        self, argv: Sequence[str], timeout: float = 30, check: bool = True, **kw: Any
-    ) -> subprocess.CompletedProcess[str]:
-        kw.setdefault("capture_output", True)
-        kw.setdefault("text", True)
-        return subprocess.run(self.cmd(argv), timeout=timeout, check=check, **kw)
-
-    def popen(self, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
-        """Start a process in this namespace; the lab stops it by PID at teardown."""
-        kw.setdefault("start_new_session", True)
-        proc = subprocess.Popen(self.cmd(argv), **kw)
-        self.lab.procs.append(proc)
-        return proc
-
-    def addr(self, ifname: str, cidr: str) -> None:
-        check_lab_address(cidr)
-        _ip("addr", "add", cidr, "dev", ifname, ns=self.name)
-
-    def up(self, ifname: str) -> None:
-        _ip("link", "set", ifname, "up", ns=self.name)
-
-    def wait_port(self, port: int, proto: str = "udp", timeout: float = 15) -> None:
-        """Wait (bounded) until something listens on ``port`` in this namespace."""
-        flag = "-lnu" if proto == "udp" else "-lnt"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            out = self.run(["ss", flag], check=False).stdout
-            if any(f":{port} " in line for line in out.splitlines()):
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"nothing listens on {proto}/{port} in {self.name} after {timeout}s")
-
-
-@dataclass
-class Lab:
-    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
-    namespaces: list[Netns] = field(default_factory=list)
-    procs: list[subprocess.Popen[Any]] = field(default_factory=list)
-    _n: int = 0
-
-    def _name(self, hint: str, limit: int) -> str:
-        self._n += 1
-        return f"{hint[: max(1, limit - len(self.tag) - 4)]}{self._n}{self.tag}"[:limit]
-
-    def netns(self, hint: str = "ns") -> Netns:
-        name = f"dsas-{self._name(hint, 24)}"
-        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=20)
-        ns = Netns(self, name)
-        self.namespaces.append(ns)
-        ns.up("lo")
-        return ns
-
-    def veth(
-        self, a: Netns, b: Netns, cidr_a: str | None = None, cidr_b: str | None = None
-    ) -> tuple[str, str]:
-        """A veth pair between two namespaces; returns (name in a, name in b)."""
-        check_lab_address(cidr_a)
-        check_lab_address(cidr_b)
-        ia, ib = self._name("va", 15), self._name("vb", 15)
-        _ip("link", "add", ia, "netns", a.name, "type", "veth", "peer", "name", ib,
-            "netns", b.name)
-        for ns, ifname, cidr in ((a, ia, cidr_a), (b, ib, cidr_b)):
-            if cidr:
-                ns.addr(ifname, cidr)
-            ns.up(ifname)
-        return ia, ib
-
-    def bridge(self, ns: Netns, name: str = "br0", cidr: str | None = None) -> str:
-        _ip("link", "add", name, "type", "bridge", "forward_delay", "0", "stp_state", "0",
-            ns=ns.name)
-        if cidr:
-            ns.addr(name, cidr)
-        ns.up(name)
-        return name
-
-    def plug(self, bridge_ns: Netns, bridge: str, ns: Netns, cidr: str | None = None) -> str:
-        """Connect ``ns`` to a bridge in ``bridge_ns``; returns the interface name in ns."""
-        port, inner = self.veth(bridge_ns, ns, None, cidr)
-        _ip("link", "set", port, "master", bridge, ns=bridge_ns.name)
-        return inner
-
-    def tap(self, ns: Netns, bridge: str | None = None) -> str:
-        """A tap device in ``ns`` (for QEMU, which must then run in ns), on a bridge."""
-        name = self._name("tap", 15)
-        _ip("tuntap", "add", "dev", name, "mode", "tap", ns=ns.name)
-        if bridge:
-            _ip("link", "set", name, "master", bridge, ns=ns.name)
-        ns.up(name)
-        return name
-
-    def stop(self, proc: subprocess.Popen[Any], timeout: float = 5) -> int | None:
-        """Stop one tracked process by PID: SIGTERM, bounded wait, then SIGKILL."""
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=timeout)
-        return proc.returncode
-
-    def close(self) -> None:
-        for proc in reversed(self.procs):
-            try:
-                self.stop(proc)
-            except Exception:  # noqa: BLE001 - teardown must go on
-                pass
-        self.procs.clear()
-        for ns in reversed(self.namespaces):
-            # Any process still in the namespace (a daemon that forked) is killed by PID.
-            pids = subprocess.run(["ip", "netns", "pids", ns.name], capture_output=True,
-                                  text=True, timeout=20).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            subprocess.run(["ip", "netns", "del", ns.name], capture_output=True, timeout=20)
-        self.namespaces.clear()
-
+class Lab(_Lab):
     def __enter__(self) -> Lab:
         require_root()
         require_tool("ip")
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

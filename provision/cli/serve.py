@@ -74,8 +74,9 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         bind = ipaddress.IPv4Address(bind_address) if bind_address else None
     except ValueError:
         fail(f"--bind: malformed address {bind_address!r}", 2)
-    if "dhcp" in names and not interfaces:
-        fail("DHCP needs at least one --interface", 2)
+    for needs_if in ("dhcp", "ra"):
+        if needs_if in names and not interfaces:
+            fail(f"{needs_if} needs at least one --interface", 2)
     ctx = ServeContext(
         inventory=inv,
         interfaces=list(interfaces),

@@ -18,7 +18,7 @@ from ..inventory.model import Inventory
 from ..observability.metrics import Metrics
 from ..state import StateStore
 
-SERVICE_NAMES = ("dhcp", "tftp", "http", "dns")
+SERVICE_NAMES = ("dhcp", "tftp", "http", "dns", "ra")
 
 
 @dataclass

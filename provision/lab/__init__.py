@@ -1,0 +1,1 @@
+"""The lab: namespaces and QEMU guests, for the tests and `dsas demo`."""

@@ -1,0 +1,173 @@
+"""QEMU guests for the lab: real firmware PXE-booting over taps on a lab bridge.
+
+A guest runs ``qemu-system-x86_64 -accel tcg`` inside a lab namespace, one tap
+per NIC (fixed MACs), its serial console in a log file and its HMP monitor on a
+unix socket (for ``set_link``: pulling a cable). Firmware: ``bios`` (SeaBIOS,
+whose NIC option ROM is iPXE from Debian's ipxe-qemu) or ``uefi`` (OVMF).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .netns import Lab, LabError, Netns, tool
+
+OVMF_CODE = ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE.fd")
+OVMF_VARS = ("/usr/share/OVMF/OVMF_VARS_4M.fd", "/usr/share/OVMF/OVMF_VARS.fd")
+
+
+@dataclass
+class GuestSpec:
+    name: str
+    macs: list[str]
+    firmware: str = "bios"  # bios | uefi
+    memory_mib: int = 512
+    nic_model: str = "virtio-net-pci"
+    disk: Path | None = None  # a raw disk image to attach (virtio)
+    kernel: Path | None = None  # direct kernel boot instead of PXE
+    initrd: Path | None = None
+    append: str = ""
+    extra: list[str] = field(default_factory=list)
+
+
+def _first(paths: tuple[str, ...]) -> str:
+    for p in paths:
+        if Path(p).exists():
+            return p
+    raise LabError(f"missing firmware {paths[0]} (Debian package ovmf)")
+
+
+class Guest:
+    def __init__(self, lab: Lab, ns: Netns, spec: GuestSpec, taps: list[str], workdir: Path):
+        if len(taps) != len(spec.macs):
+            raise ValueError("one tap per MAC")
+        self.lab, self.ns, self.spec, self.taps = lab, ns, spec, taps
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.serial = workdir / f"{spec.name}.serial.log"
+        self.serial_sock = workdir / f"{spec.name}.serial"
+        self.monitor_path = workdir / f"{spec.name}.monitor"
+        self.proc: subprocess.Popen[Any] | None = None
+        self.started_at: float | None = None
+        self._offset = 0
+
+    def argv(self) -> list[str]:
+        s = self.spec
+        argv = [
+            tool("qemu-system-x86_64"), "-accel", "tcg", "-m", str(s.memory_mib),
+            "-name", s.name, "-nographic", "-no-reboot", "-display", "none",
+            "-chardev", f"socket,id=s0,path={self.serial_sock},server=on,wait=off,"
+                        f"logfile={self.serial}",
+            "-serial", "chardev:s0",
+            "-monitor", f"unix:{self.monitor_path},server,nowait",
+        ]
+        if s.firmware == "uefi":
+            vars_copy = self.workdir / f"{s.name}.vars.fd"
+            shutil.copyfile(_first(OVMF_VARS), vars_copy)
+            argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={_first(OVMF_CODE)}",
+                     "-drive", f"if=pflash,format=raw,file={vars_copy}"]
+        for i, (mac, tap) in enumerate(zip(s.macs, self.taps, strict=True)):
+            argv += ["-netdev", f"tap,id=n{i},ifname={tap},script=no,downscript=no",
+                     "-device", f"{s.nic_model},netdev=n{i},mac={mac},id=nic{i}"
+                     + (",bootindex=1" if i == 0 and not s.kernel else "")]
+        if s.disk:
+            argv += ["-drive", f"file={s.disk},format=raw,if=virtio"]
+        if s.kernel:
+            argv += ["-kernel", str(s.kernel)]
+            if s.initrd:
+                argv += ["-initrd", str(s.initrd)]
+            if s.append:
+                argv += ["-append", s.append]
+        elif not s.disk:
+            argv += ["-boot", "n"]
+        return argv + s.extra
+
+    def start(self) -> None:
+        self.serial.write_bytes(b"")
+        self._offset = 0
+        self.proc = self.ns.popen(self.argv(), stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.started_at = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - (self.started_at or time.monotonic())
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def console(self) -> str:
+        try:
+            return self.serial.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for(self, pattern: str, timeout: float, since: int = 0) -> re.Match[str]:
+        """Wait (bounded) for ``pattern`` on the serial console; returns the match."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.console(), since)
+            if m:
+                return m
+            if not self.running():
+                raise LabError(f"{self.spec.name}: QEMU exited before {pattern!r}; "
+                               f"console tail:\n{self.console()[-1500:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.spec.name}: no {pattern!r} within {timeout:.0f}s; "
+                                   f"console tail:\n{self.console()[-1500:]}")
+            time.sleep(0.25)
+
+    def send(self, text: str, timeout: float = 5) -> None:
+        """Type ``text`` on the guest's serial console."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(self.serial_sock))
+            s.sendall(text.encode())
+            time.sleep(0.2)  # let QEMU take it before the socket closes
+
+    def command(self, line: str, marker: str, timeout: float = 30) -> str:
+        """Run a shell command on the console; returns its output up to ``marker``."""
+        start = len(self.console())
+        tag = f"__dsas_{int(time.monotonic() * 1000)}__"
+        self.send(f"{line}; echo {tag}\n")
+        m = self.wait_for(rf"\n{tag}\r?\n", timeout, since=start)
+        out = self.console()[start:m.end()]
+        if marker not in out:
+            raise LabError(f"{self.spec.name}: {marker!r} not in the output of {line!r}:\n{out}")
+        return out
+
+    def monitor(self, command: str, timeout: float = 5) -> str:
+        """One HMP command over the monitor socket; returns its output."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(self.monitor_path))
+            buf = b""
+            deadline = time.monotonic() + timeout
+            while b"(qemu)" not in buf and time.monotonic() < deadline:
+                buf += s.recv(4096)
+            s.sendall(command.encode() + b"\n")
+            out = b""
+            while out.count(b"(qemu)") < 1 and time.monotonic() < deadline:
+                try:
+                    chunk = s.recv(4096)
+                except TimeoutError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        return out.decode(errors="replace")
+
+    def set_link(self, nic: int, up: bool) -> None:
+        """Pull (or plug back) the cable of NIC ``nic``."""
+        self.monitor(f"set_link nic{nic} {'on' if up else 'off'}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.lab.stop(self.proc)

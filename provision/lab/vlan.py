@@ -1,0 +1,96 @@
+"""A userspace 802.1Q port for the lab: tagged VLAN traffic without the 8021q module.
+
+The lab host's kernel has neither 8021q nor bridge VLAN filtering, but the
+guests tag their frames (``bond0.2``). To reach a guest's VLAN address from the
+master's namespace, this relay stands in for a switch's access port:
+
+    bridge br0 --- veth (trunk side, a packet socket) <-relay-> tap "vlanN" (untagged, has the
+                                                                 master's address on VLAN N)
+
+Frames arriving on the trunk with VLAN id N lose their tag and go to the tap;
+frames from the tap get the tag and go to the trunk. The kernel hands received
+tags to packet sockets as metadata (PACKET_AUXDATA), so both forms are handled.
+Runs as its own process (``python -m provision.lab.vlan TRUNK TAP VID``) inside
+the namespace, stopped by PID like everything else in the lab.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+
+ETH_P_ALL = 0x0003
+ETH_P_8021Q = 0x8100
+SOL_PACKET = 263
+PACKET_AUXDATA = 8
+TP_STATUS_VLAN_VALID = 1 << 4
+TUNSETIFF = 0x400454CA
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+_AUX = struct.Struct("IIIHHHH")  # struct tpacket_auxdata
+
+
+def open_tap(name: str) -> int:
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
+    return fd
+
+
+def untag(frame: bytes, aux_tci: int | None, vid: int) -> bytes | None:
+    """The untagged frame if it belongs to VLAN ``vid``; None otherwise (pure)."""
+    if aux_tci is not None:
+        return frame if aux_tci & 0x0FFF == vid else None
+    if len(frame) >= 18 and struct.unpack_from("!H", frame, 12)[0] == ETH_P_8021Q:
+        if struct.unpack_from("!H", frame, 14)[0] & 0x0FFF == vid:
+            return frame[:12] + frame[16:]
+    return None
+
+
+def tag(frame: bytes, vid: int) -> bytes:
+    """Insert an 802.1Q header with ``vid`` (priority 0) after the MAC addresses (pure)."""
+    return frame[:12] + struct.pack("!HH", ETH_P_8021Q, vid & 0x0FFF) + frame[12:]
+
+
+def relay(trunk: str, tap_name: str, vid: int, max_frames: int | None = None) -> None:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+    sock.bind((trunk, 0))
+    tap = open_tap(tap_name)
+    seen = 0
+    while max_frames is None or seen < max_frames:
+        ready, _, _ = select.select([sock.fileno(), tap], [], [], 1.0)
+        for r in ready:
+            seen += 1
+            if r == sock.fileno():
+                data, anc, _, addr = sock.recvmsg(65535, socket.CMSG_SPACE(_AUX.size))
+                if addr[2] == socket.PACKET_OUTGOING:
+                    continue
+                tci = None
+                for level, kind, value in anc:
+                    if level == SOL_PACKET and kind == PACKET_AUXDATA:
+                        status, *_, vlan_tci, _tpid = _AUX.unpack_from(value)
+                        if status & TP_STATUS_VLAN_VALID:
+                            tci = vlan_tci
+                out = untag(data, tci, vid)
+                if out is not None:
+                    os.write(tap, out)
+            else:
+                sock.send(tag(os.read(tap, 65535), vid))
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print("usage: python -m provision.lab.vlan TRUNK_IF TAP_NAME VLAN_ID", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    relay(argv[0], argv[1], int(argv[2]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

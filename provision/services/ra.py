@@ -1,0 +1,96 @@
+"""Answer IPv6 router solicitations so iPXE stops waiting for an IPv6 router.
+
+iPXE configures IPv4 (DHCP) and IPv6 (router discovery) at once and waits for
+both: on a network without an IPv6 router that costs about 13 s per iPXE stage
+(PXE-CLIENTS.md section 6). A Router Advertisement with no prefix, no M/O
+flags and a router lifetime of 0 tells it "no IPv6 configuration here" at once
+(RFC 4861 section 4.2: lifetime 0 = not a default router), so nothing on the
+network gains a route or an address from it. Only solicitations are answered;
+nothing is advertised unasked.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import struct
+import threading
+
+from .base import ServeContext, Service
+
+log = logging.getLogger(__name__)
+
+ICMPV6_RS = 133  # RFC 4861 section 4.1
+ICMPV6_RA = 134  # RFC 4861 section 4.2
+ALL_NODES = "ff02::1"
+ALL_ROUTERS = "ff02::2"
+_RA = struct.Struct("!BBHBBHII")  # type, code, checksum, hop limit, flags, lifetime, reach, retrans
+
+
+def is_router_solicitation(data: bytes) -> bool:
+    """An ICMPv6 RS (code 0, at least the 8-byte header) -- RFC 4861 section 6.1.1."""
+    return len(data) >= 8 and data[0] == ICMPV6_RS and data[1] == 0
+
+
+def router_advertisement() -> bytes:
+    """RA: hop limit unspecified, no M/O flags, lifetime 0, no options (checksum by kernel)."""
+    return _RA.pack(ICMPV6_RA, 0, 0, 0, 0, 0, 0, 0)
+
+
+class RaService(Service):
+    name = "ra"
+
+    def __init__(self, ctx: ServeContext):
+        super().__init__(ctx)
+        self._socks: dict[int, tuple[str, socket.socket]] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        for ifname in self.ctx.interfaces:
+            idx = socket.if_nametoindex(ifname)
+            s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+            # RFC 4861 section 6.1.2: RAs must carry hop limit 255
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+            mreq = socket.inet_pton(socket.AF_INET6, ALL_ROUTERS) + struct.pack("@I", idx)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+            self._socks[s.fileno()] = (ifname, s)
+        self._thread = threading.Thread(target=self._run, name="ra", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                ready, _, _ = select.select(list(self._socks), [], [], 0.5)
+                for fd in ready:
+                    ifname, s = self._socks[fd]
+                    data, addr = s.recvfrom(1500)
+                    if not is_router_solicitation(data):
+                        continue
+                    idx = socket.if_nametoindex(ifname)
+                    s.sendto(router_advertisement(), (ALL_NODES, 0, 0, idx))
+                    self.ctx.metrics.inc("dsas_ra_answers_total", interface=ifname)
+                    log.debug("ra: answered a router solicitation from %s on %s", addr[0],
+                              ifname)
+        except BaseException as e:  # reported through alive()
+            self._error = e
+            log.exception("ra: stopped")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        for _, s in self._socks.values():
+            s.close()
+        self._socks.clear()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._error is None
+
+
+def create(ctx: ServeContext) -> Service:
+    return RaService(ctx)
