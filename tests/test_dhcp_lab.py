@@ -5,8 +5,8 @@ client made of our codec."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
