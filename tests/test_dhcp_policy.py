@@ -236,9 +236,10 @@ def test_leases_survive_restart_through_the_journal(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     journal = LeaseJournal(store)
     p = DhcpPolicy(INV, LeaseTable(journal.load()), DhcpSettings(discovery=True))
-    a = run(p, o.DISCOVER, UNKNOWN_MAC).reply.yiaddr  # type: ignore[union-attr]
+    offer = run(p, o.DISCOVER, UNKNOWN_MAC)
+    a = offer.reply.yiaddr  # type: ignore[union-attr]
     ack = run(p, o.REQUEST, UNKNOWN_MAC, requested=str(a), server=SERVER)
-    journal.commit(ack.durable + ack.lazy, T0)
+    journal.commit(offer.lazy + ack.durable + ack.lazy, T0)
     store.close()
     journal = LeaseJournal(StateStore(tmp_path))
     p2 = DhcpPolicy(INV, LeaseTable(journal.load()), DhcpSettings(discovery=True))

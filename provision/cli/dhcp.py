@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -49,7 +50,12 @@ def discovered(state_dir: str) -> None:
     click.echo(table(
         ["MAC", "FIRST SEEN", "LAST SEEN", "ARCH", "VENDOR CLASS", "UUID", "ADDRESS",
          "INTERFACE", "SEEN"],
-        [(r["mac"], _when(r["first_seen"]), _when(r["last_seen"]),
-          "-" if r["arch"] is None else ARCH_NAMES.get(r["arch"], str(r["arch"])),
-          r["vendor_class"] or "-", r["uuid"] or "-", r["address"] or "-",
-          r["interface"] or "-", r["seen"]) for r in rows]))
+        [_row(r) for r in rows]))
+
+
+def _row(r: dict[str, Any]) -> tuple[object, ...]:
+    arch = r["arch"]
+    return (r["mac"], _when(r["first_seen"]), _when(r["last_seen"]),
+            "-" if arch is None else ARCH_NAMES.get(arch, str(arch)),
+            r["vendor_class"] or "-", r["uuid"] or "-", r["address"] or "-",
+            r["interface"] or "-", r["seen"])

@@ -95,12 +95,18 @@ class DhcpPolicy:
                  settings: DhcpSettings | None = None) -> None:
         self.settings = settings or DhcpSettings()
         self.table = table
-        self._seen: dict[str, tuple[float, str]] = {}
+        self._seen: dict[str, float] = {}  # unknown MAC -> when its sighting was recorded
         self.reload(inventory)
 
     def reload(self, inventory: Inventory) -> None:
         self.inv = inventory
         self._pools: dict[tuple[str, IPv4Address], Pool] = {}
+        self._hosts = {mac: h for h in inventory.hosts.values() for mac in h.macs}
+        self._net_options = {name: _network_options(net)
+                             for name, net in inventory.networks.items()}
+        self._networks = [(net.cidr, net) for net in inventory.networks.values()]
+        self._lease_options = {known: _lease_options(t) for known, t in (
+            (True, self.settings.lease_time), (False, self.settings.pool_lease_time))}
 
     # -- entry point -------------------------------------------------------------
     def handle(self, req: DhcpPacket, link: Link, now: float) -> Decision:
@@ -111,7 +117,7 @@ class DhcpPolicy:
             return Decision(drop="bootp")
         if mt in (o.OFFER, o.ACK, o.NAK):
             return Decision(drop="server_message")
-        host = self.inv.host_by_mac(req.mac)
+        host = self._hosts.get(req.mac)
         if host is None and not self.settings.discovery:
             return Decision(drop="unknown_mac")
         if self.settings.proxy:
@@ -133,7 +139,11 @@ class DhcpPolicy:
 
     def _network(self, req: DhcpPacket, link: Link) -> Network | None:
         """The client's network: the relay's (giaddr) or the receiving interface's."""
-        return self.inv.network_of(req.giaddr if req.giaddr != ZERO else link.address)
+        address = req.giaddr if req.giaddr != ZERO else link.address
+        for cidr, net in self._networks:
+            if address in cidr:
+                return net
+        return None
 
     # -- message types -------------------------------------------------------------
     def _discover(self, req: DhcpPacket, link: Link, host: Host | None, net: Network,
@@ -192,7 +202,7 @@ class DhcpPolicy:
         d = self._answer(req, link, o.ACK, ip, host, net, state)
         d.durable = self.table.bind(net.name, req.mac, int(ip), now + lease_time, name)
         if host is None:
-            d.durable += self._sighting(req, link, net, now, str(ip))
+            d.lazy = self._sighting(req, link, net, now)
         return d
 
     def _inform(self, req: DhcpPacket, link: Link, host: Host | None,
@@ -254,18 +264,8 @@ class DhcpPolicy:
         opts: dict[int, bytes] = {o.MESSAGE_TYPE: bytes((mtype,)),
                                   o.SERVER_ID: link.address.packed}
         if lease:
-            t = self.settings.lease_time if host else self.settings.pool_lease_time
-            opts[o.LEASE_TIME] = o.u32(t)
-            opts[o.RENEWAL_TIME] = o.u32(t // 2)  # RFC 2131 4.4.5 defaults
-            opts[o.REBINDING_TIME] = o.u32(t * 7 // 8)
-        opts[o.SUBNET_MASK] = net.netmask.packed
-        opts[o.BROADCAST_ADDRESS] = net.cidr.broadcast_address.packed
-        if net.gateway is not None:
-            opts[o.ROUTER] = net.gateway.packed
-        if net.dns:
-            opts[o.DNS_SERVERS] = o.ips(net.dns)
-        if net.mtu:
-            opts[26] = o.u16(net.mtu)  # RFC 2132 5.1 interface MTU
+            opts.update(self._lease_options[host is not None])
+        opts.update(self._net_options[net.name])
         if host is not None:
             opts[o.HOST_NAME] = host.name.encode("ascii")
             opts[o.DOMAIN_NAME] = self.inv.cluster.domain.encode("ascii")
@@ -345,20 +345,35 @@ class DhcpPolicy:
             pool = self._pools[key] = build_pool(self.inv, net, [link.address])
         return pool
 
-    def _sighting(self, req: DhcpPacket, link: Link, net: Network, now: float,
-                  address: str = "") -> list[Change]:
+    def _sighting(self, req: DhcpPacket, link: Link, net: Network, now: float) -> list[Change]:
         last = self._seen.get(req.mac)
-        if last is not None and now - last[0] < self.settings.sighting_interval and (
-                not address or address == last[1]):
+        if last is not None and now - last < self.settings.sighting_interval:
             return []
-        self._seen[req.mac] = (now, address)
+        self._seen[req.mac] = now
         uuid = req.uuid
         return [Sighting(
             mac=req.mac, when=now, arch=req.client_arch,
             vendor_class=req.vendor_class.decode("ascii", "replace"),
             user_class=",".join(c.decode("ascii", "replace") for c in req.user_classes),
-            uuid=uuid.hex() if uuid else "", interface=link.interface, network=net.name,
-            address=address)]
+            uuid=uuid.hex() if uuid else "", interface=link.interface, network=net.name)]
+
+
+def _lease_options(t: int) -> dict[int, bytes]:
+    return {o.LEASE_TIME: o.u32(t),
+            o.RENEWAL_TIME: o.u32(t // 2),  # RFC 2131 4.4.5 defaults
+            o.REBINDING_TIME: o.u32(t * 7 // 8)}
+
+
+def _network_options(net: Network) -> dict[int, bytes]:
+    opts = {o.SUBNET_MASK: net.netmask.packed,
+            o.BROADCAST_ADDRESS: net.cidr.broadcast_address.packed}
+    if net.gateway is not None:
+        opts[o.ROUTER] = net.gateway.packed
+    if net.dns:
+        opts[o.DNS_SERVERS] = o.ips(net.dns)
+    if net.mtu:
+        opts[26] = o.u16(net.mtu)  # RFC 2132 5.1 interface MTU
+    return opts
 
 
 def _reply_base(req: DhcpPacket, link: Link, yiaddr: IPv4Address,

@@ -10,10 +10,10 @@ offer, and a client that REQUESTs a forgotten offer is NAKed or re-offered.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
+from typing import Any
 
 from ..state import StateStore
 
@@ -43,8 +43,7 @@ CREATE TABLE IF NOT EXISTS dhcp_discovered (
     uuid         TEXT NOT NULL DEFAULT '',
     interface    TEXT NOT NULL DEFAULT '',
     network      TEXT NOT NULL DEFAULT '',
-    address      TEXT NOT NULL DEFAULT '',
-    seen         INTEGER NOT NULL DEFAULT 1
+    seen         INTEGER NOT NULL DEFAULT 1   -- sightings recorded (rate-limited)
 );
 """
 
@@ -89,7 +88,6 @@ class Sighting:
     uuid: str
     interface: str
     network: str
-    address: str = ""
 
 
 Change = LeasePut | LeaseDel | Sighting
@@ -242,25 +240,34 @@ class LeaseJournal:
             if seen:
                 conn.executemany(_UPSERT_SIGHTING, seen)
 
-    def discovered(self) -> list[sqlite3.Row]:
-        return self.store.query(
-            "SELECT mac, first_seen, last_seen, arch, vendor_class, user_class, uuid,"
-            " interface, network, address, seen FROM dhcp_discovered ORDER BY first_seen")
+    def discovered(self) -> list[dict[str, Any]]:
+        """Discovered machines with the address each holds now ('' when none)."""
+        rows = self.store.query(
+            "SELECT d.mac, d.first_seen, d.last_seen, d.arch, d.vendor_class, d.user_class,"
+            " d.uuid, d.interface, d.network, d.seen, l.ip, l.state"
+            " FROM dhcp_discovered d LEFT JOIN dhcp_leases l"
+            " ON l.mac = d.mac AND l.network = d.network ORDER BY d.first_seen, d.mac")
+        out = []
+        for r in rows:
+            row = {k: r[k] for k in r.keys() if k not in ("ip", "state")}
+            row["address"] = str(IPv4Address(r["ip"])) if r["ip"] is not None and r[
+                "state"] == BOUND else ""
+            out.append(row)
+        return out
 
 
 _UPSERT_SIGHTING = """
 INSERT INTO dhcp_discovered(mac, first_seen, last_seen, arch, vendor_class, user_class, uuid,
-                            interface, network, address)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            interface, network)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(mac) DO UPDATE SET
     last_seen = excluded.last_seen, arch = coalesce(excluded.arch, arch),
     vendor_class = excluded.vendor_class, user_class = excluded.user_class,
     uuid = excluded.uuid, interface = excluded.interface, network = excluded.network,
-    address = CASE WHEN excluded.address = '' THEN address ELSE excluded.address END,
     seen = seen + 1
 """
 
 
 def _sighting_row(s: Sighting) -> tuple[object, ...]:
     return (s.mac, s.when, s.when, s.arch, s.vendor_class, s.user_class, s.uuid, s.interface,
-            s.network, s.address)
+            s.network)

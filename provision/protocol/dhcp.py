@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from ipaddress import IPv4Address
 
 from . import dhcp_options as o
@@ -34,6 +35,7 @@ MIN_PACKET = 300  # RFC 1542 2.1: BOOTP relays may drop anything shorter
 DEFAULT_MAX_SIZE = 576  # RFC 2131 2: every client accepts 576-byte IP datagrams
 IP_UDP_HEADERS = 28  # option 57 counts the IP and UDP headers (RFC 2132 9.10)
 ZERO = IPv4Address(0)
+ZERO_BYTES = bytes(4)
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,9 @@ class DhcpPacket:
     options: dict[int, bytes] = field(default_factory=dict)
 
     # -- header views --------------------------------------------------------
-    @property
+    @cached_property
     def mac(self) -> str:
-        return ":".join(f"{b:02x}" for b in self.chaddr)
+        return self.chaddr.hex(":")
 
     @property
     def broadcast(self) -> bool:
@@ -181,11 +183,15 @@ def decode(data: bytes) -> DhcpPacket:
         _check_options(options, where)
     return DhcpPacket(
         op=op, htype=htype, hops=hops, xid=xid, secs=secs, flags=flags,
-        ciaddr=IPv4Address(ciaddr), yiaddr=IPv4Address(yiaddr),
-        siaddr=IPv4Address(siaddr), giaddr=IPv4Address(giaddr),
+        ciaddr=_address(ciaddr), yiaddr=_address(yiaddr),
+        siaddr=_address(siaddr), giaddr=_address(giaddr),
         chaddr=chaddr[:hlen], sname=sname.rstrip(b"\0"), file=bootfile.rstrip(b"\0"),
         options=options,
     )
+
+
+def _address(raw: bytes) -> IPv4Address:
+    return ZERO if raw == ZERO_BYTES else IPv4Address(raw)  # most are 0.0.0.0
 
 
 def _parse_options(
@@ -217,8 +223,8 @@ def _parse_options(
 def _check_options(options: dict[int, bytes], where: dict[int, int]) -> None:
     """Lengths of well-known options (after RFC 3396 concatenation), the message type,
     and options with inner structure the server reads or echoes."""
-    for code, value in options.items():
-        o.check_shape(code, value, where[code])
+    for code in options.keys() & o.SHAPED:
+        o.check_shape(code, options[code], where[code])
     mt = options.get(o.MESSAGE_TYPE)
     if mt is not None and not o.DISCOVER <= mt[0] <= o.INFORM:
         raise DhcpDecodeError(where[o.MESSAGE_TYPE], f"unknown message type {mt[0]}",
@@ -279,8 +285,12 @@ def encode(pkt: DhcpPacket, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
 
 def _ordered(options: dict[int, bytes]) -> list[tuple[int, bytes]]:
     """53 first (what clients look at first), 82 last (RFC 3046 2.1)."""
-    items = sorted(options.items(), key=lambda kv: (kv[0] != o.MESSAGE_TYPE,
-                                                    kv[0] == o.RELAY_AGENT_INFO))
+    items = [(c, v) for c, v in options.items() if c != o.MESSAGE_TYPE
+             and c != o.RELAY_AGENT_INFO]
+    if o.MESSAGE_TYPE in options:
+        items.insert(0, (o.MESSAGE_TYPE, options[o.MESSAGE_TYPE]))
+    if o.RELAY_AGENT_INFO in options:
+        items.append((o.RELAY_AGENT_INFO, options[o.RELAY_AGENT_INFO]))
     for code, _ in items:
         if not 0 < code < 255:
             raise DhcpEncodeError(f"option code {code} is reserved")
@@ -288,14 +298,16 @@ def _ordered(options: dict[int, bytes]) -> list[tuple[int, bytes]]:
 
 
 def _option_stream(options: dict[int, bytes]) -> bytes:
-    out = bytearray()
+    parts: list[bytes] = []
     for code, value in _ordered(options):
-        if not value:
-            out += bytes((code, 0))
-        for i in range(0, len(value), 255):  # RFC 3396: long options are split
+        n = len(value)
+        if n <= 255:
+            parts += (bytes((code, n)), value)
+            continue
+        for i in range(0, n, 255):  # RFC 3396: long options are split
             chunk = value[i : i + 255]
-            out += bytes((code, len(chunk))) + chunk
-    return bytes(out)
+            parts += (bytes((code, len(chunk))), chunk)
+    return b"".join(parts)
 
 
 def _split(options: dict[int, bytes], capacities: list[int]) -> list[bytes]:

@@ -120,6 +120,7 @@ _SHAPES: dict[int, tuple[int, int]] = {
     CLIENT_NDI: (3, 1),
     CLIENT_UUID: (1, 1),
 }
+SHAPED = frozenset(_SHAPES)
 # Options that must be exactly the minimum length.
 _EXACT = {OVERLOAD, MESSAGE_TYPE, REQUESTED_IP, SERVER_ID, MAX_MESSAGE_SIZE, LEASE_TIME,
           RENEWAL_TIME, REBINDING_TIME, SUBNET_MASK, BROADCAST_ADDRESS, CLIENT_NDI}
