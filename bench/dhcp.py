@@ -2,7 +2,7 @@
 
     python -m bench dhcp [--step-seconds 4] [--servers dsas,kea,dnsmasq] [--leases 100000]
 
-Two namespaces on one veth (198.18.0.0/15): the server and perfdhcp (Debian's
+Each server runs in its own namespace with perfdhcp (Debian's
 kea-admin). perfdhcp acts as a relay (giaddr = its address), with up to 100,000
 simulated clients, all unknown to the inventory, so dsas answers from its discovery
 pool. For each server a rate ladder (doubling, then bisecting) finds the highest rate
@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,22 +161,12 @@ def perfdhcp(ns: Netns, rate: int, seconds: int, seed: int) -> Step:
     return Step(rate, received[1] / seconds, sent[0], max(0, sent[0] - received[1]))
 
 
-def ladder(ns: Netns, seconds: int, log: Callable[[str], None]) -> list[Step]:
-    steps: list[Step] = []
-    seed = 1
-
-    def run(rate: int) -> Step:
-        nonlocal seed
-        seed += 1
-        s = perfdhcp(ns, rate, seconds, seed)
-        log(f"  rate {rate:>6}/s: {s.achieved:8.1f} exchanges/s, loss {100 * s.loss:5.2f}%")
-        steps.append(s)
-        return s
-
+def ladder() -> Generator[int, Step, None]:
+    """Rates to try: double while lossless, then bisect three times (multiples of 50)."""
     good, bad = 0, 0
     rate = START_RATE
     while rate <= MAX_RATE:
-        if run(rate).lossless:
+        if (yield rate).lossless:
             good, rate = rate, rate * 2
         else:
             bad = rate
@@ -184,12 +174,11 @@ def ladder(ns: Netns, seconds: int, log: Callable[[str], None]) -> list[Step]:
     for _ in range(3 if bad else 0):
         mid = (good + bad) // 2 // 50 * 50
         if mid <= good or mid >= bad:
-            break
-        if run(mid).lossless:
+            return
+        if (yield mid).lossless:
             good = mid
         else:
             bad = mid
-    return steps
 
 
 def rss_kib(pid: int) -> int:
@@ -213,23 +202,49 @@ def wait_udp(ns: Netns, port: int, proc: Any, timeout: float = 20) -> None:
     raise RuntimeError(f"nothing listens on udp/{port}")
 
 
-def bench_server(lab: Lab, name: str, srv: Netns, cli: Netns, iface: str, work: Path,
-                 seconds: int) -> Result:
-    res = Result(name)
-    wdir = work / name
-    wdir.mkdir()
-    proc = SERVERS[name](srv, iface, wdir)
-    try:
-        wait_udp(srv, 67, proc)
-        time.sleep(0.5)
-        print(f"{name}:", flush=True)
-        res.steps = ladder(cli, seconds, lambda s: print(s, flush=True))
-        res.rss_kib = rss_kib(proc.pid)
-    except RuntimeError as e:
-        res.error = str(e)
-    finally:
-        lab.stop(proc)
-    return res
+@dataclass
+class Contender:
+    """One server in its own pair of namespaces, with its ladder."""
+
+    name: str
+    srv: Netns
+    cli: Netns
+    proc: Any
+    result: Result
+    steps: Generator[int, Step, None] = field(default_factory=ladder)
+    next_rate: int | None = None
+
+
+def run_ladders(contenders: list[Contender], seconds: int) -> None:
+    """Interleave the ladders step by step, so every server sees the same background
+    load on this shared machine (one perfdhcp at a time)."""
+    for c in contenders:
+        c.next_rate = next(c.steps)
+    seed = 1
+    while any(c.next_rate is not None for c in contenders):
+        for c in contenders:
+            if c.next_rate is None:
+                continue
+            if c.proc.poll() is not None:
+                c.result.error = f"server exited with status {c.proc.returncode}"
+                c.next_rate = None
+                continue
+            seed += 1
+            step = perfdhcp(c.cli, c.next_rate, seconds, seed)
+            c.result.steps.append(step)
+            print(f"  {c.name:<8} rate {step.rate:>6}/s: {step.achieved:8.1f} exchanges/s, "
+                  f"loss {100 * step.loss:5.2f}%", flush=True)
+            try:
+                c.next_rate = c.steps.send(step)
+            except StopIteration:
+                c.next_rate = None
+    for c in contenders:
+        c.result.rss_kib = rss_kib(c.proc.pid)
+
+
+def _iface(ns: Netns) -> str:
+    out = ns.run(["ip", "-o", "-4", "addr", "show"]).stdout
+    return next(line.split()[1] for line in out.splitlines() if SERVER_IP in line)
 
 
 def memory_with_leases(lab: Lab, srv: Netns, iface: str, work: Path, n: int) -> int:
@@ -289,10 +304,27 @@ def main(argv: list[str]) -> int:
     with Lab() as lab, tempfile.TemporaryDirectory(prefix="dsas-bench-dhcp-",
                                                    dir="/var/tmp") as tmp:
         work = Path(tmp)
-        srv, cli = lab.netns("bsrv"), lab.netns("bcli")
-        sif, _ = lab.veth(srv, cli, f"{SERVER_IP}/{PREFIX}", f"{CLIENT_IP}/{PREFIX}")
-        results = [bench_server(lab, n, srv, cli, sif, work, args.step_seconds) for n in names]
-        mem = memory_with_leases(lab, srv, sif, work, args.leases) if "dsas" in names else 0
+        contenders = []
+        for n in names:
+            srv, cli = lab.netns(f"b{n[:3]}s"), lab.netns(f"b{n[:3]}c")
+            sif, _ = lab.veth(srv, cli, f"{SERVER_IP}/{PREFIX}", f"{CLIENT_IP}/{PREFIX}")
+            (work / n).mkdir()
+            proc = SERVERS[n](srv, sif, work / n)
+            contenders.append(Contender(n, srv, cli, proc, Result(n)))
+        for c in contenders:
+            try:
+                wait_udp(c.srv, 67, c.proc)
+            except RuntimeError as e:
+                c.result.error = str(e)
+        time.sleep(0.5)
+        run_ladders([c for c in contenders if not c.result.error], args.step_seconds)
+        for c in contenders:
+            lab.stop(c.proc)
+        mem = 0
+        if "dsas" in names:
+            dsas = next(c for c in contenders if c.name == "dsas")
+            mem = memory_with_leases(lab, dsas.srv, _iface(dsas.srv), work, args.leases)
+    results = [c.result for c in contenders]
     print()
     print(report(results, mem, args.leases))
     return 0 if all(r.best for r in results) else 1

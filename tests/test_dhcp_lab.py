@@ -50,7 +50,7 @@ class Server:
         self.proc = self.ns.popen(
             [DSAS, "serve", "--only", "dhcp", "--interface", self.iface, "--inventory", str(inv),
              "--state-dir", str(self.workdir / "state"), "--boot-root",
-             str(self.workdir / "boot"), "-v", *self.args],
+             str(self.workdir / "boot"), "-vv", *self.args],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + 15

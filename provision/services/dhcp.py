@@ -2,12 +2,14 @@
 
 One UDP socket per interface, bound to port 67 (and 4011 in ProxyDHCP mode) with
 SO_BINDTODEVICE, so broadcasts leave through the interface the request came in on
-(PXE-CLIENTS.md 5). One thread serves every socket. Each wake-up drains what is
-queued (up to ``BATCH`` datagrams), decides every request, commits all lease changes
-of the batch in one fsync'd sqlite transaction, and only then sends the replies: an
-ACK never leaves before its lease is on disk, and a busy server pays one fsync per
-batch rather than per packet. OFFERs need no fsync; lazy changes (releases, discovered
-machines) ride along with the next commit or are flushed within ``LAZY_FLUSH`` seconds.
+(PXE-CLIENTS.md 5). The loop thread serves every socket: each wake-up drains what is
+queued (up to ``BATCH`` datagrams per socket), decides every request and sends the
+replies that need no disk (OFFERs: RFC 2131 4.3.1). ACKs go with their lease changes to
+the committer thread, which writes everything queued in one fsync'd sqlite transaction
+and only then sends them (group commit): an ACK never leaves before its lease is on
+disk, a busy server pays one fsync per batch, and the loop keeps deciding meanwhile.
+Lazy changes (releases, declines, discovered machines) ride along with the next commit
+or are flushed within ``LAZY_FLUSH`` seconds.
 """
 
 from __future__ import annotations
@@ -15,20 +17,22 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import logging
+import queue
 import selectors
 import socket
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from .. import layout
 from ..inventory.model import Inventory
 from ..observability.metrics import Metrics
 from ..policy.dhcp import PXE_PORT, SERVER_PORT, Decision, DhcpPolicy, DhcpSettings, Link
-from ..policy.leases import Change, LeaseJournal, LeaseTable
+from ..policy.leases import Change, LeaseJournal, LeaseTable, Sighting
 from ..protocol import dhcp_options as o
 from ..protocol.dhcp import DhcpDecodeError, DhcpEncodeError, DhcpPacket, decode, encode
 from .base import ServeContext, Service
@@ -44,7 +48,7 @@ SIOCGIFADDR = 0x8915  # linux/sockios.h
 SIOCGIFNETMASK = 0x891B
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
-UNKNOWN_LOG_LIMIT = 10_000  # unknown MACs remembered for "log once per MAC"
+LOGGED_MACS = 10_000  # MACs remembered for "log once per MAC"
 
 
 def interface_address(ifname: str) -> tuple[IPv4Address, ipaddress.IPv4Network]:
@@ -77,18 +81,16 @@ class DhcpService(Service):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._committer: Committer | None = None
         self._endpoints: list[Endpoint] = []
         self._selector: selectors.DefaultSelector | None = None
-        self._journal: LeaseJournal | None = None
-        self._lazy: list[Change] = []
-        self._lazy_since = 0.0
-        self._unknown_logged: set[str] = set()
+        self._logged: set[str] = set()  # MACs logged once (unknown or discovered)
         self.policy: DhcpPolicy | None = None
 
     # -- life cycle ----------------------------------------------------------------
     def start(self) -> None:
-        self._journal = LeaseJournal(self.ctx.store)
-        table = LeaseTable(self._journal.load())
+        journal = LeaseJournal(self.ctx.store)
+        table = LeaseTable(journal.load())
         loaders = frozenset(n for n in (layout.LOADER_BIOS, layout.LOADER_EFI_X64,
                                         layout.LOADER_EFI_ARM64, layout.LOADER_PXELINUX)
                             if (self.ctx.boot_root / n).exists())
@@ -113,6 +115,9 @@ class DhcpService(Service):
             self._close()
             raise
         self._stop.clear()
+        self._committer = Committer(journal, self._send, self.metrics, self._clock,
+                                    lambda: len(table))
+        self._committer.start()
         self._thread = threading.Thread(target=self._serve, name="dhcp", daemon=True)
         self._thread.start()
 
@@ -121,6 +126,9 @@ class DhcpService(Service):
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self._committer is not None:
+            self._committer.finish()
+            self._committer = None
         self._close()
 
     def _close(self) -> None:
@@ -132,7 +140,8 @@ class DhcpService(Service):
         self._endpoints.clear()
 
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return (self._thread is not None and self._thread.is_alive()
+                and self._committer is not None and self._committer.is_alive())
 
     def reload(self, inventory: Inventory) -> None:
         if self.policy is not None:
@@ -141,22 +150,20 @@ class DhcpService(Service):
 
     # -- the loop ------------------------------------------------------------------
     def _serve(self) -> None:
-        assert self._selector is not None
+        assert self._selector is not None and self._committer is not None
         while not self._stop.is_set():
             ready = self._selector.select(timeout=0.5)
-            outbox: list[tuple[Endpoint, Decision, tuple[str, int]]] = []
-            durable: list[Change] = []
+            batch = Batch()
             for key, _ in ready:
-                self._drain(key.data, outbox, durable)
-            self._commit(durable)
-            for ep, decision, source in outbox:
-                if decision.durable and durable:  # the commit failed: no ACK
-                    continue
+                self._drain(key.data, batch)
+            for ep, decision, source in batch.now:
                 self._send(ep, decision, source)
-        self._commit([], force=True)
+            if batch.durable or batch.lazy:
+                self._committer.submit(batch.durable, batch.lazy, batch.after_commit)
+            for (name, label, value), n in batch.counts.items():
+                self.metrics.inc(name, n, **{label: value})
 
-    def _drain(self, ep: Endpoint, outbox: list[tuple[Endpoint, Decision, tuple[str, int]]],
-               durable: list[Change]) -> None:
+    def _drain(self, ep: Endpoint, batch: Batch) -> None:
         for _ in range(BATCH):
             try:
                 data, anc, flags, source = ep.sock.recvmsg(RECV_BUFFER, socket.CMSG_SPACE(12),
@@ -166,16 +173,19 @@ class DhcpService(Service):
             except OSError as e:
                 self._drop("recv_error", None, repr(e))
                 return
-            decision = self._decide(ep, data, anc, flags)
+            decision = self._decide(ep, data, anc, flags, batch)
             if decision is None:
                 continue
-            durable += decision.durable
-            self._lazy += decision.lazy
-            if decision.reply is not None:
-                outbox.append((ep, decision, source))
+            batch.lazy += decision.lazy
+            if decision.durable:
+                batch.durable += decision.durable
+                if decision.reply is not None:  # an ACK: sent once its lease is on disk
+                    batch.after_commit.append((ep, decision, source))
+            elif decision.reply is not None:  # an OFFER needs no disk (RFC 2131 4.3.1)
+                batch.now.append((ep, decision, source))
 
     def _decide(self, ep: Endpoint, data: bytes, anc: list[tuple[int, int, bytes]],
-                flags: int) -> Decision | None:
+                flags: int, batch: Batch) -> Decision | None:
         if flags & socket.MSG_TRUNC or len(data) > MAX_DATAGRAM:
             self._drop("oversized", data)
             return None
@@ -185,7 +195,7 @@ class DhcpService(Service):
             self._drop(e.kind, data, e.reason)
             return None
         mtype = o.MESSAGE_TYPE_NAMES.get(req.message_type or 0, "BOOTP")
-        self.metrics.inc("dsas_dhcp_received_total", type=mtype)
+        batch.count("dsas_dhcp_received_total", "type", mtype)
         link = ep.link if not _to_us(anc, ep.link.address) else _unicast(ep.link)
         try:
             with self._lock:
@@ -195,31 +205,11 @@ class DhcpService(Service):
             log.exception("dhcp policy failed mac=%s xid=%#x", req.mac, req.xid)
             self._drop("internal_error", data)
             return None
+        if decision.drop is not None:
+            batch.count("dsas_dhcp_dropped_total", "reason", decision.drop)
         self._log(req, link, decision)
         decision.max_size = req.max_message_size
         return decision
-
-    def _commit(self, durable: list[Change], force: bool = False) -> None:
-        now = time.monotonic()
-        if not durable and not self._lazy:
-            return
-        if not durable and not force and now - self._lazy_since < LAZY_FLUSH:
-            return
-        changes = durable + self._lazy
-        try:
-            assert self._journal is not None
-            self._journal.commit(changes, self._clock())
-        except Exception:  # noqa: BLE001 - the disk failed: count it, keep serving
-            log.exception("dhcp: cannot write %d lease change(s); ACKs withheld", len(changes))
-            self.metrics.inc("dsas_dhcp_store_errors_total")
-            return
-        self.metrics.inc("dsas_dhcp_commits_total")
-        self._lazy = []
-        self._lazy_since = now
-        if durable:
-            durable.clear()  # tells _serve the commit succeeded
-        if self.policy is not None:
-            self.metrics.set("dsas_dhcp_leases", len(self.policy.table))
 
     def _send(self, ep: Endpoint, decision: Decision, source: tuple[str, int]) -> None:
         assert decision.reply is not None and decision.to is not None
@@ -248,15 +238,10 @@ class DhcpService(Service):
 
     def _log(self, req: DhcpPacket, link: Link, d: Decision) -> None:
         if d.drop is not None:
-            self.metrics.inc("dsas_dhcp_dropped_total", reason=d.drop)
-            if d.drop == "unknown_mac" and req.mac not in self._unknown_logged:
-                if len(self._unknown_logged) >= UNKNOWN_LOG_LIMIT:
-                    self._unknown_logged.clear()
-                self._unknown_logged.add(req.mac)
+            if d.drop == "unknown_mac" and self._first_time(req.mac):
                 log.info("dhcp: ignoring unknown machine mac=%s interface=%s arch=%s "
                          "vendor=%s (not in the inventory; discovery is off)", req.mac,
-                         link.interface, req.client_arch, req.vendor_class.decode("ascii",
-                                                                                   "replace"))
+                         link.interface, req.client_arch, _text(req.vendor_class))
             elif log.isEnabledFor(logging.DEBUG):
                 log.debug("dhcp drop reason=%s mac=%s xid=%#x", d.drop, req.mac, req.xid)
             return
@@ -265,11 +250,115 @@ class DhcpService(Service):
                         req.mac, req.xid, link.interface)
         if d.reply is None:
             return
-        level = logging.INFO if d.kind in ("ACK", "NAK") or d.state == "proxy" else logging.DEBUG
+        if not d.host and any(isinstance(c, Sighting) for c in d.lazy) and self._first_time(
+                req.mac):
+            log.info("dhcp: discovered machine mac=%s interface=%s arch=%s vendor=%s",
+                     req.mac, link.interface, req.client_arch, _text(req.vendor_class))
+        # Inventory hosts: one line per lease event. The pool: debug (a flood of unknown
+        # machines must not flood the log; each is logged once above).
+        level = logging.INFO if d.host and (d.kind in ("ACK", "NAK") or d.state == "proxy") \
+            else logging.DEBUG
         if log.isEnabledFor(level):
             log.log(level, "dhcp %s %s host=%s mac=%s xid=%#x state=%s interface=%s file=%s",
                     d.kind, d.reply.yiaddr, d.host or "-", req.mac, req.xid, d.state,
-                    link.interface, d.reply.file.decode("ascii", "replace") or "-")
+                    link.interface, _text(d.reply.file) or "-")
+
+    def _first_time(self, mac: str) -> bool:
+        if mac in self._logged:
+            return False
+        if len(self._logged) >= LOGGED_MACS:
+            self._logged.clear()
+        self._logged.add(mac)
+        return True
+
+
+Outgoing = tuple[Endpoint, Decision, tuple[str, int]]
+
+
+@dataclass
+class Batch:
+    """What one wake-up of the loop decided."""
+
+    now: list[Outgoing] = field(default_factory=list)
+    after_commit: list[Outgoing] = field(default_factory=list)
+    durable: list[Change] = field(default_factory=list)
+    lazy: list[Change] = field(default_factory=list)
+    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+
+    def count(self, name: str, label: str, value: str) -> None:
+        self.counts[(name, label, value)] += 1
+
+
+class Committer(threading.Thread):
+    """Writes lease changes (one fsync'd transaction for everything queued) and then
+    sends the ACKs that waited for them, while the loop goes on deciding: group commit.
+    Lazy changes wait for the next durable batch, or ``LAZY_FLUSH`` seconds."""
+
+    def __init__(self, journal: LeaseJournal, send: Callable[[Endpoint, Decision,
+                 tuple[str, int]], None], metrics: Metrics, clock: Callable[[], float],
+                 leases: Callable[[], int]) -> None:
+        super().__init__(name="dhcp-commit", daemon=True)
+        self._journal = journal
+        self._send = send
+        self._metrics = metrics
+        self._clock = clock
+        self._leases = leases
+        self._queue: queue.SimpleQueue[tuple[list[Change], list[Change], list[Outgoing]]
+                                       | None] = queue.SimpleQueue()
+
+    def submit(self, durable: list[Change], lazy: list[Change], replies: list[Outgoing]) -> None:
+        self._queue.put((durable, lazy, replies))
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        lazy: list[Change] = []
+        lazy_since = time.monotonic()
+        done = False
+        while not done:
+            durable: list[Change] = []
+            replies: list[Outgoing] = []
+            try:
+                item = self._queue.get(timeout=LAZY_FLUSH)
+            except queue.Empty:
+                item = ([], [], [])
+            while True:
+                if item is None:
+                    done = True
+                else:
+                    durable += item[0]
+                    lazy += item[1]
+                    replies += item[2]
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            now = time.monotonic()
+            if durable or done or lazy and now - lazy_since >= LAZY_FLUSH:
+                if self._commit(durable + lazy):
+                    for out in replies:
+                        self._send(*out)
+                lazy, lazy_since = [], now
+
+    def _commit(self, changes: list[Change]) -> bool:
+        if not changes:
+            return True
+        try:
+            self._journal.commit(changes, self._clock())
+        except Exception:  # noqa: BLE001 - the disk failed: count it, keep serving
+            log.exception("dhcp: cannot write %d lease change(s); their ACKs are withheld",
+                          len(changes))
+            self._metrics.inc("dsas_dhcp_store_errors_total")
+            return False
+        self._metrics.inc("dsas_dhcp_commits_total")
+        self._metrics.set("dsas_dhcp_leases", self._leases())
+        return True
+
+
+def _text(b: bytes) -> str:
+    return b.decode("ascii", "replace")
 
 
 def _bind(ifname: str, port: int) -> socket.socket:
