@@ -8,6 +8,7 @@ from .. import __version__
 from . import demo as demo_cmds
 from . import dhcp as dhcp_cmds
 from . import inventory as inventory_cmds
+from . import push as push_cmds
 from . import serve as serve_cmds
 
 
@@ -35,6 +36,7 @@ inventory_cmds.register(cli)
 serve_cmds.register(cli)
 demo_cmds.register(cli)
 dhcp_cmds.register(cli)
+push_cmds.register(cli)
 
 
 def main() -> None:
