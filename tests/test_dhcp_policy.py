@@ -330,8 +330,9 @@ class NoDoubleLease(RuleBasedStateMachine):
     @invariant()
     def table_is_consistent(self) -> None:
         t = self.p.table
-        for (net, mac), lease in t.by_mac.items():
-            assert t.by_ip[lease.ip] is lease and lease.mac == mac and lease.network == net
+        for net, macs in t.by_mac.items():
+            for mac, lease in macs.items():
+                assert t.by_ip[lease.ip] is lease and lease.mac == mac and lease.network == net
 
 
 NoDoubleLease.TestCase.settings = settings(max_examples=150, stateful_step_count=40,

@@ -10,7 +10,7 @@ offer, and a client that REQUESTs a forgotten offer is NAKed or re-offered.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from typing import Any
@@ -98,7 +98,7 @@ class LeaseTable:
 
     def __init__(self, leases: Iterable[Lease] = ()) -> None:
         self.by_ip: dict[int, Lease] = {}
-        self.by_mac: dict[tuple[str, str], Lease] = {}
+        self.by_mac: dict[str, dict[str, Lease]] = {}  # network -> MAC -> lease
         for lease in leases:
             self._put(lease)
 
@@ -106,7 +106,8 @@ class LeaseTable:
         return len(self.by_ip)
 
     def of(self, network: str, mac: str) -> Lease | None:
-        return self.by_mac.get((network, mac))
+        macs = self.by_mac.get(network)
+        return macs.get(mac) if macs is not None else None
 
     def at(self, ip: int) -> Lease | None:
         return self.by_ip.get(ip)
@@ -122,14 +123,15 @@ class LeaseTable:
         changes: list[Change] = []
         old_at_ip = self.by_ip.get(lease.ip)
         if old_at_ip is not None and old_at_ip.mac:
-            self.by_mac.pop((old_at_ip.network, old_at_ip.mac), None)
+            self.by_mac[old_at_ip.network].pop(old_at_ip.mac, None)
         if lease.mac:
-            old_of_mac = self.by_mac.get((lease.network, lease.mac))
+            macs = self.by_mac.setdefault(lease.network, {})
+            old_of_mac = macs.get(lease.mac)
             if old_of_mac is not None and old_of_mac.ip != lease.ip:
                 del self.by_ip[old_of_mac.ip]
                 if old_of_mac.state != OFFERED:
                     changes.append(LeaseDel(old_of_mac.ip))
-            self.by_mac[(lease.network, lease.mac)] = lease
+            macs[lease.mac] = lease
         self.by_ip[lease.ip] = lease
         return changes
 
@@ -161,9 +163,9 @@ class LeaseTable:
         return changes
 
     def forget_offer(self, network: str, mac: str) -> None:
-        lease = self.by_mac.get((network, mac))
+        lease = self.of(network, mac)
         if lease is not None and lease.state == OFFERED:
-            del self.by_mac[(network, mac)]
+            del self.by_mac[network][mac]
             del self.by_ip[lease.ip]
 
 
@@ -216,10 +218,14 @@ class LeaseJournal:
         self.store = store
         store.ensure_schema("dhcp", DDL)
 
-    def load(self) -> list[Lease]:
-        rows = self.store.query(
-            "SELECT ip, mac, network, state, expires, hostname FROM dhcp_leases")
-        return [Lease(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+    def load(self) -> Iterator[Lease]:
+        """Every stored lease, streamed (100,000 leases never sit in a list twice)."""
+        names: dict[str, str] = {}  # one string object per network and state name
+        with self.store.transaction() as conn:
+            for r in conn.execute(
+                    "SELECT ip, mac, network, state, expires, hostname FROM dhcp_leases"):
+                net = names.setdefault(r[2], r[2])
+                yield Lease(r[0], r[1], net, names.setdefault(r[3], r[3]), r[4], r[5])
 
     def commit(self, changes: list[Change], now: float) -> None:
         """Write all changes in one transaction (one fsync)."""
