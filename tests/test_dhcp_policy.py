@@ -338,3 +338,46 @@ class NoDoubleLease(RuleBasedStateMachine):
 NoDoubleLease.TestCase.settings = settings(max_examples=150, stateful_step_count=40,
                                            deadline=None)
 test_no_address_leased_twice = NoDoubleLease.TestCase
+
+
+def test_reload_takes_new_hosts_and_drops_removed_ones() -> None:
+    p = policy()
+    assert run(p, o.DISCOVER, UNKNOWN_MAC).drop == "unknown_mac"
+    text = INVENTORY.replace('"52:54:00:00:01:01"', f'"{UNKNOWN_MAC}"')
+    p.reload(loads(text, "lab.yaml"))
+    d = run(p, o.DISCOVER, UNKNOWN_MAC)
+    assert d.reply and d.reply.yiaddr == IPv4Address("198.18.0.11") and d.host == "w1"
+    assert run(p, o.DISCOVER, W1_MAC).drop == "unknown_mac"
+
+
+def test_discovered_command_lists_machines(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from provision.cli.main import cli
+
+    runner = CliRunner()
+    missing = runner.invoke(cli, ["discovered", "--state-dir", str(tmp_path / "none")])
+    assert missing.exit_code == 1 and "no state" in missing.output
+    (tmp_path / "state").mkdir()
+    store = StateStore(tmp_path / "state")
+    journal = LeaseJournal(store)
+    p = DhcpPolicy(INV, LeaseTable(), DhcpSettings(discovery=True))
+    offer = run(p, o.DISCOVER, UNKNOWN_MAC, extra=OVMF)
+    a = offer.reply.yiaddr  # type: ignore[union-attr]
+    ack = run(p, o.REQUEST, UNKNOWN_MAC, requested=str(a), server=SERVER, extra=OVMF)
+    journal.commit(offer.lazy + ack.durable + ack.lazy, T0)
+    store.close()
+    out = runner.invoke(cli, ["discovered", "--state-dir", str(tmp_path / "state")])
+    assert out.exit_code == 0, out.output
+    line = out.output.splitlines()[2]
+    assert UNKNOWN_MAC in line and "efi-x64" in line and str(a) in line
+    assert "PXEClient:Arch:00007" in line and "0" * 32 in line
+
+
+def test_ipxe_is_told_not_to_wait_for_proxy_offers_except_by_the_proxy() -> None:
+    d = run(policy(), o.DISCOVER, W1_MAC, extra=IPXE_ROM)
+    assert d.reply and d.reply.options[o.IPXE_ENCAP] == b"\xb0\x01\x01"  # 175.176 = 1
+    plain = run(policy(), o.DISCOVER, W1_MAC, extra=PXE_BIOS)
+    assert plain.reply and o.IPXE_ENCAP not in plain.reply.options
+    proxied = run(policy(proxy=True), o.DISCOVER, W1_MAC, extra=IPXE_ROM)
+    assert proxied.reply and o.IPXE_ENCAP not in proxied.reply.options

@@ -28,6 +28,9 @@ PXE_PORT = 4011  # PXE 2.1: ProxyDHCP / boot server requests
 # The iPXE script an unknown machine gets when discovery is on (served by the boot
 # services; it reports the machine and waits for an operator).
 DISCOVERY_SCRIPT = "discovery.ipxe"
+# iPXE's no-pxedhcp setting (175.176 = 1): PXE-CLIENTS.md 5 measured iPXE REQUESTing
+# 3 ms after the OFFER with it, instead of about 3 s later.
+IPXE_NO_PROXY_WAIT = o.build_tlv({o.IPXE_NO_PXEDHCP: b"\x01"})
 # ProxyDHCP's option 43: PXE_DISCOVERY_CONTROL = "use the boot file in this offer".
 PXE_VENDOR_BOOTFILE = o.build_tlv({o.PXE_DISCOVERY_CONTROL: bytes((o.PXE_DISCOVERY_USE_BOOTFILE,))},
                                   end=True)
@@ -275,6 +278,8 @@ class DhcpPolicy:
         boot = self.boot_file(req, host, link)
         if boot is not None:
             reply = self._boot_into(reply, boot, link)
+            if req.is_ipxe:  # no ProxyDHCP here: iPXE need not wait ~3 s for one
+                reply.options[o.IPXE_ENCAP] = IPXE_NO_PROXY_WAIT
         return Decision(reply=reply, to=self._destination(req, reply),
                         host=host.name if host else "", state=state)
 
