@@ -6,6 +6,7 @@ import click
 
 from .. import __version__
 from . import demo as demo_cmds
+from . import dhcp as dhcp_cmds
 from . import dns as dns_cmds
 from . import image as image_cmds
 from . import inventory as inventory_cmds
@@ -36,6 +37,7 @@ def cli() -> None:
 inventory_cmds.register(cli)
 serve_cmds.register(cli)
 demo_cmds.register(cli)
+dhcp_cmds.register(cli)
 dns_cmds.register(cli)
 push_cmds.register(cli)
 image_cmds.register(cli)

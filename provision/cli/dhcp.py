@@ -1,0 +1,61 @@
+"""`dsas discovered`: machines that asked for an address and are not in the inventory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..policy.leases import LeaseJournal
+from ..protocol import dhcp_options as o
+from ..state import FILENAME, StateStore
+from .common import fail, table
+
+ARCH_NAMES = {o.ARCH_X86_BIOS: "bios", o.ARCH_EFI_IA32: "efi-ia32", o.ARCH_EFI_X64: "efi-x64",
+              o.ARCH_EFI_BC: "efi-x64", o.ARCH_EFI_ARM32: "efi-arm32",
+              o.ARCH_EFI_ARM64: "efi-arm64"}
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(discovered)
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+@click.command()
+@click.option("--state-dir", type=click.Path(file_okay=False), default="/var/lib/dsas",
+              show_default=True, help="The state directory `dsas serve` uses.")
+def discovered(state_dir: str) -> None:
+    """List unknown machines seen by DHCP with discovery on (oldest first).
+
+    \b
+    Columns: MAC, first and last seen, client architecture (RFC 4578), vendor class
+    (option 60), PXE UUID (option 97; all zeros on most VMs), the address leased from
+    the discovery pool, the interface, and how many times it was recorded.
+    """
+    if not (Path(state_dir) / FILENAME).exists():
+        fail(f"no state in {state_dir} (has `dsas serve` run with --state-dir {state_dir}?)")
+    store = StateStore(state_dir)
+    try:
+        rows = LeaseJournal(store).discovered()
+    finally:
+        store.close()
+    if not rows:
+        click.echo("no machines discovered")
+        return
+    click.echo(table(
+        ["MAC", "FIRST SEEN", "LAST SEEN", "ARCH", "VENDOR CLASS", "UUID", "ADDRESS",
+         "INTERFACE", "SEEN"],
+        [_row(r) for r in rows]))
+
+
+def _row(r: dict[str, Any]) -> tuple[object, ...]:
+    arch = r["arch"]
+    return (r["mac"], _when(r["first_seen"]), _when(r["last_seen"]),
+            "-" if arch is None else ARCH_NAMES.get(arch, str(arch)),
+            r["vendor_class"] or "-", r["uuid"] or "-", r["address"] or "-",
+            r["interface"] or "-", r["seen"])

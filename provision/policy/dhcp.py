@@ -1,0 +1,405 @@
+"""DHCP decisions: who is this client, which address on which network, what it boots.
+
+Pure: ``DhcpPolicy.handle(request, link, now)`` returns a ``Decision`` (the reply, where
+to send it, and the lease changes that must be durable before it is sent). No sockets,
+no clock, no logging; the service (``provision.services.dhcp``) does those.
+
+Identity is the hardware address (chaddr) only: never option 61 or the PXE UUID, which
+differ between the firmware, iPXE and Linux stages of one boot (PXE-CLIENTS.md 2), so
+all stages of a machine get the same address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv4Network
+
+from .. import layout
+from ..inventory.model import Host, Inventory, Network
+from ..protocol import dhcp_options as o
+from ..protocol.dhcp import BOOTREPLY, BOOTREQUEST, FLAG_BROADCAST, DhcpPacket
+from .leases import Change, LeaseTable, Pool, Sighting
+
+BROADCAST = IPv4Address("255.255.255.255")
+ZERO = IPv4Address(0)
+SERVER_PORT = 67  # RFC 2131 4.1
+CLIENT_PORT = 68
+PXE_PORT = 4011  # PXE 2.1: ProxyDHCP / boot server requests
+# The iPXE script an unknown machine gets when discovery is on (served by the boot
+# services; it reports the machine and waits for an operator).
+DISCOVERY_SCRIPT = "discovery.ipxe"
+# iPXE's no-pxedhcp setting (175.176 = 1): PXE-CLIENTS.md 5 measured iPXE REQUESTing
+# 3 ms after the OFFER with it, instead of about 3 s later.
+IPXE_NO_PROXY_WAIT = o.build_tlv({o.IPXE_NO_PXEDHCP: b"\x01"})
+# ProxyDHCP's option 43: PXE_DISCOVERY_CONTROL = "use the boot file in this offer".
+PXE_VENDOR_BOOTFILE = o.build_tlv({o.PXE_DISCOVERY_CONTROL: bytes((o.PXE_DISCOVERY_USE_BOOTFILE,))},
+                                  end=True)
+
+
+@dataclass(frozen=True)
+class Link:
+    """Where a request arrived: our interface, our address on it and its subnet."""
+
+    interface: str
+    address: IPv4Address
+    network: IPv4Network
+    port: int = SERVER_PORT
+    unicast: bool = False  # the request was addressed to us, not broadcast
+
+
+@dataclass(frozen=True)
+class Destination:
+    address: IPv4Address | None  # None: back to the request's source address and port
+    port: int = CLIENT_PORT
+
+    @property
+    def broadcast(self) -> bool:
+        return self.address == BROADCAST
+
+
+TO_SOURCE = Destination(None, 0)
+TO_BROADCAST = Destination(BROADCAST)
+
+
+@dataclass
+class Decision:
+    reply: DhcpPacket | None = None
+    to: Destination | None = None
+    durable: list[Change] = field(default_factory=list)  # commit before sending the reply
+    lazy: list[Change] = field(default_factory=list)  # commit whenever convenient
+    drop: str | None = None  # why nothing is sent (a metric label), None when handled
+    host: str = ""
+    state: str = ""  # RFC 2131 client state the request implies, for logs
+    note: str = ""  # something the operator should see in the log
+    max_size: int = 576  # the client's maximum message size (option 57)
+
+    @property
+    def kind(self) -> str:
+        if self.reply is None:
+            return "none"
+        return o.MESSAGE_TYPE_NAMES.get(self.reply.message_type or 0, "BOOTREPLY")
+
+
+@dataclass(frozen=True)
+class DhcpSettings:
+    discovery: bool = False
+    proxy: bool = False
+    http_port: int = 80
+    lease_time: int = 3600  # inventory hosts, seconds
+    pool_lease_time: int = 600  # discovery pool
+    offer_hold: int = 60  # how long an OFFERed pool address is kept for the client
+    decline_quarantine: int = 3600  # RFC 2131 4.3.3: a DECLINEd address is not reused
+    sighting_interval: float = 60.0  # rewrite a discovered machine's last_seen this often
+    loaders: frozenset[str] | None = None  # loaders present in the boot tree; None: all
+
+
+class DhcpPolicy:
+    def __init__(self, inventory: Inventory, table: LeaseTable,
+                 settings: DhcpSettings | None = None) -> None:
+        self.settings = settings or DhcpSettings()
+        self.table = table
+        self._seen: dict[str, float] = {}  # unknown MAC -> when its sighting was recorded
+        self.reload(inventory)
+
+    def reload(self, inventory: Inventory) -> None:
+        self.inv = inventory
+        self._pools: dict[tuple[str, IPv4Address], Pool] = {}
+        self._hosts = {mac: h for h in inventory.hosts.values() for mac in h.macs}
+        self._net_options = {name: _network_options(net)
+                             for name, net in inventory.networks.items()}
+        self._networks = [(net.cidr, net) for net in inventory.networks.values()]
+        self._lease_options = {known: _lease_options(t) for known, t in (
+            (True, self.settings.lease_time), (False, self.settings.pool_lease_time))}
+
+    # -- entry point -------------------------------------------------------------
+    def handle(self, req: DhcpPacket, link: Link, now: float) -> Decision:
+        mt = req.message_type
+        if req.op != BOOTREQUEST:
+            return Decision(drop="not_request")
+        if mt is None:
+            return Decision(drop="bootp")
+        if mt in (o.OFFER, o.ACK, o.NAK):
+            return Decision(drop="server_message")
+        host = self._hosts.get(req.mac)
+        if host is None and not self.settings.discovery:
+            return Decision(drop="unknown_mac")
+        if self.settings.proxy:
+            return self._proxy(req, link, host)
+        if link.port != SERVER_PORT:
+            return Decision(drop="wrong_port")
+        net = self._network(req, link)
+        if net is None:
+            return Decision(drop="unknown_network")
+        if mt == o.DISCOVER:
+            return self._discover(req, link, host, net, now)
+        if mt == o.REQUEST:
+            return self._request(req, link, host, net, now)
+        if mt == o.INFORM:
+            return self._inform(req, link, host, net)
+        if mt == o.DECLINE:
+            return self._decline(req, link, host, net, now)
+        return self._release(req, link, host, net, now)
+
+    def _network(self, req: DhcpPacket, link: Link) -> Network | None:
+        """The client's network: the relay's (giaddr) or the receiving interface's."""
+        address = req.giaddr if req.giaddr != ZERO else link.address
+        for cidr, net in self._networks:
+            if address in cidr:
+                return net
+        return None
+
+    # -- message types -------------------------------------------------------------
+    def _discover(self, req: DhcpPacket, link: Link, host: Host | None, net: Network,
+                  now: float) -> Decision:
+        if host is not None:
+            ip = host.addresses.get(net.name)
+            if ip is None:
+                return Decision(drop="host_not_on_network", host=host.name)
+            return self._answer(req, link, o.OFFER, ip, host, net, "init")
+        pool = self._pool(net, link)
+        hint = req.requested_ip
+        got = pool.allocate(self.table, req.mac, now, int(hint) if hint else None)
+        lazy = self._sighting(req, link, net, now)
+        if got is None:
+            return Decision(drop="pool_exhausted", lazy=lazy)
+        lazy += self.table.offer(net.name, req.mac, got, now + self.settings.offer_hold)
+        d = self._answer(req, link, o.OFFER, IPv4Address(got), None, net, "init")
+        d.lazy = lazy
+        return d
+
+    def _request(self, req: DhcpPacket, link: Link, host: Host | None, net: Network,
+                 now: float) -> Decision:
+        sid, want = req.server_id, req.requested_ip
+        if sid is not None:
+            if sid != link.address:  # the client chose another server's offer
+                self.table.forget_offer(net.name, req.mac)
+                return Decision(drop="other_server", state="selecting")
+            state = "selecting"
+            want = want or (req.ciaddr if req.ciaddr != ZERO else None)
+        elif want is not None:
+            state = "init-reboot"
+        elif req.ciaddr != ZERO:
+            state, want = ("renewing" if link.unicast else "rebinding"), req.ciaddr
+        else:
+            return Decision(drop="request_without_address")
+        if want is None:
+            return Decision(drop="request_without_address", state=state)
+        if host is not None:
+            ip = host.addresses.get(net.name)
+            if ip is None or want != ip:
+                return self._nak(req, link, state, host.name, f"{want} is not {host.name}'s")
+            return self._ack(req, link, host, net, ip, now, state)
+        if want not in net.cidr:
+            return self._nak(req, link, state, "", f"{want} is not on network {net.name}")
+        if state == "init-reboot" and self.table.of(net.name, req.mac) is None:
+            return Decision(drop="init_reboot_unknown", state=state)  # RFC 2131 4.3.2
+        pool = self._pool(net, link)
+        if int(want) not in pool or not self.table.free_for(int(want), req.mac, now):
+            return self._nak(req, link, state, "", f"{want} is not free for {req.mac}")
+        return self._ack(req, link, None, net, want, now, state)
+
+    def _ack(self, req: DhcpPacket, link: Link, host: Host | None, net: Network,
+             ip: IPv4Address, now: float, state: str) -> Decision:
+        lease_time = self.settings.lease_time if host else self.settings.pool_lease_time
+        name = host.name if host else ""
+        d = self._answer(req, link, o.ACK, ip, host, net, state)
+        d.durable = self.table.bind(net.name, req.mac, int(ip), now + lease_time, name)
+        if host is None:
+            d.lazy = self._sighting(req, link, net, now)
+        return d
+
+    def _inform(self, req: DhcpPacket, link: Link, host: Host | None,
+                net: Network) -> Decision:
+        d = self._answer(req, link, o.ACK, ZERO, host, net, "inform", lease=False)
+        return d
+
+    def _decline(self, req: DhcpPacket, link: Link, host: Host | None, net: Network,
+                 now: float) -> Decision:
+        ip = req.requested_ip
+        if req.server_id != link.address or ip is None:
+            return Decision(drop="other_server", state="decline")
+        name = host.name if host else ""
+        if host is not None:  # an inventory address is in use by someone else
+            return Decision(host=name, state="decline",
+                            note=f"address conflict: {host.name} declined {ip}")
+        lease = self.table.at(int(ip))
+        if lease is None or lease.mac != req.mac:
+            return Decision(drop="decline_not_leased", state="decline")
+        changes = self.table.decline(net.name, int(ip), now + self.settings.decline_quarantine)
+        return Decision(lazy=changes, state="decline",
+                        note=f"{ip} declined by {req.mac}: quarantined")
+
+    def _release(self, req: DhcpPacket, link: Link, host: Host | None, net: Network,
+                 now: float) -> Decision:
+        if req.server_id is not None and req.server_id != link.address:
+            return Decision(drop="other_server", state="release")
+        lease = self.table.at(int(req.ciaddr))
+        if lease is None or lease.mac != req.mac:
+            return Decision(drop="release_not_leased", state="release")
+        return Decision(lazy=self.table.release(lease, now), state="release",
+                        host=host.name if host else "")
+
+    # -- ProxyDHCP -----------------------------------------------------------------
+    def _proxy(self, req: DhcpPacket, link: Link, host: Host | None) -> Decision:
+        """Boot information only, never an address (PXE 2.1 ProxyDHCP)."""
+        if not (req.is_pxe or req.is_ipxe):
+            return Decision(drop="not_pxe")
+        mt = req.message_type
+        if link.port == SERVER_PORT and mt != o.DISCOVER:
+            return Decision(drop="proxy_not_discover")
+        if link.port == PXE_PORT and mt not in (o.REQUEST, o.INFORM):
+            return Decision(drop="proxy_not_request")
+        boot = self.boot_file(req, host, link)
+        if boot is None:
+            return Decision(drop="no_boot_file")
+        opts = {o.MESSAGE_TYPE: bytes((o.OFFER if mt == o.DISCOVER else o.ACK,)),
+                o.SERVER_ID: link.address.packed, o.VENDOR_CLASS: b"PXEClient",
+                o.VENDOR_SPECIFIC: PXE_VENDOR_BOOTFILE}
+        if o.CLIENT_UUID in req.options:
+            opts[o.CLIENT_UUID] = req.options[o.CLIENT_UUID]
+        reply = self._boot_into(_reply_base(req, link, ZERO, opts), boot, link)
+        to = TO_SOURCE if link.port == PXE_PORT else self._destination(req, reply)
+        return Decision(reply=reply, to=to, host=host.name if host else "", state="proxy")
+
+    # -- replies -------------------------------------------------------------------
+    def _answer(self, req: DhcpPacket, link: Link, mtype: int, ip: IPv4Address,
+                host: Host | None, net: Network, state: str, lease: bool = True) -> Decision:
+        opts: dict[int, bytes] = {o.MESSAGE_TYPE: bytes((mtype,)),
+                                  o.SERVER_ID: link.address.packed}
+        if lease:
+            opts.update(self._lease_options[host is not None])
+        opts.update(self._net_options[net.name])
+        if host is not None:
+            opts[o.HOST_NAME] = host.name.encode("ascii")
+            opts[o.DOMAIN_NAME] = self.inv.cluster.domain.encode("ascii")
+        reply = _reply_base(req, link, ip, opts)
+        if mtype == o.ACK and not lease:  # DHCPINFORM: RFC 2131 4.3.5
+            reply = replace(reply, ciaddr=req.ciaddr)
+        boot = self.boot_file(req, host, link)
+        if boot is not None:
+            reply = self._boot_into(reply, boot, link)
+            if req.is_ipxe:  # no ProxyDHCP here: iPXE need not wait ~3 s for one
+                reply.options[o.IPXE_ENCAP] = IPXE_NO_PROXY_WAIT
+        return Decision(reply=reply, to=self._destination(req, reply),
+                        host=host.name if host else "", state=state)
+
+    def _nak(self, req: DhcpPacket, link: Link, state: str, host: str, why: str) -> Decision:
+        opts = {o.MESSAGE_TYPE: bytes((o.NAK,)), o.SERVER_ID: link.address.packed,
+                o.MESSAGE: why.encode("ascii", "replace")[:255]}
+        reply = _reply_base(req, link, ZERO, opts)
+        if req.giaddr != ZERO:  # RFC 2131 4.1: the relay must broadcast the NAK
+            reply = replace(reply, flags=reply.flags | FLAG_BROADCAST)
+        return Decision(reply=reply, to=self._destination(req, reply), host=host, state=state,
+                        note=f"NAK: {why}")
+
+    def _destination(self, req: DhcpPacket, reply: DhcpPacket) -> Destination:
+        """RFC 2131 4.1, except that a client without an address always gets a broadcast:
+        unicast to yiaddr needs an ARP entry the kernel cannot make (PXE-CLIENTS.md 5)."""
+        if req.giaddr != ZERO:
+            return Destination(req.giaddr, SERVER_PORT)
+        if reply.message_type == o.NAK:
+            return TO_BROADCAST
+        if req.ciaddr != ZERO:
+            return Destination(req.ciaddr, CLIENT_PORT)
+        return TO_BROADCAST
+
+    # -- boot selection ------------------------------------------------------------
+    def boot_file(self, req: DhcpPacket, host: Host | None, link: Link) -> str | None:
+        """The boot file (a TFTP name or, for iPXE, an HTTP URL), or None for clients that
+        do not netboot (udhcpc, dhclient) and architectures we have no loader for."""
+        if not (req.is_pxe or req.is_ipxe):
+            return None
+        arch = req.client_arch
+        bios = arch is None or arch == o.ARCH_X86_BIOS
+        if host is not None and host.loader == "pxelinux" and bios:
+            return layout.LOADER_PXELINUX  # even for the iPXE ROM: it is the BIOS's PXE
+        if req.is_ipxe:
+            path = layout.ipxe_script_path(host) if host is not None else DISCOVERY_SCRIPT
+            return self.http_url(link, path)
+        if arch in (o.ARCH_EFI_X64, o.ARCH_EFI_BC):
+            return layout.LOADER_EFI_X64
+        if arch == o.ARCH_EFI_ARM64:
+            return layout.LOADER_EFI_ARM64 if self._have(layout.LOADER_EFI_ARM64) else None
+        if bios:
+            return layout.LOADER_BIOS
+        return None
+
+    def _have(self, loader: str) -> bool:
+        return self.settings.loaders is None or loader in self.settings.loaders
+
+    def http_url(self, link: Link, path: str) -> str:
+        port = self.settings.http_port
+        base = f"http://{link.address}" + ("" if port == 80 else f":{port}")
+        return f"{base}/{path}"
+
+    @staticmethod
+    def _boot_into(reply: DhcpPacket, boot: str, link: Link) -> DhcpPacket:
+        """siaddr, 'file', 66 and 67 all agree (PXE-CLIENTS.md 5: set siaddr; send both)."""
+        name = boot.encode("ascii")
+        opts = dict(reply.options)
+        opts[o.TFTP_SERVER] = str(link.address).encode("ascii")
+        opts[o.BOOTFILE_NAME] = name + b"\0"
+        return replace(reply, siaddr=link.address, file=name if len(name) < 128 else b"",
+                       options=opts)
+
+    # -- discovery pool ------------------------------------------------------------
+    def _pool(self, net: Network, link: Link) -> Pool:
+        key = (net.name, link.address)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = build_pool(self.inv, net, [link.address])
+        return pool
+
+    def _sighting(self, req: DhcpPacket, link: Link, net: Network, now: float) -> list[Change]:
+        last = self._seen.get(req.mac)
+        if last is not None and now - last < self.settings.sighting_interval:
+            return []
+        self._seen[req.mac] = now
+        uuid = req.uuid
+        return [Sighting(
+            mac=req.mac, when=now, arch=req.client_arch,
+            vendor_class=req.vendor_class.decode("ascii", "replace"),
+            user_class=",".join(c.decode("ascii", "replace") for c in req.user_classes),
+            uuid=uuid.hex() if uuid else "", interface=link.interface, network=net.name)]
+
+
+def _lease_options(t: int) -> dict[int, bytes]:
+    return {o.LEASE_TIME: o.u32(t),
+            o.RENEWAL_TIME: o.u32(t // 2),  # RFC 2131 4.4.5 defaults
+            o.REBINDING_TIME: o.u32(t * 7 // 8)}
+
+
+def _network_options(net: Network) -> dict[int, bytes]:
+    opts = {o.SUBNET_MASK: net.netmask.packed,
+            o.BROADCAST_ADDRESS: net.cidr.broadcast_address.packed}
+    if net.gateway is not None:
+        opts[o.ROUTER] = net.gateway.packed
+    if net.dns:
+        opts[o.DNS_SERVERS] = o.ips(net.dns)
+    if net.mtu:
+        opts[26] = o.u16(net.mtu)  # RFC 2132 5.1 interface MTU
+    return opts
+
+
+def _reply_base(req: DhcpPacket, link: Link, yiaddr: IPv4Address,
+                opts: dict[int, bytes]) -> DhcpPacket:
+    if o.RELAY_AGENT_INFO in req.options:  # RFC 3046 2.2: echo it back
+        opts[o.RELAY_AGENT_INFO] = req.options[o.RELAY_AGENT_INFO]
+    return DhcpPacket(op=BOOTREPLY, xid=req.xid, chaddr=req.chaddr, htype=req.htype,
+                      flags=req.flags, yiaddr=yiaddr, giaddr=req.giaddr, options=opts)
+
+
+def build_pool(inv: Inventory, net: Network, server_addresses: list[IPv4Address]) -> Pool:
+    """Every address of the network that nothing else claims."""
+    excluded = {int(a) for h in inv.hosts.values() for a in h.addresses.values()}
+    excluded |= {int(a) for a in net.dns} | {int(a) for a in server_addresses}
+    excluded.add(int(inv.cluster.master_address))
+    if net.gateway is not None:
+        excluded.add(int(net.gateway))
+    for pair in inv.lvs_pairs.values():
+        excluded |= {int(a) for a in pair.gateway_vips.values()}
+    excluded |= {int(vs.vip) for vs in inv.virtual_services.values()}
+    first = int(net.cidr.network_address) + 1
+    last = int(net.cidr.broadcast_address) - 1
+    return Pool(net.name, first, max(first, last),
+                {x for x in excluded if first <= x <= last})

@@ -1,0 +1,394 @@
+"""The DHCP service: receive -> decode -> ask the policy -> make leases durable -> send.
+
+One UDP socket per interface, bound to port 67 (and 4011 in ProxyDHCP mode) with
+SO_BINDTODEVICE, so broadcasts leave through the interface the request came in on
+(PXE-CLIENTS.md 5). The loop thread serves every socket: each wake-up drains what is
+queued (up to ``BATCH`` datagrams per socket), decides every request and sends the
+replies that need no disk (OFFERs: RFC 2131 4.3.1). ACKs go with their lease changes to
+the committer thread, which writes everything queued in one fsync'd sqlite transaction
+and only then sends them (group commit): an ACK never leaves before its lease is on
+disk, a busy server pays one fsync per batch, and the loop keeps deciding meanwhile.
+Lazy changes (releases, declines, discovered machines) ride along with the next commit
+or are flushed within ``LAZY_FLUSH`` seconds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import logging
+import queue
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from .. import layout
+from ..inventory.model import Inventory
+from ..observability.metrics import Metrics
+from ..policy.dhcp import PXE_PORT, SERVER_PORT, Decision, DhcpPolicy, DhcpSettings, Link
+from ..policy.leases import Change, LeaseJournal, LeaseTable, Sighting
+from ..protocol import dhcp_options as o
+from ..protocol.dhcp import DhcpDecodeError, DhcpEncodeError, DhcpPacket, decode, encode
+from .base import ServeContext, Service
+
+log = logging.getLogger(__name__)
+
+MAX_DATAGRAM = 1500  # larger requests are dropped unparsed ("oversized")
+RECV_BUFFER = 4096  # with MSG_TRUNC, anything larger is still seen as oversized
+BATCH = 256  # datagrams decided per commit at most
+LAZY_FLUSH = 1.0  # seconds a non-urgent change may wait for the disk
+SOCKET_BUFFER = 4 * 1024 * 1024
+SIOCGIFADDR = 0x8915  # linux/sockios.h
+SIOCGIFNETMASK = 0x891B
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+LOGGED_MACS = 10_000  # MACs remembered for "log once per MAC"
+
+
+def interface_address(ifname: str) -> tuple[IPv4Address, ipaddress.IPv4Network]:
+    """The interface's (primary) IPv4 address and subnet, from the kernel."""
+    req = struct.pack("256s", ifname.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            addr = fcntl.ioctl(s.fileno(), SIOCGIFADDR, req)[20:24]
+            mask = fcntl.ioctl(s.fileno(), SIOCGIFNETMASK, req)[20:24]
+        except OSError as e:
+            raise OSError(f"interface {ifname}: no IPv4 address ({e.strerror})") from None
+    address = IPv4Address(addr)
+    net = ipaddress.IPv4Network(f"{address}/{IPv4Address(mask)}", strict=False)
+    return address, net
+
+
+@dataclass
+class Endpoint:
+    sock: socket.socket
+    link: Link
+
+
+class DhcpService(Service):
+    name = "dhcp"
+
+    def __init__(self, ctx: ServeContext, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(ctx)
+        self.metrics: Metrics = ctx.metrics
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._committer: Committer | None = None
+        self._endpoints: list[Endpoint] = []
+        self._selector: selectors.DefaultSelector | None = None
+        self._logged: set[str] = set()  # MACs logged once (unknown or discovered)
+        self.policy: DhcpPolicy | None = None
+
+    # -- life cycle ----------------------------------------------------------------
+    def start(self) -> None:
+        journal = LeaseJournal(self.ctx.store)
+        table = LeaseTable(journal.load())
+        loaders = frozenset(n for n in (layout.LOADER_BIOS, layout.LOADER_EFI_X64,
+                                        layout.LOADER_EFI_ARM64, layout.LOADER_PXELINUX)
+                            if (self.ctx.boot_root / n).exists())
+        settings = DhcpSettings(discovery=self.ctx.discovery, proxy=self.ctx.proxy,
+                                http_port=self.ctx.http_port, loaders=loaders)
+        self.policy = DhcpPolicy(self.ctx.inventory, table, settings)
+        self.metrics.set("dsas_dhcp_leases", len(table))
+        self._selector = selectors.DefaultSelector()
+        ports = [SERVER_PORT, PXE_PORT] if self.ctx.proxy else [SERVER_PORT]
+        try:
+            for ifname in self.ctx.interfaces:
+                address, net = interface_address(ifname)
+                for port in ports:
+                    sock = _bind(ifname, port)
+                    ep = Endpoint(sock, Link(ifname, address, net, port))
+                    self._endpoints.append(ep)
+                    self._selector.register(sock, selectors.EVENT_READ, ep)
+                log.info("dhcp listening on %s (%s, ports %s)%s%s", ifname, address,
+                         "/".join(map(str, ports)), " proxy" if self.ctx.proxy else "",
+                         " discovery" if self.ctx.discovery else "")
+        except OSError:
+            self._close()
+            raise
+        self._stop.clear()
+        self._committer = Committer(journal, self._send, self.metrics, self._clock,
+                                    lambda: len(table))
+        self._committer.start()
+        self._thread = threading.Thread(target=self._serve, name="dhcp", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._committer is not None:
+            self._committer.finish()
+            self._committer = None
+        self._close()
+
+    def _close(self) -> None:
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
+        for ep in self._endpoints:
+            ep.sock.close()
+        self._endpoints.clear()
+
+    def alive(self) -> bool:
+        return (self._thread is not None and self._thread.is_alive()
+                and self._committer is not None and self._committer.is_alive())
+
+    def reload(self, inventory: Inventory) -> None:
+        if self.policy is not None:
+            with self._lock:
+                self.policy.reload(inventory)
+
+    # -- the loop ------------------------------------------------------------------
+    def _serve(self) -> None:
+        assert self._selector is not None and self._committer is not None
+        while not self._stop.is_set():
+            ready = self._selector.select(timeout=0.5)
+            batch = Batch()
+            for key, _ in ready:
+                self._drain(key.data, batch)
+            for ep, decision, source in batch.now:
+                self._send(ep, decision, source)
+            if batch.durable or batch.lazy:
+                self._committer.submit(batch.durable, batch.lazy, batch.after_commit)
+            for (name, label, value), n in batch.counts.items():
+                self.metrics.inc(name, n, **{label: value})
+
+    def _drain(self, ep: Endpoint, batch: Batch) -> None:
+        for _ in range(BATCH):
+            try:
+                data, anc, flags, source = ep.sock.recvmsg(RECV_BUFFER, socket.CMSG_SPACE(12),
+                                                           socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self._drop("recv_error", None, repr(e))
+                return
+            decision = self._decide(ep, data, anc, flags, batch)
+            if decision is None:
+                continue
+            batch.lazy += decision.lazy
+            if decision.durable:
+                batch.durable += decision.durable
+                if decision.reply is not None:  # an ACK: sent once its lease is on disk
+                    batch.after_commit.append((ep, decision, source))
+            elif decision.reply is not None:  # an OFFER needs no disk (RFC 2131 4.3.1)
+                batch.now.append((ep, decision, source))
+
+    def _decide(self, ep: Endpoint, data: bytes, anc: list[tuple[int, int, bytes]],
+                flags: int, batch: Batch) -> Decision | None:
+        if flags & socket.MSG_TRUNC or len(data) > MAX_DATAGRAM:
+            self._drop("oversized", data)
+            return None
+        try:
+            req = decode(data)
+        except DhcpDecodeError as e:
+            self._drop(e.kind, data, e.reason)
+            return None
+        mtype = o.MESSAGE_TYPE_NAMES.get(req.message_type or 0, "BOOTP")
+        batch.count("dsas_dhcp_received_total", "type", mtype)
+        link = ep.link if not _to_us(anc, ep.link.address) else _unicast(ep.link)
+        try:
+            with self._lock:
+                assert self.policy is not None
+                decision = self.policy.handle(req, link, self._clock())
+        except Exception:  # noqa: BLE001 - one bad request must not stop the server
+            log.exception("dhcp policy failed mac=%s xid=%#x", req.mac, req.xid)
+            self._drop("internal_error", data)
+            return None
+        if decision.drop is not None:
+            batch.count("dsas_dhcp_dropped_total", "reason", decision.drop)
+        self._log(req, link, decision)
+        decision.max_size = req.max_message_size
+        return decision
+
+    def _send(self, ep: Endpoint, decision: Decision, source: tuple[str, int]) -> None:
+        assert decision.reply is not None and decision.to is not None
+        try:
+            wire = encode(decision.reply, decision.max_size)
+        except DhcpEncodeError as e:
+            self._drop("encode_error", None, str(e))
+            return
+        to = decision.to
+        dest = source if to.address is None else (str(to.address), to.port)
+        try:
+            ep.sock.sendto(wire, dest)
+        except OSError as e:
+            self.metrics.inc("dsas_dhcp_send_errors_total")
+            log.warning("dhcp: send to %s:%s on %s failed: %s mac=%s xid=%#x", dest[0],
+                        dest[1], ep.link.interface, e, decision.reply.mac, decision.reply.xid)
+            return
+        self.metrics.inc("dsas_dhcp_sent_total", type=decision.kind)
+
+    # -- accounting ----------------------------------------------------------------
+    def _drop(self, reason: str, data: bytes | None, detail: str = "") -> None:
+        self.metrics.inc("dsas_dhcp_dropped_total", reason=reason)
+        if log.isEnabledFor(logging.DEBUG):
+            mac = ":".join(f"{b:02x}" for b in data[28:34]) if data and len(data) >= 34 else "?"
+            log.debug("dhcp drop reason=%s mac=%s %s", reason, mac, detail)
+
+    def _log(self, req: DhcpPacket, link: Link, d: Decision) -> None:
+        if d.drop is not None:
+            if d.drop == "unknown_mac" and self._first_time(req.mac):
+                log.info("dhcp: ignoring unknown machine mac=%s interface=%s arch=%s "
+                         "vendor=%s (not in the inventory; discovery is off)", req.mac,
+                         link.interface, req.client_arch, _text(req.vendor_class))
+            elif log.isEnabledFor(logging.DEBUG):
+                log.debug("dhcp drop reason=%s mac=%s xid=%#x", d.drop, req.mac, req.xid)
+            return
+        if d.note:
+            log.warning("dhcp: %s host=%s mac=%s xid=%#x interface=%s", d.note, d.host or "-",
+                        req.mac, req.xid, link.interface)
+        if d.reply is None:
+            return
+        if not d.host and any(isinstance(c, Sighting) for c in d.lazy) and self._first_time(
+                req.mac):
+            log.info("dhcp: discovered machine mac=%s interface=%s arch=%s vendor=%s",
+                     req.mac, link.interface, req.client_arch, _text(req.vendor_class))
+        # Inventory hosts: one line per lease event. The pool: debug (a flood of unknown
+        # machines must not flood the log; each is logged once above).
+        level = logging.INFO if d.host and (d.kind in ("ACK", "NAK") or d.state == "proxy") \
+            else logging.DEBUG
+        if log.isEnabledFor(level):
+            log.log(level, "dhcp %s %s host=%s mac=%s xid=%#x state=%s interface=%s file=%s",
+                    d.kind, d.reply.yiaddr, d.host or "-", req.mac, req.xid, d.state,
+                    link.interface, _text(d.reply.file) or "-")
+
+    def _first_time(self, mac: str) -> bool:
+        if mac in self._logged:
+            return False
+        if len(self._logged) >= LOGGED_MACS:
+            self._logged.clear()
+        self._logged.add(mac)
+        return True
+
+
+Outgoing = tuple[Endpoint, Decision, tuple[str, int]]
+
+
+@dataclass
+class Batch:
+    """What one wake-up of the loop decided."""
+
+    now: list[Outgoing] = field(default_factory=list)
+    after_commit: list[Outgoing] = field(default_factory=list)
+    durable: list[Change] = field(default_factory=list)
+    lazy: list[Change] = field(default_factory=list)
+    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+
+    def count(self, name: str, label: str, value: str) -> None:
+        self.counts[(name, label, value)] += 1
+
+
+class Committer(threading.Thread):
+    """Writes lease changes (one fsync'd transaction for everything queued) and then
+    sends the ACKs that waited for them, while the loop goes on deciding: group commit.
+    Lazy changes wait for the next durable batch, or ``LAZY_FLUSH`` seconds."""
+
+    def __init__(self, journal: LeaseJournal, send: Callable[[Endpoint, Decision,
+                 tuple[str, int]], None], metrics: Metrics, clock: Callable[[], float],
+                 leases: Callable[[], int]) -> None:
+        super().__init__(name="dhcp-commit", daemon=True)
+        self._journal = journal
+        self._send = send
+        self._metrics = metrics
+        self._clock = clock
+        self._leases = leases
+        self._queue: queue.SimpleQueue[tuple[list[Change], list[Change], list[Outgoing]]
+                                       | None] = queue.SimpleQueue()
+
+    def submit(self, durable: list[Change], lazy: list[Change], replies: list[Outgoing]) -> None:
+        self._queue.put((durable, lazy, replies))
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        lazy: list[Change] = []
+        lazy_since = time.monotonic()
+        done = False
+        while not done:
+            durable: list[Change] = []
+            replies: list[Outgoing] = []
+            try:
+                item = self._queue.get(timeout=LAZY_FLUSH)
+            except queue.Empty:
+                item = ([], [], [])
+            while True:
+                if item is None:
+                    done = True
+                else:
+                    durable += item[0]
+                    lazy += item[1]
+                    replies += item[2]
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            now = time.monotonic()
+            if durable or done or lazy and now - lazy_since >= LAZY_FLUSH:
+                if self._commit(durable + lazy):
+                    for out in replies:
+                        self._send(*out)
+                lazy, lazy_since = [], now
+
+    def _commit(self, changes: list[Change]) -> bool:
+        if not changes:
+            return True
+        try:
+            self._journal.commit(changes, self._clock())
+        except Exception:  # noqa: BLE001 - the disk failed: count it, keep serving
+            log.exception("dhcp: cannot write %d lease change(s); their ACKs are withheld",
+                          len(changes))
+            self._metrics.inc("dsas_dhcp_store_errors_total")
+            return False
+        self._metrics.inc("dsas_dhcp_commits_total")
+        self._metrics.set("dsas_dhcp_leases", self._leases())
+        return True
+
+
+def _text(b: bytes) -> str:
+    return b.decode("ascii", "replace")
+
+
+def _bind(ifname: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        sock.bind(("0.0.0.0", port))
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        raise OSError(f"dhcp: cannot bind {ifname} port {port}: {e.strerror or e}") from None
+    return sock
+
+
+def _to_us(anc: list[tuple[int, int, bytes]], address: IPv4Address) -> bool:
+    """Was the datagram addressed to our unicast address (IP_PKTINFO ipi_addr)?"""
+    for level, kind, data in anc:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+            return data[8:12] == address.packed
+    return False
+
+
+def _unicast(link: Link) -> Link:
+    return Link(link.interface, link.address, link.network, link.port, unicast=True)
+
+
+def create(ctx: ServeContext) -> Service:
+    return DhcpService(ctx)

@@ -1,0 +1,279 @@
+"""The DHCP service with real clients in namespaces: `dsas serve --only dhcp` against
+busybox udhcpc, ISC dhclient, ISC dhcrelay, dnsmasq (ProxyDHCP beside it) and a PXE
+client made of our codec."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .dhcp_support import INVENTORY, OLD_MAC, UNKNOWN_MAC, W1_MAC, W2_MAC
+from .lab import Lab, Netns, require_tool
+
+pytestmark = pytest.mark.lab
+
+DSAS = str(Path(sys.executable).with_name("dsas"))
+CLIENT = str(Path(__file__).with_name("dhcp_client.py"))
+LAN = IPv4Network("198.18.0.0/24")
+INVENTORY_ADDRESSES = {IPv4Address(a) for a in ("198.18.0.1", "198.18.0.11", "198.18.0.12",
+                                                "198.18.0.21", "198.18.0.254")}
+
+
+@dataclass
+class Server:
+    """`dsas serve --only dhcp` in a namespace, restartable with the same state."""
+
+    lab: Lab
+    ns: Netns
+    iface: str
+    workdir: Path
+    args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[Any] | None = None
+
+    def start(self) -> None:
+        inv = self.workdir / "cluster.yaml"
+        inv.write_text(INVENTORY)
+        (self.workdir / "state").mkdir(exist_ok=True)  # StateStore takes a missing dir for a file
+        log = open(self.workdir / "serve.log", "a")  # noqa: SIM115 - closed with the process
+        self.proc = self.ns.popen(
+            [DSAS, "serve", "--only", "dhcp", "--interface", self.iface, "--inventory", str(inv),
+             "--state-dir", str(self.workdir / "state"), "--boot-root",
+             str(self.workdir / "boot"), "-vv", *self.args],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"dsas serve exited {self.proc.returncode}:\n{self.log()}")
+            if "dhcp listening" in self.log():
+                return
+            time.sleep(0.1)
+        pytest.fail(f"dsas serve did not start:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.lab.stop(self.proc)
+            self.proc = None
+
+    def log(self) -> str:
+        return (self.workdir / "serve.log").read_text(errors="replace")
+
+
+def _set_mac(ns: Netns, iface: str, mac: str) -> None:
+    ns.run(["ip", "link", "set", "dev", iface, "address", mac])
+
+
+@pytest.fixture
+def pair(lab: Lab, tmp_path: Path) -> Iterator[tuple[Server, Netns, str]]:
+    """A server namespace (198.18.0.1/24) and a bare client namespace on one veth."""
+    srv, cli = lab.netns("dsrv"), lab.netns("dcli")
+    sif, cif = lab.veth(srv, cli, "198.18.0.1/24", None)
+    server = Server(lab, srv, sif, tmp_path)
+    yield server, cli, cif
+    server.stop()
+
+
+def _udhcpc_script(tmp: Path, configure: bool = False) -> tuple[Path, Path]:
+    """A udhcpc script that records each event; with ``configure`` it also sets the
+    address (needed to renew: the REQUEST and the ACK are unicast)."""
+    out = tmp / f"udhcpc-{time.monotonic_ns()}.out"
+    script = tmp / f"udhcpc-{time.monotonic_ns()}.sh"
+    setup = ('case "$1" in bound|renew) ip addr flush dev "$interface"; '
+             'ip addr add "$ip/$mask" dev "$interface";; esac\n') if configure else ""
+    script.write_text("#!/bin/sh\n" + setup +
+                      f'echo "$1 ip=$ip hostname=$hostname domain=$domain router=$router '
+                      f'serverid=$serverid" >> {out}\n')
+    script.chmod(0o755)
+    return script, out
+
+
+def udhcpc_once(ns: Netns, iface: str, tmp: Path, tries: int = 3) -> dict[str, str] | None:
+    """Run udhcpc until it has a lease (or gives up); the 'bound' event's fields."""
+    udhcpc = require_tool("udhcpc")
+    script, out = _udhcpc_script(tmp)
+    ns.run([udhcpc, "-f", "-q", "-n", "-i", iface, "-s", str(script), "-t", str(tries),
+            "-T", "1", "-A", "1"], timeout=tries * 2 + 10, check=False)
+    return _last_event(out, "bound")
+
+
+def _last_event(out: Path, event: str) -> dict[str, str] | None:
+    if not out.exists():
+        return None
+    found = None
+    for line in out.read_text().splitlines():
+        word, _, rest = line.partition(" ")
+        if word == event:
+            found = dict(kv.split("=", 1) for kv in rest.split())
+    return found
+
+
+def _wait_for(pred: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_udhcpc_and_dhclient_get_their_inventory_address_and_name(
+        pair: tuple[Server, Netns, str], tmp_path: Path) -> None:
+    server, cli, cif = pair
+    server.start()
+    _set_mac(cli, cif, W1_MAC)
+    lease = udhcpc_once(cli, cif, tmp_path)
+    assert lease is not None, server.log()
+    assert lease["ip"] == "198.18.0.11" and lease["hostname"] == "w1"
+    assert lease["domain"] == "lab.example" and lease["router"] == "198.18.0.254"
+    assert lease["serverid"] == "198.18.0.1"
+
+    dhclient = require_tool("dhclient")
+    _set_mac(cli, cif, W2_MAC)
+    out = tmp_path / "dhclient.out"
+    script = tmp_path / "dhclient.sh"
+    script.write_text(f'#!/bin/sh\necho "$reason ip=$new_ip_address '
+                      f'hostname=$new_host_name" >> {out}\n')
+    script.chmod(0o755)
+    proc = cli.popen([dhclient, "-d", "-1", "-sf", str(script), "-lf",
+                      str(tmp_path / "dhclient.leases"), "-pf", str(tmp_path / "dhclient.pid"),
+                      cif], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        bound = _wait_for(lambda: _last_event(out, "BOUND"), 20, "dhclient BOUND")
+    finally:
+        server.lab.stop(proc)
+    assert bound == {"ip": "198.18.0.12", "hostname": "w2"}
+
+
+def test_unknown_machine_gets_nothing_then_a_pool_address_with_discovery(
+        pair: tuple[Server, Netns, str], tmp_path: Path) -> None:
+    server, cli, cif = pair
+    _set_mac(cli, cif, UNKNOWN_MAC)
+    server.start()
+    assert udhcpc_once(cli, cif, tmp_path, tries=2) is None
+    assert f"ignoring unknown machine mac={UNKNOWN_MAC}" in server.log()
+    server.stop()
+    server.args = ["--discovery"]
+    server.start()
+    lease = udhcpc_once(cli, cif, tmp_path)
+    assert lease is not None, server.log()
+    ip = IPv4Address(lease["ip"])
+    assert ip in LAN and ip not in INVENTORY_ADDRESSES and lease["hostname"] == ""
+    listing = subprocess.run([DSAS, "discovered", "--state-dir", str(tmp_path / "state")],
+                             capture_output=True, text=True, timeout=30)
+    assert listing.returncode == 0, listing.stderr
+    assert UNKNOWN_MAC in listing.stdout and str(ip) in listing.stdout
+
+
+def test_renew_after_restart_keeps_the_address(pair: tuple[Server, Netns, str],
+                                               tmp_path: Path, lab: Lab) -> None:
+    server, cli, cif = pair
+    server.args = ["--discovery"]
+    server.start()
+    _set_mac(cli, cif, UNKNOWN_MAC)
+    script, out = _udhcpc_script(tmp_path, configure=True)
+    udhcpc = cli.popen([require_tool("udhcpc"), "-f", "-i", cif, "-s", str(script), "-t", "5",
+                        "-T", "1", "-A", "1"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    first = _wait_for(lambda: _last_event(out, "bound"), 15, "first lease")
+    server.stop()
+    server.start()
+    os.kill(udhcpc.pid, signal.SIGUSR1)  # udhcpc: renew now (unicast REQUEST, ciaddr set)
+    renewed = _wait_for(lambda: _last_event(out, "renew"), 15, "renewal")
+    assert renewed["ip"] == first["ip"]
+    # busybox sends its SIGUSR1 renewal broadcast: REBINDING to the server (RFC 2131 4.3.2)
+    assert re.search(rf"dhcp ACK {re.escape(first['ip'])} .* state=(renewing|rebinding) ",
+                     server.log().split("service dhcp started")[-1]), server.log()
+    lab.stop(udhcpc)
+    cli.run(["ip", "addr", "flush", "dev", cif])
+    # The lease survived the restart: another machine does not get that address.
+    _set_mac(cli, cif, "52:54:00:00:ee:77")
+    lease = udhcpc_once(cli, cif, tmp_path)
+    assert lease is not None and lease["ip"] != first["ip"], (lease, first)
+
+
+def test_relay_gets_the_address_on_the_client_subnet(lab: Lab, tmp_path: Path) -> None:
+    dhcrelay = require_tool("dhcrelay")
+    srv, relay, cli = lab.netns("dsrv"), lab.netns("drly"), lab.netns("dcli")
+    sif, rup = lab.veth(srv, relay, "198.18.0.1/24", "198.18.0.2/24")
+    rdown, cif = lab.veth(relay, cli, "198.18.1.1/24", None)
+    srv.run(["ip", "route", "add", "198.18.1.0/24", "via", "198.18.0.2"])
+    server = Server(lab, srv, sif, tmp_path)
+    server.start()
+    relay.popen([dhcrelay, "-d", "-4", "-id", rdown, "-iu", rup, "198.18.0.1"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    _set_mac(cli, cif, W1_MAC)
+    lease = udhcpc_once(cli, cif, tmp_path, tries=4)
+    server.stop()
+    assert lease is not None, server.log()
+    assert lease["ip"] == "198.18.1.11" and lease["router"] == "198.18.1.1"
+    assert lease["hostname"] == "w1"
+
+
+def pxe_client(ns: Netns, iface: str, mac: str, *args: str) -> list[dict[str, Any]]:
+    _set_mac(ns, iface, mac)
+    out = ns.run([sys.executable, CLIENT, iface, mac, *args], timeout=30, check=False)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize("mac,profile,expected", [
+    (W1_MAC, "bios", "undionly.kpxe"),
+    (W1_MAC, "efi7", "ipxe.efi"),
+    (W1_MAC, "efi9", "ipxe.efi"),
+    (W1_MAC, "ipxe", "http://198.18.0.1/hosts/w1/boot.ipxe"),
+    (OLD_MAC, "ipxe", "pxelinux.0"),
+])
+def test_boot_file_choice_on_the_wire(pair: tuple[Server, Netns, str], mac: str, profile: str,
+                                      expected: str) -> None:
+    server, cli, cif = pair
+    server.start()
+    replies = pxe_client(cli, cif, mac, "--profile", profile, "--request")
+    assert [r["type"] for r in replies] == ["OFFER", "ACK"], server.log()
+    for r in replies:
+        assert r["file"] == expected and r["opt67"] == expected + "\0"
+        assert r["siaddr"] == "198.18.0.1" and r["opt66"] == "198.18.0.1"
+        assert r["source"] == "198.18.0.1"
+
+
+def test_proxy_dhcp_beside_dnsmasq(lab: Lab, tmp_path: Path) -> None:
+    dnsmasq = require_tool("dnsmasq")
+    sw, srv, other, cli = (lab.netns("dsw"), lab.netns("dsrv"), lab.netns("dmsq"),
+                           lab.netns("dcli"))
+    lab.bridge(sw, "br0")
+    sif = lab.plug(sw, "br0", srv, "198.18.0.1/24")
+    oif = lab.plug(sw, "br0", other, "198.18.0.2/24")
+    cif = lab.plug(sw, "br0", cli)
+    other.popen([dnsmasq, "-d", "-k", "--conf-file=/dev/null", "--port=0",
+                 f"--interface={oif}", "--bind-interfaces", "--no-ping",
+                 "--dhcp-range=198.18.0.100,198.18.0.150,255.255.255.0,120",
+                 f"--dhcp-leasefile={tmp_path / 'dnsmasq.leases'}", "--pid-file="],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    other.wait_port(67)
+    server = Server(lab, srv, sif, tmp_path, ["--proxy"])
+    server.start()
+    replies = pxe_client(cli, cif, W1_MAC, "--profile", "bios", "--offers", "2", "--wait", "4",
+                         "--proxy-request", "198.18.0.1")
+    server.stop()
+    by = {(r["source"], r["type"], r.get("port", 67)): r for r in replies}
+    address = by[("198.18.0.2", "OFFER", 67)]
+    proxy = by[("198.18.0.1", "OFFER", 67)]
+    assert IPv4Address(address["yiaddr"]) in LAN and address["file"] == ""
+    assert proxy["yiaddr"] == "0.0.0.0" and proxy["opt60"] == "PXEClient"
+    assert proxy["file"] == "undionly.kpxe" and proxy["siaddr"] == "198.18.0.1"
+    ack = by[("198.18.0.2", "ACK", 67)]
+    assert ack["yiaddr"] == address["yiaddr"]
+    boot = by[("198.18.0.1", "ACK", 4011)]
+    assert boot["yiaddr"] == "0.0.0.0" and boot["file"] == "undionly.kpxe"

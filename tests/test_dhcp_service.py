@@ -1,0 +1,168 @@
+"""The DHCP service in-process, with real sockets in lab namespaces: bad input is
+dropped and counted, ACKs wait for the disk, commits are batched."""
+
+from __future__ import annotations
+
+import random
+import select
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from provision.inventory import loads
+from provision.policy.leases import LeaseJournal
+from provision.protocol import dhcp_options as o
+from provision.protocol.dhcp import DhcpDecodeError, DhcpPacket, decode, encode
+from provision.services.base import ServeContext
+from provision.services.dhcp import DhcpService, create
+
+from .dhcp_support import INVENTORY, IPXE_ROM, SERVER, W1_MAC, client_packet
+from .lab import Lab
+from .netns_thread import in_netns
+from .test_dhcp_codec import IPXE_DISCOVER
+
+
+@dataclass
+class Served:
+    svc: DhcpService
+    ctx: ServeContext
+    sock: socket.socket  # client socket in the client namespace, port 68
+    early: list[DhcpPacket] = field(default_factory=list)  # read while waiting for another
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendto(data, ("255.255.255.255", 67))
+
+    def replies(self, xid: int, want: int = 1, wait: float = 3.0) -> list[DhcpPacket]:
+        out = [p for p in self.early if p.xid == xid][:want]
+        self.early = [p for p in self.early if p not in out]
+        deadline = time.monotonic() + wait
+        while len(out) < want and time.monotonic() < deadline:
+            if not select.select([self.sock], [], [], deadline - time.monotonic())[0]:
+                break
+            try:
+                p = decode(self.sock.recv(4096))
+            except DhcpDecodeError:
+                continue
+            if p.xid == xid:
+                out.append(p)
+            else:
+                self.early.append(p)
+        return out
+
+
+def _client_socket(ifname: str) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    s.bind(("0.0.0.0", 68))
+    return s
+
+
+@pytest.fixture
+def served(lab: Lab, tmp_path: Path) -> Iterator[Served]:
+    srv, cli = lab.netns("dsrv"), lab.netns("dcli")
+    sif, cif = lab.veth(srv, cli, f"{SERVER}/24", None)
+    (tmp_path / "state").mkdir()
+    ctx = ServeContext(inventory=loads(INVENTORY, "lab.yaml"), interfaces=[sif],
+                       state_dir=tmp_path / "state", boot_root=tmp_path / "boot",
+                       discovery=True)
+    svc = create(ctx)
+    assert isinstance(svc, DhcpService)
+    in_netns(srv.name, svc.start)
+    sock = in_netns(cli.name, lambda: _client_socket(cif))
+    try:
+        yield Served(svc, ctx, sock)
+    finally:
+        sock.close()
+        svc.stop()
+        ctx.store.close()
+
+
+def _mutants(n: int, seed: int = 3) -> Iterator[bytes]:
+    rnd = random.Random(seed)
+    for _ in range(n):
+        data = bytearray(IPXE_DISCOVER)
+        for _ in range(rnd.randint(1, 6)):
+            data[rnd.randrange(len(data))] = rnd.randrange(256)
+        yield bytes(data[: rnd.randint(200, len(data))])
+        yield rnd.randbytes(rnd.randint(0, 600))
+
+
+def test_bad_input_is_dropped_counted_and_serving_goes_on(served: Served) -> None:
+    bad = {
+        "truncated": IPXE_DISCOVER[:100],
+        "not_ethernet": IPXE_DISCOVER[:2] + b"\x10" + IPXE_DISCOVER[3:],
+        "oversized": IPXE_DISCOVER + bytes(3000),
+        "option_overrun": IPXE_DISCOVER[:-1] + b"\x0c\x40",
+        "unknown_message_type": IPXE_DISCOVER[:242] + b"\x63" + IPXE_DISCOVER[243:],
+    }
+    for data in bad.values():
+        served.send(data)
+    for data in _mutants(150):
+        served.send(data)
+    good = client_packet(o.DISCOVER, W1_MAC, broadcast=True, extra=IPXE_ROM)
+    time.sleep(0.3)
+    served.send(encode(good))
+    offers = served.replies(good.xid)
+    assert offers and offers[0].yiaddr == o.IPv4Address("198.18.0.11")
+    m = served.ctx.metrics
+    for reason in bad:
+        assert m.get("dsas_dhcp_dropped_total", reason=reason) >= 1, (reason, m.render())
+    assert m.get("dsas_dhcp_dropped_total", reason="internal_error") == 0
+    assert served.svc.alive()
+
+
+def test_ack_is_sent_only_after_the_lease_is_on_disk(served: Served,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    real_commit = LeaseJournal.commit
+
+    def slow_commit(self: LeaseJournal, changes: list, now: float) -> None:  # type: ignore[type-arg]
+        time.sleep(0.3)
+        real_commit(self, changes, now)
+
+    monkeypatch.setattr(LeaseJournal, "commit", slow_commit)
+    mac = "52:54:00:00:ee:42"
+    disc = client_packet(o.DISCOVER, mac, broadcast=True)
+    served.send(encode(disc))
+    offer = served.replies(disc.xid)[0]
+    req = client_packet(o.REQUEST, mac, xid=disc.xid, broadcast=True,
+                        requested=str(offer.yiaddr), server=SERVER)
+    served.send(encode(req))
+    ack = served.replies(req.xid, wait=5)[0]
+    assert ack.message_type == o.ACK
+    db = sqlite3.connect(served.ctx.store.path)
+    rows = db.execute("SELECT mac, state FROM dhcp_leases WHERE ip = ?",
+                      (int(offer.yiaddr),)).fetchall()
+    db.close()
+    assert rows == [(mac, "bound")]
+
+
+def test_acks_in_a_burst_share_commits(served: Served) -> None:
+    n = 60
+    offers: dict[int, DhcpPacket] = {}
+    macs = [f"52:54:00:00:{i // 256:02x}:{i % 256:02x}" for i in range(n)]
+    discovers = [client_packet(o.DISCOVER, mac, broadcast=True) for mac in macs]
+    for d in discovers:
+        served.send(encode(d))
+    for d in discovers:
+        got = served.replies(d.xid, wait=3)
+        assert got, "no OFFER"
+        offers[d.xid] = got[0]
+    before = served.ctx.metrics.get("dsas_dhcp_commits_total")
+    requests = [client_packet(o.REQUEST, mac, xid=d.xid, broadcast=True,
+                              requested=str(offers[d.xid].yiaddr), server=SERVER)
+                for mac, d in zip(macs, discovers, strict=True)]
+    for r in requests:
+        served.send(encode(r))
+    acked = {str(p.yiaddr) for r in requests for p in served.replies(r.xid, wait=3)
+             if p.message_type == o.ACK}
+    assert len(acked) == n  # n different addresses
+    commits = served.ctx.metrics.get("dsas_dhcp_commits_total") - before
+    assert 1 <= commits < n, commits
