@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from provision.imaging.build import BuildResult
+from provision.lab.qemu import wait_shell
 
 from .lab import Lab
-from .nodeboot import NodeLab, Shell, build_tiny, dsas_conf
+from .nodeboot import NodeLab, build_tiny, dsas_conf
 
 pytestmark = pytest.mark.lab
 
@@ -41,18 +42,6 @@ def node_lab(lab: Lab, tmp_path: Path, tiny: BuildResult) -> Iterator[NodeLab]:
     nl.close()
 
 
-def _shell(node_lab: NodeLab, name: str) -> Shell:
-    shell = Shell(node_lab.workdir / f"{name}.hvc0")
-    for _ in range(40):  # the shell starts after dsas-init; bounded
-        try:
-            status, out = shell.run("echo shell-ok", timeout=1.5)
-            if status == 0 and "shell-ok" in out:
-                return shell
-        except TimeoutError:
-            pass
-    raise TimeoutError("no shell on the guest's hvc0")
-
-
 def test_guest_boots_into_its_host_and_survives_a_pulled_cable(
         node_lab: NodeLab, tiny: BuildResult) -> None:
     url = node_lab.host("n1", dsas_conf("n1", MACS, BOND_ADDR, VLAN_ADDR))
@@ -70,7 +59,7 @@ def test_guest_boots_into_its_host_and_survives_a_pulled_cable(
     assert "dsas: released the DHCP lease on eth0" in console
     assert "dsas-init: ready:" in console
 
-    shell = _shell(node_lab, "n1")
+    shell = wait_shell(guest)
     status, bonding = shell.run("cat /proc/net/bonding/bond0")
     assert status == 0
     assert "Bonding Mode: fault-tolerance (active-backup)" in bonding
