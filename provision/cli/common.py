@@ -41,6 +41,14 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+class _QuietLibraries(logging.Filter):
+    """fbtftp logs every connection on the root logger at INFO; our own TFTP
+    service logs each transfer with its host, so keep only fbtftp's warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "/fbtftp/" not in record.pathname
+
+
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(
@@ -48,6 +56,9 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if verbose < 2:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_QuietLibraries())
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -122,6 +122,9 @@ class LabCluster:
                 on_poll(nodes)
             if all(h in nodes and nodes[h].stage in stages for h in hosts):
                 return nodes
+            if self.serve_proc is not None and self.serve_proc.poll() is not None:
+                raise LabError(f"dsas serve exited ({self.serve_proc.returncode}):\n"
+                               f"{self.serve_log()[-2000:]}")
             if time.monotonic() > deadline:
                 state = {h: nodes[h].stage if h in nodes else None for h in hosts}
                 raise TimeoutError(f"hosts did not reach {stages} in {timeout:.0f}s: {state}")

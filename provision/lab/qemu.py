@@ -76,8 +76,11 @@ class Guest:
             argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={_first(OVMF_CODE)}",
                      "-drive", f"if=pflash,format=raw,file={vars_copy}"]
         for i, (mac, tap) in enumerate(zip(s.macs, self.taps, strict=True)):
+            # UEFI guests get no iPXE option ROM: OVMF's own PXE (EDK2 PxeBcDxe) boots,
+            # as a real machine's firmware would, and chainloads ipxe.efi from the master.
+            rom = ",romfile=" if s.firmware == "uefi" else ""
             argv += ["-netdev", f"tap,id=n{i},ifname={tap},script=no,downscript=no",
-                     "-device", f"{s.nic_model},netdev=n{i},mac={mac},id=nic{i}"
+                     "-device", f"{s.nic_model},netdev=n{i},mac={mac},id=nic{i}{rom}"
                      + (",bootindex=1" if i == 0 and not s.kernel else "")]
         if s.shell:
             argv += ["-device", "virtio-serial-pci",

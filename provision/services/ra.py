@@ -72,7 +72,15 @@ class RaService(Service):
                     if not is_router_solicitation(data):
                         continue
                     idx = socket.if_nametoindex(ifname)
-                    s.sendto(router_advertisement(), (ALL_NODES, 0, 0, idx))
+                    try:
+                        s.sendto(router_advertisement(), (ALL_NODES, 0, 0, idx))
+                    except OSError as e:
+                        # e.g. the interface's link-local address is still tentative (DAD):
+                        # the client solicits again in a moment.
+                        self.ctx.metrics.inc("dsas_ra_errors_total", interface=ifname,
+                                             reason=e.__class__.__name__)
+                        log.debug("ra: cannot answer on %s yet: %s", ifname, e)
+                        continue
                     self.ctx.metrics.inc("dsas_ra_answers_total", interface=ifname)
                     log.debug("ra: answered a router solicitation from %s on %s", addr[0],
                               ifname)
