@@ -29,6 +29,9 @@ LOADER_EFI_X64 = "ipxe.efi"
 LOADER_EFI_ARM64 = "ipxe-arm64.efi"
 LOADER_PXELINUX = "pxelinux.0"
 
+# What an unknown machine's iPXE boots when discovery is on (no host image).
+DISCOVERY_SCRIPT = "discovery.ipxe"
+
 
 def host_dir(host: Host) -> str:
     return f"hosts/{host.name}"

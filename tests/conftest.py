@@ -25,3 +25,15 @@ def lab() -> Iterator[Lab]:
 @pytest.fixture(scope="session")
 def example() -> Inventory:
     return load(EXAMPLE)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    """Print the figures lab tests measured (boot seconds), never as asserts."""
+    import sys
+
+    mod = sys.modules.get("tests.test_netboot_lab")
+    lines = getattr(mod, "TIMINGS", [])
+    if lines:
+        terminalreporter.section("lab timings")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -74,11 +74,11 @@ class LabCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
 
     def start_serve(self, timeout: float = 30) -> None:
-        log = (self.workdir / "serve.log").open("wb")
         argv = [sys.executable, "-m", "provision", "serve", "-i", str(self.inventory_path),
                 "--interface", "br0", "--state-dir", str(self.workdir / "state"),
                 "--boot-root", str(self.boot_root), *self.serve_args]
-        self.serve_proc = self.master.popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        with (self.workdir / "serve.log").open("wb") as log:
+            self.serve_proc = self.master.popen(argv, stdout=log, stderr=subprocess.STDOUT)
         _wait(lambda: self._healthy(), timeout, "dsas serve's /healthz",
               lambda: self.serve_proc is not None and self.serve_proc.poll() is not None)
         if self.serve_proc.poll() is not None:
@@ -94,7 +94,7 @@ class LabCluster:
     def add_guest(self, name: str, macs: list[str], firmware: str = "bios",
                   memory_mib: int = 384) -> Guest:
         taps = [self.lab.tap(self.master, "br0") for _ in macs]
-        spec = GuestSpec(name, macs, firmware=firmware, memory_mib=memory_mib)
+        spec = GuestSpec(name, macs, firmware=firmware, memory_mib=memory_mib, shell=True)
         guest = Guest(self.lab, self.master, spec, taps, self.workdir / "guests")
         self.guests[name] = guest
         return guest

@@ -232,6 +232,11 @@ class BootTree:
                 raise Refused(NOT_IN_INVENTORY, f"host {parts[1]!r} not in inventory")
             what = "ipxe" if parts[2] == "boot.ipxe" else "dsas.conf"
             return self._render(inv, host, what, path)
+        if path == layout.DISCOVERY_SCRIPT and not self._exists(path):
+            from .. import render
+
+            text = self._call(render.render_discovery_ipxe, inv)
+            return self._bytes(path, text, None)
         if path == "boot.ipxe" and not self._exists(path):
             host = inv.host_by_ip(peer) if peer else None
             if host is None:

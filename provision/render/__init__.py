@@ -9,6 +9,7 @@ from .dns import Record, dns_records
 from .engine import (
     HOST_FILES,
     RenderError,
+    render_discovery_ipxe,
     render_host,
     render_keepalived,
     render_pxelinux_default,
@@ -20,6 +21,7 @@ __all__ = [
     "Record",
     "RenderError",
     "dns_records",
+    "render_discovery_ipxe",
     "render_host",
     "render_keepalived",
     "render_pxelinux_default",

@@ -152,6 +152,11 @@ def render_pxelinux_default(inv: Inventory, templates: str | Path | None = None)
     return _render(inv, "pxelinux-default.cfg.j2", templates)
 
 
+def render_discovery_ipxe(inv: Inventory, templates: str | Path | None = None) -> str:
+    """The iPXE script an unknown machine gets when discovery is on: no host image."""
+    return _render(inv, "discovery.ipxe.j2", templates)
+
+
 def render_keepalived(inv: Inventory, host: Host, templates: str | Path | None = None) -> str:
     """keepalived.conf for one host of an LVS pair."""
     mine = [(pair, state) for h, pair, state in inv.lvs_hosts() if h.name == host.name]
