@@ -277,3 +277,34 @@ def test_proxy_dhcp_beside_dnsmasq(lab: Lab, tmp_path: Path) -> None:
     assert ack["yiaddr"] == address["yiaddr"]
     boot = by[("198.18.0.1", "ACK", 4011)]
     assert boot["yiaddr"] == "0.0.0.0" and boot["file"] == "undionly.kpxe"
+
+
+def test_ipxe_rom_takes_the_address_and_follows_its_boot_url(lab: Lab, tmp_path: Path) -> None:
+    """Real firmware: a SeaBIOS guest's iPXE ROM gets w1's address from us and then asks
+    for its iPXE script over HTTP (seen on the bridge), so no other server is involved."""
+    from provision.lab.qemu import Guest, GuestSpec
+
+    require_tool("qemu-system-x86_64")
+    srv = lab.netns("dsrv")
+    lab.bridge(srv, "br0", "198.18.0.1/24")
+    tap = lab.tap(srv, "br0")
+    server = Server(lab, srv, "br0", tmp_path)
+    server.start()
+    dump = tmp_path / "br0.txt"
+    with open(dump, "w") as out:
+        srv.popen([require_tool("tcpdump"), "-l", "-n", "-i", "br0",
+                   "tcp port 80 or udp port 69"], stdout=out, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    guest = Guest(lab, srv, GuestSpec("w1", [W1_MAC], firmware="bios"), [tap], tmp_path / "vm")
+    guest.start()
+    try:
+        line = _wait_for(lambda: next((x for x in dump.read_text().splitlines()
+                                       if ".80: Flags [S]" in x or ".69: " in x), None),
+                         60, "the guest's first boot-file request")
+    finally:
+        guest.stop()
+        if guest.proc is not None and guest.proc.stderr is not None:
+            guest.proc.stderr.close()  # Guest.stop leaves its stderr pipe open
+        server.stop()
+    assert line.split()[2].startswith("198.18.0.11.") and " > 198.18.0.1.80:" in line, line
+    assert "ACK 198.18.0.11 host=w1" in server.log()
