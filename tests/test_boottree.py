@@ -233,6 +233,10 @@ def test_parse_event_rules():
     ev = parse_event(b'{"host": "n1", "stage": "ready"}', "198.18.4.11", inv)
     assert (ev.host, ev.stage, ev.image, ev.address) == ("n1", "ready", "tiny", "198.18.4.11")
     assert parse_event(b'{"stage": "kernel"}', "198.18.4.12", inv).host == "n2"
+    # the boot scripts send "detail" (ready carries the addresses; failed, the reason)
+    ev = parse_event(b'{"host": "n1", "stage": "failed", "detail": "BOND_MACS[1]: no NIC"}',
+                     None, inv)
+    assert ev.reason == "BOND_MACS[1]: no NIC"
     cases = [
         (b'{"host": "n2", "stage": "ready"}', "198.18.4.11", 403),
         (b'{"host": "n1", "stage": "ready", "mac": "52:54:00:04:00:12"}', None, 403),

@@ -8,6 +8,7 @@ from .. import __version__
 from . import demo as demo_cmds
 from . import dhcp as dhcp_cmds
 from . import dns as dns_cmds
+from . import image as image_cmds
 from . import inventory as inventory_cmds
 from . import push as push_cmds
 from . import serve as serve_cmds
@@ -39,6 +40,7 @@ demo_cmds.register(cli)
 dhcp_cmds.register(cli)
 dns_cmds.register(cli)
 push_cmds.register(cli)
+image_cmds.register(cli)
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ class GuestSpec:
     kernel: Path | None = None  # direct kernel boot instead of PXE
     initrd: Path | None = None
     append: str = ""
+    shell: bool = False  # a virtconsole (hvc0) for the image's test shell (dsas.shell=hvc0)
     extra: list[str] = field(default_factory=list)
 
 
@@ -53,6 +54,7 @@ class Guest:
         workdir.mkdir(parents=True, exist_ok=True)
         self.serial = workdir / f"{spec.name}.serial.log"
         self.serial_sock = workdir / f"{spec.name}.serial"
+        self.shell_path = workdir / f"{spec.name}.hvc0"
         self.monitor_path = workdir / f"{spec.name}.monitor"
         self.proc: subprocess.Popen[Any] | None = None
         self.started_at: float | None = None
@@ -77,6 +79,10 @@ class Guest:
             argv += ["-netdev", f"tap,id=n{i},ifname={tap},script=no,downscript=no",
                      "-device", f"{s.nic_model},netdev=n{i},mac={mac},id=nic{i}"
                      + (",bootindex=1" if i == 0 and not s.kernel else "")]
+        if s.shell:
+            argv += ["-device", "virtio-serial-pci",
+                     "-chardev", f"socket,id=ctl,path={self.shell_path},server=on,wait=off",
+                     "-device", "virtconsole,chardev=ctl"]
         if s.disk:
             argv += ["-drive", f"file={s.disk},format=raw,if=virtio"]
         if s.kernel:
@@ -92,8 +98,9 @@ class Guest:
     def start(self) -> None:
         self.serial.write_bytes(b"")
         self._offset = 0
-        self.proc = self.ns.popen(self.argv(), stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with (self.workdir / f"{self.spec.name}.qemu.log").open("wb") as err:
+            self.proc = self.ns.popen(self.argv(), stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=err)
         self.started_at = time.monotonic()
 
     def elapsed(self) -> float:
@@ -124,24 +131,11 @@ class Guest:
                                    f"console tail:\n{self.console()[-1500:]}")
             time.sleep(0.25)
 
-    def send(self, text: str, timeout: float = 5) -> None:
-        """Type ``text`` on the guest's serial console."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(str(self.serial_sock))
-            s.sendall(text.encode())
-            time.sleep(0.2)  # let QEMU take it before the socket closes
-
-    def command(self, line: str, marker: str, timeout: float = 30) -> str:
-        """Run a shell command on the console; returns its output up to ``marker``."""
-        start = len(self.console())
-        tag = f"__dsas_{int(time.monotonic() * 1000)}__"
-        self.send(f"{line}; echo {tag}\n")
-        m = self.wait_for(rf"\n{tag}\r?\n", timeout, since=start)
-        out = self.console()[start:m.end()]
-        if marker not in out:
-            raise LabError(f"{self.spec.name}: {marker!r} not in the output of {line!r}:\n{out}")
-        return out
+    def shell(self, timeout: float = 10) -> Shell:
+        """A root shell on the guest's hvc0 (needs ``spec.shell`` and ``dsas.shell=hvc0``)."""
+        if not self.spec.shell:
+            raise LabError(f"{self.spec.name}: started without a shell console")
+        return Shell(self.shell_path, timeout)
 
     def monitor(self, command: str, timeout: float = 5) -> str:
         """One HMP command over the monitor socket; returns its output."""
@@ -171,3 +165,70 @@ class Guest:
     def stop(self) -> None:
         if self.proc is not None:
             self.lab.stop(self.proc)
+
+
+class Shell:
+    """A root shell on a guest's hvc0 (a QEMU virtconsole on a unix socket).
+
+    The tiny image's ``serial-shell`` reads and runs one line at a time, with no
+    prompt and no echo, so each command's output is framed by a marker.
+    """
+
+    def __init__(self, path: Path, timeout: float = 10):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock.connect(str(path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self.sock.settimeout(0.5)
+        self._n = 0
+
+    def run(self, command: str, timeout: float = 20) -> tuple[int, str]:
+        """Run one command; (exit status, output) with the echoed command line removed."""
+        self._n += 1
+        marker = f"__DSAS_END_{self._n}__"
+        self.sock.sendall(f"{command}; echo {marker} $?\n".encode())
+        rx = re.compile(re.escape(marker) + r" (\d+)")
+        buf = ""
+        deadline = time.monotonic() + timeout
+        while not rx.search(buf):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"guest shell: no answer to {command!r}; got {buf[-800:]!r}")
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            buf += chunk.decode(errors="replace")
+        m = rx.search(buf)
+        assert m is not None
+        out = buf[: m.start()].replace("\r", "")
+        out = "\n".join(line for line in out.splitlines() if marker not in line)
+        return int(m.group(1)), out
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Shell:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def wait_shell(guest: Guest, attempts: int = 40) -> Shell:
+    """The guest's shell once it answers (it starts after dsas-init); bounded."""
+    shell = guest.shell()
+    for _ in range(attempts):
+        try:
+            status, out = shell.run("echo shell-ok", timeout=1.5)
+            if status == 0 and "shell-ok" in out:
+                return shell
+        except TimeoutError:
+            pass
+    shell.close()
+    raise TimeoutError(f"{guest.spec.name}: no shell on hvc0")

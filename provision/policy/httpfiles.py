@@ -75,7 +75,9 @@ def if_range_allows(header: str | None, etag: str) -> bool:
 STAGES = ("dhcp", "kernel", "initramfs", "dsas.conf", "image", "configured", "ready", "failed")
 MAX_EVENT_BYTES = 4096
 MAX_REASON = 200
-_FIELDS = {"host", "stage", "reason", "image", "mac"}
+# "detail" is free text for any stage (ready carries the addresses); "reason" is its
+# older name. A failed stage needs one of them.
+_FIELDS = {"host", "stage", "reason", "detail", "image", "mac"}
 _SAFE = re.compile(r"^[\x20-\x7e]*$")
 
 EVENTS_DDL = """
@@ -128,7 +130,8 @@ def parse_event(body: bytes, peer: str | None, inv: Inventory) -> Event:
     stage = doc.get("stage")
     if stage not in STAGES:
         raise BadEvent(400, f"stage must be one of {', '.join(STAGES)}")
-    if stage == "failed" and not doc.get("reason"):
+    detail = doc.get("detail") or doc.get("reason") or None
+    if stage == "failed" and not detail:
         raise BadEvent(400, "stage 'failed' needs a reason")
     by_peer = inv.host_by_ip(peer) if peer else None
     name = doc.get("host") or (by_peer.name if by_peer else None)
@@ -142,7 +145,7 @@ def parse_event(body: bytes, peer: str | None, inv: Inventory) -> Event:
     if "mac" in doc and doc["mac"].lower() not in host.macs:
         raise BadEvent(403, f"MAC {doc['mac']} is not {host.name}'s")
     address = str(ipaddress.IPv4Address(peer)) if peer and _is_v4(peer) else ""
-    return Event(host.name, stage, doc.get("reason") or None, doc.get("image") or host.image,
+    return Event(host.name, stage, detail, doc.get("image") or host.image,
                  address)
 
 
