@@ -1,17 +1,20 @@
 """DHCP benchmark: perfdhcp 4-way exchanges (DORA) against dsas, Kea and dnsmasq.
 
-    python -m bench dhcp [--step-seconds 4] [--servers dsas,kea,dnsmasq] [--leases 100000]
+    python -m bench dhcp [--step-seconds=4] [--servers=dsas,kea,dnsmasq] [--leases=100000]
 
-Each server runs in its own namespace with perfdhcp (Debian's
-kea-admin). perfdhcp acts as a relay (giaddr = its address), with up to 100,000
-simulated clients, all unknown to the inventory, so dsas answers from its discovery
-pool. For each server a rate ladder (doubling, then bisecting) finds the highest rate
-whose exchanges complete with under 1% drops; the figure reported is perfdhcp's
-measured 4-way rate at that step. Every server starts from an empty lease store and
-logs at its default level to a file. dsas fsyncs each batch of leases before its ACKs;
-Kea's memfile and dnsmasq's lease file are written without fsync.
+Each server runs in its own pair of namespaces (198.18.0.0/15 on a veth) with
+perfdhcp (Debian's kea-admin) beside it. perfdhcp acts as a relay (giaddr = its address)
+for up to 100,000 simulated clients, all unknown to the inventory, so dsas answers from
+its discovery pool. For each server a rate ladder (doubling, then bisecting) finds the
+highest rate whose 4-way exchanges complete with under 1% lost; the figure reported is
+the completed exchanges per second at that step. The ladders are interleaved step by
+step so that every server sees the same background load on this shared machine. Every
+server starts from an empty lease store and logs at its default level to a file. dsas
+fsyncs each batch of leases before sending its ACKs; Kea's memfile and dnsmasq's lease
+file are written without fsync.
 
-Then the memory of a dsas process that has loaded 100,000 leases from its state store.
+Then the memory (RSS) of each server after it has loaded 100,000 leases from its own
+lease store (sqlite for dsas, the memfile CSV for Kea, the lease file for dnsmasq).
 """
 
 from __future__ import annotations

@@ -381,3 +381,13 @@ def test_ipxe_is_told_not_to_wait_for_proxy_offers_except_by_the_proxy() -> None
     assert plain.reply and o.IPXE_ENCAP not in plain.reply.options
     proxied = run(policy(proxy=True), o.DISCOVER, W1_MAC, extra=IPXE_ROM)
     assert proxied.reply and o.IPXE_ENCAP not in proxied.reply.options
+
+
+def test_renewal_from_a_relayed_subnet_comes_direct_and_is_judged_by_ciaddr() -> None:
+    """RENEWING clients unicast to the server without the relay (giaddr 0)."""
+    unicast = Link("eth0", SERVER, LAN.network, unicast=True)
+    d = run(policy(), o.REQUEST, W1_MAC, ciaddr="198.18.1.11", link=unicast)
+    assert d.reply and d.reply.message_type == o.ACK, d
+    assert d.reply.yiaddr == IPv4Address("198.18.1.11")
+    assert d.reply.options[o.ROUTER] == o.ip("198.18.1.1")
+    assert d.to == Destination(IPv4Address("198.18.1.11"), 68)

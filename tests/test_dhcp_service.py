@@ -166,3 +166,32 @@ def test_acks_in_a_burst_share_commits(served: Served) -> None:
     assert len(acked) == n  # n different addresses
     commits = served.ctx.metrics.get("dsas_dhcp_commits_total") - before
     assert 1 <= commits < n, commits
+
+
+def test_two_interfaces_each_answer_for_their_own_network(lab: Lab, tmp_path: Path) -> None:
+    """One service on two interfaces: the network (and address) comes from the interface
+    the request arrived on, and the broadcast reply leaves through that interface."""
+    srv, lan, far = lab.netns("dsrv"), lab.netns("dlan"), lab.netns("dfar")
+    s_lan, c_lan = lab.veth(srv, lan, f"{SERVER}/24", None)
+    s_far, c_far = lab.veth(srv, far, "198.18.1.1/24", None)
+    (tmp_path / "state").mkdir()
+    ctx = ServeContext(inventory=loads(INVENTORY, "lab.yaml"), interfaces=[s_lan, s_far],
+                       state_dir=tmp_path / "state", boot_root=tmp_path / "boot")
+    svc = create(ctx)
+    in_netns(srv.name, svc.start)
+    clients = [Served(svc, ctx, in_netns(ns.name, lambda i=i: _client_socket(i)))  # type: ignore[misc]
+               for ns, i in ((lan, c_lan), (far, c_far))]
+    try:
+        got = []
+        for c in clients:
+            d = client_packet(o.DISCOVER, W1_MAC, broadcast=True)
+            c.send(encode(d))
+            offers = c.replies(d.xid, want=2, wait=1.5)
+            assert len(offers) == 1, offers  # only the interface it came in on answers
+            got.append((str(offers[0].yiaddr), offers[0].server_id))
+        assert got == [("198.18.0.11", SERVER), ("198.18.1.11", o.IPv4Address("198.18.1.1"))]
+    finally:
+        for c in clients:
+            c.sock.close()
+        svc.stop()
+        ctx.store.close()

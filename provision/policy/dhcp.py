@@ -28,6 +28,7 @@ PXE_PORT = 4011  # PXE 2.1: ProxyDHCP / boot server requests
 # The iPXE script an unknown machine gets when discovery is on (served by the boot
 # services; it reports the machine and waits for an operator).
 DISCOVERY_SCRIPT = "discovery.ipxe"
+SEEN_LIMIT = 200_000  # unknown MACs whose last sighting is remembered (rate limit)
 # iPXE's no-pxedhcp setting (175.176 = 1): PXE-CLIENTS.md 5 measured iPXE REQUESTing
 # 3 ms after the OFFER with it, instead of about 3 s later.
 IPXE_NO_PROXY_WAIT = o.build_tlv({o.IPXE_NO_PXEDHCP: b"\x01"})
@@ -141,8 +142,18 @@ class DhcpPolicy:
         return self._release(req, link, host, net, now)
 
     def _network(self, req: DhcpPacket, link: Link) -> Network | None:
-        """The client's network: the relay's (giaddr) or the receiving interface's."""
-        address = req.giaddr if req.giaddr != ZERO else link.address
+        """The client's network: the relay's (giaddr); else, for a client that has an
+        address and talks to us directly (RENEWING, INFORM), the network of ciaddr,
+        which may sit behind a router; else the receiving interface's."""
+        if req.giaddr != ZERO:
+            return self._network_of(req.giaddr)
+        if req.ciaddr != ZERO and link.unicast:
+            net = self._network_of(req.ciaddr)
+            if net is not None:
+                return net
+        return self._network_of(link.address)
+
+    def _network_of(self, address: IPv4Address) -> Network | None:
         for cidr, net in self._networks:
             if address in cidr:
                 return net
@@ -354,6 +365,8 @@ class DhcpPolicy:
         last = self._seen.get(req.mac)
         if last is not None and now - last < self.settings.sighting_interval:
             return []
+        if len(self._seen) >= SEEN_LIMIT:  # a flood of forged MACs must not grow it forever
+            self._seen.clear()
         self._seen[req.mac] = now
         uuid = req.uuid
         return [Sighting(

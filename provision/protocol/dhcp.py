@@ -12,7 +12,7 @@ options the server needs are properties of the packet.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from ipaddress import IPv4Address
 
@@ -147,9 +147,6 @@ class DhcpPacket:
     def relay_agent(self) -> tuple[tuple[int, bytes], ...]:
         v = self.options.get(o.RELAY_AGENT_INFO)
         return o.parse_relay_agent(v) if v else ()
-
-    def with_options(self, **changes: object) -> DhcpPacket:
-        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 # -- decode --------------------------------------------------------------------
