@@ -6,6 +6,7 @@ import click
 
 from .. import __version__
 from . import demo as demo_cmds
+from . import image as image_cmds
 from . import inventory as inventory_cmds
 from . import serve as serve_cmds
 
@@ -33,6 +34,7 @@ def cli() -> None:
 inventory_cmds.register(cli)
 serve_cmds.register(cli)
 demo_cmds.register(cli)
+image_cmds.register(cli)
 
 
 def main() -> None:
