@@ -136,3 +136,7 @@ def _fail(message: str, code: int) -> None:
 
 def main() -> None:
     cli(prog_name="dsas-clone")
+
+
+if __name__ == "__main__":
+    main()

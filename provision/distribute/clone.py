@@ -413,7 +413,10 @@ class Cloner:
             proc.stdin.close()
         except BrokenPipeError:
             pass
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        err = ""
+        if proc.stderr:
+            err = proc.stderr.read().decode(errors="replace")
+            proc.stderr.close()
         if proc.wait(timeout=600) != 0:
             raise CloneError(f"unpacking {archive} failed: {err.strip()[-300:]}")
         return src.size
@@ -437,6 +440,9 @@ class Cloner:
             else:
                 buf += ch
         err = proc.stderr.read() if proc.stderr else ""
+        for f in (proc.stdout, proc.stderr):
+            if f:
+                f.close()
         if proc.wait(timeout=600) not in (0,):
             raise CloneError(f"rsync from {src.peer_address} failed: {err.strip()[-300:]}")
         return src.size

@@ -148,7 +148,7 @@ def plan(hw: HwType, target_size: int, root_needs: int) -> Layout:
 
 def sfdisk_script(layout: Layout, target: str) -> str:
     """The partition table, for `sfdisk TARGET` (numbered lines keep inventory numbers)."""
-    lines = [f"label: {layout.label}", "unit: sectors"]
+    lines = [f"label: {'dos' if layout.label == 'msdos' else 'gpt'}", "unit: sectors"]
     if layout.label == "gpt":
         lines.append(f"first-lba: {BIOS_BOOT_FIRST}")
     boot = layout.boot
@@ -162,7 +162,8 @@ def sfdisk_script(layout: Layout, target: str) -> str:
                 fields.append('attrs="LegacyBIOSBootable"')
         elif p is boot:
             fields.append("bootable")
-        lines.append(f"{target}{p.number} : " + ", ".join(fields))
+        sep = "p" if target[-1:].isdigit() else ""  # /dev/loop0p1, /dev/sda1, disk.img1
+        lines.append(f"{target}{sep}{p.number} : " + ", ".join(fields))
     return "\n".join(lines) + "\n"
 
 
