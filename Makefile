@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all deps test lint demo bench clean
+.PHONY: all deps test lint demo bench clean images
 
 all: test
 
@@ -26,6 +26,13 @@ test: deps
 lint: deps
 	$(VENV)/bin/ruff check provision tests bench
 	$(VENV)/bin/mypy provision
+
+# Node images (netboot initramfs, tiny test image) into the boot tree's image store.
+# Cached: a rebuild with unchanged inputs does nothing.
+BOOT_ROOT ?= build/boot
+IMAGES ?= netboot tiny
+images: deps
+	$(VENV)/bin/dsas image build $(IMAGES) --boot-root $(BOOT_ROOT) --cache build/image-cache
 
 demo: deps
 	$(VENV)/bin/dsas demo

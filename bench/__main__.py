@@ -19,13 +19,20 @@ def areas() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    wanted = [a for a in argv if not a.startswith("-")] or areas()
-    rest = [a for a in argv if a.startswith("-")]
-    unknown = [a for a in wanted if a not in areas()]
-    if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)}; have: {', '.join(areas())}",
-              file=sys.stderr)
-        return 2
+    # Leading names choose benchmarks; everything from the first option on is theirs.
+    known = areas()
+    wanted: list[str] = []
+    for i, a in enumerate(argv):
+        if a.startswith("-"):
+            rest = argv[i:]
+            break
+        if a not in known:
+            print(f"unknown benchmark {a!r}; have: {', '.join(known)}", file=sys.stderr)
+            return 2
+        wanted.append(a)
+    else:
+        rest = []
+    wanted = wanted or known
     worst = 0
     for area in wanted:
         print(f"==== bench {area} ====", flush=True)

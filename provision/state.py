@@ -19,11 +19,11 @@ FILENAME = "state.db"
 
 
 class StateStore:
-    """Thread-safe access to ``<state-dir>/state.db``; opens on first use."""
+    """Thread-safe access to ``<state-dir>/state.db`` (or a path ending in .db)."""
 
     def __init__(self, path: str | Path):
         path = Path(path)
-        self.path = path / FILENAME if path.is_dir() else path
+        self.path = path if path.suffix == ".db" else path / FILENAME
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._schemas: set[str] = set()

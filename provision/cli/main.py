@@ -6,8 +6,10 @@ import click
 
 from .. import __version__
 from . import demo as demo_cmds
+from . import dns as dns_cmds
 from . import image as image_cmds
 from . import inventory as inventory_cmds
+from . import push as push_cmds
 from . import serve as serve_cmds
 
 
@@ -34,6 +36,8 @@ def cli() -> None:
 inventory_cmds.register(cli)
 serve_cmds.register(cli)
 demo_cmds.register(cli)
+dns_cmds.register(cli)
+push_cmds.register(cli)
 image_cmds.register(cli)
 
 

@@ -1,8 +1,288 @@
-"""`dsas-push` (placeholder until the push issue lands)."""
+"""`dsas-push` (deploy a tree to hosts), `dsas push log` and `dsas trust HOST`.
 
+The logic lives in ``provision.distribute``; this module parses options, picks
+the targets, asks for confirmation, prints the summary and sets the exit code:
+0 every target ok, 1 some failed (named on stderr), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from ..distribute.history import History, HostResult
+from ..distribute.progress import human_bytes, reporter_for
+from ..distribute.push import DEFAULT_KEEP, DEFAULT_TO, Pusher, PushOptions, default_parallel
+from ..distribute.release import ManifestError, local_manifest
+from ..distribute.sshconf import (
+    DEFAULT_PORT,
+    DEFAULT_USER,
+    SshConfig,
+    add_known_host,
+    ensure_client_key,
+    fingerprint,
+    parse_key_lines,
+    scan_host_keys,
+)
+from ..distribute.targets import Target, TargetError, select_targets
+from ..inventory.model import Inventory
+from ..state import StateStore
+from .common import fail, inventory_option, load_inventory, setup_logging, table
+
+STATE_ENV = "DSAS_STATE_DIR"
+DEFAULT_STATE_DIR = "/var/lib/dsas"
+
+state_dir_option = click.option(
+    "--state-dir", type=click.Path(file_okay=False), envvar=STATE_ENV,
+    default=DEFAULT_STATE_DIR, show_default=True,
+    help=f"State directory (state.db, ssh/known_hosts, ssh/id_ed25519); also ${STATE_ENV}.")
+
+
+def ssh_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--identity", type=click.Path(dir_okay=False), default=None,
+                     help="SSH private key. Default: <state-dir>/ssh/id_ed25519 "
+                          "(created on first use).")(f)
+    f = click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT,
+                     show_default=True, help="SSH port on the nodes.")(f)
+    f = click.option("--user", default=DEFAULT_USER, show_default=True,
+                     help="SSH user on the nodes.")(f)
+    return f
+
+
+def open_history(state_dir: str) -> History:
+    """The push history in ``<state-dir>/state.db`` (the directory is created first:
+    StateStore takes a path that is not a directory for the database file itself)."""
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    return History(StateStore(Path(state_dir)))
+
+
+def make_ssh(state_dir: str, user: str, port: int, identity: str | None) -> SshConfig:
+    return SshConfig(Path(state_dir), user=user, port=port,
+                     identity=Path(identity) if identity else None)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"],
+                                 "max_content_width": 100})
+@click.argument("src", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option("--to", "to", default=DEFAULT_TO, show_default=True,
+              help="Live path on the nodes (a symlink to <to>.releases/<id>).")
+@click.option("--role", "-r", "roles", multiple=True, help="All hosts of this role (repeatable).")
+@click.option("--host", "-H", "hosts", multiple=True, help="This host (repeatable).")
+@click.option("--all", "all_hosts", is_flag=True, help="Every host of the inventory.")
+@click.option("--parallel", "-j", type=click.IntRange(1, 256), default=None,
+              help=f"Hosts at a time (default {default_parallel()} on this machine).")
+@click.option("--dry-run", "-n", is_flag=True, help="Show what would move; change nothing.")
+@click.option("--delete", is_flag=True,
+              help="Files gone from SRC are gone from the new release (else carried over).")
+@click.option("--exclude", "excludes", multiple=True, help="rsync exclude pattern (repeatable).")
+@click.option("--checksum", "-c", is_flag=True, help="Compare files by content, not size+mtime.")
+@click.option("--then", "then", default=None,
+              help="Shell command run on each node after its switch (cwd: the live path).")
+@click.option("--keep", type=click.IntRange(1, 1000), default=DEFAULT_KEEP, show_default=True,
+              help="Releases kept per node (older ones are pruned; the live one never).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal.")
+@click.option("--rollback", is_flag=True, help="Switch the targets back to their previous release.")
+@click.option("--status", is_flag=True, help="Drift report: the live release of each target.")
+@click.option("--retry-failed", is_flag=True,
+              help="Retry only the hosts that failed in the last push to --to.")
+@inventory_option
+@state_dir_option
+@ssh_options
+@click.option("--verbose", "-v", count=True)
+@click.option("--quiet", "-q", is_flag=True)
+def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str, ...],
+             all_hosts: bool, parallel: int | None, dry_run: bool, delete: bool,
+             excludes: tuple[str, ...], checksum: bool, then: str | None, keep: int, yes: bool,
+             rollback: bool, status: bool, retry_failed: bool, inventory_path: str | None,
+             state_dir: str, user: str, port: int, identity: str | None, verbose: int,
+             quiet: bool) -> None:
+    """Deploy the tree SRC to hosts: in parallel, atomically per host, verified.
+
+    \b
+    dsas-push SRC --role web [--to /srv/site]     push to every web host
+    dsas-push --status --all                       which release each host serves
+    dsas-push --rollback --host w101               back to the previous release
+    dsas-push --retry-failed                       again, only where the last push failed
+
+    Targets are explicit: give --all, --role or --host (a retry defaults to the
+    hosts that failed).
+    """
+    setup_logging(verbose, quiet)
+    logging.getLogger("paramiko").setLevel(logging.WARNING)  # one line per connection is noise
+    modes = sum([rollback, status, retry_failed])
+    if modes > 1:
+        raise click.UsageError("--rollback, --status and --retry-failed exclude each other")
+    if not (rollback or status or retry_failed) and src is None:
+        raise click.UsageError("SRC is required (or --rollback / --status / --retry-failed)")
+    if (rollback or status) and src is not None:
+        raise click.UsageError("SRC makes no sense with --rollback or --status")
+    inv = load_inventory(inventory_path)
+    ssh = make_ssh(state_dir, user, port, identity)
+    history = open_history(state_dir)
+    pusher = Pusher(ssh, history, reporter_for(sys.stderr))
+    par = parallel or default_parallel()
+    if retry_failed:
+        targets, opts, release = _retry_plan(history, inv, to, src, roles, hosts, all_hosts)
+        opts.parallel, opts.dry_run = par, dry_run
+    else:
+        try:
+            targets = select_targets(inv, roles, hosts, all_hosts)
+        except TargetError as e:
+            raise click.UsageError(str(e)) from None
+    if status:
+        rows = pusher.status(targets, to, par)
+        click.echo(table(["host", "live release", "state", "releases"], rows))
+        bad = [r[0] for r in rows if r[2] != "current"]
+        if bad:
+            click.echo(f"drift: {len(bad)} host(s) not current: {', '.join(bad)}", err=True)
+        sys.exit(1 if bad else 0)
+    names = ", ".join(t.name for t in targets)
+    if not dry_run and not yes and sys.stdin.isatty():
+        what = "roll back" if rollback else f"push {src or opts.src} to"
+        click.confirm(f"{what} {to} on {len(targets)} host(s): {names}?", abort=True)
+    ensure_client_key(ssh)
+    if rollback:
+        outcome = pusher.rollback(targets, to, par)
+    else:
+        if not retry_failed:
+            assert src is not None
+            opts = PushOptions(src, to, delete, list(excludes), checksum, then, keep,
+                               dry_run, par)
+            release = None
+        try:
+            outcome = pusher.push(targets, opts, release=release,
+                                  action="retry" if retry_failed else "push")
+        except ManifestError as e:
+            fail(str(e))
+    _summary(outcome.results, outcome.release, dry_run)
+
+
+def _retry_plan(history: History, inv: Inventory, to: str, src: str | None,
+                roles: tuple[str, ...], hosts: tuple[str, ...], all_hosts: bool
+                ) -> tuple[list[Target], PushOptions, str | None]:
+    last = history.last_push(os.path.normpath(to))
+    if last is None:
+        raise click.UsageError(f"no push to {to} recorded: nothing to retry")
+    failed = [r["host"] for r in history.results(last["id"]) if r["result"] != "ok"]
+    if not failed:
+        click.echo(f"run {last['id']}: every host succeeded, nothing to retry")
+        sys.exit(0)
+    if roles or hosts or all_hosts:
+        try:
+            chosen = {t.name for t in select_targets(inv, roles, hosts, all_hosts)}
+        except TargetError as e:
+            raise click.UsageError(str(e)) from None
+        failed = [h for h in failed if h in chosen]
+    try:
+        targets = select_targets(inv, (), [h for h in failed if h in inv.hosts], False)
+    except TargetError as e:
+        raise click.UsageError(str(e)) from None
+    rec = json.loads(last["options"])
+    src = src or last["src"]
+    opts = PushOptions(src, last["to_path"], bool(rec.get("delete")),
+                       list(rec.get("excludes", [])), bool(rec.get("checksum")), rec.get("then"),
+                       int(rec.get("keep", DEFAULT_KEEP)))
+    now = local_manifest(src, opts.excludes)
+    same = last["manifest"] == f"{now.entries} {now.digest}"
+    if not same:
+        click.echo(f"{src} changed since run {last['id']}: retrying as a new release", err=True)
+    return targets, opts, (last["release"] if same else None)
+
+
+def _summary(results: list[HostResult], release: str | None, dry_run: bool) -> None:
+    rows = [[r.host, "ok" if r.ok else "FAILED", human_bytes(r.bytes), f"{r.seconds:.1f}",
+             r.reason or (f"live {r.release}" if r.release else "")] for r in results]
+    click.echo(table(["host", "result", "bytes" if not dry_run else "would move", "seconds",
+                      "reason"], rows))
+    failed = [r.host for r in results if not r.ok]
+    ok = len(results) - len(failed)
+    tail = f" release {release}" if release and not dry_run else ""
+    click.echo(f"{ok}/{len(results)} ok{tail}" + (" (dry run)" if dry_run else ""))
+    if failed:
+        click.echo(f"failed: {', '.join(failed)}", err=True)
+        sys.exit(1)
 
 
 def main() -> None:
-    print("dsas-push: not yet available", file=sys.stderr)
-    sys.exit(2)
+    push_cmd(prog_name="dsas-push")
+
+
+# -- `dsas push log` and `dsas trust` ---------------------------------------------------------
+
+
+@click.group("push")
+def push_group() -> None:
+    """Push history (the pushes themselves: dsas-push)."""
+
+
+@push_group.command("log")
+@state_dir_option
+@click.option("--limit", "-n", type=click.IntRange(1, 10000), default=20, show_default=True)
+@click.option("--run", "run_id", type=int, default=None, help="Show one run, host by host.")
+@click.option("--to", "to", default=None, help="Only runs to this live path.")
+def push_log(state_dir: str, limit: int, run_id: int | None, to: str | None) -> None:
+    """Past pushes, rollbacks and retries: when, who, what, where, results."""
+    history = open_history(state_dir)
+    if run_id is not None:
+        run = history.run(run_id)
+        if run is None:
+            fail(f"no run {run_id}")
+            return
+        click.echo(f"run {run_id}: {run['action']} {run['src'] or ''} -> {run['to_path']} "
+                   f"release {run['release'] or '-'} by {run['user']}")
+        rows = [[r["host"], r["result"], r["previous"] or "-", r["release"] or "-",
+                 human_bytes(r["bytes"]), f"{r['seconds']:.1f}", r["reason"]]
+                for r in history.results(run_id)]
+        click.echo(table(["host", "result", "before", "after", "bytes", "seconds", "reason"],
+                         rows))
+        return
+    rows = [[r["id"], _when(r["started"]), r["user"], r["action"], r["src"] or "-",
+             r["to_path"], r["release"] or "-", f"{r['ok']}/{r['ok'] + r['failed']}"]
+            for r in history.runs(limit, os.path.normpath(to) if to else None)]
+    click.echo(table(["run", "started", "user", "action", "src", "to", "release", "ok"], rows))
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@click.command("trust")
+@click.argument("host")
+@inventory_option
+@state_dir_option
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option("--key-file", type=click.File("r"), default=None,
+              help="Public host key(s) from the node's boot report (or '-'), instead of a scan.")
+@click.option("--yes", "-y", is_flag=True, help="Trust without asking.")
+def trust(host: str, inventory_path: str | None, state_dir: str, port: int,
+          key_file: TextIO | None, yes: bool) -> None:
+    """Trust HOST's SSH host key(s) for dsas-push: scan them (or read them from the
+    node's boot report), show the fingerprints, and add them to dsas's known_hosts."""
+    inv = load_inventory(inventory_path)
+    if host not in inv.hosts:
+        raise click.UsageError(f"unknown host {host!r}")
+    address = str(inv.hosts[host].primary_interface.address)
+    ssh = SshConfig(Path(state_dir), port=port)
+    keys = parse_key_lines(key_file.read()) if key_file else scan_host_keys(address, port)
+    if not keys:
+        fail(f"{host} ({address}:{port}): no host key " +
+             ("in the file" if key_file else "answered the scan"))
+    for ktype, blob in keys:
+        click.echo(f"{host} {address}:{port} {ktype} {fingerprint(blob)}")
+    if not yes and not click.confirm("trust these keys?", default=False):
+        fail("not trusted")
+    n = add_known_host(ssh, address, keys)
+    click.echo(f"{n} key(s) of {host} trusted in {ssh.known_hosts}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(push_group)
+    cli.add_command(trust)

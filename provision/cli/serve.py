@@ -48,6 +48,11 @@ def _services(value: str) -> list[str]:
               help="HTTP port (default: the inventory's http_port, 80).")
 @click.option("--tftp-port", type=click.IntRange(1, 65535), default=69, show_default=True)
 @click.option("--dns-port", type=click.IntRange(1, 65535), default=53, show_default=True)
+@click.option("--dns-forward", "dns_forwarders", multiple=True, metavar="ADDR[:PORT]",
+              help="Forward names outside the cluster's zones to this resolver (repeatable); "
+                   "without it they are REFUSED.")
+@click.option("--dns-forward-timeout", type=click.FloatRange(0.1, 30), default=2.0,
+              show_default=True, help="Seconds to wait for the forwarders before SERVFAIL.")
 @click.option("--discovery/--no-discovery", default=False, show_default=True,
               help="Answer machines that are not in the inventory from the discovery pool.")
 @click.option("--proxy", is_flag=True,
@@ -58,7 +63,8 @@ def _services(value: str) -> list[str]:
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, state_dir: str,
           boot_root: str, bind_address: str | None, http_port: int | None, tftp_port: int,
-          dns_port: int, discovery: bool, proxy: bool, templates: str | None,
+          dns_port: int, dns_forwarders: tuple[str, ...], dns_forward_timeout: float,
+          discovery: bool, proxy: bool, templates: str | None,
           verbose: int) -> None:
     """Run the netboot services for the inventory until SIGTERM.
 
@@ -85,6 +91,8 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         http_port=http_port or inv.cluster.http_port,
         tftp_port=tftp_port,
         dns_port=dns_port,
+        dns_forwarders=dns_forwarders,
+        dns_forward_timeout=dns_forward_timeout,
         bind_address=bind,
         discovery=discovery,
         proxy=proxy,

@@ -116,7 +116,7 @@ class Builder:
         return t, modules
 
     def _busybox_links(self, t: Tree, recipe: Recipe) -> None:
-        dest = recipe.busybox_links
+        dest = recipe.busybox_links or ""
         src = next((c for c in recipe.copies if c.dest == dest), None)
         if src is None:
             raise RecipeError(f"{recipe.source}: busybox_links: no [[copy]] with dest {dest}")

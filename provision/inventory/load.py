@@ -127,6 +127,7 @@ class _Builder:
         self.problems = problems
         self.fallback_line: int | None = None  # line of the entry being translated
         self.declared_pairs: set[str] = set()
+        self.data: dict[str, Any] = {}
 
     # -- reporting ----------------------------------------------------------
 
@@ -298,6 +299,7 @@ class _Builder:
                 Problem(self.file, 1, "", "the inventory must be a YAML mapping")
             )
             return None
+        self.data = data
         top = {"cluster", "networks", "hwtypes", "images", "services", "roles", "hosts",
                "virtual_services", "lvs_pairs"}
         root = {"": data}
@@ -311,7 +313,7 @@ class _Builder:
         cluster = self.cluster(data, networks, hosts)
         pairs = self.lvs_pairs(data, hosts, networks)
         vss = self.virtual_services(data, roles, hosts, pairs)
-        self.cross_checks(networks, hosts, vss, pairs)
+        self.cross_checks(networks, hosts, vss, pairs, roles)
         if cluster is None:
             return None
         return Inventory(self.file, cluster, networks, hwtypes, images, roles, hosts, vss, pairs,
@@ -864,7 +866,21 @@ class _Builder:
         hosts: dict[str, Host],
         vss: dict[str, VirtualService],
         pairs: dict[str, LvsPair],
+        roles: dict[str, Role] | None = None,
     ) -> None:
+        # Hosts, roles, virtual services and networks share the cluster's DNS names.
+        owners: dict[str, str] = {"masters": "the masters' name"}
+        for kind, names in (("network", networks), ("host", hosts), ("role", roles or {}),
+                            ("virtual service", vss)):
+            for n in names:
+                if n in owners:
+                    section = {"network": "networks", "host": "hosts", "role": "roles",
+                               "virtual service": "virtual_services"}[kind]
+                    self.problems.append(Problem(
+                        self.file, _line(self.data.get(section), n), f"{section}.{n}",
+                        f"the name {n!r} is already {owners[n]} (DNS names must be unique)"))
+                else:
+                    owners[n] = f"{kind} {n!r}"
         # Every LVS host must be on the networks its VIPs live on.
         for vs in vss.values():
             pair = pairs.get(vs.pair)

@@ -52,6 +52,7 @@ class Guest:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.serial = workdir / f"{spec.name}.serial.log"
+        self.serial_sock = workdir / f"{spec.name}.serial"
         self.monitor_path = workdir / f"{spec.name}.monitor"
         self.proc: subprocess.Popen[Any] | None = None
         self.started_at: float | None = None
@@ -62,7 +63,9 @@ class Guest:
         argv = [
             tool("qemu-system-x86_64"), "-accel", "tcg", "-m", str(s.memory_mib),
             "-name", s.name, "-nographic", "-no-reboot", "-display", "none",
-            "-serial", f"file:{self.serial}",
+            "-chardev", f"socket,id=s0,path={self.serial_sock},server=on,wait=off,"
+                        f"logfile={self.serial}",
+            "-serial", "chardev:s0",
             "-monitor", f"unix:{self.monitor_path},server,nowait",
         ]
         if s.firmware == "uefi":
@@ -105,12 +108,12 @@ class Guest:
         except FileNotFoundError:
             return ""
 
-    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+    def wait_for(self, pattern: str, timeout: float, since: int = 0) -> re.Match[str]:
         """Wait (bounded) for ``pattern`` on the serial console; returns the match."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while True:
-            m = rx.search(self.console())
+            m = rx.search(self.console(), since)
             if m:
                 return m
             if not self.running():
@@ -120,6 +123,25 @@ class Guest:
                 raise TimeoutError(f"{self.spec.name}: no {pattern!r} within {timeout:.0f}s; "
                                    f"console tail:\n{self.console()[-1500:]}")
             time.sleep(0.25)
+
+    def send(self, text: str, timeout: float = 5) -> None:
+        """Type ``text`` on the guest's serial console."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(self.serial_sock))
+            s.sendall(text.encode())
+            time.sleep(0.2)  # let QEMU take it before the socket closes
+
+    def command(self, line: str, marker: str, timeout: float = 30) -> str:
+        """Run a shell command on the console; returns its output up to ``marker``."""
+        start = len(self.console())
+        tag = f"__dsas_{int(time.monotonic() * 1000)}__"
+        self.send(f"{line}; echo {tag}\n")
+        m = self.wait_for(rf"\n{tag}\r?\n", timeout, since=start)
+        out = self.console()[start:m.end()]
+        if marker not in out:
+            raise LabError(f"{self.spec.name}: {marker!r} not in the output of {line!r}:\n{out}")
+        return out
 
     def monitor(self, command: str, timeout: float = 5) -> str:
         """One HMP command over the monitor socket; returns its output."""

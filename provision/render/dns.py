@@ -42,8 +42,12 @@ def dns_records(inv: Inventory) -> list[Record]:
             out.append(Record(f"{role}.{d}", "A", str(h.primary_interface.address)))
     for m in inv.masters:
         out.append(Record(f"masters.{d}", "A", str(m.primary_interface.address)))
+    vip_ptr: set[str] = set()
     for vs in inv.virtual_services.values():
         out.append(Record(f"{vs.name}.{d}", "A", str(vs.vip)))
+        if str(vs.vip) not in vip_ptr:  # one PTR per VIP: the first service named on it
+            vip_ptr.add(str(vs.vip))
+            out.append(Record(reverse_name(str(vs.vip)), "PTR", f"{vs.name}.{d}"))
     seen: set[Record] = set()
     unique = []
     for r in out:

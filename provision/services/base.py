@@ -30,6 +30,8 @@ class ServeContext:
     http_port: int = 80
     tftp_port: int = 69
     dns_port: int = 53
+    dns_forwarders: tuple[str, ...] = ()  # ADDR[:PORT] resolvers for names outside our zones
+    dns_forward_timeout: float = 2.0  # seconds per forwarded query, all forwarders together
     bind_address: ipaddress.IPv4Address | None = None  # default: the master address
     discovery: bool = False
     proxy: bool = False

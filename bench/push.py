@@ -1,0 +1,208 @@
+"""Benchmark dsas-push: 20 nodes, a 5,000-file / 200 MB site, then a 1% change.
+
+In one run, against the same namespaced nodes (each with its own sshd):
+  * dsas-push (parallel, link-dest releases, atomic switch, verified);
+  * the naive loop operators write: ``for host in ...; do rsync -a SRC/ host:DIR/; done``;
+  * the lower bound: bytes that must move / the throughput of one plain
+    ``rsync -a`` over ssh to one node, measured first in the same run.
+
+Goals (issue 7): the small update to 20 nodes in under 2x one node's time; the
+first push within 1.5x the lower bound.
+
+    python -m bench push [--nodes=20] [--files=5000] [--mb=200] [--change=0.01] [--parallel=N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from provision.distribute.sshconf import (
+    SshConfig,
+    add_known_host,
+    ensure_client_key,
+    parse_key_lines,
+)
+from provision.lab.netns import Lab
+from provision.lab.sshfarm import MOUNT, SshFarm, build_farm
+
+CLI = [sys.executable, "-c", "import sys; from provision.cli.push import main; sys.exit(main())"]
+
+
+def make_site(root: Path, files: int, total_mb: int, seed: int = 7) -> list[Path]:
+    """``files`` files of random (incompressible) data, ``total_mb`` MB in all, 50 per dir."""
+    rng = random.Random(seed)
+    avg = total_mb * 1_000_000 // files
+    paths = []
+    for i in range(files):
+        p = root / f"d{i // 50:03d}" / f"f{i:05d}.bin"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(os.urandom(rng.randint(avg // 2, avg * 3 // 2)))
+        paths.append(p)
+    return paths
+
+
+def change(paths: list[Path], fraction: float, seed: int) -> int:
+    """Rewrite ``fraction`` of the files with new content of the same size; bytes changed."""
+    rng = random.Random(seed)
+    picked = rng.sample(paths, max(1, int(len(paths) * fraction)))
+    for p in picked:
+        p.write_bytes(os.urandom(p.stat().st_size))
+    return sum(p.stat().st_size for p in picked)
+
+
+def plain_ssh(state: Path) -> str:
+    """What an operator's loop uses: ssh with its defaults, only pointed at our known_hosts."""
+    return (f"ssh -o UserKnownHostsFile={state}/ssh/known_hosts -o BatchMode=yes "
+            f"-i {state}/ssh/id_ed25519")
+
+
+CPU = {"master": 0.0, "nodes": 0.0}  # CPU seconds of the last timed() run, by side
+
+
+def node_cpu(farm: SshFarm) -> float:
+    """CPU seconds the nodes' finished ssh sessions used (reaped into each sshd's cutime)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for n in farm.nodes:
+        if n.sshd is not None:
+            fields = Path(f"/proc/{n.sshd.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return total / tick
+
+
+def timed(farm: SshFarm, argv: list[str], timeout: float = 900) -> float:
+    r0, c0 = resource.getrusage(resource.RUSAGE_CHILDREN), node_cpu(farm)
+    t0 = time.monotonic()
+    r = farm.master.run(argv, timeout=timeout, check=False)
+    dt = time.monotonic() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    time.sleep(0.2)  # let the sshds reap their sessions
+    CPU["master"] = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
+    CPU["nodes"] = node_cpu(farm) - c0
+    if r.returncode != 0:
+        raise RuntimeError(f"{argv[:4]}... exit {r.returncode}\n{r.stdout[-2000:]}"
+                           f"\n{r.stderr[-2000:]}")
+    return dt
+
+
+def naive_loop(farm: SshFarm, state: Path, src: Path, nodes: list[str]) -> float:
+    script = "for h in " + " ".join(nodes) + "; do rsync -a -e " + \
+        f"'{plain_ssh(state)}' {src}/ root@$h:{MOUNT}/naive/ || exit 1; done"
+    return timed(farm, ["sh", "-c", script])
+
+
+def dsas_push(farm: SshFarm, inv: Path, state: Path, src: Path, targets: list[str],
+              parallel: int | None) -> float:
+    argv = [*CLI, str(src), *targets, "-i", str(inv), "--state-dir", str(state), "--to",
+            f"{MOUNT}/site", "--delete", "--yes", "-q"]
+    if parallel:
+        argv += ["--parallel", str(parallel)]
+    return timed(farm, argv)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench push")
+    ap.add_argument("--nodes", type=int, default=20)
+    ap.add_argument("--files", type=int, default=5000)
+    ap.add_argument("--mb", type=int, default=200)
+    ap.add_argument("--change", type=float, default=0.01)
+    ap.add_argument("--parallel", type=int, default=None)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    work = Path(tempfile.mkdtemp(prefix="dsas-bench-push-"))
+    try:
+        with Lab() as lab:
+            return run(lab, work, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def setup(lab: Lab, work: Path, args: argparse.Namespace) -> tuple[SshFarm, Path, Path]:
+    tmpfs = max(256, args.mb * 3 + 64)
+    farm = build_farm(lab, work / "farm", args.nodes, tmpfs_mib=tmpfs)
+    inv = work / "cluster.yaml"
+    inv.write_text(farm.inventory_yaml())
+    state = work / "state"
+    key = ensure_client_key(SshConfig(state))
+    farm.authorized_keys.write_text(Path(f"{key}.pub").read_text())
+    for n in farm.nodes:
+        add_known_host(SshConfig(state), n.address, parse_key_lines(n.host_key_pub()))
+    return farm, inv, state
+
+
+def run(lab: Lab, work: Path, args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    farm, inv, state = setup(lab, work, args)
+    src = work / "site"
+    paths = make_site(src, args.files, args.mb)
+    site_bytes = sum(p.stat().st_size for p in paths)
+    names = [n.address for n in farm.nodes]
+    n1 = farm.nodes[0]
+    print(f"site: {len(paths)} files, {site_bytes / 1e6:.0f} MB; {len(names)} nodes; "
+          f"set-up {time.monotonic() - t0:.1f}s", flush=True)
+
+    # The lower bound's throughput: one plain rsync of the whole site to one node.
+    probe = timed(farm, ["rsync", "-a", "-e", plain_ssh(state), f"{src}/",
+                         f"root@{n1.address}:{MOUNT}/probe/"])
+    n1.run(["rm", "-rf", f"{MOUNT}/probe"])
+    rate = site_bytes / probe
+    print(f"one plain rsync: {probe:.2f}s = {rate / 1e6:.0f} MB/s", flush=True)
+
+    # The naive loop first (its copies are then removed to keep memory down).
+    naive_first = naive_loop(farm, state, src, names)
+    upd_bytes = change(paths, args.change, seed=1)
+    naive_upd = naive_loop(farm, state, src, names)
+    naive_one = naive_loop(farm, state, src, names[:1])  # nothing new: a no-op pass
+    for n in farm.nodes:
+        n.run(["rm", "-rf", f"{MOUNT}/naive"])
+    print(f"naive loop: first {naive_first:.1f}s, update {naive_upd:.1f}s", flush=True)
+
+    # dsas-push, on the same site as the naive loop started from.
+    first = dsas_push(farm, inv, state, src, ["--role", "web"],
+                      args.parallel)
+    upd_bytes = change(paths, args.change, seed=2)
+    upd_all = dsas_push(farm, inv, state, src, ["--role", "web"], args.parallel)
+    cpu_all = dict(CPU)
+    change(paths, args.change, seed=3)
+    upd_one = dsas_push(farm, inv, state, src, ["--host", n1.name], args.parallel)
+    cpu_one = dict(CPU)
+    print(f"dsas-push: first {first:.1f}s, update x{len(names)} {upd_all:.1f}s, "
+          f"update x1 {upd_one:.1f}s", flush=True)
+
+    lb_first = site_bytes * len(names) / rate
+    lb_upd = upd_bytes * len(names) / rate
+    rows = [
+        ("first push", first, naive_first, lb_first),
+        (f"{args.change:.0%} update", upd_all, naive_upd, lb_upd),
+    ]
+    print()
+    print(f"{'':14} {'dsas-push':>10} {'naive loop':>11} {'lower bound':>12} "
+          f"{'naive/dsas':>11} {'dsas/bound':>11}")
+    for label, d, nv, lb in rows:
+        print(f"{label:14} {d:9.2f}s {nv:10.2f}s {lb:11.2f}s {nv / d:10.2f}x {d / lb:10.2f}x")
+    print(f"\nupdate to {len(names)} nodes / to 1 node: {upd_all:.2f}s / {upd_one:.2f}s = "
+          f"{upd_all / upd_one:.2f}x (goal < 2x)")
+    print(f"first push / lower bound: {first / lb_first:.2f}x (goal <= 1.5x)")
+    n = len(names)
+    print(f"update CPU, 1 node: master {cpu_one['master']:.2f}s nodes {cpu_one['nodes']:.2f}s;"
+          f" {n} nodes: master {cpu_all['master']:.2f}s ({cpu_all['master'] / n:.2f}s/node),"
+          f" nodes {cpu_all['nodes']:.2f}s ({cpu_all['nodes'] / n:.2f}s/node)"
+          f" on {os.cpu_count()} shared cores; load average {os.getloadavg()[0]:.1f}")
+    print(f"(naive no-op pass to 1 node: {naive_one:.2f}s; total bench "
+          f"{time.monotonic() - t0:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,123 @@
+"""Every push, rollback and status in the state store: who, what, where, and each host's result.
+
+Tables (component ``push``)::
+
+    push_runs     one row per command run
+    push_results  one row per host of a run
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..state import StateStore
+
+DDL = """
+CREATE TABLE IF NOT EXISTS push_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started REAL NOT NULL,
+    finished REAL,
+    user TEXT NOT NULL,
+    action TEXT NOT NULL,          -- push | retry | rollback
+    src TEXT,
+    to_path TEXT NOT NULL,
+    release TEXT,                  -- the release pushed (or rolled back to, if one)
+    manifest TEXT,                 -- '<entries> <sha256>' of the pushed tree
+    options TEXT NOT NULL,         -- JSON: delete, excludes, checksum, then, keep
+    targets TEXT NOT NULL,         -- JSON list of host names
+    ok INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS push_results (
+    run_id INTEGER NOT NULL REFERENCES push_runs(id),
+    host TEXT NOT NULL,
+    result TEXT NOT NULL,          -- ok | failed
+    release TEXT,                  -- live release after the run
+    previous TEXT,                 -- live release before the run
+    bytes INTEGER NOT NULL DEFAULT 0,
+    files INTEGER NOT NULL DEFAULT 0,
+    seconds REAL NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, host)
+);
+CREATE INDEX IF NOT EXISTS push_runs_to ON push_runs(to_path, id);
+"""
+
+
+@dataclass
+class HostResult:
+    host: str
+    ok: bool
+    release: str | None = None
+    previous: str | None = None
+    bytes: int = 0
+    files: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+
+
+def operator() -> str:
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+class History:
+    def __init__(self, store: StateStore):
+        self.store = store
+        store.ensure_schema("push", DDL)
+
+    def start(self, action: str, to_path: str, targets: list[str], src: str | None = None,
+              release: str | None = None, manifest: str | None = None,
+              options: dict[str, Any] | None = None) -> int:
+        with self.store.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO push_runs(started, user, action, src, to_path, release, manifest,"
+                " options, targets) VALUES (?,?,?,?,?,?,?,?,?)",
+                (time.time(), operator(), action, src, to_path, release, manifest,
+                 json.dumps(options or {}, sort_keys=True), json.dumps(targets)))
+            return int(cur.lastrowid or 0)
+
+    def finish(self, run_id: int, results: list[HostResult], release: str | None = None) -> None:
+        ok = sum(r.ok for r in results)
+        with self.store.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO push_results(run_id, host, result, release, previous,"
+                " bytes, files, seconds, reason) VALUES (?,?,?,?,?,?,?,?,?)",
+                [(run_id, r.host, "ok" if r.ok else "failed", r.release, r.previous, r.bytes,
+                  r.files, round(r.seconds, 3), r.reason) for r in results])
+            conn.execute(
+                "UPDATE push_runs SET finished=?, ok=?, failed=?, release=COALESCE(?, release)"
+                " WHERE id=?", (time.time(), ok, len(results) - ok, release, run_id))
+
+    def runs(self, limit: int = 20, to_path: str | None = None) -> list[dict[str, Any]]:
+        where, params = ("WHERE to_path=?", [to_path]) if to_path else ("", [])
+        rows = self.store.query(f"SELECT * FROM push_runs {where} ORDER BY id DESC LIMIT ?",
+                                [*params, limit])
+        return [dict(r) for r in rows]
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        rows = self.store.query("SELECT * FROM push_runs WHERE id=?", [run_id])
+        return dict(rows[0]) if rows else None
+
+    def results(self, run_id: int) -> list[dict[str, Any]]:
+        rows = self.store.query("SELECT * FROM push_results WHERE run_id=? ORDER BY host",
+                                [run_id])
+        return [dict(r) for r in rows]
+
+    def last_push(self, to_path: str) -> dict[str, Any] | None:
+        """The newest push (or retry) to ``to_path`` that has finished."""
+        rows = self.store.query(
+            "SELECT * FROM push_runs WHERE to_path=? AND action IN ('push','retry')"
+            " AND finished IS NOT NULL ORDER BY id DESC LIMIT 1", [to_path])
+        return dict(rows[0]) if rows else None
+
+    def latest_release(self, to_path: str) -> str | None:
+        """What every host of ``to_path`` should serve: the newest run that switched a host."""
+        rows = self.store.query(
+            "SELECT release FROM push_runs WHERE to_path=? AND ok > 0 AND release IS NOT NULL"
+            " ORDER BY id DESC LIMIT 1", [to_path])
+        return rows[0]["release"] if rows else None

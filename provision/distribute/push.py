@@ -1,0 +1,338 @@
+"""dsas-push: deploy a tree from the master to many nodes, atomically per host.
+
+Per host: read its state, prepare ``<to>.releases/.incoming-<id>``, rsync over
+ssh with ``--link-dest`` against the live release, verify the received tree
+against the master's manifest on the node, rename it into ``<to>.releases/<id>``,
+switch the live symlink by rename, run ``--then``, prune to ``--keep``. Any
+failure before the switch leaves the live release as it was. Hosts run in
+parallel, bounded by ``--parallel``; one host's failure never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .history import History, HostResult
+from .progress import PlainReporter, Reporter
+from .release import Manifest, NodeLayout, local_manifest, new_release_id
+from .remote import (
+    NodeState,
+    RemoteError,
+    RemoteNode,
+    abort_script,
+    commit_script,
+    first_error,
+    parse_kv,
+    switch_script,
+    then_script,
+    to_prune,
+)
+from .sshconf import SshConfig
+from .targets import Target
+from .transfer import remote_dest, rsync_argv, run_rsync
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TO = "/srv/site"
+DEFAULT_KEEP = 5
+
+
+def default_parallel() -> int:
+    """Pushing waits on the network and the nodes more than on the master's CPU:
+    several streams per core, bounded so a small master is not swamped."""
+    return max(4, min(32, 8 * (os.cpu_count() or 1)))
+
+
+@dataclass
+class PushOptions:
+    src: str
+    to: str = DEFAULT_TO
+    delete: bool = False
+    excludes: list[str] = field(default_factory=list)
+    checksum: bool = False
+    then: str | None = None
+    keep: int = DEFAULT_KEEP
+    dry_run: bool = False
+    parallel: int = 0  # 0: default_parallel()
+
+    def recorded(self) -> dict[str, object]:
+        return {"delete": self.delete, "excludes": self.excludes, "checksum": self.checksum,
+                "then": self.then, "keep": self.keep}
+
+
+@dataclass
+class RunOutcome:
+    run_id: int | None
+    release: str | None
+    results: list[HostResult]
+
+    @property
+    def failed(self) -> list[HostResult]:
+        return [r for r in self.results if not r.ok]
+
+
+class _Failed(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@contextmanager
+def control_dir() -> Iterator[Path]:
+    """A short private directory for ssh ControlMaster sockets (sun_path is 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="dsas-cm-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class Pusher:
+    def __init__(self, ssh: SshConfig, history: History | None = None,
+                 reporter: Reporter | None = None):
+        self.ssh = ssh
+        self.history = history
+        self.reporter: Reporter = reporter or PlainReporter()
+
+    # -- the fan-out ---------------------------------------------------------
+
+    def _fan_out(self, targets: list[Target], parallel: int, title: str,
+                 work: Callable[[Target], HostResult]) -> list[HostResult]:
+        self.reporter.begin([t.name for t in targets], title)
+
+        def one(t: Target) -> HostResult:
+            t0 = time.monotonic()
+            try:
+                res = work(t)
+            except Exception as e:  # noqa: BLE001 - one host's bug must not stop the others
+                log.exception("host=%s unexpected error", t.name)
+                res = HostResult(t.name, False, reason=f"internal error: {e}")
+            res.seconds = time.monotonic() - t0
+            self.reporter.done(res)
+            return res
+
+        workers = max(1, min(parallel or default_parallel(), len(targets)))
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="push") as pool:
+                results = list(pool.map(one, targets))
+        finally:
+            self.reporter.end()
+        return results
+
+    # -- push ----------------------------------------------------------------
+
+    def push(self, targets: list[Target], opts: PushOptions, release: str | None = None,
+             action: str = "push") -> RunOutcome:
+        lay = NodeLayout(opts.to)
+        manifest = local_manifest(opts.src, opts.excludes)
+        rid = release or new_release_id()
+        run_id = None
+        if self.history is not None and not opts.dry_run:
+            run_id = self.history.start(action, lay.live, [t.name for t in targets],
+                                        src=os.path.abspath(opts.src), release=rid,
+                                        manifest=f"{manifest.entries} {manifest.digest}",
+                                        options=opts.recorded())
+        log.info("push release=%s src=%s to=%s entries=%d hosts=%d%s", rid, opts.src, lay.live,
+                 manifest.entries, len(targets), " (dry run)" if opts.dry_run else "")
+        with control_dir() as cdir:
+            def work(t: Target) -> HostResult:
+                return self._push_host(t, opts, lay, rid, manifest, cdir)
+            title = f"push {rid}" + (" (dry run)" if opts.dry_run else "")
+            results = self._fan_out(targets, opts.parallel, title, work)
+        if self.history is not None and run_id is not None:
+            self.history.finish(run_id, results)
+        return RunOutcome(run_id, rid, results)
+
+    def _push_host(self, t: Target, opts: PushOptions, lay: NodeLayout, rid: str,
+                   manifest: Manifest, cdir: Path) -> HostResult:
+        node = RemoteNode(self.ssh, t.name, t.address)
+        res = HostResult(t.name, False)
+        try:
+            self.reporter.phase(t.name, "connecting")
+            if opts.dry_run:
+                state = node.state(lay)
+                res.previous = res.release = state.live
+                if state.not_symlink:
+                    raise _Failed(f"{lay.live} exists and is not a dsas release symlink")
+                return self._dry_run_host(t, opts, lay, state, res, cdir)
+            state, kv = node.prepare(lay, rid)
+            res.previous = res.release = state.live
+            if "ALREADY" in kv:
+                res.ok, res.reason = True, "already live"
+                return res
+            if "HAVE" in kv:  # complete on the node already (a retry after a lost answer)
+                self._switch(node, lay, rid, res)
+            else:
+                self._transfer(t, node, opts, lay, rid, state, "PARTIAL" in kv, res, cdir)
+                self.reporter.phase(t.name, "verifying")
+                self._commit(node, opts, lay, rid, manifest, state, res)
+            if opts.then:
+                self.reporter.phase(t.name, "then")
+                self._then(node, opts, lay, rid, state, res)
+            res.ok = True
+        except (_Failed, RemoteError) as e:
+            res.reason = e.reason
+        finally:
+            node.close()
+            self._close_master(t, cdir)
+        return res
+
+    def _switch(self, node: RemoteNode, lay: NodeLayout, rid: str, res: HostResult) -> None:
+        rc, out, err = node.run(switch_script(lay, rid))
+        if rc != 0 or parse_kv(out).get("LIVE", [""])[-1] != rid:
+            raise _Failed(f"switch: {first_error(out, err)}")
+        res.release = rid
+
+    def _transfer(self, t: Target, node: RemoteNode, opts: PushOptions, lay: NodeLayout,
+                  rid: str, state: NodeState, partial: bool, res: HostResult,
+                  cdir: Path) -> None:
+        base = state.live or (state.releases[-1] if state.releases else None)
+        link_dests = [f"../{base}"] if base else []
+        if partial:
+            link_dests.append(f"../.partial-{rid}")
+        self.reporter.phase(t.name, "transferring")
+        argv = rsync_argv(opts.src, remote_dest(self.ssh, t.address, lay.incoming(rid)),
+                          self.ssh.rsync_rsh(cdir), link_dests, opts.excludes, opts.checksum)
+        xfer = run_rsync(argv, lambda p: self.reporter.progress(t.name, p))
+        res.bytes, res.files = xfer.sent, xfer.files
+        if xfer.returncode != 0:
+            if not xfer.reason.startswith("connection lost"):
+                self._try(node, abort_script(lay, rid))  # free the space; live is untouched
+            raise _Failed(xfer.reason)
+
+    def _commit(self, node: RemoteNode, opts: PushOptions, lay: NodeLayout, rid: str,
+                manifest: Manifest, state: NodeState, res: HostResult) -> None:
+        prev = state.live or (state.releases[-1] if state.releases else None)
+        keep = opts.keep
+        prune = [r for r in to_prune(NodeState(rid, state.releases + [rid]), keep)
+                 if r != state.live]
+        rc, out, err = node.run(commit_script(lay, rid, manifest, prev, opts.delete, prune))
+        kv = parse_kv(out)
+        if rc == 4:
+            self._try(node, abort_script(lay, rid))
+            got = (kv.get("GOT") or ["nothing"])[0]
+            raise _Failed(f"verify failed: node has {got!r}, expected "
+                          f"'{manifest.entries} {manifest.digest[:12]}...'")
+        if rc != 0 or kv.get("LIVE", [""])[-1] != rid:
+            raise _Failed(f"switch: {first_error(out, err)}")
+        res.release = rid
+
+    def _then(self, node: RemoteNode, opts: PushOptions, lay: NodeLayout, rid: str,
+              state: NodeState, res: HostResult) -> None:
+        assert opts.then is not None
+        rc, out, err = node.run(then_script(lay, rid, opts.then), timeout=600)
+        if rc == 0:
+            return
+        why = f"--then exited {rc}: {first_error(out, err)}"
+        if state.live:
+            rc2, out2, err2 = node.run(switch_script(lay, state.live))
+            if rc2 == 0:
+                res.release = state.live
+                raise _Failed(f"{why}; switched back to {state.live}")
+            raise _Failed(f"{why}; switching back failed: {first_error(out2, err2)}")
+        raise _Failed(why)
+
+    def _dry_run_host(self, t: Target, opts: PushOptions, lay: NodeLayout, state: NodeState,
+                      res: HostResult, cdir: Path) -> HostResult:
+        """What would move, compared with the live release; creates nothing anywhere."""
+        dest = lay.release(state.live) if state.live else lay.incoming("dry-run")
+        self.reporter.phase(t.name, "dry run")
+        argv = rsync_argv(opts.src, remote_dest(self.ssh, t.address, dest),
+                          self.ssh.rsync_rsh(cdir), (), opts.excludes, opts.checksum,
+                          dry_run=True, delete=opts.delete)
+        xfer = run_rsync(argv)
+        res.bytes, res.files = xfer.size, xfer.files
+        res.ok, res.reason = xfer.returncode == 0, xfer.reason or "dry run: nothing changed"
+        return res
+
+    def _try(self, node: RemoteNode, script: str) -> None:
+        try:
+            node.run(script, timeout=120)
+        except RemoteError as e:
+            log.warning("host=%s clean-up failed: %s", node.name, e.reason)
+
+    def _close_master(self, t: Target, cdir: Path) -> None:
+        """Stop the ssh ControlMaster this host's rsync left running (ControlPersist)."""
+        argv = self.ssh.ssh_command(cdir) + ["-O", "exit", t.address]
+        try:
+            subprocess.run(argv, capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+    # -- rollback and status -------------------------------------------------
+
+    def rollback(self, targets: list[Target], to: str, parallel: int = 0) -> RunOutcome:
+        lay = NodeLayout(to)
+        run_id = None
+        if self.history is not None:
+            run_id = self.history.start("rollback", lay.live, [t.name for t in targets])
+
+        def work(t: Target) -> HostResult:
+            node = RemoteNode(self.ssh, t.name, t.address)
+            res = HostResult(t.name, False)
+            try:
+                self.reporter.phase(t.name, "connecting")
+                state = node.state(lay)
+                res.previous = res.release = state.live
+                prev = state.previous()
+                if prev is None:
+                    raise _Failed(f"no release older than {state.live or 'nothing'}")
+                rc, out, err = node.run(switch_script(lay, prev))
+                if rc != 0 or parse_kv(out).get("LIVE", [""])[-1] != prev:
+                    raise _Failed(f"switch: {first_error(out, err)}")
+                res.ok, res.release = True, prev
+            except (_Failed, RemoteError) as e:
+                res.reason = e.reason
+            finally:
+                node.close()
+            return res
+
+        results = self._fan_out(targets, parallel, f"rollback {lay.live}", work)
+        landed = {r.release for r in results if r.ok}
+        if self.history is not None and run_id is not None:
+            self.history.finish(run_id, results, release=landed.pop() if len(landed) == 1
+                                else None)
+        return RunOutcome(run_id, None, results)
+
+    def status(self, targets: list[Target], to: str, parallel: int = 0
+               ) -> list[tuple[str, str, str, int]]:
+        """(host, live release, verdict, releases kept); verdict current|stale|... ."""
+        lay = NodeLayout(to)
+        latest = self.history.latest_release(lay.live) if self.history else None
+        rows: dict[str, tuple[str, str, str, int]] = {}
+
+        def work(t: Target) -> HostResult:
+            node = RemoteNode(self.ssh, t.name, t.address)
+            try:
+                st = node.state(lay)
+            except RemoteError as e:
+                rows[t.name] = (t.name, "-", f"unreachable: {e.reason}", 0)
+                return HostResult(t.name, False, reason=e.reason)
+            finally:
+                node.close()
+            verdict = status_verdict(st, latest)
+            rows[t.name] = (t.name, st.live or "-", verdict, len(st.releases))
+            return HostResult(t.name, verdict == "current", st.live, reason=verdict)
+
+        self._fan_out(targets, parallel, f"status {lay.live}", work)
+        return [rows[t.name] for t in targets]
+
+
+def status_verdict(st: NodeState, latest: str | None) -> str:
+    if st.not_symlink:
+        return "unmanaged (not a symlink)"
+    if st.live is None:
+        return "no release"
+    if latest is None:
+        return "unknown (no push recorded)"
+    return "current" if st.live == latest else f"stale (latest {latest})"

@@ -1,0 +1,149 @@
+"""The transfer: the real ``rsync`` over ``ssh``, its progress and its statistics."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .sshconf import SshConfig
+
+# --info=progress2 lines: "  12,345,678  45%   11.77MB/s    0:00:01 (xfr#12, to-chk=100/5000)"
+PROGRESS_RE = re.compile(r"^\s*([\d,]+)\s+(\d+)%\s+(\S+)\s+\S+(?:\s+\(xfr#(\d+),)?")
+STAT_RES = {
+    "sent": re.compile(r"^Total bytes sent: ([\d,]+)", re.M),
+    "files": re.compile(r"^Number of regular files transferred: ([\d,]+)", re.M),
+    "size": re.compile(r"^Total transferred file size: ([\d,]+)", re.M),
+}
+# rsync(1) EXIT VALUES that mean the connection, not the data, was the problem.
+CONNECTION_CODES = {10: "socket I/O error", 12: "protocol data stream error",
+                    30: "timeout", 35: "timeout waiting for daemon", 255: "ssh failed"}
+
+
+@dataclass
+class Progress:
+    bytes: int = 0  # bytes of file data handled so far (rsync's progress2 count)
+    percent: int = 0
+    files: int = 0
+    rate: str = ""
+
+
+@dataclass
+class TransferResult:
+    returncode: int
+    sent: int  # bytes on the wire from the master
+    files: int  # regular files transferred
+    size: int  # file data that had to move
+    seconds: float
+    reason: str  # empty when returncode == 0
+
+
+def rsync_argv(
+    src: str,
+    dest: str,
+    rsh: str,
+    link_dests: Sequence[str] = (),
+    excludes: Sequence[str] = (),
+    checksum: bool = False,
+    dry_run: bool = False,
+    delete: bool = False,
+) -> list[str]:
+    argv = ["rsync", "-a", "--stats", "--info=progress2", "--no-inc-recursive", "-e", rsh]
+    argv += [f"--link-dest={d}" for d in link_dests]
+    argv += [f"--exclude={p}" for p in excludes]
+    if checksum:
+        argv.append("--checksum")
+    if dry_run:
+        argv.append("--dry-run")
+    if delete:
+        argv.append("--delete")
+    return argv + [src.rstrip("/") + "/", dest.rstrip("/") + "/"]
+
+
+def remote_dest(cfg: SshConfig, address: str, path: str) -> str:
+    return f"{cfg.user}@{address}:{path}"
+
+
+def _num(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def parse_progress(line: str) -> Progress | None:
+    m = PROGRESS_RE.match(line)
+    if not m:
+        return None
+    return Progress(_num(m.group(1)), int(m.group(2)), int(m.group(4) or 0), m.group(3))
+
+
+def parse_stats(text: str) -> dict[str, int]:
+    out = {}
+    for key, rx in STAT_RES.items():
+        m = rx.search(text)
+        out[key] = _num(m.group(1)) if m else 0
+    return out
+
+
+def explain(returncode: int, stderr: str) -> str:
+    """One line: why rsync failed. Disk full and lost connections are named as such."""
+    if "No space left on device" in stderr:
+        return "disk full (No space left on device)"
+    if "Host key verification failed" in stderr:
+        return "host key verification failed (ssh)"
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    msgs = [ln for ln in lines if ln.startswith("rsync:") or "error" in ln.lower()]
+    detail = (msgs or lines or [""])[0][:160]
+    if returncode in CONNECTION_CODES:
+        detail = detail or CONNECTION_CODES[returncode]
+        return f"connection lost: rsync exit {returncode} ({detail})"
+    return f"rsync exit {returncode}: {detail}"
+
+
+def run_rsync(
+    argv: Sequence[str],
+    on_progress: Callable[[Progress], None] | None = None,
+    timeout: float = 3600,
+    cwd: Path | None = None,
+) -> TransferResult:
+    """Run rsync; feed its progress lines to ``on_progress``; bounded by ``timeout``."""
+    t0 = time.monotonic()
+    errf = tempfile.TemporaryFile()  # a file, not a pipe: a chatty stderr cannot block rsync
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=errf, cwd=cwd)
+    assert proc.stdout is not None
+    tail: list[str] = []
+    buf = b""
+    try:
+        while True:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            buf += chunk
+            *parts, buf = re.split(rb"[\r\n]", buf)
+            for raw in parts:
+                line = raw.decode(errors="replace")
+                prog = parse_progress(line)
+                if prog is not None:
+                    if on_progress is not None:
+                        on_progress(prog)
+                elif line.strip():
+                    tail.append(line)
+            if time.monotonic() - t0 > timeout:
+                proc.kill()
+                break
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        proc.stdout.close()
+        errf.seek(0)
+        stderr = errf.read().decode(errors="replace")
+        errf.close()
+    tail.append(buf.decode(errors="replace"))
+    stats = parse_stats("\n".join(tail))
+    return TransferResult(rc, stats["sent"], stats["files"], stats["size"],
+                          time.monotonic() - t0, "" if rc == 0 else explain(rc, stderr))

@@ -1,0 +1,353 @@
+"""The boot tree: one virtual file tree that TFTP and HTTP both serve.
+
+Policy only: no sockets. ``BootTree.lookup(name, peer)`` answers "what are the
+bytes behind this name, for this client?" with a ``BootFile`` or raises
+``Refused`` carrying a reason that each protocol maps to its own error
+(``tftp_code`` / ``http_status``).
+
+Two kinds of file live in the tree (paths from ``provision.layout``):
+
+* static files under the boot root: the loaders (copied in by
+  ``populate_loaders``) and the image store (``images/<img>/<ver>/...``);
+* per-host files rendered on every request from the current inventory
+  (``pxelinux.cfg/01-<mac>``, ``pxelinux.cfg/<HEXIP>`` and its prefixes,
+  ``pxelinux.cfg/default``, ``hosts/<name>/boot.ipxe``, ``hosts/<name>/dsas.conf``
+  and ``boot.ipxe`` for the asking machine). Nothing is pre-generated, so an
+  inventory change is visible to the next request.
+
+Every name goes through ``confine()`` first: the one place that decides what a
+client may name, for both protocols.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+import shutil
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .. import layout
+from ..inventory.model import Host, Inventory
+
+log = logging.getLogger(__name__)
+
+# TFTP error codes used by the tree (RFC 1350, section 5 "TFTP Packets", ERROR).
+TFTP_ERR_UNDEFINED = 0  # Not defined, see error message (RFC 1350)
+TFTP_ERR_FILE_NOT_FOUND = 1  # File not found (RFC 1350)
+TFTP_ERR_ACCESS_VIOLATION = 2  # Access violation (RFC 1350)
+
+# The longest name a client may ask for, in bytes. pxelinux and iPXE names are
+# far shorter; the limit keeps log lines and lookups bounded.
+MAX_NAME_BYTES = 255
+MAX_COMPONENT_BYTES = 128
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a name was refused, and what each protocol answers."""
+
+    key: str  # metrics label: dsas_*_errors_total{reason=...}
+    tftp_code: int
+    http_status: int
+
+
+TRAVERSAL = Reason("traversal", TFTP_ERR_ACCESS_VIOLATION, 403)
+ABSOLUTE = Reason("absolute", TFTP_ERR_ACCESS_VIOLATION, 403)
+BACKSLASH = Reason("backslash", TFTP_ERR_ACCESS_VIOLATION, 403)
+NUL = Reason("nul", TFTP_ERR_ACCESS_VIOLATION, 403)
+CONTROL = Reason("control_char", TFTP_ERR_ACCESS_VIOLATION, 403)
+TOO_LONG = Reason("too_long", TFTP_ERR_ACCESS_VIOLATION, 403)
+OUTSIDE_ROOT = Reason("outside_root", TFTP_ERR_ACCESS_VIOLATION, 403)
+NOT_REGULAR = Reason("not_regular", TFTP_ERR_ACCESS_VIOLATION, 403)
+NOT_FOUND = Reason("not_found", TFTP_ERR_FILE_NOT_FOUND, 404)
+NOT_IN_INVENTORY = Reason("not_in_inventory", TFTP_ERR_FILE_NOT_FOUND, 404)
+RENDER_FAILED = Reason("render_failed", TFTP_ERR_UNDEFINED, 500)
+
+
+class Refused(Exception):
+    """A name the tree will not serve; ``reason`` says which protocol error."""
+
+    def __init__(self, reason: Reason, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+# --------------------------------------------------------------------------
+# Confinement: the one function both protocols call.
+
+
+def confine(name: str | bytes) -> str:
+    """Check a client-supplied name and return it as a clean relative path.
+
+    One leading '/' is stripped (TFTP clients and HTTP both send it). Refused:
+    '..' components, a still-absolute path, backslashes, NUL and other control
+    characters, over-long names. Empty and '.' components are dropped.
+    Raises ``Refused``.
+    """
+    if isinstance(name, bytes):
+        name = name.decode("latin-1")
+    if "\x00" in name:
+        raise Refused(NUL, "NUL byte in file name")
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise Refused(TOO_LONG, f"file name longer than {MAX_NAME_BYTES} bytes")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise Refused(CONTROL, "control character in file name")
+    if "\\" in name:
+        raise Refused(BACKSLASH, "backslash in file name")
+    if name.startswith("/"):
+        name = name[1:]
+    if name.startswith("/"):
+        raise Refused(ABSOLUTE, "absolute file name")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise Refused(TRAVERSAL, "'..' in file name")
+    if any(len(p.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES for p in parts):
+        raise Refused(TOO_LONG, f"path component longer than {MAX_COMPONENT_BYTES} bytes")
+    if not parts:
+        raise Refused(NOT_FOUND, "empty file name")
+    return "/".join(parts)
+
+
+# --------------------------------------------------------------------------
+# What a lookup returns.
+
+
+@dataclass(frozen=True)
+class BootFile:
+    """One servable file: either bytes rendered now, or a regular file on disk."""
+
+    path: str  # clean relative path, as confine() returned it
+    size: int
+    mtime: float
+    data: bytes | None = None  # rendered content
+    fs_path: str | None = None  # static file, already checked
+    host: str | None = None  # the inventory host it was rendered for
+
+    @property
+    def rendered(self) -> bool:
+        return self.data is not None
+
+    @property
+    def etag(self) -> str:
+        """A strong validator: content hash when rendered, inode/size/mtime on disk."""
+        if self.data is not None:
+            return '"r-' + hashlib.sha256(self.data).hexdigest()[:32] + '"'
+        return f'"s-{self.size:x}-{int(self.mtime * 1e9):x}"'
+
+    def open(self) -> BinaryIO:
+        """A binary reader for the content (the caller closes it)."""
+        if self.data is not None:
+            import io
+
+            return io.BytesIO(self.data)
+        assert self.fs_path is not None
+        return _open_regular(self.fs_path)[0]
+
+
+def _open_regular(path: str) -> tuple[BinaryIO, os.stat_result]:
+    """Open without following a final symlink or blocking on a FIFO; must be S_ISREG."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise Refused(NOT_FOUND, "file not found") from None
+    except OSError as e:  # ELOOP from O_NOFOLLOW, EACCES, ENXIO (socket) ...
+        raise Refused(NOT_REGULAR, f"cannot open: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise Refused(NOT_FOUND, "is a directory")
+        raise Refused(NOT_REGULAR, "not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb"), st
+
+
+# --------------------------------------------------------------------------
+# The tree.
+
+Renderer = Callable[[Inventory, Host, str], str]
+DefaultRenderer = Callable[[Inventory], str]
+
+_PXE_MAC = re.compile(r"^01-((?:[0-9a-f]{2}-){5}[0-9a-f]{2})$")
+_PXE_HEX = re.compile(r"^[0-9A-F]{1,8}$")
+
+
+def renderers(templates: str | Path | None = None) -> tuple[Renderer, DefaultRenderer]:
+    """The real renderers (``provision.render``), with an optional template override dir."""
+    from .. import render
+
+    def host_file(inv: Inventory, host: Host, what: str) -> str:
+        return render.render_host(inv, host, what, templates)
+
+    def default(inv: Inventory) -> str:
+        return render.render_pxelinux_default(inv, templates)
+
+    return host_file, default
+
+
+class BootTree:
+    """Static files under ``root`` plus per-host files rendered from ``inventory``."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        inventory: Inventory,
+        render_host: Renderer | None = None,
+        render_default: DefaultRenderer | None = None,
+        templates: str | Path | None = None,
+    ):
+        self.root = os.path.realpath(root)
+        self.inventory = inventory  # replaced on reload; read once per lookup
+        real_host, real_default = renderers(templates)
+        self._render_host = render_host or real_host
+        self._render_default = render_default or real_default
+
+    def lookup(self, name: str | bytes, peer: str | None = None) -> BootFile:
+        """Resolve a client's name (``peer``: its IP address) or raise ``Refused``."""
+        path = confine(name)
+        inv = self.inventory
+        rendered = self._rendered(inv, path, peer)
+        if rendered is not None:
+            return rendered
+        return self._static(path)
+
+    # -- per-host files ------------------------------------------------------
+
+    def _rendered(self, inv: Inventory, path: str, peer: str | None) -> BootFile | None:
+        parts = path.split("/")
+        if len(parts) == 2 and parts[0] == "pxelinux.cfg":
+            return self._pxelinux(inv, path, parts[1], peer)
+        if len(parts) == 3 and parts[0] == "hosts" and parts[2] in ("boot.ipxe", "dsas.conf"):
+            host = inv.hosts.get(parts[1])
+            if host is None:
+                raise Refused(NOT_IN_INVENTORY, f"host {parts[1]!r} not in inventory")
+            what = "ipxe" if parts[2] == "boot.ipxe" else "dsas.conf"
+            return self._render(inv, host, what, path)
+        if path == "boot.ipxe" and not self._exists(path):
+            host = inv.host_by_ip(peer) if peer else None
+            if host is None:
+                raise Refused(NOT_IN_INVENTORY, f"address {peer} not in inventory")
+            return self._render(inv, host, "ipxe", path)
+        return None
+
+    def _pxelinux(self, inv: Inventory, path: str, leaf: str, peer: str | None) -> BootFile:
+        if leaf == "default":
+            return self._bytes(path, self._call(self._render_default, inv), None)
+        m = _PXE_MAC.match(leaf)
+        if m:
+            host = inv.host_by_mac(m.group(1).replace("-", ":"))
+            if host is None:
+                raise Refused(NOT_IN_INVENTORY, f"MAC {m.group(1)} not in inventory")
+            return self._render(inv, host, "pxelinux", path)
+        if _PXE_HEX.match(leaf):
+            host = _host_for_hex(inv, leaf, peer)
+            if host is None:
+                raise Refused(NOT_IN_INVENTORY, f"no inventory host for {leaf}")
+            return self._render(inv, host, "pxelinux", path)
+        raise Refused(NOT_FOUND, f"no pxelinux config {leaf!r}")
+
+    def _render(self, inv: Inventory, host: Host, what: str, path: str) -> BootFile:
+        text = self._call(self._render_host, inv, host, what)
+        return self._bytes(path, text, host.name)
+
+    @staticmethod
+    def _call(fn: Callable[..., str], *args: object) -> str:
+        try:
+            return fn(*args)
+        except Refused:
+            raise
+        except Exception as e:  # a template or inventory problem: the client gets an error
+            log.warning("render failed: %s: %s", type(e).__name__, e)
+            raise Refused(RENDER_FAILED, f"render failed: {e}"[:200]) from None
+
+    @staticmethod
+    def _bytes(path: str, text: str, host: str | None) -> BootFile:
+        import time
+
+        data = text.encode("utf-8")
+        return BootFile(path=path, size=len(data), mtime=time.time(), data=data, host=host)
+
+    # -- static files --------------------------------------------------------
+
+    def _exists(self, path: str) -> bool:
+        return os.path.lexists(os.path.join(self.root, path))
+
+    def _static(self, path: str) -> BootFile:
+        real = os.path.realpath(os.path.join(self.root, path))
+        if os.path.commonpath([self.root, real]) != self.root:
+            raise Refused(OUTSIDE_ROOT, "symlink leads outside the boot root")
+        f, st = _open_regular(real)
+        f.close()
+        return BootFile(path=path, size=st.st_size, mtime=st.st_mtime, fs_path=real)
+
+
+def _host_for_hex(inv: Inventory, leaf: str, peer: str | None) -> Host | None:
+    """pxelinux's <HEXIP> name: the full address, or a prefix of the asker's address."""
+    if len(leaf) == 8:
+        return inv.host_by_ip(ipaddress.IPv4Address(int(leaf, 16)))
+    if peer is None:
+        return None
+    try:
+        mine = layout.pxelinux_ip_name(str(ipaddress.IPv4Address(peer)))
+    except ValueError:
+        return None
+    return inv.host_by_ip(peer) if mine.startswith(leaf) else None
+
+
+# --------------------------------------------------------------------------
+# Loaders from Debian's packages.
+
+# (tree name, candidate source paths in Debian 12 packages)
+LOADER_SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("undionly.kpxe", ("/usr/lib/ipxe/undionly.kpxe",)),  # ipxe
+    ("ipxe.efi", ("/usr/lib/ipxe/ipxe.efi",)),  # ipxe
+    ("snponly.efi", ("/usr/lib/ipxe/snponly.efi",)),  # ipxe
+    ("pxelinux.0", ("/usr/lib/PXELINUX/pxelinux.0",)),  # pxelinux
+    ("lpxelinux.0", ("/usr/lib/PXELINUX/lpxelinux.0",)),  # pxelinux
+)
+SYSLINUX_MODULES = "/usr/lib/syslinux/modules/bios"  # syslinux-common: *.c32
+
+
+def populate_loaders(boot_root: str | os.PathLike[str]) -> list[str]:
+    """Copy the boot loaders from Debian's packages into ``boot_root``.
+
+    Copies (not symlinks: a link would point outside the root, which the tree
+    refuses). A file is rewritten only when its size or content changed.
+    Returns the tree names present afterwards; raises FileNotFoundError naming
+    the package when a loader is missing.
+    """
+    root = Path(boot_root)
+    root.mkdir(parents=True, exist_ok=True)
+    pairs: list[tuple[str, Path]] = []
+    for name, candidates in LOADER_SOURCES:
+        src = next((Path(c) for c in candidates if os.path.isfile(c)), None)
+        if src is None:
+            pkg = "ipxe" if "ipxe" in candidates[0] else "pxelinux"
+            raise FileNotFoundError(f"{candidates[0]} missing: install Debian package {pkg}")
+        pairs.append((name, src))
+    mods = Path(SYSLINUX_MODULES)
+    if not mods.is_dir():
+        raise FileNotFoundError(f"{mods} missing: install Debian package syslinux-common")
+    pairs += [(p.name, p) for p in sorted(mods.glob("*.c32"))]
+    for name, src in pairs:
+        _copy_if_changed(src, root / name)
+    return [name for name, _ in pairs]
+
+
+def _copy_if_changed(src: Path, dst: Path) -> None:
+    if dst.is_file() and not dst.is_symlink():
+        if dst.stat().st_size == src.stat().st_size and dst.read_bytes() == src.read_bytes():
+            return
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, dst)

@@ -1,0 +1,154 @@
+"""HTTP decisions for the boot tree, free of any server library: ranges,
+conditional requests, and node boot events.
+
+RFC 9110 sections 13 (conditional requests) and 14 (range requests).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+
+from ..inventory.model import Inventory
+
+# --------------------------------------------------------------------------
+# Ranges and validators.
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class Unsatisfiable(Exception):
+    """The range cannot be served: answer 416 with ``Content-Range: bytes */size``."""
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(first, last) byte, inclusive, for one byte range; None means "send it all".
+
+    Malformed headers and multiple ranges are ignored (RFC 9110 14.2 allows a
+    server to ignore Range); a well-formed range outside the file raises
+    ``Unsatisfiable``.
+    """
+    if not header:
+        return None
+    m = _RANGE.match(header.strip().replace(" ", ""))
+    if not m or (not m.group(1) and not m.group(2)):
+        return None
+    first_s, last_s = m.groups()
+    if len(first_s) > 19 or len(last_s) > 19:
+        return None
+    if not first_s:  # suffix: the last N bytes
+        n = int(last_s)
+        if n == 0 or size == 0:
+            raise Unsatisfiable()
+        return max(0, size - n), size - 1
+    first = int(first_s)
+    last = int(last_s) if last_s else size - 1
+    if last_s and last < first:
+        return None  # invalid: ignore
+    if first >= size:
+        raise Unsatisfiable()
+    return first, min(last, size - 1)
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """If-None-Match: '*' or a list containing the tag (weak comparison)."""
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    bare = etag.removeprefix("W/")
+    return any(t.strip().removeprefix("W/") == bare for t in header.split(","))
+
+
+def if_range_allows(header: str | None, etag: str) -> bool:
+    """If-Range: the range applies only when the client's (strong) tag still matches."""
+    if not header:
+        return True
+    return header.strip() == etag and not etag.startswith("W/")
+
+
+# --------------------------------------------------------------------------
+# Node boot events.
+
+STAGES = ("dhcp", "kernel", "initramfs", "dsas.conf", "image", "configured", "ready", "failed")
+MAX_EVENT_BYTES = 4096
+MAX_REASON = 200
+_FIELDS = {"host", "stage", "reason", "image", "mac"}
+_SAFE = re.compile(r"^[\x20-\x7e]*$")
+
+EVENTS_DDL = """
+CREATE TABLE IF NOT EXISTS http_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    host TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    reason TEXT,
+    address TEXT,
+    image TEXT
+);
+CREATE INDEX IF NOT EXISTS http_events_host ON http_events(host, id);
+"""
+
+
+class BadEvent(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Event:
+    host: str
+    stage: str
+    reason: str | None
+    image: str | None
+    address: str
+
+
+def parse_event(body: bytes, peer: str | None, inv: Inventory) -> Event:
+    """Validate a node's report. The host is named in the body (or found by the
+    peer address); a peer known as another host may not report for it."""
+    if len(body) > MAX_EVENT_BYTES:
+        raise BadEvent(413, f"event larger than {MAX_EVENT_BYTES} bytes")
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadEvent(400, "body is not JSON") from None
+    if not isinstance(doc, dict):
+        raise BadEvent(400, "body must be a JSON object")
+    extra = set(doc) - _FIELDS
+    if extra:
+        raise BadEvent(400, f"unknown field(s): {', '.join(sorted(extra))}")
+    for k, v in doc.items():
+        if not isinstance(v, str) or not _SAFE.match(v) or len(v) > MAX_REASON:
+            raise BadEvent(400, f"field {k!r} must be printable text up to {MAX_REASON} chars")
+    stage = doc.get("stage")
+    if stage not in STAGES:
+        raise BadEvent(400, f"stage must be one of {', '.join(STAGES)}")
+    if stage == "failed" and not doc.get("reason"):
+        raise BadEvent(400, "stage 'failed' needs a reason")
+    by_peer = inv.host_by_ip(peer) if peer else None
+    name = doc.get("host") or (by_peer.name if by_peer else None)
+    if name is None:
+        raise BadEvent(400, "no host named, and the peer address is not in the inventory")
+    host = inv.hosts.get(name)
+    if host is None:
+        raise BadEvent(404, f"host {name!r} not in inventory")
+    if by_peer is not None and by_peer.name != host.name:
+        raise BadEvent(403, f"{peer} is {by_peer.name}, not {host.name}")
+    if "mac" in doc and doc["mac"].lower() not in host.macs:
+        raise BadEvent(403, f"MAC {doc['mac']} is not {host.name}'s")
+    address = str(ipaddress.IPv4Address(peer)) if peer and _is_v4(peer) else ""
+    return Event(host.name, stage, doc.get("reason") or None, doc.get("image") or host.image,
+                 address)
+
+
+def _is_v4(s: str) -> bool:
+    try:
+        ipaddress.IPv4Address(s)
+    except ValueError:
+        return False
+    return True

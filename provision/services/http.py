@@ -1,0 +1,271 @@
+"""HTTP service: the boot tree, node boot events, /metrics and /healthz, on aiohttp.
+
+Why aiohttp (see ``bench/bootfiles.py --http-libs`` for the figures): one event
+loop serves hundreds of booting nodes without a thread each, its C parser
+(llhttp) rejects malformed requests before our code runs, and it can hand large
+files to the kernel with ``loop.sendfile`` (zero copy). Files: GET and HEAD
+only, Content-Length, one byte range (206/416), ETag with If-None-Match (304)
+and If-Range. Every name goes through ``BootTree.lookup`` (the same
+confinement as TFTP), from the raw request path so '..' is seen, not
+normalised away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+import time
+import urllib.parse
+from typing import Any
+
+from aiohttp import web
+
+from ..inventory.model import Inventory
+from ..policy import httpfiles
+from ..policy.boottree import BootFile, BootTree, Refused
+from .base import ServeContext, Service
+
+log = logging.getLogger(__name__)
+
+M_REQUESTS = "dsas_http_requests_total"
+M_TRANSFERS = "dsas_http_transfers_total"
+M_BYTES = "dsas_http_bytes_total"
+M_ERRORS = "dsas_http_errors_total"
+M_EVENTS = "dsas_http_events_total"
+
+SENDFILE_MIN = 64 * 1024  # smaller files go out in one write; sendfile costs a syscall dance
+TEXT_SUFFIXES = (".ipxe", ".cfg", ".conf", ".json", ".txt")
+
+
+class HttpService(Service):
+    name = "http"
+
+    def __init__(self, ctx: ServeContext, port: int | None = None):
+        super().__init__(ctx)
+        self.port = ctx.http_port if port is None else port
+        self.tree = BootTree(ctx.boot_root, ctx.inventory, templates=ctx.templates)
+        self.metrics = ctx.metrics
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopped = threading.Event()
+
+    # -- life cycle -------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=httpfiles.MAX_EVENT_BYTES)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.metrics_page)
+        app.router.add_post("/api/v1/events", self.post_event)
+        app.router.add_get("/api/v1/nodes", self.get_nodes)
+        app.router.add_route("*", "/{tail:.*}", self.file)
+        return app
+
+    def start(self) -> None:
+        self.ctx.store.ensure_schema("http", httpfiles.EVENTS_DDL)
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(ready, failure), name="http",
+                                        daemon=True)
+        self._thread.start()
+        if not ready.wait(15):
+            raise RuntimeError("http: server did not start within 15 s")
+        if failure:
+            raise failure[0]
+        log.info("http: serving %s on %s:%d", self.tree.root, self._host(), self.port)
+
+    def _host(self) -> str:
+        return str(self.ctx.bind_address or "0.0.0.0")
+
+    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._runner = web.AppRunner(self.app(), access_log=None)
+            loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, self._host(), self.port, reuse_address=True,
+                               backlog=1024)
+            loop.run_until_complete(site.start())
+        except BaseException as e:  # noqa: BLE001 - handed to start()
+            failure.append(e)
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+            self._stopped.set()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        self._thread = None
+
+    def reload(self, inventory: Inventory) -> None:
+        self.tree.inventory = inventory
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- small endpoints --------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render().encode(),
+                            content_type="text/plain", charset="utf-8",
+                            headers={"X-Prometheus-Format": "0.0.4"})
+
+    async def post_event(self, request: web.Request) -> web.Response:
+        cl = request.content_length
+        if cl is not None and cl > httpfiles.MAX_EVENT_BYTES:
+            return self._json_error(413, "event too large", "event_too_large")
+        try:
+            body = await request.content.read(httpfiles.MAX_EVENT_BYTES + 1)
+            ev = httpfiles.parse_event(body, request.remote, self.tree.inventory)
+        except httpfiles.BadEvent as e:
+            return self._json_error(e.status, e.message, "bad_event")
+        now = time.time()
+        await asyncio.get_running_loop().run_in_executor(None, self._store_event, ev, now)
+        self.metrics.inc(M_EVENTS, stage=ev.stage)
+        log.info("http: node %s reports %s%s (from %s)", ev.host, ev.stage,
+                 f": {ev.reason}" if ev.reason else "", ev.address)
+        return web.json_response({"host": ev.host, "stage": ev.stage, "ts": now}, status=201)
+
+    def _store_event(self, ev: httpfiles.Event, ts: float) -> None:
+        self.ctx.store.execute(
+            "INSERT INTO http_events(ts, host, stage, reason, address, image) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (ts, ev.host, ev.stage, ev.reason, ev.address, ev.image))
+
+    async def get_nodes(self, request: web.Request) -> web.Response:
+        rows = await asyncio.get_running_loop().run_in_executor(None, self._last_events)
+        inv = self.tree.inventory
+        out = []
+        for name, host in inv.hosts.items():
+            r = rows.get(name)
+            out.append({
+                "host": name,
+                "role": host.role.name,
+                "address": r["address"] if r and r["address"] else
+                str(host.primary_interface.address) if host.interfaces else None,
+                "image": r["image"] if r else host.image,
+                "stage": r["stage"] if r else None,
+                "reason": r["reason"] if r else None,
+                "when": _iso(r["ts"]) if r else None,
+            })
+        return web.json_response({"nodes": out})
+
+    def _last_events(self) -> dict[str, Any]:
+        rows = self.ctx.store.query(
+            "SELECT host, stage, reason, address, image, ts, MAX(id) AS id "
+            "FROM http_events GROUP BY host")
+        return {r["host"]: r for r in rows}
+
+    def _json_error(self, status: int, message: str, reason: str) -> web.Response:
+        self.metrics.inc(M_ERRORS, reason=reason)
+        return web.json_response({"error": message}, status=status)
+
+    # -- files --------------------------------------------------------------------
+
+    async def file(self, request: web.Request) -> web.StreamResponse:
+        self.metrics.inc(M_REQUESTS, method=request.method)
+        if request.method not in ("GET", "HEAD"):
+            self.metrics.inc(M_ERRORS, reason="method")
+            return web.Response(status=405, text="only GET and HEAD\n",
+                                headers={"Allow": "GET, HEAD"})
+        raw = request.raw_path.split("?", 1)[0]
+        name = urllib.parse.unquote_to_bytes(raw).decode("utf-8", "surrogateescape")
+        try:
+            bf = self.tree.lookup(name, request.remote)
+        except Refused as r:
+            self.metrics.inc(M_ERRORS, reason=r.reason.key)
+            log.info("http: refused %r from %s: %s", name[:80], request.remote, r.message)
+            return web.Response(status=r.reason.http_status, text=r.message + "\n")
+        return await self._send(request, bf)
+
+    async def _send(self, request: web.Request, bf: BootFile) -> web.StreamResponse:
+        headers = {"ETag": bf.etag, "Accept-Ranges": "bytes",
+                   "Content-Type": _content_type(bf.path)}
+        if bf.rendered:
+            headers["Cache-Control"] = "no-cache"
+        else:
+            headers["Last-Modified"] = _http_date(bf.mtime)
+        if httpfiles.etag_matches(request.headers.get("If-None-Match"), bf.etag):
+            self.metrics.inc(M_TRANSFERS, result="not_modified")
+            return web.Response(status=304, headers=headers)
+        first, last, status = 0, bf.size - 1, 200
+        if httpfiles.if_range_allows(request.headers.get("If-Range"), bf.etag):
+            try:
+                rng = httpfiles.parse_range(request.headers.get("Range"), bf.size)
+            except httpfiles.Unsatisfiable:
+                self.metrics.inc(M_ERRORS, reason="range")
+                headers["Content-Range"] = f"bytes */{bf.size}"
+                return web.Response(status=416, headers=headers)
+            if rng is not None:
+                (first, last), status = rng, 206
+                headers["Content-Range"] = f"bytes {first}-{last}/{bf.size}"
+        count = last - first + 1
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = count
+        await resp.prepare(request)
+        if request.method == "HEAD" or count == 0:
+            await resp.write_eof()
+            return resp
+        try:
+            await self._body(request, resp, bf, first, count)
+        except (ConnectionError, asyncio.CancelledError):
+            self.metrics.inc(M_TRANSFERS, result="aborted")
+            raise
+        self.metrics.inc(M_TRANSFERS, result="ok")
+        self.metrics.inc(M_BYTES, count)
+        await resp.write_eof()
+        return resp
+
+    async def _body(self, request: web.Request, resp: web.StreamResponse, bf: BootFile,
+                    first: int, count: int) -> None:
+        if bf.data is not None:
+            await resp.write(bf.data[first:first + count])
+            return
+        loop = asyncio.get_running_loop()
+        with bf.open() as f:
+            transport = request.transport
+            if count >= SENDFILE_MIN and transport is not None:
+                try:
+                    await loop.sendfile(transport, f, first, count)  # zero copy
+                    return
+                except NotImplementedError:
+                    pass
+            f.seek(first)
+            left = count
+            while left > 0:
+                chunk = await loop.run_in_executor(None, f.read, min(left, 256 * 1024))
+                if not chunk:
+                    raise ConnectionError("file shrank while sending")
+                await resp.write(chunk)
+                left -= len(chunk)
+
+
+def _content_type(path: str) -> str:
+    return "text/plain" if path.endswith(TEXT_SUFFIXES) or "pxelinux.cfg/" in path \
+        else "application/octet-stream"
+
+
+def _http_date(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
+
+
+def create(ctx: ServeContext) -> Service:
+    return HttpService(ctx)
+

@@ -1,0 +1,520 @@
+"""TFTP service: the boot tree over TFTP, read-only, on fbtftp.
+
+Shape (fbtftp's): one listening socket in the main process receives requests;
+each accepted read request becomes an ``fbtftp.BaseHandler`` (a
+``multiprocessing.Process``) that forks and talks to the client from its own
+port. What this module adds to fbtftp, and why:
+
+* no bind in a constructor: ``TftpService.start()`` binds (fbtftp's
+  ``BaseServer.__init__`` binds);
+* requests are decoded by ``provision.protocol.tftp`` (fbtftp crashes its loop
+  on a 1-byte datagram and ignores WRQ silently); WRQ gets ERROR 2;
+* names are resolved by ``BootTree.lookup`` *before* forking, so refusals
+  (pxelinux probes 8 missing names per boot) cost no process and come back at
+  once, with the reason's error code;
+* a cap on concurrent transfers: a request over the cap gets ERROR 0 "busy";
+* the transfer loop: RFC 7440 windowsize, adaptive retransmission (RTT-based,
+  exponential backoff, give-up after ``timeout`` s of silence), a client ERROR
+  is never answered (fbtftp echoes one), OVMF's size probe (ERROR 8 right after
+  the OACK) counts as a probe, not a failure;
+* each transfer reports its outcome to the main process over a datagram
+  socket, so ``ctx.metrics`` counts transfers, bytes and errors by reason.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import logging
+import multiprocessing
+import os
+import selectors
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fbtftp.base_handler import BaseHandler, ResponseData
+from fbtftp.base_server import BaseServer
+
+from ..inventory.model import Inventory
+from ..policy.boottree import BootFile, BootTree, Refused
+from ..protocol import tftp as codec
+from .base import ServeContext, Service
+
+log = logging.getLogger(__name__)
+
+M_REQUESTS = "dsas_tftp_requests_total"
+M_TRANSFERS = "dsas_tftp_transfers_total"
+M_BYTES = "dsas_tftp_bytes_total"
+M_ERRORS = "dsas_tftp_errors_total"
+M_RETRANSMITS = "dsas_tftp_retransmits_total"
+M_ACTIVE = "dsas_tftp_active_transfers"
+M_SPAWN_SECONDS = "dsas_tftp_spawn_seconds_total"
+M_SPAWNS = "dsas_tftp_spawns_total"
+
+
+@dataclass(frozen=True)
+class TftpSettings:
+    """Every TFTP setting, with its unit and default."""
+
+    port: int = 69
+    timeout: float = 5.0  # s without progress before a transfer is abandoned (slot freed)
+    rto_min: float = 0.1  # s, lower bound of the adaptive retransmission timer
+    rto_max: float = 1.0  # s, upper bound (exponential backoff stops here)
+    max_transfers: int = 128  # concurrent transfer processes; more get ERROR 0 "busy"
+    max_blksize: int = codec.MAX_BLKSIZE  # RFC 2348 upper bound
+    max_window: int = 64  # RFC 7440 windowsize we accept (1 disables it)
+
+
+# --------------------------------------------------------------------------
+# One transfer (runs in the forked child).
+
+
+class _LazyData(ResponseData):
+    """The file's bytes, opened in the child (the parent keeps no descriptor)."""
+
+    def __init__(self, bootfile: BootFile, netascii: bool):
+        self._file = bootfile
+        self._netascii = netascii
+        self._reader: Any = None
+
+    def _open(self) -> Any:
+        if self._reader is None:
+            if self._netascii:
+                with self._file.open() as f:
+                    self._reader = io.BytesIO(codec.netascii_encode(f.read()))
+            else:
+                self._reader = self._file.open()
+        return self._reader
+
+    def read(self, n: int) -> bytes:
+        return self._open().read(n)
+
+    def size(self) -> int:
+        if not self._netascii:
+            return self._file.size
+        reader = self._open()
+        return len(reader.getbuffer())
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+
+class Transfer(BaseHandler):
+    """One read transfer, forked by fbtftp's process model."""
+
+    def __init__(self, server_addr: tuple[str, int], peer: tuple[str, int],
+                 request: codec.Request, bootfile: BootFile, settings: TftpSettings,
+                 report: socket.socket, close_in_child: list[socket.socket]):
+        self._bootfile = bootfile
+        self._request = request
+        self._settings = settings
+        self._report = report
+        self._close_in_child = close_in_child
+        options: dict[str, Any] = {"mode": request.mode, "default_timeout": 1,
+                                   "retries": 1, **request.options}
+        super().__init__(server_addr, peer, request.filename, options, self._noop)
+
+    @staticmethod
+    def _noop(stats: Any) -> None:
+        pass
+
+    def get_response_data(self) -> ResponseData:
+        return _LazyData(self._bootfile, self._request.mode == "netascii")
+
+    def run(self) -> None:  # in the child
+        for s in self._close_in_child:
+            s.close()
+        outcome = {"result": "failed", "reason": "internal", "bytes": 0, "retransmits": 0}
+        try:
+            outcome = _Session(self, self._settings).serve()
+        except Exception as e:  # noqa: BLE001 - reported, never raised into multiprocessing
+            log.exception("tftp transfer of %s to %s crashed: %s", self._path, self._peer, e)
+            try:
+                self._get_listener().sendto(
+                    codec.encode_error(codec.ERR_UNDEFINED, "internal error"), self._peer)
+            except OSError:
+                pass
+        finally:
+            outcome.update(peer=self._peer[0], path=self._bootfile.path,
+                           host=self._bootfile.host, pid=os.getpid())
+            try:
+                self._report.send(json.dumps(outcome).encode())
+            except OSError:
+                pass
+            if self._response_data:
+                self._response_data.close()
+            if self._listener:
+                self._listener.close()
+
+
+class _Session:
+    """The data path of one transfer: OACK, then windows of DATA until the last ACK."""
+
+    def __init__(self, h: Transfer, settings: TftpSettings):
+        self.h = h
+        self.s = settings
+        self.sock = h._get_listener()  # fbtftp binds (server address, ephemeral port)
+        self.sock.connect(h._peer)  # only the client's packets reach us from now on
+        self.data: ResponseData = h._response_data
+        self.retransmits = 0
+        self.bytes = 0
+        self.srtt: float | None = None
+
+    def serve(self) -> dict[str, Any]:
+        neg = codec.negotiate(self.h._request.options, self.data.size,
+                              self.s.max_blksize, self.s.max_window)
+        self.neg = neg
+        # RFC 2349 timeout: the client's bound on our retransmission timer (curl asks 6 s);
+        # we still retransmit sooner when the measured round trip says so.
+        self.rto_max = neg.timeout if neg.timeout is not None else self.s.rto_max
+        self.give_up = max(self.s.timeout, self.rto_max + 1)
+        if neg.oack:
+            self.h._options = neg.oack
+            oack = codec.encode_oack(neg.oack)
+            err = self._exchange(lambda: self._send(oack), 0)
+            if err is not None:
+                return err
+        return self._send_file(neg.blksize, neg.windowsize)
+
+    def _send(self, pkt: bytes) -> None:
+        """Send one datagram; a local drop (EPERM from a firewall, ENOBUFS) is a loss
+        like any other and is repaired by retransmission."""
+        try:
+            self.sock.send(pkt)
+        except (PermissionError, BlockingIOError, ConnectionRefusedError):
+            pass
+        except OSError as e:
+            if e.errno not in (errno.ENOBUFS, errno.EAGAIN, errno.ENETUNREACH,
+                               errno.EHOSTUNREACH):
+                raise
+
+    def _rto(self, backoff: int) -> float:
+        base = self.s.rto_min if self.srtt is None else max(self.s.rto_min, 4 * self.srtt)
+        return min(self.rto_max, base * (2 ** min(backoff, 16)))
+
+    def _outcome(self, result: str, reason: str) -> dict[str, Any]:
+        return {"result": result, "reason": reason, "bytes": self.bytes,
+                "retransmits": self.retransmits, "blksize": self.neg.blksize,
+                "window": self.neg.windowsize}
+
+    def _exchange(self, send: Any, want: int) -> dict[str, Any] | None:
+        """Send (the OACK) until ACK ``want`` arrives; a client ERROR here is a probe."""
+        send()
+        backoff, last_progress = 0, time.monotonic()
+        while True:
+            got = self._recv(self._rto(backoff))
+            if got is None:
+                if time.monotonic() - last_progress > self.give_up:
+                    return self._outcome("failed", "timeout")
+                backoff += 1
+                self.retransmits += 1
+                send()
+                continue
+            op, num, msg = got
+            if op == codec.OP_ERROR:
+                # OVMF asks for tsize, then aborts with ERROR 8: a probe, not a failure.
+                return self._outcome("probe" if num == codec.ERR_OPTION_REFUSED else "aborted",
+                                     f"client_error_{num}")
+            if op == codec.OP_ACK and num == want:
+                return None
+
+    def _recv(self, wait: float) -> tuple[int, int, str] | None:
+        """The next well-formed ACK/ERROR from the client, or None after ``wait`` s."""
+        deadline = time.monotonic() + wait
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                pkt = self.sock.recv(512)
+            except TimeoutError:
+                return None
+            except ConnectionRefusedError:  # ICMP port unreachable: the client is gone
+                continue
+            try:
+                return codec.decode_ack_or_error(pkt)
+            except codec.TftpDecodeError:
+                self._send(codec.encode_error(codec.ERR_ILLEGAL_OPERATION, "expected ACK"))
+                continue
+
+    def _send_file(self, blksize: int, window: int) -> dict[str, Any]:
+        sent: dict[int, bytes] = {}  # absolute block number -> packet, not yet acked
+        base, nxt, last = 1, 1, None  # first unacked, next to send, final block
+        backoff, last_progress = 0, time.monotonic()
+        send_times: dict[int, float] = {}
+        while True:
+            while nxt < base + window and (last is None or nxt <= last):
+                chunk = _read_full(self.data, blksize)
+                pkt = codec.data_header(nxt) + chunk
+                sent[nxt] = pkt
+                send_times[nxt] = time.monotonic()
+                self._send(pkt)
+                if len(chunk) < blksize:
+                    last = nxt
+                nxt += 1
+            got = self._recv(self._rto(backoff))
+            now = time.monotonic()
+            if got is None:
+                if now - last_progress > self.give_up:
+                    return self._outcome("failed", "timeout")
+                backoff += 1
+                for n in range(base, nxt):  # resend the window
+                    self.retransmits += 1
+                    send_times.pop(n, None)  # Karn: no RTT sample from a resent block
+                    self._send(sent[n])
+                continue
+            op, num, _ = got
+            if op == codec.OP_ERROR:
+                return self._outcome("aborted", f"client_error_{num}")
+            acked = _unwrap(num, base - 1, nxt - 1)
+            if acked is None or acked < base:
+                if acked == base - 1 and window > 1:  # RFC 7440: client saw a gap
+                    for n in range(base, nxt):
+                        self.retransmits += 1
+                        self._send(sent[n])
+                continue  # lock-step duplicate ACK: ignore (Sorcerer's Apprentice)
+            t0 = send_times.get(acked)
+            if t0 is not None:
+                sample = now - t0
+                self.srtt = sample if self.srtt is None else 0.875 * self.srtt + 0.125 * sample
+            for n in range(base, acked + 1):
+                self.bytes += len(sent.pop(n)) - 4
+                send_times.pop(n, None)
+            base, backoff, last_progress = acked + 1, 0, now
+            if last is not None and acked >= last:
+                return self._outcome("ok", "ok")
+
+
+def _unwrap(num16: int, low: int, high: int) -> int | None:
+    """The absolute block number in [low, high] whose low 16 bits are ``num16``."""
+    for n in range(high, low - 1, -1):
+        if n & 0xFFFF == num16:
+            return n
+    return None
+
+
+def _read_full(data: ResponseData, n: int) -> bytes:
+    out = data.read(n)
+    while len(out) < n:
+        more = data.read(n - len(out))
+        if not more:
+            break
+        out += more
+    return bytes(out)
+
+
+# --------------------------------------------------------------------------
+# The listener (main process).
+
+
+class _Listener(BaseServer):
+    """fbtftp's server loop, without binding in the constructor."""
+
+    def __init__(self, service: TftpService, sock: socket.socket):  # noqa: D107
+        # BaseServer.__init__ binds a socket; we take a bound one instead.
+        self._svc = service
+        self._listener = sock
+        self._address, self._port = sock.getsockname()[:2]
+        self._family = socket.AF_INET
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(sock, selectors.EVENT_READ)
+        self._selector.register(service._reports_rx, selectors.EVENT_READ)
+        self._should_stop = False
+        self._server_stats = None
+        self._metrics_timer = None
+        self._server_stats_callback = None
+
+    def run(self, run_once: bool = False) -> None:
+        while not self._should_stop:
+            self.run_once()
+        self._selector.close()
+
+    def run_once(self) -> None:
+        for key, _ in self._selector.select(timeout=0.2):
+            if key.fileobj is self._listener:
+                self.on_new_data()
+            else:
+                self._svc._on_report()
+        self._svc._reap()
+
+    def on_new_data(self) -> None:
+        try:
+            data, peer = self._listener.recvfrom(codec.MAX_REQUEST + 1)
+        except OSError:
+            return
+        self._svc._on_request(data, peer)
+
+
+class TftpService(Service):
+    name = "tftp"
+
+    def __init__(self, ctx: ServeContext, settings: TftpSettings | None = None):
+        super().__init__(ctx)
+        self.settings = settings or TftpSettings(port=ctx.tftp_port)
+        self.tree = BootTree(ctx.boot_root, ctx.inventory, templates=ctx.templates)
+        self.metrics = ctx.metrics
+        self._sock: socket.socket | None = None
+        self._loop: _Listener | None = None
+        self._thread: threading.Thread | None = None
+        self._workers: dict[int, tuple[multiprocessing.Process, float]] = {}
+        self._reported: set[int] = set()
+        self._reports_rx: socket.socket
+        self._reports_tx: socket.socket
+
+    # -- life cycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        addr = str(self.ctx.bind_address or "0.0.0.0")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((addr, self.settings.port))
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self._reports_rx, self._reports_tx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._reports_rx.setblocking(False)
+        self._loop = _Listener(self, sock)
+        self._thread = threading.Thread(target=self._loop.run, name="tftp", daemon=True)
+        self._thread.start()
+        log.info("tftp: serving %s on %s:%d", self.tree.root, addr, self.settings.port)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for proc, _ in list(self._workers.values()):
+            if proc.is_alive():
+                proc.terminate()
+            proc.join(timeout=2)
+        self._workers.clear()
+        for s in (self._sock, getattr(self, "_reports_rx", None),
+                  getattr(self, "_reports_tx", None)):
+            if s is not None:
+                s.close()
+        self._sock = self._loop = self._thread = None
+
+    def reload(self, inventory: Inventory) -> None:
+        self.tree.inventory = inventory
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._sock is not None
+        return self._sock.getsockname()[:2]
+
+    # -- requests ---------------------------------------------------------------
+
+    def _on_request(self, data: bytes, peer: tuple[str, int]) -> None:
+        try:
+            req = codec.decode_request(data)
+        except codec.TftpDecodeError as e:
+            self._error_metric("malformed")
+            log.debug("tftp: malformed request from %s: %s", peer[0], e)
+            if len(data) >= 2 and data[1] in (codec.OP_RRQ, codec.OP_WRQ) and data[0] == 0:
+                # A request we cannot parse (a NUL inside the name splits it): say so.
+                self._send_error(peer, codec.ERR_ILLEGAL_OPERATION, "malformed request")
+            return
+        self.metrics.inc(M_REQUESTS, opcode="wrq" if req.opcode == codec.OP_WRQ else "rrq")
+        if req.opcode == codec.OP_WRQ:
+            return self._refuse(peer, req, codec.ERR_ACCESS_VIOLATION, "read-only server",
+                                "write")
+        if req.mode not in codec.MODES:
+            return self._refuse(peer, req, codec.ERR_ILLEGAL_OPERATION,
+                                f"unsupported mode {req.mode!r}", "mode")
+        try:
+            bootfile = self.tree.lookup(req.filename, peer[0])
+        except Refused as r:
+            return self._refuse(peer, req, r.reason.tftp_code, r.message, r.reason.key)
+        self._reap()
+        if len(self._workers) >= self.settings.max_transfers:
+            return self._refuse(peer, req, codec.ERR_UNDEFINED,
+                                "server busy, retry later", "busy")
+        self._spawn(peer, req, bootfile)
+
+    def _spawn(self, peer: tuple[str, int], req: codec.Request, bootfile: BootFile) -> None:
+        assert self._sock is not None
+        t0 = time.monotonic()
+        proc = Transfer(self.address, peer, req, bootfile, self.settings, self._reports_tx,
+                        [self._sock, self._reports_rx])
+        proc.daemon = True
+        proc.start()
+        self.metrics.inc(M_SPAWN_SECONDS, time.monotonic() - t0)
+        self.metrics.inc(M_SPAWNS)
+        assert proc.pid is not None
+        self._workers[proc.pid] = (proc, t0)
+        self.metrics.set(M_ACTIVE, len(self._workers))
+        log.info("tftp: %s -> %s (%s, host=%s, mode=%s, options=%s)", bootfile.path, peer[0],
+                 peer[1], bootfile.host, req.mode, req.options)
+
+    def _refuse(self, peer: tuple[str, int], req: codec.Request, code: int, message: str,
+                reason: str) -> None:
+        """Answer with an ERROR from a fresh port (a new TID, as RFC 1350 wants)."""
+        log.info("tftp: refused %r from %s: %s (%s)", req.filename[:80], peer[0], message,
+                 reason)
+        self._error_metric(reason)
+        self._send_error(peer, code, message)
+
+    def _send_error(self, peer: tuple[str, int], code: int, message: str) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((self.address[0], 0))
+                s.sendto(codec.encode_error(code, message), peer)
+            except OSError as e:
+                log.debug("tftp: cannot send error to %s: %s", peer, e)
+
+    def _error_metric(self, reason: str) -> None:
+        self.metrics.inc(M_ERRORS, reason=reason)
+
+    # -- worker bookkeeping ----------------------------------------------------
+
+    def _on_report(self) -> None:
+        for _ in range(256):
+            try:
+                raw = self._reports_rx.recv(4096)
+            except (BlockingIOError, OSError):
+                return
+            try:
+                r = json.loads(raw)
+            except ValueError:
+                continue
+            self._reported.add(int(r.get("pid", 0)))
+            self._count(r)
+
+    def _count(self, r: dict[str, Any]) -> None:
+        self.metrics.inc(M_TRANSFERS, result=r["result"])
+        self.metrics.inc(M_BYTES, r.get("bytes", 0))
+        self.metrics.inc(M_RETRANSMITS, r.get("retransmits", 0))
+        if r["result"] in ("failed", "aborted"):
+            self._error_metric(r["reason"])
+        level = logging.WARNING if r["result"] == "failed" else logging.INFO
+        log.log(level, "tftp: %s %s to %s (host=%s): %d bytes, %d retransmits (%s)",
+                r["result"], r.get("path"), r.get("peer"), r.get("host"), r.get("bytes", 0),
+                r.get("retransmits", 0), r["reason"])
+
+    def _reap(self) -> None:
+        for pid, (proc, _) in list(self._workers.items()):
+            if proc.exitcode is None:
+                continue
+            del self._workers[pid]
+            if pid not in self._reported:
+                self._on_report()  # the report may still be queued
+            if pid not in self._reported:
+                self._error_metric("worker_died")
+            self._reported.discard(pid)
+            proc.close()
+        self.metrics.set(M_ACTIVE, len(self._workers))
+
+
+def create(ctx: ServeContext) -> Service:
+    return TftpService(ctx)

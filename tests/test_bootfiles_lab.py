@@ -1,0 +1,388 @@
+"""Boot files over TFTP and HTTP with real clients (tftp-hpa, curl) in namespaces.
+
+The servers run as `dsas serve --only tftp,http` inside a server namespace; the
+clients run in a second namespace holding n1's address (198.18.4.11).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from provision.policy.boottree import populate_loaders
+from provision.protocol.tftp import netascii_encode
+
+from .bootfiles_support import INVENTORY
+from .lab import Lab, Netns, require_tool
+
+pytestmark = pytest.mark.lab
+
+REPO = Path(__file__).resolve().parent.parent
+SRV, CLI = "198.18.4.1", "198.18.4.11"
+HTTP = f"http://{SRV}:8080"
+TEXT = b"line one\nwindows line\r\nlone CR\rend\n" * 40
+
+
+@dataclass
+class Setup:
+    lab: Lab
+    srv: Netns
+    cli: Netns
+    cli_if: str
+    srv_if: str
+    root: Path
+    state: Path
+    files: dict[str, bytes]
+
+    def sha(self, name: str) -> str:
+        return hashlib.sha256(self.files[name]).hexdigest()
+
+    def curl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return self.cli.run(["curl", "-sS", *args], timeout=timeout, check=False)
+
+    def probe(self, *args: str, timeout: float = 30) -> dict:
+        r = self.cli.run([sys.executable, "-m", "tests.tftp_probe", *args], timeout=timeout,
+                         cwd=REPO)
+        return json.loads(r.stdout)
+
+    def metrics(self) -> str:
+        return self.curl(f"{HTTP}/metrics").stdout
+
+    def metric(self, line_start: str) -> float:
+        for line in self.metrics().splitlines():
+            if line.startswith(line_start + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+
+def sha_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_tree(root: Path) -> dict[str, bytes]:
+    populate_loaders(root)
+    img = root / "images/tiny/1"
+    img.mkdir(parents=True)
+    files = {
+        "images/tiny/1/vmlinuz": os.urandom(2 * 1024 * 1024 + 123),
+        "images/tiny/1/initrd.img": os.urandom(1468 * 40),  # a multiple of the block size
+        "notes.txt": TEXT,
+        "empty.bin": b"",
+    }
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    files["pxelinux.0"] = (root / "pxelinux.0").read_bytes()
+    (root.parent / "outside.txt").write_text("secret\n")
+    os.symlink(root.parent / "outside.txt", root / "escape.txt")
+    os.mkfifo(root / "fifo")
+    return files
+
+
+def lose_5_percent(ns: Netns, itf: str) -> None:
+    """Drop 5% of the packets on ``itf``: tc netem on egress, or (kernels without
+    sch_netem, like this lab host's) the iptables statistic match on ingress
+    (INPUT, so the sender sees no error, as with a lossy wire)."""
+    r = ns.run(["tc", "qdisc", "add", "dev", itf, "root", "netem", "loss", "5%"], check=False)
+    if r.returncode == 0:
+        return
+    if not shutil.which("iptables-legacy"):
+        pytest.fail("kernel has no netem and iptables-legacy is missing (Debian package "
+                    "iptables)", pytrace=False)
+    ns.run(["iptables-legacy", "-A", "INPUT", "-i", itf, "-m", "statistic", "--mode",
+            "random", "--probability", "0.05", "-j", "DROP"])
+
+
+def start_lab(lab: Lab, tmp: Path, loss: bool = False) -> Setup:
+    for tool in ("tftp", "curl", "ip", "tc"):
+        require_tool(tool)
+    srv, cli = lab.netns("bfsrv"), lab.netns("bfcli")
+    srv_if, cli_if = lab.veth(srv, cli, f"{SRV}/24", f"{CLI}/24")
+    root, state = tmp / "boot", tmp / "state"
+    root.mkdir()
+    state.mkdir()  # StateStore treats a missing state dir as the db file's own path
+    files = make_tree(root)
+    inv = tmp / "lab.yaml"
+    inv.write_text(INVENTORY)
+    with open(tmp / "serve.log", "wb") as log:  # the child keeps its own descriptor
+        srv.popen([str(REPO / ".venv/bin/dsas"), "serve", "-i", str(inv), "--only",
+                   "tftp,http",
+                   "--interface", srv_if, "--boot-root", str(root), "--state-dir",
+                   str(state), "-v"], stdout=log, stderr=subprocess.STDOUT)
+    srv.wait_port(69, "udp")
+    srv.wait_port(8080, "tcp")
+    if loss:
+        for ns, itf in ((srv, srv_if), (cli, cli_if)):
+            lose_5_percent(ns, itf)
+    return Setup(lab, srv, cli, cli_if, srv_if, root, state, files)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    with Lab() as lab:
+        yield start_lab(lab, tmp_path_factory.mktemp("bootfiles"))
+
+
+# ---------------------------------------------------------------------------- TFTP
+
+
+def test_tftp_hpa_fetches_static_and_rendered_in_octet(env: Setup, tmp_path: Path) -> None:
+    for name in ("images/tiny/1/vmlinuz", "pxelinux.0", "empty.bin", "images/tiny/1/initrd.img"):
+        out = tmp_path / "out"
+        r = env.cli.run(["tftp", SRV, "-m", "octet", "-c", "get", name, str(out)], timeout=60,
+                        check=False)
+        assert r.returncode == 0 and not r.stderr, (name, r.stderr)
+        assert sha_of(out) == env.sha(name), name
+    conf = tmp_path / "dsas.conf"
+    env.cli.run(["tftp", SRV, "-m", "octet", "-c", "get", "hosts/n1/dsas.conf", str(conf)])
+    assert b"SYSTEMNAME=n1\n" in conf.read_bytes()
+    http_copy = env.curl(f"{HTTP}/hosts/n1/dsas.conf").stdout.encode()
+    assert sha_of(conf) == hashlib.sha256(http_copy).hexdigest()
+
+
+def test_tftp_hpa_netascii_round_trip(env: Setup, tmp_path: Path) -> None:
+    out = tmp_path / "notes"
+    env.cli.run(["tftp", SRV, "-m", "netascii", "-c", "get", "notes.txt", str(out)])
+    assert sha_of(out) == env.sha("notes.txt")  # CR LF / CR NUL decoded back exactly
+    cfg = tmp_path / "cfg"
+    env.cli.run(["tftp", SRV, "-m", "netascii", "-c", "get",
+                 "pxelinux.cfg/01-52-54-00-04-00-11", str(cfg)])
+    assert cfg.read_text().startswith("# dsas: pxelinux config for n1")
+
+
+@pytest.mark.parametrize("blksize", [512, 1468, 8192, 65464])
+def test_curl_tftp_block_sizes(env: Setup, tmp_path: Path, blksize: int) -> None:
+    for name in ("images/tiny/1/vmlinuz", "images/tiny/1/initrd.img"):
+        out = tmp_path / f"o{blksize}"
+        r = env.curl("--tftp-blksize", str(blksize), f"tftp://{SRV}/{name}", "-o", str(out))
+        assert r.returncode == 0, r.stderr
+        assert sha_of(out) == env.sha(name)
+
+
+def test_curl_tftp_netascii_is_on_the_wire_encoding(env: Setup, tmp_path: Path) -> None:
+    out = tmp_path / "n"
+    r = env.curl("--use-ascii", f"tftp://{SRV}/notes.txt", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    data = out.read_bytes()
+    assert data in (TEXT, netascii_encode(TEXT))  # curl may keep the wire form
+
+
+def test_tsize_exact_for_rendered_and_netascii(env: Setup) -> None:
+    conf = env.curl(f"{HTTP}/hosts/n2/dsas.conf").stdout.encode()
+    r = env.probe("get", SRV, "hosts/n2/dsas.conf", "--opt", "tsize=0", "--opt", "blksize=1400")
+    assert r["oack"] == {"tsize": str(len(conf)), "blksize": "1400"}
+    assert r["size"] == len(conf)
+    r = env.probe("get", SRV, "notes.txt", "--mode", "netascii", "--opt", "tsize=0")
+    assert int(r["oack"]["tsize"]) == len(netascii_encode(TEXT)) == r["size"]
+
+
+def test_windowsize_and_oversize_blksize(env: Setup) -> None:
+    r = env.probe("get", SRV, "images/tiny/1/vmlinuz", "--opt", "blksize=70000",
+                  "--opt", "windowsize=8", "--opt", "tsize=0")
+    assert r["oack"]["blksize"] == "65464" and r["oack"]["windowsize"] == "8"
+    assert r["sha256"] == env.sha("images/tiny/1/vmlinuz")
+
+
+def test_pxelinux_config_differs_per_mac(env: Setup) -> None:
+    a = env.curl(f"tftp://{SRV}/pxelinux.cfg/01-52-54-00-04-00-11").stdout
+    b = env.curl(f"tftp://{SRV}/pxelinux.cfg/01-52-54-00-04-00-12").stdout
+    assert "dsas.host=n1" in a and "dsas.host=n2" in b and a != b
+    assert "dsas.host=n1" in env.curl(f"tftp://{SRV}/pxelinux.cfg/C612040B").stdout
+
+
+def test_unknown_machine_gets_immediate_error_1(env: Setup) -> None:
+    r = env.probe("get", SRV, "pxelinux.cfg/01-52-54-00-99-99-99", "--opt", "tsize=0")
+    assert r["error"] == 1 and "not in inventory" in r["message"]
+    assert r["elapsed"] < 0.5
+    assert env.probe("get", SRV, "no/such/file")["error"] == 1
+
+
+def test_write_request_is_access_violation(env: Setup, tmp_path: Path) -> None:
+    f = tmp_path / "up"
+    f.write_bytes(b"x" * 100)
+    r = env.cli.run(["tftp", SRV, "-m", "octet", "-c", "put", str(f), "up"], check=False)
+    assert "Error code 2" in r.stdout + r.stderr
+    assert not (env.root / "up").exists()
+
+
+def test_ovmf_probe_is_not_a_failure(env: Setup) -> None:
+    before = env.metric('dsas_tftp_transfers_total{result="probe"}')
+    failed = env.metric('dsas_tftp_transfers_total{result="failed"}')
+    r = env.probe("probe", SRV, "ipxe.efi", "--opt", "tsize=0", "--opt", "blksize=1468",
+                  "--opt", "windowsize=4")
+    assert r["probed"] and int(r["oack"]["tsize"]) == os.path.getsize(env.root / "ipxe.efi")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if env.metric('dsas_tftp_transfers_total{result="probe"}') == before + 1:
+            break
+        time.sleep(0.1)
+    assert env.metric('dsas_tftp_transfers_total{result="probe"}') == before + 1
+    assert env.metric('dsas_tftp_transfers_total{result="failed"}') == failed
+
+
+# ------------------------------------------------------------------- confinement
+
+# (TFTP name, HTTP path or None, expected TFTP error code)
+TRAVERSALS = [
+    ("../../etc/passwd", "/../../etc/passwd", 2),
+    ("images/../../../etc/passwd", "/images/../../../etc/passwd", 2),
+    ("//etc/passwd", "//etc/passwd", 2),
+    ("..\\..\\etc\\passwd", "/..%5C..%5Cetc%5Cpasswd", 2),
+    # a NUL splits a TFTP request: it cannot name a file, the request is illegal
+    ("pxelinux.0\\x00../../etc/passwd", "/pxelinux.0%00/../etc/passwd", 4),
+    ("x" * 300, "/" + "x" * 300, 2),
+    ("escape.txt", "/escape.txt", 2),
+    ("fifo", "/fifo", 2),
+    ("%2e%2e/etc/passwd", "/%2e%2e/etc/passwd", 1),  # TFTP has no %-escapes: just a name
+]
+
+
+def test_traversal_list_refused_by_both(env: Setup) -> None:
+    for name, http_path, code in TRAVERSALS:
+        r = env.probe("get", SRV, name)
+        assert r.get("error") == code, (name, r)
+        assert "secret" not in json.dumps(r)
+        if http_path:
+            h = env.curl("--path-as-is", "-o", "/dev/null", "-w", "%{http_code}",
+                         HTTP + http_path)
+            assert h.stdout == "403", (http_path, h.stdout)
+    m = env.metrics()
+    for reason in ("traversal", "absolute", "backslash", "nul", "too_long", "outside_root",
+                   "not_regular"):
+        proto = ("http",) if reason == "nul" else ("tftp", "http")
+        for p in proto:
+            assert re.search(rf'dsas_{p}_errors_total{{reason="{reason}"}} [1-9]', m), (p, reason)
+
+
+# ---------------------------------------------------------------------------- HTTP
+
+
+def test_http_get_head_range_etag(env: Setup, tmp_path: Path) -> None:
+    name = "images/tiny/1/vmlinuz"
+    data = env.files[name]
+    out = tmp_path / "k"
+    r = env.curl(f"{HTTP}/{name}", "-o", str(out), "-w", "%{http_code}")
+    assert r.stdout == "200" and sha_of(out) == env.sha(name)
+    head = env.curl("-I", f"{HTTP}/{name}").stdout
+    assert f"Content-Length: {len(data)}" in head and "Accept-Ranges: bytes" in head
+    etag = re.search(r"ETag: (\S+)", head).group(1)  # type: ignore[union-attr]
+    r = env.curl("-r", "100-1099", f"{HTTP}/{name}", "-o", str(out), "-w", "%{http_code}")
+    assert r.stdout == "206" and out.read_bytes() == data[100:1100]
+    r = env.curl("-r", "-500", f"{HTTP}/{name}", "-o", str(out), "-w", "%{http_code}")
+    assert r.stdout == "206" and out.read_bytes() == data[-500:]
+    r = env.curl("-r", f"{len(data)}-", f"{HTTP}/{name}", "-o", "/dev/null", "-w",
+                 "%{http_code}")
+    assert r.stdout == "416"
+    r = env.curl("-H", f"If-None-Match: {etag}", f"{HTTP}/{name}", "-o", "/dev/null", "-w",
+                 "%{http_code}")
+    assert r.stdout == "304"
+    r = env.curl("-X", "DELETE", f"{HTTP}/{name}", "-o", "/dev/null", "-w", "%{http_code}")
+    assert r.stdout == "405"
+
+
+def test_http_rendered_files_and_unknown_host(env: Setup) -> None:
+    r = env.curl("-i", f"{HTTP}/hosts/n1/boot.ipxe")
+    assert "#!ipxe" in r.stdout and "Cache-Control: no-cache" in r.stdout
+    r = env.curl(f"{HTTP}/hosts/ghost/dsas.conf", "-w", "%{http_code}")
+    assert r.stdout.endswith("404") and "not in inventory" in r.stdout
+    assert env.curl(f"{HTTP}/healthz").stdout == "ok\n"
+
+
+def test_events_recorded_and_listed(env: Setup) -> None:
+    def post(body: str) -> str:
+        return env.curl("-H", "Content-Type: application/json", "-d", body, "-o", "/dev/null",
+                        "-w", "%{http_code}", f"{HTTP}/api/v1/events").stdout
+
+    assert post('{"host": "n1", "stage": "kernel"}') == "201"
+    assert post('{"stage": "failed", "reason": "disk /dev/sda missing"}') == "201"  # by peer
+    assert post('{"host": "n2", "stage": "ready"}') == "403"  # n1's address claims n2
+    assert post('{"host": "ghost", "stage": "ready"}') == "404"
+    assert post('{"host": "n1", "stage": "dancing"}') == "400"
+    assert post('{"host": "n1", "stage": "failed"}') == "400"
+    assert post("not json") == "400"
+    assert post('{"host": "n1", "stage": "ready", "extra": "x"}') == "400"
+    assert post('{"host": "n1", "stage": "ready", "reason": "' + "a" * 5000 + '"}') == "413"
+    nodes = {n["host"]: n for n in json.loads(env.curl(f"{HTTP}/api/v1/nodes").stdout)["nodes"]}
+    assert nodes["n1"]["stage"] == "failed" and nodes["n1"]["reason"] == "disk /dev/sda missing"
+    assert nodes["n1"]["address"] == CLI and nodes["n1"]["image"] == "tiny"
+    assert nodes["n1"]["when"] and nodes["n2"]["stage"] is None
+    with sqlite3.connect(env.state / "state.db") as db:
+        rows = db.execute("SELECT host, stage, ts FROM http_events ORDER BY id").fetchall()
+    assert [(h, s) for h, s, _ in rows] == [("n1", "kernel"), ("n1", "failed")]
+    assert abs(rows[-1][2] - time.time()) < 60
+
+
+# ------------------------------------------------------------ loss and vanishing
+
+
+def test_transfers_survive_5_percent_loss(tmp_path: Path) -> None:
+    with Lab() as lab:
+        env = start_lab(lab, tmp_path, loss=True)
+        name = "images/tiny/1/initrd.img"
+        for blk in ("1468", "512"):
+            out = tmp_path / f"l{blk}"
+            r = env.curl("--max-time", "60", "--tftp-blksize", blk, f"tftp://{SRV}/{name}",
+                         "-o", str(out), timeout=70)
+            assert r.returncode == 0, r.stderr
+            assert sha_of(out) == env.sha(name)
+        out = tmp_path / "lh"
+        r = env.cli.run(["tftp", SRV, "-m", "octet", "-c", "get", name, str(out)], timeout=70,
+                        check=False)
+        assert sha_of(out) == env.sha(name), r.stderr
+        r = env.curl("--max-time", "60", f"{HTTP}/images/tiny/1/vmlinuz", "-o", str(out),
+                     timeout=70)
+        assert sha_of(out) == env.sha("images/tiny/1/vmlinuz")
+        assert env.metric("dsas_tftp_retransmits_total") > 0
+
+
+def test_vanished_client_frees_its_slot_and_cap_is_clean(tmp_path: Path) -> None:
+    with Lab() as lab:
+        srv, cli = lab.netns("bfsrv"), lab.netns("bfcli")
+        lab.veth(srv, cli, f"{SRV}/24", f"{CLI}/24")
+        root = tmp_path / "boot"
+        root.mkdir()
+        (root / "big.bin").write_bytes(os.urandom(1 << 20))
+        (tmp_path / "inv.yaml").write_text(INVENTORY)
+        srv.popen([sys.executable, "-m", "tests.bootfiles_runner", str(tmp_path / "inv.yaml"),
+                   str(root), str(tmp_path / "state"), "--max-transfers", "1", "--timeout",
+                   "2"], cwd=REPO)
+        srv.wait_port(69, "udp")
+        env = Setup(lab, srv, cli, "", "", root, tmp_path, {})
+        r = env.probe("vanish", SRV, "big.bin")
+        assert r["vanished_after"] == 1
+        t0 = time.monotonic()
+        busy = env.probe("get", SRV, "big.bin")  # the one slot is taken
+        assert busy["error"] == 0 and "busy" in busy["message"]
+        got = None
+        while time.monotonic() - t0 < 10:
+            got = env.probe("get", SRV, "big.bin", timeout=5)
+            if "error" not in got:
+                break
+            time.sleep(0.5)
+        assert got and got["size"] == 1 << 20, got
+        assert time.monotonic() - t0 < 2 + 1 + 3  # timeout + backoff slack + one fetch
+
+
+def test_malformed_datagrams_do_not_kill_the_server(env: Setup) -> None:
+    script = (
+        "import socket\n"
+        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+        "for p in [b'', b'\\x00', b'\\x00\\x01', b'\\x00\\x01abc', b'\\x00\\x09x\\x00o\\x00',"
+        " b'\\x00\\x01a\\x00octet\\x00blksize\\x00', b'\\xff'*2000, b'\\x00\\x04\\x00\\x01']:\n"
+        f"    s.sendto(p, ('{SRV}', 69))\n"
+    )
+    env.cli.run([sys.executable, "-c", script])
+    r = env.curl(f"tftp://{SRV}/pxelinux.0", "-o", "/dev/null", "-w", "%{size_download}")
+    assert r.stdout == str(len(env.files["pxelinux.0"]))
+    assert env.metric('dsas_tftp_errors_total{reason="malformed"}') >= 6

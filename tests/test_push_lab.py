@@ -1,0 +1,349 @@
+"""dsas-push against real nodes: namespaces with their own sshd and rsync, the master in another.
+
+Each test builds a small farm (provision.lab.sshfarm): nodes n01..n03 on a bridge in
+the master's namespace, each with its own sshd, host key and tmpfs at /run/dsas-lab.
+dsas-push runs as a subprocess in the master's namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from provision.lab.sshfarm import MOUNT, SshFarm, build_farm
+
+from .lab import require_tool
+
+pytestmark = pytest.mark.lab
+
+TO = f"{MOUNT}/site"
+CLI = [sys.executable, "-c", "import sys; from provision.cli.push import main; sys.exit(main())"]
+DSAS = [sys.executable, "-c", "import sys; from provision.cli.main import main; sys.exit(main())"]
+
+
+@dataclass
+class PushLab:
+    farm: SshFarm
+    inventory: Path
+    state: Path
+    src: Path
+
+    def push(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return self.farm.master.run([*CLI, *args, "-i", str(self.inventory), "--state-dir",
+                                     str(self.state), "--to", TO], timeout=timeout, check=False)
+
+    def push_bg(self, *args: str) -> subprocess.Popen[str]:
+        return self.farm.master.popen([*CLI, *args, "-i", str(self.inventory), "--state-dir",
+                                       str(self.state), "--to", TO],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def dsas(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.farm.master.run([*DSAS, *args], timeout=60, check=False)
+
+    def node(self, name: str):  # noqa: ANN201
+        return next(n for n in self.farm.nodes if n.name == name)
+
+    def live(self, name: str) -> str | None:
+        link = self.node(name).root / "site"
+        return os.readlink(link).rsplit("/", 1)[-1] if link.is_symlink() else None
+
+    def trust(self, name: str) -> None:
+        node = self.node(name)
+        keyfile = node.dir / "ssh_host_ed25519_key.pub"  # what the node's boot report carries
+        r = self.dsas("trust", name, "-i", str(self.inventory), "--state-dir", str(self.state),
+                      "--key-file", str(keyfile), "--yes")
+        assert r.returncode == 0, r.stderr
+
+
+def make_lab(lab, tmp_path: Path, count: int = 3, tmpfs_mib=64, trust: bool = True) -> PushLab:  # noqa: ANN001
+    for t in ("rsync", "sshd", "ssh", "ssh-keygen", "nsenter"):
+        require_tool(t)
+    farm = build_farm(lab, tmp_path / "farm", count, tmpfs_mib)
+    inv = tmp_path / "cluster.yaml"
+    inv.write_text(farm.inventory_yaml())
+    state = tmp_path / "state"
+    from provision.distribute.sshconf import SshConfig, ensure_client_key
+    key = ensure_client_key(SshConfig(state))
+    farm.authorized_keys.write_text(Path(f"{key}.pub").read_text())
+    pl = PushLab(farm, inv, state, tmp_path / "src")
+    if trust:
+        for n in farm.nodes:
+            pl.trust(n.name)
+    return pl
+
+
+def write_tree(root: Path, files: dict[str, bytes | str]) -> None:
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every entry under root: type, mode, content (or link target), mtime."""
+    out: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            st = p.lstat()
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = ("l", os.readlink(p))
+            elif p.is_dir():
+                out[rel] = ("d", st.st_mode)
+            else:
+                out[rel] = ("f", st.st_mode, p.read_bytes(), int(st.st_mtime))
+    return out
+
+
+def full_snapshot(root: Path) -> dict[str, tuple]:
+    """Like snapshot, plus inodes and every mtime: for "nothing changed at all"."""
+    out = {}
+    for rel, v in snapshot(root).items():
+        st = (root / rel).lstat()
+        out[rel] = (*v, st.st_ino, st.st_mtime_ns, st.st_nlink)
+    return out
+
+
+def assert_ok(r: subprocess.CompletedProcess[str]) -> None:
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+
+
+def release_of(r: subprocess.CompletedProcess[str]) -> str:
+    m = re.search(r"ok release (\S+)", r.stdout)
+    assert m, r.stdout
+    return m.group(1)
+
+
+def test_first_and_incremental_push_byte_exact(lab, tmp_path):
+    pl = make_lab(lab, tmp_path)
+    write_tree(pl.src, {"index.html": "v1", "img/logo.png": os.urandom(300_000),
+                        "a/b/c.txt": "deep", "gone.txt": "bye", "keep.log": "log"})
+    (pl.src / "link").symlink_to("a/b/c.txt")
+    os.chmod(pl.src / "a/b/c.txt", 0o600)
+    r = pl.push(str(pl.src), "--role", "web", "--delete", "--exclude", "*.log")
+    assert_ok(r)
+    rel1 = release_of(r)
+    expect = snapshot(pl.src)
+    del expect["keep.log"]
+    for n in pl.farm.nodes:
+        assert pl.live(n.name) == rel1
+        assert snapshot(n.root / "site") == expect, n.name
+    # Incremental: change one file, add one, remove one; --delete removes it on the nodes.
+    write_tree(pl.src, {"index.html": "v2", "new/file.txt": "new"})
+    (pl.src / "gone.txt").unlink()
+    r = pl.push(str(pl.src), "--role", "web", "--delete", "--exclude", "*.log")
+    assert_ok(r)
+    rel2 = release_of(r)
+    assert rel2 > rel1
+    expect = snapshot(pl.src)
+    del expect["keep.log"]
+    for n in pl.farm.nodes:
+        site = n.root / "site"
+        assert snapshot(site) == expect, n.name
+        assert not (site / "gone.txt").exists()
+        # Unchanged files are hard links into the previous release (--link-dest): free.
+        old = n.root / "site.releases" / rel1 / "img/logo.png"
+        assert (site / "img/logo.png").stat().st_ino == old.stat().st_ino
+        assert (n.root / "site.releases" / rel1 / "index.html").read_text() == "v1"
+    # The small update moved little: well under the 300 kB image per host.
+    for line in r.stdout.splitlines()[2:5]:
+        assert "KiB" in line or " B " in line, line
+    # Without --delete, a file removed from SRC stays on the nodes (as with plain rsync).
+    (pl.src / "new/file.txt").unlink()
+    assert_ok(pl.push(str(pl.src), "--host", "n01", "--exclude", "*.log"))
+    assert (pl.node("n01").root / "site/new/file.txt").read_text() == "new"
+    log = pl.dsas("push", "log", "--state-dir", str(pl.state))
+    assert_ok(log)
+    assert len(re.findall(r"\bpush\b", log.stdout)) == 3 and rel2 in log.stdout
+
+
+def test_atomic_switch_reader_never_sees_a_mix(lab, tmp_path):
+    pl = make_lab(lab, tmp_path, count=2, tmpfs_mib=128)
+    names = [f"f{i:03d}" for i in range(150)]
+    write_tree(pl.src, {n: "v1\n" for n in names})
+    assert_ok(pl.push(str(pl.src), "--role", "web", "--delete"))
+    # v2: same names, each file bigger so the transfer takes a while.
+    for n in names:
+        (pl.src / n).write_bytes(b"v2\n" + os.urandom(200_000).hex().encode()[:200_000] + b"\n")
+    node = pl.node("n01")
+    reader = node.popen(["sh", "-c",
+        f"i=0; while [ $i -lt 20000 ] && [ ! -e {MOUNT}/stop ]; do i=$((i+1)); "
+        f"(cd {TO}/ && head -qn1 f* | sort -u | tr '\\n' ' '; echo) || echo ERROR; done"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(0.3)
+    r = pl.push(str(pl.src), "--role", "web", "--delete")
+    time.sleep(0.3)
+    (node.root / "stop").touch()
+    out, _ = reader.communicate(timeout=60)
+    assert_ok(r)
+    seen = {line.strip() for line in out.splitlines() if line.strip()}
+    assert seen <= {"v1", "v2"}, f"reader saw a mix or an error: {seen - {'v1', 'v2'}}"
+    assert seen == {"v1", "v2"}, f"the reader must have seen both releases: {seen}"
+
+
+def slow_link(pl: PushLab, name: str, rate: str = "16mbit") -> None:
+    node = pl.node(name)
+    dev = node.ns.run(["ip", "-o", "link", "show"]).stdout
+    ifname = re.findall(r"^\d+: ([^:@]+)@", dev, re.M)[0]
+    node.ns.run(["tc", "qdisc", "add", "dev", ifname, "root", "tbf", "rate", rate,
+                 "burst", "32kbit", "latency", "400ms"])
+
+
+def test_sshd_killed_mid_push_then_retry_failed(lab, tmp_path):
+    require_tool("tc")
+    pl = make_lab(lab, tmp_path)
+    write_tree(pl.src, {"index.html": "v1"})
+    r1 = pl.push(str(pl.src), "--role", "web")
+    assert_ok(r1)
+    rel1 = release_of(r1)
+    write_tree(pl.src, {f"big{i}.bin": os.urandom(1_000_000) for i in range(6)})
+    write_tree(pl.src, {"index.html": "v2"})
+    slow_link(pl, "n02")  # 6 MB at 16 Mbit/s: about 3 s, time to kill sshd in the middle
+    proc = pl.push_bg(str(pl.src), "--role", "web")
+    n02 = pl.node("n02")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rel_dir = n02.root / "site.releases"
+        incoming = list(rel_dir.glob(".incoming-*")) if rel_dir.exists() else []
+        if incoming and any(p.name.startswith(("big", ".big")) for p in incoming[0].iterdir()):
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail("the transfer to n02 never started")
+    n02.kill_sshd()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    assert "failed: n02" in err
+    assert re.search(r"^n02\s+FAILED\s.*connection", out, re.M), out
+    assert pl.live("n02") == rel1 and (n02.root / "site/index.html").read_text() == "v1"
+    rel2 = release_of_partial(out)
+    for name in ("n01", "n03"):
+        assert pl.live(name) == rel2
+    n02.start_sshd()
+    r = pl.push("--retry-failed")
+    assert_ok(r)
+    assert re.search(r"^n02\s+ok", r.stdout, re.M) and "n01" not in r.stdout
+    assert pl.live("n02") == rel2
+    assert snapshot(n02.root / "site") == snapshot(pl.src)
+
+
+def release_of_partial(out: str) -> str:
+    m = re.search(r"^n01\s+ok\s.*live (\S+)", out, re.M)
+    assert m, out
+    return m.group(1)
+
+
+def test_disk_full_fails_that_node_only(lab, tmp_path):
+    pl = make_lab(lab, tmp_path, tmpfs_mib={"n01": 64, "n02": 3, "n03": 64})
+    write_tree(pl.src, {"index.html": "v1"})
+    r1 = pl.push(str(pl.src), "--role", "web")
+    assert_ok(r1)
+    rel1 = release_of(r1)
+    write_tree(pl.src, {f"big{i}.bin": os.urandom(1_000_000) for i in range(5)})
+    r = pl.push(str(pl.src), "--role", "web")
+    assert r.returncode == 1
+    assert re.search(r"^n02\s+FAILED\s.*disk full", r.stdout, re.M), r.stdout
+    assert "failed: n02" in r.stderr
+    n02 = pl.node("n02")
+    assert pl.live("n02") == rel1 and (n02.root / "site/index.html").read_text() == "v1"
+    assert not list((n02.root / "site.releases").glob(".incoming-*"))  # space given back
+    assert pl.live("n01") == pl.live("n03") != rel1
+
+
+def test_unknown_and_changed_host_keys_are_refused(lab, tmp_path):
+    pl = make_lab(lab, tmp_path, trust=False)
+    pl.trust("n01")
+    # dsas trust by scanning: shows the fingerprint ssh-keygen computes for the node's key.
+    r = pl.dsas("trust", "n02", "-i", str(pl.inventory), "--state-dir", str(pl.state), "--yes")
+    assert_ok(r)
+    fp = subprocess.run(["ssh-keygen", "-lf", str(pl.node("n02").dir / "ssh_host_ed25519_key.pub")],
+                        capture_output=True, text=True, check=True).stdout.split()[1]
+    assert fp in r.stdout
+    # n03 is unknown; n02's trusted key is replaced by another key (a changed host key).
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    assert_ok(pl.dsas("trust", "n02", "-i", str(pl.inventory), "--state-dir", str(pl.state),
+                      "--key-file", f"{other}.pub", "--yes"))
+    write_tree(pl.src, {"index.html": "v1"})
+    r = pl.push(str(pl.src), "--role", "web")
+    assert r.returncode == 1
+    assert re.search(r"^n01\s+ok", r.stdout, re.M)
+    assert re.search(r"^n02\s+FAILED\s.*host key CHANGED", r.stdout, re.M), r.stdout
+    assert re.search(r"^n03\s+FAILED\s.*198\.18\.100\.13.*unknown", r.stdout, re.M), r.stdout
+    assert "failed: n02, n03" in r.stderr
+    assert pl.live("n02") is None and pl.live("n03") is None
+    # rsync's ssh is just as strict (same known_hosts, StrictHostKeyChecking=yes).
+    from provision.distribute.sshconf import SshConfig
+    ssh = SshConfig(pl.state).ssh_command(tmp_path) + ["-o", "ControlMaster=no",
+                                                        "198.18.100.13", "true"]
+    r = pl.farm.master.run(ssh, check=False)
+    assert r.returncode == 255 and "Host key verification failed" in r.stderr
+
+
+def test_rollback_everywhere_and_status_drift(lab, tmp_path):
+    pl = make_lab(lab, tmp_path)
+    write_tree(pl.src, {"index.html": "v1"})
+    rel1 = release_of(pl.push(str(pl.src), "--role", "web"))
+    write_tree(pl.src, {"index.html": "v2"})
+    rel2 = release_of(pl.push(str(pl.src), "--role", "web"))
+    st = pl.push("--status", "--role", "web")
+    assert_ok(st)
+    assert len(re.findall(rf"{rel2}\s+current", st.stdout)) == 3
+    r = pl.push("--rollback", "--role", "web")
+    assert_ok(r)
+    for n in pl.farm.nodes:
+        assert pl.live(n.name) == rel1
+        assert (n.root / "site/index.html").read_text() == "v1"
+    # Push v3 to two hosts only: n03 stays behind and --status says so.
+    write_tree(pl.src, {"index.html": "v3"})
+    rel3 = release_of(pl.push(str(pl.src), "--host", "n01", "--host", "n02"))
+    pl.node("n02").kill_sshd()
+    st = pl.push("--status", "--role", "web")
+    assert st.returncode == 1
+    assert re.search(rf"^n01\s+{rel3}\s+current", st.stdout, re.M), st.stdout
+    assert re.search(r"^n02\s+-\s+unreachable", st.stdout, re.M), st.stdout
+    assert re.search(rf"^n03\s+{rel1}\s+stale \(latest {rel3}\)", st.stdout, re.M), st.stdout
+    assert "n02, n03" in st.stderr
+
+
+def test_dry_run_changes_nothing(lab, tmp_path):
+    pl = make_lab(lab, tmp_path)
+    write_tree(pl.src, {"index.html": "v1", "old.txt": "old"})
+    assert_ok(pl.push(str(pl.src), "--host", "n01", "--host", "n02"))
+    before = {n.name: full_snapshot(n.root) for n in pl.farm.nodes}
+    runs_before = pl.dsas("push", "log", "--state-dir", str(pl.state)).stdout
+    write_tree(pl.src, {"index.html": "v2 is longer", "new.bin": os.urandom(50_000)})
+    (pl.src / "old.txt").unlink()
+    r = pl.push(str(pl.src), "--role", "web", "--delete", "--dry-run")
+    assert_ok(r)
+    assert "(dry run)" in r.stdout and re.search(r"^n03\s+ok\s+48\.\d KiB", r.stdout, re.M)
+    after = {n.name: full_snapshot(n.root) for n in pl.farm.nodes}
+    assert after == before
+    assert not (pl.node("n03").root / "site.releases").exists()
+    assert pl.dsas("push", "log", "--state-dir", str(pl.state)).stdout == runs_before
+
+
+def test_then_runs_after_switch_and_a_failure_switches_back(lab, tmp_path):
+    pl = make_lab(lab, tmp_path, count=2)
+    write_tree(pl.src, {"index.html": "v1"})
+    r = pl.push(str(pl.src), "--role", "web", "--then",
+                f'cat index.html > {MOUNT}/then.out; echo "$DSAS_RELEASE" >> {MOUNT}/then.out')
+    assert_ok(r)
+    rel1 = release_of(r)
+    for n in pl.farm.nodes:
+        assert (n.root.parent / "dsas-lab/then.out").read_text() == f"v1{rel1}\n"
+    write_tree(pl.src, {"index.html": "v2"})
+    r = pl.push(str(pl.src), "--role", "web", "--then", "echo reload refused >&2; exit 3")
+    assert r.returncode == 1 and "failed: n01, n02" in r.stderr
+    assert re.search(rf"^n01\s+FAILED\s.*--then exited 3: reload refused; switched back to {rel1}",
+                     r.stdout, re.M), r.stdout
+    for n in pl.farm.nodes:
+        assert pl.live(n.name) == rel1 and (n.root / "site/index.html").read_text() == "v1"

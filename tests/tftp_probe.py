@@ -1,0 +1,105 @@
+"""A raw TFTP client for tests, run inside a namespace: ``python -m tests.tftp_probe``.
+
+Sends exactly the request it is told to (odd names, options, windowsize) and
+prints one JSON line: the OACK, the error, the sha256 and size of what came.
+
+    get SERVER NAME [--opt k=v ...] [--mode octet] [--window-check]
+    probe SERVER NAME          # OVMF: tsize only, then ERROR 8 after the OACK
+    vanish SERVER NAME         # take the first DATA block, then go silent
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import socket
+import struct
+import sys
+import time
+
+
+def request(name: bytes, mode: str, opts: dict[str, str]) -> bytes:
+    body = name + b"\x00" + mode.encode() + b"\x00"
+    for k, v in opts.items():
+        body += k.encode() + b"\x00" + v.encode() + b"\x00"
+    return struct.pack("!H", 1) + body
+
+
+def parse_oack(pkt: bytes) -> dict[str, str]:
+    f = pkt[2:].split(b"\x00")[:-1]
+    return {f[i].decode(): f[i + 1].decode() for i in range(0, len(f) - 1, 2)}
+
+
+def run(action: str, server: str, name: bytes, mode: str, opts: dict[str, str],
+        timeout: float) -> dict[str, object]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    s.sendto(request(name, mode, opts), (server, 69))
+    out: dict[str, object] = {}
+    h = hashlib.sha256()
+    size, expect, blksize, window = 0, 1, int(opts.get("blksize", 512)), 1
+    t0 = time.monotonic()
+    peer = None
+    while True:
+        try:
+            pkt, peer_now = s.recvfrom(70000)
+        except TimeoutError:
+            out["timeout"] = True
+            break
+        peer = peer or peer_now
+        op = struct.unpack_from("!H", pkt)[0]
+        if op == 5:
+            code = struct.unpack_from("!H", pkt, 2)[0]
+            out.update(error=code, message=pkt[4:-1].decode("latin-1"),
+                       elapsed=time.monotonic() - t0)
+            break
+        if op == 6:
+            out["oack"] = oack = parse_oack(pkt)
+            blksize = int(oack.get("blksize", 512))
+            window = int(oack.get("windowsize", 1))
+            if action == "probe":
+                s.sendto(struct.pack("!HH", 5, 8) + b"User aborted the transfer\x00", peer)
+                out["probed"] = True
+                break
+            s.sendto(struct.pack("!HH", 4, 0), peer)
+            continue
+        if op == 3:
+            block = struct.unpack_from("!H", pkt, 2)[0]
+            if action == "vanish":
+                out["vanished_after"] = block
+                break
+            data = pkt[4:]
+            if block == expect & 0xFFFF:
+                h.update(data)
+                size += len(data)
+                expect += 1
+                last = len(data) < blksize
+                if last or (expect - 1) % window == 0:
+                    s.sendto(struct.pack("!HH", 4, block), peer)
+                if last:
+                    break
+            else:  # out of order: ack the last good block (RFC 7440)
+                s.sendto(struct.pack("!HH", 4, (expect - 1) & 0xFFFF), peer)
+    out.update(sha256=h.hexdigest(), size=size, seconds=time.monotonic() - t0)
+    s.close()
+    return out
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("action", choices=("get", "probe", "vanish"))
+    p.add_argument("server")
+    p.add_argument("name", help="file name; \\x00 style escapes allowed")
+    p.add_argument("--opt", action="append", default=[])
+    p.add_argument("--mode", default="octet")
+    p.add_argument("--timeout", type=float, default=5.0)
+    a = p.parse_args(argv)
+    name = a.name.encode("latin-1").decode("unicode_escape").encode("latin-1")
+    opts = dict(o.split("=", 1) for o in a.opt)
+    print(json.dumps(run(a.action, a.server, name, a.mode, opts, a.timeout)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
