@@ -108,5 +108,7 @@ def test_cloned_web_disk_boots_as_its_host(lab, tmp_path: Path) -> None:
         raise
     finally:
         guest.stop()
+        if guest.proc is not None and guest.proc.stderr is not None:
+            guest.proc.stderr.close()  # Guest.start pipes QEMU's stderr; stop() leaves it open
     assert disk.stat().st_size == 1400 * MIB
 
