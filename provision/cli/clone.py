@@ -1,8 +1,142 @@
-"""`dsas-clone` (placeholder until the images/clone issue lands)."""
+"""`dsas-clone HOST --target DEVICE|FILE`: a verified, bootable disk for one host.
 
+Exit status: 0 the disk is ready; 1 refused or failed (the target is left with
+no partition table once writing began); 2 usage error.
+"""
+
+from __future__ import annotations
+
+import shlex
 import sys
+import time
+from pathlib import Path
+
+import click
+
+from ..distribute import clone as c
+from ..distribute.disklayout import MIB, parse_size
+from ..imaging.content import parse_ref
+from ..imaging.store import ImageStore
+from .common import inventory_option, load_inventory
+
+DEFAULT_SSH = "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new"
+
+
+class Meter:
+    """Bytes, rate and ETA: redrawn in place on a terminal, a line every 5 s otherwise."""
+
+    def __init__(self, stream: object = sys.stderr):
+        self.tty = getattr(stream, "isatty", lambda: False)()
+        self.stage, self.t0, self.last = "", 0.0, 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if stage != self.stage:
+            self.stage, self.t0, self.last = stage, now, 0.0
+        if now - self.last < (0.2 if self.tty else 5.0) and done < total:
+            return
+        self.last = now
+        rate = done / max(now - self.t0, 1e-3)
+        eta = (total - done) / rate if rate and total > done else 0
+        pct = 100 * done / total if total else 0
+        line = (f"  {stage}: {done / MIB:8.1f} / {total / MIB:.1f} MiB ({pct:3.0f}%)"
+                f"  {rate / MIB:6.1f} MiB/s  ETA {eta:4.0f}s")
+        if self.tty:
+            click.echo("\r" + line, nl=done >= total, err=True)
+        else:
+            click.echo(line, err=True)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("host")
+@click.option("--target", required=True, type=click.Path(path_type=Path),
+              help="Whole-disk block device, or an image file (created with --size).")
+@click.option("--size", default=None, help="Size of an image file target, e.g. 4G.")
+@click.option("--image", "image_ref", default=None, metavar="NAME[@VERSION]",
+              help="Image to copy (default: the host's image, version as the inventory says).")
+@click.option("--from", "peer", default=None, metavar="HOST",
+              help="Copy a running peer's file system over rsync+ssh instead of an image.")
+@click.option("--from-path", default="/", show_default=True,
+              help="The peer's root directory to copy.")
+@click.option("--ssh", "ssh_cmd", default=DEFAULT_SSH, show_default=True,
+              help="ssh command for --from (rsync -e).")
+@click.option("--boot-root", type=click.Path(file_okay=False), default="/srv/dsas/boot",
+              show_default=True, envvar="DSAS_BOOT_ROOT", help="Boot tree holding images/.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", "-n", is_flag=True, help="Print the plan; write nothing.")
+@inventory_option
+def cli(host: str, target: Path, size: str | None, image_ref: str | None, peer: str | None,
+        from_path: str, ssh_cmd: str, boot_root: str, yes: bool, dry_run: bool,
+        inventory_path: str | None) -> None:
+    """Partition TARGET for HOST's hardware type, copy an image (or --from a peer),
+    write HOST's dsas.conf, fstab and SSH host keys, install extlinux, verify."""
+    if image_ref and peer:
+        raise click.UsageError("--image and --from exclude each other")
+    try:
+        size_b = parse_size(size) if size else None
+    except ValueError as exc:
+        raise click.UsageError(f"--size: {exc}") from None
+    inv = load_inventory(inventory_path)
+    h = inv.hosts.get(host)
+    if h is None:
+        _fail(f"unknown host {host!r}: not in {inv.source}; nothing written", 2)
+    assert h is not None
+    try:
+        if peer:
+            source = c.peer_source(inv, peer, from_path, shlex.split(ssh_cmd))
+        else:
+            if image_ref:
+                name, version = parse_ref(image_ref)
+            elif h.image:
+                name = h.image
+                img = inv.images.get(name)
+                version = img.version if img else "current"
+            else:
+                raise c.Refused(f"host {host} has no image in the inventory: give --image")
+            source = c.image_source(ImageStore(Path(boot_root) / "images"), name, version)
+        plan = c.make_plan(inv, host, target, size_b, source)
+    except c.CloneError as exc:
+        _fail(f"refused: {exc}; nothing written", exc.exit_code)
+        return
+    click.echo(plan.describe())
+    if dry_run:
+        click.echo("dry run: nothing written")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            _fail("refused: not a terminal to confirm on; give --yes", 1)
+        click.confirm(f"Erase {target} and make it {host}'s disk?", abort=True, err=True)
+    _execute(plan)
+
+
+def _execute(plan: c.Plan) -> None:
+    cloner = c.Cloner(plan, progress=Meter(), say=lambda s: click.echo(s, err=True))
+    try:
+        with c.interrupts_as_errors():
+            stats = cloner.run()
+    except KeyboardInterrupt:
+        _fail(f"interrupted: {plan.target} is left UNUSABLE (no partition table); "
+              "run dsas-clone again", 1)
+    except (c.CloneError, OSError) as exc:
+        _fail(f"{exc}\nerror: {plan.target} is left UNUSABLE (no partition table); "
+              "fix the cause and run dsas-clone again", 1)
+    else:
+        rate = stats["copy_bytes"] / max(stats["copy_seconds"], 1e-3) / MIB
+        click.echo(f"done: {plan.target} is {plan.host.name}'s disk "
+                   f"({plan.source.describe()}); copied {stats['copy_bytes'] / MIB:.0f} MiB "
+                   f"in {stats['copy_seconds']:.1f}s ({rate:.0f} MiB/s), verified "
+                   f"{stats.get('verified_files', '-')} files in "
+                   f"{stats['verify_seconds']:.1f}s, total {stats['seconds']:.1f}s")
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
 
 
 def main() -> None:
-    print("dsas-clone: not yet available", file=sys.stderr)
-    sys.exit(2)
+    cli(prog_name="dsas-clone")
+
+
+if __name__ == "__main__":
+    main()

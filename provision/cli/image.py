@@ -8,9 +8,11 @@ from pathlib import Path
 import click
 
 from ..imaging.build import Builder, default_recipes_dir
+from ..imaging.content import parse_ref, verify_archive
 from ..imaging.debs import PackageError
 from ..imaging.recipe import RecipeError
 from ..imaging.store import ImageStore
+from .common import table
 
 DEFAULT_BOOT_ROOT = "/srv/dsas/boot"
 DEFAULT_CACHE = "/var/cache/dsas/images"
@@ -57,34 +59,84 @@ def build(names: tuple[str, ...], boot_root: str, cache: str, recipes: str | Non
 @image.command("list")
 @boot_root_option
 def list_images(boot_root: str) -> None:
-    """The images and versions in the store (* marks current)."""
+    """The images and versions in the store (* marks current).
+
+    `image: NAME` in the inventory (version `current`, the default) means the
+    version marked here; `dsas image promote NAME@VERSION` moves the mark.
+    """
     store = ImageStore(Path(boot_root) / "images")
+    rows = []
     for name in store.images():
         current = store.resolve(name)
         for version in store.versions(name):
             m = store.manifest(name, version) or {}
-            mark = "*" if version == current else " "
-            kernel = m.get("kernel_release", "?")
-            click.echo(f"{mark} {name:<12} {version}  kernel {kernel}")
+            size = sum(f.get("size", 0) for f in m.get("files", {}).values())
+            rows.append(["*" if version == current else "", name, version,
+                         m.get("kind", "?"), m.get("kernel_release", "?"),
+                         f"{size / 1e6:.1f}M", m.get("built", "-"), m.get("recipe_hash", "-")])
+    if not rows:
+        click.echo(f"no images in {store.root}")
+        return
+    click.echo(table(["", "IMAGE", "VERSION", "KIND", "KERNEL", "SIZE", "BUILT", "RECIPE"],
+                     rows))
+
+
+def _resolve(store: ImageStore, ref: str, version: str | None = None) -> tuple[str, str]:
+    name, v = parse_ref(ref)
+    concrete = store.resolve(name, version or v)
+    if concrete is None:
+        _error(f"no image {name}@{version or v} in {store.root}"
+               + (f" (versions: {', '.join(store.versions(name))})"
+                  if store.versions(name) else ""))
+    assert concrete is not None
+    return name, concrete
 
 
 @image.command()
-@click.argument("name", metavar="IMAGE")
-@click.argument("version", default="current")
+@click.argument("ref", metavar="IMAGE[@VERSION]")
+@click.argument("version", required=False)
+@click.option("--content/--no-content", default=True, show_default=True,
+              help="Also check every file inside the root fs archive against the manifest.")
 @boot_root_option
-def verify(name: str, version: str, boot_root: str) -> None:
-    """Check every file of IMAGE VERSION against its manifest's sha256."""
+def verify(ref: str, version: str | None, content: bool, boot_root: str) -> None:
+    """Re-hash IMAGE (default version: current) against its manifest.
+
+    Every artifact's sha256 and size, and (--content) every file, symlink and
+    mode inside rootfs.tar.gz. Prints each difference; exit 1 on any.
+    """
     store = ImageStore(Path(boot_root) / "images")
-    concrete = store.resolve(name, version)
-    if concrete is None:
-        _error(f"no image {name} {version} in {store.root}")
-    assert concrete is not None
+    name, concrete = _resolve(store, ref, version)
     problems = store.verify(name, concrete)
+    if content and not problems:
+        problems = verify_archive(store, name, concrete)
     for p in problems:
         click.echo(f"error: {p}", err=True)
     if problems:
+        click.echo(f"{name}@{concrete}: {len(problems)} difference(s)", err=True)
         sys.exit(1)
-    click.echo(f"{name} {concrete}: ok")
+    m = store.manifest(name, concrete) or {}
+    click.echo(f"{name}@{concrete}: ok ({len(m.get('files', {}))} artifacts"
+               + (f", {len(m.get('rootfs', {}))} entries" if content else "") + ")")
+
+
+@image.command()
+@click.argument("ref", metavar="IMAGE@VERSION")
+@boot_root_option
+def promote(ref: str, boot_root: str) -> None:
+    """Make VERSION the `current` IMAGE: what `image: IMAGE` in the inventory boots
+    and what dsas-clone copies by default. The version must verify first."""
+    store = ImageStore(Path(boot_root) / "images")
+    if "@" not in ref:
+        _error(f"{ref}: name the version to promote, as IMAGE@VERSION")
+    name, concrete = _resolve(store, ref)
+    problems = store.verify(name, concrete)
+    if problems:
+        for p in problems:
+            click.echo(f"error: {p}", err=True)
+        _error(f"{name}@{concrete} does not verify; not promoted")
+    before = store.resolve(name)
+    store.set_current(name, concrete)
+    click.echo(f"{name}: current is now {concrete}" + (f" (was {before})" if before else ""))
 
 
 def register(cli: click.Group) -> None:

@@ -156,6 +156,9 @@ class Builder:
         self.say(f"image {name}: {recipe.description or recipe.kind}")
         if recipe.kind == "initramfs":
             res = self._build_initramfs(recipe)
+        elif recipe.kind == "debian":
+            from .debian import build_debian
+            res = build_debian(self, recipe)
         else:
             res = self._build_rootfs(recipe)
         state = "up to date (cached)" if res.cached else "built"

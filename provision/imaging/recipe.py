@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-KINDS = ("initramfs", "rootfs")
+KINDS = ("initramfs", "rootfs", "debian")
 
 
 class RecipeError(ValueError):
@@ -58,6 +58,12 @@ class Recipe:
     dirs: tuple[str, ...]
     symlinks: tuple[tuple[str, str], ...]  # (dest, target)
     devices: tuple[Device, ...]
+    # kind "debian": a full Debian root fs made by mmdebstrap (provision/imaging/debian.py)
+    suite: str = ""
+    variant: str = ""
+    include: tuple[str, ...] = ()
+    dpkg_opts: tuple[str, ...] = ()
+    hooks: tuple[str, ...] = ()  # scripts (repo-relative) run with the root dir as $1
 
     @property
     def packages(self) -> list[str]:
@@ -85,6 +91,13 @@ def _table_list(raw: dict[str, Any], key: str, src: str) -> list[tuple[str, dict
     return [(f"{src}: {key}[{i}]", item) for i, item in enumerate(items)]
 
 
+def _strings(raw: dict[str, Any], key: str, src: str) -> tuple[str, ...]:
+    items = raw.get(key, [])
+    if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+        raise RecipeError(f"{src}: {key}: must be an array of non-empty strings")
+    return tuple(items)
+
+
 def load(path: Path) -> Recipe:
     src = str(path)
     try:
@@ -95,7 +108,7 @@ def load(path: Path) -> Recipe:
     if kind not in KINDS:
         raise RecipeError(f"{src}: kind: {kind!r} is not one of {', '.join(KINDS)}")
     boot = raw.get("boot")
-    if kind == "rootfs" and not isinstance(boot, str):
+    if kind in ("rootfs", "debian") and not isinstance(boot, str):
         raise RecipeError(f"{src}: boot: a rootfs image names the image that boots it")
     copies = tuple(
         Copy(_str(c, "package", w), _str(c, "path", w), _str(c, "dest", w),
@@ -128,6 +141,11 @@ def load(path: Path) -> Recipe:
         dirs=tuple(str(d) for d in raw.get("dirs", [])),
         symlinks=symlinks,
         devices=devices,
+        suite=str(raw.get("suite", "")),
+        variant=str(raw.get("variant", "")),
+        include=_strings(raw, "include", src),
+        dpkg_opts=_strings(raw, "dpkg_opts", src),
+        hooks=_strings(raw, "hooks", src),
     )
 
 

@@ -95,7 +95,7 @@ class ImageStore:
                 problems.append(f"{image}/{version}/{name}: sha256 mismatch")
         return problems
 
-    def publish(self, image: str, version: str, artifacts: dict[str, bytes],
+    def publish(self, image: str, version: str, artifacts: dict[str, bytes | Path],
                 manifest: dict[str, Any]) -> Path:
         final = self.dir(image, version)
         tmp = self.root / image / f".tmp-{version}-{os.getpid()}"
@@ -103,7 +103,10 @@ class ImageStore:
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         for name, data in artifacts.items():
-            (tmp / name).write_bytes(data)
+            if isinstance(data, Path):  # a large artifact already on disk: move it in
+                shutil.move(data, tmp / name)
+            else:
+                (tmp / name).write_bytes(data)
         (tmp / layout.MANIFEST).write_text(dump_manifest(manifest))
         for p in tmp.iterdir():
             with p.open("rb") as f:
