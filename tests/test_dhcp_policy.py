@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from provision.inventory import loads
+from provision.layout import DISCOVERY_SCRIPT
 from provision.policy.dhcp import (
-    DISCOVERY_SCRIPT,
     TO_BROADCAST,
     TO_SOURCE,
     Decision,

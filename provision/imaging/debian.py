@@ -203,7 +203,7 @@ def pack(root: Path, out: Path, say: Any = None) -> dict[str, dict[str, Any]]:
                 info.size = st.st_size
                 with full.open("rb") as f:
                     reader = _HashingReader(f)
-                    tar.addfile(info, reader)  # type: ignore[arg-type]
+                    tar.addfile(info, reader)
                 entry.update(type="file", size=reader.n, sha256=reader.h.hexdigest())
             elif stat.S_ISDIR(st.st_mode):
                 info.type = tarfile.DIRTYPE

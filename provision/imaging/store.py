@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,7 @@ class ImageStore:
                 problems.append(f"{image}/{version}/{name}: sha256 mismatch")
         return problems
 
-    def publish(self, image: str, version: str, artifacts: dict[str, bytes | Path],
+    def publish(self, image: str, version: str, artifacts: Mapping[str, bytes | Path],
                 manifest: dict[str, Any]) -> Path:
         final = self.dir(image, version)
         tmp = self.root / image / f".tmp-{version}-{os.getpid()}"

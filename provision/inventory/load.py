@@ -353,7 +353,6 @@ class _Builder:
     def networks(self, data: dict[str, Any]) -> dict[str, Network]:
         section = self.mapping(data, "networks", "networks", optional=False)
         out: dict[str, Network] = {}
-        bad_vlan: set[str] = set()
         for name, _ in (section or {}).items():
             path = f"networks.{name}"
             self.fallback_line = _line(section, name)
@@ -373,8 +372,6 @@ class _Builder:
             if gw is not None:
                 self._check_in_network(n, "gateway", f"{path}.gateway", gw, cidr)
             vlan = self.integer(n, "vlan", path, 1, 4094, None)
-            if vlan is None and n.get("vlan") is not None:
-                bad_vlan.add(str(name))
             dns = []
             dns_list = self.seq(n, "dns", path)
             for i, _ in enumerate(dns_list):
@@ -389,10 +386,6 @@ class _Builder:
                 if na.cidr.overlaps(nb.cidr):
                     self.err(section, nb.name, f"networks.{nb.name}.cidr",
                              f"{nb.cidr} overlaps network {na.name} ({na.cidr})")
-                if na.vlan == nb.vlan and not {na.name, nb.name} & bad_vlan:
-                    tag = f"VLAN {na.vlan}" if na.vlan else "untagged"
-                    self.err(section, nb.name, f"networks.{nb.name}.vlan",
-                             f"{tag} is already used by network {na.name}")
         return out
 
     def _check_in_network(
@@ -554,6 +547,17 @@ class _Builder:
                 continue
             svcs = self.names(m, "services", path, services, "service")
             nets = self.names(m, "networks", path, networks, "network")
+            # A host joins its role's networks over one bond: each needs its own VLAN id
+            # (networks on other segments, e.g. behind a DHCP relay, may reuse ids).
+            seen_vlan: dict[int | None, str] = {}
+            for i, n in enumerate(nets):
+                vlan = networks[n].vlan
+                if vlan in seen_vlan:
+                    tag = f"VLAN {vlan}" if vlan else "untagged"
+                    self.err(m.get("networks"), i, f"{path}.networks[{i}]",
+                             f"{n} and {seen_vlan[vlan]} are both {tag}; the networks of a "
+                             "role need distinct VLAN ids")
+                seen_vlan[vlan] = n
             if m.get("networks") is not None and not nets and not self.seq(m, "networks", path):
                 self.err(m, "networks", f"{path}.networks", "a role joins at least one network")
             image = self.string(m, "image", path)

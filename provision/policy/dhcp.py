@@ -25,9 +25,6 @@ ZERO = IPv4Address(0)
 SERVER_PORT = 67  # RFC 2131 4.1
 CLIENT_PORT = 68
 PXE_PORT = 4011  # PXE 2.1: ProxyDHCP / boot server requests
-# The iPXE script an unknown machine gets when discovery is on (served by the boot
-# services; it reports the machine and waits for an operator).
-DISCOVERY_SCRIPT = "discovery.ipxe"
 SEEN_LIMIT = 200_000  # unknown MACs whose last sighting is remembered (rate limit)
 # iPXE's no-pxedhcp setting (175.176 = 1): PXE-CLIENTS.md 5 measured iPXE REQUESTing
 # 3 ms after the OFFER with it, instead of about 3 s later.
@@ -325,7 +322,7 @@ class DhcpPolicy:
         if host is not None and host.loader == "pxelinux" and bios:
             return layout.LOADER_PXELINUX  # even for the iPXE ROM: it is the BIOS's PXE
         if req.is_ipxe:
-            path = layout.ipxe_script_path(host) if host is not None else DISCOVERY_SCRIPT
+            path = layout.ipxe_script_path(host) if host is not None else layout.DISCOVERY_SCRIPT
             return self.http_url(link, path)
         if arch in (o.ARCH_EFI_X64, o.ARCH_EFI_BC):
             return layout.LOADER_EFI_X64
