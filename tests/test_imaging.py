@@ -240,7 +240,8 @@ def test_cli_builds_prints_progress_then_is_a_no_op(tmp_path: Path) -> None:
     second = runner.invoke(cli, args)
     assert second.exit_code == 0 and "up to date (cached)" in second.output
     listing = runner.invoke(cli, ["image", "list", "--boot-root", str(tmp_path)])
-    assert listing.output.startswith("* netboot")
+    rows = [line.split() for line in listing.output.splitlines()[2:]]
+    assert rows and rows[0][:2] == ["*", "netboot"], listing.output
     verify = runner.invoke(cli, ["image", "verify", "netboot", "--boot-root", str(tmp_path)])
     assert verify.exit_code == 0 and ": ok" in verify.output
     missing = runner.invoke(cli, ["image", "build", "nosuch", "--boot-root", str(tmp_path)])

@@ -114,8 +114,8 @@ def run_mmdebstrap(builder: Builder, recipe: Recipe, target: Path) -> None:
     builder.say(f"  mmdebstrap {recipe.suite} ({len(recipe.include)} packages, "
                 f"debs cached in {apt_cache})")
     log = builder.cache / f"{recipe.name}.mmdebstrap.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, text=True, env=env)
+    with log.open("w") as out, subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE,
+                                                text=True, env=env) as proc:
         assert proc.stderr is not None
         for line in proc.stderr:  # mmdebstrap's progress: I: ... lines
             out.write(line)
