@@ -36,6 +36,7 @@ MIN_TIMEOUT, MAX_TIMEOUT = 1, 255  # seconds, RFC 2349
 MIN_WINDOW, MAX_WINDOW = 1, 65535  # RFC 7440
 MAX_REQUEST = 1500  # a request larger than one Ethernet frame is refused unparsed
 MODES = ("octet", "netascii")  # "mail" (RFC 1350) is obsolete and refused
+HEADER = struct.Struct("!HH")  # opcode, then block number (DATA, ACK) or error code (ERROR)
 
 
 class TftpDecodeError(ValueError):
@@ -79,15 +80,15 @@ def decode_request(data: bytes) -> Request:
     return Request(opcode, filename, mode, options)
 
 
-def decode_ack_or_error(data: bytes) -> tuple[int, int, str]:
+def decode_ack_or_error(data: bytes | bytearray | memoryview) -> tuple[int, int, str]:
     """(opcode, block-or-code, message) of an ACK or ERROR from a client."""
     if len(data) < 4:
         raise TftpDecodeError("short packet", len(data))
-    opcode, num = struct.unpack_from("!HH", data)
+    opcode, num = HEADER.unpack_from(data)
     if opcode == OP_ACK:
         return opcode, num, ""
     if opcode == OP_ERROR:
-        return opcode, num, data[4:].split(b"\x00", 1)[0].decode("latin-1", "replace")
+        return opcode, num, bytes(data[4:]).split(b"\x00", 1)[0].decode("latin-1", "replace")
     raise TftpDecodeError(f"unexpected opcode {opcode}", 0)
 
 
@@ -99,10 +100,6 @@ def encode_oack(options: dict[str, str]) -> bytes:
     body = b"".join(k.encode("latin-1") + b"\x00" + v.encode("latin-1") + b"\x00"
                     for k, v in options.items())
     return struct.pack("!H", OP_OACK) + body
-
-
-def data_header(block: int) -> bytes:
-    return struct.pack("!HH", OP_DATA, block & 0xFFFF)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import multiprocessing
 import os
 import selectors
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ M_ACTIVE = "dsas_tftp_active_transfers"
 M_SPAWN_SECONDS = "dsas_tftp_spawn_seconds_total"
 M_SPAWNS = "dsas_tftp_spawns_total"
 
+_TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_RCVTIMEO (Linux: two longs)
+
 
 @dataclass(frozen=True)
 class TftpSettings:
@@ -74,24 +77,50 @@ class TftpSettings:
 
 
 class _LazyData(ResponseData):
-    """The file's bytes, opened in the child (the parent keeps no descriptor)."""
+    """The file's bytes, opened in the child (the parent keeps no descriptor).
+
+    fbtftp's stream interface (``read``/``size``) plus ``pread_into`` for the data
+    path: positioned reads into a caller's buffer, no bytes object per block.
+    """
 
     def __init__(self, bootfile: BootFile, netascii: bool):
         self._file = bootfile
         self._netascii = netascii
         self._reader: Any = None
+        self._fd = -1
+        self._mem: memoryview | None = None
 
     def _open(self) -> Any:
         if self._reader is None:
             if self._netascii:
                 with self._file.open() as f:
                     self._reader = io.BytesIO(codec.netascii_encode(f.read()))
+                self._mem = self._reader.getbuffer()
             else:
                 self._reader = self._file.open()
+                if isinstance(self._reader, io.BytesIO):  # rendered content
+                    self._mem = self._reader.getbuffer()
+                else:
+                    self._fd = self._reader.fileno()
         return self._reader
 
     def read(self, n: int) -> bytes:
         return self._open().read(n)
+
+    def pread_into(self, buf: memoryview, offset: int) -> int:
+        """Fill ``buf`` from byte ``offset``; fewer bytes only at the end of the data."""
+        self._open()
+        if self._mem is not None:
+            part = self._mem[offset:offset + len(buf)]
+            buf[:len(part)] = part
+            return len(part)
+        got = 0
+        while got < len(buf):
+            n = os.preadv(self._fd, [buf[got:]], offset + got)
+            if n <= 0:
+                break
+            got += n
+        return got
 
     def size(self) -> int:
         if not self._netascii:
@@ -100,8 +129,36 @@ class _LazyData(ResponseData):
         return len(reader.getbuffer())
 
     def close(self) -> None:
+        if self._mem is not None:
+            self._mem.release()
+            self._mem = None
         if self._reader is not None:
             self._reader.close()
+
+
+class _Blocks:
+    """Block ``n`` (1-based) of the data as a view into a read-ahead buffer.
+
+    Sequential access costs one ``preadv`` per ``READ_AHEAD`` bytes; a block
+    outside the buffer (a retransmission across a refill) refills it from there.
+    """
+
+    READ_AHEAD = 256 * 1024
+
+    def __init__(self, data: _LazyData, blksize: int):
+        self.data = data
+        self.blksize = blksize
+        self.buf = memoryview(bytearray(blksize * max(1, self.READ_AHEAD // blksize)))
+        self.first = 1  # block number at the start of buf
+        self.end = 1  # one past the last block (even partly) in buf
+        self.valid = 0  # bytes of buf filled
+
+    def get(self, n: int) -> memoryview:
+        if not self.first <= n < self.end:
+            self.valid = self.data.pread_into(self.buf, (n - 1) * self.blksize)
+            self.first, self.end = n, n + len(self.buf) // self.blksize
+        off = (n - self.first) * self.blksize
+        return self.buf[off:min(off + self.blksize, self.valid)]
 
 
 class Transfer(BaseHandler):
@@ -153,14 +210,23 @@ class Transfer(BaseHandler):
 
 
 class _Session:
-    """The data path of one transfer: OACK, then windows of DATA until the last ACK."""
+    """The data path of one transfer: OACK, then windows of DATA until the last ACK.
+
+    Per block: one ``sendmsg`` (the 4-byte header and a view of the read-ahead
+    buffer, never joined) and one ``recv_into`` a fixed buffer on a blocking socket
+    whose SO_RCVTIMEO is the retransmission timer (set again only when the timer
+    changes): no select, no per-block logging or metrics (counted at the end).
+    """
 
     def __init__(self, h: Transfer, settings: TftpSettings):
         self.h = h
         self.s = settings
         self.sock = h._get_listener()  # fbtftp binds (server address, ephemeral port)
         self.sock.connect(h._peer)  # only the client's packets reach us from now on
-        self.data: ResponseData = h._response_data
+        self.sock.settimeout(None)  # blocking: SO_RCVTIMEO bounds each wait
+        self.timeo = -1.0  # SO_RCVTIMEO now set, s
+        self.ack = memoryview(bytearray(512))
+        self.data: _LazyData = h._response_data
         self.retransmits = 0
         self.bytes = 0
         self.srtt: float | None = None
@@ -181,11 +247,11 @@ class _Session:
                 return err
         return self._send_file(neg.blksize, neg.windowsize)
 
-    def _send(self, pkt: bytes) -> None:
+    def _send(self, *parts: bytes | memoryview) -> None:
         """Send one datagram; a local drop (EPERM from a firewall, ENOBUFS) is a loss
         like any other and is repaired by retransmission."""
         try:
-            self.sock.send(pkt)
+            self.sock.sendmsg(parts)
         except (PermissionError, BlockingIOError, ConnectionRefusedError):
             pass
         except OSError as e:
@@ -222,91 +288,129 @@ class _Session:
                                      f"client_error_{num}")
             if op == codec.OP_ACK and num == want:
                 return None
+            if time.monotonic() - last_progress > self.give_up:
+                return self._outcome("failed", "timeout")
+
+    def _set_timeo(self, wait: float) -> None:
+        wait = max(wait, 0.001)  # SO_RCVTIMEO 0 would mean "wait forever"
+        sec = int(wait)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                             _TIMEVAL.pack(sec, int((wait - sec) * 1e6)))
+        self.timeo = wait
 
     def _recv(self, wait: float) -> tuple[int, int, str] | None:
         """The next well-formed ACK/ERROR from the client, or None after ``wait`` s."""
         deadline = time.monotonic() + wait
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            self.sock.settimeout(left)
+            if wait != self.timeo:
+                self._set_timeo(wait)
             try:
-                pkt = self.sock.recv(512)
-            except TimeoutError:
+                n = self.sock.recv_into(self.ack)
+            except BlockingIOError:  # SO_RCVTIMEO expired
                 return None
             except ConnectionRefusedError:  # ICMP port unreachable: the client is gone
-                continue
-            try:
-                return codec.decode_ack_or_error(pkt)
-            except codec.TftpDecodeError:
-                self._send(codec.encode_error(codec.ERR_ILLEGAL_OPERATION, "expected ACK"))
-                continue
+                n = -1
+            if n >= 0:
+                try:
+                    return codec.decode_ack_or_error(self.ack[:n])
+                except codec.TftpDecodeError:
+                    self._send(codec.encode_error(codec.ERR_ILLEGAL_OPERATION, "expected ACK"))
+            wait = deadline - time.monotonic()  # not an answer: wait out the rest only
+            if wait <= 0:
+                return None
 
     def _send_file(self, blksize: int, window: int) -> dict[str, Any]:
-        sent: dict[int, bytes] = {}  # absolute block number -> packet, not yet acked
-        base, nxt, last = 1, 1, None  # first unacked, next to send, final block
-        backoff, last_progress = 0, time.monotonic()
-        send_times: dict[int, float] = {}
+        """DATA in windows until the last ACK (lock-step when ``window`` is 1).
+
+        Ordered for latency: after an in-order ACK the next block, read and sliced
+        while the ACK was on the wire, goes out first; the round-trip sample and the
+        timer come after, while the client works. Anything else (timeout, ERROR,
+        a stale or malformed packet) goes to ``_off_path``.
+        """
+        blocks = _Blocks(self.data, blksize)
+        pack, unpack, clock = codec.HEADER.pack, codec.HEADER.unpack_from, time.monotonic
+        send, recv_into, ack = self._send, self.sock.recv_into, self.ack
+        base, nxt, last, last_len = 1, 1, 0, 0  # first unacked, next to send, final (0: unknown)
+        ahead: memoryview | None = None  # block nxt, read while waiting
+        progressed = False
+        self.backoff, self.timed, self.t_sent = 0, 0, 0.0  # timed: RTT probe block (0: none)
+        self.last_progress, self.rto = clock(), self._rto(0)
         while True:
-            while nxt < base + window and (last is None or nxt <= last):
-                chunk = _read_full(self.data, blksize)
-                pkt = codec.data_header(nxt) + chunk
-                sent[nxt] = pkt
-                send_times[nxt] = time.monotonic()
-                self._send(pkt)
-                if len(chunk) < blksize:
-                    last = nxt
+            first = nxt
+            while nxt < base + window and (not last or nxt <= last):
+                view = blocks.get(nxt) if ahead is None else ahead
+                ahead = None
+                send(pack(codec.OP_DATA, nxt & 0xFFFF), view)
+                if len(view) < blksize:
+                    last, last_len = nxt, len(view)
                 nxt += 1
-            got = self._recv(self._rto(backoff))
-            now = time.monotonic()
-            if got is None:
-                if now - last_progress > self.give_up:
-                    return self._outcome("failed", "timeout")
-                backoff += 1
-                for n in range(base, nxt):  # resend the window
-                    self.retransmits += 1
-                    send_times.pop(n, None)  # Karn: no RTT sample from a resent block
-                    self._send(sent[n])
-                continue
-            op, num, _ = got
-            if op == codec.OP_ERROR:
-                return self._outcome("aborted", f"client_error_{num}")
-            acked = _unwrap(num, base - 1, nxt - 1)
-            if acked is None or acked < base:
-                if acked == base - 1 and window > 1:  # RFC 7440: client saw a gap
-                    for n in range(base, nxt):
-                        self.retransmits += 1
-                        self._send(sent[n])
-                continue  # lock-step duplicate ACK: ignore (Sorcerer's Apprentice)
-            t0 = send_times.get(acked)
-            if t0 is not None:
-                sample = now - t0
-                self.srtt = sample if self.srtt is None else 0.875 * self.srtt + 0.125 * sample
-            for n in range(base, acked + 1):
-                self.bytes += len(sent.pop(n)) - 4
-                send_times.pop(n, None)
-            base, backoff, last_progress = acked + 1, 0, now
-            if last is not None and acked >= last:
-                return self._outcome("ok", "ok")
+            now = clock()
+            if progressed:
+                self._progress(now, base)
+                progressed = False
+            if not self.timed and nxt > first:
+                self.timed, self.t_sent = nxt - 1, now
+            if ahead is None and (not last or nxt <= last):
+                ahead = blocks.get(nxt)
+            if self.rto != self.timeo:
+                self._set_timeo(self.rto)
+            try:
+                k = recv_into(ack)
+            except BlockingIOError:  # SO_RCVTIMEO: the retransmission timer expired
+                k = -1
+            except ConnectionRefusedError:  # ICMP port unreachable: the client is gone
+                k = -2
+            if k >= 4:
+                op, num = unpack(ack)
+                acked = nxt - 1 - ((nxt - 1 - num) & 0xFFFF)  # absolute block number
+                if op == codec.OP_ACK and acked >= base:
+                    if last and acked >= last:
+                        self.bytes = (last - 1) * blksize + last_len
+                        return self._outcome("ok", "ok")
+                    base, progressed = acked + 1, True
+                    continue
+            end = self._off_path(k, blocks, base, nxt, window, now)
+            if end is not None:
+                self.bytes = (base - 1) * blksize  # acked blocks: all full but the last
+                return end
+            ahead = None  # a resend may have moved the read-ahead buffer
 
+    def _progress(self, now: float, base: int) -> None:
+        """After an ACK moved the window: round-trip sample, timer, give-up clock."""
+        self.last_progress = now
+        if self.timed and base > self.timed:
+            # measured after our next send, so a few microseconds long: harmless
+            sample = now - self.t_sent
+            self.srtt = sample if self.srtt is None else 0.875 * self.srtt + 0.125 * sample
+            self.timed, self.backoff, self.rto = 0, 0, self._rto(0)
+        elif self.backoff:
+            self.backoff, self.rto = 0, self._rto(0)
 
-def _unwrap(num16: int, low: int, high: int) -> int | None:
-    """The absolute block number in [low, high] whose low 16 bits are ``num16``."""
-    for n in range(high, low - 1, -1):
-        if n & 0xFFFF == num16:
-            return n
-    return None
+    def _off_path(self, k: int, blocks: _Blocks, base: int, nxt: int, window: int,
+                  waiting_since: float) -> dict[str, Any] | None:
+        """Whatever is not an in-order ACK; returns the outcome when the transfer ends."""
+        now = time.monotonic()
+        if now - self.last_progress > self.give_up:
+            return self._outcome("failed", "timeout")
+        op, num = codec.HEADER.unpack_from(self.ack) if k >= 4 else (-1, -1)
+        if op == codec.OP_ERROR:
+            return self._outcome("aborted", f"client_error_{num}")
+        if k >= 0 and op != codec.OP_ACK:  # short datagram or an opcode a client never sends
+            self._send(codec.encode_error(codec.ERR_ILLEGAL_OPERATION, "expected ACK"))
+        if k == -1 or now - waiting_since >= self.rto:  # the timer ran out: back off, resend
+            self.backoff += 1
+            self.rto = self._rto(self.backoff)
+            self._resend(blocks, base, nxt)
+        elif op == codec.OP_ACK and window > 1 and num == (base - 1) & 0xFFFF:
+            self._resend(blocks, base, nxt)  # RFC 7440: the client saw a gap
+        # else a lock-step duplicate ACK: ignored (Sorcerer's Apprentice)
+        return None
 
-
-def _read_full(data: ResponseData, n: int) -> bytes:
-    out = data.read(n)
-    while len(out) < n:
-        more = data.read(n - len(out))
-        if not more:
-            break
-        out += more
-    return bytes(out)
+    def _resend(self, blocks: _Blocks, base: int, nxt: int) -> None:
+        self.timed = 0  # Karn: no round-trip sample from a resent block
+        for n in range(base, nxt):
+            self.retransmits += 1
+            self._send(codec.HEADER.pack(codec.OP_DATA, n & 0xFFFF), blocks.get(n))
 
 
 # --------------------------------------------------------------------------
