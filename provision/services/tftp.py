@@ -79,7 +79,7 @@ class TftpSettings:
 class _LazyData(ResponseData):
     """The file's bytes, opened in the child (the parent keeps no descriptor).
 
-    fbtftp's stream interface (``read``/``size``) plus ``pread_into`` for the data
+    fbtftp's stream interface (``read``/``size``) plus ``preadv_into`` for the data
     path: positioned reads into a caller's buffer, no bytes object per block.
     """
 
@@ -107,19 +107,24 @@ class _LazyData(ResponseData):
     def read(self, n: int) -> bytes:
         return self._open().read(n)
 
-    def pread_into(self, buf: memoryview, offset: int) -> int:
-        """Fill ``buf`` from byte ``offset``; fewer bytes only at the end of the data."""
+    def preadv_into(self, bufs: list[memoryview], offset: int) -> int:
+        """Fill ``bufs`` in turn from byte ``offset``; short only at the end of the data."""
         self._open()
         if self._mem is not None:
-            part = self._mem[offset:offset + len(buf)]
-            buf[:len(part)] = part
-            return len(part)
-        got = 0
-        while got < len(buf):
-            n = os.preadv(self._fd, [buf[got:]], offset + got)
-            if n <= 0:
+            pos = offset
+            for buf in bufs:
+                part = self._mem[pos:pos + len(buf)]
+                buf[:len(part)] = part
+                pos += len(part)
+                if len(part) < len(buf):
+                    break
+            return pos - offset
+        got, total = os.preadv(self._fd, bufs, offset), sum(len(b) for b in bufs)
+        while 0 < got < total:  # a short read is the end, unless more comes
+            more = os.preadv(self._fd, _skip(bufs, got), offset + got)
+            if more <= 0:
                 break
-            got += n
+            got += more
         return got
 
     def size(self) -> int:
@@ -136,29 +141,50 @@ class _LazyData(ResponseData):
             self._reader.close()
 
 
-class _Blocks:
-    """Block ``n`` (1-based) of the data as a view into a read-ahead buffer.
+def _skip(bufs: list[memoryview], n: int) -> list[memoryview]:
+    """``bufs`` without their first ``n`` bytes."""
+    for i, buf in enumerate(bufs):
+        if n < len(buf):
+            return [buf[n:], *bufs[i + 1:]]
+        n -= len(buf)
+    return []
 
-    Sequential access costs one ``preadv`` per ``READ_AHEAD`` bytes; a block
+
+class _Blocks:
+    """DATA packet ``n`` (1-based) as a view into a read-ahead buffer of packets.
+
+    The buffer is laid out as packets (4-byte header, then ``blksize`` bytes): one
+    ``preadv`` fills the data parts of every slot, the headers are written at the
+    same time, and a block is sent as one contiguous view, never joined. A block
     outside the buffer (a retransmission across a refill) refills it from there.
     """
 
-    READ_AHEAD = 256 * 1024
+    READ_AHEAD = 256 * 1024  # bytes of file per refill (at most IOV_MAX slots)
 
-    def __init__(self, data: _LazyData, blksize: int):
+    def __init__(self, data: _LazyData, blksize: int, read_ahead: int = READ_AHEAD):
         self.data = data
         self.blksize = blksize
-        self.buf = memoryview(bytearray(blksize * max(1, self.READ_AHEAD // blksize)))
-        self.first = 1  # block number at the start of buf
-        self.end = 1  # one past the last block (even partly) in buf
-        self.valid = 0  # bytes of buf filled
+        self.slot = codec.HEADER.size + blksize
+        slots = min(max(1, read_ahead // blksize), os.sysconf("SC_IOV_MAX"))
+        self.buf = memoryview(bytearray(self.slot * slots))
+        self.parts = [self.buf[i * self.slot + codec.HEADER.size:(i + 1) * self.slot]
+                      for i in range(slots)]
+        self.first = self.end = 1  # the block at the start of buf; one past its last slot
+        self.valid = 0  # data bytes read into buf
 
-    def get(self, n: int) -> memoryview:
+    def packet(self, n: int) -> memoryview:
         if not self.first <= n < self.end:
-            self.valid = self.data.pread_into(self.buf, (n - 1) * self.blksize)
-            self.first, self.end = n, n + len(self.buf) // self.blksize
-        off = (n - self.first) * self.blksize
-        return self.buf[off:min(off + self.blksize, self.valid)]
+            self._fill(n)
+        i = n - self.first
+        off = i * self.slot
+        size = min(self.blksize, self.valid - i * self.blksize)
+        return self.buf[off:off + codec.HEADER.size + max(size, 0)]
+
+    def _fill(self, n: int) -> None:
+        self.valid = self.data.preadv_into(self.parts, (n - 1) * self.blksize)
+        self.first, self.end = n, n + len(self.parts)
+        for i in range(len(self.parts)):
+            codec.HEADER.pack_into(self.buf, i * self.slot, codec.OP_DATA, (n + i) & 0xFFFF)
 
 
 class Transfer(BaseHandler):
@@ -209,6 +235,14 @@ class Transfer(BaseHandler):
                 self._listener.close()
 
 
+def _local_drop(e: OSError) -> None:
+    """A send refused locally (EPERM from a firewall, ENOBUFS, no route) is a loss
+    like any other, repaired by retransmission; anything else is raised."""
+    if e.errno not in (errno.EPERM, errno.EACCES, errno.ENOBUFS, errno.EAGAIN,
+                       errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH):
+        raise e
+
+
 class _Session:
     """The data path of one transfer: OACK, then windows of DATA until the last ACK.
 
@@ -248,16 +282,11 @@ class _Session:
         return self._send_file(neg.blksize, neg.windowsize)
 
     def _send(self, *parts: bytes | memoryview) -> None:
-        """Send one datagram; a local drop (EPERM from a firewall, ENOBUFS) is a loss
-        like any other and is repaired by retransmission."""
+        """Send one datagram (see ``_local_drop``)."""
         try:
             self.sock.sendmsg(parts)
-        except (PermissionError, BlockingIOError, ConnectionRefusedError):
-            pass
         except OSError as e:
-            if e.errno not in (errno.ENOBUFS, errno.EAGAIN, errno.ENETUNREACH,
-                               errno.EHOSTUNREACH):
-                raise
+            _local_drop(e)
 
     def _rto(self, backoff: int) -> float:
         base = self.s.rto_min if self.srtt is None else max(self.s.rto_min, 4 * self.srtt)
@@ -328,8 +357,8 @@ class _Session:
         a stale or malformed packet) goes to ``_off_path``.
         """
         blocks = _Blocks(self.data, blksize)
-        pack, unpack, clock = codec.HEADER.pack, codec.HEADER.unpack_from, time.monotonic
-        send, recv_into, ack = self._send, self.sock.recv_into, self.ack
+        unpack, clock, full = codec.HEADER.unpack_from, time.monotonic, codec.HEADER.size + blksize
+        send, recv_into, ack = self.sock.send, self.sock.recv_into, self.ack
         base, nxt, last, last_len = 1, 1, 0, 0  # first unacked, next to send, final (0: unknown)
         ahead: memoryview | None = None  # block nxt, read while waiting
         progressed = False
@@ -338,11 +367,14 @@ class _Session:
         while True:
             first = nxt
             while nxt < base + window and (not last or nxt <= last):
-                view = blocks.get(nxt) if ahead is None else ahead
+                pkt = blocks.packet(nxt) if ahead is None else ahead
                 ahead = None
-                send(pack(codec.OP_DATA, nxt & 0xFFFF), view)
-                if len(view) < blksize:
-                    last, last_len = nxt, len(view)
+                try:
+                    send(pkt)
+                except OSError as e:
+                    _local_drop(e)
+                if len(pkt) < full:
+                    last, last_len = nxt, len(pkt) - codec.HEADER.size
                 nxt += 1
             now = clock()
             if progressed:
@@ -351,7 +383,7 @@ class _Session:
             if not self.timed and nxt > first:
                 self.timed, self.t_sent = nxt - 1, now
             if ahead is None and (not last or nxt <= last):
-                ahead = blocks.get(nxt)
+                ahead = blocks.packet(nxt)
             if self.rto != self.timeo:
                 self._set_timeo(self.rto)
             try:
@@ -410,7 +442,7 @@ class _Session:
         self.timed = 0  # Karn: no round-trip sample from a resent block
         for n in range(base, nxt):
             self.retransmits += 1
-            self._send(codec.HEADER.pack(codec.OP_DATA, n & 0xFFFF), blocks.get(n))
+            self._send(blocks.packet(n))
 
 
 # --------------------------------------------------------------------------
