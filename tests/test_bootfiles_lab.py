@@ -208,6 +208,17 @@ def test_unknown_machine_gets_immediate_error_1(env: Setup) -> None:
     assert env.probe("get", SRV, "no/such/file")["error"] == 1
 
 
+def test_retransmitted_request_gets_one_transfer(env: Setup) -> None:
+    """A client that repeats its RRQ (our answer was late) is served by one process."""
+    spawns = env.metric("dsas_tftp_spawns_total")
+    dups = env.metric("dsas_tftp_duplicate_requests_total")
+    name = "images/tiny/1/initrd.img"
+    r = env.probe("get", SRV, name, "--opt", "blksize=1468", "--requests", "3")
+    assert r["sha256"] == env.sha(name) and r["server_tids"] == 1, r
+    assert env.metric("dsas_tftp_spawns_total") == spawns + 1
+    assert env.metric("dsas_tftp_duplicate_requests_total") == dups + 2
+
+
 def test_write_request_is_access_violation(env: Setup, tmp_path: Path) -> None:
     f = tmp_path / "up"
     f.write_bytes(b"x" * 100)

@@ -3,7 +3,7 @@
 Sends exactly the request it is told to (odd names, options, windowsize) and
 prints one JSON line: the OACK, the error, the sha256 and size of what came.
 
-    get SERVER NAME [--opt k=v ...] [--mode octet] [--window-check]
+    get SERVER NAME [--opt k=v ...] [--mode octet] [--requests N]
     probe SERVER NAME          # OVMF: tsize only, then ERROR 8 after the OACK
     vanish SERVER NAME         # take the first DATA block, then go silent
 """
@@ -32,10 +32,12 @@ def parse_oack(pkt: bytes) -> dict[str, str]:
 
 
 def run(action: str, server: str, name: bytes, mode: str, opts: dict[str, str],
-        timeout: float) -> dict[str, object]:
+        timeout: float, requests: int = 1) -> dict[str, object]:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(timeout)
-    s.sendto(request(name, mode, opts), (server, 69))
+    for _ in range(requests):  # more than one: a client retransmitting its RRQ
+        s.sendto(request(name, mode, opts), (server, 69))
+    peers: set[tuple[str, int]] = set()
     out: dict[str, object] = {}
     h = hashlib.sha256()
     size, expect, blksize, window = 0, 1, int(opts.get("blksize", 512)), 1
@@ -48,6 +50,7 @@ def run(action: str, server: str, name: bytes, mode: str, opts: dict[str, str],
             out["timeout"] = True
             break
         peer = peer or peer_now
+        peers.add(peer_now)
         op = struct.unpack_from("!H", pkt)[0]
         if op == 5:
             code = struct.unpack_from("!H", pkt, 2)[0]
@@ -81,7 +84,8 @@ def run(action: str, server: str, name: bytes, mode: str, opts: dict[str, str],
                     break
             else:  # out of order: ack the last good block (RFC 7440)
                 s.sendto(struct.pack("!HH", 4, (expect - 1) & 0xFFFF), peer)
-    out.update(sha256=h.hexdigest(), size=size, seconds=time.monotonic() - t0)
+    out.update(sha256=h.hexdigest(), size=size, seconds=time.monotonic() - t0,
+               server_tids=len(peers))
     s.close()
     return out
 
@@ -94,10 +98,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--opt", action="append", default=[])
     p.add_argument("--mode", default="octet")
     p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--requests", type=int, default=1, help="send the RRQ this many times")
     a = p.parse_args(argv)
     name = a.name.encode("latin-1").decode("unicode_escape").encode("latin-1")
     opts = dict(o.split("=", 1) for o in a.opt)
-    print(json.dumps(run(a.action, a.server, name, a.mode, opts, a.timeout)))
+    print(json.dumps(run(a.action, a.server, name, a.mode, opts, a.timeout, a.requests)))
     return 0
 
 

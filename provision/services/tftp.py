@@ -55,6 +55,7 @@ M_RETRANSMITS = "dsas_tftp_retransmits_total"
 M_ACTIVE = "dsas_tftp_active_transfers"
 M_SPAWN_SECONDS = "dsas_tftp_spawn_seconds_total"
 M_SPAWNS = "dsas_tftp_spawns_total"
+M_DUPLICATES = "dsas_tftp_duplicate_requests_total"
 
 _TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_RCVTIMEO (Linux: two longs)
 
@@ -498,7 +499,8 @@ class TftpService(Service):
         self._sock: socket.socket | None = None
         self._loop: _Listener | None = None
         self._thread: threading.Thread | None = None
-        self._workers: dict[int, tuple[multiprocessing.Process, float]] = {}
+        self._workers: dict[int, tuple[multiprocessing.Process, tuple[str, int]]] = {}
+        self._peers: dict[tuple[str, int], int] = {}  # client TID -> its transfer's pid
         self._reported: set[int] = set()
         self._reports_rx: socket.socket
         self._reports_tx: socket.socket
@@ -532,6 +534,7 @@ class TftpService(Service):
                 proc.terminate()
             proc.join(timeout=2)
         self._workers.clear()
+        self._peers.clear()
         for s in (self._sock, getattr(self, "_reports_rx", None),
                   getattr(self, "_reports_tx", None)):
             if s is not None:
@@ -562,6 +565,13 @@ class TftpService(Service):
                 self._send_error(peer, codec.ERR_ILLEGAL_OPERATION, "malformed request")
             return
         self.metrics.inc(M_REQUESTS, opcode="wrq" if req.opcode == codec.OP_WRQ else "rrq")
+        self._reap()
+        if peer in self._peers:
+            # The client's TID already has a live transfer: this RRQ is its retransmission
+            # (our OACK or first block is late). That transfer answers; a second process
+            # would only add load when the server is already slow (a boot storm).
+            self.metrics.inc(M_DUPLICATES)
+            return
         if req.opcode == codec.OP_WRQ:
             return self._refuse(peer, req, codec.ERR_ACCESS_VIOLATION, "read-only server",
                                 "write")
@@ -572,7 +582,6 @@ class TftpService(Service):
             bootfile = self.tree.lookup(req.filename, peer[0])
         except Refused as r:
             return self._refuse(peer, req, r.reason.tftp_code, r.message, r.reason.key)
-        self._reap()
         if len(self._workers) >= self.settings.max_transfers:
             return self._refuse(peer, req, codec.ERR_UNDEFINED,
                                 "server busy, retry later", "busy")
@@ -588,7 +597,8 @@ class TftpService(Service):
         self.metrics.inc(M_SPAWN_SECONDS, time.monotonic() - t0)
         self.metrics.inc(M_SPAWNS)
         assert proc.pid is not None
-        self._workers[proc.pid] = (proc, t0)
+        self._workers[proc.pid] = (proc, peer)
+        self._peers[peer] = proc.pid
         self.metrics.set(M_ACTIVE, len(self._workers))
         log.info("tftp: %s -> %s (%s, host=%s, mode=%s, options=%s)", bootfile.path, peer[0],
                  peer[1], bootfile.host, req.mode, req.options)
@@ -639,10 +649,12 @@ class TftpService(Service):
                 r.get("retransmits", 0), r["reason"])
 
     def _reap(self) -> None:
-        for pid, (proc, _) in list(self._workers.items()):
+        for pid, (proc, peer) in list(self._workers.items()):
             if proc.exitcode is None:
                 continue
             del self._workers[pid]
+            if self._peers.get(peer) == pid:
+                del self._peers[peer]
             if pid not in self._reported:
                 self._on_report()  # the report may still be queued
             if pid not in self._reported:
