@@ -41,6 +41,7 @@ from ..inventory.model import Host, Inventory
 from ..render import render_host
 from . import disklayout
 from .disklayout import MIB, Layout
+from .sshconf import SshConfig
 
 log = logging.getLogger(__name__)
 
@@ -302,25 +303,54 @@ def _gzip_isize(path: Path) -> int:
         return int.from_bytes(f.read(4), "little")
 
 
-def peer_source(inv: Inventory, peer_name: str, peer_path: str, ssh: list[str]) -> Source:
+def peer_source(inv: Inventory, peer_name: str, peer_path: str, ssh: SshConfig) -> Source:
+    """A running peer as the source; its host key must be in dsas's known_hosts."""
     peer = inv.hosts.get(peer_name)
     if peer is None:
         raise Refused(f"--from {peer_name}: no such host in {inv.source}")
     addr = str(peer.primary_interface.address)
+    if not ssh.key.is_file():
+        raise Refused(f"--from {peer_name}: no SSH key {ssh.key} (dsas-push creates it; "
+                      "the peer must accept it)")
     src = Source("peer", peer=peer, peer_address=addr, peer_path=peer_path.rstrip("/") + "/",
-                 ssh=ssh)
-    out = _run(_rsync_argv(src, "/nonexistent-dsas-dry-run/", ["-n", "--stats"]), timeout=120)
-    for line in out.splitlines():
+                 ssh=ssh_argv(ssh))
+    res = subprocess.run(_rsync_argv(src, "/nonexistent-dsas-dry-run/", ["-n", "--stats"]),
+                         capture_output=True, text=True, timeout=120)
+    if res.returncode != 0:
+        raise Refused(_peer_failure(src, ssh, res.stderr))
+    for line in res.stdout.splitlines():
         if line.startswith("Total file size:"):
             src.size = int(line.split(":")[1].split()[0].replace(",", ""))
     return src
+
+
+def ssh_argv(ssh: SshConfig) -> list[str]:
+    """dsas-push's ssh (strict host keys from dsas's known_hosts, batch mode, its key),
+    without connection sharing: a clone makes three connections, none left behind."""
+    argv = ssh.ssh_command(Path("/nonexistent"))
+    out: list[str] = []
+    for opt in argv:
+        if opt.startswith("Control") and out and out[-1] == "-o":
+            out.pop()
+        else:
+            out.append(opt)
+    return out
+
+
+def _peer_failure(src: Source, ssh: SshConfig, stderr: str) -> str:
+    assert src.peer is not None
+    who = f"--from {src.peer.name} ({src.peer_address})"
+    if "Host key verification failed" in stderr or "REMOTE HOST IDENTIFICATION" in stderr:
+        return (f"{who}: its SSH host key is not the one dsas trusts ({ssh.known_hosts}); "
+                f"check it and run `dsas trust {src.peer.name}`")
+    return f"{who}: rsync over ssh failed: {stderr.strip()[-300:]}"
 
 
 def _rsync_argv(src: Source, dest: str, extra: list[str]) -> list[str]:
     argv = ["rsync", "-aHAX", "--numeric-ids", "--one-file-system", *extra,
             "-e", shlex.join(src.ssh)]
     argv += [f"--exclude={e}" for e in PEER_EXCLUDES]
-    return argv + [f"root@{src.peer_address}:{src.peer_path}", dest]
+    return argv + [f"{src.peer_address}:{src.peer_path}", dest]
 
 
 def make_plan(inv: Inventory, host_name: str, target: Path, size: int | None,
