@@ -496,18 +496,28 @@ class Cloner:
         tar_argv = ["tar", "-b", str(TAR_BLOCKING), "-xpf", "-", "--numeric-owner",
                     "-C", str(self.root), f"--checkpoint={TAR_CHECKPOINT}",
                     f"--checkpoint-action=echo={TAR_PROGRESS} %{{r}}T"]
+        procs: list[subprocess.Popen[Any]] = []
         with tempfile.TemporaryFile("w+") as gz_err:
-            unzip = subprocess.Popen([gunzip, "-dc", str(archive)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=gz_err)
-            assert unzip.stdout is not None
-            _grow_pipe(unzip.stdout.fileno())
             try:
-                tar = subprocess.Popen(tar_argv, stdin=unzip.stdout, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.PIPE, text=True)
-            finally:
-                unzip.stdout.close()  # tar holds the read end now
-            err = self._follow_tar(tar, src.size, unzip)
-            gz_rc = unzip.wait(timeout=60)
+                with deferred_interrupts():  # never a child started but not in procs
+                    unzip = subprocess.Popen([gunzip, "-dc", str(archive)],
+                                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                             stderr=gz_err)
+                    procs.append(unzip)
+                    assert unzip.stdout is not None
+                    _grow_pipe(unzip.stdout.fileno())
+                    tar = subprocess.Popen(tar_argv, stdin=unzip.stdout,
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                           text=True)
+                    procs.append(tar)
+                    unzip.stdout.close()  # tar holds the read end now
+                err = self._follow_tar(tar, src.size)
+                gz_rc = unzip.wait(timeout=60)
+            except BaseException:
+                for proc in procs:
+                    proc.kill()
+                    proc.wait(timeout=60)
+                raise
             gz_err.seek(0)
             err = (gz_err.read() + " " + err).strip()
         if tar.returncode != 0 or gz_rc != 0:
@@ -515,26 +525,18 @@ class Cloner:
         self.progress("copy", src.size, src.size)
         return src.size
 
-    def _follow_tar(self, tar: subprocess.Popen[str], total: int,
-                    feeder: subprocess.Popen[bytes]) -> str:
+    def _follow_tar(self, tar: subprocess.Popen[str], total: int) -> str:
         """Progress from tar's checkpoint lines until it exits; its other stderr lines."""
         assert tar.stderr is not None
         err: list[str] = []
-        try:
+        with tar.stderr:
             for line in tar.stderr:  # ends when tar exits
                 done = _tar_progress(line)
                 if done is None:
                     err.append(line.rstrip())
                 else:
                     self.progress("copy", min(done, total - 1), total)
-            tar.wait(timeout=600)
-        except BaseException:
-            for proc in (tar, feeder):
-                proc.kill()
-                proc.wait(timeout=60)
-            raise
-        finally:
-            tar.stderr.close()
+        tar.wait(timeout=600)
         return " ".join(err)
 
     def _copy_peer(self) -> int:
@@ -721,13 +723,36 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, indent=1, sort_keys=True) + "\n"
 
 
+_deferred = {"depth": 0, "pending": 0}
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    if _deferred["depth"]:
+        _deferred["pending"] = signum
+        return
+    raise KeyboardInterrupt
+
+
 @contextmanager
-def interrupts_as_errors() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C, so cleanup and the 'unusable' message run."""
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-    old = signal.signal(signal.SIGTERM, handler)
+def deferred_interrupts() -> Iterator[None]:
+    """Ctrl-C or SIGTERM inside waits until the block is done (say, until a child
+    process is started and known, so that it can be killed)."""
+    _deferred["depth"] += 1
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        _deferred["depth"] -= 1
+        if not _deferred["depth"] and _deferred["pending"]:
+            _deferred["pending"] = 0
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def interrupts_as_errors() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C, so cleanup and the 'unusable' message run."""
+    old = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
