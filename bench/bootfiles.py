@@ -1,7 +1,7 @@
 """Boot files benchmark: dsas TFTP/HTTP against tftpd-hpa and dnsmasq's TFTP.
 
-In one run, on the same files, in a lab namespace pair (server 198.18.4.1,
-clients 198.18.4.11), with curl as the client for every server:
+In one run, on the same files, in a lab namespace pair (clients 198.18.4.11),
+with curl as the client for every server:
 
   (a) one client fetching 64 MiB at blksize 512 and 1468;
   (b) a boot storm: 50 concurrent clients each fetching 8 MiB (blksize 1468);
@@ -10,7 +10,13 @@ reporting wall time, aggregate MB/s and failures, dsas's HTTP for the same
 work, and the HTTP library choice (aiohttp, what dsas uses, against the
 standard library's ThreadingHTTPServer) on the storm.
 
-    python -m bench bootfiles [--quick]
+The three TFTP servers run side by side on their own addresses (dsas on
+198.18.4.1, tftpd-hpa .3, dnsmasq .4) and every scenario is repeated
+``--rounds`` times (default 3) with the servers' order rotated each round, so
+that load from elsewhere on a shared host falls on all of them alike; the
+table shows each server's median wall time (failures: the sum).
+
+    python -m bench bootfiles [--quick] [--rounds N]
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SRV, CLI = "198.18.4.1", "198.18.4.11"
+TFTP_ADDR = {"dsas": SRV, "tftpd-hpa": "198.18.4.3", "dnsmasq": "198.18.4.4"}
 MiB = 1024 * 1024
 
 
@@ -78,20 +86,32 @@ def start_dsas(srv, root: Path, tmp: Path, inv: Path) -> list:
 
 
 def start_tftpd_hpa(srv, root: Path, tmp: Path, inv: Path) -> list:
-    p = srv.popen([_tool("in.tftpd"), "-L", "-s", str(root), "-a", f"{SRV}:69"],
+    p = srv.popen([_tool("in.tftpd"), "-L", "-s", str(root), "-a",
+                   f"{TFTP_ADDR['tftpd-hpa']}:69"],
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    srv.wait_port(69, "udp")
+    _wait_tftp(srv, TFTP_ADDR["tftpd-hpa"])
     return [p]
 
 
 def start_dnsmasq(srv, root: Path, tmp: Path, inv: Path) -> list:
     p = srv.popen([_tool("dnsmasq"), "--keep-in-foreground", "--port=0", "--enable-tftp",
-                   f"--tftp-root={root}", f"--listen-address={SRV}", "--bind-interfaces",
+                   f"--tftp-root={root}", f"--listen-address={TFTP_ADDR['dnsmasq']}",
+                   "--bind-interfaces",
                    "--tftp-max=500", "--conf-file=/dev/null", "--user=root",
                    f"--pid-file={tmp / 'dnsmasq.pid'}", "--log-facility=-"],
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    srv.wait_port(69, "udp")
+    _wait_tftp(srv, TFTP_ADDR["dnsmasq"])
     return [p]
+
+
+def _wait_tftp(srv, addr: str, timeout: float = 15) -> None:
+    """Wait (bounded) until something listens on ``addr``:69/udp in ``srv``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if f"{addr}:69 " in srv.run(["ss", "-lnu"], check=False).stdout:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {addr}:69/udp after {timeout}s")
 
 
 def start_stdlib_http(srv, root: Path, tmp: Path, inv: Path) -> list:
@@ -111,15 +131,34 @@ def _tool(name: str) -> str:
 # ------------------------------------------------------------------ scenarios
 
 
-def tftp_runs(cli, n_storm: int, big: int, small: int) -> dict[str, Result]:
+def tftp_runs(cli, addr: str, n_storm: int, big: int, small: int) -> dict[str, Result]:
     out = {}
     for blk in (512, 1468):
         out[f"1 x {big // MiB} MiB, blksize {blk}"] = fetch_many(
-            cli, [f"tftp://{SRV}/big.bin"], big, ["--tftp-blksize", str(blk)], 240)
+            cli, [f"tftp://{addr}/big.bin"], big, ["--tftp-blksize", str(blk)], 240)
     out[f"storm {n_storm} x {small // MiB} MiB"] = fetch_many(
-        cli, [f"tftp://{SRV}/small{i % 8}.bin" for i in range(n_storm)], small,
+        cli, [f"tftp://{addr}/small{i % 8}.bin" for i in range(n_storm)], small,
         ["--tftp-blksize", "1468"], 240)
     return out
+
+
+def tftp_rounds(cli, rounds: int, n_storm: int, big: int,
+                small: int) -> dict[str, dict[str, Result]]:
+    """Every scenario ``rounds`` times, servers in rotated order; median wall each."""
+    names = list(TFTP_ADDR)
+    runs: dict[str, list[dict[str, Result]]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            runs[name].append(tftp_runs(cli, TFTP_ADDR[name], n_storm, big, small))
+    return {name: {scen: _median([one[scen] for one in runs[name]]) for scen in runs[name][0]}
+            for name in names}
+
+
+def _median(results: list[Result]) -> Result:
+    ok = [r for r in results if r.failures == 0] or results
+    wall = statistics.median(r.wall for r in ok)
+    return Result(wall, statistics.median(r.mbytes for r in ok),
+                  sum(r.failures for r in results), results[0].clients)
 
 
 def http_runs(cli, port: int, n_storm: int, big: int, small: int) -> dict[str, Result]:
@@ -173,6 +212,7 @@ def main(argv: list[str]) -> int:
     from tests.lab import Lab  # the lab helpers: namespaces, veths, tracked processes
 
     quick = "--quick" in argv
+    rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 3
     n_storm = 20 if quick else 50
     big, small = (16 if quick else 64) * MiB, 8 * MiB
     tmp = Path(tempfile.mkdtemp(prefix="dsas-bench-bootfiles-"))
@@ -188,27 +228,24 @@ def main(argv: list[str]) -> int:
         inv.write_text(INVENTORY)
         with Lab() as lab:
             srv, cli = lab.netns("bbsrv"), lab.netns("bbcli")
-            lab.veth(srv, cli, f"{SRV}/24", f"{CLI}/24")
-            tftp: dict[str, dict[str, Result]] = {}
+            srv_if, _ = lab.veth(srv, cli, f"{SRV}/24", f"{CLI}/24")
+            for addr in list(TFTP_ADDR.values())[1:]:
+                srv.run(["ip", "addr", "add", f"{addr}/24", "dev", srv_if])
             http: dict[str, dict[str, Result]] = {}
-            fork = "n/a"
-
-            def ours() -> dict[str, Result]:
-                nonlocal fork
-                r = tftp_runs(cli, n_storm, big, small)
+            procs = [*start_dsas(srv, root, tmp, inv), *start_tftpd_hpa(srv, root, tmp, inv),
+                     *start_dnsmasq(srv, root, tmp, inv)]
+            try:
+                tftp = tftp_rounds(cli, rounds, n_storm, big, small)
                 fork = spawn_cost(cli)
                 http["dsas (aiohttp)"] = http_runs(cli, 8080, n_storm, big, small)
-                return r
-
-            tftp["dsas"] = run_server(lab, srv, cli, start_dsas, root, tmp, inv, ours)
-            tftp["tftpd-hpa"] = run_server(lab, srv, cli, start_tftpd_hpa, root, tmp, inv,
-                                           lambda: tftp_runs(cli, n_storm, big, small))
-            tftp["dnsmasq"] = run_server(lab, srv, cli, start_dnsmasq, root, tmp, inv,
-                                         lambda: tftp_runs(cli, n_storm, big, small))
+            finally:
+                for p in procs:
+                    lab.stop(p)
             http["stdlib ThreadingHTTPServer"] = run_server(
                 lab, srv, cli, start_stdlib_http, root, tmp, inv,
                 lambda: http_runs(cli, 8081, n_storm, big, small))
-        table("TFTP (curl client; wall, aggregate MB/s, failures)", ["dsas", "tftpd-hpa",
+        table(f"TFTP (curl client; median of {rounds} interleaved rounds: wall, aggregate "
+              "MB/s, failures)", ["dsas", "tftpd-hpa",
               "dnsmasq"], tftp, "dsas", ["tftpd-hpa", "dnsmasq"])
         table("HTTP, same work (curl client)", ["dsas (aiohttp)",
               "stdlib ThreadingHTTPServer"], http, "dsas (aiohttp)",
