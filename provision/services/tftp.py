@@ -13,6 +13,13 @@ port. What this module adds to fbtftp, and why:
   (pxelinux probes 8 missing names per boot) cost no process and come back at
   once, with the reason's error code;
 * a cap on concurrent transfers: a request over the cap gets ERROR 0 "busy";
+  an RRQ repeated by a client TID that already has a live transfer is dropped
+  (that transfer answers it), so a slow storm does not fork twice per client;
+* a lean per-block path (the cost of a transfer is its blocks): the file is
+  read ahead with one ``preadv`` into a buffer laid out as DATA packets, each
+  block leaves with one ``send`` of a view, ACKs land in a fixed buffer on a
+  blocking socket timed by SO_RCVTIMEO (no select per block), and the next
+  block is read while the ACK is on the wire; counting is done at the end;
 * the transfer loop: RFC 7440 windowsize, adaptive retransmission (RTT-based,
   exponential backoff, give-up after ``timeout`` s of silence), a client ERROR
   is never answered (fbtftp echoes one), OVMF's size probe (ERROR 8 right after
