@@ -217,6 +217,10 @@ def test_retransmitted_request_gets_one_transfer(env: Setup) -> None:
     assert r["sha256"] == env.sha(name) and r["server_tids"] == 1, r
     assert env.metric("dsas_tftp_spawns_total") == spawns + 1
     assert env.metric("dsas_tftp_duplicate_requests_total") == dups + 2
+    # A different request from the same port (a size probe, then the download) is new.
+    assert env.probe("two", SRV, name, "--timeout", "2", timeout=10)["server_tids"] == 2
+    assert env.metric("dsas_tftp_spawns_total") == spawns + 3
+    assert env.metric("dsas_tftp_duplicate_requests_total") == dups + 2
 
 
 def test_write_request_is_access_violation(env: Setup, tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ prints one JSON line: the OACK, the error, the sha256 and size of what came.
     get SERVER NAME [--opt k=v ...] [--mode octet] [--requests N]
     probe SERVER NAME          # OVMF: tsize only, then ERROR 8 after the OACK
     vanish SERVER NAME         # take the first DATA block, then go silent
+    two SERVER NAME            # from one port: RRQ with tsize, then a plain RRQ;
+                               # count the TIDs that answer, abort each with ERROR 0
 """
 
 from __future__ import annotations
@@ -29,6 +31,25 @@ def request(name: bytes, mode: str, opts: dict[str, str]) -> bytes:
 def parse_oack(pkt: bytes) -> dict[str, str]:
     f = pkt[2:].split(b"\x00")[:-1]
     return {f[i].decode(): f[i + 1].decode() for i in range(0, len(f) - 1, 2)}
+
+
+def two(server: str, name: bytes, mode: str, timeout: float) -> dict[str, object]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    s.sendto(request(name, mode, {"tsize": "0"}), (server, 69))
+    s.sendto(request(name, mode, {}), (server, 69))
+    tids: set[tuple[str, int]] = set()
+    deadline = time.monotonic() + timeout
+    while len(tids) < 2 and time.monotonic() < deadline:
+        try:
+            _, peer = s.recvfrom(70000)
+        except TimeoutError:
+            break
+        if peer not in tids:
+            tids.add(peer)
+            s.sendto(struct.pack("!HH", 5, 0) + b"done\x00", peer)
+    s.close()
+    return {"server_tids": len(tids)}
 
 
 def run(action: str, server: str, name: bytes, mode: str, opts: dict[str, str],
@@ -92,7 +113,7 @@ def run(action: str, server: str, name: bytes, mode: str, opts: dict[str, str],
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("action", choices=("get", "probe", "vanish"))
+    p.add_argument("action", choices=("get", "probe", "vanish", "two"))
     p.add_argument("server")
     p.add_argument("name", help="file name; \\x00 style escapes allowed")
     p.add_argument("--opt", action="append", default=[])
@@ -102,6 +123,9 @@ def main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     name = a.name.encode("latin-1").decode("unicode_escape").encode("latin-1")
     opts = dict(o.split("=", 1) for o in a.opt)
+    if a.action == "two":
+        print(json.dumps(two(a.server, name, a.mode, a.timeout)))
+        return 0
     print(json.dumps(run(a.action, a.server, name, a.mode, opts, a.timeout, a.requests)))
     return 0
 

@@ -13,8 +13,9 @@ port. What this module adds to fbtftp, and why:
   (pxelinux probes 8 missing names per boot) cost no process and come back at
   once, with the reason's error code;
 * a cap on concurrent transfers: a request over the cap gets ERROR 0 "busy";
-  an RRQ repeated by a client TID that already has a live transfer is dropped
-  (that transfer answers it), so a slow storm does not fork twice per client;
+  an RRQ repeated byte for byte by a client TID that already has a live
+  transfer is dropped (that transfer answers it), so a slow storm does not fork
+  twice per client;
 * a lean per-block path (the cost of a transfer is its blocks): the file is
   read ahead with one ``preadv`` into a buffer laid out as DATA packets, each
   block leaves with one ``send`` of a view, ACKs land in a fixed buffer on a
@@ -507,7 +508,8 @@ class TftpService(Service):
         self._loop: _Listener | None = None
         self._thread: threading.Thread | None = None
         self._workers: dict[int, tuple[multiprocessing.Process, tuple[str, int]]] = {}
-        self._peers: dict[tuple[str, int], int] = {}  # client TID -> its transfer's pid
+        # client TID -> (its live transfer's pid, the RRQ's bytes)
+        self._peers: dict[tuple[str, int], tuple[int, bytes]] = {}
         self._reported: set[int] = set()
         self._reports_rx: socket.socket
         self._reports_tx: socket.socket
@@ -573,10 +575,13 @@ class TftpService(Service):
             return
         self.metrics.inc(M_REQUESTS, opcode="wrq" if req.opcode == codec.OP_WRQ else "rrq")
         self._reap()
-        if peer in self._peers:
-            # The client's TID already has a live transfer: this RRQ is its retransmission
+        live = self._peers.get(peer)
+        if live is not None and live[1] == data:
+            # The same RRQ from a TID with a live transfer: the client's retransmission
             # (our OACK or first block is late). That transfer answers; a second process
-            # would only add load when the server is already slow (a boot storm).
+            # would only add load when the server is already slow (a boot storm). A
+            # different request from the same TID (a firmware's size probe, then the
+            # download) is served as usual.
             self.metrics.inc(M_DUPLICATES)
             return
         if req.opcode == codec.OP_WRQ:
@@ -592,9 +597,10 @@ class TftpService(Service):
         if len(self._workers) >= self.settings.max_transfers:
             return self._refuse(peer, req, codec.ERR_UNDEFINED,
                                 "server busy, retry later", "busy")
-        self._spawn(peer, req, bootfile)
+        self._spawn(peer, req, bootfile, data)
 
-    def _spawn(self, peer: tuple[str, int], req: codec.Request, bootfile: BootFile) -> None:
+    def _spawn(self, peer: tuple[str, int], req: codec.Request, bootfile: BootFile,
+               raw: bytes) -> None:
         assert self._sock is not None
         t0 = time.monotonic()
         proc = Transfer(self.address, peer, req, bootfile, self.settings, self._reports_tx,
@@ -605,7 +611,7 @@ class TftpService(Service):
         self.metrics.inc(M_SPAWNS)
         assert proc.pid is not None
         self._workers[proc.pid] = (proc, peer)
-        self._peers[peer] = proc.pid
+        self._peers[peer] = (proc.pid, raw)
         self.metrics.set(M_ACTIVE, len(self._workers))
         log.info("tftp: %s -> %s (%s, host=%s, mode=%s, options=%s)", bootfile.path, peer[0],
                  peer[1], bootfile.host, req.mode, req.options)
@@ -660,7 +666,7 @@ class TftpService(Service):
             if proc.exitcode is None:
                 continue
             del self._workers[pid]
-            if self._peers.get(peer) == pid:
+            if self._peers.get(peer, (0, b""))[0] == pid:
                 del self._peers[peer]
             if pid not in self._reported:
                 self._on_report()  # the report may still be queued
