@@ -40,6 +40,7 @@ from .remote import (
 from .sshconf import SshConfig
 from .targets import Target
 from .transfer import remote_dest, rsync_argv, run_rsync
+from .tunnel import Tunnel
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ class PushOptions:
     keep: int = DEFAULT_KEEP
     dry_run: bool = False
     parallel: int = 0  # 0: default_parallel()
+    # rsync's transport: "paramiko" (over the remote steps' connection, one handshake
+    # per node) or "ssh" (OpenSSH, a second connection; C-speed crypto for big trees).
+    transport: str = "paramiko"
 
     def recorded(self) -> dict[str, object]:
         return {"delete": self.delete, "excludes": self.excludes, "checksum": self.checksum,
@@ -103,6 +107,7 @@ class Pusher:
         self.ssh = ssh
         self.history = history
         self.reporter: Reporter = reporter or PlainReporter()
+        self._tunnel: Tunnel | None = None
 
     # -- the fan-out ---------------------------------------------------------
 
@@ -144,7 +149,8 @@ class Pusher:
                                         options=opts.recorded())
         log.info("push release=%s src=%s to=%s entries=%d hosts=%d%s", rid, opts.src, lay.live,
                  manifest.entries, len(targets), " (dry run)" if opts.dry_run else "")
-        with control_dir() as cdir:
+        with control_dir() as cdir, Tunnel(cdir) as tunnel:
+            self._tunnel = tunnel
             def work(t: Target) -> HostResult:
                 return self._push_host(t, opts, lay, rid, manifest, cdir)
             title = f"push {rid}" + (" (dry run)" if opts.dry_run else "")
@@ -164,7 +170,7 @@ class Pusher:
                 res.previous = res.release = state.live
                 if state.not_symlink:
                     raise _Failed(f"{lay.live} exists and is not a dsas release symlink")
-                return self._dry_run_host(t, opts, lay, state, res, cdir)
+                return self._dry_run_host(t, node, opts, lay, state, res, cdir)
             state, kv = node.prepare(lay, rid)
             res.previous = res.release = state.live
             if "ALREADY" in kv:
@@ -184,7 +190,8 @@ class Pusher:
             res.reason = e.reason
         finally:
             node.close()
-            self._close_master(t, cdir)
+            if opts.transport == "ssh":
+                self._close_master(t, cdir)
         return res
 
     def _switch(self, node: RemoteNode, lay: NodeLayout, rid: str, res: HostResult) -> None:
@@ -201,9 +208,10 @@ class Pusher:
         if partial:
             link_dests.append(f"../.partial-{rid}")
         self.reporter.phase(t.name, "transferring")
-        argv = rsync_argv(opts.src, remote_dest(self.ssh, t.address, lay.incoming(rid)),
-                          self.ssh.rsync_rsh(cdir), link_dests, opts.excludes, opts.checksum)
-        xfer = run_rsync(argv, lambda p: self.reporter.progress(t.name, p))
+        with self._rsh(t, node, opts, cdir) as (rsh, dest):
+            argv = rsync_argv(opts.src, dest + lay.incoming(rid), rsh, link_dests,
+                              opts.excludes, opts.checksum)
+            xfer = run_rsync(argv, lambda p: self.reporter.progress(t.name, p))
         res.bytes, res.files = xfer.sent, xfer.files
         if xfer.returncode != 0:
             if not xfer.reason.startswith("connection lost"):
@@ -242,18 +250,31 @@ class Pusher:
             raise _Failed(f"{why}; switching back failed: {first_error(out2, err2)}")
         raise _Failed(why)
 
-    def _dry_run_host(self, t: Target, opts: PushOptions, lay: NodeLayout, state: NodeState,
-                      res: HostResult, cdir: Path) -> HostResult:
+    def _dry_run_host(self, t: Target, node: RemoteNode, opts: PushOptions, lay: NodeLayout,
+                      state: NodeState, res: HostResult, cdir: Path) -> HostResult:
         """What would move, compared with the live release; creates nothing anywhere."""
         dest = lay.release(state.live) if state.live else lay.incoming("dry-run")
         self.reporter.phase(t.name, "dry run")
-        argv = rsync_argv(opts.src, remote_dest(self.ssh, t.address, dest),
-                          self.ssh.rsync_rsh(cdir), (), opts.excludes, opts.checksum,
-                          dry_run=True, delete=opts.delete)
-        xfer = run_rsync(argv)
+        with self._rsh(t, node, opts, cdir) as (rsh, prefix):
+            argv = rsync_argv(opts.src, prefix + dest, rsh, (), opts.excludes, opts.checksum,
+                              dry_run=True, delete=opts.delete)
+            xfer = run_rsync(argv)
         res.bytes, res.files = xfer.size, xfer.files
         res.ok, res.reason = xfer.returncode == 0, xfer.reason or "dry run: nothing changed"
         return res
+
+    @contextmanager
+    def _rsh(self, t: Target, node: RemoteNode, opts: PushOptions, cdir: Path
+             ) -> Iterator[tuple[str, str]]:
+        """rsync's ``-e`` and the ``host:`` prefix of its destination, for this host."""
+        if opts.transport == "ssh" or self._tunnel is None:
+            yield self.ssh.rsync_rsh(cdir), remote_dest(self.ssh, t.address, "")
+            return
+        self._tunnel.route(t.address, node.transport())
+        try:
+            yield self._tunnel.rsh(), f"{t.address}:"
+        finally:
+            self._tunnel.unroute(t.address)
 
     def _try(self, node: RemoteNode, script: str) -> None:
         try:

@@ -197,6 +197,16 @@ class RemoteNode:
         log.debug("host=%s rc=%s out=%r err=%r", self.name, rc, stdout[-300:], stderr[-300:])
         return rc, stdout, stderr
 
+    def transport(self) -> paramiko.Transport:
+        """The logged-in connection (made now if need be), for rsync's channel."""
+        if self._client is None:
+            self.connect()
+        assert self._client is not None
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise RemoteError("connection lost (transport closed)")
+        return transport
+
     def state(self, lay: NodeLayout) -> NodeState:
         rc, out, err = self.run(state_script(lay), timeout=60)
         return state_from(parse_kv(out))
