@@ -221,7 +221,7 @@ def test_sshd_killed_mid_push_then_retry_failed(lab, tmp_path):
     n02.kill_sshd()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, out + err
-    assert "failed: n02" in err
+    assert "failed: n02" in err, out + err
     assert re.search(r"^n02\s+FAILED\s.*connection", out, re.M), out
     assert pl.live("n02") == rel1 and (n02.root / "site/index.html").read_text() == "v1"
     rel2 = release_of_partial(out)

@@ -88,6 +88,10 @@ def make_ssh(state_dir: str, user: str, port: int, identity: str | None) -> SshC
               help="Shell command run on each node after its switch (cwd: the live path).")
 @click.option("--keep", type=click.IntRange(1, 1000), default=DEFAULT_KEEP, show_default=True,
               help="Releases kept per node (older ones are pruned; the live one never).")
+@click.option("--transport", type=click.Choice(["paramiko", "ssh"]), default="paramiko",
+              show_default=True,
+              help="rsync's carrier: the remote steps' paramiko connection (one login per "
+                   "node) or a second, OpenSSH connection.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal.")
 @click.option("--rollback", is_flag=True, help="Switch the targets back to their previous release.")
 @click.option("--status", is_flag=True, help="Drift report: the live release of each target.")
@@ -100,7 +104,8 @@ def make_ssh(state_dir: str, user: str, port: int, identity: str | None) -> SshC
 @click.option("--quiet", "-q", is_flag=True)
 def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str, ...],
              all_hosts: bool, parallel: int | None, dry_run: bool, delete: bool,
-             excludes: tuple[str, ...], checksum: bool, then: str | None, keep: int, yes: bool,
+             excludes: tuple[str, ...], checksum: bool, then: str | None, keep: int,
+             transport: str, yes: bool,
              rollback: bool, status: bool, retry_failed: bool, inventory_path: str | None,
              state_dir: str, user: str, port: int, identity: str | None, verbose: int,
              quiet: bool) -> None:
@@ -131,7 +136,7 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
     par = parallel or default_parallel()
     if retry_failed:
         targets, opts, release = _retry_plan(history, inv, to, src, roles, hosts, all_hosts)
-        opts.parallel, opts.dry_run = par, dry_run
+        opts.parallel, opts.dry_run, opts.transport = par, dry_run, transport
     else:
         try:
             targets = select_targets(inv, roles, hosts, all_hosts)
@@ -155,7 +160,7 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
         if not retry_failed:
             assert src is not None
             opts = PushOptions(src, to, delete, list(excludes), checksum, then, keep,
-                               dry_run, par)
+                               dry_run, par, transport)
             release = None
         try:
             outcome = pusher.push(targets, opts, release=release,

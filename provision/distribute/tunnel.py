@@ -46,7 +46,8 @@ class Tunnel:
         self.path = directory / "rsync.sock"
         self.timeout = timeout
         self._routes: dict[str, paramiko.Transport] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._active: dict[str, int] = {}  # host -> sessions being served
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -95,6 +96,12 @@ class Tunnel:
         with self._lock:
             self._routes.pop(host, None)
 
+    def wait_idle(self, host: str, timeout: float = 10) -> bool:
+        """Wait until no session of ``host`` is being served (its stderr is all written:
+        rsync may exit before its remote shell, when it kills it on an error)."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._active.get(host), timeout)
+
     # -- serving --------------------------------------------------------------
 
     def _accept_loop(self) -> None:
@@ -113,11 +120,13 @@ class Tunnel:
 
     def _serve(self, conn: socket.socket) -> None:
         fds: list[int] = []
+        host: str | None = None
         try:
             conn.settimeout(5)
             host, command, fds = read_request(conn)
             with self._lock:
                 transport = self._routes.get(host)
+                self._active[host] = self._active.get(host, 0) + 1
             if transport is None or not transport.is_active() or len(fds) != 3:
                 log.warning("rsync tunnel: no connection for host=%s", host)
                 if len(fds) == 3:
@@ -130,12 +139,18 @@ class Tunnel:
             conn.sendall(f"{status}\n".encode())
             if up is not None:
                 up.join(timeout=30)
+        except BrokenPipeError:
+            pass  # rsync killed the shim (it does on errors): it has its status already
         except (OSError, ValueError) as e:
             log.warning("rsync tunnel: %s", e)
         finally:
             for fd in fds:
                 _close(fd)
             conn.close()
+            if host is not None:
+                with self._lock:
+                    self._active[host] -= 1
+                    self._lock.notify_all()
 
     def _run(self, transport: paramiko.Transport, host: str, command: str,
              fds: list[int]) -> tuple[int, threading.Thread | None]:
@@ -145,7 +160,8 @@ class Tunnel:
             chan = transport.open_session(window_size=WINDOW, timeout=30)
             chan.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as e:
-            os.write(fd_err, f"dsas-push: {host}: cannot start rsync: {e}\n".encode())
+            log.warning("host=%s cannot open rsync's channel: %s", host, e)
+            os.write(fd_err, f"dsas-push: cannot start rsync on {host}: {e}\n".encode())
             return EXIT_LOST, None
         log.debug("host=%s rsync channel open: %s", host, command)
         up = threading.Thread(target=_upstream, args=(fd_in, chan), name="rsync-up",
