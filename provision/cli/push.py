@@ -19,6 +19,7 @@ from typing import Any, TextIO
 import click
 
 from ..distribute.history import History, HostResult
+from ..distribute.hostkeys import ReportedKey, plan_trust, reported_keys, trusted_keys
 from ..distribute.progress import human_bytes, reporter_for
 from ..distribute.push import DEFAULT_KEEP, DEFAULT_TO, Pusher, PushOptions, default_parallel
 from ..distribute.release import ManifestError, local_manifest
@@ -260,22 +261,42 @@ def _when(ts: float) -> str:
 
 
 @click.command("trust")
-@click.argument("host")
+@click.argument("host", required=False)
 @inventory_option
 @state_dir_option
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
 @click.option("--key-file", type=click.File("r"), default=None,
-              help="Public host key(s) from the node's boot report (or '-'), instead of a scan.")
+              help="Public host key(s) of the node (a *.pub file, or '-'), instead of a scan.")
+@click.option("--from-boot-report", is_flag=True,
+              help="The key HOST sent in its ready report (dsas serve's HTTP API), "
+                   "instead of a scan.")
+@click.option("--all-reported", is_flag=True,
+              help="Every inventory host that reported a key (implies --from-boot-report).")
+@click.option("--replace", is_flag=True,
+              help="Accept a reported key that differs from the trusted one "
+                   "(the node was reinstalled).")
 @click.option("--yes", "-y", is_flag=True, help="Trust without asking.")
-def trust(host: str, inventory_path: str | None, state_dir: str, port: int,
-          key_file: TextIO | None, yes: bool) -> None:
-    """Trust HOST's SSH host key(s) for dsas-push: scan them (or read them from the
-    node's boot report), show the fingerprints, and add them to dsas's known_hosts."""
+def trust(host: str | None, inventory_path: str | None, state_dir: str, port: int,
+          key_file: TextIO | None, from_boot_report: bool, all_reported: bool, replace: bool,
+          yes: bool) -> None:
+    """Trust HOST's SSH host key(s) for dsas-push: scan them (or take them from a file
+    or from the node's boot report), show the fingerprints, and add them to dsas's
+    known_hosts. A reported key that differs from the trusted one is refused
+    unless --replace."""
     inv = load_inventory(inventory_path)
+    ssh = SshConfig(Path(state_dir), port=port)
+    if all_reported or from_boot_report:
+        if key_file is not None:
+            raise click.UsageError("--key-file and --from-boot-report exclude each other")
+        if all_reported == (host is not None):
+            raise click.UsageError("give HOST with --from-boot-report, or --all-reported alone")
+        _trust_reported(inv, ssh, state_dir, host, replace, yes)
+        return
+    if host is None:
+        raise click.UsageError("HOST is required (or --all-reported)")
     if host not in inv.hosts:
         raise click.UsageError(f"unknown host {host!r}")
     address = str(inv.hosts[host].primary_interface.address)
-    ssh = SshConfig(Path(state_dir), port=port)
     keys = parse_key_lines(key_file.read()) if key_file else scan_host_keys(address, port)
     if not keys:
         fail(f"{host} ({address}:{port}): no host key " +
@@ -286,6 +307,47 @@ def trust(host: str, inventory_path: str | None, state_dir: str, port: int,
         fail("not trusted")
     n = add_known_host(ssh, address, keys)
     click.echo(f"{n} key(s) of {host} trusted in {ssh.known_hosts}")
+
+
+def _trust_reported(inv: Inventory, ssh: SshConfig, state_dir: str, host: str | None,
+                    replace: bool, yes: bool) -> None:
+    if host is not None and host not in inv.hosts:
+        raise click.UsageError(f"unknown host {host!r}")
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    reports = reported_keys(StateStore(Path(state_dir)), host)
+    if host is not None and not reports:
+        fail(f"{host}: no SSH host key in its boot reports (the node sends "
+             "/etc/ssh/ssh_host_ed25519_key.pub when it reports ready)")
+    by_host: dict[str, list[ReportedKey]] = {}
+    for r in reports:
+        if r.host in inv.hosts:
+            by_host.setdefault(r.host, []).append(r)
+    plans, refused = {}, []
+    for name, rows in by_host.items():
+        address = str(inv.hosts[name].primary_interface.address)
+        plan = plan_trust([(r.key_type, r.key) for r in rows], trusted_keys(ssh, address))
+        for r in rows:
+            state = ("already trusted" if (r.key_type, r.key) in plan.same else
+                     "new" if (r.key_type, r.key) in plan.new else "CHANGED")
+            click.echo(f"{name} {address}:{ssh.port} {r.key_type} {fingerprint(r.key)} {state} "
+                       f"(reported {_when(r.ts)} from {r.address or '?'})")
+        for ktype, _, old in plan.changed:
+            click.echo(f"  {name}: the trusted {ktype} key was {fingerprint(old)}", err=True)
+        if plan.changed and not replace:
+            refused.append(name)
+        elif plan.new or plan.changed:
+            plans[name] = (address, plan)
+    if plans and not yes and not click.confirm("trust these keys?", default=False):
+        fail("not trusted")
+    for name, (address, plan) in plans.items():
+        add_known_host(ssh, address, plan.keys)
+        click.echo(f"{len(plan.new) + len(plan.changed)} key(s) of {name} trusted "
+                   f"in {ssh.known_hosts}")
+    if not by_host:
+        fail("no inventory host has reported an SSH host key")
+    if refused:
+        fail(f"reported key differs from the trusted one, not trusted: {', '.join(refused)} "
+             "(check the node; --replace if it was reinstalled)")
 
 
 def register(cli: click.Group) -> None:
