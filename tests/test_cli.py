@@ -89,3 +89,14 @@ def test_help_explains() -> None:
         assert cmd in out
     code, out, _ = run("serve", "--help")
     assert code == 0 and "--proxy" in out and "SIGHUP" in out
+
+
+def test_demo_offline_renders_the_example(tmp_path: Path) -> None:
+    code, out, _ = run("demo", "--offline", "--workdir", str(tmp_path))
+    assert code == 0 and "17 hosts" in out and "lvs1" in out
+    assert (tmp_path / "rendered" / "lvs1" / "keepalived.conf").exists()
+
+
+def test_demo_help_explains_the_lab() -> None:
+    code, out, _ = run("demo", "--help")
+    assert code == 0 and "PXE-boot" in out and "Ctrl-C" in out and "--offline" in out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from provision.lab.vlan import tag, untag
+from provision.lab.vlan import fill_checksum, tag, untag
 
 from .lab import Lab
 
@@ -37,5 +37,27 @@ def test_two_relays_carry_a_ping_over_a_tagged_link(lab: Lab) -> None:
         _wait_link(ns, "vlan2")
         ns.addr("vlan2", addr)
         ns.up("vlan2")
-    out = a.run(["ping", "-c", "2", "-W", "2", "198.19.2.2"], check=False)
+    out = a.run(["ping", "-c", "4", "-W", "2", "198.19.2.2"], check=False, timeout=30)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_fill_checksum_matches_a_real_tcp_segment() -> None:
+    # A SYN from 198.19.2.11:40000 to 198.19.2.1:22 with a zero checksum field:
+    # after fill_checksum the segment must verify (RFC 793 one's-complement sum).
+    import struct
+
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0, 64, 6, 0,
+                               bytes([198, 19, 2, 11]), bytes([198, 19, 2, 1])))
+    tcp = bytearray(struct.pack("!HHIIBBHHH", 40000, 22, 1, 0, 0x50, 0x02, 64240, 0, 0))
+    frame = bytes(12) + b"\x08\x00" + bytes(ip) + bytes(tcp)
+    fixed = fill_checksum(frame)
+    # verify: the one's-complement sum over pseudo header + segment is 0xffff
+    seg = fixed[34:]
+    pseudo = fixed[26:34] + struct.pack("!BBH", 0, 6, len(seg))
+    data = pseudo + seg
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    assert total == 0xFFFF
+    assert fixed[:50] == frame[:50] and fixed[52:] == frame[52:]  # only the checksum changed
+    assert fill_checksum(FRAME) == FRAME  # not IPv4: untouched

@@ -152,6 +152,18 @@ def test_bond_fails_over_when_a_cable_is_pulled(cluster: LabCluster) -> None:
     assert out.returncode == 0, out.stdout
 
 
+def test_tcp_reaches_the_vlan_address(cluster: LabCluster) -> None:
+    """Not only ping: a TCP service on the guest answers on its tagged VLAN address."""
+    with wait_shell(cluster.guests["w102"]) as shell:
+        status, _ = shell.run("(nc -l -p 2222 -e echo dsas-tcp-ok </dev/null >/dev/null 2>&1 &)")
+        assert status == 0
+        probe = ("import socket,sys\n"
+                 "s=socket.create_connection(('198.19.2.12',2222),timeout=5)\n"
+                 "print(s.recv(100).decode().strip())")
+        out = cluster.master.run([sys.executable, "-c", probe], check=False, timeout=20)
+    assert out.stdout.strip() == "dsas-tcp-ok", out.stdout + out.stderr
+
+
 def test_wrong_dsas_conf_fails_loudly_naming_the_key(cluster: LabCluster) -> None:
     node = cluster.nodes()["w109"]
     assert node.stage == "failed", node

@@ -13,6 +13,7 @@ from provision.inventory import Inventory
 from provision.render import (
     RenderError,
     dns_records,
+    render_discovery_ipxe,
     render_host,
     render_keepalived,
     render_pxelinux_default,
@@ -49,6 +50,7 @@ def test_golden_host_files(example: Inventory, host: str, what: str) -> None:
 def test_golden_cluster_files(example: Inventory) -> None:
     golden("zone", render_zone(example))
     golden("pxelinux.default", render_pxelinux_default(example))
+    golden("discovery.ipxe", render_discovery_ipxe(example))
 
 
 def source(conf: str, script: str) -> str:

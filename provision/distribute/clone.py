@@ -340,11 +340,26 @@ class Cloner:
             subprocess.run(["umount", str(at)], capture_output=True, timeout=120)
         self.mounts.clear()
 
-    def cleanup(self) -> None:
-        self.unmount_all()
+    def detach_loops(self, timeout: float = 15) -> None:
+        """Detach our loop devices and wait (bounded) until the kernel has let them go.
+
+        A loop device still busy (a file system being torn down) is only marked for
+        auto-clear by `losetup -d`; waiting here means no caller ever sees the target
+        still attached after we return.
+        """
         for dev in self.loops.values():
             subprocess.run(["losetup", "-d", dev], capture_output=True, timeout=60)
+        deadline = time.monotonic() + timeout
+        for dev in self.loops.values():
+            backing = Path("/sys/block") / Path(dev).name / "loop" / "backing_file"
+            while backing.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+                subprocess.run(["losetup", "-d", dev], capture_output=True, timeout=60)
         self.loops.clear()
+
+    def cleanup(self) -> None:
+        self.unmount_all()
+        self.detach_loops()
         shutil.rmtree(self.work, ignore_errors=True)
 
     # steps
@@ -539,9 +554,7 @@ class Cloner:
     def write_table(self) -> None:
         """The last step: the partition table and the boot code."""
         t, lo = self.plan.target, self.plan.layout
-        for dev in self.loops.values():
-            subprocess.run(["losetup", "-d", dev], capture_output=True, timeout=60)
-        self.loops.clear()
+        self.detach_loops()
         script = disklayout.sfdisk_script(lo, str(t))
         _run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", str(t)], input=script)
         mbr = _extlinux_file("gptmbr.bin" if lo.label == "gpt" else "mbr.bin")

@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .. import layout
 from .recipe import Recipe, RecipeError
-from .store import MANIFEST_FORMAT
+from .store import MANIFEST_FORMAT, sha256_file
 from .tree import EPOCH
 
 if TYPE_CHECKING:
@@ -270,7 +270,7 @@ def build_debian(builder: Builder, recipe: Recipe) -> BuildResult:
         shutil.copyfile(boot.path / layout.INITRD, initrd)
         artifacts: dict[str, bytes | Path] = {layout.KERNEL: kernel, layout.INITRD: initrd,
                                               layout.ROOTFS: archive}
-        m["files"] = {n: {"sha256": _sha256(p), "size": p.stat().st_size}
+        m["files"] = {n: {"sha256": sha256_file(p), "size": p.stat().st_size}
                       for n, p in sorted(artifacts.items()) if isinstance(p, Path)}
         m["rootfs"] = listing
         if builder.store.manifest(recipe.name, version) and not builder.store.verify(
@@ -282,14 +282,6 @@ def build_debian(builder: Builder, recipe: Recipe) -> BuildResult:
         return BuildResult(recipe.name, version, path, False, m)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _manifest(builder: Builder, recipe: Recipe, root: Path, version: str, rhash: str,

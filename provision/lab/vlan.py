@@ -28,6 +28,7 @@ ETH_P_ALL = 0x0003
 ETH_P_8021Q = 0x8100
 SOL_PACKET = 263
 PACKET_AUXDATA = 8
+TP_STATUS_CSUMNOTREADY = 1 << 3  # the L4 checksum is left to "hardware" (offload)
 TP_STATUS_VLAN_VALID = 1 << 4
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
@@ -51,6 +52,44 @@ def untag(frame: bytes, aux_tci: int | None, vid: int) -> bytes | None:
     return None
 
 
+def _sum16(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def fill_checksum(frame: bytes) -> bytes:
+    """Complete the TCP/UDP checksum of an IPv4 frame whose checksum was offloaded (pure).
+
+    A guest's virtio NIC hands the host packets with CHECKSUM_PARTIAL; a packet
+    socket sees them before any "hardware" filled the checksum in, and the tap on
+    the other side would drop them. ICMP is never offloaded, which is why ping
+    works without this.
+    """
+    if len(frame) < 34 or struct.unpack_from("!H", frame, 12)[0] != 0x0800:
+        return frame
+    ihl = (frame[14] & 0x0F) * 4
+    proto = frame[23]
+    total = struct.unpack_from("!H", frame, 16)[0]
+    off = 14 + ihl
+    end = 14 + total
+    if proto not in (6, 17) or end > len(frame):
+        return frame
+    field = off + (16 if proto == 6 else 6)
+    if field + 2 > end:
+        return frame
+    seg = bytearray(frame[off:end])
+    seg[field - off: field - off + 2] = b"\0\0"
+    pseudo = frame[26:34] + struct.pack("!BBH", 0, proto, end - off)
+    csum = 0xFFFF - _sum16(pseudo + bytes(seg))
+    if proto == 17 and csum == 0:
+        csum = 0xFFFF
+    return frame[:field] + struct.pack("!H", csum) + frame[field + 2:]
+
+
 def tag(frame: bytes, vid: int) -> bytes:
     """Insert an 802.1Q header with ``vid`` (priority 0) after the MAC addresses (pure)."""
     return frame[:12] + struct.pack("!HH", ETH_P_8021Q, vid & 0x0FFF) + frame[12:]
@@ -71,14 +110,16 @@ def relay(trunk: str, tap_name: str, vid: int, max_frames: int | None = None) ->
                 if addr[2] == socket.PACKET_OUTGOING:
                     continue
                 tci = None
+                partial = False
                 for level, kind, value in anc:
                     if level == SOL_PACKET and kind == PACKET_AUXDATA:
                         status, *_, vlan_tci, _tpid = _AUX.unpack_from(value)
                         if status & TP_STATUS_VLAN_VALID:
                             tci = vlan_tci
+                        partial = bool(status & TP_STATUS_CSUMNOTREADY)
                 out = untag(data, tci, vid)
                 if out is not None:
-                    os.write(tap, out)
+                    os.write(tap, fill_checksum(out) if partial else out)
             else:
                 sock.send(tag(os.read(tap, 65535), vid))
 
