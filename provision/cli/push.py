@@ -93,6 +93,8 @@ def make_ssh(state_dir: str, user: str, port: int, identity: str | None) -> SshC
               show_default=True,
               help="rsync's carrier: the remote steps' paramiko connection (one login per "
                    "node) or a second, OpenSSH connection.")
+@click.option("--no-prelink", is_flag=True, hidden=True,
+              help="Always --link-dest, never cp -al (for comparisons).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal.")
 @click.option("--rollback", is_flag=True, help="Switch the targets back to their previous release.")
 @click.option("--status", is_flag=True, help="Drift report: the live release of each target.")
@@ -106,7 +108,7 @@ def make_ssh(state_dir: str, user: str, port: int, identity: str | None) -> SshC
 def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str, ...],
              all_hosts: bool, parallel: int | None, dry_run: bool, delete: bool,
              excludes: tuple[str, ...], checksum: bool, then: str | None, keep: int,
-             transport: str, yes: bool,
+             transport: str, no_prelink: bool, yes: bool,
              rollback: bool, status: bool, retry_failed: bool, inventory_path: str | None,
              state_dir: str, user: str, port: int, identity: str | None, verbose: int,
              quiet: bool) -> None:
@@ -138,6 +140,7 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
     if retry_failed:
         targets, opts, release = _retry_plan(history, inv, to, src, roles, hosts, all_hosts)
         opts.parallel, opts.dry_run, opts.transport = par, dry_run, transport
+        opts.prelink = not no_prelink
     else:
         try:
             targets = select_targets(inv, roles, hosts, all_hosts)
@@ -161,7 +164,7 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
         if not retry_failed:
             assert src is not None
             opts = PushOptions(src, to, delete, list(excludes), checksum, then, keep,
-                               dry_run, par, transport)
+                               dry_run, par, transport, not no_prelink)
             release = None
         try:
             outcome = pusher.push(targets, opts, release=release,

@@ -69,6 +69,7 @@ class PushOptions:
     # rsync's transport: "paramiko" (over the remote steps' connection, one handshake
     # per node) or "ssh" (OpenSSH, a second connection; C-speed crypto for big trees).
     transport: str = "paramiko"
+    prelink: bool = True  # cp -al the base release when safe (prelink.py), else --link-dest
 
     def recorded(self) -> dict[str, object]:
         return {"delete": self.delete, "excludes": self.excludes, "checksum": self.checksum,
@@ -168,7 +169,7 @@ class Pusher:
         Only for ``--delete`` pushes: then a release holds exactly its listing (the
         verification proves it), so the listing tells what pre-linking would share.
         """
-        if not opts.delete or opts.dry_run or self.history is None:
+        if not opts.delete or not opts.prelink or opts.dry_run or self.history is None:
             return None
         store = ListingStore(self.ssh.state_dir / "push" / "listings")
         try:
