@@ -1,7 +1,10 @@
 """Benchmark dsas-push: 20 nodes, a 5,000-file / 200 MB site, then a 1% change.
 
 In one run, against the same namespaced nodes (each with its own sshd):
-  * dsas-push (parallel, link-dest releases, atomic switch, verified);
+  * dsas-push (parallel, rsync over its paramiko connection, pre-linked releases,
+    atomic switch, verified);
+  * "before": dsas-push as it was (rsync over a second, OpenSSH connection and
+    ``--link-dest``), via ``--transport ssh --no-prelink``;
   * the naive loop operators write: ``for host in ...; do rsync -a SRC/ host:DIR/; done``;
   * the lower bound: bytes that must move / the throughput of one plain
     ``rsync -a`` over ssh to one node, measured first in the same run.

@@ -400,3 +400,29 @@ def test_host_key_from_the_boot_report(lab, tmp_path):
     r = pl.dsas("trust", "--all-reported", "--yes", *base)
     assert r.returncode == 1 and "CHANGED" in r.stdout and "n01" in r.stderr
     assert_ok(pl.push(str(pl.src), "--host", "n01"))  # the trusted key is still the real one
+
+
+def test_prelinked_release_shares_unchanged_files_and_never_touches_the_old(lab, tmp_path):
+    """A --delete push starts the new release as hard links of the last one (cp -al),
+    yet a file whose mode alone changed gets its own inode: the live release keeps
+    its mode until the switch (rsync would chmod the shared inode in place)."""
+    pl = make_lab(lab, tmp_path, count=1)
+    write_tree(pl.src, {"a.txt": "same", "b.txt": "v1", "sub/c.txt": "c"})
+    rel1 = release_of(pl.push(str(pl.src), "--role", "web", "--delete"))
+    write_tree(pl.src, {"b.txt": "v2"})
+    r = pl.push(str(pl.src), "--role", "web", "--delete", "-vv")
+    assert_ok(r)
+    assert "hard links of " + rel1 in r.stderr  # pre-linked, not --link-dest
+    rel2 = release_of(r)
+    rels = pl.node("n01").root / "site.releases"
+    assert (rels / rel1 / "a.txt").stat().st_ino == (rels / rel2 / "a.txt").stat().st_ino
+    assert (rels / rel1 / "b.txt").read_text() == "v1"
+    assert (rels / rel2 / "b.txt").read_text() == "v2"
+    (pl.src / "a.txt").chmod(0o600)  # same size, same mtime: only the mode differs
+    r = pl.push(str(pl.src), "--role", "web", "--delete", "-vv")
+    assert_ok(r)
+    assert "link-dest" in r.stderr and "change only attributes" in r.stderr
+    rel3 = release_of(r)
+    assert (rels / rel2 / "a.txt").stat().st_mode & 0o777 == 0o644  # untouched
+    assert (rels / rel3 / "a.txt").stat().st_mode & 0o777 == 0o600
+    assert snapshot(pl.node("n01").root / "site") == snapshot(pl.src)
