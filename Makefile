@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all deps test lint demo bench clean images
+.PHONY: all deps test lint demo bench man images clean
 
 all: test
 
@@ -39,6 +39,14 @@ demo: deps
 
 bench: deps
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Manual pages from the commands' own --help (click-man), into man/.
+man: deps
+	rm -rf man && mkdir -p man
+	for prog in dsas dsas-push dsas-clone; do \
+	    $(VENV)/bin/click-man $$prog --target man --man-version $$($(PY) -c 'import provision; print(provision.__version__)') >/dev/null; \
+	done
+	@echo "read them with: man -l man/dsas.1"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -2,16 +2,24 @@
 same kind of target (ext4 on a loop device over an image file), and the web
 image's build time (cached always; cold with --cold, which rebuilds it).
 
-    python -m bench clone [--cold]
+    python -m bench clone [--cold] [--rounds N]
+
+Each round clones the web image with dsas-clone and copies the same tree with
+cp -a (and dd), interleaved, so load from elsewhere on the machine falls on
+both; the table shows medians, the best round and the CPU seconds spent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from provision.distribute import clone as c
@@ -42,36 +50,58 @@ def _build_time(cold: bool) -> tuple[float, float | None]:
     return time.monotonic() - t, cold_s
 
 
-def _baseline(tmp: Path, archive: Path, size: int) -> tuple[float, float, int]:
-    """(cp seconds, dd seconds, bytes): the unpacked tree copied with cp -a into a fresh
-    ext4 on a loop device, and the same number of bytes written raw with dd."""
-    tree = tmp / "tree"
-    tree.mkdir()
-    _sh("tar", "-xzpf", str(archive), "--numeric-owner", "-C", str(tree))
-    nbytes = int(_sh("du", "-sb", str(tree)).split()[0])
-    img = tmp / "base.img"
-    with img.open("wb") as f:
-        f.truncate(size)
-    dev = _sh("losetup", "--find", "--show", str(img)).strip()
-    mnt = tmp / "mnt"
-    mnt.mkdir()
-    try:
-        _sh("mkfs.ext4", "-q", "-F", dev)
-        _sh("mount", dev, str(mnt))
-        _sh("sync")
-        t = time.monotonic()
-        _sh("cp", "-a", f"{tree}/.", str(mnt))
-        _sh("sync")
-        cp_s = time.monotonic() - t
-        _sh("umount", str(mnt))
-        t = time.monotonic()
-        _sh("dd", "if=/dev/zero", f"of={dev}", "bs=4M", f"count={nbytes // (4 * MIB)}",
-            "conv=fsync", "status=none")
-        dd_s = time.monotonic() - t
-    finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True, timeout=60)
-        subprocess.run(["losetup", "-d", dev], capture_output=True, timeout=60)
-    return cp_s, dd_s, nbytes
+class Baseline:
+    """The unpacked tree copied with cp -a into a fresh ext4 on a loop device, and the
+    same number of bytes written raw with dd. Each measurement gets a new sparse image
+    file, as each clone does (filling holes costs the backing file system work)."""
+
+    def __init__(self, tmp: Path, archive: Path, size: int):
+        self.tmp, self.size = tmp, size
+        self.tree, self.mnt = tmp / "tree", tmp / "mnt"
+        self.tree.mkdir()
+        self.mnt.mkdir()
+        _sh("tar", "-xzpf", str(archive), "--numeric-owner", "-C", str(self.tree))
+        self.nbytes = int(_sh("du", "-sb", str(self.tree)).split()[0])
+
+    @contextlib.contextmanager
+    def _loop(self) -> Iterator[str]:
+        img = self.tmp / "base.img"
+        with img.open("wb") as f:
+            f.truncate(self.size)
+        dev = _sh("losetup", "--find", "--show", str(img)).strip()
+        try:
+            yield dev
+        finally:
+            subprocess.run(["umount", str(self.mnt)], capture_output=True, timeout=60)
+            subprocess.run(["losetup", "-d", dev], capture_output=True, timeout=60)
+            img.unlink()
+
+    def cp(self) -> tuple[float, float]:
+        """(seconds, CPU seconds) of cp -a plus the file system's sync."""
+        with self._loop() as dev:
+            _sh("mkfs.ext4", "-q", "-F", dev)
+            _sh("mount", dev, str(self.mnt))
+            _sh("sync")
+            t, cpu = time.monotonic(), _children_cpu()
+            _sh("cp", "-a", f"{self.tree}/.", str(self.mnt))
+            _sh("sync", "--file-system", str(self.mnt))
+            return time.monotonic() - t, _children_cpu() - cpu
+
+    def dd(self) -> tuple[float, float]:
+        with self._loop() as dev:
+            t, cpu = time.monotonic(), _children_cpu()
+            _sh("dd", "if=/dev/zero", f"of={dev}", "bs=4M",
+                f"count={self.nbytes // (4 * MIB)}", "conv=fsync", "status=none")
+            return time.monotonic() - t, _children_cpu() - cpu
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _rounds(argv: list[str]) -> int:
+    return int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 3
 
 
 def main(argv: list[str]) -> int:
@@ -79,33 +109,48 @@ def main(argv: list[str]) -> int:
     store = ImageStore(TEST_BOOT_ROOT / "images")
     inv = loads(INVENTORY, "bench-clone.yaml")
     size = 1400 * MIB
+    runs: dict[str, list[tuple[float, float]]] = {"clone": [], "whole": [], "cp": [], "dd": []}
     with tempfile.TemporaryDirectory(prefix="dsas-bench-clone-") as d:
         tmp = Path(d)
         src = c.image_source(store, "web", "current")
-        plan = c.make_plan(inv, "w1", tmp / "w1.img", size, src)
-        t = time.monotonic()
-        stats = c.Cloner(plan, say=lambda s: None).run()
-        total_s = time.monotonic() - t
         assert src.path is not None
-        cp_s, dd_s, nbytes = _baseline(tmp, src.path / "rootfs.tar.gz", size)
-    copy_rate = stats["copy_bytes"] / stats["copy_seconds"] / MIB
-    cp_rate, dd_rate = nbytes / cp_s / MIB, nbytes / dd_s / MIB
-    rows = [
-        ("dsas-clone copy (unpack + write)", stats["copy_bytes"], stats["copy_seconds"], copy_rate),
-        ("cp -a same tree to ext4/loop", nbytes, cp_s, cp_rate),
-        ("dd same bytes to loop (raw)", nbytes, dd_s, dd_rate),
-        ("dsas-clone whole (mkfs..table)", stats["copy_bytes"], total_s,
-         stats["copy_bytes"] / total_s / MIB),
-    ]
-    print(f"{'what':<34} {'MiB':>8} {'s':>7} {'MiB/s':>8}")
-    for name, b, s, r in rows:
-        print(f"{name:<34} {b / MIB:>8.0f} {s:>7.1f} {r:>8.1f}")
-    print(f"ratio clone copy / cp -a: {copy_rate / cp_rate:.2f}   "
-          f"clone copy / dd: {copy_rate / dd_rate:.2f}   (goal >= 0.8)")
+        base = Baseline(tmp, src.path / "rootfs.tar.gz", size)
+        for i in range(_rounds(argv)):  # interleaved: a busy machine hits all alike
+            plan = c.make_plan(inv, "w1", tmp / f"w1-{i}.img", size, src)
+            t = time.monotonic()
+            stats = c.Cloner(plan, say=lambda s: None).run()
+            runs["whole"].append((time.monotonic() - t, 0.0))
+            runs["clone"].append((stats["copy_seconds"], stats.get("copy_cpu_seconds", 0.0)))
+            (tmp / f"w1-{i}.img").unlink()
+            runs["cp"].append(base.cp())
+            runs["dd"].append(base.dd())
+    _report(runs, stats, base.nbytes, stats.get("gunzip", "gzip"))
     print(f"web image build: cached {cached_s:.1f}s"
           + (f", cold (debs cached) {cold_s:.0f}s" if cold_s is not None else
              " (cold: python -m bench clone --cold)"))
     return 0
+
+
+def _report(runs: dict[str, list[tuple[float, float]]], stats: dict, nbytes: int,
+            gunzip: str) -> None:
+    med = {k: statistics.median(s for s, _ in v) for k, v in runs.items()}
+    best = {k: min(s for s, _ in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in runs.items()}
+    n = {"clone": stats["copy_bytes"], "whole": stats["copy_bytes"], "cp": nbytes, "dd": nbytes}
+    names = {"clone": f"dsas-clone copy (tar+{gunzip}, sync)",
+             "cp": "cp -a same tree to ext4/loop, sync", "dd": "dd same bytes to loop (raw)",
+             "whole": "dsas-clone whole (mkfs..table)"}
+    print(f"{len(runs['cp'])} rounds, interleaved; median (best) seconds")
+    print(f"{'what':<38} {'MiB':>6} {'s':>6} {'best':>6} {'MiB/s':>7} {'CPU s':>6}")
+    for k in ("clone", "cp", "dd", "whole"):
+        print(f"{names[k]:<38} {n[k] / MIB:>6.0f} {med[k]:>6.1f} {best[k]:>6.1f} "
+              f"{n[k] / med[k] / MIB:>7.1f} {cpu[k] if k != 'whole' else 0:>6.1f}")
+
+    def rate(k: str, t: dict[str, float]) -> float:
+        return n[k] / t[k]
+    print(f"ratio clone copy / cp -a: {rate('clone', med) / rate('cp', med):.2f} median, "
+          f"{rate('clone', best) / rate('cp', best):.2f} best;  clone copy / dd: "
+          f"{rate('clone', med) / rate('dd', med):.2f} median   (goal >= 0.8)")
 
 
 if __name__ == "__main__":

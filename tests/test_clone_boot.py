@@ -112,3 +112,46 @@ def test_cloned_web_disk_boots_as_its_host(lab, tmp_path: Path) -> None:
             guest.proc.stderr.close()  # Guest.start pipes QEMU's stderr; stop() leaves it open
     assert disk.stat().st_size == 1400 * MIB
 
+
+
+TINY_ROLE = ("  tinyvm: {services: [], networks: [inside], hwtype: vm, image: tiny, boot: disk,\n"
+             "           bond: {mode: none}}\n")
+TINY_HOST = ('  t2: {role: tinyvm, macs: ["52:54:00:12:00:32", "52:54:00:12:01:32"],\n'
+             "       addresses: {inside: 198.18.0.32}}\n")
+
+
+def test_cloned_tiny_disk_boots_with_the_initramfs_disk_mode(lab, tmp_path: Path) -> None:
+    """The tiny image has no kernel of its own: the disk gets the netboot kernel and
+    initramfs, whose disk mode (root=UUID=... from extlinux) mounts the disk's root
+    and switches to it, with no network; dsas-init then applies t2's dsas.conf."""
+    for t in ("qemu-system-x86_64", "extlinux", "sfdisk"):
+        require_tool(t)
+    build_images("tiny")
+    inv_path = tmp_path / "cluster.yaml"
+    inv_path.write_text(INVENTORY.replace("hosts:\n", TINY_ROLE + "hosts:\n") + TINY_HOST)
+    disk = tmp_path / "t2.img"
+    res = clone("t2", "--target", str(disk), "--size", "320M", "-i", str(inv_path), "--yes")
+    assert res.returncode == 0, res.stderr
+    ns = lab.netns("cltiny")
+    lab.bridge(ns, "br0", "198.18.0.1/24")
+    macs = ["52:54:00:12:00:32", "52:54:00:12:01:32"]
+    taps = [lab.tap(ns, "br0") for _ in macs]
+    guest = Guest(lab, ns, GuestSpec("t2", macs, memory_mib=384, disk=disk), taps,
+                  tmp_path / "guest")
+    guest.start()
+    try:
+        guest.wait_for(r"dsas-init: ready: .*", timeout=240)
+        console = guest.console()
+        assert "dsas: disk boot initramfs" in console
+        assert "dsas: booting t2 from disk: /dev/vda3 (UUID=" in console
+        assert "DHCP on" not in console  # no netboot on the way
+        assert "host name t2" in console
+        assert "swap on /dev/vda2" in console and "/dev/vda1 (BTDEVICE) mounted on /boot" \
+            in console
+    except (TimeoutError, AssertionError):
+        print(guest.console()[-4000:])
+        raise
+    finally:
+        guest.stop()
+        if guest.proc is not None and guest.proc.stderr is not None:
+            guest.proc.stderr.close()

@@ -6,7 +6,6 @@ no partition table once writing began); 2 usage error.
 
 from __future__ import annotations
 
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -18,8 +17,7 @@ from ..distribute.disklayout import MIB, parse_size
 from ..imaging.content import parse_ref
 from ..imaging.store import ImageStore
 from .common import inventory_option, load_inventory
-
-DEFAULT_SSH = "ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new"
+from .push import make_ssh, ssh_options, state_dir_option
 
 
 class Meter:
@@ -58,18 +56,22 @@ class Meter:
               help="Copy a running peer's file system over rsync+ssh instead of an image.")
 @click.option("--from-path", default="/", show_default=True,
               help="The peer's root directory to copy.")
-@click.option("--ssh", "ssh_cmd", default=DEFAULT_SSH, show_default=True,
-              help="ssh command for --from (rsync -e).")
 @click.option("--boot-root", type=click.Path(file_okay=False), default="/srv/dsas/boot",
               show_default=True, envvar="DSAS_BOOT_ROOT", help="Boot tree holding images/.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", "-n", is_flag=True, help="Print the plan; write nothing.")
 @inventory_option
+@state_dir_option
+@ssh_options
 def cli(host: str, target: Path, size: str | None, image_ref: str | None, peer: str | None,
-        from_path: str, ssh_cmd: str, boot_root: str, yes: bool, dry_run: bool,
-        inventory_path: str | None) -> None:
+        from_path: str, boot_root: str, yes: bool, dry_run: bool,
+        inventory_path: str | None, state_dir: str, user: str, port: int,
+        identity: str | None) -> None:
     """Partition TARGET for HOST's hardware type, copy an image (or --from a peer),
-    write HOST's dsas.conf, fstab and SSH host keys, install extlinux, verify."""
+    write HOST's dsas.conf, fstab and SSH host keys, install extlinux, verify.
+
+    --from uses dsas-push's SSH set-up: its key, and only the host keys in
+    <state-dir>/ssh/known_hosts (`dsas trust PEER` adds one)."""
     if image_ref and peer:
         raise click.UsageError("--image and --from exclude each other")
     try:
@@ -83,7 +85,8 @@ def cli(host: str, target: Path, size: str | None, image_ref: str | None, peer: 
     assert h is not None
     try:
         if peer:
-            source = c.peer_source(inv, peer, from_path, shlex.split(ssh_cmd))
+            source = c.peer_source(inv, peer, from_path,
+                                   make_ssh(state_dir, user, port, identity))
         else:
             if image_ref:
                 name, version = parse_ref(image_ref)

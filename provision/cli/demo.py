@@ -28,10 +28,6 @@ DEFAULT_GUESTS = "w101:bios,w102:bios,w103:uefi"
 FINAL = ("ready", "failed")
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(demo)
-
-
 def _guests(value: str, inv: Inventory) -> list[tuple[str, str]]:
     out = []
     for item in value.split(","):

@@ -18,10 +18,6 @@ ARCH_NAMES = {o.ARCH_X86_BIOS: "bios", o.ARCH_EFI_IA32: "efi-ia32", o.ARCH_EFI_X
               o.ARCH_EFI_ARM64: "efi-arm64"}
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(discovered)
-
-
 def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 

@@ -11,10 +11,6 @@ from ..policy.dns import Zone, zone_text
 from .common import fail, inventory_option, load_inventory
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(dns)
-
-
 @click.group()
 def dns() -> None:
     """What the master's DNS service answers, straight from the inventory."""

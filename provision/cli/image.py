@@ -137,7 +137,3 @@ def promote(ref: str, boot_root: str) -> None:
     before = store.resolve(name)
     store.set_current(name, concrete)
     click.echo(f"{name}: current is now {concrete}" + (f" (was {before})" if before else ""))
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(image)

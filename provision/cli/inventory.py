@@ -13,12 +13,6 @@ from ..render import HOST_FILES, RenderError, render_host, render_zone
 from .common import fail, inventory_option, load_inventory, table
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(check)
-    cli.add_command(hosts)
-    cli.add_command(render)
-
-
 @click.command()
 @inventory_option
 def check(inventory_path: str | None) -> None:

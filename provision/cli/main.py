@@ -2,19 +2,44 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from .. import __version__
-from . import demo as demo_cmds
-from . import dhcp as dhcp_cmds
-from . import dns as dns_cmds
-from . import image as image_cmds
-from . import inventory as inventory_cmds
-from . import push as push_cmds
-from . import serve as serve_cmds
+
+# command -> (module in provision.cli, attribute). Modules load only when their
+# command runs (or when --help lists them): `dsas check` does not pay for
+# paramiko, aiohttp or the image builder.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "check": ("inventory", "check"),
+    "hosts": ("inventory", "hosts"),
+    "render": ("inventory", "render"),
+    "serve": ("serve", "serve"),
+    "discovered": ("dhcp", "discovered"),
+    "dns": ("dns", "dns"),
+    "image": ("image", "image"),
+    "push": ("push", "push_group"),
+    "trust": ("push", "trust"),
+    "demo": ("demo", "demo"),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[cmd_name]
+        cmd = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+        assert isinstance(cmd, click.Command)
+        return cmd
 
 
 @click.group(
+    cls=LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, prog_name="dsas")
@@ -32,15 +57,6 @@ def cli() -> None:
     Exit status: 0 success, 1 failure (invalid inventory, a host failed),
     2 usage error.
     """
-
-
-inventory_cmds.register(cli)
-serve_cmds.register(cli)
-demo_cmds.register(cli)
-dhcp_cmds.register(cli)
-dns_cmds.register(cli)
-push_cmds.register(cli)
-image_cmds.register(cli)
 
 
 def main() -> None:

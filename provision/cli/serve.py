@@ -17,10 +17,6 @@ from .common import fail, inventory_option, load_inventory, setup_logging
 log = logging.getLogger("provision.serve")
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(serve)
-
-
 def _services(value: str) -> list[str]:
     names = [n.strip() for n in value.split(",") if n.strip()]
     bad = [n for n in names if n not in SERVICE_NAMES]

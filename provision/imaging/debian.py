@@ -249,6 +249,9 @@ def build_debian(builder: Builder, recipe: Recipe) -> BuildResult:
     if hit:
         builder.say(f"  recipe {rhash} unchanged: reusing {hit.version}")
         return hit
+    reboot = _reboot(builder, recipe, rhash, boot)
+    if reboot:
+        return reboot
     started = time.monotonic()
     work = builder.cache / "build" / f"{recipe.name}-{os.getpid()}"
     if work.exists():
@@ -282,6 +285,49 @@ def build_debian(builder: Builder, recipe: Recipe) -> BuildResult:
         return BuildResult(recipe.name, version, path, False, m)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _reboot(builder: Builder, recipe: Recipe, rhash: str, boot: BuildResult
+            ) -> BuildResult | None:
+    """Only the boot image changed: a stored version built from this same recipe with
+    another boot image gets the new kernel and initramfs beside its root fs (the root
+    fs does not depend on them), without running mmdebstrap again."""
+    from .build import BuildResult, _version
+
+    store = builder.store
+    for old in store.versions(recipe.name):
+        m = store.manifest(recipe.name, old)
+        old_boot = ((m or {}).get("boot") or {}).get("version")
+        if not m or not old_boot or "rootfs" not in m or m.get("recipe_hash") != recipe_hash(
+                builder, recipe, old_boot) or store.verify(recipe.name, old):
+            continue
+        version = _version(recipe, boot.version, fingerprint(m["rootfs"]))
+        builder.say(f"  root fs of {old} reused; boot image now {boot.image} {boot.version}")
+        kernel = (boot.path / layout.KERNEL).read_bytes()
+        initrd = (boot.path / layout.INITRD).read_bytes()
+        work = builder.cache / "build" / f"{recipe.name}-{os.getpid()}"
+        work.mkdir(parents=True, exist_ok=True)
+        rootfs = work / layout.ROOTFS
+        try:
+            os.link(store.dir(recipe.name, old) / layout.ROOTFS, rootfs)  # never changed
+        except OSError:
+            shutil.copyfile(store.dir(recipe.name, old) / layout.ROOTFS, rootfs)
+        new = dict(m, version=version, recipe_hash=rhash,
+                   boot={"image": boot.image, "version": boot.version},
+                   built=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        new["files"] = {layout.INITRD: _entry(initrd), layout.ROOTFS: m["files"][layout.ROOTFS],
+                        layout.KERNEL: _entry(kernel)}  # sorted, as a full build writes
+        try:
+            path = store.publish(recipe.name, version, {
+                layout.KERNEL: kernel, layout.INITRD: initrd, layout.ROOTFS: rootfs}, new)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return BuildResult(recipe.name, version, path, False, new)
+    return None
+
+
+def _entry(data: bytes) -> dict[str, Any]:
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
 
 def _manifest(builder: Builder, recipe: Recipe, root: Path, version: str, rhash: str,

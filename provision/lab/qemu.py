@@ -81,13 +81,14 @@ class Guest:
             rom = ",romfile=" if s.firmware == "uefi" else ""
             argv += ["-netdev", f"tap,id=n{i},ifname={tap},script=no,downscript=no",
                      "-device", f"{s.nic_model},netdev=n{i},mac={mac},id=nic{i}{rom}"
-                     + (",bootindex=1" if i == 0 and not s.kernel else "")]
+                     + (",bootindex=1" if i == 0 and not (s.kernel or s.disk) else "")]
         if s.shell:
             argv += ["-device", "virtio-serial-pci",
                      "-chardev", f"socket,id=ctl,path={self.shell_path},server=on,wait=off",
                      "-device", "virtconsole,chardev=ctl"]
         if s.disk:
-            argv += ["-drive", f"file={s.disk},format=raw,if=virtio"]
+            argv += ["-drive", f"file={s.disk},format=raw,if=none,id=disk0",
+                     "-device", "virtio-blk-pci,drive=disk0,bootindex=1"]
         if s.kernel:
             argv += ["-kernel", str(s.kernel)]
             if s.initrd:
