@@ -89,10 +89,11 @@ def make_ssh(state_dir: str, user: str, port: int, identity: str | None) -> SshC
               help="Shell command run on each node after its switch (cwd: the live path).")
 @click.option("--keep", type=click.IntRange(1, 1000), default=DEFAULT_KEEP, show_default=True,
               help="Releases kept per node (older ones are pruned; the live one never).")
-@click.option("--transport", type=click.Choice(["paramiko", "ssh"]), default="paramiko",
+@click.option("--transport", type=click.Choice(["auto", "paramiko", "ssh"]), default="auto",
               show_default=True,
               help="rsync's carrier: the remote steps' paramiko connection (one login per "
-                   "node) or a second, OpenSSH connection.")
+                   "node), a second, OpenSSH connection (faster for big transfers), or auto: "
+                   "OpenSSH for a node's first push, paramiko for updates.")
 @click.option("--no-prelink", is_flag=True, hidden=True,
               help="Always --link-dest, never cp -al (for comparisons).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal.")

@@ -67,8 +67,10 @@ class PushOptions:
     dry_run: bool = False
     parallel: int = 0  # 0: default_parallel()
     # rsync's transport: "paramiko" (over the remote steps' connection, one handshake
-    # per node) or "ssh" (OpenSSH, a second connection; C-speed crypto for big trees).
-    transport: str = "paramiko"
+    # per node; its bytes pass through this process), "ssh" (OpenSSH, a second
+    # connection, C-speed crypto), or "auto": OpenSSH for a node that has no release
+    # yet (everything moves: throughput matters), paramiko for an update.
+    transport: str = "auto"
     prelink: bool = True  # cp -al the base release when safe (prelink.py), else --link-dest
 
     def recorded(self) -> dict[str, object]:
@@ -110,6 +112,7 @@ class Pusher:
         self.history = history
         self.reporter: Reporter = reporter or PlainReporter()
         self._tunnel: Tunnel | None = None
+        self._ssh_used: set[str] = set()  # hosts whose rsync went through OpenSSH
 
     # -- the fan-out ---------------------------------------------------------
 
@@ -211,8 +214,9 @@ class Pusher:
             res.reason = e.reason
         finally:
             node.close()
-            if opts.transport == "ssh":
+            if t.address in self._ssh_used:
                 self._close_master(t, cdir)
+                self._ssh_used.discard(t.address)
         return res
 
     def _switch(self, node: RemoteNode, lay: NodeLayout, rid: str, res: HostResult) -> None:
@@ -232,12 +236,12 @@ class Pusher:
         log.debug("host=%s transfer into %s", t.name,
                   f"hard links of {kv['LINKED'][0]}" if linked else f"link-dest {link_dests}")
         self.reporter.phase(t.name, "transferring")
-        with self._rsh(t, node, opts, cdir) as (rsh, dest):
+        with self._rsh(t, node, opts, cdir, bool(base)) as (rsh, dest):
             argv = rsync_argv(opts.src, dest + lay.incoming(rid), rsh, link_dests,
                               opts.excludes, opts.checksum, delete=linked,
                               delete_excluded=linked and bool(opts.excludes))
             xfer = run_rsync(argv, lambda p: self.reporter.progress(t.name, p),
-                             settle=self._settle(t, opts))
+                             settle=self._settle(t))
         res.bytes, res.files = xfer.sent, xfer.files
         if xfer.returncode != 0:
             if not xfer.reason.startswith("connection lost"):
@@ -281,19 +285,23 @@ class Pusher:
         """What would move, compared with the live release; creates nothing anywhere."""
         dest = lay.release(state.live) if state.live else lay.incoming("dry-run")
         self.reporter.phase(t.name, "dry run")
-        with self._rsh(t, node, opts, cdir) as (rsh, prefix):
+        with self._rsh(t, node, opts, cdir, bool(state.live)) as (rsh, prefix):
             argv = rsync_argv(opts.src, prefix + dest, rsh, (), opts.excludes, opts.checksum,
                               dry_run=True, delete=opts.delete)
-            xfer = run_rsync(argv, settle=self._settle(t, opts))
+            xfer = run_rsync(argv, settle=self._settle(t))
         res.bytes, res.files = xfer.size, xfer.files
         res.ok, res.reason = xfer.returncode == 0, xfer.reason or "dry run: nothing changed"
         return res
 
     @contextmanager
-    def _rsh(self, t: Target, node: RemoteNode, opts: PushOptions, cdir: Path
-             ) -> Iterator[tuple[str, str]]:
-        """rsync's ``-e`` and the ``host:`` prefix of its destination, for this host."""
-        if opts.transport == "ssh" or self._tunnel is None:
+    def _rsh(self, t: Target, node: RemoteNode, opts: PushOptions, cdir: Path,
+             update: bool) -> Iterator[tuple[str, str]]:
+        """rsync's ``-e`` and the ``host:`` prefix of its destination, for this host.
+
+        ``update``: the node has a release to build on (so little should move)."""
+        ssh = opts.transport == "ssh" or (opts.transport == "auto" and not update)
+        if ssh or self._tunnel is None:
+            self._ssh_used.add(t.address)
             yield self.ssh.rsync_rsh(cdir), remote_dest(self.ssh, t.address, "")
             return
         self._tunnel.route(t.address, node.transport())
@@ -302,9 +310,9 @@ class Pusher:
         finally:
             self._tunnel.unroute(t.address)
 
-    def _settle(self, t: Target, opts: PushOptions) -> Callable[[], object] | None:
+    def _settle(self, t: Target) -> Callable[[], object] | None:
         tunnel = self._tunnel
-        if opts.transport == "ssh" or tunnel is None:
+        if tunnel is None or t.address in self._ssh_used:
             return None
         return lambda: tunnel.wait_idle(t.address)
 
