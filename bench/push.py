@@ -210,6 +210,7 @@ def report(got: dict[str, dict[str, float]], args: argparse.Namespace, names: li
     n = len(names)
     lb_first, lb_upd = site_bytes * n / rate, upd_bytes * n / rate
     d, b = got["dsas-push"], got["before"]
+    print()
     print(f"{'':14} {'dsas-push':>10} {'paramiko':>9} {'before':>9} {'naive loop':>11} "
           f"{'lower bound':>12} {'before/dsas':>12} {'naive/dsas':>11} {'dsas/bound':>11}")
     for label, key, nv, lb in (("first push", "first", naive_first, lb_first),
