@@ -352,8 +352,3 @@ def _trust_reported(inv: Inventory, ssh: SshConfig, state_dir: str, host: str | 
     if refused:
         fail(f"reported key differs from the trusted one, not trusted: {', '.join(refused)} "
              "(check the node; --replace if it was reinstalled)")
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(push_group)
-    cli.add_command(trust)
