@@ -1,7 +1,11 @@
 """Benchmark dsas-push: 20 nodes, a 5,000-file / 200 MB site, then a 1% change.
 
 In one run, against the same namespaced nodes (each with its own sshd):
-  * dsas-push (parallel, link-dest releases, atomic switch, verified);
+  * dsas-push (parallel, rsync over its paramiko connection, pre-linked releases,
+    atomic switch, verified);
+  * "paramiko": the same with rsync over paramiko for the first push too;
+  * "before": dsas-push as it was (rsync over a second, OpenSSH connection and
+    ``--link-dest``), via ``--transport ssh --no-prelink``;
   * the naive loop operators write: ``for host in ...; do rsync -a SRC/ host:DIR/; done``;
   * the lower bound: bytes that must move / the throughput of one plain
     ``rsync -a`` over ssh to one node, measured first in the same run.
@@ -99,10 +103,18 @@ def naive_loop(farm: SshFarm, state: Path, src: Path, nodes: list[str]) -> float
     return timed(farm, ["sh", "-c", script])
 
 
+# dsas-push as it is, and as it was before rsync rode the paramiko connection and the
+# incoming release was pre-linked (OpenSSH for rsync, --link-dest against the base).
+# "paramiko": rsync over the paramiko connection for the first push too (the default,
+# auto, uses OpenSSH when a node has no release yet).
+VARIANTS = {"dsas-push": [], "paramiko": ["--transport", "paramiko"],
+            "before": ["--transport", "ssh", "--no-prelink"]}
+
+
 def dsas_push(farm: SshFarm, inv: Path, state: Path, src: Path, targets: list[str],
-              parallel: int | None) -> float:
+              parallel: int | None, variant: str = "dsas-push") -> float:
     argv = [*CLI, str(src), *targets, "-i", str(inv), "--state-dir", str(state), "--to",
-            f"{MOUNT}/site", "--delete", "--yes", "-q"]
+            f"{MOUNT}/{variant}", "--delete", "--yes", "-q", *VARIANTS[variant]]
     if parallel:
         argv += ["--parallel", str(parallel)]
     return timed(farm, argv)
@@ -168,40 +180,55 @@ def run(lab: Lab, work: Path, args: argparse.Namespace) -> int:
         n.run(["rm", "-rf", f"{MOUNT}/naive"])
     print(f"naive loop: first {naive_first:.1f}s, update {naive_upd:.1f}s", flush=True)
 
-    # dsas-push, on the same site as the naive loop started from.
-    first = dsas_push(farm, inv, state, src, ["--role", "web"],
-                      args.parallel)
-    upd_bytes = change(paths, args.change, seed=2)
-    upd_all = dsas_push(farm, inv, state, src, ["--role", "web"], args.parallel)
-    cpu_all = dict(CPU)
-    change(paths, args.change, seed=3)
-    upd_one = dsas_push(farm, inv, state, src, ["--host", n1.name], args.parallel)
-    cpu_one = dict(CPU)
-    print(f"dsas-push: first {first:.1f}s, update x{len(names)} {upd_all:.1f}s, "
-          f"update x1 {upd_one:.1f}s", flush=True)
-
-    lb_first = site_bytes * len(names) / rate
-    lb_upd = upd_bytes * len(names) / rate
-    rows = [
-        ("first push", first, naive_first, lb_first),
-        (f"{args.change:.0%} update", upd_all, naive_upd, lb_upd),
-    ]
-    print()
-    print(f"{'':14} {'dsas-push':>10} {'naive loop':>11} {'lower bound':>12} "
-          f"{'naive/dsas':>11} {'dsas/bound':>11}")
-    for label, d, nv, lb in rows:
-        print(f"{label:14} {d:9.2f}s {nv:10.2f}s {lb:11.2f}s {nv / d:10.2f}x {d / lb:10.2f}x")
-    print(f"\nupdate to {len(names)} nodes / to 1 node: {upd_all:.2f}s / {upd_one:.2f}s = "
-          f"{upd_all / upd_one:.2f}x (goal < 2x)")
-    print(f"first push / lower bound: {first / lb_first:.2f}x (goal <= 1.5x)")
-    n = len(names)
-    print(f"update CPU, 1 node: master {cpu_one['master']:.2f}s nodes {cpu_one['nodes']:.2f}s;"
-          f" {n} nodes: master {cpu_all['master']:.2f}s ({cpu_all['master'] / n:.2f}s/node),"
-          f" nodes {cpu_all['nodes']:.2f}s ({cpu_all['nodes'] / n:.2f}s/node)"
-          f" on {os.cpu_count()} shared cores; load average {os.getloadavg()[0]:.1f}")
+    # Each variant: a first push, a 1% update to every node, a 1% update to one node.
+    got: dict[str, dict[str, float]] = {}
+    for variant in VARIANTS:
+        first = dsas_push(farm, inv, state, src, ["--role", "web"], args.parallel, variant)
+        cpu_first = dict(CPU)
+        upd_bytes = change(paths, args.change, seed=2)
+        upd_all = dsas_push(farm, inv, state, src, ["--role", "web"], args.parallel, variant)
+        cpu_all = dict(CPU)
+        change(paths, args.change, seed=3)
+        upd_one = dsas_push(farm, inv, state, src, ["--host", n1.name], args.parallel, variant)
+        got[variant] = {"first": first, "all": upd_all, "one": upd_one,
+                        "cpu_first": cpu_first["master"] + cpu_first["nodes"],
+                        "m_all": cpu_all["master"], "n_all": cpu_all["nodes"],
+                        "m_one": CPU["master"], "n_one": CPU["nodes"]}
+        for n in farm.nodes:
+            n.run(["rm", "-rf", f"{MOUNT}/{variant}", f"{MOUNT}/{variant}.releases"])
+        print(f"{variant}: first {first:.1f}s, update x{len(names)} {upd_all:.1f}s, "
+              f"update x1 {upd_one:.1f}s", flush=True)
+    report(got, args, names, site_bytes, upd_bytes, rate, naive_first, naive_upd)
     print(f"(naive no-op pass to 1 node: {naive_one:.2f}s; total bench "
           f"{time.monotonic() - t0:.0f}s)")
     return 0
+
+
+def report(got: dict[str, dict[str, float]], args: argparse.Namespace, names: list[str],
+           site_bytes: int, upd_bytes: int, rate: float, naive_first: float,
+           naive_upd: float) -> None:
+    n = len(names)
+    lb_first, lb_upd = site_bytes * n / rate, upd_bytes * n / rate
+    d, b = got["dsas-push"], got["before"]
+    print()
+    print(f"{'':14} {'dsas-push':>10} {'paramiko':>9} {'before':>9} {'naive loop':>11} "
+          f"{'lower bound':>12} {'before/dsas':>12} {'naive/dsas':>11} {'dsas/bound':>11}")
+    for label, key, nv, lb in (("first push", "first", naive_first, lb_first),
+                               (f"{args.change:.0%} update", "all", naive_upd, lb_upd)):
+        print(f"{label:14} {d[key]:9.2f}s {got['paramiko'][key]:8.2f}s {b[key]:8.2f}s "
+              f"{nv:10.2f}s {lb:11.2f}s {b[key] / d[key]:11.2f}x {nv / d[key]:10.2f}x "
+              f"{d[key] / lb:10.2f}x")
+    print()
+    for name, v in got.items():
+        print(f"{name:9}: update to {n} nodes / to 1 node: {v['all']:.2f}s / {v['one']:.2f}s = "
+              f"{v['all'] / v['one']:.2f}x (goal < 2x); first push / lower bound: "
+              f"{v['first'] / lb_first:.2f}x (goal <= 1.5x)")
+        print(f"{'':9}  update CPU, 1 node: master {v['m_one']:.2f}s nodes {v['n_one']:.2f}s;"
+              f" {n} nodes: master {v['m_all']:.2f}s ({v['m_all'] / n:.2f}s/node),"
+              f" nodes {v['n_all']:.2f}s ({v['n_all'] / n:.2f}s/node); first push CPU "
+              f"{v['cpu_first']:.1f}s")
+    print(f"on {os.cpu_count()} cores shared with the other work of this machine; "
+          f"load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ dsas-push runs as a subprocess in the master's namespace.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -156,9 +157,10 @@ def test_first_and_incremental_push_byte_exact(lab, tmp_path):
     # The small update moved little: well under the 300 kB image per host.
     for line in r.stdout.splitlines()[2:5]:
         assert "KiB" in line or " B " in line, line
-    # Without --delete, a file removed from SRC stays on the nodes (as with plain rsync).
+    # Without --delete, a file removed from SRC stays on the nodes (as with plain rsync);
+    # this update goes through OpenSSH (auto uses paramiko for updates).
     (pl.src / "new/file.txt").unlink()
-    assert_ok(pl.push(str(pl.src), "--host", "n01", "--exclude", "*.log"))
+    assert_ok(pl.push(str(pl.src), "--host", "n01", "--exclude", "*.log", "--transport", "ssh"))
     assert (pl.node("n01").root / "site/new/file.txt").read_text() == "new"
     log = pl.dsas("push", "log", "--state-dir", str(pl.state))
     assert_ok(log)
@@ -221,7 +223,7 @@ def test_sshd_killed_mid_push_then_retry_failed(lab, tmp_path):
     n02.kill_sshd()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, out + err
-    assert "failed: n02" in err
+    assert "failed: n02" in err, out + err
     assert re.search(r"^n02\s+FAILED\s.*connection", out, re.M), out
     assert pl.live("n02") == rel1 and (n02.root / "site/index.html").read_text() == "v1"
     rel2 = release_of_partial(out)
@@ -347,3 +349,83 @@ def test_then_runs_after_switch_and_a_failure_switches_back(lab, tmp_path):
                      r.stdout, re.M), r.stdout
     for n in pl.farm.nodes:
         assert pl.live(n.name) == rel1 and (n.root / "site/index.html").read_text() == "v1"
+
+
+def test_host_key_from_the_boot_report(lab, tmp_path):
+    """dsas-init's ready report carries the node's real host key to a real `dsas serve
+    --only http`; `dsas trust --from-boot-report` then lets dsas-push in, and a
+    different key reported later is refused."""
+    from .test_dsas_init_unit import MACS, Machine, conf
+
+    require_tool("curl")
+    pl = make_lab(lab, tmp_path, count=2, trust=False)
+    master = pl.farm.master
+    (tmp_path / "boot").mkdir()
+    with open(tmp_path / "serve.log", "wb") as log:
+        master.popen([*DSAS, "serve", "-i", str(pl.inventory), "--only", "http",
+                      "--interface", "br0", "--boot-root", str(tmp_path / "boot"),
+                      "--state-dir", str(pl.state)], stdout=log, stderr=subprocess.STDOUT)
+    master.wait_port(80, "tcp")
+    n01 = pl.node("n01")
+    machine = Machine(tmp_path / "m", {"eth0": MACS[0], "eth1": MACS[1]})
+    (machine.root / "etc" / "ssh").mkdir()
+    (machine.root / "etc/ssh/ssh_host_ed25519_key.pub").write_text(n01.host_key_pub())
+    (machine.root / "etc/dsas.conf").write_text(conf(SYSTEMNAME="n01"))
+    env = {"PATH": f"{machine.bin}:/usr/bin:/bin", "DSAS_ROOT": str(machine.root),
+           "FAKE_LOG": str(machine.log), "DSAS_MASTER": "http://198.18.100.1"}
+    out = n01.ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash",
+                      str(Path(__file__).parent.parent / "boot-scripts/dsas-init")], check=False)
+    assert out.returncode == 0 and "could not report" not in out.stdout, out.stdout + out.stderr
+    write_tree(pl.src, {"index.html": "v1"})
+    r = pl.push(str(pl.src), "--host", "n01")
+    assert r.returncode == 1 and "unknown" in r.stdout  # not trusted yet
+    base = ["-i", str(pl.inventory), "--state-dir", str(pl.state)]
+    r = pl.dsas("trust", "n02", "--from-boot-report", "--yes", *base)
+    assert r.returncode == 1 and "no SSH host key" in r.stderr  # n02 never reported
+    r = pl.dsas("trust", "n01", "--from-boot-report", "--yes", *base)
+    assert r.returncode == 0, r.stdout + r.stderr
+    fp = subprocess.run(["ssh-keygen", "-lf", str(n01.dir / "ssh_host_ed25519_key.pub")],
+                        capture_output=True, text=True, check=True).stdout.split()[1]
+    assert fp in r.stdout and "198.18.100.11" in r.stdout
+    assert_ok(pl.push(str(pl.src), "--host", "n01"))
+    assert (n01.root / "site/index.html").read_text() == "v1"
+    # Another key reported for n01 (reinstalled, or an impostor): not trusted.
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    body = json.dumps({"host": "n01", "stage": "ready",
+                       "ssh_key": Path(f"{other}.pub").read_text().strip()})
+    posted = n01.ns.run(["curl", "-fsS", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                         "Content-Type: application/json", "--data", body,
+                         "http://198.18.100.1/api/v1/events"], check=False)
+    assert posted.stdout == "201", posted.stderr
+    r = pl.dsas("trust", "--all-reported", "--yes", *base)
+    assert r.returncode == 1 and "CHANGED" in r.stdout and "n01" in r.stderr
+    assert_ok(pl.push(str(pl.src), "--host", "n01"))  # the trusted key is still the real one
+
+
+def test_prelinked_release_shares_unchanged_files_and_never_touches_the_old(lab, tmp_path):
+    """A --delete push starts the new release as hard links of the last one (cp -al),
+    yet a file whose mode alone changed gets its own inode: the live release keeps
+    its mode until the switch (rsync would chmod the shared inode in place)."""
+    pl = make_lab(lab, tmp_path, count=1)
+    write_tree(pl.src, {"a.txt": "same", "b.txt": "v1", "sub/c.txt": "c"})
+    # a first push through paramiko too (auto would use OpenSSH for it)
+    rel1 = release_of(pl.push(str(pl.src), "--role", "web", "--delete", "--transport",
+                              "paramiko"))
+    write_tree(pl.src, {"b.txt": "v2"})
+    r = pl.push(str(pl.src), "--role", "web", "--delete", "-vv")
+    assert_ok(r)
+    assert "hard links of " + rel1 in r.stderr  # pre-linked, not --link-dest
+    rel2 = release_of(r)
+    rels = pl.node("n01").root / "site.releases"
+    assert (rels / rel1 / "a.txt").stat().st_ino == (rels / rel2 / "a.txt").stat().st_ino
+    assert (rels / rel1 / "b.txt").read_text() == "v1"
+    assert (rels / rel2 / "b.txt").read_text() == "v2"
+    (pl.src / "a.txt").chmod(0o600)  # same size, same mtime: only the mode differs
+    r = pl.push(str(pl.src), "--role", "web", "--delete", "-vv")
+    assert_ok(r)
+    assert "link-dest" in r.stderr and "change only attributes" in r.stderr
+    rel3 = release_of(r)
+    assert (rels / rel2 / "a.txt").stat().st_mode & 0o777 == 0o644  # untouched
+    assert (rels / rel3 / "a.txt").stat().st_mode & 0o777 == 0o600
+    assert snapshot(pl.node("n01").root / "site") == snapshot(pl.src)

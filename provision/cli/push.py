@@ -19,6 +19,7 @@ from typing import Any, TextIO
 import click
 
 from ..distribute.history import History, HostResult
+from ..distribute.hostkeys import ReportedKey, plan_trust, reported_keys, trusted_keys
 from ..distribute.progress import human_bytes, reporter_for
 from ..distribute.push import DEFAULT_KEEP, DEFAULT_TO, Pusher, PushOptions, default_parallel
 from ..distribute.release import ManifestError, local_manifest
@@ -88,6 +89,13 @@ def make_ssh(state_dir: str, user: str, port: int, identity: str | None) -> SshC
               help="Shell command run on each node after its switch (cwd: the live path).")
 @click.option("--keep", type=click.IntRange(1, 1000), default=DEFAULT_KEEP, show_default=True,
               help="Releases kept per node (older ones are pruned; the live one never).")
+@click.option("--transport", type=click.Choice(["auto", "paramiko", "ssh"]), default="auto",
+              show_default=True,
+              help="rsync's carrier: the remote steps' paramiko connection (one login per "
+                   "node), a second, OpenSSH connection (faster for big transfers), or auto: "
+                   "OpenSSH for a node's first push, paramiko for updates.")
+@click.option("--no-prelink", is_flag=True, hidden=True,
+              help="Always --link-dest, never cp -al (for comparisons).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal.")
 @click.option("--rollback", is_flag=True, help="Switch the targets back to their previous release.")
 @click.option("--status", is_flag=True, help="Drift report: the live release of each target.")
@@ -100,7 +108,8 @@ def make_ssh(state_dir: str, user: str, port: int, identity: str | None) -> SshC
 @click.option("--quiet", "-q", is_flag=True)
 def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str, ...],
              all_hosts: bool, parallel: int | None, dry_run: bool, delete: bool,
-             excludes: tuple[str, ...], checksum: bool, then: str | None, keep: int, yes: bool,
+             excludes: tuple[str, ...], checksum: bool, then: str | None, keep: int,
+             transport: str, no_prelink: bool, yes: bool,
              rollback: bool, status: bool, retry_failed: bool, inventory_path: str | None,
              state_dir: str, user: str, port: int, identity: str | None, verbose: int,
              quiet: bool) -> None:
@@ -131,7 +140,8 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
     par = parallel or default_parallel()
     if retry_failed:
         targets, opts, release = _retry_plan(history, inv, to, src, roles, hosts, all_hosts)
-        opts.parallel, opts.dry_run = par, dry_run
+        opts.parallel, opts.dry_run, opts.transport = par, dry_run, transport
+        opts.prelink = not no_prelink
     else:
         try:
             targets = select_targets(inv, roles, hosts, all_hosts)
@@ -155,7 +165,7 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
         if not retry_failed:
             assert src is not None
             opts = PushOptions(src, to, delete, list(excludes), checksum, then, keep,
-                               dry_run, par)
+                               dry_run, par, transport, not no_prelink)
             release = None
         try:
             outcome = pusher.push(targets, opts, release=release,
@@ -255,22 +265,42 @@ def _when(ts: float) -> str:
 
 
 @click.command("trust")
-@click.argument("host")
+@click.argument("host", required=False)
 @inventory_option
 @state_dir_option
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
 @click.option("--key-file", type=click.File("r"), default=None,
-              help="Public host key(s) from the node's boot report (or '-'), instead of a scan.")
+              help="Public host key(s) of the node (a *.pub file, or '-'), instead of a scan.")
+@click.option("--from-boot-report", is_flag=True,
+              help="The key HOST sent in its ready report (dsas serve's HTTP API), "
+                   "instead of a scan.")
+@click.option("--all-reported", is_flag=True,
+              help="Every inventory host that reported a key (implies --from-boot-report).")
+@click.option("--replace", is_flag=True,
+              help="Accept a reported key that differs from the trusted one "
+                   "(the node was reinstalled).")
 @click.option("--yes", "-y", is_flag=True, help="Trust without asking.")
-def trust(host: str, inventory_path: str | None, state_dir: str, port: int,
-          key_file: TextIO | None, yes: bool) -> None:
-    """Trust HOST's SSH host key(s) for dsas-push: scan them (or read them from the
-    node's boot report), show the fingerprints, and add them to dsas's known_hosts."""
+def trust(host: str | None, inventory_path: str | None, state_dir: str, port: int,
+          key_file: TextIO | None, from_boot_report: bool, all_reported: bool, replace: bool,
+          yes: bool) -> None:
+    """Trust HOST's SSH host key(s) for dsas-push: scan them (or take them from a file
+    or from the node's boot report), show the fingerprints, and add them to dsas's
+    known_hosts. A reported key that differs from the trusted one is refused
+    unless --replace."""
     inv = load_inventory(inventory_path)
+    ssh = SshConfig(Path(state_dir), port=port)
+    if all_reported or from_boot_report:
+        if key_file is not None:
+            raise click.UsageError("--key-file and --from-boot-report exclude each other")
+        if all_reported == (host is not None):
+            raise click.UsageError("give HOST with --from-boot-report, or --all-reported alone")
+        _trust_reported(inv, ssh, state_dir, host, replace, yes)
+        return
+    if host is None:
+        raise click.UsageError("HOST is required (or --all-reported)")
     if host not in inv.hosts:
         raise click.UsageError(f"unknown host {host!r}")
     address = str(inv.hosts[host].primary_interface.address)
-    ssh = SshConfig(Path(state_dir), port=port)
     keys = parse_key_lines(key_file.read()) if key_file else scan_host_keys(address, port)
     if not keys:
         fail(f"{host} ({address}:{port}): no host key " +
@@ -283,6 +313,42 @@ def trust(host: str, inventory_path: str | None, state_dir: str, port: int,
     click.echo(f"{n} key(s) of {host} trusted in {ssh.known_hosts}")
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(push_group)
-    cli.add_command(trust)
+def _trust_reported(inv: Inventory, ssh: SshConfig, state_dir: str, host: str | None,
+                    replace: bool, yes: bool) -> None:
+    if host is not None and host not in inv.hosts:
+        raise click.UsageError(f"unknown host {host!r}")
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    reports = reported_keys(StateStore(Path(state_dir)), host)
+    if host is not None and not reports:
+        fail(f"{host}: no SSH host key in its boot reports (the node sends "
+             "/etc/ssh/ssh_host_ed25519_key.pub when it reports ready)")
+    by_host: dict[str, list[ReportedKey]] = {}
+    for r in reports:
+        if r.host in inv.hosts:
+            by_host.setdefault(r.host, []).append(r)
+    plans, refused = {}, []
+    for name, rows in by_host.items():
+        address = str(inv.hosts[name].primary_interface.address)
+        plan = plan_trust([(r.key_type, r.key) for r in rows], trusted_keys(ssh, address))
+        for r in rows:
+            state = ("already trusted" if (r.key_type, r.key) in plan.same else
+                     "new" if (r.key_type, r.key) in plan.new else "CHANGED")
+            click.echo(f"{name} {address}:{ssh.port} {r.key_type} {fingerprint(r.key)} {state} "
+                       f"(reported {_when(r.ts)} from {r.address or '?'})")
+        for ktype, _, old in plan.changed:
+            click.echo(f"  {name}: the trusted {ktype} key was {fingerprint(old)}", err=True)
+        if plan.changed and not replace:
+            refused.append(name)
+        elif plan.new or plan.changed:
+            plans[name] = (address, plan)
+    if plans and not yes and not click.confirm("trust these keys?", default=False):
+        fail("not trusted")
+    for name, (address, plan) in plans.items():
+        add_known_host(ssh, address, plan.keys)
+        click.echo(f"{len(plan.new) + len(plan.changed)} key(s) of {name} trusted "
+                   f"in {ssh.known_hosts}")
+    if not by_host:
+        fail("no inventory host has reported an SSH host key")
+    if refused:
+        fail(f"reported key differs from the trusted one, not trusted: {', '.join(refused)} "
+             "(check the node; --replace if it was reinstalled)")

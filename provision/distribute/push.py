@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .history import History, HostResult
+from .prelink import ListingStore, attr_listing, choose_base
 from .progress import PlainReporter, Reporter
 from .release import Manifest, NodeLayout, local_manifest, new_release_id
 from .remote import (
@@ -40,6 +41,7 @@ from .remote import (
 from .sshconf import SshConfig
 from .targets import Target
 from .transfer import remote_dest, rsync_argv, run_rsync
+from .tunnel import Tunnel
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,12 @@ class PushOptions:
     keep: int = DEFAULT_KEEP
     dry_run: bool = False
     parallel: int = 0  # 0: default_parallel()
+    # rsync's transport: "paramiko" (over the remote steps' connection, one handshake
+    # per node; its bytes pass through this process), "ssh" (OpenSSH, a second
+    # connection, C-speed crypto), or "auto": OpenSSH for a node that has no release
+    # yet (everything moves: throughput matters), paramiko for an update.
+    transport: str = "auto"
+    prelink: bool = True  # cp -al the base release when safe (prelink.py), else --link-dest
 
     def recorded(self) -> dict[str, object]:
         return {"delete": self.delete, "excludes": self.excludes, "checksum": self.checksum,
@@ -103,6 +111,8 @@ class Pusher:
         self.ssh = ssh
         self.history = history
         self.reporter: Reporter = reporter or PlainReporter()
+        self._tunnel: Tunnel | None = None
+        self._ssh_used: set[str] = set()  # hosts whose rsync went through OpenSSH
 
     # -- the fan-out ---------------------------------------------------------
 
@@ -144,17 +154,37 @@ class Pusher:
                                         options=opts.recorded())
         log.info("push release=%s src=%s to=%s entries=%d hosts=%d%s", rid, opts.src, lay.live,
                  manifest.entries, len(targets), " (dry run)" if opts.dry_run else "")
-        with control_dir() as cdir:
+        base = self._prelink_base(opts, lay, rid)
+        with control_dir() as cdir, Tunnel(cdir) as tunnel:
+            self._tunnel = tunnel
+
             def work(t: Target) -> HostResult:
-                return self._push_host(t, opts, lay, rid, manifest, cdir)
+                return self._push_host(t, opts, lay, rid, manifest, cdir, base)
             title = f"push {rid}" + (" (dry run)" if opts.dry_run else "")
             results = self._fan_out(targets, opts.parallel, title, work)
         if self.history is not None and run_id is not None:
             self.history.finish(run_id, results)
         return RunOutcome(run_id, rid, results)
 
+    def _prelink_base(self, opts: PushOptions, lay: NodeLayout, rid: str) -> str | None:
+        """The release nodes may hard-link the new one from (``prelink.py``), or None.
+
+        Only for ``--delete`` pushes: then a release holds exactly its listing (the
+        verification proves it), so the listing tells what pre-linking would share.
+        """
+        if not opts.delete or not opts.prelink or opts.dry_run or self.history is None:
+            return None
+        store = ListingStore(self.ssh.state_dir / "push" / "listings")
+        try:
+            listing = attr_listing(opts.src, opts.excludes)
+        except (OSError, subprocess.SubprocessError) as e:
+            log.warning("no listing of %s (%s): nodes use --link-dest", opts.src, e)
+            return None
+        store.save(rid, listing)
+        return choose_base(store, self.history.latest_release(lay.live), listing, opts.checksum)
+
     def _push_host(self, t: Target, opts: PushOptions, lay: NodeLayout, rid: str,
-                   manifest: Manifest, cdir: Path) -> HostResult:
+                   manifest: Manifest, cdir: Path, base: str | None = None) -> HostResult:
         node = RemoteNode(self.ssh, t.name, t.address)
         res = HostResult(t.name, False)
         try:
@@ -164,8 +194,8 @@ class Pusher:
                 res.previous = res.release = state.live
                 if state.not_symlink:
                     raise _Failed(f"{lay.live} exists and is not a dsas release symlink")
-                return self._dry_run_host(t, opts, lay, state, res, cdir)
-            state, kv = node.prepare(lay, rid)
+                return self._dry_run_host(t, node, opts, lay, state, res, cdir)
+            state, kv = node.prepare(lay, rid, base)
             res.previous = res.release = state.live
             if "ALREADY" in kv:
                 res.ok, res.reason = True, "already live"
@@ -173,7 +203,7 @@ class Pusher:
             if "HAVE" in kv:  # complete on the node already (a retry after a lost answer)
                 self._switch(node, lay, rid, res)
             else:
-                self._transfer(t, node, opts, lay, rid, state, "PARTIAL" in kv, res, cdir)
+                self._transfer(t, node, opts, lay, rid, state, kv, res, cdir)
                 self.reporter.phase(t.name, "verifying")
                 self._commit(node, opts, lay, rid, manifest, state, res)
             if opts.then:
@@ -184,7 +214,9 @@ class Pusher:
             res.reason = e.reason
         finally:
             node.close()
-            self._close_master(t, cdir)
+            if t.address in self._ssh_used:
+                self._close_master(t, cdir)
+                self._ssh_used.discard(t.address)
         return res
 
     def _switch(self, node: RemoteNode, lay: NodeLayout, rid: str, res: HostResult) -> None:
@@ -194,16 +226,22 @@ class Pusher:
         res.release = rid
 
     def _transfer(self, t: Target, node: RemoteNode, opts: PushOptions, lay: NodeLayout,
-                  rid: str, state: NodeState, partial: bool, res: HostResult,
+                  rid: str, state: NodeState, kv: dict[str, list[str]], res: HostResult,
                   cdir: Path) -> None:
+        linked = "LINKED" in kv  # the incoming tree holds the base release already
         base = state.live or (state.releases[-1] if state.releases else None)
-        link_dests = [f"../{base}"] if base else []
-        if partial:
+        link_dests = [f"../{base}"] if base and not linked else []
+        if "PARTIAL" in kv:
             link_dests.append(f"../.partial-{rid}")
+        log.debug("host=%s transfer into %s", t.name,
+                  f"hard links of {kv['LINKED'][0]}" if linked else f"link-dest {link_dests}")
         self.reporter.phase(t.name, "transferring")
-        argv = rsync_argv(opts.src, remote_dest(self.ssh, t.address, lay.incoming(rid)),
-                          self.ssh.rsync_rsh(cdir), link_dests, opts.excludes, opts.checksum)
-        xfer = run_rsync(argv, lambda p: self.reporter.progress(t.name, p))
+        with self._rsh(t, node, opts, cdir, bool(base)) as (rsh, dest):
+            argv = rsync_argv(opts.src, dest + lay.incoming(rid), rsh, link_dests,
+                              opts.excludes, opts.checksum, delete=linked,
+                              delete_excluded=linked and bool(opts.excludes))
+            xfer = run_rsync(argv, lambda p: self.reporter.progress(t.name, p),
+                             settle=self._settle(t))
         res.bytes, res.files = xfer.sent, xfer.files
         if xfer.returncode != 0:
             if not xfer.reason.startswith("connection lost"):
@@ -242,18 +280,41 @@ class Pusher:
             raise _Failed(f"{why}; switching back failed: {first_error(out2, err2)}")
         raise _Failed(why)
 
-    def _dry_run_host(self, t: Target, opts: PushOptions, lay: NodeLayout, state: NodeState,
-                      res: HostResult, cdir: Path) -> HostResult:
+    def _dry_run_host(self, t: Target, node: RemoteNode, opts: PushOptions, lay: NodeLayout,
+                      state: NodeState, res: HostResult, cdir: Path) -> HostResult:
         """What would move, compared with the live release; creates nothing anywhere."""
         dest = lay.release(state.live) if state.live else lay.incoming("dry-run")
         self.reporter.phase(t.name, "dry run")
-        argv = rsync_argv(opts.src, remote_dest(self.ssh, t.address, dest),
-                          self.ssh.rsync_rsh(cdir), (), opts.excludes, opts.checksum,
-                          dry_run=True, delete=opts.delete)
-        xfer = run_rsync(argv)
+        with self._rsh(t, node, opts, cdir, bool(state.live)) as (rsh, prefix):
+            argv = rsync_argv(opts.src, prefix + dest, rsh, (), opts.excludes, opts.checksum,
+                              dry_run=True, delete=opts.delete)
+            xfer = run_rsync(argv, settle=self._settle(t))
         res.bytes, res.files = xfer.size, xfer.files
         res.ok, res.reason = xfer.returncode == 0, xfer.reason or "dry run: nothing changed"
         return res
+
+    @contextmanager
+    def _rsh(self, t: Target, node: RemoteNode, opts: PushOptions, cdir: Path,
+             update: bool) -> Iterator[tuple[str, str]]:
+        """rsync's ``-e`` and the ``host:`` prefix of its destination, for this host.
+
+        ``update``: the node has a release to build on (so little should move)."""
+        ssh = opts.transport == "ssh" or (opts.transport == "auto" and not update)
+        if ssh or self._tunnel is None:
+            self._ssh_used.add(t.address)
+            yield self.ssh.rsync_rsh(cdir), remote_dest(self.ssh, t.address, "")
+            return
+        self._tunnel.route(t.address, node.transport())
+        try:
+            yield self._tunnel.rsh(), f"{t.address}:"
+        finally:
+            self._tunnel.unroute(t.address)
+
+    def _settle(self, t: Target) -> Callable[[], object] | None:
+        tunnel = self._tunnel
+        if tunnel is None or t.address in self._ssh_used:
+            return None
+        return lambda: tunnel.wait_idle(t.address)
 
     def _try(self, node: RemoteNode, script: str) -> None:
         try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import paramiko
 
 from .release import Manifest, NodeLayout, is_release_id, manifest_pipeline
-from .sshconf import HostKeyError, SshConfig, paramiko_client
+from .sshconf import FastTransport, HostKeyError, SshConfig, paramiko_client
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +68,20 @@ def state_script(lay: NodeLayout) -> str:
     )
 
 
-def prepare_script(lay: NodeLayout, rid: str) -> str:
+def prepare_script(lay: NodeLayout, rid: str, base: str | None = None) -> str:
     """Read the state (as ``state_script``) and make ``.incoming-<id>``, in one round trip.
 
     What an interrupted try of the same id left becomes ``.partial-<id>``. Prints
     ``ALREADY`` when the release is live already, ``HAVE`` when it is complete but
-    not live (nothing to transfer then).
+    not live (nothing to transfer then). With ``base`` (see ``prelink.py``), the
+    incoming tree starts as hard links of that release when the node has it,
+    and ``LINKED <base>`` says so.
     """
+    link = ""
+    if base is not None and is_release_id(base):
+        link = (f'; B={shlex.quote(base)}; if [ -d "$B" ]; then '
+                'if cp -al "$B/." ".incoming-$ID/" 2>/dev/null; then echo "LINKED $B"; '
+                'else rm -rf ".incoming-$ID"; mkdir ".incoming-$ID"; fi; fi')
     return state_script(lay) + f"; ID={shlex.quote(rid)}; " + (
         'set -e; if [ -e "$TO" ] && [ ! -L "$TO" ]; then '
         'echo "ERR $TO exists and is not a dsas release symlink"; exit 3; fi; '
@@ -87,7 +94,7 @@ def prepare_script(lay: NodeLayout, rid: str) -> str:
         'if [ -d ".incoming-$ID" ]; then rm -rf ".partial-$ID"; '
         'mv -T ".incoming-$ID" ".partial-$ID"; '
         'echo PARTIAL 1; fi; '
-        'mkdir ".incoming-$ID"; echo OK 1'
+        'mkdir ".incoming-$ID"' + link + '; echo OK 1'
     )
 
 
@@ -166,7 +173,8 @@ class RemoteNode:
                            key_filename=str(self.cfg.key), timeout=self.cfg.connect_timeout,
                            banner_timeout=self.cfg.connect_timeout,
                            auth_timeout=self.cfg.connect_timeout,
-                           allow_agent=False, look_for_keys=False)
+                           allow_agent=False, look_for_keys=False,
+                           transport_factory=FastTransport)
         except HostKeyError as e:
             client.close()
             raise RemoteError(str(e)) from None
@@ -197,13 +205,24 @@ class RemoteNode:
         log.debug("host=%s rc=%s out=%r err=%r", self.name, rc, stdout[-300:], stderr[-300:])
         return rc, stdout, stderr
 
+    def transport(self) -> paramiko.Transport:
+        """The logged-in connection (made now if need be), for rsync's channel."""
+        if self._client is None:
+            self.connect()
+        assert self._client is not None
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise RemoteError("connection lost (transport closed)")
+        return transport
+
     def state(self, lay: NodeLayout) -> NodeState:
         rc, out, err = self.run(state_script(lay), timeout=60)
         return state_from(parse_kv(out))
 
-    def prepare(self, lay: NodeLayout, rid: str) -> tuple[NodeState, dict[str, list[str]]]:
+    def prepare(self, lay: NodeLayout, rid: str, base: str | None = None
+                ) -> tuple[NodeState, dict[str, list[str]]]:
         """State and prepare in one round trip; raises RemoteError if it failed."""
-        rc, out, err = self.run(prepare_script(lay, rid), timeout=120)
+        rc, out, err = self.run(prepare_script(lay, rid, base), timeout=120)
         kv = parse_kv(out)
         if rc != 0:
             raise RemoteError(f"prepare: {first_error(out, err)}")

@@ -52,6 +52,7 @@ def rsync_argv(
     checksum: bool = False,
     dry_run: bool = False,
     delete: bool = False,
+    delete_excluded: bool = False,
 ) -> list[str]:
     argv = ["rsync", "-a", "--stats", "--info=progress2", "--no-inc-recursive", "-e", rsh]
     argv += [f"--link-dest={d}" for d in link_dests]
@@ -62,6 +63,8 @@ def rsync_argv(
         argv.append("--dry-run")
     if delete:
         argv.append("--delete")
+    if delete_excluded:
+        argv.append("--delete-excluded")
     return argv + [src.rstrip("/") + "/", dest.rstrip("/") + "/"]
 
 
@@ -95,7 +98,8 @@ def explain(returncode: int, stderr: str) -> str:
     if "Host key verification failed" in stderr:
         return "host key verification failed (ssh)"
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    msgs = [ln for ln in lines if ln.startswith("rsync:") or "error" in ln.lower()]
+    msgs = [ln for ln in lines if ln.startswith("dsas-push:")]  # from the tunnel: the cause
+    msgs += [ln for ln in lines if ln.startswith("rsync:") or "error" in ln.lower()]
     detail = (msgs or lines or [""])[0][:160]
     if returncode in CONNECTION_CODES:
         detail = detail or CONNECTION_CODES[returncode]
@@ -108,8 +112,13 @@ def run_rsync(
     on_progress: Callable[[Progress], None] | None = None,
     timeout: float = 3600,
     cwd: Path | None = None,
+    settle: Callable[[], object] | None = None,
 ) -> TransferResult:
-    """Run rsync; feed its progress lines to ``on_progress``; bounded by ``timeout``."""
+    """Run rsync; feed its progress lines to ``on_progress``; bounded by ``timeout``.
+
+    ``settle`` is called after rsync exits and before its stderr is read (whatever
+    carries rsync's bytes may still be writing the remote side's messages).
+    """
     t0 = time.monotonic()
     errf = tempfile.TemporaryFile()  # a file, not a pipe: a chatty stderr cannot block rsync
     proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=errf, cwd=cwd)
@@ -140,6 +149,8 @@ def run_rsync(
             proc.kill()
             proc.wait(timeout=30)
         proc.stdout.close()
+        if settle is not None:
+            settle()
         errf.seek(0)
         stderr = errf.read().decode(errors="replace")
         errf.close()

@@ -4,7 +4,8 @@ Each node is a network namespace on a bridge in the master's namespace, with
 its own real ``sshd`` (own host key, ``-D -e``, a test config, listening on the
 node's address) and its own file system view: a holder process keeps a private
 mount namespace in which a tmpfs is mounted at ``MOUNT`` (so every node has a
-different ``/run/dsas-lab`` and a node's disk can be made small). sshd runs in
+different ``/run/dsas-lab`` and a node's disk can be made small) and another,
+empty one at ``/root`` (a node does not share the master's dotfiles). sshd runs in
 that mount namespace too and can be killed and restarted without losing the
 node's files. Files of a node are visible from the host at
 ``/proc/<holder>/root/run/dsas-lab``.
@@ -25,6 +26,10 @@ from typing import Any
 from .netns import Lab, Netns, tool
 
 MOUNT = "/run/dsas-lab"
+# The node's own, empty home for root: else every ssh command runs through this
+# machine's /root/.bashrc (Debian's bash sources it when started by sshd), which on
+# a developer's box can cost more than the command itself (pyenv init: ~100 processes).
+HOME = "/root"
 NET = "198.18.100"
 
 SSHD_CONFIG = """\
@@ -202,7 +207,8 @@ def build_farm(lab: Lab, workdir: Path, count: int, tmpfs_mib: int | dict[str, i
         size = tmpfs_mib.get(name, 256) if isinstance(tmpfs_mib, dict) else tmpfs_mib
         node = SshNode(name, address, ns, ndir)
         node.holder = ns.popen(["sh", "-c", f"mount -t tmpfs -o size={size}m dsas-lab {MOUNT}"
-                                            " && exec sleep 100000"])
+                                            f" && mount -t tmpfs -o size=1m,mode=700 "
+                                            f"dsas-home {HOME} && exec sleep 100000"])
         farm.nodes.append(node)
     for node in farm.nodes:
         wait_mounted(node)

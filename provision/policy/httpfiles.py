@@ -6,9 +6,12 @@ RFC 9110 sections 13 (conditional requests) and 14 (range requests).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import re
+import struct
 from dataclasses import dataclass
 
 from ..inventory.model import Inventory
@@ -77,8 +80,12 @@ MAX_EVENT_BYTES = 4096
 MAX_REASON = 200
 # "detail" is free text for any stage (ready carries the addresses); "reason" is its
 # older name. A failed stage needs one of them.
-_FIELDS = {"host", "stage", "reason", "detail", "image", "mac"}
+_FIELDS = {"host", "stage", "reason", "detail", "image", "mac", "ssh_key"}
 _SAFE = re.compile(r"^[\x20-\x7e]*$")
+# "ssh_key": the node's SSH host public key, one ``*.pub`` line (dsas trust reads it).
+SSH_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                 "ecdsa-sha2-nistp521", "ssh-rsa")
+MAX_SSH_KEY = 2048
 
 EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS http_events (
@@ -91,6 +98,14 @@ CREATE TABLE IF NOT EXISTS http_events (
     image TEXT
 );
 CREATE INDEX IF NOT EXISTS http_events_host ON http_events(host, id);
+CREATE TABLE IF NOT EXISTS http_host_keys (
+    host TEXT NOT NULL,
+    key_type TEXT NOT NULL,
+    key TEXT NOT NULL,
+    ts REAL NOT NULL,
+    address TEXT,
+    PRIMARY KEY (host, key_type)
+);
 """
 
 
@@ -108,6 +123,7 @@ class Event:
     reason: str | None
     image: str | None
     address: str
+    ssh_key: tuple[str, str] | None = None  # (type, base64 blob)
 
 
 def parse_event(body: bytes, peer: str | None, inv: Inventory) -> Event:
@@ -125,8 +141,9 @@ def parse_event(body: bytes, peer: str | None, inv: Inventory) -> Event:
     if extra:
         raise BadEvent(400, f"unknown field(s): {', '.join(sorted(extra))}")
     for k, v in doc.items():
-        if not isinstance(v, str) or not _SAFE.match(v) or len(v) > MAX_REASON:
-            raise BadEvent(400, f"field {k!r} must be printable text up to {MAX_REASON} chars")
+        limit = MAX_SSH_KEY if k == "ssh_key" else MAX_REASON
+        if not isinstance(v, str) or not _SAFE.match(v) or len(v) > limit:
+            raise BadEvent(400, f"field {k!r} must be printable text up to {limit} chars")
     stage = doc.get("stage")
     if stage not in STAGES:
         raise BadEvent(400, f"stage must be one of {', '.join(STAGES)}")
@@ -145,8 +162,26 @@ def parse_event(body: bytes, peer: str | None, inv: Inventory) -> Event:
     if "mac" in doc and doc["mac"].lower() not in host.macs:
         raise BadEvent(403, f"MAC {doc['mac']} is not {host.name}'s")
     address = str(ipaddress.IPv4Address(peer)) if peer and _is_v4(peer) else ""
+    ssh_key = parse_ssh_key(doc["ssh_key"]) if doc.get("ssh_key") else None
     return Event(host.name, stage, detail, doc.get("image") or host.image,
-                 address)
+                 address, ssh_key)
+
+
+def parse_ssh_key(text: str) -> tuple[str, str]:
+    """(type, base64) from one public key line (``type base64 [comment]``); the blob
+    must decode and name the same type inside (RFC 4253 6.6), else BadEvent 400."""
+    fields = text.split()
+    if len(fields) < 2 or fields[0] not in SSH_KEY_TYPES:
+        raise BadEvent(400, f"ssh_key must be '<type> <base64>' with type one of "
+                            f"{', '.join(SSH_KEY_TYPES)}")
+    ktype, b64 = fields[0], fields[1]
+    try:
+        blob = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadEvent(400, "ssh_key: the key is not base64") from None
+    if len(blob) < 4 or blob[4:4 + struct.unpack("!I", blob[:4])[0]] != ktype.encode():
+        raise BadEvent(400, f"ssh_key: the key blob is not a {ktype} key")
+    return ktype, b64
 
 
 def _is_v4(s: str) -> bool:

@@ -140,10 +140,15 @@ class HttpService(Service):
         return web.json_response({"host": ev.host, "stage": ev.stage, "ts": now}, status=201)
 
     def _store_event(self, ev: httpfiles.Event, ts: float) -> None:
-        self.ctx.store.execute(
-            "INSERT INTO http_events(ts, host, stage, reason, address, image) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (ts, ev.host, ev.stage, ev.reason, ev.address, ev.image))
+        with self.ctx.store.transaction() as tx:
+            tx.execute(
+                "INSERT INTO http_events(ts, host, stage, reason, address, image) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (ts, ev.host, ev.stage, ev.reason, ev.address, ev.image))
+            if ev.ssh_key is not None:  # the latest report wins; `dsas trust` decides
+                tx.execute(
+                    "INSERT OR REPLACE INTO http_host_keys(host, key_type, key, ts, address) "
+                    "VALUES (?, ?, ?, ?, ?)", (ev.host, *ev.ssh_key, ts, ev.address))
 
     async def get_nodes(self, request: web.Request) -> web.Response:
         rows = await asyncio.get_running_loop().run_in_executor(None, self._last_events)

@@ -1,0 +1,75 @@
+"""Host keys from the nodes' boot reports, for ``dsas trust --from-boot-report``.
+
+A node's ``ready`` event may carry its SSH host public key (``dsas-init`` sends
+``/etc/ssh/ssh_host_ed25519_key.pub``); the HTTP service keeps the latest one
+per host and key type in ``http_host_keys``. Trusting it is the operator's
+decision: the fingerprint is shown, and a key that differs from the one
+already trusted is refused unless the operator says the node was reinstalled
+(``--replace``). Pushes still refuse any host whose key is unknown or changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..policy.httpfiles import EVENTS_DDL
+from ..state import StateStore
+from .sshconf import SshConfig
+
+
+@dataclass(frozen=True)
+class ReportedKey:
+    host: str
+    key_type: str
+    key: str  # base64 blob
+    ts: float
+    address: str | None
+
+
+def reported_keys(store: StateStore, host: str | None = None) -> list[ReportedKey]:
+    """The latest reported key of each (host, type); of one host, or of every host."""
+    store.ensure_schema("http", EVENTS_DDL)
+    sql = "SELECT host, key_type, key, ts, address FROM http_host_keys"
+    rows = store.query(sql + " WHERE host=? ORDER BY key_type", [host]) if host else \
+        store.query(sql + " ORDER BY host, key_type")
+    return [ReportedKey(r["host"], r["key_type"], r["key"], r["ts"], r["address"])
+            for r in rows]
+
+
+def trusted_keys(cfg: SshConfig, address: str) -> list[tuple[str, str]]:
+    """(type, base64) lines of dsas's known_hosts for ``address``."""
+    if not cfg.known_hosts.exists():
+        return []
+    pattern = cfg.host_pattern(address)
+    out = []
+    for line in cfg.known_hosts.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and pattern in fields[0].split(","):
+            out.append((fields[1], fields[2]))
+    return out
+
+
+@dataclass
+class TrustPlan:
+    keys: list[tuple[str, str]]  # what known_hosts should hold for the host afterwards
+    new: list[tuple[str, str]]  # reported keys not trusted yet
+    changed: list[tuple[str, str, str]]  # (type, reported, trusted) that differ
+    same: list[tuple[str, str]]  # reported keys trusted already
+
+
+def plan_trust(reported: list[tuple[str, str]], trusted: list[tuple[str, str]]) -> TrustPlan:
+    """Merge the reported keys into the trusted ones, type by type."""
+    by_type = dict(trusted)
+    plan = TrustPlan(list(trusted), [], [], [])
+    for ktype, blob in reported:
+        old = by_type.get(ktype)
+        if old is None:
+            plan.new.append((ktype, blob))
+        elif old == blob:
+            plan.same.append((ktype, blob))
+        else:
+            plan.changed.append((ktype, blob, old))
+    replaced = {t for t, _, _ in plan.changed}
+    plan.keys = [(t, b) for t, b in trusted if t not in replaced]
+    plan.keys += plan.new + [(t, b) for t, b, _ in plan.changed]
+    return plan

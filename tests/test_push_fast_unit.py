@@ -1,0 +1,191 @@
+"""Pure parts of the faster push and of host keys from boot reports: pre-link safety,
+listings, the rsync shim's request, prepare scripts, ssh_key events, dsas trust
+--from-boot-report."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from provision.cli.push import trust
+from provision.distribute import rshim
+from provision.distribute.hostkeys import plan_trust, reported_keys, trusted_keys
+from provision.distribute.prelink import (
+    ListingStore,
+    attr_listing,
+    choose_base,
+    parse_listing,
+    unsafe_to_prelink,
+)
+from provision.distribute.release import NodeLayout
+from provision.distribute.remote import prepare_script
+from provision.distribute.sshconf import SshConfig, add_known_host, fingerprint
+from provision.distribute.transfer import explain, rsync_argv
+from provision.inventory import loads
+from provision.policy.httpfiles import EVENTS_DDL, BadEvent, parse_event, parse_ssh_key
+from provision.state import StateStore
+
+from .lab import require_tool
+from .test_push_unit import INV
+
+R1, R2 = "20240501-120000-000-aaaa", "20240502-120000-000-bbbb"
+
+
+def entry(kind="f", perms="rw-r--r--", uid="0", gid="0", size="10",
+          mtime="2024/05/01-12:00:00", link=""):
+    return (kind, perms, uid, gid, size, mtime, link)
+
+
+def test_prelink_is_refused_only_for_attribute_only_changes():
+    old = {"a": entry(), "b": entry(), "c": entry(), "l": entry("L", link=" -> a"),
+           "d/": entry("d")}
+    new = {
+        "a": entry(perms="rwx------"),  # same size and mtime, new mode: chmod in place
+        "b": entry(size="11", perms="rwx------"),  # new size: a new file anyway
+        "c": entry(mtime="2024/05/02-12:00:00"),  # new mtime: rsync writes a new file
+        "l": entry("L", link=" -> b"),  # new target: a new symlink
+        "d/": entry("d", perms="rwx------"),  # directories are never shared
+        "n": entry(),  # new
+    }
+    assert unsafe_to_prelink(old, new, checksum=False) == ["a"]
+    # with --checksum, equal content with another mtime is touched in place
+    assert unsafe_to_prelink(old, new, checksum=True) == ["a", "c"]
+    assert unsafe_to_prelink(old, {"l": entry("L", uid="7", link=" -> a")}, False) == ["l"]
+    assert unsafe_to_prelink(old, dict(old), False) == []
+
+
+def test_listing_store_and_choice_of_base(tmp_path):
+    require_tool("rsync")
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_text("x")
+    (src / "skip.log").write_text("y")
+    (src / "l").symlink_to("d/f")
+    listing = attr_listing(str(src), ["*.log"])
+    assert set(listing) == {"./", "d/", "d/f", "l"}
+    assert listing["d/f"][0] == "f" and listing["l"][0] == "L" and listing["l"][6] == " -> d/f"
+    store = ListingStore(tmp_path / "listings")
+    store.save(R1, listing)
+    store.save("../evil", listing)  # not a release id: ignored
+    assert store.load(R1) == listing and store.load("../evil") is None
+    assert [p.name for p in store.dir.iterdir()] == [R1]
+    assert choose_base(store, R1, listing, False) == R1
+    assert choose_base(store, R2, listing, False) is None  # unknown base: --link-dest
+    (src / "d" / "f").chmod(0o600)
+    assert choose_base(store, R1, attr_listing(str(src), ["*.log"]), False) is None
+    assert parse_listing("garbage\nno|bars\n") == {}
+
+
+def test_prepare_links_only_from_a_release_id():
+    lay = NodeLayout("/srv/site")
+    assert "cp -al" not in prepare_script(lay, R2)
+    assert "cp -al" not in prepare_script(lay, R2, "../../etc")
+    script = prepare_script(lay, R2, R1)
+    assert "cp -al" in script and f"B={R1}" in script and "LINKED" in script
+    argv = rsync_argv("/s", "h:/d", "sh", [], ["*.log"], delete=True, delete_excluded=True)
+    assert "--delete" in argv and "--delete-excluded" in argv
+
+
+def test_rshim_request_and_tunnel_reasons():
+    path, msg = rshim.request(["/run/x.sock", "-l", "root", "198.18.5.11", "rsync", "--server",
+                               "."])
+    assert path == "/run/x.sock" and msg == b"198.18.5.11\0rsync --server ."
+    assert rshim.request(["/s", "h", "true"])[1] == b"h\0true"
+    for bad in (["/s"], ["/s", "h"], ["/s", "-l", "u", "h"]):
+        with pytest.raises(ValueError):
+            rshim.request(bad)
+    reason = explain(12, "rsync: connection unexpectedly closed\n"
+                         "dsas-push: cannot start rsync on 198.18.5.11: timeout\n")
+    assert "cannot start rsync" in reason and reason.startswith("connection lost")
+
+
+def make_key(tmp_path: Path, name: str) -> tuple[str, str]:
+    require_tool("ssh-keygen")
+    key = tmp_path / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@node",
+                    "-f", str(key)], check=True)
+    t, b, _ = Path(f"{key}.pub").read_text().split(" ", 2)
+    return t, b
+
+
+def test_ssh_key_in_events(tmp_path):
+    inv = loads(INV, "unit.yaml")
+    t, b = make_key(tmp_path, "k")
+    ev = parse_event(json.dumps({"host": "w1", "stage": "ready",
+                                 "ssh_key": f"{t} {b} root@node"}).encode(), "198.18.5.11", inv)
+    assert ev.ssh_key == (t, b)
+    assert parse_event(b'{"host": "w1", "stage": "ready"}', None, inv).ssh_key is None
+    rsa_blob = base64.b64encode(struct.pack("!I", 7) + b"ssh-rsa" + b"\0" * 8).decode()
+    for bad in ("ssh-ed25519", f"ssh-dss {b}", "ssh-ed25519 not-base64!", f"ssh-rsa {b}",
+                f"ssh-ed25519 {rsa_blob}", "ssh-ed25519 " + "A" * 3000):
+        with pytest.raises(BadEvent) as e:
+            parse_event(json.dumps({"host": "w1", "stage": "ready", "ssh_key": bad}).encode(),
+                        None, inv)
+        assert e.value.status in (400, 413)
+    assert parse_ssh_key(f"{t} {b}") == (t, b)
+
+
+def test_plan_trust():
+    p = plan_trust([("ssh-ed25519", "N")], [])
+    assert p.new == [("ssh-ed25519", "N")] and p.keys == [("ssh-ed25519", "N")]
+    p = plan_trust([("ssh-ed25519", "N")], [("ssh-rsa", "R"), ("ssh-ed25519", "N")])
+    assert p.same and not p.new and not p.changed and len(p.keys) == 2
+    p = plan_trust([("ssh-ed25519", "X")], [("ssh-rsa", "R"), ("ssh-ed25519", "N")])
+    assert p.changed == [("ssh-ed25519", "X", "N")]
+    assert p.keys == [("ssh-rsa", "R"), ("ssh-ed25519", "X")]
+
+
+def report(state: Path, host: str, key: tuple[str, str]) -> None:
+    store = StateStore(state)
+    store.ensure_schema("http", EVENTS_DDL)
+    store.execute("INSERT OR REPLACE INTO http_host_keys(host, key_type, key, ts, address) "
+                  "VALUES (?, ?, ?, ?, ?)", (host, *key, time.time(), "198.18.5.11"))
+    store.close()
+
+
+def test_trust_from_boot_report(tmp_path):
+    inv_path = tmp_path / "inv.yaml"
+    inv_path.write_text(INV)
+    state = tmp_path / "st"
+    state.mkdir()
+    base = ["-i", str(inv_path), "--state-dir", str(state)]
+    cfg = SshConfig(state)
+    k1, k2 = make_key(tmp_path, "k1"), make_key(tmp_path, "k2")
+    runner = CliRunner()
+    res = runner.invoke(trust, ["w1", "--from-boot-report", "--yes", *base])
+    assert res.exit_code == 1 and "no SSH host key in its boot reports" in res.output
+    report(state, "w1", k1)
+    assert [r.host for r in reported_keys(StateStore(state))] == ["w1"]
+    res = runner.invoke(trust, ["w1", "--from-boot-report", *base], input="n\n")
+    assert res.exit_code == 1 and not cfg.known_hosts.exists()  # the operator said no
+    res = runner.invoke(trust, ["w1", "--from-boot-report", "--yes", *base])
+    assert res.exit_code == 0, res.output
+    assert fingerprint(k1[1]) in res.output and " new " in res.output
+    assert trusted_keys(cfg, "198.18.5.11") == [k1]
+    # a reinstalled (or impostor) node reports another key: refused unless --replace
+    report(state, "w1", k2)
+    report(state, "w2", k2)
+    res = runner.invoke(trust, ["--all-reported", "--yes", *base])
+    assert res.exit_code == 1 and "CHANGED" in res.output and "differs" in res.output
+    assert trusted_keys(cfg, "198.18.5.11") == [k1]
+    assert trusted_keys(cfg, "198.18.5.12") == [k2]  # w2 was new: trusted
+    res = runner.invoke(trust, ["w1", "--from-boot-report", "--replace", "--yes", *base])
+    assert res.exit_code == 0, res.output
+    assert trusted_keys(cfg, "198.18.5.11") == [k2]
+    for args in (["--all-reported", "w1"], ["--from-boot-report"], []):
+        assert runner.invoke(trust, [*args, *base]).exit_code == 2
+
+
+def test_trust_keeps_other_hosts(tmp_path):
+    cfg = SshConfig(tmp_path)
+    add_known_host(cfg, "198.18.5.12", [("ssh-ed25519", "B")])
+    add_known_host(cfg, "198.18.5.11", [("ssh-ed25519", "A"), ("ssh-rsa", "R")])
+    assert trusted_keys(cfg, "198.18.5.11") == [("ssh-ed25519", "A"), ("ssh-rsa", "R")]
+    assert trusted_keys(cfg, "198.18.5.13") == []
