@@ -26,6 +26,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class LazyGroup(click.Group):
+    @property  # type: ignore[override]
+    def commands(self) -> dict[str, click.Command]:
+        """Every command, loaded (for tools that walk the tree, such as click-man)."""
+        out = {}
+        for name in COMMANDS:
+            cmd = self.get_command(click.Context(self), name)
+            if cmd is not None:
+                out[name] = cmd
+        return out
+
+    @commands.setter
+    def commands(self, value: dict[str, click.Command]) -> None:
+        pass  # the table above is the only source of commands
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
