@@ -23,7 +23,7 @@ from provision.render.engine import kernel_cmdline
 
 from .lab import require_tool
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 CASES = [
