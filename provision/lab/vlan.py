@@ -16,6 +16,7 @@ the namespace, stopped by PID like everything else in the lab.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import select
@@ -23,6 +24,7 @@ import signal
 import socket
 import struct
 import sys
+from collections.abc import Callable
 
 ETH_P_ALL = 0x0003
 ETH_P_8021Q = 0x8100
@@ -119,9 +121,18 @@ def relay(trunk: str, tap_name: str, vid: int, max_frames: int | None = None) ->
                         partial = bool(status & TP_STATUS_CSUMNOTREADY)
                 out = untag(data, tci, vid)
                 if out is not None:
-                    os.write(tap, fill_checksum(out) if partial else out)
+                    _deliver(lambda f: os.write(tap, f), fill_checksum(out) if partial else out)
             else:
-                sock.send(tag(os.read(tap, 65535), vid))
+                _deliver(sock.send, tag(os.read(tap, 65535), vid))
+
+
+def _deliver(send: Callable[[bytes], object], frame: bytes) -> None:
+    """Send one frame; a port that is down or full drops it, as a switch would."""
+    try:
+        send(frame)
+    except OSError as e:
+        if e.errno not in (errno.EIO, errno.ENETDOWN, errno.ENOBUFS, errno.EAGAIN):
+            raise
 
 
 def main(argv: list[str]) -> int:
