@@ -111,7 +111,6 @@ def start_lab(lab: Lab, tmp: Path, loss: bool = False) -> Setup:
     srv_if, cli_if = lab.veth(srv, cli, f"{SRV}/24", f"{CLI}/24")
     root, state = tmp / "boot", tmp / "state"
     root.mkdir()
-    state.mkdir()  # StateStore treats a missing state dir as the db file's own path
     files = make_tree(root)
     inv = tmp / "lab.yaml"
     inv.write_text(INVENTORY)

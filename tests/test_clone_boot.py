@@ -108,8 +108,6 @@ def test_cloned_web_disk_boots_as_its_host(lab, tmp_path: Path) -> None:
         raise
     finally:
         guest.stop()
-        if guest.proc is not None and guest.proc.stderr is not None:
-            guest.proc.stderr.close()  # Guest.start pipes QEMU's stderr; stop() leaves it open
     assert disk.stat().st_size == 1400 * MIB
 
 
@@ -153,5 +151,3 @@ def test_cloned_tiny_disk_boots_with_the_initramfs_disk_mode(lab, tmp_path: Path
         raise
     finally:
         guest.stop()
-        if guest.proc is not None and guest.proc.stderr is not None:
-            guest.proc.stderr.close()

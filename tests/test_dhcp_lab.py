@@ -45,7 +45,6 @@ class Server:
     def start(self) -> None:
         inv = self.workdir / "cluster.yaml"
         inv.write_text(INVENTORY)
-        (self.workdir / "state").mkdir(exist_ok=True)  # StateStore takes a missing dir for a file
         log = open(self.workdir / "serve.log", "a")  # noqa: SIM115 - closed with the process
         self.proc = self.ns.popen(
             [DSAS, "serve", "--only", "dhcp", "--interface", self.iface, "--inventory", str(inv),
@@ -314,8 +313,6 @@ def test_ipxe_rom_takes_an_address_and_follows_its_boot_url(lab: Lab, tmp_path: 
                          60, "the guest's first boot-file request")
     finally:
         guest.stop()
-        if guest.proc is not None and guest.proc.stderr is not None:
-            guest.proc.stderr.close()  # Guest.stop leaves its stderr pipe open
         server.stop()
     source = IPv4Address(line.split()[2].rsplit(".", 1)[0])
     assert " > 198.18.0.1.80: " in line, line  # HTTP to us: the URL from our reply

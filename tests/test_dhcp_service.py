@@ -69,7 +69,6 @@ def _client_socket(ifname: str) -> socket.socket:
 def served(lab: Lab, tmp_path: Path) -> Iterator[Served]:
     srv, cli = lab.netns("dsrv"), lab.netns("dcli")
     sif, cif = lab.veth(srv, cli, f"{SERVER}/24", None)
-    (tmp_path / "state").mkdir()
     ctx = ServeContext(inventory=loads(INVENTORY, "lab.yaml"), interfaces=[sif],
                        state_dir=tmp_path / "state", boot_root=tmp_path / "boot",
                        discovery=True)
@@ -174,7 +173,6 @@ def test_two_interfaces_each_answer_for_their_own_network(lab: Lab, tmp_path: Pa
     srv, lan, far = lab.netns("dsrv"), lab.netns("dlan"), lab.netns("dfar")
     s_lan, c_lan = lab.veth(srv, lan, f"{SERVER}/24", None)
     s_far, c_far = lab.veth(srv, far, "198.18.1.1/24", None)
-    (tmp_path / "state").mkdir()
     ctx = ServeContext(inventory=loads(INVENTORY, "lab.yaml"), interfaces=[s_lan, s_far],
                        state_dir=tmp_path / "state", boot_root=tmp_path / "boot")
     svc = create(ctx)

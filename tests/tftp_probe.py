@@ -64,10 +64,15 @@ def run(action: str, server: str, name: bytes, mode: str, opts: dict[str, str],
     size, expect, blksize, window = 0, 1, int(opts.get("blksize", 512)), 1
     t0 = time.monotonic()
     peer = None
+    rrq_retries = 4  # like a real client, resend the request while nothing answered
     while True:
         try:
             pkt, peer_now = s.recvfrom(70000)
         except TimeoutError:
+            if peer is None and rrq_retries > 0:
+                rrq_retries -= 1
+                s.sendto(request(name, mode, opts), (server, 69))
+                continue
             out["timeout"] = True
             break
         peer = peer or peer_now

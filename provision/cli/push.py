@@ -59,9 +59,7 @@ def ssh_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def open_history(state_dir: str) -> History:
-    """The push history in ``<state-dir>/state.db`` (the directory is created first:
-    StateStore takes a path that is not a directory for the database file itself)."""
-    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    """The push history in ``<state-dir>/state.db``."""
     return History(StateStore(Path(state_dir)))
 
 
@@ -317,7 +315,6 @@ def _trust_reported(inv: Inventory, ssh: SshConfig, state_dir: str, host: str | 
                     replace: bool, yes: bool) -> None:
     if host is not None and host not in inv.hosts:
         raise click.UsageError(f"unknown host {host!r}")
-    Path(state_dir).mkdir(parents=True, exist_ok=True)
     reports = reported_keys(StateStore(Path(state_dir)), host)
     if host is not None and not reports:
         fail(f"{host}: no SSH host key in its boot reports (the node sends "
