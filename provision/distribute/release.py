@@ -91,10 +91,11 @@ def manifest_pipeline(directory: str, scratch: str) -> str:
     """A POSIX shell snippet printing ``<entries> <sha256>`` for the tree at ``directory``.
 
     Four processes (find, sort, wc, sha256sum); ``scratch`` is a file it may
-    use and removes."""
+    use and removes. ``TZ`` is set because glibc otherwise reads /etc/localtime
+    for every ``%T`` (the walk takes four times as long)."""
     d, t = shlex.quote(directory.rstrip("/") + "/"), shlex.quote(scratch)
     return (
-        f"find {d} \\( -type d -printf '{_DIR}\\n' \\) -o -printf '{_ENTRY}\\n'"
+        f"TZ=UTC find {d} \\( -type d -printf '{_DIR}\\n' \\) -o -printf '{_ENTRY}\\n'"
         f" | LC_ALL=C sort > {t} && n=$(wc -l < {t}) && set -- $(sha256sum < {t})"
         f' && echo "$n $1"; rm -f {t}'
     )
@@ -105,7 +106,8 @@ def local_manifest(src: str, excludes: Sequence[str] = ()) -> Manifest:
     print on a node for the tree rsync makes of it (with the push's excludes)."""
     argv = ["find", src.rstrip("/") + "/", "(", "-type", "d", "-printf", f"%P\\0{_DIR}\\n\\0",
             ")", "-o", "-printf", f"%P\\0{_ENTRY}\\n\\0"]
-    proc = subprocess.run(argv, capture_output=True, timeout=600)
+    # TZ set: else glibc looks at /etc/localtime for every %T (4x the time of the walk)
+    proc = subprocess.run(argv, capture_output=True, timeout=600, env={**os.environ, "TZ": "UTC"})
     if proc.returncode != 0 or proc.stderr.strip():
         raise ManifestError(f"cannot list {src}: {proc.stderr.decode(errors='replace')[:200]}")
     fields = proc.stdout.split(b"\0")
