@@ -257,9 +257,14 @@ def test_delta_names_turn_a_linked_copy_into_the_new_tree(tmp_path):
                     str(new / "t2x")], check=True)
     (new / "keep/l").unlink()
     make_tree(new, {"d2f": "now a file", "f2d/in": "now a dir", "keep/b": "changed",
-                    "keep/l": "->b", "fresh/sub/n": "n"})
+                    "keep/l": "->b", "fresh/sub/n": "n", "same/s": "S"})
+    # same/s: rewritten within the same second, same size: only the nanoseconds differ
+    st = (old / "same/s").stat()
+    os.utime(new / "same/s", ns=(st.st_atime_ns, st.st_mtime_ns - st.st_mtime_ns % 10**9 +
+                                 (st.st_mtime_ns + 1) % 10**9))
+    os.utime(new / "same", ns=(st.st_atime_ns, (old / "same").stat().st_mtime_ns))
     names = delta_names(attr_listing(str(old)), attr_listing(str(new)))
-    assert "same" not in names and "same/s" not in names and "keep/a" not in names
+    assert "same" not in names and "same/s" in names and "keep/a" not in names
     assert "gone" in names and "gone/g" not in names and "d2f/y" not in names
     subprocess.run(["cp", "-al", f"{old}/.", str(inc)], check=True)
     lst = tmp_path / "list"
@@ -276,4 +281,5 @@ def test_delta_names_turn_a_linked_copy_into_the_new_tree(tmp_path):
         return sorted(" ".join(ln.split()[:1] + ln.split()[2:]) for ln in out.stdout.splitlines())
 
     assert listing(inc) == listing(new)
+    assert (inc / "same/s").read_text() == "S"  # rsync's quick check alone would keep "s"
     assert {p: p.read_text() for p in old_files} == old_files  # the old tree is untouched

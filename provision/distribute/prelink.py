@@ -49,7 +49,22 @@ def attr_listing(src: str, excludes: Sequence[str] = (), timeout: float = 600) -
                               env={**os.environ, "TZ": "UTC", "LC_ALL": "C"})
     if proc.returncode != 0:
         raise OSError(f"cannot list {src}: {proc.stderr.strip()[:200]}")
-    return parse_listing(proc.stdout)
+    return with_nanoseconds(src, parse_listing(proc.stdout))
+
+
+def with_nanoseconds(src: str, listing: Listing) -> Listing:
+    """rsync prints mtimes to the second; add the nanoseconds, so that a file
+    rewritten within the second with the same size still counts as changed
+    (``delta_names`` lists it and the transfer, ``-I``, sends it)."""
+    out: Listing = {}
+    for name, (kind, perms, uid, gid, size, mtime, link) in listing.items():
+        try:
+            ns = os.lstat(os.path.join(src, name)).st_mtime_ns % 1_000_000_000
+            mtime = f"{mtime}.{ns:09d}"
+        except OSError:
+            pass  # gone meanwhile: rsync will say so
+        out[name] = (kind, perms, uid, gid, size, mtime, link)
+    return out
 
 
 def parse_listing(text: str) -> Listing:

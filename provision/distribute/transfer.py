@@ -57,10 +57,14 @@ def rsync_argv(
 ) -> list[str]:
     """rsync's argv. ``files_from``: a NUL-separated list of the only names to visit
     (``prelink.delta_names``): listed names missing from ``src`` are deleted, no
-    recursion, no excludes (the list was made with them)."""
+    recursion (but "." brings the top level, as ``--dirs`` does), no excludes (the
+    list was made with them), and mtimes compared to the nanosecond
+    (``--modify-window=-1``), as the list was: a file rewritten within the same
+    second with the same size is sent."""
     argv = ["rsync", "-a", "--stats", "--info=progress2", "--no-inc-recursive", "-e", rsh]
     if files_from is not None:
-        argv += [f"--files-from={files_from}", "--from0", "--delete-missing-args", "--force"]
+        argv += [f"--files-from={files_from}", "--from0", "--delete-missing-args", "--force",
+                 "--modify-window=-1"]
         if checksum:
             argv.append("--checksum")
         return argv + [src.rstrip("/") + "/", dest.rstrip("/") + "/"]
