@@ -396,6 +396,7 @@ def test_vanished_client_frees_its_slot_and_cap_is_clean(tmp_path: Path) -> None
         assert time.monotonic() - t0 < 2 + 1 + 3  # timeout + backoff slack + one fetch
         assert env.metric("dsas_tftp_transfers_total{result=\"ok\"}") == 1
         assert env.metric("dsas_tftp_polled_acks_total") == 0  # --tftp-busy-poll 0: never
+        assert env.metric("dsas_tftp_transfer_cpu_seconds_total") > 0
 
 
 def test_malformed_datagrams_do_not_kill_the_server(env: Setup) -> None:

@@ -73,6 +73,7 @@ M_SPAWN_SECONDS = "dsas_tftp_spawn_seconds_total"
 M_SPAWNS = "dsas_tftp_spawns_total"
 M_DUPLICATES = "dsas_tftp_duplicate_requests_total"
 M_POLLED = "dsas_tftp_polled_acks_total"  # ACKs caught by busy polling (no sleep)
+M_CPU = "dsas_tftp_transfer_cpu_seconds_total"  # CPU time of the transfer processes
 
 _TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_RCVTIMEO (Linux: two longs)
 
@@ -247,7 +248,8 @@ class Transfer(BaseHandler):
                 pass
         finally:
             outcome.update(peer=self._peer[0], path=self._bootfile.path,
-                           host=self._bootfile.host, pid=os.getpid())
+                           host=self._bootfile.host, pid=os.getpid(),
+                           cpu=round(time.process_time(), 6))
             try:
                 self._report.send(json.dumps(outcome).encode())
             except OSError:
@@ -723,12 +725,13 @@ class TftpService(Service):
         self.metrics.inc(M_BYTES, r.get("bytes", 0))
         self.metrics.inc(M_RETRANSMITS, r.get("retransmits", 0))
         self.metrics.inc(M_POLLED, r.get("polled", 0))
+        self.metrics.inc(M_CPU, r.get("cpu", 0.0))
         if r["result"] in ("failed", "aborted"):
             self._error_metric(r["reason"])
         level = logging.WARNING if r["result"] == "failed" else logging.INFO
-        log.log(level, "tftp: %s %s to %s (host=%s): %d bytes, %d retransmits (%s)",
-                r["result"], r.get("path"), r.get("peer"), r.get("host"), r.get("bytes", 0),
-                r.get("retransmits", 0), r["reason"])
+        log.log(level, "tftp: %s %s to %s (host=%s): %d bytes, %d retransmits, %.3f s CPU "
+                "(%s)", r["result"], r.get("path"), r.get("peer"), r.get("host"),
+                r.get("bytes", 0), r.get("retransmits", 0), r.get("cpu", 0.0), r["reason"])
 
     def _reap(self) -> None:
         for pid, (proc, peer) in list(self._workers.items()):
