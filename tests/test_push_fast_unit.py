@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import struct
 import subprocess
 import time
@@ -21,6 +22,7 @@ from provision.distribute.prelink import (
     ListingStore,
     attr_listing,
     choose_base,
+    delta_names,
     parse_listing,
     unsafe_to_prelink,
 )
@@ -86,9 +88,9 @@ def test_listing_store_and_choice_of_base(tmp_path):
 def test_prepare_links_only_from_a_release_id():
     lay = NodeLayout("/srv/site")
     assert "cp -al" not in prepare_script(lay, R2)
-    assert "cp -al" not in prepare_script(lay, R2, "../../etc")
-    script = prepare_script(lay, R2, R1)
-    assert "cp -al" in script and f"B={R1}" in script and "LINKED" in script
+    assert "cp -al" not in prepare_script(lay, R2, ["../../etc"])
+    script = prepare_script(lay, R2, [R1])
+    assert "cp -al" in script and R1 in script and "LINKED" in script
     argv = rsync_argv("/s", "h:/d", "sh", [], ["*.log"], delete=True, delete_excluded=True)
     assert "--delete" in argv and "--delete-excluded" in argv
 
@@ -189,3 +191,89 @@ def test_trust_keeps_other_hosts(tmp_path):
     add_known_host(cfg, "198.18.5.11", [("ssh-ed25519", "A"), ("ssh-rsa", "R")])
     assert trusted_keys(cfg, "198.18.5.11") == [("ssh-ed25519", "A"), ("ssh-rsa", "R")]
     assert trusted_keys(cfg, "198.18.5.13") == []
+
+
+R0, R3 = "20240430-120000-000-0000", "20240503-120000-000-cccc"
+
+
+def run_prepare(root: Path, live: str | None, have: list[str], bases: list[str]) -> dict:
+    """The prepare script, run by sh on a local layout (what a node's shell does)."""
+    rels = root / "site.releases"
+    for r in have:
+        (rels / r).mkdir(parents=True)
+        (rels / r / "which").write_text(r)
+    if live:
+        (root / "site").symlink_to(f"site.releases/{live}")
+    out = subprocess.run(["sh", "-c", prepare_script(NodeLayout(str(root / "site")), R3, bases)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    kv = dict(ln.split(" ", 1) for ln in out.stdout.splitlines() if " " in ln)
+    inc = rels / f".incoming-{R3}" / "which"
+    kv["content"] = inc.read_text() if inc.exists() else None
+    return kv
+
+
+def test_prepare_links_from_the_nodes_live_release_if_offered(tmp_path):
+    # A canary ahead of the rest: its live R2 is offered, though not first.
+    got = run_prepare(tmp_path / "a", R2, [R1, R2], [R1, R2])
+    assert got["LINKED"] == R2 and got["content"] == R2
+    # The live release is not offered: the first offered one it has.
+    got = run_prepare(tmp_path / "b", R0, [R0, R1, R2], [R2, R1])
+    assert got["LINKED"] == R2 and got["content"] == R2
+    got = run_prepare(tmp_path / "c", R0, [R0, R1], [R2, R1])
+    assert got["LINKED"] == R1
+    got = run_prepare(tmp_path / "d", R0, [R0], [R2, R1])  # none of them: no link
+    assert "LINKED" not in got and got["content"] is None
+    got = run_prepare(tmp_path / "e", None, [], [R2])  # a first push
+    assert "LINKED" not in got and got["OK"] == "1"
+
+
+def make_tree(root: Path, entries: dict[str, str | None]) -> None:
+    """name -> content (a file), None (a directory), '->target' (a symlink)."""
+    for name, content in entries.items():
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if content is None:
+            p.mkdir(exist_ok=True)
+        elif content.startswith("->"):
+            p.symlink_to(content[2:])
+        else:
+            p.write_text(content)
+
+
+def test_delta_names_turn_a_linked_copy_into_the_new_tree(tmp_path):
+    """rsync --files-from with delta_names, on a cp -al copy of the old tree, gives the
+    new tree exactly (rsync's own listing compared), and never changes the old one."""
+    require_tool("rsync")
+    old, new, inc = tmp_path / "old", tmp_path / "new", tmp_path / "inc"
+    make_tree(old, {"keep/a": "a", "keep/b": "b", "keep/l": "->a", "gone/g": "g",
+                    "gone/deep/d": "d", "d2f/y": "y", "f2d": "f", "t2x": "x", "same/s": "s"})
+    old_files = {p: p.read_text() for p in old.rglob("*") if p.is_file() and not p.is_symlink()}
+    for p in [*old.rglob("*"), old]:  # older by seconds: mtimes tell the changes apart
+        t = p.lstat().st_mtime - 5
+        os.utime(p, (t, t), follow_symlinks=False)
+    subprocess.run(["cp", "-a", f"{old}/.", str(new)], check=True)
+    subprocess.run(["rm", "-rf", str(new / "gone"), str(new / "d2f"), str(new / "f2d"),
+                    str(new / "t2x")], check=True)
+    (new / "keep/l").unlink()
+    make_tree(new, {"d2f": "now a file", "f2d/in": "now a dir", "keep/b": "changed",
+                    "keep/l": "->b", "fresh/sub/n": "n"})
+    names = delta_names(attr_listing(str(old)), attr_listing(str(new)))
+    assert "same" not in names and "same/s" not in names and "keep/a" not in names
+    assert "gone" in names and "gone/g" not in names and "d2f/y" not in names
+    subprocess.run(["cp", "-al", f"{old}/.", str(inc)], check=True)
+    lst = tmp_path / "list"
+    lst.write_bytes(b"".join(n.encode() + b"\0" for n in names))
+    argv = rsync_argv(str(new), str(inc), "ssh", files_from=str(lst))
+    argv.remove("--info=progress2")
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+    def listing(root: Path) -> list[str]:
+        out = subprocess.run(["rsync", "-a", "--list-only", "--no-h", f"{root}/"],
+                             capture_output=True, text=True, check=True,
+                             env={"TZ": "UTC", "LC_ALL": "C", "PATH": "/usr/bin:/bin"})
+        return sorted(" ".join(ln.split()[:1] + ln.split()[2:]) for ln in out.stdout.splitlines())
+
+    assert listing(inc) == listing(new)
+    assert {p: p.read_text() for p in old_files} == old_files  # the old tree is untouched

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -429,3 +430,43 @@ def test_prelinked_release_shares_unchanged_files_and_never_touches_the_old(lab,
     assert (rels / rel2 / "a.txt").stat().st_mode & 0o777 == 0o644  # untouched
     assert (rels / rel3 / "a.txt").stat().st_mode & 0o777 == 0o600
     assert snapshot(pl.node("n01").root / "site") == snapshot(pl.src)
+
+
+def test_update_visits_only_what_differs_from_each_nodes_own_base(lab, tmp_path):
+    """A --delete update pre-links each node from its own live release (a canary one
+    release ahead of the rest) and rsyncs only the names that differ from that
+    base; a node whose base was changed behind dsas's back (an extra file, a
+    missing one) fails that shortcut's verification and is repaired by a full
+    rsync into the same incoming tree, then verified."""
+    pl = make_lab(lab, tmp_path, count=2)
+    write_tree(pl.src, {f"d{i}/f{j}.txt": f"{i}.{j}" for i in range(4) for j in range(5)})
+    write_tree(pl.src, {"top.txt": "v1", "old/x.txt": "x"})
+    rel1 = release_of(pl.push(str(pl.src), "--role", "web", "--delete", "--transport",
+                              "paramiko"))
+    write_tree(pl.src, {"top.txt": "v2"})
+    rel2 = release_of(pl.push(str(pl.src), "--host", "n01", "--delete"))  # the canary
+    shutil.rmtree(pl.src / "old")
+    write_tree(pl.src, {"d1/f0.txt": "changed", "new/n.txt": "n"})
+    r = pl.push(str(pl.src), "--role", "web", "--delete", "-vv")
+    assert_ok(r)
+    assert re.search(rf"host=n01 transfer into hard links of {rel2} \(only the names", r.stderr)
+    assert re.search(rf"host=n02 transfer into hard links of {rel1} \(only the names", r.stderr)
+    # d1/f0.txt, new/, new/n.txt, old/ (deleted), the root, d1/ and, from rel1, top.txt
+    assert "entries differ from " + rel1 in r.stderr
+    assert "full rsync" not in r.stderr
+    for name in ("n01", "n02"):
+        assert snapshot(pl.node(name).root / "site") == snapshot(pl.src)
+    rels = pl.node("n02").root / "site.releases"
+    assert (rels / rel1 / "top.txt").read_text() == "v1"  # the base is untouched
+    # Tamper with n02's live release; the next update repairs it.
+    live = pl.node("n02").root / "site.releases" / pl.live("n02")
+    (live / "d0/f0.txt").unlink()
+    (live / "stray.txt").write_text("not from the master")
+    write_tree(pl.src, {"d2/f2.txt": "changed too"})
+    r = pl.push(str(pl.src), "--role", "web", "--delete", "-vv")
+    assert_ok(r)
+    assert re.search(r"host=n02 delta transfer did not give the release .*verify failed.*"
+                     r"full rsync", r.stderr), r.stderr
+    assert "host=n01 delta transfer" not in r.stderr
+    for name in ("n01", "n02"):
+        assert snapshot(pl.node(name).root / "site") == snapshot(pl.src)

@@ -121,3 +121,15 @@ class History:
             "SELECT release FROM push_runs WHERE to_path=? AND ok > 0 AND release IS NOT NULL"
             " ORDER BY id DESC LIMIT 1", [to_path])
         return rows[0]["release"] if rows else None
+
+
+    def recent_releases(self, to_path: str, limit: int = 5) -> list[str]:
+        """The releases of the newest runs that switched a host of ``to_path``, newest first."""
+        rows = self.store.query(
+            "SELECT release FROM push_runs WHERE to_path=? AND ok > 0 AND release IS NOT NULL"
+            " ORDER BY id DESC LIMIT ?", [to_path, limit * 4])
+        out: list[str] = []
+        for r in rows:
+            if r["release"] not in out:
+                out.append(r["release"])
+        return out[:limit]

@@ -86,6 +86,38 @@ def unsafe_to_prelink(old: Listing, new: Listing, checksum: bool) -> list[str]:
     return bad
 
 
+def delta_names(old: Listing, new: Listing) -> list[str]:
+    """What rsync must visit to turn a copy of ``old`` into ``new`` (``--files-from``).
+
+    New entries and entries whose kind, attributes, size, mtime or link target
+    differ; deleted entries whose parent is still a directory (rsync's
+    ``--delete-missing-args`` removes them, a directory with its contents; below
+    a directory that became a file, ``--force`` removes them with it); and the
+    root, whose mtime moves whenever a top-level entry comes or goes. Sorted.
+    """
+    def dirname(name: str) -> str:
+        return name.rstrip("/").rpartition("/")[0]
+
+    new_dirs = {n.rstrip("/") for n, v in new.items() if v[0] == "d"}
+    out = {"."}
+    for name, entry in new.items():
+        was = old.get(name)
+        if was is None or _differs(was, entry):
+            out.add(name.rstrip("/"))
+    for name in old:
+        if name not in new and name.rstrip("/") + "/" not in new and name.rstrip("/") not in new:
+            parent = dirname(name)
+            if parent == "" or parent in new_dirs:
+                out.add(name.rstrip("/"))
+    return sorted(out)
+
+
+def _differs(old: tuple[str, ...], new: tuple[str, ...]) -> bool:
+    if new[0] == "d":  # a directory's size depends on its file system
+        return old[0] != "d" or old[1:4] + old[5:] != new[1:4] + new[5:]
+    return old != new
+
+
 class ListingStore:
     """Each pushed release's listing, on the master: ``<state-dir>/push/listings/<id>``."""
 

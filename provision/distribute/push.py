@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .history import History, HostResult
-from .prelink import ListingStore, attr_listing, choose_base
+from .prelink import ListingStore, attr_listing, choose_base, delta_names
 from .progress import PlainReporter, Reporter
 from .release import Manifest, NodeLayout, local_manifest, new_release_id
 from .remote import (
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TO = "/srv/site"
 DEFAULT_KEEP = 5
+PRELINK_CANDIDATES = 3  # recent releases offered to the nodes as pre-link bases
 
 
 def default_parallel() -> int:
@@ -95,6 +96,10 @@ class _Failed(Exception):
         self.reason = reason
 
 
+class _Mismatch(_Failed):
+    """The received tree is not the master's (the incoming tree is kept)."""
+
+
 @contextmanager
 def control_dir() -> Iterator[Path]:
     """A short private directory for ssh ControlMaster sockets (sun_path is 108 bytes)."""
@@ -113,6 +118,10 @@ class Pusher:
         self.reporter: Reporter = reporter or PlainReporter()
         self._tunnel: Tunnel | None = None
         self._ssh_used: set[str] = set()  # hosts whose rsync went through OpenSSH
+        # Per pre-link base: the names that differ from it, NUL-separated, in a file
+        # (rsync --files-from): a node linked from that base visits only those.
+        self._deltas: dict[str, list[str]] = {}
+        self._delta_files: dict[str, str] = {}
 
     # -- the fan-out ---------------------------------------------------------
 
@@ -154,37 +163,60 @@ class Pusher:
                                         options=opts.recorded())
         log.info("push release=%s src=%s to=%s entries=%d hosts=%d%s", rid, opts.src, lay.live,
                  manifest.entries, len(targets), " (dry run)" if opts.dry_run else "")
-        base = self._prelink_base(opts, lay, rid)
+        bases = self._prelink_bases(opts, lay, rid)
         with control_dir() as cdir, Tunnel(cdir) as tunnel:
             self._tunnel = tunnel
+            self._delta_files = {}
+            for base, names in self._deltas.items():
+                path = cdir / f"delta-{base}.list"
+                path.write_bytes(b"".join(n.encode("utf-8", "surrogateescape") + b"\0"
+                                          for n in names))
+                self._delta_files[base] = str(path)
 
             def work(t: Target) -> HostResult:
-                return self._push_host(t, opts, lay, rid, manifest, cdir, base)
+                return self._push_host(t, opts, lay, rid, manifest, cdir, bases)
             title = f"push {rid}" + (" (dry run)" if opts.dry_run else "")
             results = self._fan_out(targets, opts.parallel, title, work)
         if self.history is not None and run_id is not None:
             self.history.finish(run_id, results)
         return RunOutcome(run_id, rid, results)
 
-    def _prelink_base(self, opts: PushOptions, lay: NodeLayout, rid: str) -> str | None:
-        """The release nodes may hard-link the new one from (``prelink.py``), or None.
+    def _prelink_bases(self, opts: PushOptions, lay: NodeLayout, rid: str) -> list[str]:
+        """The releases a node may hard-link the new one from (``prelink.py``), newest
+        first: the recent releases of ``lay.live`` whose listing the master kept and
+        that are safe to link from. A node takes its live release if it is one of
+        them (a canary may be ahead of the rest), else the newest it has.
 
         Only for ``--delete`` pushes: then a release holds exactly its listing (the
-        verification proves it), so the listing tells what pre-linking would share.
+        verification proves it), so the listing tells what pre-linking would share,
+        and what differs (``self._deltas``, not with ``--checksum``).
         """
+        self._deltas = {}
         if not opts.delete or not opts.prelink or opts.dry_run or self.history is None:
-            return None
+            return []
         store = ListingStore(self.ssh.state_dir / "push" / "listings")
         try:
             listing = attr_listing(opts.src, opts.excludes)
         except (OSError, subprocess.SubprocessError) as e:
             log.warning("no listing of %s (%s): nodes use --link-dest", opts.src, e)
-            return None
+            return []
         store.save(rid, listing)
-        return choose_base(store, self.history.latest_release(lay.live), listing, opts.checksum)
+        bases = []
+        for candidate in self.history.recent_releases(lay.live, PRELINK_CANDIDATES):
+            base = choose_base(store, candidate, listing, opts.checksum)
+            old = store.load(base)
+            if base is None or old is None:
+                continue
+            bases.append(base)
+            if not opts.checksum:
+                self._deltas[base] = delta_names(old, listing)
+                log.info("release %s: %d of %d entries differ from %s", rid,
+                         len(self._deltas[base]) - 1, len(listing), base)
+        return bases
 
     def _push_host(self, t: Target, opts: PushOptions, lay: NodeLayout, rid: str,
-                   manifest: Manifest, cdir: Path, base: str | None = None) -> HostResult:
+                   manifest: Manifest, cdir: Path, bases: list[str] | None = None
+                   ) -> HostResult:
         node = RemoteNode(self.ssh, t.name, t.address)
         res = HostResult(t.name, False)
         try:
@@ -195,7 +227,7 @@ class Pusher:
                 if state.not_symlink:
                     raise _Failed(f"{lay.live} exists and is not a dsas release symlink")
                 return self._dry_run_host(t, node, opts, lay, state, res, cdir)
-            state, kv = node.prepare(lay, rid, base)
+            state, kv = node.prepare(lay, rid, bases or ())
             res.previous = res.release = state.live
             if "ALREADY" in kv:
                 res.ok, res.reason = True, "already live"
@@ -203,9 +235,7 @@ class Pusher:
             if "HAVE" in kv:  # complete on the node already (a retry after a lost answer)
                 self._switch(node, lay, rid, res)
             else:
-                self._transfer(t, node, opts, lay, rid, state, kv, res, cdir)
-                self.reporter.phase(t.name, "verifying")
-                self._commit(node, opts, lay, rid, manifest, state, res)
+                self._transfer_verified(t, node, opts, lay, rid, state, kv, res, cdir, manifest)
             if opts.then:
                 self.reporter.phase(t.name, "then")
                 self._then(node, opts, lay, rid, state, res)
@@ -225,31 +255,62 @@ class Pusher:
             raise _Failed(f"switch: {first_error(out, err)}")
         res.release = rid
 
+    def _transfer_verified(self, t: Target, node: RemoteNode, opts: PushOptions,
+                           lay: NodeLayout, rid: str, state: NodeState,
+                           kv: dict[str, list[str]], res: HostResult, cdir: Path,
+                           manifest: Manifest) -> None:
+        """Transfer, verify, switch. A node pre-linked from the delta's base gets only
+        the names that differ (``--files-from``); should that not give the master's
+        tree (the base was changed on the node behind dsas's back), a full rsync
+        into the same incoming tree repairs it before the verification that counts."""
+        delta = self._delta_files.get(kv["LINKED"][0]) if "LINKED" in kv else None
+        try:
+            self._transfer(t, node, opts, lay, rid, state, kv, res, cdir, delta)
+            self.reporter.phase(t.name, "verifying")
+            self._commit(node, opts, lay, rid, manifest, state, res, abort=delta is None)
+            return
+        except _Failed as e:
+            if delta is None or (not isinstance(e, _Mismatch)
+                                 and not e.reason.startswith("rsync exit")):
+                if delta is not None and not e.reason.startswith("connection lost"):
+                    self._try(node, abort_script(lay, rid))  # free the space
+                raise
+            log.warning("host=%s delta transfer did not give the release (%s): full rsync",
+                        t.name, e.reason)
+        sent = res.bytes
+        self._transfer(t, node, opts, lay, rid, state, kv, res, cdir, None)
+        res.bytes += sent
+        self.reporter.phase(t.name, "verifying")
+        self._commit(node, opts, lay, rid, manifest, state, res)
+
     def _transfer(self, t: Target, node: RemoteNode, opts: PushOptions, lay: NodeLayout,
                   rid: str, state: NodeState, kv: dict[str, list[str]], res: HostResult,
-                  cdir: Path) -> None:
+                  cdir: Path, files_from: str | None = None) -> None:
         linked = "LINKED" in kv  # the incoming tree holds the base release already
         base = state.live or (state.releases[-1] if state.releases else None)
         link_dests = [f"../{base}"] if base and not linked else []
         if "PARTIAL" in kv:
             link_dests.append(f"../.partial-{rid}")
-        log.debug("host=%s transfer into %s", t.name,
-                  f"hard links of {kv['LINKED'][0]}" if linked else f"link-dest {link_dests}")
+        log.debug("host=%s transfer into %s%s", t.name,
+                  f"hard links of {kv['LINKED'][0]}" if linked else f"link-dest {link_dests}",
+                  " (only the names that differ)" if files_from else "")
         self.reporter.phase(t.name, "transferring")
         with self._rsh(t, node, opts, cdir, bool(base)) as (rsh, dest):
             argv = rsync_argv(opts.src, dest + lay.incoming(rid), rsh, link_dests,
                               opts.excludes, opts.checksum, delete=linked,
-                              delete_excluded=linked and bool(opts.excludes))
+                              delete_excluded=linked and bool(opts.excludes),
+                              files_from=files_from)
             xfer = run_rsync(argv, lambda p: self.reporter.progress(t.name, p),
                              settle=self._settle(t))
         res.bytes, res.files = xfer.sent, xfer.files
         if xfer.returncode != 0:
-            if not xfer.reason.startswith("connection lost"):
+            if not xfer.reason.startswith("connection lost") and files_from is None:
                 self._try(node, abort_script(lay, rid))  # free the space; live is untouched
             raise _Failed(xfer.reason)
 
     def _commit(self, node: RemoteNode, opts: PushOptions, lay: NodeLayout, rid: str,
-                manifest: Manifest, state: NodeState, res: HostResult) -> None:
+                manifest: Manifest, state: NodeState, res: HostResult,
+                abort: bool = True) -> None:
         prev = state.live or (state.releases[-1] if state.releases else None)
         keep = opts.keep
         prune = [r for r in to_prune(NodeState(rid, state.releases + [rid]), keep)
@@ -257,9 +318,10 @@ class Pusher:
         rc, out, err = node.run(commit_script(lay, rid, manifest, prev, opts.delete, prune))
         kv = parse_kv(out)
         if rc == 4:
-            self._try(node, abort_script(lay, rid))
+            if abort:
+                self._try(node, abort_script(lay, rid))
             got = (kv.get("GOT") or ["nothing"])[0]
-            raise _Failed(f"verify failed: node has {got!r}, expected "
+            raise _Mismatch(f"verify failed: node has {got!r}, expected "
                           f"'{manifest.entries} {manifest.digest[:12]}...'")
         if rc != 0 or kv.get("LIVE", [""])[-1] != rid:
             raise _Failed(f"switch: {first_error(out, err)}")

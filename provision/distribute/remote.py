@@ -68,18 +68,22 @@ def state_script(lay: NodeLayout) -> str:
     )
 
 
-def prepare_script(lay: NodeLayout, rid: str, base: str | None = None) -> str:
+def prepare_script(lay: NodeLayout, rid: str, bases: Sequence[str] = ()) -> str:
     """Read the state (as ``state_script``) and make ``.incoming-<id>``, in one round trip.
 
     What an interrupted try of the same id left becomes ``.partial-<id>``. Prints
     ``ALREADY`` when the release is live already, ``HAVE`` when it is complete but
-    not live (nothing to transfer then). With ``base`` (see ``prelink.py``), the
-    incoming tree starts as hard links of that release when the node has it,
-    and ``LINKED <base>`` says so.
+    not live (nothing to transfer then). With ``bases`` (see ``prelink.py``), the
+    incoming tree starts as hard links of one of them the node has, its live
+    release if that is one, else the first in the list; ``LINKED <base>`` says which.
     """
     link = ""
-    if base is not None and is_release_id(base):
-        link = (f'; B={shlex.quote(base)}; if [ -d "$B" ]; then '
+    names = " ".join(shlex.quote(b) for b in bases if is_release_id(b))
+    if names:
+        link = (f'; L=$(readlink "$TO" 2>/dev/null || true); B=""; '
+                f'for b in "${{L##*/}}" {names}; do case " {names} " in *" $b "*) '
+                'if [ -d "$b" ]; then B=$b; break; fi;; esac; done; '
+                'if [ -n "$B" ]; then '
                 'if cp -al "$B/." ".incoming-$ID/" 2>/dev/null; then echo "LINKED $B"; '
                 'else rm -rf ".incoming-$ID"; mkdir ".incoming-$ID"; fi; fi')
     return state_script(lay) + f"; ID={shlex.quote(rid)}; " + (
@@ -219,10 +223,10 @@ class RemoteNode:
         rc, out, err = self.run(state_script(lay), timeout=60)
         return state_from(parse_kv(out))
 
-    def prepare(self, lay: NodeLayout, rid: str, base: str | None = None
+    def prepare(self, lay: NodeLayout, rid: str, bases: Sequence[str] = ()
                 ) -> tuple[NodeState, dict[str, list[str]]]:
         """State and prepare in one round trip; raises RemoteError if it failed."""
-        rc, out, err = self.run(prepare_script(lay, rid, base), timeout=120)
+        rc, out, err = self.run(prepare_script(lay, rid, bases), timeout=120)
         kv = parse_kv(out)
         if rc != 0:
             raise RemoteError(f"prepare: {first_error(out, err)}")

@@ -53,8 +53,17 @@ def rsync_argv(
     dry_run: bool = False,
     delete: bool = False,
     delete_excluded: bool = False,
+    files_from: str | None = None,
 ) -> list[str]:
+    """rsync's argv. ``files_from``: a NUL-separated list of the only names to visit
+    (``prelink.delta_names``): listed names missing from ``src`` are deleted, no
+    recursion, no excludes (the list was made with them)."""
     argv = ["rsync", "-a", "--stats", "--info=progress2", "--no-inc-recursive", "-e", rsh]
+    if files_from is not None:
+        argv += [f"--files-from={files_from}", "--from0", "--delete-missing-args", "--force"]
+        if checksum:
+            argv.append("--checksum")
+        return argv + [src.rstrip("/") + "/", dest.rstrip("/") + "/"]
     argv += [f"--link-dest={d}" for d in link_dests]
     argv += [f"--exclude={p}" for p in excludes]
     if checksum:
