@@ -373,7 +373,8 @@ def test_transfers_survive_5_percent_loss(tmp_path: Path) -> None:
                      timeout=70)
         assert sha_of(out) == env.sha("images/tiny/1/vmlinuz")
         assert env.metric("dsas_tftp_retransmits_total") > 0
-        assert env.metric("dsas_tftp_polled_acks_total") > 0
+        if len(os.sched_getaffinity(0)) > 1:  # one transfer, a spare CPU: it polls
+            assert env.metric("dsas_tftp_polled_acks_total") > 0
 
 
 def test_vanished_client_frees_its_slot_and_cap_is_clean(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def _services(value: str) -> list[str]:
 @click.option("--tftp-busy-poll", type=click.IntRange(0, 10000), default=50,
               show_default=True, metavar="US",
               help="Microseconds a TFTP transfer polls for the next ACK before sleeping, "
-                   "while no more transfers run than there are CPUs (0: never poll).")
+                   "while fewer transfers run than there are CPUs (0: never poll).")
 @click.option("--dns-port", type=click.IntRange(1, 65535), default=53, show_default=True)
 @click.option("--dns-forward", "dns_forwarders", multiple=True, metavar="ADDR[:PORT]",
               help="Forward names outside the cluster's zones to this resolver (repeatable); "

@@ -24,9 +24,10 @@ port. What this module adds to fbtftp, and why:
 * busy polling for the ACK (``TftpSettings.busy_poll`` us, ``dsas serve
   --tftp-busy-poll``): in lock-step, a block's cost is mostly the wake-up of the
   sleeping process (on a VM an idle vCPU halts, so an IPI and a VM exit), so a
-  transfer first spins on non-blocking receives, then sleeps; only while there
-  are no more transfers than CPUs (the listener keeps the count in a page shared
-  with every child), and a transfer whose client is slower than the budget stops
+  transfer first spins on non-blocking receives, then sleeps; only while fewer
+  transfers run than there are CPUs (the listener keeps the count in a page
+  shared with every child; with a spinner per CPU, 2 clients on this host took
+  twice as long), and a transfer whose client is slower than the budget stops
   polling after ``_Session.POLL_MISSES`` misses in a row;
 * the transfer loop: RFC 7440 windowsize, adaptive retransmission (RTT-based,
   exponential backoff, give-up after ``timeout`` s of silence), a client ERROR
@@ -436,10 +437,11 @@ class _Session:
         """The next datagram into ``self.ack``: its size, -1 when the retransmission
         timer ran out, -2 when the client is gone (ICMP port unreachable).
 
-        Busy polling first, while there are no more transfers than CPUs (a storm only
-        sleeps) and until ``POLL_MISSES`` polls in a row found nothing (a slow client).
+        Busy polling first, while fewer transfers run than there are CPUs (a CPU is
+        left to everything else; a storm only sleeps), until ``POLL_MISSES`` polls in
+        a row found nothing (a slow client).
         """
-        if self.spin and self.h._active[0] <= self.NCPU:  # type: ignore[index]
+        if self.spin and self.h._active[0] < self.NCPU:  # type: ignore[index]
             k = self._poll(self.spin)
             if k != -3:
                 self.misses = 0
