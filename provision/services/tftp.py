@@ -272,10 +272,10 @@ def _local_drop(e: OSError) -> None:
 class _Session:
     """The data path of one transfer: OACK, then windows of DATA until the last ACK.
 
-    Per block: one ``sendmsg`` (the 4-byte header and a view of the read-ahead
-    buffer, never joined) and one ``recv_into`` a fixed buffer on a blocking socket
-    whose SO_RCVTIMEO is the retransmission timer (set again only when the timer
-    changes): no select, no per-block logging or metrics (counted at the end).
+    Per block: one ``send`` of a view of the read-ahead buffer (laid out as packets)
+    and one ``recv_into`` a fixed buffer, first polled (``_wait``), then on a blocking
+    socket whose SO_RCVTIMEO is the retransmission timer (set again only when the
+    timer changes): no select, no per-block logging or metrics (counted at the end).
     """
 
     POLL_MISSES = 32  # empty polls in a row after which a transfer only sleeps
