@@ -1,8 +1,8 @@
 """Benchmark dsas-push: 20 nodes, a 5,000-file / 200 MB site, then a 1% change.
 
 In one run, against the same namespaced nodes (each with its own sshd):
-  * dsas-push (parallel, rsync over its paramiko connection, pre-linked releases,
-    atomic switch, verified);
+  * dsas-push (parallel, rsync over its paramiko connection, pre-linked releases
+    and only the names that differ from a node's base, atomic switch, verified);
   * "paramiko": the same with rsync over paramiko for the first push too;
   * "before": dsas-push as it was (rsync over a second, OpenSSH connection and
     ``--link-dest``), via ``--transport ssh --no-prelink``;
@@ -14,6 +14,7 @@ Goals (issue 7): the small update to 20 nodes in under 2x one node's time; the
 first push within 1.5x the lower bound.
 
     python -m bench push [--nodes=20] [--files=5000] [--mb=200] [--change=0.01] [--parallel=N]
+                         [--variants=dsas-push,paramiko,before] [--no-naive]
 """
 
 from __future__ import annotations

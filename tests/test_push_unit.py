@@ -21,6 +21,7 @@ from provision.distribute.release import (
     NodeLayout,
     is_release_id,
     local_manifest,
+    manifest_pipeline,
     new_release_id,
 )
 from provision.distribute.remote import NodeState, parse_kv, to_prune
@@ -204,3 +205,30 @@ def test_cli_usage_errors_exit_2(tmp_path):
         res = runner.invoke(push_cmd, args + base)
         assert res.exit_code == 2, (args, res.output)
         assert msg in res.output
+
+
+def test_node_pipeline_agrees_with_the_masters_manifest(tmp_path):
+    """What a node prints for the tree rsync made equals the master's manifest of the
+    source with the same excludes: odd names, symlinks, modes, excluded names."""
+    require_tool("rsync")
+    require_tool("find")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "a dir|x").mkdir(parents=True)
+    (src / "a dir|x" / "f  two spaces").write_text("1")
+    (src / "run.sh").write_text("#!/bin/sh\n")
+    (src / "run.sh").chmod(0o750)
+    (src / "link").symlink_to("a dir|x/f  two spaces")
+    (src / "skip.log").write_text("excluded")
+    (src / "logs").mkdir()
+    (src / "logs" / "x.log").write_text("excluded")
+    subprocess.run(["rsync", "-a", "--exclude=*.log", f"{src}/", f"{dst}/"], check=True)
+    node = subprocess.run(["sh", "-c", manifest_pipeline(str(dst), str(tmp_path / "scratch"))],
+                          capture_output=True, text=True, check=True).stdout
+    want = local_manifest(str(src), ["*.log"])
+    assert node.split() == [str(want.entries), want.digest]
+    assert want.entries == 6  # ., a dir|x, its file, run.sh, link, logs (empty)
+    assert not (tmp_path / "scratch").exists()
+    (dst / "run.sh").chmod(0o755)
+    node = subprocess.run(["sh", "-c", manifest_pipeline(str(dst), str(tmp_path / "scratch"))],
+                          capture_output=True, text=True, check=True).stdout
+    assert node.split()[1] != want.digest

@@ -121,6 +121,13 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
 
     Targets are explicit: give --all, --role or --host (a retry defaults to the
     hosts that failed).
+
+    Each host gets SRC in <to>.releases/<id> beside the live path, which is a
+    symlink switched by rename only after the copy is verified (entry count and
+    SHA-256 of its listing against the master's). With --delete, an update
+    starts each host's new release as hard links of the release it serves (or
+    a recent one it has), and rsync visits only the names that differ from it;
+    a host whose release was changed behind dsas's back gets a full rsync.
     """
     setup_logging(verbose, quiet)
     logging.getLogger("paramiko").setLevel(logging.WARNING)  # one line per connection is noise

@@ -62,7 +62,7 @@ def _head(lay: NodeLayout) -> str:
 def state_script(lay: NodeLayout) -> str:
     return _head(lay) + (
         'if [ -e "$TO" ] && [ ! -L "$TO" ]; then echo NOTLINK 1; fi; '
-        'l=$(readlink "$TO" 2>/dev/null) && echo "LIVE ${l##*/}"; '
+        'l=$(readlink "$TO" 2>/dev/null) && echo "LIVE ${l##*/}" || l=""; '
         'if [ -d "$R" ]; then for d in "$R"/*; do [ -d "$d" ] && echo "REL ${d##*/}"; done; '
         'echo "FREE $(df -Pk "$R" | awk \'NR==2{print $4}\')"; fi; true'
     )
@@ -80,8 +80,7 @@ def prepare_script(lay: NodeLayout, rid: str, bases: Sequence[str] = ()) -> str:
     link = ""
     names = " ".join(shlex.quote(b) for b in bases if is_release_id(b))
     if names:
-        link = (f'; L=$(readlink "$TO" 2>/dev/null || true); B=""; '
-                f'for b in "${{L##*/}}" {names}; do case " {names} " in *" $b "*) '
+        link = (f'; B=""; for b in "${{l##*/}}" {names}; do case " {names} " in *" $b "*) '
                 'if [ -d "$b" ]; then B=$b; break; fi;; esac; done; '
                 'if [ -n "$B" ]; then '
                 'if cp -al "$B/." ".incoming-$ID/" 2>/dev/null; then echo "LINKED $B"; '
@@ -89,9 +88,9 @@ def prepare_script(lay: NodeLayout, rid: str, bases: Sequence[str] = ()) -> str:
     return state_script(lay) + f"; ID={shlex.quote(rid)}; " + (
         'set -e; if [ -e "$TO" ] && [ ! -L "$TO" ]; then '
         'echo "ERR $TO exists and is not a dsas release symlink"; exit 3; fi; '
-        'if [ "$(readlink "$TO" 2>/dev/null)" = "$P/$ID" ]; then echo ALREADY 1; exit 0; fi; '
+        'if [ "$l" = "$P/$ID" ]; then echo ALREADY 1; exit 0; fi; '
         'if [ -d "$R/$ID" ]; then echo HAVE 1; exit 0; fi; '
-        'mkdir -p "$R"; cd "$R"; '
+        '[ -d "$R" ] || mkdir -p "$R"; cd "$R"; '
         'for d in .incoming-* .partial-*; do case "$d" in '
         '.incoming-"$ID"|.partial-"$ID"|".incoming-*"|".partial-*") ;; '
         '*) rm -rf -- "$d";; esac; done; '
@@ -115,10 +114,13 @@ def commit_script(lay: NodeLayout, rid: str, expect: Manifest, prev: str | None,
         carry = ('if [ -d "$R/$PREV" ]; then cp -a -l -n "$R/$PREV/." "$R/.incoming-$ID/"; fi; ')
     return _head(lay) + (
         f"ID={shlex.quote(rid)}; PREV={shlex.quote(prev or '')}; "
-        f"got=$({manifest_pipeline(inc)}); echo \"GOT $got\"; "
+        f"got=$({manifest_pipeline(inc, lay.releases + '/.manifest-' + rid)}); "
+        'echo "GOT $got"; '
         f'if [ "$got" != {shlex.quote(f"{expect.entries} {expect.digest}")} ]; then exit 4; fi; '
         "set -e; " + carry +
-        'mv -T "$R/.incoming-$ID" "$R/$ID"; rm -rf "$R/.partial-$ID"; sync -f "$R/$ID" || true; '
+        'mv -T "$R/.incoming-$ID" "$R/$ID"; '
+        '[ ! -e "$R/.partial-$ID" ] || rm -rf "$R/.partial-$ID"; '
+        'sync -f "$R/$ID" || true; '
         + switch_fragment() + "set +e; " + prune_fragment(prune)
     )
 

@@ -7,14 +7,15 @@ output and error (SCM_RIGHTS), closes its own copies, and waits for one line:
 the remote command's exit status, which becomes its own. The bytes never pass
 through this process, so it costs one interpreter start and nothing per byte.
 
-Standard library only, no imports from the package: it runs with ``-S -I``.
+Standard library only, no imports from the package: it runs with ``-S -I``, and
+only C modules (``_socket``, not ``socket``, which imports enum and selectors):
+that halves its start (about 9 ms of CPU instead of 17 here), once per host.
 """
 
-import array
+import _socket
 import os
-import socket
-import struct
 import sys
+from _struct import pack
 
 EXIT_NO_TUNNEL = 255  # what ssh returns when it cannot connect
 
@@ -38,14 +39,13 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         sys.stderr.write(f"rshim: {e}\n")
         return 2
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(30)
         sock.connect(path)
         sock.settimeout(None)  # the transfer takes as long as it takes; dsas-push bounds it
-        fds = array.array("i", [0, 1, 2])
-        sock.sendmsg([struct.pack("!I", len(msg)) + msg],
-                     [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        sock.sendmsg([pack("!I", len(msg)) + msg],
+                     [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pack("3i", 0, 1, 2))])
     except OSError as e:
         sys.stderr.write(f"rshim: cannot reach dsas-push at {path}: {e}\n")
         return EXIT_NO_TUNNEL
