@@ -43,6 +43,15 @@ def _services(value: str) -> list[str]:
 @click.option("--http-port", type=click.IntRange(1, 65535), default=None,
               help="HTTP port (default: the inventory's http_port, 80).")
 @click.option("--tftp-port", type=click.IntRange(1, 65535), default=69, show_default=True)
+@click.option("--tftp-max-transfers", type=click.IntRange(1, 4096), default=128,
+              show_default=True,
+              help="Concurrent TFTP transfers (one process each); more get ERROR 0 \"busy\".")
+@click.option("--tftp-timeout", type=click.FloatRange(1, 300), default=5.0, show_default=True,
+              help="Seconds without progress before a TFTP transfer is abandoned.")
+@click.option("--tftp-busy-poll", type=click.IntRange(0, 10000), default=50,
+              show_default=True, metavar="US",
+              help="Microseconds a TFTP transfer polls for the next ACK before sleeping, "
+                   "while fewer transfers run than there are CPUs (0: never poll).")
 @click.option("--dns-port", type=click.IntRange(1, 65535), default=53, show_default=True)
 @click.option("--dns-forward", "dns_forwarders", multiple=True, metavar="ADDR[:PORT]",
               help="Forward names outside the cluster's zones to this resolver (repeatable); "
@@ -59,6 +68,7 @@ def _services(value: str) -> list[str]:
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, state_dir: str,
           boot_root: str, bind_address: str | None, http_port: int | None, tftp_port: int,
+          tftp_max_transfers: int, tftp_timeout: float, tftp_busy_poll: int,
           dns_port: int, dns_forwarders: tuple[str, ...], dns_forward_timeout: float,
           discovery: bool, proxy: bool, templates: str | None,
           verbose: int) -> None:
@@ -86,6 +96,9 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         boot_root=Path(boot_root),
         http_port=http_port or inv.cluster.http_port,
         tftp_port=tftp_port,
+        tftp_max_transfers=tftp_max_transfers,
+        tftp_timeout=tftp_timeout,
+        tftp_busy_poll=tftp_busy_poll,
         dns_port=dns_port,
         dns_forwarders=dns_forwarders,
         dns_forward_timeout=dns_forward_timeout,

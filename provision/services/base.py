@@ -29,6 +29,9 @@ class ServeContext:
     boot_root: Path
     http_port: int = 80
     tftp_port: int = 69
+    tftp_max_transfers: int = 128  # concurrent TFTP transfers; more get ERROR 0 "busy"
+    tftp_timeout: float = 5.0  # s without progress before a TFTP transfer is abandoned
+    tftp_busy_poll: int = 50  # us a TFTP transfer spins for an ACK before sleeping (0: off)
     dns_port: int = 53
     dns_forwarders: tuple[str, ...] = ()  # ADDR[:PORT] resolvers for names outside our zones
     dns_forward_timeout: float = 2.0  # seconds per forwarded query, all forwarders together

@@ -21,6 +21,14 @@ port. What this module adds to fbtftp, and why:
   block leaves with one ``send`` of a view, ACKs land in a fixed buffer on a
   blocking socket timed by SO_RCVTIMEO (no select per block), and the next
   block is read while the ACK is on the wire; counting is done at the end;
+* busy polling for the ACK (``TftpSettings.busy_poll`` us, ``dsas serve
+  --tftp-busy-poll``): in lock-step, a block's cost is mostly the wake-up of the
+  sleeping process (on a VM an idle vCPU halts, so an IPI and a VM exit), so a
+  transfer first spins on non-blocking receives, then sleeps; only while fewer
+  transfers run than there are CPUs (the listener keeps the count in a page
+  shared with every child; with a spinner per CPU, 2 clients on this host took
+  twice as long), and a transfer whose client is slower than the budget stops
+  polling after ``_Session.POLL_MISSES`` misses in a row;
 * the transfer loop: RFC 7440 windowsize, adaptive retransmission (RTT-based,
   exponential backoff, give-up after ``timeout`` s of silence), a client ERROR
   is never answered (fbtftp echoes one), OVMF's size probe (ERROR 8 right after
@@ -35,6 +43,7 @@ import errno
 import io
 import json
 import logging
+import mmap
 import multiprocessing
 import os
 import selectors
@@ -64,6 +73,8 @@ M_ACTIVE = "dsas_tftp_active_transfers"
 M_SPAWN_SECONDS = "dsas_tftp_spawn_seconds_total"
 M_SPAWNS = "dsas_tftp_spawns_total"
 M_DUPLICATES = "dsas_tftp_duplicate_requests_total"
+M_POLLED = "dsas_tftp_polled_acks_total"  # ACKs caught by busy polling (no sleep)
+M_CPU = "dsas_tftp_transfer_cpu_seconds_total"  # CPU time of the transfer processes
 
 _TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_RCVTIMEO (Linux: two longs)
 
@@ -79,6 +90,9 @@ class TftpSettings:
     max_transfers: int = 128  # concurrent transfer processes; more get ERROR 0 "busy"
     max_blksize: int = codec.MAX_BLKSIZE  # RFC 2348 upper bound
     max_window: int = 64  # RFC 7440 windowsize we accept (1 disables it)
+    # us a transfer polls (non-blocking recv) for the next ACK before it sleeps in a
+    # blocking recv, while fewer transfers run than there are CPUs (0: never poll)
+    busy_poll: int = 50
 
 
 # --------------------------------------------------------------------------
@@ -201,8 +215,10 @@ class Transfer(BaseHandler):
 
     def __init__(self, server_addr: tuple[str, int], peer: tuple[str, int],
                  request: codec.Request, bootfile: BootFile, settings: TftpSettings,
-                 report: socket.socket, close_in_child: list[socket.socket]):
+                 report: socket.socket, close_in_child: list[socket.socket],
+                 active: memoryview | None = None):
         self._bootfile = bootfile
+        self._active = active  # [0]: live transfers, kept by the parent in shared memory
         self._request = request
         self._settings = settings
         self._report = report
@@ -233,7 +249,8 @@ class Transfer(BaseHandler):
                 pass
         finally:
             outcome.update(peer=self._peer[0], path=self._bootfile.path,
-                           host=self._bootfile.host, pid=os.getpid())
+                           host=self._bootfile.host, pid=os.getpid(),
+                           cpu=round(time.process_time(), 6))
             try:
                 self._report.send(json.dumps(outcome).encode())
             except OSError:
@@ -255,11 +272,14 @@ def _local_drop(e: OSError) -> None:
 class _Session:
     """The data path of one transfer: OACK, then windows of DATA until the last ACK.
 
-    Per block: one ``sendmsg`` (the 4-byte header and a view of the read-ahead
-    buffer, never joined) and one ``recv_into`` a fixed buffer on a blocking socket
-    whose SO_RCVTIMEO is the retransmission timer (set again only when the timer
-    changes): no select, no per-block logging or metrics (counted at the end).
+    Per block: one ``send`` of a view of the read-ahead buffer (laid out as packets)
+    and one ``recv_into`` a fixed buffer, first polled (``_wait``), then on a blocking
+    socket whose SO_RCVTIMEO is the retransmission timer (set again only when the
+    timer changes): no select, no per-block logging or metrics (counted at the end).
     """
+
+    POLL_MISSES = 32  # empty polls in a row after which a transfer only sleeps
+    NCPU = len(os.sched_getaffinity(0))
 
     def __init__(self, h: Transfer, settings: TftpSettings):
         self.h = h
@@ -273,6 +293,7 @@ class _Session:
         self.retransmits = 0
         self.bytes = 0
         self.srtt: float | None = None
+        self.polled = 0  # ACKs that busy polling caught
 
     def serve(self) -> dict[str, Any]:
         neg = codec.negotiate(self.h._request.options, self.data.size,
@@ -303,7 +324,8 @@ class _Session:
 
     def _outcome(self, result: str, reason: str) -> dict[str, Any]:
         return {"result": result, "reason": reason, "bytes": self.bytes,
-                "retransmits": self.retransmits, "blksize": self.neg.blksize,
+                "retransmits": self.retransmits, "polled": self.polled,
+                "blksize": self.neg.blksize,
                 "window": self.neg.windowsize}
 
     def _exchange(self, send: Any, want: int) -> dict[str, Any] | None:
@@ -367,7 +389,9 @@ class _Session:
         """
         blocks = _Blocks(self.data, blksize)
         unpack, clock, full = codec.HEADER.unpack_from, time.monotonic, codec.HEADER.size + blksize
-        send, recv_into, ack = self.sock.send, self.sock.recv_into, self.ack
+        send, wait, ack = self.sock.send, self._wait, self.ack
+        self.spin = self.s.busy_poll * 1000 if self.h._active is not None else 0
+        self.misses = 0  # polls in a row that came back empty-handed
         base, nxt, last, last_len = 1, 1, 0, 0  # first unacked, next to send, final (0: unknown)
         ahead: memoryview | None = None  # block nxt, read while waiting
         progressed = False
@@ -393,14 +417,7 @@ class _Session:
                 self.timed, self.t_sent = nxt - 1, now
             if ahead is None and (not last or nxt <= last):
                 ahead = blocks.packet(nxt)
-            if self.rto != self.timeo:
-                self._set_timeo(self.rto)
-            try:
-                k = recv_into(ack)
-            except BlockingIOError:  # SO_RCVTIMEO: the retransmission timer expired
-                k = -1
-            except ConnectionRefusedError:  # ICMP port unreachable: the client is gone
-                k = -2
+            k = wait()
             if k >= 4:
                 op, num = unpack(ack)
                 acked = nxt - 1 - ((nxt - 1 - num) & 0xFFFF)  # absolute block number
@@ -415,6 +432,50 @@ class _Session:
                 self.bytes = (base - 1) * blksize  # acked blocks: all full but the last
                 return end
             ahead = None  # a resend may have moved the read-ahead buffer
+
+    def _wait(self) -> int:
+        """The next datagram into ``self.ack``: its size, -1 when the retransmission
+        timer ran out, -2 when the client is gone (ICMP port unreachable).
+
+        Busy polling first, while fewer transfers run than there are CPUs (a CPU is
+        left to everything else; a storm only sleeps), until ``POLL_MISSES`` polls in
+        a row found nothing (a slow client).
+        """
+        if self.spin and self.h._active[0] < self.NCPU:  # type: ignore[index]
+            k = self._poll(self.spin)
+            if k != -3:
+                self.misses = 0
+                self.polled += 1
+                return k
+            self.misses += 1
+            if self.misses >= self.POLL_MISSES:
+                self.spin = 0
+        if self.rto != self.timeo:
+            self._set_timeo(self.rto)
+        try:
+            return self.sock.recv_into(self.ack)
+        except BlockingIOError:  # SO_RCVTIMEO: the retransmission timer expired
+            return -1
+        except ConnectionRefusedError:  # ICMP port unreachable: the client is gone
+            return -2
+
+    def _poll(self, budget_ns: int) -> int:
+        """Non-blocking receives for up to ``budget_ns``: the datagram's size, -2 when
+        the client is gone (ICMP port unreachable), -3 when nothing came.
+
+        An ACK usually comes back within tens of microseconds on a LAN; sleeping for it
+        costs a wake-up (on a VM an idle vCPU halts: an IPI and a VM exit per block).
+        """
+        recv_into, ack, clock = self.sock.recv_into, self.ack, time.perf_counter_ns
+        end = clock() + budget_ns
+        while True:
+            try:
+                return recv_into(ack, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                if clock() >= end:
+                    return -3
+            except ConnectionRefusedError:
+                return -2
 
     def _progress(self, now: float, base: int) -> None:
         """After an ACK moved the window: round-trip sample, timer, give-up clock."""
@@ -501,7 +562,9 @@ class TftpService(Service):
 
     def __init__(self, ctx: ServeContext, settings: TftpSettings | None = None):
         super().__init__(ctx)
-        self.settings = settings or TftpSettings(port=ctx.tftp_port)
+        self.settings = settings or TftpSettings(
+            port=ctx.tftp_port, timeout=ctx.tftp_timeout, max_transfers=ctx.tftp_max_transfers,
+            busy_poll=ctx.tftp_busy_poll)
         self.tree = BootTree(ctx.boot_root, ctx.inventory, templates=ctx.templates)
         self.metrics = ctx.metrics
         self._sock: socket.socket | None = None
@@ -513,6 +576,9 @@ class TftpService(Service):
         self._reported: set[int] = set()
         self._reports_rx: socket.socket
         self._reports_tx: socket.socket
+        # shared with every forked transfer: [0] the number of live transfers
+        self._page: mmap.mmap | None = None
+        self._active: memoryview | None = None
 
     # -- life cycle -----------------------------------------------------------
 
@@ -528,6 +594,8 @@ class TftpService(Service):
         self._sock = sock
         self._reports_rx, self._reports_tx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._reports_rx.setblocking(False)
+        self._page = mmap.mmap(-1, mmap.PAGESIZE)  # anonymous, MAP_SHARED: seen by children
+        self._active = memoryview(self._page).cast("i")
         self._loop = _Listener(self, sock)
         self._thread = threading.Thread(target=self._loop.run, name="tftp", daemon=True)
         self._thread.start()
@@ -548,7 +616,11 @@ class TftpService(Service):
                   getattr(self, "_reports_tx", None)):
             if s is not None:
                 s.close()
-        self._sock = self._loop = self._thread = None
+        if self._active is not None:
+            self._active.release()
+        if self._page is not None:
+            self._page.close()
+        self._sock = self._loop = self._thread = self._active = self._page = None
 
     def reload(self, inventory: Inventory) -> None:
         self.tree.inventory = inventory
@@ -604,7 +676,7 @@ class TftpService(Service):
         assert self._sock is not None
         t0 = time.monotonic()
         proc = Transfer(self.address, peer, req, bootfile, self.settings, self._reports_tx,
-                        [self._sock, self._reports_rx])
+                        [self._sock, self._reports_rx], self._active)
         proc.daemon = True
         proc.start()
         self.metrics.inc(M_SPAWN_SECONDS, time.monotonic() - t0)
@@ -612,7 +684,7 @@ class TftpService(Service):
         assert proc.pid is not None
         self._workers[proc.pid] = (proc, peer)
         self._peers[peer] = (proc.pid, raw)
-        self.metrics.set(M_ACTIVE, len(self._workers))
+        self._set_active()
         log.info("tftp: %s -> %s (%s, host=%s, mode=%s, options=%s)", bootfile.path, peer[0],
                  peer[1], bootfile.host, req.mode, req.options)
 
@@ -654,12 +726,14 @@ class TftpService(Service):
         self.metrics.inc(M_TRANSFERS, result=r["result"])
         self.metrics.inc(M_BYTES, r.get("bytes", 0))
         self.metrics.inc(M_RETRANSMITS, r.get("retransmits", 0))
+        self.metrics.inc(M_POLLED, r.get("polled", 0))
+        self.metrics.inc(M_CPU, r.get("cpu", 0.0))
         if r["result"] in ("failed", "aborted"):
             self._error_metric(r["reason"])
         level = logging.WARNING if r["result"] == "failed" else logging.INFO
-        log.log(level, "tftp: %s %s to %s (host=%s): %d bytes, %d retransmits (%s)",
-                r["result"], r.get("path"), r.get("peer"), r.get("host"), r.get("bytes", 0),
-                r.get("retransmits", 0), r["reason"])
+        log.log(level, "tftp: %s %s to %s (host=%s): %d bytes, %d retransmits, %.3f s CPU "
+                "(%s)", r["result"], r.get("path"), r.get("peer"), r.get("host"),
+                r.get("bytes", 0), r.get("retransmits", 0), r.get("cpu", 0.0), r["reason"])
 
     def _reap(self) -> None:
         for pid, (proc, peer) in list(self._workers.items()):
@@ -674,7 +748,13 @@ class TftpService(Service):
                 self._error_metric("worker_died")
             self._reported.discard(pid)
             proc.close()
+        self._set_active()
+
+
+    def _set_active(self) -> None:
         self.metrics.set(M_ACTIVE, len(self._workers))
+        if self._active is not None:
+            self._active[0] = len(self._workers)
 
 
 def create(ctx: ServeContext) -> Service:
