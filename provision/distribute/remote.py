@@ -36,7 +36,6 @@ class RemoteError(Exception):
 class NodeState:
     live: str | None = None  # release id the live symlink points at
     releases: list[str] = field(default_factory=list)  # complete releases, oldest first
-    free_kib: int | None = None
     not_symlink: bool = False
 
     def previous(self) -> str | None:
@@ -64,7 +63,7 @@ def state_script(lay: NodeLayout) -> str:
         'if [ -e "$TO" ] && [ ! -L "$TO" ]; then echo NOTLINK 1; fi; '
         'l=$(readlink "$TO" 2>/dev/null) && echo "LIVE ${l##*/}" || l=""; '
         'if [ -d "$R" ]; then for d in "$R"/*; do [ -d "$d" ] && echo "REL ${d##*/}"; done; '
-        'echo "FREE $(df -Pk "$R" | awk \'NR==2{print $4}\')"; fi; true'
+        'fi; true'
     )
 
 
@@ -241,14 +240,11 @@ class RemoteNode:
 
 
 def state_from(kv: dict[str, list[str]]) -> NodeState:
-    st = NodeState(
+    return NodeState(
         live=kv["LIVE"][0] if kv.get("LIVE") else None,
         releases=sorted(r for r in kv.get("REL", []) if is_release_id(r)),
         not_symlink="NOTLINK" in kv,
     )
-    if kv.get("FREE") and kv["FREE"][0].isdigit():
-        st.free_kib = int(kv["FREE"][0])
-    return st
 
 
 def _short(e: BaseException) -> str:
