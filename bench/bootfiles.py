@@ -250,7 +250,8 @@ def main(argv: list[str]) -> int:
         table("HTTP, same work (curl client)", ["dsas (aiohttp)",
               "stdlib ThreadingHTTPServer"], http, "dsas (aiohttp)",
               ["stdlib ThreadingHTTPServer"])
-        print(f"\ndsas TFTP fork cost (RRQ accepted -> child started): {fork}")
+        print(f"\ndsas TFTP RRQ accepted -> transfer process running (wall; mostly waiting "
+              f"for CPU in the storm, a fork itself costs ~4 ms of CPU): {fork}")
         print(f"host: {os.cpu_count()} CPUs shared with other work; figures vary by run")
         return 0
     finally:
