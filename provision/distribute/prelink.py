@@ -166,6 +166,12 @@ class ListingStore:
 def choose_base(store: ListingStore, candidate: str | None, new: Listing,
                 checksum: bool) -> str | None:
     """The release to pre-link from, or None (use ``--link-dest``)."""
+    return candidate if base_listing(store, candidate, new, checksum) is not None else None
+
+
+def base_listing(store: ListingStore, candidate: str | None, new: Listing,
+                 checksum: bool) -> Listing | None:
+    """``candidate``'s listing if the new release may be pre-linked from it, else None."""
     old = store.load(candidate)
     if old is None:
         return None
@@ -174,4 +180,4 @@ def choose_base(store: ListingStore, candidate: str | None, new: Listing,
         log.info("release %s: %d entries change only attributes (%s...): --link-dest instead "
                  "of pre-linking", candidate, len(bad), bad[0][:80])
         return None
-    return candidate
+    return old

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .history import History, HostResult
-from .prelink import ListingStore, attr_listing, choose_base, delta_names
+from .prelink import ListingStore, attr_listing, base_listing, delta_names
 from .progress import PlainReporter, Reporter
 from .release import Manifest, NodeLayout, local_manifest, new_release_id
 from .remote import (
@@ -202,10 +202,9 @@ class Pusher:
             return []
         store.save(rid, listing)
         bases = []
-        for candidate in self.history.recent_releases(lay.live, PRELINK_CANDIDATES):
-            base = choose_base(store, candidate, listing, opts.checksum)
-            old = store.load(base)
-            if base is None or old is None:
+        for base in self.history.recent_releases(lay.live, PRELINK_CANDIDATES):
+            old = base_listing(store, base, listing, opts.checksum)
+            if old is None:
                 continue
             bases.append(base)
             if not opts.checksum:
