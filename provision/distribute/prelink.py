@@ -55,7 +55,7 @@ def attr_listing(src: str, excludes: Sequence[str] = (), timeout: float = 600) -
 def with_nanoseconds(src: str, listing: Listing) -> Listing:
     """rsync prints mtimes to the second; add the nanoseconds, so that a file
     rewritten within the second with the same size still counts as changed
-    (``delta_names`` lists it and the transfer, ``-I``, sends it)."""
+    (``delta_names`` lists it and the transfer, ``--modify-window=-1``, sends it)."""
     out: Listing = {}
     for name, (kind, perms, uid, gid, size, mtime, link) in listing.items():
         try:
@@ -120,10 +120,11 @@ def delta_names(old: Listing, new: Listing) -> list[str]:
         if was is None or _differs(was, entry):
             out.add(name.rstrip("/"))
     for name in old:
-        if name not in new and name.rstrip("/") + "/" not in new and name.rstrip("/") not in new:
+        key = name.rstrip("/")
+        if key not in new and key + "/" not in new:  # gone, not just another kind
             parent = dirname(name)
             if parent == "" or parent in new_dirs:
-                out.add(name.rstrip("/"))
+                out.add(key)
     return sorted(out)
 
 
