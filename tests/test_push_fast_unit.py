@@ -300,3 +300,17 @@ def test_paramiko_connection_does_not_wait_for_delayed_acks():
         transport.close()
     finally:
         sock.close()
+
+
+def test_listing_keeps_names_and_link_targets_with_bars(tmp_path):
+    require_tool("rsync")
+    (tmp_path / "d|1").mkdir()
+    (tmp_path / "d|1" / "a|b").write_text("x")
+    (tmp_path / "l|x").symlink_to("t|y")
+    got = attr_listing(str(tmp_path))
+    assert set(got) == {"d|1/", "d|1/a|b", "l|x"}
+    assert got["l|x"][0] == "L" and got["l|x"][6] == " -> t|y"
+    assert got["d|1/a|b"][0] == "f" and got["d|1/a|b"][6] == ""
+    store = ListingStore(tmp_path.parent / f"{tmp_path.name}-store")
+    store.save(R1, got)
+    assert store.load(R1) == got

@@ -68,15 +68,22 @@ def with_nanoseconds(src: str, listing: Listing) -> Listing:
 
 
 def parse_listing(text: str) -> Listing:
+    """A listing from ``OUT_FORMAT`` lines. A name may hold "|": the head has none,
+    a non-link's line ends with the empty target, a link's target starts " -> "."""
     out: Listing = {}
     for line in text.splitlines():
         head, sep, rest = line.partition("|")
-        name, sep2, link = rest.partition("|")
         fields = head.split()
-        if not sep or not sep2 or len(fields) != 6 or len(fields[0]) < 2:
+        if not sep or len(fields) != 6 or len(fields[0]) < 2:
             continue
         item, perms, uid, gid, size, mtime = fields
-        out[name] = (item[1], perms, uid, gid, size, mtime, link)
+        if item[1] == "L":
+            name, sep2, target = rest.partition("| -> ")
+            link = sep2[1:] + target
+        else:
+            name, sep2, link = rest[:-1], rest[-1:], ""
+        if sep2.startswith("|"):
+            out[name] = (item[1], perms, uid, gid, size, mtime, link)
     return out
 
 
