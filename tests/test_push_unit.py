@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from provision.cli.push import push_cmd
 from provision.distribute.history import History, HostResult
+from provision.distribute.prelink import attr_listing
 from provision.distribute.progress import TtyReporter, human_bytes
 from provision.distribute.push import status_verdict
 from provision.distribute.release import (
@@ -226,6 +227,8 @@ def test_node_pipeline_agrees_with_the_masters_manifest(tmp_path):
                           capture_output=True, text=True, check=True).stdout
     want = local_manifest(str(src), ["*.log"])
     assert node.split() == [str(want.entries), want.digest]
+    # the names from pre-linking's rsync listing serve as well as a dry run of its own
+    assert local_manifest(str(src), ["*.log"], sent=attr_listing(str(src), ["*.log"])) == want
     assert want.entries == 6  # ., a dir|x, its file, run.sh, link, logs (empty)
     assert not (tmp_path / "scratch").exists()
     (dst / "run.sh").chmod(0o755)

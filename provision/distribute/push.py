@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .history import History, HostResult
-from .prelink import ListingStore, attr_listing, base_listing, delta_names
+from .prelink import Listing, ListingStore, attr_listing, base_listing, delta_names
 from .progress import PlainReporter, Reporter
 from .release import Manifest, NodeLayout, local_manifest, new_release_id
 from .remote import (
@@ -153,7 +153,10 @@ class Pusher:
     def push(self, targets: list[Target], opts: PushOptions, release: str | None = None,
              action: str = "push") -> RunOutcome:
         lay = NodeLayout(opts.to)
-        manifest = local_manifest(opts.src, opts.excludes)
+        listing = self._listing(opts)
+        # rsync's listing, when made, gives the names the excludes leave (no second dry run)
+        manifest = local_manifest(opts.src, opts.excludes,
+                                  sent=listing.keys() if listing is not None else None)
         rid = release or new_release_id()
         run_id = None
         if self.history is not None and not opts.dry_run:
@@ -163,7 +166,7 @@ class Pusher:
                                         options=opts.recorded())
         log.info("push release=%s src=%s to=%s entries=%d hosts=%d%s", rid, opts.src, lay.live,
                  manifest.entries, len(targets), " (dry run)" if opts.dry_run else "")
-        bases = self._prelink_bases(opts, lay, rid)
+        bases = self._prelink_bases(opts, lay, rid, listing)
         with control_dir() as cdir, Tunnel(cdir) as tunnel:
             self._tunnel = tunnel
             self._delta_files = {}
@@ -181,25 +184,33 @@ class Pusher:
             self.history.finish(run_id, results)
         return RunOutcome(run_id, rid, results)
 
-    def _prelink_bases(self, opts: PushOptions, lay: NodeLayout, rid: str) -> list[str]:
+    def _listing(self, opts: PushOptions) -> Listing | None:
+        """rsync's attribute listing of the source, for pre-linking (``--delete`` pushes
+        with a history only), or None."""
+        if not opts.delete or not opts.prelink or opts.dry_run or self.history is None:
+            return None
+        try:
+            return attr_listing(opts.src, opts.excludes)
+        except (OSError, subprocess.SubprocessError) as e:
+            log.warning("no listing of %s (%s): nodes use --link-dest", opts.src, e)
+            return None
+
+    def _prelink_bases(self, opts: PushOptions, lay: NodeLayout, rid: str,
+                       listing: Listing | None) -> list[str]:
         """The releases a node may hard-link the new one from (``prelink.py``), newest
         first: the recent releases of ``lay.live`` whose listing the master kept and
         that are safe to link from. A node takes its live release if it is one of
         them (a canary may be ahead of the rest), else the newest it has.
 
-        Only for ``--delete`` pushes: then a release holds exactly its listing (the
-        verification proves it), so the listing tells what pre-linking would share,
-        and what differs (``self._deltas``, not with ``--checksum``).
+        Only for ``--delete`` pushes (``listing`` is None otherwise): then a release
+        holds exactly its listing (the verification proves it), so the listing tells
+        what pre-linking would share, and what differs (``self._deltas``, not with
+        ``--checksum``).
         """
         self._deltas = {}
-        if not opts.delete or not opts.prelink or opts.dry_run or self.history is None:
+        if listing is None or self.history is None:
             return []
         store = ListingStore(self.ssh.state_dir / "push" / "listings")
-        try:
-            listing = attr_listing(opts.src, opts.excludes)
-        except (OSError, subprocess.SubprocessError) as e:
-            log.warning("no listing of %s (%s): nodes use --link-dest", opts.src, e)
-            return []
         store.save(rid, listing)
         bases = []
         for base in self.history.recent_releases(lay.live, PRELINK_CANDIDATES):

@@ -32,7 +32,7 @@ import secrets
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 RELEASE_RE = re.compile(r"^\d{8}-\d{6}-\d{3}-[0-9a-f]{4}$")
@@ -101,9 +101,11 @@ def manifest_pipeline(directory: str, scratch: str) -> str:
     )
 
 
-def local_manifest(src: str, excludes: Sequence[str] = ()) -> Manifest:
+def local_manifest(src: str, excludes: Sequence[str] = (),
+                   sent: Iterable[str] | None = None) -> Manifest:
     """The manifest of the source tree on the master: what ``manifest_pipeline`` will
-    print on a node for the tree rsync makes of it (with the push's excludes)."""
+    print on a node for the tree rsync makes of it (with the push's excludes).
+    ``sent``: the names rsync sends with those excludes, if the caller has them."""
     argv = ["find", src.rstrip("/") + "/", "(", "-type", "d", "-printf", f"%P\\0{_DIR}\\n\\0",
             ")", "-o", "-printf", f"%P\\0{_ENTRY}\\n\\0"]
     # TZ set: else glibc looks at /etc/localtime for every %T (4x the time of the walk)
@@ -113,7 +115,8 @@ def local_manifest(src: str, excludes: Sequence[str] = ()) -> Manifest:
     fields = proc.stdout.split(b"\0")
     pairs = zip(fields[0::2], fields[1::2], strict=False)
     if excludes:
-        keep = {os.fsencode(n.rstrip("/")) for n in _sent_names(src, excludes)} | {b""}
+        names = _sent_names(src, excludes) if sent is None else sent
+        keep = {os.fsencode(n.rstrip("/")) for n in names} | {b""}
         lines = b"".join(line for name, line in pairs if name in keep)
     else:
         lines = b"".join(line for _, line in pairs)
