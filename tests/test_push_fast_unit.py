@@ -314,3 +314,24 @@ def test_listing_keeps_names_and_link_targets_with_bars(tmp_path):
     store = ListingStore(tmp_path.parent / f"{tmp_path.name}-store")
     store.save(R1, got)
     assert store.load(R1) == got
+
+
+def test_a_same_second_rewrite_is_not_taken_from_the_base(tmp_path):
+    """rsync's quick check compares mtimes to the second by default: a file rewritten
+    within the second of the base release's copy, same size, would be hard-linked
+    from the base (old content) by --link-dest. dsas compares nanoseconds."""
+    require_tool("rsync")
+    src, base, inc = tmp_path / "src", tmp_path / "rel", tmp_path / "inc"
+    src.mkdir()
+    base.mkdir()
+    (base / "index.html").write_text("v1")
+    (src / "index.html").write_text("v2")
+    st = (base / "index.html").stat()
+    same_second = st.st_mtime_ns - st.st_mtime_ns % 10**9 + (st.st_mtime_ns + 1) % 10**9
+    os.utime(src / "index.html", ns=(st.st_atime_ns, same_second))
+    argv = rsync_argv(str(src), str(inc), "ssh", [str(base)])
+    argv.remove("--info=progress2")
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (inc / "index.html").read_text() == "v2"
+    assert (base / "index.html").read_text() == "v1"

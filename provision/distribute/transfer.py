@@ -55,16 +55,18 @@ def rsync_argv(
     delete_excluded: bool = False,
     files_from: str | None = None,
 ) -> list[str]:
-    """rsync's argv. ``files_from``: a NUL-separated list of the only names to visit
+    """rsync's argv. mtimes are compared to the nanosecond (``--modify-window=-1``;
+    rsync's default is the second): a file rewritten within the second of its last
+    push with the same size is sent, not taken from the base release.
+
+    ``files_from``: a NUL-separated list of the only names to visit
     (``prelink.delta_names``): listed names missing from ``src`` are deleted, no
     recursion (but "." brings the top level, as ``--dirs`` does), no excludes (the
-    list was made with them), and mtimes compared to the nanosecond
-    (``--modify-window=-1``), as the list was: a file rewritten within the same
-    second with the same size is sent."""
-    argv = ["rsync", "-a", "--stats", "--info=progress2", "--no-inc-recursive", "-e", rsh]
+    list was made with them)."""
+    argv = ["rsync", "-a", "--stats", "--info=progress2", "--no-inc-recursive",
+            "--modify-window=-1", "-e", rsh]
     if files_from is not None:
-        argv += [f"--files-from={files_from}", "--from0", "--delete-missing-args", "--force",
-                 "--modify-window=-1"]
+        argv += [f"--files-from={files_from}", "--from0", "--delete-missing-args", "--force"]
         if checksum:
             argv.append("--checksum")
         return argv + [src.rstrip("/") + "/", dest.rstrip("/") + "/"]
