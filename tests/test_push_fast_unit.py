@@ -1,5 +1,5 @@
 """Pure parts of the faster push and of host keys from boot reports: pre-link safety,
-listings, the rsync shim's request, prepare scripts, ssh_key events, dsas trust
+listings, the rsync shim (a real bash and pidfd_getfd), prepare scripts, ssh_key events, dsas trust
 --from-boot-report."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import struct
 import subprocess
 import time
@@ -16,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from provision.cli.push import trust
-from provision.distribute import rshim
+from provision.distribute import tunnel
 from provision.distribute.hostkeys import plan_trust, reported_keys, trusted_keys
 from provision.distribute.prelink import (
     ListingStore,
@@ -26,9 +27,11 @@ from provision.distribute.prelink import (
     parse_listing,
     unsafe_to_prelink,
 )
+from provision.distribute.push import Pusher, PushOptions
 from provision.distribute.release import NodeLayout
 from provision.distribute.remote import prepare_script
 from provision.distribute.sshconf import SshConfig, add_known_host, fingerprint
+from provision.distribute.targets import Target
 from provision.distribute.transfer import explain, rsync_argv
 from provision.inventory import loads
 from provision.policy.httpfiles import EVENTS_DDL, BadEvent, parse_event, parse_ssh_key
@@ -95,17 +98,99 @@ def test_prepare_links_only_from_a_release_id():
     assert "--delete" in argv and "--delete-excluded" in argv
 
 
-def test_rshim_request_and_tunnel_reasons():
-    path, msg = rshim.request(["/run/x.sock", "-l", "root", "198.18.5.11", "rsync", "--server",
-                               "."])
-    assert path == "/run/x.sock" and msg == b"198.18.5.11\0rsync --server ."
-    assert rshim.request(["/s", "h", "true"])[1] == b"h\0true"
-    for bad in (["/s"], ["/s", "h"], ["/s", "-l", "u", "h"]):
+def test_shim_request_and_tunnel_reasons():
+    shim = str(tunnel.SHIM).encode()
+    line = b"\0".join([b"bash", shim, b"7", b"9", b"-l", b"root", b"198.18.5.11", b"rsync",
+                       b"--server", b"."]) + b"\0"
+    assert tunnel.shim_request(line) == ("198.18.5.11", "rsync --server .")
+    assert tunnel.shim_request(b"\0".join([b"bash", shim, b"7", b"9", b"h", b"true"])) == \
+        ("h", "true")
+    for bad in ([b"bash", shim, b"7", b"9"], [b"bash", shim, b"7", b"9", b"h"],
+                [b"bash", shim, b"7", b"9", b"-l", b"u", b"h"], [b"bash", b"other.sh", b"h", b"x"]):
         with pytest.raises(ValueError):
-            rshim.request(bad)
+            tunnel.shim_request(b"\0".join(bad))
     reason = explain(12, "rsync: connection unexpectedly closed\n"
                          "dsas-push: cannot start rsync on 198.18.5.11: timeout\n")
     assert "cannot start rsync" in reason and reason.startswith("connection lost")
+
+
+def _start_shim(session, *args):
+    """The shim as rsync starts it: its stdin/stdout are this test's pipes."""
+    require_tool("bash")
+    proc = subprocess.Popen(["bash", str(tunnel.SHIM), *map(str, session.pass_fds), *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, pass_fds=session.pass_fds)
+    ready, _, _ = select.select([session._req_r], [], [], 10)
+    assert ready, "the shim never said its PID"
+    return proc
+
+
+def test_shim_hands_over_its_streams_and_exits_with_the_status():
+    assert tunnel.unavailable() is None  # this machine's kernel allows pidfd_getfd
+    session = tunnel.Session("198.18.5.11", transport=None)  # type: ignore[arg-type]
+    try:
+        proc = _start_shim(session, "-l", "root", "198.18.5.11", "rsync", "--server", ".")
+        pid, streams = session._read_request()
+        assert pid == proc.pid
+        host, command, fds = session._take(pid, streams)
+        assert (host, command) == ("198.18.5.11", "rsync --server .")
+        session._reply("ok")
+        os.write(fds[1], b"from the node")  # what the channel would bring back
+        os.close(fds[1])
+        # rsync sees the end of the stream: the shim closed its own copy of stdout
+        assert proc.stdout.read() == b"from the node"
+        proc.stdin.write(b"to the node")
+        proc.stdin.close()
+        assert os.read(fds[0], 100) == b"to the node"
+        assert proc.poll() is None  # it waits for the remote exit status
+        session._reply("23")
+        assert proc.wait(timeout=10) == 23
+        for fd in (fds[0], fds[2]):
+            os.close(fd)
+        proc.stdout.close()
+        proc.stderr.close()
+    finally:
+        session.close()
+
+
+def test_shim_exits_255_when_dsas_push_goes_away_or_refuses():
+    session = tunnel.Session("198.18.5.11", transport=None)  # type: ignore[arg-type]
+    proc = _start_shim(session, "198.18.5.11", "true")
+    os.close(session._rep_w)  # dsas-push died: the shim's reply pipe ends
+    session._rep_w = -1
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 255 and b"went away" in err
+    session.close()
+
+    session = tunnel.Session("198.18.5.11", transport=None)  # type: ignore[arg-type]
+    try:
+        proc = _start_shim(session, "198.18.5.11", "true")
+        session._reply("dsas-push cannot take rsync's streams: denied")
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 255 and b"denied" in err
+    finally:
+        session.close()
+
+
+def test_session_refuses_a_pid_that_is_not_its_shim():
+    session = tunnel.Session("198.18.5.11", transport=None)  # type: ignore[arg-type]
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        with pytest.raises(ValueError, match="not this session's shim"):
+            session._take(other.pid, [0, 1, 2])
+    finally:
+        other.kill()
+        other.wait()
+        session.close()
+
+
+def test_rsync_goes_over_openssh_where_the_tunnel_is_refused(tmp_path):
+    pusher = Pusher(SshConfig(tmp_path))
+    pusher._no_tunnel = "pidfd_getfd: Operation not permitted"
+    target = Target("w1", "198.18.5.11", "web")
+    opts = PushOptions(src=str(tmp_path), transport="paramiko")
+    with pusher._rsh(target, None, opts, tmp_path, True) as (rsh, dest, session):  # type: ignore[arg-type]
+        assert session is None and rsh.split()[0].endswith("ssh") and dest.endswith("198.18.5.11:")
 
 
 def make_key(tmp_path: Path, name: str) -> tuple[str, str]:

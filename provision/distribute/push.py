@@ -21,7 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from . import tunnel
 from .history import History, HostResult
 from .prelink import Listing, ListingStore, attr_listing, base_listing, delta_names
 from .progress import PlainReporter, Reporter
@@ -41,7 +43,6 @@ from .remote import (
 from .sshconf import SshConfig
 from .targets import Target
 from .transfer import remote_dest, rsync_argv, run_rsync
-from .tunnel import Tunnel
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,8 @@ class Pusher:
         self.ssh = ssh
         self.history = history
         self.reporter: Reporter = reporter or PlainReporter()
-        self._tunnel: Tunnel | None = None
+        # Why rsync cannot ride the paramiko connections here (None: it can).
+        self._no_tunnel = tunnel.unavailable()
         self._ssh_used: set[str] = set()  # hosts whose rsync went through OpenSSH
         # Per pre-link base: the names that differ from it, NUL-separated, in a file
         # (rsync --files-from): a node linked from that base visits only those.
@@ -167,8 +169,10 @@ class Pusher:
         log.info("push release=%s src=%s to=%s entries=%d hosts=%d%s", rid, opts.src, lay.live,
                  manifest.entries, len(targets), " (dry run)" if opts.dry_run else "")
         bases = self._prelink_bases(opts, lay, rid, listing)
-        with control_dir() as cdir, Tunnel(cdir) as tunnel:
-            self._tunnel = tunnel
+        if self._no_tunnel and opts.transport != "ssh":
+            log.warning("rsync goes over OpenSSH: it cannot ride dsas-push's connections "
+                        "here (%s)", self._no_tunnel)
+        with control_dir() as cdir:
             self._delta_files = {}
             for base, names in self._deltas.items():
                 path = cdir / f"delta-{base}.list"
@@ -305,13 +309,13 @@ class Pusher:
                   f"hard links of {kv['LINKED'][0]}" if linked else f"link-dest {link_dests}",
                   " (only the names that differ)" if files_from else "")
         self.reporter.phase(t.name, "transferring")
-        with self._rsh(t, node, opts, cdir, bool(base)) as (rsh, dest):
+        with self._rsh(t, node, opts, cdir, bool(base)) as (rsh, dest, session):
             argv = rsync_argv(opts.src, dest + lay.incoming(rid), rsh, link_dests,
                               opts.excludes, opts.checksum, delete=linked,
                               delete_excluded=linked and bool(opts.excludes),
                               files_from=files_from)
             xfer = run_rsync(argv, lambda p: self.reporter.progress(t.name, p),
-                             settle=self._settle(t))
+                             **_carried(session))
         res.bytes, res.files = xfer.sent, xfer.files
         if xfer.returncode != 0:
             if not xfer.reason.startswith("connection lost") and files_from is None:
@@ -357,36 +361,28 @@ class Pusher:
         """What would move, compared with the live release; creates nothing anywhere."""
         dest = lay.release(state.live) if state.live else lay.incoming("dry-run")
         self.reporter.phase(t.name, "dry run")
-        with self._rsh(t, node, opts, cdir, bool(state.live)) as (rsh, prefix):
+        with self._rsh(t, node, opts, cdir, bool(state.live)) as (rsh, prefix, session):
             argv = rsync_argv(opts.src, prefix + dest, rsh, (), opts.excludes, opts.checksum,
                               dry_run=True, delete=opts.delete)
-            xfer = run_rsync(argv, settle=self._settle(t))
+            xfer = run_rsync(argv, **_carried(session))
         res.bytes, res.files = xfer.size, xfer.files
         res.ok, res.reason = xfer.returncode == 0, xfer.reason or "dry run: nothing changed"
         return res
 
     @contextmanager
     def _rsh(self, t: Target, node: RemoteNode, opts: PushOptions, cdir: Path,
-             update: bool) -> Iterator[tuple[str, str]]:
-        """rsync's ``-e`` and the ``host:`` prefix of its destination, for this host.
+             update: bool) -> Iterator[tuple[str, str, tunnel.Session | None]]:
+        """rsync's ``-e``, the ``host:`` prefix of its destination and the tunnel
+        session carrying it (None: OpenSSH), for this host.
 
         ``update``: the node has a release to build on (so little should move)."""
         ssh = opts.transport == "ssh" or (opts.transport == "auto" and not update)
-        if ssh or self._tunnel is None:
+        if ssh or self._no_tunnel:
             self._ssh_used.add(t.address)
-            yield self.ssh.rsync_rsh(cdir), remote_dest(self.ssh, t.address, "")
+            yield self.ssh.rsync_rsh(cdir), remote_dest(self.ssh, t.address, ""), None
             return
-        self._tunnel.route(t.address, node.transport())
-        try:
-            yield self._tunnel.rsh(), f"{t.address}:"
-        finally:
-            self._tunnel.unroute(t.address)
-
-    def _settle(self, t: Target) -> Callable[[], object] | None:
-        tunnel = self._tunnel
-        if tunnel is None or t.address in self._ssh_used:
-            return None
-        return lambda: tunnel.wait_idle(t.address)
+        with tunnel.Session(t.address, node.transport()) as session:
+            yield session.rsh, f"{t.address}:", session
 
     def _try(self, node: RemoteNode, script: str) -> None:
         try:
@@ -459,6 +455,13 @@ class Pusher:
 
         self._fan_out(targets, parallel, f"status {lay.live}", work)
         return [rows[t.name] for t in targets]
+
+
+def _carried(session: tunnel.Session | None) -> dict[str, Any]:
+    """run_rsync's arguments for an rsync carried by ``session`` (none for OpenSSH)."""
+    if session is None:
+        return {}
+    return {"settle": session.settle, "pass_fds": session.pass_fds}
 
 
 def status_verdict(st: NodeState, latest: str | None) -> str:

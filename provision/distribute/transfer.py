@@ -128,15 +128,20 @@ def run_rsync(
     timeout: float = 3600,
     cwd: Path | None = None,
     settle: Callable[[], object] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> TransferResult:
     """Run rsync; feed its progress lines to ``on_progress``; bounded by ``timeout``.
 
     ``settle`` is called after rsync exits and before its stderr is read (whatever
     carries rsync's bytes may still be writing the remote side's messages).
+    ``pass_fds``: descriptors rsync and its remote shell inherit (``tunnel.py``).
     """
     t0 = time.monotonic()
     errf = tempfile.TemporaryFile()  # a file, not a pipe: a chatty stderr cannot block rsync
-    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=errf, cwd=cwd)
+    # No BASH_ENV: the remote shell may be a bash script (tunnel.py's shim).
+    env = {k: v for k, v in os.environ.items() if k != "BASH_ENV"}
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=errf, cwd=cwd, env=env,
+                            pass_fds=tuple(pass_fds))
     assert proc.stdout is not None
     tail: list[str] = []
     buf = b""
