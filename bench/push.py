@@ -232,6 +232,13 @@ def report(got: dict[str, dict[str, float]], args: argparse.Namespace, names: li
               f" {n} nodes: master {v['m_all']:.2f}s ({v['m_all'] / n:.2f}s/node),"
               f" nodes {v['n_all']:.2f}s ({v['n_all'] / n:.2f}s/node); first push CPU "
               f"{v['cpu_first']:.1f}s")
+        # Here the nodes' sshd, cp, find and rsync run on the master's cores: no
+        # schedule can finish the update to n nodes before its CPU time / cores.
+        cores = os.cpu_count() or 1
+        floor = (v["m_all"] + v["n_all"]) / cores
+        print(f"{'':9}  CPU floor of the update to {n} nodes: {v['m_all'] + v['n_all']:.2f} "
+              f"CPU-s / {cores} cores = {floor:.2f}s (wall {v['all']:.2f}s); at that floor "
+              f"the ratio would be {floor / v['one']:.2f}x")
     print(f"on {os.cpu_count()} cores shared with the other work of this machine; "
           f"load average {os.getloadavg()[0]:.1f}")
 

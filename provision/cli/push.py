@@ -91,7 +91,9 @@ def make_ssh(state_dir: str, user: str, port: int, identity: str | None) -> SshC
               show_default=True,
               help="rsync's carrier: the remote steps' paramiko connection (one login per "
                    "node), a second, OpenSSH connection (faster for big transfers), or auto: "
-                   "OpenSSH for a node's first push, paramiko for updates.")
+                   "OpenSSH for a node's first push, paramiko for updates. paramiko needs "
+                   "pidfd_getfd (Linux 5.6); where it is refused, OpenSSH is used and the "
+                   "log says why.")
 @click.option("--no-prelink", is_flag=True, hidden=True,
               help="Always --link-dest, never cp -al (for comparisons).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal.")
