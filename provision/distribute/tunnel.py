@@ -36,6 +36,7 @@ import logging
 import os
 import select
 import shlex
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -70,19 +71,27 @@ def _libc() -> ctypes.CDLL:
 
 @functools.cache
 def unavailable() -> str | None:
-    """Why this process cannot take a shim's descriptors (None: it can)."""
-    r, w = os.pipe()
-    fds = [r, w]
+    """Why this process cannot take a shim's descriptors (None: it can).
+
+    Tried on a child, as the shims are: taking from oneself is always allowed,
+    while Yama's ptrace_scope or a seccomp filter may refuse it for a child."""
+    fds: list[int] = []
+    child = None
     try:
-        pidfd = os.pidfd_open(os.getpid())
-        fds.append(pidfd)
-        fds.append(pidfd_getfd(pidfd, r))
+        child = subprocess.Popen(["sleep", "10"], stdin=subprocess.PIPE)
+        fds.append(os.pidfd_open(child.pid))
+        fds.append(pidfd_getfd(fds[0], 0))
         return None
     except (OSError, AttributeError) as e:
         return str(e)
     finally:
         for fd in fds:
             _close(fd)
+        if child is not None:
+            child.kill()
+            child.wait()
+            if child.stdin is not None:
+                child.stdin.close()
 
 
 def shim_request(cmdline: bytes) -> tuple[str, str]:
