@@ -200,13 +200,18 @@ class RemoteNode:
         if self._client is None:
             self.connect()
         assert self._client is not None
+        chan = None
         try:
             _, out, err = self._client.exec_command(script, timeout=timeout)
+            chan = out.channel
             stdout = out.read().decode(errors="replace")
             stderr = err.read().decode(errors="replace")
-            rc = out.channel.recv_exit_status()
+            rc = chan.recv_exit_status()
         except (TimeoutError, OSError, paramiko.SSHException, EOFError) as e:
             raise RemoteError(f"connection lost ({_short(e)})") from None
+        finally:
+            if chan is not None:
+                chan.close()  # now, in this thread: not whenever the garbage collector runs
         log.debug("host=%s rc=%s out=%r err=%r", self.name, rc, stdout[-300:], stderr[-300:])
         return rc, stdout, stderr
 
