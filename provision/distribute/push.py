@@ -117,8 +117,8 @@ class Pusher:
         self.ssh = ssh
         self.history = history
         self.reporter: Reporter = reporter or PlainReporter()
-        # Why rsync cannot ride the paramiko connections here (None: it can).
-        self._no_tunnel = tunnel.unavailable()
+        # Why rsync cannot ride the paramiko connections here (None: it can); push() asks.
+        self._no_tunnel: str | None = None
         self._ssh_used: set[str] = set()  # hosts whose rsync went through OpenSSH
         # Per pre-link base: the names that differ from it, NUL-separated, in a file
         # (rsync --files-from): a node linked from that base visits only those.
@@ -169,7 +169,8 @@ class Pusher:
         log.info("push release=%s src=%s to=%s entries=%d hosts=%d%s", rid, opts.src, lay.live,
                  manifest.entries, len(targets), " (dry run)" if opts.dry_run else "")
         bases = self._prelink_bases(opts, lay, rid, listing)
-        if self._no_tunnel and opts.transport != "ssh":
+        self._no_tunnel = tunnel.unavailable() if opts.transport != "ssh" else None
+        if self._no_tunnel:
             log.warning("rsync goes over OpenSSH: it cannot ride dsas-push's connections "
                         "here (%s)", self._no_tunnel)
         with control_dir() as cdir:
