@@ -22,7 +22,7 @@ from provision.distribute.hostkeys import plan_trust, reported_keys, trusted_key
 from provision.distribute.prelink import (
     ListingStore,
     attr_listing,
-    choose_base,
+    base_listing,
     delta_names,
     parse_listing,
     unsafe_to_prelink,
@@ -81,10 +81,10 @@ def test_listing_store_and_choice_of_base(tmp_path):
     store.save("../evil", listing)  # not a release id: ignored
     assert store.load(R1) == listing and store.load("../evil") is None
     assert [p.name for p in store.dir.iterdir()] == [R1]
-    assert choose_base(store, R1, listing, False) == R1
-    assert choose_base(store, R2, listing, False) is None  # unknown base: --link-dest
+    assert base_listing(store, R1, listing, False) == listing
+    assert base_listing(store, R2, listing, False) is None  # unknown base: --link-dest
     (src / "d" / "f").chmod(0o600)
-    assert choose_base(store, R1, attr_listing(str(src), ["*.log"]), False) is None
+    assert base_listing(store, R1, attr_listing(str(src), ["*.log"]), False) is None
     assert parse_listing("garbage\nno|bars\n") == {}
 
 

@@ -117,11 +117,8 @@ class History:
 
     def latest_release(self, to_path: str) -> str | None:
         """What every host of ``to_path`` should serve: the newest run that switched a host."""
-        rows = self.store.query(
-            "SELECT release FROM push_runs WHERE to_path=? AND ok > 0 AND release IS NOT NULL"
-            " ORDER BY id DESC LIMIT 1", [to_path])
-        return rows[0]["release"] if rows else None
-
+        recent = self.recent_releases(to_path, 1)
+        return recent[0] if recent else None
 
     def recent_releases(self, to_path: str, limit: int = 5) -> list[str]:
         """The releases of the newest runs that switched a host of ``to_path``, newest first."""

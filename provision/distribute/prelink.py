@@ -171,12 +171,6 @@ class ListingStore:
             (self.dir / name).unlink(missing_ok=True)
 
 
-def choose_base(store: ListingStore, candidate: str | None, new: Listing,
-                checksum: bool) -> str | None:
-    """The release to pre-link from, or None (use ``--link-dest``)."""
-    return candidate if base_listing(store, candidate, new, checksum) is not None else None
-
-
 def base_listing(store: ListingStore, candidate: str | None, new: Listing,
                  checksum: bool) -> Listing | None:
     """``candidate``'s listing if the new release may be pre-linked from it, else None."""
