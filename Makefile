@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all deps test lint demo bench man images clean
+.PHONY: all deps test lint demo bench fuzz man images clean
 
 all: test
 
@@ -39,6 +39,12 @@ demo: deps
 
 bench: deps
 	$(PY) -m bench $(BENCH_ARGS)
+
+# The protocol fuzz tests (marker `fuzz`) with DSAS_FUZZ_CASES cases each: 10,000 in
+# `make test`, 100,000 here. Each checks that the server still answers a real client.
+FUZZ_CASES ?= 100000
+fuzz: deps
+	DSAS_FUZZ_CASES=$(FUZZ_CASES) $(PY) -m pytest -m fuzz $(PYTEST_ARGS)
 
 # Manual pages from the commands' own --help (click-man), into man/.
 man: deps
