@@ -149,7 +149,7 @@ def tar_listing(archive: Path) -> dict[str, dict[str, Any]]:
         with tarfile.open(archive, "r:*") as tar:
             for info in tar:
                 path = info.name.strip("/").removeprefix("./")
-                if not path:
+                if path in ("", "."):
                     continue
                 entry: dict[str, Any] = {"type": kinds.get(info.type, "other"),
                                          "mode": f"{info.mode & 0o7777:04o}"}

@@ -504,6 +504,9 @@ def missing_files(inv: Inventory, root: str | os.PathLike[str],
                    f"--boot-root {root}")
         if img[1] != "current":
             fix = f"{fix} (then promote or pin version {img[1]})"
+        if not os.path.isdir(os.path.join(root, layout.image_dir(*img))):
+            out.append(Missing(layout.image_dir(*img) + "/", who, fix))  # one line, not three
+            continue
         for f in (layout.KERNEL, layout.INITRD) if boots else (layout.MANIFEST,):
             path = f"{layout.image_dir(*img)}/{f}"
             if not is_static_file(root, path):
