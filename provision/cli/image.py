@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -11,10 +12,11 @@ from ..imaging.build import Builder, default_recipes_dir
 from ..imaging.content import parse_ref, verify_archive
 from ..imaging.debs import PackageError
 from ..imaging.recipe import RecipeError
-from ..imaging.store import ImageStore
+from ..imaging.store import ImageStore, PayloadError, import_image
 from .common import table
 
 DEFAULT_BOOT_ROOT = "/srv/dsas/boot"
+IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_CACHE = "/var/cache/dsas/images"
 
 boot_root_option = click.option(
@@ -73,7 +75,8 @@ def list_images(boot_root: str) -> None:
             size = sum(f.get("size", 0) for f in m.get("files", {}).values())
             rows.append(["*" if version == current else "", name, version,
                          m.get("kind", "?"), m.get("kernel_release", "?"),
-                         f"{size / 1e6:.1f}M", m.get("built", "-"), m.get("recipe_hash", "-")])
+                         f"{size / 1e6:.1f}M", m.get("built", m.get("imported", "-")),
+                         m.get("recipe_hash", "-")])
     if not rows:
         click.echo(f"no images in {store.root}")
         return
@@ -137,3 +140,53 @@ def promote(ref: str, boot_root: str) -> None:
     before = store.resolve(name)
     store.set_current(name, concrete)
     click.echo(f"{name}: current is now {concrete}" + (f" (was {before})" if before else ""))
+
+
+@image.command("import")
+@click.argument("name", metavar="NAME")
+@click.option("--kernel", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="The kernel (bzImage) to boot.")
+@click.option("--initrd", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="Its initrd / initramfs.")
+@click.option("--rootfs", type=click.Path(dir_okay=False, exists=True), default=None,
+              metavar="TARBALL", help="A root file system tarball (stored as rootfs.tar.gz; "
+              "its listing goes into the manifest for `verify --content`).")
+@click.option("--kernel-args", default="", metavar="ARGS",
+              help="The payload's own kernel command line (before the inventory's).")
+@click.option("--dsas-boot", is_flag=True,
+              help="The initrd runs dsas's boot scripts: give its hosts dsas.* arguments "
+                   "(without it they get none).")
+@boot_root_option
+def import_(name: str, kernel: str, initrd: str, rootfs: str | None, kernel_args: str,
+            dsas_boot: bool, boot_root: str) -> None:
+    """Put a kernel and initrd dsas did not build (a vendor's installer or rescue
+    image) into the store as NAME, versioned and checksummed like a built image.
+
+    \b
+    The version is a hash of the files and arguments: importing the same payload
+    again does nothing. The new version becomes `current`. A role or host with
+    `image: NAME` boots it through iPXE, pxelinux and UEFI with the payload's
+    --kernel-args, then the cluster's, image's, role's and host's kernel_args;
+    dsas's own dsas.* arguments only with --dsas-boot.
+    """
+    from ..render.engine import CMDLINE_OK
+
+    if not IMAGE_NAME.match(name):
+        _error(f"{name!r}: an image name is letters, digits, '.', '_' and '-'")
+    kernel_args = " ".join(kernel_args.split())
+    if not CMDLINE_OK.match(kernel_args):
+        _error(f"--kernel-args {kernel_args!r}: only letters, digits, spaces and "
+               "_.,:=/+@%~- pass through iPXE, pxelinux and the kernel")
+    store = ImageStore(Path(boot_root) / "images")
+    try:
+        version, existed = import_image(store, name, Path(kernel), Path(initrd),
+                                        Path(rootfs) if rootfs else None, kernel_args,
+                                        dsas_boot)
+    except (PayloadError, OSError) as e:
+        _error(str(e))
+    m = store.manifest(name, version) or {}
+    size = sum(f.get("size", 0) for f in m.get("files", {}).values())
+    state = "already imported" if existed else "imported"
+    click.echo(f"image {name} {version}: {state} ({size / 1e6:.1f}M, "
+               f"{'dsas boot scripts' if dsas_boot else 'foreign: no dsas.* arguments'}) "
+               f"-> {store.dir(name, version)}")

@@ -15,13 +15,25 @@ from .common import fail, inventory_option, load_inventory, table
 
 @click.command()
 @inventory_option
-def check(inventory_path: str | None) -> None:
+@click.option("--boot-root", type=click.Path(file_okay=False), default=None,
+              help="Also warn about the loaders and images the hosts need that are not "
+                   "in this boot tree (with the command that puts each there).")
+def check(inventory_path: str | None, boot_root: str | None) -> None:
     """Validate the inventory; list every problem (file:line: key: reason).
 
     Exits 0 with a one-line summary when the inventory is clean, 1 otherwise.
+    Missing files in --boot-root are warnings (on stderr): they do not change
+    the exit status.
     """
     inv = load_inventory(inventory_path)
     click.echo(summary(inv))
+    if boot_root is not None:
+        from ..imaging.build import has_recipe
+        from ..policy.boottree import missing_files
+
+        for m in missing_files(inv, boot_root, has_recipe, disk=True):
+            click.echo(f"warning: {boot_root}/{m.path} missing ({m.why}): run `{m.fix}`",
+                       err=True)
 
 
 def summary(inv: Inventory) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ..inventory import resolve_path
+from ..inventory.model import Inventory
 from ..services.base import SERVICE_NAMES, ServeContext
 from ..services.supervisor import Supervisor, create_services
 from .common import fail, inventory_option, load_inventory, setup_logging
@@ -107,6 +108,8 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         proxy=proxy,
         templates=Path(templates) if templates else None,
     )
+    if {"dhcp", "tftp", "http"} & set(names):
+        report_missing(inv, Path(boot_root))
     try:
         services = create_services(ctx, names)
     except (ImportError, ValueError) as e:
@@ -121,3 +124,14 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         log.error("cannot serve: %s", e)
         code = 1
     sys.exit(code)
+
+
+def report_missing(inv: Inventory, boot_root: Path) -> int:
+    """One line per loader or image file the hosts would boot that is not there."""
+    from ..imaging.build import has_recipe
+    from ..policy.boottree import missing_files
+
+    missing = missing_files(inv, boot_root, has_recipe)
+    for m in missing:
+        log.warning("missing %s/%s (%s): run `%s`", boot_root, m.path, m.why, m.fix)
+    return len(missing)

@@ -238,5 +238,14 @@ def _file_entries(artifacts: dict[str, bytes]) -> dict[str, dict[str, Any]]:
 
 
 def default_recipes_dir() -> Path:
-    """images/ beside the provision package (a source checkout or editable install)."""
-    return Path(__file__).resolve().parents[2] / "images"
+    """images/ beside the provision package (a source checkout or editable install),
+    else the copy `make install` puts in <prefix>/share/dsas/images."""
+    import sys
+
+    checkout = Path(__file__).resolve().parents[2] / "images"
+    installed = Path(sys.prefix) / "share" / "dsas" / "images"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
+
+
+def has_recipe(name: str, recipes_dir: Path | None = None) -> bool:
+    return ((recipes_dir or default_recipes_dir()) / name / "recipe.toml").is_file()

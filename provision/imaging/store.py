@@ -125,3 +125,124 @@ class ImageStore:
             tmp.unlink()
         tmp.symlink_to(version)
         os.replace(tmp, link)
+
+
+# --------------------------------------------------------------------------
+# Foreign payloads: a kernel and initrd (and maybe a root fs) dsas did not build.
+
+IMPORTED_KIND = "imported"
+
+
+class PayloadError(ValueError):
+    """A payload that cannot be imported (unreadable, empty, not a tar archive)."""
+
+
+def tar_listing(archive: Path) -> dict[str, dict[str, Any]]:
+    """The manifest listing of a tar archive, as `verify --content` checks it."""
+    import tarfile
+
+    kinds = {tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.LNKTYPE: "file",
+             tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink", tarfile.CHRTYPE: "chardev",
+             tarfile.BLKTYPE: "blockdev", tarfile.FIFOTYPE: "fifo"}
+    listing: dict[str, dict[str, Any]] = {}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for info in tar:
+                path = info.name.strip("/").removeprefix("./")
+                if path in ("", "."):
+                    continue
+                entry: dict[str, Any] = {"type": kinds.get(info.type, "other"),
+                                         "mode": f"{info.mode & 0o7777:04o}"}
+                if info.isfile() or info.islnk():
+                    if info.islnk() and info.linkname.strip("/").removeprefix("./") in listing:
+                        first = listing[info.linkname.strip("/").removeprefix("./")]
+                        entry.update(sha256=first["sha256"], size=first["size"])
+                    else:
+                        entry.update(_hash_member(tar.extractfile(info)))
+                elif info.issym():
+                    entry["target"] = info.linkname
+                listing[path] = entry
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise PayloadError(f"{archive}: not a readable tar archive ({e})") from None
+    return listing
+
+
+def _hash_member(f: Any) -> dict[str, Any]:
+    h, n = hashlib.sha256(), 0
+    if f is not None:
+        while block := f.read(1 << 20):
+            h.update(block)
+            n += len(block)
+    return {"sha256": h.hexdigest(), "size": n}
+
+
+def import_image(store: ImageStore, image: str, kernel: Path, initrd: Path,
+                 rootfs: Path | None = None, kernel_args: str = "",
+                 dsas_boot: bool = False, now: str | None = None) -> tuple[str, bool]:
+    """Put a foreign kernel + initrd (+ root fs tarball) into the store.
+
+    The version is a hash of the content and the kernel arguments, so importing
+    the same payload twice does nothing. The manifest has the same `files`
+    entries as a built image (so `verify` checks it the same way), `kind:
+    imported`, the payload's own `kernel_args`, and `dsas_boot`: whether the
+    initrd runs dsas's boot scripts (only then does a host's command line get
+    dsas's `dsas.*` arguments). Returns (version, already there).
+    """
+    import gzip
+    import time
+
+    sources = {layout.KERNEL: Path(kernel), layout.INITRD: Path(initrd)}
+    if rootfs is not None:
+        sources[layout.ROOTFS] = Path(rootfs)
+    for src in sources.values():
+        if not src.is_file():
+            raise PayloadError(f"{src}: not a regular file")
+        if src.stat().st_size == 0:
+            raise PayloadError(f"{src}: empty")
+    listing = tar_listing(sources[layout.ROOTFS]) if rootfs is not None else None
+    tmp = store.root / image / f".import-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        staged: dict[str, Path] = {}
+        for name, src in sources.items():
+            dst = tmp / name
+            with src.open("rb") as f:
+                gz = f.read(2) == b"\x1f\x8b"
+            if name == layout.ROOTFS and not gz:  # the store holds it gzip'd
+                with src.open("rb") as fin, gzip.GzipFile(dst, "wb", mtime=0) as fout:
+                    shutil.copyfileobj(fin, fout, 1 << 20)
+            else:
+                shutil.copyfile(src, dst)
+            staged[name] = dst
+        files = {n: {"sha256": sha256_file(p), "size": p.stat().st_size}
+                 for n, p in sorted(staged.items())}
+        h = hashlib.sha256(f"dsas-import-1\0{image}\0{kernel_args}\0{int(dsas_boot)}".encode())
+        for n, e in files.items():
+            h.update(f"\0{n}\0{e['sha256']}".encode())
+        version = h.hexdigest()[:16]
+        if store.manifest(image, version) is not None and not store.verify(image, version):
+            store.set_current(image, version)
+            return version, True
+        m: dict[str, Any] = {
+            "format": MANIFEST_FORMAT, "image": image, "version": version,
+            "kind": IMPORTED_KIND, "dsas_boot": dsas_boot, "kernel_args": kernel_args,
+            "imported": now or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "sources": {n: str(p.resolve()) for n, p in sorted(sources.items())},
+            "files": files,
+        }
+        if listing is not None:
+            m["rootfs"] = listing
+        artifacts: dict[str, bytes | Path] = dict(staged)
+        store.publish(image, version, artifacts, m)
+        return version, False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def uses_dsas_boot(manifest: Mapping[str, Any] | None) -> bool:
+    """Whether an image's initrd runs dsas's boot scripts (every built image does)."""
+    if manifest is None:
+        return True
+    return bool(manifest.get("dsas_boot", manifest.get("kind") != IMPORTED_KIND))

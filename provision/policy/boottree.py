@@ -31,10 +31,13 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from .. import layout
 from ..inventory.model import Host, Inventory
+
+if TYPE_CHECKING:
+    from ..render.engine import ImagePayload
 
 log = logging.getLogger(__name__)
 
@@ -181,12 +184,23 @@ _PXE_MAC = re.compile(r"^01-((?:[0-9a-f]{2}-){5}[0-9a-f]{2})$")
 _PXE_HEX = re.compile(r"^[0-9A-F]{1,8}$")
 
 
-def renderers(templates: str | Path | None = None) -> tuple[Renderer, DefaultRenderer]:
-    """The real renderers (``provision.render``), with an optional template override dir."""
+def renderers(templates: str | Path | None = None,
+              root: str | os.PathLike[str] | None = None) -> tuple[Renderer, DefaultRenderer]:
+    """The real renderers (``provision.render``), with an optional template override dir.
+
+    With ``root``, a host's boot files follow its image's manifest in the store
+    there (a foreign payload gets its own kernel arguments and no ``dsas.*``).
+    """
     from .. import render
 
+    payloads = Payloads(root) if root is not None else None
+
     def host_file(inv: Inventory, host: Host, what: str) -> str:
-        return render.render_host(inv, host, what, templates)
+        payload = None
+        if payloads is not None and what in ("ipxe", "pxelinux"):
+            img = layout.host_image(inv, host)
+            payload = payloads.get(*img) if img else None
+        return render.render_host(inv, host, what, templates, payload)
 
     def default(inv: Inventory) -> str:
         return render.render_pxelinux_default(inv, templates)
@@ -207,7 +221,7 @@ class BootTree:
     ):
         self.root = os.path.realpath(root)
         self.inventory = inventory  # replaced on reload; read once per lookup
-        real_host, real_default = renderers(templates)
+        real_host, real_default = renderers(templates, self.root)
         self._render_host = render_host or real_host
         self._render_default = render_default or real_default
 
@@ -295,6 +309,46 @@ class BootTree:
         return BootFile(path=path, size=st.st_size, mtime=st.st_mtime, fs_path=real)
 
 
+class Payloads:
+    """Image manifests' boot flags, by concrete version (versions never change).
+
+    One readlink per lookup to follow ``current``; the manifest is read once per
+    version. An image that is not in the store is rendered as a dsas image.
+    """
+
+    LIMIT = 1024
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.store = Path(root) / "images"
+        self._cache: dict[tuple[str, str], ImagePayload] = {}
+
+    def get(self, image: str, version: str) -> ImagePayload | None:
+        from ..imaging.store import uses_dsas_boot
+        from ..render import ImagePayload
+
+        try:
+            concrete = os.path.basename(os.path.realpath(self.store / image / version))
+        except OSError:
+            return None
+        key = (image, concrete)
+        if key in self._cache:
+            return self._cache[key]
+        try:
+            import json
+
+            m = json.loads((self.store / image / concrete / layout.MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None  # not there (yet): not cached, so an import shows at once
+        if not isinstance(m, dict):
+            return None
+        payload = ImagePayload(dsas_boot=uses_dsas_boot(m),
+                               kernel_args=str(m.get("kernel_args") or ""))
+        if len(self._cache) >= self.LIMIT:
+            self._cache.clear()
+        self._cache[key] = payload
+        return payload
+
+
 def _host_for_hex(inv: Inventory, leaf: str, peer: str | None) -> Host | None:
     """pxelinux's <HEXIP> name: the full address, or a prefix of the asker's address."""
     if len(leaf) == 8:
@@ -322,13 +376,14 @@ LOADER_SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
 SYSLINUX_MODULES = "/usr/lib/syslinux/modules/bios"  # syslinux-common: *.c32
 
 
-def populate_loaders(boot_root: str | os.PathLike[str]) -> list[str]:
+def populate_loaders(boot_root: str | os.PathLike[str],
+                     changed: list[str] | None = None) -> list[str]:
     """Copy the boot loaders from Debian's packages into ``boot_root``.
 
     Copies (not symlinks: a link would point outside the root, which the tree
-    refuses). A file is rewritten only when its size or content changed.
-    Returns the tree names present afterwards; raises FileNotFoundError naming
-    the package when a loader is missing.
+    refuses). A file is rewritten only when its size or content changed (its
+    name is then appended to ``changed``). Returns the tree names present
+    afterwards; raises FileNotFoundError naming the package when a loader is missing.
     """
     root = Path(boot_root)
     root.mkdir(parents=True, exist_ok=True)
@@ -344,15 +399,116 @@ def populate_loaders(boot_root: str | os.PathLike[str]) -> list[str]:
         raise FileNotFoundError(f"{mods} missing: install Debian package syslinux-common")
     pairs += [(p.name, p) for p in sorted(mods.glob("*.c32"))]
     for name, src in pairs:
-        _copy_if_changed(src, root / name)
+        if _copy_if_changed(src, root / name) and changed is not None:
+            changed.append(name)
     return [name for name, _ in pairs]
 
 
-def _copy_if_changed(src: Path, dst: Path) -> None:
+def _copy_if_changed(src: Path, dst: Path) -> bool:
     if dst.is_file() and not dst.is_symlink():
         if dst.stat().st_size == src.stat().st_size and dst.read_bytes() == src.read_bytes():
-            return
+            return False
     tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.copyfile(src, tmp)
     os.chmod(tmp, 0o644)
     os.replace(tmp, dst)
+    return True
+
+
+# --------------------------------------------------------------------------
+# What the master would hand out, and whether it is there.
+
+# The loaders DHCP may name (TFTP file names at the boot root).
+DHCP_LOADERS = (layout.LOADER_BIOS, layout.LOADER_EFI_X64, layout.LOADER_EFI_ARM64,
+                layout.LOADER_PXELINUX)
+SETUP_COMMAND = "dsas setup"
+
+
+def is_static_file(root: str | os.PathLike[str], name: str) -> bool:
+    """A regular file at ``name`` under ``root`` (following links that stay inside)."""
+    base = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(base, name))
+    return os.path.commonpath([base, real]) == base and os.path.isfile(real)
+
+
+class LoaderPresence:
+    """Which of DHCP's loaders are in the boot root, re-checked at most every ``interval`` s.
+
+    DHCP asks on every packet: the answer is a cached frozenset (the same object
+    while nothing changes), so a packet costs one clock read, and a rescan four
+    stat calls. A loader copied in (``dsas setup``) is offered within ``interval``.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], interval: float = 5.0,
+                 clock: Callable[[], float] | None = None):
+        import time
+
+        self.root = root
+        self.interval = interval
+        self._clock = clock or time.monotonic
+        self._at = float("-inf")
+        self._present: frozenset[str] = frozenset()
+
+    def current(self) -> frozenset[str]:
+        now = self._clock()
+        if now - self._at >= self.interval:
+            self._at = now
+            found = frozenset(n for n in DHCP_LOADERS if is_static_file(self.root, n))
+            if found != self._present:
+                self._present = found
+        return self._present
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A file the master would hand out that is not in the boot root."""
+
+    path: str  # relative to the boot root
+    why: str  # who needs it
+    fix: str  # the command that puts it there
+
+
+def missing_files(inv: Inventory, root: str | os.PathLike[str],
+                  recipes: Callable[[str], bool] | None = None,
+                  disk: bool = False) -> list[Missing]:
+    """Every loader and image file the inventory's netboot hosts would boot that is
+    missing (``disk``: also the images of hosts that boot from disk, which
+    dsas-clone copies: their manifest).
+
+    ``recipes(name)`` says whether an image has a recipe (then the fix is
+    ``dsas image build``, else ``dsas image import``).
+    """
+    out: list[Missing] = []
+    netboot = [h for h in inv.hosts.values() if h.boot == "netboot" and h.image]
+    loaders = [layout.LOADER_BIOS, layout.LOADER_EFI_X64] if netboot else []
+    if any(h.loader == "pxelinux" for h in netboot):
+        loaders += [layout.LOADER_PXELINUX, "ldlinux.c32"]
+    for name in loaders:
+        if not is_static_file(root, name):
+            out.append(Missing(name, "boot loader", f"{SETUP_COMMAND} --boot-root {root}"))
+    seen: set[tuple[str, str]] = set()
+    wanted = [h for h in inv.hosts.values() if h.image and (disk or h.boot == "netboot")]
+    for h in wanted:
+        img = layout.host_image(inv, h)
+        if img is None or img in seen:
+            continue
+        seen.add(img)
+        users = sorted(x.name for x in wanted if layout.host_image(inv, x) == img)
+        boots = any(layout.host_image(inv, x) == img for x in netboot)
+        who = f"image {img[0]}@{img[1]} of {', '.join(users[:3])}" + (
+            f" and {len(users) - 3} more" if len(users) > 3 else "")
+        if recipes is None or recipes(img[0]):
+            fix = f"dsas image build {img[0]} --boot-root {root}"
+        else:
+            fix = (f"dsas image import {img[0]} --kernel FILE --initrd FILE "
+                   f"--boot-root {root}")
+        if img[1] != "current":
+            fix = f"{fix} (then promote or pin version {img[1]})"
+        if not os.path.isdir(os.path.join(root, layout.image_dir(*img))):
+            out.append(Missing(layout.image_dir(*img) + "/", who, fix))  # one line, not three
+            continue
+        for f in (layout.KERNEL, layout.INITRD) if boots else (layout.MANIFEST,):
+            path = f"{layout.image_dir(*img)}/{f}"
+            if not is_static_file(root, path):
+                out.append(Missing(path, who, fix))
+    return out

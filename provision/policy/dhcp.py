@@ -320,17 +320,20 @@ class DhcpPolicy:
         arch = req.client_arch
         bios = arch is None or arch == o.ARCH_X86_BIOS
         if host is not None and host.loader == "pxelinux" and bios:
-            return layout.LOADER_PXELINUX  # even for the iPXE ROM: it is the BIOS's PXE
+            # even for the iPXE ROM: it is the BIOS's PXE
+            return layout.LOADER_PXELINUX if self._have(layout.LOADER_PXELINUX) else None
         if req.is_ipxe:
             path = layout.ipxe_script_path(host) if host is not None else layout.DISCOVERY_SCRIPT
             return self.http_url(link, path)
+        loader = None
         if arch in (o.ARCH_EFI_X64, o.ARCH_EFI_BC):
-            return layout.LOADER_EFI_X64
-        if arch == o.ARCH_EFI_ARM64:
-            return layout.LOADER_EFI_ARM64 if self._have(layout.LOADER_EFI_ARM64) else None
-        if bios:
-            return layout.LOADER_BIOS
-        return None
+            loader = layout.LOADER_EFI_X64
+        elif arch == o.ARCH_EFI_ARM64:
+            loader = layout.LOADER_EFI_ARM64
+        elif bios:
+            loader = layout.LOADER_BIOS
+        # Never a file that is not there: a firmware told to fetch it would only fail.
+        return loader if loader is not None and self._have(loader) else None
 
     def _have(self, loader: str) -> bool:
         return self.settings.loaders is None or loader in self.settings.loaders

@@ -8,6 +8,7 @@ Warewulf overlays. Rendering is strict: an undefined variable is an error.
 from .dns import Record, dns_records
 from .engine import (
     HOST_FILES,
+    ImagePayload,
     RenderError,
     render_discovery_ipxe,
     render_host,
@@ -18,6 +19,7 @@ from .engine import (
 
 __all__ = [
     "HOST_FILES",
+    "ImagePayload",
     "Record",
     "RenderError",
     "dns_records",

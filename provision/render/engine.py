@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ HOST_FILES = {
 }
 
 # Command lines go through iPXE, pxelinux and the kernel: allow a conservative set.
-_CMDLINE_OK = re.compile(r"^[A-Za-z0-9_.,:=/+@%~ -]*$")
+CMDLINE_OK = re.compile(r"^[A-Za-z0-9_.,:=/+@%~ -]*$")
 
 
 class RenderError(Exception):
@@ -77,26 +78,46 @@ def _render(inv: Inventory, name: str, templates: str | Path | None, **ctx: Any)
         raise RenderError(f"template {name}: {e}") from None
 
 
-def kernel_cmdline(inv: Inventory, host: Host) -> str:
-    """The kernel command line that boots ``host``; refuses unsafe characters."""
+def kernel_cmdline(inv: Inventory, host: Host, payload: ImagePayload | None = None) -> str:
+    """The kernel command line that boots ``host``; refuses unsafe characters.
+
+    ``payload`` describes the image in the store (from its manifest; None: an image
+    dsas built). dsas's own ``dsas.*`` arguments go only to an image whose initrd
+    runs dsas's boot scripts; a foreign one gets its own arguments (from the
+    import) and the cluster's, image's, role's and host's, without any ``dsas.*``.
+    """
     image = inv.images.get(host.image) if host.image else None
-    parts = [
-        f"dsas.url={layout.url(inv, layout.dsas_conf_path(host))}",
-        f"dsas.host={host.name}",
-        f"dsas.master={layout.base_url(inv)}",
-        f"dsas.mac={host.macs[0]}",
-        inv.cluster.kernel_args,
-        image.kernel_args if image else "",
-        host.kernel_args,
-    ]
+    extra = [inv.cluster.kernel_args, image.kernel_args if image else "", host.kernel_args]
+    if payload is None or payload.dsas_boot:
+        parts = [
+            f"dsas.url={layout.url(inv, layout.dsas_conf_path(host))}",
+            f"dsas.host={host.name}",
+            f"dsas.master={layout.base_url(inv)}",
+            f"dsas.mac={host.macs[0]}",
+            payload.kernel_args if payload else "",
+            *extra,
+        ]
+    else:
+        parts = [payload.kernel_args, *(" ".join(w for w in p.split()
+                                                 if not w.startswith("dsas."))
+                                        for p in extra)]
     line = " ".join(p for p in parts if p)
-    if not _CMDLINE_OK.match(line):
+    if not CMDLINE_OK.match(line):
         raise RenderError(f"host {host.name}: kernel command line has forbidden characters: "
                           f"{line!r}")
     return line
 
 
-def host_context(inv: Inventory, host: Host) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ImagePayload:
+    """What the renderers need from an image's manifest."""
+
+    dsas_boot: bool = True  # the initrd runs dsas's boot scripts (takes dsas.* args)
+    kernel_args: str = ""  # the payload's own arguments (`dsas image import --kernel-args`)
+
+
+def host_context(inv: Inventory, host: Host,
+                 payload: ImagePayload | None = None) -> dict[str, Any]:
     img = layout.host_image(inv, host)
     image_dir = layout.image_dir(*img) if img else None
     lvs = [(pair, state) for h, pair, state in inv.lvs_hosts() if h.name == host.name]
@@ -118,7 +139,7 @@ def host_context(inv: Inventory, host: Host) -> dict[str, Any]:
         "initrd_url": layout.url(inv, f"{image_dir}/{layout.INITRD}") if image_dir else None,
         "kernel_path": f"{image_dir}/{layout.KERNEL}" if image_dir else None,
         "initrd_path": f"{image_dir}/{layout.INITRD}" if image_dir else None,
-        "cmdline": kernel_cmdline(inv, host),
+        "cmdline": kernel_cmdline(inv, host, payload),
         "modules": modules,
         "units": list(dict.fromkeys(units)),
         "lvs": lvs,
@@ -135,13 +156,14 @@ def _dns_servers(host: Host) -> list[str]:
     return seen
 
 
-def render_host(inv: Inventory, host: Host, what: str, templates: str | Path | None = None) -> str:
+def render_host(inv: Inventory, host: Host, what: str, templates: str | Path | None = None,
+                payload: ImagePayload | None = None) -> str:
     """One per-host file: ``dsas.conf``, ``ipxe``, ``pxelinux`` or ``keepalived``."""
     if what not in HOST_FILES:
         raise RenderError(f"unknown file kind {what!r} (known: {', '.join(HOST_FILES)})")
     if what == "keepalived":
         return render_keepalived(inv, host, templates)
-    ctx = host_context(inv, host)
+    ctx = host_context(inv, host, payload)
     if what in ("ipxe", "pxelinux") and ctx["image"] is None:
         raise RenderError(f"host {host.name} has no image to boot")
     return _render(inv, HOST_FILES[what], templates, **ctx)

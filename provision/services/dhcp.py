@@ -25,12 +25,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
 from .. import layout
 from ..inventory.model import Inventory
 from ..observability.metrics import Metrics
+from ..policy.boottree import SETUP_COMMAND, LoaderPresence
 from ..policy.dhcp import PXE_PORT, SERVER_PORT, Decision, DhcpPolicy, DhcpSettings, Link
 from ..policy.leases import Change, LeaseJournal, LeaseTable, Sighting
 from ..protocol import dhcp_options as o
@@ -86,17 +87,16 @@ class DhcpService(Service):
         self._selector: selectors.DefaultSelector | None = None
         self._logged: set[str] = set()  # MACs logged once (unknown or discovered)
         self.policy: DhcpPolicy | None = None
+        self._presence = LoaderPresence(ctx.boot_root)
 
     # -- life cycle ----------------------------------------------------------------
     def start(self) -> None:
         journal = LeaseJournal(self.ctx.store)
         table = LeaseTable(journal.load())
-        loaders = frozenset(n for n in (layout.LOADER_BIOS, layout.LOADER_EFI_X64,
-                                        layout.LOADER_EFI_ARM64, layout.LOADER_PXELINUX)
-                            if (self.ctx.boot_root / n).exists())
+        loaders = self._presence.current()
         settings = DhcpSettings(discovery=self.ctx.discovery, proxy=self.ctx.proxy,
                                 http_port=self.ctx.http_port, loaders=loaders)
-        self.policy = DhcpPolicy(self.ctx.inventory, table, settings)
+        self.policy = DhcpPolicy(self.ctx.inventory, table, settings)  # serve logs what's missing
         self.metrics.set("dsas_dhcp_leases", len(table))
         self._selector = selectors.DefaultSelector()
         ports = [SERVER_PORT, PXE_PORT] if self.ctx.proxy else [SERVER_PORT]
@@ -200,6 +200,9 @@ class DhcpService(Service):
         try:
             with self._lock:
                 assert self.policy is not None
+                loaders = self._presence.current()
+                if loaders is not self.policy.settings.loaders:
+                    self._loaders_now(self.policy.settings.loaders or frozenset())
                 decision = self.policy.handle(req, link, self._clock())
         except Exception:  # noqa: BLE001 - one bad request must not stop the server
             log.exception("dhcp policy failed mac=%s xid=%#x", req.mac, req.xid)
@@ -228,6 +231,20 @@ class DhcpService(Service):
                         dest[1], ep.link.interface, e, decision.reply.mac, decision.reply.xid)
             return
         self.metrics.inc("dsas_dhcp_sent_total", type=decision.kind)
+
+    def _loaders_now(self, before: frozenset[str]) -> None:
+        """Offer the loaders the boot root has now; say which went or came."""
+        assert self.policy is not None
+        now = self._presence.current()
+        self.policy.settings = replace(self.policy.settings, loaders=now)
+        for name in sorted(before - now):
+            if name == layout.LOADER_EFI_ARM64:
+                continue  # optional: Debian 12 ships none
+            log.warning("dhcp: %s is missing from %s: not offered to the machines that need "
+                        "it; `%s --boot-root %s` puts it there", name, self.ctx.boot_root,
+                        SETUP_COMMAND, self.ctx.boot_root)
+        for name in sorted(now - before):
+            log.info("dhcp: %s is in %s now: offered", name, self.ctx.boot_root)
 
     # -- accounting ----------------------------------------------------------------
     def _drop(self, reason: str, data: bytes | None, detail: str = "") -> None:

@@ -1,0 +1,319 @@
+"""From install to a master that boots: `dsas setup`, `dsas image import`, the boot
+tree's presence checks (DHCP never names a missing loader), `dsas serve`'s start-up
+report, `dsas check --boot-root`, the example's images having recipes."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+import subprocess
+import tarfile
+import time
+from ipaddress import IPv4Network
+from pathlib import Path
+
+import pytest
+
+from provision import layout
+from provision.imaging.recipe import find
+from provision.imaging.store import ImageStore, PayloadError, import_image
+from provision.inventory import load, loads
+from provision.lab.netns import Netns
+from provision.policy.boottree import (
+    BootTree,
+    LoaderPresence,
+    missing_files,
+    populate_loaders,
+)
+from provision.policy.dhcp import DhcpPolicy, DhcpSettings, Link
+from provision.policy.leases import LeaseTable
+from provision.protocol import dhcp_options as o
+from provision.protocol.dhcp import decode, encode
+
+from .conftest import EXAMPLE, ROOT
+from .dhcp_support import (
+    INVENTORY,
+    IPXE_ROM,
+    OLD_MAC,
+    OVMF,
+    PXE_BIOS,
+    SERVER,
+    W1_MAC,
+    client_packet,
+)
+from .lab import Lab, require_root
+
+DSAS = ROOT / ".venv" / "bin" / "dsas"
+LAB_INVENTORY = ROOT / "etc" / "dsas" / "lab.yaml"
+LAN = Link("eth0", SERVER, IPv4Network("198.18.0.0/24"))
+
+
+def _payload(tmp: Path) -> tuple[Path, Path, Path]:
+    kernel, initrd, rootfs = tmp / "bzImage", tmp / "initrd", tmp / "root.tar"
+    kernel.write_bytes(b"MZ kernel " * 500)
+    initrd.write_bytes(b"070701 initrd " * 300)
+    with tarfile.open(rootfs, "w") as tar:
+        data = b"rescue\n"
+        info = tarfile.TarInfo("etc/motd")
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("etc/issue")
+        link.type, link.linkname = tarfile.SYMTYPE, "motd"
+        tar.addfile(link)
+    return kernel, initrd, rootfs
+
+
+def _dsas(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run([str(DSAS), *args], capture_output=True, text=True, timeout=120)
+    if check and out.returncode != 0:
+        raise AssertionError(f"dsas {' '.join(args)}: {out.returncode}\n{out.stdout}{out.stderr}")
+    return out
+
+
+# -- dsas image import ----------------------------------------------------------------
+
+
+def test_import_is_versioned_checksummed_and_verifies_like_a_built_image(
+        tmp_path: Path) -> None:
+    kernel, initrd, rootfs = _payload(tmp_path)
+    boot = tmp_path / "boot"
+    args = ["image", "import", "rescue", "--kernel", str(kernel), "--initrd", str(initrd),
+            "--rootfs", str(rootfs), "--kernel-args", "console=ttyS0  quiet",
+            "--boot-root", str(boot)]
+    first = _dsas(*args)
+    assert "imported" in first.stdout and "already" not in first.stdout
+    again = _dsas(*args)
+    assert "already imported" in again.stdout
+    store = ImageStore(boot / "images")
+    assert store.versions("rescue") == [store.resolve("rescue")]
+    version = store.resolve("rescue")
+    assert version is not None
+    m = store.manifest("rescue", version)
+    assert m is not None
+    assert m["kind"] == "imported" and m["dsas_boot"] is False
+    assert m["kernel_args"] == "console=ttyS0 quiet"
+    assert set(m["files"]) == {layout.KERNEL, layout.INITRD, layout.ROOTFS}
+    assert m["rootfs"]["etc/motd"]["type"] == "file"
+    assert m["rootfs"]["etc/issue"]["target"] == "motd"
+    d = store.dir("rescue", version)
+    assert (d / layout.KERNEL).read_bytes() == kernel.read_bytes()
+    with gzip.open(d / layout.ROOTFS) as f:  # stored gzip'd, as built images are
+        assert f.read(1)
+    assert "ok (3 artifacts, 2 entries)" in _dsas("image", "verify", "rescue",
+                                                 "--boot-root", str(boot)).stdout
+    (d / layout.INITRD).write_bytes(b"tampered")
+    bad = _dsas("image", "verify", "rescue", "--boot-root", str(boot), check=False)
+    assert bad.returncode == 1 and "initrd.img: sha256 mismatch" in bad.stderr
+
+
+def test_import_refuses_bad_input_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    kernel, initrd, _ = _payload(tmp_path)
+    boot = tmp_path / "boot"
+    bad = _dsas("image", "import", "x", "--kernel", str(kernel), "--initrd", str(initrd),
+                "--kernel-args", "init=/bin/sh;reboot", "--boot-root", str(boot), check=False)
+    assert bad.returncode == 1 and "--kernel-args" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    bad = _dsas("image", "import", "../x", "--kernel", str(kernel), "--initrd", str(initrd),
+                "--boot-root", str(boot), check=False)
+    assert bad.returncode == 1 and "image name" in bad.stderr
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(PayloadError, match="empty"):
+        import_image(ImageStore(boot / "images"), "x", kernel, tmp_path / "empty")
+    (tmp_path / "junk.tar").write_bytes(b"not a tar archive at all" * 40)
+    with pytest.raises(PayloadError, match="tar"):
+        import_image(ImageStore(boot / "images"), "x", kernel, initrd, tmp_path / "junk.tar")
+    assert ImageStore(boot / "images").versions("x") == []
+
+
+FOREIGN_INVENTORY = LAB_INVENTORY.read_text().replace(
+    "images:\n  tiny:\n    version: current\n",
+    "images:\n  tiny:\n    version: current\n  rescue: {kernel_args: rescue.mode=1}\n",
+).replace(
+    "hosts:\n",
+    "  rescue:\n    services: []\n    networks: [inside]\n    image: rescue\n    hwtype: vm\n"
+    "    bond: {mode: none}\n    kernel_args: dsas.shell=ttyS1 role.arg=1\n"
+    "hosts:\n  r1:\n    role: rescue\n    macs: [\"52:54:00:18:00:31\", \"52:54:00:18:01:31\"]\n"
+    "    addresses: {inside: 198.18.1.31}\n    kernel_args: host.arg=2\n"
+    "  r2:\n    role: rescue\n    loader: pxelinux\n"
+    "    macs: [\"52:54:00:18:00:32\", \"52:54:00:18:01:32\"]\n"
+    "    addresses: {inside: 198.18.1.32}\n",
+)
+
+
+def test_a_foreign_image_boots_with_its_own_command_line_on_ipxe_and_pxelinux(
+        tmp_path: Path) -> None:
+    inv = loads(FOREIGN_INVENTORY, "foreign.yaml")
+    kernel, initrd, _ = _payload(tmp_path)
+    boot = tmp_path / "boot"
+    store = ImageStore(boot / "images")
+    version, _ = import_image(store, "rescue", kernel, initrd, kernel_args="vendor=1 quiet")
+    tree = BootTree(boot, inv)
+    ipxe = tree.lookup("hosts/r1/boot.ipxe").data
+    assert ipxe is not None
+    kline = next(line for line in ipxe.decode().splitlines() if line.startswith("kernel "))
+    assert f"images/rescue/current/{layout.KERNEL}" in kline
+    args = kline.split()[2:]
+    assert args[:3] == ["initrd=initrd.img", "vendor=1", "quiet"]  # the payload's own first
+    assert "console=ttyS0" in args and "panic=5" in args  # the cluster's still apply
+    assert "rescue.mode=1" in args and "role.arg=1" in args and "host.arg=2" in args
+    assert not [a for a in args if a.startswith("dsas.")], args  # none of dsas's
+    pxe = tree.lookup("pxelinux.cfg/01-52-54-00-18-00-32").data
+    assert pxe is not None
+    append = next(x for x in pxe.decode().splitlines() if x.strip().startswith("APPEND"))
+    assert "vendor=1" in append and "dsas." not in append
+    assert f"KERNEL /images/rescue/current/{layout.KERNEL}" in pxe.decode()
+    # a dsas image (built, or imported with --dsas-boot) keeps dsas's arguments
+    tiny = tree.lookup("hosts/w101/boot.ipxe").data
+    assert tiny is not None and b"dsas.url=" in tiny and b"dsas.shell=hvc0" in tiny
+    v2, _ = import_image(store, "rescue", kernel, initrd, kernel_args="vendor=2",
+                         dsas_boot=True)
+    assert v2 != version
+    ipxe = tree.lookup("hosts/r1/boot.ipxe").data  # the new current shows at once
+    assert ipxe is not None and b"vendor=2" in ipxe and b"dsas.host=r1" in ipxe
+
+
+# -- presence: DHCP never names a missing loader ----------------------------------------
+
+
+def _offer(p: DhcpPolicy, mac: str, extra: dict[int, bytes]) -> bytes | None:
+    pkt = client_packet(o.DISCOVER, mac, extra=extra)
+    d = p.handle(decode(encode(pkt)), LAN, 1000.0)
+    assert d.reply is not None
+    name = d.reply.options.get(o.BOOTFILE_NAME)
+    return name.rstrip(b"\0") if name is not None else None
+
+
+def test_dhcp_offers_only_loaders_that_are_in_the_boot_root(tmp_path: Path) -> None:
+    inv = loads(INVENTORY, "lab.yaml")
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    clock = [0.0]
+    presence = LoaderPresence(boot, interval=5.0, clock=lambda: clock[0])
+    p = DhcpPolicy(inv, LeaseTable(), DhcpSettings(loaders=presence.current()))
+    for mac, extra in ((W1_MAC, PXE_BIOS), (W1_MAC, OVMF), (OLD_MAC, PXE_BIOS)):
+        assert _offer(p, mac, extra) is None  # an address, but no file that isn't there
+    assert _offer(p, W1_MAC, IPXE_ROM) == b"http://198.18.0.1/hosts/w1/boot.ipxe"  # rendered
+    populate_loaders(boot)
+    same = presence.current()
+    assert same == frozenset() and presence.current() is same  # cached: no stat per packet
+    clock[0] = 5.0
+    now = presence.current()
+    assert now == {"undionly.kpxe", "ipxe.efi", "pxelinux.0"}
+    p.settings = DhcpSettings(loaders=now)
+    assert _offer(p, W1_MAC, PXE_BIOS) == b"undionly.kpxe"
+    assert _offer(p, W1_MAC, OVMF) == b"ipxe.efi"
+    assert _offer(p, OLD_MAC, PXE_BIOS) == b"pxelinux.0"
+    (boot / "ipxe.efi").unlink()
+    clock[0] = 10.0
+    assert presence.current() == {"undionly.kpxe", "pxelinux.0"}
+
+
+def test_missing_files_names_each_file_and_its_fix(tmp_path: Path) -> None:
+    inv = load(LAB_INVENTORY)
+    boot = tmp_path / "boot"
+    got = {m.path: m.fix for m in missing_files(inv, boot, lambda name: name == "tiny")}
+    assert got == {
+        "undionly.kpxe": f"dsas setup --boot-root {boot}",
+        "ipxe.efi": f"dsas setup --boot-root {boot}",
+        "images/tiny/current/": f"dsas image build tiny --boot-root {boot}",
+    }
+    populate_loaders(boot)
+    (boot / "images/tiny/v1").mkdir(parents=True)
+    (boot / "images/tiny/current").symlink_to("v1")
+    (boot / "images/tiny/v1" / layout.KERNEL).write_bytes(b"k")
+    assert [m.path for m in missing_files(inv, boot)] == [f"images/tiny/current/{layout.INITRD}"]
+    (boot / "images/tiny/v1" / layout.INITRD).write_bytes(b"i")
+    assert missing_files(inv, boot) == []
+
+
+def test_check_boot_root_warns_about_the_images_the_inventory_names(tmp_path: Path) -> None:
+    boot = tmp_path / "boot"
+    populate_loaders(boot)
+    out = _dsas("check", "-i", str(EXAMPLE), "--boot-root", str(boot))
+    warnings = out.stderr.splitlines()
+    assert len(warnings) == 2, out.stderr
+    assert f"warning: {boot}/images/base/current/ missing" in warnings[0]
+    assert f"dsas image build base --boot-root {boot}" in warnings[0]
+    assert "images/web/current/" in warnings[1]
+    plain = _dsas("check", "-i", str(EXAMPLE))
+    assert plain.stderr == ""
+
+
+def test_every_image_the_example_names_has_a_recipe_with_its_files() -> None:
+    inv = load(EXAMPLE)
+    named = {h.image for h in inv.hosts.values() if h.image} | set(inv.images)
+    for name in sorted(named):
+        recipe = find(ROOT / "images", name)
+        for rel in [f.src for f in recipe.files] + list(recipe.hooks):
+            assert (ROOT / rel).is_file(), f"{name}: {rel}"
+        if recipe.boot:
+            find(ROOT / "images", recipe.boot)
+
+
+# -- dsas setup and dsas serve's start-up report, in a namespace -------------------------
+
+
+def _master(lab: Lab, tmp: Path, inventory: str) -> tuple[Netns, Path]:
+    ns = lab.netns("master")
+    lab.bridge(ns, "br0", "198.18.0.1/22")
+    inv = tmp / "cluster.yaml"
+    inv.write_text(inventory)
+    return ns, inv
+
+
+def test_setup_prepares_the_master_once_then_does_nothing(lab: Lab, tmp_path: Path) -> None:
+    require_root()
+    kernel, initrd, _ = _payload(tmp_path)
+    boot = tmp_path / "boot"
+    inventory = FOREIGN_INVENTORY.replace("image: tiny", "image: rescue").replace(
+        "  tiny:\n    version: current\n", "")
+    ns, inv = _master(lab, tmp_path, inventory)
+    setup = [str(DSAS), "setup", "-i", str(inv), "--boot-root", str(boot), "--no-build"]
+    first = ns.run(setup, check=False)
+    assert first.returncode == 1  # the rescue image has no recipe: named, with its fix
+    assert f"dsas image import rescue --kernel FILE --initrd FILE --boot-root {boot}" in (
+        first.stderr)
+    assert (boot / "undionly.kpxe").is_file() and (boot / "ldlinux.c32").is_file()
+    _dsas("image", "import", "rescue", "--kernel", str(kernel), "--initrd", str(initrd),
+          "--boot-root", str(boot))
+    second = ns.run(setup, check=False)
+    assert second.returncode == 0, second.stderr
+    assert "setup: nothing to do" in second.stdout and "is on br0" in second.stdout
+    assert "copied" not in second.stdout
+    (boot / "ipxe.efi").unlink()
+    third = ns.run(setup, check=False)
+    assert "copied 1 loader file(s)" in third.stdout and "setup: done" in third.stdout
+    # outside the namespace the master address is on no interface: said, with the fix
+    elsewhere = lab.netns("other")
+    out = elsewhere.run(setup, check=False)
+    assert out.returncode == 1
+    assert "master_address 198.18.0.1 is on no interface" in out.stderr
+    assert "ip addr add 198.18.0.1/22 dev IF" in out.stderr
+
+
+def test_serve_logs_one_line_per_missing_file_with_its_fix(lab: Lab, tmp_path: Path) -> None:
+    require_root()
+    boot = tmp_path / "boot"
+    ns, inv = _master(lab, tmp_path, LAB_INVENTORY.read_text())
+    log = tmp_path / "serve.log"
+    with log.open("wb") as f:
+        proc = ns.popen([str(DSAS), "serve", "-i", str(inv), "--only", "http,tftp",
+                         "--state-dir", str(tmp_path / "state"), "--boot-root", str(boot)],
+                        stdout=f, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while "service http started" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.1)
+        text = log.read_text()
+    finally:
+        lab.stop(proc)
+    missing = [line for line in text.splitlines() if "missing " in line]
+    assert len(missing) == 3, text
+    assert re.search(rf"missing {boot}/undionly.kpxe \(boot loader\): run `dsas setup "
+                     rf"--boot-root {boot}`", missing[0])
+    assert f"missing {boot}/ipxe.efi" in missing[1]
+    assert f"missing {boot}/images/tiny/current/ (image tiny@current of w101, w102, w103 " \
+           f"and 1 more): run `dsas image build tiny --boot-root {boot}`" in missing[2]
+
