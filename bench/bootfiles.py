@@ -78,7 +78,8 @@ def start_dsas(srv, root: Path, tmp: Path, inv: Path) -> list:
     state = tmp / "state"
     state.mkdir(exist_ok=True)
     p = srv.popen([str(REPO / ".venv/bin/dsas"), "serve", "-i", str(inv), "--only",
-                   "tftp,http", "--boot-root", str(root), "--state-dir", str(state)],
+                   "tftp,http", "--boot-root", str(root), "--state-dir", str(state),
+                   "--tftp-max-per-client", "128"],  # the storm comes from one address
                   stdout=subprocess.DEVNULL, stderr=open(tmp / "dsas.log", "wb"))  # noqa: SIM115
     srv.wait_port(69, "udp")
     srv.wait_port(8080, "tcp")

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -54,7 +55,8 @@ class Setup:
 
     def probe(self, *args: str, timeout: float = 30) -> dict:
         r = self.cli.run([sys.executable, "-m", "tests.tftp_probe", *args], timeout=timeout,
-                         cwd=REPO)
+                         cwd=REPO, check=False)
+        assert r.returncode == 0, r.stderr[-2000:]
         return json.loads(r.stdout)
 
     def metrics(self) -> str:
@@ -105,9 +107,10 @@ def lose_5_percent(ns: Netns, itf: str) -> None:
 
 
 def start_lab(lab: Lab, tmp: Path, loss: bool = False, files: dict[str, bytes] | None = None,
-              flags: tuple[str, ...] = ()) -> Setup:
+              flags: tuple[str, ...] = (), nofile: int | None = None) -> Setup:
     """`dsas serve --only tftp,http` with ``flags`` in a server namespace, a client
-    namespace beside it; the tree of ``make_tree`` or just ``files``."""
+    namespace beside it; the tree of ``make_tree`` or just ``files``; ``nofile``: the
+    server's RLIMIT_NOFILE."""
     for tool in ("tftp", "curl", "ip", "tc"):
         require_tool(tool)
     srv, cli = lab.netns("bfsrv"), lab.netns("bfcli")
@@ -125,7 +128,9 @@ def start_lab(lab: Lab, tmp: Path, loss: bool = False, files: dict[str, bytes] |
         srv.popen([str(REPO / ".venv/bin/dsas"), "serve", "-i", str(inv), "--only",
                    "tftp,http",
                    "--interface", srv_if, "--boot-root", str(root), "--state-dir",
-                   str(state), "-v", *flags], stdout=log, stderr=subprocess.STDOUT)
+                   str(state), "-v", *flags], stdout=log, stderr=subprocess.STDOUT,
+                  preexec_fn=None if nofile is None else lambda: resource.setrlimit(
+                      resource.RLIMIT_NOFILE, (nofile, nofile)))
     srv.wait_port(69, "udp")
     srv.wait_port(8080, "tcp")
     if loss:

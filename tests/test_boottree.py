@@ -195,6 +195,17 @@ def test_negotiate_bounds_and_order():
     assert c.negotiate({"windowsize": "8"}, lambda: 0, max_window=1).oack == {}
 
 
+def test_negotiate_declines_a_timeout_above_the_servers():
+    """RFC 2349 lets a server only accept the client's timeout or leave it out: one
+    above the server's give-up time (``timeout 255``) is left out (issue 13)."""
+    from provision.protocol import tftp as c
+
+    n = c.negotiate({"timeout": "255", "tsize": "0"}, lambda: 9, max_timeout=5.0)
+    assert n.oack == {"tsize": "9"} and n.timeout is None
+    n = c.negotiate({"timeout": "5"}, lambda: 9, max_timeout=5.0)
+    assert n.oack == {"timeout": "5"} and n.timeout == 5.0
+
+
 def test_netascii_encoding():
     from provision.protocol.tftp import netascii_encode
 

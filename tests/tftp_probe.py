@@ -6,6 +6,11 @@ prints one JSON line: the OACK, the error, the sha256 and size of what came.
     get SERVER NAME [--opt k=v ...] [--mode octet] [--requests N]
     probe SERVER NAME          # OVMF: tsize only, then ERROR 8 after the OACK
     vanish SERVER NAME         # take the first DATA block, then go silent
+                               # (--acks N: acknowledge N blocks first)
+    dupacks SERVER NAME        # after the OACK, ACK 0 and then --count N more ACK 0;
+                               # count the DATA packets that come back
+    hold SERVER NAME           # --requests N RRQs, each from its own port, never
+                               # acknowledged: how many were answered, how many "busy"
     two SERVER NAME            # from one port: RRQ with tsize, then a plain RRQ;
                                # count the TIDs that answer, abort each with ERROR 0
 """
@@ -19,6 +24,8 @@ import socket
 import struct
 import sys
 import time
+
+SO_RCVBUFFORCE = 33  # Linux, <asm-generic/socket.h>; not in the socket module
 
 
 def request(name: bytes, mode: str, opts: dict[str, str]) -> bytes:
@@ -52,8 +59,73 @@ def two(server: str, name: bytes, mode: str, timeout: float) -> dict[str, object
     return {"server_tids": len(tids)}
 
 
+def dupacks(server: str, name: bytes, mode: str, opts: dict[str, str], count: int,
+            timeout: float) -> dict[str, object]:
+    """Duplicate-ACK flood: every DATA packet that comes back is counted."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)  # count, not drop
+    s.settimeout(timeout)
+    s.sendto(request(name, mode, opts), (server, 69))
+    pkt, peer = s.recvfrom(70000)
+    out: dict[str, object] = {"first": struct.unpack_from("!H", pkt)[0]}
+    data = 0
+    ack0 = struct.pack("!HH", 4, 0)
+    s.sendto(ack0, peer)
+    s.setblocking(False)
+    for _ in range(count):
+        s.sendto(ack0, peer)
+        while True:  # drain what came meanwhile
+            try:
+                pkt = s.recv(70000)
+            except BlockingIOError:
+                break
+            data += pkt[:2] == b"\x00\x03"
+    s.settimeout(timeout)  # then until the server gives up (silence)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            pkt = s.recv(70000)
+        except TimeoutError:
+            break
+        data += pkt[:2] == b"\x00\x03"
+    out["data_packets"] = data
+    s.close()
+    return out
+
+
+def hold(server: str, name: bytes, mode: str, opts: dict[str, str], requests: int,
+         bind: str, timeout: float) -> dict[str, object]:
+    """``requests`` transfers started and left hanging (the first answer is read only)."""
+    socks = []
+    for _ in range(requests):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((bind, 0))
+        s.settimeout(timeout)
+        s.sendto(request(name, mode, opts), (server, 69))
+        socks.append(s)
+    answered, busy, other, oacks = 0, 0, 0, []
+    for s in socks:
+        try:
+            pkt = s.recv(70000)
+        except TimeoutError:
+            other += 1
+            continue
+        op = struct.unpack_from("!H", pkt)[0]
+        if op == 5 and b"busy" in pkt:
+            busy += 1
+        elif op in (3, 6):
+            answered += 1
+            if op == 6:
+                oacks.append(parse_oack(pkt))
+        else:
+            other += 1
+    for s in socks:
+        s.close()
+    return {"answered": answered, "busy": busy, "other": other, "oacks": oacks}
+
+
 def run(action: str, server: str, name: bytes, mode: str, opts: dict[str, str],
-        timeout: float, requests: int = 1) -> dict[str, object]:
+        timeout: float, requests: int = 1, acks: int = 0) -> dict[str, object]:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(timeout)
     for _ in range(requests):  # more than one: a client retransmitting its RRQ
@@ -95,7 +167,7 @@ def run(action: str, server: str, name: bytes, mode: str, opts: dict[str, str],
             continue
         if op == 3:
             block = struct.unpack_from("!H", pkt, 2)[0]
-            if action == "vanish":
+            if action == "vanish" and block > acks:
                 out["vanished_after"] = block
                 break
             data = pkt[4:]
@@ -118,20 +190,30 @@ def run(action: str, server: str, name: bytes, mode: str, opts: dict[str, str],
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("action", choices=("get", "probe", "vanish", "two"))
+    p.add_argument("action", choices=("get", "probe", "vanish", "two", "dupacks", "hold"))
     p.add_argument("server")
     p.add_argument("name", help="file name; \\x00 style escapes allowed")
     p.add_argument("--opt", action="append", default=[])
     p.add_argument("--mode", default="octet")
     p.add_argument("--timeout", type=float, default=5.0)
     p.add_argument("--requests", type=int, default=1, help="send the RRQ this many times")
+    p.add_argument("--acks", type=int, default=0, help="vanish: acknowledge this many first")
+    p.add_argument("--count", type=int, default=5000, help="dupacks: duplicate ACKs to send")
+    p.add_argument("--bind", default="0.0.0.0", help="hold: the client address")
     a = p.parse_args(argv)
     name = a.name.encode("latin-1").decode("unicode_escape").encode("latin-1")
     opts = dict(o.split("=", 1) for o in a.opt)
     if a.action == "two":
         print(json.dumps(two(a.server, name, a.mode, a.timeout)))
         return 0
-    print(json.dumps(run(a.action, a.server, name, a.mode, opts, a.timeout, a.requests)))
+    if a.action == "dupacks":
+        print(json.dumps(dupacks(a.server, name, a.mode, opts, a.count, a.timeout)))
+        return 0
+    if a.action == "hold":
+        print(json.dumps(hold(a.server, name, a.mode, opts, a.requests, a.bind, a.timeout)))
+        return 0
+    print(json.dumps(run(a.action, a.server, name, a.mode, opts, a.timeout, a.requests,
+                         a.acks)))
     return 0
 
 

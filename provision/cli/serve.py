@@ -47,8 +47,12 @@ def _services(value: str) -> list[str]:
 @click.option("--tftp-max-transfers", type=click.IntRange(1, 4096), default=128,
               show_default=True,
               help="Concurrent TFTP transfers (one process each); more get ERROR 0 \"busy\".")
+@click.option("--tftp-max-per-client", type=click.IntRange(1, 4096), default=8,
+              show_default=True,
+              help="Concurrent TFTP transfers per client address; more get ERROR 0 \"busy\".")
 @click.option("--tftp-timeout", type=click.FloatRange(1, 300), default=5.0, show_default=True,
-              help="Seconds without progress before a TFTP transfer is abandoned.")
+              help="Seconds without progress before a TFTP transfer is abandoned; also the "
+                   "largest RFC 2349 timeout a client may ask for (a larger one is declined).")
 @click.option("--tftp-busy-poll", type=click.IntRange(0, 10000), default=50,
               show_default=True, metavar="US",
               help="Microseconds a TFTP transfer polls for the next ACK before sleeping, "
@@ -69,7 +73,8 @@ def _services(value: str) -> list[str]:
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, state_dir: str,
           boot_root: str, bind_address: str | None, http_port: int | None, tftp_port: int,
-          tftp_max_transfers: int, tftp_timeout: float, tftp_busy_poll: int,
+          tftp_max_transfers: int, tftp_max_per_client: int, tftp_timeout: float,
+          tftp_busy_poll: int,
           dns_port: int, dns_forwarders: tuple[str, ...], dns_forward_timeout: float,
           discovery: bool, proxy: bool, templates: str | None,
           verbose: int) -> None:
@@ -98,6 +103,7 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         http_port=http_port or inv.cluster.http_port,
         tftp_port=tftp_port,
         tftp_max_transfers=tftp_max_transfers,
+        tftp_max_per_client=tftp_max_per_client,
         tftp_timeout=tftp_timeout,
         tftp_busy_poll=tftp_busy_poll,
         dns_port=dns_port,

@@ -117,12 +117,16 @@ def negotiate(
     size: Callable[[], int],
     max_blksize: int = MAX_BLKSIZE,
     max_window: int = 64,
+    max_timeout: float = MAX_TIMEOUT,
 ) -> Negotiated:
     """Answer a client's options (RFC 2347): unknown or invalid ones are left out.
 
     blksize above our limit is answered with the limit (RFC 2348 allows a smaller
     value); tsize is the exact byte count ``size()`` gives (RFC 2349); windowsize
-    is capped at ``max_window`` (RFC 7440). The OACK keeps the client's order.
+    is capped at ``max_window`` (RFC 7440). A timeout above ``max_timeout`` (the
+    server's own give-up time) is left out: RFC 2349 lets the server only accept
+    the client's value or decline it, and a client's ``timeout 255`` must not
+    hold a transfer for minutes. The OACK keeps the client's order.
     """
     oack: dict[str, str] = {}
     blksize, timeout, window = DEFAULT_BLKSIZE, None, 1
@@ -131,7 +135,8 @@ def negotiate(
         if name == "blksize" and num is not None and num >= MIN_BLKSIZE:
             blksize = min(num, max_blksize, MAX_BLKSIZE)
             oack[name] = str(blksize)
-        elif name == "timeout" and num is not None and MIN_TIMEOUT <= num <= MAX_TIMEOUT:
+        elif (name == "timeout" and num is not None and MIN_TIMEOUT <= num <= MAX_TIMEOUT
+              and num <= max_timeout):
             timeout = float(num)
             oack[name] = str(num)
         elif name == "tsize" and num is not None and num >= 0:

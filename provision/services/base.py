@@ -30,6 +30,7 @@ class ServeContext:
     http_port: int = 80
     tftp_port: int = 69
     tftp_max_transfers: int = 128  # concurrent TFTP transfers; more get ERROR 0 "busy"
+    tftp_max_per_client: int = 8  # concurrent TFTP transfers per client address
     tftp_timeout: float = 5.0  # s without progress before a TFTP transfer is abandoned
     tftp_busy_poll: int = 50  # us a TFTP transfer spins for an ACK before sleeping (0: off)
     dns_port: int = 53

@@ -58,6 +58,7 @@ from fbtftp.base_handler import BaseHandler, ResponseData
 from fbtftp.base_server import BaseServer
 
 from ..inventory.model import Inventory
+from ..observability.logsafe import safe
 from ..policy.boottree import BootFile, BootTree, Refused
 from ..protocol import tftp as codec
 from .base import ServeContext, Service
@@ -77,6 +78,33 @@ M_POLLED = "dsas_tftp_polled_acks_total"  # ACKs caught by busy polling (no slee
 M_CPU = "dsas_tftp_transfer_cpu_seconds_total"  # CPU time of the transfer processes
 
 _TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_RCVTIMEO (Linux: two longs)
+# errnos of descriptor (or kernel memory) exhaustion: refused and counted, never raised
+_NO_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+# descriptors a transfer's spawn needs in the listener (two pipes of multiprocessing),
+# checked free before a spawn: a pipe() failing halfway through would leak the other
+_FD_RESERVE = 4
+
+
+class _Every:
+    """Rate limit for a log line: ``due()`` is true at most once per ``interval`` s, and
+    ``suppressed`` says how many calls were held back since the last one that was."""
+
+    def __init__(self, interval: float = 10.0):
+        self.interval = interval
+        self.last = -interval
+        self.suppressed = 0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            self.suppressed += 1
+            return False
+        self.last = now
+        return True
+
+    def take(self) -> int:
+        n, self.suppressed = self.suppressed, 0
+        return n
 
 
 @dataclass(frozen=True)
@@ -88,6 +116,7 @@ class TftpSettings:
     rto_min: float = 0.1  # s, lower bound of the adaptive retransmission timer
     rto_max: float = 1.0  # s, upper bound (exponential backoff stops here)
     max_transfers: int = 128  # concurrent transfer processes; more get ERROR 0 "busy"
+    max_per_client: int = 8  # concurrent transfers per client address; more get "busy"
     max_blksize: int = codec.MAX_BLKSIZE  # RFC 2348 upper bound
     max_window: int = 64  # RFC 7440 windowsize we accept (1 disables it)
     # us a transfer polls (non-blocking recv) for the next ACK before it sleeps in a
@@ -240,13 +269,17 @@ class Transfer(BaseHandler):
         outcome = {"result": "failed", "reason": "internal", "bytes": 0, "retransmits": 0}
         try:
             outcome = _Session(self, self._settings).serve()
+        except OSError as e:
+            if e.errno not in _NO_FDS:
+                log.exception("tftp transfer of %s to %s crashed: %s", safe(self._path),
+                              self._peer, e)
+            else:  # no descriptor for the transfer's socket or file: a refusal, counted
+                outcome["reason"] = "descriptors"
+            self._abort()
         except Exception as e:  # noqa: BLE001 - reported, never raised into multiprocessing
-            log.exception("tftp transfer of %s to %s crashed: %s", self._path, self._peer, e)
-            try:
-                self._get_listener().sendto(
-                    codec.encode_error(codec.ERR_UNDEFINED, "internal error"), self._peer)
-            except OSError:
-                pass
+            log.exception("tftp transfer of %s to %s crashed: %s", safe(self._path),
+                          self._peer, e)
+            self._abort()
         finally:
             outcome.update(peer=self._peer[0], path=self._bootfile.path,
                            host=self._bootfile.host, pid=os.getpid(),
@@ -259,6 +292,14 @@ class Transfer(BaseHandler):
                 self._response_data.close()
             if self._listener:
                 self._listener.close()
+
+    def _abort(self) -> None:
+        """Tell the client the transfer failed (best effort: there may be no socket)."""
+        try:
+            self._get_listener().sendto(
+                codec.encode_error(codec.ERR_UNDEFINED, "internal error"), self._peer)
+        except OSError:
+            pass
 
 
 def _local_drop(e: OSError) -> None:
@@ -297,12 +338,14 @@ class _Session:
 
     def serve(self) -> dict[str, Any]:
         neg = codec.negotiate(self.h._request.options, self.data.size,
-                              self.s.max_blksize, self.s.max_window)
+                              self.s.max_blksize, self.s.max_window, self.s.timeout)
         self.neg = neg
         # RFC 2349 timeout: the client's bound on our retransmission timer (curl asks 6 s);
-        # we still retransmit sooner when the measured round trip says so.
+        # we still retransmit sooner when the measured round trip says so. negotiate()
+        # declines a timeout above ours, so no client holds a slot longer than
+        # ``give_up``: the total time since the last progress, whatever the backoff.
         self.rto_max = neg.timeout if neg.timeout is not None else self.s.rto_max
-        self.give_up = max(self.s.timeout, self.rto_max + 1)
+        self.give_up = self.s.timeout
         if neg.oack:
             self.h._options = neg.oack
             oack = codec.encode_oack(neg.oack)
@@ -333,7 +376,8 @@ class _Session:
         send()
         backoff, last_progress = 0, time.monotonic()
         while True:
-            got = self._recv(self._rto(backoff))
+            left = last_progress + self.give_up - time.monotonic()
+            got = self._recv(min(self._rto(backoff), max(left, 0.001)))
             if got is None:
                 if time.monotonic() - last_progress > self.give_up:
                     return self._outcome("failed", "timeout")
@@ -396,6 +440,7 @@ class _Session:
         ahead: memoryview | None = None  # block nxt, read while waiting
         progressed = False
         self.backoff, self.timed, self.t_sent = 0, 0, 0.0  # timed: RTT probe block (0: none)
+        self.rewound = 0  # the base of the last resend a duplicate ACK asked for
         self.last_progress, self.rto = clock(), self._rto(0)
         while True:
             first = nxt
@@ -427,9 +472,9 @@ class _Session:
                         return self._outcome("ok", "ok")
                     base, progressed = acked + 1, True
                     continue
+            self.bytes = (base - 1) * blksize  # acked blocks: all full (the last is not acked)
             end = self._off_path(k, blocks, base, nxt, window, now)
             if end is not None:
-                self.bytes = (base - 1) * blksize  # acked blocks: all full but the last
                 return end
             ahead = None  # a resend may have moved the read-ahead buffer
 
@@ -501,11 +546,19 @@ class _Session:
             self._send(codec.encode_error(codec.ERR_ILLEGAL_OPERATION, "expected ACK"))
         if k == -1 or now - waiting_since >= self.rto:  # the timer ran out: back off, resend
             self.backoff += 1
-            self.rto = self._rto(self.backoff)
+            # never wait past the give-up time: it is the total since the last progress
+            left = self.last_progress + self.give_up - now
+            self.rto = min(self._rto(self.backoff), max(left, 0.001))
             self._resend(blocks, base, nxt)
-        elif op == codec.OP_ACK and window > 1 and num == (base - 1) & 0xFFFF:
-            self._resend(blocks, base, nxt)  # RFC 7440: the client saw a gap
-        # else a lock-step duplicate ACK: ignored (Sorcerer's Apprentice)
+        elif (op == codec.OP_ACK and window > 1 and num == (base - 1) & 0xFFFF
+              and self.rewound != base):
+            # RFC 7440: the client saw a gap after base - 1; the window from base goes
+            # again, once: the other duplicates of that ACK were sent before our resend
+            # reached it (one per out-of-order block, or a flood). If the resend is lost
+            # too, the retransmission timer repairs it, with backoff.
+            self.rewound = base
+            self._resend(blocks, base, nxt)
+        # else a lock-step or repeated duplicate ACK: ignored (Sorcerer's Apprentice)
         return None
 
     def _resend(self, blocks: _Blocks, base: int, nxt: int) -> None:
@@ -537,8 +590,16 @@ class _Listener(BaseServer):
         self._server_stats_callback = None
 
     def run(self, run_once: bool = False) -> None:
+        failed = _Every()
         while not self._should_stop:
-            self.run_once()
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - one bad datagram must not stop TFTP
+                self._svc._error_metric("internal")
+                if failed.due():
+                    log.exception("tftp: request handling failed (%d more since)",
+                                  failed.take())
+                time.sleep(0.01)  # a fault that repeats at once must not spin a core
         self._selector.close()
 
     def run_once(self) -> None:
@@ -564,7 +625,7 @@ class TftpService(Service):
         super().__init__(ctx)
         self.settings = settings or TftpSettings(
             port=ctx.tftp_port, timeout=ctx.tftp_timeout, max_transfers=ctx.tftp_max_transfers,
-            busy_poll=ctx.tftp_busy_poll)
+            max_per_client=ctx.tftp_max_per_client, busy_poll=ctx.tftp_busy_poll)
         self.tree = BootTree(ctx.boot_root, ctx.inventory, templates=ctx.templates)
         self.metrics = ctx.metrics
         self._sock: socket.socket | None = None
@@ -574,6 +635,9 @@ class TftpService(Service):
         # client TID -> (its live transfer's pid, the RRQ's bytes)
         self._peers: dict[tuple[str, int], tuple[int, bytes]] = {}
         self._reported: set[int] = set()
+        self._per_client: dict[str, int] = {}  # client address -> its live transfers
+        self._fd_log = _Every()  # descriptor exhaustion: one line per interval
+        self._busy_log: dict[str, _Every] = {}  # busy refusals: one line per interval
         self._reports_rx: socket.socket
         self._reports_tx: socket.socket
         # shared with every forked transfer: [0] the number of live transfers
@@ -612,6 +676,7 @@ class TftpService(Service):
             proc.join(timeout=2)
         self._workers.clear()
         self._peers.clear()
+        self._per_client.clear()
         for s in (self._sock, getattr(self, "_reports_rx", None),
                   getattr(self, "_reports_tx", None)):
             if s is not None:
@@ -661,7 +726,9 @@ class TftpService(Service):
                                 "write")
         if req.mode not in codec.MODES:
             return self._refuse(peer, req, codec.ERR_ILLEGAL_OPERATION,
-                                f"unsupported mode {req.mode!r}", "mode")
+                                f"unsupported mode {safe(req.mode, 40)}", "mode")
+        if not self._fd_headroom():
+            return self._out_of_descriptors(peer, req, "lookup")
         try:
             bootfile = self.tree.lookup(req.filename, peer[0])
         except Refused as r:
@@ -669,7 +736,16 @@ class TftpService(Service):
         if len(self._workers) >= self.settings.max_transfers:
             return self._refuse(peer, req, codec.ERR_UNDEFINED,
                                 "server busy, retry later", "busy")
-        self._spawn(peer, req, bootfile, data)
+        if self._per_client.get(peer[0], 0) >= self.settings.max_per_client:
+            return self._refuse(peer, req, codec.ERR_UNDEFINED,
+                                "server busy: too many transfers from this address",
+                                "busy_client")
+        if not self._fd_headroom():
+            return self._out_of_descriptors(peer, req, "spawn")
+        try:
+            self._spawn(peer, req, bootfile, data)
+        except OSError as e:  # fork or pipe refused (EAGAIN, ENOMEM, EMFILE)
+            self._out_of_descriptors(peer, req, f"spawn: {e.strerror}")
 
     def _spawn(self, peer: tuple[str, int], req: codec.Request, bootfile: BootFile,
                raw: bytes) -> None:
@@ -678,31 +754,83 @@ class TftpService(Service):
         proc = Transfer(self.address, peer, req, bootfile, self.settings, self._reports_tx,
                         [self._sock, self._reports_rx], self._active)
         proc.daemon = True
-        proc.start()
+        proc.start()  # may raise OSError: nothing is recorded then
         self.metrics.inc(M_SPAWN_SECONDS, time.monotonic() - t0)
         self.metrics.inc(M_SPAWNS)
         assert proc.pid is not None
         self._workers[proc.pid] = (proc, peer)
         self._peers[peer] = (proc.pid, raw)
+        self._per_client[peer[0]] = self._per_client.get(peer[0], 0) + 1
         self._set_active()
-        log.info("tftp: %s -> %s (%s, host=%s, mode=%s, options=%s)", bootfile.path, peer[0],
-                 peer[1], bootfile.host, req.mode, req.options)
+        log.info("tftp: %s -> %s (%s, host=%s, mode=%s, options=%s)", safe(bootfile.path),
+                 peer[0], peer[1], bootfile.host, safe(req.mode, 40),
+                 safe(" ".join(f"{k}={v}" for k, v in req.options.items())))
 
     def _refuse(self, peer: tuple[str, int], req: codec.Request, code: int, message: str,
                 reason: str) -> None:
-        """Answer with an ERROR from a fresh port (a new TID, as RFC 1350 wants)."""
-        log.info("tftp: refused %r from %s: %s (%s)", req.filename[:80], peer[0], message,
-                 reason)
+        """Answer with an ERROR from a fresh port (a new TID, as RFC 1350 wants).
+
+        Busy refusals are what a flood gets: they are logged once per interval."""
         self._error_metric(reason)
+        if reason.startswith("busy"):
+            every = self._busy_log.setdefault(reason, _Every())
+            if every.due():
+                log.warning("tftp: refused %s from %s: %s (%s; %d more since)",
+                            safe(req.filename, 80), peer[0], message, reason, every.take())
+        else:
+            log.info("tftp: refused %s from %s: %s (%s)", safe(req.filename, 80), peer[0],
+                     safe(message), reason)
         self._send_error(peer, code, message)
 
     def _send_error(self, peer: tuple[str, int], code: int, message: str) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
+        packet = codec.encode_error(code, message)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.bind((self.address[0], 0))
-                s.sendto(codec.encode_error(code, message), peer)
-            except OSError as e:
+                s.sendto(packet, peer)
+            return
+        except OSError as e:
+            if e.errno not in _NO_FDS:
                 log.debug("tftp: cannot send error to %s: %s", peer, e)
+                return
+            self._fd_exhausted(f"error to {peer[0]}")
+        # No descriptor for a fresh TID: answer from port 69 rather than not at all (a
+        # client takes its first answer's port as the server's TID, and this ends it).
+        try:
+            assert self._sock is not None
+            self._sock.sendto(packet, peer)
+        except OSError as e:
+            log.debug("tftp: cannot send error to %s: %s", peer, e)
+
+    def _fd_headroom(self) -> bool:
+        """Whether ``_FD_RESERVE`` descriptors are free (a lookup opens the file, a
+        spawn makes two pipes); checked by taking them and giving them back."""
+        assert self._sock is not None
+        taken: list[int] = []
+        try:
+            for _ in range(_FD_RESERVE):
+                taken.append(os.dup(self._sock.fileno()))
+            return True
+        except OSError as e:
+            if e.errno not in _NO_FDS:
+                raise
+            return False
+        finally:
+            for fd in taken:
+                os.close(fd)
+
+    def _out_of_descriptors(self, peer: tuple[str, int], req: codec.Request,
+                            where: str) -> None:
+        """Refuse a request the process has no descriptors (or processes) for: the
+        client hears "busy", the refusal is counted, one line per interval is logged."""
+        self._fd_exhausted(f"{where}, {safe(req.filename, 80)} from {peer[0]}")
+        self._send_error(peer, codec.ERR_UNDEFINED, "server busy, retry later")
+
+    def _fd_exhausted(self, what: str) -> None:
+        self._error_metric("descriptors")
+        if self._fd_log.due():
+            log.warning("tftp: out of descriptors or processes, refusing (%s); %d more "
+                        "since the last warning", what, self._fd_log.take())
 
     def _error_metric(self, reason: str) -> None:
         self.metrics.inc(M_ERRORS, reason=reason)
@@ -732,7 +860,7 @@ class TftpService(Service):
             self._error_metric(r["reason"])
         level = logging.WARNING if r["result"] == "failed" else logging.INFO
         log.log(level, "tftp: %s %s to %s (host=%s): %d bytes, %d retransmits, %.3f s CPU "
-                "(%s)", r["result"], r.get("path"), r.get("peer"), r.get("host"),
+                "(%s)", r["result"], safe(r.get("path")), r.get("peer"), r.get("host"),
                 r.get("bytes", 0), r.get("retransmits", 0), r.get("cpu", 0.0), r["reason"])
 
     def _reap(self) -> None:
@@ -742,6 +870,9 @@ class TftpService(Service):
             del self._workers[pid]
             if self._peers.get(peer, (0, b""))[0] == pid:
                 del self._peers[peer]
+            left = self._per_client.pop(peer[0], 1) - 1
+            if left > 0:
+                self._per_client[peer[0]] = left
             if pid not in self._reported:
                 self._on_report()  # the report may still be queued
             if pid not in self._reported:
