@@ -30,6 +30,7 @@ from ipaddress import IPv4Address
 
 from .. import layout
 from ..inventory.model import Inventory
+from ..observability.logsafe import safe
 from ..observability.metrics import Metrics
 from ..policy.dhcp import PXE_PORT, SERVER_PORT, Decision, DhcpPolicy, DhcpSettings, Link
 from ..policy.leases import Change, LeaseJournal, LeaseTable, Sighting
@@ -234,14 +235,15 @@ class DhcpService(Service):
         self.metrics.inc("dsas_dhcp_dropped_total", reason=reason)
         if log.isEnabledFor(logging.DEBUG):
             mac = ":".join(f"{b:02x}" for b in data[28:34]) if data and len(data) >= 34 else "?"
-            log.debug("dhcp drop reason=%s mac=%s %s", reason, mac, detail)
+            log.debug("dhcp drop reason=%s mac=%s %s", reason, mac, safe(detail))
 
     def _log(self, req: DhcpPacket, link: Link, d: Decision) -> None:
         if d.drop is not None:
             if d.drop == "unknown_mac" and self._first_time(req.mac):
                 log.info("dhcp: ignoring unknown machine mac=%s interface=%s arch=%s "
-                         "vendor=%s (not in the inventory; discovery is off)", req.mac,
-                         link.interface, req.client_arch, _text(req.vendor_class))
+                         "vendor=%s hostname=%s (not in the inventory; discovery is off)",
+                         req.mac, link.interface, req.client_arch, _client(req.vendor_class),
+                         _client(req.options.get(o.HOST_NAME)))
             elif log.isEnabledFor(logging.DEBUG):
                 log.debug("dhcp drop reason=%s mac=%s xid=%#x", d.drop, req.mac, req.xid)
             return
@@ -252,8 +254,10 @@ class DhcpService(Service):
             return
         if not d.host and any(isinstance(c, Sighting) for c in d.lazy) and self._first_time(
                 req.mac):
-            log.info("dhcp: discovered machine mac=%s interface=%s arch=%s vendor=%s",
-                     req.mac, link.interface, req.client_arch, _text(req.vendor_class))
+            log.info("dhcp: discovered machine mac=%s interface=%s arch=%s vendor=%s "
+                     "hostname=%s client_id=%s", req.mac, link.interface, req.client_arch,
+                     _client(req.vendor_class), _client(req.options.get(o.HOST_NAME)),
+                     safe((req.client_id or b"").hex()) or "-")
         # Inventory hosts: one line per lease event. The pool: debug (a flood of unknown
         # machines must not flood the log; each is logged once above).
         level = logging.INFO if d.host and (d.kind in ("ACK", "NAK") or d.state == "proxy") \
@@ -261,7 +265,7 @@ class DhcpService(Service):
         if log.isEnabledFor(level):
             log.log(level, "dhcp %s %s host=%s mac=%s xid=%#x state=%s interface=%s file=%s",
                     d.kind, d.reply.yiaddr, d.host or "-", req.mac, req.xid, d.state,
-                    link.interface, _text(d.reply.file) or "-")
+                    link.interface, safe(d.reply.file) or "-")
 
     def _first_time(self, mac: str) -> bool:
         if mac in self._logged:
@@ -357,8 +361,9 @@ class Committer(threading.Thread):
         return True
 
 
-def _text(b: bytes) -> str:
-    return b.decode("ascii", "replace")
+def _client(value: bytes | None) -> str:
+    """A client-supplied option for a log line: escaped (logsafe), '-' when absent."""
+    return safe(value) if value else "-"
 
 
 def _bind(ifname: str, port: int) -> socket.socket:

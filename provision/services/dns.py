@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from dnslib import RCODE
 
 from ..inventory.model import Inventory
+from ..observability.logsafe import safe
 from ..policy.dns import SERVER_UDP_SIZE, Zone
 from ..policy.dns_wire import (
     ANSWER,
@@ -213,7 +214,7 @@ class DnsService(Service):
         if now - self._warned.get(kind, -WARN_EVERY) >= WARN_EVERY:
             self._warned[kind] = now
             log.warning("dns: %s from %s %s(further ones for %ds: counted in %s only)",
-                        kind, peer, f"{detail} " if detail else "", WARN_EVERY, metric)
+                        kind, peer, f"{safe(detail)} " if detail else "", WARN_EVERY, metric)
 
     def _outcome(self, out: Outcome, peer: object) -> None:
         if out.kind == ANSWER:
@@ -351,7 +352,8 @@ class DnsService(Service):
         try:
             reply = self._ask_upstreams(query, udp)
             if reply is None:
-                self._event(M_FORWARD_FAILED, "upstream", peer, "no answer in time")
+                self._event(M_FORWARD_FAILED, "upstream", peer,
+                            f"no answer in time for {question_name(query)}")
                 reply = servfail(query)
             else:
                 self.ctx.metrics.inc(M_FORWARDED)
@@ -407,6 +409,21 @@ def _ask(up: Upstream, query: bytes, timeout: float, udp: bool) -> bytes | None:
         head = _recv_exact(s, 2)
         answer = _recv_exact(s, struct.unpack("!H", head)[0]) if head else None
         return answer if answer and matches(ours, answer) else None
+
+
+def question_name(query: bytes) -> str:
+    """The first question's name, for a log line: escaped (logsafe), since a label may
+    hold any byte, newlines included (RFC 2181 section 11). '?' when it does not parse."""
+    labels, i = [], 12
+    while i < len(query) and len(labels) < 128:  # bounded: a name has at most 127 labels
+        n = query[i]
+        if n == 0:
+            return safe(b".".join(labels) + b".") if labels else "."
+        if n & 0xC0 or i + 1 + n > len(query):  # no pointers in a query's first name
+            break
+        labels.append(query[i + 1: i + 1 + n])
+        i += 1 + n
+    return "?"
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
