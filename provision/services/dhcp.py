@@ -50,6 +50,8 @@ SIOCGIFNETMASK = 0x891B
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 LOGGED_MACS = 10_000  # MACs remembered for "log once per MAC"
+POOL_GAUGE_EVERY = 2.0  # seconds between two updates of dsas_dhcp_pool_free
+WARN_EVERY = 10.0  # seconds between two warnings that new MACs are being rate-limited
 
 
 def interface_address(ifname: str) -> tuple[IPv4Address, ipaddress.IPv4Network]:
@@ -86,6 +88,9 @@ class DhcpService(Service):
         self._endpoints: list[Endpoint] = []
         self._selector: selectors.DefaultSelector | None = None
         self._logged: set[str] = set()  # MACs logged once (unknown or discovered)
+        self._pool_gauge_at = 0.0
+        self._limited = 0  # new MACs rate-limited since the last warning
+        self._warned_at = -WARN_EVERY
         self.policy: DhcpPolicy | None = None
 
     # -- life cycle ----------------------------------------------------------------
@@ -95,10 +100,14 @@ class DhcpService(Service):
         loaders = frozenset(n for n in (layout.LOADER_BIOS, layout.LOADER_EFI_X64,
                                         layout.LOADER_EFI_ARM64, layout.LOADER_PXELINUX)
                             if (self.ctx.boot_root / n).exists())
+        rate = self.ctx.discovery_rate
         settings = DhcpSettings(discovery=self.ctx.discovery, proxy=self.ctx.proxy,
-                                http_port=self.ctx.http_port, loaders=loaders)
+                                http_port=self.ctx.http_port, loaders=loaders,
+                                new_mac_rate=rate, new_mac_burst=max(1, int(rate * 4)))
         self.policy = DhcpPolicy(self.ctx.inventory, table, settings)
         self.metrics.set("dsas_dhcp_leases", len(table))
+        self.metrics.describe("dsas_dhcp_pool_free",
+                              "Free addresses of each discovery pool in use, by network")
         self._selector = selectors.DefaultSelector()
         ports = [SERVER_PORT, PXE_PORT] if self.ctx.proxy else [SERVER_PORT]
         try:
@@ -163,6 +172,26 @@ class DhcpService(Service):
                 self._committer.submit(batch.durable, batch.lazy, batch.after_commit)
             for (name, label, value), n in batch.counts.items():
                 self.metrics.inc(name, n, **{label: value})
+            self._watch_pools(batch)
+
+    def _watch_pools(self, batch: Batch) -> None:
+        """Free pool addresses on /metrics; a warning (once per interval) while new
+        machines are being rate-limited, so a discovery flood is visible."""
+        now = time.monotonic()
+        self._limited += batch.counts.get(
+            ("dsas_dhcp_dropped_total", "reason", "discovery_rate_limited"), 0)
+        if self._limited and now - self._warned_at >= WARN_EVERY:
+            log.warning("dhcp: %d DISCOVER/REQUEST(s) from new machines rate-limited "
+                        "(over %g new MACs/s; a flood of forged MACs?)", self._limited,
+                        self.ctx.discovery_rate)
+            self._limited, self._warned_at = 0, now
+        if self.ctx.discovery and now - self._pool_gauge_at >= POOL_GAUGE_EVERY:
+            self._pool_gauge_at = now
+            with self._lock:
+                assert self.policy is not None
+                free = self.policy.pool_free(self._clock())
+            for network, n in free.items():
+                self.metrics.set("dsas_dhcp_pool_free", n, network=network)
 
     def _drain(self, ep: Endpoint, batch: Batch) -> None:
         for _ in range(BATCH):
