@@ -52,3 +52,17 @@ def log_problems(path: Path) -> list[str]:
         if not LOG_LINE.match(line) or "Traceback" in line:
             bad.append(line)
     return bad
+
+
+def drain(sock: socket.socket, limit: int = 1000) -> int:
+    """Read and drop what is queued on ``sock`` without waiting (bounded: ``limit``)."""
+    n = 0
+    while n < limit:
+        try:
+            sock.recv(65535, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:  # e.g. an ICMP error queued for an earlier datagram
+            pass
+        n += 1
+    return n
