@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import struct
 import subprocess
 import time
 
@@ -13,7 +14,7 @@ import pytest
 
 from provision.services import dns as dns_service
 
-from .hostile import log_problems
+from .hostile import LOG_LINE, log_problems
 from .lab import require_tool
 from .netns_thread import in_netns
 from .test_dns_lab import CLIENT, DOMAIN, SERVER, Net, net, wait_answering, write_inventory
@@ -145,3 +146,32 @@ def test_descriptor_exhaustion_degrades_dns_tcp_only_counted_and_logged_once(
     assert _dig_tcp(net, CLIENT).stdout.strip() == "198.18.1.1"
     assert proc.poll() is None
     assert [ln for ln in log_problems(log) if "Traceback" in ln] == []
+
+
+def test_query_names_in_the_log_are_escaped(net: Net) -> None:
+    """A forwarded query that fails is logged with its name: a newline in a label (any
+    byte may be in one) must not forge a log line."""
+    proc = net.serve(write_inventory(net.work / "c.yaml"), "--bind", SERVER,
+                     "--dns-forward", "198.18.200.2:53", "--dns-forward-timeout", "0.5")
+    wait_answering(net.client, SERVER, proc)  # nothing listens at the forwarder
+    label = b"evil\n2026-01-01 00:00:00,000 CRITICAL dns: fake"  # 47 bytes: one label
+    wire = (struct.pack("!HHHHHH", 77, 0x0100, 1, 0, 0, 0) + bytes([len(label)]) + label
+            + b"\x07example\x03org\x00" + struct.pack("!HH", 1, 1))
+
+    def ask() -> bytes:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(5)
+            s.sendto(wire, (SERVER, 53))
+            return s.recv(4096)
+
+    reply = in_netns(net.client.name, ask)
+    assert reply[:2] == struct.pack("!H", 77) and reply[3] & 0xF == 2  # SERVFAIL
+    log = net.work / "serve-0.log"
+    deadline = time.monotonic() + 10
+    while "no answer in time" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)  # bounded: 10 s
+    text = log.read_text()
+    assert "for evil\\x0a2026-01-01 00:00:00,000 CRITICAL dns: fake.example.org." in text, text
+    levels = [m.group(1) for m in map(LOG_LINE.match, text.splitlines()) if m]
+    assert "CRITICAL" not in levels, text
+    assert log_problems(log) == [], text

@@ -229,6 +229,8 @@ class DnsService(Service):
             self._counts[out.rcode & 31] += 1
             if out.truncated:
                 self.ctx.metrics.inc(M_TRUNCATED)
+        elif out.kind == FORWARD:
+            return  # counted when the forwarder answers, or fails to
         elif out.reply is None:
             self._event(M_DROPPED, out.kind, peer)
         else:
@@ -457,14 +459,15 @@ def _ask(up: Upstream, query: bytes, timeout: float, udp: bool) -> bytes | None:
 
 
 def question_name(query: bytes) -> str:
-    """The first question's name, for a log line: escaped (logsafe), since a label may
-    hold any byte, newlines included (RFC 2181 section 11). '?' when it does not parse."""
+    """The first question's name as the client sent it ('?' when it does not parse). A
+    label may hold any byte, newlines included (RFC 2181 section 11): escape it (logsafe)
+    before it reaches a log, as ``_event`` does with its detail."""
     labels: list[bytes] = []
     i = 12
     while i < len(query) and len(labels) < 128:  # bounded: a name has at most 127 labels
         n = query[i]
         if n == 0:
-            return safe(b".".join(labels) + b".") if labels else "."
+            return (b".".join(labels) + b".").decode("latin-1") if labels else "."
         if n & 0xC0 or i + 1 + n > len(query):  # no pointers in a query's first name
             break
         labels.append(query[i + 1: i + 1 + n])
