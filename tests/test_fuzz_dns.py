@@ -31,20 +31,27 @@ TCP_BATCH = 40  # TCP cases per connection
 NAMES = [f"w101.{DOMAIN}", DOMAIN, f"web.{DOMAIN}", f"m1.{DOMAIN}", f"nope.{DOMAIN}",
          "1.1.18.198.in-addr.arpa", "0.18.198.in-addr.arpa", "example.org", "", "arpa",
          f"db-read.{DOMAIN}", f"_http._tcp.{DOMAIN}"]
+ALPHABET = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*. \\"
 QTYPES = [1, 2, 5, 6, 12, 15, 16, 28, 33, 41, 43, 46, 48, 251, 252, 255, 65535, 0]
 
 
 def _labels(rng: random.Random) -> bytes:
     r = rng.random()
-    if r < 0.7:
+    if r < 0.8:
         name = rng.choice(NAMES)
         if rng.random() < 0.2:
             name = "".join(c.upper() if rng.random() < 0.5 else c for c in name)
         return b"".join(bytes([len(p)]) + p.encode() for p in name.split(".") if p) + b"\0"
     out = b""
-    for _ in range(rng.choice([1, 2, 3, 5, 40, 130])):
-        n = rng.choice([1, 3, 10, 63, 64, 0x7F, 0xBF, rng.randrange(64)])
-        out += bytes([n]) + rng.randbytes(min(n, 63) if rng.random() < 0.9 else n)
+    for _ in range(rng.choice([1, 2, 3, 5, 5, 40, 130])):
+        if rng.random() < 0.97:
+            n = rng.choice([1, 3, 10, 63, rng.randrange(1, 64)])
+        else:  # a length over 63: reserved label types 01 and 10 (RFC 6891 section 5)
+            n = rng.choice([64, 0x7F, 0x80, 0xBF])
+        size = min(n, 63) if rng.random() < 0.95 else n
+        text = (bytes(rng.choice(ALPHABET) for _ in range(size)) if rng.random() < 0.8
+                else rng.randbytes(size))  # dnslib refuses most binary labels
+        out += bytes([n]) + text
     return out + (b"\0" if rng.random() < 0.9 else b"")
 
 
