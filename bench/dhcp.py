@@ -102,7 +102,7 @@ def start_dsas(ns: Netns, iface: str, work: Path) -> Any:
     (work / "state").mkdir(exist_ok=True)
     return ns.popen([DSAS, "serve", "--only", "dhcp", "--interface", iface, "--inventory",
                      str(inv), "--state-dir", str(work / "state"), "--boot-root",
-                     str(work / "boot"), "--discovery"],
+                     str(work / "boot"), "--discovery", "--discovery-rate", "0"],
                     stdout=open(work / "dsas.log", "w"), stderr=subprocess.STDOUT)
 
 

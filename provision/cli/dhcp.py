@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ..observability.logsafe import safe
 from ..policy.leases import LeaseJournal
 from ..protocol import dhcp_options as o
 from ..state import FILENAME, StateStore
@@ -50,8 +51,10 @@ def discovered(state_dir: str) -> None:
 
 
 def _row(r: dict[str, Any]) -> tuple[object, ...]:
+    """One table row; what the client sent (vendor class, UUID...) escaped (logsafe): a
+    newline or a terminal escape in option 60 must not break or forge a row."""
     arch = r["arch"]
-    return (r["mac"], _when(r["first_seen"]), _when(r["last_seen"]),
+    return (safe(r["mac"]), _when(r["first_seen"]), _when(r["last_seen"]),
             "-" if arch is None else ARCH_NAMES.get(arch, str(arch)),
-            r["vendor_class"] or "-", r["uuid"] or "-", r["address"] or "-",
-            r["interface"] or "-", r["seen"])
+            safe(r["vendor_class"], 60) or "-", safe(r["uuid"], 40) or "-",
+            r["address"] or "-", safe(r["interface"]) or "-", r["seen"])

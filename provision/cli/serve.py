@@ -65,6 +65,9 @@ def _services(value: str) -> list[str]:
               show_default=True, help="Seconds to wait for the forwarders before SERVFAIL.")
 @click.option("--discovery/--no-discovery", default=False, show_default=True,
               help="Answer machines that are not in the inventory from the discovery pool.")
+@click.option("--discovery-rate", type=click.FloatRange(0, 100000), default=16.0,
+              show_default=True, help="New unknown MACs answered per second (bursts of 4 "
+              "seconds' worth); more are dropped until a retry. 0: no limit.")
 @click.option("--proxy", is_flag=True,
               help="ProxyDHCP: give PXE clients boot information only, never an address "
                    "(another DHCP server on the network hands out addresses).")
@@ -76,7 +79,7 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
           tftp_max_transfers: int, tftp_max_per_client: int, tftp_timeout: float,
           tftp_busy_poll: int,
           dns_port: int, dns_forwarders: tuple[str, ...], dns_forward_timeout: float,
-          discovery: bool, proxy: bool, templates: str | None,
+          discovery: bool, discovery_rate: float, proxy: bool, templates: str | None,
           verbose: int) -> None:
     """Run the netboot services for the inventory until SIGTERM.
 
@@ -111,6 +114,7 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         dns_forward_timeout=dns_forward_timeout,
         bind_address=bind,
         discovery=discovery,
+        discovery_rate=discovery_rate,
         proxy=proxy,
         templates=Path(templates) if templates else None,
     )

@@ -85,10 +85,17 @@ class DhcpSettings:
     http_port: int = 80
     lease_time: int = 3600  # inventory hosts, seconds
     pool_lease_time: int = 600  # discovery pool
-    offer_hold: int = 60  # how long an OFFERed pool address is kept for the client
+    # How long an OFFERed pool address is kept for the client: short, so a flood of
+    # forged MACs cannot hold the pool (clients REQUEST within a few seconds of an offer).
+    offer_hold: int = 10
     decline_quarantine: int = 3600  # RFC 2131 4.3.3: a DECLINEd address is not reused
     sighting_interval: float = 60.0  # rewrite a discovered machine's last_seen this often
     loaders: frozenset[str] | None = None  # loaders present in the boot tree; None: all
+    # New unknown MACs (no lease, no offer) answered from the pool: a token bucket of
+    # new_mac_burst refilled at new_mac_rate per second; 0: no limit. Beyond it their
+    # DISCOVERs and REQUESTs are dropped ("discovery_rate_limited"); PXE clients retry.
+    new_mac_rate: float = 16.0
+    new_mac_burst: int = 64
 
 
 class DhcpPolicy:
@@ -97,6 +104,8 @@ class DhcpPolicy:
         self.settings = settings or DhcpSettings()
         self.table = table
         self._seen: dict[str, float] = {}  # unknown MAC -> when its sighting was recorded
+        self._tokens = float(max(1, self.settings.new_mac_burst))  # new-MAC bucket
+        self._tokens_at: float | None = None
         self.reload(inventory)
 
     def reload(self, inventory: Inventory) -> None:
@@ -164,6 +173,8 @@ class DhcpPolicy:
             if ip is None:
                 return Decision(drop="host_not_on_network", host=host.name)
             return self._answer(req, link, o.OFFER, ip, host, net, "init")
+        if self.table.of(net.name, req.mac) is None and not self._admit_new(now):
+            return Decision(drop="discovery_rate_limited", state="init")
         pool = self._pool(net, link)
         hint = req.requested_ip
         got = pool.allocate(self.table, req.mac, now, int(hint) if hint else None)
@@ -201,6 +212,8 @@ class DhcpPolicy:
             return self._nak(req, link, state, "", f"{want} is not on network {net.name}")
         if state == "init-reboot" and self.table.of(net.name, req.mac) is None:
             return Decision(drop="init_reboot_unknown", state=state)  # RFC 2131 4.3.2
+        if self.table.of(net.name, req.mac) is None and not self._admit_new(now):
+            return Decision(drop="discovery_rate_limited", state=state)
         pool = self._pool(net, link)
         if int(want) not in pool or not self.table.free_for(int(want), req.mac, now):
             return self._nak(req, link, state, "", f"{want} is not free for {req.mac}")
@@ -360,6 +373,30 @@ class DhcpPolicy:
         if pool is None:
             pool = self._pools[key] = build_pool(self.inv, net, [link.address])
         return pool
+
+    def _admit_new(self, now: float) -> bool:
+        """May one more new unknown MAC be answered now (the token bucket)?"""
+        rate = self.settings.new_mac_rate
+        if rate <= 0:
+            return True
+        burst = float(max(1, self.settings.new_mac_burst))
+        if self._tokens_at is not None:
+            self._tokens = min(burst, self._tokens + max(0.0, now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def pool_free(self, now: float) -> dict[str, int]:
+        """Free addresses of each discovery pool in use, by network name (for /metrics)."""
+        pools = {net: pool for (net, _), pool in self._pools.items()}
+        used = dict.fromkeys(pools, 0)
+        for lease in self.table.by_ip.values():
+            pool = pools.get(lease.network)
+            if pool is not None and lease.ip in pool and lease.live(now):
+                used[lease.network] += 1
+        return {net: max(0, pool.size - used[net]) for net, pool in pools.items()}
 
     def _sighting(self, req: DhcpPacket, link: Link, net: Network, now: float) -> list[Change]:
         last = self._seen.get(req.mac)

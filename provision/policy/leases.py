@@ -211,11 +211,15 @@ class Pool:
         return None
 
 
+DISCOVERED_LIMIT = 4096  # rows kept in dhcp_discovered; the least recently seen go first
+
+
 class LeaseJournal:
     """Leases and sightings in the state store (tables ``dhcp_leases``, ``dhcp_discovered``)."""
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: StateStore, discovered_limit: int = DISCOVERED_LIMIT) -> None:
         self.store = store
+        self.discovered_limit = discovered_limit
         store.ensure_schema("dhcp", DDL)
 
     def load(self) -> Iterator[Lease]:
@@ -245,6 +249,10 @@ class LeaseJournal:
                     " VALUES (?, ?, ?, ?, ?, ?, ?)", puts)
             if seen:
                 conn.executemany(_UPSERT_SIGHTING, seen)
+                # Bounded: a flood of forged MACs evicts the least recently seen rows.
+                conn.execute("DELETE FROM dhcp_discovered WHERE mac IN (SELECT mac FROM"
+                             " dhcp_discovered ORDER BY last_seen DESC, mac LIMIT -1 OFFSET ?)",
+                             (self.discovered_limit,))
 
     def discovered(self) -> list[dict[str, Any]]:
         """Discovered machines with the address each holds now ('' when none)."""

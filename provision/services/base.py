@@ -38,6 +38,7 @@ class ServeContext:
     dns_forward_timeout: float = 2.0  # seconds per forwarded query, all forwarders together
     bind_address: ipaddress.IPv4Address | None = None  # default: the master address
     discovery: bool = False
+    discovery_rate: float = 16.0  # new unknown MACs answered per second (0: no limit)
     proxy: bool = False
     templates: Path | None = None
     store: StateStore = field(init=False)

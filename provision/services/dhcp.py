@@ -30,6 +30,7 @@ from ipaddress import IPv4Address
 
 from .. import layout
 from ..inventory.model import Inventory
+from ..observability.logsafe import safe
 from ..observability.metrics import Metrics
 from ..policy.boottree import SETUP_COMMAND, LoaderPresence
 from ..policy.dhcp import PXE_PORT, SERVER_PORT, Decision, DhcpPolicy, DhcpSettings, Link
@@ -50,6 +51,8 @@ SIOCGIFNETMASK = 0x891B
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 LOGGED_MACS = 10_000  # MACs remembered for "log once per MAC"
+POOL_GAUGE_EVERY = 2.0  # seconds between two updates of dsas_dhcp_pool_free
+WARN_EVERY = 10.0  # seconds between two warnings that new MACs are being rate-limited
 
 
 def interface_address(ifname: str) -> tuple[IPv4Address, ipaddress.IPv4Network]:
@@ -86,6 +89,9 @@ class DhcpService(Service):
         self._endpoints: list[Endpoint] = []
         self._selector: selectors.DefaultSelector | None = None
         self._logged: set[str] = set()  # MACs logged once (unknown or discovered)
+        self._pool_gauge_at = 0.0
+        self._limited = 0  # new MACs rate-limited since the last warning
+        self._warned_at = -WARN_EVERY
         self.policy: DhcpPolicy | None = None
         self._presence = LoaderPresence(ctx.boot_root)
 
@@ -94,10 +100,14 @@ class DhcpService(Service):
         journal = LeaseJournal(self.ctx.store)
         table = LeaseTable(journal.load())
         loaders = self._presence.current()
+        rate = self.ctx.discovery_rate
         settings = DhcpSettings(discovery=self.ctx.discovery, proxy=self.ctx.proxy,
-                                http_port=self.ctx.http_port, loaders=loaders)
+                                http_port=self.ctx.http_port, loaders=loaders,
+                                new_mac_rate=rate, new_mac_burst=max(1, int(rate * 4)))
         self.policy = DhcpPolicy(self.ctx.inventory, table, settings)  # serve logs what's missing
         self.metrics.set("dsas_dhcp_leases", len(table))
+        self.metrics.describe("dsas_dhcp_pool_free",
+                              "Free addresses of each discovery pool in use, by network")
         self._selector = selectors.DefaultSelector()
         ports = [SERVER_PORT, PXE_PORT] if self.ctx.proxy else [SERVER_PORT]
         try:
@@ -162,6 +172,26 @@ class DhcpService(Service):
                 self._committer.submit(batch.durable, batch.lazy, batch.after_commit)
             for (name, label, value), n in batch.counts.items():
                 self.metrics.inc(name, n, **{label: value})
+            self._watch_pools(batch)
+
+    def _watch_pools(self, batch: Batch) -> None:
+        """Free pool addresses on /metrics; a warning (once per interval) while new
+        machines are being rate-limited, so a discovery flood is visible."""
+        now = time.monotonic()
+        self._limited += batch.counts.get(
+            ("dsas_dhcp_dropped_total", "reason", "discovery_rate_limited"), 0)
+        if self._limited and now - self._warned_at >= WARN_EVERY:
+            log.warning("dhcp: %d DISCOVER/REQUEST(s) from new machines rate-limited "
+                        "(over %g new MACs/s; a flood of forged MACs?)", self._limited,
+                        self.ctx.discovery_rate)
+            self._limited, self._warned_at = 0, now
+        if self.ctx.discovery and now - self._pool_gauge_at >= POOL_GAUGE_EVERY:
+            self._pool_gauge_at = now
+            with self._lock:
+                assert self.policy is not None
+                free = self.policy.pool_free(self._clock())
+            for network, n in free.items():
+                self.metrics.set("dsas_dhcp_pool_free", n, network=network)
 
     def _drain(self, ep: Endpoint, batch: Batch) -> None:
         for _ in range(BATCH):
@@ -251,14 +281,15 @@ class DhcpService(Service):
         self.metrics.inc("dsas_dhcp_dropped_total", reason=reason)
         if log.isEnabledFor(logging.DEBUG):
             mac = ":".join(f"{b:02x}" for b in data[28:34]) if data and len(data) >= 34 else "?"
-            log.debug("dhcp drop reason=%s mac=%s %s", reason, mac, detail)
+            log.debug("dhcp drop reason=%s mac=%s %s", reason, mac, safe(detail))
 
     def _log(self, req: DhcpPacket, link: Link, d: Decision) -> None:
         if d.drop is not None:
             if d.drop == "unknown_mac" and self._first_time(req.mac):
                 log.info("dhcp: ignoring unknown machine mac=%s interface=%s arch=%s "
-                         "vendor=%s (not in the inventory; discovery is off)", req.mac,
-                         link.interface, req.client_arch, _text(req.vendor_class))
+                         "vendor=%s hostname=%s (not in the inventory; discovery is off)",
+                         req.mac, link.interface, req.client_arch, _client(req.vendor_class),
+                         _client(req.options.get(o.HOST_NAME)))
             elif log.isEnabledFor(logging.DEBUG):
                 log.debug("dhcp drop reason=%s mac=%s xid=%#x", d.drop, req.mac, req.xid)
             return
@@ -269,8 +300,10 @@ class DhcpService(Service):
             return
         if not d.host and any(isinstance(c, Sighting) for c in d.lazy) and self._first_time(
                 req.mac):
-            log.info("dhcp: discovered machine mac=%s interface=%s arch=%s vendor=%s",
-                     req.mac, link.interface, req.client_arch, _text(req.vendor_class))
+            log.info("dhcp: discovered machine mac=%s interface=%s arch=%s vendor=%s "
+                     "hostname=%s client_id=%s", req.mac, link.interface, req.client_arch,
+                     _client(req.vendor_class), _client(req.options.get(o.HOST_NAME)),
+                     safe((req.client_id or b"").hex()) or "-")
         # Inventory hosts: one line per lease event. The pool: debug (a flood of unknown
         # machines must not flood the log; each is logged once above).
         level = logging.INFO if d.host and (d.kind in ("ACK", "NAK") or d.state == "proxy") \
@@ -278,7 +311,7 @@ class DhcpService(Service):
         if log.isEnabledFor(level):
             log.log(level, "dhcp %s %s host=%s mac=%s xid=%#x state=%s interface=%s file=%s",
                     d.kind, d.reply.yiaddr, d.host or "-", req.mac, req.xid, d.state,
-                    link.interface, _text(d.reply.file) or "-")
+                    link.interface, safe(d.reply.file) or "-")
 
     def _first_time(self, mac: str) -> bool:
         if mac in self._logged:
@@ -374,8 +407,9 @@ class Committer(threading.Thread):
         return True
 
 
-def _text(b: bytes) -> str:
-    return b.decode("ascii", "replace")
+def _client(value: bytes | None) -> str:
+    """A client-supplied option for a log line: escaped (logsafe), '-' when absent."""
+    return safe(value) if value else "-"
 
 
 def _bind(ifname: str, port: int) -> socket.socket:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from dnslib import RCODE
 
 from ..inventory.model import Inventory
+from ..observability.logsafe import safe
 from ..policy.dns import SERVER_UDP_SIZE, Zone
 from ..policy.dns_wire import (
     ANSWER,
@@ -46,7 +47,11 @@ log = logging.getLogger(__name__)
 RECV_SIZE = MAX_QUERY + 1  # a longer datagram arrives cut to this, and is dropped as oversized
 SEND_SIZE = SERVER_UDP_SIZE  # the largest UDP reply we send (cached ones never exceed it)
 TCP_IDLE = 10.0  # seconds a TCP client may stay silent (RFC 7766 section 6.2.3)
+# Seconds from waiting for a TCP message to having all of it (length and body): one total
+# deadline, so a client trickling a byte now and then cannot hold a slot (issue 13).
+TCP_MESSAGE = TCP_IDLE
 TCP_CLIENTS = 64  # concurrent TCP connections; more are closed at once
+TCP_PER_CLIENT = 8  # concurrent TCP connections from one address; more are closed at once
 FORWARD_TIMEOUT = 2.0  # seconds for one forwarded query, all upstreams together
 FORWARD_WORKERS = 8
 FORWARD_PENDING = 256  # queued forwards beyond this are answered SERVFAIL at once
@@ -62,6 +67,7 @@ M_FORWARDED = "dsas_dns_forwarded_total"
 M_FORWARD_FAILED = "dsas_dns_forward_failures_total"
 M_ERRORS = "dsas_dns_errors_total"
 M_RELOADS = "dsas_dns_reloads_total"
+M_TCP_TIMEOUTS = "dsas_dns_tcp_timeouts_total"
 HELP = {
     M_QUERIES: "DNS queries answered, by rcode (flushed about once a second)",
     M_DROPPED: "DNS datagrams dropped unanswered, by reason (short, oversized, response, ...)",
@@ -71,6 +77,7 @@ HELP = {
     M_FORWARD_FAILED: "DNS queries answered SERVFAIL because no forwarder answered in time",
     M_ERRORS: "DNS internal, send or receive errors",
     M_RELOADS: "DNS zone reloads",
+    M_TCP_TIMEOUTS: "DNS TCP connections closed: idle, or a message not whole in time",
 }
 
 
@@ -115,6 +122,8 @@ class DnsService(Service):
         self._pending = threading.BoundedSemaphore(FORWARD_PENDING)
         self._tcp_slots = threading.BoundedSemaphore(TCP_CLIENTS)
         self._tcp_conns: set[socket.socket] = set()
+        self._tcp_lock = threading.Lock()
+        self._tcp_per_client: dict[str, int] = {}  # address -> open connections
         self._counts = [0] * 32  # answers by rcode, written by the loops only
         self._flushed = [0] * 32
         self._warned: dict[str, float] = {}
@@ -213,13 +222,15 @@ class DnsService(Service):
         if now - self._warned.get(kind, -WARN_EVERY) >= WARN_EVERY:
             self._warned[kind] = now
             log.warning("dns: %s from %s %s(further ones for %ds: counted in %s only)",
-                        kind, peer, f"{detail} " if detail else "", WARN_EVERY, metric)
+                        kind, peer, f"{safe(detail)} " if detail else "", WARN_EVERY, metric)
 
     def _outcome(self, out: Outcome, peer: object) -> None:
         if out.kind == ANSWER:
             self._counts[out.rcode & 31] += 1
             if out.truncated:
                 self.ctx.metrics.inc(M_TRUNCATED)
+        elif out.kind == FORWARD:
+            return  # counted when the forwarder answers, or fails to
         elif out.reply is None:
             self._event(M_DROPPED, out.kind, peer)
         else:
@@ -290,16 +301,47 @@ class DnsService(Service):
         while not self._stopping.is_set():
             try:
                 conn, peer = sock.accept()
-            except OSError:
+            except OSError as e:
                 if not self._stopping.is_set():
-                    time.sleep(0.01)
+                    # EMFILE/ENFILE (descriptors exhausted) and the like: this service
+                    # refuses TCP for a moment, counts it and logs it once per interval.
+                    self._event(M_ERRORS, "accept", "-", str(e))
+                    self._stopping.wait(0.1)
                 continue
-            if not self._tcp_slots.acquire(blocking=False):
-                self._event(M_DROPPED, "tcp-busy", peer)
+            if not self._tcp_admit(peer[0]):
                 conn.close()
                 continue
-            threading.Thread(target=self._tcp_client, args=(conn, peer), daemon=True,
-                             name=f"dns-tcp-{peer[0]}").start()
+            try:
+                threading.Thread(target=self._tcp_client, args=(conn, peer), daemon=True,
+                                 name=f"dns-tcp-{peer[0]}").start()
+            except RuntimeError as e:  # no thread to be had: refuse this one, go on
+                self._tcp_leave(peer[0])
+                conn.close()
+                self._event(M_ERRORS, "thread", peer, str(e))
+
+    def _tcp_admit(self, address: str) -> bool:
+        """Take a slot for a connection from ``address``: at most TCP_CLIENTS in all and
+        TCP_PER_CLIENT from one address, so one client cannot take every slot."""
+        with self._tcp_lock:
+            mine = self._tcp_per_client.get(address, 0)
+            if mine >= TCP_PER_CLIENT:
+                busy = "tcp-client-busy"
+            elif not self._tcp_slots.acquire(blocking=False):
+                busy = "tcp-busy"
+            else:
+                self._tcp_per_client[address] = mine + 1
+                return True
+        self._event(M_DROPPED, busy, address)
+        return False
+
+    def _tcp_leave(self, address: str) -> None:
+        with self._tcp_lock:
+            left = self._tcp_per_client.get(address, 1) - 1
+            if left > 0:
+                self._tcp_per_client[address] = left
+            else:
+                self._tcp_per_client.pop(address, None)
+            self._tcp_slots.release()
 
     def _tcp_client(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         lock = threading.Lock()
@@ -312,14 +354,17 @@ class DnsService(Service):
         try:
             conn.settimeout(TCP_IDLE)
             while not self._stopping.is_set():
-                head = _recv_exact(conn, 2)
+                # One deadline for the whole message: the idle wait, its length and its
+                # body (a byte every few seconds never resets it).
+                deadline = time.monotonic() + TCP_MESSAGE
+                head = _recv_exact(conn, 2, deadline)
                 if head is None:
                     return
                 (length,) = struct.unpack("!H", head)
                 if length > MAX_QUERY:
                     self._event(M_DROPPED, "oversized", peer, f"tcp length {length}")
                     return
-                data = _recv_exact(conn, length)
+                data = _recv_exact(conn, length, deadline)
                 if data is None:
                     return
                 out = self.responder.handle(data, False)
@@ -328,14 +373,17 @@ class DnsService(Service):
                     send(out.reply)
                 elif out.kind == FORWARD:
                     self._forward(data, send, peer, False)
-        except (OSError, TimeoutError):
+        except TimeoutError:
+            self.ctx.metrics.inc(M_TCP_TIMEOUTS)
+            return
+        except OSError:
             return
         except Exception as e:
             self._event(M_ERRORS, "internal", peer, repr(e))
         finally:
             self._tcp_conns.discard(conn)
             conn.close()
-            self._tcp_slots.release()
+            self._tcp_leave(peer[0])
 
     # -- forwarding ------------------------------------------------------------
 
@@ -351,7 +399,8 @@ class DnsService(Service):
         try:
             reply = self._ask_upstreams(query, udp)
             if reply is None:
-                self._event(M_FORWARD_FAILED, "upstream", peer, "no answer in time")
+                self._event(M_FORWARD_FAILED, "upstream", peer,
+                            f"no answer in time for {question_name(query)}")
                 reply = servfail(query)
             else:
                 self.ctx.metrics.inc(M_FORWARDED)
@@ -409,9 +458,32 @@ def _ask(up: Upstream, query: bytes, timeout: float, udp: bool) -> bytes | None:
         return answer if answer and matches(ours, answer) else None
 
 
-def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
+def question_name(query: bytes) -> str:
+    """The first question's name as the client sent it ('?' when it does not parse). A
+    label may hold any byte, newlines included (RFC 2181 section 11): escape it (logsafe)
+    before it reaches a log, as ``_event`` does with its detail."""
+    labels: list[bytes] = []
+    i = 12
+    while i < len(query) and len(labels) < 128:  # bounded: a name has at most 127 labels
+        n = query[i]
+        if n == 0:
+            return (b".".join(labels) + b".").decode("latin-1") if labels else "."
+        if n & 0xC0 or i + 1 + n > len(query):  # no pointers in a query's first name
+            break
+        labels.append(query[i + 1: i + 1 + n])
+        i += 1 + n
+    return "?"
+
+
+def _recv_exact(conn: socket.socket, n: int, deadline: float | None = None) -> bytes | None:
+    """``n`` bytes, None at end of stream; TimeoutError once ``deadline`` (monotonic) passed."""
     buf = b""
     while len(buf) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("message deadline passed")
+            conn.settimeout(left)
         chunk = conn.recv(n - len(buf))
         if not chunk:
             return None
