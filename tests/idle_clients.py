@@ -1,6 +1,6 @@
 """Hold many idle TCP connections to a server (run inside a lab namespace).
 
-    python -m tests.idle_clients HOST PORT COUNT SECONDS
+    python -m tests.idle_clients HOST PORT COUNT SECONDS [SOURCE]
 
 Opens COUNT connections (a refused or reset one is counted, not retried),
 prints ``open N`` once, then ``closed K`` whenever more of them were closed by
@@ -18,6 +18,7 @@ import time
 
 def main(argv: list[str]) -> int:
     host, port, count, seconds = argv[0], int(argv[1]), int(argv[2]), float(argv[3])
+    source = argv[4] if len(argv) > 4 else None
     sel = selectors.DefaultSelector()
     socks = []
     failed = 0
@@ -25,6 +26,8 @@ def main(argv: list[str]) -> int:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.settimeout(5)
         try:
+            if source:
+                s.bind((source, 0))
             s.connect((host, port))
         except OSError:
             failed += 1
