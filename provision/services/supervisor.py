@@ -13,8 +13,7 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-from ..inventory import InventoryError, Inventory
-from ..inventory.isolated import load_isolated
+from ..inventory import InventoryError, load
 from .base import SERVICE_NAMES, ServeContext, Service
 
 log = logging.getLogger(__name__)
@@ -41,29 +40,18 @@ class Supervisor:
         self._reload = threading.Event()
 
     def reload(self) -> bool:
-        """Load the inventory again; keep the old one if the new one is broken.
-
-        The file is parsed in a child process with a deadline (``load_isolated``):
-        whatever it holds, the services go on serving, and SIGTERM still stops the
-        process while a reload runs."""
+        """Load the inventory again; keep the old one if the new one is broken."""
         try:
-            inv: Inventory = load_isolated(self.inventory_path, cancel=self._stop)
+            inv = load(self.inventory_path)
         except InventoryError as e:
             log.error("reload refused: inventory has %d problem(s); keeping the old one",
                       len(e.problems))
             for p in e.problems:
                 log.error("reload refused: %s", p)
             return False
-        except (OSError, ValueError) as e:  # no child process (e.g. out of descriptors)
-            log.error("reload refused: cannot load %s (%s); keeping the old one",
-                      self.inventory_path, e)
-            return False
         self.ctx.inventory = inv
         for s in self.services:
-            try:
-                s.reload(inv)
-            except Exception:
-                log.exception("service %s could not take the new inventory", s.name)
+            s.reload(inv)
         log.info("reloaded inventory %s: %d hosts", self.inventory_path, len(inv.hosts))
         return True
 
