@@ -16,6 +16,7 @@ import asyncio
 import datetime as dt
 import ipaddress
 import logging
+import resource
 import sqlite3
 import threading
 import time
@@ -93,6 +94,13 @@ class HttpService(Service):
         if failure:
             raise failure[0]
         log.info("http: serving %s on %s:%d", self.tree.root, self._host(), self.port)
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        want = 2 * self.limits.max_connections + 64  # a socket and a file each, and ours
+        if soft != resource.RLIM_INFINITY and soft < want:
+            log.warning("http: open files limit %d is below the %d that "
+                        "--http-max-connections %d may need; past it, connections are "
+                        "refused (LimitNOFILE in etc/dsas-serve.service)", soft, want,
+                        self.limits.max_connections)
 
     def _host(self) -> str:
         return str(self.ctx.bind_address or "0.0.0.0")
@@ -258,7 +266,9 @@ class HttpService(Service):
             bf = self.tree.lookup(name, request.remote)
         except Refused as r:
             self.metrics.inc(M_ERRORS, reason=r.reason.key)
-            log.info("http: refused %r from %s: %s", name[:80], request.remote, r.message)
+            self._refusals.info(f"{request.remote}:{r.reason.key}",
+                                "http: refused %s from %s: %s", safe(name, 80),
+                                request.remote, r.message)
             return web.Response(status=r.reason.http_status, text=r.message + "\n")
         return await self._send(request, bf)
 
