@@ -167,6 +167,10 @@ class HttpService(Service):
         loop = asyncio.get_running_loop()
         try:
             body = await request.content.read(httpfiles.MAX_EVENT_BYTES + 1)
+        except Exception as e:  # noqa: BLE001 - a broken upload (bad chunking, reset...)
+            return self._refuse_event(peer, 400, f"cannot read the body: {type(e).__name__}",
+                                      "body")
+        try:
             ev = httpfiles.parse_event(body, peer, self.tree.inventory, self._leased)
             verified = ev.ssh_key is not None and boottoken.verify(
                 self._secret, ev.host, ev.boot_id, ev.token)
@@ -175,8 +179,6 @@ class HttpService(Service):
                                          "token")
         except httpfiles.BadEvent as e:
             return self._refuse_event(peer, e.status, e.message, e.reason)
-        except (ValueError, OSError, web.HTTPException) as e:  # a broken upload
-            return self._refuse_event(peer, 400, f"cannot read the body: {e}"[:200], "body")
         now = time.time()
         try:
             await loop.run_in_executor(None, self._store_event, ev, now, verified)
