@@ -8,9 +8,10 @@ sent only after its lease is on disk.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,33 @@ class StateStore:
                 (component, ddl),
             )
             self._schemas.add(component)
+
+    def ensure_columns(self, table: str, columns: tuple[tuple[str, str], ...]) -> None:
+        """Add ``(name, declaration)`` columns a table made by an older release lacks."""
+        with self._lock:
+            conn = self._connect()
+            have = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
+            for name, decl in columns:
+                if name not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+
+    def secret(self, name: str, make: Callable[[], bytes]) -> bytes:
+        """The bytes of ``<state-dir>/<name>`` (mode 0600), made by ``make()`` on first
+        use. Two processes racing to make it agree: the first file written wins."""
+        path = self.path.parent / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            data = path.read_bytes()
+            if data:
+                return data
+            raise ValueError(f"{path} is empty: remove it to make a new one") from None
+        with os.fdopen(fd, "wb") as f:
+            f.write(make())
+            f.flush()
+            os.fsync(f.fileno())
+        return path.read_bytes()
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
         """Run one statement in its own transaction; returns the rows changed."""

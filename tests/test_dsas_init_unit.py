@@ -235,6 +235,40 @@ def test_failure_is_reported_to_the_master_over_http(lab: Lab, machine: Machine,
     assert got[0]["detail"].startswith("BOND_MODE: 'fastest' is not a bonding mode")
 
 
+@pytest.mark.lab
+def test_ready_report_sends_the_host_key_with_this_boots_token(lab: Lab, machine: Machine,
+                                                               tmp_path: Path) -> None:
+    """The ready report carries the SSH host key and, with it, the boot id and token the
+    master put in dsas.conf (DSAS_BOOT_ID, DSAS_BOOT_TOKEN); without them, the key alone."""
+    ns = lab.netns("inittok")
+    lab.bridge(ns, "br0", "198.18.41.1/24")
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    www = tmp_path / "www"
+    www.mkdir()
+    ns.popen([sys.executable, str(ROOT / "tests" / "fake_master.py"), str(www), str(events),
+              "198.18.41.1", "8080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ns.wait_port(8080, "tcp")
+    (machine.root / "etc" / "ssh").mkdir()
+    (machine.root / "etc/ssh/ssh_host_ed25519_key.pub").write_text(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey root@n1\n")
+    token = "0123456789abcdef0123456789abcdef"
+    env = {"PATH": f"{machine.bin}:/usr/bin:/bin", "DSAS_ROOT": str(machine.root),
+           "FAKE_LOG": str(machine.log), "DSAS_MASTER": "http://198.18.41.1:8080"}
+    for extra in ({"DSAS_BOOT_ID": "65a1b2c3-0123456789ab", "DSAS_BOOT_TOKEN": token}, {}):
+        (machine.root / "etc" / "dsas.conf").write_text(conf(**extra))
+        out = ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash", str(DSAS_INIT)],
+                     check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+    got = [json.loads(line) for line in events.read_text().splitlines()]
+    ready = [e for e in got if e["stage"] == "ready"]
+    assert len(ready) == 2
+    assert ready[0]["ssh_key"] == "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey"
+    assert ready[0]["boot_id"] == "65a1b2c3-0123456789ab" and ready[0]["token"] == token
+    assert "token" not in ready[1] and "boot_id" not in ready[1]  # a re-run reset the keys
+    assert ready[1]["ssh_key"] == ready[0]["ssh_key"]
+
+
 def test_the_renderers_dsas_conf_is_understood(tmp_path: Path) -> None:
     """dsas.conf exactly as provision.render writes it for the lab inventory."""
     from provision.inventory import load

@@ -34,7 +34,13 @@ from provision.distribute.sshconf import SshConfig, add_known_host, fingerprint
 from provision.distribute.targets import Target
 from provision.distribute.transfer import explain, rsync_argv
 from provision.inventory import loads
-from provision.policy.httpfiles import EVENTS_DDL, BadEvent, parse_event, parse_ssh_key
+from provision.policy.httpfiles import (
+    EVENTS_DDL,
+    BadEvent,
+    ensure_events_schema,
+    parse_event,
+    parse_ssh_key,
+)
 from provision.state import StateStore
 
 from .lab import require_tool
@@ -208,13 +214,13 @@ def test_ssh_key_in_events(tmp_path):
     ev = parse_event(json.dumps({"host": "w1", "stage": "ready",
                                  "ssh_key": f"{t} {b} root@node"}).encode(), "198.18.5.11", inv)
     assert ev.ssh_key == (t, b)
-    assert parse_event(b'{"host": "w1", "stage": "ready"}', None, inv).ssh_key is None
+    assert parse_event(b'{"host": "w1", "stage": "ready"}', "198.18.5.11", inv).ssh_key is None
     rsa_blob = base64.b64encode(struct.pack("!I", 7) + b"ssh-rsa" + b"\0" * 8).decode()
     for bad in ("ssh-ed25519", f"ssh-dss {b}", "ssh-ed25519 not-base64!", f"ssh-rsa {b}",
                 f"ssh-ed25519 {rsa_blob}", "ssh-ed25519 " + "A" * 3000):
         with pytest.raises(BadEvent) as e:
             parse_event(json.dumps({"host": "w1", "stage": "ready", "ssh_key": bad}).encode(),
-                        None, inv)
+                        "198.18.5.11", inv)
         assert e.value.status in (400, 413)
     assert parse_ssh_key(f"{t} {b}") == (t, b)
 
@@ -229,11 +235,17 @@ def test_plan_trust():
     assert p.keys == [("ssh-rsa", "R"), ("ssh-ed25519", "X")]
 
 
-def report(state: Path, host: str, key: tuple[str, str]) -> None:
+def report(state: Path, host: str, key: tuple[str, str], address: str | None = None,
+           verified: bool = True) -> None:
+    """A key row as the HTTP service stores it (by default: from the host's own
+    address, with a valid boot token)."""
+    own = {"w1": "198.18.5.11", "w2": "198.18.5.12"}
     store = StateStore(state)
-    store.ensure_schema("http", EVENTS_DDL)
-    store.execute("INSERT OR REPLACE INTO http_host_keys(host, key_type, key, ts, address) "
-                  "VALUES (?, ?, ?, ?, ?)", (host, *key, time.time(), "198.18.5.11"))
+    ensure_events_schema(store)
+    store.execute("INSERT OR REPLACE INTO http_host_keys(host, key_type, key, ts, address, "
+                  "boot_id, verified) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                  (host, *key, time.time(), address or own[host], "1-abcdefabcdef",
+                   int(verified)))
     store.close()
 
 
@@ -268,6 +280,42 @@ def test_trust_from_boot_report(tmp_path):
     assert trusted_keys(cfg, "198.18.5.11") == [k2]
     for args in (["--all-reported", "w1"], ["--from-boot-report"], []):
         assert runner.invoke(trust, [*args, *base]).exit_code == 2
+
+
+def test_trust_refuses_keys_not_reported_by_the_host_itself(tmp_path):
+    """A key row from another address (a forged report, or one stored before the HTTP
+    service checked sources) or without a valid boot token is refused, naming the host;
+    the other hosts' keys are still trusted."""
+    inv_path = tmp_path / "inv.yaml"
+    inv_path.write_text(INV)
+    state = tmp_path / "st"
+    state.mkdir()
+    base = ["-i", str(inv_path), "--state-dir", str(state)]
+    cfg = SshConfig(state)
+    k1, k2 = make_key(tmp_path, "k1"), make_key(tmp_path, "k2")
+    report(state, "w1", k1, address="198.18.5.99")  # the discovery pool, say
+    report(state, "w2", k2)
+    res = CliRunner().invoke(trust, ["--all-reported", "--yes", *base])
+    assert res.exit_code == 1
+    assert "w1 ssh-ed25519" in res.output and "REFUSED: reported from 198.18.5.99" in res.output
+    assert "not from the host itself: w1" in res.output
+    assert trusted_keys(cfg, "198.18.5.11") == [] and trusted_keys(cfg, "198.18.5.12") == [k2]
+    report(state, "w1", k1, verified=False)  # its own address, but no valid token
+    res = CliRunner().invoke(trust, ["w1", "--from-boot-report", "--yes", *base])
+    assert res.exit_code == 1 and "without a valid boot token" in res.output
+    assert trusted_keys(cfg, "198.18.5.11") == []
+
+
+def test_old_host_key_table_gains_the_new_columns(tmp_path):
+    """A state.db from before the boot token: its rows read as unverified (refused)."""
+    store = StateStore(tmp_path)
+    store.ensure_schema("http", EVENTS_DDL.replace("    boot_id TEXT,\n", "")
+                        .replace("    verified INTEGER NOT NULL DEFAULT 0,\n", ""))
+    store.execute("INSERT INTO http_host_keys(host, key_type, key, ts, address) "
+                  "VALUES ('w1', 'ssh-ed25519', 'AAAA', 1, '198.18.5.11')")
+    store.close()
+    rows = reported_keys(StateStore(tmp_path))
+    assert len(rows) == 1 and rows[0].verified is False and rows[0].boot_id is None
 
 
 def test_trust_keeps_other_hosts(tmp_path):

@@ -371,7 +371,11 @@ def test_host_key_from_the_boot_report(lab, tmp_path):
     machine = Machine(tmp_path / "m", {"eth0": MACS[0], "eth1": MACS[1]})
     (machine.root / "etc" / "ssh").mkdir()
     (machine.root / "etc/ssh/ssh_host_ed25519_key.pub").write_text(n01.host_key_pub())
-    (machine.root / "etc/dsas.conf").write_text(conf(SYSTEMNAME="n01"))
+    # this boot's report token, from the dsas.conf the master serves n01
+    served = n01.ns.run(["curl", "-fsS", "http://198.18.100.1/hosts/n01/dsas.conf"]).stdout
+    token = dict(re.findall(r"^(DSAS_BOOT_ID|DSAS_BOOT_TOKEN)=(\S+)$", served, re.M))
+    assert len(token) == 2, served
+    (machine.root / "etc/dsas.conf").write_text(conf(SYSTEMNAME="n01", **token))
     env = {"PATH": f"{machine.bin}:/usr/bin:/bin", "DSAS_ROOT": str(machine.root),
            "FAKE_LOG": str(machine.log), "DSAS_MASTER": "http://198.18.100.1"}
     out = n01.ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash",
@@ -393,14 +397,17 @@ def test_host_key_from_the_boot_report(lab, tmp_path):
     # Another key reported for n01 (reinstalled, or an impostor): not trusted.
     other = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
-    body = json.dumps({"host": "n01", "stage": "ready",
-                       "ssh_key": Path(f"{other}.pub").read_text().strip()})
-    posted = n01.ns.run(["curl", "-fsS", "-o", "/dev/null", "-w", "%{http_code}", "-H",
-                         "Content-Type: application/json", "--data", body,
-                         "http://198.18.100.1/api/v1/events"], check=False)
-    assert posted.stdout == "201", posted.stderr
-    r = pl.dsas("trust", "--all-reported", "--yes", *base)
-    assert r.returncode == 1 and "CHANGED" in r.stdout and "n01" in r.stderr
+    report = {"host": "n01", "stage": "ready",
+              "ssh_key": Path(f"{other}.pub").read_text().strip()}
+    for fields, state in (({"boot_id": token["DSAS_BOOT_ID"], "token": token["DSAS_BOOT_TOKEN"]},
+                           "CHANGED"), ({}, "REFUSED")):
+        posted = n01.ns.run(["curl", "-fsS", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                             "Content-Type: application/json", "--data",
+                             json.dumps({**report, **fields}),
+                             "http://198.18.100.1/api/v1/events"], check=False)
+        assert posted.stdout == "201", posted.stderr
+        r = pl.dsas("trust", "--all-reported", "--yes", *base)
+        assert r.returncode == 1 and state in r.stdout + r.stderr and "n01" in r.stderr
     assert_ok(pl.push(str(pl.src), "--host", "n01"))  # the trusted key is still the real one
 
 

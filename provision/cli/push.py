@@ -19,7 +19,13 @@ from typing import Any, TextIO
 import click
 
 from ..distribute.history import History, HostResult
-from ..distribute.hostkeys import ReportedKey, plan_trust, reported_keys, trusted_keys
+from ..distribute.hostkeys import (
+    ReportedKey,
+    plan_trust,
+    reported_keys,
+    trusted_keys,
+    untrustworthy,
+)
 from ..distribute.progress import human_bytes, reporter_for
 from ..distribute.push import DEFAULT_KEEP, DEFAULT_TO, Pusher, PushOptions, default_parallel
 from ..distribute.release import ManifestError, local_manifest
@@ -329,9 +335,17 @@ def _trust_reported(inv: Inventory, ssh: SshConfig, state_dir: str, host: str | 
         fail(f"{host}: no SSH host key in its boot reports (the node sends "
              "/etc/ssh/ssh_host_ed25519_key.pub when it reports ready)")
     by_host: dict[str, list[ReportedKey]] = {}
+    forged: list[str] = []
     for r in reports:
-        if r.host in inv.hosts:
-            by_host.setdefault(r.host, []).append(r)
+        if r.host not in inv.hosts:
+            continue
+        why = untrustworthy(r, inv)
+        if why is not None:
+            click.echo(f"{r.host} {r.key_type} {fingerprint(r.key)} REFUSED: {why}", err=True)
+            if r.host not in forged:
+                forged.append(r.host)
+            continue
+        by_host.setdefault(r.host, []).append(r)
     plans, refused = {}, []
     for name, rows in by_host.items():
         address = str(inv.hosts[name].primary_interface.address)
@@ -353,6 +367,9 @@ def _trust_reported(inv: Inventory, ssh: SshConfig, state_dir: str, host: str | 
         add_known_host(ssh, address, plan.keys)
         click.echo(f"{len(plan.new) + len(plan.changed)} key(s) of {name} trusted "
                    f"in {ssh.known_hosts}")
+    if forged:
+        fail(f"reported key not trusted, not from the host itself: {', '.join(forged)} "
+             "(see above; `dsas trust HOST` scans the key instead)")
     if not by_host:
         fail("no inventory host has reported an SSH host key")
     if refused:

@@ -43,6 +43,25 @@ def _services(value: str) -> list[str]:
               help="Address to serve on (default: the inventory's master_address).")
 @click.option("--http-port", type=click.IntRange(1, 65535), default=None,
               help="HTTP port (default: the inventory's http_port, 80).")
+@click.option("--http-max-connections", type=click.IntRange(1, 1_000_000), default=512,
+              show_default=True,
+              help="Open HTTP connections at most; one more is closed at once (counted).")
+@click.option("--http-max-per-client", type=click.IntRange(1, 1_000_000), default=64,
+              show_default=True, help="Open HTTP connections from one address at most.")
+@click.option("--http-header-timeout", type=click.FloatRange(0.5, 600), default=10.0,
+              show_default=True, help="Seconds an HTTP client may take to send a request head.")
+@click.option("--http-idle-timeout", type=click.FloatRange(0.5, 3600), default=30.0,
+              show_default=True,
+              help="Seconds a keep-alive HTTP connection may wait between requests.")
+@click.option("--http-event-rate", type=click.FloatRange(0.01, 10000), default=2.0,
+              show_default=True,
+              help="Boot reports per second one address may post (after the burst); "
+                   "more get 429.")
+@click.option("--http-event-burst", type=click.IntRange(1, 100000), default=20,
+              show_default=True, help="Boot reports one address may post at once.")
+@click.option("--http-events-per-host", type=click.IntRange(1, 1_000_000), default=100,
+              show_default=True,
+              help="Boot events kept per host (the newest, plus the last of each stage).")
 @click.option("--tftp-port", type=click.IntRange(1, 65535), default=69, show_default=True)
 @click.option("--tftp-max-transfers", type=click.IntRange(1, 4096), default=128,
               show_default=True,
@@ -75,7 +94,11 @@ def _services(value: str) -> list[str]:
               help="Directory of template overrides.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, state_dir: str,
-          boot_root: str, bind_address: str | None, http_port: int | None, tftp_port: int,
+          boot_root: str, bind_address: str | None, http_port: int | None,
+          http_max_connections: int, http_max_per_client: int, http_header_timeout: float,
+          http_idle_timeout: float,
+          http_event_rate: float, http_event_burst: int, http_events_per_host: int,
+          tftp_port: int,
           tftp_max_transfers: int, tftp_max_per_client: int, tftp_timeout: float,
           tftp_busy_poll: int,
           dns_port: int, dns_forwarders: tuple[str, ...], dns_forward_timeout: float,
@@ -104,6 +127,13 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         state_dir=Path(state_dir),
         boot_root=Path(boot_root),
         http_port=http_port or inv.cluster.http_port,
+        http_max_connections=http_max_connections,
+        http_max_per_client=http_max_per_client,
+        http_header_timeout=http_header_timeout,
+        http_idle_timeout=http_idle_timeout,
+        http_event_rate=http_event_rate,
+        http_event_burst=http_event_burst,
+        http_events_per_host=http_events_per_host,
         tftp_port=tftp_port,
         tftp_max_transfers=tftp_max_transfers,
         tftp_max_per_client=tftp_max_per_client,

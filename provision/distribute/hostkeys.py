@@ -6,13 +6,19 @@ per host and key type in ``http_host_keys``. Trusting it is the operator's
 decision: the fingerprint is shown, and a key that differs from the one
 already trusted is refused unless the operator says the node was reinstalled
 (``--replace``). Pushes still refuse any host whose key is unknown or changed.
+
+A reported key is never trusted when it came from an address that is not the
+host's own (inventory) address, or without the valid per-boot token that the
+master put in that boot's dsas.conf (``policy.boottoken``): ``untrustworthy``
+says why. Rows written before the HTTP service checked either are refused too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..policy.httpfiles import EVENTS_DDL
+from ..inventory.model import Inventory
+from ..policy.httpfiles import ensure_events_schema, host_addresses
 from ..state import StateStore
 from .sshconf import SshConfig
 
@@ -24,16 +30,29 @@ class ReportedKey:
     key: str  # base64 blob
     ts: float
     address: str | None
+    boot_id: str | None = None
+    verified: bool = False  # the report carried this boot's valid token
 
 
 def reported_keys(store: StateStore, host: str | None = None) -> list[ReportedKey]:
     """The latest reported key of each (host, type); of one host, or of every host."""
-    store.ensure_schema("http", EVENTS_DDL)
-    sql = "SELECT host, key_type, key, ts, address FROM http_host_keys"
+    ensure_events_schema(store)
+    sql = "SELECT host, key_type, key, ts, address, boot_id, verified FROM http_host_keys"
     rows = store.query(sql + " WHERE host=? ORDER BY key_type", [host]) if host else \
         store.query(sql + " ORDER BY host, key_type")
-    return [ReportedKey(r["host"], r["key_type"], r["key"], r["ts"], r["address"])
-            for r in rows]
+    return [ReportedKey(r["host"], r["key_type"], r["key"], r["ts"], r["address"],
+                        r["boot_id"], bool(r["verified"])) for r in rows]
+
+
+def untrustworthy(report: ReportedKey, inv: Inventory) -> str | None:
+    """Why a reported key must not be trusted, or None."""
+    own = host_addresses(report.host, inv)
+    if not report.address or report.address not in own:
+        return (f"reported from {report.address or 'an unknown address'}, not from "
+                f"{report.host}'s own address ({', '.join(sorted(own)) or 'none'})")
+    if not report.verified:
+        return "reported without a valid boot token (not from a dsas.conf this master served)"
+    return None
 
 
 def trusted_keys(cfg: SshConfig, address: str) -> list[tuple[str, str]]:

@@ -221,6 +221,8 @@ class BootTree:
     ):
         self.root = os.path.realpath(root)
         self.inventory = inventory  # replaced on reload; read once per lookup
+        # Lines appended to each served dsas.conf, per host name (HTTP's boot-report token).
+        self.conf_extra: Callable[[str], str] | None = None
         real_host, real_default = renderers(templates, self.root)
         self._render_host = render_host or real_host
         self._render_default = render_default or real_default
@@ -276,6 +278,8 @@ class BootTree:
 
     def _render(self, inv: Inventory, host: Host, what: str, path: str) -> BootFile:
         text = self._call(self._render_host, inv, host, what)
+        if what == "dsas.conf" and self.conf_extra is not None:
+            text += self.conf_extra(host.name)
         return self._bytes(path, text, host.name)
 
     @staticmethod

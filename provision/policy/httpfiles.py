@@ -11,8 +11,11 @@ import binascii
 import ipaddress
 import json
 import re
+import sqlite3
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..inventory.model import Inventory
 
@@ -80,7 +83,9 @@ MAX_EVENT_BYTES = 4096
 MAX_REASON = 200
 # "detail" is free text for any stage (ready carries the addresses); "reason" is its
 # older name. A failed stage needs one of them.
-_FIELDS = {"host", "stage", "reason", "detail", "image", "mac", "ssh_key"}
+# "boot_id" and "token": what the master put in this boot's dsas.conf (policy.boottoken);
+# they bind an ssh_key to the boot.
+_FIELDS = {"host", "stage", "reason", "detail", "image", "mac", "ssh_key", "boot_id", "token"}
 _SAFE = re.compile(r"^[\x20-\x7e]*$")
 # "ssh_key": the node's SSH host public key, one ``*.pub`` line (dsas trust reads it).
 SSH_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
@@ -104,16 +109,50 @@ CREATE TABLE IF NOT EXISTS http_host_keys (
     key TEXT NOT NULL,
     ts REAL NOT NULL,
     address TEXT,
+    boot_id TEXT,
+    verified INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (host, key_type)
 );
 """
+# Columns added since the first release of the table (ALTER TABLE for old state files).
+EVENTS_COLUMNS = (("http_host_keys", "boot_id", "TEXT"),
+                  ("http_host_keys", "verified", "INTEGER NOT NULL DEFAULT 0"))
+# Events kept per host: the last DEFAULT_EVENTS_PER_HOST, and the last of each stage.
+DEFAULT_EVENTS_PER_HOST = 100
+
+
+class _Store(Protocol):
+    def ensure_schema(self, component: str, ddl: str) -> None: ...
+    def ensure_columns(self, table: str, columns: tuple[tuple[str, str], ...]) -> None: ...
+
+
+def ensure_events_schema(store: _Store) -> None:
+    """The event and host-key tables, with the columns of this release."""
+    store.ensure_schema("http", EVENTS_DDL)
+    by_table: dict[str, list[tuple[str, str]]] = {}
+    for table, col, decl in EVENTS_COLUMNS:
+        by_table.setdefault(table, []).append((col, decl))
+    for table, cols in by_table.items():
+        store.ensure_columns(table, tuple(cols))
+
+
+def trim_events(conn: sqlite3.Connection, host: str, keep: int) -> None:
+    """Keep ``host``'s last ``keep`` events and the last event of each stage."""
+    conn.execute(
+        "DELETE FROM http_events WHERE host=:h AND id < (SELECT COALESCE(MIN(id), 0) FROM "
+        "(SELECT id FROM http_events WHERE host=:h ORDER BY id DESC LIMIT :n)) "
+        "AND id NOT IN (SELECT MAX(id) FROM http_events WHERE host=:h GROUP BY stage)",
+        {"h": host, "n": keep})
 
 
 class BadEvent(Exception):
-    def __init__(self, status: int, message: str):
+    """A refused report: the HTTP status, a one-line reason, and a metrics label."""
+
+    def __init__(self, status: int, message: str, reason: str = "bad"):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -124,17 +163,23 @@ class Event:
     image: str | None
     address: str
     ssh_key: tuple[str, str] | None = None  # (type, base64 blob)
+    boot_id: str | None = None
+    token: str | None = None
 
 
-def parse_event(body: bytes, peer: str | None, inv: Inventory) -> Event:
+def parse_event(body: bytes, peer: str | None, inv: Inventory,
+                leased: Callable[[str], set[str]] | None = None) -> Event:
     """Validate a node's report. The host is named in the body (or found by the
-    peer address); a peer known as another host may not report for it."""
+    peer address); the report must come from one of that host's inventory
+    addresses, or from an address DHCP leased it (``leased(host)``)."""
     if len(body) > MAX_EVENT_BYTES:
-        raise BadEvent(413, f"event larger than {MAX_EVENT_BYTES} bytes")
+        raise BadEvent(413, f"event larger than {MAX_EVENT_BYTES} bytes", "too_large")
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise BadEvent(400, "body is not JSON") from None
+    except RecursionError:  # [[[[... nested deeper than the parser's stack
+        raise BadEvent(400, "body is nested too deeply") from None
     if not isinstance(doc, dict):
         raise BadEvent(400, "body must be a JSON object")
     extra = set(doc) - _FIELDS
@@ -158,13 +203,26 @@ def parse_event(body: bytes, peer: str | None, inv: Inventory) -> Event:
     if host is None:
         raise BadEvent(404, f"host {name!r} not in inventory")
     if by_peer is not None and by_peer.name != host.name:
-        raise BadEvent(403, f"{peer} is {by_peer.name}, not {host.name}")
+        raise BadEvent(403, f"{peer} is {by_peer.name}, not {host.name}", "source")
+    if not peer or not _is_v4(peer):
+        raise BadEvent(403, f"a report for {host.name} must come from its own address",
+                       "source")
+    address = str(ipaddress.IPv4Address(peer))
+    if address not in host_addresses(host.name, inv) and \
+            (leased is None or address not in leased(host.name)):
+        raise BadEvent(403, f"{address} is not {host.name}'s address (inventory or lease)",
+                       "source")
     if "mac" in doc and doc["mac"].lower() not in host.macs:
         raise BadEvent(403, f"MAC {doc['mac']} is not {host.name}'s")
-    address = str(ipaddress.IPv4Address(peer)) if peer and _is_v4(peer) else ""
     ssh_key = parse_ssh_key(doc["ssh_key"]) if doc.get("ssh_key") else None
     return Event(host.name, stage, detail, doc.get("image") or host.image,
-                 address, ssh_key)
+                 address, ssh_key, doc.get("boot_id") or None, doc.get("token") or None)
+
+
+def host_addresses(name: str, inv: Inventory) -> set[str]:
+    """The inventory addresses of host ``name`` (empty if it is not in the inventory)."""
+    host = inv.hosts.get(name)
+    return {str(a) for a in host.addresses.values()} if host else set()
 
 
 def parse_ssh_key(text: str) -> tuple[str, str]:

@@ -33,6 +33,13 @@ class ServeContext:
     tftp_max_per_client: int = 8  # concurrent TFTP transfers per client address
     tftp_timeout: float = 5.0  # s without progress before a TFTP transfer is abandoned
     tftp_busy_poll: int = 50  # us a TFTP transfer spins for an ACK before sleeping (0: off)
+    http_max_connections: int = 512  # open HTTP connections; more are refused at once
+    http_max_per_client: int = 64  # open HTTP connections from one address
+    http_header_timeout: float = 10.0  # s a connection may take to send a request head
+    http_idle_timeout: float = 30.0  # s a keep-alive connection may idle between requests
+    http_event_rate: float = 2.0  # boot reports per second per source address...
+    http_event_burst: int = 20  # ...after a burst of this many; more get 429
+    http_events_per_host: int = 100  # events kept per host (plus the last of each stage)
     dns_port: int = 53
     dns_forwarders: tuple[str, ...] = ()  # ADDR[:PORT] resolvers for names outside our zones
     dns_forward_timeout: float = 2.0  # seconds per forwarded query, all forwarders together

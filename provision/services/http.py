@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ipaddress
 import logging
+import resource
+import sqlite3
 import threading
 import time
 import urllib.parse
@@ -23,9 +26,13 @@ from typing import Any
 from aiohttp import web
 
 from ..inventory.model import Inventory
-from ..policy import httpfiles
+from ..observability.logsafe import safe
+from ..observability.quietlog import QuietLog
+from ..policy import boottoken, httpfiles
 from ..policy.boottree import BootFile, BootTree, Refused
+from ..policy.ratelimit import TokenBuckets
 from .base import ServeContext, Service
+from .http_conn import Limits, Listener
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,8 @@ M_TRANSFERS = "dsas_http_transfers_total"
 M_BYTES = "dsas_http_bytes_total"
 M_ERRORS = "dsas_http_errors_total"
 M_EVENTS = "dsas_http_events_total"
+M_EVENTS_REFUSED = "dsas_http_events_refused_total"  # {reason=rate|source|token|...}
+BOOT_SECRET = "boot-report.key"  # in the state directory; never logged
 
 SENDFILE_MIN = 64 * 1024  # smaller files go out in one write; sendfile costs a syscall dance
 TEXT_SUFFIXES = (".ipxe", ".cfg", ".conf", ".json", ".txt")
@@ -50,7 +59,13 @@ class HttpService(Service):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: Listener | None = None
         self._stopped = threading.Event()
+        self.limits = Limits(ctx.http_max_connections, ctx.http_max_per_client,
+                             ctx.http_header_timeout, ctx.http_idle_timeout)
+        self._event_buckets = TokenBuckets(ctx.http_event_rate, ctx.http_event_burst)
+        self._refusals = QuietLog(log)
+        self._secret = b""
 
     # -- life cycle -------------------------------------------------------------
 
@@ -64,7 +79,11 @@ class HttpService(Service):
         return app
 
     def start(self) -> None:
-        self.ctx.store.ensure_schema("http", httpfiles.EVENTS_DDL)
+        httpfiles.ensure_events_schema(self.ctx.store)
+        self._secret = self.ctx.store.secret(BOOT_SECRET, boottoken.new_secret)
+        secret = self._secret
+        self.tree.conf_extra = lambda host: boottoken.conf_lines(
+            *boottoken.issue(secret, host, time.time()))
         ready = threading.Event()
         failure: list[BaseException] = []
         self._thread = threading.Thread(target=self._run, args=(ready, failure), name="http",
@@ -75,19 +94,32 @@ class HttpService(Service):
         if failure:
             raise failure[0]
         log.info("http: serving %s on %s:%d", self.tree.root, self._host(), self.port)
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        want = 2 * self.limits.max_connections + 64  # a socket and a file each, and ours
+        if soft != resource.RLIM_INFINITY and soft < want:
+            log.warning("http: open files limit %d is below the %d that "
+                        "--http-max-connections %d may need; past it, connections are "
+                        "refused (LimitNOFILE in etc/dsas-serve.service)", soft, want,
+                        self.limits.max_connections)
 
     def _host(self) -> str:
         return str(self.ctx.bind_address or "0.0.0.0")
+
+    async def _listen(self) -> None:
+        assert self._listener is not None
+        self._listener.start(self._host(), self.port)
 
     def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
-            self._runner = web.AppRunner(self.app(), access_log=None)
+            kwargs: dict[str, Any] = {"keepalive_timeout": self.limits.idle_timeout,
+                                      "access_log": None}
+            self._runner = web.AppRunner(self.app(), **kwargs)
             loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, self._host(), self.port, reuse_address=True,
-                               backlog=1024)
-            loop.run_until_complete(site.start())
+            assert self._runner.server is not None
+            self._listener = Listener(self._runner.server, self.limits, self.metrics, kwargs)
+            loop.run_until_complete(self._listen())
         except BaseException as e:  # noqa: BLE001 - handed to start()
             failure.append(e)
             ready.set()
@@ -97,6 +129,8 @@ class HttpService(Service):
         try:
             loop.run_forever()
         finally:
+            if self._listener is not None:
+                self._listener.close()
             loop.run_until_complete(self._runner.cleanup())
             loop.close()
             self._stopped.set()
@@ -124,31 +158,73 @@ class HttpService(Service):
                             headers={"X-Prometheus-Format": "0.0.4"})
 
     async def post_event(self, request: web.Request) -> web.Response:
+        peer = request.remote or ""
+        if not self._event_buckets.allow(peer, time.monotonic()):
+            return self._refuse_event(peer, 429, "too many reports from this address", "rate")
         cl = request.content_length
         if cl is not None and cl > httpfiles.MAX_EVENT_BYTES:
-            return self._json_error(413, "event too large", "event_too_large")
+            return self._refuse_event(peer, 413, "event too large", "too_large")
+        loop = asyncio.get_running_loop()
         try:
             body = await request.content.read(httpfiles.MAX_EVENT_BYTES + 1)
-            ev = httpfiles.parse_event(body, request.remote, self.tree.inventory)
+        except Exception as e:  # noqa: BLE001 - a broken upload (bad chunking, reset...)
+            return self._refuse_event(peer, 400, f"cannot read the body: {type(e).__name__}",
+                                      "body")
+        try:
+            ev = httpfiles.parse_event(body, peer, self.tree.inventory, self._leased)
+            verified = ev.ssh_key is not None and boottoken.verify(
+                self._secret, ev.host, ev.boot_id, ev.token)
+            if ev.ssh_key is not None and ev.token is not None and not verified:
+                raise httpfiles.BadEvent(403, f"the boot token is not {ev.host}'s",
+                                         "token")
         except httpfiles.BadEvent as e:
-            return self._json_error(e.status, e.message, "bad_event")
+            return self._refuse_event(peer, e.status, e.message, e.reason)
         now = time.time()
-        await asyncio.get_running_loop().run_in_executor(None, self._store_event, ev, now)
+        try:
+            await loop.run_in_executor(None, self._store_event, ev, now, verified)
+        except sqlite3.Error as e:
+            self._refusals.log(f"db:{type(e).__name__}", logging.ERROR,
+                               "http: cannot store an event: %s", e)
+            return self._json_error(503, "cannot store the event now", "store")
         self.metrics.inc(M_EVENTS, stage=ev.stage)
         log.info("http: node %s reports %s%s (from %s)", ev.host, ev.stage,
-                 f": {ev.reason}" if ev.reason else "", ev.address)
+                 f": {safe(ev.reason)}" if ev.reason else "", ev.address)
         return web.json_response({"host": ev.host, "stage": ev.stage, "ts": now}, status=201)
 
-    def _store_event(self, ev: httpfiles.Event, ts: float) -> None:
+    def _refuse_event(self, peer: str, status: int, message: str,
+                      reason: str) -> web.Response:
+        """Count a refused report; log it once per source and reason per interval."""
+        self.metrics.inc(M_EVENTS_REFUSED, reason=reason)
+        self._refusals.warning(f"{peer}:{reason}", "http: refused a report from %s: %s",
+                               safe(peer), safe(message))
+        return self._json_error(status, message, "bad_event")
+
+    def _leased(self, host: str) -> set[str]:
+        """The addresses DHCP leased to ``host`` (bound now), from the lease table."""
+        h = self.tree.inventory.hosts.get(host)
+        if h is None or not h.macs:
+            return set()
+        marks = ",".join("?" * len(h.macs))
+        try:
+            rows = self.ctx.store.query(
+                f"SELECT ip FROM dhcp_leases WHERE state='bound' AND expires>? "
+                f"AND mac IN ({marks})", [time.time(), *h.macs])
+        except sqlite3.OperationalError:  # no DHCP service has run here: no leases
+            return set()
+        return {str(ipaddress.IPv4Address(r["ip"])) for r in rows}
+
+    def _store_event(self, ev: httpfiles.Event, ts: float, verified: bool) -> None:
         with self.ctx.store.transaction() as tx:
             tx.execute(
                 "INSERT INTO http_events(ts, host, stage, reason, address, image) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (ts, ev.host, ev.stage, ev.reason, ev.address, ev.image))
+            httpfiles.trim_events(tx, ev.host, self.ctx.http_events_per_host)
             if ev.ssh_key is not None:  # the latest report wins; `dsas trust` decides
                 tx.execute(
-                    "INSERT OR REPLACE INTO http_host_keys(host, key_type, key, ts, address) "
-                    "VALUES (?, ?, ?, ?, ?)", (ev.host, *ev.ssh_key, ts, ev.address))
+                    "INSERT OR REPLACE INTO http_host_keys(host, key_type, key, ts, address, "
+                    "boot_id, verified) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (ev.host, *ev.ssh_key, ts, ev.address, ev.boot_id, int(verified)))
 
     async def get_nodes(self, request: web.Request) -> web.Response:
         rows = await asyncio.get_running_loop().run_in_executor(None, self._last_events)
@@ -192,7 +268,9 @@ class HttpService(Service):
             bf = self.tree.lookup(name, request.remote)
         except Refused as r:
             self.metrics.inc(M_ERRORS, reason=r.reason.key)
-            log.info("http: refused %r from %s: %s", name[:80], request.remote, r.message)
+            self._refusals.info(f"{request.remote}:{r.reason.key}",
+                                "http: refused %s from %s: %s", safe(name, 80),
+                                request.remote, r.message)
             return web.Response(status=r.reason.http_status, text=r.message + "\n")
         return await self._send(request, bf)
 
