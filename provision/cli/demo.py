@@ -19,6 +19,7 @@ import click
 
 from ..inventory.model import Inventory
 from ..lab.cluster import LabCluster, NodeStatus
+from ..render import RenderError
 from .common import fail, load_inventory, table
 from .inventory import host_rows, render_all, summary
 
@@ -88,7 +89,10 @@ def _offline(out: Path) -> None:
     click.echo()
     click.echo(table(["HOST", "ROLE", "MACS", "ADDRESSES", "HWTYPE", "BOOT", "IMAGE"],
                      host_rows(inv)))
-    n = render_all(inv, out / "rendered")
+    try:
+        n = render_all(inv, out / "rendered")
+    except RenderError as e:
+        fail(str(e), e.exit_code)
     click.echo(f"\nrendered {n} files into {out / 'rendered'}/")
 
 

@@ -80,7 +80,9 @@ def render(inventory_path: str | None, host: str | None, what: str, all_: bool,
     Files per host: dsas.conf, ipxe (the iPXE script), pxelinux (its
     pxelinux.cfg), keepalived (for the hosts of an LVS pair). Cluster-wide:
     zone (DNS records). With --all, DIR/<host>/... and DIR/zone are written
-    atomically (a temporary directory renamed into place).
+    atomically (a temporary directory renamed into place). DIR must be absent,
+    empty, or a directory dsas rendered before (it holds a .dsas-render
+    marker): anything else is refused, never deleted.
     """
     inv = load_inventory(inventory_path)
     try:
@@ -120,10 +122,26 @@ def host_files(inv: Inventory, templates: str | None = None) -> dict[str, str]:
     return files
 
 
+MARKER = ".dsas-render"
+
+
+class NotOurs(RenderError):
+    """The output directory holds files dsas did not write: refuse, delete nothing."""
+
+
 def render_all(inv: Inventory, out: Path, templates: str | None = None) -> int:
-    """Write every file into ``out``, replacing it atomically."""
+    """Write every file into ``out``, replacing it atomically.
+
+    ``out`` is replaced only if it is absent, empty, or was written by an earlier
+    render (it holds ``MARKER``); anything else raises ``NotOurs``.
+    """
     files = host_files(inv, templates)
     out = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise NotOurs(f"{out} exists and is not a directory")
+    if out.is_dir() and not (out / MARKER).is_file() and any(out.iterdir()):
+        raise NotOurs(f"{out} is not empty and dsas did not render it (no {MARKER}); "
+                      "choose an empty or new directory")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -131,6 +149,8 @@ def render_all(inv: Inventory, out: Path, templates: str | None = None) -> int:
             p = tmp / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(text)
+        (tmp / MARKER).write_text("written by `dsas render --all`; the next run replaces "
+                                  "this directory\n")
         tmp.chmod(0o755)
         if out.exists():
             old = out.with_name(f".{out.name}.old.{os.getpid()}")
