@@ -59,6 +59,8 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     if verbose < 2:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_QuietLibraries())
+    # one line per file served (TFTP, HTTP): only with -v
+    logging.getLogger("provision.served").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from ..inventory.model import Inventory
+from ..observability.served import served
 from ..policy import httpfiles
 from ..policy.boottree import BootFile, BootTree, Refused
 from .base import ServeContext, Service
@@ -218,6 +219,7 @@ class HttpService(Service):
                 (first, last), status = rng, 206
                 headers["Content-Range"] = f"bytes {first}-{last}/{bf.size}"
         count = last - first + 1
+        t0 = time.monotonic()
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = count
         await resp.prepare(request)
@@ -232,6 +234,8 @@ class HttpService(Service):
         self.metrics.inc(M_TRANSFERS, result="ok")
         self.metrics.inc(M_BYTES, count)
         await resp.write_eof()
+        served("http", bf.host, bf.path, str(request.remote), count, time.monotonic() - t0,
+               self.tree.inventory)
         return resp
 
     async def _body(self, request: web.Request, resp: web.StreamResponse, bf: BootFile,

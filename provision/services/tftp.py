@@ -58,6 +58,7 @@ from fbtftp.base_handler import BaseHandler, ResponseData
 from fbtftp.base_server import BaseServer
 
 from ..inventory.model import Inventory
+from ..observability.served import served
 from ..policy.boottree import BootFile, BootTree, Refused
 from ..protocol import tftp as codec
 from .base import ServeContext, Service
@@ -238,6 +239,7 @@ class Transfer(BaseHandler):
         for s in self._close_in_child:
             s.close()
         outcome = {"result": "failed", "reason": "internal", "bytes": 0, "retransmits": 0}
+        t0 = time.monotonic()
         try:
             outcome = _Session(self, self._settings).serve()
         except Exception as e:  # noqa: BLE001 - reported, never raised into multiprocessing
@@ -250,7 +252,8 @@ class Transfer(BaseHandler):
         finally:
             outcome.update(peer=self._peer[0], path=self._bootfile.path,
                            host=self._bootfile.host, pid=os.getpid(),
-                           cpu=round(time.process_time(), 6))
+                           cpu=round(time.process_time(), 6),
+                           seconds=round(time.monotonic() - t0, 6))
             try:
                 self._report.send(json.dumps(outcome).encode())
             except OSError:
@@ -685,7 +688,7 @@ class TftpService(Service):
         self._workers[proc.pid] = (proc, peer)
         self._peers[peer] = (proc.pid, raw)
         self._set_active()
-        log.info("tftp: %s -> %s (%s, host=%s, mode=%s, options=%s)", bootfile.path, peer[0],
+        log.debug("tftp: %s -> %s (%s, host=%s, mode=%s, options=%s)", bootfile.path, peer[0],
                  peer[1], bootfile.host, req.mode, req.options)
 
     def _refuse(self, peer: tuple[str, int], req: codec.Request, code: int, message: str,
@@ -730,7 +733,10 @@ class TftpService(Service):
         self.metrics.inc(M_CPU, r.get("cpu", 0.0))
         if r["result"] in ("failed", "aborted"):
             self._error_metric(r["reason"])
-        level = logging.WARNING if r["result"] == "failed" else logging.INFO
+        if r["result"] == "ok":
+            served("tftp", r.get("host"), str(r.get("path")), str(r.get("peer")),
+                   r.get("bytes", 0), r.get("seconds", 0.0), self.tree.inventory)
+        level = {"failed": logging.WARNING, "ok": logging.DEBUG}.get(r["result"], logging.INFO)
         log.log(level, "tftp: %s %s to %s (host=%s): %d bytes, %d retransmits, %.3f s CPU "
                 "(%s)", r["result"], r.get("path"), r.get("peer"), r.get("host"),
                 r.get("bytes", 0), r.get("retransmits", 0), r.get("cpu", 0.0), r["reason"])
