@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from ..inventory.model import Inventory
+from ..observability.metrics import STAGE_BUCKETS
 from ..observability.served import served
 from ..policy import httpfiles
 from ..policy.boottree import BootFile, BootTree, Refused
@@ -35,6 +36,12 @@ M_TRANSFERS = "dsas_http_transfers_total"
 M_BYTES = "dsas_http_bytes_total"
 M_ERRORS = "dsas_http_errors_total"
 M_EVENTS = "dsas_http_events_total"
+M_LATENCY = "dsas_http_request_seconds"
+M_STAGE = "dsas_boot_stage_seconds"
+HELP = {
+    M_LATENCY: "Seconds from an HTTP request to its answer, by handler (file, post_event, ...)",
+    M_STAGE: "Seconds a host took to reach a boot stage from its previous one, by stage",
+}
 
 SENDFILE_MIN = 64 * 1024  # smaller files go out in one write; sendfile costs a syscall dance
 TEXT_SUFFIXES = (".ipxe", ".cfg", ".conf", ".json", ".txt")
@@ -52,11 +59,14 @@ class HttpService(Service):
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._stopped = threading.Event()
+        self._last_stage: dict[str, float] = {}  # host -> time of its latest event (bounded
+        # by the inventory: events come only from its hosts)
 
     # -- life cycle -------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=httpfiles.MAX_EVENT_BYTES)
+        app = web.Application(client_max_size=httpfiles.MAX_EVENT_BYTES,
+                              middlewares=[self._timed])
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_post("/api/v1/events", self.post_event)
@@ -64,7 +74,19 @@ class HttpService(Service):
         app.router.add_route("*", "/{tail:.*}", self.file)
         return app
 
+    @web.middleware
+    async def _timed(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        t0 = time.monotonic()
+        try:
+            return await handler(request)
+        finally:
+            route = getattr(request.match_info.route, "handler", None)
+            self.metrics.observe(M_LATENCY, time.monotonic() - t0,
+                                 handler=getattr(route, "__name__", "other"))
+
     def start(self) -> None:
+        for metric, text in HELP.items():
+            self.metrics.describe(metric, text)
         self.ctx.store.ensure_schema("http", httpfiles.EVENTS_DDL)
         ready = threading.Event()
         failure: list[BaseException] = []
@@ -120,9 +142,8 @@ class HttpService(Service):
         return web.Response(text="ok\n")
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render().encode(),
-                            content_type="text/plain", charset="utf-8",
-                            headers={"X-Prometheus-Format": "0.0.4"})
+        body, content_type = self.metrics.exposition(request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def post_event(self, request: web.Request) -> web.Response:
         cl = request.content_length
@@ -136,6 +157,10 @@ class HttpService(Service):
         now = time.time()
         await asyncio.get_running_loop().run_in_executor(None, self._store_event, ev, now)
         self.metrics.inc(M_EVENTS, stage=ev.stage)
+        before = self._last_stage.get(ev.host)
+        self._last_stage[ev.host] = now
+        if before is not None and ev.stage != "dhcp":  # dhcp: a new boot begins
+            self.metrics.observe(M_STAGE, now - before, STAGE_BUCKETS, stage=ev.stage)
         log.info("http: node %s reports %s%s (from %s)", ev.host, ev.stage,
                  f": {ev.reason}" if ev.reason else "", ev.address)
         return web.json_response({"host": ev.host, "stage": ev.stage, "ts": now}, status=201)

@@ -76,6 +76,8 @@ M_SPAWNS = "dsas_tftp_spawns_total"
 M_DUPLICATES = "dsas_tftp_duplicate_requests_total"
 M_POLLED = "dsas_tftp_polled_acks_total"  # ACKs caught by busy polling (no sleep)
 M_CPU = "dsas_tftp_transfer_cpu_seconds_total"  # CPU time of the transfer processes
+M_SECONDS = "dsas_tftp_transfer_seconds"  # histogram: wall time of each transfer, by result
+TRANSFER_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 
 _TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_RCVTIMEO (Linux: two longs)
 
@@ -731,6 +733,8 @@ class TftpService(Service):
         self.metrics.inc(M_RETRANSMITS, r.get("retransmits", 0))
         self.metrics.inc(M_POLLED, r.get("polled", 0))
         self.metrics.inc(M_CPU, r.get("cpu", 0.0))
+        self.metrics.observe(M_SECONDS, r.get("seconds", 0.0), TRANSFER_BUCKETS,
+                             result=r["result"])
         if r["result"] in ("failed", "aborted"):
             self._error_metric(r["reason"])
         if r["result"] == "ok":
