@@ -2,26 +2,48 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import click
 
-from ..inventory.model import Inventory
+from ..inventory import InventoryError, load
+from ..inventory.model import Host, Inventory
 from ..render import HOST_FILES, RenderError, render_host, render_zone
 from .common import fail, inventory_option, load_inventory, table
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 
 
 @click.command()
 @inventory_option
-def check(inventory_path: str | None) -> None:
+@json_option
+def check(inventory_path: str | None, as_json: bool) -> None:
     """Validate the inventory; list every problem (file:line: key: reason).
 
     Exits 0 with a one-line summary when the inventory is clean, 1 otherwise.
+    With --json, the summary or the problems (file, line, key, reason) go to stdout.
     """
-    inv = load_inventory(inventory_path)
-    click.echo(summary(inv))
+    if not as_json:
+        click.echo(summary(load_inventory(inventory_path)))
+        return
+    try:
+        inv = load(inventory_path)
+    except InventoryError as e:
+        click.echo(json.dumps({"ok": False, "problems": [
+            {"file": getattr(p, "file", None), "line": getattr(p, "line", None),
+             "key": getattr(p, "key", None), "reason": getattr(p, "reason", None),
+             "message": str(p)} for p in e.problems]}, indent=2))
+        sys.exit(e.exit_code)
+    c = inv.cluster
+    click.echo(json.dumps({"ok": True, "source": str(inv.source), "cluster": c.name,
+                           "domain": c.domain, "hosts": len(inv.hosts),
+                           "roles": len(inv.roles), "networks": len(inv.networks),
+                           "virtual_services": len(inv.virtual_services),
+                           "lvs_pairs": len(inv.lvs_pairs)}, indent=2))
 
 
 def summary(inv: Inventory) -> str:
@@ -47,15 +69,28 @@ def host_rows(inv: Inventory) -> list[list[str]]:
     return rows
 
 
+def host_doc(h: Host) -> dict[str, object]:
+    return {"host": h.name, "role": h.role.name, "macs": list(h.macs),
+            "interfaces": [{"device": i.device, "network": i.network.name,
+                            "address": str(i.address), "cidr": i.cidr} for i in h.interfaces],
+            "hwtype": h.hwtype.name, "boot": h.boot,
+            "image": str(h.image) if h.image else None}
+
+
 @click.command()
 @inventory_option
 @click.option("--role", "-r", multiple=True, help="Only hosts of this role (repeatable).")
-def hosts(inventory_path: str | None, role: tuple[str, ...]) -> None:
+@json_option
+def hosts(inventory_path: str | None, role: tuple[str, ...], as_json: bool) -> None:
     """List the hosts: name, role, MACs, addresses, hardware type, boot mode, image."""
     inv = load_inventory(inventory_path)
     for r in role:
         if r not in inv.roles:
             fail(f"unknown role {r!r} (roles: {', '.join(inv.roles)})", 2)
+    if as_json:
+        click.echo(json.dumps({"hosts": [host_doc(h) for h in inv.hosts.values()
+                                         if not role or h.role.name in role]}, indent=2))
+        return
     rows = [r for r in host_rows(inv) if not role or r[1] in role]
     click.echo(table(["HOST", "ROLE", "MACS", "ADDRESSES", "HWTYPE", "BOOT", "IMAGE"], rows))
 
