@@ -57,6 +57,7 @@ TOOL_PACKAGES = {
     "tcpdump": "tcpdump",
     "mmdebstrap": "mmdebstrap",
     "sqlite3": "sqlite3",
+    "groff": "groff-base",
 }
 
 SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
