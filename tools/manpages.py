@@ -19,6 +19,7 @@ Output is reproducible: no date, sorted pages.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,10 +129,20 @@ def opt_esc(text: str) -> str:
     return esc(text)
 
 
+# Help text computed on the machine that builds the pages, said in general terms.
+MACHINE_SPECIFIC = [(re.compile(r"default \d+ on this machine"),
+                     "default 8 per CPU, at least 4 and at most 32")]
+
+
 def source_relative(value: str) -> str:
-    """A default that points into the source tree, shown without this checkout's path."""
+    """A default that points into the source tree (shown without this checkout's path)
+    or depends on this machine (shown as the rule): the page is the same everywhere."""
     root = str(ROOT)
-    return value.replace(root + "/", "").replace(root, ".") if root in value else value
+    if root in value:
+        value = value.replace(root + "/", "").replace(root, ".")
+    for pattern, general in MACHINE_SPECIFIC:
+        value = pattern.sub(general, value)
+    return value
 
 
 def pages() -> list[Page]:
