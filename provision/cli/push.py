@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -133,7 +132,6 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
     a host whose release was changed behind dsas's back gets a full rsync.
     """
     setup_logging(verbose, quiet)
-    logging.getLogger("paramiko").setLevel(logging.WARNING)  # one line per connection is noise
     modes = sum([rollback, status, retry_failed])
     if modes > 1:
         raise click.UsageError("--rollback, --status and --retry-failed exclude each other")
