@@ -46,12 +46,10 @@ FUZZ_CASES ?= 100000
 fuzz: deps
 	DSAS_FUZZ_CASES=$(FUZZ_CASES) $(PY) -m pytest -m fuzz $(PYTEST_ARGS)
 
-# Manual pages from the commands' own --help (click-man), into man/.
+# Manual pages from the commands' own --help (tools/manpages.py), into man/.
 man: deps
 	rm -rf man && mkdir -p man
-	for prog in dsas dsas-push dsas-clone; do \
-	    $(VENV)/bin/click-man $$prog --target man --man-version $$($(PY) -c 'import provision; print(provision.__version__)') >/dev/null; \
-	done
+	$(PY) tools/manpages.py man >/dev/null
 	@echo "read them with: man -l man/dsas.1"
 
 # `make install` (root): dsas in a virtualenv under PREFIX, its commands linked into

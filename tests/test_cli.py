@@ -61,8 +61,9 @@ def test_render_one_file_and_errors() -> None:
 
 def test_render_all_writes_atomically(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "stale").write_text("old run")
+    code, text, _ = run("render", "-i", str(EXAMPLE), "--all", "--out", str(out))
+    assert code == 0 and "for 17 hosts" in text
+    (out / "stale").write_text("old run")  # in a directory dsas rendered: replaced
     code, text, _ = run("render", "-i", str(EXAMPLE), "--all", "--out", str(out))
     assert code == 0 and "for 17 hosts" in text
     assert not (out / "stale").exists()
@@ -70,6 +71,26 @@ def test_render_all_writes_atomically(tmp_path: Path) -> None:
     assert (out / "lvs2" / "keepalived.conf").exists()
     assert not (out / "w101" / "keepalived.conf").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary leftovers
+
+
+def test_render_all_refuses_a_directory_it_did_not_write(tmp_path: Path) -> None:
+    out = tmp_path / "home"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    code, text, err = run("render", "-i", str(EXAMPLE), "--all", "--out", str(out))
+    assert code == 1 and text == ""
+    assert "not empty and dsas did not render it" in err and "Traceback" not in err
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+    assert (out / "thesis.tex").read_text() == "years of work"
+    assert [p.name for p in tmp_path.iterdir()] == ["home"]  # no temporary leftovers
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, _ = run("render", "-i", str(EXAMPLE), "--all", "--out", str(empty))
+    assert code == 0 and (empty / "w101" / "dsas.conf").exists()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, _, err = run("render", "-i", str(EXAMPLE), "--all", "--out", str(afile))
+    assert code == 2 and "is a file" in err and afile.read_text() == "x"  # click refuses
 
 
 def test_placeholders_say_not_yet_available() -> None:

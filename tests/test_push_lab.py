@@ -314,7 +314,8 @@ def test_rollback_everywhere_and_status_drift(lab, tmp_path):
     assert re.search(rf"^n01\s+{rel3}\s+current", st.stdout, re.M), st.stdout
     assert re.search(r"^n02\s+-\s+unreachable", st.stdout, re.M), st.stdout
     assert re.search(rf"^n03\s+{rel1}\s+stale \(latest {rel3}\)", st.stdout, re.M), st.stdout
-    assert "n02, n03" in st.stderr
+    assert "drift: 1 host(s) not current: n03" in st.stderr  # unreachable is not drift
+    assert "unreachable: 1 host(s): n02" in st.stderr
 
 
 def test_dry_run_changes_nothing(lab, tmp_path):

@@ -59,6 +59,11 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     if verbose < 2:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_QuietLibraries())
+    # paramiko's transport thread logs a traceback for every connection that fails (a
+    # silent port, a close during the banner); dsas-push reports the cause in one line
+    logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose > 1 else logging.CRITICAL)
+    # one line per file served (TFTP, HTTP): only with -v
+    logging.getLogger("provision.served").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -12,13 +12,15 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 import click
 
 from ..inventory.model import Inventory
-from ..lab.cluster import LabCluster, NodeStatus
+from ..lab.cluster import LabCluster, StageEvent
+from ..render import RenderError
 from .common import fail, load_inventory, table
 from .inventory import host_rows, render_all, summary
 
@@ -28,24 +30,41 @@ DEFAULT_GUESTS = "w101:bios,w102:bios,w103:uefi"
 FINAL = ("ready", "failed")
 
 
-def _guests(value: str, inv: Inventory) -> list[tuple[str, str]]:
+NICS = {"virtio": "virtio-net-pci", "e1000": "e1000"}  # --guests name -> QEMU device
+
+
+@dataclass(frozen=True)
+class Choice:
+    host: str
+    firmware: str = "bios"
+    nic: str = "virtio"
+
+
+def _guests(value: str, inv: Inventory) -> list[Choice]:
     out = []
     for item in value.split(","):
-        name, _, fw = item.strip().partition(":")
-        fw = fw or "bios"
+        parts = item.strip().split(":")
+        if len(parts) > 3:
+            raise click.BadParameter(f"{item!r}: HOST[:FIRMWARE[:NIC]]")
+        name, fw, nic = (parts + ["", ""])[:3]
+        fw, nic = fw or "bios", nic or "virtio"
         if name not in inv.hosts:
             raise click.BadParameter(f"{name!r} is not a host of the inventory")
         if fw not in ("bios", "uefi"):
             raise click.BadParameter(f"{item!r}: firmware must be bios or uefi")
-        out.append((name, fw))
+        if nic not in NICS:
+            raise click.BadParameter(f"{item!r}: NIC model must be one of {', '.join(NICS)}")
+        out.append(Choice(name, fw, nic))
     return out
 
 
 @click.command()
 @click.option("--inventory", "-i", "inventory_path", type=click.Path(dir_okay=False),
               default=str(LAB), show_default=True, help="The lab inventory.")
-@click.option("--guests", default=DEFAULT_GUESTS, show_default=True, metavar="HOST:FW,...",
-              help="Which hosts to power on, and their firmware (bios or uefi).")
+@click.option("--guests", default=DEFAULT_GUESTS, show_default=True,
+              metavar="HOST[:FW[:NIC]],...",
+              help="Which hosts to power on, their firmware (bios or uefi) and NIC model "
+                   "(virtio or e1000; default virtio).")
 @click.option("--workdir", type=click.Path(file_okay=False), default="/var/tmp/dsas-demo",
               show_default=True, help="Boot tree, state, logs and consoles of the run.")
 @click.option("--timeout", type=click.IntRange(30, 1800), default=300, show_default=True,
@@ -54,8 +73,10 @@ def _guests(value: str, inv: Inventory) -> list[tuple[str, str]]:
               help="Keep the lab running after the summary, until Ctrl-C.")
 @click.option("--offline", is_flag=True,
               help="No VMs: validate the example cluster and render its files into --workdir.")
+@click.option("--no-prepare", is_flag=True, hidden=True,
+              help="Build nothing: use the boot tree in --workdir as it is (for tests).")
 def demo(inventory_path: str, guests: str, workdir: str, timeout: int, stay: bool,
-         offline: bool) -> None:
+         offline: bool, no_prepare: bool) -> None:
     """PXE-boot virtual machines from a dsas master, with a live table.
 
     \b
@@ -63,8 +84,11 @@ def demo(inventory_path: str, guests: str, workdir: str, timeout: int, stay: boo
     Debian's packages, cached), starts `dsas serve` in a lab namespace, powers
     on the guests and shows each one's stage as the master records it, until
     all are ready; then a summary with the seconds from power-on to ready.
-    Ctrl-C stops everything and cleans up. Needs root, qemu-system-x86 and
-    ovmf (`make deps` installs them).
+    Ctrl-C, SIGTERM or SIGHUP (a closed terminal, a dropped ssh session) stop
+    everything and clean up; every process of the lab dies with the demo even if
+    it is killed, and the next run removes what such a run left behind (recorded
+    in WORKDIR/lab.json). Needs root, qemu-system-x86 and ovmf (`make deps`
+    installs them).
     """
     if offline:
         _offline(Path(workdir))
@@ -76,7 +100,8 @@ def demo(inventory_path: str, guests: str, workdir: str, timeout: int, stay: boo
     inv = load_inventory(inventory_path)
     chosen = _guests(guests, inv)
     try:
-        code = _run(inv, Path(inventory_path).resolve(), chosen, Path(workdir), timeout, stay)
+        code = _run(inv, Path(inventory_path).resolve(), chosen, Path(workdir), timeout, stay,
+                    not no_prepare)
     except LabError as e:
         fail(str(e), e.exit_code)
     sys.exit(code)
@@ -88,7 +113,10 @@ def _offline(out: Path) -> None:
     click.echo()
     click.echo(table(["HOST", "ROLE", "MACS", "ADDRESSES", "HWTYPE", "BOOT", "IMAGE"],
                      host_rows(inv)))
-    n = render_all(inv, out / "rendered")
+    try:
+        n = render_all(inv, out / "rendered")
+    except RenderError as e:
+        fail(str(e), e.exit_code)
     click.echo(f"\nrendered {n} files into {out / 'rendered'}/")
 
 
@@ -105,91 +133,139 @@ def _prepare(boot: Path) -> None:
     click.echo(f"image tiny {res.version} {'(cached)' if res.cached else 'built'}")
 
 
-def _run(inv: Inventory, inv_path: Path, chosen: list[tuple[str, str]], work: Path,
-         timeout: int, stay: bool) -> int:
-    from ..lab.netns import Lab
+class _Stop(Exception):
+    """A stop signal arrived while the demo was not in its polling loop."""
 
-    for sub in ("state", "guests"):
-        shutil.rmtree(work / sub, ignore_errors=True)
-    boot = work / "boot"
-    _prepare(boot)
-    stop = {"now": False}
 
-    def on_int(signum: int, frame: FrameType | None) -> None:
+def _run(inv: Inventory, inv_path: Path, chosen: list[Choice], work: Path,
+         timeout: int, stay: bool, prepare: bool = True) -> int:
+    from ..lab.netns import Lab, remove_leftovers
+
+    # Until the guests are on, a stop signal unwinds the set-up (_Stop); from then on
+    # it only ends the polling, and the normal path stops and removes everything.
+    stop = {"now": False, "setup": True}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:  # the terminal is gone: writing to it would fail
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):
+                os.dup2(devnull, fd)
+            os.close(devnull)
         stop["now"] = True
+        if stop["setup"]:
+            stop["setup"] = False  # once: the unwinding itself is not interrupted
+            raise _Stop(signal.Signals(signum).name)
 
-    old = signal.signal(signal.SIGINT, on_int)
-    old_term = signal.signal(signal.SIGTERM, on_int)
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {sig: signal.signal(sig, on_signal) for sig in sigs}
     live = sys.stdout.isatty()
     try:
-        with Lab() as lab:
+        record = work / "lab.json"
+        done = remove_leftovers(record)
+        if done:
+            click.echo(done)
+        for sub in ("state", "guests"):
+            shutil.rmtree(work / sub, ignore_errors=True)
+        boot = work / "boot"
+        if prepare:
+            _prepare(boot)
+        with Lab(die_with_parent=True, record=record) as lab:
             c = LabCluster(lab, inv, inv_path, work, boot, ["-v"])
             c.setup_network()
             click.echo(f"master: namespace {c.master.name}, {inv.cluster.master_address} on "
                        f"br0; starting dsas serve (log: {work / 'serve.log'})")
             c.start_serve()
-            for name, fw in chosen:
-                c.add_guest(name, list(inv.hosts[name].macs), fw).start()
+            powered: dict[str, float] = {}  # host -> wall-clock power-on time
+            for ch in chosen:
+                c.add_guest(ch.host, list(inv.hosts[ch.host].macs), ch.firmware,
+                            nic_model=NICS[ch.nic]).start()
+                powered[ch.host] = time.time()
             click.echo(f"powered on {len(chosen)} guest(s); consoles in {work / 'guests'}\n")
-            done_at: dict[str, float] = {}
-            last: dict[str, str] = {}
-            deadline = time.monotonic() + timeout
-            while not stop["now"]:
-                nodes = c.nodes()
-                for name, _ in chosen:
-                    st = nodes.get(name)
-                    if st and st.stage in FINAL and name not in done_at:
-                        done_at[name] = c.guests[name].elapsed()
-                rows = _rows(inv, chosen, nodes, c, done_at)
-                if live:
-                    click.echo("\x1b[H\x1b[2J" + _screen(inv, rows), nl=False)
-                else:
-                    for r in rows:
-                        if last.get(r[0]) != r[3]:
-                            last[r[0]] = r[3]
-                            click.echo(f"{r[5]:>6}s  {r[0]}: {r[3]}  {r[4]}")
-                if len(done_at) == len(chosen) or time.monotonic() > deadline:
-                    break
-                time.sleep(1)
-            final = c.nodes()
-            ok = all(final.get(n, NodeStatus(n, None, None, None, None)).stage == "ready"
-                     for n, _ in chosen)
+            stop["setup"] = False
+            history = _watch(c, inv, chosen, powered, timeout, stop, live)
             click.echo("\nsummary:")
-            click.echo(table(["HOST", "FIRMWARE", "MAC", "RESULT", "ADDRESSES", "SECONDS"],
-                             [[n, fw, inv.hosts[n].macs[0],
-                               (final[n].stage if n in final and final[n].stage else
-                                "interrupted" if stop["now"] else "timed out"),
-                               (final[n].reason or "") if n in final else "",
-                               f"{done_at[n]:.1f}" if n in done_at else "-"]
-                              for n, fw in chosen]))
+            click.echo(table(["HOST", "FIRMWARE", "NIC", "MAC", "RESULT", "DETAIL", "SECONDS"],
+                             _summary_rows(inv, chosen, history, powered, stop["now"])))
+            ok = all(history.get(ch.host) and history[ch.host][-1].stage == "ready"
+                     for ch in chosen)
             if stay and not stop["now"]:
                 click.echo(f"\nthe lab stays up: ip netns exec {c.master.name} ping "
-                           f"{inv.hosts[chosen[0][0]].primary_interface.address}; "
+                           f"{inv.hosts[chosen[0].host].primary_interface.address}; "
                            "Ctrl-C to stop and clean up")
                 while not stop["now"]:
                     time.sleep(0.5)
             click.echo("stopping the guests and the master, removing the namespace")
             c.stop()
             return 0 if ok else 1
+    except _Stop as e:
+        click.echo(f"stopped by {e}; the lab is cleaned up", err=True)
+        return 130
     finally:
-        signal.signal(signal.SIGINT, old)
-        signal.signal(signal.SIGTERM, old_term)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
-def _rows(inv: Inventory, chosen: list[tuple[str, str]], nodes: dict[str, NodeStatus],
-          c: LabCluster, done_at: dict[str, float]) -> list[list[str]]:
+def _watch(c: LabCluster, inv: Inventory, chosen: list[Choice], powered: dict[str, float],
+           timeout: int, stop: dict[str, bool], live: bool) -> dict[str, list[StageEvent]]:
+    """Show every stage of every guest as the master records it, until all are done."""
+    shown: dict[str, int] = {}
+    history: dict[str, list[StageEvent]] = {}
+    deadline = time.monotonic() + timeout
+    while not stop["now"]:
+        history = c.stage_history(since=min(powered.values()) - 1)
+        if live:
+            click.echo("\x1b[H\x1b[2J" + _screen(inv, _rows(inv, chosen, history, powered)),
+                       nl=False)
+        else:
+            for ch in chosen:
+                events = history.get(ch.host, [])
+                for ev in events[shown.get(ch.host, 0):]:
+                    click.echo(f"{ev.ts - powered[ch.host]:7.2f}s  {ch.host}: {ev.stage}"
+                               + (f"  {ev.detail}" if ev.detail else ""))
+                shown[ch.host] = len(events)
+        finished = [ch for ch in chosen
+                    if history.get(ch.host) and history[ch.host][-1].stage in FINAL]
+        if len(finished) == len(chosen) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return history
+
+
+def _stages(events: list[StageEvent], t0: float) -> str:
+    """Every stage with its time since power-on: dhcp 2.31s, kernel 5.02s, ..."""
+    return ", ".join(f"{ev.stage} {ev.ts - t0:.2f}s" for ev in events) or "power-on / PXE"
+
+
+def _rows(inv: Inventory, chosen: list[Choice], history: dict[str, list[StageEvent]],
+          powered: dict[str, float]) -> list[list[str]]:
     rows = []
-    for name, fw in chosen:
-        st = nodes.get(name)
-        guest = c.guests[name]
-        stage = st.stage if st and st.stage else "power-on / PXE"
-        secs = done_at.get(name, guest.elapsed())
-        rows.append([name, fw, inv.hosts[name].macs[0], stage,
-                     (st.reason or "") if st and st.stage else "", f"{secs:.1f}"])
+    now = time.time()
+    for ch in chosen:
+        events = history.get(ch.host, [])
+        t0 = powered[ch.host]
+        last = events[-1] if events else None
+        secs = (last.ts if last and last.stage in FINAL else now) - t0
+        rows.append([ch.host, ch.firmware, ch.nic, inv.hosts[ch.host].macs[0],
+                     _stages(events, t0), (last.detail or "") if last else "", f"{secs:.1f}"])
+    return rows
+
+
+def _summary_rows(inv: Inventory, chosen: list[Choice], history: dict[str, list[StageEvent]],
+                  powered: dict[str, float], interrupted: bool) -> list[list[str]]:
+    rows = []
+    for ch in chosen:
+        events = history.get(ch.host, [])
+        last = events[-1] if events else None
+        done = last is not None and last.stage in FINAL
+        result = last.stage if done and last else "interrupted" if interrupted else "timed out"
+        rows.append([ch.host, ch.firmware, ch.nic, inv.hosts[ch.host].macs[0], result,
+                     (last.detail or "") if last else "",
+                     f"{last.ts - powered[ch.host]:.2f}" if done and last else "-"])
     return rows
 
 
 def _screen(inv: Inventory, rows: list[list[str]]) -> str:
     head = (f"dsas demo: cluster {inv.cluster.name}, master {inv.cluster.master_address} "
             f"(Ctrl-C stops and cleans up)\n\n")
-    return head + table(["HOST", "FIRMWARE", "MAC", "STAGE", "DETAIL", "SECONDS"], rows) + "\n"
+    return head + table(["HOST", "FIRMWARE", "NIC", "MAC", "STAGES (seconds since power-on)",
+                         "DETAIL", "SECONDS"], rows) + "\n"

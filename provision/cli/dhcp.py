@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ def _when(t: float) -> str:
 @click.command()
 @click.option("--state-dir", type=click.Path(file_okay=False), default="/var/lib/dsas",
               show_default=True, help="The state directory `dsas serve` uses.")
-def discovered(state_dir: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+def discovered(state_dir: str, as_json: bool) -> None:
     """List unknown machines seen by DHCP with discovery on (oldest first).
 
     \b
@@ -41,6 +43,9 @@ def discovered(state_dir: str) -> None:
         rows = LeaseJournal(store).discovered()
     finally:
         store.close()
+    if as_json:
+        click.echo(json.dumps({"machines": [_doc(r) for r in rows]}, indent=2))
+        return
     if not rows:
         click.echo("no machines discovered")
         return
@@ -48,6 +53,14 @@ def discovered(state_dir: str) -> None:
         ["MAC", "FIRST SEEN", "LAST SEEN", "ARCH", "VENDOR CLASS", "UUID", "ADDRESS",
          "INTERFACE", "SEEN"],
         [_row(r) for r in rows]))
+
+
+def _doc(r: dict[str, Any]) -> dict[str, object]:
+    arch = r["arch"]
+    return {"mac": r["mac"], "first_seen": r["first_seen"], "last_seen": r["last_seen"],
+            "arch": arch, "arch_name": None if arch is None else ARCH_NAMES.get(arch),
+            "vendor_class": r["vendor_class"], "uuid": r["uuid"], "address": r["address"],
+            "interface": r["interface"], "seen": r["seen"]}
 
 
 def _row(r: dict[str, Any]) -> tuple[object, ...]:

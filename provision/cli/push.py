@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -110,6 +109,7 @@ def make_ssh(state_dir: str, user: str, port: int, identity: str | None) -> SshC
 @inventory_option
 @state_dir_option
 @ssh_options
+@click.option("--json", "as_json", is_flag=True, help="With --status: the report as JSON.")
 @click.option("--verbose", "-v", count=True)
 @click.option("--quiet", "-q", is_flag=True)
 def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str, ...],
@@ -117,8 +117,8 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
              excludes: tuple[str, ...], checksum: bool, then: str | None, keep: int,
              transport: str, no_prelink: bool, yes: bool,
              rollback: bool, status: bool, retry_failed: bool, inventory_path: str | None,
-             state_dir: str, user: str, port: int, identity: str | None, verbose: int,
-             quiet: bool) -> None:
+             state_dir: str, user: str, port: int, identity: str | None, as_json: bool,
+             verbose: int, quiet: bool) -> None:
     """Deploy the tree SRC to hosts: in parallel, atomically per host, verified.
 
     \b
@@ -138,7 +138,6 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
     a host whose release was changed behind dsas's back gets a full rsync.
     """
     setup_logging(verbose, quiet)
-    logging.getLogger("paramiko").setLevel(logging.WARNING)  # one line per connection is noise
     modes = sum([rollback, status, retry_failed])
     if modes > 1:
         raise click.UsageError("--rollback, --status and --retry-failed exclude each other")
@@ -160,13 +159,10 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
             targets = select_targets(inv, roles, hosts, all_hosts)
         except TargetError as e:
             raise click.UsageError(str(e)) from None
+    if as_json and not status:
+        raise click.UsageError("--json goes with --status")
     if status:
-        rows = pusher.status(targets, to, par)
-        click.echo(table(["host", "live release", "state", "releases"], rows))
-        bad = [r[0] for r in rows if r[2] != "current"]
-        if bad:
-            click.echo(f"drift: {len(bad)} host(s) not current: {', '.join(bad)}", err=True)
-        sys.exit(1 if bad else 0)
+        sys.exit(_status(pusher, targets, to, par, as_json))
     names = ", ".join(t.name for t in targets)
     if not dry_run and not yes and sys.stdin.isatty():
         what = "roll back" if rollback else f"push {src or opts.src} to"
@@ -186,6 +182,33 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
         except ManifestError as e:
             fail(str(e))
     _summary(outcome.results, outcome.release, dry_run)
+
+
+def _status(pusher: Pusher, targets: list[Target], to: str, par: int, as_json: bool) -> int:
+    """The drift report. A host whose state could not be read is *unreachable*, not
+    drift: its release is unknown. Exit 1 when any host is not current."""
+    rows = pusher.status(targets, to, par)
+    unreachable = [r[0] for r in rows if r[2].startswith("unreachable")]
+    drift = [r[0] for r in rows if r[2] != "current" and r[0] not in unreachable]
+    if as_json:
+        hosts = []
+        for name, live, verdict, kept in rows:
+            state, _, reason = verdict.partition(" (")
+            if state.startswith("unreachable"):
+                state, reason = "unreachable", verdict
+            hosts.append({"host": name, "live": None if live == "-" else live,
+                          "state": state.rstrip(":"), "reason": reason.rstrip(")") or None,
+                          "releases": kept})
+        click.echo(json.dumps({"to": to, "hosts": hosts, "drift": drift,
+                               "unreachable": unreachable}, indent=2))
+        return 1 if drift or unreachable else 0
+    click.echo(table(["host", "live release", "state", "releases"], rows))
+    if drift:
+        click.echo(f"drift: {len(drift)} host(s) not current: {', '.join(drift)}", err=True)
+    if unreachable:
+        click.echo(f"unreachable: {len(unreachable)} host(s): {', '.join(unreachable)}",
+                   err=True)
+    return 1 if drift or unreachable else 0
 
 
 def _retry_plan(history: History, inv: Inventory, to: str, src: str | None,
@@ -251,13 +274,19 @@ def push_group() -> None:
 @click.option("--limit", "-n", type=click.IntRange(1, 10000), default=20, show_default=True)
 @click.option("--run", "run_id", type=int, default=None, help="Show one run, host by host.")
 @click.option("--to", "to", default=None, help="Only runs to this live path.")
-def push_log(state_dir: str, limit: int, run_id: int | None, to: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+def push_log(state_dir: str, limit: int, run_id: int | None, to: str | None,
+             as_json: bool) -> None:
     """Past pushes, rollbacks and retries: when, who, what, where, results."""
     history = open_history(state_dir)
     if run_id is not None:
         run = history.run(run_id)
         if run is None:
             fail(f"no run {run_id}")
+            return
+        if as_json:
+            click.echo(json.dumps({**run, "results": history.results(run_id)}, indent=2,
+                                  default=str))
             return
         click.echo(f"run {run_id}: {run['action']} {run['src'] or ''} -> {run['to_path']} "
                    f"release {run['release'] or '-'} by {run['user']}")
@@ -267,9 +296,13 @@ def push_log(state_dir: str, limit: int, run_id: int | None, to: str | None) -> 
         click.echo(table(["host", "result", "before", "after", "bytes", "seconds", "reason"],
                          rows))
         return
+    runs = history.runs(limit, os.path.normpath(to) if to else None)
+    if as_json:
+        click.echo(json.dumps({"runs": runs}, indent=2, default=str))
+        return
     rows = [[r["id"], _when(r["started"]), r["user"], r["action"], r["src"] or "-",
              r["to_path"], r["release"] or "-", f"{r['ok']}/{r['ok'] + r['failed']}"]
-            for r in history.runs(limit, os.path.normpath(to) if to else None)]
+            for r in runs]
     click.echo(table(["run", "started", "user", "action", "src", "to", "release", "ok"], rows))
 
 

@@ -445,8 +445,10 @@ class Pusher:
             node = RemoteNode(self.ssh, t.name, t.address)
             try:
                 st = node.state(lay)
-            except RemoteError as e:
-                rows[t.name] = (t.name, "-", f"unreachable: {e.reason}", 0)
+            except RemoteError as e:  # its release is unknown: not drift, unreachable
+                reason = e.reason if e.reason.startswith("unreachable") else \
+                    f"unreachable: {e.reason}"
+                rows[t.name] = (t.name, "-", reason, 0)
                 return HostResult(t.name, False, reason=e.reason)
             finally:
                 node.close()

@@ -192,9 +192,30 @@ class RemoteNode:
             client.close()
             raise RemoteError(f"authentication as {self.cfg.user} refused") from None
         except (TimeoutError, OSError, paramiko.SSHException) as e:
+            # paramiko's own thread keeps the real cause (no banner: "No existing session")
+            transport = client.get_transport()
+            saved = getattr(transport, "saved_exception", None) if transport else None
+            greeted = bool(getattr(transport, "remote_version", "")) if transport else None
             client.close()
-            raise RemoteError(f"unreachable ({_short(e)})") from None
+            raise RemoteError(f"unreachable ({self._cause(saved or e, greeted)})") from None
         self._client = client
+
+    def _cause(self, e: BaseException, greeted: bool | None = None) -> str:
+        """One line for why the connection failed, in the operator's words; ``greeted``:
+        whether the server sent its SSH version line (None: no connection was made)."""
+        where, secs = f"{self.address}:{self.cfg.port}", f"{self.cfg.connect_timeout:g} s"
+        text = str(e)
+        if "protocol banner" in text or (greeted is False and "No existing session" in text):
+            return f"{where} accepted the connection but sent no SSH greeting in {secs}"
+        if "No existing session" in text:
+            return f"the SSH handshake with {where} did not complete in {secs}"
+        if isinstance(e, TimeoutError) or text == "timed out":
+            return f"no answer from {where} in {secs}"
+        if isinstance(e, ConnectionRefusedError):
+            return f"{where} refused the connection (no sshd listening?)"
+        if isinstance(e, EOFError | ConnectionResetError) or "reset by peer" in text:
+            return f"{where} closed the connection before the SSH handshake"
+        return _short(e)
 
     def run(self, script: str, timeout: float = 300) -> tuple[int, str, str]:
         if self._client is None:

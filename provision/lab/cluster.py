@@ -11,6 +11,7 @@ Shared by the lab tests and `dsas demo`:
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -30,6 +31,13 @@ class NodeStatus:
     address: str | None
     reason: str | None
     when: str | None
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    stage: str
+    ts: float  # wall clock, as the master recorded it
+    detail: str | None
 
 
 @dataclass
@@ -92,9 +100,10 @@ class LabCluster:
         return out.returncode == 0
 
     def add_guest(self, name: str, macs: list[str], firmware: str = "bios",
-                  memory_mib: int = 384) -> Guest:
+                  memory_mib: int = 384, nic_model: str = "virtio-net-pci") -> Guest:
         taps = [self.lab.tap(self.master, "br0") for _ in macs]
-        spec = GuestSpec(name, macs, firmware=firmware, memory_mib=memory_mib, shell=True)
+        spec = GuestSpec(name, macs, firmware=firmware, memory_mib=memory_mib, shell=True,
+                         nic_model=nic_model)
         guest = Guest(self.lab, self.master, spec, taps, self.workdir / "guests")
         self.guests[name] = guest
         return guest
@@ -111,6 +120,27 @@ class LabCluster:
         return {n["host"]: NodeStatus(n["host"], n.get("stage"), n.get("address"),
                                       n.get("reason"), n.get("when"))
                 for n in doc.get("nodes", [])}
+
+    def stage_history(self, since: float = 0.0) -> dict[str, list[StageEvent]]:
+        """Every boot event the master recorded since ``since`` (wall clock), per host,
+        oldest first, with its own timestamp: read from the master's state database
+        (read-only), which keeps them all, where /api/v1/nodes gives the last only."""
+        db = self.workdir / "state" / "state.db"
+        if not db.exists():
+            return {}
+        try:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+            try:
+                rows = conn.execute("SELECT host, stage, ts, reason FROM http_events "
+                                    "WHERE ts >= ? ORDER BY id", (since,)).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error:  # not created yet, or busy: the next poll sees it
+            return {}
+        out: dict[str, list[StageEvent]] = {}
+        for host, stage, ts, reason in rows:
+            out.setdefault(host, []).append(StageEvent(stage, ts, reason))
+        return out
 
     def wait_stages(self, hosts: list[str], stages: tuple[str, ...], timeout: float,
                     on_poll: Any = None) -> dict[str, NodeStatus]:

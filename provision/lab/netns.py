@@ -10,7 +10,9 @@ wait), then the namespaces are deleted. Addresses must come from 198.18.0.0/15.
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -19,7 +21,10 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 LAB_NET = ipaddress.ip_network("198.18.0.0/15")
 
@@ -52,6 +57,7 @@ TOOL_PACKAGES = {
     "tcpdump": "tcpdump",
     "mmdebstrap": "mmdebstrap",
     "sqlite3": "sqlite3",
+    "groff": "groff-base",
 }
 
 SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
@@ -110,10 +116,14 @@ class Netns:
         return subprocess.run(self.cmd(argv), timeout=timeout, check=check, **kw)
 
     def popen(self, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
-        """Start a process in this namespace; the lab stops it by PID at teardown."""
+        """Start a process in this namespace; the lab stops it by PID at teardown
+        (and, with ``Lab(die_with_parent=True)``, the kernel does if this process dies)."""
         kw.setdefault("start_new_session", True)
+        if self.lab.die_with_parent:
+            kw.setdefault("preexec_fn", _die_with_parent)
         proc = subprocess.Popen(self.cmd(argv), **kw)
         self.lab.procs.append(proc)
+        self.lab.save_record()
         return proc
 
     def addr(self, ifname: str, cidr: str) -> None:
@@ -140,6 +150,14 @@ class Lab:
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     namespaces: list[Netns] = field(default_factory=list)
     procs: list[subprocess.Popen[Any]] = field(default_factory=list)
+    # Every process gets PR_SET_PDEATHSIG: it is killed when the process that started
+    # it dies, however it dies (SIGKILL, an ssh drop). Only for a lab driven from one
+    # thread (the demo): the signal fires when the *thread* that forked exits.
+    die_with_parent: bool = False
+    # A JSON file naming the lab's owner, namespaces and processes (with their start
+    # times), rewritten at each change and removed by close(): what
+    # ``remove_leftovers`` needs to clean up after an owner that could not.
+    record: Path | None = None
     _n: int = 0
 
     def _name(self, hint: str, limit: int) -> str:
@@ -151,8 +169,20 @@ class Lab:
         subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=20)
         ns = Netns(self, name)
         self.namespaces.append(ns)
+        self.save_record()
         ns.up("lo")
         return ns
+
+    def save_record(self) -> None:
+        if self.record is None:
+            return
+        doc = {"owner": os.getpid(), "owner_start": _start_time(os.getpid()),
+               "namespaces": [ns.name for ns in self.namespaces],
+               "pids": [[p.pid, _start_time(p.pid)] for p in self.procs if p.poll() is None]}
+        self.record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.record.with_name(self.record.name + ".tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(self.record)
 
     def veth(
         self, a: Netns, b: Netns, cidr_a: str | None = None, cidr_b: str | None = None
@@ -227,6 +257,8 @@ class Lab:
                     pass
             subprocess.run(["ip", "netns", "del", ns.name], capture_output=True, timeout=20)
         self.namespaces.clear()
+        if self.record is not None:
+            self.record.unlink(missing_ok=True)
 
     def __enter__(self) -> Lab:
         if os.geteuid() != 0:
@@ -236,3 +268,62 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _die_with_parent() -> None:  # in the child, between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22):
+    with the PID, it names one process even after the PID is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _alive(pid: int, start: int | None) -> bool:
+    return start is not None and _start_time(pid) == start
+
+
+def remove_leftovers(record: Path) -> str | None:
+    """Clean up after the owner of ``record`` if it died without doing so: kill its
+    processes (by PID, only those whose start time still matches) and delete its
+    namespaces. Returns what was done, or None (no record). Raises LabError if the
+    owner is still running."""
+    try:
+        doc = json.loads(record.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        record.unlink(missing_ok=True)
+        return None
+    owner = int(doc.get("owner", 0))
+    if owner != os.getpid() and _alive(owner, doc.get("owner_start")):
+        raise LabError(f"another run (pid {owner}) is using {record.parent}; stop it first")
+    killed = 0
+    for pid, start in doc.get("pids", []):
+        if _alive(int(pid), start):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+    present = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                 timeout=20).stdout.split())
+    gone = [n for n in doc.get("namespaces", []) if n in present]
+    for name in gone:
+        for pid in subprocess.run(["ip", "netns", "pids", name], capture_output=True,
+                                  text=True, timeout=20).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+                killed += 1
+            except (ProcessLookupError, ValueError):
+                pass
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=20)
+    record.unlink(missing_ok=True)
+    return (f"removed the leftovers of run {owner}: {killed} process(es), "
+            f"{len(gone)} namespace(s)")

@@ -268,6 +268,8 @@ class DnsService(Service):
         batch = BatchSocket(sock, RECV_SIZE, SEND_SIZE)
 
         def slow(data: bytes, peer: tuple[str, int]) -> None:
+            if self._stopping.is_set():
+                return  # shutdown() woke recvmmsg with an empty datagram from 0.0.0.0:0
             self._udp_slow(sock, data, peer)
 
         try:

@@ -27,7 +27,9 @@ from aiohttp import web
 
 from ..inventory.model import Inventory
 from ..observability.logsafe import safe
+from ..observability.metrics import STAGE_BUCKETS
 from ..observability.quietlog import QuietLog
+from ..observability.served import served
 from ..policy import boottoken, httpfiles
 from ..policy.boottree import BootFile, BootTree, Refused
 from ..policy.ratelimit import TokenBuckets
@@ -43,6 +45,12 @@ M_ERRORS = "dsas_http_errors_total"
 M_EVENTS = "dsas_http_events_total"
 M_EVENTS_REFUSED = "dsas_http_events_refused_total"  # {reason=rate|source|token|...}
 BOOT_SECRET = "boot-report.key"  # in the state directory; never logged
+M_LATENCY = "dsas_http_request_seconds"
+M_STAGE = "dsas_boot_stage_seconds"
+HELP = {
+    M_LATENCY: "Seconds from an HTTP request to its answer, by handler (file, post_event, ...)",
+    M_STAGE: "Seconds a host took to reach a boot stage from its previous one, by stage",
+}
 
 SENDFILE_MIN = 64 * 1024  # smaller files go out in one write; sendfile costs a syscall dance
 TEXT_SUFFIXES = (".ipxe", ".cfg", ".conf", ".json", ".txt")
@@ -66,11 +74,14 @@ class HttpService(Service):
         self._event_buckets = TokenBuckets(ctx.http_event_rate, ctx.http_event_burst)
         self._refusals = QuietLog(log)
         self._secret = b""
+        self._last_stage: dict[str, float] = {}  # host -> time of its latest event (bounded
+        # by the inventory: events come only from its hosts)
 
     # -- life cycle -------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=httpfiles.MAX_EVENT_BYTES)
+        app = web.Application(client_max_size=httpfiles.MAX_EVENT_BYTES,
+                              middlewares=[self._timed])
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_post("/api/v1/events", self.post_event)
@@ -78,7 +89,19 @@ class HttpService(Service):
         app.router.add_route("*", "/{tail:.*}", self.file)
         return app
 
+    @web.middleware
+    async def _timed(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        t0 = time.monotonic()
+        try:
+            return await handler(request)
+        finally:
+            route = getattr(request.match_info.route, "handler", None)
+            self.metrics.observe(M_LATENCY, time.monotonic() - t0,
+                                 handler=getattr(route, "__name__", "other"))
+
     def start(self) -> None:
+        for metric, text in HELP.items():
+            self.metrics.describe(metric, text)
         httpfiles.ensure_events_schema(self.ctx.store)
         self._secret = self.ctx.store.secret(BOOT_SECRET, boottoken.new_secret)
         secret = self._secret
@@ -153,9 +176,8 @@ class HttpService(Service):
         return web.Response(text="ok\n")
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render().encode(),
-                            content_type="text/plain", charset="utf-8",
-                            headers={"X-Prometheus-Format": "0.0.4"})
+        body, content_type = self.metrics.exposition(request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def post_event(self, request: web.Request) -> web.Response:
         peer = request.remote or ""
@@ -187,6 +209,10 @@ class HttpService(Service):
                                "http: cannot store an event: %s", e)
             return self._json_error(503, "cannot store the event now", "store")
         self.metrics.inc(M_EVENTS, stage=ev.stage)
+        before = self._last_stage.get(ev.host)
+        self._last_stage[ev.host] = now
+        if before is not None and ev.stage != "dhcp":  # dhcp: a new boot begins
+            self.metrics.observe(M_STAGE, now - before, STAGE_BUCKETS, stage=ev.stage)
         log.info("http: node %s reports %s%s (from %s)", ev.host, ev.stage,
                  f": {safe(ev.reason)}" if ev.reason else "", ev.address)
         return web.json_response({"host": ev.host, "stage": ev.stage, "ts": now}, status=201)
@@ -296,6 +322,7 @@ class HttpService(Service):
                 (first, last), status = rng, 206
                 headers["Content-Range"] = f"bytes {first}-{last}/{bf.size}"
         count = last - first + 1
+        t0 = time.monotonic()
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = count
         await resp.prepare(request)
@@ -310,6 +337,8 @@ class HttpService(Service):
         self.metrics.inc(M_TRANSFERS, result="ok")
         self.metrics.inc(M_BYTES, count)
         await resp.write_eof()
+        served("http", bf.host, bf.path, str(request.remote), count, time.monotonic() - t0,
+               self.tree.inventory)
         return resp
 
     async def _body(self, request: web.Request, resp: web.StreamResponse, bf: BootFile,

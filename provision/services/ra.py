@@ -16,6 +16,7 @@ import select
 import socket
 import struct
 import threading
+import time
 
 from .base import ServeContext, Service
 
@@ -26,6 +27,17 @@ ICMPV6_RA = 134  # RFC 4861 section 4.2
 ALL_NODES = "ff02::1"
 ALL_ROUTERS = "ff02::2"
 _RA = struct.Struct("!BBHBBHII")  # type, code, checksum, hop limit, flags, lifetime, reach, retrans
+SYSCTL = "/proc/sys/net/ipv6/conf/{}/disable_ipv6"  # per network namespace
+RECHECK = 5.0  # seconds between looks at disable_ipv6 while serving
+
+
+def ipv6_disabled(ifname: str, sysctl: str = SYSCTL) -> bool:
+    """True when the kernel has IPv6 off on ``ifname``: no solicitation reaches us there."""
+    try:
+        with open(sysctl.format(ifname)) as f:
+            return f.read().strip() == "1"
+    except OSError:  # no /proc/sys/net/ipv6 at all: IPv6 is off (ipv6.disable=1)
+        return True
 
 
 def is_router_solicitation(data: bytes) -> bool:
@@ -47,6 +59,7 @@ class RaService(Service):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._error: BaseException | None = None
+        self._disabled: set[str] = set()  # interfaces we have warned about
 
     def start(self) -> None:
         for ifname in self.ctx.interfaces:
@@ -59,12 +72,38 @@ class RaService(Service):
             mreq = socket.inet_pton(socket.AF_INET6, ALL_ROUTERS) + struct.pack("@I", idx)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
             self._socks[s.fileno()] = (ifname, s)
+        self.ctx.metrics.describe("dsas_ra_ipv6_disabled",
+                                  "1 when IPv6 is disabled on the interface (no RS can arrive)")
+        self._check_ipv6()
         self._thread = threading.Thread(target=self._run, name="ra", daemon=True)
         self._thread.start()
 
+    def _check_ipv6(self) -> None:
+        """Say so, once per interface (again only after it came back), when IPv6 is off."""
+        for ifname in self.ctx.interfaces:
+            if not ipv6_disabled(ifname):
+                if ifname in self._disabled:
+                    self._disabled.discard(ifname)
+                    log.info("ra: IPv6 is back on %s: answering router solicitations", ifname)
+                continue
+            if ifname in self._disabled:
+                continue
+            self._disabled.add(ifname)
+            self.ctx.metrics.set("dsas_ra_ipv6_disabled", 1, interface=ifname)
+            log.warning("ra: IPv6 is disabled on %s: no router solicitation can reach this "
+                        "service, and iPXE waits ~13 s per stage for an IPv6 router; enable "
+                        "it: sysctl -w net.ipv6.conf.%s.disable_ipv6=0", ifname, ifname)
+        for ifname in self.ctx.interfaces:
+            if ifname not in self._disabled:
+                self.ctx.metrics.set("dsas_ra_ipv6_disabled", 0, interface=ifname)
+
     def _run(self) -> None:
         try:
+            next_check = time.monotonic() + RECHECK
             while not self._stop.is_set():
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + RECHECK
+                    self._check_ipv6()
                 ready, _, _ = select.select(list(self._socks), [], [], 0.5)
                 for fd in ready:
                     ifname, s = self._socks[fd]

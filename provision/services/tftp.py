@@ -59,6 +59,7 @@ from fbtftp.base_server import BaseServer
 
 from ..inventory.model import Inventory
 from ..observability.logsafe import safe
+from ..observability.served import served
 from ..policy.boottree import BootFile, BootTree, Refused
 from ..protocol import tftp as codec
 from .base import ServeContext, Service
@@ -76,6 +77,8 @@ M_SPAWNS = "dsas_tftp_spawns_total"
 M_DUPLICATES = "dsas_tftp_duplicate_requests_total"
 M_POLLED = "dsas_tftp_polled_acks_total"  # ACKs caught by busy polling (no sleep)
 M_CPU = "dsas_tftp_transfer_cpu_seconds_total"  # CPU time of the transfer processes
+M_SECONDS = "dsas_tftp_transfer_seconds"  # histogram: wall time of each transfer, by result
+TRANSFER_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 
 _TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_RCVTIMEO (Linux: two longs)
 # errnos of descriptor (or kernel memory) exhaustion: refused and counted, never raised
@@ -267,6 +270,7 @@ class Transfer(BaseHandler):
         for s in self._close_in_child:
             s.close()
         outcome = {"result": "failed", "reason": "internal", "bytes": 0, "retransmits": 0}
+        t0 = time.monotonic()
         try:
             outcome = _Session(self, self._settings).serve()
         except OSError as e:
@@ -283,7 +287,8 @@ class Transfer(BaseHandler):
         finally:
             outcome.update(peer=self._peer[0], path=self._bootfile.path,
                            host=self._bootfile.host, pid=os.getpid(),
-                           cpu=round(time.process_time(), 6))
+                           cpu=round(time.process_time(), 6),
+                           seconds=round(time.monotonic() - t0, 6))
             try:
                 self._report.send(json.dumps(outcome).encode())
             except OSError:
@@ -762,7 +767,7 @@ class TftpService(Service):
         self._peers[peer] = (proc.pid, raw)
         self._per_client[peer[0]] = self._per_client.get(peer[0], 0) + 1
         self._set_active()
-        log.info("tftp: %s -> %s (%s, host=%s, mode=%s, options=%s)", safe(bootfile.path),
+        log.debug("tftp: %s -> %s (%s, host=%s, mode=%s, options=%s)", safe(bootfile.path),
                  peer[0], peer[1], bootfile.host, safe(req.mode, 40),
                  safe(" ".join(f"{k}={v}" for k, v in req.options.items())))
 
@@ -856,9 +861,14 @@ class TftpService(Service):
         self.metrics.inc(M_RETRANSMITS, r.get("retransmits", 0))
         self.metrics.inc(M_POLLED, r.get("polled", 0))
         self.metrics.inc(M_CPU, r.get("cpu", 0.0))
+        self.metrics.observe(M_SECONDS, r.get("seconds", 0.0), TRANSFER_BUCKETS,
+                             result=r["result"])
         if r["result"] in ("failed", "aborted"):
             self._error_metric(r["reason"])
-        level = logging.WARNING if r["result"] == "failed" else logging.INFO
+        if r["result"] == "ok":
+            served("tftp", r.get("host"), str(r.get("path")), str(r.get("peer")),
+                   r.get("bytes", 0), r.get("seconds", 0.0), self.tree.inventory)
+        level = {"failed": logging.WARNING, "ok": logging.DEBUG}.get(r["result"], logging.INFO)
         log.log(level, "tftp: %s %s to %s (host=%s): %d bytes, %d retransmits, %.3f s CPU "
                 "(%s)", r["result"], safe(r.get("path")), r.get("peer"), r.get("host"),
                 r.get("bytes", 0), r.get("retransmits", 0), r.get("cpu", 0.0), r["reason"])
