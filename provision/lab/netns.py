@@ -52,6 +52,8 @@ TOOL_PACKAGES = {
     "tcpdump": "tcpdump",
     "mmdebstrap": "mmdebstrap",
     "sqlite3": "sqlite3",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
 }
 
 SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")

@@ -26,6 +26,7 @@ from ..inventory.model import Inventory
 from ..policy import httpfiles
 from ..policy.boottree import BootFile, BootTree, Refused
 from .base import ServeContext, Service
+from .statuspage import StatusPage
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class HttpService(Service):
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._stopped = threading.Event()
+        self.status = StatusPage(ctx, lambda: self.tree.inventory)  # the page at /
 
     # -- life cycle -------------------------------------------------------------
 
@@ -60,6 +62,7 @@ class HttpService(Service):
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_post("/api/v1/events", self.post_event)
         app.router.add_get("/api/v1/nodes", self.get_nodes)
+        self.status.register(app)  # before the boot tree's catch-all
         app.router.add_route("*", "/{tail:.*}", self.file)
         return app
 
