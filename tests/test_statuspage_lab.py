@@ -157,7 +157,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 ROWS_JS = """return [...document.querySelectorAll('#hosts tbody tr')].map(tr => ({
   host: tr.dataset.host, cls: tr.className,
-  stage: tr.querySelector('td.stage').firstChild.textContent,
+  stage: tr.querySelector('td.stage .v').firstChild.textContent,
   reason: (tr.querySelector('td.stage .reason') || {}).textContent || null,
   release: tr.querySelector('td.release').textContent,
   pools: tr.querySelector('td.pools').textContent,

@@ -30,6 +30,8 @@ def _master_url(master: str | None, inventory_path: str | None) -> str:
 
 
 def fetch_status(base: str, role: str | None, timeout: float) -> dict[str, Any]:
+    if urllib.parse.urlsplit(base).scheme not in ("http", "https"):
+        raise click.ClickException(f"the master's URL must be http:// or https://, not {base!r}")
     url = f"{base}/api/v1/status"
     if role:
         url += "?" + urllib.parse.urlencode({"role": role})

@@ -50,6 +50,7 @@ const dsas = (() => {
   }
   function secs(s) {
     if (s === null || s === undefined) return "";
+    if (s < 1) return Math.round(s * 1000) + " ms";
     return s < 10 ? s.toFixed(1) + " s" : dur(s);
   }
 

@@ -57,18 +57,24 @@
     if (!v.image) return "-";
     return v.version ? v.image + ":" + v.version : v.image;
   }
+  // A cell: its content in one block, so a phone's card shows it beside its label.
+  function cell(cls, label, ...children) {
+    const mono = cls.includes("mono");
+    return h("td", {class: cls.replace("mono", "").trim(), "data-label": label},
+      h("div", {class: mono ? "v mono" : "v"}, ...children));
+  }
   function releaseCell(v) {
-    if (!v.releases.length) return h("td", {class: "release", "data-label": "Release"}, "-");
-    return h("td", {class: "release", "data-label": "Release"},
+    if (!v.releases.length) return cell("release", "Release", "-");
+    return cell("release", "Release",
       v.releases.map((r) => h("div", {class: "drift drift-" + r.drift.split(" ")[0],
                                        title: r.to_path + " (latest " + (r.latest || "?") + ")"},
         (r.release || "none") + " ", h("span", {class: "tag"}, r.drift))));
   }
   function poolsCell(v) {
-    if (!v.pools.length) return h("td", {class: "pools", "data-label": "Pools"}, "-");
-    return h("td", {class: "pools", "data-label": "Pools"}, v.pools.map((p) =>
+    if (!v.pools.length) return cell("pools", "Pools", "-");
+    return cell("pools", "Pools", v.pools.map((p) =>
       h("div", {title: p.vip + ", " + p.as},
-        p.service + " ",
+        p.service + (p.as === "real server" ? " " : " (director) "),
         h("span", {class: "tag"},
           p.health === null ? "not read" : p.health +
             (p.live_weight === null ? "" : " w" + p.live_weight)))));
@@ -77,16 +83,16 @@
   function row(v) {
     const stage = v.stage || "-";
     return h("tr", {class: "state-" + v.state, dataset: {host: v.host, state: v.state}},
-      h("td", {class: "host", "data-label": "Host"}, hostLink(v.host)),
-      h("td", {class: "role", "data-label": "Role"}, v.role),
-      h("td", {class: "state", "data-label": "State"}, stateBadge(v)),
-      h("td", {class: "stage", "data-label": "Stage"}, stage,
+      cell("host", "Host", hostLink(v.host)),
+      cell("role", "Role", v.role),
+      cell("state", "State", stateBadge(v)),
+      cell("stage", "Stage", stage,
         v.state === "failed" && v.reason ? h("div", {class: "reason"}, v.reason) : null),
       timeCell("td", {class: "since", "data-label": "Since"}, v.stage_at),
-      h("td", {class: "macs mono", "data-label": "MACs"}, v.macs.map((m) => h("div", {}, m))),
-      h("td", {class: "addresses mono", "data-label": "Addresses"},
+      cell("macs mono", "MACs", v.macs.map((m) => h("div", {}, m))),
+      cell("addresses mono", "Addresses",
         Object.entries(v.addresses).map(([n, a]) => h("div", {title: n}, a))),
-      h("td", {class: "image", "data-label": "Image"}, imageText(v)),
+      cell("image", "Image", imageText(v)),
       releaseCell(v),
       poolsCell(v),
       timeCell("td", {class: "last-seen", "data-label": "Last seen"}, v.last_seen),
