@@ -345,3 +345,49 @@ def test_dsas_status_matches_the_page(env: Env) -> None:
                        "http://198.18.4.99:8080", "--timeout", "1"], timeout=60, check=False)
     assert bad.returncode == 1 and "cannot reach the master" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_viewers_are_capped_and_freed(env: Env) -> None:
+    """At most MAX_VIEWERS streams; the next one gets 503 and the service goes on."""
+    import socket
+
+    from provision.services.statuspage import MAX_VIEWERS
+
+    from .netns_thread import in_netns
+
+    def flood() -> tuple[list[str], str]:
+        socks, codes = [], []
+        try:
+            for _ in range(MAX_VIEWERS + 2):  # bounded: a few more than the cap
+                s = socket.create_connection((SRV, 8080), timeout=10)
+                socks.append(s)
+                s.sendall(b"GET /api/v1/status/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+                codes.append(s.recv(64).split(b" ")[1].decode())
+                if codes[-1] == "503":
+                    break
+        finally:
+            for s in socks:
+                s.close()
+        return codes, ""
+
+    codes, _ = in_netns(env.cli.name, flood, 120)
+    assert codes[-1] == "503" and set(codes[:-1]) == {"200"} and len(codes) <= MAX_VIEWERS + 1
+    # Freed: the server notices the closed streams (bounded wait), a browser gets in.
+    deadline = time.monotonic() + 20
+    viewers = None
+    while time.monotonic() < deadline:
+        metrics = env.cli.run(["curl", "-sS", f"{HTTP}/metrics"], timeout=30).stdout
+        viewers = next((float(ln.split()[-1]) for ln in metrics.splitlines()
+                        if ln.startswith("dsas_status_viewers ")), None)
+        if viewers is not None and viewers <= 1:  # at most our browser's own stream
+            break
+        time.sleep(0.2)
+    assert viewers is not None and viewers <= 1, viewers
+    open_index(env)
+
+
+def test_serve_stops_promptly_with_viewers_connected(env: Env) -> None:
+    """SIGTERM while a browser listens: the stream ends, the process exits 0 (not killed)."""
+    open_index(env)
+    serve = env.lab.procs[-1]
+    assert env.lab.stop(serve, timeout=10) == 0

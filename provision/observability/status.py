@@ -143,13 +143,13 @@ class StatusSource:
                     if p["to_path"] not in obs.latest:
                         obs.latest[p["to_path"]] = hist.latest_release(p["to_path"]) or ""
 
-    def events(self, host: str, limit: int) -> list[dict[str, Any]]:
-        """The newest ``limit`` events of one host, oldest first."""
+    def events(self, host: str, limit: int, upto: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` events of one host up to event id ``upto``, oldest first."""
         if "http_events" not in self._tables():
             return []
         rows = self.store.query(
             "SELECT id, ts, stage, reason, address, image FROM http_events WHERE host=?"
-            " ORDER BY id DESC LIMIT ?", [host, limit])
+            " AND id <= ? ORDER BY id DESC LIMIT ?", [host, upto, limit])
         return [dict(r) for r in reversed(rows)]
 
 
@@ -265,13 +265,14 @@ def timeline(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def host_detail(inv: Inventory, host: Host, obs: Observed, events: Sequence[dict[str, Any]],
+def host_detail(view: dict[str, Any], events: Sequence[dict[str, Any]],
                 files: dict[str, str], now: float) -> dict[str, Any]:
-    """The host page: its row, boot timeline, recent events and rendered files
-    (``files``: name -> text, masked here)."""
+    """The host page: its row (``host_view``), boot timeline, recent events (read up
+    to the row's newest event, so the two agree) and rendered files (``files``:
+    name -> text, masked here)."""
     return {
         "now": now,
-        "host": host_view(inv, host, obs),
+        "host": view,
         "timeline": timeline(events[-TIMELINE_EVENTS:]),
         "events": list(reversed(events[-RECENT_EVENTS:])),
         "files": {name: mask_secrets(text) for name, text in files.items()},

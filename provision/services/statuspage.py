@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 POLL = 0.2  # s between store reads while someone listens: a failure shows within 1 s
 PING = 15.0  # s between SSE comments, so proxies and browsers keep the stream open
+GONE_CHECK = 1.0  # s between checks that a quiet listener's connection is still open
 QUEUE = 256  # messages a listener may lag behind before it is dropped
 MAX_VIEWERS = 64
 
@@ -151,11 +152,13 @@ class StatusPage:
         if host is None:
             return web.json_response({"error": "host not in inventory"}, status=404)
         await self._refresh()
+        view = status.host_view(inv, host, self.source.obs)  # now, before the poller moves on
+        last = self.source.obs.last.get(host.name)
         loop = asyncio.get_running_loop()
         events = await loop.run_in_executor(None, self.source.events, host.name,
-                                            status.TIMELINE_EVENTS)
+                                            status.TIMELINE_EVENTS, last.id if last else 0)
         files = await loop.run_in_executor(None, self._files, inv, host)
-        doc = status.host_detail(inv, host, self.source.obs, events, files, time.time())
+        doc = status.host_detail(view, events, files, time.time())
         return web.json_response(doc, headers={"Cache-Control": "no-cache"})
 
     def _files(self, inv: Inventory, host: Any) -> dict[str, str]:
@@ -193,11 +196,19 @@ class StatusPage:
                 self._sent_inv = self.inventory()
                 self._remember(doc)
             self._ensure_poller()
+            quiet = 0.0
             while not self._closing:
                 try:
-                    msg = await asyncio.wait_for(q.get(), PING)
+                    msg = await asyncio.wait_for(q.get(), GONE_CHECK)
                 except TimeoutError:
+                    # A browser that left is noticed within GONE_CHECK s, not at a write.
+                    if request.transport is None or request.transport.is_closing():
+                        break
+                    quiet += GONE_CHECK
+                    if quiet < PING:
+                        continue
                     msg = b": ping\n\n"
+                quiet = 0.0
                 if msg is None:
                     break
                 await resp.write(msg)

@@ -86,17 +86,31 @@ const dsas = (() => {
     return r.json();
   }
 
-  // Server-sent events, with a visible connection state; EventSource reconnects by itself.
-  function live(handlers) {
+  // Server-sent events, with a visible connection state. EventSource retries a broken
+  // connection by itself but gives up on an HTTP error (503: too many viewers), so
+  // then we start a new one after a while.
+  function live(handlers, retry) {
     const dot = document.getElementById("live");
-    const es = new EventSource("/api/v1/status/stream");
     const show = (cls, text) => {
       if (dot) { dot.className = "live " + cls; dot.textContent = text; }
     };
+    const es = new EventSource("/api/v1/status/stream");
     es.onopen = () => show("on", "live");
-    es.onerror = () => show("off", "reconnecting");
+    es.onerror = () => {
+      show("off", "reconnecting");
+      if (es.readyState === EventSource.CLOSED) {
+        const wait = Math.min(30000, (retry || 1000) * 2);
+        setTimeout(() => live(handlers, wait), wait);
+      }
+    };
     for (const [name, fn] of Object.entries(handlers)) {
       es.addEventListener(name, (ev) => fn(JSON.parse(ev.data)));
+    }
+    // A page left (or kept in the back-forward cache) must not hold a viewer's slot.
+    const hide = () => { es.close(); window.removeEventListener("pagehide", hide); };
+    window.addEventListener("pagehide", hide);
+    if (!retry) {
+      window.addEventListener("pageshow", (e) => { if (e.persisted) live(handlers, 1); });
     }
     return es;
   }
