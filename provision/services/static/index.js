@@ -119,6 +119,7 @@
         : $("desc").checked ? "descending" : "ascending");
     }
     renderSummary();
+    if (!document.body.dataset.ready) performance.mark("dsas-first-render");  // bench/status.py
     document.body.dataset.ready = "1";
   }
   // Live updates: at most one redraw per animation frame, however many arrive.
