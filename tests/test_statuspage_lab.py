@@ -284,6 +284,32 @@ def test_host_page_shows_timeline_events_and_masked_files(env: Env) -> None:
     assert env.post("w2", "kernel") == "201"  # back to booting for the other tests
 
 
+def test_discoveries_and_pushes_show_live(env: Env) -> None:
+    """Tables other processes write (DHCP sightings, `dsas push`) reach the page too."""
+    from provision.policy.leases import LeaseJournal, Sighting
+
+    open_index(env)
+    env.browser.js("window.__noReload = 'still here'")
+    s = StateStore(env.state)
+    LeaseJournal(s).commit([Sighting("52:54:00:99:00:07", time.time(), 7, "PXEClient:Arch:00007",
+                                     "", "", "eth0", "inside")], time.time())
+    hist = History(s)
+    run = hist.start("push", "/srv/site", ["w1", "w2"], release="r3")
+    hist.finish(run, [HostResult("w1", True, "r3", "r2"), HostResult("w2", True, "r3", "r1")],
+                "r3")
+    s.close()
+    env.browser.wait_js("return !!document.querySelector("
+                        "'#discovered tr[data-mac=\"52:54:00:99:00:07\"]')",
+                        "the discovered machine", timeout=10)
+    env.browser.wait_js("const t = document.querySelector("
+                        "'#hosts tr[data-host=\"w2\"] td.release').textContent;"
+                        " return t.includes('r3') && t.includes('current')",
+                        "w2's new release", timeout=10)
+    assert env.browser.js("return window.__noReload") == "still here"
+    w1 = {r["host"]: r for r in rows(env)}["w1"]
+    assert "r3" in w1["release"] and "current" in w1["release"]
+
+
 def test_phone_and_dark_mode_screenshots(env: Env) -> None:
     b = Browser(env.cli.name, env.tmp / "chromium-phone", width=390, height=1400, dark=True,
                 phone=True)
@@ -330,7 +356,7 @@ def test_dsas_status_matches_the_page(env: Env) -> None:
     for host, v in want.items():
         assert got[host][1] == v["role"] and got[host][2] == v["state"], got[host]
         assert got[host][3].rstrip(":") == (v["stage"] or "-"), got[host]
-    assert "r2" in got["w1"] and "current" in got["w1"]
+    assert got["w1"][7:9] == [want["w1"]["release"], "current"]  # RELEASE, DRIFT
     failed = [h for h, v in want.items() if v["state"] == "failed"]
     assert r.returncode == (1 if failed else 0), r.stderr
     assert lines[-1].startswith(f"{len(want)} hosts:")
