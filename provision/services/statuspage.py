@@ -85,6 +85,8 @@ class StatusPage:
         self._sent_inv: Inventory | None = None
         self._poller: asyncio.Task[None] | None = None
         self._closing = False
+        ctx.metrics.describe(M_VIEWERS, "Browsers listening to the status page's live stream")
+        ctx.metrics.describe(M_DROPPED, "Status page listeners dropped for falling behind")
 
     def register(self, app: web.Application) -> None:
         """Add the routes (before the boot tree's catch-all) and the shutdown hook."""
