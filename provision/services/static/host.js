@@ -55,7 +55,7 @@
     const t0 = stages[0].ts;
     const ends = stages.map((s, i) => i + 1 < stages.length ? stages[i + 1].ts
       : (state === "booting" ? Math.max(now, s.ts) : s.ts));
-    const span = Math.max(1, ends[ends.length - 1] - t0);
+    const span = Math.max(0.001, ends[ends.length - 1] - t0);
     const took = stages.map((s, i) => ends[i] - s.ts);
     const slowest = took.indexOf(Math.max(...took));
     $("timeline").replaceChildren(...stages.map((s, i) => {
