@@ -251,11 +251,14 @@ def test_host_page_shows_timeline_events_and_masked_files(env: Env) -> None:
     b = env.browser
     b.get(f"{HTTP}/status/host/w1")
     b.wait_js("return document.body.dataset.ready === '1'", "the host page")
-    segs = b.js("return [...document.querySelectorAll('#timeline .seg')].map(s => "
-                "[s.dataset.stage, parseFloat(s.style.left)])")
-    assert [s for s, _ in segs] == list(FULL_BOOT)
-    lefts = [x for _, x in segs]
-    assert lefts == sorted(lefts) and lefts[0] == 0  # on one time axis, in order
+    segs = b.js("const t = document.getElementById('timeline').getBoundingClientRect();"
+                " return [...document.querySelectorAll('#timeline .seg')].map(s => {"
+                " const r = s.getBoundingClientRect();"
+                " return [s.dataset.stage, r.left - t.left, r.right - t.left, t.width]; })")
+    assert [s[0] for s in segs] == list(FULL_BOOT)
+    lefts = [s[1] for s in segs]
+    assert lefts == sorted(lefts) and lefts[0] <= 2  # on one time axis, in order
+    assert all(s[2] <= s[3] + 0.5 for s in segs), segs[-2:]  # all inside the axis
     assert b.js("return document.querySelectorAll('#events tbody tr').length") == len(FULL_BOOT)
     conf = b.js("return document.querySelector('#files pre').textContent")
     assert "SYSTEMNAME=w1\n" in conf

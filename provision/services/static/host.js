@@ -61,11 +61,13 @@
     $("timeline").replaceChildren(...stages.map((s, i) => {
       const left = (100 * (s.ts - t0)) / span, width = (100 * took[i]) / span;
       const bar = h("div", {class: "seg stage-" + s.stage.replace(".", "-") +
-                                    (i === slowest && took[i] > 0 ? " slowest" : ""),
+                                    (i === slowest && took[i] > 0 ? " slowest" : "") +
+                                    (took[i] > 0 ? "" : " mark"),
                             title: s.stage + ": " + secs(took[i]), dataset: {stage: s.stage}},
         h("span", {}, s.stage));
-      bar.style.left = left + "%";
-      bar.style.width = "max(" + width + "%, 3px)";
+      // A zero-length last stage (ready, failed) is a mark at the end, inside the axis.
+      bar.style.left = took[i] > 0 ? left + "%" : "calc(" + left + "% - 6px)";
+      bar.style.width = "max(" + width + "%, 6px)";
       return bar;
     }));
     $("axis").replaceChildren(...[0, 0.25, 0.5, 0.75, 1].map((f) => {
