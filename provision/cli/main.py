@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hosts": ("inventory", "hosts"),
     "render": ("inventory", "render"),
     "serve": ("serve", "serve"),
+    "status": ("status", "status"),
     "setup": ("setup", "setup"),
     "discovered": ("dhcp", "discovered"),
     "dns": ("dns", "dns"),

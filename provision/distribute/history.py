@@ -130,3 +130,17 @@ class History:
             if r["release"] not in out:
                 out.append(r["release"])
         return out[:limit]
+
+    def live_releases(self) -> dict[str, list[dict[str, Any]]]:
+        """Per host, what each run's newest result left live, one entry per live path,
+        newest first: ``to_path``, ``release``, ``result`` (ok|failed), ``finished``."""
+        rows = self.store.query(
+            "SELECT r.host, r.result, r.release, p.to_path, p.finished FROM push_results r"
+            " JOIN push_runs p ON p.id = r.run_id ORDER BY r.run_id DESC")
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            paths = out.setdefault(r["host"], [])
+            if all(p["to_path"] != r["to_path"] for p in paths):
+                paths.append({"to_path": r["to_path"], "release": r["release"],
+                              "result": r["result"], "finished": r["finished"]})
+        return out

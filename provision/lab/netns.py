@@ -58,6 +58,8 @@ TOOL_PACKAGES = {
     "mmdebstrap": "mmdebstrap",
     "sqlite3": "sqlite3",
     "groff": "groff-base",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
 }
 
 SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")

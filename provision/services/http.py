@@ -35,6 +35,7 @@ from ..policy.boottree import BootFile, BootTree, Refused
 from ..policy.ratelimit import TokenBuckets
 from .base import ServeContext, Service
 from .http_conn import Limits, Listener
+from .statuspage import StatusPage
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class HttpService(Service):
         self._secret = b""
         self._last_stage: dict[str, float] = {}  # host -> time of its latest event (bounded
         # by the inventory: events come only from its hosts)
+        self.status = StatusPage(ctx, lambda: self.tree.inventory)  # the page at /
 
     # -- life cycle -------------------------------------------------------------
 
@@ -86,6 +88,7 @@ class HttpService(Service):
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_post("/api/v1/events", self.post_event)
         app.router.add_get("/api/v1/nodes", self.get_nodes)
+        self.status.register(app)  # before the boot tree's catch-all
         app.router.add_route("*", "/{tail:.*}", self.file)
         return app
 
