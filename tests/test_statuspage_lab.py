@@ -139,7 +139,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         with open(tmp / "serve.log", "wb") as log:
             srv.popen([str(REPO / ".venv/bin/dsas"), "serve", "-i", str(inv), "--only", "http",
                        "--interface", srv_if, "--boot-root", str(tmp / "boot"), "--state-dir",
-                       str(state), "-v"], stdout=log, stderr=subprocess.STDOUT)
+                       str(state), "-v",
+                       # the viewer cap is under test here, not the per-address cap (64)
+                       "--http-max-per-client", "200"], stdout=log, stderr=subprocess.STDOUT)
         srv.wait_port(8080, "tcp")
         e = Env(lab, srv, cli, state, tmp, None)  # type: ignore[arg-type]
         for stage in FULL_BOOT:
