@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    ScalarEvent,
+)
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from .errors import InventoryError, Problem
@@ -49,6 +55,13 @@ from .model import (
 
 DEFAULT_PATH = "/etc/dsas/cluster.yaml"
 ENV_VAR = "DSAS_INVENTORY"
+MAX_BYTES_ENV = "DSAS_INVENTORY_MAX_BYTES"
+DEFAULT_MAX_BYTES = 4 << 20
+# An inventory nests 5 levels deep (hosts.NAME.bond.arp_ip_target[i]); YAML's
+# composer recurses per level, so 1,000 nested "[" used to raise RecursionError.
+MAX_DEPTH = 64
+# Nodes that aliases may stand for, in all (see _check_shape).
+MAX_ALIASED_NODES = 100_000
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _DOMAIN = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -70,26 +83,85 @@ def resolve_path(explicit: str | os.PathLike[str] | None) -> Path:
     return Path(DEFAULT_PATH)
 
 
-def load(path: str | os.PathLike[str] | None = None) -> Inventory:
-    p = resolve_path(path)
+def size_cap() -> int:
+    """The largest inventory accepted, in bytes: ``$DSAS_INVENTORY_MAX_BYTES`` or 4 MiB.
+
+    A cluster of thousands of hosts is a few hundred kB; the cap keeps a wrong
+    file (a disk image, a log) from costing seconds of CPU and hundreds of MB."""
+    raw = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_BYTES
     try:
-        text = p.read_text(encoding="utf-8")
+        cap = int(raw)
+    except ValueError:
+        cap = 0
+    if cap < 1:
+        raise InventoryError([Problem(f"${MAX_BYTES_ENV}", None, "",
+                                      f"must be a positive number of bytes, not {raw[:40]!r}")])
+    return cap
+
+
+def load(path: str | os.PathLike[str] | None = None, max_bytes: int | None = None) -> Inventory:
+    p = resolve_path(path)
+    cap = size_cap() if max_bytes is None else max_bytes
+    try:
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = f.read(cap + 1)  # never more: the file may be huge, or endless
     except FileNotFoundError:
         raise InventoryError([Problem(str(p), None, "", "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise InventoryError([Problem(str(p), None, "", f"cannot read: {e}")]) from None
-    return loads(text, str(p))
+    if len(data) > cap:
+        raise InventoryError([_too_big(str(p), max(size, len(data)), cap)])
+    return loads(_decode(data, str(p)), str(p), max_bytes=cap)
 
 
-def loads(text: str, filename: str = "<inventory>") -> Inventory:
+def _too_big(filename: str, size: int, cap: int) -> Problem:
+    return Problem(filename, None, "",
+                   f"{_mib(size)} is over the {_mib(cap)} limit of an inventory "
+                   f"(${MAX_BYTES_ENV} sets it)")
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def _decode(data: bytes, filename: str) -> str:
+    """UTF-8 text, or an InventoryError naming the line and column of the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise InventoryError([Problem(
+            filename, line, "",
+            f"not UTF-8: byte 0x{data[e.start]:02x} at column {column} ({e.reason})")]) from None
+
+
+def loads(text: str, filename: str = "<inventory>", max_bytes: int | None = None) -> Inventory:
+    cap = size_cap() if max_bytes is None else max_bytes
+    if len(text) > cap or len(text.encode("utf-8", "surrogatepass")) > cap:
+        raise InventoryError([_too_big(filename, len(text.encode("utf-8", "surrogatepass")),
+                                       cap)])
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = True  # reported below, with both lines
     try:
+        shape = _check_shape(yaml, text, filename)
+        if shape is not None:
+            raise InventoryError([shape])
         tree = yaml.compose(text)
-        data = yaml.load(text)
+        data = yaml.constructor.construct_document(tree) if tree is not None else None
     except MarkedYAMLError as e:
         line = e.problem_mark.line + 1 if e.problem_mark else None
         raise InventoryError([Problem(filename, line, "", f"YAML syntax: {e.problem}")]) from None
+    except YAMLError as e:  # the reader's errors (e.g. a control character) carry no mark
+        pos = getattr(e, "position", None)
+        line = text.count("\n", 0, pos) + 1 if isinstance(pos, int) else None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InventoryError([Problem(filename, line, "", f"YAML: {reason}")]) from None
+    except RecursionError:  # _check_shape bounds the depth; this is the last line of defence
+        raise InventoryError([Problem(filename, None, "", "nested too deeply to parse")]) from None
     problems = list(_duplicate_keys(tree, filename))
     b = _Builder(filename, problems)
     inv = b.build(data)
@@ -98,7 +170,49 @@ def loads(text: str, filename: str = "<inventory>") -> Inventory:
     return inv
 
 
-def _duplicate_keys(node: Node | None, filename: str, path: str = "") -> Iterable[Problem]:
+def _check_shape(yaml: YAML, text: str, filename: str) -> Problem | None:
+    """One pass over the parser's events (no recursion), before anything is built: a
+    problem if collections nest deeper than MAX_DEPTH, or if aliases would make the
+    document larger than MAX_ALIASED_NODES nodes ("billion laughs": each alias of a
+    collection stands for all of its nodes, and a few lines can stand for billions).
+    Stops at the first event over a limit, so a hostile file costs little."""
+    sizes: dict[str, int] = {}  # anchor -> nodes its value stands for
+    stack: list[list[Any]] = []  # open collections: [anchor, nodes so far]
+    aliased = 0
+    for ev in yaml.parse(text):
+        if isinstance(ev, CollectionStartEvent):
+            if len(stack) >= MAX_DEPTH:
+                return Problem(filename, ev.start_mark.line + 1, "",
+                               f"collections nested deeper than {MAX_DEPTH} levels")
+            stack.append([ev.anchor, 1])
+            continue
+        if isinstance(ev, CollectionEndEvent):
+            anchor, n = stack.pop()
+        elif isinstance(ev, AliasEvent):
+            anchor, n = None, sizes.get(str(ev.anchor), 1)
+            aliased += n
+            if aliased > MAX_ALIASED_NODES:
+                return Problem(filename, ev.start_mark.line + 1, "",
+                               f"aliases expand to more than {MAX_ALIASED_NODES} nodes "
+                               "(an alias bomb?)")
+        elif isinstance(ev, ScalarEvent):
+            anchor, n = ev.anchor, 1
+        else:
+            continue
+        if anchor is not None:
+            sizes[str(anchor)] = n
+        if stack:
+            stack[-1][1] += n
+    return None
+
+
+def _duplicate_keys(node: Node | None, filename: str, path: str = "",
+                    seen_nodes: set[int] | None = None) -> Iterable[Problem]:
+    # An alias is the same node as its anchor: walk it once (a DAG, not a tree).
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if node is None or id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
     if isinstance(node, MappingNode):
         seen: dict[str, int] = {}
         for k, v in node.value:
@@ -113,10 +227,10 @@ def _duplicate_keys(node: Node | None, filename: str, path: str = "") -> Iterabl
                 )
             else:
                 seen[key] = k.start_mark.line + 1
-            yield from _duplicate_keys(v, filename, sub)
+            yield from _duplicate_keys(v, filename, sub, seen_nodes)
     elif isinstance(node, SequenceNode):
         for i, v in enumerate(node.value):
-            yield from _duplicate_keys(v, filename, f"{path}[{i}]")
+            yield from _duplicate_keys(v, filename, f"{path}[{i}]", seen_nodes)
 
 
 class _Builder:
