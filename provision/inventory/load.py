@@ -242,12 +242,33 @@ class _Builder:
         self.fallback_line: int | None = None  # line of the entry being translated
         self.declared_pairs: set[str] = set()
         self.data: dict[str, Any] = {}
+        # Declared but not built (their own problem is reported): what refers to them
+        # is not reported again, and is not built either (see ``unknown``).
+        self.broken: dict[str, set[str]] = {}
+        self.tainted = False  # the entry being translated refers to something broken
+        self.bad_vlan: set[str] = set()  # networks whose VLAN id was refused
 
     # -- reporting ----------------------------------------------------------
 
     def err(self, parent: Any, key: Any, path: str, reason: str) -> None:
         line = _line(parent, key) or self.fallback_line
         self.problems.append(Problem(self.file, line, path, reason))
+
+    def unknown(self, parent: Any, key: Any, path: str, what: str, name: Any) -> None:
+        """``name`` is no known ``what``: an error, unless it was declared and refused
+        for its own problem (reported once, there); then the entry that refers to it
+        is left out silently, and so are the entries that refer to that one."""
+        if str(name) in self.broken.get(what, ()):
+            self.tainted = True
+            return
+        self.err(parent, key, path, f"unknown {what} {name!r}")
+
+    def start_entry(self, section: Any, name: Any) -> None:
+        self.fallback_line = _line(section, name)
+        self.tainted = False
+
+    def mark_broken(self, what: str, section: Any, built: dict[str, Any]) -> None:
+        self.broken[what] = {str(n) for n in (section or {}) if str(n) not in built}
 
     # -- typed getters ------------------------------------------------------
 
@@ -361,7 +382,7 @@ class _Builder:
         for i, n in enumerate(items):
             n = str(n)
             if n not in known:
-                self.err(m.get(key), i, f"{path}.{key}[{i}]", f"unknown {what} {n!r}")
+                self.unknown(m.get(key), i, f"{path}.{key}[{i}]", what, n)
             else:
                 out.append(n)
         return tuple(out)
@@ -445,7 +466,8 @@ class _Builder:
         name = self.string(c, "name", "cluster", pattern=_LABEL, what="cluster name")
         domain = self.string(c, "domain", "cluster", pattern=_DOMAIN, what="DNS domain")
         master = self.address(c, "master_address", "cluster.master_address")
-        if master is not None and networks and not any(master in n.cidr for n in networks.values()):
+        if master is not None and networks and not self.broken.get("network") \
+                and not any(master in n.cidr for n in networks.values()):
             self.err(c, "master_address", "cluster.master_address",
                      f"{master} is in no network of the inventory")
         ms = self.mapping(c, "masters", "cluster.masters", {"primary", "secondary"}, ("primary",))
@@ -454,7 +476,7 @@ class _Builder:
             for key in ("primary", "secondary"):
                 v = ms.get(key)
                 if v is not None and str(v) not in hosts:
-                    self.err(ms, key, f"cluster.masters.{key}", f"unknown host {v!r}")
+                    self.unknown(ms, key, f"cluster.masters.{key}", "host", v)
             primary = str(ms.get("primary")) if ms.get("primary") else None
             secondary = str(ms["secondary"]) if ms.get("secondary") else None
         port = self.integer(c, "http_port", "cluster", 1, 65535, 80)
@@ -469,7 +491,7 @@ class _Builder:
         out: dict[str, Network] = {}
         for name, _ in (section or {}).items():
             path = f"networks.{name}"
-            self.fallback_line = _line(section, name)
+            self.start_entry(section, name)
             n = self.mapping(section, name, path, {"cidr", "gateway", "vlan", "dns", "mtu"},
                              ("cidr",))
             if n is None:
@@ -485,7 +507,10 @@ class _Builder:
             gw = self.address(n, "gateway", f"{path}.gateway")
             if gw is not None:
                 self._check_in_network(n, "gateway", f"{path}.gateway", gw, cidr)
+            before = len(self.problems)
             vlan = self.integer(n, "vlan", path, 1, 4094, None)
+            if len(self.problems) > before:
+                self.bad_vlan.add(str(name))
             dns = []
             dns_list = self.seq(n, "dns", path)
             for i, _ in enumerate(dns_list):
@@ -494,6 +519,7 @@ class _Builder:
                     dns.append(a)
             mtu = self.integer(n, "mtu", path, 576, 9216, None)
             out[str(name)] = Network(str(name), cidr, gw, vlan, tuple(dns), mtu)
+        self.mark_broken("network", section, out)
         nets = list(out.values())
         for i, na in enumerate(nets):
             for nb in nets[i + 1 :]:
@@ -519,7 +545,7 @@ class _Builder:
         out: dict[str, HwType] = {}
         for name in section:
             path = f"hwtypes.{name}"
-            self.fallback_line = _line(section, name)
+            self.start_entry(section, name)
             h = self.mapping(section, name, path, {"nics", "disk", "modules"}, ("nics",))
             if h is None:
                 continue
@@ -557,6 +583,7 @@ class _Builder:
                                  f"{p.device} is used by more than one partition")
             mods = self.modules(h, "modules", path)
             out[str(name)] = HwType(str(name), tuple(nics), disk_dev, label, tuple(parts), mods)
+        self.mark_broken("hardware type", section, out)
         return out
 
     def partition(self, d: dict[str, Any], part: str, path: str) -> Partition | None:
@@ -586,13 +613,14 @@ class _Builder:
         out = {}
         for name in section:
             path = f"images.{name}"
-            self.fallback_line = _line(section, name)
+            self.start_entry(section, name)
             m = self.mapping(section, name, path, {"version", "kernel_args"})
             if m is None:
                 continue
             version = self.string(m, "version", path, default="current",
                                   pattern=re.compile(r"^[A-Za-z0-9._-]+$"), what="version")
             out[str(name)] = Image(str(name), version or "current", self.kernel_args(m, path))
+        self.mark_broken("image", section, out)
         return out
 
     def services(self, data: dict[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -600,7 +628,7 @@ class _Builder:
         out = {}
         for name in section:
             path = f"services.{name}"
-            self.fallback_line = _line(section, name)
+            self.start_entry(section, name)
             m = self.mapping(section, name, path, {"units", "description"}, optional=True)
             units = tuple(str(u) for u in self.seq(m, "units", path)) if m else ()
             for i, u in enumerate(units):
@@ -655,7 +683,7 @@ class _Builder:
                    "kernel_args"}
         for name in section:
             path = f"roles.{name}"
-            self.fallback_line = _line(section, name)
+            self.start_entry(section, name)
             m = self.mapping(section, name, path, allowed, ("networks",))
             if m is None:
                 continue
@@ -665,6 +693,8 @@ class _Builder:
             # (networks on other segments, e.g. behind a DHCP relay, may reuse ids).
             seen_vlan: dict[int | None, str] = {}
             for i, n in enumerate(nets):
+                if n in self.bad_vlan:  # its VLAN id was refused: no claim about it
+                    continue
                 vlan = networks[n].vlan
                 if vlan in seen_vlan:
                     tag = f"VLAN {vlan}" if vlan else "untagged"
@@ -676,10 +706,12 @@ class _Builder:
                 self.err(m, "networks", f"{path}.networks", "a role joins at least one network")
             image = self.string(m, "image", path)
             if image is not None and image not in images:
-                self.err(m, "image", f"{path}.image", f"unknown image {image!r}")
+                self.unknown(m, "image", f"{path}.image", "image", image)
             hw = self.string(m, "hwtype", path)
             if hw is not None and hw not in hwtypes:
-                self.err(m, "hwtype", f"{path}.hwtype", f"unknown hardware type {hw!r}")
+                self.unknown(m, "hwtype", f"{path}.hwtype", "hardware type", hw)
+            if self.tainted:
+                continue
             out[str(name)] = Role(
                 str(name),
                 svcs,
@@ -692,6 +724,7 @@ class _Builder:
                 self.modules(m, "modules", path),
                 self.kernel_args(m, path),
             )
+        self.mark_broken("role", section, out)
         return out
 
     def hosts(
@@ -711,7 +744,7 @@ class _Builder:
         seen_ip: dict[IPv4Address, str] = {}
         for name in section:
             path = f"hosts.{name}"
-            self.fallback_line = _line(section, name)
+            self.start_entry(section, name)
             m = self.mapping(section, name, path, allowed, ("role", "macs", "addresses"))
             if m is None:
                 continue
@@ -720,7 +753,7 @@ class _Builder:
             role_name = self.string(m, "role", path)
             role = roles.get(role_name or "")
             if role_name is not None and role is None:
-                self.err(m, "role", f"{path}.role", f"unknown role {role_name!r}")
+                self.unknown(m, "role", f"{path}.role", "role", role_name)
             hw_name = self.string(m, "hwtype", path) or (role.hwtype if role else None)
             hw = hwtypes.get(hw_name or "")
             if hw_name is None:
@@ -728,7 +761,7 @@ class _Builder:
                     self.err(m, "hwtype", f"{path}.hwtype",
                              "missing: set hwtype on the host or on its role")
             elif hw is None:
-                self.err(m, "hwtype", f"{path}.hwtype", f"unknown hardware type {hw_name!r}")
+                self.unknown(m, "hwtype", f"{path}.hwtype", "hardware type", hw_name)
             macs = []
             mac_list = self.seq(m, "macs", path, required=False)
             for i, raw in enumerate(mac_list):
@@ -748,7 +781,7 @@ class _Builder:
                 apath = f"{path}.addresses.{net_name}"
                 net = networks.get(str(net_name))
                 if net is None:
-                    self.err(am, net_name, apath, f"unknown network {net_name!r}")
+                    self.unknown(am, net_name, apath, "network", net_name)
                     continue
                 a = self.address(am, net_name, apath)
                 if a is None:
@@ -788,9 +821,9 @@ class _Builder:
                          f"({', '.join(hw.nics)})")
             image = self.string(m, "image", path) or role.image
             if image is not None and image not in images:
-                self.err(m, "image", f"{path}.image", f"unknown image {image!r}")
+                self.unknown(m, "image", f"{path}.image", "image", image)
             extra = self.names(m, "services", path, services, "service")
-            if len(addrs) != len(role.networks) or len(macs) != len(hw.nics):
+            if len(addrs) != len(role.networks) or len(macs) != len(hw.nics) or self.tainted:
                 continue
             out[str(name)] = Host(
                 name=str(name),
@@ -806,6 +839,7 @@ class _Builder:
                 services=tuple(dict.fromkeys(role.services + extra)),
                 networks_in_order=tuple(networks[n] for n in role.networks),
             )
+        self.mark_broken("host", section, out)
         return out
 
     def lvs_pairs(
@@ -817,7 +851,7 @@ class _Builder:
         allowed = {"hosts", "virtual_router_id", "priority", "auth", "advert_int", "gateway_vips"}
         for name in section:
             path = f"lvs_pairs.{name}"
-            self.fallback_line = _line(section, name)
+            self.start_entry(section, name)
             m = self.mapping(section, name, path, allowed, ("hosts", "virtual_router_id"))
             if m is None:
                 continue
@@ -825,7 +859,7 @@ class _Builder:
             active, backup = [], []
             for h, state in hm.items():
                 if str(h) not in hosts:
-                    self.err(hm, h, f"{path}.hosts.{h}", f"unknown host {h!r}")
+                    self.unknown(hm, h, f"{path}.hosts.{h}", "host", h)
                 if state == "active":
                     active.append(str(h))
                 elif state == "backup":
@@ -862,14 +896,14 @@ class _Builder:
                 gpath = f"{path}.gateway_vips.{net_name}"
                 net = networks.get(str(net_name))
                 if net is None:
-                    self.err(gm, net_name, gpath, f"unknown network {net_name!r}")
+                    self.unknown(gm, net_name, gpath, "network", net_name)
                     continue
                 a = self.address(gm, net_name, gpath)
                 if a is not None and self._check_in_network(gm, net_name, gpath, a, net.cidr):
                     gw[str(net_name)] = a
             advert = self.integer(m, "advert_int", path, 1, 255, 1) or 1
             if len(active) == 1 and len(backup) == 1 and vrid is not None \
-                    and active[0] in hosts and backup[0] in hosts:
+                    and active[0] in hosts and backup[0] in hosts and not self.tainted:
                 out[str(name)] = LvsPair(str(name), active[0], backup[0], vrid, pa, pb, auth_type,
                                          auth_pass, advert, gw)
         return out
@@ -888,7 +922,7 @@ class _Builder:
         seen: dict[tuple[IPv4Address, int, str], str] = {}
         for name in section:
             path = f"virtual_services.{name}"
-            self.fallback_line = _line(section, name)
+            self.start_entry(section, name)
             m = self.mapping(section, name, path, allowed, ("vip", "port", "role", "check"))
             if m is None:
                 continue
@@ -905,8 +939,9 @@ class _Builder:
             role = self.string(m, "role", path)
             if role is not None:
                 if role not in roles:
-                    self.err(m, "role", f"{path}.role", f"unknown role {role!r}")
-                elif not any(h.role.name == role for h in hosts.values()):
+                    self.unknown(m, "role", f"{path}.role", "role", role)
+                elif not any(h.role.name == role for h in hosts.values()) \
+                        and not self._has_broken_host(role):
                     self.err(m, "role", f"{path}.role",
                              f"role {role!r} has no hosts to serve this virtual service")
             if vip is not None and port is not None:
@@ -938,6 +973,13 @@ class _Builder:
             out[str(name)] = VirtualService(str(name), vip, port, proto, sched, fwd, persist,
                                             role, real_port or port, weight, check, pair)
         return out
+
+    def _has_broken_host(self, role: str) -> bool:
+        """A host of ``role`` was declared but refused (then its problem is the cause)."""
+        section = self.data.get("hosts")
+        return any(isinstance(section, dict) and isinstance(section.get(h), dict)
+                   and str(section[h].get("role")) == role
+                   for h in self.broken.get("host", ()))
 
     def check(self, m: dict[str, Any], path: str) -> HealthCheck | None:
         allowed = {"type", "path", "status", "digest", "port", "command", "connect_timeout",
@@ -1006,6 +1048,8 @@ class _Builder:
                 continue
             vnet = next((n for n in networks.values() if vs.vip in n.cidr), None)
             if vnet is None:
+                if self.broken.get("network"):
+                    continue  # perhaps in the network refused for its own problem
                 self.problems.append(Problem(self.file, None, f"virtual_services.{vs.name}.vip",
                                              f"{vs.vip} is in no network of the inventory"))
                 continue
