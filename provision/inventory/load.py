@@ -17,13 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import (
-    AliasEvent,
-    CollectionEndEvent,
-    CollectionStartEvent,
-    ScalarEvent,
-)
+from ruamel.yaml.events import AliasEvent, CollectionStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from .errors import InventoryError, Problem
@@ -60,7 +56,7 @@ DEFAULT_MAX_BYTES = 4 << 20
 # An inventory nests 5 levels deep (hosts.NAME.bond.arp_ip_target[i]); YAML's
 # composer recurses per level, so 1,000 nested "[" used to raise RecursionError.
 MAX_DEPTH = 64
-# Nodes that aliases may stand for, in all (see _check_shape).
+# Nodes that aliases may stand for, in all (see _BoundedComposer).
 MAX_ALIASED_NODES = 100_000
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -146,12 +142,12 @@ def loads(text: str, filename: str = "<inventory>", max_bytes: int | None = None
                                        cap)])
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = True  # reported below, with both lines
+    yaml.Composer = _BoundedComposer
     try:
-        shape = _check_shape(yaml, text, filename)
-        if shape is not None:
-            raise InventoryError([shape])
         tree = yaml.compose(text)
         data = yaml.constructor.construct_document(tree) if tree is not None else None
+    except _Refused as e:
+        raise InventoryError([Problem(filename, e.line, "", e.reason)]) from None
     except MarkedYAMLError as e:
         line = e.problem_mark.line + 1 if e.problem_mark else None
         raise InventoryError([Problem(filename, line, "", f"YAML syntax: {e.problem}")]) from None
@@ -160,7 +156,7 @@ def loads(text: str, filename: str = "<inventory>", max_bytes: int | None = None
         line = text.count("\n", 0, pos) + 1 if isinstance(pos, int) else None
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InventoryError([Problem(filename, line, "", f"YAML: {reason}")]) from None
-    except RecursionError:  # _check_shape bounds the depth; this is the last line of defence
+    except RecursionError:  # _BoundedComposer bounds the depth; this is the last line of defence
         raise InventoryError([Problem(filename, None, "", "nested too deeply to parse")]) from None
     problems = list(_duplicate_keys(tree, filename))
     b = _Builder(filename, problems)
@@ -170,40 +166,50 @@ def loads(text: str, filename: str = "<inventory>", max_bytes: int | None = None
     return inv
 
 
-def _check_shape(yaml: YAML, text: str, filename: str) -> Problem | None:
-    """One pass over the parser's events (no recursion), before anything is built: a
-    problem if collections nest deeper than MAX_DEPTH, or if aliases would make the
-    document larger than MAX_ALIASED_NODES nodes ("billion laughs": each alias of a
-    collection stands for all of its nodes, and a few lines can stand for billions).
-    Stops at the first event over a limit, so a hostile file costs little."""
-    sizes: dict[str, int] = {}  # anchor -> nodes its value stands for
-    stack: list[list[Any]] = []  # open collections: [anchor, nodes so far]
-    aliased = 0
-    for ev in yaml.parse(text):
-        if isinstance(ev, CollectionStartEvent):
-            if len(stack) >= MAX_DEPTH:
-                return Problem(filename, ev.start_mark.line + 1, "",
-                               f"collections nested deeper than {MAX_DEPTH} levels")
-            stack.append([ev.anchor, 1])
-            continue
-        if isinstance(ev, CollectionEndEvent):
-            anchor, n = stack.pop()
-        elif isinstance(ev, AliasEvent):
-            anchor, n = None, sizes.get(str(ev.anchor), 1)
-            aliased += n
-            if aliased > MAX_ALIASED_NODES:
-                return Problem(filename, ev.start_mark.line + 1, "",
+class _Refused(Exception):
+    def __init__(self, line: int, reason: str):
+        super().__init__(reason)
+        self.line, self.reason = line, reason
+
+
+class _BoundedComposer(Composer):
+    """ruamel's composer, refusing, as it goes, collections nested deeper than
+    MAX_DEPTH (it recurses per level: 1,000 nested "[" were a RecursionError) and
+    aliases standing for more than MAX_ALIASED_NODES nodes in all ("billion laughs":
+    an alias of a collection stands for all of its nodes, and the walks after
+    composing visit each of them). It stops at the first node over a limit, so a
+    hostile file costs little; the text is scanned once, as before."""
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        self.nesting = 0
+        self.aliased = 0
+        self.sizes: dict[int, int] = {}  # id(collection node) -> nodes it stands for
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        if isinstance(event, AliasEvent):
+            node = super().compose_node(parent, index)
+            self.aliased += self.sizes.get(id(node), 1)
+            if self.aliased > MAX_ALIASED_NODES:
+                raise _Refused(event.start_mark.line + 1,
                                f"aliases expand to more than {MAX_ALIASED_NODES} nodes "
                                "(an alias bomb?)")
-        elif isinstance(ev, ScalarEvent):
-            anchor, n = ev.anchor, 1
-        else:
-            continue
-        if anchor is not None:
-            sizes[str(anchor)] = n
-        if stack:
-            stack[-1][1] += n
-    return None
+            return node
+        if not isinstance(event, CollectionStartEvent):
+            return super().compose_node(parent, index)
+        if self.nesting >= MAX_DEPTH:
+            raise _Refused(event.start_mark.line + 1,
+                           f"collections nested deeper than {MAX_DEPTH} levels")
+        self.nesting += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.nesting -= 1
+        items = node.value if isinstance(node, SequenceNode) else \
+            [x for pair in node.value for x in pair]
+        self.sizes[id(node)] = 1 + sum(self.sizes.get(id(x), 1) for x in items)
+        return node
 
 
 def _duplicate_keys(node: Node | None, filename: str, path: str = "",
