@@ -115,3 +115,81 @@ def test_missing_file_and_lookup_order(tmp_path: Path, monkeypatch: pytest.Monke
 def test_top_level_must_be_a_mapping() -> None:
     with pytest.raises(InventoryError, match="must be a YAML mapping"):
         loads("- just\n- a list\n")
+
+
+# -- root causes once (issue 14), size cap, bad bytes --------------------------------------
+
+
+def test_a_bad_cidr_is_reported_once_not_by_everything_on_that_network() -> None:
+    text = EXAMPLE.read_text().replace("cidr: 198.18.0.0/22", "cidr: 198.18.0.0/33")
+    with pytest.raises(InventoryError) as info:
+        loads(text, "c.yaml")
+    assert [p.key for p in info.value.problems] == ["networks.inside.cidr"]  # was 26 problems
+
+
+def test_consequences_are_dropped_but_other_mistakes_still_reported() -> None:
+    text = (FIXTURES / "small.yaml").read_text().replace("cidr: 198.18.0.0/24",
+                                                         "cidr: 198.18.0.0/33")
+    text = text.replace('w1: {role: web, macs: ["52:54:00:12:00:21"',
+                        'w1: {role: web, macs: ["52:54:00:12:00:2x"')
+    text = text.replace("image: tiny}\nhosts:", "image: huge}\nhosts:")  # web: unknown image
+    with pytest.raises(InventoryError) as info:
+        loads(text, "c.yaml")
+    assert [p.key for p in info.value.problems] == [
+        "networks.inside.cidr", "roles.web.image", "hosts.w1.macs[0]"]
+
+
+def test_a_bad_vlan_does_not_also_make_the_network_untagged() -> None:
+    text = (FIXTURES / "small.yaml").read_text().replace("vlan: 2", "vlan: 5000")
+    with pytest.raises(InventoryError) as info:
+        loads(text, "c.yaml")
+    (p,) = info.value.problems  # was also: "outside and inside are both untagged"
+    assert p.key == "networks.outside.vlan" and "5000 is outside 1-4094" in p.reason
+
+
+def test_a_refused_host_is_not_reported_again_where_it_is_named() -> None:
+    text = (FIXTURES / "small.yaml").read_text().replace(
+        "addresses: {inside: 198.18.0.11, outside: 198.19.2.11}",
+        "addresses: {inside: 198.18.0.11, outside: 198.19.3.11}")
+    with pytest.raises(InventoryError) as info:
+        loads(text, "c.yaml")
+    # lb1 is refused; the LVS pair naming it says nothing more
+    assert [p.key for p in info.value.problems] == ["hosts.lb1.addresses.outside"]
+
+
+def test_files_over_the_size_cap_are_refused(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text(EXAMPLE.read_text() + "#" * (10 << 20) + "\n")  # 10 MB: 11.6 s, 264 MB
+    with pytest.raises(InventoryError) as info:
+        load(big)
+    (p,) = info.value.problems
+    assert "10.0 MiB is over the 4.0 MiB limit" in p.reason and "DSAS_INVENTORY_MAX_BYTES" \
+        in p.reason
+    monkeypatch.setenv("DSAS_INVENTORY_MAX_BYTES", str(1000))
+    with pytest.raises(InventoryError, match="over the 1000 bytes limit"):
+        load(EXAMPLE)
+    with pytest.raises(InventoryError, match="over the 1000 bytes limit"):
+        loads(EXAMPLE.read_text())
+    monkeypatch.setenv("DSAS_INVENTORY_MAX_BYTES", str(EXAMPLE.stat().st_size))
+    assert load(EXAMPLE).cluster.name == "example"  # exactly at the cap: read
+    monkeypatch.setenv("DSAS_INVENTORY_MAX_BYTES", "lots")
+    with pytest.raises(InventoryError, match="DSAS_INVENTORY_MAX_BYTES: must be a positive"):
+        load(EXAMPLE)
+
+
+def test_a_non_utf8_byte_names_its_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(EXAMPLE.read_bytes().replace(b"name: example", b"name: caf\xe9", 1))
+    line = next(i for i, ln in enumerate(path.read_bytes().splitlines(), 1) if b"\xe9" in ln)
+    with pytest.raises(InventoryError) as info:
+        load(path)
+    (p,) = info.value.problems
+    assert p.line == line and "not UTF-8: byte 0xe9 at column 12" in p.reason
+
+
+def test_control_characters_are_an_error_with_a_line_not_a_traceback() -> None:
+    with pytest.raises(InventoryError) as info:
+        loads("cluster:\n  name: a\x01b\n", "ctl.yaml")
+    (p,) = info.value.problems
+    assert p.line == 2 and "unacceptable character" in p.reason

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -478,3 +479,46 @@ def test_update_visits_only_what_differs_from_each_nodes_own_base(lab, tmp_path)
     assert "host=n01 delta transfer" not in r.stderr
     for name in ("n01", "n02"):
         assert snapshot(pl.node(name).root / "site") == snapshot(pl.src)
+
+
+def test_a_node_that_stops_reading_for_seconds_is_slow_not_failed(lab, tmp_path):
+    """rsync over the paramiko connection: the node's rsync is stopped (SIGSTOP) for
+    3 s mid-transfer, as a busy disk or a loaded CPU would stall it, then resumed.
+    The channel's window closes meanwhile; the push must wait, not end the stream.
+    (It did end it: the downstream pump's 1 s poll timeout is the channel's, and
+    paramiko applies it to the upstream pump's sendall too: "connection lost:
+    rsync exit 10 or 12" for a healthy node.)"""
+    from provision.lab.sshfarm import descendants
+    pl = make_lab(lab, tmp_path, count=1, tmpfs_mib=128)
+    write_tree(pl.src, {"index.html": "v1"})
+    rel1 = release_of(pl.push(str(pl.src), "--role", "web"))
+    write_tree(pl.src, {f"big{i}.bin": os.urandom(4_000_000) for i in range(10)})
+    proc = pl.push_bg(str(pl.src), "--role", "web")  # an update: over paramiko
+    node = pl.node("n01")
+    assert node.sshd is not None
+    servers: list[int] = []
+    deadline = time.monotonic() + 30
+    while len(servers) < 2 and time.monotonic() < deadline:  # generator and receiver
+        servers = []
+        for pid in descendants(node.sshd.pid):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0].endswith(b"rsync") and b"--server" in argv:
+                servers.append(pid)
+        time.sleep(0.01)
+    assert len(servers) == 2, "the node's rsync never started"
+    for pid in servers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        assert proc.poll() is None and pl.live("n01") == rel1  # stopped mid-transfer
+        time.sleep(3)  # the fault: a node that reads nothing for 3 s
+    finally:
+        for pid in servers:
+            os.kill(pid, signal.SIGCONT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    m = re.search(r"ok release (\S+)", out)
+    assert m and pl.live("n01") == m.group(1) != rel1, out
+    assert snapshot(node.root / "site") == snapshot(pl.src)

@@ -255,11 +255,12 @@ class Session:
             os.write(fd_err, f"dsas-push: cannot start rsync on {self.host}: {e}\n".encode())
             return EXIT_LOST, None
         log.debug("host=%s rsync channel open: %s", self.host, command)
-        up = threading.Thread(target=_upstream, args=(fd_in, chan), name="rsync-up",
+        deadline = time.monotonic() + self.timeout
+        up = threading.Thread(target=_upstream, args=(fd_in, chan, deadline), name="rsync-up",
                               daemon=True)
         up.start()
         try:
-            _downstream(chan, fd_out, fd_err, time.monotonic() + self.timeout)
+            _downstream(chan, fd_out, fd_err, deadline)
             _close(fd_out)  # rsync sees EOF now, not when the shim is answered
             fds[1] = -1
             if not chan.status_event.wait(timeout=30):
@@ -270,14 +271,15 @@ class Session:
             chan.close()
 
 
-def _upstream(fd_in: int, chan: paramiko.Channel) -> None:
-    """Local rsync -> node, until rsync closes its end or the channel dies."""
+def _upstream(fd_in: int, chan: paramiko.Channel, deadline: float) -> None:
+    """Local rsync -> node, until rsync closes its end, the channel dies or the deadline."""
     try:
         while True:
             data = os.read(fd_in, CHUNK)
             if not data:
                 break
-            chan.sendall(data)
+            if not _send_all(chan, data, deadline):
+                break
     except (OSError, paramiko.SSHException, EOFError):
         pass
     finally:
@@ -285,6 +287,29 @@ def _upstream(fd_in: int, chan: paramiko.Channel) -> None:
             chan.shutdown_write()
         except (OSError, paramiko.SSHException, EOFError):
             pass
+
+
+def _send_all(chan: paramiko.Channel, data: bytes, deadline: float) -> bool:
+    """``chan.sendall`` that waits for a closed window as long as the channel lives.
+
+    The channel's timeout is ``_downstream``'s 1 s poll, and paramiko applies it to
+    sends too (one timeout per channel): a node that read nothing for a second (a
+    busy disk, a loaded CPU) made ``sendall`` raise, and the stream to a healthy
+    node ended half-way. A timeout here sends nothing (paramiko raises it before
+    taking any window), so the same bytes are offered again. False: the channel
+    is closed or the deadline passed."""
+    view = data
+    while view:
+        try:
+            n = chan.send(view)
+        except TimeoutError:
+            if chan.closed or time.monotonic() > deadline:
+                return False
+            continue
+        if n <= 0:  # closed or EOF sent
+            return False
+        view = view[n:]
+    return True
 
 
 def _downstream(chan: paramiko.Channel, fd_out: int, fd_err: int, deadline: float) -> None:

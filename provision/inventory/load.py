@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.composer import Composer
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent, CollectionStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from .errors import InventoryError, Problem
@@ -49,6 +51,13 @@ from .model import (
 
 DEFAULT_PATH = "/etc/dsas/cluster.yaml"
 ENV_VAR = "DSAS_INVENTORY"
+MAX_BYTES_ENV = "DSAS_INVENTORY_MAX_BYTES"
+DEFAULT_MAX_BYTES = 4 << 20
+# An inventory nests 5 levels deep (hosts.NAME.bond.arp_ip_target[i]); YAML's
+# composer recurses per level, so 1,000 nested "[" used to raise RecursionError.
+MAX_DEPTH = 64
+# Nodes that aliases may stand for, in all (see _BoundedComposer).
+MAX_ALIASED_NODES = 100_000
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _DOMAIN = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -70,26 +79,85 @@ def resolve_path(explicit: str | os.PathLike[str] | None) -> Path:
     return Path(DEFAULT_PATH)
 
 
-def load(path: str | os.PathLike[str] | None = None) -> Inventory:
-    p = resolve_path(path)
+def size_cap() -> int:
+    """The largest inventory accepted, in bytes: ``$DSAS_INVENTORY_MAX_BYTES`` or 4 MiB.
+
+    A cluster of thousands of hosts is a few hundred kB; the cap keeps a wrong
+    file (a disk image, a log) from costing seconds of CPU and hundreds of MB."""
+    raw = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_BYTES
     try:
-        text = p.read_text(encoding="utf-8")
+        cap = int(raw)
+    except ValueError:
+        cap = 0
+    if cap < 1:
+        raise InventoryError([Problem(f"${MAX_BYTES_ENV}", None, "",
+                                      f"must be a positive number of bytes, not {raw[:40]!r}")])
+    return cap
+
+
+def load(path: str | os.PathLike[str] | None = None, max_bytes: int | None = None) -> Inventory:
+    p = resolve_path(path)
+    cap = size_cap() if max_bytes is None else max_bytes
+    try:
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = f.read(cap + 1)  # never more: the file may be huge, or endless
     except FileNotFoundError:
         raise InventoryError([Problem(str(p), None, "", "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise InventoryError([Problem(str(p), None, "", f"cannot read: {e}")]) from None
-    return loads(text, str(p))
+    if len(data) > cap:
+        raise InventoryError([_too_big(str(p), max(size, len(data)), cap)])
+    return loads(_decode(data, str(p)), str(p), max_bytes=cap)
 
 
-def loads(text: str, filename: str = "<inventory>") -> Inventory:
+def _too_big(filename: str, size: int, cap: int) -> Problem:
+    return Problem(filename, None, "",
+                   f"{_mib(size)} is over the {_mib(cap)} limit of an inventory "
+                   f"(${MAX_BYTES_ENV} sets it)")
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def _decode(data: bytes, filename: str) -> str:
+    """UTF-8 text, or an InventoryError naming the line and column of the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise InventoryError([Problem(
+            filename, line, "",
+            f"not UTF-8: byte 0x{data[e.start]:02x} at column {column} ({e.reason})")]) from None
+
+
+def loads(text: str, filename: str = "<inventory>", max_bytes: int | None = None) -> Inventory:
+    cap = size_cap() if max_bytes is None else max_bytes
+    if len(text) > cap or len(text.encode("utf-8", "surrogatepass")) > cap:
+        raise InventoryError([_too_big(filename, len(text.encode("utf-8", "surrogatepass")),
+                                       cap)])
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = True  # reported below, with both lines
+    yaml.Composer = _BoundedComposer
     try:
         tree = yaml.compose(text)
-        data = yaml.load(text)
+        data = yaml.constructor.construct_document(tree) if tree is not None else None
+    except _Refused as e:
+        raise InventoryError([Problem(filename, e.line, "", e.reason)]) from None
     except MarkedYAMLError as e:
         line = e.problem_mark.line + 1 if e.problem_mark else None
         raise InventoryError([Problem(filename, line, "", f"YAML syntax: {e.problem}")]) from None
+    except YAMLError as e:  # the reader's errors (e.g. a control character) carry no mark
+        pos = getattr(e, "position", None)
+        line = text.count("\n", 0, pos) + 1 if isinstance(pos, int) else None
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InventoryError([Problem(filename, line, "", f"YAML: {reason}")]) from None
+    except RecursionError:  # _BoundedComposer bounds the depth; this is the last line of defence
+        raise InventoryError([Problem(filename, None, "", "nested too deeply to parse")]) from None
     problems = list(_duplicate_keys(tree, filename))
     b = _Builder(filename, problems)
     inv = b.build(data)
@@ -98,7 +166,59 @@ def loads(text: str, filename: str = "<inventory>") -> Inventory:
     return inv
 
 
-def _duplicate_keys(node: Node | None, filename: str, path: str = "") -> Iterable[Problem]:
+class _Refused(Exception):
+    def __init__(self, line: int, reason: str):
+        super().__init__(reason)
+        self.line, self.reason = line, reason
+
+
+class _BoundedComposer(Composer):
+    """ruamel's composer, refusing, as it goes, collections nested deeper than
+    MAX_DEPTH (it recurses per level: 1,000 nested "[" were a RecursionError) and
+    aliases standing for more than MAX_ALIASED_NODES nodes in all ("billion laughs":
+    an alias of a collection stands for all of its nodes, and the walks after
+    composing visit each of them). It stops at the first node over a limit, so a
+    hostile file costs little; the text is scanned once, as before."""
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        self.nesting = 0
+        self.aliased = 0
+        self.sizes: dict[int, int] = {}  # id(collection node) -> nodes it stands for
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        if isinstance(event, AliasEvent):
+            node = super().compose_node(parent, index)
+            self.aliased += self.sizes.get(id(node), 1)
+            if self.aliased > MAX_ALIASED_NODES:
+                raise _Refused(event.start_mark.line + 1,
+                               f"aliases expand to more than {MAX_ALIASED_NODES} nodes "
+                               "(an alias bomb?)")
+            return node
+        if not isinstance(event, CollectionStartEvent):
+            return super().compose_node(parent, index)
+        if self.nesting >= MAX_DEPTH:
+            raise _Refused(event.start_mark.line + 1,
+                           f"collections nested deeper than {MAX_DEPTH} levels")
+        self.nesting += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.nesting -= 1
+        items = node.value if isinstance(node, SequenceNode) else \
+            [x for pair in node.value for x in pair]
+        self.sizes[id(node)] = 1 + sum(self.sizes.get(id(x), 1) for x in items)
+        return node
+
+
+def _duplicate_keys(node: Node | None, filename: str, path: str = "",
+                    seen_nodes: set[int] | None = None) -> Iterable[Problem]:
+    # An alias is the same node as its anchor: walk it once (a DAG, not a tree).
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if node is None or id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
     if isinstance(node, MappingNode):
         seen: dict[str, int] = {}
         for k, v in node.value:
@@ -113,10 +233,10 @@ def _duplicate_keys(node: Node | None, filename: str, path: str = "") -> Iterabl
                 )
             else:
                 seen[key] = k.start_mark.line + 1
-            yield from _duplicate_keys(v, filename, sub)
+            yield from _duplicate_keys(v, filename, sub, seen_nodes)
     elif isinstance(node, SequenceNode):
         for i, v in enumerate(node.value):
-            yield from _duplicate_keys(v, filename, f"{path}[{i}]")
+            yield from _duplicate_keys(v, filename, f"{path}[{i}]", seen_nodes)
 
 
 class _Builder:
@@ -128,12 +248,33 @@ class _Builder:
         self.fallback_line: int | None = None  # line of the entry being translated
         self.declared_pairs: set[str] = set()
         self.data: dict[str, Any] = {}
+        # Declared but not built (their own problem is reported): what refers to them
+        # is not reported again, and is not built either (see ``unknown``).
+        self.broken: dict[str, set[str]] = {}
+        self.tainted = False  # the entry being translated refers to something broken
+        self.bad_vlan: set[str] = set()  # networks whose VLAN id was refused
 
     # -- reporting ----------------------------------------------------------
 
     def err(self, parent: Any, key: Any, path: str, reason: str) -> None:
         line = _line(parent, key) or self.fallback_line
         self.problems.append(Problem(self.file, line, path, reason))
+
+    def unknown(self, parent: Any, key: Any, path: str, what: str, name: Any) -> None:
+        """``name`` is no known ``what``: an error, unless it was declared and refused
+        for its own problem (reported once, there); then the entry that refers to it
+        is left out silently, and so are the entries that refer to that one."""
+        if str(name) in self.broken.get(what, ()):
+            self.tainted = True
+            return
+        self.err(parent, key, path, f"unknown {what} {name!r}")
+
+    def start_entry(self, section: Any, name: Any) -> None:
+        self.fallback_line = _line(section, name)
+        self.tainted = False
+
+    def mark_broken(self, what: str, section: Any, built: dict[str, Any]) -> None:
+        self.broken[what] = {str(n) for n in (section or {}) if str(n) not in built}
 
     # -- typed getters ------------------------------------------------------
 
@@ -247,7 +388,7 @@ class _Builder:
         for i, n in enumerate(items):
             n = str(n)
             if n not in known:
-                self.err(m.get(key), i, f"{path}.{key}[{i}]", f"unknown {what} {n!r}")
+                self.unknown(m.get(key), i, f"{path}.{key}[{i}]", what, n)
             else:
                 out.append(n)
         return tuple(out)
@@ -331,7 +472,8 @@ class _Builder:
         name = self.string(c, "name", "cluster", pattern=_LABEL, what="cluster name")
         domain = self.string(c, "domain", "cluster", pattern=_DOMAIN, what="DNS domain")
         master = self.address(c, "master_address", "cluster.master_address")
-        if master is not None and networks and not any(master in n.cidr for n in networks.values()):
+        if master is not None and networks and not self.broken.get("network") \
+                and not any(master in n.cidr for n in networks.values()):
             self.err(c, "master_address", "cluster.master_address",
                      f"{master} is in no network of the inventory")
         ms = self.mapping(c, "masters", "cluster.masters", {"primary", "secondary"}, ("primary",))
@@ -340,7 +482,7 @@ class _Builder:
             for key in ("primary", "secondary"):
                 v = ms.get(key)
                 if v is not None and str(v) not in hosts:
-                    self.err(ms, key, f"cluster.masters.{key}", f"unknown host {v!r}")
+                    self.unknown(ms, key, f"cluster.masters.{key}", "host", v)
             primary = str(ms.get("primary")) if ms.get("primary") else None
             secondary = str(ms["secondary"]) if ms.get("secondary") else None
         port = self.integer(c, "http_port", "cluster", 1, 65535, 80)
@@ -355,7 +497,7 @@ class _Builder:
         out: dict[str, Network] = {}
         for name, _ in (section or {}).items():
             path = f"networks.{name}"
-            self.fallback_line = _line(section, name)
+            self.start_entry(section, name)
             n = self.mapping(section, name, path, {"cidr", "gateway", "vlan", "dns", "mtu"},
                              ("cidr",))
             if n is None:
@@ -371,7 +513,10 @@ class _Builder:
             gw = self.address(n, "gateway", f"{path}.gateway")
             if gw is not None:
                 self._check_in_network(n, "gateway", f"{path}.gateway", gw, cidr)
+            before = len(self.problems)
             vlan = self.integer(n, "vlan", path, 1, 4094, None)
+            if len(self.problems) > before:
+                self.bad_vlan.add(str(name))
             dns = []
             dns_list = self.seq(n, "dns", path)
             for i, _ in enumerate(dns_list):
@@ -380,6 +525,7 @@ class _Builder:
                     dns.append(a)
             mtu = self.integer(n, "mtu", path, 576, 9216, None)
             out[str(name)] = Network(str(name), cidr, gw, vlan, tuple(dns), mtu)
+        self.mark_broken("network", section, out)
         nets = list(out.values())
         for i, na in enumerate(nets):
             for nb in nets[i + 1 :]:
@@ -405,7 +551,7 @@ class _Builder:
         out: dict[str, HwType] = {}
         for name in section:
             path = f"hwtypes.{name}"
-            self.fallback_line = _line(section, name)
+            self.start_entry(section, name)
             h = self.mapping(section, name, path, {"nics", "disk", "modules"}, ("nics",))
             if h is None:
                 continue
@@ -443,6 +589,7 @@ class _Builder:
                                  f"{p.device} is used by more than one partition")
             mods = self.modules(h, "modules", path)
             out[str(name)] = HwType(str(name), tuple(nics), disk_dev, label, tuple(parts), mods)
+        self.mark_broken("hardware type", section, out)
         return out
 
     def partition(self, d: dict[str, Any], part: str, path: str) -> Partition | None:
@@ -472,13 +619,14 @@ class _Builder:
         out = {}
         for name in section:
             path = f"images.{name}"
-            self.fallback_line = _line(section, name)
+            self.start_entry(section, name)
             m = self.mapping(section, name, path, {"version", "kernel_args"})
             if m is None:
                 continue
             version = self.string(m, "version", path, default="current",
                                   pattern=re.compile(r"^[A-Za-z0-9._-]+$"), what="version")
             out[str(name)] = Image(str(name), version or "current", self.kernel_args(m, path))
+        self.mark_broken("image", section, out)
         return out
 
     def services(self, data: dict[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -486,7 +634,7 @@ class _Builder:
         out = {}
         for name in section:
             path = f"services.{name}"
-            self.fallback_line = _line(section, name)
+            self.start_entry(section, name)
             m = self.mapping(section, name, path, {"units", "description"}, optional=True)
             units = tuple(str(u) for u in self.seq(m, "units", path)) if m else ()
             for i, u in enumerate(units):
@@ -541,7 +689,7 @@ class _Builder:
                    "kernel_args"}
         for name in section:
             path = f"roles.{name}"
-            self.fallback_line = _line(section, name)
+            self.start_entry(section, name)
             m = self.mapping(section, name, path, allowed, ("networks",))
             if m is None:
                 continue
@@ -551,6 +699,8 @@ class _Builder:
             # (networks on other segments, e.g. behind a DHCP relay, may reuse ids).
             seen_vlan: dict[int | None, str] = {}
             for i, n in enumerate(nets):
+                if n in self.bad_vlan:  # its VLAN id was refused: no claim about it
+                    continue
                 vlan = networks[n].vlan
                 if vlan in seen_vlan:
                     tag = f"VLAN {vlan}" if vlan else "untagged"
@@ -562,10 +712,12 @@ class _Builder:
                 self.err(m, "networks", f"{path}.networks", "a role joins at least one network")
             image = self.string(m, "image", path)
             if image is not None and image not in images:
-                self.err(m, "image", f"{path}.image", f"unknown image {image!r}")
+                self.unknown(m, "image", f"{path}.image", "image", image)
             hw = self.string(m, "hwtype", path)
             if hw is not None and hw not in hwtypes:
-                self.err(m, "hwtype", f"{path}.hwtype", f"unknown hardware type {hw!r}")
+                self.unknown(m, "hwtype", f"{path}.hwtype", "hardware type", hw)
+            if self.tainted:
+                continue
             out[str(name)] = Role(
                 str(name),
                 svcs,
@@ -578,6 +730,7 @@ class _Builder:
                 self.modules(m, "modules", path),
                 self.kernel_args(m, path),
             )
+        self.mark_broken("role", section, out)
         return out
 
     def hosts(
@@ -597,7 +750,7 @@ class _Builder:
         seen_ip: dict[IPv4Address, str] = {}
         for name in section:
             path = f"hosts.{name}"
-            self.fallback_line = _line(section, name)
+            self.start_entry(section, name)
             m = self.mapping(section, name, path, allowed, ("role", "macs", "addresses"))
             if m is None:
                 continue
@@ -606,7 +759,7 @@ class _Builder:
             role_name = self.string(m, "role", path)
             role = roles.get(role_name or "")
             if role_name is not None and role is None:
-                self.err(m, "role", f"{path}.role", f"unknown role {role_name!r}")
+                self.unknown(m, "role", f"{path}.role", "role", role_name)
             hw_name = self.string(m, "hwtype", path) or (role.hwtype if role else None)
             hw = hwtypes.get(hw_name or "")
             if hw_name is None:
@@ -614,7 +767,7 @@ class _Builder:
                     self.err(m, "hwtype", f"{path}.hwtype",
                              "missing: set hwtype on the host or on its role")
             elif hw is None:
-                self.err(m, "hwtype", f"{path}.hwtype", f"unknown hardware type {hw_name!r}")
+                self.unknown(m, "hwtype", f"{path}.hwtype", "hardware type", hw_name)
             macs = []
             mac_list = self.seq(m, "macs", path, required=False)
             for i, raw in enumerate(mac_list):
@@ -634,7 +787,7 @@ class _Builder:
                 apath = f"{path}.addresses.{net_name}"
                 net = networks.get(str(net_name))
                 if net is None:
-                    self.err(am, net_name, apath, f"unknown network {net_name!r}")
+                    self.unknown(am, net_name, apath, "network", net_name)
                     continue
                 a = self.address(am, net_name, apath)
                 if a is None:
@@ -674,9 +827,9 @@ class _Builder:
                          f"({', '.join(hw.nics)})")
             image = self.string(m, "image", path) or role.image
             if image is not None and image not in images:
-                self.err(m, "image", f"{path}.image", f"unknown image {image!r}")
+                self.unknown(m, "image", f"{path}.image", "image", image)
             extra = self.names(m, "services", path, services, "service")
-            if len(addrs) != len(role.networks) or len(macs) != len(hw.nics):
+            if len(addrs) != len(role.networks) or len(macs) != len(hw.nics) or self.tainted:
                 continue
             out[str(name)] = Host(
                 name=str(name),
@@ -692,6 +845,7 @@ class _Builder:
                 services=tuple(dict.fromkeys(role.services + extra)),
                 networks_in_order=tuple(networks[n] for n in role.networks),
             )
+        self.mark_broken("host", section, out)
         return out
 
     def lvs_pairs(
@@ -703,7 +857,7 @@ class _Builder:
         allowed = {"hosts", "virtual_router_id", "priority", "auth", "advert_int", "gateway_vips"}
         for name in section:
             path = f"lvs_pairs.{name}"
-            self.fallback_line = _line(section, name)
+            self.start_entry(section, name)
             m = self.mapping(section, name, path, allowed, ("hosts", "virtual_router_id"))
             if m is None:
                 continue
@@ -711,7 +865,7 @@ class _Builder:
             active, backup = [], []
             for h, state in hm.items():
                 if str(h) not in hosts:
-                    self.err(hm, h, f"{path}.hosts.{h}", f"unknown host {h!r}")
+                    self.unknown(hm, h, f"{path}.hosts.{h}", "host", h)
                 if state == "active":
                     active.append(str(h))
                 elif state == "backup":
@@ -748,14 +902,14 @@ class _Builder:
                 gpath = f"{path}.gateway_vips.{net_name}"
                 net = networks.get(str(net_name))
                 if net is None:
-                    self.err(gm, net_name, gpath, f"unknown network {net_name!r}")
+                    self.unknown(gm, net_name, gpath, "network", net_name)
                     continue
                 a = self.address(gm, net_name, gpath)
                 if a is not None and self._check_in_network(gm, net_name, gpath, a, net.cidr):
                     gw[str(net_name)] = a
             advert = self.integer(m, "advert_int", path, 1, 255, 1) or 1
             if len(active) == 1 and len(backup) == 1 and vrid is not None \
-                    and active[0] in hosts and backup[0] in hosts:
+                    and active[0] in hosts and backup[0] in hosts and not self.tainted:
                 out[str(name)] = LvsPair(str(name), active[0], backup[0], vrid, pa, pb, auth_type,
                                          auth_pass, advert, gw)
         return out
@@ -774,7 +928,7 @@ class _Builder:
         seen: dict[tuple[IPv4Address, int, str], str] = {}
         for name in section:
             path = f"virtual_services.{name}"
-            self.fallback_line = _line(section, name)
+            self.start_entry(section, name)
             m = self.mapping(section, name, path, allowed, ("vip", "port", "role", "check"))
             if m is None:
                 continue
@@ -791,8 +945,9 @@ class _Builder:
             role = self.string(m, "role", path)
             if role is not None:
                 if role not in roles:
-                    self.err(m, "role", f"{path}.role", f"unknown role {role!r}")
-                elif not any(h.role.name == role for h in hosts.values()):
+                    self.unknown(m, "role", f"{path}.role", "role", role)
+                elif not any(h.role.name == role for h in hosts.values()) \
+                        and not self._has_broken_host(role):
                     self.err(m, "role", f"{path}.role",
                              f"role {role!r} has no hosts to serve this virtual service")
             if vip is not None and port is not None:
@@ -824,6 +979,13 @@ class _Builder:
             out[str(name)] = VirtualService(str(name), vip, port, proto, sched, fwd, persist,
                                             role, real_port or port, weight, check, pair)
         return out
+
+    def _has_broken_host(self, role: str) -> bool:
+        """A host of ``role`` was declared but refused (then its problem is the cause)."""
+        section = self.data.get("hosts")
+        return any(isinstance(section, dict) and isinstance(section.get(h), dict)
+                   and str(section[h].get("role")) == role
+                   for h in self.broken.get("host", ()))
 
     def check(self, m: dict[str, Any], path: str) -> HealthCheck | None:
         allowed = {"type", "path", "status", "digest", "port", "command", "connect_timeout",
@@ -892,6 +1054,8 @@ class _Builder:
                 continue
             vnet = next((n for n in networks.values() if vs.vip in n.cidr), None)
             if vnet is None:
+                if self.broken.get("network"):
+                    continue  # perhaps in the network refused for its own problem
                 self.problems.append(Problem(self.file, None, f"virtual_services.{vs.name}.vip",
                                              f"{vs.vip} is in no network of the inventory"))
                 continue

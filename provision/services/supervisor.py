@@ -13,7 +13,8 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-from ..inventory import InventoryError, load
+from ..inventory import Inventory, InventoryError
+from ..inventory.isolated import load_isolated
 from .base import SERVICE_NAMES, ServeContext, Service
 
 log = logging.getLogger(__name__)
@@ -40,18 +41,29 @@ class Supervisor:
         self._reload = threading.Event()
 
     def reload(self) -> bool:
-        """Load the inventory again; keep the old one if the new one is broken."""
+        """Load the inventory again; keep the old one if the new one is broken.
+
+        The file is parsed in a child process with a deadline (``load_isolated``):
+        whatever it holds, the services go on serving, and SIGTERM still stops the
+        process while a reload runs."""
         try:
-            inv = load(self.inventory_path)
+            inv: Inventory = load_isolated(self.inventory_path, cancel=self._stop)
         except InventoryError as e:
             log.error("reload refused: inventory has %d problem(s); keeping the old one",
                       len(e.problems))
             for p in e.problems:
                 log.error("reload refused: %s", p)
             return False
+        except (OSError, ValueError) as e:  # no child process (e.g. out of descriptors)
+            log.error("reload refused: cannot load %s (%s); keeping the old one",
+                      self.inventory_path, e)
+            return False
         self.ctx.inventory = inv
         for s in self.services:
-            s.reload(inv)
+            try:
+                s.reload(inv)
+            except Exception:
+                log.exception("service %s could not take the new inventory", s.name)
         log.info("reloaded inventory %s: %d hosts", self.inventory_path, len(inv.hosts))
         return True
 
