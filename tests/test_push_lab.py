@@ -522,3 +522,65 @@ def test_a_node_that_stops_reading_for_seconds_is_slow_not_failed(lab, tmp_path)
     m = re.search(r"ok release (\S+)", out)
     assert m and pl.live("n01") == m.group(1) != rel1, out
     assert snapshot(node.root / "site") == snapshot(pl.src)
+
+
+# Run in the master's namespace: one remote step, then the garbage collector started
+# by a thread that holds the step's channel lock, as paramiko's transport thread holds
+# it while it handles the node's CLOSE (or data, EOF, exit status) for that channel.
+GC_UNDER_CHANNEL_LOCK = r"""
+import gc, json, os, sys, threading
+from pathlib import Path
+import paramiko
+from provision.distribute.remote import RemoteNode
+from provision.distribute.sshconf import SshConfig
+state, address = Path(sys.argv[1]), sys.argv[2]
+chans = []
+_exec = paramiko.Channel.exec_command
+def exec_command(self, command):
+    chans.append(self)
+    return _exec(self, command)
+paramiko.Channel.exec_command = exec_command
+gc.disable()
+gc.collect()
+node = RemoteNode(SshConfig(state), "n01", address)
+rc, out, err = node.run("echo step")
+def collect():
+    with chans[0].lock:
+        gc.collect()
+t = threading.Thread(target=collect, daemon=True)
+t.start()
+t.join(20)
+verdict = {"step": [rc, out], "collector_done": not t.is_alive()}
+if not t.is_alive():
+    # a second connection's first step: nothing of it may be left for the collector
+    node.close()
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    node = RemoteNode(SshConfig(state), "n01", address)
+    node.run("true")
+    gc.collect()
+    verdict["garbage"] = sorted({f"{type(o).__module__}.{type(o).__qualname__}"
+                                 for o in gc.garbage
+                                 if type(o).__module__.startswith("paramiko")})
+print(json.dumps(verdict), flush=True)
+os._exit(0)
+"""
+
+
+def test_a_remote_step_leaves_no_finalizer_that_takes_its_channel_lock(lab, tmp_path):
+    """Issue 13 item 13: a healthy node's rsync channel open timed out after 30 s.
+    paramiko's key-file probing (key_filename: each key class in turn, the last
+    failure kept in a local) left a reference cycle holding RemoteNode.run's frame,
+    and in it the step's stdin file. Its finalizer takes the channel's lock; when
+    the collector ran in the transport thread while that thread held the lock, the
+    thread waited on itself forever and the node's next channel open never got its
+    answer. Here the collector runs under the step's channel lock: it must finish,
+    and a connection plus a step leave nothing of paramiko's to collect."""
+    pl = make_lab(lab, tmp_path, count=1)
+    r = pl.farm.master.run([sys.executable, "-c", GC_UNDER_CHANNEL_LOCK, str(pl.state),
+                            pl.node("n01").address], timeout=90, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    verdict = json.loads(r.stdout.strip().splitlines()[-1])
+    assert verdict["step"] == [0, "step\n"], verdict
+    assert verdict["collector_done"], "the collector waited forever on the step's channel lock"
+    assert verdict["garbage"] == [], verdict

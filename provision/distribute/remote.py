@@ -172,10 +172,19 @@ class RemoteNode:
         self._client: paramiko.SSHClient | None = None
 
     def connect(self) -> None:
+        # The key is loaded here, by its type, and given to paramiko: with key_filename,
+        # paramiko's _auth tries each key class in turn and keeps the last failure (an
+        # ed25519 key fails as ECDSA) in a local, a reference cycle (exception,
+        # traceback, frame) that holds every calling frame, the caller's first step
+        # (RemoteNode.run) included, until the garbage collector runs. See run().
+        try:
+            pkey = paramiko.PKey.from_path(self.cfg.key)
+        except (OSError, ValueError, TypeError, paramiko.SSHException) as e:
+            raise RemoteError(f"cannot use the SSH key {self.cfg.key}: {_short(e)}") from None
         client = paramiko_client(self.cfg)
         try:
             client.connect(self.address, port=self.cfg.port, username=self.cfg.user,
-                           key_filename=str(self.cfg.key), timeout=self.cfg.connect_timeout,
+                           pkey=pkey, timeout=self.cfg.connect_timeout,
                            banner_timeout=self.cfg.connect_timeout,
                            auth_timeout=self.cfg.connect_timeout,
                            allow_agent=False, look_for_keys=False,
@@ -223,8 +232,17 @@ class RemoteNode:
         assert self._client is not None
         chan = None
         try:
-            _, out, err = self._client.exec_command(script, timeout=timeout)
+            stdin, out, err = self._client.exec_command(script, timeout=timeout)
             chan = out.channel
+            # Finalized now, in this thread. Its finalizer (close, shutdown_write) takes
+            # the channel's lock; left to the garbage collector (this frame held by a
+            # reference cycle), it ran in whichever thread the collection started in:
+            # in paramiko's transport thread, holding that lock while it handled the
+            # node's CLOSE, the thread waited on itself forever, and the node's next
+            # channel open timed out after 30 s (issue 13 item 13). The steps read no
+            # input: the node's command sees EOF at once.
+            stdin.close()
+            del stdin
             stdout = out.read().decode(errors="replace")
             stderr = err.read().decode(errors="replace")
             rc = chan.recv_exit_status()
