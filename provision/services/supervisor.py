@@ -11,9 +11,11 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
-from ..inventory import InventoryError, load
+from ..inventory import InventoryError, loads
+from ..inventory.history import sha256
 from .base import SERVICE_NAMES, ServeContext, Service
 
 log = logging.getLogger(__name__)
@@ -31,8 +33,9 @@ def create_services(ctx: ServeContext, names: list[str]) -> list[Service]:
 
 class Supervisor:
     def __init__(self, ctx: ServeContext, services: list[Service], inventory_path: str,
-                 poll: float = 1.0):
+                 poll: float = 1.0, on_loaded: Callable[[str], None] | None = None):
         self.ctx = ctx
+        self.on_loaded = on_loaded  # called with the sha256 of each inventory taken
         self.services = services
         self.inventory_path = inventory_path
         self.poll = poll
@@ -42,7 +45,13 @@ class Supervisor:
     def reload(self) -> bool:
         """Load the inventory again; keep the old one if the new one is broken."""
         try:
-            inv = load(self.inventory_path)
+            # The exact bytes loaded, so the receipt's sha256 names what is served.
+            data = Path(self.inventory_path).read_bytes()
+            inv = loads(data.decode("utf-8"), self.inventory_path)
+        except (OSError, UnicodeDecodeError) as e:
+            log.error("reload refused: cannot read %s: %s; keeping the old one",
+                      self.inventory_path, e)
+            return False
         except InventoryError as e:
             log.error("reload refused: inventory has %d problem(s); keeping the old one",
                       len(e.problems))
@@ -52,6 +61,8 @@ class Supervisor:
         self.ctx.inventory = inv
         for s in self.services:
             s.reload(inv)
+        if self.on_loaded is not None:
+            self.on_loaded(sha256(data))
         log.info("reloaded inventory %s: %d hosts", self.inventory_path, len(inv.hosts))
         return True
 

@@ -1,0 +1,124 @@
+"""`dsas assign HOST ROLE`: move a host to another role (the inventory side, and the plan)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+import click
+
+from ..inventory import InventoryError, loads
+from ..inventory.edit import assign_role
+from ..policy.assignplan import describe, plan
+from .common import inventory_option
+from .editcommon import apply, fail_problems, file_diff, finish, start, state_dir_option, validated
+from .hostedit import _addresses, address_option
+
+NOT_LIVE = ("the live steps are not implemented yet (they need the live directors, "
+            "issue 16): none of them ran")
+
+
+@click.command()
+@inventory_option
+@state_dir_option
+@click.argument("host")
+@click.argument("role")
+@address_option
+@click.option("--dry-run", "-n", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True,
+              help="The plan as JSON on stdout (with --dry-run, or with --yes).")
+def assign(inventory_path: str | None, state_dir: str, host: str, role: str,
+           addresses: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Move HOST to ROLE: show the plan, then change the inventory.
+
+    The plan: the host's dsas.conf before and after, the services that stop and
+    start, the balancer pools (virtual services of the old and new role) the host
+    leaves and joins, and whether the move needs a reboot (another image,
+    hardware type, disk layout, boot mode, loader or kernel command line) or can
+    be applied live. Addresses on networks both roles join are kept; the new
+    role's other networks get the lowest free address unless --address gives one.
+
+    Without --dry-run it asks, then writes the inventory (validated, locked,
+    atomic, kept in `dsas inventory log`) and reloads a running `dsas serve`.
+    The live steps (drain, deliver, re-apply, rebalance) are printed but NOT
+    run yet.
+
+    \b
+    Examples:
+      dsas assign log1 web --dry-run
+      dsas assign log1 web --dry-run --json
+      dsas assign w108 db --yes
+      dsas assign w101 lvs --address outside=203.0.113.13
+    """
+    if as_json and not (dry_run or yes):
+        fail_problems("--json needs --dry-run or --yes (it cannot ask)", [], 2)
+    given = _addresses(addresses)
+    edit = start(inventory_path)
+    try:
+        old_inv = loads(edit.snap.text, str(edit.path))
+    except InventoryError as e:
+        fail_problems(f"{edit.path} is invalid now; fix it first (`dsas check`):",
+                      [str(p) for p in e.problems])
+    if host not in old_inv.hosts:
+        fail_problems(f"no host {host!r} in {edit.path}", [])
+    why = apply(edit, lambda d: assign_role(d, host, role, given))
+    new_inv = validated(edit)
+    p = plan(old_inv, new_inv, host)
+    diff = file_diff(edit)
+    if as_json:
+        out = p.as_json()
+        out["addresses_chosen"] = why
+        out["inventory_diff"] = diff
+        out["live_steps_implemented"] = False
+        out["written"] = False
+    else:
+        click.echo(describe(p))
+        click.echo("  inventory:")
+        click.echo("".join(f"    {ln}" for ln in diff.splitlines(keepends=True)) or
+                   "    (unchanged)\n", nl=False)
+        click.echo("  steps after the inventory edit (" + ("reboot" if p.reboot else "live")
+                   + "):")
+        for i, s in enumerate(p.steps, 1):
+            click.echo(f"    {i}. {s['step']}: {s['does']}  [not implemented yet]")
+    if dry_run:
+        if as_json:
+            click.echo(json.dumps(out, indent=2))
+        else:
+            click.echo("dry run: nothing written")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            fail_problems("not confirmed (no terminal to ask on): use --yes, or --dry-run "
+                          "to only see the plan", [])
+        if not click.confirm(f"write the inventory: {host} becomes {role}?", default=False):
+            fail_problems("not confirmed: nothing written", [])
+    command = shlex.join(["assign", host, role, *[f"--address={a}" for a in addresses]])
+    if as_json:
+        # keep stdout one JSON document: the commit's messages go to stderr
+        with _stdout_to_stderr():
+            rev = finish(edit, command, state_dir, quiet_diff=True)
+        out["written"] = rev is not None
+        out["revision"] = rev
+        click.echo(json.dumps(out, indent=2))
+    else:
+        finish(edit, command, state_dir, quiet_diff=True)
+    click.echo(f"{host}: inventory says role {role} now; {NOT_LIVE}.", err=as_json)
+    if not as_json:
+        for i, s in enumerate(p.steps, 1):
+            click.echo(f"  {i}. {s['step']}: not run")
+        click.echo(f"  until they exist: take {host} out of its pools by hand, then "
+                   + ("reboot it: it netboots into its new role."
+                      if new_inv.hosts[host].boot == "netboot"
+                      else "deliver its new dsas.conf (`dsas render " + host +
+                      "`) and reboot it."))
+
+
+class _stdout_to_stderr:
+    def __enter__(self) -> None:
+        self.saved = sys.stdout
+        sys.stdout = sys.stderr
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout = self.saved

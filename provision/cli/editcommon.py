@@ -1,0 +1,105 @@
+"""What the inventory-editing commands share: read, edit, validate, commit, tell serve."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..inventory import Inventory, InventoryError, loads, resolve_path
+from ..inventory.commit import CommitError, Snapshot, commit, read
+from ..inventory.edit import Document, EditError
+from ..inventory.history import sha256
+from ..services.servepid import notify_serve
+
+STATE_ENV = "DSAS_STATE_DIR"
+DEFAULT_STATE_DIR = "/var/lib/dsas"
+
+state_dir_option = click.option(
+    "--state-dir", type=click.Path(file_okay=False), envvar=STATE_ENV,
+    default=DEFAULT_STATE_DIR, show_default=True,
+    help=f"State directory: the inventory history, and the running `dsas serve` to "
+         f"reload (its serve.pid); also ${STATE_ENV}.")
+
+
+def fail_problems(head: str, problems: list[str], code: int = 1) -> None:
+    click.echo(f"error: {head}", err=True)
+    for p in problems:
+        click.echo(f"error: {p}", err=True)
+    sys.exit(code)
+
+
+@dataclass
+class Edit:
+    path: Path
+    snap: Snapshot
+    doc: Document | None  # None for a revert: the bytes come from the history
+    new_text: str = ""
+
+
+def start(inventory_path: str | None) -> Edit:
+    path = resolve_path(inventory_path)
+    try:
+        snap = read(path)
+        return Edit(path, snap, Document(snap.text, str(path)))
+    except CommitError as e:
+        fail_problems(str(e), [])
+    except EditError as e:
+        fail_problems("cannot edit the inventory", e.problems)
+    raise AssertionError("unreachable")
+
+
+def apply(edit: Edit, fn: Callable[[Document], Any]) -> Any:
+    """Run the edit on the tree; every reason it cannot be made, at once."""
+    assert edit.doc is not None
+    try:
+        out = fn(edit.doc)
+    except EditError as e:
+        fail_problems("nothing written:", e.problems)
+    edit.new_text = edit.doc.text()
+    return out
+
+
+def validated(edit: Edit) -> Inventory:
+    """The would-be inventory, loaded by the real loader; on any problem, all of them and
+    exit 1 (the file untouched)."""
+    try:
+        return loads(edit.new_text, str(edit.path))
+    except InventoryError as e:
+        n = len(e.problems)
+        fail_problems(f"the edit would leave {edit.path} invalid ({n} problem"
+                      f"{'s' if n != 1 else ''}; lines are of the edited text); nothing "
+                      "written:", [str(p) for p in e.problems])
+    raise AssertionError("unreachable")
+
+
+def file_diff(edit: Edit) -> str:
+    return "".join(difflib.unified_diff(
+        edit.snap.text.splitlines(keepends=True), edit.new_text.splitlines(keepends=True),
+        fromfile=f"{edit.path} (before)", tofile=f"{edit.path} (after)", n=0))
+
+
+def finish(edit: Edit, command: str, state_dir: str, quiet_diff: bool = False) -> int | None:
+    """Commit and tell the running serve. Returns the new revision (None: no change)."""
+    validated(edit)
+    if not quiet_diff:
+        click.echo(file_diff(edit), nl=False)
+    try:
+        rev = commit(edit.path, edit.snap, edit.new_text, command, state_dir)
+    except InventoryError as e:  # validate() again inside commit: cannot differ, but be safe
+        fail_problems("nothing written:", [str(p) for p in e.problems])
+    except CommitError as e:
+        fail_problems(str(e), [], e.exit_code)
+    if rev is None:
+        click.echo(f"{edit.path}: no change")
+        return None
+    click.echo(f"{edit.path}: written (revision {rev}; `dsas inventory log` lists them, "
+               f"`dsas inventory revert` undoes this one)")
+    notice = notify_serve(state_dir, edit.path, sha256(edit.new_text.encode()))
+    click.echo(notice.message, err=not notice.reloaded and notice.pid is not None)
+    return rev
