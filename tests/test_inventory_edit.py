@@ -291,3 +291,28 @@ def test_a_stale_pid_file_is_never_signalled(tmp_path: Path) -> None:
     finally:
         signal.signal(signal.SIGHUP, old)
     assert n.pid is None and not n.reloaded and "no dsas serve runs" in n.message
+
+
+def test_the_serve_receipt_names_the_exact_bytes_it_took(tmp_path: Path) -> None:
+    from provision.inventory.history import sha256
+    from provision.services.base import ServeContext
+    from provision.services.supervisor import Supervisor
+
+    inv = tmp_path / "cluster.yaml"
+    shutil.copy(EXAMPLE, inv)
+    got: list[str] = []
+    ctx = ServeContext(load(inv), [], tmp_path / "state", tmp_path / "boot")
+    sup = Supervisor(ctx, [], str(inv), on_loaded=got.append)
+    inv.write_text(inv.read_text().replace("name: example", "name: example2"))
+    assert sup.reload() is True and got == [sha256(inv.read_bytes())]
+    inv.write_text("cluster: [")  # broken: refused, no receipt
+    assert sup.reload() is False and len(got) == 1
+
+
+def test_assign_yes_json_is_one_json_document_on_stdout(inv: Path, state: Path) -> None:
+    r = dsas("assign", "log2", "web", "--yes", "--json", "-i", str(inv), state=state)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["written"] is True and isinstance(out["revision"], int)
+    assert out["live_steps_implemented"] is False and "none of them ran" in r.stderr
+    assert load(inv).hosts["log2"].role.name == "web"

@@ -27,10 +27,18 @@ state_dir_option = click.option(
          f"reload (its serve.pid); also ${STATE_ENV}.")
 
 
+NOTHING = "nothing written:"
+
+
 def fail_problems(head: str, problems: list[str], code: int = 1) -> None:
-    click.echo(f"error: {head}", err=True)
-    for p in problems:
-        click.echo(f"error: {p}", err=True)
+    """One line for one problem (``error: <problem> (nothing written)``), else a head line
+    and one line per problem; then exit ``code``."""
+    if len(problems) == 1 and head == NOTHING:
+        click.echo(f"error: {problems[0]} (nothing written)", err=True)
+    else:
+        click.echo(f"error: {head}", err=True)
+        for p in problems:
+            click.echo(f"error: {p}", err=True)
     sys.exit(code)
 
 
@@ -60,7 +68,7 @@ def apply(edit: Edit, fn: Callable[[Document], Any]) -> Any:
     try:
         out = fn(edit.doc)
     except EditError as e:
-        fail_problems("nothing written:", e.problems)
+        fail_problems(NOTHING, e.problems)
     edit.new_text = edit.doc.text()
     return out
 
@@ -92,7 +100,7 @@ def finish(edit: Edit, command: str, state_dir: str, quiet_diff: bool = False) -
     try:
         rev = commit(edit.path, edit.snap, edit.new_text, command, state_dir)
     except InventoryError as e:  # validate() again inside commit: cannot differ, but be safe
-        fail_problems("nothing written:", [str(p) for p in e.problems])
+        fail_problems(NOTHING, [str(p) for p in e.problems])
     except CommitError as e:
         fail_problems(str(e), [], e.exit_code)
     if rev is None:

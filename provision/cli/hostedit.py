@@ -27,7 +27,7 @@ from ..observability.logsafe import safe
 from ..policy.leases import LeaseJournal
 from ..state import FILENAME, StateStore
 from .common import inventory_option
-from .editcommon import apply, fail_problems, finish, start, state_dir_option
+from .editcommon import NOTHING, apply, fail_problems, finish, start, state_dir_option
 
 address_option = click.option(
     "--address", "-a", "addresses", multiple=True, metavar="NET=IP",
@@ -95,7 +95,7 @@ def _addresses(pairs: tuple[str, ...]) -> dict[str, ipaddress.IPv4Address]:
     try:
         return parse_addresses(pairs)
     except EditError as e:
-        fail_problems("nothing written:", e.problems, 2)
+        fail_problems(NOTHING, e.problems, 2)
     raise AssertionError("unreachable")
 
 
@@ -125,7 +125,7 @@ def set_(inventory_path: str | None, state_dir: str, name: str,
     try:
         pairs = parse_assignments(assignments)
     except EditError as e:
-        fail_problems("nothing written:", e.problems, 2)
+        fail_problems(NOTHING, e.problems, 2)
     edit = start(inventory_path)
     apply(edit, lambda d: set_host(d, name, pairs, unset))
     finish(edit, shlex.join(["host", "set", name, *assignments,
