@@ -316,3 +316,17 @@ def test_assign_yes_json_is_one_json_document_on_stdout(inv: Path, state: Path) 
     assert out["written"] is True and isinstance(out["revision"], int)
     assert out["live_steps_implemented"] is False and "none of them ran" in r.stderr
     assert load(inv).hosts["log2"].role.name == "web"
+
+
+def test_history_keeps_the_last_revisions_only(tmp_path: Path) -> None:
+    from provision.inventory.history import InventoryHistory
+    from provision.state import StateStore
+
+    store = StateStore(tmp_path)
+    h = InventoryHistory(store, limit=3)
+    f = tmp_path / "c.yaml"
+    for i in range(6):
+        with store.transaction() as conn:
+            h.record(conn, f, str(i).encode(), str(i + 1).encode(), f"edit {i}")
+    assert [r.content for r in h.revisions(f)] == [b"4", b"5", b"6"]
+    store.close()

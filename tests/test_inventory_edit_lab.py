@@ -1,8 +1,9 @@
 """An inventory edit reaches a running `dsas serve` without a restart: a real dig resolves
-the new name and a real DHCP client (busybox udhcpc) with the new MAC gets its reserved
-address. Also `dsas enlist` of a machine that really asked from the discovery pool.
+the new name, a real DHCP client (busybox udhcpc) with the new MAC gets its reserved
+address and curl gets its dsas.conf. Also `dsas enlist` of a machine that really asked
+from the discovery pool.
 
-    master 198.18.0.1/24 (dsas serve --only dhcp,dns) ── client (udhcpc, dig)
+    master 198.18.0.1/24 (dsas serve --only dhcp,dns,http) ── client (udhcpc, dig, curl)
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Farm:
         self.log = tmp / "serve.log"
         with open(self.log, "w") as log:
             self.proc: subprocess.Popen[Any] = self.master.popen(
-                [DSAS, "serve", "--only", "dhcp,dns", "--interface", self.mif, "-i",
+                [DSAS, "serve", "--only", "dhcp,dns,http", "--interface", self.mif, "-i",
                  str(self.inv), "--state-dir", str(self.state), "--boot-root",
                  str(tmp / "boot"), "-v", *serve_args], stdout=log, stderr=subprocess.STDOUT)
         # a client address for dig (udhcpc flushes nothing: it only records its events)
@@ -69,6 +70,13 @@ class Farm:
                                f"{name}.{DOMAIN}"], check=False, timeout=10)
         return out.stdout.split() if out.returncode == 0 else ["(no reply)"]
 
+    def fetch(self, path: str) -> tuple[str, str]:
+        """(HTTP status, body) of a boot file, with curl from the client."""
+        out = self.client.run([require_tool("curl"), "-s", "-m", "5", "-w", "\n%{http_code}",
+                               f"http://198.18.0.1/{path}"], check=False, timeout=15)
+        body, _, code = out.stdout.rpartition("\n")
+        return code, body
+
     def dsas(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([DSAS, *args, "-i", str(self.inv), "--state-dir",
                                str(self.state)], capture_output=True, text=True, timeout=60)
@@ -83,12 +91,15 @@ def test_host_add_is_served_at_once_without_a_restart(lab: Lab, tmp_path: Path) 
     farm = Farm(lab, tmp_path)
     pid = farm.proc.pid
     assert farm.dig("w2") == []  # not a name yet
+    assert farm.fetch("hosts/w2/dsas.conf")[0] == "404"
     r = farm.dsas("host", "add", "w2", "--role", "web", "--mac", NEW_MAC)
     assert r.returncode == 0, r.stderr
     assert "w2: lan 198.18.0.2 (lowest free)" in r.stdout
     assert f"dsas serve (pid {pid}) reloaded" in r.stdout, (r.stdout, r.stderr)
     # the command returned after the serve confirmed: no waiting needed
     assert farm.dig("w2") == ["198.18.0.2"]
+    code, conf = farm.fetch("hosts/w2/dsas.conf")
+    assert code == "200" and "SYSTEMNAME=w2\n" in conf and "IPADDRESS0=198.18.0.2/24\n" in conf
     lease = farm.lease(NEW_MAC)
     assert lease is not None, farm.log.read_text()
     assert lease["ip"] == "198.18.0.2" and lease["hostname"] == "w2"

@@ -2,8 +2,9 @@
 
 The table ``inventory_history`` has one owner, this class. A revision holds the file's
 exact bytes (so a revert is byte for byte), their sha256, when, who and which command.
-A file found on disk that no revision holds (a hand edit, or the first edit ever) is
-recorded first, as "found on disk", so the log never has a hole.
+The last ``LIMIT`` revisions of each file are kept. A file found on disk that no revision
+holds (a hand edit, or the first edit ever) is recorded first, as "found on disk", so the
+log never has a hole.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ CREATE INDEX IF NOT EXISTS inventory_history_path ON inventory_history(path, rev
 """
 
 FOUND = "found on disk (not written by dsas)"
+LIMIT = 1000  # revisions kept per inventory file (about 10 MB for the example's size)
 
 
 def sha256(data: bytes) -> str:
@@ -57,8 +59,9 @@ def _user() -> str:
 
 
 class InventoryHistory:
-    def __init__(self, store: StateStore):
+    def __init__(self, store: StateStore, limit: int = LIMIT):
         self.store = store
+        self.limit = max(2, limit)
         store.ensure_schema("inventory", DDL)
 
     @staticmethod
@@ -82,7 +85,16 @@ class InventoryHistory:
                             " ORDER BY rev DESC LIMIT 1", (key,)).fetchone()
         if last is None or last[0] != sha256(old):
             self._insert(conn, key, old, FOUND)
-        return self._insert(conn, key, new, command)
+        rev = self._insert(conn, key, new, command)
+        conn.execute("DELETE FROM inventory_history WHERE path = ? AND rev <= ?",
+                     (key, self._cut(conn, key)))
+        return rev
+
+    def _cut(self, conn: sqlite3.Connection, key: str) -> int:
+        """The newest revision number that falls out of the last ``limit`` (0: none)."""
+        row = conn.execute("SELECT rev FROM inventory_history WHERE path = ? ORDER BY rev DESC"
+                           " LIMIT 1 OFFSET ?", (key, self.limit)).fetchone()
+        return int(row[0]) if row else 0
 
     def revisions(self, path: str | Path) -> list[Revision]:
         rows = self.store.query("SELECT * FROM inventory_history WHERE path = ? ORDER BY rev",
