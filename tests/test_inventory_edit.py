@@ -330,3 +330,31 @@ def test_history_keeps_the_last_revisions_only(tmp_path: Path) -> None:
             h.record(conn, f, str(i).encode(), str(i + 1).encode(), f"edit {i}")
     assert [r.content for r in h.revisions(f)] == [b"4", b"5", b"6"]
     store.close()
+
+
+def test_comments_between_entries_stay_where_they_were(inv: Path, state: Path) -> None:
+    # a comment introducing the db hosts, and a block-style host last before a section
+    text = inv.read_text().replace("  db1: {", "\n  # the database servers\n  db1: {")
+    text = text.replace(
+        '  log2: {role: log, macs: ["52:54:00:00:03:02", "52:54:00:00:13:02"], '
+        'addresses: {inside: 198.18.3.2}}\n',
+        '  log2:\n    role: log\n    macs: ["52:54:00:00:03:02", "52:54:00:00:13:02"]\n'
+        '    addresses:\n      inside: 198.18.3.2   # the last one\n')
+    inv.write_text(text)
+    r = dsas("host", "add", "w109", "-i", str(inv), "--role", "web", "--mac",
+             "52:54:00:00:01:09", "--mac", "52:54:00:00:11:09", state=state)
+    assert r.returncode == 0, r.stderr
+    lines = inv.read_text().splitlines()
+    i = lines.index("  # the database servers")
+    assert lines[i - 2].startswith("  w109: {") and lines[i - 1] == "" and \
+        lines[i + 1].startswith("  db1: {")
+    r = dsas("host", "add", "log3", "-i", str(inv), "--role", "log", "--mac",
+             "52:54:00:00:03:03", "--mac", "52:54:00:00:13:03", state=state)
+    assert r.returncode == 0, r.stderr
+    after_add = inv.read_text()
+    assert "      inside: 198.18.3.2   # the last one\n  log3: {role: log," in after_add
+    assert "addresses: {inside: 198.18.0.4}}\n\nlvs_pairs:\n" in after_add
+    r = dsas("host", "rm", "log3", "-i", str(inv), state=state)
+    assert r.returncode == 0, r.stderr
+    assert dsas("host", "rm", "w109", "-i", str(inv), state=state).returncode == 0
+    assert inv.read_text() == text

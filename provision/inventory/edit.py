@@ -19,8 +19,9 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
+from ruamel.yaml.error import CommentMark, YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+from ruamel.yaml.tokens import CommentToken
 
 from .model import normalize_mac
 
@@ -255,6 +256,48 @@ def yaml_value(text: str) -> Any:
     return v
 
 
+# -- comments between entries -------------------------------------------------------------
+#
+# ruamel hangs the lines after an entry (blank lines, the comment that introduces the next
+# entry or section) on the entry's last key: "# eol\n\n# db hosts\n". An entry inserted
+# after it, or the entry removed, must take that tail along, or the comment ends up above
+# the wrong entry (or is deleted with it).
+
+
+def _end_slot(m: Any, key: Any) -> tuple[Any, Any]:
+    """The (container, key) whose comment token ends entry ``key`` of ``m``."""
+    v = m[key]
+    if isinstance(v, CommentedMap) and len(v) and not v.fa.flow_style():
+        return _end_slot(v, list(v)[-1])
+    if isinstance(v, CommentedSeq) and len(v) and not v.fa.flow_style():
+        return _end_slot(v, len(v) - 1)
+    return m, key
+
+
+def _take_tail(m: CommentedMap, key: Any) -> str:
+    """Detach and return what follows entry ``key``'s own line."""
+    c, k = _end_slot(m, key)
+    item = c.ca.items.get(k)
+    tok = item[2] if item and len(item) > 2 else None
+    if tok is None or "\n" not in tok.value:
+        return ""
+    i = tok.value.index("\n")
+    tail = tok.value[i + 1:]
+    tok.value = tok.value[: i + 1]
+    return str(tail)
+
+
+def _put_tail(m: CommentedMap, key: Any, tail: str) -> None:
+    if not tail:
+        return
+    c, k = _end_slot(m, key)
+    item = c.ca.items.setdefault(k, [None, None, None, None])
+    if item[2] is None:
+        item[2] = CommentToken("\n" + tail, CommentMark(0), None)
+    else:
+        item[2].value += tail
+
+
 # -- the edits -------------------------------------------------------------------------
 
 
@@ -320,7 +363,9 @@ def add_host(doc: Document, name: str, role: str, macs: Sequence[str],
     flow = sum(1 for p in peers if isinstance(p, CommentedMap) and p.fa.flow_style())
     if 2 * flow >= len(peers):
         entry.fa.set_flow_style()
+    tail = _take_tail(hosts, names[pos - 1]) if pos > 0 else ""
     hosts.insert(pos, name, entry)
+    _put_tail(hosts, name, tail)
     return why
 
 
@@ -395,7 +440,12 @@ def remove_host(doc: Document, name: str) -> None:
     hosts = doc.section("hosts")
     if name not in hosts:
         raise EditError([f"no host {name!r} in {doc.filename}"])
+    names = list(hosts)
+    i = names.index(name)
+    tail = _take_tail(hosts, name) if i > 0 else ""
     del hosts[name]
+    if i > 0:
+        _put_tail(hosts, names[i - 1], tail)
 
 
 def assign_role(doc: Document, name: str, role: str,
