@@ -358,3 +358,26 @@ def test_comments_between_entries_stay_where_they_were(inv: Path, state: Path) -
     assert r.returncode == 0, r.stderr
     assert dsas("host", "rm", "w109", "-i", str(inv), state=state).returncode == 0
     assert inv.read_text() == text
+
+
+def test_assign_undo_returns_the_host_to_its_role_and_addresses(inv: Path,
+                                                                state: Path) -> None:
+    original = inv.read_bytes()
+    r = dsas("assign", "--undo", "log1", "--yes", "-i", str(inv), state=state)
+    assert r.returncode == 1 and "nothing to undo" in r.stderr
+    r = dsas("assign", "log1", "lvs", "--yes", "-i", str(inv), state=state)
+    assert r.returncode == 0, r.stderr
+    assert dsas("host", "set", "w101", "boot=disk", "-i", str(inv), state=state).returncode == 0
+    r = dsas("assign", "--undo", "log1", "--dry-run", "--json", "-i", str(inv), state=state)
+    plan = json.loads(r.stdout)
+    assert (plan["old_role"], plan["new_role"]) == ("lvs", "log")
+    assert plan["addresses_after"] == {"inside": "198.18.3.1"}  # the outside one is let go
+    r = dsas("assign", "--undo", "log1", "--yes", "-i", str(inv), state=state)
+    assert r.returncode == 0, r.stderr
+    assert load(inv).hosts["log1"].role.name == "log"
+    # only w101's edit is left: the log1 line is the original's, byte for byte
+    [(tag, old, new)] = changes(original.decode(), inv.read_text())
+    assert tag == "replace" and [ln[:7] for ln in old + new] == ["  w101:", "  w101:"]
+    assert "assign --undo log1" in dsas("inventory", "log", "-i", str(inv), state=state).stdout
+    r = dsas("assign", "log1", "--undo", "web", "-i", str(inv), state=state)
+    assert r.returncode == 2 and "ROLE, or --undo without ROLE" in r.stderr

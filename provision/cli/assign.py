@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shlex
 import sys
@@ -23,14 +24,18 @@ NOT_LIVE = ("the live steps are not implemented yet (they need the live director
 @inventory_option
 @state_dir_option
 @click.argument("host")
-@click.argument("role")
+@click.argument("role", required=False)
 @address_option
+@click.option("--undo", is_flag=True,
+              help="Return HOST to the role (and addresses) it had before its last "
+                   "`dsas assign`, from the inventory history; no ROLE.")
 @click.option("--dry-run", "-n", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True,
               help="The plan as JSON on stdout (with --dry-run, or with --yes).")
-def assign(inventory_path: str | None, state_dir: str, host: str, role: str,
-           addresses: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool) -> None:
+def assign(inventory_path: str | None, state_dir: str, host: str, role: str | None,
+           addresses: tuple[str, ...], undo: bool, dry_run: bool, yes: bool,
+           as_json: bool) -> None:
     """Move HOST to ROLE: show the plan, then change the inventory.
 
     The plan: the host's dsas.conf before and after, the services that stop and
@@ -51,10 +56,19 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str,
       dsas assign log1 web --dry-run --json
       dsas assign w108 db --yes
       dsas assign w101 lvs --address outside=203.0.113.13
+      dsas assign --undo w108 --dry-run
     """
     if as_json and not (dry_run or yes):
         fail_problems("--json needs --dry-run or --yes (it cannot ask)", [], 2)
-    given = _addresses(addresses)
+    if undo == (role is not None):
+        fail_problems("give ROLE, or --undo without ROLE", [], 2)
+    if undo and addresses:
+        fail_problems("--undo takes the addresses from the history; no --address", [], 2)
+    if undo:
+        role, given = _before_last_assign(inventory_path, state_dir, host)
+    else:
+        given = _addresses(addresses)
+    assert role is not None
     edit = start(inventory_path)
     try:
         old_inv = loads(edit.snap.text, str(edit.path))
@@ -94,7 +108,8 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str,
                           "to only see the plan", [])
         if not click.confirm(f"write the inventory: {host} becomes {role}?", default=False):
             fail_problems("not confirmed: nothing written", [])
-    command = shlex.join(["assign", host, role, *[f"--address={a}" for a in addresses]])
+    command = shlex.join(["assign", "--undo", host, f"(back to {role})"] if undo else
+                         ["assign", host, role, *[f"--address={a}" for a in addresses]])
     if as_json:
         # keep stdout one JSON document: the commit's messages go to stderr
         with _stdout_to_stderr():
@@ -113,6 +128,30 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str,
                       if new_inv.hosts[host].boot == "netboot"
                       else "deliver its new dsas.conf (`dsas render " + host +
                       "`) and reboot it."))
+
+
+def _before_last_assign(inventory_path: str | None, state_dir: str,
+                        host: str) -> tuple[str, dict[str, ipaddress.IPv4Address]]:
+    """The role and addresses ``host`` had in the revision before its last assign."""
+    from .invhistory import _history
+
+    path, revs = _history(inventory_path, state_dir)
+    prefix = shlex.join(["assign", host]) + " "
+    for i in range(len(revs) - 1, 0, -1):
+        if revs[i].command.startswith(prefix):
+            try:
+                before = loads(revs[i - 1].content.decode(), f"{path} (revision "
+                                                             f"{revs[i - 1].rev})")
+            except InventoryError as e:
+                fail_problems(f"revision {revs[i - 1].rev} is invalid; cannot undo from it:",
+                              [str(p) for p in e.problems])
+            h = before.hosts.get(host)
+            if h is None:
+                fail_problems(f"{host} is not in revision {revs[i - 1].rev}", [])
+            assert h is not None
+            return h.role.name, dict(h.addresses)
+    fail_problems(f"no `dsas assign {host}` in the history of {path}: nothing to undo", [])
+    raise AssertionError("unreachable")
 
 
 class _stdout_to_stderr:
