@@ -59,8 +59,11 @@ class ServePidFile:
         if self.fd is None:
             return
         tmp = self.dir / f".{LOADED_FILE}.{os.getpid()}"
-        tmp.write_text(json.dumps({"pid": os.getpid(), "sha256": sha, "at": time.time()}))
-        os.replace(tmp, self.dir / LOADED_FILE)
+        try:
+            tmp.write_text(json.dumps({"pid": os.getpid(), "sha256": sha, "at": time.time()}))
+            os.replace(tmp, self.dir / LOADED_FILE)
+        except OSError as e:  # a full disk must not stop the serve: edits just wait longer
+            log.warning("cannot write %s: %s", self.dir / LOADED_FILE, e)
 
     def release(self) -> None:
         if self.fd is not None:
