@@ -121,6 +121,10 @@ def test_enlist_adopts_a_discovered_machine_with_the_address_it_leased(
     listed = subprocess.run([DSAS, "discovered", "--state-dir", str(farm.state)],
                             capture_output=True, text=True, timeout=30).stdout
     assert unknown in listed and first["ip"] in listed
+    # the address the unknown machine holds is not free for another new host...
+    r = farm.dsas("host", "add", "w4", "--role", "web", "--mac", "52:54:00:00:01:04")
+    assert r.returncode == 0 and first["ip"] not in r.stdout, r.stdout
+    # ...but it is the machine's own when it is enlisted
     r = farm.dsas("enlist", unknown, "w3", "--role", "web")
     assert r.returncode == 0, r.stderr
     assert f"w3: lan {first['ip']} (leased)" in r.stdout and "reloaded" in r.stdout

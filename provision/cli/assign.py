@@ -14,7 +14,7 @@ from ..inventory.edit import assign_role
 from ..policy.assignplan import describe, plan
 from .common import inventory_option
 from .editcommon import apply, fail_problems, file_diff, finish, start, state_dir_option, validated
-from .hostedit import _addresses, address_option
+from .hostedit import _addresses, address_option, leased_elsewhere
 
 NOT_LIVE = ("the live steps are not implemented yet (they need the live directors, "
             "issue 16): none of them ran")
@@ -77,7 +77,8 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
                       [str(p) for p in e.problems])
     if host not in old_inv.hosts:
         fail_problems(f"no host {host!r} in {edit.path}", [])
-    why = apply(edit, lambda d: assign_role(d, host, role, given))
+    busy = leased_elsewhere(state_dir, old_inv.hosts[host].macs)
+    why = apply(edit, lambda d: assign_role(d, host, role, given, busy=busy))
     new_inv = validated(edit)
     p = plan(old_inv, new_inv, host)
     diff = file_diff(edit)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -34,6 +36,26 @@ address_option = click.option(
     help="Address on network NET (repeatable). Networks of the role not given get the "
          "lowest free address (not a gateway, VIP, DNS server, the master or another "
          "host's).")
+
+
+def leased_elsewhere(state_dir: str, own_macs: Sequence[str]) -> set[ipaddress.IPv4Address]:
+    """Addresses the serve's DHCP has leased, live, to machines other than ``own_macs``
+    (a discovery-pool address in use must not become another host's reservation)."""
+    if not (Path(state_dir) / FILENAME).exists():
+        return set()
+    own = set()
+    for m in own_macs:
+        try:
+            own.add(normalize_mac(m))
+        except ValueError:
+            continue
+    store = StateStore(state_dir)
+    try:
+        now = time.time()
+        return {lease.address for lease in LeaseJournal(store).load()
+                if lease.live(now) and lease.mac not in own}
+    finally:
+        store.close()
 
 
 def _report(why: dict[str, str], doc: Document | None, name: str) -> None:
@@ -80,8 +102,9 @@ def add(inventory_path: str | None, state_dir: str, name: str, role: str,
       dsas host add w109 --role web --mac 52:54:00:00:01:09 --mac 52:54:00:00:11:09
     """
     edit = start(inventory_path)
+    busy = leased_elsewhere(state_dir, macs)
     why = apply(edit, lambda d: add_host(d, name, role, macs, _addresses(addresses),
-                                         hwtype))
+                                         hwtype, busy=busy))
     _report(why, edit.doc, name)
     finish(edit, shlex.join(["host", "add", name, "--role", role,
                              *[f"--mac={m}" for m in macs],
@@ -181,8 +204,10 @@ def enlist(inventory_path: str | None, state_dir: str, mac: str, name: str, role
     if row.get("address") and row.get("network"):
         prefer[str(row["network"])] = ipaddress.IPv4Address(str(row["address"]))
     edit = start(inventory_path)
+    busy = leased_elsewhere(state_dir, [mac, *more_macs])
     why = apply(edit, lambda d: add_host(d, name, role, [mac, *more_macs],
-                                         _addresses(addresses), hwtype, prefer=prefer))
+                                         _addresses(addresses), hwtype, prefer=prefer,
+                                         busy=busy))
     _report(why, edit.doc, name)
     if prefer and "leased" not in why.values():
         click.echo(f"note: {name} held {prefer.popitem()[1]} from the discovery pool; that "

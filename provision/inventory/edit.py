@@ -304,10 +304,12 @@ def _put_tail(m: CommentedMap, key: Any, tail: str) -> None:
 def _addresses_for(doc: Document, host: str, role: str,
                    given: dict[str, ipaddress.IPv4Address],
                    keep: dict[str, Any] | None = None,
-                   prefer: dict[str, ipaddress.IPv4Address] | None = None
+                   prefer: dict[str, ipaddress.IPv4Address] | None = None,
+                   busy: Iterable[ipaddress.IPv4Address] = ()
                    ) -> tuple[CommentedMap, dict[str, str]]:
     """An address on each network ``role`` joins: given, else kept, else preferred (if
-    free), else the lowest free. Returns the mapping and why each was chosen."""
+    free), else the lowest free (not claimed by the inventory, nor ``busy``: leased to
+    another machine now). Returns the mapping and why each was chosen."""
     nets = doc.role_networks(role)
     problems = [f"--address {n}=...: role {role} does not join network {n} "
                 f"(it joins {', '.join(nets) or 'none'})" for n in given if n not in nets]
@@ -315,7 +317,7 @@ def _addresses_for(doc: Document, host: str, role: str,
         raise EditError(problems)
     out = CommentedMap()
     why: dict[str, str] = {}
-    taken: set[ipaddress.IPv4Address] = set(given.values())
+    taken: set[ipaddress.IPv4Address] = set(given.values()) | set(busy)
     claimed = doc.claimed_addresses(except_host=host)
     cidrs = doc.networks()
     for net in nets:
@@ -340,14 +342,15 @@ def _addresses_for(doc: Document, host: str, role: str,
 
 def add_host(doc: Document, name: str, role: str, macs: Sequence[str],
              addresses: dict[str, ipaddress.IPv4Address], hwtype: str | None = None,
-             prefer: dict[str, ipaddress.IPv4Address] | None = None) -> dict[str, str]:
+             prefer: dict[str, ipaddress.IPv4Address] | None = None,
+             busy: Iterable[ipaddress.IPv4Address] = ()) -> dict[str, str]:
     """Add ``name`` after the last host of the same role (else at the end)."""
     hosts = doc.section("hosts", create=True)
     if name in hosts:
         raise EditError([f"host {name!r} already exists (change it with `dsas host set`)"])
     if not macs:
         raise EditError(["give the host's MACs with --mac (one per NIC, in NIC order)"])
-    addrs, why = _addresses_for(doc, name, role, addresses, prefer=prefer)
+    addrs, why = _addresses_for(doc, name, role, addresses, prefer=prefer, busy=busy)
     entry = CommentedMap()
     entry["role"] = role
     entry["macs"] = mac_list(macs)
@@ -449,13 +452,14 @@ def remove_host(doc: Document, name: str) -> None:
 
 
 def assign_role(doc: Document, name: str, role: str,
-                addresses: dict[str, ipaddress.IPv4Address]) -> dict[str, str]:
+                addresses: dict[str, ipaddress.IPv4Address],
+                busy: Iterable[ipaddress.IPv4Address] = ()) -> dict[str, str]:
     """Give ``name`` the role ``role``: addresses on networks both roles join are kept
     (unless given), the new ones picked, the ones the new role does not join dropped."""
     h = doc.host(name)
     old = h.get("addresses") or {}
     keep = {str(k): v for k, v in old.items()} if isinstance(old, dict) else {}
-    addrs, why = _addresses_for(doc, name, role, addresses, keep=keep)
+    addrs, why = _addresses_for(doc, name, role, addresses, keep=keep, busy=busy)
     h["role"] = role
     if isinstance(old, CommentedMap):
         for k in list(old):
