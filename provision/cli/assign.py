@@ -77,6 +77,9 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
                       [str(p) for p in e.problems])
     if host not in old_inv.hosts:
         fail_problems(f"no host {host!r} in {edit.path}", [])
+    if old_inv.hosts[host].role.name == role and not given:
+        click.echo(f"{host} already has role {role}: nothing to do")
+        return
     busy = leased_elsewhere(state_dir, old_inv.hosts[host].macs)
     why = apply(edit, lambda d: assign_role(d, host, role, given, busy=busy))
     new_inv = validated(edit)

@@ -29,7 +29,7 @@ from ..observability.logsafe import safe
 from ..policy.leases import LeaseJournal
 from ..state import FILENAME, StateStore
 from .common import inventory_option
-from .editcommon import NOTHING, apply, fail_problems, finish, start, state_dir_option
+from .editcommon import NOTHING, apply, fail_problems, finish, start, state_dir_option, validated
 
 address_option = click.option(
     "--address", "-a", "addresses", multiple=True, metavar="NET=IP",
@@ -105,6 +105,7 @@ def add(inventory_path: str | None, state_dir: str, name: str, role: str,
     busy = leased_elsewhere(state_dir, macs)
     why = apply(edit, lambda d: add_host(d, name, role, macs, _addresses(addresses),
                                          hwtype, busy=busy))
+    validated(edit)  # every problem first; then what was chosen
     _report(why, edit.doc, name)
     finish(edit, shlex.join(["host", "add", name, "--role", role,
                              *[f"--mac={m}" for m in macs],
@@ -208,6 +209,7 @@ def enlist(inventory_path: str | None, state_dir: str, mac: str, name: str, role
     why = apply(edit, lambda d: add_host(d, name, role, [mac, *more_macs],
                                          _addresses(addresses), hwtype, prefer=prefer,
                                          busy=busy))
+    validated(edit)  # every problem first; then what was chosen
     _report(why, edit.doc, name)
     if prefer and "leased" not in why.values():
         click.echo(f"note: {name} held {prefer.popitem()[1]} from the discovery pool; that "

@@ -87,7 +87,7 @@ class Document:
             self.data = _yaml().load(text)
             self._base = _dump(_yaml().load(text))
         except YAMLError as e:
-            raise EditError([f"{filename}: cannot parse: {e}"]) from None
+            raise EditError([f"{filename}: cannot parse: {' '.join(str(e).split())}"]) from None
         if not isinstance(self.data, CommentedMap):
             raise EditError([f"{filename}: the inventory is not a mapping"])
 
@@ -250,7 +250,8 @@ def yaml_value(text: str) -> Any:
     try:
         v = _yaml().load(text)
     except YAMLError as e:
-        raise EditError([f"{text!r}: not a YAML value: {e}"]) from None
+        why = " ".join(str(getattr(e, "problem", None) or e).split())  # one line
+        raise EditError([f"{text!r}: not a YAML value: {why}"]) from None
     if isinstance(v, CommentedMap | CommentedSeq):
         v.fa.set_flow_style()
     return v
