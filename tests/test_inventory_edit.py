@@ -13,10 +13,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ruamel.yaml import YAML
 
 from provision.inventory import load
 from provision.inventory.commit import StaleError, commit, read
-from provision.inventory.edit import Document, EditError, add_host, merge_lines
+from provision.inventory.edit import (
+    Document,
+    EditError,
+    add_host,
+    merge_lines,
+    remove_host,
+    set_host,
+)
 from provision.services.servepid import PID_FILE, notify_serve
 
 from .conftest import EXAMPLE
@@ -381,3 +391,71 @@ def test_assign_undo_returns_the_host_to_its_role_and_addresses(inv: Path,
     assert "assign --undo log1" in dsas("inventory", "log", "-i", str(inv), state=state).stdout
     r = dsas("assign", "log1", "--undo", "web", "-i", str(inv), state=state)
     assert r.returncode == 2 and "ROLE, or --undo without ROLE" in r.stderr
+
+
+# -- properties of the line-preserving round trip (pure: no files, no processes) ----------
+
+EXAMPLE_TEXT = EXAMPLE.read_text()
+HOST_NAMES = list(load(EXAMPLE).hosts)
+SET_VALUES = {
+    "kernel_args": st.from_regex(r"[a-z][a-z0-9_=.]{0,12}", fullmatch=True),
+    "boot": st.sampled_from(["netboot", "disk"]),
+    "bond.primary": st.sampled_from(["eth0", "eth1"]),
+    "image": st.sampled_from(["web", "base"]),
+    "addresses.inside": st.integers(1, 250).map(lambda i: f"198.18.2.{i}"),
+}
+
+
+def _host_lines(text: str) -> dict[str, range]:
+    """The lines (0-based) of each host's entry in ``text``."""
+    hosts = Document(text).data["hosts"]
+    names = list(hosts)
+    out = {}
+    for i, name in enumerate(names):
+        start = hosts.lc.key(name)[0]
+        out[name] = range(start, hosts.lc.key(names[i + 1])[0] if i + 1 < len(names)
+                          else start + 1)
+    return out
+
+
+HOST_LINES = _host_lines(EXAMPLE_TEXT)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(HOST_NAMES),
+       edits=st.lists(st.sampled_from(sorted(SET_VALUES)), min_size=1, max_size=3,
+                      unique=True).flatmap(
+           lambda keys: st.tuples(*[st.tuples(st.just(k), SET_VALUES[k]) for k in keys])))
+def test_a_host_set_changes_no_line_outside_that_host(name: str,
+                                                       edits: tuple[tuple[str, str], ...]
+                                                       ) -> None:
+    doc = Document(EXAMPLE_TEXT)
+    set_host(doc, name, list(edits))
+    after = doc.text()
+    mine = HOST_LINES[name]
+    a = EXAMPLE_TEXT.splitlines(keepends=True)
+    b = after.splitlines(keepends=True)
+    for tag, i1, i2, _, _ in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag != "equal":
+            assert all(i in mine or i == mine.stop for i in range(i1, max(i2, i1 + 1))), \
+                (name, edits, tag, a[i1:i2])
+    got = YAML(typ="safe").load(after)["hosts"][name]
+    for k, v in edits:
+        node = got
+        for part in k.split("."):
+            node = node[part]
+        assert str(node) == v
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(role=st.sampled_from(["web", "db", "log", "lvs", "master"]),
+       nic=st.integers(0, 0xfff), name=st.from_regex(r"n[a-z0-9]{1,8}", fullmatch=True))
+def test_add_then_remove_gives_the_original_text_back(role: str, nic: int, name: str) -> None:
+    doc = Document(EXAMPLE_TEXT)
+    macs = [f"52:54:00:aa:{nic >> 8:02x}:{nic & 255:02x}", f"52:54:00:bb:{nic >> 8:02x}:00"]
+    add_host(doc, name, role, macs, {})
+    added = doc.text()
+    assert added != EXAMPLE_TEXT and name in YAML(typ="safe").load(added)["hosts"]
+    doc2 = Document(added)
+    remove_host(doc2, name)
+    assert doc2.text() == EXAMPLE_TEXT

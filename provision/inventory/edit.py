@@ -85,7 +85,7 @@ class Document:
         self.filename = filename
         try:
             self.data = _yaml().load(text)
-            self._base = _dump(_yaml().load(text))
+            self._base = _dump(self.data)  # before any edit: dumping changes nothing
         except YAMLError as e:
             raise EditError([f"{filename}: cannot parse: {' '.join(str(e).split())}"]) from None
         if not isinstance(self.data, CommentedMap):
