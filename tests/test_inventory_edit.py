@@ -459,3 +459,16 @@ def test_add_then_remove_gives_the_original_text_back(role: str, nic: int, name:
     doc2 = Document(added)
     remove_host(doc2, name)
     assert doc2.text() == EXAMPLE_TEXT
+
+
+def test_a_file_indented_by_four_gets_lines_indented_by_four() -> None:
+    import re
+
+    text = "\n".join(re.sub(r"^( +)", lambda m: " " * (2 * len(m.group(1))), ln)
+                     for ln in EXAMPLE_TEXT.split("\n"))
+    doc = Document(text)
+    add_host(doc, "w109", "web", ["52:54:00:00:01:09", "52:54:00:00:11:09"], {})
+    [(tag, old, new)] = changes(text, doc.text())
+    assert tag == "insert" and new == [
+        '    w109: {role: web, macs: ["52:54:00:00:01:09", "52:54:00:00:11:09"], '
+        'addresses: {inside: 198.18.0.3}}\n']

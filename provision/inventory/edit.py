@@ -40,18 +40,30 @@ class EditError(Exception):
         super().__init__("; ".join(self.problems))
 
 
-def _yaml() -> YAML:
+def _yaml(indent: int = 2) -> YAML:
     y = YAML(typ="rt")
     y.preserve_quotes = True
     y.width = 4096  # never fold a long flow line the operator wrote on one line
-    y.indent(mapping=2, sequence=4, offset=2)
+    y.indent(mapping=indent, sequence=indent + 2, offset=indent)
     return y
 
 
-def _dump(data: Any) -> str:
+def _dump(data: Any, indent: int = 2) -> str:
     out = io.StringIO()
-    _yaml().dump(data, out)
+    _yaml(indent).dump(data, out)
     return out.getvalue()
+
+
+def _guess_indent(text: str) -> int:
+    """The file's mapping indentation (2 unless it visibly uses another), so lines an edit
+    adds line up with the operator's."""
+    from ruamel.yaml.util import load_yaml_guess_indent
+
+    try:
+        _, indent, _ = load_yaml_guess_indent(text)
+    except YAMLError:
+        return 2
+    return indent if isinstance(indent, int) and 1 < indent <= 8 else 2
 
 
 def merge_lines(original: str, base_dump: str, new_dump: str) -> str:
@@ -84,15 +96,16 @@ class Document:
         self.original = text
         self.filename = filename
         try:
+            self.indent = _guess_indent(text)
             self.data = _yaml().load(text)
-            self._base = _dump(self.data)  # before any edit: dumping changes nothing
+            self._base = _dump(self.data, self.indent)  # before any edit: changes nothing
         except YAMLError as e:
             raise EditError([f"{filename}: cannot parse: {' '.join(str(e).split())}"]) from None
         if not isinstance(self.data, CommentedMap):
             raise EditError([f"{filename}: the inventory is not a mapping"])
 
     def text(self) -> str:
-        new = _dump(self.data)
+        new = _dump(self.data, self.indent)
         merged = merge_lines(self.original, self._base, new)
         # The merge must mean what the edited tree means; if ruamel's dump and the
         # original ever line up wrongly, take the plain dump (comments kept all the same).
