@@ -48,6 +48,8 @@ class Edit:
     snap: Snapshot
     doc: Document | None  # None for a revert: the bytes come from the history
     new_text: str = ""
+    inventory: Inventory | None = None  # new_text, loaded (validated) once
+    inventory_of: str | None = None
 
 
 def start(inventory_path: str | None) -> Edit:
@@ -76,8 +78,12 @@ def apply(edit: Edit, fn: Callable[[Document], Any]) -> Any:
 def validated(edit: Edit) -> Inventory:
     """The would-be inventory, loaded by the real loader; on any problem, all of them and
     exit 1 (the file untouched)."""
+    if edit.inventory is not None and edit.inventory_of == edit.new_text:
+        return edit.inventory
     try:
-        return loads(edit.new_text, str(edit.path))
+        edit.inventory = loads(edit.new_text, str(edit.path))
+        edit.inventory_of = edit.new_text
+        return edit.inventory
     except InventoryError as e:
         n = len(e.problems)
         fail_problems(f"the edit would leave {edit.path} invalid ({n} problem"
@@ -98,7 +104,8 @@ def finish(edit: Edit, command: str, state_dir: str, quiet_diff: bool = False) -
     if not quiet_diff:
         click.echo(file_diff(edit), nl=False)
     try:
-        rev = commit(edit.path, edit.snap, edit.new_text, command, state_dir)
+        rev = commit(edit.path, edit.snap, edit.new_text, command, state_dir,
+                     validated=edit.inventory_of == edit.new_text)
     except InventoryError as e:  # validate() again inside commit: cannot differ, but be safe
         fail_problems(NOTHING, [str(p) for p in e.problems])
     except CommitError as e:
