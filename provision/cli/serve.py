@@ -131,7 +131,9 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         fail(f"cannot set up services: {e}", 1)
     inv_file = resolve_path(inventory_path)
     pidfile = ServePidFile(state_dir, inv_file)
-    sup = Supervisor(ctx, services, str(inv_file), on_loaded=pidfile.loaded)
+    # poll 0.2 s: a SIGHUP (an inventory edit waits for its receipt) is acted on within
+    # 0.2 s instead of 1 s; a tick only checks flags and services' liveness
+    sup = Supervisor(ctx, services, str(inv_file), poll=0.2, on_loaded=pidfile.loaded)
     sup.install_signals()  # before the pid file: an edit's SIGHUP must never kill us
     if pidfile.acquire():
         try:
