@@ -95,6 +95,7 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
     """
     setup_logging(verbose)
     names = _services(only)
+    first_sha = _sha_of(resolve_path(inventory_path))  # read before the load (see below)
     inv = load_inventory(inventory_path)
     try:
         bind = ipaddress.IPv4Address(bind_address) if bind_address else None
@@ -136,10 +137,12 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
     sup = Supervisor(ctx, services, str(inv_file), poll=0.2, on_loaded=pidfile.loaded)
     sup.install_signals()  # before the pid file: an edit's SIGHUP must never kill us
     if pidfile.acquire():
-        try:
-            pidfile.loaded(sha256(inv_file.read_bytes()))
-        except OSError:
-            pass
+        # An edit made before the pid file existed signalled nobody: if the file is not
+        # what was hashed before the load, reload once so the receipt is exact.
+        if first_sha is None or _sha_of(inv_file) != first_sha:
+            sup.request_reload()
+        else:
+            pidfile.loaded(first_sha)
     log.info("serving %s for cluster %s (%d hosts) on %s", ",".join(names),
              inv.cluster.name, len(inv.hosts), ",".join(interfaces) or str(ctx.bind_address))
     try:
@@ -150,6 +153,13 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
     finally:
         pidfile.release()
     sys.exit(code)
+
+
+def _sha_of(path: Path) -> str | None:
+    try:
+        return sha256(path.read_bytes())
+    except OSError:
+        return None
 
 
 def report_missing(inv: Inventory, boot_root: Path) -> int:

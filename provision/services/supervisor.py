@@ -66,6 +66,10 @@ class Supervisor:
         log.info("reloaded inventory %s: %d hosts", self.inventory_path, len(inv.hosts))
         return True
 
+    def request_reload(self) -> None:
+        """Reload at the next tick (as SIGHUP does)."""
+        self._reload.set()
+
     def request_stop(self) -> None:
         self._stop.set()
 
