@@ -472,3 +472,30 @@ def test_a_file_indented_by_four_gets_lines_indented_by_four() -> None:
     assert tag == "insert" and new == [
         '    w109: {role: web, macs: ["52:54:00:00:01:09", "52:54:00:00:11:09"], '
         'addresses: {inside: 198.18.0.3}}\n']
+
+
+def test_assign_runs_are_journaled_with_each_step_honestly(inv: Path, state: Path) -> None:
+    r = dsas("assign", "log1", "web", "--yes", "-i", str(inv), state=state)
+    assert r.returncode == 0, r.stderr
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(inv)], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        r = dsas("assign", "db3", "web", "--yes", "-i", str(inv), state=state)
+        assert r.returncode == 1 and "another edit" in r.stderr
+    finally:
+        assert holder.stdin is not None and holder.stdout is not None
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        holder.stdout.close()
+    out = dsas("assign", "--journal", "log1", "-i", str(inv), state=state).stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("run 1 ") and lines[0].endswith("log1 log -> web (reboot)")
+    assert lines[1] == "  1. inventory: done (revision 2)"
+    assert lines[2].startswith("  2. drain: not-run (not implemented yet")
+    assert [ln.split(":")[0] for ln in lines[3:]] == ["  3. deliver", "  4. reboot",
+                                                      "  5. rebalance"]
+    out = dsas("assign", "--journal", "db3", "-i", str(inv), state=state).stdout
+    assert "  1. inventory: failed (another edit of the inventory is in progress" in out
+    assert "  2. drain: not-run (the inventory edit failed)" in out

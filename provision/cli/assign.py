@@ -6,16 +6,21 @@ import ipaddress
 import json
 import shlex
 import sys
+import time
+from pathlib import Path
 
 import click
 
+from ..distribute.assignjournal import AssignJournal
 from ..inventory import InventoryError, loads
 from ..inventory.edit import assign_role
 from ..policy.assignplan import describe, plan
+from ..state import FILENAME, StateStore
 from .common import inventory_option
 from .editcommon import apply, fail_problems, file_diff, finish, start, state_dir_option, validated
 from .hostedit import _addresses, address_option, leased_elsewhere
 
+NOT_BUILT = "not implemented yet (needs the live directors, issue 16)"
 NOT_LIVE = ("the live steps are not implemented yet (they need the live directors, "
             "issue 16): none of them ran")
 
@@ -33,9 +38,11 @@ NOT_LIVE = ("the live steps are not implemented yet (they need the live director
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True,
               help="The plan as JSON on stdout (with --dry-run, or with --yes).")
+@click.option("--journal", is_flag=True,
+              help="Show HOST's assign runs and their steps from the journal; no ROLE.")
 def assign(inventory_path: str | None, state_dir: str, host: str, role: str | None,
            addresses: tuple[str, ...], undo: bool, dry_run: bool, yes: bool,
-           as_json: bool) -> None:
+           as_json: bool, journal: bool) -> None:
     """Move HOST to ROLE: show the plan, then change the inventory.
 
     The plan: the host's dsas.conf before and after, the services that stop and
@@ -57,10 +64,19 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
       dsas assign w108 db --yes
       dsas assign w101 lvs --address outside=203.0.113.13
       dsas assign --undo w108 --dry-run
+      dsas assign --journal w108
+
+    Every confirmed run is journaled in the state store with each step's
+    status (done, failed, or not-run with the reason).
     """
+    if journal:
+        if role is not None or undo:
+            fail_problems("--journal takes HOST only", [], 2)
+        _show_journal(state_dir, host)
+        return
     if as_json and not (dry_run or yes):
         fail_problems("--json needs --dry-run or --yes (it cannot ask)", [], 2)
-    if undo == (role is not None):
+    if undo == (role is not None) and not journal:
         fail_problems("give ROLE, or --undo without ROLE", [], 2)
     if undo and addresses:
         fail_problems("--undo takes the addresses from the history; no --address", [], 2)
@@ -114,15 +130,32 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
             fail_problems("not confirmed: nothing written", [])
     command = shlex.join(["assign", "--undo", host, f"(back to {role})"] if undo else
                          ["assign", host, role, *[f"--address={a}" for a in addresses]])
-    if as_json:
-        # keep stdout one JSON document: the commit's messages go to stderr
-        with _stdout_to_stderr():
-            rev = finish(edit, command, state_dir, quiet_diff=True)
-        out["written"] = rev is not None
-        out["revision"] = rev
-        click.echo(json.dumps(out, indent=2))
-    else:
-        finish(edit, command, state_dir, quiet_diff=True)
+    store = StateStore(state_dir)
+    try:
+        jr = AssignJournal(store)
+        run = jr.start(host, p.old_role, p.new_role, "reboot" if p.reboot else "live",
+                       p.as_json())
+
+        def refused(why: str) -> None:
+            jr.step(run, "inventory", "failed", why)
+            for s in p.steps:
+                jr.step(run, s["step"], "not-run", "the inventory edit failed")
+
+        if as_json:
+            # keep stdout one JSON document: the commit's messages go to stderr
+            with _stdout_to_stderr():
+                rev = finish(edit, command, state_dir, quiet_diff=True, on_error=refused)
+            out["written"] = rev is not None
+            out["revision"] = rev
+            out["journal_run"] = run
+            click.echo(json.dumps(out, indent=2))
+        else:
+            rev = finish(edit, command, state_dir, quiet_diff=True, on_error=refused)
+        jr.step(run, "inventory", "done", f"revision {rev}" if rev else "no change")
+        for s in p.steps:
+            jr.step(run, s["step"], "not-run", NOT_BUILT)
+    finally:
+        store.close()
     click.echo(f"{host}: inventory says role {role} now; {NOT_LIVE}.", err=as_json)
     if not as_json:
         for i, s in enumerate(p.steps, 1):
@@ -132,6 +165,26 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
                       if new_inv.hosts[host].boot == "netboot"
                       else "deliver its new dsas.conf (`dsas render " + host +
                       "`) and reboot it."))
+
+
+def _show_journal(state_dir: str, host: str) -> None:
+    if not (Path(state_dir) / FILENAME).exists():
+        click.echo(f"no assign of {host} journaled in {state_dir}")
+        return
+    store = StateStore(state_dir)
+    try:
+        runs = AssignJournal(store).runs(host)
+    finally:
+        store.close()
+    if not runs:
+        click.echo(f"no assign of {host} journaled in {state_dir}")
+    for r in runs:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.at))
+        click.echo(f"run {r.id} {when} {r.user}: {r.host} {r.old_role} -> {r.new_role} "
+                   f"({r.mode})")
+        for s in r.steps:
+            click.echo(f"  {s.seq}. {s.step}: {s.status}" + (f" ({s.detail})" if s.detail
+                                                             else ""))
 
 
 def _before_last_assign(inventory_path: str | None, state_dir: str,

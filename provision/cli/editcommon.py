@@ -98,8 +98,10 @@ def file_diff(edit: Edit) -> str:
         fromfile=f"{edit.path} (before)", tofile=f"{edit.path} (after)", n=0))
 
 
-def finish(edit: Edit, command: str, state_dir: str, quiet_diff: bool = False) -> int | None:
-    """Commit and tell the running serve. Returns the new revision (None: no change)."""
+def finish(edit: Edit, command: str, state_dir: str, quiet_diff: bool = False,
+           on_error: Callable[[str], None] | None = None) -> int | None:
+    """Commit and tell the running serve. Returns the new revision (None: no change).
+    ``on_error`` hears why, before the command exits, when the commit is refused."""
     validated(edit)
     if not quiet_diff:
         click.echo(file_diff(edit), nl=False)
@@ -107,8 +109,12 @@ def finish(edit: Edit, command: str, state_dir: str, quiet_diff: bool = False) -
         rev = commit(edit.path, edit.snap, edit.new_text, command, state_dir,
                      validated=edit.inventory_of == edit.new_text)
     except InventoryError as e:  # validate() again inside commit: cannot differ, but be safe
+        if on_error:
+            on_error(f"invalid: {e.problems[0]}")
         fail_problems(NOTHING, [str(p) for p in e.problems])
     except CommitError as e:
+        if on_error:
+            on_error(str(e))
         fail_problems(str(e), [], e.exit_code)
     if rev is None:
         click.echo(f"{edit.path}: no change")
