@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("push", "push_group"),
     "trust": ("push", "trust"),
     "demo": ("demo", "demo"),
+    "host": ("hostedit", "host_group"),
+    "enlist": ("hostedit", "enlist"),
+    "assign": ("assign", "assign"),
+    "inventory": ("invhistory", "inventory_group"),
 }
 
 

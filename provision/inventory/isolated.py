@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from .errors import InventoryError, Problem
-from .load import load
+from .load import load, load_bytes
 from .model import Inventory
 
 TIMEOUT_ENV = "DSAS_INVENTORY_PARSE_TIMEOUT"
@@ -43,14 +43,19 @@ def parse_timeout() -> float:
 
 
 def load_isolated(path: str | os.PathLike[str], timeout: float | None = None,
-                  cancel: threading.Event | None = None) -> Inventory:
+                  cancel: threading.Event | None = None, data: bytes | None = None) -> Inventory:
     """``load(path)`` in a child process; InventoryError for a bad file, a parse that
-    takes longer than ``timeout``, a child that fails, or ``cancel`` being set."""
+    takes longer than ``timeout``, a child that fails, or ``cancel`` being set.
+
+    With ``data`` (the file's bytes, read by the caller) the child parses those bytes,
+    not the file: the caller then knows exactly what was loaded (a reload's receipt)."""
     name = str(path)
     limit = parse_timeout() if timeout is None else timeout
-    proc = subprocess.Popen([sys.executable, "-m", __name__, name], stdin=subprocess.DEVNULL,
+    args = [sys.executable, "-m", __name__, name] + (["--stdin"] if data is not None else [])
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + limit
+    feed = data  # given to the first communicate() only: a retry must not send it again
     try:
         while True:
             left = deadline - time.monotonic()
@@ -61,10 +66,10 @@ def load_isolated(path: str | os.PathLike[str], timeout: float | None = None,
             if cancel is not None and cancel.is_set():
                 raise InventoryError([Problem(name, None, "", "not loaded: stopping")])
             try:  # communicate reads as it waits: the child never blocks on a full pipe
-                out, err = proc.communicate(timeout=min(_POLL, left))
+                out, err = proc.communicate(feed, timeout=min(_POLL, left))
                 break
             except subprocess.TimeoutExpired:
-                pass
+                feed = None
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -83,7 +88,7 @@ def load_isolated(path: str | os.PathLike[str], timeout: float | None = None,
     raise InventoryError([Problem(name, None, "", f"the inventory parser failed: {why}")])
 
 
-def _child(path: str) -> int:
+def _child(path: str, from_stdin: bool = False) -> int:
     try:
         import resource
 
@@ -91,7 +96,8 @@ def _child(path: str) -> int:
     except (ImportError, ValueError, OSError):
         pass
     try:
-        answer: tuple[str, object] = ("ok", load(path))
+        inv = load_bytes(sys.stdin.buffer.read(), path) if from_stdin else load(path)
+        answer: tuple[str, object] = ("ok", inv)
     except InventoryError as e:
         answer = ("problems", e.problems)
     except MemoryError:
@@ -103,4 +109,4 @@ def _child(path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_child(str(Path(sys.argv[1]))))
+    sys.exit(_child(str(Path(sys.argv[1])), "--stdin" in sys.argv[2:]))

@@ -99,18 +99,28 @@ def size_cap() -> int:
 
 def load(path: str | os.PathLike[str] | None = None, max_bytes: int | None = None) -> Inventory:
     p = resolve_path(path)
+    return load_bytes(read_bytes(p, max_bytes), str(p), max_bytes)
+
+
+def read_bytes(path: str | os.PathLike[str], max_bytes: int | None = None) -> bytes:
+    """The file's bytes, never more than the size cap (InventoryError past it)."""
     cap = size_cap() if max_bytes is None else max_bytes
     try:
-        with open(p, "rb") as f:
+        with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             data = f.read(cap + 1)  # never more: the file may be huge, or endless
     except FileNotFoundError:
-        raise InventoryError([Problem(str(p), None, "", "no such file")]) from None
+        raise InventoryError([Problem(str(path), None, "", "no such file")]) from None
     except OSError as e:
-        raise InventoryError([Problem(str(p), None, "", f"cannot read: {e}")]) from None
+        raise InventoryError([Problem(str(path), None, "", f"cannot read: {e}")]) from None
     if len(data) > cap:
-        raise InventoryError([_too_big(str(p), max(size, len(data)), cap)])
-    return loads(_decode(data, str(p)), str(p), max_bytes=cap)
+        raise InventoryError([_too_big(str(path), max(size, len(data)), cap)])
+    return data
+
+
+def load_bytes(data: bytes, filename: str, max_bytes: int | None = None) -> Inventory:
+    """The inventory in ``data`` (the bytes of ``filename``), UTF-8 checked with its line."""
+    return loads(_decode(data, filename), filename, max_bytes=max_bytes)
 
 
 def _too_big(filename: str, size: int, cap: int) -> Problem:

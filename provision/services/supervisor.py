@@ -14,7 +14,9 @@ from collections.abc import Callable
 from types import FrameType
 
 from ..inventory import Inventory, InventoryError
+from ..inventory.history import sha256
 from ..inventory.isolated import load_isolated
+from ..inventory.load import read_bytes
 from .base import SERVICE_NAMES, ServeContext, Service
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,9 @@ def create_services(ctx: ServeContext, names: list[str]) -> list[Service]:
 
 class Supervisor:
     def __init__(self, ctx: ServeContext, services: list[Service], inventory_path: str,
-                 poll: float = 1.0):
+                 poll: float = 1.0, on_loaded: Callable[[str], None] | None = None):
         self.ctx = ctx
+        self.on_loaded = on_loaded  # called with the sha256 of each inventory taken
         self.services = services
         self.inventory_path = inventory_path
         self.poll = poll
@@ -47,7 +50,9 @@ class Supervisor:
         whatever it holds, the services go on serving, and SIGTERM still stops the
         process while a reload runs."""
         try:
-            inv: Inventory = load_isolated(self.inventory_path, cancel=self._stop)
+            # The exact bytes loaded, so the receipt's sha256 names what is served.
+            data = read_bytes(self.inventory_path)
+            inv: Inventory = load_isolated(self.inventory_path, cancel=self._stop, data=data)
         except InventoryError as e:
             log.error("reload refused: inventory has %d problem(s); keeping the old one",
                       len(e.problems))
@@ -64,8 +69,14 @@ class Supervisor:
                 s.reload(inv)
             except Exception:
                 log.exception("service %s could not take the new inventory", s.name)
+        if self.on_loaded is not None:
+            self.on_loaded(sha256(data))
         log.info("reloaded inventory %s: %d hosts", self.inventory_path, len(inv.hosts))
         return True
+
+    def request_reload(self) -> None:
+        """Reload at the next tick (as SIGHUP does)."""
+        self._reload.set()
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -1,0 +1,220 @@
+"""`dsas assign HOST ROLE`: move a host to another role (the inventory side, and the plan)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ..distribute.assignjournal import AssignJournal
+from ..inventory import InventoryError, loads
+from ..inventory.edit import assign_role
+from ..policy.assignplan import describe, plan
+from ..state import FILENAME, StateStore
+from .common import inventory_option
+from .editcommon import apply, fail_problems, file_diff, finish, start, state_dir_option, validated
+from .hostedit import _addresses, address_option, leased_elsewhere
+
+NOT_BUILT = "not implemented yet (needs the live directors, issue 16)"
+NOT_LIVE = ("the live steps are not implemented yet (they need the live directors, "
+            "issue 16): none of them ran")
+
+
+@click.command()
+@inventory_option
+@state_dir_option
+@click.argument("host")
+@click.argument("role", required=False)
+@address_option
+@click.option("--undo", is_flag=True,
+              help="Return HOST to the role (and addresses) it had before its last "
+                   "`dsas assign`, from the inventory history; no ROLE.")
+@click.option("--dry-run", "-n", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True,
+              help="The plan as JSON on stdout (with --dry-run, or with --yes).")
+@click.option("--journal", is_flag=True,
+              help="Show HOST's assign runs and their steps from the journal; no ROLE.")
+def assign(inventory_path: str | None, state_dir: str, host: str, role: str | None,
+           addresses: tuple[str, ...], undo: bool, dry_run: bool, yes: bool,
+           as_json: bool, journal: bool) -> None:
+    """Move HOST to ROLE: show the plan, then change the inventory.
+
+    The plan: the host's dsas.conf before and after, the services that stop and
+    start, the balancer pools (virtual services of the old and new role) the host
+    leaves and joins, and whether the move needs a reboot (another image,
+    hardware type, disk layout, boot mode, loader or kernel command line) or can
+    be applied live. Addresses on networks both roles join are kept; the new
+    role's other networks get the lowest free address unless --address gives one.
+
+    Without --dry-run it asks, then writes the inventory (validated, locked,
+    atomic, kept in `dsas inventory log`) and reloads a running `dsas serve`.
+    The live steps (drain, deliver, re-apply, rebalance) are printed but NOT
+    run yet.
+
+    \b
+    Examples:
+      dsas assign log1 web --dry-run
+      dsas assign log1 web --dry-run --json
+      dsas assign w108 db --yes
+      dsas assign w101 lvs --address outside=203.0.113.13
+      dsas assign --undo w108 --dry-run
+      dsas assign --journal w108
+
+    Every confirmed run is journaled in the state store with each step's
+    status (done, failed, or not-run with the reason).
+    """
+    if journal:
+        if role is not None or undo:
+            fail_problems("--journal takes HOST only", [], 2)
+        _show_journal(state_dir, host)
+        return
+    if as_json and not (dry_run or yes):
+        fail_problems("--json needs --dry-run or --yes (it cannot ask)", [], 2)
+    if undo == (role is not None) and not journal:
+        fail_problems("give ROLE, or --undo without ROLE", [], 2)
+    if undo and addresses:
+        fail_problems("--undo takes the addresses from the history; no --address", [], 2)
+    if undo:
+        role, given = _before_last_assign(inventory_path, state_dir, host)
+    else:
+        given = _addresses(addresses)
+    assert role is not None
+    edit = start(inventory_path)
+    try:
+        old_inv = loads(edit.snap.text, str(edit.path))
+    except InventoryError as e:
+        fail_problems(f"{edit.path} is invalid now; fix it first (`dsas check`):",
+                      [str(p) for p in e.problems])
+    if host not in old_inv.hosts:
+        fail_problems(f"no host {host!r} in {edit.path}", [])
+    if old_inv.hosts[host].role.name == role and not given:
+        click.echo(f"{host} already has role {role}: nothing to do")
+        return
+    busy = leased_elsewhere(state_dir, old_inv.hosts[host].macs)
+    why = apply(edit, lambda d: assign_role(d, host, role, given, busy=busy))
+    new_inv = validated(edit)
+    p = plan(old_inv, new_inv, host)
+    diff = file_diff(edit)
+    if as_json:
+        out = p.as_json()
+        out["addresses_chosen"] = why
+        out["inventory_diff"] = diff
+        out["live_steps_implemented"] = False
+        out["written"] = False
+    else:
+        click.echo(describe(p))
+        click.echo("  inventory:")
+        click.echo("".join(f"    {ln}" for ln in diff.splitlines(keepends=True)) or
+                   "    (unchanged)\n", nl=False)
+        click.echo("  steps after the inventory edit (" + ("reboot" if p.reboot else "live")
+                   + "):")
+        for i, s in enumerate(p.steps, 1):
+            click.echo(f"    {i}. {s['step']}: {s['does']}  [not implemented yet]")
+    if dry_run:
+        if as_json:
+            click.echo(json.dumps(out, indent=2))
+        else:
+            click.echo("dry run: nothing written")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            fail_problems("not confirmed (no terminal to ask on): use --yes, or --dry-run "
+                          "to only see the plan", [])
+        if not click.confirm(f"write the inventory: {host} becomes {role}?", default=False):
+            fail_problems("not confirmed: nothing written", [])
+    command = shlex.join(["assign", "--undo", host, f"(back to {role})"] if undo else
+                         ["assign", host, role, *[f"--address={a}" for a in addresses]])
+    store = StateStore(state_dir)
+    try:
+        jr = AssignJournal(store)
+        run = jr.start(host, p.old_role, p.new_role, "reboot" if p.reboot else "live",
+                       p.as_json())
+
+        def refused(why: str) -> None:
+            jr.step(run, "inventory", "failed", why)
+            for s in p.steps:
+                jr.step(run, s["step"], "not-run", "the inventory edit failed")
+
+        if as_json:
+            # keep stdout one JSON document: the commit's messages go to stderr
+            with _stdout_to_stderr():
+                rev = finish(edit, command, state_dir, quiet_diff=True, on_error=refused)
+            out["written"] = rev is not None
+            out["revision"] = rev
+            out["journal_run"] = run
+            click.echo(json.dumps(out, indent=2))
+        else:
+            rev = finish(edit, command, state_dir, quiet_diff=True, on_error=refused)
+        jr.step(run, "inventory", "done", f"revision {rev}" if rev else "no change")
+        for s in p.steps:
+            jr.step(run, s["step"], "not-run", NOT_BUILT)
+    finally:
+        store.close()
+    click.echo(f"{host}: inventory says role {role} now; {NOT_LIVE}.", err=as_json)
+    if not as_json:
+        for i, s in enumerate(p.steps, 1):
+            click.echo(f"  {i}. {s['step']}: not run")
+        click.echo(f"  until they exist: take {host} out of its pools by hand, then "
+                   + ("reboot it: it netboots into its new role."
+                      if new_inv.hosts[host].boot == "netboot"
+                      else "deliver its new dsas.conf (`dsas render " + host +
+                      "`) and reboot it."))
+
+
+def _show_journal(state_dir: str, host: str) -> None:
+    if not (Path(state_dir) / FILENAME).exists():
+        click.echo(f"no assign of {host} journaled in {state_dir}")
+        return
+    store = StateStore(state_dir)
+    try:
+        runs = AssignJournal(store).runs(host)
+    finally:
+        store.close()
+    if not runs:
+        click.echo(f"no assign of {host} journaled in {state_dir}")
+    for r in runs:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.at))
+        click.echo(f"run {r.id} {when} {r.user}: {r.host} {r.old_role} -> {r.new_role} "
+                   f"({r.mode})")
+        for s in r.steps:
+            click.echo(f"  {s.seq}. {s.step}: {s.status}" + (f" ({s.detail})" if s.detail
+                                                             else ""))
+
+
+def _before_last_assign(inventory_path: str | None, state_dir: str,
+                        host: str) -> tuple[str, dict[str, ipaddress.IPv4Address]]:
+    """The role and addresses ``host`` had in the revision before its last assign."""
+    from .invhistory import _history
+
+    path, revs = _history(inventory_path, state_dir)
+    prefix = shlex.join(["assign", host]) + " "
+    for i in range(len(revs) - 1, 0, -1):
+        if revs[i].command.startswith(prefix):
+            try:
+                before = loads(revs[i - 1].content.decode(), f"{path} (revision "
+                                                             f"{revs[i - 1].rev})")
+            except InventoryError as e:
+                fail_problems(f"revision {revs[i - 1].rev} is invalid; cannot undo from it:",
+                              [str(p) for p in e.problems])
+            h = before.hosts.get(host)
+            if h is None:
+                fail_problems(f"{host} is not in revision {revs[i - 1].rev}", [])
+            assert h is not None
+            return h.role.name, dict(h.addresses)
+    fail_problems(f"no `dsas assign {host}` in the history of {path}: nothing to undo", [])
+    raise AssertionError("unreachable")
+
+
+class _stdout_to_stderr:
+    def __enter__(self) -> None:
+        self.saved = sys.stdout
+        sys.stdout = sys.stderr
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout = self.saved

@@ -1,0 +1,117 @@
+"""The assign journal in the state store: every `dsas assign` run and each of its steps.
+
+Tables (component ``assign``)::
+
+    assign_runs   one row per confirmed assign: host, roles, live or reboot, the plan
+    assign_steps  one row per step, in order: inventory, drain, deliver, reapply|reboot,
+                  rebalance; status done | failed | not-run (with why)
+
+A step that has not been built yet is journaled as ``not-run`` with the reason, never as
+done: the journal says what happened to the farm.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..state import StateStore
+
+DDL = """
+CREATE TABLE IF NOT EXISTS assign_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    user TEXT NOT NULL,
+    host TEXT NOT NULL,
+    old_role TEXT NOT NULL,
+    new_role TEXT NOT NULL,
+    mode TEXT NOT NULL,            -- live | reboot
+    plan TEXT NOT NULL             -- JSON, as `dsas assign --json` prints it
+);
+CREATE TABLE IF NOT EXISTS assign_steps (
+    run_id INTEGER NOT NULL REFERENCES assign_runs(id),
+    seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    step TEXT NOT NULL,
+    status TEXT NOT NULL,          -- done | failed | not-run
+    detail TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, seq)
+);
+CREATE INDEX IF NOT EXISTS assign_runs_host ON assign_runs(host, id);
+"""
+
+STATUSES = ("done", "failed", "not-run")
+
+
+@dataclass
+class Step:
+    seq: int
+    at: float
+    step: str
+    status: str
+    detail: str
+
+
+@dataclass
+class Run:
+    id: int
+    at: float
+    user: str
+    host: str
+    old_role: str
+    new_role: str
+    mode: str
+    plan: dict[str, Any]
+    steps: list[Step] = field(default_factory=list)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+class AssignJournal:
+    def __init__(self, store: StateStore):
+        self.store = store
+        store.ensure_schema("assign", DDL)
+
+    def start(self, host: str, old_role: str, new_role: str, mode: str,
+              plan: dict[str, Any]) -> int:
+        with self.store.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO assign_runs(at, user, host, old_role, new_role, mode, plan)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), _user(), host, old_role, new_role, mode, json.dumps(plan)))
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def step(self, run_id: int, step: str, status: str, detail: str = "") -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown step status {status!r}")
+        with self.store.transaction() as conn:
+            seq = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM assign_steps"
+                               " WHERE run_id = ?", (run_id,)).fetchone()[0]
+            conn.execute("INSERT INTO assign_steps(run_id, seq, at, step, status, detail)"
+                         " VALUES (?, ?, ?, ?, ?, ?)",
+                         (run_id, seq, time.time(), step, status, detail))
+
+    def runs(self, host: str | None = None, limit: int = 20) -> list[Run]:
+        """The latest runs (of ``host``), newest last, each with its steps."""
+        where, args = ("WHERE host = ?", [host]) if host else ("", [])
+        rows = self.store.query(f"SELECT * FROM assign_runs {where} ORDER BY id DESC LIMIT ?",
+                                (*args, limit))
+        out = []
+        for r in reversed(rows):
+            run = Run(r["id"], r["at"], r["user"], r["host"], r["old_role"], r["new_role"],
+                      r["mode"], json.loads(r["plan"]))
+            run.steps = [Step(s["seq"], s["at"], s["step"], s["status"], s["detail"])
+                         for s in self.store.query("SELECT * FROM assign_steps WHERE run_id = ?"
+                                                   " ORDER BY seq", (run.id,))]
+            out.append(run)
+        return out
