@@ -26,6 +26,7 @@ from .model import (
     BOOT_MODES,
     CHECK_TYPES,
     DISK_PARTS,
+    FIRMWARES,
     FORWARDING,
     LOADERS,
     PROTOCOLS,
@@ -406,7 +407,8 @@ class _Builder:
         for name in section:
             path = f"hwtypes.{name}"
             self.fallback_line = _line(section, name)
-            h = self.mapping(section, name, path, {"nics", "disk", "modules"}, ("nics",))
+            h = self.mapping(section, name, path, {"nics", "disk", "modules", "firmware"},
+                             ("nics",))
             if h is None:
                 continue
             nics = []
@@ -442,7 +444,16 @@ class _Builder:
                         self.err(d, p.part, f"{path}.disk.{p.part}.device",
                                  f"{p.device} is used by more than one partition")
             mods = self.modules(h, "modules", path)
-            out[str(name)] = HwType(str(name), tuple(nics), disk_dev, label, tuple(parts), mods)
+            firmware = []
+            fw_list = self.seq(h, "firmware", path)
+            for i, fw in enumerate(fw_list):
+                if str(fw) not in FIRMWARES:
+                    self.err(fw_list, i, f"{path}.firmware[{i}]",
+                             f"{fw!r} is not one of: {', '.join(FIRMWARES)}")
+                elif str(fw) not in firmware:
+                    firmware.append(str(fw))
+            out[str(name)] = HwType(str(name), tuple(nics), disk_dev, label, tuple(parts), mods,
+                                    tuple(firmware) if fw_list else FIRMWARES)
         return out
 
     def partition(self, d: dict[str, Any], part: str, path: str) -> Partition | None:
@@ -676,6 +687,12 @@ class _Builder:
             if image is not None and image not in images:
                 self.err(m, "image", f"{path}.image", f"unknown image {image!r}")
             extra = self.names(m, "services", path, services, "service")
+            loader = self.choice(m, "loader", path, LOADERS, role.loader)
+            if loader == "grub-secure" and "uefi" not in hw.firmware:
+                where = "loader" if "loader" in m else "role"
+                self.err(m, where, f"{path}.loader",
+                         f"loader grub-secure (Secure Boot through shim) needs UEFI; hardware "
+                         f"type {hw.name} boots only {', '.join(hw.firmware)}")
             if len(addrs) != len(role.networks) or len(macs) != len(hw.nics):
                 continue
             out[str(name)] = Host(
@@ -687,7 +704,7 @@ class _Builder:
                 bond=bond,
                 boot=self.choice(m, "boot", path, BOOT_MODES, role.boot),
                 image=image,
-                loader=self.choice(m, "loader", path, LOADERS, role.loader),
+                loader=loader,
                 kernel_args=" ".join(x for x in (role.kernel_args, self.kernel_args(m, path)) if x),
                 services=tuple(dict.fromkeys(role.services + extra)),
                 networks_in_order=tuple(networks[n] for n in role.networks),

@@ -34,7 +34,8 @@ FORWARDING = ("NAT", "DR", "TUN")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 CHECK_TYPES = ("HTTP_GET", "SSL_GET", "TCP_CHECK", "SMTP_CHECK", "MISC_CHECK")
 BOOT_MODES = ("netboot", "disk")
-LOADERS = ("ipxe", "pxelinux")
+LOADERS = ("ipxe", "pxelinux", "grub-secure")
+FIRMWARES = ("bios", "uefi")  # what a hardware type can boot from (hwtypes.X.firmware)
 DISK_PARTS = ("boot", "swap", "db", "fs")
 
 
@@ -94,6 +95,7 @@ class HwType:
     label: str  # gpt | msdos
     partitions: tuple[Partition, ...]
     modules: tuple[Module, ...]
+    firmware: tuple[str, ...] = FIRMWARES  # loader grub-secure needs "uefi"
 
     def partition(self, part: str) -> Partition | None:
         for p in self.partitions:
