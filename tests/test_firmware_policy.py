@@ -100,9 +100,9 @@ def test_grub_cfg_is_rendered_per_host_and_for_grubs_prefix_by_address(tmp_path:
     cfg = tree.lookup("hosts/s1/grub.cfg").data
     assert cfg is not None
     text = cfg.decode()
-    assert "linux (http,198.18.0.1)/images/base/v1/vmlinuz dsas.url=http://198.18.0.1/" \
+    assert "linux (tftp,198.18.0.1)/images/base/v1/vmlinuz dsas.url=http://198.18.0.1/" \
            "hosts/s1/dsas.conf dsas.host=s1" in text
-    assert "initrd (http,198.18.0.1)/images/base/v1/initrd.img" in text
+    assert "initrd (tftp,198.18.0.1)/images/base/v1/initrd.img" in text
     for name in ("grub/grub.cfg", "/grub/x86_64-efi/grub.cfg", "grub.cfg"):
         assert tree.lookup(name, "198.18.0.31").data == cfg
     with pytest.raises(Refused):
