@@ -357,7 +357,8 @@ class _Builder:
         for name, _ in (section or {}).items():
             path = f"networks.{name}"
             self.fallback_line = _line(section, name)
-            n = self.mapping(section, name, path, {"cidr", "gateway", "vlan", "dns", "mtu"},
+            n = self.mapping(section, name, path,
+                             {"cidr", "gateway", "vlan", "dns", "mtu", "ipv6", "gateway6"},
                              ("cidr",))
             if n is None:
                 continue
@@ -380,13 +381,37 @@ class _Builder:
                 if a is not None:
                     dns.append(a)
             mtu = self.integer(n, "mtu", path, 576, 9216, None)
-            out[str(name)] = Network(str(name), cidr, gw, vlan, tuple(dns), mtu)
+            ipv6 = None
+            if n.get("ipv6") is not None:
+                try:
+                    ipv6 = ipaddress.IPv6Network(str(n["ipv6"]), strict=True)
+                except ValueError as e:
+                    self.err(n, "ipv6", f"{path}.ipv6", f"malformed IPv6 prefix: {e}")
+                else:
+                    if ipv6.prefixlen > 124:
+                        self.err(n, "ipv6", f"{path}.ipv6",
+                                 f"prefix {ipv6} is too long for hosts (at most /124)")
+            gw6 = None
+            if n.get("gateway6") is not None:
+                try:
+                    gw6 = ipaddress.IPv6Address(str(n["gateway6"]))
+                except ValueError:
+                    self.err(n, "gateway6", f"{path}.gateway6",
+                             f"malformed IPv6 address {n['gateway6']!r}")
+                else:
+                    if ipv6 is None or gw6 not in ipv6:
+                        self.err(n, "gateway6", f"{path}.gateway6",
+                                 f"{gw6} is not on the network's ipv6 prefix ({ipv6})")
+            out[str(name)] = Network(str(name), cidr, gw, vlan, tuple(dns), mtu, ipv6, gw6)
         nets = list(out.values())
         for i, na in enumerate(nets):
             for nb in nets[i + 1 :]:
                 if na.cidr.overlaps(nb.cidr):
                     self.err(section, nb.name, f"networks.{nb.name}.cidr",
                              f"{nb.cidr} overlaps network {na.name} ({na.cidr})")
+                if na.ipv6 is not None and nb.ipv6 is not None and na.ipv6.overlaps(nb.ipv6):
+                    self.err(section, nb.name, f"networks.{nb.name}.ipv6",
+                             f"{nb.ipv6} overlaps network {na.name} ({na.ipv6})")
         return out
 
     def _check_in_network(
@@ -602,8 +627,9 @@ class _Builder:
     ) -> dict[str, Host]:
         section = self.mapping(data, "hosts", "hosts") or {}
         out: dict[str, Host] = {}
-        allowed = {"role", "macs", "addresses", "hwtype", "bond", "boot", "image", "loader",
-                   "kernel_args", "services"}
+        allowed = {"role", "macs", "addresses", "addresses6", "hwtype", "bond", "boot", "image",
+                   "loader", "kernel_args", "services"}
+        seen_ip6: dict[ipaddress.IPv6Address, str] = {}
         seen_mac: dict[str, str] = {}
         seen_ip: dict[IPv4Address, str] = {}
         for name in section:
@@ -658,8 +684,13 @@ class _Builder:
                     self.err(am, net_name, apath, f"{a} is already used by host {seen_ip[a]}")
                 seen_ip[a] = str(name)
                 addrs[str(net_name)] = a
+            addrs6 = self.addresses6(m, path, networks, seen_ip6, str(name))
             if role is None or hw is None:
                 continue
+            for net_name in addrs6:
+                if net_name not in role.networks:
+                    self.err(m["addresses6"], net_name, f"{path}.addresses6.{net_name}",
+                             f"role {role.name} does not join network {net_name}")
             for net_name in role.networks:
                 if net_name not in addrs and am is not None and net_name not in am:
                     self.err(m, "addresses", f"{path}.addresses.{net_name}",
@@ -708,7 +739,37 @@ class _Builder:
                 kernel_args=" ".join(x for x in (role.kernel_args, self.kernel_args(m, path)) if x),
                 services=tuple(dict.fromkeys(role.services + extra)),
                 networks_in_order=tuple(networks[n] for n in role.networks),
+                addresses6=addrs6,
             )
+        return out
+
+    def addresses6(self, m: dict[str, Any], path: str, networks: dict[str, Network],
+                   seen: dict[ipaddress.IPv6Address, str],
+                   host: str) -> dict[str, ipaddress.IPv6Address]:
+        """A host's IPv6 addresses (network -> address), each on its network's prefix."""
+        out: dict[str, ipaddress.IPv6Address] = {}
+        am = self.mapping(m, "addresses6", f"{path}.addresses6", optional=True)
+        for net_name in am or {}:
+            apath = f"{path}.addresses6.{net_name}"
+            net = networks.get(str(net_name))
+            if net is None:
+                self.err(am, net_name, apath, f"unknown network {net_name!r}")
+                continue
+            try:
+                a = ipaddress.IPv6Address(str(am[net_name]))  # type: ignore[index]
+            except ValueError:
+                self.err(am, net_name, apath, f"malformed IPv6 address {am[net_name]!r}")  # type: ignore[index]
+                continue
+            if net.ipv6 is None:
+                self.err(am, net_name, apath, f"network {net.name} has no ipv6 prefix")
+                continue
+            if a not in net.ipv6 or a == net.ipv6.network_address:
+                self.err(am, net_name, apath, f"{a} is not a host address of {net.ipv6}")
+                continue
+            if a in seen:
+                self.err(am, net_name, apath, f"{a} is already used by host {seen[a]}")
+            seen[a] = host
+            out[str(net_name)] = a
         return out
 
     def lvs_pairs(
