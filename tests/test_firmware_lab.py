@@ -48,6 +48,7 @@ EXTRA_HOSTS = """
     addresses: {inside: 198.18.1.16, outside: 198.19.2.16}
 """
 PATHS = {"w101": "bios", "w103": "uefi", "w104": "uefi-http", "w105": "uefi-secure"}
+PREFIX6, MASTER_V6, W101_V6 = "2001:db8:18::/64", "2001:db8:18::1/64", "2001:db8:18::11"
 TIMINGS: list[str] = []  # printed in the terminal summary (conftest)
 READY: dict[str, float] = {}
 
@@ -63,11 +64,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
     Builder(default_recipes_dir(), ImageStore(boot / "images"), Path("/var/cache/dsas/debs")
             ).build("tiny")
     inv_path = work / "lab.yaml"
-    inv_path.write_text(LAB_INVENTORY.read_text() + EXTRA_HOSTS)
+    # w101 is dual-stack: the inside network has an IPv6 prefix, w101 an address on it
+    text = LAB_INVENTORY.read_text().replace(
+        "cidr: 198.18.0.0/22\n", f'cidr: 198.18.0.0/22\n    ipv6: "{PREFIX6}"\n', 1).replace(
+        "addresses: {inside: 198.18.1.11, outside: 198.19.2.11}\n",
+        "addresses: {inside: 198.18.1.11, outside: 198.19.2.11}\n"
+        f'    addresses6: {{inside: "{W101_V6}"}}\n', 1)
+    inv_path.write_text(text + EXTRA_HOSTS)
     inv = load(inv_path)
     with Lab() as lab:
         c = LabCluster(lab, inv, inv_path, work, boot, ["-v"])
         c.setup_network()
+        c.master.run(["ip", "-6", "addr", "add", MASTER_V6, "dev", "br0", "nodad"])
         c.start_serve()
         for name, firmware in {**PATHS, "w106": "uefi-secure"}.items():
             c.add_guest(name, list(inv.hosts[name].macs), firmware)
@@ -75,8 +83,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
         c.stop()
 
 
-def boot(c: LabCluster, names: list[str], timeout: float = 360) -> None:
-    """Power on ``names`` together (at most two) and wait until each reports ready/failed."""
+def boot(c: LabCluster, names: list[str], timeout: float = 360, keep: tuple[str, ...] = ()
+         ) -> None:
+    """Power on ``names`` together (at most two) and wait until each reports ready/failed;
+    then power them off, except those in ``keep``."""
     assert len(names) <= 2
     for n in names:
         c.guests[n].start()
@@ -96,7 +106,8 @@ def boot(c: LabCluster, names: list[str], timeout: float = 360) -> None:
         raise
     finally:
         for n in names:
-            c.guests[n].stop()
+            if n not in keep or n not in READY:
+                c.guests[n].stop()
     for n in names:
         TIMINGS.append(f"firmware: {n} ({PATHS[n]}) power-on to ready {READY[n]:.1f} s "
                        f"({len(names)} TCG guests at once; the machine is shared and loaded)")
@@ -172,8 +183,36 @@ def test_secure_boot_refuses_the_unsigned_ipxe_efi(cluster: LabCluster) -> None:
 
 def test_power_on_to_ready_of_every_path(cluster: LabCluster, modern: dict[str, str]) -> None:
     """The existing BIOS and UEFI-PXE paths, in the same run, for comparison (printed)."""
-    boot(cluster, ["w101", "w103"])
+    boot(cluster, ["w101", "w103"], keep=("w101",))  # w101 stays on for the next test
     for name in PATHS:
         assert cluster.nodes()[name].stage == "ready", name
     for line in TIMINGS:
         print(line)
+
+
+def test_dual_stack_guest_answers_on_both_addresses_and_dns_has_both(
+        cluster: LabCluster) -> None:
+    """w101 (booted above) has its inventory IPv6 address from dsas.conf, applied by
+    dsas-init; the master's DNS answers AAAA and the ip6.arpa PTR for it."""
+    g = cluster.guests["w101"]
+    if not g.running():  # this test alone (-k): boot it
+        boot(cluster, ["w101"], keep=("w101",))
+    try:
+        assert cluster.nodes()["w101"].stage == "ready"
+        assert f"bond0={W101_V6}/64" in (cluster.nodes()["w101"].reason or "")
+        for argv in (["ping", "-n", "-c", "2", "-W", "2", "198.18.1.11"],
+                     ["ping", "-6", "-n", "-c", "2", "-W", "2", W101_V6]):
+            ok = False
+            for _ in range(5):  # DAD: the address is tentative for about a second
+                out = cluster.master.run(argv, check=False, timeout=20)
+                if out.returncode == 0:
+                    ok = True
+                    break
+            assert ok, f"{argv[-1]}: {out.stdout}"
+    finally:
+        g.stop()
+    dig = ["dig", "+short", "+time=2", "+tries=2", "@198.18.0.1"]
+    out = cluster.master.run([*dig, "AAAA", "w101.lab.example"], timeout=20)
+    assert out.stdout.split() == [W101_V6]
+    out = cluster.master.run([*dig, "-x", W101_V6], timeout=20)
+    assert out.stdout.split() == ["w101.lab.example."]
