@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import random
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +17,9 @@ from provision.inventory import loads
 from provision.policy.dhcp6 import Dhcp6Policy, Link6
 from provision.protocol import dhcp6 as d6
 
-from .lab import Lab, require_tool
+from .fuzzing import fuzz_cases
+from .lab import Lab, Netns, require_tool
+from .netns_thread import in_netns
 from .test_ipv6 import INVENTORY
 
 W1_MAC = "52:54:00:00:01:01"
@@ -120,8 +124,36 @@ def test_boot_file_url_option_59_by_client_kind() -> None:
     assert boot() is None  # Linux's DHCPv6 client: no boot file
 
 
-def test_dhclient6_gets_its_inventory_address(lab: Lab, tmp_path: Path) -> None:
-    dhclient = require_tool("dhclient")
+def mutated(rng: random.Random, seeds: list[bytes]) -> bytes:
+    data = bytearray(rng.choice(seeds))
+    for _ in range(rng.randint(1, 6)):
+        data[rng.randrange(len(data))] = rng.randrange(256)
+    if rng.random() < 0.2:
+        data = data[: rng.randrange(len(data) + 1)]
+    return bytes(data)
+
+
+SEEDS = [d6.encode(message(t, d6.duid_ll(W1_MAC), (d6.CLIENT_ARCH_TYPE, b"\x00\x07"),
+                           (d6.USER_CLASS, b"\x00\x04iPXE"), (d6.SERVERID, SERVER_DUID)))
+         for t in (d6.SOLICIT, d6.REQUEST, d6.CONFIRM, d6.RENEW, d6.INFORMATION_REQUEST)]
+
+
+def test_mutated_messages_through_the_policy_never_raise() -> None:
+    rng = random.Random(22)
+    p = Dhcp6Policy(INV)
+    answered = 0
+    for _ in range(2000):
+        try:
+            msg = d6.decode(mutated(rng, SEEDS))
+        except d6.Dhcp6Error:
+            continue
+        d = p.handle(msg, LINK, rng.choice([W1_LL, OTHER_LL]))
+        assert (d.reply is None) != (d.drop is None)
+        answered += d.reply is not None
+    assert answered > 0
+
+
+def serve_dhcp6(lab: Lab, tmp_path: Path) -> tuple[Netns, str, Path, subprocess.Popen[bytes]]:
     inv = tmp_path / "lab.yaml"
     inv.write_text(INVENTORY)
     srv, cli = lab.netns("d6"), lab.netns("d6c")
@@ -138,6 +170,12 @@ def test_dhclient6_gets_its_inventory_address(lab: Lab, tmp_path: Path) -> None:
                            "--interface", "br0", "-i", str(inv), "--state-dir",
                            str(tmp_path / "state"), "-v"], stdout=f, stderr=subprocess.STDOUT)
     srv.wait_port(547, "udp")
+    return cli, ifc, log, serve
+
+
+def dhclient6(lab: Lab, cli: Netns, ifc: str, tmp_path: Path, log: Path,
+              serve: subprocess.Popen[bytes]) -> str:
+    dhclient = require_tool("dhclient")
     out = tmp_path / "dhclient.out"
     script = tmp_path / "dhclient.sh"
     script.write_text(f'#!/bin/sh\necho "$reason ip6=$new_ip6_address" >> {out}\n')
@@ -153,5 +191,40 @@ def test_dhclient6_gets_its_inventory_address(lab: Lab, tmp_path: Path) -> None:
             time.sleep(0.2)
     finally:
         lab.stop(proc)
-    assert "BOUND6 ip6=2001:db8:18::11" in out.read_text()
+    return out.read_text()
+
+
+@pytest.mark.fuzz
+def test_fuzzed_dhcp6_server_still_answers_dhclient(lab: Lab, tmp_path: Path) -> None:
+    """fuzz_cases() mutated messages to the running server (unicast and multicast), then
+    a real dhclient -6 still gets its address, and the log has no traceback."""
+    cli, ifc, log, serve = serve_dhcp6(lab, tmp_path)
+    rng = random.Random(22)
+    n = fuzz_cases()
+
+    def blast() -> None:
+        idx = socket.if_nametoindex(ifc)
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            for i in range(n):
+                dst = ("ff02::1:2", 547, 0, idx) if i % 2 else ("2001:db8:18::1", 547, 0, 0)
+                try:
+                    s.sendto(mutated(rng, SEEDS), dst)
+                except OSError:
+                    time.sleep(0.01)  # ENOBUFS: let the queue drain
+                if i % 200 == 0:
+                    time.sleep(0.005)
+
+    in_netns(cli.name, blast, timeout=300)
+    assert serve.poll() is None, log.read_text()[-2000:]
+    deadline = time.monotonic() + 20  # the server got them: it answered some
+    while log.read_text().count("dhcp6 ADVERTISE") < 10:
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.2)
+    assert "BOUND6 ip6=2001:db8:18::11" in dhclient6(lab, cli, ifc, tmp_path, log, serve)
+    assert "Traceback" not in log.read_text()
+
+
+def test_dhclient6_gets_its_inventory_address(lab: Lab, tmp_path: Path) -> None:
+    cli, ifc, log, serve = serve_dhcp6(lab, tmp_path)
+    assert "BOUND6 ip6=2001:db8:18::11" in dhclient6(lab, cli, ifc, tmp_path, log, serve)
     assert "dhcp6 REPLY 2001:db8:18::11 host=w1 mac=52:54:00:00:01:01" in log.read_text()

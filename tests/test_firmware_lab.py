@@ -46,6 +46,11 @@ EXTRA_HOSTS = """
     role: web
     macs: ["52:54:00:18:00:16", "52:54:00:18:01:16"]
     addresses: {inside: 198.18.1.16, outside: 198.19.2.16}
+  w107:                           # OVMF PXE over IPv6 (DHCPv6)
+    role: web
+    macs: ["52:54:00:18:00:17", "52:54:00:18:01:17"]
+    addresses: {inside: 198.18.1.17, outside: 198.19.2.17}
+    addresses6: {inside: "2001:db8:18::17"}
 """
 PATHS = {"w101": "bios", "w103": "uefi", "w104": "uefi-http", "w105": "uefi-secure"}
 PREFIX6, MASTER_V6, W101_V6 = "2001:db8:18::/64", "2001:db8:18::1/64", "2001:db8:18::11"
@@ -73,11 +78,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
     inv_path.write_text(text + EXTRA_HOSTS)
     inv = load(inv_path)
     with Lab() as lab:
-        c = LabCluster(lab, inv, inv_path, work, boot, ["-v"])
+        c = LabCluster(lab, inv, inv_path, work, boot,
+                       ["-v", "--only", "dhcp,tftp,http,dns,ra,dhcp6"])
         c.setup_network()
         c.master.run(["ip", "-6", "addr", "add", MASTER_V6, "dev", "br0", "nodad"])
         c.start_serve()
-        for name, firmware in {**PATHS, "w106": "uefi-secure"}.items():
+        for name, firmware in {**PATHS, "w106": "uefi-secure", "w107": "uefi-pxe6"}.items():
             c.add_guest(name, list(inv.hosts[name].macs), firmware)
         yield c
         c.stop()
@@ -216,3 +222,23 @@ def test_dual_stack_guest_answers_on_both_addresses_and_dns_has_both(
     assert out.stdout.split() == [W101_V6]
     out = cluster.master.run([*dig, "-x", W101_V6], timeout=20)
     assert out.stdout.split() == ["w101.lab.example."]
+
+
+def test_ovmf_pxe_over_ipv6_gets_its_address_and_boot_url_by_dhcpv6(
+        cluster: LabCluster) -> None:
+    """Real firmware over DHCPv6: OVMF's PXEv6 gets w107's inventory address and the
+    option 59 URL of ipxe.efi. (The download itself needs TFTP over IPv6, which dsas's
+    TFTP service does not serve yet: the boot stops there.)"""
+    g = cluster.guests["w107"]
+    g.start()
+    try:
+        g.wait_for(r"(?i)Station IP address is 2001:DB8:18:0:0:0:0:17\s+Server IP address is "
+                   r"2001:DB8:18:0:0:0:0:1\s+NBP filename is ipxe\.efi", 180)
+        log = cluster.serve_log()
+        reply = re.search(r"dhcp6 REPLY 2001:db8:18::17 host=w107 mac=52:54:00:18:00:17 "
+                          r"\(for REQUEST\) boot=tftp://\[2001:db8:18::1\]/ipxe\.efi", log)
+        assert reply, log[-3000:]
+        # PXEv4 is off: nothing asked DHCPv4 before (OVMF falls back to HTTPv4 later)
+        assert "dhcp ACK 198.18.1.17" not in log[: reply.start()]
+    finally:
+        g.stop()

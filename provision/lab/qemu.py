@@ -26,10 +26,11 @@ OVMF_VARS = ("/usr/share/OVMF/OVMF_VARS_4M.fd", "/usr/share/OVMF/OVMF_VARS.fd")
 OVMF_SECURE_CODE = ("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",)
 OVMF_SECURE_VARS = ("/usr/share/OVMF/OVMF_VARS_4M.ms.fd",)
 # firmware: bios | uefi (OVMF, PXE) | uefi-http (OVMF, HTTP boot only: QEMU tells OVMF
-# not to make PXE boot options, so its HTTPv4 option comes first) | uefi-secure
-FIRMWARES = ("bios", "uefi", "uefi-http", "uefi-secure")
-NO_PXE = ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
-          "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]
+# not to make PXE boot options, so its HTTPv4 option comes first) | uefi-secure |
+# uefi-pxe6 (OVMF, no PXE over IPv4: its PXEv6 option, DHCPv6, comes first)
+FIRMWARES = ("bios", "uefi", "uefi-http", "uefi-secure", "uefi-pxe6")
+NO_PXE4 = ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]
+NO_PXE = [*NO_PXE4, "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]
 
 
 @dataclass
@@ -94,6 +95,8 @@ class Guest:
                      "-drive", f"if=pflash,format=raw,file={vars_copy}"]
             if s.firmware == "uefi-http":
                 argv += NO_PXE
+            elif s.firmware == "uefi-pxe6":
+                argv += NO_PXE4
         for i, (mac, tap) in enumerate(zip(s.macs, self.taps, strict=True)):
             # UEFI guests get no iPXE option ROM: OVMF's own PXE (EDK2 PxeBcDxe) boots,
             # as a real machine's firmware would, and chainloads ipxe.efi from the master.

@@ -102,7 +102,11 @@ class Dhcp6Service(Service):
                 for fd in ready:
                     ifname, s = self._socks[fd]
                     data, addr = s.recvfrom(65535)
-                    self._one(ifname, s, data, addr)
+                    try:
+                        self._one(ifname, s, data, addr)
+                    except Exception:  # noqa: BLE001 - one bad message must not stop DHCPv6
+                        self.ctx.metrics.inc("dsas_dhcp6_dropped_total", reason="internal")
+                        log.exception("dhcp6: handling a message from %s failed", addr[0])
         except BaseException as e:  # reported through alive()
             self._error = e
             log.exception("dhcp6: stopped")
