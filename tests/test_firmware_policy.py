@@ -109,3 +109,21 @@ def test_grub_cfg_is_rendered_per_host_and_for_grubs_prefix_by_address(tmp_path:
         tree.lookup("grub/grub.cfg", "198.18.0.99")
     missing = {m.path for m in missing_files(inv, tmp_path)}
     assert {"shimx64.efi", "grubx64.efi"} <= missing
+
+
+def test_dsas_check_refuses_grub_secure_on_a_bios_only_type(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from provision.cli.main import cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SECURE_INVENTORY.replace(
+        'addresses: {lan: 198.18.0.31}}',
+        'addresses: {lan: 198.18.0.31}, hwtype: old}', 1))
+    r = CliRunner().invoke(cli, ["check", "-i", str(bad)])
+    assert r.exit_code == 1 and r.stdout == ""
+    assert "hosts.s1.loader" in r.stderr and "needs UEFI" in r.stderr, r.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text(SECURE_INVENTORY)
+    r = CliRunner().invoke(cli, ["check", "-i", str(good)])
+    assert r.exit_code == 0, r.stderr
