@@ -6,7 +6,9 @@
            grub-secure: signed shim -> signed GRUB -> per-host grub.cfg -> signed kernel
     w106   the same Secure Boot firmware given the unsigned ipxe.efi: refused
     w101   BIOS (SeaBIOS + iPXE ROM), w103 OVMF PXE -> ipxe.efi: the existing paths, for
-           the power-on-to-ready figures of every path in the same run
+           the power-on-to-ready figures of every path in the same run; w101 is also
+           dual-stack (its IPv6 address from dsas.conf answers ping; DNS has AAAA/PTR)
+    w107   OVMF PXE over IPv6: DHCPv6 gives its inventory address and the option 59 URL
 
 At most two guests run at once (the machine has 2 cores shared with other work).
 """
