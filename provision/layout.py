@@ -7,6 +7,8 @@ relative to its root, with '/' separators and no leading slash.
     pxelinux.0, ldlinux.c32, *.c32            pxelinux (static, pxelinux/syslinux-common)
     pxelinux.cfg/01-<mac> | <HEXIP> | default rendered per host on request
     hosts/<name>/boot.ipxe                    rendered per host: the host's iPXE script
+    hosts/<name>/grub.cfg                     rendered per host: GRUB's config (grub-secure)
+    shimx64.efi, grubx64.efi                  Debian's signed shim and GRUB netboot image
     hosts/<name>/dsas.conf                    rendered per host: its identity file
     images/<image>/<version>/vmlinuz          image store: kernel
     images/<image>/<version>/initrd.img       image store: netboot initramfs
@@ -28,6 +30,11 @@ LOADER_BIOS = "undionly.kpxe"
 LOADER_EFI_X64 = "ipxe.efi"
 LOADER_EFI_ARM64 = "ipxe-arm64.efi"
 LOADER_PXELINUX = "pxelinux.0"
+# Secure Boot (loader: grub-secure): Debian's signed shim, which fetches the signed
+# GRUB netboot image under the name compiled into it (next to itself), which reads
+# the host's rendered grub.cfg (GRUB_CFG_NAMES) and loads the signed kernel.
+LOADER_SHIM = "shimx64.efi"
+LOADER_GRUB = "grubx64.efi"
 
 # What an unknown machine's iPXE boots when discovery is on (no host image).
 DISCOVERY_SCRIPT = "discovery.ipxe"
@@ -43,6 +50,10 @@ def dsas_conf_path(host: Host) -> str:
 
 def ipxe_script_path(host: Host) -> str:
     return f"{host_dir(host)}/boot.ipxe"
+
+
+def grub_cfg_path(host: Host) -> str:
+    return f"{host_dir(host)}/grub.cfg"
 
 
 def image_dir(image: str, version: str) -> str:

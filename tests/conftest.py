@@ -31,8 +31,8 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
     """Print the figures lab tests measured (boot seconds), never as asserts."""
     import sys
 
-    mod = sys.modules.get("tests.test_netboot_lab")
-    lines = getattr(mod, "TIMINGS", [])
+    lines = [line for name in ("tests.test_netboot_lab", "tests.test_firmware_lab")
+             for line in getattr(sys.modules.get(name), "TIMINGS", [])]
     if lines:
         terminalreporter.section("lab timings")
         for line in lines:

@@ -199,14 +199,14 @@ def test_dhcp_offers_only_loaders_that_are_in_the_boot_root(tmp_path: Path) -> N
     assert same == frozenset() and presence.current() is same  # cached: no stat per packet
     clock[0] = 5.0
     now = presence.current()
-    assert now == {"undionly.kpxe", "ipxe.efi", "pxelinux.0"}
+    assert now == {"undionly.kpxe", "ipxe.efi", "pxelinux.0", "shimx64.efi"}
     p.settings = DhcpSettings(loaders=now)
     assert _offer(p, W1_MAC, PXE_BIOS) == b"undionly.kpxe"
     assert _offer(p, W1_MAC, OVMF) == b"ipxe.efi"
     assert _offer(p, OLD_MAC, PXE_BIOS) == b"pxelinux.0"
     (boot / "ipxe.efi").unlink()
     clock[0] = 10.0
-    assert presence.current() == {"undionly.kpxe", "pxelinux.0"}
+    assert presence.current() == {"undionly.kpxe", "pxelinux.0", "shimx64.efi"}
 
 
 def test_missing_files_names_each_file_and_its_fix(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import click
 from ..inventory import resolve_path
 from ..inventory.history import sha256
 from ..inventory.model import Inventory
-from ..services.base import SERVICE_NAMES, ServeContext
+from ..services.base import DEFAULT_SERVICES, SERVICE_NAMES, ServeContext
 from ..services.servepid import ServePidFile
 from ..services.supervisor import Supervisor, create_services
 from .common import fail, inventory_option, load_inventory, setup_logging
@@ -35,7 +35,7 @@ def _services(value: str) -> list[str]:
 @inventory_option
 @click.option("--interface", "-I", "interfaces", multiple=True, metavar="IF",
               help="Serve on this interface (repeatable). DHCP binds to each.")
-@click.option("--only", default=",".join(SERVICE_NAMES), show_default=True,
+@click.option("--only", default=",".join(DEFAULT_SERVICES), show_default=True,
               metavar="LIST", help="Comma-separated services to run.")
 @click.option("--state-dir", type=click.Path(file_okay=False), default="/var/lib/dsas",
               show_default=True, help="Leases, discovered machines, node events (sqlite).")
@@ -124,7 +124,7 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         bind = ipaddress.IPv4Address(bind_address) if bind_address else None
     except ValueError:
         fail(f"--bind: malformed address {bind_address!r}", 2)
-    for needs_if in ("dhcp", "ra"):
+    for needs_if in ("dhcp", "ra", "dhcp6"):
         if needs_if in names and not interfaces:
             fail(f"{needs_if} needs at least one --interface", 2)
     ctx = ServeContext(

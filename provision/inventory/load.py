@@ -28,6 +28,7 @@ from .model import (
     BOOT_MODES,
     CHECK_TYPES,
     DISK_PARTS,
+    FIRMWARES,
     FORWARDING,
     LOADERS,
     PROTOCOLS,
@@ -508,7 +509,8 @@ class _Builder:
         for name, _ in (section or {}).items():
             path = f"networks.{name}"
             self.start_entry(section, name)
-            n = self.mapping(section, name, path, {"cidr", "gateway", "vlan", "dns", "mtu"},
+            n = self.mapping(section, name, path,
+                             {"cidr", "gateway", "vlan", "dns", "mtu", "ipv6", "gateway6"},
                              ("cidr",))
             if n is None:
                 continue
@@ -534,7 +536,28 @@ class _Builder:
                 if a is not None:
                     dns.append(a)
             mtu = self.integer(n, "mtu", path, 576, 9216, None)
-            out[str(name)] = Network(str(name), cidr, gw, vlan, tuple(dns), mtu)
+            ipv6 = None
+            if n.get("ipv6") is not None:
+                try:
+                    ipv6 = ipaddress.IPv6Network(str(n["ipv6"]), strict=True)
+                except ValueError as e:
+                    self.err(n, "ipv6", f"{path}.ipv6", f"malformed IPv6 prefix: {e}")
+                else:
+                    if ipv6.prefixlen > 124:
+                        self.err(n, "ipv6", f"{path}.ipv6",
+                                 f"prefix {ipv6} is too long for hosts (at most /124)")
+            gw6 = None
+            if n.get("gateway6") is not None:
+                try:
+                    gw6 = ipaddress.IPv6Address(str(n["gateway6"]))
+                except ValueError:
+                    self.err(n, "gateway6", f"{path}.gateway6",
+                             f"malformed IPv6 address {n['gateway6']!r}")
+                else:
+                    if ipv6 is None or gw6 not in ipv6:
+                        self.err(n, "gateway6", f"{path}.gateway6",
+                                 f"{gw6} is not on the network's ipv6 prefix ({ipv6})")
+            out[str(name)] = Network(str(name), cidr, gw, vlan, tuple(dns), mtu, ipv6, gw6)
         self.mark_broken("network", section, out)
         nets = list(out.values())
         for i, na in enumerate(nets):
@@ -542,6 +565,9 @@ class _Builder:
                 if na.cidr.overlaps(nb.cidr):
                     self.err(section, nb.name, f"networks.{nb.name}.cidr",
                              f"{nb.cidr} overlaps network {na.name} ({na.cidr})")
+                if na.ipv6 is not None and nb.ipv6 is not None and na.ipv6.overlaps(nb.ipv6):
+                    self.err(section, nb.name, f"networks.{nb.name}.ipv6",
+                             f"{nb.ipv6} overlaps network {na.name} ({na.ipv6})")
         return out
 
     def _check_in_network(
@@ -562,7 +588,8 @@ class _Builder:
         for name in section:
             path = f"hwtypes.{name}"
             self.start_entry(section, name)
-            h = self.mapping(section, name, path, {"nics", "disk", "modules"}, ("nics",))
+            h = self.mapping(section, name, path, {"nics", "disk", "modules", "firmware"},
+                             ("nics",))
             if h is None:
                 continue
             nics = []
@@ -598,7 +625,16 @@ class _Builder:
                         self.err(d, p.part, f"{path}.disk.{p.part}.device",
                                  f"{p.device} is used by more than one partition")
             mods = self.modules(h, "modules", path)
-            out[str(name)] = HwType(str(name), tuple(nics), disk_dev, label, tuple(parts), mods)
+            firmware = []
+            fw_list = self.seq(h, "firmware", path)
+            for i, fw in enumerate(fw_list):
+                if str(fw) not in FIRMWARES:
+                    self.err(fw_list, i, f"{path}.firmware[{i}]",
+                             f"{fw!r} is not one of: {', '.join(FIRMWARES)}")
+                elif str(fw) not in firmware:
+                    firmware.append(str(fw))
+            out[str(name)] = HwType(str(name), tuple(nics), disk_dev, label, tuple(parts), mods,
+                                    tuple(firmware) if fw_list else FIRMWARES)
         self.mark_broken("hardware type", section, out)
         return out
 
@@ -754,8 +790,9 @@ class _Builder:
     ) -> dict[str, Host]:
         section = self.mapping(data, "hosts", "hosts") or {}
         out: dict[str, Host] = {}
-        allowed = {"role", "macs", "addresses", "hwtype", "bond", "boot", "image", "loader",
-                   "kernel_args", "services"}
+        allowed = {"role", "macs", "addresses", "addresses6", "hwtype", "bond", "boot", "image",
+                   "loader", "kernel_args", "services"}
+        seen_ip6: dict[ipaddress.IPv6Address, str] = {}
         seen_mac: dict[str, str] = {}
         seen_ip: dict[IPv4Address, str] = {}
         for name in section:
@@ -810,8 +847,13 @@ class _Builder:
                     self.err(am, net_name, apath, f"{a} is already used by host {seen_ip[a]}")
                 seen_ip[a] = str(name)
                 addrs[str(net_name)] = a
+            addrs6 = self.addresses6(m, path, networks, seen_ip6, str(name))
             if role is None or hw is None:
                 continue
+            for net_name in addrs6:
+                if net_name not in role.networks:
+                    self.err(m["addresses6"], net_name, f"{path}.addresses6.{net_name}",
+                             f"role {role.name} does not join network {net_name}")
             for net_name in role.networks:
                 if net_name not in addrs and am is not None and net_name not in am:
                     self.err(m, "addresses", f"{path}.addresses.{net_name}",
@@ -839,6 +881,12 @@ class _Builder:
             if image is not None and image not in images:
                 self.unknown(m, "image", f"{path}.image", "image", image)
             extra = self.names(m, "services", path, services, "service")
+            loader = self.choice(m, "loader", path, LOADERS, role.loader)
+            if loader == "grub-secure" and "uefi" not in hw.firmware:
+                where = "loader" if "loader" in m else "role"
+                self.err(m, where, f"{path}.loader",
+                         f"loader grub-secure (Secure Boot through shim) needs UEFI; hardware "
+                         f"type {hw.name} boots only {', '.join(hw.firmware)}")
             if len(addrs) != len(role.networks) or len(macs) != len(hw.nics) or self.tainted:
                 continue
             out[str(name)] = Host(
@@ -850,12 +898,42 @@ class _Builder:
                 bond=bond,
                 boot=self.choice(m, "boot", path, BOOT_MODES, role.boot),
                 image=image,
-                loader=self.choice(m, "loader", path, LOADERS, role.loader),
+                loader=loader,
                 kernel_args=" ".join(x for x in (role.kernel_args, self.kernel_args(m, path)) if x),
                 services=tuple(dict.fromkeys(role.services + extra)),
                 networks_in_order=tuple(networks[n] for n in role.networks),
+                addresses6=addrs6,
             )
         self.mark_broken("host", section, out)
+        return out
+
+    def addresses6(self, m: dict[str, Any], path: str, networks: dict[str, Network],
+                   seen: dict[ipaddress.IPv6Address, str],
+                   host: str) -> dict[str, ipaddress.IPv6Address]:
+        """A host's IPv6 addresses (network -> address), each on its network's prefix."""
+        out: dict[str, ipaddress.IPv6Address] = {}
+        am = self.mapping(m, "addresses6", f"{path}.addresses6", optional=True)
+        for net_name in am or {}:
+            apath = f"{path}.addresses6.{net_name}"
+            net = networks.get(str(net_name))
+            if net is None:
+                self.err(am, net_name, apath, f"unknown network {net_name!r}")
+                continue
+            try:
+                a = ipaddress.IPv6Address(str(am[net_name]))  # type: ignore[index]
+            except ValueError:
+                self.err(am, net_name, apath, f"malformed IPv6 address {am[net_name]!r}")  # type: ignore[index]
+                continue
+            if net.ipv6 is None:
+                self.err(am, net_name, apath, f"network {net.name} has no ipv6 prefix")
+                continue
+            if a not in net.ipv6 or a == net.ipv6.network_address:
+                self.err(am, net_name, apath, f"{a} is not a host address of {net.ipv6}")
+                continue
+            if a in seen:
+                self.err(am, net_name, apath, f"{a} is already used by host {seen[a]}")
+            seen[a] = host
+            out[str(net_name)] = a
         return out
 
     def lvs_pairs(

@@ -14,6 +14,8 @@ from functools import cached_property
 
 IPv4Address = ipaddress.IPv4Address
 IPv4Network = ipaddress.IPv4Network
+IPv6Address = ipaddress.IPv6Address
+IPv6Network = ipaddress.IPv6Network
 
 # Linux bonding modes (Documentation/networking/bonding.rst) and how many
 # slaves each needs to be worth having. "none" means a single NIC, no bond.
@@ -34,7 +36,8 @@ FORWARDING = ("NAT", "DR", "TUN")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 CHECK_TYPES = ("HTTP_GET", "SSL_GET", "TCP_CHECK", "SMTP_CHECK", "MISC_CHECK")
 BOOT_MODES = ("netboot", "disk")
-LOADERS = ("ipxe", "pxelinux")
+LOADERS = ("ipxe", "pxelinux", "grub-secure")
+FIRMWARES = ("bios", "uefi")  # what a hardware type can boot from (hwtypes.X.firmware)
 DISK_PARTS = ("boot", "swap", "db", "fs")
 
 
@@ -58,6 +61,8 @@ class Network:
     vlan: int | None
     dns: tuple[IPv4Address, ...]
     mtu: int | None = None
+    ipv6: IPv6Network | None = None  # the network's IPv6 prefix (advertised by RA)
+    gateway6: IPv6Address | None = None  # an IPv6 router on it (hosts' default route)
 
     @property
     def prefixlen(self) -> int:
@@ -94,6 +99,7 @@ class HwType:
     label: str  # gpt | msdos
     partitions: tuple[Partition, ...]
     modules: tuple[Module, ...]
+    firmware: tuple[str, ...] = FIRMWARES  # loader grub-secure needs "uefi"
 
     def partition(self, part: str) -> Partition | None:
         for p in self.partitions:
@@ -155,10 +161,18 @@ class Interface:
     network: Network
     address: IPv4Address
     device: str  # bond0, bond0.2, eth0, eth0.2
+    address6: IPv6Address | None = None  # on network.ipv6, when the host has one
 
     @property
     def cidr(self) -> str:
         return f"{self.address}/{self.network.prefixlen}"
+
+    @property
+    def cidr6(self) -> str:
+        """address6/prefix length, or "" without an IPv6 address."""
+        if self.address6 is None or self.network.ipv6 is None:
+            return ""
+        return f"{self.address6}/{self.network.ipv6.prefixlen}"
 
 
 @dataclass(frozen=True)
@@ -175,6 +189,7 @@ class Host:
     kernel_args: str
     services: tuple[str, ...]
     networks_in_order: tuple[Network, ...] = field(default=(), repr=False)
+    addresses6: dict[str, IPv6Address] = field(default_factory=dict)  # network -> address
 
     @property
     def base_device(self) -> str:
@@ -186,7 +201,8 @@ class Host:
         out = []
         for net in self.networks_in_order:
             dev = self.base_device if net.vlan is None else f"{self.base_device}.{net.vlan}"
-            out.append(Interface(net, self.addresses[net.name], dev))
+            out.append(Interface(net, self.addresses[net.name], dev,
+                                 self.addresses6.get(net.name)))
         return tuple(out)
 
     @property

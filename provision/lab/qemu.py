@@ -21,13 +21,23 @@ from .netns import Lab, LabError, Netns, tool
 
 OVMF_CODE = ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE.fd")
 OVMF_VARS = ("/usr/share/OVMF/OVMF_VARS_4M.fd", "/usr/share/OVMF/OVMF_VARS.fd")
+# Secure Boot on, Microsoft's keys enrolled (what a real server ships with): the ovmf
+# package's secboot build (needs SMM, so q35) and its pre-enrolled variables.
+OVMF_SECURE_CODE = ("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",)
+OVMF_SECURE_VARS = ("/usr/share/OVMF/OVMF_VARS_4M.ms.fd",)
+# firmware: bios | uefi (OVMF, PXE) | uefi-http (OVMF, HTTP boot only: QEMU tells OVMF
+# not to make PXE boot options, so its HTTPv4 option comes first) | uefi-secure |
+# uefi-pxe6 (OVMF, no PXE over IPv4: its PXEv6 option, DHCPv6, comes first)
+FIRMWARES = ("bios", "uefi", "uefi-http", "uefi-secure", "uefi-pxe6")
+NO_PXE4 = ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]
+NO_PXE = [*NO_PXE4, "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]
 
 
 @dataclass
 class GuestSpec:
     name: str
     macs: list[str]
-    firmware: str = "bios"  # bios | uefi
+    firmware: str = "bios"  # one of FIRMWARES
     memory_mib: int = 512
     nic_model: str = "virtio-net-pci"
     disk: Path | None = None  # a raw disk image to attach (virtio)
@@ -70,15 +80,27 @@ class Guest:
             "-serial", "chardev:s0",
             "-monitor", f"unix:{self.monitor_path},server,nowait",
         ]
-        if s.firmware == "uefi":
+        if s.firmware not in FIRMWARES:
+            raise LabError(f"unknown firmware {s.firmware!r} (known: {', '.join(FIRMWARES)})")
+        uefi = s.firmware.startswith("uefi")
+        if uefi:
+            secure = s.firmware == "uefi-secure"
+            code = _first(OVMF_SECURE_CODE if secure else OVMF_CODE)
             vars_copy = self.workdir / f"{s.name}.vars.fd"
-            shutil.copyfile(_first(OVMF_VARS), vars_copy)
-            argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={_first(OVMF_CODE)}",
+            shutil.copyfile(_first(OVMF_SECURE_VARS if secure else OVMF_VARS), vars_copy)
+            if secure:
+                argv += ["-machine", "q35,smm=on",
+                         "-global", "driver=cfi.pflash01,property=secure,value=on"]
+            argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={code}",
                      "-drive", f"if=pflash,format=raw,file={vars_copy}"]
+            if s.firmware == "uefi-http":
+                argv += NO_PXE
+            elif s.firmware == "uefi-pxe6":
+                argv += NO_PXE4
         for i, (mac, tap) in enumerate(zip(s.macs, self.taps, strict=True)):
             # UEFI guests get no iPXE option ROM: OVMF's own PXE (EDK2 PxeBcDxe) boots,
             # as a real machine's firmware would, and chainloads ipxe.efi from the master.
-            rom = ",romfile=" if s.firmware == "uefi" else ""
+            rom = ",romfile=" if uefi else ""
             argv += ["-netdev", f"tap,id=n{i},ifname={tap},script=no,downscript=no",
                      "-device", f"{s.nic_model},netdev=n{i},mac={mac},id=nic{i}{rom}"
                      + (",bootindex=1" if i == 0 and not (s.kernel or s.disk) else "")]

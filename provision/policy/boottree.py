@@ -180,6 +180,8 @@ def _open_regular(path: str) -> tuple[BinaryIO, os.stat_result]:
 Renderer = Callable[[Inventory, Host, str], str]
 DefaultRenderer = Callable[[Inventory], str]
 
+# Per-host files under hosts/<name>/ by leaf name -> the renderer's file kind.
+HOST_FILES = {"boot.ipxe": "ipxe", "dsas.conf": "dsas.conf", "grub.cfg": "grub"}
 _PXE_MAC = re.compile(r"^01-((?:[0-9a-f]{2}-){5}[0-9a-f]{2})$")
 _PXE_HEX = re.compile(r"^[0-9A-F]{1,8}$")
 
@@ -197,7 +199,7 @@ def renderers(templates: str | Path | None = None,
 
     def host_file(inv: Inventory, host: Host, what: str) -> str:
         payload = None
-        if payloads is not None and what in ("ipxe", "pxelinux"):
+        if payloads is not None and what in ("ipxe", "pxelinux", "grub"):
             img = layout.host_image(inv, host)
             payload = payloads.get(*img) if img else None
         return render.render_host(inv, host, what, templates, payload)
@@ -242,12 +244,18 @@ class BootTree:
         parts = path.split("/")
         if len(parts) == 2 and parts[0] == "pxelinux.cfg":
             return self._pxelinux(inv, path, parts[1], peer)
-        if len(parts) == 3 and parts[0] == "hosts" and parts[2] in ("boot.ipxe", "dsas.conf"):
+        if len(parts) == 3 and parts[0] == "hosts" and parts[2] in HOST_FILES:
             host = inv.hosts.get(parts[1])
             if host is None:
                 raise Refused(NOT_IN_INVENTORY, f"host {parts[1]!r} not in inventory")
-            what = "ipxe" if parts[2] == "boot.ipxe" else "dsas.conf"
-            return self._render(inv, host, what, path)
+            return self._render(inv, host, HOST_FILES[parts[2]], path)
+        if parts[-1] == "grub.cfg" and parts[0] != "hosts" and not self._exists(path):
+            # GRUB's netboot image reads grub.cfg under its compiled-in prefix: the
+            # asking machine's own config, found by its address (like boot.ipxe).
+            host = inv.host_by_ip(peer) if peer else None
+            if host is None:
+                raise Refused(NOT_IN_INVENTORY, f"address {peer} not in inventory")
+            return self._render(inv, host, "grub", path)
         if path == layout.DISCOVERY_SCRIPT and not self._exists(path):
             from .. import render
 
@@ -376,7 +384,13 @@ LOADER_SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("snponly.efi", ("/usr/lib/ipxe/snponly.efi",)),  # ipxe
     ("pxelinux.0", ("/usr/lib/PXELINUX/pxelinux.0",)),  # pxelinux
     ("lpxelinux.0", ("/usr/lib/PXELINUX/lpxelinux.0",)),  # pxelinux
+    # Secure Boot (loader grub-secure): signed by Microsoft's UEFI CA (shim) and by
+    # Debian (GRUB); shim fetches GRUB as grubx64.efi from its own directory.
+    (layout.LOADER_SHIM, ("/usr/lib/shim/shimx64.efi.signed",)),  # shim-signed
+    (layout.LOADER_GRUB, ("/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",)),
 )
+LOADER_PACKAGES = {"ipxe": "ipxe", "PXELINUX": "pxelinux", "shim": "shim-signed",
+                   "grub": "grub-efi-amd64-signed"}
 SYSLINUX_MODULES = "/usr/lib/syslinux/modules/bios"  # syslinux-common: *.c32
 
 
@@ -395,7 +409,7 @@ def populate_loaders(boot_root: str | os.PathLike[str],
     for name, candidates in LOADER_SOURCES:
         src = next((Path(c) for c in candidates if os.path.isfile(c)), None)
         if src is None:
-            pkg = "ipxe" if "ipxe" in candidates[0] else "pxelinux"
+            pkg = next(p for key, p in LOADER_PACKAGES.items() if key in candidates[0])
             raise FileNotFoundError(f"{candidates[0]} missing: install Debian package {pkg}")
         pairs.append((name, src))
     mods = Path(SYSLINUX_MODULES)
@@ -424,7 +438,7 @@ def _copy_if_changed(src: Path, dst: Path) -> bool:
 
 # The loaders DHCP may name (TFTP file names at the boot root).
 DHCP_LOADERS = (layout.LOADER_BIOS, layout.LOADER_EFI_X64, layout.LOADER_EFI_ARM64,
-                layout.LOADER_PXELINUX)
+                layout.LOADER_PXELINUX, layout.LOADER_SHIM)
 SETUP_COMMAND = "dsas setup"
 
 
@@ -439,7 +453,7 @@ class LoaderPresence:
     """Which of DHCP's loaders are in the boot root, re-checked at most every ``interval`` s.
 
     DHCP asks on every packet: the answer is a cached frozenset (the same object
-    while nothing changes), so a packet costs one clock read, and a rescan four
+    while nothing changes), so a packet costs one clock read, and a rescan five
     stat calls. A loader copied in (``dsas setup``) is offered within ``interval``.
     """
 
@@ -487,6 +501,8 @@ def missing_files(inv: Inventory, root: str | os.PathLike[str],
     loaders = [layout.LOADER_BIOS, layout.LOADER_EFI_X64] if netboot else []
     if any(h.loader == "pxelinux" for h in netboot):
         loaders += [layout.LOADER_PXELINUX, "ldlinux.c32"]
+    if any(h.loader == "grub-secure" for h in netboot):
+        loaders += [layout.LOADER_SHIM, layout.LOADER_GRUB]
     for name in loaders:
         if not is_static_file(root, name):
             out.append(Missing(name, "boot loader", f"{SETUP_COMMAND} --boot-root {root}"))

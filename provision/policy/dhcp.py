@@ -20,6 +20,7 @@ from ..protocol import dhcp_options as o
 from ..protocol.dhcp import BOOTREPLY, BOOTREQUEST, FLAG_BROADCAST, DhcpPacket
 from .leases import Change, LeaseTable, Pool, Sighting
 
+HTTP_CLIENT = b"HTTPClient"  # option 60 of UEFI HTTP boot clients, echoed in our offers
 BROADCAST = IPv4Address("255.255.255.255")
 ZERO = IPv4Address(0)
 SERVER_PORT = 67  # RFC 2131 4.1
@@ -301,6 +302,8 @@ class DhcpPolicy:
             reply = self._boot_into(reply, boot, link)
             if req.is_ipxe:  # no ProxyDHCP here: iPXE need not wait ~3 s for one
                 reply.options[o.IPXE_ENCAP] = IPXE_NO_PROXY_WAIT
+            if _http_client(req):  # UEFI 2.5+ 24.7.2: an HTTP boot offer echoes the class
+                reply.options[o.VENDOR_CLASS] = HTTP_CLIENT
         return Decision(reply=reply, to=self._destination(req, reply),
                         host=host.name if host else "", state=state)
 
@@ -328,9 +331,13 @@ class DhcpPolicy:
     def boot_file(self, req: DhcpPacket, host: Host | None, link: Link) -> str | None:
         """The boot file (a TFTP name or, for iPXE, an HTTP URL), or None for clients that
         do not netboot (udhcpc, dhclient) and architectures we have no loader for."""
+        arch = req.client_arch
+        if _http_client(req):  # UEFI HTTP boot: a URL on our HTTP service, no TFTP at all
+            if arch == o.ARCH_EFI_X64_HTTP and self._have(layout.LOADER_EFI_X64):
+                return self.http_url(link, layout.LOADER_EFI_X64)
+            return None
         if not (req.is_pxe or req.is_ipxe):
             return None
-        arch = req.client_arch
         bios = arch is None or arch == o.ARCH_X86_BIOS
         if host is not None and host.loader == "pxelinux" and bios:
             # even for the iPXE ROM: it is the BIOS's PXE
@@ -340,7 +347,9 @@ class DhcpPolicy:
             return self.http_url(link, path)
         loader = None
         if arch in (o.ARCH_EFI_X64, o.ARCH_EFI_BC):
-            loader = layout.LOADER_EFI_X64
+            # Secure Boot: Debian's signed shim, never the unsigned ipxe.efi (refused)
+            secure = host is not None and host.loader == "grub-secure"
+            loader = layout.LOADER_SHIM if secure else layout.LOADER_EFI_X64
         elif arch == o.ARCH_EFI_ARM64:
             loader = layout.LOADER_EFI_ARM64
         elif bios:
@@ -411,6 +420,11 @@ class DhcpPolicy:
             vendor_class=req.vendor_class.decode("ascii", "replace"),
             user_class=",".join(c.decode("ascii", "replace") for c in req.user_classes),
             uuid=uuid.hex() if uuid else "", interface=link.interface, network=net.name)]
+
+
+def _http_client(req: DhcpPacket) -> bool:
+    """A UEFI HTTP boot client (vendor class HTTPClient:Arch:...; arch 16 on x86-64)."""
+    return req.vendor_class.startswith(HTTP_CLIENT)
 
 
 def _lease_options(t: int) -> dict[int, bytes]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from dnslib import EDNS0, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSRecord
 
-from ..inventory.model import Inventory, IPv4Address, IPv4Network
+from ..inventory.model import Inventory, IPv4Address, IPv4Network, IPv6Network
 from ..render.dns import dns_records
 
 DEFAULT_TTL = 300  # host names and PTRs: change only when the inventory does
@@ -53,7 +53,7 @@ class Record:
     """One resource record, zone-file style: ``name ttl IN rtype rdata``."""
 
     name: str  # absolute, lower case, without the trailing dot
-    rtype: str  # A | PTR | NS | SOA
+    rtype: str  # A | AAAA | PTR | NS | SOA
     rdata: str  # zone-file form; names end with a dot
     ttl: int
 
@@ -76,6 +76,18 @@ def reverse_zones(networks: Iterable[IPv4Network]) -> list[str]:
         for sub in _octet_blocks(net):
             octets = str(sub.network_address).split(".")[: sub.prefixlen // 8]
             zones[".".join(reversed(octets)) + ".in-addr.arpa"] = None
+    return list(zones)
+
+
+def reverse_zones6(prefixes: Iterable[IPv6Network]) -> list[str]:
+    """The ip6.arpa zones for these prefixes (RFC 3596 2.5), on nibble boundaries: a
+    prefix that is not a multiple of 4 becomes the (at most 8) nibble zones it covers."""
+    zones: dict[str, None] = {}
+    for net in prefixes:
+        boundary = max(4, -(-net.prefixlen // 4) * 4)
+        for sub in net.subnets(new_prefix=boundary):
+            nibbles = sub.network_address.exploded.replace(":", "")[: boundary // 4]
+            zones[".".join(reversed(nibbles)) + ".ip6.arpa"] = None
     return list(zones)
 
 
@@ -108,7 +120,9 @@ def records(
     domain = inv.cluster.domain
     servers = name_servers(inv)
     out: list[Record] = []
-    for apex in [domain, *reverse_zones(n.cidr for n in inv.networks.values())]:
+    v6 = [n.ipv6 for n in inv.networks.values() if n.ipv6 is not None]
+    for apex in [domain, *reverse_zones(n.cidr for n in inv.networks.values()),
+                 *reverse_zones6(v6)]:
         out += _apex(apex, servers, domain, serial, ttl)
     if servers[0][0] == f"ns.{domain}":
         out.append(Record(f"ns.{domain}", "A", str(servers[0][1]), ttl))

@@ -88,6 +88,7 @@ ARCH_EFI_X64 = 7
 ARCH_EFI_BC = 9  # EFI byte code; in practice x86-64 UEFI firmware sends it
 ARCH_EFI_ARM32 = 10
 ARCH_EFI_ARM64 = 11
+ARCH_EFI_X64_HTTP = 16  # x86-64 UEFI HTTP boot (UEFI 2.5+ 24.7; vendor class HTTPClient)
 
 # PXE 2.1 vendor options (inside option 43).
 PXE_DISCOVERY_CONTROL = 6

@@ -10,8 +10,8 @@ from ..inventory.model import Inventory
 @dataclass(frozen=True, order=True)
 class Record:
     name: str  # fully qualified, no trailing dot, lower case
-    type: str  # A | PTR
-    value: str  # an address for A; a fully qualified name for PTR
+    type: str  # A | AAAA | PTR
+    value: str  # an address for A and AAAA; a fully qualified name for PTR
 
 
 def host_fqdn(inv: Inventory, host: str, network: str | None = None) -> str:
@@ -37,6 +37,12 @@ def dns_records(inv: Inventory) -> list[Record]:
                 out.append(Record(host_fqdn(inv, h.name, itf.network.name), "A",
                                   str(itf.address)))
             out.append(Record(reverse_name(str(itf.address)), "PTR", fqdn))
+            if itf.address6 is not None:
+                out.append(Record(fqdn, "AAAA", str(itf.address6)))
+                if i == 0:
+                    out.append(Record(host_fqdn(inv, h.name, itf.network.name), "AAAA",
+                                      str(itf.address6)))
+                out.append(Record(itf.address6.reverse_pointer, "PTR", fqdn))
     for role in inv.roles:
         for h in inv.hosts_of_role(role):
             out.append(Record(f"{role}.{d}", "A", str(h.primary_interface.address)))

@@ -21,6 +21,7 @@ HOST_FILES = {
     "dsas.conf": "dsas.conf.j2",
     "ipxe": "boot.ipxe.j2",
     "pxelinux": "pxelinux.cfg.j2",
+    "grub": "grub.cfg.j2",
     "keepalived": "keepalived.conf.j2",
 }
 
@@ -164,7 +165,7 @@ def render_host(inv: Inventory, host: Host, what: str, templates: str | Path | N
     if what == "keepalived":
         return render_keepalived(inv, host, templates)
     ctx = host_context(inv, host, payload)
-    if what in ("ipxe", "pxelinux") and ctx["image"] is None:
+    if what in ("ipxe", "pxelinux", "grub") and ctx["image"] is None:
         raise RenderError(f"host {host.name} has no image to boot")
     return _render(inv, HOST_FILES[what], templates, **ctx)
 

@@ -18,7 +18,9 @@ from ..inventory.model import Inventory
 from ..observability.metrics import Metrics
 from ..state import StateStore
 
-SERVICE_NAMES = ("dhcp", "tftp", "http", "dns", "ra")
+SERVICE_NAMES = ("dhcp", "tftp", "http", "dns", "ra", "dhcp6")
+# What `dsas serve` runs without --only: DHCPv6 is asked for (--only ...,dhcp6).
+DEFAULT_SERVICES = ("dhcp", "tftp", "http", "dns", "ra")
 
 
 @dataclass

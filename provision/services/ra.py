@@ -3,10 +3,12 @@
 iPXE configures IPv4 (DHCP) and IPv6 (router discovery) at once and waits for
 both: on a network without an IPv6 router that costs about 13 s per iPXE stage
 (PXE-CLIENTS.md section 6). A Router Advertisement with no prefix, no M/O
-flags and a router lifetime of 0 tells it "no IPv6 configuration here" at once
+flags and a router lifetime of 0 tells it "no IPv6 router here" at once
 (RFC 4861 section 4.2: lifetime 0 = not a default router), so nothing on the
-network gains a route or an address from it. Only solicitations are answered;
-nothing is advertised unasked.
+network gains a route from it. When the link's inventory network has an IPv6
+prefix (``networks.X.ipv6``) the RA carries it as on-link, without the
+autonomous flag: nobody makes up an address from it. Only solicitations are
+answered; nothing is advertised unasked.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv6Network
 
+from ..inventory.model import Inventory
 from .base import ServeContext, Service
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,12 @@ def ipv6_disabled(ifname: str, sysctl: str = SYSCTL) -> bool:
             return f.read().strip() == "1"
     except OSError:  # no /proc/sys/net/ipv6 at all: IPv6 is off (ipv6.disable=1)
         return True
+# type, length (8-octet units), prefix length, flags, valid, preferred, reserved, prefix
+_PIO = struct.Struct("!BBBBIII16s")
+ND_OPT_PREFIX_INFORMATION = 3
+PIO_ON_LINK = 0x80  # L
+PREFIX_VALID = 86400  # s
+PREFIX_PREFERRED = 14400  # s
 
 
 def is_router_solicitation(data: bytes) -> bool:
@@ -45,9 +56,24 @@ def is_router_solicitation(data: bytes) -> bool:
     return len(data) >= 8 and data[0] == ICMPV6_RS and data[1] == 0
 
 
-def router_advertisement() -> bytes:
-    """RA: hop limit unspecified, no M/O flags, lifetime 0, no options (checksum by kernel)."""
-    return _RA.pack(ICMPV6_RA, 0, 0, 0, 0, 0, 0, 0)
+def prefix_information(prefix: IPv6Network, valid: int = PREFIX_VALID,
+                       preferred: int = PREFIX_PREFERRED) -> bytes:
+    """RFC 4861 section 4.6.2: the prefix is on-link (L); no A flag, so nobody
+    autoconfigures an address from it: hosts' addresses come from the inventory."""
+    return _PIO.pack(ND_OPT_PREFIX_INFORMATION, 4, prefix.prefixlen, PIO_ON_LINK, valid,
+                     preferred, 0, prefix.network_address.packed)
+
+
+def router_advertisement(prefixes: Iterable[IPv6Network] = ()) -> bytes:
+    """RA: hop limit unspecified, no M/O flags, router lifetime 0 (the master is not a
+    router), a prefix information option per configured prefix (checksum by kernel)."""
+    return _RA.pack(ICMPV6_RA, 0, 0, 0, 0, 0, 0, 0) + b"".join(
+        prefix_information(p) for p in prefixes)
+
+
+def link_prefixes(inv: Inventory, address: IPv4Address) -> list[IPv6Network]:
+    """The IPv6 prefixes of the inventory networks on a link with this IPv4 address."""
+    return [n.ipv6 for n in inv.networks.values() if n.ipv6 is not None and address in n.cidr]
 
 
 class RaService(Service):
@@ -112,7 +138,8 @@ class RaService(Service):
                         continue
                     idx = socket.if_nametoindex(ifname)
                     try:
-                        s.sendto(router_advertisement(), (ALL_NODES, 0, 0, idx))
+                        s.sendto(router_advertisement(self._prefixes(ifname)),
+                                 (ALL_NODES, 0, 0, idx))
                     except OSError as e:
                         # e.g. the interface's link-local address is still tentative (DAD):
                         # the client solicits again in a moment.
@@ -126,6 +153,17 @@ class RaService(Service):
         except BaseException as e:  # reported through alive()
             self._error = e
             log.exception("ra: stopped")
+
+    def _prefixes(self, ifname: str) -> list[IPv6Network]:
+        """The inventory's prefixes on this interface's IPv4 network (read per answer,
+        so a reloaded inventory shows at once); none when it has no IPv4 address."""
+        from .dhcp import interface_address
+
+        try:
+            address, _ = interface_address(ifname)
+        except OSError:
+            return []
+        return link_prefixes(self.ctx.inventory, address)
 
     def stop(self) -> None:
         self._stop.set()
