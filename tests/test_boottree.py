@@ -246,18 +246,20 @@ def test_parse_event_rules():
     assert parse_event(b'{"stage": "kernel"}', "198.18.4.12", inv).host == "n2"
     # the boot scripts send "detail" (ready carries the addresses; failed, the reason)
     ev = parse_event(b'{"host": "n1", "stage": "failed", "detail": "BOND_MACS[1]: no NIC"}',
-                     None, inv)
+                     "198.18.4.11", inv)
     assert ev.reason == "BOND_MACS[1]: no NIC"
     cases = [
         (b'{"host": "n2", "stage": "ready"}', "198.18.4.11", 403),
-        (b'{"host": "n1", "stage": "ready", "mac": "52:54:00:04:00:12"}', None, 403),
-        (b'{"host": "zz", "stage": "ready"}', None, 404),
+        (b'{"host": "n1", "stage": "ready"}', None, 403),  # from nowhere: not n1's address
+        (b'{"host": "n1", "stage": "ready"}', "198.18.9.9", 403),  # a stray address
+        (b'{"host": "n1", "stage": "ready", "mac": "52:54:00:04:00:12"}', "198.18.4.11", 403),
+        (b'{"host": "zz", "stage": "ready"}', "198.18.4.11", 404),
         (b'{"stage": "ready"}', "198.18.9.9", 400),
-        (b'{"host": "n1", "stage": "failed"}', None, 400),
-        (b'{"host": "n1", "stage": "ready", "reason": "\\u0007"}', None, 400),
-        (b'{"host": 1, "stage": "ready"}', None, 400),
-        (b"[]", None, 400),
-        (b"x" * 5000, None, 413),
+        (b'{"host": "n1", "stage": "failed"}', "198.18.4.11", 400),
+        (b'{"host": "n1", "stage": "ready", "reason": "\\u0007"}', "198.18.4.11", 400),
+        (b'{"host": 1, "stage": "ready"}', "198.18.4.11", 400),
+        (b"[]", "198.18.4.11", 400),
+        (b"x" * 5000, "198.18.4.11", 413),
     ]
     for body, peer, status in cases:
         with pytest.raises(BadEvent) as e:
