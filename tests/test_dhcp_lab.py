@@ -45,6 +45,10 @@ class Server:
     def start(self) -> None:
         inv = self.workdir / "cluster.yaml"
         inv.write_text(INVENTORY)
+        boot = self.workdir / "boot"  # DHCP offers only the loaders the boot root has
+        boot.mkdir(exist_ok=True)
+        for loader in ("undionly.kpxe", "ipxe.efi", "pxelinux.0"):
+            (boot / loader).touch()
         log = open(self.workdir / "serve.log", "a")  # noqa: SIM115 - closed with the process
         self.proc = self.ns.popen(
             [DSAS, "serve", "--only", "dhcp", "--interface", self.iface, "--inventory", str(inv),
