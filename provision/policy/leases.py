@@ -10,6 +10,7 @@ offer, and a client that REQUESTs a forgotten offer is NAKed or re-offered.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
@@ -45,6 +46,7 @@ CREATE TABLE IF NOT EXISTS dhcp_discovered (
     network      TEXT NOT NULL DEFAULT '',
     seen         INTEGER NOT NULL DEFAULT 1   -- sightings recorded (rate-limited)
 );
+CREATE INDEX IF NOT EXISTS dhcp_discovered_evict ON dhcp_discovered(last_seen, mac DESC);
 """
 
 
@@ -220,6 +222,9 @@ class LeaseJournal:
     def __init__(self, store: StateStore, discovered_limit: int = DISCOVERED_LIMIT) -> None:
         self.store = store
         self.discovered_limit = discovered_limit
+        # At least as many rows as dhcp_discovered holds (None: not counted yet), so a
+        # commit counts and evicts only when the cap may have been passed.
+        self._discovered_bound: int | None = None
         store.ensure_schema("dhcp", DDL)
 
     def load(self) -> Iterator[Lease]:
@@ -247,12 +252,25 @@ class LeaseJournal:
                     "INSERT OR REPLACE INTO dhcp_leases"
                     "(ip, mac, network, state, expires, hostname, updated)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)", puts)
+            bound = self._discovered_bound
             if seen:
                 conn.executemany(_UPSERT_SIGHTING, seen)
-                # Bounded: a flood of forged MACs evicts the least recently seen rows.
-                conn.execute("DELETE FROM dhcp_discovered WHERE mac IN (SELECT mac FROM"
-                             " dhcp_discovered ORDER BY last_seen DESC, mac LIMIT -1 OFFSET ?)",
-                             (self.discovered_limit,))
+                bound = None if bound is None else bound + len(seen)
+                if bound is None or bound > self.discovered_limit:
+                    bound = self._evict(conn)
+        self._discovered_bound = bound  # only once committed
+
+    def _evict(self, conn: sqlite3.Connection) -> int:
+        """Bounded: a flood of forged MACs evicts the least recently seen rows (the
+        rows beyond the first ``discovered_limit`` by last_seen DESC, mac). Returns
+        the rows left."""
+        rows = conn.execute("SELECT count(*) FROM dhcp_discovered").fetchone()[0]
+        excess = rows - self.discovered_limit
+        if excess <= 0:
+            return int(rows)
+        conn.execute("DELETE FROM dhcp_discovered WHERE mac IN (SELECT mac FROM"
+                     " dhcp_discovered ORDER BY last_seen, mac DESC LIMIT ?)", (excess,))
+        return self.discovered_limit
 
     def discovered(self) -> list[dict[str, Any]]:
         """Discovered machines with the address each holds now ('' when none)."""
