@@ -3,6 +3,7 @@ dropped and counted, ACKs wait for the disk, commits are batched."""
 
 from __future__ import annotations
 
+import logging
 import random
 import select
 import socket
@@ -19,6 +20,7 @@ from provision.policy.leases import LeaseJournal
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import DhcpDecodeError, DhcpPacket, decode, encode
 from provision.services.base import ServeContext
+from provision.services import dhcp as dhcp_service
 from provision.services.dhcp import DhcpService, create
 
 from .dhcp_support import INVENTORY, IPXE_ROM, SERVER, W1_MAC, client_packet
@@ -165,6 +167,29 @@ def test_acks_in_a_burst_share_commits(served: Served) -> None:
     assert len(acked) == n  # n different addresses
     commits = served.ctx.metrics.get("dsas_dhcp_commits_total") - before
     assert 1 <= commits < n, commits
+
+
+def test_a_flood_of_new_machines_is_summed_up_in_the_log(
+        served: Served, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Each new machine is logged once, but at most MACHINE_LINES of them one by one per
+    interval: the rest are counted in one line (a flood of forged MACs must not become
+    a line each)."""
+    monkeypatch.setattr(dhcp_service, "MACHINE_LINES", 5)
+    n = 40
+    with caplog.at_level(logging.INFO, "provision.services.dhcp"):
+        discovers = [client_packet(o.DISCOVER, f"52:54:00:01:00:{i:02x}", broadcast=True)
+                     for i in range(n)]
+        for d in discovers:
+            served.send(encode(d))
+        assert all(served.replies(d.xid, wait=3) for d in discovers)
+        monkeypatch.setattr(dhcp_service, "WARN_EVERY", 0.2)  # the interval ends now
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(
+                "more new machine" in r.getMessage() for r in caplog.records):
+            time.sleep(0.05)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum("discovered machine" in m for m in msgs) == 5, msgs
+    assert any(f"{n - 5} more new machine(s)" in m for m in msgs), msgs
 
 
 def test_two_interfaces_each_answer_for_their_own_network(lab: Lab, tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 LOGGED_MACS = 10_000  # MACs remembered for "log once per MAC"
 POOL_GAUGE_EVERY = 2.0  # seconds between two updates of dsas_dhcp_pool_free
 WARN_EVERY = 10.0  # seconds between two warnings that new MACs are being rate-limited
+MACHINE_LINES = 50  # new machines logged one by one per WARN_EVERY; the rest are summed up
 
 
 def interface_address(ifname: str) -> tuple[IPv4Address, ipaddress.IPv4Network]:
@@ -92,6 +93,9 @@ class DhcpService(Service):
         self._pool_gauge_at = 0.0
         self._limited = 0  # new MACs rate-limited since the last warning
         self._warned_at = -WARN_EVERY
+        self._machine_lines = 0  # new machines logged one by one in this interval
+        self._unlogged = 0  # and those only counted, for the summary line
+        self._lines_at = time.monotonic()
         self.policy: DhcpPolicy | None = None
         self._presence = LoaderPresence(ctx.boot_root)
 
@@ -178,6 +182,12 @@ class DhcpService(Service):
         """Free pool addresses on /metrics; a warning (once per interval) while new
         machines are being rate-limited, so a discovery flood is visible."""
         now = time.monotonic()
+        if now - self._lines_at >= WARN_EVERY:
+            if self._unlogged:
+                log.info("dhcp: %d more new machine(s) in the last %.0f s, not logged one by "
+                         "one (`dsas discovered` lists those discovered)", self._unlogged,
+                         now - self._lines_at)
+            self._machine_lines, self._unlogged, self._lines_at = 0, 0, now
         self._limited += batch.counts.get(
             ("dsas_dhcp_dropped_total", "reason", "discovery_rate_limited"), 0)
         if self._limited and now - self._warned_at >= WARN_EVERY:
@@ -314,11 +324,17 @@ class DhcpService(Service):
                     link.interface, safe(d.reply.file) or "-")
 
     def _first_time(self, mac: str) -> bool:
+        """Log this machine now? Once per MAC, and at most ``MACHINE_LINES`` new
+        machines per interval (a flood of forged MACs is summed up in one line)."""
         if mac in self._logged:
             return False
         if len(self._logged) >= LOGGED_MACS:
             self._logged.clear()
         self._logged.add(mac)
+        if self._machine_lines >= MACHINE_LINES:
+            self._unlogged += 1
+            return False
+        self._machine_lines += 1
         return True
 
 
