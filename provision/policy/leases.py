@@ -237,11 +237,22 @@ class LeaseJournal:
                 yield Lease(r[0], r[1], net, names.setdefault(r[3], r[3]), r[4], r[5])
 
     def commit(self, changes: list[Change], now: float) -> None:
-        """Write all changes in one transaction (one fsync)."""
-        puts = [(c.lease.ip, c.lease.mac, c.lease.network, c.lease.state, c.lease.expires,
-                 c.lease.hostname, now) for c in changes if isinstance(c, LeasePut)]
-        dels = [(c.ip,) for c in changes if isinstance(c, LeaseDel)]
-        seen = [_sighting_row(c) for c in changes if isinstance(c, Sighting)]
+        """Write all changes in one transaction (one fsync), in their order: of several
+        changes to one address, the last is what the store keeps."""
+        # In order: the last change to an address is the one that stays.
+        final: dict[int, tuple[object, ...] | None] = {}
+        seen: list[tuple[object, ...]] = []
+        for c in changes:
+            if isinstance(c, LeasePut):
+                lease = c.lease
+                final[lease.ip] = (lease.ip, lease.mac, lease.network, lease.state,
+                                   lease.expires, lease.hostname, now)
+            elif isinstance(c, LeaseDel):
+                final[c.ip] = None
+            else:
+                seen.append(_sighting_row(c))
+        puts = [row for row in final.values() if row is not None]
+        dels = [(ip,) for ip, row in final.items() if row is None]
         if not (puts or dels or seen):
             return
         with self.store.transaction() as conn:

@@ -165,18 +165,34 @@ class DhcpService(Service):
     # -- the loop ------------------------------------------------------------------
     def _serve(self) -> None:
         assert self._selector is not None and self._committer is not None
+        lazy: list[Change] = []  # decided, not urgent: handed over with the next durable
+        lazy_since = 0.0
         while not self._stop.is_set():
             ready = self._selector.select(timeout=0.5)
             batch = Batch()
             for key, _ in ready:
                 self._drain(key.data, batch)
             for ep, decision, source in batch.now:
-                self._send(ep, decision, source)
-            if batch.durable or batch.lazy:
-                self._committer.submit(batch.durable, batch.lazy, batch.after_commit)
+                self._send(ep, decision, source, batch.sent)
+            if batch.changes:
+                if not lazy:
+                    lazy_since = time.monotonic()
+                lazy += batch.changes
+            # Lazy changes wait in this thread (no wake-up of the committer for them)
+            # until a batch needs the disk, or LAZY_FLUSH. One list, in decision order.
+            if lazy and (batch.durable or time.monotonic() - lazy_since >= LAZY_FLUSH):
+                self._committer.submit(lazy, batch.durable, batch.after_commit)
+                lazy = []
             for (name, label, value), n in batch.counts.items():
                 self.metrics.inc(name, n, **{label: value})
+            self._count_sent(batch.sent)
             self._watch_pools(batch)
+        if lazy:
+            self._committer.submit(lazy, False, [])
+
+    def _count_sent(self, sent: Counter[str]) -> None:
+        for kind, n in sent.items():
+            self.metrics.inc("dsas_dhcp_sent_total", n, type=kind)
 
     def _watch_pools(self, batch: Batch) -> None:
         """Free pool addresses on /metrics; a warning (once per interval) while new
@@ -216,13 +232,17 @@ class DhcpService(Service):
             decision = self._decide(ep, data, anc, flags, batch)
             if decision is None:
                 continue
-            batch.lazy += decision.lazy
             if decision.durable:
-                batch.durable += decision.durable
+                batch.changes += decision.durable
+                batch.changes += decision.lazy
+                batch.durable = True
                 if decision.reply is not None:  # an ACK: sent once its lease is on disk
                     batch.after_commit.append((ep, decision, source))
-            elif decision.reply is not None:  # an OFFER needs no disk (RFC 2131 4.3.1)
-                batch.now.append((ep, decision, source))
+            else:
+                if decision.lazy:
+                    batch.changes += decision.lazy
+                if decision.reply is not None:  # an OFFER needs no disk (RFC 2131 4.3.1)
+                    batch.now.append((ep, decision, source))
 
     def _decide(self, ep: Endpoint, data: bytes, anc: list[tuple[int, int, bytes]],
                 flags: int, batch: Batch) -> Decision | None:
@@ -254,7 +274,8 @@ class DhcpService(Service):
         decision.max_size = req.max_message_size
         return decision
 
-    def _send(self, ep: Endpoint, decision: Decision, source: tuple[str, int]) -> None:
+    def _send(self, ep: Endpoint, decision: Decision, source: tuple[str, int],
+              sent: Counter[str]) -> None:
         assert decision.reply is not None and decision.to is not None
         try:
             wire = encode(decision.reply, decision.max_size)
@@ -270,7 +291,7 @@ class DhcpService(Service):
             log.warning("dhcp: send to %s:%s on %s failed: %s mac=%s xid=%#x", dest[0],
                         dest[1], ep.link.interface, e, decision.reply.mac, decision.reply.xid)
             return
-        self.metrics.inc("dsas_dhcp_sent_total", type=decision.kind)
+        sent[decision.kind] += 1
 
     def _loaders_now(self, before: frozenset[str]) -> None:
         """Offer the loaders the boot root has now; say which went or came."""
@@ -308,8 +329,8 @@ class DhcpService(Service):
                         req.mac, req.xid, link.interface)
         if d.reply is None:
             return
-        if not d.host and any(isinstance(c, Sighting) for c in d.lazy) and self._first_time(
-                req.mac):
+        if not d.host and req.mac not in self._logged and any(
+                isinstance(c, Sighting) for c in d.lazy) and self._first_time(req.mac):
             log.info("dhcp: discovered machine mac=%s interface=%s arch=%s vendor=%s "
                      "hostname=%s client_id=%s", req.mac, link.interface, req.client_arch,
                      _client(req.vendor_class), _client(req.options.get(o.HOST_NAME)),
@@ -347,66 +368,73 @@ class Batch:
 
     now: list[Outgoing] = field(default_factory=list)
     after_commit: list[Outgoing] = field(default_factory=list)
-    durable: list[Change] = field(default_factory=list)
-    lazy: list[Change] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)  # in the order decided
+    durable: bool = False  # some of them must be on disk before after_commit is sent
     counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    sent: Counter[str] = field(default_factory=Counter)  # replies sent, by type
 
     def count(self, name: str, label: str, value: str) -> None:
         self.counts[(name, label, value)] += 1
 
 
 class Committer(threading.Thread):
-    """Writes lease changes (one fsync'd transaction for everything queued) and then
-    sends the ACKs that waited for them, while the loop goes on deciding: group commit.
-    Lazy changes wait for the next durable batch, or ``LAZY_FLUSH`` seconds."""
+    """Writes lease changes (one fsync'd transaction for everything queued, in the
+    order decided) and then sends the ACKs that waited for them, while the loop goes
+    on deciding: group commit. Changes that are not urgent are written with the next
+    urgent ones, or after ``LAZY_FLUSH`` seconds."""
 
     def __init__(self, journal: LeaseJournal, send: Callable[[Endpoint, Decision,
-                 tuple[str, int]], None], metrics: Metrics, clock: Callable[[], float],
-                 leases: Callable[[], int]) -> None:
+                 tuple[str, int], Counter[str]], None], metrics: Metrics,
+                 clock: Callable[[], float], leases: Callable[[], int]) -> None:
         super().__init__(name="dhcp-commit", daemon=True)
         self._journal = journal
         self._send = send
         self._metrics = metrics
         self._clock = clock
         self._leases = leases
-        self._queue: queue.SimpleQueue[tuple[list[Change], list[Change], list[Outgoing]]
+        self._queue: queue.SimpleQueue[tuple[list[Change], bool, list[Outgoing]]
                                        | None] = queue.SimpleQueue()
 
-    def submit(self, durable: list[Change], lazy: list[Change], replies: list[Outgoing]) -> None:
-        self._queue.put((durable, lazy, replies))
+    def submit(self, changes: list[Change], urgent: bool, replies: list[Outgoing]) -> None:
+        self._queue.put((changes, urgent, replies))
 
     def finish(self) -> None:
         self._queue.put(None)
         self.join(timeout=10)
 
     def run(self) -> None:
-        lazy: list[Change] = []
-        lazy_since = time.monotonic()
+        changes: list[Change] = []
+        replies: list[Outgoing] = []
+        since = time.monotonic()
         done = False
         while not done:
-            durable: list[Change] = []
-            replies: list[Outgoing] = []
+            urgent = False
             try:
                 item = self._queue.get(timeout=LAZY_FLUSH)
             except queue.Empty:
-                item = ([], [], [])
+                item = ([], False, [])
             while True:
                 if item is None:
                     done = True
                 else:
-                    durable += item[0]
-                    lazy += item[1]
+                    if item[0] and not changes:
+                        since = time.monotonic()
+                    changes += item[0]
+                    urgent = urgent or item[1]
                     replies += item[2]
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
             now = time.monotonic()
-            if durable or done or lazy and now - lazy_since >= LAZY_FLUSH:
-                if self._commit(durable + lazy):
+            if urgent or done or changes and now - since >= LAZY_FLUSH:
+                if self._commit(changes):
+                    sent: Counter[str] = Counter()
                     for out in replies:
-                        self._send(*out)
-                lazy, lazy_since = [], now
+                        self._send(*out, sent)
+                    for kind, n in sent.items():
+                        self._metrics.inc("dsas_dhcp_sent_total", n, type=kind)
+                changes, replies = [], []
 
     def _commit(self, changes: list[Change]) -> bool:
         if not changes:
