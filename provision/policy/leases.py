@@ -147,9 +147,8 @@ class LeaseTable:
 
     def bind(self, network: str, mac: str, ip: int, expires: float,
              hostname: str = "") -> list[Change]:
-        lease = Lease(ip, mac, network, BOUND, expires, hostname)
-        changes = self._put(lease)
-        changes.append(LeasePut(replace(lease)))
+        changes = self._put(Lease(ip, mac, network, BOUND, expires, hostname))
+        changes.append(LeasePut(Lease(ip, mac, network, BOUND, expires, hostname)))
         return changes
 
     def release(self, lease: Lease, now: float) -> list[Change]:
