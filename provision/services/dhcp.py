@@ -15,6 +15,7 @@ or are flushed within ``LAZY_FLUSH`` seconds.
 from __future__ import annotations
 
 import fcntl
+import functools
 import ipaddress
 import logging
 import queue
@@ -49,6 +50,7 @@ SOCKET_BUFFER = 4 * 1024 * 1024
 SIOCGIFADDR = 0x8915  # linux/sockios.h
 SIOCGIFNETMASK = 0x891B
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+ANCILLARY = socket.CMSG_SPACE(12)  # struct in_pktinfo
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 LOGGED_MACS = 10_000  # MACs remembered for "log once per MAC"
 POOL_GAUGE_EVERY = 2.0  # seconds between two updates of dsas_dhcp_pool_free
@@ -74,6 +76,12 @@ def interface_address(ifname: str) -> tuple[IPv4Address, ipaddress.IPv4Network]:
 class Endpoint:
     sock: socket.socket
     link: Link
+    unicast: Link = field(init=False)  # the same link, for requests addressed to us
+    packed: bytes = field(init=False)  # our address, as IP_PKTINFO gives it
+
+    def __post_init__(self) -> None:
+        self.unicast = _unicast(self.link)
+        self.packed = self.link.address.packed
 
 
 class DhcpService(Service):
@@ -222,7 +230,7 @@ class DhcpService(Service):
     def _drain(self, ep: Endpoint, batch: Batch) -> None:
         for _ in range(BATCH):
             try:
-                data, anc, flags, source = ep.sock.recvmsg(RECV_BUFFER, socket.CMSG_SPACE(12),
+                data, anc, flags, source = ep.sock.recvmsg(RECV_BUFFER, ANCILLARY,
                                                            socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return
@@ -256,7 +264,7 @@ class DhcpService(Service):
             return None
         mtype = o.MESSAGE_TYPE_NAMES.get(req.message_type or 0, "BOOTP")
         batch.count("dsas_dhcp_received_total", "type", mtype)
-        link = ep.link if not _to_us(anc, ep.link.address) else _unicast(ep.link)
+        link = ep.unicast if _to_us(anc, ep.packed) else ep.link
         try:
             with self._lock:
                 assert self.policy is not None
@@ -283,7 +291,7 @@ class DhcpService(Service):
             self._drop("encode_error", None, str(e))
             return
         to = decision.to
-        dest = source if to.address is None else (str(to.address), to.port)
+        dest = source if to.address is None else (_host(to.address), to.port)
         try:
             ep.sock.sendto(wire, dest)
         except OSError as e:
@@ -473,12 +481,18 @@ def _bind(ifname: str, port: int) -> socket.socket:
     return sock
 
 
-def _to_us(anc: list[tuple[int, int, bytes]], address: IPv4Address) -> bool:
+def _to_us(anc: list[tuple[int, int, bytes]], address: bytes) -> bool:
     """Was the datagram addressed to our unicast address (IP_PKTINFO ipi_addr)?"""
     for level, kind, data in anc:
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
-            return data[8:12] == address.packed
+            return data[8:12] == address
     return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _host(address: IPv4Address) -> str:
+    """str() of a reply's destination, cached (most go to a few relays or broadcast)."""
+    return str(address)
 
 
 def _unicast(link: Link) -> Link:
