@@ -258,13 +258,10 @@ class LeaseJournal:
             if dels:
                 conn.executemany("DELETE FROM dhcp_leases WHERE ip = ?", dels)
             if puts:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO dhcp_leases"
-                    "(ip, mac, network, state, expires, hostname, updated)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)", puts)
+                _insert_rows(conn, _PUT_LEASE, puts, "")
             bound = self._discovered_bound
             if seen:
-                conn.executemany(_UPSERT_SIGHTING, seen)
+                _insert_rows(conn, _INSERT_SIGHTING, seen, _ON_SIGHTING_CONFLICT)
                 bound = None if bound is None else bound + len(seen)
                 if bound is None or bound > self.discovered_limit:
                     bound = self._evict(conn)
@@ -298,16 +295,32 @@ class LeaseJournal:
         return out
 
 
-_UPSERT_SIGHTING = """
+_PUT_LEASE = ("INSERT OR REPLACE INTO dhcp_leases"
+              "(ip, mac, network, state, expires, hostname, updated) VALUES ")
+_INSERT_SIGHTING = """
 INSERT INTO dhcp_discovered(mac, first_seen, last_seen, arch, vendor_class, user_class, uuid,
                             interface, network)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES """
+_ON_SIGHTING_CONFLICT = """
 ON CONFLICT(mac) DO UPDATE SET
     last_seen = excluded.last_seen, arch = coalesce(excluded.arch, arch),
     vendor_class = excluded.vendor_class, user_class = excluded.user_class,
     uuid = excluded.uuid, interface = excluded.interface, network = excluded.network,
     seen = seen + 1
 """
+ROWS_PER_STATEMENT = 100  # at most 900 parameters: under SQLite's oldest limit (999)
+
+
+def _insert_rows(conn: sqlite3.Connection, head: str, rows: list[tuple[object, ...]],
+                 tail: str) -> None:
+    """``head VALUES (..), (..) tail`` for up to ROWS_PER_STATEMENT rows at a time, in
+    order: one statement (one step, one GIL release in sqlite3) instead of one per row.
+    Rows later in the list win conflicts with earlier ones, as with executemany."""
+    one = "(" + ", ".join("?" * len(rows[0])) + ")"
+    for i in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[i:i + ROWS_PER_STATEMENT]
+        conn.execute(head + ", ".join([one] * len(chunk)) + tail,
+                     [v for row in chunk for v in row])
 
 
 def _sighting_row(s: Sighting) -> tuple[object, ...]:
