@@ -24,7 +24,6 @@ import socket
 import struct
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
@@ -54,6 +53,7 @@ ANCILLARY = socket.CMSG_SPACE(12)  # struct in_pktinfo
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 LOGGED_MACS = 10_000  # MACs remembered for "log once per MAC"
 POOL_GAUGE_EVERY = 2.0  # seconds between two updates of dsas_dhcp_pool_free
+METRICS_EVERY = 0.1  # seconds the loop's counters may wait before they reach /metrics
 WARN_EVERY = 10.0  # seconds between two warnings that new MACs are being rate-limited
 MACHINE_LINES = 50  # new machines logged one by one per WARN_EVERY; the rest are summed up
 
@@ -175,45 +175,55 @@ class DhcpService(Service):
         assert self._selector is not None and self._committer is not None
         lazy: list[Change] = []  # decided, not urgent: handed over with the next durable
         lazy_since = 0.0
+        counts: dict[tuple[str, str, str], int] = {}  # not yet on /metrics
+        sent: dict[str, int] = {}
+        counted_at = 0.0
         while not self._stop.is_set():
             ready = self._selector.select(timeout=0.5)
-            batch = Batch()
+            batch = Batch(counts, sent)
             for key, _ in ready:
                 self._drain(key.data, batch)
+            now = time.monotonic()
+            if now - counted_at >= METRICS_EVERY:  # before the replies: a client that
+                self._count(counts, sent)  # got one sees its request counted
+                counted_at = now
             for ep, decision, source in batch.now:
-                self._send(ep, decision, source, batch.sent)
+                self._send(ep, decision, source, sent)
             if batch.changes:
                 if not lazy:
-                    lazy_since = time.monotonic()
+                    lazy_since = now
                 lazy += batch.changes
             # Lazy changes wait in this thread (no wake-up of the committer for them)
             # until a batch needs the disk, or LAZY_FLUSH. One list, in decision order.
-            if lazy and (batch.durable or time.monotonic() - lazy_since >= LAZY_FLUSH):
+            if lazy and (batch.durable or now - lazy_since >= LAZY_FLUSH):
                 self._committer.submit(lazy, batch.durable, batch.after_commit)
                 lazy = []
-            for (name, label, value), n in batch.counts.items():
-                self.metrics.inc(name, n, **{label: value})
-            self._count_sent(batch.sent)
-            self._watch_pools(batch)
+            self._watch_pools(now)
+        self._count(counts, sent)
         if lazy:
             self._committer.submit(lazy, False, [])
 
-    def _count_sent(self, sent: Counter[str]) -> None:
+    def _count(self, counts: dict[tuple[str, str, str], int], sent: dict[str, int]) -> None:
+        """Put the loop's counters on /metrics (every METRICS_EVERY: one Metrics.inc
+        per series, not per packet) and empty them."""
+        for (name, label, value), n in counts.items():
+            self.metrics.inc(name, n, **{label: value})
         for kind, n in sent.items():
             self.metrics.inc("dsas_dhcp_sent_total", n, type=kind)
+        self._limited += counts.get(
+            ("dsas_dhcp_dropped_total", "reason", "discovery_rate_limited"), 0)
+        counts.clear()
+        sent.clear()
 
-    def _watch_pools(self, batch: Batch) -> None:
+    def _watch_pools(self, now: float) -> None:
         """Free pool addresses on /metrics; a warning (once per interval) while new
         machines are being rate-limited, so a discovery flood is visible."""
-        now = time.monotonic()
         if now - self._lines_at >= WARN_EVERY:
             if self._unlogged:
                 log.info("dhcp: %d more new machine(s) in the last %.0f s, not logged one by "
                          "one (`dsas discovered` lists those discovered)", self._unlogged,
                          now - self._lines_at)
             self._machine_lines, self._unlogged, self._lines_at = 0, 0, now
-        self._limited += batch.counts.get(
-            ("dsas_dhcp_dropped_total", "reason", "discovery_rate_limited"), 0)
         if self._limited and now - self._warned_at >= WARN_EVERY:
             log.warning("dhcp: %d DISCOVER/REQUEST(s) from new machines rate-limited "
                         "(over %g new MACs/s; a flood of forged MACs?)", self._limited,
@@ -283,7 +293,7 @@ class DhcpService(Service):
         return decision
 
     def _send(self, ep: Endpoint, decision: Decision, source: tuple[str, int],
-              sent: Counter[str]) -> None:
+              sent: dict[str, int]) -> None:
         assert decision.reply is not None and decision.to is not None
         try:
             wire = encode(decision.reply, decision.max_size)
@@ -299,7 +309,8 @@ class DhcpService(Service):
             log.warning("dhcp: send to %s:%s on %s failed: %s mac=%s xid=%#x", dest[0],
                         dest[1], ep.link.interface, e, decision.reply.mac, decision.reply.xid)
             return
-        sent[decision.kind] += 1
+        kind = decision.kind
+        sent[kind] = sent.get(kind, 0) + 1
 
     def _loaders_now(self, before: frozenset[str]) -> None:
         """Offer the loaders the boot root has now; say which went or came."""
@@ -370,19 +381,22 @@ class DhcpService(Service):
 Outgoing = tuple[Endpoint, Decision, tuple[str, int]]
 
 
-@dataclass
 class Batch:
-    """What one wake-up of the loop decided."""
+    """What one wake-up of the loop decided (a plain class: one per wake-up)."""
 
-    now: list[Outgoing] = field(default_factory=list)
-    after_commit: list[Outgoing] = field(default_factory=list)
-    changes: list[Change] = field(default_factory=list)  # in the order decided
-    durable: bool = False  # some of them must be on disk before after_commit is sent
-    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    sent: Counter[str] = field(default_factory=Counter)  # replies sent, by type
+    __slots__ = ("now", "after_commit", "changes", "durable", "counts", "sent")
+
+    def __init__(self, counts: dict[tuple[str, str, str], int], sent: dict[str, int]) -> None:
+        self.now: list[Outgoing] = []
+        self.after_commit: list[Outgoing] = []
+        self.changes: list[Change] = []  # in the order decided
+        self.durable = False  # some of them must be on disk before after_commit is sent
+        self.counts = counts  # the loop's counters, shared by its batches
+        self.sent = sent  # replies sent, by type
 
     def count(self, name: str, label: str, value: str) -> None:
-        self.counts[(name, label, value)] += 1
+        key = (name, label, value)
+        self.counts[key] = self.counts.get(key, 0) + 1
 
 
 class Committer(threading.Thread):
@@ -392,7 +406,7 @@ class Committer(threading.Thread):
     urgent ones, or after ``LAZY_FLUSH`` seconds."""
 
     def __init__(self, journal: LeaseJournal, send: Callable[[Endpoint, Decision,
-                 tuple[str, int], Counter[str]], None], metrics: Metrics,
+                 tuple[str, int], dict[str, int]], None], metrics: Metrics,
                  clock: Callable[[], float], leases: Callable[[], int]) -> None:
         super().__init__(name="dhcp-commit", daemon=True)
         self._journal = journal
@@ -437,7 +451,7 @@ class Committer(threading.Thread):
             now = time.monotonic()
             if urgent or done or changes and now - since >= LAZY_FLUSH:
                 if self._commit(changes):
-                    sent: Counter[str] = Counter()
+                    sent: dict[str, int] = {}
                     for out in replies:
                         self._send(*out, sent)
                     for kind, n in sent.items():
