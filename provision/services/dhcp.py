@@ -196,7 +196,7 @@ class DhcpService(Service):
             # Lazy changes wait in this thread (no wake-up of the committer for them)
             # until a batch needs the disk, or LAZY_FLUSH. One list, in decision order.
             if lazy and (batch.durable or now - lazy_since >= LAZY_FLUSH):
-                self._committer.submit(lazy, batch.durable, batch.after_commit)
+                self._committer.submit(lazy, True, batch.after_commit)  # due: commit now
                 lazy = []
             self._watch_pools(now)
         self._count(counts, sent)
