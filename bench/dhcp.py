@@ -1,6 +1,7 @@
 """DHCP benchmark: perfdhcp 4-way exchanges (DORA) against dsas, Kea and dnsmasq.
 
     python -m bench dhcp [--step-seconds=4] [--servers=dsas,kea,dnsmasq] [--leases=100000]
+    python -m bench dhcp --fixed-rate=1000 [--repeat=3] [--servers=dsas,kea]
 
 Each server runs in its own pair of namespaces (198.18.0.0/15 on a veth) with
 perfdhcp (Debian's kea-admin) beside it. perfdhcp acts as a relay (giaddr = its address)
@@ -15,6 +16,15 @@ file are written without fsync.
 
 Then the memory (RSS) of each server after it has loaded 100,000 leases from its own
 lease store (sqlite for dsas, the memfile CSV for Kea, the lease file for dnsmasq).
+
+Every step also records CPU: the server's (utime + stime of all its threads, from
+/proc/PID/stat), perfdhcp's (rusage of the waited child), and the machine's (user, nice
+and system time of all CPUs, from /proc/stat). What is left, "other CPU", is what
+foreign processes used meanwhile, in % of one core. A step taken while others used more
+than ``FOREIGN_LIMIT`` of a core is marked and left out of the ratios: contention hurts
+the servers unequally, so such a ratio is not a result. CPU-s per 1,000 exchanges (the
+server's CPU divided by the completed exchanges) is much less sensitive to load than a
+rate; ``--fixed-rate R`` measures only that, at a rate every server completes.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -42,6 +53,8 @@ LOSS_LIMIT = 0.01
 START_RATE = 250
 MAX_RATE = 32000
 CLIENTS = 100_000
+FOREIGN_LIMIT = 10.0  # % of one core used by other processes beyond which a step is void
+TICK = os.sysconf("SC_CLK_TCK")
 DSAS = str(Path(sys.executable).with_name("dsas"))
 
 INVENTORY = f"""\
@@ -70,6 +83,10 @@ class Step:
     achieved: float
     sent: int
     drops: int
+    completed: int = 0  # exchanges whose ACK came back
+    server_cpu: float = 0.0  # CPU-s the server used during the step
+    client_cpu: float = 0.0  # CPU-s perfdhcp used
+    other_cpu: float = 0.0  # % of one core other processes used meanwhile
 
     @property
     def loss(self) -> float:
@@ -78,6 +95,21 @@ class Step:
     @property
     def lossless(self) -> bool:
         return self.sent > 0 and self.loss < LOSS_LIMIT
+
+    @property
+    def quiet(self) -> bool:
+        return self.other_cpu <= FOREIGN_LIMIT
+
+    @property
+    def cpu_per_1000(self) -> float:
+        """Server CPU-s per 1,000 completed exchanges."""
+        return 1000 * self.server_cpu / self.completed if self.completed else 0.0
+
+    def line(self, name: str) -> str:
+        mark = "" if self.quiet else "  (loaded: not a result)"
+        return (f"  {name:<8} rate {self.rate:>6}/s: {self.achieved:8.1f} exchanges/s, "
+                f"loss {100 * self.loss:5.2f}%, {self.cpu_per_1000:.3f} CPU-s/1000, "
+                f"other CPU {self.other_cpu:5.1f}%{mark}")
 
 
 @dataclass
@@ -90,6 +122,13 @@ class Result:
 
     @property
     def best(self) -> Step | None:
+        """The fastest lossless step taken on a quiet machine."""
+        good = [s for s in self.steps if s.lossless and s.quiet]
+        return max(good, key=lambda s: s.achieved) if good else None
+
+    @property
+    def best_any(self) -> Step | None:
+        """The fastest lossless step, quiet or not."""
         good = [s for s in self.steps if s.lossless]
         return max(good, key=lambda s: s.achieved) if good else None
 
@@ -148,18 +187,46 @@ def _tool(name: str) -> str:
 
 # -- perfdhcp and the ladder ------------------------------------------------------------
 
-def perfdhcp(ns: Netns, rate: int, seconds: int, seed: int) -> Step:
+def process_cpu(pid: int) -> float:
+    """CPU-s (user + system, all threads) a live process has used."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (proc(5))
+
+
+def machine_cpu() -> float:
+    """CPU-s all CPUs spent in user, nice and system time (not idle, iowait, irq)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return (int(fields[1]) + int(fields[2]) + int(fields[3])) / TICK
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def perfdhcp(ns: Netns, rate: int, seconds: int, seed: int, server_pid: int) -> Step:
+    server0, client0, total0 = process_cpu(server_pid), children_cpu(), machine_cpu()
+    t0 = time.monotonic()
     out = ns.run([_tool("perfdhcp"), "-4", "-l", CLIENT_IP, "-r", str(rate), "-p", str(seconds),
                   "-R", str(CLIENTS), "-s", str(seed), "-d", "2", "-W", "1500000", SERVER_IP],
                  timeout=seconds + 30, check=False)
+    wall = time.monotonic() - t0
+    server = process_cpu(server_pid) - server0
+    client = children_cpu() - client0
+    other = max(0.0, machine_cpu() - total0 - server - client)
     text = out.stdout + out.stderr
     sent = [int(x) for x in re.findall(r"sent packets: (\d+)", text)]
     received = [int(x) for x in re.findall(r"received packets: (\d+)", text)]
     if len(sent) < 2 or len(received) < 2:
-        return Step(rate, 0.0, 0, 0)
+        return Step(rate, 0.0, 0, 0, 0, server, client, 100 * other / wall)
     # A DORA is complete when its ACK came back: count every DISCOVER without one. (The
     # rate perfdhcp prints also divides by its exit wait, so it is computed here.)
-    return Step(rate, received[1] / seconds, sent[0], max(0, sent[0] - received[1]))
+    return Step(rate, received[1] / seconds, sent[0], max(0, sent[0] - received[1]),
+                received[1], server, client, 100 * other / wall)
 
 
 def ladder() -> Generator[int, Step, None]:
@@ -231,10 +298,9 @@ def run_ladders(contenders: list[Contender], seconds: int) -> None:
                 c.next_rate = None
                 continue
             seed += 1
-            step = perfdhcp(c.cli, c.next_rate, seconds, seed)
+            step = perfdhcp(c.cli, c.next_rate, seconds, seed, c.proc.pid)
             c.result.steps.append(step)
-            print(f"  {c.name:<8} rate {step.rate:>6}/s: {step.achieved:8.1f} exchanges/s, "
-                  f"loss {100 * step.loss:5.2f}%", flush=True)
+            print(step.line(c.name), flush=True)
             try:
                 c.next_rate = c.steps.send(step)
             except StopIteration:
@@ -296,19 +362,64 @@ def memory_with_leases(lab: Lab, c: Contender, work: Path, n: int) -> int:
 
 def report(results: list[Result], n: int) -> str:
     kea = next((r for r in results if r.name == "kea"), None)
-    kea_rate = kea.best.achieved if kea and kea.best else 0.0
-    lines = [f"{'server':<9}{'lossless DORA/s':>16}{'loss':>7}{'vs kea':>8}"
-             f"{'RSS after':>11}{f'RSS {n // 1000}k leases':>18}{'vs kea':>8}"]
+    kea_best = kea.best if kea else None
+    lines = [f"{'server':<9}{'lossless DORA/s':>16}{'loss':>7}{'CPU-s/1000':>11}"
+             f"{'other CPU':>10}{'vs kea':>8}{'RSS after':>11}{f'RSS {n // 1000}k leases':>18}"
+             f"{'vs kea':>8}"]
     for r in results:
-        b = r.best
-        rate = f"{b.achieved:>16.0f}{100 * b.loss:>6.2f}%" if b else f"{'-':>16}{'-':>7}"
-        ratio = f"{b.achieved / kea_rate:.2f}x" if b and kea_rate else "-"
+        b = r.best or r.best_any
+        if b:
+            rate = (f"{b.achieved:>16.0f}{100 * b.loss:>6.2f}%{b.cpu_per_1000:>11.3f}"
+                    f"{b.other_cpu:>9.1f}%")
+        else:
+            rate = f"{'-':>16}{'-':>7}{'-':>11}{'-':>10}"
+        ratio = (f"{b.achieved / kea_best.achieved:.2f}x"
+                 if b and b.quiet and kea_best and kea_best.achieved else "-")
         mem = f"{r.rss_loaded_kib / 1024:.1f} MiB" if r.rss_loaded_kib else "-"
         mem_ratio = (f"{r.rss_loaded_kib / kea.rss_loaded_kib:.2f}x"
                      if kea and kea.rss_loaded_kib and r.rss_loaded_kib else "-")
+        note = r.error or ("" if not b or b.quiet else "loaded: not a result")
         lines.append(f"{r.name:<9}{rate}{ratio:>8}{r.rss_kib / 1024:>7.1f} MiB{mem:>18}"
-                     f"{mem_ratio:>8}" + (f"  ({r.error})" if r.error else ""))
-    lines.append("lossless: < 1% of 4-way exchanges incomplete; RSS after: after its ladder")
+                     f"{mem_ratio:>8}" + (f"  ({note})" if note else ""))
+    lines.append("lossless: < 1% of 4-way exchanges incomplete; CPU-s/1000: the server's CPU "
+                 "per 1,000 exchanges at that step;")
+    lines.append(f"other CPU: % of one core other processes used during it (over "
+                 f"{FOREIGN_LIMIT:g}%: no ratio); RSS after: after its ladder")
+    return "\n".join(lines)
+
+
+def fixed_rate(contenders: list[Contender], rate: int, seconds: int, repeat: int) -> str:
+    """CPU per exchange at one rate, interleaved, ``repeat`` times per server."""
+    seed = 1
+    runs: dict[str, list[Step]] = {c.name: [] for c in contenders}
+    for _ in range(repeat):
+        for c in contenders:
+            if c.proc.poll() is not None:
+                continue
+            seed += 1
+            step = perfdhcp(c.cli, rate, seconds, seed, c.proc.pid)
+            runs[c.name].append(step)
+            print(step.line(c.name), flush=True)
+    lines = [f"{'server':<9}{'CPU-s/1000 (min)':>18}{'median':>8}{'vs kea':>8}"
+             f"{'other CPU':>10}{'exchanges/s':>12}"]
+    medians = {}
+    for name, steps in runs.items():
+        done = sorted((s for s in steps if s.completed), key=lambda s: s.cpu_per_1000)
+        if done:
+            medians[name] = done[len(done) // 2]
+    kea = medians.get("kea")
+    for name, steps in runs.items():
+        med = medians.get(name)
+        if med is None:
+            lines.append(f"{name:<9}{'-':>18}")
+            continue
+        low = min(s.cpu_per_1000 for s in steps if s.completed)
+        ratio = f"{med.cpu_per_1000 / kea.cpu_per_1000:.2f}x" if kea and kea.cpu_per_1000 else "-"
+        mark = "" if med.quiet and (kea is None or kea.quiet) else "  (loaded)"
+        lines.append(f"{name:<9}{low:>18.3f}{med.cpu_per_1000:>8.3f}{ratio:>8}"
+                     f"{med.other_cpu:>9.1f}%{med.achieved:>12.0f}{mark}")
+    lines.append("CPU-s/1000: the server's CPU per 1,000 completed exchanges; vs kea: of the "
+                 "medians; other CPU: what other processes used meanwhile, % of one core")
     return "\n".join(lines)
 
 
@@ -317,6 +428,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--step-seconds", type=int, default=4)
     ap.add_argument("--servers", default="dsas,kea,dnsmasq")
     ap.add_argument("--leases", type=int, default=CLIENTS)
+    ap.add_argument("--fixed-rate", type=int, default=0,
+                    help="only measure CPU per exchange at this rate")
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args([a for a in argv if a not in ("dhcp",)])
     names = [n for n in args.servers.split(",") if n]
     for n in names:
@@ -342,7 +456,15 @@ def main(argv: list[str]) -> int:
             except RuntimeError as e:
                 c.result.error = str(e)
         time.sleep(0.5)
-        run_ladders([c for c in contenders if not c.result.error], args.step_seconds)
+        live = [c for c in contenders if not c.result.error]
+        if args.fixed_rate:
+            table = fixed_rate(live, args.fixed_rate, args.step_seconds, args.repeat)
+            for c in contenders:
+                lab.stop(c.proc)
+            print()
+            print(table)
+            return 0
+        run_ladders(live, args.step_seconds)
         for c in contenders:
             lab.stop(c.proc)
         for c in contenders:

@@ -3,6 +3,7 @@ dropped and counted, ACKs wait for the disk, commits are batched."""
 
 from __future__ import annotations
 
+import logging
 import random
 import select
 import socket
@@ -15,11 +16,13 @@ from pathlib import Path
 import pytest
 
 from provision.inventory import loads
-from provision.policy.leases import LeaseJournal
+from provision.policy.leases import Lease, LeaseDel, LeaseJournal, LeasePut
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import DhcpDecodeError, DhcpPacket, decode, encode
+from provision.services import dhcp as dhcp_service
 from provision.services.base import ServeContext
 from provision.services.dhcp import DhcpService, create
+from provision.state import StateStore
 
 from .dhcp_support import INVENTORY, IPXE_ROM, SERVER, W1_MAC, client_packet
 from .lab import Lab
@@ -167,6 +170,29 @@ def test_acks_in_a_burst_share_commits(served: Served) -> None:
     assert 1 <= commits < n, commits
 
 
+def test_a_flood_of_new_machines_is_summed_up_in_the_log(
+        served: Served, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Each new machine is logged once, but at most MACHINE_LINES of them one by one per
+    interval: the rest are counted in one line (a flood of forged MACs must not become
+    a line each)."""
+    monkeypatch.setattr(dhcp_service, "MACHINE_LINES", 5)
+    n = 40
+    with caplog.at_level(logging.INFO, "provision.services.dhcp"):
+        discovers = [client_packet(o.DISCOVER, f"52:54:00:01:00:{i:02x}", broadcast=True)
+                     for i in range(n)]
+        for d in discovers:
+            served.send(encode(d))
+        assert all(served.replies(d.xid, wait=3) for d in discovers)
+        monkeypatch.setattr(dhcp_service, "WARN_EVERY", 0.2)  # the interval ends now
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(
+                "more new machine" in r.getMessage() for r in caplog.records):
+            time.sleep(0.05)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum("discovered machine" in m for m in msgs) == 5, msgs
+    assert any(f"{n - 5} more new machine(s)" in m for m in msgs), msgs
+
+
 def test_two_interfaces_each_answer_for_their_own_network(lab: Lab, tmp_path: Path) -> None:
     """One service on two interfaces: the network (and address) comes from the interface
     the request arrived on, and the broadcast reply leaves through that interface."""
@@ -193,3 +219,53 @@ def test_two_interfaces_each_answer_for_their_own_network(lab: Lab, tmp_path: Pa
             c.sock.close()
         svc.stop()
         ctx.store.close()
+
+
+# -- lease changes reach the disk in the order they were decided --------------------
+
+T0 = 1_000_000.0
+
+
+def _rows(db: Path, ip: int) -> list[tuple[str, str]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT mac, state FROM dhcp_leases WHERE ip = ?", (ip,)).fetchall()
+    finally:
+        conn.close()
+
+
+def _bind(s: Served, mac: str, want: str | None = None) -> str:
+    disc = client_packet(o.DISCOVER, mac, broadcast=True)
+    s.send(encode(disc))
+    offer = s.replies(disc.xid)[0]
+    req = client_packet(o.REQUEST, mac, xid=disc.xid, broadcast=True,
+                        requested=want or str(offer.yiaddr), server=SERVER)
+    s.send(encode(req))
+    ack = s.replies(req.xid)[0]
+    assert ack.message_type == o.ACK
+    return str(ack.yiaddr)
+
+
+def test_a_release_then_another_clients_ack_leaves_the_new_lease(served: Served) -> None:
+    a, b = "52:54:00:02:00:01", "52:54:00:02:00:02"
+    ip = _bind(served, a)
+    release = client_packet(o.RELEASE, a, ciaddr=ip, server=SERVER)
+    req = client_packet(o.REQUEST, b, broadcast=True, requested=ip, server=SERVER)
+    served.send(encode(release))  # lazy: rides with the next commit
+    served.send(encode(req))  # durable: that commit
+    ack = served.replies(req.xid)[0]
+    assert ack.message_type == o.ACK and str(ack.yiaddr) == ip
+    assert _rows(served.ctx.store.path, int(o.IPv4Address(ip))) == [(b, "bound")]
+
+
+def test_a_lease_put_then_dropped_in_one_commit_is_gone(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    journal = LeaseJournal(store)
+    ip = int(o.IPv4Address("198.18.0.50"))
+    journal.commit([LeasePut(Lease(ip, "52:54:00:02:00:03", "lan", "bound", T0 + 600)),
+                    LeaseDel(ip)], T0)
+    journal.commit([LeaseDel(ip + 1),
+                    LeasePut(Lease(ip + 1, "52:54:00:02:00:04", "lan", "bound", T0 + 600))], T0)
+    store.close()
+    assert _rows(store.path, ip) == []
+    assert _rows(store.path, ip + 1) == [("52:54:00:02:00:04", "bound")]

@@ -17,7 +17,7 @@ from ipaddress import IPv4Address, IPv4Network
 from .. import layout
 from ..inventory.model import Host, Inventory, Network
 from ..protocol import dhcp_options as o
-from ..protocol.dhcp import BOOTREPLY, BOOTREQUEST, FLAG_BROADCAST, DhcpPacket
+from ..protocol.dhcp import BOOTREPLY, BOOTREQUEST, FLAG_BROADCAST, DhcpPacket, make_packet
 from .leases import Change, LeaseTable, Pool, Sighting
 
 HTTP_CLIENT = b"HTTPClient"  # option 60 of UEFI HTTP boot clients, echoed in our offers
@@ -449,8 +449,8 @@ def _reply_base(req: DhcpPacket, link: Link, yiaddr: IPv4Address,
                 opts: dict[int, bytes]) -> DhcpPacket:
     if o.RELAY_AGENT_INFO in req.options:  # RFC 3046 2.2: echo it back
         opts[o.RELAY_AGENT_INFO] = req.options[o.RELAY_AGENT_INFO]
-    return DhcpPacket(op=BOOTREPLY, xid=req.xid, chaddr=req.chaddr, htype=req.htype,
-                      flags=req.flags, yiaddr=yiaddr, giaddr=req.giaddr, options=opts)
+    return make_packet(BOOTREPLY, req.xid, req.chaddr, htype=req.htype, flags=req.flags,
+                       yiaddr=yiaddr, giaddr=req.giaddr, options=opts)
 
 
 def build_pool(inv: Inventory, net: Network, server_addresses: list[IPv4Address]) -> Pool:

@@ -10,6 +10,7 @@ offer, and a client that REQUESTs a forgotten offer is NAKed or re-offered.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
@@ -45,6 +46,7 @@ CREATE TABLE IF NOT EXISTS dhcp_discovered (
     network      TEXT NOT NULL DEFAULT '',
     seen         INTEGER NOT NULL DEFAULT 1   -- sightings recorded (rate-limited)
 );
+CREATE INDEX IF NOT EXISTS dhcp_discovered_evict ON dhcp_discovered(last_seen, mac DESC);
 """
 
 
@@ -145,9 +147,8 @@ class LeaseTable:
 
     def bind(self, network: str, mac: str, ip: int, expires: float,
              hostname: str = "") -> list[Change]:
-        lease = Lease(ip, mac, network, BOUND, expires, hostname)
-        changes = self._put(lease)
-        changes.append(LeasePut(replace(lease)))
+        changes = self._put(Lease(ip, mac, network, BOUND, expires, hostname))
+        changes.append(LeasePut(Lease(ip, mac, network, BOUND, expires, hostname)))
         return changes
 
     def release(self, lease: Lease, now: float) -> list[Change]:
@@ -220,6 +221,9 @@ class LeaseJournal:
     def __init__(self, store: StateStore, discovered_limit: int = DISCOVERED_LIMIT) -> None:
         self.store = store
         self.discovered_limit = discovered_limit
+        # At least as many rows as dhcp_discovered holds (None: not counted yet), so a
+        # commit counts and evicts only when the cap may have been passed.
+        self._discovered_bound: int | None = None
         store.ensure_schema("dhcp", DDL)
 
     def load(self) -> Iterator[Lease]:
@@ -232,27 +236,48 @@ class LeaseJournal:
                 yield Lease(r[0], r[1], net, names.setdefault(r[3], r[3]), r[4], r[5])
 
     def commit(self, changes: list[Change], now: float) -> None:
-        """Write all changes in one transaction (one fsync)."""
-        puts = [(c.lease.ip, c.lease.mac, c.lease.network, c.lease.state, c.lease.expires,
-                 c.lease.hostname, now) for c in changes if isinstance(c, LeasePut)]
-        dels = [(c.ip,) for c in changes if isinstance(c, LeaseDel)]
-        seen = [_sighting_row(c) for c in changes if isinstance(c, Sighting)]
+        """Write all changes in one transaction (one fsync), in their order: of several
+        changes to one address, the last is what the store keeps."""
+        # In order: the last change to an address is the one that stays.
+        final: dict[int, tuple[object, ...] | None] = {}
+        seen: list[tuple[object, ...]] = []
+        for c in changes:
+            if isinstance(c, LeasePut):
+                lease = c.lease
+                final[lease.ip] = (lease.ip, lease.mac, lease.network, lease.state,
+                                   lease.expires, lease.hostname, now)
+            elif isinstance(c, LeaseDel):
+                final[c.ip] = None
+            else:
+                seen.append(_sighting_row(c))
+        puts = [row for row in final.values() if row is not None]
+        dels = [(ip,) for ip, row in final.items() if row is None]
         if not (puts or dels or seen):
             return
         with self.store.transaction() as conn:
             if dels:
                 conn.executemany("DELETE FROM dhcp_leases WHERE ip = ?", dels)
             if puts:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO dhcp_leases"
-                    "(ip, mac, network, state, expires, hostname, updated)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)", puts)
+                _insert_rows(conn, _PUT_LEASE, puts, "")
+            bound = self._discovered_bound
             if seen:
-                conn.executemany(_UPSERT_SIGHTING, seen)
-                # Bounded: a flood of forged MACs evicts the least recently seen rows.
-                conn.execute("DELETE FROM dhcp_discovered WHERE mac IN (SELECT mac FROM"
-                             " dhcp_discovered ORDER BY last_seen DESC, mac LIMIT -1 OFFSET ?)",
-                             (self.discovered_limit,))
+                _insert_rows(conn, _INSERT_SIGHTING, seen, _ON_SIGHTING_CONFLICT)
+                bound = None if bound is None else bound + len(seen)
+                if bound is None or bound > self.discovered_limit:
+                    bound = self._evict(conn)
+        self._discovered_bound = bound  # only once committed
+
+    def _evict(self, conn: sqlite3.Connection) -> int:
+        """Bounded: a flood of forged MACs evicts the least recently seen rows (the
+        rows beyond the first ``discovered_limit`` by last_seen DESC, mac). Returns
+        the rows left."""
+        rows = conn.execute("SELECT count(*) FROM dhcp_discovered").fetchone()[0]
+        excess = rows - self.discovered_limit
+        if excess <= 0:
+            return int(rows)
+        conn.execute("DELETE FROM dhcp_discovered WHERE mac IN (SELECT mac FROM"
+                     " dhcp_discovered ORDER BY last_seen, mac DESC LIMIT ?)", (excess,))
+        return self.discovered_limit
 
     def discovered(self) -> list[dict[str, Any]]:
         """Discovered machines with the address each holds now ('' when none)."""
@@ -270,16 +295,32 @@ class LeaseJournal:
         return out
 
 
-_UPSERT_SIGHTING = """
+_PUT_LEASE = ("INSERT OR REPLACE INTO dhcp_leases"
+              "(ip, mac, network, state, expires, hostname, updated) VALUES ")
+_INSERT_SIGHTING = """
 INSERT INTO dhcp_discovered(mac, first_seen, last_seen, arch, vendor_class, user_class, uuid,
                             interface, network)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES """
+_ON_SIGHTING_CONFLICT = """
 ON CONFLICT(mac) DO UPDATE SET
     last_seen = excluded.last_seen, arch = coalesce(excluded.arch, arch),
     vendor_class = excluded.vendor_class, user_class = excluded.user_class,
     uuid = excluded.uuid, interface = excluded.interface, network = excluded.network,
     seen = seen + 1
 """
+ROWS_PER_STATEMENT = 100  # at most 900 parameters: under SQLite's oldest limit (999)
+
+
+def _insert_rows(conn: sqlite3.Connection, head: str, rows: list[tuple[object, ...]],
+                 tail: str) -> None:
+    """``head VALUES (..), (..) tail`` for up to ROWS_PER_STATEMENT rows at a time, in
+    order: one statement (one step, one GIL release in sqlite3) instead of one per row.
+    Rows later in the list win conflicts with earlier ones, as with executemany."""
+    one = "(" + ", ".join("?" * len(rows[0])) + ")"
+    for i in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[i:i + ROWS_PER_STATEMENT]
+        conn.execute(head + ", ".join([one] * len(chunk)) + tail,
+                     [v for row in chunk for v in row])
 
 
 def _sighting_row(s: Sighting) -> tuple[object, ...]:

@@ -15,6 +15,7 @@ or are flushed within ``LAZY_FLUSH`` seconds.
 from __future__ import annotations
 
 import fcntl
+import functools
 import ipaddress
 import logging
 import queue
@@ -23,7 +24,6 @@ import socket
 import struct
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
@@ -49,10 +49,13 @@ SOCKET_BUFFER = 4 * 1024 * 1024
 SIOCGIFADDR = 0x8915  # linux/sockios.h
 SIOCGIFNETMASK = 0x891B
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+ANCILLARY = socket.CMSG_SPACE(12)  # struct in_pktinfo
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 LOGGED_MACS = 10_000  # MACs remembered for "log once per MAC"
 POOL_GAUGE_EVERY = 2.0  # seconds between two updates of dsas_dhcp_pool_free
+METRICS_EVERY = 0.1  # seconds the loop's counters may wait before they reach /metrics
 WARN_EVERY = 10.0  # seconds between two warnings that new MACs are being rate-limited
+MACHINE_LINES = 50  # new machines logged one by one per WARN_EVERY; the rest are summed up
 
 
 def interface_address(ifname: str) -> tuple[IPv4Address, ipaddress.IPv4Network]:
@@ -73,6 +76,12 @@ def interface_address(ifname: str) -> tuple[IPv4Address, ipaddress.IPv4Network]:
 class Endpoint:
     sock: socket.socket
     link: Link
+    unicast: Link = field(init=False)  # the same link, for requests addressed to us
+    packed: bytes = field(init=False)  # our address, as IP_PKTINFO gives it
+
+    def __post_init__(self) -> None:
+        self.unicast = _unicast(self.link)
+        self.packed = self.link.address.packed
 
 
 class DhcpService(Service):
@@ -92,6 +101,9 @@ class DhcpService(Service):
         self._pool_gauge_at = 0.0
         self._limited = 0  # new MACs rate-limited since the last warning
         self._warned_at = -WARN_EVERY
+        self._machine_lines = 0  # new machines logged one by one in this interval
+        self._unlogged = 0  # and those only counted, for the summary line
+        self._lines_at = time.monotonic()
         self.policy: DhcpPolicy | None = None
         self._presence = LoaderPresence(ctx.boot_root)
 
@@ -161,25 +173,57 @@ class DhcpService(Service):
     # -- the loop ------------------------------------------------------------------
     def _serve(self) -> None:
         assert self._selector is not None and self._committer is not None
+        lazy: list[Change] = []  # decided, not urgent: handed over with the next durable
+        lazy_since = 0.0
+        counts: dict[tuple[str, str, str], int] = {}  # not yet on /metrics
+        sent: dict[str, int] = {}
+        counted_at = 0.0
         while not self._stop.is_set():
             ready = self._selector.select(timeout=0.5)
-            batch = Batch()
+            batch = Batch(counts, sent)
             for key, _ in ready:
                 self._drain(key.data, batch)
+            now = time.monotonic()
+            if now - counted_at >= METRICS_EVERY:  # before the replies: a client that
+                self._count(counts, sent)  # got one sees its request counted
+                counted_at = now
             for ep, decision, source in batch.now:
-                self._send(ep, decision, source)
-            if batch.durable or batch.lazy:
-                self._committer.submit(batch.durable, batch.lazy, batch.after_commit)
-            for (name, label, value), n in batch.counts.items():
-                self.metrics.inc(name, n, **{label: value})
-            self._watch_pools(batch)
+                self._send(ep, decision, source, sent)
+            if batch.changes:
+                if not lazy:
+                    lazy_since = now
+                lazy += batch.changes
+            # Lazy changes wait in this thread (no wake-up of the committer for them)
+            # until a batch needs the disk, or LAZY_FLUSH. One list, in decision order.
+            if lazy and (batch.durable or now - lazy_since >= LAZY_FLUSH):
+                self._committer.submit(lazy, True, batch.after_commit)  # due: commit now
+                lazy = []
+            self._watch_pools(now)
+        self._count(counts, sent)
+        if lazy:
+            self._committer.submit(lazy, False, [])
 
-    def _watch_pools(self, batch: Batch) -> None:
+    def _count(self, counts: dict[tuple[str, str, str], int], sent: dict[str, int]) -> None:
+        """Put the loop's counters on /metrics (every METRICS_EVERY: one Metrics.inc
+        per series, not per packet) and empty them."""
+        for (name, label, value), n in counts.items():
+            self.metrics.inc(name, n, **{label: value})
+        for kind, n in sent.items():
+            self.metrics.inc("dsas_dhcp_sent_total", n, type=kind)
+        self._limited += counts.get(
+            ("dsas_dhcp_dropped_total", "reason", "discovery_rate_limited"), 0)
+        counts.clear()
+        sent.clear()
+
+    def _watch_pools(self, now: float) -> None:
         """Free pool addresses on /metrics; a warning (once per interval) while new
         machines are being rate-limited, so a discovery flood is visible."""
-        now = time.monotonic()
-        self._limited += batch.counts.get(
-            ("dsas_dhcp_dropped_total", "reason", "discovery_rate_limited"), 0)
+        if now - self._lines_at >= WARN_EVERY:
+            if self._unlogged:
+                log.info("dhcp: %d more new machine(s) in the last %.0f s, not logged one by "
+                         "one (`dsas discovered` lists those discovered)", self._unlogged,
+                         now - self._lines_at)
+            self._machine_lines, self._unlogged, self._lines_at = 0, 0, now
         if self._limited and now - self._warned_at >= WARN_EVERY:
             log.warning("dhcp: %d DISCOVER/REQUEST(s) from new machines rate-limited "
                         "(over %g new MACs/s; a flood of forged MACs?)", self._limited,
@@ -196,7 +240,7 @@ class DhcpService(Service):
     def _drain(self, ep: Endpoint, batch: Batch) -> None:
         for _ in range(BATCH):
             try:
-                data, anc, flags, source = ep.sock.recvmsg(RECV_BUFFER, socket.CMSG_SPACE(12),
+                data, anc, flags, source = ep.sock.recvmsg(RECV_BUFFER, ANCILLARY,
                                                            socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return
@@ -206,13 +250,17 @@ class DhcpService(Service):
             decision = self._decide(ep, data, anc, flags, batch)
             if decision is None:
                 continue
-            batch.lazy += decision.lazy
             if decision.durable:
-                batch.durable += decision.durable
+                batch.changes += decision.durable
+                batch.changes += decision.lazy
+                batch.durable = True
                 if decision.reply is not None:  # an ACK: sent once its lease is on disk
                     batch.after_commit.append((ep, decision, source))
-            elif decision.reply is not None:  # an OFFER needs no disk (RFC 2131 4.3.1)
-                batch.now.append((ep, decision, source))
+            else:
+                if decision.lazy:
+                    batch.changes += decision.lazy
+                if decision.reply is not None:  # an OFFER needs no disk (RFC 2131 4.3.1)
+                    batch.now.append((ep, decision, source))
 
     def _decide(self, ep: Endpoint, data: bytes, anc: list[tuple[int, int, bytes]],
                 flags: int, batch: Batch) -> Decision | None:
@@ -226,7 +274,7 @@ class DhcpService(Service):
             return None
         mtype = o.MESSAGE_TYPE_NAMES.get(req.message_type or 0, "BOOTP")
         batch.count("dsas_dhcp_received_total", "type", mtype)
-        link = ep.link if not _to_us(anc, ep.link.address) else _unicast(ep.link)
+        link = ep.unicast if _to_us(anc, ep.packed) else ep.link
         try:
             with self._lock:
                 assert self.policy is not None
@@ -244,7 +292,8 @@ class DhcpService(Service):
         decision.max_size = req.max_message_size
         return decision
 
-    def _send(self, ep: Endpoint, decision: Decision, source: tuple[str, int]) -> None:
+    def _send(self, ep: Endpoint, decision: Decision, source: tuple[str, int],
+              sent: dict[str, int]) -> None:
         assert decision.reply is not None and decision.to is not None
         try:
             wire = encode(decision.reply, decision.max_size)
@@ -252,7 +301,7 @@ class DhcpService(Service):
             self._drop("encode_error", None, str(e))
             return
         to = decision.to
-        dest = source if to.address is None else (str(to.address), to.port)
+        dest = source if to.address is None else (_host(to.address), to.port)
         try:
             ep.sock.sendto(wire, dest)
         except OSError as e:
@@ -260,7 +309,8 @@ class DhcpService(Service):
             log.warning("dhcp: send to %s:%s on %s failed: %s mac=%s xid=%#x", dest[0],
                         dest[1], ep.link.interface, e, decision.reply.mac, decision.reply.xid)
             return
-        self.metrics.inc("dsas_dhcp_sent_total", type=decision.kind)
+        kind = decision.kind
+        sent[kind] = sent.get(kind, 0) + 1
 
     def _loaders_now(self, before: frozenset[str]) -> None:
         """Offer the loaders the boot root has now; say which went or came."""
@@ -298,8 +348,8 @@ class DhcpService(Service):
                         req.mac, req.xid, link.interface)
         if d.reply is None:
             return
-        if not d.host and any(isinstance(c, Sighting) for c in d.lazy) and self._first_time(
-                req.mac):
+        if not d.host and req.mac not in self._logged and any(
+                isinstance(c, Sighting) for c in d.lazy) and self._first_time(req.mac):
             log.info("dhcp: discovered machine mac=%s interface=%s arch=%s vendor=%s "
                      "hostname=%s client_id=%s", req.mac, link.interface, req.client_arch,
                      _client(req.vendor_class), _client(req.options.get(o.HOST_NAME)),
@@ -314,83 +364,99 @@ class DhcpService(Service):
                     link.interface, safe(d.reply.file) or "-")
 
     def _first_time(self, mac: str) -> bool:
+        """Log this machine now? Once per MAC, and at most ``MACHINE_LINES`` new
+        machines per interval (a flood of forged MACs is summed up in one line)."""
         if mac in self._logged:
             return False
         if len(self._logged) >= LOGGED_MACS:
             self._logged.clear()
         self._logged.add(mac)
+        if self._machine_lines >= MACHINE_LINES:
+            self._unlogged += 1
+            return False
+        self._machine_lines += 1
         return True
 
 
 Outgoing = tuple[Endpoint, Decision, tuple[str, int]]
 
 
-@dataclass
 class Batch:
-    """What one wake-up of the loop decided."""
+    """What one wake-up of the loop decided (a plain class: one per wake-up)."""
 
-    now: list[Outgoing] = field(default_factory=list)
-    after_commit: list[Outgoing] = field(default_factory=list)
-    durable: list[Change] = field(default_factory=list)
-    lazy: list[Change] = field(default_factory=list)
-    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    __slots__ = ("now", "after_commit", "changes", "durable", "counts", "sent")
+
+    def __init__(self, counts: dict[tuple[str, str, str], int], sent: dict[str, int]) -> None:
+        self.now: list[Outgoing] = []
+        self.after_commit: list[Outgoing] = []
+        self.changes: list[Change] = []  # in the order decided
+        self.durable = False  # some of them must be on disk before after_commit is sent
+        self.counts = counts  # the loop's counters, shared by its batches
+        self.sent = sent  # replies sent, by type
 
     def count(self, name: str, label: str, value: str) -> None:
-        self.counts[(name, label, value)] += 1
+        key = (name, label, value)
+        self.counts[key] = self.counts.get(key, 0) + 1
 
 
 class Committer(threading.Thread):
-    """Writes lease changes (one fsync'd transaction for everything queued) and then
-    sends the ACKs that waited for them, while the loop goes on deciding: group commit.
-    Lazy changes wait for the next durable batch, or ``LAZY_FLUSH`` seconds."""
+    """Writes lease changes (one fsync'd transaction for everything queued, in the
+    order decided) and then sends the ACKs that waited for them, while the loop goes
+    on deciding: group commit. Changes that are not urgent are written with the next
+    urgent ones, or after ``LAZY_FLUSH`` seconds."""
 
     def __init__(self, journal: LeaseJournal, send: Callable[[Endpoint, Decision,
-                 tuple[str, int]], None], metrics: Metrics, clock: Callable[[], float],
-                 leases: Callable[[], int]) -> None:
+                 tuple[str, int], dict[str, int]], None], metrics: Metrics,
+                 clock: Callable[[], float], leases: Callable[[], int]) -> None:
         super().__init__(name="dhcp-commit", daemon=True)
         self._journal = journal
         self._send = send
         self._metrics = metrics
         self._clock = clock
         self._leases = leases
-        self._queue: queue.SimpleQueue[tuple[list[Change], list[Change], list[Outgoing]]
+        self._queue: queue.SimpleQueue[tuple[list[Change], bool, list[Outgoing]]
                                        | None] = queue.SimpleQueue()
 
-    def submit(self, durable: list[Change], lazy: list[Change], replies: list[Outgoing]) -> None:
-        self._queue.put((durable, lazy, replies))
+    def submit(self, changes: list[Change], urgent: bool, replies: list[Outgoing]) -> None:
+        self._queue.put((changes, urgent, replies))
 
     def finish(self) -> None:
         self._queue.put(None)
         self.join(timeout=10)
 
     def run(self) -> None:
-        lazy: list[Change] = []
-        lazy_since = time.monotonic()
+        changes: list[Change] = []
+        replies: list[Outgoing] = []
+        since = time.monotonic()
         done = False
         while not done:
-            durable: list[Change] = []
-            replies: list[Outgoing] = []
+            urgent = False
             try:
                 item = self._queue.get(timeout=LAZY_FLUSH)
             except queue.Empty:
-                item = ([], [], [])
+                item = ([], False, [])
             while True:
                 if item is None:
                     done = True
                 else:
-                    durable += item[0]
-                    lazy += item[1]
+                    if item[0] and not changes:
+                        since = time.monotonic()
+                    changes += item[0]
+                    urgent = urgent or item[1]
                     replies += item[2]
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
             now = time.monotonic()
-            if durable or done or lazy and now - lazy_since >= LAZY_FLUSH:
-                if self._commit(durable + lazy):
+            if urgent or done or changes and now - since >= LAZY_FLUSH:
+                if self._commit(changes):
+                    sent: dict[str, int] = {}
                     for out in replies:
-                        self._send(*out)
-                lazy, lazy_since = [], now
+                        self._send(*out, sent)
+                    for kind, n in sent.items():
+                        self._metrics.inc("dsas_dhcp_sent_total", n, type=kind)
+                changes, replies = [], []
 
     def _commit(self, changes: list[Change]) -> bool:
         if not changes:
@@ -429,12 +495,18 @@ def _bind(ifname: str, port: int) -> socket.socket:
     return sock
 
 
-def _to_us(anc: list[tuple[int, int, bytes]], address: IPv4Address) -> bool:
+def _to_us(anc: list[tuple[int, int, bytes]], address: bytes) -> bool:
     """Was the datagram addressed to our unicast address (IP_PKTINFO ipi_addr)?"""
     for level, kind, data in anc:
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
-            return data[8:12] == address.packed
+            return data[8:12] == address
     return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _host(address: IPv4Address) -> str:
+    """str() of a reply's destination, cached (most go to a few relays or broadcast)."""
+    return str(address)
 
 
 def _unicast(link: Link) -> Link:
