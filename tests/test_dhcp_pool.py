@@ -23,7 +23,6 @@ from provision.policy.leases import (
     DECLINED,
     OFFERED,
     RELEASED,
-    Lease,
     LeaseDel,
     LeaseJournal,
     LeasePut,
