@@ -22,7 +22,7 @@ from provision.services.base import ServeContext
 from provision.services.dhcp import DhcpService, create
 
 from .dhcp_support import INVENTORY, IPXE_ROM, SERVER, W1_MAC, client_packet
-from .lab import Lab
+from .lab import Lab, wait_for
 from .netns_thread import in_netns
 from .test_dhcp_codec import IPXE_DISCOVER
 
@@ -107,11 +107,12 @@ def test_bad_input_is_dropped_counted_and_serving_goes_on(served: Served) -> Non
     for data in _mutants(150):
         served.send(data)
     good = client_packet(o.DISCOVER, W1_MAC, broadcast=True, extra=IPXE_ROM)
-    time.sleep(0.3)
+    m = served.ctx.metrics
+    wait_for(lambda: all(m.get("dsas_dhcp_dropped_total", reason=r) >= 1 for r in bad), 10,
+             "every kind of bad input to be counted")
     served.send(encode(good))
     offers = served.replies(good.xid)
     assert offers and offers[0].yiaddr == o.IPv4Address("198.18.0.11")
-    m = served.ctx.metrics
     for reason in bad:
         assert m.get("dsas_dhcp_dropped_total", reason=reason) >= 1, (reason, m.render())
     assert m.get("dsas_dhcp_dropped_total", reason="internal_error") == 0
