@@ -221,8 +221,9 @@ def test_sighup_reload_without_dropping_queries_and_per_interface_binding(net: N
     queries = net.work / "queries"
     queries.write_text("".join(f"{n}.{DOMAIN} A\n" for n in ("w101", "web", "m1", "masters"))
                        + f"1.1.18.198.in-addr.arpa PTR\n{DOMAIN} SOA\n")
-    load = net.client.popen([dnsperf, "-s", SERVER, "-d", str(queries), "-l", "6", "-Q", "400",
-                             "-t", "2"], stdout=subprocess.PIPE, text=True)
+    # stdbuf: dnsperf's status lines as they happen, not at exit (stdout is a pipe).
+    load = net.client.popen(["stdbuf", "-oL", dnsperf, "-s", SERVER, "-d", str(queries),
+                             "-l", "6", "-Q", "400", "-t", "2"], stdout=subprocess.PIPE, text=True)
     early = read_until(load, lambda t: "Started at" in t, 20, "dnsperf to start sending")
     write_inventory(inv, db_ip="198.18.3.31")  # the db-read VIP moves
     assert load.poll() is None  # the load runs across the reload
