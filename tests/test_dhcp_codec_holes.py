@@ -212,3 +212,96 @@ def test_round_trip_at_576_bytes_with_file_and_sname_empty_or_filled(
     back = decode(wire)
     assert back == p and back.file == file and back.sname == sname
     assert struct.unpack_from("!I", wire, 4)[0] == 7
+
+
+# -- edges of the header, the cookie and the option codes ---------------------------------
+
+def test_a_header_without_cookie_or_options_decodes() -> None:
+    header_only = raw_packet(b"")[:HEADER_LEN]
+    p = decode(header_only)
+    assert p.options == {} and p.xid == 0x34B07138
+    with pytest.raises(DhcpDecodeError) as err:
+        decode(header_only[:-1])
+    assert err.value.kind == "truncated" and err.value.offset == HEADER_LEN - 1
+
+
+def test_without_the_magic_cookie_option_bytes_are_not_options() -> None:
+    p = decode(raw_packet(opt(53, b"\x01") + b"\xff", cookie=b"\x63\x82\x53\x64"))
+    assert p.options == {} and p.message_type is None
+    short = raw_packet(b"")[:HEADER_LEN + 3]  # a cut cookie
+    assert decode(short).options == {}
+
+
+def test_header_fields_are_kept() -> None:
+    data = bytearray(raw_packet(opt(53, b"\x01") + b"\xff"))
+    data[3] = 3  # hops
+    data[10:12] = b"\x80\x00"  # flags: broadcast
+    data[12:16] = bytes((198, 18, 0, 9))  # ciaddr
+    p = decode(bytes(data))
+    assert p.hops == 3 and p.broadcast and str(p.ciaddr) == "198.18.0.9" and p.secs == 4
+
+
+def test_overload_sname_full_to_the_last_byte_without_end() -> None:
+    sname = opt(12, b"s" * 62)  # exactly 64 bytes, no END: the field ends the options
+    p = decode(raw_packet(opt(53, b"\x05") + opt(52, b"\x02") + b"\xff", sname=sname,
+                          file=b"boot.efi"))
+    assert p.options[12] == b"s" * 62 and p.file == b"boot.efi"
+    file = opt(15, b"f" * 126)  # exactly 128 bytes
+    q = decode(raw_packet(opt(52, b"\x01") + b"\xff", file=file, sname=b"srv"))
+    assert q.options[15] == b"f" * 126 and q.sname == b"srv"
+
+
+def test_option_52_inside_an_overloaded_field_is_dropped_too() -> None:
+    file = opt(52, b"\x01") + opt(12, b"x") + b"\xff"
+    p = decode(raw_packet(opt(53, b"\x05") + opt(52, b"\x01") + b"\xff", file=file))
+    assert 52 not in p.options and p.options[12] == b"x"
+
+
+def test_zero_length_option_in_the_last_two_bytes() -> None:
+    p = decode(raw_packet(opt(53, b"\x01") + opt(200, b"")))
+    assert p.options[200] == b""
+
+
+def test_encode_field_length_limits() -> None:
+    ok = DhcpPacket(op=BOOTREPLY, xid=1, chaddr=bytes(16), sname=b"s" * 64, file=b"f" * 128)
+    wire = encode(ok)
+    assert wire[SNAME_OFFSET:SNAME_OFFSET + 64] == b"s" * 64
+    assert wire[FILE_OFFSET:FILE_OFFSET + 128] == b"f" * 128
+    for bad in ({"chaddr": bytes(17)}, {"sname": b"s" * 65}, {"file": b"f" * 129}):
+        with pytest.raises(DhcpEncodeError):
+            encode(DhcpPacket(**{"op": BOOTREPLY, "xid": 1, "chaddr": MAC, **bad}))
+
+
+@pytest.mark.parametrize("code", [1, 2, 254])
+def test_every_option_code_but_pad_and_end_is_encoded(code: int) -> None:
+    p = reply({code: b"\x01\x02\x03\x04"})
+    assert decode(encode(p)).options[code] == b"\x01\x02\x03\x04"
+
+
+@pytest.mark.parametrize("code", [0, 255, 256, -1])
+def test_pad_end_and_out_of_range_codes_are_refused(code: int) -> None:
+    with pytest.raises(DhcpEncodeError):
+        encode(reply({code: b"x"}))
+
+
+@pytest.mark.parametrize("n", [254, 255, 256, 510, 511])
+def test_long_options_split_at_255_without_overload(n: int) -> None:
+    p = reply({43: bytes(range(256)) * 2}) if n > 510 else reply({43: bytes(n)})
+    wire = encode(p, max_size=1500)
+    assert b"\x34\x01" not in wire[OPTIONS_START:OPTIONS_START + 3]
+    assert 52 not in decode(wire).options and decode(wire) == p
+    value = p.options[43]
+    assert wire.count(bytes((43, 255))) == len(value) // 255  # the full chunks
+    assert len(wire) == max(300, OPTIONS_START + 3 + len(value) + 2 * -(-len(value) // 255) + 1)
+
+
+def test_all_three_areas_filled_to_the_byte() -> None:
+    # main: 308 - 3 (52) - 1 (END) = 304; file 127 + END; sname 63 + END.
+    # 53 takes 3 of main; then options of 2 + 255 and 2 + 42 fill it.
+    p = reply({43: bytes(255), 44: bytes(42), 12: bytes(125), 15: bytes(61)})
+    wire = encode(p)
+    assert len(wire) == WIRE_576
+    assert wire[FILE_OFFSET + 127] == 255 and wire[SNAME_OFFSET + 63] == 255  # END last
+    assert decode(wire) == p
+    with pytest.raises(DhcpEncodeError):
+        encode(reply({43: bytes(255), 44: bytes(42), 12: bytes(125), 15: bytes(62)}))
