@@ -100,7 +100,7 @@ def test_valid_option_streams_decode_to_exactly_their_options(
 
 
 @pytest.mark.timeout(120)
-@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.lists(ITEM, max_size=25),
        st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
        st.integers(0, 10_000))
