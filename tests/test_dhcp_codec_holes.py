@@ -305,3 +305,47 @@ def test_all_three_areas_filled_to_the_byte() -> None:
     assert decode(wire) == p
     with pytest.raises(DhcpEncodeError):
         encode(reply({43: bytes(255), 44: bytes(42), 12: bytes(125), 15: bytes(62)}))
+
+
+def test_overload_split_of_a_long_option_loses_no_byte() -> None:
+    p = reply({43: bytes(range(256)) + bytes(range(44)), 77: b"u" * 30})  # 300 + 30
+    wire = encode(p)
+    assert b"\x34\x01" in wire[OPTIONS_START:] and decode(wire) == p
+
+
+def test_overload_keeps_zero_length_options() -> None:
+    p = reply({43: bytes(255), 44: bytes(60), 200: b"", 12: b"h" * 10})
+    wire = encode(p)
+    assert b"\x34\x01" in wire[OPTIONS_START:]
+    assert decode(wire).options[200] == b"" and decode(wire) == p
+
+
+def test_overload_uses_the_last_three_bytes_of_a_field_for_a_split_option() -> None:
+    # main: 304 usable = 53 (3) + 43 (257) + 44 (41) + 3 left: option 12 starts there
+    # with one byte; file (127) then sname (63) are filled exactly by the rest.
+    opts = {43: bytes(255), 44: bytes(39), 12: bytes(range(10)), 15: bytes(114),
+            16: bytes(61)}
+    p = reply(opts)
+    wire = encode(p)
+    assert len(wire) == WIRE_576
+    assert wire[OPTIONS_START + 301:OPTIONS_START + 304] == b"\x0c\x01\x00"  # 12, 1 byte
+    assert decode(wire) == p
+
+
+def test_overload_fills_a_two_byte_room_with_a_zero_length_option() -> None:
+    # As above, but sname ends with a zero-length option in its last two bytes.
+    opts = {43: bytes(255), 44: bytes(39), 12: bytes(range(10)), 15: bytes(114),
+            16: bytes(59), 200: b""}
+    p = reply(opts)
+    wire = encode(p)
+    assert wire[SNAME_OFFSET + 61:SNAME_OFFSET + 64] == b"\xc8\x00\xff"
+    assert decode(wire) == p
+
+
+def test_overload_writes_no_empty_fragment_into_a_two_byte_room() -> None:
+    # main: 53 (3) + 43 (257) + 44 (42) leaves 2 bytes: too few for a piece of option 12,
+    # which goes whole to 'file'; the main area ends with option 52 and END.
+    p = reply({43: bytes(255), 44: bytes(40), 12: bytes(range(10)), 15: b"x" * 70})
+    wire = encode(p)
+    assert wire[OPTIONS_START + 302:OPTIONS_START + 306] == b"\x34\x01\x03\xff"
+    assert wire[FILE_OFFSET:FILE_OFFSET + 2] == b"\x0c\x0a" and decode(wire) == p
