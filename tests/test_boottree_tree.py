@@ -173,3 +173,42 @@ def test_missing_syslinux_modules_name_their_package(tmp_path: Path,
     with pytest.raises(FileNotFoundError) as e:
         populate_loaders(tmp_path / "boot")
     assert "syslinux-common" in str(e.value)
+
+
+def test_refused_carries_its_message() -> None:
+    e = Refused(boottree.NOT_FOUND, "no such thing")
+    assert str(e) == "no such thing" and e.message == "no such thing"
+    assert (e.reason.tftp_code, e.reason.http_status) == (1, 404)
+
+
+def test_three_part_static_paths_are_files_not_hosts(rec: tuple[BootTree, Recorder, Path]
+                                                     ) -> None:
+    t, r, root = rec
+    (root / "images" / "tiny").mkdir(parents=True)
+    (root / "images/tiny/vmlinuz").write_bytes(b"K")
+    assert t.lookup("images/tiny/vmlinuz").fs_path == str(root / "images/tiny/vmlinuz")
+    assert reason(t, "hosts/n1/other") == "not_found"  # not a rendered name either
+    assert r.calls == []
+
+
+def test_root_boot_ipxe_renders_the_askers_ipxe(rec: tuple[BootTree, Recorder, Path]) -> None:
+    t, r, _ = rec
+    f = t.lookup("boot.ipxe", "198.18.4.12")
+    assert r.calls[-1] == (t.inventory, "n2", "ipxe") and f.path == "boot.ipxe"
+    assert f.data == b"ipxe for n2\n" and f.host == "n2"
+
+
+def test_the_real_renderers_and_a_template_override(tmp_path: Path) -> None:
+    root = tmp_path / "boot"
+    root.mkdir()
+    t = BootTree(root, inventory())
+    assert b"n1" in (t.lookup("hosts/n1/dsas.conf").data or b"")
+    assert b"dsas.host=n1" in (t.lookup("pxelinux.cfg/01-52-54-00-04-00-11").data or b"")
+    assert t.lookup("pxelinux.cfg/default").data
+    over = tmp_path / "templates"
+    over.mkdir()
+    (over / "dsas.conf.j2").write_text("OVERRIDE {{ host.name }}\n")
+    (over / "pxelinux-default.cfg.j2").write_text("DEFAULT OVERRIDE\n")
+    t2 = BootTree(root, inventory(), templates=over)
+    assert t2.lookup("hosts/n2/dsas.conf").data == b"OVERRIDE n2\n"
+    assert t2.lookup("pxelinux.cfg/default").data == b"DEFAULT OVERRIDE\n"
