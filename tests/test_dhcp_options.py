@@ -113,3 +113,9 @@ def test_ndi_and_uuid() -> None:
 def test_names_of_message_types() -> None:
     assert [o.MESSAGE_TYPE_NAMES[t] for t in range(1, 9)] == [
         "DISCOVER", "OFFER", "REQUEST", "DECLINE", "ACK", "NAK", "RELEASE", "INFORM"]
+
+
+def test_unsigned_integers_to_their_top_and_the_empty_user_class() -> None:
+    assert o.u16(65535) == b"\xff\xff" and o.u32(0xFFFFFFFF) == b"\xff" * 4
+    assert o.u8(0) == b"\x00"
+    assert o.parse_user_class(b"") == (b"",)
