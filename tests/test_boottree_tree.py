@@ -98,6 +98,7 @@ def test_a_static_file_overrides_the_rendered_boot_ipxe_and_discovery_script(
     assert not f.rendered and f.size == len("#!ipxe\nstatic\n") and r.calls == []
     rendered = t.lookup(layout.DISCOVERY_SCRIPT)
     assert rendered.rendered and rendered.data and rendered.data.startswith(b"#!ipxe")
+    assert rendered.path == layout.DISCOVERY_SCRIPT and rendered.host is None
     (root / layout.DISCOVERY_SCRIPT).parent.mkdir(parents=True, exist_ok=True)
     (root / layout.DISCOVERY_SCRIPT).write_text("#!ipxe\nmine\n")
     assert not t.lookup(layout.DISCOVERY_SCRIPT).rendered

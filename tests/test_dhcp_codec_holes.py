@@ -349,3 +349,10 @@ def test_overload_writes_no_empty_fragment_into_a_two_byte_room() -> None:
     wire = encode(p)
     assert wire[OPTIONS_START + 302:OPTIONS_START + 306] == b"\x34\x01\x03\xff"
     assert wire[FILE_OFFSET:FILE_OFFSET + 2] == b"\x0c\x0a" and decode(wire) == p
+
+
+def test_a_bad_option_175_is_named_in_the_error() -> None:
+    with pytest.raises(DhcpDecodeError) as err:
+        decode(raw_packet(opt(53, b"\x01") + opt(175, b"\xb1\x09abc") + b"\xff"))
+    assert err.value.reason == "option 175 sub-option 177 overruns its container"
+    assert err.value.offset == OPTIONS_START + 3 + 2 and err.value.kind == "bad_suboption"
