@@ -241,3 +241,39 @@ def test_each_network_has_its_own_pool() -> None:
     offers = {run(p, o.DISCOVER, f"52:54:00:00:e7:{i:02x}", link=second).reply.yiaddr  # type: ignore[union-attr]
               for i in range(3)}
     assert IPv4Address("198.18.0.3") not in offers
+
+
+def test_reply_header_answers_the_request() -> None:
+    from provision.protocol.dhcp import BOOTREPLY, decode, encode
+
+    from .dhcp_support import client_packet
+
+    req = client_packet(o.DISCOVER, W1_MAC, xid=0x1234ABCD, broadcast=True)
+    for p, link in ((pol(), LAN), (pol(proxy=True), LAN)):
+        if p.settings.proxy:
+            req = client_packet(o.DISCOVER, W1_MAC, xid=0x1234ABCD, broadcast=True,
+                                extra=PXE_BIOS)
+        d = p.handle(decode(encode(req)), link, T0)
+        r = d.reply
+        assert r is not None
+        assert (r.op, r.xid, r.chaddr, r.htype, r.flags) == (
+            BOOTREPLY, 0x1234ABCD, req.chaddr, 1, 0x8000)
+    nak = pol().handle(decode(encode(client_packet(o.REQUEST, W1_MAC, xid=7,
+                                                   requested="198.18.0.99", server=SERVER))),
+                       LAN, T0)
+    assert nak.reply is not None and (nak.reply.op, nak.reply.xid) == (BOOTREPLY, 7)
+
+
+def test_a_broadcast_request_is_judged_by_the_interface_not_by_ciaddr() -> None:
+    # REBINDING: broadcast, ciaddr set. On lan, ciaddr 198.18.1.11 (w1's far address)
+    # is not w1's address here: NAK. Only a unicast (RENEWING) request may come from
+    # behind a router and be judged by ciaddr.
+    d = run(pol(), o.REQUEST, W1_MAC, ciaddr="198.18.1.11")
+    assert summary(d) == ("NAK", None, "rebinding", "w1")
+
+
+def test_ack_of_a_renewal_leaves_ciaddr_zero_only_inform_echoes_it() -> None:
+    d = run(pol(), o.REQUEST, W1_MAC, link=UNICAST, ciaddr="198.18.0.11")
+    assert d.reply is not None and d.reply.ciaddr == IPv4Address(0)
+    i = run(pol(), o.INFORM, W1_MAC, ciaddr="198.18.0.11")
+    assert i.reply is not None and i.reply.ciaddr == IPv4Address("198.18.0.11")
