@@ -7,6 +7,11 @@ A missing tool or missing root privileges FAIL the test with the tool's name
 from __future__ import annotations
 
 import os
+import select
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 
@@ -19,6 +24,8 @@ from provision.lab.netns import (  # noqa: F401 - re-exported for the tests
     find_tool,
 )
 from provision.lab.netns import Lab as _Lab
+
+T = TypeVar("T")
 
 
 def require_tool(name: str) -> str:
@@ -41,3 +48,38 @@ class Lab(_Lab):
         require_root()
         require_tool("ip")
         return self
+
+
+def wait_for(pred: Callable[[], T | None], timeout: float, what: str,
+             interval: float = 0.05) -> T:
+    """Poll ``pred`` until it returns something true (returned), at most ``timeout`` s;
+    then fail the test naming ``what``. For waiting on an event, never a bare sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}", pytrace=False)
+        time.sleep(interval)
+
+
+def read_until(proc: subprocess.Popen[Any], pred: Callable[[str], bool], timeout: float,
+               what: str) -> str:
+    """Read ``proc``'s stdout pipe until ``pred`` holds for what was read (returned), at
+    most ``timeout`` s. Reads the file descriptor itself, so a later
+    ``proc.communicate()`` returns the rest."""
+    assert proc.stdout is not None
+    fd, text = proc.stdout.fileno(), ""
+    deadline = time.monotonic() + timeout
+    while not pred(text):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}: {text[-500:]!r}",
+                        pytrace=False)
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            pytest.fail(f"{what}: the process closed its output: {text[-500:]!r}",
+                        pytrace=False)
+        text += chunk.decode(errors="replace")
+    return text

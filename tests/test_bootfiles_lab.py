@@ -190,6 +190,10 @@ def test_curl_tftp_netascii_is_on_the_wire_encoding(env: Setup, tmp_path: Path) 
     assert r.returncode == 0, r.stderr
     data = out.read_bytes()
     assert data in (TEXT, netascii_encode(TEXT))  # curl may keep the wire form
+    # On the wire, exactly the netascii encoding (the raw probe keeps what it received).
+    wire = env.probe("get", SRV, "notes.txt", "--mode", "netascii")
+    assert wire["sha256"] == hashlib.sha256(netascii_encode(TEXT)).hexdigest(), wire
+    assert netascii_encode(TEXT) != TEXT  # the file has bare LF and CR to encode
 
 
 def test_tsize_exact_for_rendered_and_netascii(env: Setup) -> None:
@@ -219,7 +223,8 @@ def test_pxelinux_config_differs_per_mac(env: Setup) -> None:
 def test_unknown_machine_gets_immediate_error_1(env: Setup) -> None:
     r = env.probe("get", SRV, "pxelinux.cfg/01-52-54-00-99-99-99", "--opt", "tsize=0")
     assert r["error"] == 1 and "not in inventory" in r["message"]
-    assert r["elapsed"] < 0.5
+    # Immediate: the answer to the first RRQ, with no OACK first (its latency: bench/).
+    assert r["rrq_sent"] == 1 and "oack" not in r, r
     assert env.probe("get", SRV, "no/such/file")["error"] == 1
 
 
@@ -382,8 +387,9 @@ def test_transfers_survive_5_percent_loss(tmp_path: Path) -> None:
                      timeout=70)
         assert sha_of(out) == env.sha("images/tiny/1/vmlinuz")
         assert env.metric("dsas_tftp_retransmits_total") > 0
-        if len(os.sched_getaffinity(0)) > 1:  # one transfer, a spare CPU: it polls
-            assert env.metric("dsas_tftp_polled_acks_total") > 0
+        # One transfer at a time polls for its ACKs only when a CPU is spare for it.
+        polled, ncpu = env.metric("dsas_tftp_polled_acks_total"), len(os.sched_getaffinity(0))
+        assert (polled > 0) == (ncpu > 1), (polled, ncpu)
 
 
 def test_vanished_client_frees_its_slot_and_cap_is_clean(tmp_path: Path) -> None:
@@ -403,7 +409,9 @@ def test_vanished_client_frees_its_slot_and_cap_is_clean(tmp_path: Path) -> None
                 break
             time.sleep(0.5)
         assert got and got["size"] == 1 << 20, got
-        assert time.monotonic() - t0 < 2 + 1 + 3  # timeout + backoff slack + one fetch
+        # The slot was freed by the vanished transfer's timeout, not by anything else.
+        assert env.metric("dsas_tftp_transfers_total{result=\"failed\"}") == 1
+        assert env.metric('dsas_tftp_errors_total{reason="timeout"}') == 1
         assert env.metric("dsas_tftp_transfers_total{result=\"ok\"}") == 1
         assert env.metric("dsas_tftp_polled_acks_total") == 0  # --tftp-busy-poll 0: never
         assert env.metric("dsas_tftp_transfer_cpu_seconds_total") > 0

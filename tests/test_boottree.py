@@ -127,17 +127,28 @@ def test_host_files_and_unknown_host(tree):
 
 
 def test_root_boot_ipxe_for_the_asker(tree):
-    assert tree.lookup("boot.ipxe", peer="198.18.4.11").host == "n1"
-    with pytest.raises(Refused):
-        tree.lookup("boot.ipxe", peer="198.18.4.99")
+    n1 = tree.lookup("boot.ipxe", peer="198.18.4.11")
+    n2 = tree.lookup("boot.ipxe", peer="198.18.4.12")
+    assert n1.host == "n1" and n1.data == tree.lookup("hosts/n1/boot.ipxe").data
+    assert n2.host == "n2" and n2.data.startswith(b"ipxe for n2") and n2.data != n1.data
+    for peer in ("198.18.4.99", None):
+        with pytest.raises(Refused) as e:
+            tree.lookup("boot.ipxe", peer=peer)
+        assert e.value.reason.key == "not_in_inventory"
 
 
 def test_inventory_change_visible_next_request(tree):
     before = tree.lookup("hosts/n1/dsas.conf").data
+    inv = inventory()
+    n1 = inv.hosts["n1"]
+    changed = dataclasses.replace(n1, macs=("52:54:00:00:99:99",))
+    tree.inventory = dataclasses.replace(inv, hosts={**inv.hosts, "n1": changed})
+    after = tree.lookup("hosts/n1/dsas.conf").data
+    assert after != before and b"mac=52:54:00:00:99:99" in after  # changed: new content
     tree.inventory = dataclasses.replace(inventory(), hosts={})  # n1 removed
-    with pytest.raises(Refused):
+    with pytest.raises(Refused) as e:
         tree.lookup("hosts/n1/dsas.conf")
-    assert before
+    assert e.value.reason.key == "not_in_inventory"
 
 
 def test_render_failure_is_refused(tmp_path):

@@ -93,14 +93,12 @@ def test_render_all_refuses_a_directory_it_did_not_write(tmp_path: Path) -> None
     assert code == 2 and "is a file" in err and afile.read_text() == "x"  # click refuses
 
 
-def test_placeholders_say_not_yet_available() -> None:
+def test_push_and_clone_without_arguments_are_usage_errors() -> None:
     for script in ("dsas-push", "dsas-clone"):
         exe = ROOT / ".venv" / "bin" / script
         r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30)
-        if r.returncode == 2 and "not yet available" in r.stderr:
-            continue
-        # once implemented, a bare call is a usage error (exit 2) with help text
         assert r.returncode == 2, (script, r.returncode, r.stderr)
+        assert f"Usage: {script} " in r.stderr and f"{script} --help" in r.stderr, r.stderr
 
 
 def test_help_explains() -> None:

@@ -96,20 +96,28 @@ def test_repeated_options_concatenate_rfc3396() -> None:
 
 
 def test_overload_decode_reads_file_then_sname() -> None:
-    file = opt(12, b"fromfile") + b"\xff"
-    sname = opt(15, b"fromsname") + b"\xff"
-    p = decode(raw_packet(opt(53, b"\x05") + opt(52, b"\x03") + b"\xff", sname=sname, file=file))
+    file = opt(12, b"fromfile") + opt(43, b"F") + b"\xff"
+    sname = opt(15, b"fromsname") + opt(43, b"S") + b"\xff"
+    p = decode(raw_packet(opt(53, b"\x05") + opt(43, b"M") + opt(52, b"\x03") + b"\xff",
+                          sname=sname, file=file))
     assert p.options[12] == b"fromfile" and p.options[15] == b"fromsname"
+    assert p.options[43] == b"MFS"  # RFC 2131 4.1 order: options, then file, then sname
     assert p.file == b"" and p.sname == b"" and 52 not in p.options
+    only_sname = decode(raw_packet(opt(52, b"\x02") + b"\xff", sname=sname, file=b"boot.0"))
+    assert only_sname.file == b"boot.0" and only_sname.options[15] == b"fromsname"
 
 
 def test_encode_overflows_into_file_and_sname_when_needed() -> None:
-    big = {o.MESSAGE_TYPE: b"\x05", 43: bytes(range(200)), 77: b"x" * 150, 12: b"h" * 60}
+    big = {o.MESSAGE_TYPE: b"\x05", 43: bytes(range(200)), 77: b"x" * 150, 12: b"h" * 60,
+           15: b"d" * 60}  # 3 + 202 + 152 + 62 + 62 + 1 bytes: more than 308 + 127
     p = DhcpPacket(op=BOOTREPLY, xid=1, chaddr=MAC, options=big)
     wire = encode(p)
     assert len(wire) <= 576 - 28
     assert wire[240:243] == b"\x35\x01\x05"  # 53 first
     assert b"\x34\x01\x03\xff" in wire[240:]  # overload into file and sname
+    file, sname = wire[FILE_OFFSET:FILE_OFFSET + 128], wire[SNAME_OFFSET:SNAME_OFFSET + 64]
+    assert file[0] not in (0, 255) and sname[0] not in (0, 255)  # both carry options
+    assert b"d" * 20 in sname  # option 15 went to sname, after 'file' was full
     assert decode(wire) == p
     # With a larger client limit no overload is needed.
     roomy = encode(p, max_size=1472)

@@ -217,7 +217,7 @@ def test_relay_gets_the_address_on_the_client_subnet(lab: Lab, tmp_path: Path) -
     server.start()
     relay.popen([dhcrelay, "-d", "-4", "-id", rdown, "-iu", rup, "198.18.0.1"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
+    relay.wait_port(67)  # dhcrelay listens: it relays from now on
     _set_mac(cli, cif, W1_MAC)
     lease = udhcpc_once(cli, cif, tmp_path, tries=4)
     server.stop()
@@ -305,10 +305,11 @@ def test_ipxe_rom_takes_an_address_and_follows_its_boot_url(lab: Lab, tmp_path: 
     server = Server(lab, srv, "br0", tmp_path, ["--proxy"] if proxy else [])
     server.start()
     dump = tmp_path / "br0.txt"
-    with open(dump, "w") as out:
+    dump_err = tmp_path / "tcpdump.err"
+    with open(dump, "w") as out, open(dump_err, "w") as err:
         srv.popen([require_tool("tcpdump"), "-l", "-n", "-i", "br0",
-                   "tcp port 80 or udp port 69"], stdout=out, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
+                   "tcp port 80 or udp port 69"], stdout=out, stderr=err)
+    _wait_for(lambda: "listening on" in dump_err.read_text(), 15, "tcpdump to listen")
     guest = Guest(lab, srv, GuestSpec("w1", [W1_MAC], firmware="bios"), [tap], tmp_path / "vm")
     guest.start()
     try:

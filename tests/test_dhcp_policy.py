@@ -78,6 +78,20 @@ def test_same_address_across_firmware_ipxe_and_linux_by_chaddr_only() -> None:
     linux = run(p, o.DISCOVER, W1_MAC)
     assert ovmf.reply and ipxe.reply and linux.reply
     assert ovmf.reply.yiaddr == ipxe.reply.yiaddr == linux.reply.yiaddr
+    # The same holds for a machine the pool serves: option 61 and the UUID differ
+    # between the stages, the address does not; another chaddr with the same option 61
+    # is another machine.
+    pool = policy(discovery=True)
+    stages = [run(pool, o.DISCOVER, UNKNOWN_MAC, extra=OVMF, client_id=False),
+              run(pool, o.DISCOVER, UNKNOWN_MAC, extra={**IPXE_EFI, o.CLIENT_ID: b"\x00x",
+                                                        o.CLIENT_UUID: b"\x00" + bytes(
+                                                            range(16))}),
+              run(pool, o.DISCOVER, UNKNOWN_MAC)]
+    addrs = {d.reply.yiaddr for d in stages if d.reply is not None}
+    assert len(addrs) == 1 and len(stages) == 3
+    twin = run(pool, o.DISCOVER, "52:54:00:00:ee:09",
+               extra={o.CLIENT_ID: b"\x01" + bytes.fromhex(UNKNOWN_MAC.replace(":", ""))})
+    assert twin.reply is not None and twin.reply.yiaddr not in addrs
 
 
 @pytest.mark.parametrize("mac,extra,expected", [
@@ -243,10 +257,19 @@ def test_leases_survive_restart_through_the_journal(tmp_path: Path) -> None:
     store.close()
     journal = LeaseJournal(StateStore(tmp_path))
     p2 = DhcpPolicy(INV, LeaseTable(journal.load()), DhcpSettings(discovery=True))
-    renew = run(p2, o.REQUEST, UNKNOWN_MAC, T0 + 300, ciaddr=str(a))
-    assert renew.reply and renew.reply.message_type == o.ACK and renew.reply.yiaddr == a
+    # What was loaded, before any request touches the table (a renew would rebuild it).
+    lease = p2.table.at(int(a))
+    assert lease is not None
+    assert (lease.mac, lease.network, lease.state, lease.expires) == (
+        UNKNOWN_MAC, "lan", "bound", T0 + 600)
+    # INIT-REBOOT first: only a reloaded lease makes it an ACK (RFC 2131 4.3.2).
     init_reboot = run(p2, o.REQUEST, UNKNOWN_MAC, T0 + 300, requested=str(a))
     assert init_reboot.reply and init_reboot.reply.message_type == o.ACK
+    assert init_reboot.reply.yiaddr == a
+    thief = run(p2, o.REQUEST, "52:54:00:00:ee:02", T0 + 300, requested=str(a), server=SERVER)
+    assert thief.reply and thief.reply.message_type == o.NAK
+    renew = run(p2, o.REQUEST, UNKNOWN_MAC, T0 + 300, ciaddr=str(a))
+    assert renew.reply and renew.reply.message_type == o.ACK and renew.reply.yiaddr == a
     rows = journal.discovered()
     assert [r["mac"] for r in rows] == [UNKNOWN_MAC] and rows[0]["address"] == str(a)
 

@@ -33,7 +33,7 @@ from provision.services import dns as dns_service
 from provision.services.base import ServeContext
 
 from .dns_helpers import DOMAIN, inventory, inventory_text, query, raw_header
-from .lab import Lab, Netns, require_tool
+from .lab import Lab, Netns, read_until, require_tool
 
 pytestmark = pytest.mark.lab
 
@@ -193,11 +193,9 @@ def test_forwarding_to_a_second_server_and_servfail_when_it_is_down(net: Net) ->
     net.upstream.popen([sys.executable, "-c", SILENT, UPSTREAM])
     net.upstream.wait_port(53, "tcp")
     for transport in ("+notcp", "+tcp"):
-        t0 = time.monotonic()
         r = dig(net.client, SERVER, UPSTREAM_NAME, transport, "+time=4")
-        took = time.monotonic() - t0
-        assert r["status"] == "SERVFAIL", transport
-        assert 0.9 < took < 3.5, took  # the 1 s forward timeout, not dig's 4 s
+        # An answer at all means our 1 s forward timeout fired within dig's 4 s (+tries=1).
+        assert r["status"] == "SERVFAIL" and r["QUESTION_SECTION"], transport
     assert dig(net.client, SERVER, f"w102.{DOMAIN}")["status"] == "NOERROR"
 
 
@@ -223,10 +221,12 @@ def test_sighup_reload_without_dropping_queries_and_per_interface_binding(net: N
     queries = net.work / "queries"
     queries.write_text("".join(f"{n}.{DOMAIN} A\n" for n in ("w101", "web", "m1", "masters"))
                        + f"1.1.18.198.in-addr.arpa PTR\n{DOMAIN} SOA\n")
-    load = net.client.popen([dnsperf, "-s", SERVER, "-d", str(queries), "-l", "6", "-Q", "400",
-                             "-t", "2"], stdout=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    # stdbuf: dnsperf's status lines as they happen, not at exit (stdout is a pipe).
+    load = net.client.popen(["stdbuf", "-oL", dnsperf, "-s", SERVER, "-d", str(queries),
+                             "-l", "6", "-Q", "400", "-t", "2"], stdout=subprocess.PIPE, text=True)
+    early = read_until(load, lambda t: "Started at" in t, 20, "dnsperf to start sending")
     write_inventory(inv, db_ip="198.18.3.31")  # the db-read VIP moves
+    assert load.poll() is None  # the load runs across the reload
     proc.send_signal(signal.SIGHUP)
     new = None
     for _ in range(40):  # bounded: the supervisor polls once a second
@@ -236,13 +236,18 @@ def test_sighup_reload_without_dropping_queries_and_per_interface_binding(net: N
             break
         time.sleep(0.25)
     assert new == "198.18.3.31"
+    assert load.poll() is None  # still sending after the new zone answered
     after = int(section(dig(net.client, SERVER, DOMAIN, "SOA"), "ANSWER")[0][6])
     assert after > before
     out, _ = load.communicate(timeout=30)
+    out = early + out
     lost = [ln for ln in out.splitlines() if "Queries lost" in ln]
+    sent = [ln for ln in out.splitlines() if "Queries sent" in ln]
     completed = [ln for ln in out.splitlines() if "Queries completed" in ln]
     assert lost and lost[0].split()[2] == "0", out
-    assert completed and int(completed[0].split()[2]) > 1500, out
+    # Every query sent was answered (the rate dnsperf reached is bench/dns.py's business).
+    assert sent and completed and completed[0].split()[2] == sent[0].split()[2], out
+    assert int(sent[0].split()[2]) > 0, out
     assert re.search(r"Response codes:\s+NOERROR \d+ \(100.00%\)\n", out), out
     assert proc.poll() is None
 
@@ -325,7 +330,8 @@ def test_bad_packets_are_answered_or_dropped_counted_and_the_service_lives(
         answer = svc.responder.zone.lookup(f"db-read.{DOMAIN}")
         assert str(answer.rr[0].rdata) == "198.18.3.32"
     finally:
-        t0 = time.monotonic()
+        threads = list(svc._threads)
         svc.stop()
-    assert time.monotonic() - t0 < 2  # shutdown() woke the loops: no 5 s join timeout
+    # shutdown() woke the loops: every thread ended within stop()'s join, none left behind.
+    assert threads and not [t.name for t in threads if t.is_alive()]
     assert not svc.alive()

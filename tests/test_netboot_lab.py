@@ -30,7 +30,7 @@ from provision.policy.boottree import populate_loaders
 from provision.state import StateStore
 
 from .conftest import ROOT
-from .lab import Lab, require_root, require_tool
+from .lab import Lab, read_until, require_root, require_tool
 
 LAB_INVENTORY = ROOT / "etc" / "dsas" / "lab.yaml"
 STRANGER_MACS = ["52:54:00:18:00:99", "52:54:00:18:01:98"]
@@ -134,9 +134,11 @@ def test_bond_fails_over_when_a_cable_is_pulled(cluster: LabCluster) -> None:
 
         pinger = cluster.master.popen(["ping", "-n", "-c", "30", "-i", "0.2", "-W", "1",
                                        "198.18.1.11"], stdout=subprocess.PIPE, text=True)
-        time.sleep(1.5)
+        early = read_until(pinger, lambda t: t.count(" bytes from ") >= 3, 20,
+                           "three ping replies before the cable is pulled")
         guest.set_link(0, False)  # pull eth0's cable
         out, _ = pinger.communicate(timeout=30)
+        out = early + out
         received = int(re.search(r"(\d+) received", out).group(1))  # type: ignore[union-attr]
         assert received >= 25, out  # a miimon=100 failover loses at most a few
         status, bonding = shell.run("cat /proc/net/bonding/bond0")

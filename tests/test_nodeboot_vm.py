@@ -10,8 +10,8 @@ with `dsas serve` lives with the lead's lab tests.
 
 from __future__ import annotations
 
-import threading
-import time
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import pytest
 from provision.imaging.build import BuildResult
 from provision.lab.qemu import wait_shell
 
-from .lab import Lab
+from .lab import Lab, read_until, wait_for
 from .nodeboot import NodeLab, build_tiny, dsas_conf
 
 pytestmark = pytest.mark.lab
@@ -74,21 +74,21 @@ def test_guest_boots_into_its_host_and_survives_a_pulled_cable(
     assert node_lab.ping(VLAN_ADDR), "VLAN address does not answer (through the 802.1Q port)"
 
     # Pull eth0's cable while pinging: the bond fails over to eth1.
-    result: dict[str, bool] = {}
-    pinger = threading.Thread(target=lambda: result.update(
-        ok=node_lab.ping(BOND_ADDR, count=20, source_timeout=1)))
-    pinger.start()
-    time.sleep(1)
+    pinger = node_lab.ns.popen(["ping", "-n", "-c", "20", "-W", "1", BOND_ADDR],
+                               stdout=subprocess.PIPE, text=True)
+    read_until(pinger, lambda t: " bytes from " in t, 20, "a ping reply before the pull")
     guest.set_link(0, up=False)
-    pinger.join(timeout=40)
-    assert result.get("ok"), "ping through the failover lost every reply"
+    pinger.communicate(timeout=40)
+    assert pinger.returncode == 0, "ping through the failover lost every reply"
     _, bonding = shell.run("grep 'Currently Active' /proc/net/bonding/bond0")
     assert "Currently Active Slave: eth1" in bonding
     assert node_lab.ping(BOND_ADDR, count=3, source_timeout=1)
     assert node_lab.ping(VLAN_ADDR, count=3, source_timeout=1)
 
     guest.set_link(0, up=True)
-    time.sleep(1.5)
+    wait_for(lambda: re.search(r"Slave Interface: eth0\nMII Status: up",
+                               shell.run("cat /proc/net/bonding/bond0")[1]), 20,
+             "the bond to see eth0's link again")
     assert node_lab.ping(BOND_ADDR, count=3, source_timeout=1)
 
     # dsas-init is re-runnable: nothing to change, still ready.

@@ -22,7 +22,7 @@ import pytest
 
 from provision.lab.sshfarm import MOUNT, SshFarm, build_farm
 
-from .lab import require_tool
+from .lab import read_until, require_tool
 
 pytestmark = pytest.mark.lab
 
@@ -182,11 +182,13 @@ def test_atomic_switch_reader_never_sees_a_mix(lab, tmp_path):
         f"i=0; while [ $i -lt 20000 ] && [ ! -e {MOUNT}/stop ]; do i=$((i+1)); "
         f"(cd {TO}/ && head -qn1 f* | sort -u | tr '\\n' ' '; echo) || echo ERROR; done"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(0.3)
+    early = read_until(reader, lambda t: "v1" in t, 30, "the reader's first look at v1")
     r = pl.push(str(pl.src), "--role", "web", "--delete")
-    time.sleep(0.3)
+    # After the push: at least one full look at the new release before the reader stops.
+    late = read_until(reader, lambda t: "v2 \n" in t, 30, "the reader's first look at v2")
     (node.root / "stop").touch()
     out, _ = reader.communicate(timeout=60)
+    out = early + late + out
     assert_ok(r)
     seen = {line.strip() for line in out.splitlines() if line.strip()}
     assert seen <= {"v1", "v2"}, f"reader saw a mix or an error: {seen - {'v1', 'v2'}}"

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sys
-import time
 
 from provision.services.ra import is_router_solicitation, router_advertisement
 
 from .conftest import FIXTURES
-from .lab import Lab, require_tool
+from .lab import Lab, require_tool, wait_for
 
 
 def test_codec() -> None:
@@ -25,7 +24,11 @@ def test_router_solicitation_is_answered(lab: Lab, tmp_path) -> None:  # type: i
     srv, cli = lab.netns("ra"), lab.netns("rac")
     lab.bridge(srv, "br0", "198.18.0.1/24")
     ifc = lab.plug(srv, "br0", cli, "198.18.0.9/24")
-    time.sleep(2.5)  # link-local addresses finish duplicate address detection
+    # Link-local addresses finish duplicate address detection (no longer "tentative").
+    for ns, dev in ((srv, "br0"), (cli, ifc)):
+        wait_for(lambda ns=ns, dev=dev: "inet6 fe80" in (a := ns.run(
+            ["ip", "-6", "addr", "show", "dev", dev], check=False).stdout) and "tentative"
+            not in a, 15, f"DAD on {dev}")
     serve = srv.popen([sys.executable, "-m", "provision", "serve", "--only", "ra",
                        "--interface", "br0", "-i", str(FIXTURES / "small.yaml"),
                        "--state-dir", str(tmp_path / "state")])

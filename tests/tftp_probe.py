@@ -183,7 +183,7 @@ def run(action: str, server: str, name: bytes, mode: str, opts: dict[str, str],
             else:  # out of order: ack the last good block (RFC 7440)
                 s.sendto(struct.pack("!HH", 4, (expect - 1) & 0xFFFF), peer)
     out.update(sha256=h.hexdigest(), size=size, seconds=time.monotonic() - t0,
-               server_tids=len(peers))
+               server_tids=len(peers), rrq_sent=requests + 4 - rrq_retries)
     s.close()
     return out
 

@@ -334,7 +334,10 @@ class HttpService(Service):
             return resp
         try:
             await self._body(request, resp, bf, first, count)
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:  # the client went away: counted, not logged as an error
+            self.metrics.inc(M_TRANSFERS, result="aborted")
+            return resp
+        except asyncio.CancelledError:
             self.metrics.inc(M_TRANSFERS, result="aborted")
             raise
         self.metrics.inc(M_TRANSFERS, result="ok")
