@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "image": ("image", "image"),
     "push": ("push", "push_group"),
     "trust": ("push", "trust"),
+    "lb": ("lb", "lb"),
     "demo": ("demo", "demo"),
 }
 
