@@ -226,3 +226,19 @@ def test_real_servers_nat_gateway_and_dr_vip_on_lo(tmp_path: Path) -> None:
     bad = m.run(node_conf(LVS_DR_VIPS="(198.19.2.999)"))
     assert bad.returncode == 1 and "LVS_DR_VIPS: '198.19.2.999' is not an IPv4 address" in \
         bad.stdout
+
+
+def test_the_masters_ssh_key_is_installed_for_root(director: Director) -> None:
+    """So `dsas lb status` (and push) can log in to a netbooted director."""
+    out = director.run()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ssh: no keys published by the master (HTTP 404)" in out.stdout
+    keys = director.m.root / "root" / ".ssh" / "authorized_keys"
+    assert not keys.exists()
+    (director.www / "ssh").mkdir()
+    line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDsas" + "0" * 40 + " dsas\n"
+    (director.www / "ssh" / "authorized_keys").write_text(line)
+    out = director.run()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert keys.read_text() == line and (keys.stat().st_mode & 0o777) == 0o600
+    assert "(1 keys)" in out.stdout
