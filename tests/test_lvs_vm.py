@@ -22,21 +22,27 @@ Figures (failover gap, requests lost) are printed, never asserted.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from provision.distribute.sshconf import SshConfig, ensure_client_key
 from provision.inventory import load
 from provision.lab.cluster import LabCluster
-from provision.lab.qemu import Guest, GuestSpec, wait_shell
+from provision.lab.qemu import Guest, GuestSpec, Shell, wait_shell
 from provision.render.engine import kernel_cmdline
 
 from .clonelab import TEST_BOOT_ROOT, build_images
+from .conftest import ROOT
 from .lab import Lab, Netns, require_root, require_tool
+
+DSAS = str(ROOT / ".venv" / "bin" / "dsas")
 
 pytestmark = pytest.mark.lab
 
@@ -184,9 +190,14 @@ def boot(c: LabCluster, name: str, memory: int) -> Guest:
     return g
 
 
+@pytest.mark.timeout(1800)
 def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         lvs_lab: tuple[LabCluster, Netns]) -> None:
     c, client = lvs_lab
+    state = c.workdir / "state"
+    key = ensure_client_key(SshConfig(state))  # dsas's own key, published for the nodes
+    (c.boot_root / "ssh").mkdir(exist_ok=True)
+    (c.boot_root / "ssh" / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
     c.start_serve()
     t0 = time.monotonic()
     guests = {n: boot(c, n, 1536 if n.startswith("lvs") else 256)
@@ -204,10 +215,9 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         shells = {n: wait_shell(guests[n]) for n in WEB}
         pids = {}
         for n, sh in shells.items():
-            st, out = sh.run(f"mkdir -p /www && echo {n} > /www/index.html && "
-                             "busybox httpd -p 80 -h /www && busybox pidof httpd")
+            st, out = sh.run(f"mkdir -p /www && echo {n} > /www/index.html")
             assert st == 0, out
-            pids[n] = out.split()[-1]
+            pids[n] = start_httpd(sh)
 
         def both_answer() -> bool:
             got = requests(client, 10, 0.05, 20)
@@ -220,6 +230,25 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         assert set(names) == set(WEB), names
         print(f"60 requests through {VIP}: {names.count('w1')} w1, {names.count('w2')} w2, "
               "0 failed")
+
+        # dsas lb status, over SSH with the host keys dsas trusts
+        inv = str(c.inventory_path)
+        for d in ("lvs1", "lvs2"):
+            addr = str(c.inventory.hosts[d].primary_interface.address)
+            wait_until(lambda a=addr: c.master.run(  # type: ignore[misc]
+                ["bash", "-c", f"exec 3<>/dev/tcp/{a}/22"], check=False).returncode == 0,
+                120, f"sshd on {d}")
+            r = c.master.run([DSAS, "trust", d, "-y", "-i", inv, "--state-dir", str(state)],
+                             check=False, timeout=60)
+            assert r.returncode == 0, r.stdout + r.stderr
+        rep = lb_status(c, state)
+        assert rep["unreachable"] == [], rep
+        assert {i["name"]: i["holders"] for i in rep["vrrp"]} == {
+            "lb_inside": ["lvs1"], "lb_outside": ["lvs1"]}, rep["vrrp"]
+        for d in rep["services"][0]["directors"]:
+            assert [(r["host"], r["state"]) for r in d["reals"]] == [
+                ("w1", "up"), ("w2", "up")], d
+        raw(c, state, "lvs1", "ipvsadm -Ln", "ipvsadm-lvs1.txt")
 
         # httpd stops on w1: keepalived's check takes it out, then no request fails
         st, _ = shells["w1"].run(f"kill {pids['w1']}")
@@ -234,8 +263,12 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         print(f"w1 out of the pool {time.monotonic() - t_stop:.1f} s after its httpd stopped")
         got = requests(client, 40)
         assert all(ok and b == "w2" for _, ok, b in got), got
-        st, out = shells["w1"].run("busybox httpd -p 80 -h /www && busybox pidof httpd")
-        assert st == 0, out
+        rep = lb_status(c, state)
+        for d in rep["services"][0]["directors"]:
+            assert [(r["host"], r["state"]) for r in d["reals"]] == [
+                ("w1", "out"), ("w2", "up")], d
+        raw(c, state, "lvs1", "ipvsadm -Ln", "ipvsadm-lvs1-w1-out.txt")
+        pids["w1"] = start_httpd(shells["w1"])
         wait_until(both_answer, 120, "w1 back in the pool", 2)
 
         # the active director dies: the backup takes the VIPs
@@ -268,11 +301,48 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         assert lvs2_mac in neigh.lower(), neigh
         print(f"client's ARP entry for {VIP}: {neigh.strip()}")
         (c.workdir / "figures.json").write_text(json.dumps({"gap_s": gap, "lost": lost}))
+        rep = lb_status(c, state, expect_rc=1)
+        assert [u["host"] for u in rep["unreachable"]] == ["lvs1"], rep["unreachable"]
+        print(f"dsas lb status after the failover: {rep['unreachable'][0]['reason']}")
+        assert {i["name"]: i["holders"] for i in rep["vrrp"]} == {
+            "lb_inside": ["lvs2"], "lb_outside": ["lvs2"]}, rep["vrrp"]
     except Exception:
         print(c.serve_log()[-3000:], file=sys.stderr)
         for n, g in guests.items():
             print(f"---- {n}\n{g.console()[-3000:]}", file=sys.stderr)
         raise
+
+
+def start_httpd(sh: Shell) -> str:
+    """busybox httpd in the foreground, in the background of the guest's shell: its PID."""
+    st, out = sh.run("busybox httpd -f -p 80 -h /www </dev/null >/dev/null 2>&1 & echo PID $!")
+    m = re.search(r"PID (\d+)", out)
+    assert st == 0 and m, out
+    return m.group(1)
+
+
+def lb_status(c: LabCluster, state: Path, expect_rc: int = 0) -> dict[str, Any]:
+    r = c.master.run([DSAS, "lb", "status", "--json", "-i", str(c.inventory_path),
+                      "--state-dir", str(state), "--timeout", "5"], check=False, timeout=90)
+    assert r.returncode == expect_rc, r.stdout + r.stderr
+    print(c.master.run([DSAS, "lb", "status", "-i", str(c.inventory_path), "--state-dir",
+                        str(state), "--timeout", "5"], check=False, timeout=90).stdout)
+    doc = json.loads(r.stdout)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def raw(c: LabCluster, state: Path, host: str, command: str, name: str) -> str:
+    """A command's output on a director (ssh, dsas's key and known_hosts), kept in workdir."""
+    addr = str(c.inventory.hosts[host].primary_interface.address)
+    r = c.master.run(["ssh", "-i", str(state / "ssh" / "id_ed25519"), "-o", "BatchMode=yes",
+                      "-o", f"UserKnownHostsFile={state / 'ssh' / 'known_hosts'}",
+                      "-o", "StrictHostKeyChecking=yes", f"root@{addr}", command],
+                     check=False, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (c.workdir / name).write_text(r.stdout)
+    print(f"---- {host}: {command}\n{r.stdout}")
+    return r.stdout
 
 
 def _rows(path: Path) -> list[tuple[float, bool, str]]:
