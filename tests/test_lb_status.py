@@ -17,17 +17,21 @@ from .lab import Lab
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "tests" / "fixtures" / "small.yaml"
-# `ipvsadm -Ln` as ipvsadm 1.31 prints it (ipvsadm.c print_service_entry); to be
-# replaced by a capture from a director guest of test_lvs_vm.py.
+# `ipvsadm -Ln` captured on director lvs1 of test_lvs_vm.py (Debian bookworm's
+# ipvsadm on its 6.1 kernel): both real servers in, then w1 out after its httpd
+# stopped and keepalived's HTTP_GET check failed.
 IPVSADM = (ROOT / "tests" / "fixtures" / "ipvsadm-Ln.txt").read_text()
+IPVSADM_ONE_OUT = (ROOT / "tests" / "fixtures" / "ipvsadm-Ln-one-out.txt").read_text()
 
 
 def test_parse_real_ipvsadm_output() -> None:
-    (svc, *rest) = parse_ipvsadm(IPVSADM)
-    assert (svc.protocol, svc.vip, svc.port, svc.scheduler) == ("TCP", "198.19.2.10", 80, "wlc")
-    assert [(r.address, r.port, r.forward, r.weight) for r in svc.reals][:1] == [
-        ("198.18.0.21", 80, "NAT", 1)]
-    assert all(r.active >= 0 and r.inactive >= 0 for r in svc.reals)
+    (svc,) = parse_ipvsadm(IPVSADM)
+    assert (svc.protocol, svc.vip, svc.port, svc.scheduler) == ("TCP", "198.19.2.10", 80, "rr")
+    assert [(r.address, r.port, r.forward, r.weight, r.active, r.inactive)
+            for r in svc.reals] == [("198.18.1.71", 80, "NAT", 1, 0, 32),
+                                    ("198.18.1.72", 80, "NAT", 1, 0, 32)]
+    (svc,) = parse_ipvsadm(IPVSADM_ONE_OUT)
+    assert [(r.address, r.inactive) for r in svc.reals] == [("198.18.1.72", 102)]
 
 
 def test_parse_refuses_what_it_does_not_know() -> None:

@@ -202,6 +202,7 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
     t0 = time.monotonic()
     guests = {n: boot(c, n, 1536 if n.startswith("lvs") else 256)
               for n in ("lvs1", "lvs2", *WEB)}
+    shells: dict[str, Shell] = {}
     try:
         nodes = c.wait_stages(list(guests), ("ready", "failed"), 900)
         print(f"\nall four guests ready in {time.monotonic() - t0:.0f} s (TCG)")
@@ -212,7 +213,7 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
             assert "keepalived: " in con and "installed (sha256" in con, con[-3000:]
 
         # httpd on each web server, answering its own name
-        shells = {n: wait_shell(guests[n]) for n in WEB}
+        shells.update({n: wait_shell(guests[n]) for n in WEB})
         pids = {}
         for n, sh in shells.items():
             st, out = sh.run(f"mkdir -p /www && echo {n} > /www/index.html")
@@ -304,9 +305,13 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         rep = lb_status(c, state, expect_rc=1)
         assert [u["host"] for u in rep["unreachable"]] == ["lvs1"], rep["unreachable"]
         print(f"dsas lb status after the failover: {rep['unreachable'][0]['reason']}")
+        for sh in shells.values():
+            sh.close()
         assert {i["name"]: i["holders"] for i in rep["vrrp"]} == {
             "lb_inside": ["lvs2"], "lb_outside": ["lvs2"]}, rep["vrrp"]
     except Exception:
+        for sh in shells.values():
+            sh.close()
         print(c.serve_log()[-3000:], file=sys.stderr)
         for n, g in guests.items():
             print(f"---- {n}\n{g.console()[-3000:]}", file=sys.stderr)
