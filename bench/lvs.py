@@ -7,7 +7,8 @@ leg on the inside bridge, so one process can reach a real server directly.
 
 * IPVS cost: requests per second (fresh TCP connection each, 4 at a time, for
   SECONDS s) from the client through the VIP, against the same client straight
-  to w1; ratio VIP / direct (1.0: IPVS costs nothing).
+  to w1, and straight to w1 and w2 in turn (the VIP spreads over both, so that
+  is the fair peer); ratios VIP / direct (1.0: IPVS costs nothing).
 * VRRP failover: one request every 0.1 s (0.8 s timeout) while the active
   director's QEMU quits; time from the last answer before to the first after,
   and requests lost. keepalived's own figure is 3 x advert_int + skew, about
@@ -37,21 +38,23 @@ from tests.test_lvs_vm import CLIENT, CLIENT_LOOP, INVENTORY, VIP, WEB, _rows, b
 
 RPS = r"""
 import http.client, sys, threading, time
-host, seconds, conc = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+hosts, seconds, conc = sys.argv[1].split(","), float(sys.argv[2]), int(sys.argv[3])
 ok = fail = 0
 lock = threading.Lock()
 end = time.monotonic() + seconds
-def run():
+def run(i):
     global ok, fail
+    n = i
     while time.monotonic() < end:
+        n += 1
         try:
-            c = http.client.HTTPConnection(host, 80, timeout=2)
+            c = http.client.HTTPConnection(hosts[n % len(hosts)], 80, timeout=2)
             c.request("GET", "/", headers={"Connection": "close"})
             c.getresponse().read(); c.close()
             with lock: ok += 1
         except Exception:
             with lock: fail += 1
-ts = [threading.Thread(target=run) for _ in range(conc)]
+ts = [threading.Thread(target=run, args=(i,)) for i in range(conc)]
 [t.start() for t in ts]; [t.join() for t in ts]
 print(ok / seconds, fail)
 """
@@ -63,7 +66,7 @@ class Cpu:
     def __init__(self, pids: list[int]):
         self.pids = pids
         self.t0 = self._total()
-        self.p0 = self._procs()
+        self.p0 = self._procs()  # a PID that dies meanwhile counts as 0 (others: upper bound)
 
     @staticmethod
     def _total() -> tuple[int, int]:
@@ -72,24 +75,25 @@ class Cpu:
         idle = v[3] + v[4]
         return sum(v) - idle, sum(v)
 
-    def _procs(self) -> int:
-        n = 0
+    def _procs(self) -> dict[int, int]:
+        out = {}
         for pid in self.pids:
             try:
                 with open(f"/proc/{pid}/stat") as f:
                     fields = f.read().rsplit(")", 1)[1].split()
-                n += int(fields[11]) + int(fields[12])  # utime + stime
+                out[pid] = int(fields[11]) + int(fields[12])  # utime + stime
             except (OSError, IndexError, ValueError):
                 pass
-        return n
+        return out
 
     def others(self) -> float:
         """Percent of the machine's CPU that other processes used since start."""
         busy1, total1 = self._total()
-        ours = self._procs() - self.p0
+        now = self._procs()
+        ours = sum(now[p] - self.p0[p] for p in now if p in self.p0)
         busy = busy1 - self.t0[0]
         total = max(1, total1 - self.t0[1])
-        return 100.0 * max(0, busy - ours) / total
+        return min(100.0, 100.0 * max(0, busy - ours) / total)
 
 
 def _wait(ok, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -148,6 +152,10 @@ def main(argv: list[str]) -> int:
             cpu = Cpu(pids)
             via, vfail = rps(client, VIP, args.seconds)
             v_cpu = cpu.others()
+            w2 = str(c.inventory.hosts["w2"].primary_interface.address)
+            cpu = Cpu(pids)
+            both, bfail = rps(client, f"{w1},{w2}", args.seconds)
+            b_cpu = cpu.others()
 
             loop_out = work / "loop.txt"
             with loop_out.open("w") as f:
@@ -172,7 +180,9 @@ def main(argv: list[str]) -> int:
     print(f"{'measure':<34} {'value':>10} {'failed':>7} {'other CPU %':>12}")
     print(f"{'rps direct to w1':<34} {direct:>10.1f} {dfail:>7} {d_cpu:>12.0f}")
     print(f"{'rps through the VIP (IPVS NAT)':<34} {via:>10.1f} {vfail:>7} {v_cpu:>12.0f}")
-    print(f"{'ratio VIP / direct':<34} {via / direct if direct else float('nan'):>10.2f}")
+    print(f"{'rps direct to w1 and w2 in turn':<34} {both:>10.1f} {bfail:>7} {b_cpu:>12.0f}")
+    print(f"{'ratio VIP / direct to w1':<34} {via / direct if direct else float('nan'):>10.2f}")
+    print(f"{'ratio VIP / direct to both':<34} {via / both if both else float('nan'):>10.2f}")
     print(f"{'VRRP failover gap s (advert_int 1)':<34} {gap:>10.2f} {lost:>7} {f_cpu:>12.0f}")
     print("keepalived's own figure: 3 x advert_int + skew = about 3.6 s; goal < 4 s")
     return 0
