@@ -80,7 +80,11 @@ def test_a_fixture_for_every_rule_of_the_issue() -> None:
                  "address-is-network", "address-is-broadcast", "gateway-outside-network",
                  "unknown-role", "unknown-network", "unknown-hwtype", "unknown-service",
                  "vlan-out-of-range", "virtual-service-role-without-hosts", "bond-too-few-nics",
-                 "lvs-two-actives", "lvs-no-active", "unknown-key"]:
+                 "lvs-two-actives", "lvs-no-active", "unknown-key",
+                 # issue 16: the load-balancer layer
+                 "vip-outside-networks", "duplicate-virtual-router-id",
+                 "lvs-host-without-lvs-service", "check-http-get-without-path",
+                 "check-misc-without-command", "check-without-type"]:
         assert rule in names
 
 

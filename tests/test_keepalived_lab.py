@@ -29,6 +29,20 @@ def test_keepalived_accepts_rendered_config(lab: Lab, example: Inventory, host: 
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_keepalived_accepts_a_pair_with_one_vrrp_instance(lab: Lab, tmp_path: Path) -> None:
+    """One network of VIPs: no sync group (keepalived refuses a group of one)."""
+    from provision.inventory import load
+
+    keepalived = require_tool("keepalived")
+    inv = load(Path(__file__).parent / "fixtures" / "small.yaml")
+    ns = lab.netns("ka")
+    ns.run(["ip", "link", "add", "bond0.2", "type", "veth", "peer", "name", "pbond0.2"])
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(render_keepalived(inv, inv.hosts["lb1"]))
+    out = ns.run([keepalived, "--config-test", "-f", str(conf)], check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_keepalived_rejects_a_broken_config(lab: Lab, tmp_path: Path) -> None:
     """The check above can fail: a config with a bad keyword is refused."""
     keepalived = require_tool("keepalived")

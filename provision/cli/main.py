@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "image": ("image", "image"),
     "push": ("push", "push_group"),
     "trust": ("push", "trust"),
+    "lb": ("lb", "lb"),
     "demo": ("demo", "demo"),
     "host": ("hostedit", "host_group"),
     "enlist": ("hostedit", "enlist"),

@@ -466,6 +466,7 @@ class _Builder:
         pairs = self.lvs_pairs(data, hosts, networks)
         vss = self.virtual_services(data, roles, hosts, pairs)
         self.cross_checks(networks, hosts, vss, pairs, roles)
+        self.lvs_checks(networks, hosts, vss, pairs)
         if cluster is None:
             return None
         return Inventory(self.file, cluster, networks, hwtypes, images, roles, hosts, vss, pairs,
@@ -1142,18 +1143,81 @@ class _Builder:
                 continue
             vnet = next((n for n in networks.values() if vs.vip in n.cidr), None)
             if vnet is None:
-                if self.broken.get("network"):
-                    continue  # perhaps in the network refused for its own problem
-                self.problems.append(Problem(self.file, None, f"virtual_services.{vs.name}.vip",
-                                             f"{vs.vip} is in no network of the inventory"))
-                continue
+                continue  # reported by lvs_checks
             for h in (pair.active, pair.backup):
                 host = hosts.get(h)
                 if host is not None and vnet.name not in host.addresses:
                     self.problems.append(Problem(
-                        self.file, None, f"virtual_services.{vs.name}.vip",
+                        self.file, self._vs_line(vs.name), f"virtual_services.{vs.name}.vip",
                         f"LVS host {h} has no address on network {vnet.name}, where {vs.vip} "
                         "lives"))
+
+    # -- the load-balancer layer (issue 16) ---------------------------------
+
+    def _vs_line(self, name: str) -> int | None:
+        section = self.data.get("virtual_services")
+        return _line(section.get(name), "vip") if isinstance(section, dict) else None
+
+    def lvs_checks(
+        self,
+        networks: dict[str, Network],
+        hosts: dict[str, Host],
+        vss: dict[str, VirtualService],
+        pairs: dict[str, LvsPair],
+    ) -> None:
+        """What keepalived would accept but the cluster could not carry."""
+        vs_section = self.data.get("virtual_services")
+        vs_section = vs_section if isinstance(vs_section, dict) else {}
+        for vs in vss.values():
+            if self.broken.get("network"):
+                break  # the VIP may be in the network refused for its own problem
+            if not any(vs.vip in n.cidr for n in networks.values()):
+                self.err(vs_section.get(vs.name), "vip", f"virtual_services.{vs.name}.vip",
+                         f"{vs.vip} is in no network of the inventory (no director could "
+                         "carry it)")
+        pair_section = self.data.get("lvs_pairs")
+        pair_section = pair_section if isinstance(pair_section, dict) else {}
+        for pair in pairs.values():
+            pm = pair_section.get(pair.name)
+            hm = pm.get("hosts") if isinstance(pm, dict) else None
+            for h in (pair.active, pair.backup):
+                host = hosts.get(h)
+                if host is not None and "lvs" not in host.services:
+                    self.err(hm, h, f"lvs_pairs.{pair.name}.hosts.{h}",
+                             f"host {h} (role {host.role.name}) does not run the lvs service; "
+                             f"add lvs to role {host.role.name}'s services or to the host's")
+        # keepalived's VRRP instances: one per network carrying the pair's VIPs, with
+        # virtual_router_id, +1, +2 ... (render.engine.render_keepalived). Two instances
+        # with one id on one network fight over the same virtual MAC.
+        seen: dict[tuple[str, int], str] = {}
+        for pair in pairs.values():
+            pm = pair_section.get(pair.name)
+            for net_name, vrid in vrrp_ids(pair, list(vss.values()), networks).items():
+                key = (net_name, vrid)
+                if key in seen:
+                    self.err(pm, "virtual_router_id", f"lvs_pairs.{pair.name}.virtual_router_id",
+                             f"VRRP id {vrid} on network {net_name} is already used by LVS pair "
+                             f"{seen[key]}")
+                else:
+                    seen[key] = pair.name
+
+
+def vrrp_ids(pair: LvsPair, vss: list[VirtualService],
+             networks: dict[str, Network]) -> dict[str, int]:
+    """network name -> the VRRP id the pair's instance on it uses (as keepalived.conf has)."""
+    nets: list[str] = []
+    for vs in vss:
+        if vs.pair != pair.name:
+            continue
+        net = next((n for n in networks.values() if vs.vip in n.cidr), None)
+        if net is not None and net.name not in nets:
+            nets.append(net.name)
+    for net_name in pair.gateway_vips:
+        if net_name not in nets:
+            nets.append(net_name)
+    order = list(networks)
+    nets.sort(key=lambda n: order.index(n) if n in order else len(order))
+    return {n: (pair.virtual_router_id + i - 1) % 255 + 1 for i, n in enumerate(nets)}
 
 
 def _parse_size(v: Any) -> int | None | bool:

@@ -72,6 +72,12 @@ NOT_REGULAR = Reason("not_regular", TFTP_ERR_ACCESS_VIOLATION, 403)
 NOT_FOUND = Reason("not_found", TFTP_ERR_FILE_NOT_FOUND, 404)
 NOT_IN_INVENTORY = Reason("not_in_inventory", TFTP_ERR_FILE_NOT_FOUND, 404)
 RENDER_FAILED = Reason("render_failed", TFTP_ERR_UNDEFINED, 500)
+OTHER_HOST = Reason("other_host", TFTP_ERR_ACCESS_VIOLATION, 403)
+
+# A director's keepalived.conf and its checksum (sha256sum's format): the node
+# fetches both and installs the file only when they agree (dsas-init's lvs step).
+KEEPALIVED = "keepalived.conf"
+KEEPALIVED_SUM = "keepalived.conf.sha256"
 
 
 class Refused(Exception):
@@ -256,6 +262,8 @@ class BootTree:
             if host is None:
                 raise Refused(NOT_IN_INVENTORY, f"address {peer} not in inventory")
             return self._render(inv, host, "grub", path)
+        if len(parts) == 3 and parts[0] == "hosts" and parts[2] in (KEEPALIVED, KEEPALIVED_SUM):
+            return self._keepalived(inv, parts[1], parts[2], path, peer)
         if path == layout.DISCOVERY_SCRIPT and not self._exists(path):
             from .. import render
 
@@ -267,6 +275,24 @@ class BootTree:
                 raise Refused(NOT_IN_INVENTORY, f"address {peer} not in inventory")
             return self._render(inv, host, "ipxe", path)
         return None
+
+    def _keepalived(self, inv: Inventory, name: str, leaf: str, path: str,
+                    peer: str | None) -> BootFile:
+        """A director's keepalived.conf (it holds the VRRP password: a peer known as
+        another host may not read it), or its ``sha256sum`` line."""
+        host = inv.hosts.get(name)
+        if host is None:
+            raise Refused(NOT_IN_INVENTORY, f"host {name!r} not in inventory")
+        if not any(h.name == name for h, _, _ in inv.lvs_hosts()):
+            raise Refused(NOT_FOUND, f"host {name} is in no LVS pair: no keepalived.conf")
+        by_peer = inv.host_by_ip(peer) if peer else None
+        if by_peer is not None and by_peer.name != name:
+            raise Refused(OTHER_HOST, f"{peer} is {by_peer.name}, not {name}")
+        text = self._call(self._render_host, inv, host, "keepalived")
+        if leaf == KEEPALIVED_SUM:
+            digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            text = f"{digest}  {KEEPALIVED}\n"
+        return self._bytes(path, text, host.name)
 
     def _pxelinux(self, inv: Inventory, path: str, leaf: str, peer: str | None) -> BootFile:
         if leaf == "default":

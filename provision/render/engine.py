@@ -144,8 +144,39 @@ def host_context(inv: Inventory, host: Host,
         "modules": modules,
         "units": list(dict.fromkeys(units)),
         "lvs": lvs,
+        "lvs_director": _lvs_director(inv, host, lvs),
+        "lvs_real": _lvs_real(inv, host),
         "dns_servers": _dns_servers(host),
     }
+
+
+def _lvs_director(inv: Inventory, host: Host, lvs: list[Any]) -> dict[str, Any] | None:
+    """What dsas-init's lvs step needs on a director (None: not in an LVS pair)."""
+    if not lvs:
+        return None
+    services = [vs for pair, _ in lvs for vs in inv.services_of_pair(pair.name)]
+    return {
+        "conf_url": layout.url(inv, f"hosts/{host.name}/keepalived.conf"),
+        "schedulers": list(dict.fromkeys(vs.scheduler for vs in services)),
+        "forwarding": list(dict.fromkeys(vs.forwarding for vs in services)),
+    }
+
+
+def _lvs_real(inv: Inventory, host: Host) -> dict[str, Any]:
+    """A real server's part: DR VIPs on lo; for NAT, the inside gateway VIP to route by."""
+    dr: list[str] = []
+    nat_gw = ""
+    net = host.primary_interface.network.name
+    for vs in inv.virtual_services.values():
+        if vs.role != host.role.name:
+            continue
+        if vs.forwarding == "DR" and str(vs.vip) not in dr:
+            dr.append(str(vs.vip))
+        elif vs.forwarding == "NAT" and not nat_gw:
+            pair = inv.lvs_pairs.get(vs.pair)
+            gw = pair.gateway_vips.get(net) if pair else None
+            nat_gw = str(gw) if gw else ""
+    return {"dr_vips": dr, "nat_gateway": nat_gw}
 
 
 def _dns_servers(host: Host) -> list[str]:

@@ -1,0 +1,78 @@
+"""`dsas lb`: the load balancers as the directors see them (issue 16)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..distribute.lbstatus import collect, status
+from ..distribute.sshconf import SshConfig, ensure_client_key
+from .common import inventory_option, load_inventory, table
+from .push import ssh_options, state_dir_option
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def lb() -> None:
+    """The LVS directors: IPVS tables and VRRP, live."""
+
+
+@lb.command("status")
+@inventory_option
+@state_dir_option
+@ssh_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
+@click.option("--timeout", type=click.FloatRange(0.5, 300), default=10, show_default=True,
+              help="Seconds to connect to and hear from each director.")
+def lb_status(inventory_path: str | None, state_dir: str, user: str, port: int,
+              identity: str | None, as_json: bool, timeout: float) -> None:
+    """Per virtual service, each director's real servers with state, weight and
+    connections (`ipvsadm -Ln` over SSH, host keys as dsas trusts them), and which
+    director holds each VRRP instance. Unreachable directors are named with the
+    reason. Exit 1 if a director could not be asked."""
+    inv = load_inventory(inventory_path)
+    # paramiko logs a failed handshake with a traceback; the table gives the reason
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    cfg = SshConfig(Path(state_dir), user=user, port=port,
+                    identity=Path(identity) if identity else None, connect_timeout=timeout)
+    ensure_client_key(cfg)  # as dsas push: created on first use
+    report = status(inv, collect(inv, cfg, timeout=timeout + 10))
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        click.echo(render_text(report))
+    sys.exit(1 if report["unreachable"] else 0)
+
+
+def _n(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+def render_text(report: dict[str, Any]) -> str:
+    out: list[str] = []
+    for vs in report["services"]:
+        out.append(f"{vs['name']}: {vs['protocol']} {vs['vip']}:{vs['port']} (pair {vs['pair']})")
+        rows = []
+        for d in vs["directors"]:
+            if "error" in d:
+                rows.append([d["host"], "-", "-", "unreachable", "-", "-", "-"])
+                continue
+            if not d["in_ipvs"]:
+                rows.append([d["host"], "-", "-", "not in IPVS", "-", "-", "-"])
+            for r in d["reals"]:
+                rows.append([d["host"], r["host"] or "?", f"{r['address']}:{r['port']}",
+                             r["state"], _n(r["weight"]), _n(r["active"]), _n(r["inactive"])])
+        out.append(table(["director", "real server", "address", "state", "weight", "active",
+                          "inactive"], rows))
+        out.append("")
+    rows = [[i["name"], i["vrid"], " ".join(i["vips"]),
+             " ".join(i["holders"]) or ("?" if i["unknown"] else "nobody")]
+            for i in report["vrrp"]]
+    out.append(table(["VRRP instance", "id", "VIPs", "held by"], rows))
+    for u in report["unreachable"]:
+        out.append(f"unreachable: {u['host']} ({u['address']}): {u['reason']}")
+    return "\n".join(out)
