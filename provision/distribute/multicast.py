@@ -110,7 +110,8 @@ def start_script(lay: NodeLayout, rid: str, cfg: McastConfig, address: str) -> s
             "-E", "-K", CLIENT_KEY, "-q", "-x", "1"]
     return (
         f"R={q(lay.releases)}; S={q(s)}; "
-        'command -v uftpd >/dev/null 2>&1 || { echo NOUFTPD 1; exit 0; }; '
+        'u=$(command -v uftpd 2>/dev/null); '
+        '[ -f "$u" ] && [ -x "$u" ] || { echo NOUFTPD 1; exit 0; }; '
         '[ -d "$R" ] || { echo "ERR $R missing"; exit 3; }; '
         + _stop_fragment('"$R"/.uftp-*.pid') +
         'rm -rf "$R"/.uftp-*; mkdir "$S" || exit 3; '
