@@ -112,8 +112,12 @@ def naive_loop(farm: SshFarm, state: Path, src: Path, nodes: list[str]) -> float
 # incoming release was pre-linked (OpenSSH for rsync, --link-dest against the base).
 # "paramiko": rsync over the paramiko connection for the first push too (the default,
 # auto, uses OpenSSH when a node has no release yet).
-VARIANTS = {"dsas-push": [], "paramiko": ["--transport", "paramiko"],
-            "before": ["--transport", "ssh", "--no-prelink"]}
+# "uftp": the changed files by one multicast session from the lab bridge (issue 21),
+# rsync completing each node. The others pinned to rsync (auto picks uftp from 8 nodes).
+VARIANTS = {"dsas-push": ["--transfer", "rsync"],
+            "paramiko": ["--transfer", "rsync", "--transport", "paramiko"],
+            "before": ["--transfer", "rsync", "--transport", "ssh", "--no-prelink"],
+            "uftp": ["--transfer", "uftp", "--uftp-interface", "br0"]}
 
 
 def dsas_push(farm: SshFarm, inv: Path, state: Path, src: Path, targets: list[str],

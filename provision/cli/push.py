@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 import click
 
+from ..distribute import multicast
 from ..distribute.history import History, HostResult
 from ..distribute.hostkeys import (
     ReportedKey,
@@ -99,6 +100,21 @@ def make_ssh(state_dir: str, user: str, port: int, identity: str | None) -> SshC
                    "OpenSSH for a node's first push, paramiko for updates. paramiko needs "
                    "pidfd_getfd (Linux 5.6); where it is refused, OpenSSH is used and the "
                    "log says why.")
+@click.option("--transfer", type=click.Choice(["auto", "rsync", "uftp"]), default="auto",
+              show_default=True,
+              help="What carries the changed files: rsync to each node, or one uftp multicast "
+                   "session to all nodes (uftpd started on each over SSH; rsync then completes "
+                   "and verifies each node as usual). auto: uftp from --uftp-min-nodes targets.")
+@click.option("--uftp-min-nodes", type=click.IntRange(1), default=multicast.DEFAULT_MIN_NODES,
+              show_default=True, help="With --transfer auto: use uftp from this many targets.")
+@click.option("--uftp-interface", default=None,
+              help="Interface (name or address) the master multicasts from (uftp -I).")
+@click.option("--uftp-group", default=multicast.DEFAULT_GROUP, show_default=True,
+              help="Multicast group (sent with TTL 1: it stays on the link).")
+@click.option("--uftp-port", type=click.IntRange(1, 65535), default=multicast.DEFAULT_PORT,
+              show_default=True, help="UDP port of the uftp sessions.")
+@click.option("--uftp-rate", type=click.IntRange(100), default=multicast.DEFAULT_RATE_KBPS,
+              show_default=True, help="uftp's send rate in kbit/s.")
 @click.option("--no-prelink", is_flag=True, hidden=True,
               help="Always --link-dest, never cp -al (for comparisons).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal.")
@@ -115,7 +131,8 @@ def make_ssh(state_dir: str, user: str, port: int, identity: str | None) -> SshC
 def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str, ...],
              all_hosts: bool, parallel: int | None, dry_run: bool, delete: bool,
              excludes: tuple[str, ...], checksum: bool, then: str | None, keep: int,
-             transport: str, no_prelink: bool, yes: bool,
+             transport: str, transfer: str, uftp_min_nodes: int, uftp_interface: str | None,
+             uftp_group: str, uftp_port: int, uftp_rate: int, no_prelink: bool, yes: bool,
              rollback: bool, status: bool, retry_failed: bool, inventory_path: str | None,
              state_dir: str, user: str, port: int, identity: str | None, as_json: bool,
              verbose: int, quiet: bool) -> None:
@@ -150,10 +167,15 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
     history = open_history(state_dir)
     pusher = Pusher(ssh, history, reporter_for(sys.stderr))
     par = parallel or default_parallel()
+    try:
+        mcast = multicast.McastConfig(uftp_interface, uftp_group, uftp_port, uftp_rate)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     if retry_failed:
         targets, opts, release = _retry_plan(history, inv, to, src, roles, hosts, all_hosts)
         opts.parallel, opts.dry_run, opts.transport = par, dry_run, transport
         opts.prelink = not no_prelink
+        opts.transfer, opts.uftp_min_nodes, opts.mcast = transfer, uftp_min_nodes, mcast
     else:
         try:
             targets = select_targets(inv, roles, hosts, all_hosts)
@@ -174,7 +196,8 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
         if not retry_failed:
             assert src is not None
             opts = PushOptions(src, to, delete, list(excludes), checksum, then, keep,
-                               dry_run, par, transport, not no_prelink)
+                               dry_run, par, transport, not no_prelink, transfer,
+                               uftp_min_nodes, mcast)
             release = None
         try:
             outcome = pusher.push(targets, opts, release=release,

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import tunnel
+from . import multicast, tunnel
 from .history import History, HostResult
 from .prelink import Listing, ListingStore, attr_listing, base_listing, delta_names
 from .progress import PlainReporter, Reporter
@@ -74,6 +75,12 @@ class PushOptions:
     # yet (everything moves: throughput matters), paramiko for an update.
     transport: str = "auto"
     prelink: bool = True  # cp -al the base release when safe (prelink.py), else --link-dest
+    # What carries the bulk of the bytes: "rsync" (per node), "uftp" (one multicast
+    # session to all nodes, then rsync completes each: multicast.py), or "auto": uftp
+    # from ``uftp_min_nodes`` targets up when this master has uftp.
+    transfer: str = "rsync"
+    uftp_min_nodes: int = multicast.DEFAULT_MIN_NODES
+    mcast: multicast.McastConfig = field(default_factory=multicast.McastConfig)
 
     def recorded(self) -> dict[str, object]:
         return {"delete": self.delete, "excludes": self.excludes, "checksum": self.checksum,
@@ -124,6 +131,7 @@ class Pusher:
         # (rsync --files-from): a node linked from that base visits only those.
         self._deltas: dict[str, list[str]] = {}
         self._delta_files: dict[str, str] = {}
+        self._round: _UftpRound | None = None
 
     # -- the fan-out ---------------------------------------------------------
 
@@ -169,6 +177,12 @@ class Pusher:
         log.info("push release=%s src=%s to=%s entries=%d hosts=%d%s", rid, opts.src, lay.live,
                  manifest.entries, len(targets), " (dry run)" if opts.dry_run else "")
         bases = self._prelink_bases(opts, lay, rid, listing)
+        use_uftp = self._use_uftp(opts, len(targets))
+        ulisting = None
+        if use_uftp:
+            ulisting = listing if listing is not None else attr_listing(opts.src, opts.excludes)
+            if listing is None and self.history is not None:
+                ListingStore(self.ssh.state_dir / "push" / "listings").save(rid, ulisting)
         self._no_tunnel = tunnel.unavailable() if opts.transport != "ssh" else None
         if self._no_tunnel:
             log.warning("rsync goes over OpenSSH: it cannot ride dsas-push's connections "
@@ -184,10 +198,40 @@ class Pusher:
             def work(t: Target) -> HostResult:
                 return self._push_host(t, opts, lay, rid, manifest, cdir, bases)
             title = f"push {rid}" + (" (dry run)" if opts.dry_run else "")
-            results = self._fan_out(targets, opts.parallel, title, work)
+            parallel = opts.parallel
+            if use_uftp and ulisting is not None:
+                # every node waits for the one session: all of them at once
+                self._round = _UftpRound(self, opts, ulisting, cdir, len(targets))
+                parallel = len(targets)
+                title += " (uftp)"
+            try:
+                results = self._fan_out(targets, parallel, title, work)
+            finally:
+                self._round = None
         if self.history is not None and run_id is not None:
             self.history.finish(run_id, results)
         return RunOutcome(run_id, rid, results)
+
+    def _use_uftp(self, opts: PushOptions, count: int) -> bool:
+        """Whether this push goes by uftp (multicast.py). Not for dry runs or --checksum
+        (uftp's change list comes from size and mtime), nor without a history (the
+        change list is against the base release's listing the master kept)."""
+        if opts.transfer == "rsync" or opts.dry_run:
+            return False
+        why = None
+        if opts.checksum:
+            why = "--checksum compares content: rsync"
+        elif self.history is None:
+            why = "no push history: rsync"
+        elif not multicast.available():
+            why = "no uftp on this master: rsync"
+        elif opts.transfer == "auto" and count < opts.uftp_min_nodes:
+            return False
+        if why:
+            if opts.transfer == "uftp":
+                log.warning("--transfer uftp: %s", why)
+            return False
+        return True
 
     def _listing(self, opts: PushOptions) -> Listing | None:
         """rsync's attribute listing of the source, for pre-linking (``--delete`` pushes
@@ -234,6 +278,7 @@ class Pusher:
                    ) -> HostResult:
         node = RemoteNode(self.ssh, t.name, t.address)
         res = HostResult(t.name, False)
+        rnd, arrived = self._round, False
         try:
             self.reporter.phase(t.name, "connecting")
             if opts.dry_run:
@@ -250,7 +295,12 @@ class Pusher:
             if "HAVE" in kv:  # complete on the node already (a retry after a lost answer)
                 self._switch(node, lay, rid, res)
             else:
-                self._transfer_verified(t, node, opts, lay, rid, state, kv, res, cdir, manifest)
+                fast = False
+                if rnd is not None:
+                    arrived = True
+                    fast = self._uftp_stage(rnd, t, node, lay, rid, state, kv)
+                self._transfer_verified(t, node, opts, lay, rid, state, kv, res, cdir, manifest,
+                                        fast)
             if opts.then:
                 self.reporter.phase(t.name, "then")
                 self._then(node, opts, lay, rid, state, res)
@@ -258,11 +308,48 @@ class Pusher:
         except (_Failed, RemoteError) as e:
             res.reason = e.reason
         finally:
+            if rnd is not None and not arrived:
+                rnd.arrive(t.name)  # the session does not wait for this node
             node.close()
             if t.address in self._ssh_used:
                 self._close_master(t, cdir)
                 self._ssh_used.discard(t.address)
         return res
+
+    def _uftp_stage(self, rnd: _UftpRound, t: Target, node: RemoteNode, lay: NodeLayout,
+                    rid: str, state: NodeState, kv: dict[str, list[str]]) -> bool:
+        """Start this node's uftpd, wait for the session, put what it got into the
+        incoming tree. True when the node got every changed file, checked: rsync then
+        only sets attributes. Whatever happens, rsync completes the node after this."""
+        self.reporter.phase(t.name, "uftpd")
+        try:
+            rc, out, err = node.run(multicast.start_script(lay, rid, rnd.opts.mcast, t.address),
+                                    timeout=60)
+        except RemoteError:
+            rnd.arrive(t.name)
+            raise
+        got = parse_kv(out)
+        if rc != 0 or "UFTPD" not in got:
+            why = "no uftpd on the node" if "NOUFTPD" in got else first_error(out, err)
+            log.warning("host=%s uftp: %s: rsync", t.name, why)
+            rnd.arrive(t.name)
+            return False
+        base = kv["LINKED"][0] if "LINKED" in kv else state.live
+        rnd.arrive(t.name, multicast.client_uid(t.address), base)
+        self.reporter.phase(t.name, "multicast")
+        outcome = rnd.wait(t.name)
+        self.reporter.phase(t.name, "staging")
+        digest = outcome.digest if outcome else None
+        rc, out, err = node.run(multicast.apply_script(lay, rid, digest), timeout=600)
+        got = parse_kv(out)
+        if outcome is None or rc != 0 or "STAGED" not in got:
+            log.warning("host=%s uftp gave nothing usable (%s): rsync", t.name,
+                        outcome.why if outcome else "no session")
+            return False
+        staged, missed = int(got["STAGED"][0]), int(got.get("MISSED", ["0"])[0])
+        log.info("host=%s uftp staged %d files, %d missed%s", t.name, staged, missed,
+                 "" if outcome.complete else f" ({outcome.why})")
+        return outcome.complete and missed == 0
 
     def _switch(self, node: RemoteNode, lay: NodeLayout, rid: str, res: HostResult) -> None:
         rc, out, err = node.run(switch_script(lay, rid))
@@ -273,14 +360,14 @@ class Pusher:
     def _transfer_verified(self, t: Target, node: RemoteNode, opts: PushOptions,
                            lay: NodeLayout, rid: str, state: NodeState,
                            kv: dict[str, list[str]], res: HostResult, cdir: Path,
-                           manifest: Manifest) -> None:
+                           manifest: Manifest, fast: bool = False) -> None:
         """Transfer, verify, switch. A node pre-linked from the delta's base gets only
         the names that differ (``--files-from``); should that not give the master's
         tree (the base was changed on the node behind dsas's back), a full rsync
         into the same incoming tree repairs it before the verification that counts."""
         delta = self._delta_files.get(kv["LINKED"][0]) if "LINKED" in kv else None
         try:
-            self._transfer(t, node, opts, lay, rid, state, kv, res, cdir, delta)
+            self._transfer(t, node, opts, lay, rid, state, kv, res, cdir, delta, fast)
             self.reporter.phase(t.name, "verifying")
             self._commit(node, opts, lay, rid, manifest, state, res, abort=delta is None)
             return
@@ -300,7 +387,9 @@ class Pusher:
 
     def _transfer(self, t: Target, node: RemoteNode, opts: PushOptions, lay: NodeLayout,
                   rid: str, state: NodeState, kv: dict[str, list[str]], res: HostResult,
-                  cdir: Path, files_from: str | None = None) -> None:
+                  cdir: Path, files_from: str | None = None, fast: bool = False) -> None:
+        """``fast``: uftp staged every changed file, checked (multicast.py): compare
+        mtimes to the second (uftp keeps no more), so rsync only sets attributes."""
         linked = "LINKED" in kv  # the incoming tree holds the base release already
         base = state.live or (state.releases[-1] if state.releases else None)
         link_dests = [f"../{base}"] if base and not linked else []
@@ -315,6 +404,8 @@ class Pusher:
                               opts.excludes, opts.checksum, delete=linked,
                               delete_excluded=linked and bool(opts.excludes),
                               files_from=files_from)
+            if fast:
+                argv[argv.index("--modify-window=-1")] = "--modify-window=0"
             xfer = run_rsync(argv, lambda p: self.reporter.progress(t.name, p),
                              **_carried(session))
         res.bytes, res.files = xfer.sent, xfer.files
@@ -458,6 +549,72 @@ class Pusher:
 
         self._fan_out(targets, parallel, f"status {lay.live}", work)
         return [rows[t.name] for t in targets]
+
+
+@dataclass
+class _NodeOutcome:
+    digest: str | None  # the sums list's SHA-256 (None: nothing was sent to this node)
+    complete: bool  # uftp says it got every file, and no changed file was left to rsync
+    why: str = ""
+
+
+class _UftpRound:
+    """One push's uftp sessions: every host thread arrives once (with its uftp id when
+    its uftpd runs); the last to arrive sends, one session per base release the
+    nodes build on, then all go on."""
+
+    def __init__(self, pusher: Pusher, opts: PushOptions, listing: Listing, cdir: Path,
+                 count: int):
+        self.pusher, self.opts, self.listing, self.cdir = pusher, opts, listing, cdir
+        self._lock = threading.Lock()
+        self._pending = count
+        self._ready: dict[str, tuple[str, str | None]] = {}  # host -> (uid, base)
+        self._done = threading.Event()
+        self.outcomes: dict[str, _NodeOutcome] = {}
+        self.bytes = 0  # file data multicast (each byte once per session)
+
+    def arrive(self, host: str, uid: str | None = None, base: str | None = None) -> None:
+        with self._lock:
+            if uid is not None:
+                self._ready[host] = (uid, base)
+            self._pending -= 1
+            last = self._pending == 0
+        if last:
+            try:
+                self._send()
+            except Exception:  # noqa: BLE001 - the nodes go on by rsync
+                log.exception("uftp sessions failed: rsync completes every node")
+            finally:
+                self._done.set()
+
+    def wait(self, host: str, timeout: float = 3600) -> _NodeOutcome | None:
+        if not self._done.wait(timeout):
+            return None
+        return self.outcomes.get(host)
+
+    def _send(self) -> None:
+        groups: dict[str | None, list[str]] = {}
+        for host, (_uid, base) in sorted(self._ready.items()):
+            groups.setdefault(base, []).append(host)
+        store = ListingStore(self.pusher.ssh.state_dir / "push" / "listings")
+        for i, (base, hosts) in enumerate(groups.items()):
+            old = store.load(base) if base else None
+            if old is not None:
+                changed = delta_names(old, self.listing)
+                kinds = [n for n in changed if n in self.listing and self.listing[n][0] == "f"]
+            else:
+                kinds = [n for n, v in self.listing.items() if v[0] == "f"]
+            names = multicast.regular_files(self.listing, kinds)
+            left = len(kinds) - len(names)  # changed files uftp cannot name: rsync's
+            uids = [self._ready[h][0] for h in hosts]
+            result, digest = multicast.send(self.opts.mcast, self.opts.src, names, uids,
+                                            self.cdir, str(i))
+            self.bytes += result.bytes
+            for host, uid in zip(hosts, uids, strict=True):
+                why = result.failed.get(uid, "")
+                if left and not why:
+                    why = f"{left} changed names left to rsync"
+                self.outcomes[host] = _NodeOutcome(digest, not why, why)
 
 
 def _carried(session: tunnel.Session | None) -> dict[str, Any]:
