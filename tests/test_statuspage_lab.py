@@ -47,9 +47,11 @@ hwtypes:
   vm: {{nics: [eth0], modules: [virtio_net]}}
 images:
   tiny: {{version: "7"}}
+services:
+  lvs: {{units: [keepalived.service]}}
 roles:
   master: {{services: [], networks: [inside], boot: disk, hwtype: vm, bond: {{mode: none}}}}
-  lvs: {{services: [], networks: [inside, outside], image: tiny, hwtype: vm,
+  lvs: {{services: [lvs], networks: [inside, outside], image: tiny, hwtype: vm,
         bond: {{mode: none}}}}
   web: {{services: [], networks: [inside], image: tiny, hwtype: vm, bond: {{mode: none}}}}
   db: {{services: [], networks: [inside], image: tiny, hwtype: vm, bond: {{mode: none}}}}
