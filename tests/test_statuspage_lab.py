@@ -4,7 +4,8 @@
 Events are posted by the test from a client namespace that owns every node's
 inventory address (each report comes from its host's own address, as the event
 API requires). Push history is written to the state store through its owner
-(``History``), as `dsas push` would. Screenshots go to ``build/artifacts/``.
+(``History``), as `dsas push` would; a balancer read through ``lbreads``, as
+`dsas lb status` would, from `ipvsadm -Ln` output captured on a real director. Screenshots go to ``build/artifacts/``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from provision.distribute import lbreads
 from provision.distribute.history import History, HostResult
+from provision.distribute.lbstatus import DirectorView, parse_report, status
 from provision.state import StateStore
 
 from .browser import Browser
@@ -47,9 +50,11 @@ hwtypes:
   vm: {{nics: [eth0], modules: [virtio_net]}}
 images:
   tiny: {{version: "7"}}
+services:
+  lvs: {{units: [keepalived]}}
 roles:
   master: {{services: [], networks: [inside], boot: disk, hwtype: vm, bond: {{mode: none}}}}
-  lvs: {{services: [], networks: [inside, outside], image: tiny, hwtype: vm,
+  lvs: {{services: [lvs], networks: [inside, outside], image: tiny, hwtype: vm,
         bond: {{mode: none}}}}
   web: {{services: [], networks: [inside], image: tiny, hwtype: vm, bond: {{mode: none}}}}
   db: {{services: [], networks: [inside], image: tiny, hwtype: vm, bond: {{mode: none}}}}
@@ -119,6 +124,34 @@ def record_pushes(state: Path) -> None:
     hist.finish(run, [HostResult("w1", True, "r2", "r1"),
                       HostResult("w2", False, "r1", "r1", reason="rsync: timeout")], "r2")
     hist.store.close()
+
+
+# `ipvsadm -Ln` of a real director (tests/fixtures, from test_lvs_vm.py) with w1 out
+# after its health check failed, moved to this inventory's addresses.
+LB_MOVE = {"198.19.2.10": "198.19.4.10", "198.18.1.71": "198.18.4.11",
+           "198.18.1.72": "198.18.4.12"}
+LB2_DOWN = "unreachable: connection refused on port 22"
+
+
+def lb_views() -> list[DirectorView]:
+    """lb1 read (w1 out, w2 up, it carries the VIP), lb2 unreachable."""
+    text = (REPO / "tests" / "fixtures" / "ipvsadm-Ln-one-out.txt").read_text()
+    for old, new in LB_MOVE.items():
+        text = text.replace(old, new)
+    lb1 = parse_report("lb1", "198.18.4.2", "=IPVS\n" + text + "=RC 0\n=ADDR\n"
+                       "2: eth0    inet 198.18.4.2/24 scope global eth0\n"
+                       "3: eth0.2    inet 198.19.4.2/24 scope global eth0.2\n"
+                       "3: eth0.2    inet 198.19.4.10/24 scope global secondary eth0.2\n")
+    assert lb1.error is None, lb1.error
+    return [lb1, DirectorView("lb2", "198.18.4.3", error=LB2_DOWN)]
+
+
+def record_lb_read(store: StateStore, now: float) -> None:
+    from provision.inventory import loads
+
+    inv = loads(INVENTORY, "lab.yaml")
+    views = lb_views()
+    lbreads.record(store, inv, views, status(inv, views), now)
 
 
 @pytest.fixture(scope="module")
