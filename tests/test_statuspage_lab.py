@@ -5,7 +5,8 @@ Events are posted by the test from a client namespace that owns every node's
 inventory address (each report comes from its host's own address, as the event
 API requires). Push history is written to the state store through its owner
 (``History``), as `dsas push` would; a balancer read through ``lbreads``, as
-`dsas lb status` would, from `ipvsadm -Ln` output captured on a real director. Screenshots go to ``build/artifacts/``.
+`dsas lb status` would, from `ipvsadm -Ln` output captured on a real director.
+Screenshots go to ``build/artifacts/``.
 """
 
 from __future__ import annotations
@@ -346,6 +347,34 @@ def test_discoveries_and_pushes_show_live(env: Env) -> None:
     assert env.browser.js("return window.__noReload") == "still here"
     w1 = {r["host"]: r for r in rows(env)}["w1"]
     assert "r3" in w1["release"] and "current" in w1["release"]
+
+
+def test_pools_show_the_last_lb_read(env: Env) -> None:
+    """A `dsas lb status` read lands in the store: every pool shows it without a
+    reload, with its director and age; an unreachable director says why."""
+    open_index(env)
+    env.browser.js("window.__noReload = 'still here'")
+    assert "not read" in {r["host"]: r for r in rows(env)}["w2"]["pools"]
+    s = StateStore(env.state)
+    record_lb_read(s, time.time())
+    s.close()
+    env.browser.wait_js("return document.querySelector('#hosts tr[data-host=\"w2\"] td.pools')"
+                        ".textContent.includes('up w1 0/102 conn')", "w2's pool as read",
+                        timeout=10)
+    assert env.browser.js("return window.__noReload") == "still here"
+    got = {r["host"]: r["pools"] for r in rows(env)}
+    assert re.search(r"www up w1 0/102 conn read \d+s ago from lb1$", got["w2"]), got["w2"]
+    assert re.search(r"www out read \d+s ago from lb1$", got["w1"]), got["w1"]
+    assert re.search(r"www \(director\) holds the VIP 0/102 conn read \d+s ago from lb1$",
+                     got["lb1"]), got["lb1"]
+    assert "director lb2 unreachable: connection refused on port 22" in got["lb2"], got["lb2"]
+    assert re.search(r"www out read \d+s ago from lb1$", got["w10"]), got["w10"]  # not in IPVS
+    b = env.browser
+    b.get(f"{HTTP}/status/host/w2")
+    b.wait_js("return document.body.dataset.ready === '1'", "w2's page")
+    cell = b.js("return document.querySelector('#pools td.pool-health').textContent")
+    assert re.fullmatch(r"up w1 0/102 conn read \d+s ago from lb1", cell), cell
+    env.browser.screenshot(ARTIFACTS / "status-host-w2-pools.png")
 
 
 def test_phone_and_dark_mode_screenshots(env: Env) -> None:
