@@ -120,7 +120,7 @@ const dsas = (() => {
   function poolHealth(p) {
     const when = p.read_at === null ? null
       : h("span", {class: "read-at muted"}, " read ", timeCell("span", {}, p.read_at),
-          p.director ? " from " + p.director : "");
+          p.director && !p.error ? " from " + p.director : "");
     const box = (...c) => h("span", {class: "pool-health"}, ...c);
     if (p.error) return box(h("span", {class: "tag lb-down"}, p.error), when);
     if (p.health === null) return box(h("span", {class: "tag"}, "not read"));
