@@ -1,5 +1,6 @@
 """`dsas lb status` (issue 16): the ipvsadm parser on real output, the report, and
-unreachable directors named with a one-line reason (a silent port in a namespace)."""
+unreachable directors named with a one-line reason (a silent port in a namespace),
+and each director's read kept in the state store (an unreachable one too)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from provision.distribute import lbreads
 from provision.distribute.lbstatus import DirectorView, parse_ipvsadm, parse_report, status
 from provision.inventory import load
+from provision.state import StateStore
 
 from .lab import Lab
 
@@ -95,6 +98,14 @@ def test_unreachable_directors_are_named_with_one_line(lab: Lab, tmp_path: Path)
     assert reasons["lb2"] == "unreachable: connection refused on port 22"
     assert all("\n" not in r for r in reasons.values())
     assert "Traceback" not in out.stderr, out.stderr
+    # An unreachable read is kept too, as each director's latest, for the status page.
+    store = StateStore(tmp_path / "state")
+    reads = lbreads.latest(store)
+    store.close()
+    assert {d: (r["address"], r["error"], r["services"], r["vrrp"]) for d, r in reads.items()
+            } == {"lb1": ("198.18.0.11", reasons["lb1"], [], []),
+                  "lb2": ("198.18.0.12", reasons["lb2"], [], [])}
+    first = reads["lb1"]["read_at"]
     text = ns.run([str(ROOT / ".venv" / "bin" / "dsas"), "lb", "status", "-i", str(SMALL),
                    "--state-dir", str(tmp_path / "state"), "--timeout", "2"],
                   check=False, timeout=60)
@@ -102,5 +113,9 @@ def test_unreachable_directors_are_named_with_one_line(lab: Lab, tmp_path: Path)
     assert "unreachable: lb2 (198.18.0.12): unreachable: connection refused on port 22" \
         in text.stdout.splitlines()
     assert "Traceback" not in text.stderr, text.stderr
+    store = StateStore(tmp_path / "state")
+    assert store.query("SELECT COUNT(*) FROM lb_reads")[0][0] == 2  # replaced, not added
+    assert lbreads.latest(store)["lb1"]["read_at"] > first
+    store.close()
     lab.stop(silent)
     _ = socket  # the listener runs in the namespace, by PID

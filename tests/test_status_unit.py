@@ -14,7 +14,7 @@ from provision.policy.leases import BOUND, Lease, LeaseJournal, LeasePut, Sighti
 from provision.state import StateStore
 
 from .conftest import EXAMPLE
-from .test_statuspage_lab import INVENTORY
+from .test_statuspage_lab import INVENTORY, LB2_DOWN, record_lb_read
 
 
 def inv():  # type: ignore[no-untyped-def]
@@ -92,6 +92,50 @@ def test_host_view_from_the_store(tmp_path: Path) -> None:
     assert [d["mac"] for d in doc["discovered"]] == ["52:54:00:99:00:01"]
     assert doc["latest_releases"] == {"/srv/site": "r2"}
     assert doc["masters"] == [{"host": "m1", "role": "primary", "state": None}]
+
+
+def test_pools_as_last_read_by_lb_status(tmp_path: Path) -> None:
+    """A `dsas lb status` read in the store: each pool's health, live weight,
+    connections, director and read time; an unreachable director said so."""
+    from provision.distribute import lbreads
+    from provision.distribute.lbstatus import DirectorView
+    from provision.distribute.lbstatus import status as lb_status
+
+    i = inv()
+    s = store(tmp_path)
+    src = status.StatusSource(s)
+    src.refresh()
+    assert status.host_view(i, i.hosts["w2"], src.obs)["pools"][0]["health"] is None
+    record_lb_read(s, 1000.0)
+    assert src.refresh() is None  # a new read: every host may have changed
+
+    def pool(host: str) -> dict:
+        (p,) = status.host_view(i, i.hosts[host], src.obs)["pools"]
+        return {k: p[k] for k in ("health", "live_weight", "active", "inactive", "director",
+                                  "read_at", "error")}
+
+    # from lb1, which holds the VIP (lb2 could not be read)
+    assert pool("w2") == {"health": "up", "live_weight": 1, "active": 0, "inactive": 102,
+                          "director": "lb1", "read_at": 1000.0, "error": None}
+    assert pool("w1") == {"health": "out", "live_weight": None, "active": None,
+                          "inactive": None, "director": "lb1", "read_at": 1000.0,
+                          "error": None}
+    assert pool("lb1") == {"health": "holds the VIP", "live_weight": None, "active": 0,
+                           "inactive": 102, "director": "lb1", "read_at": 1000.0,
+                           "error": None}
+    assert pool("lb2") == {"health": None, "live_weight": None, "active": None,
+                           "inactive": None, "director": "lb2", "read_at": 1000.0,
+                           "error": "director lb2 unreachable: connection refused on port 22"}
+    assert status.host_view(i, i.hosts["d1"], src.obs)["pools"] == []  # in no pool
+    # Only the latest read per director: lb1 now unreachable too; w2 says so.
+    views = [DirectorView("lb1", "198.18.4.2", error="host key mismatch"),
+             DirectorView("lb2", "198.18.4.3", error=LB2_DOWN)]
+    lbreads.record(s, i, views, lb_status(i, views), 2000.0)
+    assert s.query("SELECT COUNT(*) FROM lb_reads")[0][0] == 2
+    assert src.refresh() is None
+    assert pool("w2")["health"] is None and pool("w2")["read_at"] == 2000.0
+    assert pool("w2")["error"] == "director lb1 unreachable: host key mismatch"
+    assert lbreads.latest(s)["lb1"]["services"] == []
 
 
 def test_terminal_lines_escape_reports() -> None:

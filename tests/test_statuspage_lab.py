@@ -4,7 +4,9 @@
 Events are posted by the test from a client namespace that owns every node's
 inventory address (each report comes from its host's own address, as the event
 API requires). Push history is written to the state store through its owner
-(``History``), as `dsas push` would. Screenshots go to ``build/artifacts/``.
+(``History``), as `dsas push` would; a balancer read through ``lbreads``, as
+`dsas lb status` would, from `ipvsadm -Ln` output captured on a real director.
+Screenshots go to ``build/artifacts/``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from provision.distribute import lbreads
 from provision.distribute.history import History, HostResult
+from provision.distribute.lbstatus import DirectorView, parse_report, status
 from provision.state import StateStore
 
 from .browser import Browser
@@ -121,6 +125,34 @@ def record_pushes(state: Path) -> None:
     hist.finish(run, [HostResult("w1", True, "r2", "r1"),
                       HostResult("w2", False, "r1", "r1", reason="rsync: timeout")], "r2")
     hist.store.close()
+
+
+# `ipvsadm -Ln` of a real director (tests/fixtures, from test_lvs_vm.py) with w1 out
+# after its health check failed, moved to this inventory's addresses.
+LB_MOVE = {"198.19.2.10": "198.19.4.10", "198.18.1.71": "198.18.4.11",
+           "198.18.1.72": "198.18.4.12"}
+LB2_DOWN = "unreachable: connection refused on port 22"
+
+
+def lb_views() -> list[DirectorView]:
+    """lb1 read (w1 out, w2 up, it carries the VIP), lb2 unreachable."""
+    text = (REPO / "tests" / "fixtures" / "ipvsadm-Ln-one-out.txt").read_text()
+    for old, new in LB_MOVE.items():
+        text = text.replace(old, new)
+    lb1 = parse_report("lb1", "198.18.4.2", "=IPVS\n" + text + "=RC 0\n=ADDR\n"
+                       "2: eth0    inet 198.18.4.2/24 scope global eth0\n"
+                       "3: eth0.2    inet 198.19.4.2/24 scope global eth0.2\n"
+                       "3: eth0.2    inet 198.19.4.10/24 scope global secondary eth0.2\n")
+    assert lb1.error is None, lb1.error
+    return [lb1, DirectorView("lb2", "198.18.4.3", error=LB2_DOWN)]
+
+
+def record_lb_read(store: StateStore, now: float) -> None:
+    from provision.inventory import loads
+
+    inv = loads(INVENTORY, "lab.yaml")
+    views = lb_views()
+    lbreads.record(store, inv, views, status(inv, views), now)
 
 
 @pytest.fixture(scope="module")
@@ -315,6 +347,35 @@ def test_discoveries_and_pushes_show_live(env: Env) -> None:
     assert env.browser.js("return window.__noReload") == "still here"
     w1 = {r["host"]: r for r in rows(env)}["w1"]
     assert "r3" in w1["release"] and "current" in w1["release"]
+
+
+def test_pools_show_the_last_lb_read(env: Env) -> None:
+    """A `dsas lb status` read lands in the store: every pool shows it without a
+    reload, with its director and age; an unreachable director says why."""
+    open_index(env)
+    env.browser.js("window.__noReload = 'still here'")
+    assert "not read" in {r["host"]: r for r in rows(env)}["w2"]["pools"]
+    s = StateStore(env.state)
+    record_lb_read(s, time.time())
+    s.close()
+    env.browser.wait_js("return document.querySelector('#hosts tr[data-host=\"w2\"] td.pools')"
+                        ".textContent.includes('up w1 0/102 conn')", "w2's pool as read",
+                        timeout=10)
+    assert env.browser.js("return window.__noReload") == "still here"
+    got = {r["host"]: r["pools"] for r in rows(env)}
+    assert re.search(r"www up w1 0/102 conn read \d+s ago from lb1$", got["w2"]), got["w2"]
+    assert re.search(r"www out read \d+s ago from lb1$", got["w1"]), got["w1"]
+    assert re.search(r"www \(director\) holds the VIP 0/102 conn read \d+s ago from lb1$",
+                     got["lb1"]), got["lb1"]
+    assert re.search(r"www \(director\) director lb2 unreachable: connection refused on port 22"
+                     r" read \d+s ago$", got["lb2"]), got["lb2"]
+    assert re.search(r"www out read \d+s ago from lb1$", got["w10"]), got["w10"]  # not in IPVS
+    b = env.browser
+    b.get(f"{HTTP}/status/host/w2")
+    b.wait_js("return document.body.dataset.ready === '1'", "w2's page")
+    cell = b.js("return document.querySelector('#pools td.pool-health').textContent")
+    assert re.fullmatch(r"up w1 0/102 conn read \d+s ago from lb1", cell), cell
+    env.browser.screenshot(ARTIFACTS / "status-host-w2-pools.png")
 
 
 def test_phone_and_dark_mode_screenshots(env: Env) -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ..distribute import lbreads
 from ..distribute.lbstatus import collect, status
 from ..distribute.sshconf import SshConfig, ensure_client_key
+from ..state import StateStore
 from .common import inventory_option, load_inventory, table
 from .push import ssh_options, state_dir_option
 
@@ -33,14 +36,21 @@ def lb_status(inventory_path: str | None, state_dir: str, user: str, port: int,
     """Per virtual service, each director's real servers with state, weight and
     connections (`ipvsadm -Ln` over SSH, host keys as dsas trusts them), and which
     director holds each VRRP instance. Unreachable directors are named with the
-    reason. Exit 1 if a director could not be asked."""
+    reason. What was read (and who could not be) is kept in the state store as each
+    director's latest read, for the status page. Exit 1 if a director could not be asked."""
     inv = load_inventory(inventory_path)
     # paramiko logs a failed handshake with a traceback; the table gives the reason
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     cfg = SshConfig(Path(state_dir), user=user, port=port,
                     identity=Path(identity) if identity else None, connect_timeout=timeout)
     ensure_client_key(cfg)  # as dsas push: created on first use
-    report = status(inv, collect(inv, cfg, timeout=timeout + 10))
+    views = collect(inv, cfg, timeout=timeout + 10)
+    report = status(inv, views)
+    store = StateStore(Path(state_dir))
+    try:
+        lbreads.record(store, inv, views, report, time.time())
+    finally:
+        store.close()
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
     else:

@@ -1,15 +1,16 @@
 """What every machine is doing: the view the status page and `dsas status` share.
 
 Two halves. ``StatusSource`` reads the observed state from the state store (node
-events, DHCP leases, discovered machines, push history) into an ``Observed``
-snapshot and keeps it current incrementally (new events by id, the other tables
-by a cheap fingerprint). The rest is pure: ``host_view``/``snapshot``/
-``host_detail`` turn the inventory plus an ``Observed`` into JSON-able dicts,
-``mask_secrets`` hides passwords, keys and tokens in rendered files, and
-``format_lines`` prints the terminal table. Nothing here writes state.
+events, DHCP leases, discovered machines, push history, the balancers as `dsas lb
+status` last read them) into an ``Observed`` snapshot and keeps it current
+incrementally (new events by id, the other tables by a cheap fingerprint). The
+rest is pure: ``host_view``/``snapshot``/``host_detail`` turn the inventory plus
+an ``Observed`` into JSON-able dicts, ``mask_secrets`` hides passwords, keys and
+tokens in rendered files, and ``format_lines`` prints the terminal table. Nothing here writes state.
 
-Balancer health and weight "as last read" and the master pair's state come from
-services that are not built yet: their fields exist and say ``None`` ("not read").
+Balancer health, weight and connections are "as last read" by `dsas lb status`
+(``lb_reads``); a pool no director read says ``None`` ("not read"). The master
+pair's state comes from a service not built yet: its field says ``None``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Observed:
     releases: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # host -> per path
     latest: dict[str, str] = field(default_factory=dict)  # to_path -> newest release
     discovered: list[dict[str, Any]] = field(default_factory=list)
+    lb: dict[str, dict[str, Any]] = field(default_factory=dict)  # director -> latest read
     event_id: int = 0  # the newest event read
 
 
@@ -116,6 +118,9 @@ class StatusSource:
         if "push_runs" in tables:
             fp += list(self.store.query(
                 "SELECT MAX(id), COUNT(finished) FROM push_runs")[0])
+        if "lb_reads" in tables:
+            fp += list(self.store.query(
+                "SELECT COUNT(*), MAX(read_at), SUM(read_at) FROM lb_reads")[0])
         return tuple(fp)
 
     def _reload_others(self, tables: set[str]) -> None:
@@ -132,6 +137,11 @@ class StatusSource:
             from ..policy.leases import LeaseJournal
 
             obs.discovered = LeaseJournal(self.store).discovered()[-500:]
+        obs.lb = {}
+        if "lb_reads" in tables:
+            from ..distribute.lbreads import latest
+
+            obs.lb = latest(self.store)
         obs.releases, obs.latest = {}, {}
         if "push_runs" in tables and "push_results" in tables:
             from ..distribute.history import History
@@ -162,21 +172,83 @@ def _version(inv: Inventory, image: str | None) -> str | None:
     return img.version if img else None
 
 
-def _pools(inv: Inventory, host: Host) -> list[dict[str, Any]]:
+NOT_READ = {"health": None, "live_weight": None, "active": None, "inactive": None,
+            "director": None, "read_at": None, "error": None}
+
+
+def _unreachable(director: str, error: str) -> str:
+    return f"director {director} unreachable: {error.removeprefix('unreachable: ')}"
+
+
+def _service_read(read: dict[str, Any], name: str) -> tuple[dict[str, Any] | None, bool]:
+    """A director's read of one virtual service, and whether it holds the service's VIP."""
+    svc = next((s for s in read["services"] if s["service"] == name), None)
+    held = svc is not None and any(i["held"] and svc["vip"] in i["vips"] for i in read["vrrp"])
+    return svc, held
+
+
+def _as_real(host: str, directors: Sequence[str], lb: dict[str, dict[str, Any]],
+             name: str) -> dict[str, Any]:
+    """A real server's pool as last read: from the director holding the VIP if it was
+    read, else from any director read; "unreachable" only when none could be."""
+    reads: list[tuple[bool, dict[str, Any]]] = []
+    for d in directors:
+        read = lb.get(d)
+        if read is None:
+            continue
+        base = {"director": d, "read_at": read["read_at"]}
+        if read["error"] is not None:
+            reads.append((False, NOT_READ | base | {"error": _unreachable(d, read["error"])}))
+            continue
+        svc, held = _service_read(read, name)
+        real = next((r for r in svc["reals"] if r["host"] == host), None) if svc else None
+        if real is None:
+            continue  # read before this service or host was in the inventory
+        health = real["state"] if svc and svc["in_ipvs"] else "not in IPVS"
+        reads.append((held, NOT_READ | base | {"health": health, "live_weight": real["weight"],
+                                               "active": real["active"],
+                                               "inactive": real["inactive"]}))
+    for pick in (lambda h, r: h, lambda h, r: r["error"] is None, lambda h, r: True):
+        best = next((r for h, r in reads if pick(h, r)), None)
+        if best is not None:
+            return best
+    return dict(NOT_READ)
+
+
+def _as_director(director: str, lb: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    read = lb.get(director)
+    if read is None:
+        return dict(NOT_READ)
+    base = NOT_READ | {"director": director, "read_at": read["read_at"]}
+    if read["error"] is not None:
+        return base | {"error": _unreachable(director, read["error"])}
+    svc, held = _service_read(read, name)
+    if svc is None:
+        return dict(NOT_READ)
+    if not svc["in_ipvs"]:
+        return base | {"health": "not in IPVS"}
+    reals = svc["reals"]
+    return base | {"health": "holds the VIP" if held else "standby",
+                   "active": sum(r["active"] or 0 for r in reals),
+                   "inactive": sum(r["inactive"] or 0 for r in reals)}
+
+
+def _pools(inv: Inventory, host: Host, lb: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for vs in inv.virtual_services.values():
         if vs.role == host.role.name:
+            pair = inv.lvs_pairs.get(vs.pair)
+            directors = (pair.active, pair.backup) if pair else ()
             out.append({"service": vs.name, "vip": f"{vs.vip}:{vs.port}/{vs.protocol}",
-                        "as": "real server", "weight": vs.weight,
-                        # as last read from the directors: filled by the balancer status
-                        "health": None, "live_weight": None, "read_at": None})
+                        "as": "real server", "weight": vs.weight}
+                       | _as_real(host.name, directors, lb, vs.name))
     for pair in inv.lvs_pairs.values():
         for which in ("active", "backup"):
             if getattr(pair, which) == host.name:
                 for vs in inv.services_of_pair(pair.name):
                     out.append({"service": vs.name, "vip": f"{vs.vip}:{vs.port}/{vs.protocol}",
-                                "as": f"director ({which}, {pair.name})", "weight": None,
-                                "health": None, "live_weight": None, "read_at": None})
+                                "as": f"director ({which}, {pair.name})", "weight": None}
+                               | _as_director(host.name, lb, vs.name))
     return out
 
 
@@ -219,7 +291,7 @@ def host_view(inv: Inventory, host: Host, obs: Observed) -> dict[str, Any]:
         "release": releases[0]["release"] if releases else None,
         "drift": releases[0]["drift"] if releases else None,
         "releases": releases,
-        "pools": _pools(inv, host),
+        "pools": _pools(inv, host, obs.lb),
         "lease_expires": lease_expires,
     }
 

@@ -115,6 +115,21 @@ const dsas = (() => {
     return es;
   }
 
+  // A balancer pool as `dsas lb status` last read it: health, live weight and
+  // connections from which director, and how long ago; or why it could not be read.
+  function poolHealth(p) {
+    const when = p.read_at === null ? null
+      : h("span", {class: "read-at muted"}, " read ", timeCell("span", {}, p.read_at),
+          p.director && !p.error ? " from " + p.director : "");
+    const box = (...c) => h("span", {class: "pool-health"}, ...c);
+    if (p.error) return box(h("span", {class: "tag lb-down"}, p.error), when);
+    if (p.health === null) return box(h("span", {class: "tag"}, "not read"));
+    let text = p.health;
+    if (p.live_weight !== null) text += " w" + p.live_weight;
+    if (p.active !== null) text += " " + p.active + "/" + p.inactive + " conn";
+    return box(h("span", {class: "tag lb-" + p.health.replace(/[^a-z0-9]+/gi, "-")}, text), when);
+  }
+
   return {h, ago, until, clock, secs, dur, timeCell, stateBadge, hostLink, getJSON, live,
-          setServerNow, serverNow, tick};
+          setServerNow, serverNow, tick, poolHealth};
 })();

@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const {h, timeCell, until, stateBadge, clock, secs} = dsas;
+  const {h, timeCell, until, stateBadge, clock, secs, poolHealth} = dsas;
   const $ = (id) => document.getElementById(id);
   const name = decodeURIComponent(location.pathname.split("/").pop());
   const api = "/api/v1/status/hosts/" + encodeURIComponent(name);
@@ -41,9 +41,7 @@
       h("td", {class: "mono", "data-label": "VIP"}, p.vip),
       h("td", {"data-label": "As"}, p.as),
       h("td", {"data-label": "Weight"}, p.weight === null ? "-" : String(p.weight)),
-      h("td", {"data-label": "Health"}, p.health === null ? "not read" : p.health),
-      h("td", {"data-label": "Live weight"},
-        p.live_weight === null ? "not read" : String(p.live_weight)))));
+      h("td", {class: "pool-health", "data-label": "As last read"}, poolHealth(p)))));
   }
 
   // Stages on one time axis: each bar starts where the stage was reached and lasts

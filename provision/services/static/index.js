@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const {h, timeCell, until, stateBadge, hostLink} = dsas;
+  const {h, timeCell, until, stateBadge, hostLink, poolHealth} = dsas;
   const hosts = new Map();  // name -> view
   let discovered = [];
   const $ = (id) => document.getElementById(id);
@@ -74,10 +74,7 @@
     if (!v.pools.length) return cell("pools", "Pools", "-");
     return cell("pools", "Pools", v.pools.map((p) =>
       h("div", {title: p.vip + ", " + p.as},
-        p.service + (p.as === "real server" ? " " : " (director) "),
-        h("span", {class: "tag"},
-          p.health === null ? "not read" : p.health +
-            (p.live_weight === null ? "" : " w" + p.live_weight)))));
+        p.service + (p.as === "real server" ? " " : " (director) "), poolHealth(p))));
   }
 
   function row(v) {
