@@ -7,7 +7,9 @@ flags and a router lifetime of 0 tells it "no IPv6 router here" at once
 (RFC 4861 section 4.2: lifetime 0 = not a default router), so nothing on the
 network gains a route from it. When the link's inventory network has an IPv6
 prefix (``networks.X.ipv6``) the RA carries it as on-link, without the
-autonomous flag: nobody makes up an address from it. Only solicitations are
+autonomous flag: nobody makes up an address from it; when DHCPv6 runs too
+(``--only ...,dhcp6``) the RA there sets M, so clients (iPXE) ask DHCPv6 for their
+inventory address and boot URL. Only solicitations are
 answered; nothing is advertised unasked.
 """
 
@@ -47,6 +49,7 @@ def ipv6_disabled(ifname: str, sysctl: str = SYSCTL) -> bool:
 _PIO = struct.Struct("!BBBBIII16s")
 ND_OPT_PREFIX_INFORMATION = 3
 PIO_ON_LINK = 0x80  # L
+RA_MANAGED = 0x80  # M: addresses are available by DHCPv6
 PREFIX_VALID = 86400  # s
 PREFIX_PREFERRED = 14400  # s
 
@@ -64,10 +67,14 @@ def prefix_information(prefix: IPv6Network, valid: int = PREFIX_VALID,
                      preferred, 0, prefix.network_address.packed)
 
 
-def router_advertisement(prefixes: Iterable[IPv6Network] = ()) -> bytes:
-    """RA: hop limit unspecified, no M/O flags, router lifetime 0 (the master is not a
-    router), a prefix information option per configured prefix (checksum by kernel)."""
-    return _RA.pack(ICMPV6_RA, 0, 0, 0, 0, 0, 0, 0) + b"".join(
+def router_advertisement(prefixes: Iterable[IPv6Network] = (), managed: bool = False) -> bytes:
+    """RA: hop limit unspecified, router lifetime 0 (the master is not a router), a
+    prefix information option per configured prefix (checksum by kernel). ``managed``
+    sets M (RFC 4861 4.2: addresses by DHCPv6; iPXE then runs DHCPv6 and boots its
+    option 59 URL), only where there is a prefix: elsewhere no M/O flags."""
+    prefixes = list(prefixes)
+    flags = RA_MANAGED if managed and prefixes else 0
+    return _RA.pack(ICMPV6_RA, 0, 0, 0, flags, 0, 0, 0) + b"".join(
         prefix_information(p) for p in prefixes)
 
 
@@ -138,7 +145,8 @@ class RaService(Service):
                         continue
                     idx = socket.if_nametoindex(ifname)
                     try:
-                        s.sendto(router_advertisement(self._prefixes(ifname)),
+                        s.sendto(router_advertisement(self._prefixes(ifname),
+                                                      self.ctx.dhcp6),
                                  (ALL_NODES, 0, 0, idx))
                     except OSError as e:
                         # e.g. the interface's link-local address is still tentative (DAD):
