@@ -11,6 +11,8 @@ import json
 import re
 import subprocess
 import sys
+import time
+from ipaddress import IPv6Network
 from pathlib import Path
 
 import pytest
@@ -19,9 +21,9 @@ from provision.inventory import loads
 from provision.inventory.errors import InventoryError
 from provision.policy.httpfiles import BadEvent, parse_event
 from provision.render import render_host
-from provision.services.ra import router_advertisement
+from provision.services.ra import router_advertisement, solicitor_mac, wants_dhcp6
 
-from .lab import Lab, require_tool
+from .lab import Lab, Netns, require_tool
 from .test_ipv6 import INVENTORY as BASE
 
 MASTER6 = "2001:db8:18::1"
@@ -83,17 +85,34 @@ def test_a_report_from_the_hosts_ipv6_address_is_accepted() -> None:
 
 
 def test_the_ra_sets_managed_only_where_dhcpv6_has_a_prefix() -> None:
-    from ipaddress import IPv6Network
     prefixes = [IPv6Network("2001:db8:18::/64")]
     assert router_advertisement(prefixes, managed=True)[5] == 0x80  # M
     assert router_advertisement(prefixes, managed=False)[5] == 0
     assert router_advertisement([], managed=True)[5] == 0  # no prefix: "no router here"
 
 
+def test_managed_only_for_a_host_with_an_ipv6_address_on_the_link() -> None:
+    """iPXE of a host with no IPv6 address, told M, solicits DHCPv6 for ~16 s per stage
+    (answered "no addresses"): only a host DHCPv6 can serve is told M."""
+    inv = loads(INVENTORY, "lab.yaml")
+    prefixes = [IPv6Network("2001:db8:18::/64")]
+    rs = bytes([133, 0, 0, 0, 0, 0, 0, 0])
+    sllao = bytes([1, 1, 0x52, 0x54, 0, 0, 1, 2])  # w2's MAC
+    assert solicitor_mac(rs + sllao, "fe80::1") == "52:54:00:00:01:02"
+    assert solicitor_mac(rs, "fe80::5054:ff:fe00:101%br0") == "52:54:00:00:01:01"  # EUI-64
+    assert solicitor_mac(rs + bytes([1, 0, 0, 0]), "fe80::1") is None  # zero length: stop
+    assert solicitor_mac(rs, "::") is None
+    assert wants_dhcp6(inv, "52:54:00:00:01:01", prefixes)  # w1: 2001:db8:18::11
+    assert not wants_dhcp6(inv, "52:54:00:00:01:02", prefixes)  # w2: no IPv6 address
+    assert not wants_dhcp6(inv, "52:54:00:99:99:99", prefixes)  # not in the inventory
+    assert not wants_dhcp6(inv, None, prefixes)
+    assert not wants_dhcp6(inv, "52:54:00:00:01:01", [IPv6Network("2001:db8:99::/64")])
+
+
 def test_tftp_http_and_reports_over_ipv6_only(lab: Lab, tmp_path: Path) -> None:
     """A client with only the host's IPv6 address (no IPv4 on its side of the link):
     boot.ipxe (found by its IPv6 address) and a file over HTTP, the same file over TFTP,
-    a ready report; rdisc6 sees the M flag."""
+    a ready report; rdisc6 sees the M flag (from w1's MAC; not from an unknown one)."""
     curl, rdisc6 = require_tool("curl"), require_tool("rdisc6")
     inv = tmp_path / "lab.yaml"
     inv.write_text(INVENTORY)
@@ -105,6 +124,9 @@ def test_tftp_http_and_reports_over_ipv6_only(lab: Lab, tmp_path: Path) -> None:
     lab.bridge(srv, "br0", "198.18.0.1/24")
     srv.run(["ip", "-6", "addr", "add", f"{MASTER6}/64", "dev", "br0", "nodad"])
     ifc = lab.plug(srv, "br0", cli, "198.18.0.9/24")
+    cli.run(["ip", "link", "set", ifc, "down"])
+    cli.run(["ip", "link", "set", ifc, "address", "52:54:00:00:01:01"])  # w1's
+    cli.run(["ip", "link", "set", ifc, "up"])
     cli.run(["ip", "-4", "addr", "flush", "dev", ifc])
     cli.run(["ip", "-6", "addr", "add", "2001:db8:18::11/64", "dev", ifc, "nodad"])
     log = tmp_path / "serve.log"
@@ -135,13 +157,27 @@ def test_tftp_http_and_reports_over_ipv6_only(lab: Lab, tmp_path: Path) -> None:
                           "--data", '{"host": "w1", "stage": "ready"}',
                           f"{base}/api/v1/events"], check=False, timeout=20)
         assert report.returncode == 0, report.stderr + log.read_text()[-2000:]
-        out = None
-        for _ in range(20):
-            out = cli.run([rdisc6, "-1", "-w", "500", ifc], check=False, timeout=10)
-            if out.returncode == 0:
-                break
-        assert out is not None and out.returncode == 0, out.stdout + out.stderr
-        assert re.search(r"Stateful address conf\.\s+:\s+Yes", out.stdout), out.stdout
+        def rdisc(ns: Netns, ifname: str) -> str:
+            deadline = time.monotonic() + 10  # until its link-local address is usable
+            while ns.run(["ip", "-6", "addr", "show", "dev", ifname, "tentative"]).stdout:
+                assert time.monotonic() < deadline, "link-local address still tentative"
+                time.sleep(0.1)
+            out = None
+            for _ in range(20):
+                out = ns.run([rdisc6, "-1", "-w", "500", ifname], check=False, timeout=10)
+                if out.returncode == 0:
+                    break
+            assert out is not None and out.returncode == 0, out.stdout + out.stderr
+            return out.stdout
+
+        text = rdisc(cli, ifc)
+        assert re.search(r"Stateful address conf\.\s+:\s+Yes", text), text
+        assert "2001:db8:18::/64" in text
+        other = lab.netns("nb6o")  # a MAC that is nobody's in the inventory
+        oifc = lab.plug(srv, "br0", other, "198.18.0.10/24")
+        text = rdisc(other, oifc)
+        assert re.search(r"Stateful address conf\.\s+:\s+No", text), text
+        assert "2001:db8:18::/64" in text  # the prefix is still on-link
         assert serve.poll() is None
         text = log.read_text()
         assert "tftp: served ipxe.efi to 2001:db8:18::11 (host=w1)" in text, text[-3000:]
