@@ -293,11 +293,17 @@ def test_ipv6_only_guest_netboots_through_ovmf_pxe6_and_ipxe_to_ready(
         r"http: served hosts/w108/dsas\.conf to 2001:db8:18::18",
         r"http: node w108 reports ready: [^\n]* \(from 2001:db8:18::18\)",
     ]
-    at = 0
+    at, when = 0, []
     for step in steps:  # in this order
         m = re.compile(step).search(log, at)
         assert m, f"missing, after what came before: {step}\n{log[at:at + 3000]}"
+        start = log.rfind("\n", 0, m.start()) + 1
+        end = log.find("\n", m.end())
+        when.append((log[start:start + 23], log[m.start():end if end >= 0 else None][:110]))
         at = m.end()
+    print("\nw108 (the master's log times):")
+    for stamp, what in when:
+        print(f"  {stamp[11:]}  {what}")
     # nothing reached the master over IPv4 (w108's reports name its static IPv4
     # addresses from dsas.conf: dsas-init sets them, the bridge drops their frames)
     assert not re.search(r"(?:to|from) 198\.18\.1\.18\b|dhcp \w+ 198\.18\.1\.18\b", log)
