@@ -78,11 +78,14 @@ def pxelinux_ip_name(address: str) -> str:
     return "".join(f"{int(o):02X}" for o in str(address).split("."))
 
 
-def base_url(inv: Inventory) -> str:
+def base_url(inv: Inventory, host: Host | None = None) -> str:
+    """The master's URL; for a ``netboot6`` host, by its IPv6 address (bracketed)."""
     port = inv.cluster.http_port
-    host = str(inv.cluster.master_address)
-    return f"http://{host}" if port == 80 else f"http://{host}:{port}"
+    a6 = inv.cluster.master_address6
+    name = f"[{a6}]" if host is not None and host.netboot6 and a6 is not None \
+        else str(inv.cluster.master_address)
+    return f"http://{name}" if port == 80 else f"http://{name}:{port}"
 
 
-def url(inv: Inventory, path: str) -> str:
-    return f"{base_url(inv)}/{path.lstrip('/')}"
+def url(inv: Inventory, path: str, host: Host | None = None) -> str:
+    return f"{base_url(inv, host)}/{path.lstrip('/')}"

@@ -153,6 +153,7 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         discovery_rate=discovery_rate,
         proxy=proxy,
         templates=Path(templates) if templates else None,
+        dhcp6="dhcp6" in names,
     )
     if {"dhcp", "tftp", "http"} & set(names):
         report_missing(inv, Path(boot_root))

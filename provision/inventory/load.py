@@ -467,6 +467,15 @@ class _Builder:
         vss = self.virtual_services(data, roles, hosts, pairs)
         self.cross_checks(networks, hosts, vss, pairs, roles)
         self.lvs_checks(networks, hosts, vss, pairs)
+        if cluster is not None and cluster.master_address6 is None:
+            for h in hosts.values():
+                if h.netboot6:
+                    hm = (data.get("hosts") or {}).get(h.name) or {}
+                    self.err(hm, "netboot6", f"hosts.{h.name}.netboot6",
+                             "netboot6 needs cluster.master_address6 (the master's IPv6 "
+                             "address, which its boot files name)")
+            if any(h.netboot6 for h in hosts.values()):
+                return None
         if cluster is None:
             return None
         return Inventory(self.file, cluster, networks, hwtypes, images, roles, hosts, vss, pairs,
@@ -475,8 +484,8 @@ class _Builder:
     def cluster(
         self, data: dict[str, Any], networks: dict[str, Network], hosts: dict[str, Host]
     ) -> Cluster | None:
-        allowed = {"name", "domain", "master_address", "masters", "http_port", "kernel_args",
-                   "templates"}
+        allowed = {"name", "domain", "master_address", "master_address6", "masters",
+                   "http_port", "kernel_args", "templates"}
         c = self.mapping(data, "cluster", "cluster", allowed,
                          ("name", "domain", "master_address", "masters"))
         if c is None:
@@ -499,10 +508,29 @@ class _Builder:
             secondary = str(ms["secondary"]) if ms.get("secondary") else None
         port = self.integer(c, "http_port", "cluster", 1, 65535, 80)
         templates = self.string(c, "templates", "cluster")
+        master6 = self.master_address6(c, networks)
         if not (name and domain and master and primary and port):
             return None
         return Cluster(name, domain, master, primary, secondary, port,
-                       self.kernel_args(c, "cluster"), templates)
+                       self.kernel_args(c, "cluster"), templates, master6)
+
+    def master_address6(self, c: dict[str, Any],
+                        networks: dict[str, Network]) -> ipaddress.IPv6Address | None:
+        """cluster.master_address6: the master's address on an inventory IPv6 prefix."""
+        v = c.get("master_address6")
+        if v is None:
+            return None
+        path = "cluster.master_address6"
+        try:
+            a = ipaddress.IPv6Address(str(v))
+        except ValueError:
+            self.err(c, "master_address6", path, f"malformed IPv6 address {v!r}")
+            return None
+        if networks and not self.broken.get("network") and not any(
+                n.ipv6 is not None and a in n.ipv6 for n in networks.values()):
+            self.err(c, "master_address6", path, f"{a} is in no network's ipv6 prefix")
+            return None
+        return a
 
     def networks(self, data: dict[str, Any]) -> dict[str, Network]:
         section = self.mapping(data, "networks", "networks", optional=False)
@@ -792,7 +820,7 @@ class _Builder:
         section = self.mapping(data, "hosts", "hosts") or {}
         out: dict[str, Host] = {}
         allowed = {"role", "macs", "addresses", "addresses6", "hwtype", "bond", "boot", "image",
-                   "loader", "kernel_args", "services"}
+                   "loader", "kernel_args", "services", "netboot6"}
         seen_ip6: dict[ipaddress.IPv6Address, str] = {}
         seen_mac: dict[str, str] = {}
         seen_ip: dict[IPv4Address, str] = {}
@@ -888,6 +916,14 @@ class _Builder:
                 self.err(m, where, f"{path}.loader",
                          f"loader grub-secure (Secure Boot through shim) needs UEFI; hardware "
                          f"type {hw.name} boots only {', '.join(hw.firmware)}")
+            netboot6 = m.get("netboot6", False)
+            if not isinstance(netboot6, bool):
+                self.err(m, "netboot6", f"{path}.netboot6",
+                         f"must be true or false, not {_kind(netboot6)}")
+                netboot6 = False
+            if netboot6 and role.networks and role.networks[0] not in addrs6:
+                self.err(m, "netboot6", f"{path}.netboot6",
+                         f"netboot6 needs an addresses6 on the boot network {role.networks[0]}")
             if len(addrs) != len(role.networks) or len(macs) != len(hw.nics) or self.tainted:
                 continue
             out[str(name)] = Host(
@@ -904,6 +940,7 @@ class _Builder:
                 services=tuple(dict.fromkeys(role.services + extra)),
                 networks_in_order=tuple(networks[n] for n in role.networks),
                 addresses6=addrs6,
+                netboot6=netboot6,
             )
         self.mark_broken("host", section, out)
         return out

@@ -51,6 +51,7 @@ class Cluster:
     http_port: int = 80
     kernel_args: str = ""
     templates: str | None = None  # directory of template overrides
+    master_address6: IPv6Address | None = None  # the master's IPv6 address (netboot6 hosts)
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ class Host:
     services: tuple[str, ...]
     networks_in_order: tuple[Network, ...] = field(default=(), repr=False)
     addresses6: dict[str, IPv6Address] = field(default_factory=dict)  # network -> address
+    netboot6: bool = False  # boots over IPv6: its boot files name the master's IPv6 address
 
     @property
     def base_device(self) -> str:
@@ -290,11 +292,21 @@ class Inventory:
     def host_by_mac(self, mac: str) -> Host | None:
         return self._by_mac.get(normalize_mac(mac))
 
-    def host_by_ip(self, address: str | IPv4Address) -> Host | None:
+    def host_by_ip(self, address: str | IPv4Address | IPv6Address) -> Host | None:
+        """The host with this inventory address (IPv4 ``addresses`` or ``addresses6``)."""
         try:
-            return self._by_ip.get(IPv4Address(str(address)))
+            a = ipaddress.ip_address(str(address).split("%")[0])
         except ValueError:
             return None
+        if isinstance(a, IPv6Address):
+            if a.ipv4_mapped is not None:
+                return self._by_ip.get(a.ipv4_mapped)
+            return self._by_ip6.get(a)
+        return self._by_ip.get(a)
+
+    @cached_property
+    def _by_ip6(self) -> dict[IPv6Address, Host]:
+        return {a: h for h in self.hosts.values() for a in h.addresses6.values()}
 
     def hosts_of_role(self, role: str) -> list[Host]:
         return [h for h in self.hosts.values() if h.role.name == role]

@@ -204,10 +204,10 @@ def parse_event(body: bytes, peer: str | None, inv: Inventory,
         raise BadEvent(404, f"host {name!r} not in inventory")
     if by_peer is not None and by_peer.name != host.name:
         raise BadEvent(403, f"{peer} is {by_peer.name}, not {host.name}", "source")
-    if not peer or not _is_v4(peer):
+    address = _peer_address(peer)
+    if address is None:
         raise BadEvent(403, f"a report for {host.name} must come from its own address",
                        "source")
-    address = str(ipaddress.IPv4Address(peer))
     if address not in host_addresses(host.name, inv) and \
             (leased is None or address not in leased(host.name)):
         raise BadEvent(403, f"{address} is not {host.name}'s address (inventory or lease)",
@@ -219,10 +219,26 @@ def parse_event(body: bytes, peer: str | None, inv: Inventory,
                  address, ssh_key, doc.get("boot_id") or None, doc.get("token") or None)
 
 
+def _peer_address(peer: str | None) -> str | None:
+    """The peer's address in canonical text (an IPv4-mapped IPv6 one as IPv4); None
+    when it is not an IP address."""
+    try:
+        a = ipaddress.ip_address((peer or "").split("%")[0])
+    except ValueError:
+        return None
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+        return str(a.ipv4_mapped)
+    return str(a)
+
+
 def host_addresses(name: str, inv: Inventory) -> set[str]:
-    """The inventory addresses of host ``name`` (empty if it is not in the inventory)."""
+    """The inventory addresses of host ``name``, IPv4 and IPv6 (empty if it is not in
+    the inventory)."""
     host = inv.hosts.get(name)
-    return {str(a) for a in host.addresses.values()} if host else set()
+    if host is None:
+        return set()
+    return {str(a) for a in host.addresses.values()} | {
+        str(a) for a in host.addresses6.values()}
 
 
 def parse_ssh_key(text: str) -> tuple[str, str]:
@@ -241,10 +257,3 @@ def parse_ssh_key(text: str) -> tuple[str, str]:
         raise BadEvent(400, f"ssh_key: the key blob is not a {ktype} key")
     return ktype, b64
 
-
-def _is_v4(s: str) -> bool:
-    try:
-        ipaddress.IPv4Address(s)
-    except ValueError:
-        return False
-    return True

@@ -26,7 +26,7 @@ HOST_FILES = {
 }
 
 # Command lines go through iPXE, pxelinux and the kernel: allow a conservative set.
-CMDLINE_OK = re.compile(r"^[A-Za-z0-9_.,:=/+@%~ -]*$")
+CMDLINE_OK = re.compile(r"^[A-Za-z0-9_.,:=/+@%~ \[\]-]*$")  # [..]: IPv6 URLs
 
 
 class RenderError(Exception):
@@ -91,10 +91,11 @@ def kernel_cmdline(inv: Inventory, host: Host, payload: ImagePayload | None = No
     extra = [inv.cluster.kernel_args, image.kernel_args if image else "", host.kernel_args]
     if payload is None or payload.dsas_boot:
         parts = [
-            f"dsas.url={layout.url(inv, layout.dsas_conf_path(host))}",
+            f"dsas.url={layout.url(inv, layout.dsas_conf_path(host), host)}",
             f"dsas.host={host.name}",
-            f"dsas.master={layout.base_url(inv)}",
+            f"dsas.master={layout.base_url(inv, host)}",
             f"dsas.mac={host.macs[0]}",
+            _ip6_args(host),
             payload.kernel_args if payload else "",
             *extra,
         ]
@@ -107,6 +108,16 @@ def kernel_cmdline(inv: Inventory, host: Host, payload: ImagePayload | None = No
         raise RenderError(f"host {host.name}: kernel command line has forbidden characters: "
                           f"{line!r}")
     return line
+
+
+def _ip6_args(host: Host) -> str:
+    """A netboot6 host's initramfs takes its IPv6 address from the command line
+    (no DHCPv4 on its link; the RA has no autonomous flag, so no SLAAC)."""
+    if not host.netboot6:
+        return ""
+    itf = host.primary_interface
+    gw = itf.network.gateway6
+    return f"dsas.ip6={itf.cidr6}" + (f" dsas.gw6={gw}" if gw else "")
 
 
 @dataclass(frozen=True)
@@ -136,8 +147,11 @@ def host_context(inv: Inventory, host: Host,
         "fqdn": host_fqdn(inv, host.name),
         "image": img,
         "image_dir": image_dir,
-        "kernel_url": layout.url(inv, f"{image_dir}/{layout.KERNEL}") if image_dir else None,
-        "initrd_url": layout.url(inv, f"{image_dir}/{layout.INITRD}") if image_dir else None,
+        "kernel_url": layout.url(inv, f"{image_dir}/{layout.KERNEL}", host) if image_dir
+        else None,
+        "initrd_url": layout.url(inv, f"{image_dir}/{layout.INITRD}", host) if image_dir
+        else None,
+        "master_url": layout.base_url(inv, host),
         "kernel_path": f"{image_dir}/{layout.KERNEL}" if image_dir else None,
         "initrd_path": f"{image_dir}/{layout.INITRD}" if image_dir else None,
         "cmdline": kernel_cmdline(inv, host, payload),

@@ -50,6 +50,7 @@ class ServeContext:
     discovery_rate: float = 16.0  # new unknown MACs answered per second (0: no limit)
     proxy: bool = False
     templates: Path | None = None
+    dhcp6: bool = False  # DHCPv6 runs: the RA sets the managed flag on IPv6 links
     store: StateStore = field(init=False)
     metrics: Metrics = field(default_factory=Metrics)
 

@@ -134,6 +134,15 @@ class HttpService(Service):
     async def _listen(self) -> None:
         assert self._listener is not None
         self._listener.start(self._host(), self.port)
+        a6 = self.ctx.inventory.cluster.master_address6
+        if a6 is not None:  # netboot6 hosts fetch their files over IPv6
+            try:
+                self._listener.start(str(a6), self.port)
+            except OSError as e:
+                raise OSError(e.errno, f"http: cannot listen on [{a6}]:{self.port} "
+                              f"(cluster.master_address6): {e.strerror}; is the address "
+                              "configured on this machine?") from None
+            log.info("http: also serving on [%s]:%d", a6, self.port)
 
     def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
         loop = asyncio.new_event_loop()

@@ -131,7 +131,7 @@ class Listener:
         self.quiet = QuietLog(log, limits.log_interval)
         self._kwargs = handler_kwargs
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sock: socket.socket | None = None
+        self._socks: list[socket.socket] = []  # one per listening address
         self._spare: int | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._paused: asyncio.TimerHandle | None = None
@@ -139,31 +139,38 @@ class Listener:
         self.per_client: dict[str, int] = {}
 
     def start(self, host: str, port: int, backlog: int = 1024) -> None:
+        """Listen on ``host``:``port`` (IPv4 or IPv6 literal); call again to listen on
+        another address: every socket shares the same connection caps."""
         loop = asyncio.get_running_loop()
         self._loop = loop
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((host, port))
             sock.listen(backlog)
             sock.setblocking(False)
         except BaseException:
             sock.close()
             raise
-        self._sock = sock
-        self._spare = _take_spare()
-        loop.set_exception_handler(self._loop_exception)
-        loop.add_reader(sock.fileno(), self._accept)
-        self.metrics.set(M_CONNECTIONS, 0)
+        first = not self._socks
+        self._socks.append(sock)
+        if first:
+            self._spare = _take_spare()
+            loop.set_exception_handler(self._loop_exception)
+            self.metrics.set(M_CONNECTIONS, 0)
+        loop.add_reader(sock.fileno(), self._accept, sock)
 
     def close(self) -> None:
         if self._paused is not None:
             self._paused.cancel()
-        if self._sock is not None:
+        for sock in self._socks:
             if self._loop is not None:
-                self._loop.remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+        self._socks = []
         if self._spare is not None:
             os.close(self._spare)
             self._spare = None
@@ -179,18 +186,18 @@ class Listener:
 
     # -- accepting -----------------------------------------------------------------
 
-    def _accept(self) -> None:
-        assert self._sock is not None and self._loop is not None
+    def _accept(self, sock: socket.socket) -> None:
+        assert self._loop is not None
         for _ in range(ACCEPT_BATCH):
             try:
-                conn, addr = self._sock.accept()
+                conn, addr = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:
                 continue
             except OSError as e:
                 if e.errno in _OUT_OF_DESCRIPTORS:
-                    self._shed(e)
+                    self._shed(sock, e)
                 else:
                     self.quiet.warning(f"accept:{e.errno}", "http: accept failed: %s",
                                        e.strerror)
@@ -235,16 +242,15 @@ class Listener:
             self.quiet.warning(f"connect:{e.errno}", "http: connection dropped: %s",
                                e.strerror)
 
-    def _shed(self, e: OSError) -> None:
+    def _shed(self, sock: socket.socket, e: OSError) -> None:
         """Out of descriptors: turn the waiting clients away instead of spinning."""
-        assert self._sock is not None
         shed = 0
         if self._spare is not None:
             os.close(self._spare)
             self._spare = None
             for _ in range(ACCEPT_BATCH):
                 try:
-                    conn, _addr = self._sock.accept()
+                    conn, _addr = sock.accept()
                 except OSError:
                     break
                 _reset(conn)
@@ -258,13 +264,18 @@ class Listener:
             self._pause(0.5)
 
     def _pause(self, seconds: float) -> None:
-        assert self._loop is not None and self._sock is not None
-        self._loop.remove_reader(self._sock.fileno())
+        """Stop accepting on every socket for ``seconds``."""
+        assert self._loop is not None
+        if self._paused is not None:
+            return
+        for sock in self._socks:
+            self._loop.remove_reader(sock.fileno())
 
         def resume() -> None:
             self._paused = None
-            if self._sock is not None and self._loop is not None:
-                self._loop.add_reader(self._sock.fileno(), self._accept)
+            if self._loop is not None:
+                for sock in self._socks:
+                    self._loop.add_reader(sock.fileno(), self._accept, sock)
                 self._take_spare_again()
 
         self._paused = self._loop.call_later(seconds, resume)

@@ -7,7 +7,10 @@ flags and a router lifetime of 0 tells it "no IPv6 router here" at once
 (RFC 4861 section 4.2: lifetime 0 = not a default router), so nothing on the
 network gains a route from it. When the link's inventory network has an IPv6
 prefix (``networks.X.ipv6``) the RA carries it as on-link, without the
-autonomous flag: nobody makes up an address from it. Only solicitations are
+autonomous flag: nobody makes up an address from it; when DHCPv6 runs too
+(``--only ...,dhcp6``) each solicitor gets its own RA, with M set when it is a host
+with an inventory IPv6 address there, so iPXE asks DHCPv6 for that address and its
+boot URL (and a host without one is not sent to DHCPv6). Only solicitations are
 answered; nothing is advertised unasked.
 """
 
@@ -20,9 +23,10 @@ import struct
 import threading
 import time
 from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv6Network
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
 from ..inventory.model import Inventory
+from ..protocol.dhcp6 import eui64_mac
 from .base import ServeContext, Service
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ def ipv6_disabled(ifname: str, sysctl: str = SYSCTL) -> bool:
 _PIO = struct.Struct("!BBBBIII16s")
 ND_OPT_PREFIX_INFORMATION = 3
 PIO_ON_LINK = 0x80  # L
+RA_MANAGED = 0x80  # M: addresses are available by DHCPv6
 PREFIX_VALID = 86400  # s
 PREFIX_PREFERRED = 14400  # s
 
@@ -64,11 +69,45 @@ def prefix_information(prefix: IPv6Network, valid: int = PREFIX_VALID,
                      preferred, 0, prefix.network_address.packed)
 
 
-def router_advertisement(prefixes: Iterable[IPv6Network] = ()) -> bytes:
-    """RA: hop limit unspecified, no M/O flags, router lifetime 0 (the master is not a
-    router), a prefix information option per configured prefix (checksum by kernel)."""
-    return _RA.pack(ICMPV6_RA, 0, 0, 0, 0, 0, 0, 0) + b"".join(
+def router_advertisement(prefixes: Iterable[IPv6Network] = (), managed: bool = False) -> bytes:
+    """RA: hop limit unspecified, router lifetime 0 (the master is not a router), a
+    prefix information option per configured prefix (checksum by kernel). ``managed``
+    sets M (RFC 4861 4.2: addresses by DHCPv6; iPXE then runs DHCPv6 and boots its
+    option 59 URL), only where there is a prefix: elsewhere no M/O flags."""
+    prefixes = list(prefixes)
+    flags = RA_MANAGED if managed and prefixes else 0
+    return _RA.pack(ICMPV6_RA, 0, 0, 0, flags, 0, 0, 0) + b"".join(
         prefix_information(p) for p in prefixes)
+
+
+ND_OPT_SOURCE_LINK_ADDR = 1  # RFC 4861 section 4.6.1
+
+
+def solicitor_mac(data: bytes, source: str) -> str | None:
+    """The MAC of a router solicitation's sender: its source link-layer address
+    option, else the modified EUI-64 link-local source address (what iPXE sends)."""
+    i = 8
+    while i + 2 <= len(data):
+        kind, units = data[i], data[i + 1]
+        if units == 0:  # RFC 4861 4.6: a zero length is invalid; stop reading
+            break
+        if kind == ND_OPT_SOURCE_LINK_ADDR and units == 1 and i + 8 <= len(data):
+            return ":".join(f"{x:02x}" for x in data[i + 2:i + 8])
+        i += units * 8
+    try:
+        return eui64_mac(IPv6Address(source.split("%")[0]))
+    except ValueError:
+        return None
+
+
+def wants_dhcp6(inv: Inventory, mac: str | None, prefixes: Iterable[IPv6Network]) -> bool:
+    """Whether the RA to this solicitor sets M: only a host with an inventory IPv6
+    address on the link, whom DHCPv6 can serve; to anyone else (a host with no IPv6
+    address) iPXE would solicit DHCPv6 for ~16 s, answered "no addresses", per stage."""
+    host = inv.host_by_mac(mac) if mac else None
+    if host is None:
+        return False
+    return any(a in p for a in host.addresses6.values() for p in prefixes)
 
 
 def link_prefixes(inv: Inventory, address: IPv4Address) -> list[IPv6Network]:
@@ -137,9 +176,15 @@ class RaService(Service):
                     if not is_router_solicitation(data):
                         continue
                     idx = socket.if_nametoindex(ifname)
+                    prefixes = self._prefixes(ifname)
+                    source = addr[0].split("%")[0]
+                    # With DHCPv6 on, the answer goes to the solicitor alone (RFC 4861
+                    # 6.2.6 allows it), M set only for a host DHCPv6 has an address for.
+                    managed = self.ctx.dhcp6 and source != "::" and wants_dhcp6(
+                        self.ctx.inventory, solicitor_mac(data, source), prefixes)
+                    dest = source if self.ctx.dhcp6 and source != "::" else ALL_NODES
                     try:
-                        s.sendto(router_advertisement(self._prefixes(ifname)),
-                                 (ALL_NODES, 0, 0, idx))
+                        s.sendto(router_advertisement(prefixes, managed), (dest, 0, 0, idx))
                     except OSError as e:
                         # e.g. the interface's link-local address is still tentative (DAD):
                         # the client solicits again in a moment.

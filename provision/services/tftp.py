@@ -580,14 +580,18 @@ class _Session:
 class _Listener(BaseServer):
     """fbtftp's server loop, without binding in the constructor."""
 
-    def __init__(self, service: TftpService, sock: socket.socket):  # noqa: D107
-        # BaseServer.__init__ binds a socket; we take a bound one instead.
+    def __init__(self, service: TftpService, sock: socket.socket,  # noqa: D107
+                 more: tuple[socket.socket, ...] = ()):
+        # BaseServer.__init__ binds a socket; we take bound ones instead (``more``: the
+        # IPv6 one, served by the same loop, under the same limits).
         self._svc = service
         self._listener = sock
+        self._more = more
         self._address, self._port = sock.getsockname()[:2]
         self._family = socket.AF_INET
         self._selector = selectors.DefaultSelector()
-        self._selector.register(sock, selectors.EVENT_READ)
+        for s in (sock, *more):
+            self._selector.register(s, selectors.EVENT_READ)
         self._selector.register(service._reports_rx, selectors.EVENT_READ)
         self._should_stop = False
         self._server_stats = None
@@ -609,15 +613,15 @@ class _Listener(BaseServer):
 
     def run_once(self) -> None:
         for key, _ in self._selector.select(timeout=0.2):
-            if key.fileobj is self._listener:
-                self.on_new_data()
+            if key.fileobj is self._listener or key.fileobj in self._more:
+                self.on_new_data(key.fileobj)
             else:
                 self._svc._on_report()
         self._svc._reap()
 
-    def on_new_data(self) -> None:
+    def on_new_data(self, sock: socket.socket | None = None) -> None:
         try:
-            data, peer = self._listener.recvfrom(codec.MAX_REQUEST + 1)
+            data, peer = (sock or self._listener).recvfrom(codec.MAX_REQUEST + 1)
         except OSError:
             return
         self._svc._on_request(data, peer)
@@ -634,6 +638,7 @@ class TftpService(Service):
         self.tree = BootTree(ctx.boot_root, ctx.inventory, templates=ctx.templates)
         self.metrics = ctx.metrics
         self._sock: socket.socket | None = None
+        self._sock6: socket.socket | None = None  # on cluster.master_address6, if set
         self._loop: _Listener | None = None
         self._thread: threading.Thread | None = None
         self._workers: dict[int, tuple[multiprocessing.Process, tuple[str, int]]] = {}
@@ -661,14 +666,31 @@ class TftpService(Service):
             sock.close()
             raise
         self._sock = sock
+        a6 = self.ctx.inventory.cluster.master_address6
+        if a6 is not None:  # netboot6 hosts: UEFI PXE over IPv6 fetches ipxe.efi here
+            sock6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            try:
+                sock6.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock6.bind((str(a6), self.settings.port))
+            except OSError as e:
+                sock6.close()
+                sock.close()
+                self._sock = None
+                raise OSError(e.errno, f"tftp: cannot listen on [{a6}]:{self.settings.port}"
+                              f" (cluster.master_address6): {e.strerror}; is the address "
+                              "configured on this machine?") from None
+            self._sock6 = sock6
         self._reports_rx, self._reports_tx = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._reports_rx.setblocking(False)
         self._page = mmap.mmap(-1, mmap.PAGESIZE)  # anonymous, MAP_SHARED: seen by children
         self._active = memoryview(self._page).cast("i")
-        self._loop = _Listener(self, sock)
+        self._loop = _Listener(self, sock, (self._sock6,) if self._sock6 else ())
         self._thread = threading.Thread(target=self._loop.run, name="tftp", daemon=True)
         self._thread.start()
         log.info("tftp: serving %s on %s:%d", self.tree.root, addr, self.settings.port)
+        if self._sock6 is not None:
+            log.info("tftp: also serving on [%s]:%d", a6, self.settings.port)
 
     def stop(self) -> None:
         if self._loop is not None:
@@ -682,7 +704,7 @@ class TftpService(Service):
         self._workers.clear()
         self._peers.clear()
         self._per_client.clear()
-        for s in (self._sock, getattr(self, "_reports_rx", None),
+        for s in (self._sock, self._sock6, getattr(self, "_reports_rx", None),
                   getattr(self, "_reports_tx", None)):
             if s is not None:
                 s.close()
@@ -690,7 +712,7 @@ class TftpService(Service):
             self._active.release()
         if self._page is not None:
             self._page.close()
-        self._sock = self._loop = self._thread = self._active = self._page = None
+        self._sock = self._sock6 = self._loop = self._thread = self._active = self._page = None
 
     def reload(self, inventory: Inventory) -> None:
         self.tree.inventory = inventory
@@ -702,6 +724,13 @@ class TftpService(Service):
     def address(self) -> tuple[str, int]:
         assert self._sock is not None
         return self._sock.getsockname()[:2]
+
+    def _server_for(self, peer: tuple[Any, ...]) -> tuple[socket.socket, tuple[str, int]]:
+        """The listening socket a request from ``peer`` came in on, and its address."""
+        if len(peer) == 4 and self._sock6 is not None:
+            return self._sock6, self._sock6.getsockname()[:2]
+        assert self._sock is not None
+        return self._sock, self.address
 
     # -- requests ---------------------------------------------------------------
 
@@ -756,8 +785,10 @@ class TftpService(Service):
                raw: bytes) -> None:
         assert self._sock is not None
         t0 = time.monotonic()
-        proc = Transfer(self.address, peer, req, bootfile, self.settings, self._reports_tx,
-                        [self._sock, self._reports_rx], self._active)
+        _, server = self._server_for(peer)
+        listeners = [s for s in (self._sock, self._sock6) if s is not None]
+        proc = Transfer(server, peer, req, bootfile, self.settings, self._reports_tx,
+                        [*listeners, self._reports_rx], self._active)
         proc.daemon = True
         proc.start()  # may raise OSError: nothing is recorded then
         self.metrics.inc(M_SPAWN_SECONDS, time.monotonic() - t0)
@@ -789,9 +820,10 @@ class TftpService(Service):
 
     def _send_error(self, peer: tuple[str, int], code: int, message: str) -> None:
         packet = codec.encode_error(code, message)
+        listener, server = self._server_for(peer)
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind((self.address[0], 0))
+            with socket.socket(listener.family, socket.SOCK_DGRAM) as s:
+                s.bind((server[0], 0))
                 s.sendto(packet, peer)
             return
         except OSError as e:
@@ -802,8 +834,7 @@ class TftpService(Service):
         # No descriptor for a fresh TID: answer from port 69 rather than not at all (a
         # client takes its first answer's port as the server's TID, and this ends it).
         try:
-            assert self._sock is not None
-            self._sock.sendto(packet, peer)
+            listener.sendto(packet, peer)
         except OSError as e:
             log.debug("tftp: cannot send error to %s: %s", peer, e)
 
