@@ -136,7 +136,8 @@ def test_a_send_error_is_counted_and_the_next_reply_goes_out(served: Served) -> 
     served.send(encode(second))
     got = served.replies(second.xid)
     assert got and got[0].message_type == o.OFFER
-    assert m.get("dsas_dhcp_sent_total", type="OFFER") == 1
+    # counters reach the registry on the loop's next flush (every 0.1 s), not per packet
+    wait_for(lambda: m.get("dsas_dhcp_sent_total", type="OFFER") == 1, 10, "the OFFER counted")
     assert served.svc.alive()
 
 
@@ -220,22 +221,21 @@ def _retry_tcp(net: Net, ident: int) -> DNSRecord | None:
 
 def test_dns_idle_tcp_client_is_closed_and_its_slot_freed(
         net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
-    svc = _dns(net, monkeypatch, TCP_CLIENTS=1, TCP_IDLE=0.5)
+    # TCP_MESSAGE bounds each whole message, idle wait included (it is TCP_IDLE by default)
+    svc = _dns(net, monkeypatch, TCP_CLIENTS=1, TCP_IDLE=0.5, TCP_MESSAGE=0.5)
     try:
-        idle = _tcp(net)
-        idle.settimeout(10)
-        assert idle.recv(10) == b""  # the server closed the silent connection
-        idle.close()
+        with _tcp(net) as idle:
+            idle.settimeout(10)
+            assert idle.recv(10) == b""  # the server closed the silent connection
         r = wait_for(lambda: _retry_tcp(net, 40), 10, "the idle client's slot")
         assert r.header.id == 40
         # A client that sent half a length prefix is idle too.
         wait_for(lambda: svc._tcp_slots._value == 1, 10,  # type: ignore[attr-defined]
                  "the last client's slot to be released")
-        half = _tcp(net)
-        half.settimeout(10)
-        half.sendall(b"\x00")
-        assert half.recv(10) == b""
-        half.close()
+        with _tcp(net) as half:
+            half.settimeout(10)
+            half.sendall(b"\x00")
+            assert half.recv(10) == b""
         assert svc.alive()
     finally:
         svc.stop()
