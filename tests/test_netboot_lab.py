@@ -104,7 +104,7 @@ def test_guest_reports_every_stage_up_to_ready(cluster: LabCluster, host: str) -
 def test_uefi_guest_chainloaded_ipxe_efi(cluster: LabCluster) -> None:
     log = cluster.serve_log()
     assert re.search(r"dhcp ACK 198\.18\.1\.13 host=w103 .*file=ipxe\.efi", log)
-    assert re.search(r"tftp: ok ipxe\.efi to 198\.18\.1\.13", log)
+    assert re.search(r"tftp: served ipxe\.efi to 198\.18\.1\.13", log)
     assert re.search(r"dhcp ACK 198\.18\.1\.13 host=w103 .*file=http://198\.18\.0\.1/hosts/"
                      r"w103/boot\.ipxe", log)
 
