@@ -52,12 +52,20 @@ def test_trickling_tcp_clients_lose_their_slots_and_another_address_is_answered(
     wait_answering(net.client, SERVER, proc)
 
     def connect() -> list[socket.socket]:
-        out = []
-        for _ in range(TRICKLERS):
-            s = socket.create_connection((SERVER, 53), timeout=5,
-                                         source_address=(CLIENT, 0))
-            s.sendall(b"\x00")  # the first byte of a length prefix, and then nothing
-            out.append(s)
+        out: list[socket.socket] = []
+        try:
+            for _ in range(TRICKLERS):
+                s = socket.create_connection((SERVER, 53), timeout=5,
+                                             source_address=(CLIENT, 0))
+                out.append(s)
+                try:
+                    s.sendall(b"\x00")  # the first byte of a length prefix, then nothing
+                except OSError:
+                    pass  # refused over the per-client cap: closed by the server already
+        except BaseException:
+            for s in out:  # never leave a socket for the garbage collector to warn about
+                s.close()
+            raise
         return out
 
     conns = in_netns(net.client.name, connect)
@@ -122,8 +130,16 @@ def test_descriptor_exhaustion_degrades_dns_tcp_only_counted_and_logged_once(
                    timeout=10)  # the soft limit only: it can be raised again
 
     def connect() -> list[socket.socket]:
-        return [socket.create_connection((SERVER, 53), timeout=5, source_address=(CLIENT, 0))
-                for _ in range(6)]  # the kernel completes them; accept(2) gets EMFILE
+        out: list[socket.socket] = []
+        try:
+            for _ in range(6):  # the kernel completes them; accept(2) gets EMFILE
+                out.append(socket.create_connection((SERVER, 53), timeout=5,
+                                                    source_address=(CLIENT, 0)))
+        except BaseException:
+            for s in out:
+                s.close()
+            raise
+        return out
 
     conns = in_netns(net.client.name, connect)
     log = net.work / "serve-0.log"
