@@ -26,11 +26,12 @@ def inventory_text(web_hosts: int = 3, domain: str = DOMAIN, db_ip: str = "198.1
         "  mgmt: {cidr: 198.18.9.64/26, vlan: 3}",
         "hwtypes: {vm: {nics: [eth0, eth1]}}",
         "images: {base: {version: v1}}",
+        "services: {lvs: {units: [keepalived]}}",
         "roles:",
         "  master: {services: [], networks: [inside], image: base, hwtype: vm}",
         "  web: {services: [], networks: [inside], image: base, hwtype: vm}",
         "  db: {services: [], networks: [inside, mgmt], image: base, hwtype: vm}",
-        "  lvs: {services: [], networks: [inside, outside], image: base, hwtype: vm}",
+        "  lvs: {services: [lvs], networks: [inside, outside], image: base, hwtype: vm}",
         "hosts:",
         '  m1: {role: master, macs: ["52:54:00:00:00:01", "52:54:00:00:10:01"],'
         " addresses: {inside: 198.18.0.1}}",

@@ -50,10 +50,12 @@ hwtypes:
   vm: {nics: [eth0]}
 images:
   base: {version: v1}
+services:
+  lvs: {units: [keepalived]}
 roles:
   master: {services: [], networks: [tiny], image: base, hwtype: vm, boot: disk,
            bond: {mode: none}}
-  lvs: {services: [], networks: [tiny], image: base, hwtype: vm, bond: {mode: none}}
+  lvs: {services: [lvs], networks: [tiny], image: base, hwtype: vm, bond: {mode: none}}
   web: {services: [], networks: [tiny], image: base, hwtype: vm, bond: {mode: none}}
 hosts:
   m01: {role: master, macs: ["52:54:00:00:04:01"], addresses: {tiny: 198.18.4.1}}
