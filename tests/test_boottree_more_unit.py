@@ -413,3 +413,70 @@ def test_the_discovery_script_is_rendered_by_the_real_renderer(lvs: tuple[BootTr
     assert f.rendered and f.host is None and f.path == "discovery.ipxe"
     assert f.data is not None and f.data.startswith(b"#!ipxe")
     assert r.calls == []
+
+
+# -- LoaderPresence and Payloads ------------------------------------------------------------
+
+def test_loader_presence_rescans_only_after_its_interval(tmp_path: Path) -> None:
+    from provision.policy.boottree import LoaderPresence
+
+    now = [100.0]
+    p = LoaderPresence(tmp_path, interval=5.0, clock=lambda: now[0])
+    first = p.current()
+    assert first == frozenset()
+    touch(tmp_path, "undionly.kpxe", "shimx64.efi", "ldlinux.c32")
+    now[0] = 104.9
+    assert p.current() == frozenset()  # not yet rescanned
+    now[0] = 105.0
+    found = p.current()
+    assert found == {"undionly.kpxe", "shimx64.efi"}  # only the loaders DHCP may name
+    now[0] = 200.0
+    assert p.current() is found  # same object while nothing changes
+    (tmp_path / "shimx64.efi").unlink()
+    now[0] = 204.0
+    assert p.current() is found
+    now[0] = 205.0
+    assert p.current() == {"undionly.kpxe"}
+
+
+def test_payloads_follow_current_read_the_manifest_once_and_skip_bad_ones(
+        tmp_path: Path) -> None:
+    import json
+
+    from provision.policy.boottree import Payloads
+    from provision.render import ImagePayload
+
+    store = tmp_path / "images/foo"
+    (store / "v2").mkdir(parents=True)
+    (store / "current").symlink_to("v2")
+    p = Payloads(tmp_path)
+    assert p.get("foo", "current") is None  # no manifest yet: not cached
+    (store / "v2/manifest.json").write_text(json.dumps({"kind": "imported",
+                                                        "kernel_args": "quiet"}))
+    got = p.get("foo", "current")
+    assert got == ImagePayload(dsas_boot=False, kernel_args="quiet")
+    (store / "v2/manifest.json").write_text(json.dumps({}))
+    assert p.get("foo", "v2") is got  # cached by concrete version
+    (store / "v3").mkdir()
+    (store / "v3/manifest.json").write_text("[1]")
+    assert p.get("foo", "v3") is None  # not a mapping
+    (store / "v3/manifest.json").write_text("{bad")
+    assert p.get("foo", "v3") is None
+    (store / "v3/manifest.json").write_text(json.dumps({"kernel_args": None}))
+    assert p.get("foo", "v3") == ImagePayload(dsas_boot=True, kernel_args="")
+    assert p.get("nosuch", "1") is None
+
+
+def test_payloads_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from provision.policy.boottree import Payloads
+
+    monkeypatch.setattr(Payloads, "LIMIT", 2)
+    for v in ("1", "2", "3"):
+        touch(tmp_path, f"images/foo/{v}/manifest.json")
+        (tmp_path / f"images/foo/{v}/manifest.json").write_text("{}")
+    p = Payloads(tmp_path)
+    for v in ("1", "2"):
+        p.get("foo", v)
+    assert len(p._cache) == 2
+    p.get("foo", "3")
+    assert list(p._cache) == [("foo", "3")]
