@@ -220,6 +220,12 @@ def test_each_image_is_reported_once_in_host_order(tmp_path: Path) -> None:
         "images/cur/current/"]
 
 
+def test_a_repeated_image_does_not_stop_the_images_after_it(tmp_path: Path) -> None:
+    touch(tmp_path, "undionly.kpxe", "ipxe.efi", "shimx64.efi", "grubx64.efi")
+    inv = inv_with(("w1", "web"), ("w2", "web"), ("s1", "sb"))
+    assert paths(missing_files(inv, tmp_path)) == ["images/tiny/1/", "images/cur/current/"]
+
+
 def test_a_host_set_to_boot_from_disk_needs_no_loader(tmp_path: Path) -> None:
     text = HEAD + ('  w1: {role: web, boot: disk, macs: ["52:54:00:06:01:10"], '
                    'addresses: {inside: 198.18.6.11}}\n')
@@ -269,9 +275,11 @@ virtual_services:
 class Rec:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
+        self.invs: list[object] = []
 
     def host(self, inv: Inventory, host: Host, what: str) -> str:
         self.calls.append((host.name, what))
+        self.invs.append(inv)
         return f"{what} of {host.name}: pässword\n"
 
     def default(self, inv: Inventory) -> str:
@@ -299,7 +307,7 @@ def test_keepalived_conf_for_the_director_itself_or_an_unknown_or_no_peer(
         f = t.lookup("hosts/lvs1/keepalived.conf", peer)
         assert (f.path, f.data, f.size, f.host, f.fs_path) == (
             "hosts/lvs1/keepalived.conf", body, len(body), "lvs1", None)
-        assert r.calls[-1] == ("lvs1", "keepalived")
+        assert r.calls[-1] == ("lvs1", "keepalived") and r.invs[-1] is t.inventory
     f = t.lookup("hosts/lvs2/keepalived.conf", "198.18.7.3")
     assert f.data == b"keepalived of lvs2: p\xc3\xa4ssword\n" and f.host == "lvs2"
 
@@ -355,7 +363,7 @@ def test_grub_cfg_anywhere_outside_hosts_is_the_askers_grub(lvs: tuple[BootTree,
     for name in ("grub.cfg", "grub/grub.cfg", "boot/grub/x86_64-efi/grub.cfg"):
         f = t.lookup(name, "198.18.7.4")
         assert (f.path, f.data, f.host) == (name, b"grub of w1: p\xc3\xa4ssword\n", "w1")
-        assert r.calls[-1] == ("w1", "grub")
+        assert r.calls[-1] == ("w1", "grub") and r.invs[-1] is t.inventory
     assert t.lookup("hosts/lvs1/grub.cfg", "198.18.7.4").host == "lvs1"  # by name
     assert r.calls[-1] == ("lvs1", "grub")
 
