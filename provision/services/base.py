@@ -10,6 +10,8 @@ lets the supervisor notice a service that died.
 from __future__ import annotations
 
 import ipaddress
+import socket
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,3 +82,26 @@ class Service(ABC):
     @abstractmethod
     def alive(self) -> bool:
         """False once the service has died (a thread crashed, a socket closed)."""
+
+
+class SocketThreadService(Service):
+    """A service that reads its own sockets (``_socks``: fd -> (interface, socket)) in one
+    thread; a crash in that thread is kept in ``_error`` and makes ``alive()`` false."""
+
+    def __init__(self, ctx: ServeContext):
+        super().__init__(ctx)
+        self._socks: dict[int, tuple[str, socket.socket]] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        for _, s in self._socks.values():
+            s.close()
+        self._socks.clear()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._error is None

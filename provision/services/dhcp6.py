@@ -20,7 +20,7 @@ from pathlib import Path
 from ..inventory.model import Inventory
 from ..policy.dhcp6 import Dhcp6Policy, Link6
 from ..protocol import dhcp6 as d6
-from .base import ServeContext, Service
+from .base import ServeContext, Service, SocketThreadService
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +47,11 @@ def interface_addresses6(ifname: str) -> list[IPv6Address]:
     return out
 
 
-class Dhcp6Service(Service):
+class Dhcp6Service(SocketThreadService):
     name = "dhcp6"
 
     def __init__(self, ctx: ServeContext):
         super().__init__(ctx)
-        self._socks: dict[int, tuple[str, socket.socket]] = {}
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
         self.policy = Dhcp6Policy(ctx.inventory, ctx.http_port)
 
     def start(self) -> None:
@@ -138,17 +134,6 @@ class Dhcp6Service(Service):
         log.info("dhcp6 %s %s host=%s mac=%s (for %s) boot=%s",
                  d6.MESSAGE_NAMES[d.reply.msg_type], d.address or "-", d.host, d.mac, kind,
                  d.boot or "-")
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-        for _, s in self._socks.values():
-            s.close()
-        self._socks.clear()
-
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and self._error is None
 
 
 def create(ctx: ServeContext) -> Service:

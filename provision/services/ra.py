@@ -27,7 +27,7 @@ from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
 from ..inventory.model import Inventory
 from ..protocol.dhcp6 import eui64_mac
-from .base import ServeContext, Service
+from .base import ServeContext, Service, SocketThreadService
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +115,11 @@ def link_prefixes(inv: Inventory, address: IPv4Address) -> list[IPv6Network]:
     return [n.ipv6 for n in inv.networks.values() if n.ipv6 is not None and address in n.cidr]
 
 
-class RaService(Service):
+class RaService(SocketThreadService):
     name = "ra"
 
     def __init__(self, ctx: ServeContext):
         super().__init__(ctx)
-        self._socks: dict[int, tuple[str, socket.socket]] = {}
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
         self._disabled: set[str] = set()  # interfaces we have warned about
 
     def start(self) -> None:
@@ -209,17 +205,6 @@ class RaService(Service):
         except OSError:
             return []
         return link_prefixes(self.ctx.inventory, address)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-        for _, s in self._socks.values():
-            s.close()
-        self._socks.clear()
-
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and self._error is None
 
 
 def create(ctx: ServeContext) -> Service:
