@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from provision.distribute import clone as clone_mod
-from provision.distribute.disklayout import MIB
+from provision.clone import clone as clone_mod
+from provision.clone.disklayout import MIB
 from provision.imaging.content import entries
 from provision.inventory import load
 from provision.render import render_host

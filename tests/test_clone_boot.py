@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from provision.distribute.disklayout import MIB
+from provision.clone.disklayout import MIB
 from provision.lab.qemu import Guest, GuestSpec
 
 from .clonelab import INVENTORY, build_images, clone

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from provision.distribute.sshconf import (
+from provision.lab.sshfarm import MOUNT, SshFarm, build_farm
+from provision.sshtrust.sshconf import (
     SshConfig,
     add_known_host,
     ensure_client_key,
     parse_key_lines,
 )
-from provision.lab.sshfarm import MOUNT, SshFarm, build_farm
 
 from .clonelab import INVENTORY, TEST_BOOT_ROOT, build_images, mounted, partition
 from .lab import require_tool

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from provision.distribute import lbreads
-from provision.distribute.lbstatus import DirectorView, parse_ipvsadm, parse_report, status
+from provision.balancer import reads as lbreads
+from provision.balancer.status import DirectorView, parse_ipvsadm, parse_report, status
 from provision.inventory import load
 from provision.state import StateStore
 

@@ -32,11 +32,11 @@ from typing import Any
 
 import pytest
 
-from provision.distribute.sshconf import SshConfig, ensure_client_key
 from provision.inventory import load
 from provision.lab.cluster import LabCluster
 from provision.lab.qemu import Guest, GuestSpec, Shell, wait_shell
 from provision.render.engine import kernel_cmdline
+from provision.sshtrust.sshconf import SshConfig, ensure_client_key
 
 from .clonelab import TEST_BOOT_ROOT, build_images
 from .conftest import ROOT

@@ -17,22 +17,6 @@ import pytest
 from click.testing import CliRunner
 
 from provision.cli.push import trust
-from provision.distribute import tunnel
-from provision.distribute.hostkeys import plan_trust, reported_keys, trusted_keys
-from provision.distribute.prelink import (
-    ListingStore,
-    attr_listing,
-    base_listing,
-    delta_names,
-    parse_listing,
-    unsafe_to_prelink,
-)
-from provision.distribute.push import Pusher, PushOptions
-from provision.distribute.release import NodeLayout
-from provision.distribute.remote import prepare_script
-from provision.distribute.sshconf import SshConfig, add_known_host, fingerprint
-from provision.distribute.targets import Target
-from provision.distribute.transfer import explain, rsync_argv
 from provision.inventory import loads
 from provision.policy.httpfiles import (
     EVENTS_DDL,
@@ -41,6 +25,22 @@ from provision.policy.httpfiles import (
     parse_event,
     parse_ssh_key,
 )
+from provision.push import tunnel
+from provision.push.prelink import (
+    ListingStore,
+    attr_listing,
+    base_listing,
+    delta_names,
+    parse_listing,
+    unsafe_to_prelink,
+)
+from provision.push.push import Pusher, PushOptions
+from provision.push.release import NodeLayout
+from provision.push.remote import prepare_script
+from provision.push.targets import Target
+from provision.push.transfer import explain, rsync_argv
+from provision.sshtrust.hostkeys import plan_trust, reported_keys, trusted_keys
+from provision.sshtrust.sshconf import SshConfig, add_known_host, fingerprint
 from provision.state import StateStore
 
 from .lab import require_tool
@@ -424,7 +424,7 @@ def test_paramiko_connection_does_not_wait_for_delayed_acks():
     transport is built on an unconnected socket and closed."""
     import socket
 
-    from provision.distribute.sshconf import FastTransport
+    from provision.sshtrust.sshconf import FastTransport
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:

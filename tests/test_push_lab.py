@@ -72,7 +72,7 @@ def make_lab(lab, tmp_path: Path, count: int = 3, tmpfs_mib=64, trust: bool = Tr
     inv = tmp_path / "cluster.yaml"
     inv.write_text(farm.inventory_yaml())
     state = tmp_path / "state"
-    from provision.distribute.sshconf import SshConfig, ensure_client_key
+    from provision.sshtrust.sshconf import SshConfig, ensure_client_key
     key = ensure_client_key(SshConfig(state))
     farm.authorized_keys.write_text(Path(f"{key}.pub").read_text())
     pl = PushLab(farm, inv, state, tmp_path / "src")
@@ -287,7 +287,7 @@ def test_unknown_and_changed_host_keys_are_refused(lab, tmp_path):
     assert "failed: n02, n03" in r.stderr
     assert pl.live("n02") is None and pl.live("n03") is None
     # rsync's ssh is just as strict (same known_hosts, StrictHostKeyChecking=yes).
-    from provision.distribute.sshconf import SshConfig
+    from provision.sshtrust.sshconf import SshConfig
     ssh = SshConfig(pl.state).ssh_command(tmp_path) + ["-o", "ControlMaster=no",
                                                         "198.18.100.13", "true"]
     r = pl.farm.master.run(ssh, check=False)
@@ -533,8 +533,8 @@ GC_UNDER_CHANNEL_LOCK = r"""
 import gc, json, os, sys, threading
 from pathlib import Path
 import paramiko
-from provision.distribute.remote import RemoteNode
-from provision.distribute.sshconf import SshConfig
+from provision.push.remote import RemoteNode
+from provision.sshtrust.sshconf import SshConfig
 state, address = Path(sys.argv[1]), sys.argv[2]
 chans = []
 _exec = paramiko.Channel.exec_command

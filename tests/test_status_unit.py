@@ -7,10 +7,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from provision.cli.main import cli
-from provision.distribute.history import History, HostResult
 from provision.observability import status
 from provision.policy import httpfiles
 from provision.policy.leases import BOUND, Lease, LeaseJournal, LeasePut, Sighting
+from provision.push.history import History, HostResult
 from provision.state import StateStore
 
 from .conftest import EXAMPLE
@@ -97,9 +97,9 @@ def test_host_view_from_the_store(tmp_path: Path) -> None:
 def test_pools_as_last_read_by_lb_status(tmp_path: Path) -> None:
     """A `dsas lb status` read in the store: each pool's health, live weight,
     connections, director and read time; an unreachable director said so."""
-    from provision.distribute import lbreads
-    from provision.distribute.lbstatus import DirectorView
-    from provision.distribute.lbstatus import status as lb_status
+    from provision.balancer import reads as lbreads
+    from provision.balancer.status import DirectorView
+    from provision.balancer.status import status as lb_status
 
     i = inv()
     s = store(tmp_path)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from provision.distribute import lbreads
-from provision.distribute.history import History, HostResult
-from provision.distribute.lbstatus import DirectorView, parse_report, status
+from provision.balancer import reads as lbreads
+from provision.balancer.status import DirectorView, parse_report, status
+from provision.push.history import History, HostResult
 from provision.state import StateStore
 
 from .browser import Browser

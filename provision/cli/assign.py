@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..distribute.assignjournal import AssignJournal
+from ..assign.journal import AssignJournal
 from ..inventory import InventoryError, loads
 from ..inventory.edit import assign_role
 from ..policy.assignplan import describe, plan

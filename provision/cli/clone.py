@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from ..distribute import clone as c
-from ..distribute.disklayout import MIB, parse_size
+from ..clone import clone as c
+from ..clone.disklayout import MIB, parse_size
 from ..imaging.content import parse_ref
 from ..imaging.store import ImageStore
 from .common import inventory_option, load_inventory

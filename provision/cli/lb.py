@@ -11,9 +11,9 @@ from typing import Any
 
 import click
 
-from ..distribute import lbreads
-from ..distribute.lbstatus import collect, status
-from ..distribute.sshconf import SshConfig, ensure_client_key
+from ..balancer import reads as lbreads
+from ..balancer.status import collect, status
+from ..sshtrust.sshconf import SshConfig, ensure_client_key
 from ..state import StateStore
 from .common import inventory_option, load_inventory, table
 from .push import ssh_options, state_dir_option

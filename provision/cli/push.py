@@ -1,6 +1,6 @@
 """`dsas-push` (deploy a tree to hosts), `dsas push log` and `dsas trust HOST`.
 
-The logic lives in ``provision.distribute``; this module parses options, picks
+The logic lives in ``provision.push``; this module parses options, picks
 the targets, asks for confirmation, prints the summary and sets the exit code:
 0 every target ok, 1 some failed (named on stderr), 2 usage error.
 """
@@ -17,19 +17,21 @@ from typing import Any, TextIO
 
 import click
 
-from ..distribute import multicast
-from ..distribute.history import History, HostResult
-from ..distribute.hostkeys import (
+from ..inventory.model import Inventory
+from ..push import multicast
+from ..push.history import History, HostResult
+from ..push.progress import human_bytes, reporter_for
+from ..push.push import DEFAULT_KEEP, DEFAULT_TO, Pusher, PushOptions, default_parallel
+from ..push.release import ManifestError, local_manifest
+from ..push.targets import Target, TargetError, select_targets
+from ..sshtrust.hostkeys import (
     ReportedKey,
     plan_trust,
     reported_keys,
     trusted_keys,
     untrustworthy,
 )
-from ..distribute.progress import human_bytes, reporter_for
-from ..distribute.push import DEFAULT_KEEP, DEFAULT_TO, Pusher, PushOptions, default_parallel
-from ..distribute.release import ManifestError, local_manifest
-from ..distribute.sshconf import (
+from ..sshtrust.sshconf import (
     DEFAULT_PORT,
     DEFAULT_USER,
     SshConfig,
@@ -39,8 +41,6 @@ from ..distribute.sshconf import (
     parse_key_lines,
     scan_host_keys,
 )
-from ..distribute.targets import Target, TargetError, select_targets
-from ..inventory.model import Inventory
 from ..state import StateStore
 from .common import fail, inventory_option, load_inventory, setup_logging, table
 

@@ -139,12 +139,12 @@ class StatusSource:
             obs.discovered = LeaseJournal(self.store).discovered()[-500:]
         obs.lb = {}
         if "lb_reads" in tables:
-            from ..distribute.lbreads import latest
+            from ..balancer.reads import latest
 
             obs.lb = latest(self.store)
         obs.releases, obs.latest = {}, {}
         if "push_runs" in tables and "push_results" in tables:
-            from ..distribute.history import History
+            from ..push.history import History
 
             hist = History(self.store)
             obs.releases = hist.live_releases()

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sshconf import SshConfig
+from ..sshtrust.sshconf import SshConfig
 
 # --info=progress2 lines: "  12,345,678  45%   11.77MB/s    0:00:01 (xfr#12, to-chk=100/5000)"
 PROGRESS_RE = re.compile(r"^\s*([\d,]+)\s+(\d+)%\s+(\S+)\s+\S+(?:\s+\(xfr#(\d+),)?")

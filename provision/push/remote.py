@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import paramiko
 
+from ..sshtrust.sshconf import FastTransport, HostKeyError, SshConfig, paramiko_client
 from .release import Manifest, NodeLayout, is_release_id, manifest_pipeline
-from .sshconf import FastTransport, HostKeyError, SshConfig, paramiko_client
 
 log = logging.getLogger(__name__)
 

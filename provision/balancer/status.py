@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..inventory.model import Inventory
-from .remote import RemoteError, RemoteNode
-from .sshconf import SshConfig
+from ..push.remote import RemoteError, RemoteNode
+from ..sshtrust.sshconf import SshConfig
 
 # ipvsadm's own words for the forwarding methods (ipvsadm.c: fwd_name)
 FORWARD_NAMES = {"Masq": "NAT", "Route": "DR", "Tunnel": "TUN", "Local": "Local"}

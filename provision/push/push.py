@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..sshtrust.sshconf import SshConfig
 from . import multicast, tunnel
 from .history import History, HostResult
 from .prelink import Listing, ListingStore, attr_listing, base_listing, delta_names
@@ -41,7 +42,6 @@ from .remote import (
     then_script,
     to_prune,
 )
-from .sshconf import SshConfig
 from .targets import Target
 from .transfer import remote_dest, rsync_argv, run_rsync
 

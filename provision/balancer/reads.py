@@ -17,7 +17,7 @@ from typing import Any
 
 from ..inventory.model import Inventory
 from ..state import StateStore
-from .lbstatus import DirectorView
+from .status import DirectorView
 
 DDL = """
 CREATE TABLE IF NOT EXISTS lb_reads (

@@ -39,9 +39,9 @@ from ..imaging.content import entries, verify_tree
 from ..imaging.store import ImageStore
 from ..inventory.model import Host, Inventory
 from ..render import render_host
+from ..sshtrust.sshconf import SshConfig
 from . import disklayout
 from .disklayout import MIB, Layout
-from .sshconf import SshConfig
 
 log = logging.getLogger(__name__)
 
