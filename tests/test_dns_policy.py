@@ -19,7 +19,6 @@ from provision.policy.dns import (
     Zone,
     records,
     reverse_zones,
-    zone_text,
 )
 from provision.policy.dns_wire import (
     ANSWER,
@@ -34,6 +33,7 @@ from provision.policy.dns_wire import (
     matches,
     servfail,
 )
+from provision.render import render_zone
 
 from .dns_helpers import DOMAIN, inventory, inventory_text, query, raw_header
 
@@ -106,8 +106,8 @@ def test_without_master_hosts_the_name_server_is_ns_with_master_address() -> Non
     assert answers(ask(z, f"ns.{DOMAIN}")) == ["198.18.0.1"]
 
 
-def test_zone_text_lists_every_record_with_ttls() -> None:
-    text = zone_text(inventory(3), serial=7)
+def test_the_zone_text_lists_every_record_with_ttls() -> None:
+    text = render_zone(inventory(3), serial=7)
     assert f"w101.{DOMAIN}.\t300\tIN\tA\t198.18.1.1" in text
     assert f"web.{DOMAIN}.\t{DYNAMIC_TTL}\tIN\tA\t198.18.1.3" in text
     assert f"1.1.18.198.in-addr.arpa.\t300\tIN\tPTR\tw101.{DOMAIN}." in text

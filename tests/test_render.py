@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from provision.inventory import Inventory
+from provision.policy.dns import records
 from provision.render import (
     RenderError,
-    dns_records,
     render_discovery_ipxe,
     render_host,
     render_keepalived,
@@ -124,9 +124,9 @@ def test_keepalived_only_for_lvs_hosts(example: Inventory) -> None:
 
 
 def test_dns_records_cover_every_address_and_vip(example: Inventory) -> None:
-    recs = dns_records(example)
-    a = {(r.name, r.value) for r in recs if r.type == "A"}
-    ptr = {(r.name, r.value) for r in recs if r.type == "PTR"}
+    recs = records(example)
+    a = {(r.name, r.rdata) for r in recs if r.rtype == "A"}
+    ptr = {(r.name, r.rdata.rstrip(".")) for r in recs if r.rtype == "PTR"}
     for h in example.hosts.values():
         for i, itf in enumerate(h.interfaces):
             fq = f"{h.name}.farm.example" if i == 0 else f"{h.name}.{itf.network.name}.farm.example"

@@ -5,7 +5,6 @@ directory (``--templates DIR`` or ``cluster.templates`` in the inventory), like
 Warewulf overlays. Rendering is strict: an undefined variable is an error.
 """
 
-from .dns import Record, dns_records
 from .engine import (
     HOST_FILES,
     ImagePayload,
@@ -20,9 +19,7 @@ from .engine import (
 __all__ = [
     "HOST_FILES",
     "ImagePayload",
-    "Record",
     "RenderError",
-    "dns_records",
     "render_discovery_ipxe",
     "render_host",
     "render_keepalived",

@@ -12,7 +12,7 @@ import jinja2
 
 from .. import layout
 from ..inventory.model import Host, Inventory
-from .dns import dns_records, host_fqdn
+from ..policy import dns
 
 PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
 
@@ -144,7 +144,7 @@ def host_context(inv: Inventory, host: Host,
         units.extend(inv.service_units.get(s, (s,)))
     return {
         "host": host,
-        "fqdn": host_fqdn(inv, host.name),
+        "fqdn": dns.host_fqdn(inv, host.name),
         "image": img,
         "image_dir": image_dir,
         "kernel_url": layout.url(inv, f"{image_dir}/{layout.KERNEL}", host) if image_dir
@@ -262,6 +262,7 @@ def render_keepalived(inv: Inventory, host: Host, templates: str | Path | None =
     return _render(inv, "keepalived.conf.j2", templates, host=host, pairs=pairs)
 
 
-def render_zone(inv: Inventory, templates: str | Path | None = None) -> str:
-    """The cluster's records as a BIND-style zone listing (for review and diffing)."""
-    return _render(inv, "zone.j2", templates, records=dns_records(inv))
+def render_zone(inv: Inventory, templates: str | Path | None = None, serial: int = 1) -> str:
+    """The records the DNS server holds (``policy.dns.records``), master-file style
+    (RFC 1035 section 5): what `dsas dns zone` and `dsas render --what zone` print."""
+    return _render(inv, "zone.j2", templates, records=dns.records(inv, serial), serial=serial)
