@@ -74,11 +74,6 @@ NOT_IN_INVENTORY = Reason("not_in_inventory", TFTP_ERR_FILE_NOT_FOUND, 404)
 RENDER_FAILED = Reason("render_failed", TFTP_ERR_UNDEFINED, 500)
 OTHER_HOST = Reason("other_host", TFTP_ERR_ACCESS_VIOLATION, 403)
 
-# A director's keepalived.conf and its checksum (sha256sum's format): the node
-# fetches both and installs the file only when they agree (dsas-init's lvs step).
-KEEPALIVED = "keepalived.conf"
-KEEPALIVED_SUM = "keepalived.conf.sha256"
-
 
 class Refused(Exception):
     """A name the tree will not serve; ``reason`` says which protocol error."""
@@ -187,7 +182,8 @@ Renderer = Callable[[Inventory, Host, str], str]
 DefaultRenderer = Callable[[Inventory], str]
 
 # Per-host files under hosts/<name>/ by leaf name -> the renderer's file kind.
-HOST_FILES = {"boot.ipxe": "ipxe", "dsas.conf": "dsas.conf", "grub.cfg": "grub"}
+HOST_FILES = {layout.BOOT_IPXE: "ipxe", layout.DSAS_CONF: "dsas.conf", layout.GRUB_CFG: "grub"}
+KEEPALIVED_FILES = (layout.KEEPALIVED_CONF, layout.KEEPALIVED_SUM)
 _PXE_MAC = re.compile(r"^01-((?:[0-9a-f]{2}-){5}[0-9a-f]{2})$")
 _PXE_HEX = re.compile(r"^[0-9A-F]{1,8}$")
 
@@ -247,29 +243,32 @@ class BootTree:
     # -- per-host files ------------------------------------------------------
 
     def _rendered(self, inv: Inventory, path: str, peer: str | None) -> BootFile | None:
-        parts = path.split("/")
-        if len(parts) == 2 and parts[0] == "pxelinux.cfg":
-            return self._pxelinux(inv, path, parts[1], peer)
-        if len(parts) == 3 and parts[0] == "hosts" and parts[2] in HOST_FILES:
-            host = inv.hosts.get(parts[1])
+        leaf = layout.pxelinux_leaf(path)
+        if leaf is not None:
+            return self._pxelinux(inv, path, leaf, peer)
+        host_file = layout.host_file_of(path)
+        if host_file is not None and host_file[1] in HOST_FILES:
+            host = inv.hosts.get(host_file[0])
             if host is None:
-                raise Refused(NOT_IN_INVENTORY, f"host {parts[1]!r} not in inventory")
-            return self._render(inv, host, HOST_FILES[parts[2]], path)
-        if parts[-1] == "grub.cfg" and parts[0] != "hosts" and not self._exists(path):
+                raise Refused(NOT_IN_INVENTORY, f"host {host_file[0]!r} not in inventory")
+            return self._render(inv, host, HOST_FILES[host_file[1]], path)
+        if host_file is not None and host_file[1] in KEEPALIVED_FILES:
+            return self._keepalived(inv, host_file[0], host_file[1], path, peer)
+        parts = path.split("/")
+        if parts[-1] == layout.GRUB_CFG and parts[0] != layout.HOSTS_DIR \
+                and not self._exists(path):
             # GRUB's netboot image reads grub.cfg under its compiled-in prefix: the
             # asking machine's own config, found by its address (like boot.ipxe).
             host = inv.host_by_ip(peer) if peer else None
             if host is None:
                 raise Refused(NOT_IN_INVENTORY, f"address {peer} not in inventory")
             return self._render(inv, host, "grub", path)
-        if len(parts) == 3 and parts[0] == "hosts" and parts[2] in (KEEPALIVED, KEEPALIVED_SUM):
-            return self._keepalived(inv, parts[1], parts[2], path, peer)
         if path == layout.DISCOVERY_SCRIPT and not self._exists(path):
             from .. import render
 
             text = self._call(render.render_discovery_ipxe, inv)
             return self._bytes(path, text, None)
-        if path == "boot.ipxe" and not self._exists(path):
+        if path == layout.BOOT_IPXE and not self._exists(path):
             host = inv.host_by_ip(peer) if peer else None
             if host is None:
                 raise Refused(NOT_IN_INVENTORY, f"address {peer} not in inventory")
@@ -284,18 +283,18 @@ class BootTree:
         if host is None:
             raise Refused(NOT_IN_INVENTORY, f"host {name!r} not in inventory")
         if not any(h.name == name for h, _, _ in inv.lvs_hosts()):
-            raise Refused(NOT_FOUND, f"host {name} is in no LVS pair: no keepalived.conf")
+            raise Refused(NOT_FOUND, f"host {name} is in no LVS pair: no {layout.KEEPALIVED_CONF}")
         by_peer = inv.host_by_ip(peer) if peer else None
         if by_peer is not None and by_peer.name != name:
             raise Refused(OTHER_HOST, f"{peer} is {by_peer.name}, not {name}")
         text = self._call(self._render_host, inv, host, "keepalived")
-        if leaf == KEEPALIVED_SUM:
+        if leaf == layout.KEEPALIVED_SUM:
             digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-            text = f"{digest}  {KEEPALIVED}\n"
+            text = f"{digest}  {layout.KEEPALIVED_CONF}\n"
         return self._bytes(path, text, host.name)
 
     def _pxelinux(self, inv: Inventory, path: str, leaf: str, peer: str | None) -> BootFile:
-        if leaf == "default":
+        if leaf == layout.PXELINUX_DEFAULT:
             return self._bytes(path, self._call(self._render_default, inv), None)
         m = _PXE_MAC.match(leaf)
         if m:
@@ -357,7 +356,7 @@ class Payloads:
     LIMIT = 1024
 
     def __init__(self, root: str | os.PathLike[str]):
-        self.store = Path(root) / "images"
+        self.store = layout.image_store(root)
         self._cache: dict[tuple[str, str], ImagePayload] = {}
 
     def get(self, image: str, version: str) -> ImagePayload | None:
@@ -405,11 +404,11 @@ def _host_for_hex(inv: Inventory, leaf: str, peer: str | None) -> Host | None:
 
 # (tree name, candidate source paths in Debian 12 packages)
 LOADER_SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("undionly.kpxe", ("/usr/lib/ipxe/undionly.kpxe",)),  # ipxe
-    ("ipxe.efi", ("/usr/lib/ipxe/ipxe.efi",)),  # ipxe
-    ("snponly.efi", ("/usr/lib/ipxe/snponly.efi",)),  # ipxe
-    ("pxelinux.0", ("/usr/lib/PXELINUX/pxelinux.0",)),  # pxelinux
-    ("lpxelinux.0", ("/usr/lib/PXELINUX/lpxelinux.0",)),  # pxelinux
+    (layout.LOADER_BIOS, ("/usr/lib/ipxe/undionly.kpxe",)),  # ipxe
+    (layout.LOADER_EFI_X64, ("/usr/lib/ipxe/ipxe.efi",)),  # ipxe
+    (layout.LOADER_SNP, ("/usr/lib/ipxe/snponly.efi",)),  # ipxe
+    (layout.LOADER_PXELINUX, ("/usr/lib/PXELINUX/pxelinux.0",)),  # pxelinux
+    (layout.LOADER_LPXELINUX, ("/usr/lib/PXELINUX/lpxelinux.0",)),  # pxelinux
     # Secure Boot (loader grub-secure): signed by Microsoft's UEFI CA (shim) and by
     # Debian (GRUB); shim fetches GRUB as grubx64.efi from its own directory.
     (layout.LOADER_SHIM, ("/usr/lib/shim/shimx64.efi.signed",)),  # shim-signed
@@ -526,7 +525,7 @@ def missing_files(inv: Inventory, root: str | os.PathLike[str],
     netboot = [h for h in inv.hosts.values() if h.boot == "netboot" and h.image]
     loaders = [layout.LOADER_BIOS, layout.LOADER_EFI_X64] if netboot else []
     if any(h.loader == "pxelinux" for h in netboot):
-        loaders += [layout.LOADER_PXELINUX, "ldlinux.c32"]
+        loaders += [layout.LOADER_PXELINUX, layout.LDLINUX]
     if any(h.loader == "grub-secure" for h in netboot):
         loaders += [layout.LOADER_SHIM, layout.LOADER_GRUB]
     for name in loaders:
@@ -554,7 +553,7 @@ def missing_files(inv: Inventory, root: str | os.PathLike[str],
             out.append(Missing(layout.image_dir(*img) + "/", who, fix))  # one line, not three
             continue
         for f in (layout.KERNEL, layout.INITRD) if boots else (layout.MANIFEST,):
-            path = f"{layout.image_dir(*img)}/{f}"
+            path = layout.image_file(*img, f)
             if not is_static_file(root, path):
                 out.append(Missing(path, who, fix))
     return out

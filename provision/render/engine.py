@@ -131,7 +131,8 @@ class ImagePayload:
 def host_context(inv: Inventory, host: Host,
                  payload: ImagePayload | None = None) -> dict[str, Any]:
     img = layout.host_image(inv, host)
-    image_dir = layout.image_dir(*img) if img else None
+    kernel_path = layout.image_file(*img, layout.KERNEL) if img else None
+    initrd_path = layout.image_file(*img, layout.INITRD) if img else None
     lvs = [(pair, state) for h, pair, state in inv.lvs_hosts() if h.name == host.name]
     modules = [m.line() for m in host.hwtype.modules] + [m.line() for m in host.role.modules]
     if host.bond.enabled:
@@ -146,14 +147,12 @@ def host_context(inv: Inventory, host: Host,
         "host": host,
         "fqdn": dns.host_fqdn(inv, host.name),
         "image": img,
-        "image_dir": image_dir,
-        "kernel_url": layout.url(inv, f"{image_dir}/{layout.KERNEL}", host) if image_dir
-        else None,
-        "initrd_url": layout.url(inv, f"{image_dir}/{layout.INITRD}", host) if image_dir
-        else None,
+        "image_dir": layout.image_dir(*img) if img else None,
+        "kernel_url": layout.url(inv, kernel_path, host) if kernel_path else None,
+        "initrd_url": layout.url(inv, initrd_path, host) if initrd_path else None,
         "master_url": layout.base_url(inv, host),
-        "kernel_path": f"{image_dir}/{layout.KERNEL}" if image_dir else None,
-        "initrd_path": f"{image_dir}/{layout.INITRD}" if image_dir else None,
+        "kernel_path": kernel_path,
+        "initrd_path": initrd_path,
         "cmdline": kernel_cmdline(inv, host, payload),
         "modules": modules,
         "units": list(dict.fromkeys(units)),
@@ -170,7 +169,7 @@ def _lvs_director(inv: Inventory, host: Host, lvs: list[Any]) -> dict[str, Any] 
         return None
     services = [vs for pair, _ in lvs for vs in inv.services_of_pair(pair.name)]
     return {
-        "conf_url": layout.url(inv, f"hosts/{host.name}/keepalived.conf"),
+        "conf_url": layout.url(inv, layout.keepalived_conf_path(host)),
         "schedulers": list(dict.fromkeys(vs.scheduler for vs in services)),
         "forwarding": list(dict.fromkeys(vs.forwarding for vs in services)),
     }
