@@ -210,6 +210,10 @@ def test_the_real_renderers_and_a_template_override(tmp_path: Path) -> None:
     over.mkdir()
     (over / "dsas.conf.j2").write_text("OVERRIDE {{ host.name }}\n")
     (over / "pxelinux-default.cfg.j2").write_text("DEFAULT OVERRIDE\n")
+    (over / "discovery.ipxe.j2").write_text("#!ipxe\necho DISCOVERY OVERRIDE\n")
     t2 = BootTree(root, inventory(), templates=over)
     assert t2.lookup("hosts/n2/dsas.conf").data == b"OVERRIDE n2\n"
     assert t2.lookup("pxelinux.cfg/default").data == b"DEFAULT OVERRIDE\n"
+    # the unknown machine's iPXE script too (it ignored --templates before)
+    assert t2.lookup("discovery.ipxe").data == b"#!ipxe\necho DISCOVERY OVERRIDE\n"
+    assert b"DISCOVERY OVERRIDE" not in (t.lookup("discovery.ipxe").data or b"")

@@ -31,7 +31,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from .. import layout
 from ..inventory.model import Host, Inventory
@@ -188,9 +188,17 @@ _PXE_MAC = re.compile(r"^01-((?:[0-9a-f]{2}-){5}[0-9a-f]{2})$")
 _PXE_HEX = re.compile(r"^[0-9A-F]{1,8}$")
 
 
+class Renderers(NamedTuple):
+    """What the tree renders: per-host files, and the two files of unknown machines."""
+
+    host: Renderer
+    default: DefaultRenderer  # pxelinux.cfg/default
+    discovery: DefaultRenderer  # discovery.ipxe
+
+
 def renderers(templates: str | Path | None = None,
-              root: str | os.PathLike[str] | None = None) -> tuple[Renderer, DefaultRenderer]:
-    """The real renderers (``provision.render``), with an optional template override dir.
+              root: str | os.PathLike[str] | None = None) -> Renderers:
+    """The real renderers (``provision.render``), all with the same template override dir.
 
     With ``root``, a host's boot files follow its image's manifest in the store
     there (a foreign payload gets its own kernel arguments and no ``dsas.*``).
@@ -209,7 +217,10 @@ def renderers(templates: str | Path | None = None,
     def default(inv: Inventory) -> str:
         return render.render_pxelinux_default(inv, templates)
 
-    return host_file, default
+    def discovery(inv: Inventory) -> str:
+        return render.render_discovery_ipxe(inv, templates)
+
+    return Renderers(host_file, default, discovery)
 
 
 class BootTree:
@@ -222,14 +233,16 @@ class BootTree:
         render_host: Renderer | None = None,
         render_default: DefaultRenderer | None = None,
         templates: str | Path | None = None,
+        render_discovery: DefaultRenderer | None = None,
     ):
         self.root = os.path.realpath(root)
         self.inventory = inventory  # replaced on reload; read once per lookup
         # Lines appended to each served dsas.conf, per host name (HTTP's boot-report token).
         self.conf_extra: Callable[[str], str] | None = None
-        real_host, real_default = renderers(templates, self.root)
-        self._render_host = render_host or real_host
-        self._render_default = render_default or real_default
+        real = renderers(templates, self.root)
+        self._render_host = render_host or real.host
+        self._render_default = render_default or real.default
+        self._render_discovery = render_discovery or real.discovery
 
     def lookup(self, name: str | bytes, peer: str | None = None) -> BootFile:
         """Resolve a client's name (``peer``: its IP address) or raise ``Refused``."""
@@ -264,10 +277,7 @@ class BootTree:
                 raise Refused(NOT_IN_INVENTORY, f"address {peer} not in inventory")
             return self._render(inv, host, "grub", path)
         if path == layout.DISCOVERY_SCRIPT and not self._exists(path):
-            from .. import render
-
-            text = self._call(render.render_discovery_ipxe, inv)
-            return self._bytes(path, text, None)
+            return self._bytes(path, self._call(self._render_discovery, inv), None)
         if path == layout.BOOT_IPXE and not self._exists(path):
             host = inv.host_by_ip(peer) if peer else None
             if host is None:
