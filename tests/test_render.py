@@ -7,12 +7,14 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+import jinja2
 import pytest
 
 from provision.inventory import Inventory
 from provision.policy.dns import records
 from provision.render import (
     RenderError,
+    reload_templates,
     render_discovery_ipxe,
     render_host,
     render_keepalived,
@@ -105,6 +107,37 @@ def test_template_override_directory(example: Inventory, tmp_path: Path) -> None
     # other templates still come from the package
     assert "SYSTEMNAME=w102" in render_host(example, example.hosts["w102"], "dsas.conf",
                                             templates=tmp_path)
+
+
+def test_renders_share_one_environment_until_the_templates_are_reloaded(
+        example: Inventory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dsas serve` renders on every request: the Environment (and its compiled
+    templates) is built once per directory, and read again only on reload."""
+    built: list[object] = []
+
+    class Counting(jinja2.Environment):
+        def __init__(self, *args: object, **kw: object) -> None:
+            built.append(kw.get("loader"))
+            super().__init__(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jinja2, "Environment", Counting)
+    reload_templates()
+    (tmp_path / "pxelinux-default.cfg.j2").write_text("ONE {{ inv.cluster.name }}\n")
+    w101 = example.hosts["w101"]
+    for _ in range(3):
+        assert render_pxelinux_default(example, tmp_path) == "ONE example\n"
+        assert "SYSTEMNAME=w101" in render_host(example, w101, "dsas.conf", tmp_path)
+    assert len(built) == 1  # one directory, one Environment, for six renders
+    render_pxelinux_default(example)
+    render_pxelinux_default(example)
+    assert len(built) == 2  # the packaged templates alone: a second one
+    (tmp_path / "pxelinux-default.cfg.j2").write_text("TWO {{ inv.cluster.name }}\n")
+    (tmp_path / "boot.ipxe.j2").write_text("#!ipxe\n# new {{ host.name }}\n")
+    assert render_pxelinux_default(example, tmp_path) == "ONE example\n"  # until reload
+    reload_templates()
+    assert render_pxelinux_default(example, tmp_path) == "TWO example\n"
+    assert render_host(example, w101, "ipxe", tmp_path) == "#!ipxe\n# new w101\n"
+    assert len(built) == 3
 
 
 def test_undefined_variable_in_a_template_is_an_error(example: Inventory, tmp_path: Path) -> None:

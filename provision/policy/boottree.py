@@ -244,6 +244,13 @@ class BootTree:
         self._render_default = render_default or real.default
         self._render_discovery = render_discovery or real.discovery
 
+    def reload(self, inventory: Inventory) -> None:
+        """Serve ``inventory`` from now on, and read the templates again (SIGHUP)."""
+        from .. import render
+
+        render.reload_templates()
+        self.inventory = inventory
+
     def lookup(self, name: str | bytes, peer: str | None = None) -> BootFile:
         """Resolve a client's name (``peer``: its IP address) or raise ``Refused``."""
         path = confine(name)

@@ -9,6 +9,7 @@ from .engine import (
     HOST_FILES,
     ImagePayload,
     RenderError,
+    reload_templates,
     render_discovery_ipxe,
     render_host,
     render_keepalived,
@@ -24,5 +25,6 @@ __all__ = [
     "render_host",
     "render_keepalived",
     "render_pxelinux_default",
+    "reload_templates",
     "render_zone",
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +35,41 @@ class RenderError(Exception):
     exit_code = 1
 
 
-def _environment(templates: str | Path | None) -> jinja2.Environment:
+class Environments:
+    """One jinja2 Environment per template override directory, built on first use.
+
+    `dsas serve` renders on every TFTP and HTTP request: building an Environment
+    (and compiling its templates) each time cost more than the render. Templates
+    are read once and kept (no ``auto_reload``: no stat per request) until
+    ``clear()``, which a SIGHUP reload calls (``BootTree.reload``), so a changed or
+    newly added override is picked up with the inventory.
+    """
+
+    LIMIT = 16  # directories kept (a long test run renders from many)
+
+    def __init__(self) -> None:
+        self._envs: dict[str, jinja2.Environment] = {}
+        self._lock = threading.Lock()
+
+    def get(self, templates: str | Path | None) -> jinja2.Environment:
+        key = os.path.abspath(templates) if templates else ""
+        with self._lock:
+            env = self._envs.get(key)
+            if env is None:
+                if len(self._envs) >= self.LIMIT:
+                    self._envs.clear()
+                env = self._envs[key] = _build_environment(key or None)
+            return env
+
+    def clear(self) -> None:
+        with self._lock:
+            self._envs.clear()
+
+
+def _build_environment(templates: str | None) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = []
     if templates:
-        loaders.append(jinja2.FileSystemLoader(str(templates)))
+        loaders.append(jinja2.FileSystemLoader(templates))
     loaders.append(jinja2.FileSystemLoader(str(PACKAGE_TEMPLATES)))
     env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
@@ -45,10 +78,19 @@ def _environment(templates: str | Path | None) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,
+        auto_reload=False,
     )
     env.filters["shq"] = _shell_quote
     env.filters["kq"] = _keepalived_quote
     return env
+
+
+ENVIRONMENTS = Environments()
+
+
+def reload_templates() -> None:
+    """Forget every Environment: the next render reads the templates again."""
+    ENVIRONMENTS.clear()
 
 
 def _shell_quote(value: Any) -> str:
@@ -70,7 +112,7 @@ def _template_dir(inv: Inventory, templates: str | Path | None) -> str | Path | 
 
 
 def _render(inv: Inventory, name: str, templates: str | Path | None, **ctx: Any) -> str:
-    env = _environment(_template_dir(inv, templates))
+    env = ENVIRONMENTS.get(_template_dir(inv, templates))
     try:
         return env.get_template(name).render(inv=inv, layout=layout, **ctx)
     except jinja2.UndefinedError as e:

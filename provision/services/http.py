@@ -178,7 +178,7 @@ class HttpService(Service):
         self._thread = None
 
     def reload(self, inventory: Inventory) -> None:
-        self.tree.inventory = inventory
+        self.tree.reload(inventory)
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
