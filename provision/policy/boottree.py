@@ -61,18 +61,21 @@ class Reason:
     http_status: int
 
 
-TRAVERSAL = Reason("traversal", TFTP_ERR_ACCESS_VIOLATION, 403)
-ABSOLUTE = Reason("absolute", TFTP_ERR_ACCESS_VIOLATION, 403)
-BACKSLASH = Reason("backslash", TFTP_ERR_ACCESS_VIOLATION, 403)
-NUL = Reason("nul", TFTP_ERR_ACCESS_VIOLATION, 403)
-CONTROL = Reason("control_char", TFTP_ERR_ACCESS_VIOLATION, 403)
-TOO_LONG = Reason("too_long", TFTP_ERR_ACCESS_VIOLATION, 403)
-OUTSIDE_ROOT = Reason("outside_root", TFTP_ERR_ACCESS_VIOLATION, 403)
-NOT_REGULAR = Reason("not_regular", TFTP_ERR_ACCESS_VIOLATION, 403)
-NOT_FOUND = Reason("not_found", TFTP_ERR_FILE_NOT_FOUND, 404)
-NOT_IN_INVENTORY = Reason("not_in_inventory", TFTP_ERR_FILE_NOT_FOUND, 404)
-RENDER_FAILED = Reason("render_failed", TFTP_ERR_UNDEFINED, 500)
-OTHER_HOST = Reason("other_host", TFTP_ERR_ACCESS_VIOLATION, 403)
+def _forbidden(key: str) -> Reason:
+    """A name the client may not ask for: TFTP access violation, HTTP 403 Forbidden."""
+    return Reason(key, TFTP_ERR_ACCESS_VIOLATION, 403)
+
+
+def _absent(key: str) -> Reason:
+    """A name with nothing behind it: TFTP file not found, HTTP 404 Not Found."""
+    return Reason(key, TFTP_ERR_FILE_NOT_FOUND, 404)
+
+
+TRAVERSAL, ABSOLUTE, BACKSLASH, NUL, CONTROL, TOO_LONG, OUTSIDE_ROOT, NOT_REGULAR, OTHER_HOST = (
+    _forbidden(key) for key in ("traversal", "absolute", "backslash", "nul", "control_char",
+                                "too_long", "outside_root", "not_regular", "other_host"))
+NOT_FOUND, NOT_IN_INVENTORY = _absent("not_found"), _absent("not_in_inventory")
+RENDER_FAILED = Reason("render_failed", TFTP_ERR_UNDEFINED, 500)  # a template or inventory fault
 
 
 class Refused(Exception):
