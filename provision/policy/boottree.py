@@ -212,7 +212,7 @@ def renderers(templates: str | Path | None = None,
 
     def host_file(inv: Inventory, host: Host, what: str) -> str:
         payload = None
-        if payloads is not None and what in ("ipxe", "pxelinux", "grub"):
+        if payloads is not None and what in render.BOOT_FILES:
             img = layout.host_image(inv, host)
             payload = payloads.get(*img) if img else None
         return render.render_host(inv, host, what, templates, payload)

@@ -6,6 +6,7 @@ Warewulf overlays. Rendering is strict: an undefined variable is an error.
 """
 
 from .engine import (
+    BOOT_FILES,
     HOST_FILES,
     ImagePayload,
     RenderError,
@@ -18,6 +19,7 @@ from .engine import (
 )
 
 __all__ = [
+    "BOOT_FILES",
     "HOST_FILES",
     "ImagePayload",
     "RenderError",

@@ -26,6 +26,8 @@ HOST_FILES = {
     "grub": "grub.cfg.j2",
     "keepalived": "keepalived.conf.j2",
 }
+# The kinds that boot the host's image: they need one, and follow its manifest.
+BOOT_FILES = frozenset({"ipxe", "pxelinux", "grub"})
 
 # Command lines go through iPXE, pxelinux and the kernel: allow a conservative set.
 CMDLINE_OK = re.compile(r"^[A-Za-z0-9_.,:=/+@%~ \[\]-]*$")  # [..]: IPv6 URLs
@@ -251,7 +253,7 @@ def render_host(inv: Inventory, host: Host, what: str, templates: str | Path | N
     if what == "keepalived":
         return render_keepalived(inv, host, templates)
     ctx = host_context(inv, host, payload)
-    if what in ("ipxe", "pxelinux", "grub") and ctx["image"] is None:
+    if what in BOOT_FILES and ctx["image"] is None:
         raise RenderError(f"host {host.name} has no image to boot")
     return _render(inv, HOST_FILES[what], templates, **ctx)
 
