@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import struct
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -434,3 +436,11 @@ def test_cli_query_answers_from_the_inventory(tmp_path) -> None:  # type: ignore
     assert res.exit_code == 2
     res = run(cli, ["dns", "zone", "-i", str(path)])
     assert res.exit_code == 0 and f"masters.{DOMAIN}.\t30\tIN\tA\t198.18.0.2" in res.output
+
+
+def test_cli_query_takes_an_ipv6_address_as_its_ptr() -> None:
+    fixture = Path(__file__).parent / "fixtures" / "dns-ipv6.yaml"
+    res = CliRunner().invoke(cli, ["dns", "query", "-i", str(fixture), "2001:db8:18::11"])
+    assert res.exit_code == 0, res.output
+    assert "8.b.d.0.1.0.0.2.ip6.arpa." in res.output
+    assert re.search(r"\bPTR\s+lb1\.six\.example\.", res.output)
