@@ -109,8 +109,9 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
     """Run the netboot services for the inventory until SIGTERM.
 
     \b
-    SIGHUP reloads the inventory; a broken inventory is refused (its errors
-    are logged) and the running one is kept. `dsas host`, `enlist`, `assign`
+    SIGHUP reloads the inventory and the templates (they are read once, not
+    on every request); a broken inventory is refused (its errors are logged)
+    and the running one is kept. `dsas host`, `enlist`, `assign`
     and `inventory revert` send it themselves: the serve's pid is in
     <state-dir>/serve.pid (flock-held while it runs), the sha256 of the
     inventory it serves in <state-dir>/serve.loaded. A service that dies stops the

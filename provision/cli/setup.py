@@ -66,7 +66,7 @@ def setup(inventory_path: str | None, boot_root: str, cache: str, recipes: str |
                        + ", ".join(copied[:6]) + (" ..." if len(copied) > 6 else ""))
 
     recipes_dir = Path(recipes) if recipes else default_recipes_dir()
-    store = ImageStore(root / "images")
+    store = ImageStore(layout.image_store(root))
     builder = Builder(recipes_dir, store, Path(cache), progress=click.echo)
     images = named_images(inv)
     for name, version in images:

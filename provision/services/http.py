@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import layout
 from ..inventory.model import Inventory
 from ..observability.logsafe import safe
 from ..observability.metrics import STAGE_BUCKETS
@@ -177,7 +178,7 @@ class HttpService(Service):
         self._thread = None
 
     def reload(self, inventory: Inventory) -> None:
-        self.tree.inventory = inventory
+        self.tree.reload(inventory)
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -381,7 +382,7 @@ class HttpService(Service):
 
 
 def _content_type(path: str) -> str:
-    return "text/plain" if path.endswith(TEXT_SUFFIXES) or "pxelinux.cfg/" in path \
+    return "text/plain" if path.endswith(TEXT_SUFFIXES) or f"{layout.PXELINUX_DIR}/" in path \
         else "application/octet-stream"
 
 
