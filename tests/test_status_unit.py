@@ -9,9 +9,10 @@ from click.testing import CliRunner
 from provision.cli.main import cli
 from provision.observability import status
 from provision.policy import httpfiles
-from provision.policy.leases import BOUND, Lease, LeaseJournal, LeasePut, Sighting
+from provision.policy.leases import BOUND, Lease, LeasePut, Sighting
 from provision.push.history import History, HostResult
 from provision.state import StateStore
+from provision.state.leases import LeaseJournal
 
 from .conftest import EXAMPLE
 from .test_statuspage_lab import INVENTORY, LB2_DOWN, record_lb_read

@@ -325,7 +325,8 @@ def test_host_page_shows_timeline_events_and_masked_files(env: Env) -> None:
 
 def test_discoveries_and_pushes_show_live(env: Env) -> None:
     """Tables other processes write (DHCP sightings, `dsas push`) reach the page too."""
-    from provision.policy.leases import LeaseJournal, Sighting
+    from provision.policy.leases import Sighting
+    from provision.state.leases import LeaseJournal
 
     open_index(env)
     env.browser.js("window.__noReload = 'still here'")

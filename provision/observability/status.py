@@ -134,7 +134,7 @@ class StatusSource:
                     obs.leases[r["mac"]] = (str(IPv4Address(r["ip"])), r["expires"], r["updated"])
         obs.discovered = []
         if "dhcp_discovered" in tables:
-            from ..policy.leases import LeaseJournal
+            from ..state.leases import LeaseJournal
 
             obs.discovered = LeaseJournal(self.store).discovered()[-500:]
         obs.lb = {}
