@@ -8,10 +8,9 @@ from click.testing import CliRunner
 
 from provision.cli.main import cli
 from provision.observability import status
-from provision.policy import httpfiles
 from provision.policy.leases import BOUND, Lease, LeasePut, Sighting
 from provision.push.history import History, HostResult
-from provision.state import StateStore
+from provision.state import StateStore, schema
 from provision.state.leases import LeaseJournal
 
 from .conftest import EXAMPLE
@@ -26,7 +25,7 @@ def inv():  # type: ignore[no-untyped-def]
 
 def store(tmp_path: Path) -> StateStore:
     s = StateStore(tmp_path)
-    s.ensure_schema("http", httpfiles.EVENTS_DDL)
+    s.ensure(schema.HTTP)
     return s
 
 
