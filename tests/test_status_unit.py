@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from provision.cli.main import cli
 from provision.observability import status
 from provision.policy.leases import BOUND, Lease, LeasePut, Sighting
-from provision.push.history import History, HostResult
 from provision.state import StateStore, schema
 from provision.state.leases import LeaseJournal
+from provision.state.pushes import History, HostResult
 
 from .conftest import EXAMPLE
 from .test_statuspage_lab import INVENTORY, LB2_DOWN, record_lb_read

@@ -23,8 +23,8 @@ import pytest
 
 from provision.balancer import reads as lbreads
 from provision.balancer.status import DirectorView, parse_report, status
-from provision.push.history import History, HostResult
 from provision.state import StateStore
+from provision.state.pushes import History, HostResult
 
 from .browser import Browser
 from .lab import Lab, Netns, require_tool

@@ -19,7 +19,6 @@ import click
 
 from ..inventory.model import Inventory
 from ..push import multicast
-from ..push.history import History, HostResult
 from ..push.progress import human_bytes, reporter_for
 from ..push.push import DEFAULT_KEEP, DEFAULT_TO, Pusher, PushOptions, default_parallel
 from ..push.release import ManifestError, local_manifest
@@ -37,6 +36,7 @@ from ..sshtrust.sshconf import (
 )
 from ..state import StateStore
 from ..state.events import ReportedKey, reported_keys
+from ..state.pushes import History, HostResult
 from .common import fail, inventory_option, load_inventory, setup_logging, table
 
 STATE_ENV = "DSAS_STATE_DIR"

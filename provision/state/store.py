@@ -9,6 +9,7 @@ one per kind of state; ``tables()`` and ``dump()`` list and read them all.
 
 from __future__ import annotations
 
+import getpass
 import os
 import sqlite3
 import threading
@@ -24,6 +25,14 @@ FILENAME = "state.db"
 # What a failed read or write raises (a full disk, a locked or corrupt file...): callers
 # outside this package catch this, not sqlite3's names.
 StateError = sqlite3.Error
+
+
+def current_user() -> str:
+    """Who runs this command, for the journals (the uid when it has no name)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
 
 
 ROWS_PER_STATEMENT = 100  # at most 900 parameters: under SQLite's oldest limit (999)
