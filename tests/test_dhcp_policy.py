@@ -21,10 +21,11 @@ from provision.policy.dhcp import (
     DhcpSettings,
     Link,
 )
-from provision.policy.leases import LeaseDel, LeaseJournal, LeasePut, LeaseTable, Sighting
+from provision.policy.leases import LeaseDel, LeasePut, LeaseTable, Sighting
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import decode, encode
 from provision.state import StateStore
+from provision.state.leases import LeaseJournal
 
 from .dhcp_support import (
     INVENTORY,

@@ -24,7 +24,6 @@ from provision.policy.leases import (
     OFFERED,
     RELEASED,
     LeaseDel,
-    LeaseJournal,
     LeasePut,
     LeaseTable,
     Pool,
@@ -32,6 +31,7 @@ from provision.policy.leases import (
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import BOOTREPLY, decode, encode
 from provision.state import StateStore
+from provision.state.leases import LeaseJournal
 
 from .dhcp_support import INVENTORY, PXE_BIOS, client_packet
 

@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 
 from provision.inventory import loads
-from provision.policy.leases import Lease, LeaseDel, LeaseJournal, LeasePut
+from provision.policy.leases import Lease, LeaseDel, LeasePut
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import DhcpDecodeError, DhcpPacket, decode, encode
 from provision.services import dhcp as dhcp_service
 from provision.services.base import ServeContext
 from provision.services.dhcp import DhcpService, create
 from provision.state import StateStore
+from provision.state.leases import LeaseJournal
 
 from .dhcp_support import INVENTORY, IPXE_ROM, SERVER, W1_MAC, client_packet
 from .lab import Lab, wait_for

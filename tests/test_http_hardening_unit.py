@@ -11,9 +11,11 @@ import pytest
 
 from provision.observability.quietlog import QuietLog
 from provision.policy import boottoken
-from provision.policy.httpfiles import EVENTS_DDL, BadEvent, parse_event, trim_events
+from provision.policy.httpfiles import BadEvent, parse_event
 from provision.policy.ratelimit import TokenBuckets
 from provision.state import StateStore
+from provision.state.events import trim_events
+from provision.state.schema import EVENTS_DDL
 
 from .bootfiles_support import inventory
 

@@ -18,13 +18,7 @@ from click.testing import CliRunner
 
 from provision.cli.push import trust
 from provision.inventory import loads
-from provision.policy.httpfiles import (
-    EVENTS_DDL,
-    BadEvent,
-    ensure_events_schema,
-    parse_event,
-    parse_ssh_key,
-)
+from provision.policy.httpfiles import BadEvent, parse_event, parse_ssh_key
 from provision.push import tunnel
 from provision.push.prelink import (
     ListingStore,
@@ -39,9 +33,11 @@ from provision.push.release import NodeLayout
 from provision.push.remote import prepare_script
 from provision.push.targets import Target
 from provision.push.transfer import explain, rsync_argv
-from provision.sshtrust.hostkeys import plan_trust, reported_keys, trusted_keys
+from provision.sshtrust.hostkeys import plan_trust, trusted_keys
 from provision.sshtrust.sshconf import SshConfig, add_known_host, fingerprint
 from provision.state import StateStore
+from provision.state.events import ensure_events_schema, reported_keys
+from provision.state.schema import EVENTS_DDL
 
 from .lab import require_tool
 from .test_push_unit import INV

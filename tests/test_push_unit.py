@@ -13,7 +13,6 @@ from click.testing import CliRunner
 
 from provision.cli.push import push_cmd
 from provision.inventory import loads
-from provision.push.history import History, HostResult
 from provision.push.prelink import attr_listing
 from provision.push.progress import TtyReporter, human_bytes
 from provision.push.push import status_verdict
@@ -31,6 +30,7 @@ from provision.push.targets import TargetError, select_targets
 from provision.push.transfer import explain, parse_progress, parse_stats, rsync_argv
 from provision.sshtrust.sshconf import SshConfig, add_known_host, fingerprint, parse_key_lines
 from provision.state import StateStore
+from provision.state.pushes import History, HostResult
 
 from .lab import require_tool
 

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 from dnslib import DNSRecord
 
-from provision.policy.leases import BOUND, LeaseJournal, LeasePut
+from provision.policy.leases import BOUND, LeasePut
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import encode
 from provision.services import dns as dns_service
 from provision.services.base import ServeContext
+from provision.state.leases import LeaseJournal
 
 from .dhcp_support import IPXE_ROM, SERVER, W1_MAC, client_packet
 from .dns_helpers import DOMAIN, inventory, query

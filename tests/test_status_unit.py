@@ -8,10 +8,10 @@ from click.testing import CliRunner
 
 from provision.cli.main import cli
 from provision.observability import status
-from provision.policy import httpfiles
-from provision.policy.leases import BOUND, Lease, LeaseJournal, LeasePut, Sighting
-from provision.push.history import History, HostResult
-from provision.state import StateStore
+from provision.policy.leases import BOUND, Lease, LeasePut, Sighting
+from provision.state import StateStore, schema
+from provision.state.leases import LeaseJournal
+from provision.state.pushes import History, HostResult
 
 from .conftest import EXAMPLE
 from .test_statuspage_lab import INVENTORY, LB2_DOWN, record_lb_read
@@ -25,7 +25,7 @@ def inv():  # type: ignore[no-untyped-def]
 
 def store(tmp_path: Path) -> StateStore:
     s = StateStore(tmp_path)
-    s.ensure_schema("http", httpfiles.EVENTS_DDL)
+    s.ensure(schema.HTTP)
     return s
 
 

@@ -23,8 +23,8 @@ import pytest
 
 from provision.balancer import reads as lbreads
 from provision.balancer.status import DirectorView, parse_report, status
-from provision.push.history import History, HostResult
 from provision.state import StateStore
+from provision.state.pushes import History, HostResult
 
 from .browser import Browser
 from .lab import Lab, Netns, require_tool
@@ -325,7 +325,8 @@ def test_host_page_shows_timeline_events_and_masked_files(env: Env) -> None:
 
 def test_discoveries_and_pushes_show_live(env: Env) -> None:
     """Tables other processes write (DHCP sightings, `dsas push`) reach the page too."""
-    from provision.policy.leases import LeaseJournal, Sighting
+    from provision.policy.leases import Sighting
+    from provision.state.leases import LeaseJournal
 
     open_index(env)
     env.browser.js("window.__noReload = 'still here'")

@@ -14,8 +14,8 @@ import click
 from ..inventory import Inventory, InventoryError, loads, resolve_path
 from ..inventory.commit import CommitError, Snapshot, commit, read
 from ..inventory.edit import Document, EditError
-from ..inventory.history import sha256
 from ..services.servepid import notify_serve
+from ..state.inventory import sha256
 
 STATE_ENV = "DSAS_STATE_DIR"
 DEFAULT_STATE_DIR = "/var/lib/dsas"

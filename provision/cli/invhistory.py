@@ -10,8 +10,8 @@ import click
 
 from ..inventory import resolve_path
 from ..inventory.commit import CommitError, read
-from ..inventory.history import InventoryHistory, Revision, sha256
 from ..state import FILENAME, StateStore
+from ..state.inventory import InventoryHistory, Revision, sha256
 from .common import inventory_option, table
 from .editcommon import Edit, fail_problems, finish, state_dir_option
 

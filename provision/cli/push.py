@@ -19,18 +19,11 @@ import click
 
 from ..inventory.model import Inventory
 from ..push import multicast
-from ..push.history import History, HostResult
 from ..push.progress import human_bytes, reporter_for
 from ..push.push import DEFAULT_KEEP, DEFAULT_TO, Pusher, PushOptions, default_parallel
 from ..push.release import ManifestError, local_manifest
 from ..push.targets import Target, TargetError, select_targets
-from ..sshtrust.hostkeys import (
-    ReportedKey,
-    plan_trust,
-    reported_keys,
-    trusted_keys,
-    untrustworthy,
-)
+from ..sshtrust.hostkeys import plan_trust, trusted_keys, untrustworthy
 from ..sshtrust.sshconf import (
     DEFAULT_PORT,
     DEFAULT_USER,
@@ -42,6 +35,8 @@ from ..sshtrust.sshconf import (
     scan_host_keys,
 )
 from ..state import StateStore
+from ..state.events import ReportedKey, reported_keys
+from ..state.pushes import History, HostResult
 from .common import fail, inventory_option, load_inventory, setup_logging, table
 
 STATE_ENV = "DSAS_STATE_DIR"

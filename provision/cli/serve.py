@@ -10,11 +10,11 @@ from pathlib import Path
 import click
 
 from ..inventory import resolve_path
-from ..inventory.history import sha256
 from ..inventory.model import Inventory
 from ..services.base import DEFAULT_SERVICES, SERVICE_NAMES, ServeContext
 from ..services.servepid import ServePidFile
 from ..services.supervisor import Supervisor, create_services
+from ..state.inventory import sha256
 from .common import fail, inventory_option, load_inventory, setup_logging
 
 log = logging.getLogger("provision.serve")

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
-from .history import HostResult
+from ..state.pushes import HostResult
 from .transfer import Progress
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ..sshtrust.sshconf import SshConfig
+from ..state.pushes import History, HostResult
 from . import multicast, tunnel
-from .history import History, HostResult
 from .prelink import Listing, ListingStore, attr_listing, base_listing, delta_names
 from .progress import PlainReporter, Reporter
 from .release import Manifest, NodeLayout, local_manifest, new_release_id

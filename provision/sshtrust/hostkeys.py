@@ -2,10 +2,11 @@
 
 A node's ``ready`` event may carry its SSH host public key (``dsas-init`` sends
 ``/etc/ssh/ssh_host_ed25519_key.pub``); the HTTP service keeps the latest one
-per host and key type in ``http_host_keys``. Trusting it is the operator's
-decision: the fingerprint is shown, and a key that differs from the one
-already trusted is refused unless the operator says the node was reinstalled
-(``--replace``). Pushes still refuse any host whose key is unknown or changed.
+per host and key type (``provision.state.events.reported_keys`` reads them).
+Trusting it is the operator's decision: the fingerprint is shown, and a key
+that differs from the one already trusted is refused unless the operator says
+the node was reinstalled (``--replace``). Pushes still refuse any host whose
+key is unknown or changed.
 
 A reported key is never trusted when it came from an address that is not the
 host's own (inventory) address, or without the valid per-boot token that the
@@ -18,30 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..inventory.model import Inventory
-from ..policy.httpfiles import ensure_events_schema, host_addresses
-from ..state import StateStore
+from ..policy.httpfiles import host_addresses
+from ..state.events import ReportedKey
 from .sshconf import SshConfig
-
-
-@dataclass(frozen=True)
-class ReportedKey:
-    host: str
-    key_type: str
-    key: str  # base64 blob
-    ts: float
-    address: str | None
-    boot_id: str | None = None
-    verified: bool = False  # the report carried this boot's valid token
-
-
-def reported_keys(store: StateStore, host: str | None = None) -> list[ReportedKey]:
-    """The latest reported key of each (host, type); of one host, or of every host."""
-    ensure_events_schema(store)
-    sql = "SELECT host, key_type, key, ts, address, boot_id, verified FROM http_host_keys"
-    rows = store.query(sql + " WHERE host=? ORDER BY key_type", [host]) if host else \
-        store.query(sql + " ORDER BY host, key_type")
-    return [ReportedKey(r["host"], r["key_type"], r["key"], r["ts"], r["address"],
-                        r["boot_id"], bool(r["verified"])) for r in rows]
 
 
 def untrustworthy(report: ReportedKey, inv: Inventory) -> str | None:

@@ -1,6 +1,6 @@
 """Every push, rollback and status in the state store: who, what, where, and each host's result.
 
-Tables (component ``push``)::
+Tables (``schema.PUSH``)::
 
     push_runs     one row per command run
     push_results  one row per host of a run
@@ -15,38 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..state import StateStore
-
-DDL = """
-CREATE TABLE IF NOT EXISTS push_runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    started REAL NOT NULL,
-    finished REAL,
-    user TEXT NOT NULL,
-    action TEXT NOT NULL,          -- push | retry | rollback
-    src TEXT,
-    to_path TEXT NOT NULL,
-    release TEXT,                  -- the release pushed (or rolled back to, if one)
-    manifest TEXT,                 -- '<entries> <sha256>' of the pushed tree
-    options TEXT NOT NULL,         -- JSON: delete, excludes, checksum, then, keep
-    targets TEXT NOT NULL,         -- JSON list of host names
-    ok INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS push_results (
-    run_id INTEGER NOT NULL REFERENCES push_runs(id),
-    host TEXT NOT NULL,
-    result TEXT NOT NULL,          -- ok | failed
-    release TEXT,                  -- live release after the run
-    previous TEXT,                 -- live release before the run
-    bytes INTEGER NOT NULL DEFAULT 0,
-    files INTEGER NOT NULL DEFAULT 0,
-    seconds REAL NOT NULL DEFAULT 0,
-    reason TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (run_id, host)
-);
-CREATE INDEX IF NOT EXISTS push_runs_to ON push_runs(to_path, id);
-"""
+from .schema import PUSH
+from .store import StateStore
 
 
 @dataclass
@@ -68,7 +38,7 @@ def operator() -> str:
 class History:
     def __init__(self, store: StateStore):
         self.store = store
-        store.ensure_schema("push", DDL)
+        store.ensure(PUSH)
 
     def start(self, action: str, to_path: str, targets: list[str], src: str | None = None,
               release: str | None = None, manifest: str | None = None,
@@ -144,3 +114,8 @@ class History:
                 paths.append({"to_path": r["to_path"], "release": r["release"],
                               "result": r["result"], "finished": r["finished"]})
         return out
+
+
+def fingerprint(store: StateStore) -> tuple[Any, ...]:
+    """Changes whenever a run starts or finishes (the status page polls it)."""
+    return tuple(store.query("SELECT MAX(id), COUNT(finished) FROM push_runs")[0])

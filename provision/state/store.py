@@ -1,13 +1,15 @@
 """The observed state: one sqlite file shared by every component of the master.
 
-Leases, discovered machines, node boot events and push history live here.
-Each component owns tables prefixed with its name and declares them with
-``ensure_schema``. Commits are durable (``synchronous=FULL``): a DHCP ACK is
-sent only after its lease is on disk.
+``StateStore`` holds the connection (WAL, ``synchronous=FULL``: a committed transaction
+is on disk, so a DHCP ACK sent after its lease's commit survives a crash), the
+transactions, and which schemas (``schema.py``) this process has created. Every table
+is declared in ``schema.py`` and read and written only by the modules of this package,
+one per kind of state; ``tables()`` and ``dump()`` list and read them all.
 """
 
 from __future__ import annotations
 
+import getpass
 import os
 import sqlite3
 import threading
@@ -16,7 +18,36 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .schema import SCHEMAS, VERSION_DDL, Schema
+from .schema import tables as owned_tables
+
 FILENAME = "state.db"
+# What a failed read or write raises (a full disk, a locked or corrupt file...): callers
+# outside this package catch this, not sqlite3's names.
+StateError = sqlite3.Error
+
+
+def current_user() -> str:
+    """Who runs this command, for the journals (the uid when it has no name)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+ROWS_PER_STATEMENT = 100  # at most 900 parameters: under SQLite's oldest limit (999)
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, rows: list[tuple[object, ...]],
+                tail: str) -> None:
+    """``head VALUES (..), (..) tail`` for up to ROWS_PER_STATEMENT rows at a time, in
+    order: one statement (one step, one GIL release in sqlite3) instead of one per row.
+    Rows later in the list win conflicts with earlier ones, as with executemany."""
+    one = "(" + ", ".join("?" * len(rows[0])) + ")"
+    for i in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[i:i + ROWS_PER_STATEMENT]
+        conn.execute(head + ", ".join([one] * len(chunk)) + tail,
+                     [v for row in chunk for v in row])
 
 
 class StateStore:
@@ -38,12 +69,18 @@ class StateStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_components "
-                "(component TEXT PRIMARY KEY, ddl TEXT NOT NULL)"
-            )
+            conn.execute(VERSION_DDL)
             self._conn = conn
         return self._conn
+
+    def ensure(self, schema: Schema) -> None:
+        """Create one kind's tables and add the columns an older release lacks."""
+        self.ensure_schema(schema.component, schema.ddl)
+        by_table: dict[str, list[tuple[str, str]]] = {}
+        for table, col, decl in schema.columns:
+            by_table.setdefault(table, []).append((col, decl))
+        for table, cols in by_table.items():
+            self.ensure_columns(table, tuple(cols))
 
     def ensure_schema(self, component: str, ddl: str) -> None:
         """Create a component's tables (idempotent; ``ddl`` uses IF NOT EXISTS)."""
@@ -111,6 +148,30 @@ class StateStore:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    def existing_tables(self) -> set[str]:
+        """The tables the file holds now (a kind no component has used yet is absent)."""
+        rows = self.query("SELECT name FROM sqlite_master WHERE type='table'")
+        return {r["name"] for r in rows}
+
+    @staticmethod
+    def tables() -> tuple[str, ...]:
+        """Every table the store owns (``schema.py``), whether the file has it yet or not."""
+        return owned_tables()
+
+    def dump(self) -> dict[str, list[dict[str, Any]]]:
+        """Every row of every owned table the file holds, read in one transaction (one
+        consistent snapshot): table -> rows as dicts, in rowid order."""
+        with self.transaction() as conn:
+            have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master"
+                                               " WHERE type='table'")}
+            return {t: [dict(r) for r in conn.execute(f"SELECT * FROM {t} ORDER BY rowid")]
+                    for t in self.tables() if t in have}
+
+    def ensure_all(self) -> None:
+        """Create every kind's tables (what a replica does before it loads a dump)."""
+        for schema in SCHEMAS:
+            self.ensure(schema)
 
     def close(self) -> None:
         with self._lock:

@@ -1,7 +1,8 @@
 """Inventory history in the state store: every version an edit replaced or wrote.
 
-The table ``inventory_history`` has one owner, this class. A revision holds the file's
-exact bytes (so a revert is byte for byte), their sha256, when, who and which command.
+The table ``inventory_history`` (``schema.INVENTORY``) has one owner, this class. A
+revision holds the file's exact bytes (so a revert is byte for byte), their sha256, when,
+who and which command.
 The last ``LIMIT`` revisions of each file are kept. A file found on disk that no revision
 holds (a hand edit, or the first edit ever) is recorded first, as "found on disk", so the
 log never has a hole.
@@ -9,28 +10,16 @@ log never has a hole.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
-import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..state import StateStore
-
-DDL = """
-CREATE TABLE IF NOT EXISTS inventory_history (
-    rev INTEGER PRIMARY KEY AUTOINCREMENT,
-    path TEXT NOT NULL,
-    at REAL NOT NULL,
-    user TEXT NOT NULL,
-    command TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    content BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS inventory_history_path ON inventory_history(path, rev);
-"""
+from .schema import INVENTORY
+from .store import StateStore, current_user
 
 FOUND = "found on disk (not written by dsas)"
 LIMIT = 1000  # revisions kept per inventory file (about 10 MB for the example's size)
@@ -51,18 +40,11 @@ class Revision:
     content: bytes
 
 
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
-
-
 class InventoryHistory:
     def __init__(self, store: StateStore, limit: int = LIMIT):
         self.store = store
         self.limit = max(2, limit)
-        store.ensure_schema("inventory", DDL)
+        store.ensure(INVENTORY)
 
     @staticmethod
     def key(path: str | Path) -> str:
@@ -72,7 +54,7 @@ class InventoryHistory:
         cur = conn.execute(
             "INSERT INTO inventory_history(path, at, user, command, sha256, content)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (path, time.time(), _user(), command, sha256(content), content))
+            (path, time.time(), current_user(), command, sha256(content), content))
         assert cur.lastrowid is not None
         return cur.lastrowid
 
@@ -89,6 +71,15 @@ class InventoryHistory:
         conn.execute("DELETE FROM inventory_history WHERE path = ? AND rev <= ?",
                      (key, self._cut(conn, key)))
         return rev
+
+    @contextmanager
+    def recording(self, path: str | Path, old: bytes, new: bytes,
+                  command: str) -> Iterator[int]:
+        """One transaction that records ``old`` -> ``new`` (``record``) and yields the new
+        revision number; the caller writes the file inside it. An exception in the body
+        rolls the history back: a file not written leaves no revision."""
+        with self.store.transaction() as conn:
+            yield self.record(conn, path, old, new, command)
 
     def _cut(self, conn: sqlite3.Connection, key: str) -> int:
         """The newest revision number that falls out of the last ``limit`` (0: none)."""
