@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from .. import layout
+from ..errors import DsasError
 from ..imaging.store import ImageStore
 from ..inventory.model import Inventory
 from .common import inventory_option, load_inventory
@@ -46,8 +47,6 @@ def setup(inventory_path: str | None, boot_root: str, cache: str, recipes: str |
     is still missing (each listed with the command that fixes it).
     """
     from ..imaging.build import Builder, default_recipes_dir, has_recipe
-    from ..imaging.debs import PackageError
-    from ..imaging.recipe import RecipeError
     from ..policy.boottree import populate_loaders
 
     inv = load_inventory(inventory_path)
@@ -88,7 +87,7 @@ def setup(inventory_path: str | None, boot_root: str, cache: str, recipes: str |
             continue
         try:
             res = builder.build(name)
-        except (RecipeError, PackageError, OSError) as e:
+        except (DsasError, OSError) as e:
             problems.append(f"image {name}: build failed: {e}")
             continue
         changed.append(f"image {name} {res.version} in place")

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import layout as boot_layout
+from ..errors import DsasError
 from ..imaging.content import entries, verify_tree
 from ..imaging.store import ImageStore
 from ..inventory.model import Host, Inventory
@@ -66,8 +67,8 @@ PEER_EXCLUDES = (
 )
 
 
-class CloneError(RuntimeError):
-    exit_code = 1
+class CloneError(DsasError, RuntimeError):
+    """A clone that failed; once writing began the target has no partition table."""
 
 
 class Refused(CloneError):

@@ -14,11 +14,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import DsasError
+
 log = logging.getLogger(__name__)
 
 
-class PackageError(RuntimeError):
-    exit_code = 1
+class PackageError(DsasError, RuntimeError):
+    """A Debian package that cannot be found, fetched or read."""
 
 
 @dataclass(frozen=True)

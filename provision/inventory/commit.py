@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from ..errors import DsasError
 from ..state import StateStore
 from .errors import InventoryError
 from .history import InventoryHistory, sha256
 from .load import loads
 
 
-class CommitError(Exception):
+class CommitError(DsasError):
     """The edit was refused; nothing was written."""
 
     exit_code = 1

@@ -35,6 +35,8 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ..errors import DsasError
+
 RELEASE_RE = re.compile(r"^\d{8}-\d{6}-\d{3}-[0-9a-f]{4}$")
 
 
@@ -149,5 +151,5 @@ class Manifest:
         return cls(int(parts[0]), parts[1])
 
 
-class ManifestError(Exception):
-    pass
+class ManifestError(DsasError):
+    """A tree or a node's manifest that cannot be listed or read."""

@@ -22,11 +22,13 @@ from typing import Any
 
 import paramiko
 
-DEFAULT_USER = "root"
-DEFAULT_PORT = 22
+from ..errors import DsasError
+from . import DEFAULT_PORT, DEFAULT_USER
+
+__all__ = ["DEFAULT_PORT", "DEFAULT_USER"]  # re-exported: callers import them from here too
 
 
-class HostKeyError(Exception):
+class HostKeyError(DsasError):
     """The node's host key is unknown to dsas, or differs from the one trusted."""
 
 
