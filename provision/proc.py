@@ -53,6 +53,10 @@ class Completed:
     def ok(self) -> bool:
         return self.returncode == 0
 
+    def why(self) -> str:
+        """One line on what went wrong: stderr's last lines, else the exit status."""
+        return tail(self.stderr or "") or status(self.returncode)
+
 
 def quote(argv: Sequence[str | os.PathLike[str]], secret: Collection[str] = ()) -> str:
     """The command line as a shell would read it, every ``secret`` value replaced."""

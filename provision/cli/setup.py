@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import click
 
-from .. import layout
+from .. import layout, proc
 from ..errors import DsasError
 from ..imaging.store import ImageStore
 from ..inventory.model import Inventory
@@ -143,10 +142,8 @@ def address_check(inv: Inventory) -> tuple[str | None, str]:
     """(the interface holding the master address, or None and why not)."""
     want = inv.cluster.master_address
     try:
-        out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout
-        links = json.loads(out)
-    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        links = json.loads(proc.run(["ip", "-j", "addr", "show"], timeout=10).stdout)
+    except (proc.CommandError, ValueError) as e:
         return None, f"cannot list this machine's addresses (ip -j addr show): {e}"
     for link in links:
         for a in link.get("addr_info", []):
