@@ -97,7 +97,7 @@ def cli(host: str, target: Path, size: str | None, image_ref: str | None, peer: 
                 raise c.Refused(f"host {host} has no image in the inventory: give --image")
             source = c.image_source(ImageStore(Path(boot_root) / "images"), name, version)
         plan = c.make_plan(inv, host, target, size_b, source)
-    except c.CloneError as exc:  # the line says nothing was written yet
+    except DsasError as exc:  # a refusal, or a check's command failed: nothing written yet
         fail(f"refused: {exc.one_line()}; nothing written", exc.exit_code)
         return
     click.echo(plan.describe())
