@@ -108,8 +108,8 @@ def run(argv: Sequence[str | os.PathLike[str]], *, timeout: float, input: str | 
     try:
         res = subprocess.run(args, input=input, capture_output=True, text=text, timeout=timeout,
                              cwd=cwd, env=None if env is None else dict(env), check=False)
-    except FileNotFoundError:
-        raise _not_found(args, secret) from None
+    except OSError as exc:
+        raise _not_started(args, exc, secret) from None
     except subprocess.TimeoutExpired as exc:
         raise CommandError(quote(args, secret), f"timed out after {timeout:g}s"
                            + (f": {_redact(tail(exc.stderr or b''), secret)}"
@@ -132,8 +132,8 @@ def spawn(argv: Sequence[str | os.PathLike[str]], *, secret: Collection[str] = (
     args = _argv(argv)
     try:
         child = subprocess.Popen(args, stdin=stdin, **popen_kw)
-    except FileNotFoundError:
-        raise _not_found(args, secret) from None
+    except OSError as exc:
+        raise _not_started(args, exc, secret) from None
     try:
         yield child
     finally:
@@ -181,9 +181,13 @@ def _display(args: Any) -> list[str]:
     return [os.fspath(a) for a in args] if isinstance(args, (list, tuple)) else [str(args)]
 
 
-def _not_found(args: list[str], secret: Collection[str]) -> CommandError:
-    return CommandError(quote(args, secret),
-                        f"failed: {args[0]} not found (install it: see tools/apt-packages.txt)")
+def _not_started(args: list[str], exc: OSError, secret: Collection[str]) -> CommandError:
+    if isinstance(exc, FileNotFoundError) and exc.filename in (None, args[0]):
+        why = f"{args[0]} not found (install it: see tools/apt-packages.txt)"
+    else:  # not executable, or the cwd is missing (then it is the file named)
+        where = exc.filename if exc.filename not in (None, args[0]) else args[0]
+        why = f"{where}: {exc.strerror or exc}"
+    return CommandError(quote(args, secret), f"failed: {why}")
 
 
 def _redact(text: str, secret: Collection[str]) -> str:

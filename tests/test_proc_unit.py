@@ -102,3 +102,16 @@ def test_wait_timeout() -> None:
     with proc.spawn(["sleep", "30"]) as child:
         with pytest.raises(proc.CommandError, match=r"`sleep 30` timed out after 0.1s"):
             proc.wait(child, 0.1)
+
+
+def test_not_executable(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\n")
+    with pytest.raises(proc.CommandError, match="Permission denied"):
+        proc.run([str(script)], timeout=10)
+
+
+def test_missing_cwd_is_not_a_missing_program(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(proc.CommandError) as exc:
+        proc.run(["true"], timeout=10, cwd=tmp_path / "gone")
+    assert "install it" not in str(exc.value)

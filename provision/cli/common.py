@@ -85,24 +85,25 @@ def exit_with(error: DsasError) -> NoReturn:
     raise click.exceptions.Exit(error.exit_code)
 
 
+def _reporting(invoke: Callable[[click.Context], Any], ctx: click.Context) -> Any:
+    try:
+        return invoke(ctx)
+    except DsasError as e:
+        exit_with(e)
+
+
 class OneLineErrors(click.Command):
     """A command whose DsasErrors, from however deep, end as one line and their code."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except DsasError as e:
-            exit_with(e)
+        return _reporting(super().invoke, ctx)
 
 
 class OneLineErrorsGroup(click.Group):
     """The same for a group: covers every subcommand it runs."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except DsasError as e:
-            exit_with(e)
+        return _reporting(super().invoke, ctx)
 
 
 class _QuietLibraries(logging.Filter):
