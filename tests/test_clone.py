@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from provision.clone import checks, model, sources
 from provision.clone import clone as clone_mod
 from provision.clone.disklayout import MIB
 from provision.imaging.content import entries
@@ -180,7 +181,7 @@ def test_refuses_mounted_target(store, inv_path: Path, tmp_path: Path) -> None:
 def test_refuses_running_system_disk(store, inv_path: Path) -> None:
     root_src = next(line.split()[0] for line in Path("/proc/self/mounts").read_text().splitlines()
                     if line.split()[1] == "/" and line.startswith("/dev/"))
-    name = clone_mod._disk_of(clone_mod._block_name(Path(root_src)) or "")
+    name = checks.disk_of(checks.block_name(Path(root_src)) or "")
     res = clone("w1", "--target", f"/dev/{name}", "-i", str(inv_path), "--yes")
     assert res.returncode == 1
     assert "part of the running system" in res.stderr or "is mounted" in res.stderr
@@ -246,10 +247,10 @@ def test_failure_midway_leaves_target_unusable(store, inv_path: Path, tmp_path: 
 
 def test_tar_progress_lines() -> None:
     """tar's checkpoint lines give bytes read; every other stderr line is an error."""
-    line = f"tar: {clone_mod.TAR_PROGRESS} r: 10485760 (10MiB, 312MiB/s)\n"
-    assert clone_mod._tar_progress(line) == 10485760
-    assert clone_mod._tar_progress("tar: ./etc/x: Cannot open: No space left on device") is None
-    assert clone_mod._tar_progress(f"tar: {clone_mod.TAR_PROGRESS} r: junk") is None
+    line = f"tar: {model.TAR_PROGRESS} r: 10485760 (10MiB, 312MiB/s)\n"
+    assert sources.tar_progress(line) == 10485760
+    assert sources.tar_progress("tar: ./etc/x: Cannot open: No space left on device") is None
+    assert sources.tar_progress(f"tar: {model.TAR_PROGRESS} r: junk") is None
     assert clone_mod.gunzip_program() == "igzip"  # Debian package isal (tools/apt-packages.txt)
 
 

@@ -54,11 +54,9 @@ class Edit:
 
 def start(inventory_path: str | None) -> Edit:
     path = resolve_path(inventory_path)
+    snap = read(path)  # a CommitError: one line, from the command's OneLineErrors
     try:
-        snap = read(path)
         return Edit(path, snap, Document(snap.text, str(path)))
-    except CommitError as e:
-        fail_problems(str(e), [])
     except EditError as e:
         fail_problems("cannot edit the inventory", e.problems)
     raise AssertionError("unreachable")

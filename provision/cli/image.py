@@ -11,9 +11,7 @@ import click
 from .. import layout
 from ..imaging.build import Builder, default_recipes_dir
 from ..imaging.content import parse_ref, verify_archive
-from ..imaging.debs import PackageError
-from ..imaging.recipe import RecipeError
-from ..imaging.store import ImageStore, PayloadError, import_image
+from ..imaging.store import ImageStore, import_image
 from .common import table
 
 DEFAULT_BOOT_ROOT = "/srv/dsas/boot"
@@ -52,11 +50,8 @@ def build(names: tuple[str, ...], boot_root: str, cache: str, recipes: str | Non
     store = ImageStore(layout.image_store(boot_root))
     builder = Builder(Path(recipes) if recipes else default_recipes_dir(), store, Path(cache),
                       progress=click.echo)
-    try:
-        for name in names:
-            builder.build(name)
-    except (RecipeError, PackageError) as exc:
-        _error(str(exc))
+    for name in names:
+        builder.build(name)
 
 
 @image.command("list")
@@ -183,7 +178,7 @@ def import_(name: str, kernel: str, initrd: str, rootfs: str | None, kernel_args
         version, existed = import_image(store, name, Path(kernel), Path(initrd),
                                         Path(rootfs) if rootfs else None, kernel_args,
                                         dsas_boot)
-    except (PayloadError, OSError) as e:
+    except OSError as e:
         _error(str(e))
     m = store.manifest(name, version) or {}
     size = sum(f.get("size", 0) for f in m.get("files", {}).values())

@@ -14,6 +14,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
+from ..errors import DsasError
 from ..inventory.model import HwType
 
 SECTOR = 512
@@ -29,8 +30,8 @@ GPT_TYPES = {"linux": "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
 MSDOS_TYPES = {"linux": "83", "swap": "82"}
 
 
-class LayoutError(ValueError):
-    exit_code = 1
+class LayoutError(DsasError, ValueError):
+    """The host's disk layout does not fit the target."""
 
 
 @dataclass

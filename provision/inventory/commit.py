@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from ..errors import DsasError
 from ..state import StateError, StateStore
 from ..state.inventory import InventoryHistory, sha256
 from .errors import InventoryError
 from .load import loads
 
 
-class CommitError(Exception):
+class CommitError(DsasError):
     """The edit was refused; nothing was written."""
 
     exit_code = 1

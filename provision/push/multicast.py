@@ -32,12 +32,12 @@ import logging
 import os
 import shlex
 import shutil
-import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import proc
 from .prelink import Listing
 from .release import NodeLayout
 
@@ -248,10 +248,10 @@ def send(cfg: McastConfig, src: str, names: Sequence[str], clients: Sequence[str
     status, logf = wd / "status", wd / "uftp.log"
     argv = uftp_argv(cfg, base, list_file, clients, status, logf)
     t0 = time.monotonic()
-    try:
-        proc = subprocess.run(argv, capture_output=True, timeout=timeout)
-        rc = proc.returncode
-    except subprocess.TimeoutExpired:
+    try:  # the status file says which nodes are complete, whatever uftp's exit
+        rc = proc.run(argv, timeout=timeout, text=False, check=False).returncode
+    except proc.CommandError as e:
+        log.warning("uftp session %s: %s", tag, e)
         rc = -1
     secs = time.monotonic() - t0
     text = status.read_text(errors="replace") if status.exists() else ""

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import proc
 from .release import is_release_id
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,11 @@ def attr_listing(src: str, excludes: Sequence[str] = (), timeout: float = 600) -
     with tempfile.TemporaryDirectory(prefix="dsas-empty-") as empty:
         argv = ["rsync", "-a", "--dry-run", f"--out-format={OUT_FORMAT}",
                 *[f"--exclude={p}" for p in excludes], src.rstrip("/") + "/", empty + "/"]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "TZ": "UTC", "LC_ALL": "C"})
-    if proc.returncode != 0:
-        raise OSError(f"cannot list {src}: {proc.stderr.strip()[:200]}")
-    return with_nanoseconds(src, parse_listing(proc.stdout))
+        res = proc.run(argv, timeout=timeout, check=False,
+                       env={**os.environ, "TZ": "UTC", "LC_ALL": "C"})
+    if res.returncode != 0:
+        raise OSError(f"cannot list {src}: {res.why()}")
+    return with_nanoseconds(src, parse_listing(res.stdout))
 
 
 def with_nanoseconds(src: str, listing: Listing) -> Listing:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import proc
 from ..sshtrust.sshconf import SshConfig
 from ..state.pushes import History, HostResult
 from . import multicast, tunnel
@@ -486,9 +487,9 @@ class Pusher:
         """Stop the ssh ControlMaster this host's rsync left running (ControlPersist)."""
         argv = self.ssh.ssh_command(cdir) + ["-O", "exit", t.address]
         try:
-            subprocess.run(argv, capture_output=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+            proc.run(argv, timeout=10, check=False)
+        except proc.CommandError:
+            pass  # no master left, or ssh gone: nothing to stop
 
     # -- rollback and status -------------------------------------------------
 

@@ -30,10 +30,12 @@ import posixpath
 import re
 import secrets
 import shlex
-import subprocess
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from .. import proc
+from ..errors import DsasError
 
 RELEASE_RE = re.compile(r"^\d{8}-\d{6}-\d{3}-[0-9a-f]{4}$")
 
@@ -109,10 +111,10 @@ def local_manifest(src: str, excludes: Sequence[str] = (),
     argv = ["find", src.rstrip("/") + "/", "(", "-type", "d", "-printf", f"%P\\0{_DIR}\\n\\0",
             ")", "-o", "-printf", f"%P\\0{_ENTRY}\\n\\0"]
     # TZ set: else glibc looks at /etc/localtime for every %T (4x the time of the walk)
-    proc = subprocess.run(argv, capture_output=True, timeout=600, env={**os.environ, "TZ": "UTC"})
-    if proc.returncode != 0 or proc.stderr.strip():
-        raise ManifestError(f"cannot list {src}: {proc.stderr.decode(errors='replace')[:200]}")
-    fields = proc.stdout.split(b"\0")
+    res = proc.run(argv, timeout=600, text=False, check=False, env={**os.environ, "TZ": "UTC"})
+    if res.returncode != 0 or res.stderr.strip():
+        raise ManifestError(f"cannot list {src}: {res.why()}")
+    fields = res.stdout.split(b"\0")
     pairs = zip(fields[0::2], fields[1::2], strict=False)
     if excludes:
         names = _sent_names(src, excludes) if sent is None else sent
@@ -130,10 +132,10 @@ def _sent_names(src: str, excludes: Sequence[str]) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="dsas-empty-") as empty:
         argv = ["rsync", "-a", "--dry-run", "--out-format=%n",
                 *[f"--exclude={p}" for p in excludes], src.rstrip("/") + "/", empty + "/"]
-        proc = subprocess.run(argv, capture_output=True, timeout=600)
-    if proc.returncode != 0:
-        raise ManifestError(f"cannot list {src}: {proc.stderr.decode(errors='replace')[:200]}")
-    return [os.fsdecode(n) for n in proc.stdout.split(b"\n") if n]
+        res = proc.run(argv, timeout=600, text=False, check=False)
+    if res.returncode != 0:
+        raise ManifestError(f"cannot list {src}: {res.why()}")
+    return [os.fsdecode(n) for n in res.stdout.split(b"\n") if n]
 
 
 @dataclass(frozen=True)
@@ -149,5 +151,5 @@ class Manifest:
         return cls(int(parts[0]), parts[1])
 
 
-class ManifestError(Exception):
-    pass
+class ManifestError(DsasError):
+    """A tree or a node's manifest that cannot be listed or read."""

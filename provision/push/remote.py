@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 
 import paramiko
 
+from ..errors import DsasError
 from ..sshtrust.sshconf import FastTransport, HostKeyError, SshConfig, paramiko_client
 from .release import Manifest, NodeLayout, is_release_id, manifest_pipeline
 
 log = logging.getLogger(__name__)
 
 
-class RemoteError(Exception):
+class RemoteError(DsasError):
     """A remote step failed; ``reason`` is one line for the summary table."""
 
     def __init__(self, reason: str):

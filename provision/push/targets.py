@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..errors import DsasError
 from ..inventory.model import Inventory
 
 
-class TargetError(Exception):
+class TargetError(DsasError):
     """The operator asked for targets that do not make sense (a usage error, exit 2)."""
 
     exit_code = 2

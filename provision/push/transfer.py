@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import proc
 from ..sshtrust.sshconf import SshConfig
 
 # --info=progress2 lines: "  12,345,678  45%   11.77MB/s    0:00:01 (xfr#12, to-chk=100/5000)"
@@ -140,35 +141,13 @@ def run_rsync(
     errf = tempfile.TemporaryFile()  # a file, not a pipe: a chatty stderr cannot block rsync
     # No BASH_ENV: the remote shell may be a bash script (tunnel.py's shim).
     env = {k: v for k, v in os.environ.items() if k != "BASH_ENV"}
-    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=errf, cwd=cwd, env=env,
-                            pass_fds=tuple(pass_fds))
-    assert proc.stdout is not None
     tail: list[str] = []
-    buf = b""
     try:
-        while True:
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            if not chunk:
-                break
-            buf += chunk
-            *parts, buf = re.split(rb"[\r\n]", buf)
-            for raw in parts:
-                line = raw.decode(errors="replace")
-                prog = parse_progress(line)
-                if prog is not None:
-                    if on_progress is not None:
-                        on_progress(prog)
-                elif line.strip():
-                    tail.append(line)
-            if time.monotonic() - t0 > timeout:
-                proc.kill()
-                break
-        rc = proc.wait(timeout=30)
+        with proc.spawn(argv, stdout=subprocess.PIPE, stderr=errf, cwd=cwd, env=env,
+                        pass_fds=tuple(pass_fds)) as child:  # killed and reaped on any error
+            buf = _follow(child, on_progress, tail, t0 + timeout)
+            rc = child.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-        proc.stdout.close()
         if settle is not None:
             settle()
         errf.seek(0)
@@ -178,3 +157,29 @@ def run_rsync(
     stats = parse_stats("\n".join(tail))
     return TransferResult(rc, stats["sent"], stats["files"], stats["size"],
                           time.monotonic() - t0, "" if rc == 0 else explain(rc, stderr))
+
+
+def _follow(child: subprocess.Popen[bytes], on_progress: Callable[[Progress], None] | None,
+            tail: list[str], deadline: float) -> bytes:
+    """Feed rsync's progress lines to ``on_progress`` and its other lines to ``tail``
+    until it closes stdout (or past ``deadline``: killed); the unfinished last line."""
+    assert child.stdout is not None
+    buf = b""
+    while True:
+        chunk = os.read(child.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        buf += chunk
+        *parts, buf = re.split(rb"[\r\n]", buf)
+        for raw in parts:
+            line = raw.decode(errors="replace")
+            prog = parse_progress(line)
+            if prog is not None:
+                if on_progress is not None:
+                    on_progress(prog)
+            elif line.strip():
+                tail.append(line)
+        if time.monotonic() > deadline:
+            child.kill()
+            break
+    return buf

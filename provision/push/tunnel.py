@@ -43,6 +43,8 @@ from pathlib import Path
 
 import paramiko
 
+from .. import proc
+
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 17
@@ -76,22 +78,16 @@ def unavailable() -> str | None:
     Tried on a child, as the shims are: taking from oneself is always allowed,
     while Yama's ptrace_scope or a seccomp filter may refuse it for a child."""
     fds: list[int] = []
-    child = None
     try:
-        child = subprocess.Popen(["sleep", "10"], stdin=subprocess.PIPE)
-        fds.append(os.pidfd_open(child.pid))
-        fds.append(pidfd_getfd(fds[0], 0))
+        with proc.spawn(["sleep", "10"], stdin=subprocess.PIPE) as child:  # killed on the way out
+            fds.append(os.pidfd_open(child.pid))
+            fds.append(pidfd_getfd(fds[0], 0))
         return None
-    except (OSError, AttributeError) as e:
+    except (OSError, AttributeError, proc.CommandError) as e:
         return str(e)
     finally:
         for fd in fds:
             _close(fd)
-        if child is not None:
-            child.kill()
-            child.wait()
-            if child.stdin is not None:
-                child.stdin.close()
 
 
 def shim_request(cmdline: bytes) -> tuple[str, str]:

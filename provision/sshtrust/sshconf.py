@@ -15,18 +15,20 @@ import hashlib
 import os
 import shlex
 import socket
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paramiko
 
-DEFAULT_USER = "root"
-DEFAULT_PORT = 22
+from .. import proc
+from ..errors import DsasError
+from . import DEFAULT_PORT, DEFAULT_USER
+
+__all__ = ["DEFAULT_PORT", "DEFAULT_USER"]  # re-exported: callers import them from here too
 
 
-class HostKeyError(Exception):
+class HostKeyError(DsasError):
     """The node's host key is unknown to dsas, or differs from the one trusted."""
 
 
@@ -87,8 +89,8 @@ def ensure_client_key(cfg: SshConfig) -> Path:
     if key.exists():
         return key
     key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "dsas-push",
-                    "-f", str(key)], check=True, capture_output=True, timeout=30)
+    proc.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "dsas-push", "-f", str(key)],
+             timeout=30)
     return key
 
 
@@ -117,9 +119,9 @@ def parse_key_lines(text: str) -> list[tuple[str, str]]:
 
 
 def scan_host_keys(address: str, port: int, timeout: float = 10) -> list[tuple[str, str]]:
-    proc = subprocess.run(["ssh-keyscan", "-T", str(int(timeout)), "-p", str(port), address],
-                          capture_output=True, text=True, timeout=timeout + 10)
-    return parse_key_lines(proc.stdout)
+    res = proc.run(["ssh-keyscan", "-T", str(int(timeout)), "-p", str(port), address],
+                   timeout=timeout + 10, check=False)  # no key: an empty answer, said by the caller
+    return parse_key_lines(res.stdout)
 
 
 def add_known_host(cfg: SshConfig, address: str, keys: list[tuple[str, str]]) -> int:
