@@ -197,7 +197,7 @@ def _sha_of(path: Path) -> str | None:
 def report_missing(inv: Inventory, boot_root: Path) -> int:
     """One line per loader or image file the hosts would boot that is not there."""
     from ..imaging.build import has_recipe
-    from ..policy.boottree import missing_files
+    from ..policy.presence import missing_files
 
     missing = missing_files(inv, boot_root, has_recipe)
     for m in missing:

@@ -32,9 +32,9 @@ from .. import layout
 from ..inventory.model import Inventory
 from ..observability.logsafe import safe
 from ..observability.metrics import Metrics
-from ..policy.boottree import SETUP_COMMAND, LoaderPresence
 from ..policy.dhcp import PXE_PORT, SERVER_PORT, Decision, DhcpPolicy, DhcpSettings, Link
 from ..policy.leases import Change, LeaseJournal, LeaseTable, Sighting
+from ..policy.presence import SETUP_COMMAND, LoaderPresence
 from ..protocol import dhcp_options as o
 from ..protocol.dhcp import DhcpDecodeError, DhcpEncodeError, DhcpPacket, decode, encode
 from .base import ServeContext, Service
