@@ -100,18 +100,10 @@ class Dhcp6Policy:
             opts.append((d6.STATUS_CODE, d6.status(d6.STATUS_SUCCESS, "nothing to release")))
             return Decision6(self._reply(msg, rtype, opts), host=host.name, mac=mac)
         if mt != d6.INFORMATION_REQUEST:
-            for raw in msg.all(d6.IA_NA):
-                try:
-                    ia = d6.decode_ia_na(raw)
-                except d6.Dhcp6Error:
-                    return Decision6(drop="malformed_ia_na", host=host.name, mac=mac)
-                if ip is None:
-                    body = d6.ia_na(ia.iaid, 0, 0, [(d6.STATUS_CODE, d6.status(
-                        d6.STATUS_NO_ADDRS_AVAIL, f"{host.name} has no IPv6 address"))])
-                else:
-                    body = d6.ia_na(ia.iaid, PREFERRED // 2, PREFERRED * 4 // 5,
-                                    [(d6.IAADDR, d6.iaaddr(ip, PREFERRED, VALID))])
-                opts.append((d6.IA_NA, body))
+            ias = _ia_nas(msg, host, ip)
+            if ias is None:
+                return Decision6(drop="malformed_ia_na", host=host.name, mac=mac)
+            opts += ias
         boot = self.boot_url(msg, host, link)
         if boot:
             opts.append((d6.BOOTFILE_URL, boot.encode("ascii")))
@@ -143,6 +135,26 @@ class Dhcp6Policy:
     def _reply(msg: d6.Dhcp6Message, rtype: int,
                opts: list[tuple[int, bytes]]) -> d6.Dhcp6Message:
         return d6.Dhcp6Message(rtype, msg.xid, opts)
+
+
+def _ia_nas(msg: d6.Dhcp6Message, host: Host,
+            ip: IPv6Address | None) -> list[tuple[int, bytes]] | None:
+    """The IA_NA options answering the client's (its address, or NoAddrsAvail); None
+    when one of the client's does not decode."""
+    out: list[tuple[int, bytes]] = []
+    for raw in msg.all(d6.IA_NA):
+        try:
+            ia = d6.decode_ia_na(raw)
+        except d6.Dhcp6Error:
+            return None
+        if ip is None:
+            body = d6.ia_na(ia.iaid, 0, 0, [(d6.STATUS_CODE, d6.status(
+                d6.STATUS_NO_ADDRS_AVAIL, f"{host.name} has no IPv6 address"))])
+        else:
+            body = d6.ia_na(ia.iaid, PREFERRED // 2, PREFERRED * 4 // 5,
+                            [(d6.IAADDR, d6.iaaddr(ip, PREFERRED, VALID))])
+        out.append((d6.IA_NA, body))
+    return out
 
 
 def _addresses(msg: d6.Dhcp6Message) -> list[IPv6Address]:
