@@ -30,6 +30,13 @@ STAGE_ORDER = ("dhcp", "kernel", "initramfs", "dsas.conf", "image", "configured"
 STATES = ("unknown", "booting", "ready", "failed")
 RECENT_EVENTS = 50
 TIMELINE_EVENTS = 200
+# (table, query): what changes when the table does; the fingerprint is their rows, in order
+_FINGERPRINTS = (
+    ("dhcp_leases", "SELECT COUNT(*), MAX(updated), SUM(expires) FROM dhcp_leases"),
+    ("dhcp_discovered", "SELECT COUNT(*), MAX(last_seen), SUM(seen) FROM dhcp_discovered"),
+    ("push_runs", "SELECT MAX(id), COUNT(finished) FROM push_runs"),
+    ("lb_reads", "SELECT COUNT(*), MAX(read_at), SUM(read_at) FROM lb_reads"),
+)
 
 
 def state_of(stage: str | None) -> str:
@@ -109,18 +116,9 @@ class StatusSource:
 
     def _fingerprint_of(self, tables: set[str]) -> tuple[Any, ...]:
         fp: list[Any] = []
-        if "dhcp_leases" in tables:
-            fp += list(self.store.query(
-                "SELECT COUNT(*), MAX(updated), SUM(expires) FROM dhcp_leases")[0])
-        if "dhcp_discovered" in tables:
-            fp += list(self.store.query(
-                "SELECT COUNT(*), MAX(last_seen), SUM(seen) FROM dhcp_discovered")[0])
-        if "push_runs" in tables:
-            fp += list(self.store.query(
-                "SELECT MAX(id), COUNT(finished) FROM push_runs")[0])
-        if "lb_reads" in tables:
-            fp += list(self.store.query(
-                "SELECT COUNT(*), MAX(read_at), SUM(read_at) FROM lb_reads")[0])
+        for table, sql in _FINGERPRINTS:
+            if table in tables:
+                fp += list(self.store.query(sql)[0])
         return tuple(fp)
 
     def _reload_others(self, tables: set[str]) -> None:
