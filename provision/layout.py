@@ -26,6 +26,7 @@ lookup), so no other module spells a boot-tree path out.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from .inventory.model import Host, Inventory
@@ -72,20 +73,17 @@ def host_dir(host: Host) -> str:
     return f"{HOSTS_DIR}/{host.name}"
 
 
-def dsas_conf_path(host: Host) -> str:
-    return f"{host_dir(host)}/{DSAS_CONF}"
+def _in_host_dir(leaf: str) -> Callable[[Host], str]:
+    """The function giving a host's ``hosts/<name>/<leaf>``."""
+    def path(host: Host) -> str:
+        return f"{host_dir(host)}/{leaf}"
+    return path
 
 
-def ipxe_script_path(host: Host) -> str:
-    return f"{host_dir(host)}/{BOOT_IPXE}"
-
-
-def grub_cfg_path(host: Host) -> str:
-    return f"{host_dir(host)}/{GRUB_CFG}"
-
-
-def keepalived_conf_path(host: Host) -> str:
-    return f"{host_dir(host)}/{KEEPALIVED_CONF}"
+dsas_conf_path = _in_host_dir(DSAS_CONF)
+ipxe_script_path = _in_host_dir(BOOT_IPXE)
+grub_cfg_path = _in_host_dir(GRUB_CFG)
+keepalived_conf_path = _in_host_dir(KEEPALIVED_CONF)
 
 
 def pxelinux_cfg_path(leaf: str) -> str:

@@ -1,23 +1,7 @@
 #!/bin/sh
-# Customise the base image's root tree ($1) after mmdebstrap and the recipe's
-# files: no identity in the image, dsas-init enabled, role services left to
-# dsas-init, nothing that changes from build to build.
+# The base image's own step, after images/common/customize-debian.sh: its role
+# services are started by dsas-init when the host's role has them (SERVICE_UNITS).
 set -eu
 root=$1
 
-rm -f "$root"/etc/ssh/ssh_host_*
-: > "$root/etc/machine-id"
-rm -f "$root/var/lib/dbus/machine-id"
-echo dsas-unconfigured > "$root/etc/hostname"
-printf '127.0.0.1 localhost\n' > "$root/etc/hosts"
-printf '# written by dsas-clone or dsas-init\n' > "$root/etc/fstab"
-
-systemctl --root="$root" enable dsas-init.service ssh.service
-# Started by dsas-init when the host's role has them (SERVICE_UNITS).
 systemctl --root="$root" disable keepalived.service rsyslog.service
-
-# Volatile build leftovers.
-rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin \
-    "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old
-find "$root/var/log" -type f -delete
-rm -f "$root/etc/resolv.conf"

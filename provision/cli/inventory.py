@@ -52,7 +52,7 @@ def check(inventory_path: str | None, boot_root: str | None, as_json: bool) -> N
                                "lvs_pairs": len(inv.lvs_pairs)}, indent=2))
     if boot_root is not None:
         from ..imaging.build import has_recipe
-        from ..policy.boottree import missing_files
+        from ..policy.presence import missing_files
 
         for m in missing_files(inv, boot_root, has_recipe, disk=True):
             click.echo(f"warning: {boot_root}/{m.path} missing ({m.why}): run `{m.fix}`",

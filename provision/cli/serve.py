@@ -121,13 +121,7 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
     names = _services(only)
     first_sha = _sha_of(resolve_path(inventory_path))  # read before the load (see below)
     inv = load_inventory(inventory_path)
-    try:
-        bind = ipaddress.IPv4Address(bind_address) if bind_address else None
-    except ValueError:
-        fail(f"--bind: malformed address {bind_address!r}", 2)
-    for needs_if in ("dhcp", "ra", "dhcp6"):
-        if needs_if in names and not interfaces:
-            fail(f"{needs_if} needs at least one --interface", 2)
+    bind = _checked_bind(bind_address, names, interfaces)
     ctx = ServeContext(
         inventory=inv,
         interfaces=list(interfaces),
@@ -156,14 +150,34 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         templates=Path(templates) if templates else None,
         dhcp6="dhcp6" in names,
     )
+    sys.exit(_run(ctx, names, inventory_path, first_sha))
+
+
+def _checked_bind(bind_address: str | None, names: list[str],
+                  interfaces: tuple[str, ...]) -> ipaddress.IPv4Address | None:
+    """--bind as an address; exits 2 when it is malformed or a service needs --interface."""
+    try:
+        bind = ipaddress.IPv4Address(bind_address) if bind_address else None
+    except ValueError:
+        fail(f"--bind: malformed address {bind_address!r}", 2)
+    for needs_if in ("dhcp", "ra", "dhcp6"):
+        if needs_if in names and not interfaces:
+            fail(f"{needs_if} needs at least one --interface", 2)
+    return bind
+
+
+def _run(ctx: ServeContext, names: list[str], inventory_path: str | None,
+         first_sha: str | None) -> int:
+    """Start the services and supervise them until SIGTERM; the exit status."""
+    inv = ctx.inventory
     if {"dhcp", "tftp", "http"} & set(names):
-        report_missing(inv, Path(boot_root))
+        report_missing(inv, ctx.boot_root)
     try:
         services = create_services(ctx, names)
     except (ImportError, ValueError) as e:
         fail(f"cannot set up services: {e}", 1)
     inv_file = resolve_path(inventory_path)
-    pidfile = ServePidFile(state_dir, inv_file)
+    pidfile = ServePidFile(ctx.state_dir, inv_file)
     # poll 0.2 s: a SIGHUP (an inventory edit waits for its receipt) is acted on within
     # 0.2 s instead of 1 s; a tick only checks flags and services' liveness
     sup = Supervisor(ctx, services, str(inv_file), poll=0.2, on_loaded=pidfile.loaded)
@@ -176,7 +190,7 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         else:
             pidfile.loaded(first_sha)
     log.info("serving %s for cluster %s (%d hosts) on %s", ",".join(names),
-             inv.cluster.name, len(inv.hosts), ",".join(interfaces) or str(ctx.bind_address))
+             inv.cluster.name, len(inv.hosts), ",".join(ctx.interfaces) or str(ctx.bind_address))
     try:
         code = sup.run()
     except OSError as e:
@@ -184,7 +198,7 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         code = 1
     finally:
         pidfile.release()
-    sys.exit(code)
+    return code
 
 
 def _sha_of(path: Path) -> str | None:
@@ -197,7 +211,7 @@ def _sha_of(path: Path) -> str | None:
 def report_missing(inv: Inventory, boot_root: Path) -> int:
     """One line per loader or image file the hosts would boot that is not there."""
     from ..imaging.build import has_recipe
-    from ..policy.boottree import missing_files
+    from ..policy.presence import missing_files
 
     missing = missing_files(inv, boot_root, has_recipe)
     for m in missing:

@@ -45,13 +45,33 @@ def setup(inventory_path: str | None, boot_root: str, cache: str, recipes: str |
     Running it again changes nothing and says so. Exit status 1 when something
     is still missing (each listed with the command that fixes it).
     """
-    from ..imaging.build import Builder, default_recipes_dir, has_recipe
-    from ..policy.boottree import populate_loaders
-
     inv = load_inventory(inventory_path)
     root = Path(boot_root)
     changed: list[str] = []
     problems: list[str] = []
+    present = _loaders(root, changed, problems)
+    images = named_images(inv)
+    _images(images, root, recipes, cache, build, changed, problems)
+
+    where, why = address_check(inv)
+    if where is None:
+        problems.append(why)
+
+    for line in changed:
+        click.echo(f"setup: {line}")
+    for p in problems:
+        click.echo(f"error: {p}", err=True)
+    if problems:
+        click.echo(f"setup: {len(problems)} thing(s) still missing", err=True)
+        sys.exit(1)
+    state = "done" if changed else "nothing to do"
+    click.echo(f"setup: {state}: {len(present)} loader files and {len(images)} image(s) in "
+               f"{root}; master address {inv.cluster.master_address} is on {where}")
+
+
+def _loaders(root: Path, changed: list[str], problems: list[str]) -> list[str]:
+    """Step 1: the loaders copied into ``root``; the tree names present."""
+    from ..policy.boottree import populate_loaders
 
     copied: list[str] = []
     try:
@@ -62,11 +82,17 @@ def setup(inventory_path: str | None, boot_root: str, cache: str, recipes: str |
     if copied:
         changed.append(f"copied {len(copied)} loader file(s) into {root}: "
                        + ", ".join(copied[:6]) + (" ..." if len(copied) > 6 else ""))
+    return present
+
+
+def _images(images: list[tuple[str, str]], root: Path, recipes: str | None, cache: str,
+            build: bool, changed: list[str], problems: list[str]) -> None:
+    """Step 2: every missing image built from its recipe, or listed with its fix."""
+    from ..imaging.build import Builder, default_recipes_dir, has_recipe
 
     recipes_dir = Path(recipes) if recipes else default_recipes_dir()
     store = ImageStore(layout.image_store(root))
     builder = Builder(recipes_dir, store, Path(cache), progress=click.echo)
-    images = named_images(inv)
     for name, version in images:
         if image_present(store, name, version):
             continue
@@ -90,21 +116,6 @@ def setup(inventory_path: str | None, boot_root: str, cache: str, recipes: str |
             problems.append(f"image {name}: build failed: {e}")
             continue
         changed.append(f"image {name} {res.version} in place")
-
-    where, why = address_check(inv)
-    if where is None:
-        problems.append(why)
-
-    for line in changed:
-        click.echo(f"setup: {line}")
-    for p in problems:
-        click.echo(f"error: {p}", err=True)
-    if problems:
-        click.echo(f"setup: {len(problems)} thing(s) still missing", err=True)
-        sys.exit(1)
-    state = "done" if changed else "nothing to do"
-    click.echo(f"setup: {state}: {len(present)} loader files and {len(images)} image(s) in "
-               f"{root}; master address {inv.cluster.master_address} is on {where}")
 
 
 def named_images(inv: Inventory) -> list[tuple[str, str]]:

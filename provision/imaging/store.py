@@ -189,7 +189,6 @@ def import_image(store: ImageStore, image: str, kernel: Path, initrd: Path,
     initrd runs dsas's boot scripts (only then does a host's command line get
     dsas's `dsas.*` arguments). Returns (version, already there).
     """
-    import gzip
     import time
 
     sources = {layout.KERNEL: Path(kernel), layout.INITRD: Path(initrd)}
@@ -206,17 +205,7 @@ def import_image(store: ImageStore, image: str, kernel: Path, initrd: Path,
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        staged: dict[str, Path] = {}
-        for name, src in sources.items():
-            dst = tmp / name
-            with src.open("rb") as f:
-                gz = f.read(2) == b"\x1f\x8b"
-            if name == layout.ROOTFS and not gz:  # the store holds it gzip'd
-                with src.open("rb") as fin, gzip.GzipFile(dst, "wb", mtime=0) as fout:
-                    shutil.copyfileobj(fin, fout, 1 << 20)
-            else:
-                shutil.copyfile(src, dst)
-            staged[name] = dst
+        staged = _stage(sources, tmp)
         files = {n: {"sha256": sha256_file(p), "size": p.stat().st_size}
                  for n, p in sorted(staged.items())}
         h = hashlib.sha256(f"dsas-import-1\0{image}\0{kernel_args}\0{int(dsas_boot)}".encode())
@@ -240,6 +229,24 @@ def import_image(store: ImageStore, image: str, kernel: Path, initrd: Path,
         return version, False
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _stage(sources: dict[str, Path], tmp: Path) -> dict[str, Path]:
+    """Copy each source into ``tmp`` under its store name (a root fs gzip'd)."""
+    import gzip
+
+    staged: dict[str, Path] = {}
+    for name, src in sources.items():
+        dst = tmp / name
+        with src.open("rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+        if name == layout.ROOTFS and not gz:  # the store holds it gzip'd
+            with src.open("rb") as fin, gzip.GzipFile(dst, "wb", mtime=0) as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+        else:
+            shutil.copyfile(src, dst)
+        staged[name] = dst
+    return staged
 
 
 def uses_dsas_boot(manifest: Mapping[str, Any] | None) -> bool:

@@ -60,19 +60,10 @@ class Dhcp6Policy:
 
     def handle(self, msg: d6.Dhcp6Message, link: Link6, source: IPv6Address) -> Decision6:
         mt = msg.msg_type
-        if mt not in (d6.SOLICIT, d6.REQUEST, d6.CONFIRM, d6.RENEW, d6.REBIND, d6.RELEASE,
-                      d6.DECLINE, d6.INFORMATION_REQUEST):
-            return Decision6(drop="server_message")
         client = msg.get(d6.CLIENTID)
-        server = msg.get(d6.SERVERID)
-        if client is None and mt != d6.INFORMATION_REQUEST:
-            return Decision6(drop="no_client_id")  # RFC 8415 16
-        if mt in (d6.SOLICIT, d6.CONFIRM, d6.REBIND) and server is not None:
-            return Decision6(drop="server_id_not_allowed")
-        if mt in (d6.REQUEST, d6.RENEW, d6.RELEASE, d6.DECLINE) and server != link.server_duid:
-            return Decision6(drop="other_server")
-        if server is not None and server != link.server_duid:
-            return Decision6(drop="other_server")
+        refused = _screen(mt, client, msg.get(d6.SERVERID), link)
+        if refused:
+            return Decision6(drop=refused)
         mac = (d6.duid_mac(client) if client else None) or d6.eui64_mac(source)
         if mac is None:
             return Decision6(drop="no_mac")
@@ -100,18 +91,10 @@ class Dhcp6Policy:
             opts.append((d6.STATUS_CODE, d6.status(d6.STATUS_SUCCESS, "nothing to release")))
             return Decision6(self._reply(msg, rtype, opts), host=host.name, mac=mac)
         if mt != d6.INFORMATION_REQUEST:
-            for raw in msg.all(d6.IA_NA):
-                try:
-                    ia = d6.decode_ia_na(raw)
-                except d6.Dhcp6Error:
-                    return Decision6(drop="malformed_ia_na", host=host.name, mac=mac)
-                if ip is None:
-                    body = d6.ia_na(ia.iaid, 0, 0, [(d6.STATUS_CODE, d6.status(
-                        d6.STATUS_NO_ADDRS_AVAIL, f"{host.name} has no IPv6 address"))])
-                else:
-                    body = d6.ia_na(ia.iaid, PREFERRED // 2, PREFERRED * 4 // 5,
-                                    [(d6.IAADDR, d6.iaaddr(ip, PREFERRED, VALID))])
-                opts.append((d6.IA_NA, body))
+            ias = _ia_nas(msg, host, ip)
+            if ias is None:
+                return Decision6(drop="malformed_ia_na", host=host.name, mac=mac)
+            opts += ias
         boot = self.boot_url(msg, host, link)
         if boot:
             opts.append((d6.BOOTFILE_URL, boot.encode("ascii")))
@@ -143,6 +126,42 @@ class Dhcp6Policy:
     def _reply(msg: d6.Dhcp6Message, rtype: int,
                opts: list[tuple[int, bytes]]) -> d6.Dhcp6Message:
         return d6.Dhcp6Message(rtype, msg.xid, opts)
+
+
+def _screen(mt: int, client: bytes | None, server: bytes | None, link: Link6) -> str | None:
+    """Why a message is not for this server to answer (a drop reason), or None."""
+    if mt not in (d6.SOLICIT, d6.REQUEST, d6.CONFIRM, d6.RENEW, d6.REBIND, d6.RELEASE,
+                  d6.DECLINE, d6.INFORMATION_REQUEST):
+        return "server_message"
+    if client is None and mt != d6.INFORMATION_REQUEST:
+        return "no_client_id"  # RFC 8415 16
+    if mt in (d6.SOLICIT, d6.CONFIRM, d6.REBIND) and server is not None:
+        return "server_id_not_allowed"
+    if mt in (d6.REQUEST, d6.RENEW, d6.RELEASE, d6.DECLINE) and server != link.server_duid:
+        return "other_server"
+    if server is not None and server != link.server_duid:
+        return "other_server"
+    return None
+
+
+def _ia_nas(msg: d6.Dhcp6Message, host: Host,
+            ip: IPv6Address | None) -> list[tuple[int, bytes]] | None:
+    """The IA_NA options answering the client's (its address, or NoAddrsAvail); None
+    when one of the client's does not decode."""
+    out: list[tuple[int, bytes]] = []
+    for raw in msg.all(d6.IA_NA):
+        try:
+            ia = d6.decode_ia_na(raw)
+        except d6.Dhcp6Error:
+            return None
+        if ip is None:
+            body = d6.ia_na(ia.iaid, 0, 0, [(d6.STATUS_CODE, d6.status(
+                d6.STATUS_NO_ADDRS_AVAIL, f"{host.name} has no IPv6 address"))])
+        else:
+            body = d6.ia_na(ia.iaid, PREFERRED // 2, PREFERRED * 4 // 5,
+                            [(d6.IAADDR, d6.iaaddr(ip, PREFERRED, VALID))])
+        out.append((d6.IA_NA, body))
+    return out
 
 
 def _addresses(msg: d6.Dhcp6Message) -> list[IPv6Address]:

@@ -15,19 +15,24 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import proc
 from ..sshtrust.sshconf import SshConfig
 from ..state.pushes import History, HostResult
-from . import multicast, tunnel
+from . import tunnel
+from .options import (  # re-exported: the CLI and the tests import them from here
+    DEFAULT_KEEP,  # noqa: F401
+    DEFAULT_TO,  # noqa: F401
+    PushOptions,
+    RunOutcome,
+    default_parallel,
+)
 from .prelink import Listing, ListingStore, attr_listing, base_listing, delta_names
 from .progress import PlainReporter, Reporter
 from .release import Manifest, NodeLayout, local_manifest, new_release_id
@@ -45,58 +50,11 @@ from .remote import (
 )
 from .targets import Target
 from .transfer import remote_dest, rsync_argv, run_rsync
+from .uftp_round import UftpRound, use_uftp
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TO = "/srv/site"
-DEFAULT_KEEP = 5
 PRELINK_CANDIDATES = 3  # recent releases offered to the nodes as pre-link bases
-
-
-def default_parallel() -> int:
-    """Pushing waits on the network and the nodes more than on the master's CPU:
-    several streams per core, bounded so a small master is not swamped."""
-    return max(4, min(32, 8 * (os.cpu_count() or 1)))
-
-
-@dataclass
-class PushOptions:
-    src: str
-    to: str = DEFAULT_TO
-    delete: bool = False
-    excludes: list[str] = field(default_factory=list)
-    checksum: bool = False
-    then: str | None = None
-    keep: int = DEFAULT_KEEP
-    dry_run: bool = False
-    parallel: int = 0  # 0: default_parallel()
-    # rsync's transport: "paramiko" (over the remote steps' connection, one handshake
-    # per node; its bytes pass through this process), "ssh" (OpenSSH, a second
-    # connection, C-speed crypto), or "auto": OpenSSH for a node that has no release
-    # yet (everything moves: throughput matters), paramiko for an update.
-    transport: str = "auto"
-    prelink: bool = True  # cp -al the base release when safe (prelink.py), else --link-dest
-    # What carries the bulk of the bytes: "rsync" (per node), "uftp" (one multicast
-    # session to all nodes, then rsync completes each: multicast.py), or "auto": uftp
-    # from ``uftp_min_nodes`` targets up when this master has uftp.
-    transfer: str = "rsync"
-    uftp_min_nodes: int = multicast.DEFAULT_MIN_NODES
-    mcast: multicast.McastConfig = field(default_factory=multicast.McastConfig)
-
-    def recorded(self) -> dict[str, object]:
-        return {"delete": self.delete, "excludes": self.excludes, "checksum": self.checksum,
-                "then": self.then, "keep": self.keep}
-
-
-@dataclass
-class RunOutcome:
-    run_id: int | None
-    release: str | None
-    results: list[HostResult]
-
-    @property
-    def failed(self) -> list[HostResult]:
-        return [r for r in self.results if not r.ok]
 
 
 class _Failed(Exception):
@@ -132,7 +90,7 @@ class Pusher:
         # (rsync --files-from): a node linked from that base visits only those.
         self._deltas: dict[str, list[str]] = {}
         self._delta_files: dict[str, str] = {}
-        self._round: _UftpRound | None = None
+        self._round: UftpRound | None = None
 
     # -- the fan-out ---------------------------------------------------------
 
@@ -178,12 +136,12 @@ class Pusher:
         log.info("push release=%s src=%s to=%s entries=%d hosts=%d%s", rid, opts.src, lay.live,
                  manifest.entries, len(targets), " (dry run)" if opts.dry_run else "")
         bases = self._prelink_bases(opts, lay, rid, listing)
-        use_uftp = self._use_uftp(opts, len(targets))
+        uftp = use_uftp(opts, len(targets), self.history is not None)
         ulisting = None
-        if use_uftp:
+        if uftp:
             ulisting = listing if listing is not None else attr_listing(opts.src, opts.excludes)
             if listing is None and self.history is not None:
-                ListingStore(self.ssh.state_dir / "push" / "listings").save(rid, ulisting)
+                self._listings().save(rid, ulisting)
         self._no_tunnel = tunnel.unavailable() if opts.transport != "ssh" else None
         if self._no_tunnel:
             log.warning("rsync goes over OpenSSH: it cannot ride dsas-push's connections "
@@ -200,9 +158,10 @@ class Pusher:
                 return self._push_host(t, opts, lay, rid, manifest, cdir, bases)
             title = f"push {rid}" + (" (dry run)" if opts.dry_run else "")
             parallel = opts.parallel
-            if use_uftp and ulisting is not None:
+            if uftp and ulisting is not None:
                 # every node waits for the one session: all of them at once
-                self._round = _UftpRound(self, opts, ulisting, cdir, len(targets))
+                self._round = UftpRound(self._listings(), opts.mcast, opts.src, ulisting, cdir,
+                                       len(targets))
                 parallel = len(targets)
                 title += " (uftp)"
             try:
@@ -213,26 +172,9 @@ class Pusher:
             self.history.finish(run_id, results)
         return RunOutcome(run_id, rid, results)
 
-    def _use_uftp(self, opts: PushOptions, count: int) -> bool:
-        """Whether this push goes by uftp (multicast.py). Not for dry runs or --checksum
-        (uftp's change list comes from size and mtime), nor without a history (the
-        change list is against the base release's listing the master kept)."""
-        if opts.transfer == "rsync" or opts.dry_run:
-            return False
-        why = None
-        if opts.checksum:
-            why = "--checksum compares content: rsync"
-        elif self.history is None:
-            why = "no push history: rsync"
-        elif not multicast.available():
-            why = "no uftp on this master: rsync"
-        elif opts.transfer == "auto" and count < opts.uftp_min_nodes:
-            return False
-        if why:
-            if opts.transfer == "uftp":
-                log.warning("--transfer uftp: %s", why)
-            return False
-        return True
+    def _listings(self) -> ListingStore:
+        """The listings of the pushed releases, kept on this master."""
+        return ListingStore(self.ssh.state_dir / "push" / "listings")
 
     def _listing(self, opts: PushOptions) -> Listing | None:
         """rsync's attribute listing of the source, for pre-linking (``--delete`` pushes
@@ -260,7 +202,7 @@ class Pusher:
         self._deltas = {}
         if listing is None or self.history is None:
             return []
-        store = ListingStore(self.ssh.state_dir / "push" / "listings")
+        store = self._listings()
         store.save(rid, listing)
         bases = []
         for base in self.history.recent_releases(lay.live, PRELINK_CANDIDATES):
@@ -299,7 +241,7 @@ class Pusher:
                 fast = False
                 if rnd is not None:
                     arrived = True
-                    fast = self._uftp_stage(rnd, t, node, lay, rid, state, kv)
+                    fast = rnd.stage(self.reporter, t, node, lay, rid, state, kv)
                 self._transfer_verified(t, node, opts, lay, rid, state, kv, res, cdir, manifest,
                                         fast)
             if opts.then:
@@ -316,41 +258,6 @@ class Pusher:
                 self._close_master(t, cdir)
                 self._ssh_used.discard(t.address)
         return res
-
-    def _uftp_stage(self, rnd: _UftpRound, t: Target, node: RemoteNode, lay: NodeLayout,
-                    rid: str, state: NodeState, kv: dict[str, list[str]]) -> bool:
-        """Start this node's uftpd, wait for the session, put what it got into the
-        incoming tree. True when the node got every changed file, checked: rsync then
-        only sets attributes. Whatever happens, rsync completes the node after this."""
-        self.reporter.phase(t.name, "uftpd")
-        try:
-            rc, out, err = node.run(multicast.start_script(lay, rid, rnd.opts.mcast, t.address),
-                                    timeout=60)
-        except RemoteError:
-            rnd.arrive(t.name)
-            raise
-        got = parse_kv(out)
-        if rc != 0 or "UFTPD" not in got:
-            why = "no uftpd on the node" if "NOUFTPD" in got else first_error(out, err)
-            log.warning("host=%s uftp: %s: rsync", t.name, why)
-            rnd.arrive(t.name)
-            return False
-        base = kv["LINKED"][0] if "LINKED" in kv else state.live
-        rnd.arrive(t.name, multicast.client_uid(t.address), base)
-        self.reporter.phase(t.name, "multicast")
-        outcome = rnd.wait(t.name)
-        self.reporter.phase(t.name, "staging")
-        digest = outcome.digest if outcome else None
-        rc, out, err = node.run(multicast.apply_script(lay, rid, digest), timeout=600)
-        got = parse_kv(out)
-        if outcome is None or rc != 0 or "STAGED" not in got:
-            log.warning("host=%s uftp gave nothing usable (%s): rsync", t.name,
-                        outcome.why if outcome else "no session")
-            return False
-        staged, missed = int(got["STAGED"][0]), int(got.get("MISSED", ["0"])[0])
-        log.info("host=%s uftp staged %d files, %d missed%s", t.name, staged, missed,
-                 "" if outcome.complete else f" ({outcome.why})")
-        return outcome.complete and missed == 0
 
     def _switch(self, node: RemoteNode, lay: NodeLayout, rid: str, res: HostResult) -> None:
         rc, out, err = node.run(switch_script(lay, rid))
@@ -550,72 +457,6 @@ class Pusher:
 
         self._fan_out(targets, parallel, f"status {lay.live}", work)
         return [rows[t.name] for t in targets]
-
-
-@dataclass
-class _NodeOutcome:
-    digest: str | None  # the sums list's SHA-256 (None: nothing was sent to this node)
-    complete: bool  # uftp says it got every file, and no changed file was left to rsync
-    why: str = ""
-
-
-class _UftpRound:
-    """One push's uftp sessions: every host thread arrives once (with its uftp id when
-    its uftpd runs); the last to arrive sends, one session per base release the
-    nodes build on, then all go on."""
-
-    def __init__(self, pusher: Pusher, opts: PushOptions, listing: Listing, cdir: Path,
-                 count: int):
-        self.pusher, self.opts, self.listing, self.cdir = pusher, opts, listing, cdir
-        self._lock = threading.Lock()
-        self._pending = count
-        self._ready: dict[str, tuple[str, str | None]] = {}  # host -> (uid, base)
-        self._done = threading.Event()
-        self.outcomes: dict[str, _NodeOutcome] = {}
-        self.bytes = 0  # file data multicast (each byte once per session)
-
-    def arrive(self, host: str, uid: str | None = None, base: str | None = None) -> None:
-        with self._lock:
-            if uid is not None:
-                self._ready[host] = (uid, base)
-            self._pending -= 1
-            last = self._pending == 0
-        if last:
-            try:
-                self._send()
-            except Exception:  # noqa: BLE001 - the nodes go on by rsync
-                log.exception("uftp sessions failed: rsync completes every node")
-            finally:
-                self._done.set()
-
-    def wait(self, host: str, timeout: float = 3600) -> _NodeOutcome | None:
-        if not self._done.wait(timeout):
-            return None
-        return self.outcomes.get(host)
-
-    def _send(self) -> None:
-        groups: dict[str | None, list[str]] = {}
-        for host, (_uid, base) in sorted(self._ready.items()):
-            groups.setdefault(base, []).append(host)
-        store = ListingStore(self.pusher.ssh.state_dir / "push" / "listings")
-        for i, (base, hosts) in enumerate(groups.items()):
-            old = store.load(base) if base else None
-            if old is not None:
-                changed = delta_names(old, self.listing)
-                kinds = [n for n in changed if n in self.listing and self.listing[n][0] == "f"]
-            else:
-                kinds = [n for n, v in self.listing.items() if v[0] == "f"]
-            names = multicast.regular_files(self.listing, kinds)
-            left = len(kinds) - len(names)  # changed files uftp cannot name: rsync's
-            uids = [self._ready[h][0] for h in hosts]
-            result, digest = multicast.send(self.opts.mcast, self.opts.src, names, uids,
-                                            self.cdir, str(i))
-            self.bytes += result.bytes
-            for host, uid in zip(hosts, uids, strict=True):
-                why = result.failed.get(uid, "")
-                if left and not why:
-                    why = f"{left} changed names left to rsync"
-                self.outcomes[host] = _NodeOutcome(digest, not why, why)
 
 
 def _carried(session: tunnel.Session | None) -> dict[str, Any]:

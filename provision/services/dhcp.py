@@ -9,7 +9,8 @@ the committer thread, which writes everything queued in one fsync'd sqlite trans
 and only then sends them (group commit): an ACK never leaves before its lease is on
 disk, a busy server pays one fsync per batch, and the loop keeps deciding meanwhile.
 Lazy changes (releases, declines, discovered machines) ride along with the next commit
-or are flushed within ``LAZY_FLUSH`` seconds.
+or are flushed within ``LAZY_FLUSH`` seconds. The batches and the committer are
+``provision.services.dhcp_batch``.
 """
 
 from __future__ import annotations
@@ -18,34 +19,33 @@ import fcntl
 import functools
 import ipaddress
 import logging
-import queue
 import selectors
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from ipaddress import IPv4Address
 
 from .. import layout
 from ..inventory.model import Inventory
 from ..observability.logsafe import safe
 from ..observability.metrics import Metrics
-from ..policy.boottree import SETUP_COMMAND, LoaderPresence
 from ..policy.dhcp import PXE_PORT, SERVER_PORT, Decision, DhcpPolicy, DhcpSettings, Link
-from ..policy.leases import Change, LeaseStore, LeaseTable, Sighting
+from ..policy.leases import Change, LeaseTable, Sighting
+from ..policy.presence import SETUP_COMMAND, LoaderPresence
 from ..protocol import dhcp_options as o
 from ..protocol.dhcp import DhcpDecodeError, DhcpEncodeError, DhcpPacket, decode, encode
 from ..state.leases import LeaseJournal
 from .base import ServeContext, Service
+from .dhcp_batch import LAZY_FLUSH, Batch, Committer, Endpoint
 
 log = logging.getLogger(__name__)
 
 MAX_DATAGRAM = 1500  # larger requests are dropped unparsed ("oversized")
 RECV_BUFFER = 4096  # with MSG_TRUNC, anything larger is still seen as oversized
 BATCH = 256  # datagrams decided per commit at most
-LAZY_FLUSH = 1.0  # seconds a non-urgent change may wait for the disk
 SOCKET_BUFFER = 4 * 1024 * 1024
 SIOCGIFADDR = 0x8915  # linux/sockios.h
 SIOCGIFNETMASK = 0x891B
@@ -71,18 +71,6 @@ def interface_address(ifname: str) -> tuple[IPv4Address, ipaddress.IPv4Network]:
     address = IPv4Address(addr)
     net = ipaddress.IPv4Network(f"{address}/{IPv4Address(mask)}", strict=False)
     return address, net
-
-
-@dataclass
-class Endpoint:
-    sock: socket.socket
-    link: Link
-    unicast: Link = field(init=False)  # the same link, for requests addressed to us
-    packed: bytes = field(init=False)  # our address, as IP_PKTINFO gives it
-
-    def __post_init__(self) -> None:
-        self.unicast = _unicast(self.link)
-        self.packed = self.link.address.packed
 
 
 class DhcpService(Service):
@@ -379,101 +367,6 @@ class DhcpService(Service):
         return True
 
 
-Outgoing = tuple[Endpoint, Decision, tuple[str, int]]
-
-
-class Batch:
-    """What one wake-up of the loop decided (a plain class: one per wake-up)."""
-
-    __slots__ = ("now", "after_commit", "changes", "durable", "counts", "sent")
-
-    def __init__(self, counts: dict[tuple[str, str, str], int], sent: dict[str, int]) -> None:
-        self.now: list[Outgoing] = []
-        self.after_commit: list[Outgoing] = []
-        self.changes: list[Change] = []  # in the order decided
-        self.durable = False  # some of them must be on disk before after_commit is sent
-        self.counts = counts  # the loop's counters, shared by its batches
-        self.sent = sent  # replies sent, by type
-
-    def count(self, name: str, label: str, value: str) -> None:
-        key = (name, label, value)
-        self.counts[key] = self.counts.get(key, 0) + 1
-
-
-class Committer(threading.Thread):
-    """Writes lease changes (one fsync'd transaction for everything queued, in the
-    order decided) and then sends the ACKs that waited for them, while the loop goes
-    on deciding: group commit. Changes that are not urgent are written with the next
-    urgent ones, or after ``LAZY_FLUSH`` seconds."""
-
-    def __init__(self, journal: LeaseStore, send: Callable[[Endpoint, Decision,
-                 tuple[str, int], dict[str, int]], None], metrics: Metrics,
-                 clock: Callable[[], float], leases: Callable[[], int]) -> None:
-        super().__init__(name="dhcp-commit", daemon=True)
-        self._journal = journal
-        self._send = send
-        self._metrics = metrics
-        self._clock = clock
-        self._leases = leases
-        self._queue: queue.SimpleQueue[tuple[list[Change], bool, list[Outgoing]]
-                                       | None] = queue.SimpleQueue()
-
-    def submit(self, changes: list[Change], urgent: bool, replies: list[Outgoing]) -> None:
-        self._queue.put((changes, urgent, replies))
-
-    def finish(self) -> None:
-        self._queue.put(None)
-        self.join(timeout=10)
-
-    def run(self) -> None:
-        changes: list[Change] = []
-        replies: list[Outgoing] = []
-        since = time.monotonic()
-        done = False
-        while not done:
-            urgent = False
-            try:
-                item = self._queue.get(timeout=LAZY_FLUSH)
-            except queue.Empty:
-                item = ([], False, [])
-            while True:
-                if item is None:
-                    done = True
-                else:
-                    if item[0] and not changes:
-                        since = time.monotonic()
-                    changes += item[0]
-                    urgent = urgent or item[1]
-                    replies += item[2]
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            now = time.monotonic()
-            if urgent or done or changes and now - since >= LAZY_FLUSH:
-                if self._commit(changes):
-                    sent: dict[str, int] = {}
-                    for out in replies:
-                        self._send(*out, sent)
-                    for kind, n in sent.items():
-                        self._metrics.inc("dsas_dhcp_sent_total", n, type=kind)
-                changes, replies = [], []
-
-    def _commit(self, changes: list[Change]) -> bool:
-        if not changes:
-            return True
-        try:
-            self._journal.commit(changes, self._clock())
-        except Exception:  # noqa: BLE001 - the disk failed: count it, keep serving
-            log.exception("dhcp: cannot write %d lease change(s); their ACKs are withheld",
-                          len(changes))
-            self._metrics.inc("dsas_dhcp_store_errors_total")
-            return False
-        self._metrics.inc("dsas_dhcp_commits_total")
-        self._metrics.set("dsas_dhcp_leases", self._leases())
-        return True
-
-
 def _client(value: bytes | None) -> str:
     """A client-supplied option for a log line: escaped (logsafe), '-' when absent."""
     return safe(value) if value else "-"
@@ -508,10 +401,6 @@ def _to_us(anc: list[tuple[int, int, bytes]], address: bytes) -> bool:
 def _host(address: IPv4Address) -> str:
     """str() of a reply's destination, cached (most go to a few relays or broadcast)."""
     return str(address)
-
-
-def _unicast(link: Link) -> Link:
-    return Link(link.interface, link.address, link.network, link.port, unicast=True)
 
 
 def create(ctx: ServeContext) -> Service:

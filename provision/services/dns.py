@@ -8,21 +8,20 @@ with one packet is counted and logged (rate-limited) and the loop goes on.
 ``reload(inventory)`` builds the new zone beside the running one and swaps one
 reference: a query is answered by the old or the new zone, never by neither.
 The SOA serial is the reload time in seconds, and always above the last one.
+One forwarded query is ``provision.services.dns_forward``; batched UDP is
+``provision.services.dns_batch``.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
-import os
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from dnslib import RCODE
 
@@ -36,15 +35,14 @@ from ..policy.dns_wire import (
     MAX_QUERY,
     Outcome,
     Responder,
-    matches,
     servfail,
 )
 from .base import ServeContext, Service
 from .dns_batch import BatchSocket, available
+from .dns_forward import RECV_SIZE, Upstream, ask, question_name, recv_exact
 
 log = logging.getLogger(__name__)
 
-RECV_SIZE = MAX_QUERY + 1  # a longer datagram arrives cut to this, and is dropped as oversized
 SEND_SIZE = SERVER_UDP_SIZE  # the largest UDP reply we send (cached ones never exceed it)
 TCP_IDLE = 10.0  # seconds a TCP client may stay silent (RFC 7766 section 6.2.3)
 # Seconds from waiting for a TCP message to having all of it (length and body): one total
@@ -56,8 +54,6 @@ FORWARD_TIMEOUT = 2.0  # seconds for one forwarded query, all upstreams together
 FORWARD_WORKERS = 8
 FORWARD_PENDING = 256  # queued forwards beyond this are answered SERVFAIL at once
 WARN_EVERY = 10.0  # seconds between two warnings of the same kind
-AA_BIT = 0x04  # in the third header byte (RFC 1035 section 4.1.1)
-RA_BIT = 0x80  # in the fourth
 
 M_QUERIES = "dsas_dns_queries_total"
 M_DROPPED = "dsas_dns_dropped_total"
@@ -79,24 +75,6 @@ HELP = {
     M_RELOADS: "DNS zone reloads",
     M_TCP_TIMEOUTS: "DNS TCP connections closed: idle, or a message not whole in time",
 }
-
-
-@dataclass(frozen=True)
-class Upstream:
-    host: str
-    port: int = 53
-
-    @classmethod
-    def parse(cls, text: str) -> Upstream:
-        host, _, port = text.partition(":") if text.count(":") == 1 else (text, "", "")
-        try:
-            ipaddress.IPv4Address(host)
-            number = int(port) if port else 53
-        except ValueError:
-            raise ValueError(f"DNS forwarder {text!r}: expected ADDR or ADDR:PORT") from None
-        if not 0 < number < 65536:
-            raise ValueError(f"DNS forwarder {text!r}: port out of range")
-        return cls(host, number)
 
 
 def create(ctx: ServeContext) -> DnsService:
@@ -359,14 +337,14 @@ class DnsService(Service):
                 # One deadline for the whole message: the idle wait, its length and its
                 # body (a byte every few seconds never resets it).
                 deadline = time.monotonic() + TCP_MESSAGE
-                head = _recv_exact(conn, 2, deadline)
+                head = recv_exact(conn, 2, deadline)
                 if head is None:
                     return
                 (length,) = struct.unpack("!H", head)
                 if length > MAX_QUERY:
                     self._event(M_DROPPED, "oversized", peer, f"tcp length {length}")
                     return
-                data = _recv_exact(conn, length, deadline)
+                data = recv_exact(conn, length, deadline)
                 if data is None:
                     return
                 out = self.responder.handle(data, False)
@@ -427,70 +405,6 @@ class DnsService(Service):
             if reply is not None:
                 return reply
         return None
-
-
-def ask(up: Upstream, query: bytes, timeout: float, udp: bool) -> bytes | None:
-    """One query to one upstream, with our own random ID; the reply as we relay it."""
-    reply = _ask(up, query, timeout, udp)
-    return relayed(query, reply) if reply is not None else None
-
-
-def relayed(query: bytes, reply: bytes) -> bytes:
-    """The upstream's reply with the client's ID, AA cleared (the data is not ours) and RA set."""
-    return query[:2] + bytes([reply[2] & ~AA_BIT & 0xFF, reply[3] | RA_BIT]) + reply[4:]
-
-
-def _ask(up: Upstream, query: bytes, timeout: float, udp: bool) -> bytes | None:
-    ours = os.urandom(2) + query[2:]
-    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.settimeout(timeout)
-        s.connect((up.host, up.port))
-        if udp:
-            s.send(ours)
-            deadline = time.monotonic() + timeout
-            while True:  # skip stray datagrams until ours comes or time runs out
-                reply = s.recv(RECV_SIZE)
-                if matches(ours, reply):
-                    return reply
-                s.settimeout(max(0.001, deadline - time.monotonic()))
-        s.sendall(struct.pack("!H", len(ours)) + ours)
-        head = _recv_exact(s, 2)
-        answer = _recv_exact(s, struct.unpack("!H", head)[0]) if head else None
-        return answer if answer and matches(ours, answer) else None
-
-
-def question_name(query: bytes) -> str:
-    """The first question's name as the client sent it ('?' when it does not parse). A
-    label may hold any byte, newlines included (RFC 2181 section 11): escape it (logsafe)
-    before it reaches a log, as ``_event`` does with its detail."""
-    labels: list[bytes] = []
-    i = 12
-    while i < len(query) and len(labels) < 128:  # bounded: a name has at most 127 labels
-        n = query[i]
-        if n == 0:
-            return (b".".join(labels) + b".").decode("latin-1") if labels else "."
-        if n & 0xC0 or i + 1 + n > len(query):  # no pointers in a query's first name
-            break
-        labels.append(query[i + 1: i + 1 + n])
-        i += 1 + n
-    return "?"
-
-
-def _recv_exact(conn: socket.socket, n: int, deadline: float | None = None) -> bytes | None:
-    """``n`` bytes, None at end of stream; TimeoutError once ``deadline`` (monotonic) passed."""
-    buf = b""
-    while len(buf) < n:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("message deadline passed")
-            conn.settimeout(left)
-        chunk = conn.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
 
 
 def interface_addresses(ifname: str) -> list[str]:

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
+import jinja2
 from aiohttp import web
 
 from ..inventory.model import Inventory
@@ -60,12 +61,20 @@ SECURITY_HEADERS = {
 
 
 def _static_files() -> dict[str, tuple[bytes, str, str]]:
-    """name -> (bytes, content type, etag), read once from the package."""
+    """name -> (bytes, content type, etag), read once from the package. The pages
+    (``*.html``) extend ``_base.html``, their shared head; names starting with ``_``
+    are not served."""
+    folder = resources.files("provision.services") / "static"
+    sources = {f.name: f.read_text("utf-8") for f in folder.iterdir()
+               if f.is_file() and f.name.endswith(".html")}
+    pages = jinja2.Environment(loader=jinja2.DictLoader(sources), trim_blocks=True,
+                               keep_trailing_newline=True, autoescape=False)
     out = {}
-    for f in (resources.files("provision.services") / "static").iterdir():
+    for f in folder.iterdir():
         suffix = "." + f.name.rsplit(".", 1)[-1]
-        if f.is_file() and suffix in STATIC_TYPES:
-            data = f.read_bytes()
+        if f.is_file() and suffix in STATIC_TYPES and not f.name.startswith("_"):
+            data = (pages.get_template(f.name).render().encode() if suffix == ".html"
+                    else f.read_bytes())
             out[f.name] = (data, STATIC_TYPES[suffix],
                            '"' + hashlib.sha256(data).hexdigest()[:20] + '"')
     return out
