@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..state.pushes import HostResult
 from . import multicast
-from .history import HostResult
 
 DEFAULT_TO = "/srv/site"
 DEFAULT_KEEP = 5
