@@ -33,14 +33,14 @@ import time
 from pathlib import Path
 from statistics import median
 
+from lab.netns import Lab
+from lab.sshfarm import MOUNT, SshFarm, build_farm
 from provision.distribute.sshconf import (
     SshConfig,
     add_known_host,
     ensure_client_key,
     parse_key_lines,
 )
-from provision.lab.netns import Lab
-from provision.lab.sshfarm import MOUNT, SshFarm, build_farm
 
 CLI = [sys.executable, "-c", "import sys; from provision.cli.push import main; sys.exit(main())"]
 

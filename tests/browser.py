@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .lab import require_tool
+from lab.testing import require_tool
+
 from .netns_thread import in_netns
 
 T = TypeVar("T")

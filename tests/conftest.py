@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.testing import Lab
 from provision.inventory import Inventory, load
-
-from .lab import Lab
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "etc" / "dsas" / "cluster.yaml"

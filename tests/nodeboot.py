@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab import vlan
+from lab.qemu import Guest, GuestSpec
+from lab.testing import Lab, Netns, require_tool
 from provision.imaging.build import Builder, BuildResult, default_recipes_dir
 from provision.imaging.store import ImageStore
-from provision.lab.qemu import Guest, GuestSpec
-
-from .lab import Lab, Netns, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 MASTER = "198.18.0.1"
@@ -110,7 +110,7 @@ class NodeLab:
     def _vlan_port(self) -> None:
         port, trunk = self.lab.veth(self.ns, self.ns)
         self.ns.run(["ip", "link", "set", port, "master", "br0"])
-        self.ns.popen([sys.executable, "-m", "provision.lab.vlan", trunk, "vlan2", "2"],
+        self.ns.popen(vlan.relay_argv(trunk, "vlan2", 2),
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(lambda: self.ns.run(["ip", "link", "show", "vlan2"], check=False).returncode == 0,
               10, "VLAN port vlan2")

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from lab.bootfiles import INVENTORY
+from lab.testing import Lab, Netns, require_tool
 from provision.policy.boottree import populate_loaders
 from provision.protocol.tftp import netascii_encode
-
-from .bootfiles_support import INVENTORY
-from .lab import Lab, Netns, require_tool
 
 pytestmark = pytest.mark.lab
 

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from lab.bootfiles import inventory
 from provision.policy import boottree
 from provision.policy.boottree import BootTree, Refused, confine, populate_loaders
-
-from .bootfiles_support import inventory
 
 
 def fake_render(inv, host, what):

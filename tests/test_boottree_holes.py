@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.bootfiles import inventory
 from provision.policy import boottree
 from provision.policy.boottree import (
     MAX_COMPONENT_BYTES,
@@ -18,7 +19,6 @@ from provision.policy.boottree import (
 )
 from provision.policy.httpfiles import etag_matches
 
-from .bootfiles_support import inventory
 from .test_boottree import fake_default, fake_render
 
 

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from lab.bootfiles import inventory
 from provision import layout
 from provision.inventory.model import Host, Inventory
 from provision.policy import boottree
 from provision.policy.boottree import BootTree, Refused, populate_loaders
-
-from .bootfiles_support import inventory
 
 
 class Recorder:

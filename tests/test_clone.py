@@ -13,13 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.distribute import clone as clone_mod
-from provision.distribute.disklayout import MIB
-from provision.imaging.content import entries
-from provision.inventory import load
-from provision.render import render_host
-
-from .clonelab import (
+from lab.clone import (
     CLONE,
     INVENTORY,
     TEST_BOOT_ROOT,
@@ -33,7 +27,12 @@ from .clonelab import (
     partition_table,
     sha256,
 )
-from .lab import require_root, require_tool
+from lab.testing import require_root, require_tool
+from provision.distribute import clone as clone_mod
+from provision.distribute.disklayout import MIB
+from provision.imaging.content import entries
+from provision.inventory import load
+from provision.render import render_host
 
 GPT_LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
 

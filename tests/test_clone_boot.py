@@ -12,11 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+from lab import vlan
+from lab.clone import INVENTORY, build_images, clone
+from lab.qemu import Guest, GuestSpec
+from lab.testing import require_tool
 from provision.distribute.disklayout import MIB
-from provision.lab.qemu import Guest, GuestSpec
-
-from .clonelab import INVENTORY, build_images, clone
-from .lab import require_tool
 
 # A master stand-in: records POST /api/v1/events (what dsas-init sends) to a file.
 EVENTS_SERVER = """
@@ -68,7 +68,7 @@ def test_cloned_web_disk_boots_as_its_host(lab, tmp_path: Path) -> None:
     lab.bridge(ns, "br0", "198.18.0.1/24")
     trunk_port, trunk = lab.veth(ns, ns)
     ns.run(["ip", "link", "set", trunk_port, "master", "br0"])
-    ns.popen([sys.executable, "-m", "provision.lab.vlan", trunk, "vlan2", "2"],
+    ns.popen(vlan.relay_argv(trunk, "vlan2", 2),
              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while ns.run(["ip", "link", "show", "vlan2"], check=False).returncode != 0:
@@ -102,7 +102,7 @@ def test_cloned_web_disk_boots_as_its_host(lab, tmp_path: Path) -> None:
         assert "host name w1 (w1.lab.example)" in console
         assert _banner(ns, "198.18.0.21", 90).startswith("SSH-2.0-OpenSSH")
         # VLAN 2 is proven inside the guest (bond0.2 made, addressed, reported ready); an
-        # SSH banner through provision.lab.vlan from the namespace did not arrive yet.
+        # SSH banner through lab.vlan from the namespace did not arrive yet.
     except (TimeoutError, AssertionError):
         print(guest.console()[-4000:])
         raise

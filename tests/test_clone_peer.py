@@ -1,5 +1,5 @@
 """dsas-clone --from a running peer: a namespace with its own sshd serving a root
-tree (provision.lab.sshfarm); rsync over ssh with dsas's known_hosts only.
+tree (lab.sshfarm); rsync over ssh with dsas's known_hosts only.
 
 The copy must hold the peer's file set (owners, modes, hard links, symlinks),
 minus its identity (dsas.conf, host name, SSH host keys, machine-id) and what
@@ -17,16 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from lab.clone import INVENTORY, TEST_BOOT_ROOT, build_images, mounted, partition
+from lab.sshfarm import MOUNT, SshFarm, build_farm
+from lab.testing import require_tool
 from provision.distribute.sshconf import (
     SshConfig,
     add_known_host,
     ensure_client_key,
     parse_key_lines,
 )
-from provision.lab.sshfarm import MOUNT, SshFarm, build_farm
-
-from .clonelab import INVENTORY, TEST_BOOT_ROOT, build_images, mounted, partition
-from .lab import require_tool
 
 pytestmark = pytest.mark.lab
 

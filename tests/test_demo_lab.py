@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 
+from lab.netns import _start_time
+from lab.testing import require_root, require_tool
 from provision.cli.demo import NICS, Choice, _guests
 from provision.inventory import load
-from provision.lab.netns import _start_time
 
 from .conftest import ROOT
-from .lab import require_root, require_tool
 
 pytestmark = pytest.mark.lab
 
@@ -107,7 +107,7 @@ def work(tmp_path: Path) -> Iterator[Path]:
     w.mkdir()
     yield w
     # whatever a failed test left: by the record, never by name
-    from provision.lab.netns import remove_leftovers
+    from lab.netns import remove_leftovers
     remove_leftovers(w / "lab.json")
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from lab.testing import Lab, Netns, require_tool
 from provision.inventory import loads
 from provision.policy.dhcp6 import Dhcp6Policy, Link6
 from provision.protocol import dhcp6 as d6
 
 from .fuzzing import fuzz_cases
-from .lab import Lab, Netns, require_tool
 from .netns_thread import in_netns
 from .test_ipv6 import INVENTORY
 

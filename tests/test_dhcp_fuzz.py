@@ -10,12 +10,12 @@ import random
 
 import pytest
 
+from lab.testing import wait_for
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import OPTIONS_START, encode
 
 from .dhcp_support import IPXE_ROM, W1_MAC, client_packet
 from .fuzzing import fuzz_cases
-from .lab import wait_for
 from .test_dhcp_codec import raw_packet
 from .test_dhcp_service import Served, served  # noqa: F401 - the fixture
 

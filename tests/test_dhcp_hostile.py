@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.testing import Lab, Netns
 from provision.protocol import dhcp_options as o
 
 from .dhcp_support import UNKNOWN_MAC
@@ -24,7 +25,6 @@ from .hostile import (
     random_mac,
     send_broadcast,
 )
-from .lab import Lab, Netns
 from .netns_thread import in_netns
 from .test_dhcp_lab import DSAS, Server, _set_mac, udhcpc_once
 

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from lab.testing import Lab, Netns, require_tool
+
 from .dhcp_support import INVENTORY, OLD_MAC, UNKNOWN_MAC, W1_MAC, W2_MAC
-from .lab import Lab, Netns, require_tool
 
 pytestmark = pytest.mark.lab
 
@@ -287,7 +288,7 @@ def test_ipxe_rom_takes_an_address_and_follows_its_boot_url(lab: Lab, tmp_path: 
                                                             proxy: bool) -> None:
     """Real firmware: a SeaBIOS guest's iPXE ROM gets an address (w1's from us, or one
     from dnsmasq with us as ProxyDHCP) and then asks us for its iPXE script over HTTP."""
-    from provision.lab.qemu import Guest, GuestSpec
+    from lab.qemu import Guest, GuestSpec
 
     require_tool("qemu-system-x86_64")
     srv = lab.netns("dsrv")

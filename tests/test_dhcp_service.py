@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.testing import Lab, wait_for
 from provision.inventory import loads
 from provision.policy.leases import Lease, LeaseDel, LeaseJournal, LeasePut
 from provision.protocol import dhcp_options as o
@@ -25,7 +26,6 @@ from provision.services.dhcp import DhcpService, create
 from provision.state import StateStore
 
 from .dhcp_support import INVENTORY, IPXE_ROM, SERVER, W1_MAC, client_packet
-from .lab import Lab, wait_for
 from .netns_thread import in_netns
 from .test_dhcp_codec import IPXE_DISCOVER
 

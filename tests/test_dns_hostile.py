@@ -12,10 +12,10 @@ import time
 
 import pytest
 
+from lab.testing import require_tool
 from provision.services import dns as dns_service
 
 from .hostile import LOG_LINE, log_problems
-from .lab import require_tool
 from .netns_thread import in_netns
 from .test_dns_lab import CLIENT, DOMAIN, SERVER, Net, net, wait_answering, write_inventory
 

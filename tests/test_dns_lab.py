@@ -29,11 +29,11 @@ import pytest
 from dnslib import DNSRecord
 from ruamel.yaml import YAML
 
+from lab.testing import Lab, Netns, read_until, require_tool
 from provision.services import dns as dns_service
 from provision.services.base import ServeContext
 
 from .dns_helpers import DOMAIN, inventory, inventory_text, query, raw_header
-from .lab import Lab, Netns, read_until, require_tool
 
 pytestmark = pytest.mark.lab
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from lab.testing import Lab, Netns
 from provision.inventory import load
 from provision.policy.boottree import BootTree
 from provision.render import render_host
 
-from .lab import Lab, Netns
 from .test_dsas_init_unit import DSAS_INIT, ROOT, Machine
 
 pytestmark = pytest.mark.lab

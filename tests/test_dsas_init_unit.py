@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from .lab import Lab
+from lab.testing import Lab
+
 from .nodeboot import dsas_conf
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -29,14 +29,14 @@ from pathlib import Path
 
 import pytest
 
+from lab.cluster import LabCluster
+from lab.testing import Lab, require_root, require_tool
 from provision.imaging.build import Builder, default_recipes_dir
 from provision.imaging.store import ImageStore
 from provision.inventory import load
-from provision.lab.cluster import LabCluster
 from provision.policy.boottree import populate_loaders
 
 from .conftest import ROOT
-from .lab import Lab, require_root, require_tool
 
 LAB_INVENTORY = ROOT / "etc" / "dsas" / "lab.yaml"
 EXTRA_HOSTS = """

@@ -15,10 +15,11 @@ import time
 
 import pytest
 
+from lab.testing import require_tool
+
 from .dns_helpers import DOMAIN, query
 from .fuzzing import fuzz_cases
 from .hostile import drain, log_problems
-from .lab import require_tool
 from .netns_thread import in_netns
 from .test_dns_lab import CLIENT, SERVER, Net, net, wait_answering, write_inventory
 

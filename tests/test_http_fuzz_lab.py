@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
+from lab.testing import Lab
+
 from .fuzzing import fuzz_cases
-from .lab import Lab
 from .test_http_hardening_lab import HTTP, N1, PORT, REPO, SRV, start
 
 pytestmark = [pytest.mark.lab, pytest.mark.fuzz]

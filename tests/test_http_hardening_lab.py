@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from .bootfiles_support import INVENTORY
-from .lab import Lab, Netns, require_tool
+from lab.bootfiles import INVENTORY
+from lab.testing import Lab, Netns, require_tool
 
 pytestmark = pytest.mark.lab
 

@@ -9,6 +9,7 @@ import struct
 
 import pytest
 
+from lab.bootfiles import INVENTORY, inventory
 from provision.policy.httpfiles import (
     EVENTS_COLUMNS,
     EVENTS_DDL,
@@ -25,8 +26,6 @@ from provision.policy.httpfiles import (
     parse_range,
     parse_ssh_key,
 )
-
-from .bootfiles_support import INVENTORY, inventory
 
 INV = inventory()
 N1 = "198.18.4.11"

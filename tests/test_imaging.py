@@ -257,7 +257,7 @@ def test_gzip_has_no_timestamp() -> None:
 def test_a_new_boot_image_reuses_the_debian_root_fs(tmp_path: Path) -> None:
     """Only the netboot initramfs changed: the web image gets it without mmdebstrap
     (a new version, same root fs bytes, the new kernel and initrd beside it)."""
-    from tests.clonelab import build_images
+    from lab.clone import build_images
 
     web = build_images("web")  # cached on this machine
     old = web.resolve("web") or ""

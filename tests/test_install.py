@@ -11,8 +11,9 @@ import os
 import subprocess
 from pathlib import Path
 
+from lab.testing import require_tool
+
 from .conftest import ROOT
-from .lab import require_tool
 
 UNIT = "etc/systemd/system/dsas-serve.service"
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from .lab import Lab, require_tool
+from lab.testing import Lab, require_tool
+
 from .test_dhcp_lab import _set_mac, udhcpc_once
 
 pytestmark = pytest.mark.lab

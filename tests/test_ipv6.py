@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from lab.testing import Lab, require_tool
 from provision.inventory import loads
 from provision.inventory.errors import InventoryError
 from provision.policy.dns import Zone, reverse_zones6
 from provision.render import render_host
 from provision.services.ra import link_prefixes, router_advertisement
 
-from .lab import Lab, require_tool
 from .test_dsas_init_unit import Machine, conf, machine  # noqa: F401 - the fixture
 
 INVENTORY = """\

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from lab.testing import Lab, Netns, require_tool
 from provision.inventory import loads
 from provision.inventory.errors import InventoryError
 from provision.policy.httpfiles import BadEvent, parse_event
 from provision.render import render_host
 from provision.services.ra import router_advertisement, solicitor_mac, wants_dhcp6
 
-from .lab import Lab, Netns, require_tool
 from .test_ipv6 import INVENTORY as BASE
 
 MASTER6 = "2001:db8:18::1"

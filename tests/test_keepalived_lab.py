@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from lab.testing import Lab, require_tool
 from provision.inventory import Inventory
 from provision.render import render_keepalived
-
-from .lab import Lab, require_tool
 
 
 @pytest.mark.parametrize("host", ["lvs1", "lvs2"])

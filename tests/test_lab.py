@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from .lab import Lab, check_lab_address
+from lab.testing import Lab, check_lab_address
 
 
 def test_veth_and_bridge_carry_traffic(lab: Lab) -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
-from provision.lab.vlan import fill_checksum, tag, untag
-
-from .lab import Lab
+from lab.testing import Lab
+from lab.vlan import fill_checksum, relay_argv, tag, untag
 
 FRAME = bytes.fromhex("ffffffffffff525400000001") + b"\x08\x06" + b"\x00" * 28
 
@@ -33,7 +31,7 @@ def test_two_relays_carry_a_ping_over_a_tagged_link(lab: Lab) -> None:
     a, b = lab.netns("vla"), lab.netns("vlb")
     ta, tb = lab.veth(a, b)
     for ns, trunk, addr in ((a, ta, "198.19.2.1/24"), (b, tb, "198.19.2.2/24")):
-        ns.popen([sys.executable, "-m", "provision.lab.vlan", trunk, "vlan2", "2"])
+        ns.popen(relay_argv(trunk, "vlan2", 2))
         _wait_link(ns, "vlan2")
         ns.addr("vlan2", addr)
         ns.up("vlan2")

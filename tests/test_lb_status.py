@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from lab.testing import Lab
 from provision.distribute import lbreads
 from provision.distribute.lbstatus import DirectorView, parse_ipvsadm, parse_report, status
 from provision.inventory import load
 from provision.state import StateStore
-
-from .lab import Lab
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "tests" / "fixtures" / "small.yaml"

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from lab.testing import require_tool
+
 from .conftest import ROOT
-from .lab import require_tool
 
 SECTIONS = ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "EXAMPLES", "EXIT STATUS",
             "ENVIRONMENT", "FILES", "SEE ALSO")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lab.testing import Lab
 from provision.observability.metrics import Metrics
 
-from .lab import Lab
 from .test_bootfiles_lab import HTTP, SRV, start_lab
 
 pytestmark = pytest.mark.lab

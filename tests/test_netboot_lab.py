@@ -21,16 +21,16 @@ from pathlib import Path
 
 import pytest
 
+from lab.cluster import LabCluster
+from lab.qemu import Guest, wait_shell
+from lab.testing import Lab, read_until, require_root, require_tool
 from provision.imaging.build import Builder, default_recipes_dir
 from provision.imaging.store import ImageStore
 from provision.inventory import load
-from provision.lab.cluster import LabCluster
-from provision.lab.qemu import Guest, wait_shell
 from provision.policy.boottree import populate_loaders
 from provision.state import StateStore
 
 from .conftest import ROOT
-from .lab import Lab, read_until, require_root, require_tool
 
 LAB_INVENTORY = ROOT / "etc" / "dsas" / "lab.yaml"
 STRANGER_MACS = ["52:54:00:18:00:99", "52:54:00:18:01:98"]

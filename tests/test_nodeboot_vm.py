@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from lab.qemu import wait_shell
+from lab.testing import Lab, read_until, wait_for
 from provision.imaging.build import BuildResult
-from provision.lab.qemu import wait_shell
 
-from .lab import Lab, read_until, wait_for
 from .nodeboot import NodeLab, build_tiny, dsas_conf
 
 pytestmark = pytest.mark.lab

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from lab.testing import require_tool
 from provision.cli.push import trust
 from provision.distribute import tunnel
 from provision.distribute.hostkeys import plan_trust, reported_keys, trusted_keys
@@ -43,7 +44,6 @@ from provision.policy.httpfiles import (
 )
 from provision.state import StateStore
 
-from .lab import require_tool
 from .test_push_unit import INV
 
 R1, R2 = "20240501-120000-000-aaaa", "20240502-120000-000-bbbb"

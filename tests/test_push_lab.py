@@ -1,6 +1,6 @@
 """dsas-push against real nodes: namespaces with their own sshd and rsync, the master in another.
 
-Each test builds a small farm (provision.lab.sshfarm): nodes n01..n03 on a bridge in
+Each test builds a small farm (lab.sshfarm): nodes n01..n03 on a bridge in
 the master's namespace, each with its own sshd, host key and tmpfs at /run/dsas-lab.
 dsas-push runs as a subprocess in the master's namespace.
 """
@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from provision.lab.sshfarm import MOUNT, SshFarm, build_farm
-
-from .lab import read_until, require_tool
+from lab.sshfarm import MOUNT, SshFarm, build_farm
+from lab.testing import read_until, require_tool
 
 pytestmark = pytest.mark.lab
 
@@ -490,7 +489,7 @@ def test_a_node_that_stops_reading_for_seconds_is_slow_not_failed(lab, tmp_path)
     (It did end it: the downstream pump's 1 s poll timeout is the channel's, and
     paramiko applies it to the upstream pump's sendall too: "connection lost:
     rsync exit 10 or 12" for a healthy node.)"""
-    from provision.lab.sshfarm import descendants
+    from lab.sshfarm import descendants
     pl = make_lab(lab, tmp_path, count=1, tmpfs_mib=128)
     write_tree(pl.src, {"index.html": "v1"})
     rel1 = release_of(pl.push(str(pl.src), "--role", "web"))

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from provision.lab.sshfarm import wait_listen
+from lab.sshfarm import wait_listen
+from lab.testing import require_tool
 
-from .lab import require_tool
 from .test_push_lab import assert_ok, make_lab, release_of, write_tree
 
 pytestmark = pytest.mark.lab

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from lab.testing import require_tool
 from provision.cli.push import push_cmd
 from provision.distribute.history import History, HostResult
 from provision.distribute.prelink import attr_listing
@@ -31,8 +32,6 @@ from provision.distribute.targets import TargetError, select_targets
 from provision.distribute.transfer import explain, parse_progress, parse_stats, rsync_argv
 from provision.inventory import loads
 from provision.state import StateStore
-
-from .lab import require_tool
 
 INV = """\
 cluster: {name: u, domain: u.example, master_address: 198.18.5.1, masters: {primary: m1}}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from lab.testing import Lab, require_tool, wait_for
 from provision.services.ra import is_router_solicitation, router_advertisement
 
 from .conftest import FIXTURES
-from .lab import Lab, require_tool, wait_for
 
 
 def test_codec() -> None:

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from lab.testing import Lab, require_tool
 from provision.inventory import InventoryError, load, loads
 from provision.inventory.isolated import load_isolated
 
 from .conftest import FIXTURES
 from .dns_helpers import DOMAIN, inventory_text
-from .lab import Lab, require_tool
 from .test_supervisor import make
 
 DSAS = str(Path(sys.executable).parent / "dsas")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.testing import require_tool
 from provision.inventory import Inventory
 from provision.render import (
     RenderError,
@@ -20,8 +21,6 @@ from provision.render import (
     render_zone,
 )
 from provision.render.engine import kernel_cmdline
-
-from .lab import require_tool
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from lab.bootfiles import inventory as bootfiles_inventory
+from lab.testing import Lab, require_tool
 from provision.services import dns as dns_service
 from provision.services import ra as ra_service
 from provision.services.base import ServeContext
 
-from .bootfiles_support import inventory as bootfiles_inventory
 from .dns_helpers import inventory as dns_inventory
-from .lab import Lab, require_tool
 from .test_bootfiles_lab import CLI, HTTP, SRV, start_lab
 from .test_dns_lab import inside
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from dnslib import DNSRecord
 
+from lab.testing import Lab, wait_for
 from provision.policy.leases import BOUND, LeaseJournal, LeasePut
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import encode
@@ -27,7 +28,6 @@ from provision.services.base import ServeContext
 
 from .dhcp_support import IPXE_ROM, SERVER, W1_MAC, client_packet
 from .dns_helpers import DOMAIN, inventory, query
-from .lab import Lab, wait_for
 from .test_bootfiles_lab import CLI, HTTP, SRV, start_lab
 from .test_dhcp_service import Served, served  # noqa: F401 - the fixture
 from .test_dns_lab import SERVER as DNS_SERVER

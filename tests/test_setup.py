@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from lab.netns import Netns
+from lab.testing import Lab, require_root
 from provision import layout
 from provision.imaging.recipe import find
 from provision.imaging.store import ImageStore, PayloadError, import_image
 from provision.inventory import load, loads
-from provision.lab.netns import Netns
 from provision.policy.boottree import (
     BootTree,
     LoaderPresence,
@@ -42,7 +43,6 @@ from .dhcp_support import (
     W1_MAC,
     client_packet,
 )
-from .lab import Lab, require_root
 
 DSAS = ROOT / ".venv" / "bin" / "dsas"
 LAB_INVENTORY = ROOT / "etc" / "dsas" / "lab.yaml"

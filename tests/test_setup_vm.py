@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from lab.cluster import LabCluster
+from lab.testing import Lab, require_root, require_tool
 from provision.imaging.tree import Tree, gzip_bytes
 from provision.inventory import load
-from provision.lab.cluster import LabCluster
 
 from .conftest import ROOT
-from .lab import Lab, require_root, require_tool
 from .test_setup import FOREIGN_INVENTORY
 
 pytestmark = pytest.mark.lab

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from lab.testing import Lab, Netns, require_tool
 from provision.distribute import lbreads
 from provision.distribute.history import History, HostResult
 from provision.distribute.lbstatus import DirectorView, parse_report, status
 from provision.state import StateStore
 
 from .browser import Browser
-from .lab import Lab, Netns, require_tool
 
 pytestmark = pytest.mark.lab
 

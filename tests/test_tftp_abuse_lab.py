@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from .lab import Lab
+from lab.testing import Lab
+
 from .test_bootfiles_lab import CLI, SRV, Setup, sha_of, start_lab
 
 pytestmark = pytest.mark.lab

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from .bootfiles_support import INVENTORY
+from lab.bootfiles import INVENTORY
+from lab.testing import Lab, require_tool
+
 from .fuzzing import fuzz_cases
-from .lab import Lab, require_tool
 from .test_bootfiles_lab import CLI, REPO, SRV, make_tree, sha_of
 
 pytestmark = [pytest.mark.lab, pytest.mark.fuzz]

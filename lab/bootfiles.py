@@ -1,4 +1,5 @@
-"""Shared by the boot-files tests: a small inventory with lab addresses."""
+"""The boot-files lab: a small inventory with lab addresses (198.18.4.0/24), served by
+the boot-files tests and by `python -m bench bootfiles`."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""What the clone tests share: the image store (cached builds), an inventory
-with disk layouts, loop devices that are always detached, disk inspection."""
+"""What the clone tests and benchmarks share: the image store (cached builds), an
+inventory with disk layouts, loop devices that are always detached, disk inspection."""
 
 from __future__ import annotations
 

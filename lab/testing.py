@@ -1,4 +1,4 @@
-"""The lab for tests: provision.lab's namespaces plus pytest-style tool checks.
+"""The lab for tests: lab.netns's namespaces plus pytest-style tool checks.
 
 A missing tool or missing root privileges FAIL the test with the tool's name
 (never a silent skip).
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from provision.lab.netns import (  # noqa: F401 - re-exported for the tests
+from .netns import (  # noqa: F401 - re-exported for the tests
     LAB_NET,
     TOOL_PACKAGES,
     LabError,
@@ -23,7 +23,7 @@ from provision.lab.netns import (  # noqa: F401 - re-exported for the tests
     check_lab_address,
     find_tool,
 )
-from provision.lab.netns import Lab as _Lab
+from .netns import Lab as _Lab
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ master's namespace, this relay stands in for a switch's access port:
 Frames arriving on the trunk with VLAN id N lose their tag and go to the tap;
 frames from the tap get the tag and go to the trunk. The kernel hands received
 tags to packet sockets as metadata (PACKET_AUXDATA), so both forms are handled.
-Runs as its own process (``python -m provision.lab.vlan TRUNK TAP VID``) inside
+Runs as its own process (``relay_argv()``: ``python lab/vlan.py TRUNK TAP VID``) inside
 the namespace, stopped by PID like everything else in the lab.
 """
 
@@ -135,9 +135,16 @@ def _deliver(send: Callable[[bytes], object], frame: bytes) -> None:
             raise
 
 
+def relay_argv(trunk: str, tap_name: str, vid: int) -> list[str]:
+    """The command line of a relay process. It runs this file as a script (standard
+    library only), so it works from any directory, whether or not the source tree
+    is on the child's ``sys.path``."""
+    return [sys.executable, __file__, trunk, tap_name, str(vid)]
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
-        print("usage: python -m provision.lab.vlan TRUNK_IF TAP_NAME VLAN_ID", file=sys.stderr)
+        print("usage: python lab/vlan.py TRUNK_IF TAP_NAME VLAN_ID", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     relay(argv[0], argv[1], int(argv[2]))

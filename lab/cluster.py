@@ -3,7 +3,7 @@
 Shared by the lab tests and `dsas demo`:
 
     master netns:  br0 (inside network, the master address)
-                   vlanN taps via provision.lab.vlan (tagged networks' gateway addresses)
+                   vlanN taps via lab.vlan (tagged networks' gateway addresses)
                    `dsas serve` (DHCP, TFTP, HTTP, DNS, RA) on br0
     guests:        qemu-system-x86_64 -accel tcg, two NICs on taps in br0, fixed MACs
 """
@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..inventory.model import Inventory
+from provision.inventory.model import Inventory
+
+from . import vlan
 from .netns import Lab, LabError, Netns
 from .qemu import Guest, GuestSpec
 
@@ -72,7 +74,7 @@ class LabCluster:
             trunk_port, trunk = self.lab.veth(self.ns, self.ns)
             self.ns.run(["ip", "link", "set", trunk_port, "master", "br0"])
             tap = f"vlan{net.vlan}"
-            self.ns.popen([sys.executable, "-m", "provision.lab.vlan", trunk, tap, str(net.vlan)],
+            self.ns.popen(vlan.relay_argv(trunk, tap, net.vlan),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             _wait(lambda t=tap: self.ns is not None and
                   self.ns.run(["ip", "link", "show", t], check=False).returncode == 0,
