@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from lab.testing import Lab
 from provision.inventory import Inventory, load
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "etc" / "dsas" / "cluster.yaml"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+from tests.support.paths import EXAMPLE
 
 
 @pytest.fixture

@@ -26,10 +26,10 @@ from lab.bootfiles import INVENTORY
 from lab.testing import Lab, Netns, require_tool
 from provision.policy.boottree import populate_loaders
 from provision.protocol.tftp import netascii_encode
+from tests.support.paths import ROOT as REPO
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parent.parent
 SRV, CLI = "198.18.4.1", "198.18.4.11"
 HTTP = f"http://{SRV}:8080"
 TEXT = b"line one\nwindows line\r\nlone CR\rend\n" * 40
@@ -53,7 +53,7 @@ class Setup:
         return self.cli.run(["curl", "-sS", *args], timeout=timeout, check=False)
 
     def probe(self, *args: str, timeout: float = 30) -> dict:
-        r = self.cli.run([sys.executable, "-m", "tests.tftp_probe", *args], timeout=timeout,
+        r = self.cli.run([sys.executable, "-m", "tests.support.tftp_probe", *args], timeout=timeout,
                          cwd=REPO, check=False)
         assert r.returncode == 0, r.stderr[-2000:]
         return json.loads(r.stdout)

@@ -8,8 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from provision.cli.main import cli
-
-from .conftest import EXAMPLE, FIXTURES, ROOT
+from tests.support.paths import EXAMPLE, FIXTURES, ROOT
 
 
 def run(*args: str) -> tuple[int, str, str]:

@@ -26,8 +26,7 @@ from lab.netns import _start_time
 from lab.testing import require_root, require_tool
 from provision.cli.demo import NICS, Choice, _guests
 from provision.inventory import load
-
-from .conftest import ROOT
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.lab
 

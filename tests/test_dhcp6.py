@@ -17,10 +17,9 @@ from lab.testing import Lab, Netns, require_tool
 from provision.inventory import loads
 from provision.policy.dhcp6 import Dhcp6Policy, Link6
 from provision.protocol import dhcp6 as d6
-
-from .fuzzing import fuzz_cases
-from .netns_thread import in_netns
-from .test_ipv6 import INVENTORY
+from tests.support.fuzzing import fuzz_cases
+from tests.support.netns_thread import in_netns
+from tests.test_ipv6 import INVENTORY
 
 W1_MAC = "52:54:00:00:01:01"
 W2_MAC = "52:54:00:00:01:02"

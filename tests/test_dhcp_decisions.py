@@ -20,9 +20,8 @@ from provision.policy.dhcp import (
 from provision.policy.leases import LeasePut, LeaseTable, Sighting
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import BOOTREPLY, DhcpPacket
-
-from .dhcp_support import IPXE_ROM, PXE_BIOS, SERVER, UNKNOWN_MAC, W1_MAC
-from .test_dhcp_policy import INV, LAN, T0, run
+from tests.support.dhcp_support import IPXE_ROM, PXE_BIOS, SERVER, UNKNOWN_MAC, W1_MAC
+from tests.test_dhcp_policy import INV, LAN, T0, run
 
 OTHER = "52:54:00:00:ee:02"
 TINY = Link("eth3", IPv4Address("198.18.2.6"), IPv4Network("198.18.2.0/29"))
@@ -245,8 +244,7 @@ def test_each_network_has_its_own_pool() -> None:
 
 def test_reply_header_answers_the_request() -> None:
     from provision.protocol.dhcp import BOOTREPLY, decode, encode
-
-    from .dhcp_support import client_packet
+    from tests.support.dhcp_support import client_packet
 
     req = client_packet(o.DISCOVER, W1_MAC, xid=0x1234ABCD, broadcast=True)
     for p, link in ((pol(), LAN), (pol(proxy=True), LAN)):

@@ -17,10 +17,9 @@ import pytest
 from lab.testing import Lab, Netns
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import DhcpDecodeError, DhcpPacket, decode, encode
-
-from .dhcp_support import SERVER, client_packet
-from .hostile import dhcp_client_socket, discover, send_broadcast
-from .test_dhcp_lab import Server
+from tests.support.dhcp_support import SERVER, client_packet
+from tests.support.hostile import dhcp_client_socket, discover, send_broadcast
+from tests.test_dhcp_lab import Server
 
 pytestmark = pytest.mark.lab
 

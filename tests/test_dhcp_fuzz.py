@@ -13,11 +13,10 @@ import pytest
 from lab.testing import wait_for
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import OPTIONS_START, encode
-
-from .dhcp_support import IPXE_ROM, W1_MAC, client_packet
-from .fuzzing import fuzz_cases
-from .test_dhcp_codec import raw_packet
-from .test_dhcp_service import Served, served  # noqa: F401 - the fixture
+from tests.support.dhcp_support import IPXE_ROM, W1_MAC, client_packet
+from tests.support.fuzzing import fuzz_cases
+from tests.test_dhcp_codec import raw_packet
+from tests.test_dhcp_service import Served, served  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.lab, pytest.mark.fuzz]
 

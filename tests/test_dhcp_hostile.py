@@ -15,9 +15,8 @@ import pytest
 
 from lab.testing import Lab, Netns
 from provision.protocol import dhcp_options as o
-
-from .dhcp_support import UNKNOWN_MAC
-from .hostile import (
+from tests.support.dhcp_support import UNKNOWN_MAC
+from tests.support.hostile import (
     LOG_LINE,
     dhcp_client_socket,
     discover,
@@ -25,8 +24,8 @@ from .hostile import (
     random_mac,
     send_broadcast,
 )
-from .netns_thread import in_netns
-from .test_dhcp_lab import DSAS, Server, _set_mac, udhcpc_once
+from tests.support.netns_thread import in_netns
+from tests.test_dhcp_lab import DSAS, Server, _set_mac, udhcpc_once
 
 pytestmark = pytest.mark.lab
 

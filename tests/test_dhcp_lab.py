@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 
 from lab.testing import Lab, Netns, require_tool
-
-from .dhcp_support import INVENTORY, OLD_MAC, UNKNOWN_MAC, W1_MAC, W2_MAC
+from tests.support.dhcp_support import INVENTORY, OLD_MAC, UNKNOWN_MAC, W1_MAC, W2_MAC
+from tests.support.paths import SUPPORT
 
 pytestmark = pytest.mark.lab
 
 DSAS = str(Path(sys.executable).with_name("dsas"))
-CLIENT = str(Path(__file__).with_name("dhcp_client.py"))
+CLIENT = str(SUPPORT / "dhcp_client.py")
 LAN = IPv4Network("198.18.0.0/24")
 INVENTORY_ADDRESSES = {IPv4Address(a) for a in ("198.18.0.1", "198.18.0.11", "198.18.0.12",
                                                 "198.18.0.21", "198.18.0.254")}

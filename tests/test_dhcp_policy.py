@@ -25,8 +25,7 @@ from provision.policy.leases import LeaseDel, LeaseJournal, LeasePut, LeaseTable
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import decode, encode
 from provision.state import StateStore
-
-from .dhcp_support import (
+from tests.support.dhcp_support import (
     INVENTORY,
     IPXE_EFI,
     IPXE_ROM,

@@ -32,8 +32,7 @@ from provision.policy.leases import (
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import BOOTREPLY, decode, encode
 from provision.state import StateStore
-
-from .dhcp_support import INVENTORY, PXE_BIOS, client_packet
+from tests.support.dhcp_support import INVENTORY, PXE_BIOS, client_packet
 
 # A /28 holding every kind of claimed address: hosts (.1-.4), the server's own address on
 # the link (.9), the master address (.10), a virtual service's VIP (.11), an LVS pair's

@@ -24,10 +24,9 @@ from provision.services import dhcp as dhcp_service
 from provision.services.base import ServeContext
 from provision.services.dhcp import DhcpService, create
 from provision.state import StateStore
-
-from .dhcp_support import INVENTORY, IPXE_ROM, SERVER, W1_MAC, client_packet
-from .netns_thread import in_netns
-from .test_dhcp_codec import IPXE_DISCOVER
+from tests.support.dhcp_support import INVENTORY, IPXE_ROM, SERVER, W1_MAC, client_packet
+from tests.support.netns_thread import in_netns
+from tests.test_dhcp_codec import IPXE_DISCOVER
 
 
 @dataclass

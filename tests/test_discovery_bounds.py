@@ -12,8 +12,7 @@ from provision.policy.leases import LeaseJournal, LeaseTable, Sighting
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import decode, encode
 from provision.state import StateStore
-
-from .dhcp_support import INVENTORY, SERVER, client_packet
+from tests.support.dhcp_support import INVENTORY, SERVER, client_packet
 
 INV = loads(INVENTORY, "lab.yaml")
 LAN = Link("eth0", SERVER, IPv4Network("198.18.0.0/24"))

@@ -14,10 +14,9 @@ import pytest
 
 from lab.testing import require_tool
 from provision.services import dns as dns_service
-
-from .hostile import LOG_LINE, log_problems
-from .netns_thread import in_netns
-from .test_dns_lab import CLIENT, DOMAIN, SERVER, Net, net, wait_answering, write_inventory
+from tests.support.hostile import LOG_LINE, log_problems
+from tests.support.netns_thread import in_netns
+from tests.test_dns_lab import CLIENT, DOMAIN, SERVER, Net, net, wait_answering, write_inventory
 
 pytestmark = pytest.mark.lab
 __all__ = ["net"]  # the fixture

@@ -32,8 +32,7 @@ from ruamel.yaml import YAML
 from lab.testing import Lab, Netns, read_until, require_tool
 from provision.services import dns as dns_service
 from provision.services.base import ServeContext
-
-from .dns_helpers import DOMAIN, inventory, inventory_text, query, raw_header
+from tests.support.dns_helpers import DOMAIN, inventory, inventory_text, query, raw_header
 
 pytestmark = pytest.mark.lab
 

@@ -34,8 +34,7 @@ from provision.policy.dns_wire import (
     matches,
     servfail,
 )
-
-from .dns_helpers import DOMAIN, inventory, inventory_text, query, raw_header
+from tests.support.dns_helpers import DOMAIN, inventory, inventory_text, query, raw_header
 
 SERIAL = 2024010101
 

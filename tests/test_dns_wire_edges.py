@@ -22,8 +22,7 @@ from provision.policy.dns_wire import (
     matches,
     servfail,
 )
-
-from .dns_helpers import DOMAIN, inventory, query, raw_header
+from tests.support.dns_helpers import DOMAIN, inventory, query, raw_header
 
 ZONE = Zone(inventory(3), 1)
 

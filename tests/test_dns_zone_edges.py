@@ -20,8 +20,7 @@ from provision.policy.dns import (
     udp_limit,
     zone_text,
 )
-
-from .dns_helpers import DOMAIN, inventory, query
+from tests.support.dns_helpers import DOMAIN, inventory, query
 
 MAX_UDP = 1400
 

@@ -1,6 +1,6 @@
 """dsas-init's lvs step (issue 16) at the shell level, in a lab namespace.
 
-Real parts: the master's files come over real HTTP (tests/fake_master.py serving
+Real parts: the master's files come over real HTTP (tests/support/fake_master.py serving
 what the boot tree renders for the director), ``keepalived --config-test`` is the
 real keepalived (on a namespace that has the director's interfaces), and the
 reload is a real SIGHUP to a running process. ``ip`` and ``modprobe`` are the
@@ -24,8 +24,8 @@ from lab.testing import Lab, Netns
 from provision.inventory import load
 from provision.policy.boottree import BootTree
 from provision.render import render_host
-
-from .test_dsas_init_unit import DSAS_INIT, ROOT, Machine
+from tests.support.paths import SUPPORT
+from tests.test_dsas_init_unit import DSAS_INIT, ROOT, Machine
 
 pytestmark = pytest.mark.lab
 
@@ -68,7 +68,7 @@ class Director:
         self.events.write_text("")
         self.publish()
         self.master = self.ns.popen(
-            [sys.executable, str(ROOT / "tests" / "fake_master.py"), str(self.www),
+            [sys.executable, str(SUPPORT / "fake_master.py"), str(self.www),
              str(self.events), "198.18.0.1", "80"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.ns.wait_port(80, "tcp")
@@ -206,7 +206,7 @@ def test_a_checksum_mismatch_is_refused(
 
 
 def test_real_servers_nat_gateway_and_dr_vip_on_lo(tmp_path: Path) -> None:
-    from .test_dsas_init_unit import conf as node_conf
+    from tests.test_dsas_init_unit import conf as node_conf
 
     m = Machine(tmp_path, {"eth0": "52:54:00:18:00:01", "eth1": "52:54:00:18:00:02"})
     for f in SYSCTLS:

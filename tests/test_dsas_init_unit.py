@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 
 from lab.testing import Lab
+from tests.support.nodeboot import dsas_conf
+from tests.support.paths import ROOT, SUPPORT
 
-from .nodeboot import dsas_conf
-
-ROOT = Path(__file__).resolve().parent.parent
 DSAS_INIT = ROOT / "boot-scripts" / "dsas-init"
 MACS = ["52:54:00:18:00:01", "52:54:00:18:00:02"]
 
@@ -222,7 +221,7 @@ def test_failure_is_reported_to_the_master_over_http(lab: Lab, machine: Machine,
     events.write_text("")
     www = tmp_path / "www"
     www.mkdir()
-    ns.popen([sys.executable, str(ROOT / "tests" / "fake_master.py"), str(www), str(events),
+    ns.popen([sys.executable, str(SUPPORT / "fake_master.py"), str(www), str(events),
               "198.18.40.1", "8080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ns.wait_port(8080, "tcp")
     (machine.root / "etc" / "dsas.conf").write_text(conf(BOND_MODE="fastest"))
@@ -247,7 +246,7 @@ def test_ready_report_sends_the_host_key_with_this_boots_token(lab: Lab, machine
     events.write_text("")
     www = tmp_path / "www"
     www.mkdir()
-    ns.popen([sys.executable, str(ROOT / "tests" / "fake_master.py"), str(www), str(events),
+    ns.popen([sys.executable, str(SUPPORT / "fake_master.py"), str(www), str(events),
               "198.18.41.1", "8080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ns.wait_port(8080, "tcp")
     (machine.root / "etc" / "ssh").mkdir()

@@ -35,8 +35,7 @@ from provision.imaging.build import Builder, default_recipes_dir
 from provision.imaging.store import ImageStore
 from provision.inventory import load
 from provision.policy.boottree import populate_loaders
-
-from .conftest import ROOT
+from tests.support.paths import ROOT
 
 LAB_INVENTORY = ROOT / "etc" / "dsas" / "lab.yaml"
 EXTRA_HOSTS = """

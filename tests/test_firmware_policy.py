@@ -15,8 +15,15 @@ from provision.policy.dhcp import DhcpPolicy, DhcpSettings, Link
 from provision.policy.leases import LeaseTable
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import decode, encode
-
-from .dhcp_support import INVENTORY, IPXE_EFI, OVMF, SERVER, UNKNOWN_MAC, W1_MAC, client_packet
+from tests.support.dhcp_support import (
+    INVENTORY,
+    IPXE_EFI,
+    OVMF,
+    SERVER,
+    UNKNOWN_MAC,
+    W1_MAC,
+    client_packet,
+)
 
 LAN = Link("eth0", SERVER, IPv4Network("198.18.0.0/24"))
 # What OVMF's HttpBootDxe sends (EDK2 HttpBootDhcp4.c): class HTTPClient, arch 16.

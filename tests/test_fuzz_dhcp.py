@@ -21,11 +21,10 @@ import pytest
 from lab.testing import Lab, Netns
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import MAGIC_COOKIE, DhcpDecodeError, decode
-
-from .dhcp_support import OLD_MAC, UNKNOWN_MAC, W1_MAC, W2_MAC, mac_bytes
-from .fuzzing import fuzz_cases
-from .hostile import dhcp_client_socket, discover, drain, log_problems, send_broadcast
-from .test_dhcp_lab import Server, _set_mac, udhcpc_once
+from tests.support.dhcp_support import OLD_MAC, UNKNOWN_MAC, W1_MAC, W2_MAC, mac_bytes
+from tests.support.fuzzing import fuzz_cases
+from tests.support.hostile import dhcp_client_socket, discover, drain, log_problems, send_broadcast
+from tests.test_dhcp_lab import Server, _set_mac, udhcpc_once
 
 pytestmark = [pytest.mark.lab, pytest.mark.fuzz]
 

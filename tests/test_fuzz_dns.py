@@ -16,12 +16,11 @@ import time
 import pytest
 
 from lab.testing import require_tool
-
-from .dns_helpers import DOMAIN, query
-from .fuzzing import fuzz_cases
-from .hostile import drain, log_problems
-from .netns_thread import in_netns
-from .test_dns_lab import CLIENT, SERVER, Net, net, wait_answering, write_inventory
+from tests.support.dns_helpers import DOMAIN, query
+from tests.support.fuzzing import fuzz_cases
+from tests.support.hostile import drain, log_problems
+from tests.support.netns_thread import in_netns
+from tests.test_dns_lab import CLIENT, SERVER, Net, net, wait_answering, write_inventory
 
 pytestmark = [pytest.mark.lab, pytest.mark.fuzz]
 __all__ = ["net"]  # the fixture

@@ -9,9 +9,8 @@ import sys
 import pytest
 
 from lab.testing import Lab
-
-from .fuzzing import fuzz_cases
-from .test_http_hardening_lab import HTTP, N1, PORT, REPO, SRV, start
+from tests.support.fuzzing import fuzz_cases
+from tests.test_http_hardening_lab import HTTP, N1, PORT, REPO, SRV, start
 
 pytestmark = [pytest.mark.lab, pytest.mark.fuzz]
 
@@ -20,8 +19,8 @@ def test_fuzzed_requests_never_break_the_http_service(lab: Lab, tmp_path) -> Non
     cases = fuzz_cases()
     m = start(lab, tmp_path, "--http-event-burst", "100000", "--http-event-rate", "10000",
               "--http-header-timeout", "2")
-    r = m.cli.run([sys.executable, "-m", "tests.http_fuzz_client", SRV, str(PORT), str(cases),
-                   "13"], cwd=REPO, timeout=cases * 0.05 + 300)
+    r = m.cli.run([sys.executable, "-m", "tests.support.http_fuzz_client", SRV, str(PORT),
+                   str(cases), "13"], cwd=REPO, timeout=cases * 0.05 + 300)
     res = json.loads(r.stdout)
     assert res["cases"] == cases, res
     assert "500" not in res["status"], res  # never an internal error

@@ -22,10 +22,10 @@ import pytest
 
 from lab.bootfiles import INVENTORY
 from lab.testing import Lab, Netns, require_tool
+from tests.support.paths import ROOT as REPO
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parent.parent
 DSAS = str(REPO / ".venv/bin/dsas")
 SRV, N1, N2, STRAY = "198.18.4.1", "198.18.4.11", "198.18.4.12", "198.18.4.50"
 PORT = 8080
@@ -61,7 +61,7 @@ class Master:
         return code, text
 
     def tool(self, *args: str, timeout: float = 120) -> object:
-        r = self.cli.run([sys.executable, "-m", "tests.http_abuse", *args], timeout=timeout,
+        r = self.cli.run([sys.executable, "-m", "tests.support.http_abuse", *args], timeout=timeout,
                          cwd=REPO)
         return json.loads(r.stdout)
 
@@ -115,7 +115,7 @@ def wait_for(what: str, check, timeout: float = 60, step: float = 0.2):  # type:
 
 
 def idle_clients(m: Master, count: int, seconds: float, source: str = N1) -> subprocess.Popen:
-    return m.cli.popen([sys.executable, "-m", "tests.idle_clients", SRV, str(PORT),
+    return m.cli.popen([sys.executable, "-m", "tests.support.idle_clients", SRV, str(PORT),
                         str(count), str(seconds), source],
                        cwd=REPO, stdout=subprocess.PIPE, text=True)
 

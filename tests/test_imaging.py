@@ -22,9 +22,7 @@ from provision.imaging.kmod import ModuleError, ModuleIndex
 from provision.imaging.recipe import RecipeError, load
 from provision.imaging.store import ImageStore, sha256_file
 from provision.imaging.tree import Tree, gzip_bytes
-
-ROOT = Path(__file__).resolve().parent.parent
-
+from tests.support.paths import ROOT
 
 # -- codec and pure parts ---------------------------------------------------------
 

@@ -12,8 +12,7 @@ import subprocess
 from pathlib import Path
 
 from lab.testing import require_tool
-
-from .conftest import ROOT
+from tests.support.paths import ROOT
 
 UNIT = "etc/systemd/system/dsas-serve.service"
 

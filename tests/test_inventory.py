@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from provision.inventory import Inventory, InventoryError, load, loads, normalize_mac
-
-from .conftest import EXAMPLE, FIXTURES
+from tests.support.paths import EXAMPLE, FIXTURES
 
 BAD = sorted((FIXTURES / "bad").glob("*.yaml"))
 

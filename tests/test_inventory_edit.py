@@ -28,8 +28,7 @@ from provision.inventory.edit import (
     set_host,
 )
 from provision.services.servepid import PID_FILE, notify_serve
-
-from .conftest import EXAMPLE
+from tests.support.paths import EXAMPLE
 
 DSAS = str(Path(sys.executable).with_name("dsas"))
 W108_BOND = "    bond: {primary: eth1}         # eth0's switch port is flaky: prefer eth1\n"

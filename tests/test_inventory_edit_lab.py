@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 
 from lab.testing import Lab, require_tool
-
-from .test_dhcp_lab import _set_mac, udhcpc_once
+from tests.test_dhcp_lab import _set_mac, udhcpc_once
 
 pytestmark = pytest.mark.lab
 

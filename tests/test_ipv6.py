@@ -19,8 +19,7 @@ from provision.inventory.errors import InventoryError
 from provision.policy.dns import Zone, reverse_zones6
 from provision.render import render_host
 from provision.services.ra import link_prefixes, router_advertisement
-
-from .test_dsas_init_unit import Machine, conf, machine  # noqa: F401 - the fixture
+from tests.test_dsas_init_unit import Machine, conf, machine  # noqa: F401 - the fixture
 
 INVENTORY = """\
 cluster:

@@ -13,6 +13,7 @@ import pytest
 from lab.testing import Lab, require_tool
 from provision.inventory import Inventory
 from provision.render import render_keepalived
+from tests.support.paths import FIXTURES
 
 
 @pytest.mark.parametrize("host", ["lvs1", "lvs2"])
@@ -33,7 +34,7 @@ def test_keepalived_accepts_a_pair_with_one_vrrp_instance(lab: Lab, tmp_path: Pa
     from provision.inventory import load
 
     keepalived = require_tool("keepalived")
-    inv = load(Path(__file__).parent / "fixtures" / "small.yaml")
+    inv = load(FIXTURES / "small.yaml")
     ns = lab.netns("ka")
     ns.run(["ip", "link", "add", "bond0.2", "type", "veth", "peer", "name", "pbond0.2"])
     conf = tmp_path / "keepalived.conf"

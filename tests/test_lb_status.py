@@ -16,8 +16,8 @@ from provision.distribute import lbreads
 from provision.distribute.lbstatus import DirectorView, parse_ipvsadm, parse_report, status
 from provision.inventory import load
 from provision.state import StateStore
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "tests" / "fixtures" / "small.yaml"
 # `ipvsadm -Ln` captured on director lvs1 of test_lvs_vm.py (Debian bookworm's
 # ipvsadm on its 6.1 kernel): both real servers in, then w1 out after its httpd

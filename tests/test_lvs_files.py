@@ -10,8 +10,9 @@ import pytest
 from provision.inventory import load
 from provision.policy.boottree import BootTree, Refused
 from provision.render import render_host
+from tests.support.paths import FIXTURES
 
-SMALL = Path(__file__).parent / "fixtures" / "small.yaml"
+SMALL = FIXTURES / "small.yaml"
 
 
 @pytest.fixture

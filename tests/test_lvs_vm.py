@@ -39,8 +39,7 @@ from lab.qemu import Shell, wait_shell
 from lab.testing import Lab, Netns, require_root, require_tool
 from provision.distribute.sshconf import SshConfig, ensure_client_key
 from provision.inventory import load
-
-from .conftest import ROOT
+from tests.support.paths import ROOT
 
 DSAS = str(ROOT / ".venv" / "bin" / "dsas")
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from lab.testing import require_tool
-
-from .conftest import ROOT
+from tests.support.paths import ROOT
 
 SECTIONS = ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "EXAMPLES", "EXIT STATUS",
             "ENVIRONMENT", "FILES", "SEE ALSO")

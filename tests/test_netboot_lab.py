@@ -29,8 +29,7 @@ from provision.imaging.store import ImageStore
 from provision.inventory import load
 from provision.policy.boottree import populate_loaders
 from provision.state import StateStore
-
-from .conftest import ROOT
+from tests.support.paths import ROOT
 
 LAB_INVENTORY = ROOT / "etc" / "dsas" / "lab.yaml"
 STRANGER_MACS = ["52:54:00:18:00:99", "52:54:00:18:01:98"]

@@ -20,8 +20,7 @@ import pytest
 from lab.qemu import wait_shell
 from lab.testing import Lab, read_until, wait_for
 from provision.imaging.build import BuildResult
-
-from .nodeboot import NodeLab, build_tiny, dsas_conf
+from tests.support.nodeboot import NodeLab, build_tiny, dsas_conf
 
 pytestmark = pytest.mark.lab
 

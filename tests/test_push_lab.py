@@ -22,6 +22,7 @@ import pytest
 
 from lab.sshfarm import MOUNT, SshFarm, build_farm
 from lab.testing import read_until, require_tool
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.lab
 
@@ -359,7 +360,7 @@ def test_host_key_from_the_boot_report(lab, tmp_path):
     """dsas-init's ready report carries the node's real host key to a real `dsas serve
     --only http`; `dsas trust --from-boot-report` then lets dsas-push in, and a
     different key reported later is refused."""
-    from .test_dsas_init_unit import MACS, Machine, conf
+    from tests.test_dsas_init_unit import MACS, Machine, conf
 
     require_tool("curl")
     pl = make_lab(lab, tmp_path, count=2, trust=False)
@@ -382,7 +383,7 @@ def test_host_key_from_the_boot_report(lab, tmp_path):
     env = {"PATH": f"{machine.bin}:/usr/bin:/bin", "DSAS_ROOT": str(machine.root),
            "FAKE_LOG": str(machine.log), "DSAS_MASTER": "http://198.18.100.1"}
     out = n01.ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash",
-                      str(Path(__file__).parent.parent / "boot-scripts/dsas-init")], check=False)
+                      str(ROOT / "boot-scripts/dsas-init")], check=False)
     assert out.returncode == 0 and "could not report" not in out.stdout, out.stdout + out.stderr
     write_tree(pl.src, {"index.html": "v1"})
     r = pl.push(str(pl.src), "--host", "n01")

@@ -6,8 +6,7 @@ import sys
 
 from lab.testing import Lab, require_tool, wait_for
 from provision.services.ra import is_router_solicitation, router_advertisement
-
-from .conftest import FIXTURES
+from tests.support.paths import FIXTURES
 
 
 def test_codec() -> None:

@@ -20,10 +20,9 @@ import pytest
 from lab.testing import Lab, require_tool
 from provision.inventory import InventoryError, load, loads
 from provision.inventory.isolated import load_isolated
-
-from .conftest import FIXTURES
-from .dns_helpers import DOMAIN, inventory_text
-from .test_supervisor import make
+from tests.support.dns_helpers import DOMAIN, inventory_text
+from tests.support.paths import FIXTURES
+from tests.test_supervisor import make
 
 DSAS = str(Path(sys.executable).parent / "dsas")
 

@@ -21,8 +21,9 @@ from provision.render import (
     render_zone,
 )
 from provision.render.engine import kernel_cmdline
+from tests.support.paths import FIXTURES
 
-GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+GOLDEN = FIXTURES / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 CASES = [

@@ -25,13 +25,12 @@ from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import encode
 from provision.services import dns as dns_service
 from provision.services.base import ServeContext
-
-from .dhcp_support import IPXE_ROM, SERVER, W1_MAC, client_packet
-from .dns_helpers import DOMAIN, inventory, query
-from .test_bootfiles_lab import CLI, HTTP, SRV, start_lab
-from .test_dhcp_service import Served, served  # noqa: F401 - the fixture
-from .test_dns_lab import SERVER as DNS_SERVER
-from .test_dns_lab import SILENT, UPSTREAM, Net, inside, net  # noqa: F401 - the fixture
+from tests.support.dhcp_support import IPXE_ROM, SERVER, W1_MAC, client_packet
+from tests.support.dns_helpers import DOMAIN, inventory, query
+from tests.test_bootfiles_lab import CLI, HTTP, SRV, start_lab
+from tests.test_dhcp_service import Served, served  # noqa: F401 - the fixture
+from tests.test_dns_lab import SERVER as DNS_SERVER
+from tests.test_dns_lab import SILENT, UPSTREAM, Net, inside, net  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.lab
 

@@ -31,9 +31,7 @@ from provision.policy.dhcp import DhcpPolicy, DhcpSettings, Link
 from provision.policy.leases import LeaseTable
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import decode, encode
-
-from .conftest import EXAMPLE, ROOT
-from .dhcp_support import (
+from tests.support.dhcp_support import (
     INVENTORY,
     IPXE_ROM,
     OLD_MAC,
@@ -43,6 +41,7 @@ from .dhcp_support import (
     W1_MAC,
     client_packet,
 )
+from tests.support.paths import EXAMPLE, ROOT
 
 DSAS = ROOT / ".venv" / "bin" / "dsas"
 LAB_INVENTORY = ROOT / "etc" / "dsas" / "lab.yaml"

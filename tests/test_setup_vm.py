@@ -26,9 +26,8 @@ from lab.cluster import LabCluster
 from lab.testing import Lab, require_root, require_tool
 from provision.imaging.tree import Tree, gzip_bytes
 from provision.inventory import load
-
-from .conftest import ROOT
-from .test_setup import FOREIGN_INVENTORY
+from tests.support.paths import ROOT
+from tests.test_setup import FOREIGN_INVENTORY
 
 pytestmark = pytest.mark.lab
 

@@ -26,12 +26,11 @@ from provision.distribute import lbreads
 from provision.distribute.history import History, HostResult
 from provision.distribute.lbstatus import DirectorView, parse_report, status
 from provision.state import StateStore
-
-from .browser import Browser
+from tests.support.browser import Browser
+from tests.support.paths import ROOT as REPO
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "build" / "artifacts"
 SRV = "198.18.4.1"
 HTTP = f"http://{SRV}:8080"
@@ -446,8 +445,7 @@ def test_viewers_are_capped_and_freed(env: Env) -> None:
     import socket
 
     from provision.services.statuspage import MAX_VIEWERS
-
-    from .netns_thread import in_netns
+    from tests.support.netns_thread import in_netns
 
     def flood() -> tuple[list[str], str]:
         socks, codes = [], []

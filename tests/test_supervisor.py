@@ -9,8 +9,7 @@ from pathlib import Path
 from provision.inventory import Inventory, load
 from provision.services.base import ServeContext, Service
 from provision.services.supervisor import Supervisor
-
-from .conftest import FIXTURES
+from tests.support.paths import FIXTURES
 
 
 class FakeService(Service):

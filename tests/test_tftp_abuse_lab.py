@@ -1,6 +1,6 @@
 """Abusive TFTP clients against `dsas serve --only tftp,http` in a namespace (issue 13).
 
-Each test reproduces one attack or fault with a raw client (``tests.tftp_probe``)
+Each test reproduces one attack or fault with a raw client (``tests.support.tftp_probe``)
 or tftp-hpa and checks that TFTP degrades for the abuser only: duplicate ACKs are
 not amplified, a client's ``timeout 255`` and its many requests hold no slot
 beyond the server's own limit, a failed transfer counts the bytes acknowledged,
@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from lab.testing import Lab
-
-from .test_bootfiles_lab import CLI, SRV, Setup, sha_of, start_lab
+from tests.test_bootfiles_lab import CLI, SRV, Setup, sha_of, start_lab
 
 pytestmark = pytest.mark.lab
 

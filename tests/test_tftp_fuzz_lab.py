@@ -1,6 +1,6 @@
 """TFTP fuzzing of a real `dsas serve --only tftp` in a namespace (marker ``fuzz``).
 
-``tests.tftp_fuzz_client`` sends ``fuzz_cases()`` malformed datagrams (see its
+``tests.support.tftp_fuzz_client`` sends ``fuzz_cases()`` malformed datagrams (see its
 docstring) from a client namespace, and fuzzes the transfers its few valid
 requests start. Afterwards the server still runs, tftp-hpa fetches a file
 byte-exact, and the server's log has no traceback and no line a client forged
@@ -20,9 +20,8 @@ import pytest
 
 from lab.bootfiles import INVENTORY
 from lab.testing import Lab, require_tool
-
-from .fuzzing import fuzz_cases
-from .test_bootfiles_lab import CLI, REPO, SRV, make_tree, sha_of
+from tests.support.fuzzing import fuzz_cases
+from tests.test_bootfiles_lab import CLI, REPO, SRV, make_tree, sha_of
 
 pytestmark = [pytest.mark.lab, pytest.mark.fuzz]
 
@@ -51,7 +50,7 @@ def test_tftp_fuzz_then_tftp_hpa_still_served(tmp_path: Path) -> None:
                                 "--tftp-timeout", "1", "--tftp-max-per-client", "64"],
                                stdout=log, stderr=subprocess.STDOUT)
         srv.wait_port(69, "udp")
-        r = cli.run([sys.executable, "-m", "tests.tftp_fuzz_client", SRV, str(cases), "13",
+        r = cli.run([sys.executable, "-m", "tests.support.tftp_fuzz_client", SRV, str(cases), "13",
                      *NAMES], timeout=600, cwd=REPO, check=False)
         assert r.returncode == 0, r.stderr[-3000:]
         stats = json.loads(r.stdout)

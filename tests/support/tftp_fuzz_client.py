@@ -1,4 +1,4 @@
-"""A TFTP fuzzer, run inside a namespace: ``python -m tests.tftp_fuzz_client``.
+"""A TFTP fuzzer, run inside a namespace: ``python -m tests.support.tftp_fuzz_client``.
 
     SERVER CASES SEED NAME...   # NAME: files the server has (valid requests use them)
 

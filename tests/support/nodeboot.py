@@ -1,5 +1,5 @@
 """Helpers for the node-boot tests: the tiny image, a stand-in master in a lab
-namespace (busybox udhcpd + tests/fake_master.py + an 802.1Q port for VLAN 2),
+namespace (busybox udhcpd + tests/support/fake_master.py + an 802.1Q port for VLAN 2),
 direct-kernel-boot QEMU guests, and a shell on the guest's second serial port.
 
     namespace:  br0 198.18.0.1/24 (DHCP pool .100-.150, HTTP on :80)
@@ -22,8 +22,8 @@ from lab.qemu import Guest, GuestSpec
 from lab.testing import Lab, Netns, require_tool
 from provision.imaging.build import Builder, BuildResult, default_recipes_dir
 from provision.imaging.store import ImageStore
+from tests.support.paths import SUPPORT
 
-ROOT = Path(__file__).resolve().parent.parent
 MASTER = "198.18.0.1"
 VLAN_GATEWAY = "198.18.2.1"
 
@@ -132,7 +132,7 @@ class NodeLab:
 
     def _http(self) -> None:
         with (self.workdir / "http.log").open("wb") as log:
-            self.ns.popen([sys.executable, str(ROOT / "tests" / "fake_master.py"),
+            self.ns.popen([sys.executable, str(SUPPORT / "fake_master.py"),
                            str(self.www), str(self.events_file), MASTER, "80"],
                           stdout=log, stderr=subprocess.STDOUT)
         self.ns.wait_port(80, "tcp")

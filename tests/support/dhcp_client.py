@@ -1,6 +1,6 @@
 """A small DHCP/PXE client for the lab tests, run inside a client namespace.
 
-    python tests/dhcp_client.py IFACE MAC --profile bios|efi7|efi9|ipxe [--wait S]
+    python tests/support/dhcp_client.py IFACE MAC --profile bios|efi7|efi9|ipxe [--wait S]
         [--request] [--proxy-request ADDR]
 
 Sends a DISCOVER shaped like the chosen firmware (PXE-CLIENTS.md 2) with the broadcast
@@ -22,11 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from provision.protocol import dhcp_options as o  # noqa: E402
 from provision.protocol.dhcp import DhcpDecodeError, DhcpPacket, decode, encode  # noqa: E402
-from tests.dhcp_support import IPXE_ROM, OVMF, PXE_BIOS, client_packet  # noqa: E402
+from tests.support.dhcp_support import IPXE_ROM, OVMF, PXE_BIOS, client_packet  # noqa: E402
 
 PROFILES = {
     "bios": PXE_BIOS,

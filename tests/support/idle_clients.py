@@ -1,6 +1,6 @@
 """Hold many idle TCP connections to a server (run inside a lab namespace).
 
-    python -m tests.idle_clients HOST PORT COUNT SECONDS [SOURCE]
+    python -m tests.support.idle_clients HOST PORT COUNT SECONDS [SOURCE]
 
 Opens COUNT connections (a refused or reset one is counted, not retried),
 prints ``open N`` once, then ``closed K`` whenever more of them were closed by

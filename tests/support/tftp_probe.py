@@ -1,4 +1,4 @@
-"""A raw TFTP client for tests, run inside a namespace: ``python -m tests.tftp_probe``.
+"""A raw TFTP client for tests, run inside a namespace: ``python -m tests.support.tftp_probe``.
 
 Sends exactly the request it is told to (odd names, options, windowsize) and
 prints one JSON line: the OACK, the error, the sha256 and size of what came.

@@ -2,7 +2,7 @@
 lab namespace.
 
 Network namespaces are per thread, so every WebDriver call runs on a thread that
-entered the namespace (``tests.netns_thread.in_netns``): chromedriver, started from
+entered the namespace (``tests.support.netns_thread.in_netns``): chromedriver, started from
 such a thread, and the browser it starts live in the namespace, and so do the
 sockets selenium opens to chromedriver. The browser reaches only the lab's
 addresses; nothing it tries to fetch from elsewhere can leave the namespace.
@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lab.testing import require_tool
-
-from .netns_thread import in_netns
+from tests.support.netns_thread import in_netns
 
 T = TypeVar("T")
 

@@ -1,15 +1,15 @@
 """Abusive HTTP clients for the hardening lab (run inside a lab namespace).
 
-    python -m tests.http_abuse post URL SOURCE COUNT BODY
+    python -m tests.support.http_abuse post URL SOURCE COUNT BODY
         COUNT POSTs of BODY on one keep-alive connection from SOURCE; prints
         {"status": {code: n}} as JSON.
-    python -m tests.http_abuse raw HOST PORT HEX...
+    python -m tests.support.http_abuse raw HOST PORT HEX...
         each HEX (a hex-encoded request) on its own connection; prints the
         status line answered to each (or "closed") as a JSON list.
-    python -m tests.http_abuse abort HOST PORT PATH COUNT
+    python -m tests.support.http_abuse abort HOST PORT PATH COUNT
         COUNT GETs of PATH, each read for 64 KiB and then reset (SO_LINGER 0):
         a client that vanishes mid-transfer; prints {"aborted": n}.
-    python -m tests.http_abuse trickle HOST PORT SECONDS
+    python -m tests.support.http_abuse trickle HOST PORT SECONDS
         a request head sent one header line every 0.5 s for up to SECONDS;
         prints {"closed_by_server": bool, "lines_sent": n}.
 Every socket has a timeout; every loop is bounded.

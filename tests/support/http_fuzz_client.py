@@ -1,6 +1,6 @@
 """Fuzzed HTTP requests against the master's HTTP service (run inside a lab namespace).
 
-    python -m tests.http_fuzz_client HOST PORT CASES SEED
+    python -m tests.support.http_fuzz_client HOST PORT CASES SEED
 
 Each case is one request on its own connection: a mutated boot-file GET (paths,
 Range, If-None-Match, If-Range), a mutated event POST (random JSON, random bytes,

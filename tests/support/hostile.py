@@ -10,9 +10,8 @@ from pathlib import Path
 
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import encode
-
-from .dhcp_support import client_packet
-from .netns_thread import in_netns
+from tests.support.dhcp_support import client_packet
+from tests.support.netns_thread import in_netns
 
 # A line as `dsas serve` logs it (cli.common.setup_logging); anything else is a forged or
 # broken line (a traceback is checked for separately).

@@ -3,7 +3,7 @@ directory (hosts/<name>/dsas.conf, images/...) and records every
 POST /api/v1/events as one JSON line in an events file.
 
 Run as a process inside the lab namespace:
-    python tests/fake_master.py ROOT EVENTS_FILE BIND_ADDRESS PORT
+    python tests/support/fake_master.py ROOT EVENTS_FILE BIND_ADDRESS PORT
 (`dsas serve` replaces it in the full lab test.)
 """
 
