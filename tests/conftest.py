@@ -10,6 +10,11 @@ from lab.testing import Lab
 from provision.inventory import Inventory, load
 from tests.support.paths import EXAMPLE
 
+# Fixtures several test files use, defined with their helpers in tests/support/:
+# served (a DHCP service on a veth pair), net (the DNS lab), machine (a fake node root).
+pytest_plugins = ("tests.support.dhcp_served", "tests.support.dns_lab",
+                  "tests.support.dsas_init_support")
+
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:

@@ -12,14 +12,7 @@ import pytest
 from lab.bootfiles import inventory
 from provision.policy import boottree
 from provision.policy.boottree import BootTree, Refused, confine, populate_loaders
-
-
-def fake_render(inv, host, what):
-    return f"{what} for {host.name} mac={host.macs[0]}\n"
-
-
-def fake_default(inv):
-    return "DEFAULT menu\n"
+from tests.support.boottree_support import fake_default, fake_render
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from provision.policy.boottree import (
     confine,
 )
 from provision.policy.httpfiles import etag_matches
-from tests.test_boottree import fake_default, fake_render
+from tests.support.boottree_support import fake_default, fake_render
 
 
 @pytest.fixture

@@ -14,32 +14,17 @@ from pathlib import Path
 import pytest
 
 from lab.testing import Lab, Netns, require_tool
-from provision.inventory import loads
 from provision.policy.dhcp6 import Dhcp6Policy, Link6
 from provision.protocol import dhcp6 as d6
+from tests.support.dhcp6_support import INV, LINK, SERVER_DUID, W1_LL, W1_MAC, W2_MAC, message
 from tests.support.fuzzing import fuzz_cases
+from tests.support.ipv6_support import INVENTORY
 from tests.support.netns_thread import in_netns
-from tests.test_ipv6 import INVENTORY
 
-W1_MAC = "52:54:00:00:01:01"
-W2_MAC = "52:54:00:00:01:02"
-SERVER_DUID = d6.duid_ll("52:54:00:aa:00:01")
-INV = loads(INVENTORY, "lab.yaml")
-LINK = Link6("br0", INV.networks["lan"], IPv6Address("2001:db8:18::1"), SERVER_DUID)
-W1_LL = IPv6Address("fe80::5054:ff:fe00:101")  # EUI-64 of W1_MAC
 OTHER_LL = IPv6Address("fe80::1234:5678:9abc:def0")  # stable-privacy style: no MAC inside
 UUID_DUID = bytes((0, 4)) + bytes(16)  # DUID-UUID of a VM: all zeros
 
 
-def message(mtype: int, duid: bytes | None, *extra: tuple[int, bytes],
-            ia: bool = True) -> d6.Dhcp6Message:
-    opts: list[tuple[int, bytes]] = []
-    if duid is not None:
-        opts.append((d6.CLIENTID, duid))
-    if ia:
-        opts.append((d6.IA_NA, d6.ia_na(b"\x00\x00\x00\x07", 0, 0, [])))
-    opts += list(extra)
-    return d6.decode(d6.encode(d6.Dhcp6Message(mtype, b"\x12\x34\x56", opts)))
 
 
 def ia_address(reply: d6.Dhcp6Message) -> IPv6Address | None:

@@ -7,7 +7,7 @@ from ipaddress import IPv6Address
 
 from provision.policy.dhcp6 import Dhcp6Policy, Link6
 from provision.protocol import dhcp6 as d6
-from tests.test_dhcp6 import INV, LINK, SERVER_DUID, W1_LL, W1_MAC, W2_MAC, message
+from tests.support.dhcp6_support import INV, LINK, SERVER_DUID, W1_LL, W1_MAC, W2_MAC, message
 
 W1_IP = IPv6Address("2001:db8:18::11")
 IAID = b"\x00\x00\x00\x07"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from ipaddress import IPv4Address
 
 import pytest
@@ -14,7 +13,6 @@ from provision.protocol.dhcp import (
     BOOTREPLY,
     BOOTREQUEST,
     FILE_OFFSET,
-    MAGIC_COOKIE,
     SNAME_OFFSET,
     DhcpDecodeError,
     DhcpEncodeError,
@@ -22,30 +20,7 @@ from provision.protocol.dhcp import (
     decode,
     encode,
 )
-
-MAC = bytes.fromhex("525400000001")
-
-
-def raw_packet(options: bytes, *, op: int = 1, htype: int = 1, hlen: int = 6,
-               sname: bytes = b"", file: bytes = b"", cookie: bytes = MAGIC_COOKIE) -> bytes:
-    header = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", op, htype, hlen, 0, 0x34B07138, 4,
-                         0, bytes(4), bytes(4), bytes(4), bytes(4), MAC, sname, file)
-    return header + cookie + options
-
-
-def opt(code: int, value: bytes) -> bytes:
-    return bytes((code, len(value))) + value
-
-
-# What the iPXE ROM sends (PXE-CLIENTS.md section 2): raw user class, 175, arch 0.
-IPXE_175 = (opt(177, bytes.fromhex("011af41000")) + opt(235, bytes((1, 0, 0)))
-            + opt(16, b"\x02") + opt(19, b"\x01") + opt(21, b"\x01"))
-IPXE_DISCOVER = raw_packet(
-    opt(53, b"\x01") + opt(57, struct.pack("!H", 1472)) + opt(93, b"\x00\x00")
-    + opt(94, b"\x01\x02\x01") + opt(97, bytes(17)) + opt(60, b"PXEClient:Arch:00000:UNDI:002001")
-    + opt(77, b"iPXE") + opt(61, b"\x01" + MAC) + opt(55, bytes((1, 3, 6, 12, 15, 43, 60, 66, 67)))
-    + opt(175, IPXE_175) + b"\xff"
-)
+from tests.support.dhcp_support import IPXE_175, IPXE_DISCOVER, MAC, opt, raw_packet
 
 
 def test_decode_ipxe_rom_discover() -> None:

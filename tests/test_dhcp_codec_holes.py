@@ -23,7 +23,7 @@ from provision.protocol.dhcp import (
     decode,
     encode,
 )
-from tests.test_dhcp_codec import MAC, opt, raw_packet
+from tests.support.dhcp_support import MAC, opt, raw_packet
 
 WIRE_576 = 576 - IP_UDP_HEADERS  # the UDP payload of a 576-byte IP datagram
 

@@ -20,8 +20,8 @@ from provision.policy.dhcp import (
 from provision.policy.leases import LeasePut, LeaseTable, Sighting
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import BOOTREPLY, DhcpPacket
+from tests.support.dhcp_policy_support import INV, LAN, T0, run
 from tests.support.dhcp_support import IPXE_ROM, PXE_BIOS, SERVER, UNKNOWN_MAC, W1_MAC
-from tests.test_dhcp_policy import INV, LAN, T0, run
 
 OTHER = "52:54:00:00:ee:02"
 TINY = Link("eth3", IPv4Address("198.18.2.6"), IPv4Network("198.18.2.0/29"))

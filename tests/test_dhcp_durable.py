@@ -17,9 +17,9 @@ import pytest
 from lab.testing import Lab, Netns
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import DhcpDecodeError, DhcpPacket, decode, encode
+from tests.support.dhcp_lab import Server
 from tests.support.dhcp_support import SERVER, client_packet
-from tests.support.hostile import dhcp_client_socket, discover, send_broadcast
-from tests.test_dhcp_lab import Server
+from tests.support.hostile import dhcpclient_socket, discover, send_broadcast
 
 pytestmark = pytest.mark.lab
 
@@ -64,7 +64,7 @@ def test_every_acked_lease_survives_kill_9(pair: tuple[Server, Netns, str],
     server, cli, cif = pair
     server.start()
     macs = [f"52:54:00:03:{i >> 8:02x}:{i & 255:02x}" for i in range(N)]
-    with dhcp_client_socket(cli.name, cif) as sock:
+    with dhcpclient_socket(cli.name, cif) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
         for mac in macs:
             send_broadcast(sock, discover(mac))
@@ -90,7 +90,7 @@ def test_every_acked_lease_survives_kill_9(pair: tuple[Server, Netns, str],
     while server.log().count("dhcp listening") < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert server.log().count("dhcp listening") == 2, server.log()[-2000:]
-    with dhcp_client_socket(cli.name, cif) as sock:
+    with dhcpclient_socket(cli.name, cif) as sock:
         fresh = [f"52:54:00:04:{i >> 8:02x}:{i & 255:02x}" for i in range(50)]
         for mac in fresh:
             send_broadcast(sock, discover(mac))

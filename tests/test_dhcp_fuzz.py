@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - the fixture `served` comes from test_dhcp_service
 """Fuzz the running DHCP service with packets that reach its option parser: a valid
 header and magic cookie, then an option stream built from real options, PADs,
 overload and damage (random bytes almost never hold the cookie). Afterwards a real
@@ -13,10 +12,9 @@ import pytest
 from lab.testing import wait_for
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import OPTIONS_START, encode
-from tests.support.dhcp_support import IPXE_ROM, W1_MAC, client_packet
+from tests.support.dhcp_served import Served
+from tests.support.dhcp_support import IPXE_ROM, W1_MAC, client_packet, raw_packet
 from tests.support.fuzzing import fuzz_cases
-from tests.test_dhcp_codec import raw_packet
-from tests.test_dhcp_service import Served, served  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.lab, pytest.mark.fuzz]
 

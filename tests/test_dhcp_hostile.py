@@ -15,17 +15,17 @@ import pytest
 
 from lab.testing import Lab, Netns
 from provision.protocol import dhcp_options as o
+from tests.support.dhcp_lab import DSAS, Server, set_mac, udhcpc_once
 from tests.support.dhcp_support import UNKNOWN_MAC
 from tests.support.hostile import (
     LOG_LINE,
-    dhcp_client_socket,
+    dhcpclient_socket,
     discover,
     log_problems,
     random_mac,
     send_broadcast,
 )
 from tests.support.netns_thread import in_netns
-from tests.test_dhcp_lab import DSAS, Server, _set_mac, udhcpc_once
 
 pytestmark = pytest.mark.lab
 
@@ -56,7 +56,7 @@ def test_control_characters_in_client_options_forge_no_log_line_or_table_row(
     server, cli, cif = pair
     server.args = ["--discovery"] if discovery else []
     server.start()
-    sock = dhcp_client_socket(cli.name, cif)
+    sock = dhcpclient_socket(cli.name, cif)
     with sock:
         send_broadcast(sock, discover(UNKNOWN_MAC, {
             o.VENDOR_CLASS: FORGED, o.HOST_NAME: b"evil\r\nCRITICAL fake\x1b[2J",
@@ -103,12 +103,12 @@ def test_discovery_flood_leaves_a_lease_for_a_real_new_machine(
     server.start()
     _wait(lambda: _metric(_metrics(server.ns), "dsas_dhcp_leases") >= 0, "/metrics")
     rng = random.Random(13)
-    with dhcp_client_socket(cli.name, cif) as sock:
+    with dhcpclient_socket(cli.name, cif) as sock:
         for _ in range(FLOOD):  # a forged MAC each, as fast as the socket takes them
             send_broadcast(sock, discover(random_mac(rng)))
     received = 'dsas_dhcp_received_total{type="DISCOVER"}'
     _wait(lambda: _metric(_metrics(server.ns), received) >= FLOOD, "the flood to be read")
-    _set_mac(cli, cif, "52:54:00:00:ee:99")  # a real new machine, after the flood
+    set_mac(cli, cif, "52:54:00:00:ee:99")  # a real new machine, after the flood
     lease = udhcpc_once(cli, cif, tmp_path, tries=4)
     assert lease is not None, "no lease for a new machine after the flood"
     # The shortage is visible: rate-limited new MACs, and the free pool addresses.

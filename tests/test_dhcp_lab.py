@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -20,63 +19,20 @@ from typing import Any
 import pytest
 
 from lab.testing import Lab, Netns, require_tool
-from tests.support.dhcp_support import INVENTORY, OLD_MAC, UNKNOWN_MAC, W1_MAC, W2_MAC
+from tests.support.dhcp_lab import DSAS, Server, last_event, set_mac, udhcpc_once, udhcpc_script
+from tests.support.dhcp_support import OLD_MAC, UNKNOWN_MAC, W1_MAC, W2_MAC
 from tests.support.paths import SUPPORT
 
 pytestmark = pytest.mark.lab
 
-DSAS = str(Path(sys.executable).with_name("dsas"))
 CLIENT = str(SUPPORT / "dhcp_client.py")
 LAN = IPv4Network("198.18.0.0/24")
 INVENTORY_ADDRESSES = {IPv4Address(a) for a in ("198.18.0.1", "198.18.0.11", "198.18.0.12",
                                                 "198.18.0.21", "198.18.0.254")}
 
 
-@dataclass
-class Server:
-    """`dsas serve --only dhcp` in a namespace, restartable with the same state."""
-
-    lab: Lab
-    ns: Netns
-    iface: str
-    workdir: Path
-    args: list[str] = field(default_factory=list)
-    proc: subprocess.Popen[Any] | None = None
-
-    def start(self) -> None:
-        inv = self.workdir / "cluster.yaml"
-        inv.write_text(INVENTORY)
-        boot = self.workdir / "boot"  # DHCP offers only the loaders the boot root has
-        boot.mkdir(exist_ok=True)
-        for loader in ("undionly.kpxe", "ipxe.efi", "pxelinux.0"):
-            (boot / loader).touch()
-        log = open(self.workdir / "serve.log", "a")  # noqa: SIM115 - closed with the process
-        self.proc = self.ns.popen(
-            [DSAS, "serve", "--only", "dhcp", "--interface", self.iface, "--inventory", str(inv),
-             "--state-dir", str(self.workdir / "state"), "--boot-root",
-             str(self.workdir / "boot"), "-vv", *self.args],
-            stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"dsas serve exited {self.proc.returncode}:\n{self.log()}")
-            if "dhcp listening" in self.log():
-                return
-            time.sleep(0.1)
-        pytest.fail(f"dsas serve did not start:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.lab.stop(self.proc)
-            self.proc = None
-
-    def log(self) -> str:
-        return (self.workdir / "serve.log").read_text(errors="replace")
 
 
-def _set_mac(ns: Netns, iface: str, mac: str) -> None:
-    ns.run(["ip", "link", "set", "dev", iface, "address", mac])
 
 
 @pytest.fixture
@@ -89,38 +45,10 @@ def pair(lab: Lab, tmp_path: Path) -> Iterator[tuple[Server, Netns, str]]:
     server.stop()
 
 
-def _udhcpc_script(tmp: Path, configure: bool = False) -> tuple[Path, Path]:
-    """A udhcpc script that records each event; with ``configure`` it also sets the
-    address (needed to renew: the REQUEST and the ACK are unicast)."""
-    out = tmp / f"udhcpc-{time.monotonic_ns()}.out"
-    script = tmp / f"udhcpc-{time.monotonic_ns()}.sh"
-    setup = ('case "$1" in bound|renew) ip addr flush dev "$interface"; '
-             'ip addr add "$ip/$mask" dev "$interface";; esac\n') if configure else ""
-    script.write_text("#!/bin/sh\n" + setup +
-                      f'echo "$1 ip=$ip hostname=$hostname domain=$domain router=$router '
-                      f'serverid=$serverid" >> {out}\n')
-    script.chmod(0o755)
-    return script, out
 
 
-def udhcpc_once(ns: Netns, iface: str, tmp: Path, tries: int = 3) -> dict[str, str] | None:
-    """Run udhcpc until it has a lease (or gives up); the 'bound' event's fields."""
-    udhcpc = require_tool("udhcpc")
-    script, out = _udhcpc_script(tmp)
-    ns.run([udhcpc, "-f", "-q", "-n", "-i", iface, "-s", str(script), "-t", str(tries),
-            "-T", "1", "-A", "1"], timeout=tries * 2 + 10, check=False)
-    return _last_event(out, "bound")
 
 
-def _last_event(out: Path, event: str) -> dict[str, str] | None:
-    if not out.exists():
-        return None
-    found = None
-    for line in out.read_text().splitlines():
-        word, _, rest = line.partition(" ")
-        if word == event:
-            found = dict(kv.split("=", 1) for kv in rest.split())
-    return found
 
 
 def _wait_for(pred: Any, timeout: float, what: str) -> Any:
@@ -137,7 +65,7 @@ def test_udhcpc_and_dhclient_get_their_inventory_address_and_name(
         pair: tuple[Server, Netns, str], tmp_path: Path) -> None:
     server, cli, cif = pair
     server.start()
-    _set_mac(cli, cif, W1_MAC)
+    set_mac(cli, cif, W1_MAC)
     lease = udhcpc_once(cli, cif, tmp_path)
     assert lease is not None, server.log()
     assert lease["ip"] == "198.18.0.11" and lease["hostname"] == "w1"
@@ -145,7 +73,7 @@ def test_udhcpc_and_dhclient_get_their_inventory_address_and_name(
     assert lease["serverid"] == "198.18.0.1"
 
     dhclient = require_tool("dhclient")
-    _set_mac(cli, cif, W2_MAC)
+    set_mac(cli, cif, W2_MAC)
     out = tmp_path / "dhclient.out"
     script = tmp_path / "dhclient.sh"
     script.write_text(f'#!/bin/sh\necho "$reason ip=$new_ip_address '
@@ -155,7 +83,7 @@ def test_udhcpc_and_dhclient_get_their_inventory_address_and_name(
                       str(tmp_path / "dhclient.leases"), "-pf", str(tmp_path / "dhclient.pid"),
                       cif], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        bound = _wait_for(lambda: _last_event(out, "BOUND"), 20, "dhclient BOUND")
+        bound = _wait_for(lambda: last_event(out, "BOUND"), 20, "dhclient BOUND")
     finally:
         server.lab.stop(proc)
     assert bound == {"ip": "198.18.0.12", "hostname": "w2"}
@@ -164,7 +92,7 @@ def test_udhcpc_and_dhclient_get_their_inventory_address_and_name(
 def test_unknown_machine_gets_nothing_then_a_pool_address_with_discovery(
         pair: tuple[Server, Netns, str], tmp_path: Path) -> None:
     server, cli, cif = pair
-    _set_mac(cli, cif, UNKNOWN_MAC)
+    set_mac(cli, cif, UNKNOWN_MAC)
     server.start()
     assert udhcpc_once(cli, cif, tmp_path, tries=2) is None
     assert f"ignoring unknown machine mac={UNKNOWN_MAC}" in server.log()
@@ -186,16 +114,16 @@ def test_renew_after_restart_keeps_the_address(pair: tuple[Server, Netns, str],
     server, cli, cif = pair
     server.args = ["--discovery"]
     server.start()
-    _set_mac(cli, cif, UNKNOWN_MAC)
-    script, out = _udhcpc_script(tmp_path, configure=True)
+    set_mac(cli, cif, UNKNOWN_MAC)
+    script, out = udhcpc_script(tmp_path, configure=True)
     udhcpc = cli.popen([require_tool("udhcpc"), "-f", "-i", cif, "-s", str(script), "-t", "5",
                         "-T", "1", "-A", "1"], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
-    first = _wait_for(lambda: _last_event(out, "bound"), 15, "first lease")
+    first = _wait_for(lambda: last_event(out, "bound"), 15, "first lease")
     server.stop()
     server.start()
     os.kill(udhcpc.pid, signal.SIGUSR1)  # udhcpc: renew now (unicast REQUEST, ciaddr set)
-    renewed = _wait_for(lambda: _last_event(out, "renew"), 15, "renewal")
+    renewed = _wait_for(lambda: last_event(out, "renew"), 15, "renewal")
     assert renewed["ip"] == first["ip"]
     # busybox sends its SIGUSR1 renewal broadcast: REBINDING to the server (RFC 2131 4.3.2)
     assert re.search(rf"dhcp ACK {re.escape(first['ip'])} .* state=(renewing|rebinding) ",
@@ -203,7 +131,7 @@ def test_renew_after_restart_keeps_the_address(pair: tuple[Server, Netns, str],
     lab.stop(udhcpc)
     cli.run(["ip", "addr", "flush", "dev", cif])
     # The lease survived the restart: another machine does not get that address.
-    _set_mac(cli, cif, "52:54:00:00:ee:77")
+    set_mac(cli, cif, "52:54:00:00:ee:77")
     lease = udhcpc_once(cli, cif, tmp_path)
     assert lease is not None and lease["ip"] != first["ip"], (lease, first)
 
@@ -219,7 +147,7 @@ def test_relay_gets_the_address_on_the_client_subnet(lab: Lab, tmp_path: Path) -
     relay.popen([dhcrelay, "-d", "-4", "-id", rdown, "-iu", rup, "198.18.0.1"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     relay.wait_port(67)  # dhcrelay listens: it relays from now on
-    _set_mac(cli, cif, W1_MAC)
+    set_mac(cli, cif, W1_MAC)
     lease = udhcpc_once(cli, cif, tmp_path, tries=4)
     server.stop()
     assert lease is not None, server.log()
@@ -228,7 +156,7 @@ def test_relay_gets_the_address_on_the_client_subnet(lab: Lab, tmp_path: Path) -
 
 
 def pxe_client(ns: Netns, iface: str, mac: str, *args: str) -> list[dict[str, Any]]:
-    _set_mac(ns, iface, mac)
+    set_mac(ns, iface, mac)
     out = ns.run([sys.executable, CLIENT, iface, mac, *args], timeout=30, check=False)
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 

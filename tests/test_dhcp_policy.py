@@ -23,8 +23,8 @@ from provision.policy.dhcp import (
 )
 from provision.policy.leases import LeaseDel, LeaseJournal, LeasePut, LeaseTable, Sighting
 from provision.protocol import dhcp_options as o
-from provision.protocol.dhcp import decode, encode
 from provision.state import StateStore
+from tests.support.dhcp_policy_support import INV, LAN, T0, run
 from tests.support.dhcp_support import (
     INVENTORY,
     IPXE_EFI,
@@ -38,19 +38,11 @@ from tests.support.dhcp_support import (
     client_packet,
 )
 
-INV = loads(INVENTORY, "lab.yaml")
-LAN = Link("eth0", SERVER, IPv4Network("198.18.0.0/24"))
-T0 = 1_000_000.0
-
 
 def policy(**kw: object) -> DhcpPolicy:
     return DhcpPolicy(INV, LeaseTable(), DhcpSettings(**kw))  # type: ignore[arg-type]
 
 
-def run(p: DhcpPolicy, mtype: int, mac: str, now: float = T0, link: Link = LAN,
-        **kw: object) -> Decision:
-    pkt = client_packet(mtype, mac, **kw)  # type: ignore[arg-type]
-    return p.handle(decode(encode(pkt)), link, now)  # through the codec, as on the wire
 
 
 def test_known_host_gets_its_address_and_identity() -> None:

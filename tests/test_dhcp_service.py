@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import logging
 import random
-import select
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -19,71 +16,24 @@ from lab.testing import Lab, wait_for
 from provision.inventory import loads
 from provision.policy.leases import Lease, LeaseDel, LeaseJournal, LeasePut
 from provision.protocol import dhcp_options as o
-from provision.protocol.dhcp import DhcpDecodeError, DhcpPacket, decode, encode
+from provision.protocol.dhcp import DhcpPacket, encode
 from provision.services import dhcp as dhcp_service
 from provision.services.base import ServeContext
-from provision.services.dhcp import DhcpService, create
+from provision.services.dhcp import create
 from provision.state import StateStore
-from tests.support.dhcp_support import INVENTORY, IPXE_ROM, SERVER, W1_MAC, client_packet
+from tests.support.dhcp_served import (
+    Served,
+    client_socket,
+)
+from tests.support.dhcp_support import (
+    INVENTORY,
+    IPXE_DISCOVER,
+    IPXE_ROM,
+    SERVER,
+    W1_MAC,
+    client_packet,
+)
 from tests.support.netns_thread import in_netns
-from tests.test_dhcp_codec import IPXE_DISCOVER
-
-
-@dataclass
-class Served:
-    svc: DhcpService
-    ctx: ServeContext
-    sock: socket.socket  # client socket in the client namespace, port 68
-    early: list[DhcpPacket] = field(default_factory=list)  # read while waiting for another
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendto(data, ("255.255.255.255", 67))
-
-    def replies(self, xid: int, want: int = 1, wait: float = 3.0) -> list[DhcpPacket]:
-        out = [p for p in self.early if p.xid == xid][:want]
-        self.early = [p for p in self.early if p not in out]
-        deadline = time.monotonic() + wait
-        while len(out) < want and time.monotonic() < deadline:
-            if not select.select([self.sock], [], [], deadline - time.monotonic())[0]:
-                break
-            try:
-                p = decode(self.sock.recv(4096))
-            except DhcpDecodeError:
-                continue
-            if p.xid == xid:
-                out.append(p)
-            else:
-                self.early.append(p)
-        return out
-
-
-def _client_socket(ifname: str) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-    s.bind(("0.0.0.0", 68))
-    return s
-
-
-@pytest.fixture
-def served(lab: Lab, tmp_path: Path) -> Iterator[Served]:
-    srv, cli = lab.netns("dsrv"), lab.netns("dcli")
-    sif, cif = lab.veth(srv, cli, f"{SERVER}/24", None)
-    ctx = ServeContext(inventory=loads(INVENTORY, "lab.yaml"), interfaces=[sif],
-                       state_dir=tmp_path / "state", boot_root=tmp_path / "boot",
-                       discovery=True)
-    svc = create(ctx)
-    assert isinstance(svc, DhcpService)
-    in_netns(srv.name, svc.start)
-    sock = in_netns(cli.name, lambda: _client_socket(cif))
-    try:
-        yield Served(svc, ctx, sock)
-    finally:
-        sock.close()
-        svc.stop()
-        ctx.store.close()
 
 
 def _mutants(n: int, seed: int = 3) -> Iterator[bytes]:
@@ -209,7 +159,7 @@ def test_two_interfaces_each_answer_for_their_own_network(lab: Lab, tmp_path: Pa
                        state_dir=tmp_path / "state", boot_root=tmp_path / "boot")
     svc = create(ctx)
     in_netns(srv.name, svc.start)
-    clients = [Served(svc, ctx, in_netns(ns.name, lambda i=i: _client_socket(i)))  # type: ignore[misc]
+    clients = [Served(svc, ctx, in_netns(ns.name, lambda i=i: client_socket(i)))  # type: ignore[misc]
                for ns, i in ((lan, c_lan), (far, c_far))]
     try:
         got = []

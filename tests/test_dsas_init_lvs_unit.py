@@ -24,12 +24,12 @@ from lab.testing import Lab, Netns
 from provision.inventory import load
 from provision.policy.boottree import BootTree
 from provision.render import render_host
-from tests.support.paths import SUPPORT
-from tests.test_dsas_init_unit import DSAS_INIT, ROOT, Machine
+from tests.support.dsas_init_support import DSAS_INIT, Machine
+from tests.support.paths import FIXTURES, SUPPORT
 
 pytestmark = pytest.mark.lab
 
-SMALL = ROOT / "tests" / "fixtures" / "small.yaml"
+SMALL = FIXTURES / "small.yaml"
 
 FAKE_KEEPALIVED = """#!/bin/sh
 echo "keepalived $*" >> "$FAKE_LOG"
@@ -206,7 +206,7 @@ def test_a_checksum_mismatch_is_refused(
 
 
 def test_real_servers_nat_gateway_and_dr_vip_on_lo(tmp_path: Path) -> None:
-    from tests.test_dsas_init_unit import conf as node_conf
+    from tests.support.dsas_init_support import conf as node_conf
 
     m = Machine(tmp_path, {"eth0": "52:54:00:18:00:01", "eth1": "52:54:00:18:00:02"})
     for f in SYSCTLS:

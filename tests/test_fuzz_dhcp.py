@@ -21,10 +21,10 @@ import pytest
 from lab.testing import Lab, Netns
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import MAGIC_COOKIE, DhcpDecodeError, decode
+from tests.support.dhcp_lab import Server, set_mac, udhcpc_once
 from tests.support.dhcp_support import OLD_MAC, UNKNOWN_MAC, W1_MAC, W2_MAC, mac_bytes
 from tests.support.fuzzing import fuzz_cases
-from tests.support.hostile import dhcp_client_socket, discover, drain, log_problems, send_broadcast
-from tests.test_dhcp_lab import Server, _set_mac, udhcpc_once
+from tests.support.hostile import dhcpclient_socket, discover, drain, log_problems, send_broadcast
 
 pytestmark = [pytest.mark.lab, pytest.mark.fuzz]
 
@@ -171,7 +171,7 @@ def test_fuzzed_dhcp_datagrams_leave_the_server_serving(
     server.start()
     n = fuzz_cases()
     rng = random.Random(0xD4C9)
-    with dhcp_client_socket(cli.name, cif) as sock:
+    with dhcpclient_socket(cli.name, cif) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         for i in range(n):
             try:
@@ -182,7 +182,7 @@ def test_fuzzed_dhcp_datagrams_leave_the_server_serving(
             if (i + 1) % CHUNK == 0 or i == n - 1:
                 assert _probe(sock), f"no OFFER for w1 after case {i}:\n{server.log()[-4000:]}"
                 assert server.proc is not None and server.proc.poll() is None
-    _set_mac(cli, cif, W1_MAC)
+    set_mac(cli, cif, W1_MAC)
     lease = udhcpc_once(cli, cif, tmp_path)
     assert lease is not None and lease["ip"] == "198.18.0.11", server.log()[-4000:]
     server.stop()

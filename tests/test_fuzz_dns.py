@@ -17,13 +17,12 @@ import pytest
 
 from lab.testing import require_tool
 from tests.support.dns_helpers import DOMAIN, query
+from tests.support.dns_lab import CLIENT, SERVER, Net, wait_answering, write_inventory
 from tests.support.fuzzing import fuzz_cases
 from tests.support.hostile import drain, log_problems
 from tests.support.netns_thread import in_netns
-from tests.test_dns_lab import CLIENT, SERVER, Net, net, wait_answering, write_inventory
 
 pytestmark = [pytest.mark.lab, pytest.mark.fuzz]
-__all__ = ["net"]  # the fixture
 
 CHUNK = 250  # UDP cases between two liveness probes (paces the sender to the server)
 TCP_SHARE = 5  # one case in TCP_SHARE goes over TCP

@@ -10,7 +10,8 @@ import pytest
 
 from lab.testing import Lab
 from tests.support.fuzzing import fuzz_cases
-from tests.test_http_hardening_lab import HTTP, N1, PORT, REPO, SRV, start
+from tests.support.http_lab import HTTP, N1, PORT, SRV, start
+from tests.support.paths import ROOT as REPO
 
 pytestmark = [pytest.mark.lab, pytest.mark.fuzz]
 

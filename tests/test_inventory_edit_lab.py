@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from lab.testing import Lab, require_tool
-from tests.test_dhcp_lab import _set_mac, udhcpc_once
+from tests.support.dhcp_lab import set_mac, udhcpc_once
 
 pytestmark = pytest.mark.lab
 
@@ -82,7 +82,7 @@ class Farm:
                                str(self.state)], capture_output=True, text=True, timeout=60)
 
     def lease(self, mac: str) -> dict[str, str] | None:
-        _set_mac(self.client, self.cif, mac)
+        set_mac(self.client, self.cif, mac)
         return udhcpc_once(self.client, self.cif, self.tmp, tries=4)
 
 

@@ -19,32 +19,8 @@ from provision.inventory.errors import InventoryError
 from provision.policy.dns import Zone, reverse_zones6
 from provision.render import render_host
 from provision.services.ra import link_prefixes, router_advertisement
-from tests.test_dsas_init_unit import Machine, conf, machine  # noqa: F401 - the fixture
-
-INVENTORY = """\
-cluster:
-  name: lab
-  domain: lab.example
-  master_address: 198.18.0.1
-  masters: {primary: m01}
-networks:
-  lan: {cidr: 198.18.0.0/24, dns: [198.18.0.1], ipv6: "2001:db8:18::/64",
-        gateway6: "2001:db8:18::fe"}
-  far: {cidr: 198.18.1.0/24, vlan: 3, gateway: 198.18.1.1}
-hwtypes:
-  vm: {nics: [eth0]}
-images:
-  base: {version: v1}
-roles:
-  master: {services: [], networks: [lan], boot: disk, hwtype: vm, bond: {mode: none}}
-  web: {services: [], networks: [lan, far], image: base, hwtype: vm, bond: {mode: none}}
-hosts:
-  m01: {role: master, macs: ["52:54:00:00:00:01"], addresses: {lan: 198.18.0.1},
-        addresses6: {lan: "2001:db8:18::1"}}
-  w1: {role: web, macs: ["52:54:00:00:01:01"], addresses: {lan: 198.18.0.11, far: 198.18.1.11},
-       addresses6: {lan: "2001:db8:18::11"}}
-  w2: {role: web, macs: ["52:54:00:00:01:02"], addresses: {lan: 198.18.0.12, far: 198.18.1.12}}
-"""
+from tests.support.dsas_init_support import Machine, conf
+from tests.support.ipv6_support import INVENTORY
 
 
 def test_inventory_takes_a_prefix_per_network_and_an_address_per_host() -> None:
@@ -95,7 +71,7 @@ def test_dsas_conf_carries_ipv6_addresses_and_gateway() -> None:
     assert "IP6ADDRESS" not in render_host(inv, inv.hosts["w2"], "dsas.conf")
 
 
-def test_dsas_init_applies_ipv6_address_and_route(machine: Machine) -> None:  # noqa: F811
+def test_dsas_init_applies_ipv6_address_and_route(machine: Machine) -> None:
     out = machine.run(conf(IP6ADDRESS0="2001:db8:18::21/64", **{"GATEWAY6[0]": "2001:db8:18::fe"}))
     assert out.returncode == 0, out.stdout + out.stderr
     cmds = machine.commands()

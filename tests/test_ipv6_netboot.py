@@ -23,7 +23,7 @@ from provision.inventory.errors import InventoryError
 from provision.policy.httpfiles import BadEvent, parse_event
 from provision.render import render_host
 from provision.services.ra import router_advertisement, solicitor_mac, wants_dhcp6
-from tests.test_ipv6 import INVENTORY as BASE
+from tests.support.ipv6_support import INVENTORY as BASE
 
 MASTER6 = "2001:db8:18::1"
 INVENTORY = BASE.replace(

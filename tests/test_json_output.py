@@ -14,9 +14,9 @@ from provision.policy.dhcp import DhcpPolicy, DhcpSettings
 from provision.policy.leases import LeaseJournal, LeaseTable
 from provision.protocol import dhcp_options as o
 from provision.state import StateStore
+from tests.support.dhcp_policy_support import INV, T0, run
 from tests.support.dhcp_support import OVMF, SERVER, UNKNOWN_MAC
 from tests.support.paths import EXAMPLE, FIXTURES
-from tests.test_dhcp_policy import INV, T0, run
 
 
 def invoke(*args: str) -> tuple[int, str, str]:

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lab.testing import Lab
 from provision.observability.metrics import Metrics
-from tests.test_bootfiles_lab import HTTP, SRV, start_lab
+from tests.support.bootfiles_lab import HTTP, SRV, start_lab
 
 pytestmark = pytest.mark.lab
 

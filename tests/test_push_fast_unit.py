@@ -43,7 +43,7 @@ from provision.policy.httpfiles import (
     parse_ssh_key,
 )
 from provision.state import StateStore
-from tests.test_push_unit import INV
+from tests.support.push_support import INV
 
 R1, R2 = "20240501-120000-000-aaaa", "20240502-120000-000-bbbb"
 

@@ -12,7 +12,7 @@ import pytest
 
 from lab.sshfarm import wait_listen
 from lab.testing import require_tool
-from tests.test_push_lab import assert_ok, make_lab, release_of, write_tree
+from tests.support.push_lab import assert_ok, make_lab, release_of, write_tree
 
 pytestmark = pytest.mark.lab
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lab.testing import require_tool
-from tests.test_push_lab import assert_ok, make_lab, release_of, snapshot, write_tree
+from tests.support.push_lab import assert_ok, make_lab, release_of, snapshot, write_tree
 
 pytestmark = pytest.mark.lab
 

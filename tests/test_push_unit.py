@@ -32,24 +32,7 @@ from provision.distribute.targets import TargetError, select_targets
 from provision.distribute.transfer import explain, parse_progress, parse_stats, rsync_argv
 from provision.inventory import loads
 from provision.state import StateStore
-
-INV = """\
-cluster: {name: u, domain: u.example, master_address: 198.18.5.1, masters: {primary: m1}}
-networks:
-  inside: {cidr: 198.18.5.0/24, gateway: 198.18.5.254, dns: [198.18.5.1]}
-hwtypes: {single: {nics: [eth0]}}
-images: {tiny: {version: "1"}}
-services: {www: {units: [httpd]}, master: {}}
-roles:
-  master: {services: [master], networks: [inside], hwtype: single, boot: disk, bond: {mode: none}}
-  web: {services: [www], networks: [inside], hwtype: single, image: tiny, bond: {mode: none}}
-  db: {services: [www], networks: [inside], hwtype: single, image: tiny, bond: {mode: none}}
-hosts:
-  m1: {role: master, macs: ["52:54:00:05:00:01"], addresses: {inside: 198.18.5.1}}
-  w1: {role: web, macs: ["52:54:00:05:00:11"], addresses: {inside: 198.18.5.11}}
-  w2: {role: web, macs: ["52:54:00:05:00:12"], addresses: {inside: 198.18.5.12}}
-  d1: {role: db, macs: ["52:54:00:05:00:21"], addresses: {inside: 198.18.5.21}}
-"""
+from tests.support.push_support import INV
 
 
 @pytest.fixture

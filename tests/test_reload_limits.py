@@ -22,7 +22,7 @@ from provision.inventory import InventoryError, load, loads
 from provision.inventory.isolated import load_isolated
 from tests.support.dns_helpers import DOMAIN, inventory_text
 from tests.support.paths import FIXTURES
-from tests.test_supervisor import make
+from tests.support.supervisor_support import make
 
 DSAS = str(Path(sys.executable).parent / "dsas")
 

@@ -17,9 +17,9 @@ from lab.testing import Lab, require_tool
 from provision.services import dns as dns_service
 from provision.services import ra as ra_service
 from provision.services.base import ServeContext
+from tests.support.bootfiles_lab import CLI, HTTP, SRV, start_lab
 from tests.support.dns_helpers import inventory as dns_inventory
-from tests.test_bootfiles_lab import CLI, HTTP, SRV, start_lab
-from tests.test_dns_lab import inside
+from tests.support.dns_lab import inside
 
 pytestmark = pytest.mark.lab
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - the fixtures `served` and `net` come from their own test modules
 """Service error paths no other test reaches (issue 24 items 7 and 8): the DHCP lease
 commit failing, the policy raising, a send failing; DNS with its TCP slots full, an
 idle TCP client, a full forward queue; an HTTP client aborting mid-transfer, and the
@@ -25,12 +24,12 @@ from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import encode
 from provision.services import dns as dns_service
 from provision.services.base import ServeContext
+from tests.support.bootfiles_lab import CLI, HTTP, SRV, start_lab
+from tests.support.dhcp_served import Served
 from tests.support.dhcp_support import IPXE_ROM, SERVER, W1_MAC, client_packet
 from tests.support.dns_helpers import DOMAIN, inventory, query
-from tests.test_bootfiles_lab import CLI, HTTP, SRV, start_lab
-from tests.test_dhcp_service import Served, served  # noqa: F401 - the fixture
-from tests.test_dns_lab import SERVER as DNS_SERVER
-from tests.test_dns_lab import SILENT, UPSTREAM, Net, inside, net  # noqa: F401 - the fixture
+from tests.support.dns_lab import SERVER as DNS_SERVER
+from tests.support.dns_lab import SILENT, UPSTREAM, Net, inside
 
 pytestmark = pytest.mark.lab
 

@@ -42,9 +42,9 @@ from tests.support.dhcp_support import (
     client_packet,
 )
 from tests.support.paths import EXAMPLE, ROOT
+from tests.support.setup_support import FOREIGN_INVENTORY, LAB_INVENTORY
 
 DSAS = ROOT / ".venv" / "bin" / "dsas"
-LAB_INVENTORY = ROOT / "etc" / "dsas" / "lab.yaml"
 LAN = Link("eth0", SERVER, IPv4Network("198.18.0.0/24"))
 
 
@@ -125,19 +125,6 @@ def test_import_refuses_bad_input_with_one_line_and_writes_nothing(tmp_path: Pat
     assert ImageStore(boot / "images").versions("x") == []
 
 
-FOREIGN_INVENTORY = LAB_INVENTORY.read_text().replace(
-    "images:\n  tiny:\n    version: current\n",
-    "images:\n  tiny:\n    version: current\n  rescue: {kernel_args: rescue.mode=1}\n",
-).replace(
-    "hosts:\n",
-    "  rescue:\n    services: []\n    networks: [inside]\n    image: rescue\n    hwtype: vm\n"
-    "    bond: {mode: none}\n    kernel_args: dsas.shell=ttyS1 role.arg=1\n"
-    "hosts:\n  r1:\n    role: rescue\n    macs: [\"52:54:00:18:00:31\", \"52:54:00:18:01:31\"]\n"
-    "    addresses: {inside: 198.18.1.31}\n    kernel_args: host.arg=2\n"
-    "  r2:\n    role: rescue\n    loader: pxelinux\n"
-    "    macs: [\"52:54:00:18:00:32\", \"52:54:00:18:01:32\"]\n"
-    "    addresses: {inside: 198.18.1.32}\n",
-)
 
 
 def test_a_foreign_image_boots_with_its_own_command_line_on_ipxe_and_pxelinux(

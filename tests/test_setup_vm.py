@@ -27,7 +27,7 @@ from lab.testing import Lab, require_root, require_tool
 from provision.imaging.tree import Tree, gzip_bytes
 from provision.inventory import load
 from tests.support.paths import ROOT
-from tests.test_setup import FOREIGN_INVENTORY
+from tests.support.setup_support import FOREIGN_INVENTORY
 
 pytestmark = pytest.mark.lab
 

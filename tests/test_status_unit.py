@@ -13,7 +13,7 @@ from provision.policy import httpfiles
 from provision.policy.leases import BOUND, Lease, LeaseJournal, LeasePut, Sighting
 from provision.state import StateStore
 from tests.support.paths import EXAMPLE
-from tests.test_statuspage_lab import INVENTORY, LB2_DOWN, record_lb_read
+from tests.support.statuspage_support import INVENTORY, LB2_DOWN, record_lb_read
 
 
 def inv():  # type: ignore[no-untyped-def]

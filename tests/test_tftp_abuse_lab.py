@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lab.testing import Lab
-from tests.test_bootfiles_lab import CLI, SRV, Setup, sha_of, start_lab
+from tests.support.bootfiles_lab import CLI, SRV, Setup, sha_of, start_lab
 
 pytestmark = pytest.mark.lab
 

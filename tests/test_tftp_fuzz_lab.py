@@ -20,8 +20,9 @@ import pytest
 
 from lab.bootfiles import INVENTORY
 from lab.testing import Lab, require_tool
+from tests.support.bootfiles_lab import CLI, SRV, make_tree, sha_of
 from tests.support.fuzzing import fuzz_cases
-from tests.test_bootfiles_lab import CLI, REPO, SRV, make_tree, sha_of
+from tests.support.paths import ROOT as REPO
 
 pytestmark = [pytest.mark.lab, pytest.mark.fuzz]
 

@@ -19,7 +19,7 @@ LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING
                       r"[\w.]+: ")
 
 
-def dhcp_client_socket(ns_name: str, iface: str) -> socket.socket:
+def dhcpclient_socket(ns_name: str, iface: str) -> socket.socket:
     """A UDP socket on port 68 of ``iface`` in the namespace, able to broadcast."""
     def make() -> socket.socket:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
