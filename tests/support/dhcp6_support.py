@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 from ipaddress import IPv6Address
 
 from provision.inventory import loads
@@ -37,3 +38,17 @@ def message(mtype: int, duid: bytes | None, *extra: tuple[int, bytes],
         opts.append((d6.IA_NA, d6.ia_na(b"\x00\x00\x00\x07", 0, 0, [])))
     opts += list(extra)
     return d6.decode(d6.encode(d6.Dhcp6Message(mtype, b"\x12\x34\x56", opts)))
+
+
+def mutated(rng: random.Random, seeds: list[bytes]) -> bytes:
+    data = bytearray(rng.choice(seeds))
+    for _ in range(rng.randint(1, 6)):
+        data[rng.randrange(len(data))] = rng.randrange(256)
+    if rng.random() < 0.2:
+        data = data[: rng.randrange(len(data) + 1)]
+    return bytes(data)
+
+
+SEEDS = [d6.encode(message(t, d6.duid_ll(W1_MAC), (d6.CLIENT_ARCH_TYPE, b"\x00\x07"),
+                           (d6.USER_CLASS, b"\x00\x04iPXE"), (d6.SERVERID, SERVER_DUID)))
+         for t in (d6.SOLICIT, d6.REQUEST, d6.CONFIRM, d6.RENEW, d6.INFORMATION_REQUEST)]

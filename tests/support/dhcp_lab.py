@@ -98,3 +98,13 @@ def last_event(out: Path, event: str) -> dict[str, str] | None:
         if word == event:
             found = dict(kv.split("=", 1) for kv in rest.split())
     return found
+
+
+def wait_for_value(pred: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")

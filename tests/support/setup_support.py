@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
 from tests.support.paths import ROOT
 
 LAB_INVENTORY = ROOT / "etc" / "dsas" / "lab.yaml"
@@ -20,3 +25,28 @@ FOREIGN_INVENTORY = LAB_INVENTORY.read_text().replace(
     "    macs: [\"52:54:00:18:00:32\", \"52:54:00:18:01:32\"]\n"
     "    addresses: {inside: 198.18.1.32}\n",
 )
+
+
+DSAS = ROOT / ".venv" / "bin" / "dsas"
+
+
+def fake_payload(tmp: Path) -> tuple[Path, Path, Path]:
+    kernel, initrd, rootfs = tmp / "bzImage", tmp / "initrd", tmp / "root.tar"
+    kernel.write_bytes(b"MZ kernel " * 500)
+    initrd.write_bytes(b"070701 initrd " * 300)
+    with tarfile.open(rootfs, "w") as tar:
+        data = b"rescue\n"
+        info = tarfile.TarInfo("etc/motd")
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("etc/issue")
+        link.type, link.linkname = tarfile.SYMTYPE, "motd"
+        tar.addfile(link)
+    return kernel, initrd, rootfs
+
+
+def run_dsas(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run([str(DSAS), *args], capture_output=True, text=True, timeout=120)
+    if check and out.returncode != 0:
+        raise AssertionError(f"dsas {' '.join(args)}: {out.returncode}\n{out.stdout}{out.stderr}")
+    return out

@@ -1,6 +1,6 @@
 """--json on `dsas hosts`, `dsas check` and `dsas discovered`, for scripts: the output
 parses and carries what the tables show. (`dsas push log` and `dsas-push --status`:
-tests/test_push_silent_lab.py.)"""
+tests/lab/test_push_silent_lab.py.)"""
 
 from __future__ import annotations
 

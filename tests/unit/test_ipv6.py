@@ -1,19 +1,16 @@
 """IPv6 in the inventory, DNS (AAAA and ip6.arpa PTR), dsas.conf and dsas-init, and the
-prefix in router advertisements. Units, plus rdisc6 and dig against `dsas serve` in a lab
-namespace; a dual-stack guest answering ping on both addresses is in test_firmware_lab.py.
+prefix in router advertisements. rdisc6 and dig against `dsas serve` in a lab namespace
+are in tests/lab/test_ipv6_lab.py; a dual-stack guest answering ping on both addresses is
+in tests/vm/test_firmware_lab.py.
 """
 
 from __future__ import annotations
 
 import struct
-import sys
-import time
 from ipaddress import IPv4Address, IPv6Network
-from pathlib import Path
 
 import pytest
 
-from lab.testing import Lab, require_tool
 from provision.inventory import loads
 from provision.inventory.errors import InventoryError
 from provision.policy.dns import Zone, reverse_zones6
@@ -96,30 +93,3 @@ def test_router_advertisement_carries_the_prefix_on_link_without_autoconf() -> N
     assert prefix == IPv6Network("2001:db8:18::/64").network_address.packed
 
 
-def test_serve_advertises_the_prefix_and_answers_aaaa(lab: Lab, tmp_path: Path) -> None:
-    rdisc6, dig = require_tool("rdisc6"), require_tool("dig")
-    inv = tmp_path / "lab.yaml"
-    inv.write_text(INVENTORY)
-    srv, cli = lab.netns("ra6"), lab.netns("ra6c")
-    lab.bridge(srv, "br0", "198.18.0.1/24")
-    ifc = lab.plug(srv, "br0", cli, "198.18.0.9/24")
-    time.sleep(2.5)  # link-local addresses finish duplicate address detection
-    serve = srv.popen([sys.executable, "-m", "provision", "serve", "--only", "ra,dns",
-                       "--interface", "br0", "-i", str(inv), "--state-dir",
-                       str(tmp_path / "state")])
-    out = None
-    for _ in range(20):  # the service needs a moment to bind
-        out = cli.run([rdisc6, "-1", "-w", "500", ifc], check=False, timeout=10)
-        if out.returncode == 0:
-            break
-    assert serve.poll() is None
-    assert out is not None and out.returncode == 0, out.stdout + out.stderr
-    assert "Prefix" in out.stdout and "2001:db8:18::/64" in out.stdout, out.stdout
-    assert "0 (0x00000000) seconds" in out.stdout  # router lifetime: still not a router
-    srv.wait_port(53, "udp")
-    aaaa = cli.run([dig, "+short", "+time=2", "+tries=3", "@198.18.0.1", "AAAA",
-                    "w1.lab.example"], timeout=30)
-    assert aaaa.stdout.split() == ["2001:db8:18::11"], aaaa.stdout
-    rev = cli.run([dig, "+short", "+time=2", "+tries=3", "@198.18.0.1", "-x",
-                   "2001:db8:18::11"], timeout=30)
-    assert rev.stdout.split() == ["w1.lab.example."], rev.stdout

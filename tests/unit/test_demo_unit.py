@@ -9,7 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from provision.cli import demo
+from provision.cli.demo import NICS, Choice, _guests
 from provision.cli.main import cli
+from provision.inventory import load
+from tests.support.paths import ROOT
 
 
 def test_demo_without_the_lab_package_says_it_needs_a_source_checkout(
@@ -31,3 +34,17 @@ def test_demo_finds_the_lab_beside_the_source_tree(monkeypatch: pytest.MonkeyPat
     demo.use_source_lab()
     assert str(demo.ROOT) in sys.path
     assert (demo.ROOT / "lab" / "netns.py").is_file()
+
+
+LAB = ROOT / "etc" / "dsas" / "lab.yaml"
+
+
+def test_guests_option_takes_firmware_and_nic_model() -> None:
+    inv = load(LAB)
+    assert _guests("w101,w102:uefi,w103:bios:e1000", inv) == [
+        Choice("w101", "bios", "virtio"), Choice("w102", "uefi", "virtio"),
+        Choice("w103", "bios", "e1000")]
+    assert NICS["e1000"] == "e1000" and NICS["virtio"] == "virtio-net-pci"
+    for bad in ("w101:bios:rtl9999", "w101:arm", "nosuch", "w101:bios:e1000:x"):
+        with pytest.raises(Exception, match="must be|not a host|HOST"):
+            _guests(bad, inv)

@@ -5,18 +5,11 @@ report, `dsas check --boot-root`, the example's images having recipes."""
 from __future__ import annotations
 
 import gzip
-import io
-import re
-import subprocess
-import tarfile
-import time
 from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
 
-from lab.netns import Netns
-from lab.testing import Lab, require_root
 from provision import layout
 from provision.imaging.recipe import find
 from provision.imaging.store import ImageStore, PayloadError, import_image
@@ -42,32 +35,13 @@ from tests.support.dhcp_support import (
     client_packet,
 )
 from tests.support.paths import EXAMPLE, ROOT
-from tests.support.setup_support import FOREIGN_INVENTORY, LAB_INVENTORY
+from tests.support.setup_support import FOREIGN_INVENTORY, LAB_INVENTORY, fake_payload, run_dsas
 
-DSAS = ROOT / ".venv" / "bin" / "dsas"
 LAN = Link("eth0", SERVER, IPv4Network("198.18.0.0/24"))
 
 
-def _payload(tmp: Path) -> tuple[Path, Path, Path]:
-    kernel, initrd, rootfs = tmp / "bzImage", tmp / "initrd", tmp / "root.tar"
-    kernel.write_bytes(b"MZ kernel " * 500)
-    initrd.write_bytes(b"070701 initrd " * 300)
-    with tarfile.open(rootfs, "w") as tar:
-        data = b"rescue\n"
-        info = tarfile.TarInfo("etc/motd")
-        info.size, info.mode = len(data), 0o644
-        tar.addfile(info, io.BytesIO(data))
-        link = tarfile.TarInfo("etc/issue")
-        link.type, link.linkname = tarfile.SYMTYPE, "motd"
-        tar.addfile(link)
-    return kernel, initrd, rootfs
 
 
-def _dsas(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run([str(DSAS), *args], capture_output=True, text=True, timeout=120)
-    if check and out.returncode != 0:
-        raise AssertionError(f"dsas {' '.join(args)}: {out.returncode}\n{out.stdout}{out.stderr}")
-    return out
 
 
 # -- dsas image import ----------------------------------------------------------------
@@ -75,14 +49,14 @@ def _dsas(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def test_import_is_versioned_checksummed_and_verifies_like_a_built_image(
         tmp_path: Path) -> None:
-    kernel, initrd, rootfs = _payload(tmp_path)
+    kernel, initrd, rootfs = fake_payload(tmp_path)
     boot = tmp_path / "boot"
     args = ["image", "import", "rescue", "--kernel", str(kernel), "--initrd", str(initrd),
             "--rootfs", str(rootfs), "--kernel-args", "console=ttyS0  quiet",
             "--boot-root", str(boot)]
-    first = _dsas(*args)
+    first = run_dsas(*args)
     assert "imported" in first.stdout and "already" not in first.stdout
-    again = _dsas(*args)
+    again = run_dsas(*args)
     assert "already imported" in again.stdout
     store = ImageStore(boot / "images")
     assert store.versions("rescue") == [store.resolve("rescue")]
@@ -99,21 +73,21 @@ def test_import_is_versioned_checksummed_and_verifies_like_a_built_image(
     assert (d / layout.KERNEL).read_bytes() == kernel.read_bytes()
     with gzip.open(d / layout.ROOTFS) as f:  # stored gzip'd, as built images are
         assert f.read(1)
-    assert "ok (3 artifacts, 2 entries)" in _dsas("image", "verify", "rescue",
+    assert "ok (3 artifacts, 2 entries)" in run_dsas("image", "verify", "rescue",
                                                  "--boot-root", str(boot)).stdout
     (d / layout.INITRD).write_bytes(b"tampered")
-    bad = _dsas("image", "verify", "rescue", "--boot-root", str(boot), check=False)
+    bad = run_dsas("image", "verify", "rescue", "--boot-root", str(boot), check=False)
     assert bad.returncode == 1 and "initrd.img: sha256 mismatch" in bad.stderr
 
 
 def test_import_refuses_bad_input_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
-    kernel, initrd, _ = _payload(tmp_path)
+    kernel, initrd, _ = fake_payload(tmp_path)
     boot = tmp_path / "boot"
-    bad = _dsas("image", "import", "x", "--kernel", str(kernel), "--initrd", str(initrd),
+    bad = run_dsas("image", "import", "x", "--kernel", str(kernel), "--initrd", str(initrd),
                 "--kernel-args", "init=/bin/sh;reboot", "--boot-root", str(boot), check=False)
     assert bad.returncode == 1 and "--kernel-args" in bad.stderr
     assert "Traceback" not in bad.stderr
-    bad = _dsas("image", "import", "../x", "--kernel", str(kernel), "--initrd", str(initrd),
+    bad = run_dsas("image", "import", "../x", "--kernel", str(kernel), "--initrd", str(initrd),
                 "--boot-root", str(boot), check=False)
     assert bad.returncode == 1 and "image name" in bad.stderr
     (tmp_path / "empty").write_bytes(b"")
@@ -130,7 +104,7 @@ def test_import_refuses_bad_input_with_one_line_and_writes_nothing(tmp_path: Pat
 def test_a_foreign_image_boots_with_its_own_command_line_on_ipxe_and_pxelinux(
         tmp_path: Path) -> None:
     inv = loads(FOREIGN_INVENTORY, "foreign.yaml")
-    kernel, initrd, _ = _payload(tmp_path)
+    kernel, initrd, _ = fake_payload(tmp_path)
     boot = tmp_path / "boot"
     store = ImageStore(boot / "images")
     version, _ = import_image(store, "rescue", kernel, initrd, kernel_args="vendor=1 quiet")
@@ -216,13 +190,13 @@ def test_missing_files_names_each_file_and_its_fix(tmp_path: Path) -> None:
 def test_check_boot_root_warns_about_the_images_the_inventory_names(tmp_path: Path) -> None:
     boot = tmp_path / "boot"
     populate_loaders(boot)
-    out = _dsas("check", "-i", str(EXAMPLE), "--boot-root", str(boot))
+    out = run_dsas("check", "-i", str(EXAMPLE), "--boot-root", str(boot))
     warnings = out.stderr.splitlines()
     assert len(warnings) == 2, out.stderr
     assert f"warning: {boot}/images/base/current/ missing" in warnings[0]
     assert f"dsas image build base --boot-root {boot}" in warnings[0]
     assert "images/web/current/" in warnings[1]
-    plain = _dsas("check", "-i", str(EXAMPLE))
+    plain = run_dsas("check", "-i", str(EXAMPLE))
     assert plain.stderr == ""
 
 
@@ -240,66 +214,8 @@ def test_every_image_the_example_names_has_a_recipe_with_its_files() -> None:
 # -- dsas setup and dsas serve's start-up report, in a namespace -------------------------
 
 
-def _master(lab: Lab, tmp: Path, inventory: str) -> tuple[Netns, Path]:
-    ns = lab.netns("master")
-    lab.bridge(ns, "br0", "198.18.0.1/22")
-    inv = tmp / "cluster.yaml"
-    inv.write_text(inventory)
-    return ns, inv
 
 
-def test_setup_prepares_the_master_once_then_does_nothing(lab: Lab, tmp_path: Path) -> None:
-    require_root()
-    kernel, initrd, _ = _payload(tmp_path)
-    boot = tmp_path / "boot"
-    inventory = FOREIGN_INVENTORY.replace("image: tiny", "image: rescue").replace(
-        "  tiny:\n    version: current\n", "")
-    ns, inv = _master(lab, tmp_path, inventory)
-    setup = [str(DSAS), "setup", "-i", str(inv), "--boot-root", str(boot), "--no-build"]
-    first = ns.run(setup, check=False)
-    assert first.returncode == 1  # the rescue image has no recipe: named, with its fix
-    assert f"dsas image import rescue --kernel FILE --initrd FILE --boot-root {boot}" in (
-        first.stderr)
-    assert (boot / "undionly.kpxe").is_file() and (boot / "ldlinux.c32").is_file()
-    _dsas("image", "import", "rescue", "--kernel", str(kernel), "--initrd", str(initrd),
-          "--boot-root", str(boot))
-    second = ns.run(setup, check=False)
-    assert second.returncode == 0, second.stderr
-    assert "setup: nothing to do" in second.stdout and "is on br0" in second.stdout
-    assert "copied" not in second.stdout
-    (boot / "ipxe.efi").unlink()
-    third = ns.run(setup, check=False)
-    assert "copied 1 loader file(s)" in third.stdout and "setup: done" in third.stdout
-    # outside the namespace the master address is on no interface: said, with the fix
-    elsewhere = lab.netns("other")
-    out = elsewhere.run(setup, check=False)
-    assert out.returncode == 1
-    assert "master_address 198.18.0.1 is on no interface" in out.stderr
-    assert "ip addr add 198.18.0.1/22 dev IF" in out.stderr
 
 
-def test_serve_logs_one_line_per_missing_file_with_its_fix(lab: Lab, tmp_path: Path) -> None:
-    require_root()
-    boot = tmp_path / "boot"
-    ns, inv = _master(lab, tmp_path, LAB_INVENTORY.read_text())
-    log = tmp_path / "serve.log"
-    with log.open("wb") as f:
-        proc = ns.popen([str(DSAS), "serve", "-i", str(inv), "--only", "http,tftp",
-                         "--state-dir", str(tmp_path / "state"), "--boot-root", str(boot)],
-                        stdout=f, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while "service http started" not in log.read_text() and time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()
-            time.sleep(0.1)
-        text = log.read_text()
-    finally:
-        lab.stop(proc)
-    missing = [line for line in text.splitlines() if "missing " in line]
-    assert len(missing) == 3, text
-    assert re.search(rf"missing {boot}/undionly.kpxe \(boot loader\): run `dsas setup "
-                     rf"--boot-root {boot}`", missing[0])
-    assert f"missing {boot}/ipxe.efi" in missing[1]
-    assert f"missing {boot}/images/tiny/current/ (image tiny@current of w101, w102, w103 " \
-           f"and 1 more): run `dsas image build tiny --boot-root {boot}`" in missing[2]
 

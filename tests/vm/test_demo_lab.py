@@ -24,13 +24,10 @@ import pytest
 
 from lab.netns import _start_time
 from lab.testing import require_root, require_tool
-from provision.cli.demo import NICS, Choice, _guests
-from provision.inventory import load
 from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.lab
 
-LAB = ROOT / "etc" / "dsas" / "lab.yaml"
 W101 = "198.18.1.11"  # w101's address in the lab inventory
 
 
@@ -173,12 +170,3 @@ def test_a_killed_demo_takes_its_lab_along_and_the_next_run_cleans_up(work: Path
         second.kill()
 
 
-def test_guests_option_takes_firmware_and_nic_model() -> None:
-    inv = load(LAB)
-    assert _guests("w101,w102:uefi,w103:bios:e1000", inv) == [
-        Choice("w101", "bios", "virtio"), Choice("w102", "uefi", "virtio"),
-        Choice("w103", "bios", "e1000")]
-    assert NICS["e1000"] == "e1000" and NICS["virtio"] == "virtio-net-pci"
-    for bad in ("w101:bios:rtl9999", "w101:arm", "nosuch", "w101:bios:e1000:x"):
-        with pytest.raises(Exception, match="must be|not a host|HOST"):
-            _guests(bad, inv)

@@ -3,7 +3,7 @@ messages built on valid headers and questions (random flags and opcodes, wrong c
 EDNS OPT records with random sizes, versions and options, compression pointers including
 loops, bad labels, junk records, truncations, oversized), plus some random bytes, over
 UDP and TCP from a lab namespace. Afterwards dig is still answered over UDP and TCP, and
-the log has no traceback. (tests/test_dns_policy.py fuzzes the pure responder.)"""
+the log has no traceback. (tests/unit/test_dns_policy.py fuzzes the pure responder.)"""
 
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -19,7 +18,15 @@ from typing import Any
 import pytest
 
 from lab.testing import Lab, Netns, require_tool
-from tests.support.dhcp_lab import DSAS, Server, last_event, set_mac, udhcpc_once, udhcpc_script
+from tests.support.dhcp_lab import (
+    DSAS,
+    Server,
+    last_event,
+    set_mac,
+    udhcpc_once,
+    udhcpc_script,
+    wait_for_value,
+)
 from tests.support.dhcp_support import OLD_MAC, UNKNOWN_MAC, W1_MAC, W2_MAC
 from tests.support.paths import SUPPORT
 
@@ -51,14 +58,6 @@ def pair(lab: Lab, tmp_path: Path) -> Iterator[tuple[Server, Netns, str]]:
 
 
 
-def _wait_for(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_udhcpc_and_dhclient_get_their_inventory_address_and_name(
@@ -83,7 +82,7 @@ def test_udhcpc_and_dhclient_get_their_inventory_address_and_name(
                       str(tmp_path / "dhclient.leases"), "-pf", str(tmp_path / "dhclient.pid"),
                       cif], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        bound = _wait_for(lambda: last_event(out, "BOUND"), 20, "dhclient BOUND")
+        bound = wait_for_value(lambda: last_event(out, "BOUND"), 20, "dhclient BOUND")
     finally:
         server.lab.stop(proc)
     assert bound == {"ip": "198.18.0.12", "hostname": "w2"}
@@ -119,11 +118,11 @@ def test_renew_after_restart_keeps_the_address(pair: tuple[Server, Netns, str],
     udhcpc = cli.popen([require_tool("udhcpc"), "-f", "-i", cif, "-s", str(script), "-t", "5",
                         "-T", "1", "-A", "1"], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
-    first = _wait_for(lambda: last_event(out, "bound"), 15, "first lease")
+    first = wait_for_value(lambda: last_event(out, "bound"), 15, "first lease")
     server.stop()
     server.start()
     os.kill(udhcpc.pid, signal.SIGUSR1)  # udhcpc: renew now (unicast REQUEST, ciaddr set)
-    renewed = _wait_for(lambda: last_event(out, "renew"), 15, "renewal")
+    renewed = wait_for_value(lambda: last_event(out, "renew"), 15, "renewal")
     assert renewed["ip"] == first["ip"]
     # busybox sends its SIGUSR1 renewal broadcast: REBINDING to the server (RFC 2131 4.3.2)
     assert re.search(rf"dhcp ACK {re.escape(first['ip'])} .* state=(renewing|rebinding) ",
@@ -211,49 +210,3 @@ def test_proxy_dhcp_beside_dnsmasq(lab: Lab, tmp_path: Path) -> None:
     assert boot["yiaddr"] == "0.0.0.0" and boot["file"] == "undionly.kpxe"
 
 
-@pytest.mark.parametrize("proxy", [False, True], ids=["dhcp", "proxy-beside-dnsmasq"])
-def test_ipxe_rom_takes_an_address_and_follows_its_boot_url(lab: Lab, tmp_path: Path,
-                                                            proxy: bool) -> None:
-    """Real firmware: a SeaBIOS guest's iPXE ROM gets an address (w1's from us, or one
-    from dnsmasq with us as ProxyDHCP) and then asks us for its iPXE script over HTTP."""
-    from lab.qemu import Guest, GuestSpec
-
-    require_tool("qemu-system-x86_64")
-    srv = lab.netns("dsrv")
-    lab.bridge(srv, "br0", "198.18.0.1/24")
-    tap = lab.tap(srv, "br0")
-    if proxy:
-        other = lab.netns("dmsq")
-        oif = lab.plug(srv, "br0", other, "198.18.0.2/24")
-        other.popen([require_tool("dnsmasq"), "-d", "-k", "--conf-file=/dev/null", "--port=0",
-                     f"--interface={oif}", "--bind-interfaces", "--no-ping",
-                     "--dhcp-range=198.18.0.100,198.18.0.150,255.255.255.0,120",
-                     f"--dhcp-leasefile={tmp_path / 'dnsmasq.leases'}", "--pid-file="],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        other.wait_port(67)
-    server = Server(lab, srv, "br0", tmp_path, ["--proxy"] if proxy else [])
-    server.start()
-    dump = tmp_path / "br0.txt"
-    dump_err = tmp_path / "tcpdump.err"
-    with open(dump, "w") as out, open(dump_err, "w") as err:
-        srv.popen([require_tool("tcpdump"), "-l", "-n", "-i", "br0",
-                   "tcp port 80 or udp port 69"], stdout=out, stderr=err)
-    _wait_for(lambda: "listening on" in dump_err.read_text(), 15, "tcpdump to listen")
-    guest = Guest(lab, srv, GuestSpec("w1", [W1_MAC], firmware="bios"), [tap], tmp_path / "vm")
-    guest.start()
-    try:
-        line = _wait_for(lambda: next((x for x in dump.read_text().splitlines()
-                                       if ".80: Flags [S]" in x or ".69: " in x), None),
-                         60, "the guest's first boot-file request")
-    finally:
-        guest.stop()
-        server.stop()
-    source = IPv4Address(line.split()[2].rsplit(".", 1)[0])
-    assert " > 198.18.0.1.80: " in line, line  # HTTP to us: the URL from our reply
-    if proxy:
-        assert source in IPv4Network("198.18.0.96/27"), line  # dnsmasq's range
-        assert "OFFER 0.0.0.0 host=w1" in server.log()  # we never gave an address
-        assert not re.search(r"(OFFER|ACK) 198\.", server.log())
-    else:
-        assert source == IPv4Address("198.18.0.11"), line
-        assert "ACK 198.18.0.11 host=w1" in server.log()
