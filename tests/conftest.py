@@ -1,8 +1,19 @@
-"""Shared fixtures: the lab (namespaces), the example inventory, a CLI runner."""
+"""Shared fixtures (the lab's namespaces, the example inventory) and the tiers.
+
+The folder says what a test needs, and sets its markers (never a per-file pytestmark):
+
+    tests/unit/   pure: no root, no namespaces, no real daemons     (no marker)
+    tests/lab/    network namespaces, real clients and daemons       lab
+    tests/vm/     QEMU guests (in namespaces too)                    lab, vm
+
+so ``pytest -m "not lab"`` (or ``pytest tests/unit``) runs without root, and
+``-m "not vm"`` leaves out the slow guests.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +25,20 @@ from tests.support.paths import EXAMPLE
 # served (a DHCP service on a veth pair), net (the DNS lab), machine (a fake node root).
 pytest_plugins = ("tests.support.dhcp_served", "tests.support.dns_lab",
                   "tests.support.dsas_init_support")
+
+
+TIERS = {"lab": ("lab",), "vm": ("lab", "vm")}  # folder under tests/ -> markers
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            rel = item.path.resolve().relative_to(HERE)
+        except ValueError:  # not under tests/
+            continue
+        for marker in TIERS.get(rel.parts[0], ()):
+            item.add_marker(marker)
 
 
 @pytest.fixture

@@ -22,19 +22,6 @@ from lab.testing import Lab
 from provision.protocol.tftp import netascii_encode
 from tests.support.bootfiles_lab import CLI, HTTP, SRV, TEXT, Setup, sha_of, start_lab
 
-pytestmark = pytest.mark.lab
-
-
-
-
-
-
-
-
-
-
-
-
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:

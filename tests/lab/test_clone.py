@@ -243,5 +243,3 @@ def test_failure_midway_leaves_target_unusable(store, inv_path: Path, tmp_path: 
     assert loops_on(img) == ""
 
 
-
-

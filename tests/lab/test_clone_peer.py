@@ -27,8 +27,6 @@ from provision.distribute.sshconf import (
     parse_key_lines,
 )
 
-pytestmark = pytest.mark.lab
-
 CLONE = [sys.executable, "-c",
          "import sys; from provision.cli.clone import main; sys.exit(main())"]
 NET = "198.18.100"

@@ -21,8 +21,6 @@ from tests.support.dhcp_lab import Server
 from tests.support.dhcp_support import SERVER, client_packet
 from tests.support.hostile import dhcpclient_socket, discover, send_broadcast
 
-pytestmark = pytest.mark.lab
-
 N = 150  # clients in the burst (the lab network is a /24)
 
 

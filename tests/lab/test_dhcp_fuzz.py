@@ -16,7 +16,7 @@ from tests.support.dhcp_served import Served
 from tests.support.dhcp_support import IPXE_ROM, W1_MAC, client_packet, raw_packet
 from tests.support.fuzzing import fuzz_cases
 
-pytestmark = [pytest.mark.lab, pytest.mark.fuzz]
+pytestmark = pytest.mark.fuzz
 
 CODES = [1, 3, 6, 12, 43, 50, 51, 52, 53, 54, 55, 57, 60, 61, 77, 82, 93, 94, 97, 175, 200]
 

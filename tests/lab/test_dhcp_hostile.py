@@ -27,8 +27,6 @@ from tests.support.hostile import (
 )
 from tests.support.netns_thread import in_netns
 
-pytestmark = pytest.mark.lab
-
 FORGED = b"PXEClient\n2026-01-01 00:00:00,000 CRITICAL provision.services.dhcp: CRITICAL fake"
 
 

@@ -30,16 +30,10 @@ from tests.support.dhcp_lab import (
 from tests.support.dhcp_support import OLD_MAC, UNKNOWN_MAC, W1_MAC, W2_MAC
 from tests.support.paths import SUPPORT
 
-pytestmark = pytest.mark.lab
-
 CLIENT = str(SUPPORT / "dhcp_client.py")
 LAN = IPv4Network("198.18.0.0/24")
 INVENTORY_ADDRESSES = {IPv4Address(a) for a in ("198.18.0.1", "198.18.0.11", "198.18.0.12",
                                                 "198.18.0.21", "198.18.0.254")}
-
-
-
-
 
 
 @pytest.fixture
@@ -50,14 +44,6 @@ def pair(lab: Lab, tmp_path: Path) -> Iterator[tuple[Server, Netns, str]]:
     server = Server(lab, srv, sif, tmp_path)
     yield server, cli, cif
     server.stop()
-
-
-
-
-
-
-
-
 
 
 def test_udhcpc_and_dhclient_get_their_inventory_address_and_name(

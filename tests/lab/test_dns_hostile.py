@@ -10,16 +10,12 @@ import struct
 import subprocess
 import time
 
-import pytest
-
 from lab.testing import require_tool
 from provision.services import dns as dns_service
 from tests.support.dns_helpers import DOMAIN
 from tests.support.dns_lab import CLIENT, SERVER, Net, wait_answering, write_inventory
 from tests.support.hostile import LOG_LINE, log_problems
 from tests.support.netns_thread import in_netns
-
-pytestmark = pytest.mark.lab
 
 OTHER_CLIENT = "198.18.0.51"  # a second address of the client namespace
 TRICKLERS = 64  # as many as the server has TCP slots

@@ -37,20 +37,8 @@ from tests.support.dns_lab import (
     write_inventory,
 )
 
-pytestmark = pytest.mark.lab
-
 UPSTREAM_NAME = "ext.upstream.test"
 UPSTREAM_ADDR = "198.18.200.77"
-
-
-
-
-
-
-
-
-
-
 
 
 def section(reply: dict[str, Any], name: str) -> list[list[str]]:
@@ -148,8 +136,6 @@ def test_forwarding_to_a_second_server_and_servfail_when_it_is_down(net: Net) ->
     assert dig(net.client, SERVER, f"w102.{DOMAIN}")["status"] == "NOERROR"
 
 
-
-
 def test_sighup_reload_without_dropping_queries_and_per_interface_binding(net: Net) -> None:
     dnsperf = require_tool("dnsperf")
     inv = write_inventory(net.work / "c.yaml")
@@ -196,9 +182,6 @@ def test_sighup_reload_without_dropping_queries_and_per_interface_binding(net: N
 
 
 # -- the service in this process, its sockets in the lab's namespaces ---------------
-
-
-
 
 
 def exchange(sock: socket.socket, data: bytes) -> bytes | None:

@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from lab.testing import Lab
 from tests.support.dsas_init_support import (
     DSAS_INIT,
@@ -40,7 +38,6 @@ def test_storage_and_services(machine: Machine) -> None:
     assert "dsas-init: service tomcat-shop: not in this image, not started" in out.stdout
 
 
-@pytest.mark.lab
 def test_failure_is_reported_to_the_master_over_http(lab: Lab, machine: Machine,
                                                      tmp_path: Path) -> None:
     """The `failed` event really reaches an HTTP server (in a lab namespace)."""
@@ -64,7 +61,6 @@ def test_failure_is_reported_to_the_master_over_http(lab: Lab, machine: Machine,
     assert got[0]["detail"].startswith("BOND_MODE: 'fastest' is not a bonding mode")
 
 
-@pytest.mark.lab
 def test_ready_report_sends_the_host_key_with_this_boots_token(lab: Lab, machine: Machine,
                                                                tmp_path: Path) -> None:
     """The ready report carries the SSH host key and, with it, the boot id and token the

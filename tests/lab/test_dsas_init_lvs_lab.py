@@ -27,8 +27,6 @@ from provision.render import render_host
 from tests.support.dsas_init_support import DSAS_INIT, Machine
 from tests.support.paths import FIXTURES, SUPPORT
 
-pytestmark = pytest.mark.lab
-
 SMALL = FIXTURES / "small.yaml"
 
 FAKE_KEEPALIVED = """#!/bin/sh

@@ -26,7 +26,7 @@ from tests.support.dhcp_support import OLD_MAC, UNKNOWN_MAC, W1_MAC, W2_MAC, mac
 from tests.support.fuzzing import fuzz_cases
 from tests.support.hostile import dhcpclient_socket, discover, drain, log_problems, send_broadcast
 
-pytestmark = [pytest.mark.lab, pytest.mark.fuzz]
+pytestmark = pytest.mark.fuzz
 
 HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
 CHUNK = 250  # cases between two liveness probes (paces the sender to the server)

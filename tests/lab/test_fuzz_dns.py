@@ -22,7 +22,7 @@ from tests.support.fuzzing import fuzz_cases
 from tests.support.hostile import drain, log_problems
 from tests.support.netns_thread import in_netns
 
-pytestmark = [pytest.mark.lab, pytest.mark.fuzz]
+pytestmark = pytest.mark.fuzz
 
 CHUNK = 250  # UDP cases between two liveness probes (paces the sender to the server)
 TCP_SHARE = 5  # one case in TCP_SHARE goes over TCP

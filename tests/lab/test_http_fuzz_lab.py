@@ -13,7 +13,7 @@ from tests.support.fuzzing import fuzz_cases
 from tests.support.http_lab import HTTP, N1, PORT, SRV, start
 from tests.support.paths import ROOT as REPO
 
-pytestmark = [pytest.mark.lab, pytest.mark.fuzz]
+pytestmark = pytest.mark.fuzz
 
 
 def test_fuzzed_requests_never_break_the_http_service(lab: Lab, tmp_path) -> None:  # type: ignore[no-untyped-def]

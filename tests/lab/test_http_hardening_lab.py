@@ -17,18 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from lab.testing import Lab, require_tool
 from tests.support.http_lab import DSAS, EVENTS, HTTP, N1, N2, PORT, SRV, STRAY, Master, start
 from tests.support.paths import ROOT as REPO
-
-pytestmark = pytest.mark.lab
-
-
-
-
-
 
 
 def wait_for(what: str, check, timeout: float = 60, step: float = 0.2):  # type: ignore[no-untyped-def]

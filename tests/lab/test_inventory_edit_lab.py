@@ -19,8 +19,6 @@ import pytest
 from lab.testing import Lab, require_tool
 from tests.support.dhcp_lab import set_mac, udhcpc_once
 
-pytestmark = pytest.mark.lab
-
 DSAS = str(Path(sys.executable).with_name("dsas"))
 DOMAIN = "lab.example"
 INVENTORY = """\
@@ -84,7 +82,6 @@ class Farm:
     def lease(self, mac: str) -> dict[str, str] | None:
         set_mac(self.client, self.cif, mac)
         return udhcpc_once(self.client, self.cif, self.tmp, tries=4)
-
 
 
 def test_host_add_is_served_at_once_without_a_restart(lab: Lab, tmp_path: Path) -> None:

@@ -9,15 +9,12 @@ import socket
 import sys
 from pathlib import Path
 
-import pytest
-
 from lab.testing import Lab
 from provision.distribute import lbreads
 from provision.state import StateStore
 from tests.support.paths import FIXTURES, ROOT
 
 
-@pytest.mark.lab
 def test_unreachable_directors_are_named_with_one_line(lab: Lab, tmp_path: Path) -> None:
     """lb1 accepts TCP on port 22 and never speaks; nothing listens for lb2."""
     ns = lab.netns("lbst")

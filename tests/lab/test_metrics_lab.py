@@ -8,14 +8,11 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab.testing import Lab
 from provision.observability.metrics import Metrics
 from tests.support.bootfiles_lab import HTTP, SRV, start_lab
-
-pytestmark = pytest.mark.lab
 
 
 def test_metrics_page_is_prometheus_text_with_help_types_and_histograms(

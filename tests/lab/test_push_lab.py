@@ -33,17 +33,6 @@ from tests.support.push_lab import (
     write_tree,
 )
 
-pytestmark = pytest.mark.lab
-
-
-
-
-
-
-
-
-
-
 
 def full_snapshot(root: Path) -> dict[str, tuple]:
     """Like snapshot, plus inodes and every mtime: for "nothing changed at all"."""
@@ -52,10 +41,6 @@ def full_snapshot(root: Path) -> dict[str, tuple]:
         st = (root / rel).lstat()
         out[rel] = (*v, st.st_ino, st.st_mtime_ns, st.st_nlink)
     return out
-
-
-
-
 
 
 def test_first_and_incremental_push_byte_exact(lab, tmp_path):

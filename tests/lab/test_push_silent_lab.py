@@ -8,13 +8,9 @@ import json
 import re
 import sys
 
-import pytest
-
 from lab.sshfarm import wait_listen
 from lab.testing import require_tool
 from tests.support.push_lab import assert_ok, make_lab, release_of, write_tree
-
-pytestmark = pytest.mark.lab
 
 SILENT = ("import socket, time\n"
           "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"

@@ -13,12 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from lab.testing import require_tool
 from tests.support.push_lab import assert_ok, make_lab, release_of, snapshot, write_tree
-
-pytestmark = pytest.mark.lab
 
 GROUP, PORT = "239.255.77.9", 17099
 UFTP = ["--transfer", "uftp", "--uftp-interface", "br0", "--uftp-group", GROUP,

@@ -21,8 +21,6 @@ from tests.support.bootfiles_lab import CLI, HTTP, SRV, start_lab
 from tests.support.dns_helpers import inventory as dns_inventory
 from tests.support.dns_lab import inside
 
-pytestmark = pytest.mark.lab
-
 
 @pytest.mark.parametrize("batch", [True, False], ids=["recvmmsg", "recvfrom"])
 def test_a_clean_dns_stop_logs_no_short_datagram(lab: Lab, tmp_path: Path, batch: bool,

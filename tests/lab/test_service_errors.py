@@ -31,9 +31,6 @@ from tests.support.dns_helpers import DOMAIN, inventory, query
 from tests.support.dns_lab import SERVER as DNS_SERVER
 from tests.support.dns_lab import SILENT, UPSTREAM, Net, inside
 
-pytestmark = pytest.mark.lab
-
-
 # -- DHCP ---------------------------------------------------------------------------
 
 def _offer(served: Served, mac: str) -> tuple[int, str]:
@@ -333,6 +330,5 @@ def _status(env: Any, name: str, etag: str) -> str:
     r = env.curl("-o", "/dev/null", "-w", "%{http_code}", "-H", f"If-None-Match: {etag}",
                  f"{HTTP}/{name}")
     return r.stdout
-
 
 

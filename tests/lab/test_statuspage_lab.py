@@ -28,8 +28,6 @@ from tests.support.browser import Browser
 from tests.support.paths import ROOT as REPO
 from tests.support.statuspage_support import INVENTORY, SRV, VRRP_PASSWORD, record_lb_read
 
-pytestmark = pytest.mark.lab
-
 ARTIFACTS = REPO / "build" / "artifacts"
 HTTP = f"http://{SRV}:8080"
 
@@ -74,12 +72,6 @@ def record_pushes(state: Path) -> None:
     hist.finish(run, [HostResult("w1", True, "r2", "r1"),
                       HostResult("w2", False, "r1", "r1", reason="rsync: timeout")], "r2")
     hist.store.close()
-
-
-
-
-
-
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,8 @@ import re
 import time
 from pathlib import Path
 
-import pytest
-
 from lab.testing import Lab
 from tests.support.bootfiles_lab import CLI, SRV, Setup, sha_of, start_lab
-
-pytestmark = pytest.mark.lab
 
 ATTACKER = "198.18.4.12"  # a second address in the client namespace
 

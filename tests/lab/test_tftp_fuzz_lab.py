@@ -24,7 +24,7 @@ from tests.support.bootfiles_lab import CLI, SRV, make_tree, sha_of
 from tests.support.fuzzing import fuzz_cases
 from tests.support.paths import ROOT as REPO
 
-pytestmark = [pytest.mark.lab, pytest.mark.fuzz]
+pytestmark = pytest.mark.fuzz
 
 NAMES = ["pxelinux.0", "images/tiny/1/vmlinuz", "images/tiny/1/initrd.img", "notes.txt",
          "empty.bin", "hosts/n1/dsas.conf", "pxelinux.cfg/01-52-54-00-04-00-11"]

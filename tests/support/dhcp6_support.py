@@ -1,5 +1,5 @@
-"""DHCPv6: the IPv6 lab inventory loaded, a link, DUIDs and a message builder
-(test_dhcp6, test_dhcp6_policy_unit)."""
+"""DHCPv6: the IPv6 lab inventory loaded, a link, DUIDs, a message builder and mutated
+messages (test_dhcp6, test_dhcp6_policy_unit, test_dhcp6_lab)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The DHCP lab: `dsas serve` in a server namespace and udhcpc in a client namespace
 (test_dhcp_lab, test_dhcp_hostile, test_dhcp_durable, test_fuzz_dhcp,
-test_inventory_edit_lab)."""
+test_inventory_edit_lab, test_dhcp_ipxe_vm)."""
 
 from __future__ import annotations
 

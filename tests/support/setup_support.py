@@ -1,4 +1,5 @@
-"""The lab inventory and a foreign variant of it (test_setup, test_setup_vm)."""
+"""The lab inventory and a foreign variant of it, a fake kernel/initrd/root fs payload,
+and dsas run as a process (test_setup, test_setup_lab, test_setup_vm)."""
 
 from __future__ import annotations
 

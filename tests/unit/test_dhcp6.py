@@ -26,8 +26,6 @@ OTHER_LL = IPv6Address("fe80::1234:5678:9abc:def0")  # stable-privacy style: no 
 UUID_DUID = bytes((0, 4)) + bytes(16)  # DUID-UUID of a VM: all zeros
 
 
-
-
 def ia_address(reply: d6.Dhcp6Message) -> IPv6Address | None:
     raw = reply.get(d6.IA_NA)
     assert raw is not None
@@ -109,10 +107,6 @@ def test_boot_file_url_option_59_by_client_kind() -> None:
     assert boot() is None  # Linux's DHCPv6 client: no boot file
 
 
-
-
-
-
 def test_mutated_messages_through_the_policy_never_raise() -> None:
     rng = random.Random(22)
     p = Dhcp6Policy(INV)
@@ -126,11 +120,5 @@ def test_mutated_messages_through_the_policy_never_raise() -> None:
         assert (d.reply is None) != (d.drop is None)
         answered += d.reply is not None
     assert answered > 0
-
-
-
-
-
-
 
 

@@ -43,8 +43,6 @@ def policy(**kw: object) -> DhcpPolicy:
     return DhcpPolicy(INV, LeaseTable(), DhcpSettings(**kw))  # type: ignore[arg-type]
 
 
-
-
 def test_known_host_gets_its_address_and_identity() -> None:
     d = run(policy(), o.DISCOVER, W1_MAC)
     r = d.reply

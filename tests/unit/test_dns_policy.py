@@ -413,7 +413,6 @@ def test_fuzz_mutated_queries(base: bytes, flips: list[tuple[int, int]], cut: in
         _check(resp, blob)
 
 
-
 # -- the CLI -------------------------------------------------------------------
 
 

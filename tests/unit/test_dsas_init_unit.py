@@ -103,8 +103,6 @@ def test_check_only_changes_nothing(machine: Machine) -> None:
     assert machine.commands() == [] and not (machine.root / "etc" / "hostname").exists()
 
 
-
-
 def test_rerun_changes_only_what_differs(machine: Machine) -> None:
     first = machine.run(conf())
     assert first.returncode == 0
@@ -125,10 +123,6 @@ exit 0"""))
     assert "ip addr del 198.18.9.9/24 dev bond0.2" in cmds  # a stale address goes
     assert "ip addr add 198.18.2.21/24 brd + dev bond0.2" in cmds
     assert not any(c.startswith("ip addr add 198.18.0.21") for c in cmds)
-
-
-
-
 
 
 def test_the_renderers_dsas_conf_is_understood(tmp_path: Path) -> None:

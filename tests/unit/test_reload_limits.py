@@ -102,8 +102,3 @@ def test_isolated_load_stops_when_asked(tmp_path: Path) -> None:
 # -- a real server -------------------------------------------------------------------------
 
 
-
-
-
-
-

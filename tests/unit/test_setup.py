@@ -40,10 +40,6 @@ from tests.support.setup_support import FOREIGN_INVENTORY, LAB_INVENTORY, fake_p
 LAN = Link("eth0", SERVER, IPv4Network("198.18.0.0/24"))
 
 
-
-
-
-
 # -- dsas image import ----------------------------------------------------------------
 
 
@@ -97,8 +93,6 @@ def test_import_refuses_bad_input_with_one_line_and_writes_nothing(tmp_path: Pat
     with pytest.raises(PayloadError, match="tar"):
         import_image(ImageStore(boot / "images"), "x", kernel, initrd, tmp_path / "junk.tar")
     assert ImageStore(boot / "images").versions("x") == []
-
-
 
 
 def test_a_foreign_image_boots_with_its_own_command_line_on_ipxe_and_pxelinux(
@@ -212,10 +206,5 @@ def test_every_image_the_example_names_has_a_recipe_with_its_files() -> None:
 
 
 # -- dsas setup and dsas serve's start-up report, in a namespace -------------------------
-
-
-
-
-
 
 

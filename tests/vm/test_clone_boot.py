@@ -111,7 +111,6 @@ def test_cloned_web_disk_boots_as_its_host(lab, tmp_path: Path) -> None:
     assert disk.stat().st_size == 1400 * MIB
 
 
-
 TINY_ROLE = ("  tinyvm: {services: [], networks: [inside], hwtype: vm, image: tiny, boot: disk,\n"
              "           bond: {mode: none}}\n")
 TINY_HOST = ('  t2: {role: tinyvm, macs: ["52:54:00:12:00:32", "52:54:00:12:01:32"],\n'

@@ -26,8 +26,6 @@ from lab.netns import _start_time
 from lab.testing import require_root, require_tool
 from tests.support.paths import ROOT
 
-pytestmark = pytest.mark.lab
-
 W101 = "198.18.1.11"  # w101's address in the lab inventory
 
 

@@ -43,8 +43,6 @@ from tests.support.paths import ROOT
 
 DSAS = str(ROOT / ".venv" / "bin" / "dsas")
 
-pytestmark = pytest.mark.lab
-
 def requests(client: Netns, count: int, period: float = 0.05,
              seconds: float = 120) -> list[tuple[float, bool, str]]:
     out = client.run([sys.executable, "-c", CLIENT_LOOP, VIP, str(count), str(seconds),

@@ -22,8 +22,6 @@ from lab.testing import Lab, read_until, wait_for
 from provision.imaging.build import BuildResult
 from tests.support.nodeboot import NodeLab, build_tiny, dsas_conf
 
-pytestmark = pytest.mark.lab
-
 MACS = ["52:54:00:18:00:01", "52:54:00:18:00:02"]
 BOND_ADDR, VLAN_ADDR = "198.18.0.21", "198.18.2.21"
 STAGES = ("initramfs", "dsas.conf", "image", "configured", "ready")

@@ -29,8 +29,6 @@ from provision.inventory import load
 from tests.support.paths import ROOT
 from tests.support.setup_support import FOREIGN_INVENTORY
 
-pytestmark = pytest.mark.lab
-
 DSAS = ROOT / ".venv" / "bin" / "dsas"
 LAB_INVENTORY = ROOT / "etc" / "dsas" / "lab.yaml"
 CACHE = Path("/var/cache/dsas/debs")  # the lab tests' package cache
