@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lab.clone import INVENTORY, TEST_BOOT_ROOT, TEST_CACHE
-from provision.distribute import clone as c
+from provision.clone import clone as c
 from provision.imaging.build import Builder, default_recipes_dir
 from provision.imaging.store import ImageStore
 from provision.inventory import loads

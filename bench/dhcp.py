@@ -324,8 +324,9 @@ def preload(name: str, work: Path, n: int) -> None:
     """Write ``n`` live leases into the server's own store, as it would have saved them."""
     expires = int(time.time()) + 3600
     if name == "dsas":
-        from provision.policy.leases import Change, Lease, LeaseJournal, LeasePut
+        from provision.policy.leases import Change, Lease, LeasePut
         from provision.state import StateStore
+        from provision.state.leases import LeaseJournal
 
         (work / "state").mkdir()
         store = StateStore(work / "state")

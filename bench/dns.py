@@ -26,7 +26,7 @@ from pathlib import Path
 
 from lab.netns import Lab, Netns, find_tool
 from provision.inventory import load
-from provision.render.dns import dns_records
+from provision.policy.dns import records
 
 DOMAIN = "bench.test"
 SERVER_CIDR = "198.18.0.1/20"
@@ -112,8 +112,8 @@ def _start_servers(lab: Lab, srv: Netns, work: Path, n_hosts: int) -> dict[str, 
     inv_path = work / "cluster.yaml"
     inv_path.write_text(inventory_yaml(n_hosts))
     inv = load(inv_path)
-    hosts = [f"{r.value} {r.name}" for r in dns_records(inv)
-             if r.type == "A" and r.name.count(".") == DOMAIN.count(".") + 1]
+    hosts = [f"{r.rdata} {r.name}" for r in records(inv)
+             if r.rtype == "A" and r.name.count(".") == DOMAIN.count(".") + 1]
     (work / "hosts").write_text("\n".join(hosts) + "\n")
     dsas = Path(sys.executable).parent / "dsas"
     ours = srv.popen([str(dsas), "serve", "-i", str(inv_path), "--only", "dns",

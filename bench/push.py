@@ -35,7 +35,7 @@ from statistics import median
 
 from lab.netns import Lab
 from lab.sshfarm import MOUNT, SshFarm, build_farm
-from provision.distribute.sshconf import (
+from provision.sshtrust.sshconf import (
     SshConfig,
     add_known_host,
     ensure_client_key,

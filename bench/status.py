@@ -74,10 +74,9 @@ hosts:
 
 def seed_events(state: Path, n: int) -> None:
     """A full boot for every host, a minute ago, straight into the store."""
-    from provision.policy import httpfiles
-    from provision.state import StateStore
+    from provision.state import StateStore, schema
 
-    StateStore(state).ensure_schema("http", httpfiles.EVENTS_DDL)
+    StateStore(state).ensure(schema.HTTP)
     now = time.time() - 60
     rows = [(now + i * 0.01 + k, f"w{i:04d}", st, None, address(i), "tiny")
             for i in range(n) for k, st in enumerate(STAGES)]

@@ -11,7 +11,6 @@ Shared by the lab tests and `dsas demo`:
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from provision.inventory.model import Inventory
+from provision.state import StateError
+from provision.state import events as stored_events
 
 from . import vlan
 from .netns import Lab, LabError, Netns
@@ -131,17 +132,12 @@ class LabCluster:
         if not db.exists():
             return {}
         try:
-            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
-            try:
-                rows = conn.execute("SELECT host, stage, ts, reason FROM http_events "
-                                    "WHERE ts >= ? ORDER BY id", (since,)).fetchall()
-            finally:
-                conn.close()
-        except sqlite3.Error:  # not created yet, or busy: the next poll sees it
+            rows = stored_events.read_only_since(db, since)
+        except StateError:  # not created yet, or busy: the next poll sees it
             return {}
         out: dict[str, list[StageEvent]] = {}
-        for host, stage, ts, reason in rows:
-            out.setdefault(host, []).append(StageEvent(stage, ts, reason))
+        for e in rows:
+            out.setdefault(e.host, []).append(StageEvent(e.stage, e.ts, e.reason))
         return out
 
     def wait_stages(self, hosts: list[str], stages: tuple[str, ...], timeout: float,

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import click
 
-from ..distribute.assignjournal import AssignJournal
 from ..inventory import InventoryError, loads
 from ..inventory.edit import assign_role
 from ..policy.assignplan import describe, plan
 from ..state import FILENAME, StateStore
+from ..state.assign import AssignJournal
 from .common import inventory_option
 from .editcommon import apply, fail_problems, file_diff, finish, start, state_dir_option, validated
 from .hostedit import _addresses, address_option, leased_elsewhere

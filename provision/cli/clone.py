@@ -12,12 +12,12 @@ from pathlib import Path
 
 import click
 
-from ..distribute import clone as c
-from ..distribute.disklayout import MIB, parse_size
+from ..clone import clone as c
+from ..clone.disklayout import MIB, parse_size
+from ..errors import DsasError
 from ..imaging.content import parse_ref
 from ..imaging.store import ImageStore
-from .common import inventory_option, load_inventory
-from .push import make_ssh, ssh_options, state_dir_option
+from .common import OneLineErrors, fail, inventory_option, load_inventory, make_ssh, ssh_options
 
 
 class Meter:
@@ -45,7 +45,7 @@ class Meter:
             click.echo(line, err=True)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("host")
 @click.option("--target", required=True, type=click.Path(path_type=Path),
               help="Whole-disk block device, or an image file (created with --size).")
@@ -61,7 +61,6 @@ class Meter:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", "-n", is_flag=True, help="Print the plan; write nothing.")
 @inventory_option
-@state_dir_option
 @ssh_options
 def cli(host: str, target: Path, size: str | None, image_ref: str | None, peer: str | None,
         from_path: str, boot_root: str, yes: bool, dry_run: bool,
@@ -81,7 +80,7 @@ def cli(host: str, target: Path, size: str | None, image_ref: str | None, peer: 
     inv = load_inventory(inventory_path)
     h = inv.hosts.get(host)
     if h is None:
-        _fail(f"unknown host {host!r}: not in {inv.source}; nothing written", 2)
+        fail(f"unknown host {host!r}: not in {inv.source}; nothing written", 2)
     assert h is not None
     try:
         if peer:
@@ -98,8 +97,8 @@ def cli(host: str, target: Path, size: str | None, image_ref: str | None, peer: 
                 raise c.Refused(f"host {host} has no image in the inventory: give --image")
             source = c.image_source(ImageStore(Path(boot_root) / "images"), name, version)
         plan = c.make_plan(inv, host, target, size_b, source)
-    except c.CloneError as exc:
-        _fail(f"refused: {exc}; nothing written", exc.exit_code)
+    except DsasError as exc:  # a refusal, or a check's command failed: nothing written yet
+        fail(f"refused: {exc.one_line()}; nothing written", exc.exit_code)
         return
     click.echo(plan.describe())
     if dry_run:
@@ -107,7 +106,7 @@ def cli(host: str, target: Path, size: str | None, image_ref: str | None, peer: 
         return
     if not yes:
         if not sys.stdin.isatty():
-            _fail("refused: not a terminal to confirm on; give --yes", 1)
+            fail("refused: not a terminal to confirm on; give --yes", 1)
         click.confirm(f"Erase {target} and make it {host}'s disk?", abort=True, err=True)
     _execute(plan)
 
@@ -118,11 +117,12 @@ def _execute(plan: c.Plan) -> None:
         with c.interrupts_as_errors():
             stats = cloner.run()
     except KeyboardInterrupt:
-        _fail(f"interrupted: {plan.target} is left UNUSABLE (no partition table); "
-              "run dsas-clone again", 1)
-    except (c.CloneError, OSError) as exc:
-        _fail(f"{exc}\nerror: {plan.target} is left UNUSABLE (no partition table); "
-              "fix the cause and run dsas-clone again", 1)
+        fail(f"interrupted: {plan.target} is left UNUSABLE (no partition table); "
+             "run dsas-clone again", 1)
+    except (DsasError, OSError) as exc:  # the line says the target is unusable now
+        why = exc.one_line() if isinstance(exc, DsasError) else str(exc)
+        fail(f"{why}; {plan.target} is left UNUSABLE (no partition table); "
+             "fix the cause and run dsas-clone again", getattr(exc, "exit_code", 1))
     else:
         rate = stats["copy_bytes"] / max(stats["copy_seconds"], 1e-3) / MIB
         click.echo(f"done: {plan.target} is {plan.host.name}'s disk "
@@ -130,11 +130,6 @@ def _execute(plan: c.Plan) -> None:
                    f"in {stats['copy_seconds']:.1f}s ({rate:.0f} MiB/s), verified "
                    f"{stats.get('verified_files', '-')} files in "
                    f"{stats['verify_seconds']:.1f}s, total {stats['seconds']:.1f}s")
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 def main() -> None:

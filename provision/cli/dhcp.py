@@ -10,9 +10,9 @@ from typing import Any
 import click
 
 from ..observability.logsafe import safe
-from ..policy.leases import LeaseJournal
 from ..protocol import dhcp_options as o
 from ..state import FILENAME, StateStore
+from ..state.leases import LeaseJournal
 from .common import fail, table
 
 ARCH_NAMES = {o.ARCH_X86_BIOS: "bios", o.ARCH_EFI_IA32: "efi-ia32", o.ARCH_EFI_X64: "efi-x64",

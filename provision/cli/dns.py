@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 
 import click
 from dnslib import QTYPE, RCODE
 
-from ..policy.dns import Zone, zone_text
+from ..policy.dns import Zone, ptr_name
+from ..render import RenderError, render_zone
 from .common import fail, inventory_option, load_inventory
 
 
@@ -32,9 +34,9 @@ def query(inventory_path: str | None, name: str, qtype: str) -> None:
     qtype = qtype.upper()
     if qtype not in QTYPE.reverse:
         fail(f"unknown record type {qtype!r}", 2)
-    if _is_address(name):
-        name = ".".join(reversed(name.split("."))) + ".in-addr.arpa"
-        qtype = "PTR"
+    address = _address(name)
+    if address is not None:
+        name, qtype = ptr_name(address), "PTR"
     reply = Zone(inv, serial=1).lookup(name, qtype)
     click.echo(str(reply))
     sys.exit(0 if reply.header.rcode == RCODE.NOERROR else 1)
@@ -44,9 +46,14 @@ def query(inventory_path: str | None, name: str, qtype: str) -> None:
 @inventory_option
 def zone(inventory_path: str | None) -> None:
     """Print every record the server holds (SOA, NS, A, PTR with TTLs), master-file style."""
-    click.echo(zone_text(load_inventory(inventory_path)), nl=False)
+    try:
+        click.echo(render_zone(load_inventory(inventory_path)), nl=False)
+    except RenderError as e:
+        fail(str(e), e.exit_code)
 
 
-def _is_address(name: str) -> bool:
-    parts = name.split(".")
-    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
+def _address(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None

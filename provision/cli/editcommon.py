@@ -14,8 +14,8 @@ import click
 from ..inventory import Inventory, InventoryError, loads, resolve_path
 from ..inventory.commit import CommitError, Snapshot, commit, read
 from ..inventory.edit import Document, EditError
-from ..inventory.history import sha256
 from ..services.servepid import notify_serve
+from ..state.inventory import sha256
 
 STATE_ENV = "DSAS_STATE_DIR"
 DEFAULT_STATE_DIR = "/var/lib/dsas"
@@ -54,11 +54,9 @@ class Edit:
 
 def start(inventory_path: str | None) -> Edit:
     path = resolve_path(inventory_path)
+    snap = read(path)  # a CommitError: one line, from the command's OneLineErrors
     try:
-        snap = read(path)
         return Edit(path, snap, Document(snap.text, str(path)))
-    except CommitError as e:
-        fail_problems(str(e), [])
     except EditError as e:
         fail_problems("cannot edit the inventory", e.problems)
     raise AssertionError("unreachable")

@@ -26,8 +26,8 @@ from ..inventory.edit import (
 )
 from ..inventory.model import normalize_mac
 from ..observability.logsafe import safe
-from ..policy.leases import LeaseJournal
 from ..state import FILENAME, StateStore
+from ..state.leases import LeaseJournal
 from .common import inventory_option
 from .editcommon import NOTHING, apply, fail_problems, finish, start, state_dir_option, validated
 

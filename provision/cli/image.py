@@ -8,11 +8,10 @@ from pathlib import Path
 
 import click
 
+from .. import layout
 from ..imaging.build import Builder, default_recipes_dir
 from ..imaging.content import parse_ref, verify_archive
-from ..imaging.debs import PackageError
-from ..imaging.recipe import RecipeError
-from ..imaging.store import ImageStore, PayloadError, import_image
+from ..imaging.store import ImageStore, import_image
 from .common import table
 
 DEFAULT_BOOT_ROOT = "/srv/dsas/boot"
@@ -48,14 +47,11 @@ def build(names: tuple[str, ...], boot_root: str, cache: str, recipes: str | Non
     The version is a hash of the image's content: building again with
     unchanged inputs does nothing. The newest build becomes `current`.
     """
-    store = ImageStore(Path(boot_root) / "images")
+    store = ImageStore(layout.image_store(boot_root))
     builder = Builder(Path(recipes) if recipes else default_recipes_dir(), store, Path(cache),
                       progress=click.echo)
-    try:
-        for name in names:
-            builder.build(name)
-    except (RecipeError, PackageError) as exc:
-        _error(str(exc))
+    for name in names:
+        builder.build(name)
 
 
 @image.command("list")
@@ -66,7 +62,7 @@ def list_images(boot_root: str) -> None:
     `image: NAME` in the inventory (version `current`, the default) means the
     version marked here; `dsas image promote NAME@VERSION` moves the mark.
     """
-    store = ImageStore(Path(boot_root) / "images")
+    store = ImageStore(layout.image_store(boot_root))
     rows = []
     for name in store.images():
         current = store.resolve(name)
@@ -107,7 +103,7 @@ def verify(ref: str, version: str | None, content: bool, boot_root: str) -> None
     Every artifact's sha256 and size, and (--content) every file, symlink and
     mode inside rootfs.tar.gz. Prints each difference; exit 1 on any.
     """
-    store = ImageStore(Path(boot_root) / "images")
+    store = ImageStore(layout.image_store(boot_root))
     name, concrete = _resolve(store, ref, version)
     problems = store.verify(name, concrete)
     if content and not problems:
@@ -128,7 +124,7 @@ def verify(ref: str, version: str | None, content: bool, boot_root: str) -> None
 def promote(ref: str, boot_root: str) -> None:
     """Make VERSION the `current` IMAGE: what `image: IMAGE` in the inventory boots
     and what dsas-clone copies by default. The version must verify first."""
-    store = ImageStore(Path(boot_root) / "images")
+    store = ImageStore(layout.image_store(boot_root))
     if "@" not in ref:
         _error(f"{ref}: name the version to promote, as IMAGE@VERSION")
     name, concrete = _resolve(store, ref)
@@ -177,12 +173,12 @@ def import_(name: str, kernel: str, initrd: str, rootfs: str | None, kernel_args
     if not CMDLINE_OK.match(kernel_args):
         _error(f"--kernel-args {kernel_args!r}: only letters, digits, spaces and "
                "_.,:=/+@%~- pass through iPXE, pxelinux and the kernel")
-    store = ImageStore(Path(boot_root) / "images")
+    store = ImageStore(layout.image_store(boot_root))
     try:
         version, existed = import_image(store, name, Path(kernel), Path(initrd),
                                         Path(rootfs) if rootfs else None, kernel_args,
                                         dsas_boot)
-    except (PayloadError, OSError) as e:
+    except OSError as e:
         _error(str(e))
     m = store.manifest(name, version) or {}
     size = sum(f.get("size", 0) for f in m.get("files", {}).values())

@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 
 from ..inventory import resolve_path
-from ..inventory.commit import CommitError, read
-from ..inventory.history import InventoryHistory, Revision, sha256
+from ..inventory.commit import read
 from ..state import FILENAME, StateStore
+from ..state.inventory import InventoryHistory, Revision, sha256
 from .common import inventory_option, table
 from .editcommon import Edit, fail_problems, finish, state_dir_option
 
@@ -42,11 +42,7 @@ def _history(inventory_path: str | None, state_dir: str) -> tuple[Path, list[Rev
 
 
 def _current(path: Path) -> bytes:
-    try:
-        return read(path).data
-    except CommitError as e:
-        fail_problems(str(e), [])
-    raise AssertionError("unreachable")
+    return read(path).data
 
 
 def _current_rev(revs: list[Revision], data: bytes) -> Revision | None:

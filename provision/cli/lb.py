@@ -11,12 +11,11 @@ from typing import Any
 
 import click
 
-from ..distribute import lbreads
-from ..distribute.lbstatus import collect, status
-from ..distribute.sshconf import SshConfig, ensure_client_key
+from ..balancer import reads as lbreads
+from ..balancer.status import collect, status
+from ..sshtrust.sshconf import SshConfig, ensure_client_key
 from ..state import StateStore
-from .common import inventory_option, load_inventory, table
-from .push import ssh_options, state_dir_option
+from .common import inventory_option, load_inventory, ssh_options, table
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -26,7 +25,6 @@ def lb() -> None:
 
 @lb.command("status")
 @inventory_option
-@state_dir_option
 @ssh_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
 @click.option("--timeout", type=click.FloatRange(0.5, 300), default=10, show_default=True,

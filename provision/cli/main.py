@@ -7,6 +7,7 @@ import importlib
 import click
 
 from .. import __version__
+from .common import OneLineErrorsGroup
 
 # command -> (module in provision.cli, attribute). Modules load only when their
 # command runs (or when --help lists them): `dsas check` does not pay for
@@ -32,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class LazyGroup(click.Group):
+class LazyGroup(OneLineErrorsGroup):
     @property  # type: ignore[override]
     def commands(self) -> dict[str, click.Command]:
         """Every command, loaded (for tools that walk the tree, such as click-man)."""

@@ -1,6 +1,6 @@
 """`dsas-push` (deploy a tree to hosts), `dsas push log` and `dsas trust HOST`.
 
-The logic lives in ``provision.distribute``; this module parses options, picks
+The logic lives in ``provision.push``; this module parses options, picks
 the targets, asks for confirmation, prints the summary and sets the exit code:
 0 every target ok, 1 some failed (named on stderr), 2 usage error.
 """
@@ -11,27 +11,20 @@ import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import click
 
-from ..distribute import multicast
-from ..distribute.history import History, HostResult
-from ..distribute.hostkeys import (
-    ReportedKey,
-    plan_trust,
-    reported_keys,
-    trusted_keys,
-    untrustworthy,
-)
-from ..distribute.progress import human_bytes, reporter_for
-from ..distribute.push import DEFAULT_KEEP, DEFAULT_TO, Pusher, PushOptions, default_parallel
-from ..distribute.release import ManifestError, local_manifest
-from ..distribute.sshconf import (
+from ..inventory.model import Inventory
+from ..push import multicast
+from ..push.progress import human_bytes, reporter_for
+from ..push.push import DEFAULT_KEEP, DEFAULT_TO, Pusher, PushOptions, default_parallel
+from ..push.release import local_manifest
+from ..push.targets import Target, select_targets
+from ..sshtrust.hostkeys import plan_trust, trusted_keys, untrustworthy
+from ..sshtrust.sshconf import (
     DEFAULT_PORT,
-    DEFAULT_USER,
     SshConfig,
     add_known_host,
     ensure_client_key,
@@ -39,29 +32,20 @@ from ..distribute.sshconf import (
     parse_key_lines,
     scan_host_keys,
 )
-from ..distribute.targets import Target, TargetError, select_targets
-from ..inventory.model import Inventory
 from ..state import StateStore
-from .common import fail, inventory_option, load_inventory, setup_logging, table
-
-STATE_ENV = "DSAS_STATE_DIR"
-DEFAULT_STATE_DIR = "/var/lib/dsas"
-
-state_dir_option = click.option(
-    "--state-dir", type=click.Path(file_okay=False), envvar=STATE_ENV,
-    default=DEFAULT_STATE_DIR, show_default=True,
-    help=f"State directory (state.db, ssh/known_hosts, ssh/id_ed25519); also ${STATE_ENV}.")
-
-
-def ssh_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--identity", type=click.Path(dir_okay=False), default=None,
-                     help="SSH private key. Default: <state-dir>/ssh/id_ed25519 "
-                          "(created on first use).")(f)
-    f = click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT,
-                     show_default=True, help="SSH port on the nodes.")(f)
-    f = click.option("--user", default=DEFAULT_USER, show_default=True,
-                     help="SSH user on the nodes.")(f)
-    return f
+from ..state.events import ReportedKey, reported_keys
+from ..state.pushes import History, HostResult
+from .common import (
+    OneLineErrors,
+    fail,
+    inventory_option,
+    load_inventory,
+    make_ssh,
+    setup_logging,
+    ssh_options,
+    state_dir_option,
+    table,
+)
 
 
 def open_history(state_dir: str) -> History:
@@ -69,13 +53,8 @@ def open_history(state_dir: str) -> History:
     return History(StateStore(Path(state_dir)))
 
 
-def make_ssh(state_dir: str, user: str, port: int, identity: str | None) -> SshConfig:
-    return SshConfig(Path(state_dir), user=user, port=port,
-                     identity=Path(identity) if identity else None)
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"],
-                                 "max_content_width": 100})
+@click.command(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"],
+                                                     "max_content_width": 100})
 @click.argument("src", required=False, type=click.Path(exists=True, file_okay=False))
 @click.option("--to", "to", default=DEFAULT_TO, show_default=True,
               help="Live path on the nodes (a symlink to <to>.releases/<id>).")
@@ -123,7 +102,6 @@ def make_ssh(state_dir: str, user: str, port: int, identity: str | None) -> SshC
 @click.option("--retry-failed", is_flag=True,
               help="Retry only the hosts that failed in the last push to --to.")
 @inventory_option
-@state_dir_option
 @ssh_options
 @click.option("--json", "as_json", is_flag=True, help="With --status: the report as JSON.")
 @click.option("--verbose", "-v", count=True)
@@ -177,10 +155,7 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
         opts.prelink = not no_prelink
         opts.transfer, opts.uftp_min_nodes, opts.mcast = transfer, uftp_min_nodes, mcast
     else:
-        try:
-            targets = select_targets(inv, roles, hosts, all_hosts)
-        except TargetError as e:
-            raise click.UsageError(str(e)) from None
+        targets = select_targets(inv, roles, hosts, all_hosts)
     if as_json and not status:
         raise click.UsageError("--json goes with --status")
     if status:
@@ -199,11 +174,8 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
                                dry_run, par, transport, not no_prelink, transfer,
                                uftp_min_nodes, mcast)
             release = None
-        try:
-            outcome = pusher.push(targets, opts, release=release,
-                                  action="retry" if retry_failed else "push")
-        except ManifestError as e:
-            fail(str(e))
+        outcome = pusher.push(targets, opts, release=release,
+                              action="retry" if retry_failed else "push")
     _summary(outcome.results, outcome.release, dry_run)
 
 
@@ -245,15 +217,9 @@ def _retry_plan(history: History, inv: Inventory, to: str, src: str | None,
         click.echo(f"run {last['id']}: every host succeeded, nothing to retry")
         sys.exit(0)
     if roles or hosts or all_hosts:
-        try:
-            chosen = {t.name for t in select_targets(inv, roles, hosts, all_hosts)}
-        except TargetError as e:
-            raise click.UsageError(str(e)) from None
+        chosen = {t.name for t in select_targets(inv, roles, hosts, all_hosts)}
         failed = [h for h in failed if h in chosen]
-    try:
-        targets = select_targets(inv, (), [h for h in failed if h in inv.hosts], False)
-    except TargetError as e:
-        raise click.UsageError(str(e)) from None
+    targets = select_targets(inv, (), [h for h in failed if h in inv.hosts], False)
     rec = json.loads(last["options"])
     src = src or last["src"]
     opts = PushOptions(src, last["to_path"], bool(rec.get("delete")),

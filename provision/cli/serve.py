@@ -10,11 +10,11 @@ from pathlib import Path
 import click
 
 from ..inventory import resolve_path
-from ..inventory.history import sha256
 from ..inventory.model import Inventory
 from ..services.base import DEFAULT_SERVICES, SERVICE_NAMES, ServeContext
 from ..services.servepid import ServePidFile
 from ..services.supervisor import Supervisor, create_services
+from ..state.inventory import sha256
 from .common import fail, inventory_option, load_inventory, setup_logging
 
 log = logging.getLogger("provision.serve")
@@ -109,8 +109,9 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
     """Run the netboot services for the inventory until SIGTERM.
 
     \b
-    SIGHUP reloads the inventory; a broken inventory is refused (its errors
-    are logged) and the running one is kept. `dsas host`, `enlist`, `assign`
+    SIGHUP reloads the inventory and the templates (they are read once, not
+    on every request); a broken inventory is refused (its errors are logged)
+    and the running one is kept. `dsas host`, `enlist`, `assign`
     and `inventory revert` send it themselves: the serve's pid is in
     <state-dir>/serve.pid (flock-held while it runs), the sha256 of the
     inventory it serves in <state-dir>/serve.loaded. A service that dies stops the

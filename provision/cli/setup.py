@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import click
 
-from .. import layout
+from .. import layout, proc
+from ..errors import DsasError
 from ..imaging.store import ImageStore
 from ..inventory.model import Inventory
 from .common import inventory_option, load_inventory
@@ -46,8 +46,6 @@ def setup(inventory_path: str | None, boot_root: str, cache: str, recipes: str |
     is still missing (each listed with the command that fixes it).
     """
     from ..imaging.build import Builder, default_recipes_dir, has_recipe
-    from ..imaging.debs import PackageError
-    from ..imaging.recipe import RecipeError
     from ..policy.boottree import populate_loaders
 
     inv = load_inventory(inventory_path)
@@ -66,7 +64,7 @@ def setup(inventory_path: str | None, boot_root: str, cache: str, recipes: str |
                        + ", ".join(copied[:6]) + (" ..." if len(copied) > 6 else ""))
 
     recipes_dir = Path(recipes) if recipes else default_recipes_dir()
-    store = ImageStore(root / "images")
+    store = ImageStore(layout.image_store(root))
     builder = Builder(recipes_dir, store, Path(cache), progress=click.echo)
     images = named_images(inv)
     for name, version in images:
@@ -88,7 +86,7 @@ def setup(inventory_path: str | None, boot_root: str, cache: str, recipes: str |
             continue
         try:
             res = builder.build(name)
-        except (RecipeError, PackageError, OSError) as e:
+        except (DsasError, OSError) as e:
             problems.append(f"image {name}: build failed: {e}")
             continue
         changed.append(f"image {name} {res.version} in place")
@@ -144,10 +142,8 @@ def address_check(inv: Inventory) -> tuple[str | None, str]:
     """(the interface holding the master address, or None and why not)."""
     want = inv.cluster.master_address
     try:
-        out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout
-        links = json.loads(out)
-    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        links = json.loads(proc.run(["ip", "-j", "addr", "show"], timeout=10).stdout)
+    except (proc.CommandError, ValueError) as e:
         return None, f"cannot list this machine's addresses (ip -j addr show): {e}"
     for link in links:
         for a in link.get("addr_info", []):

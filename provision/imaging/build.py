@@ -10,13 +10,12 @@ already holds (and that verifies) does nothing.
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import layout
+from .. import layout, proc
 from . import debs, kmod
 from .recipe import Recipe, RecipeError, find
 from .store import MANIFEST_FORMAT, ImageStore
@@ -86,7 +85,7 @@ class Builder:
         moddir = pkg.root / "lib/modules" / release
         if not (moddir / "modules.dep").is_file():
             self.say(f"  depmod {release}")
-            subprocess.run(["depmod", "-b", str(pkg.root), release], check=True, timeout=300)
+            proc.run(["depmod", "-b", str(pkg.root), release], timeout=300)
         texts = [(moddir / n).read_text() if (moddir / n).is_file() else ""
                  for n in ("modules.dep", "modules.alias", "modules.softdep", "modules.builtin")]
         k = Kernel(pkg, release, pkg.read(vmlinuz[0]), kmod.ModuleIndex.parse(*texts))
@@ -121,8 +120,7 @@ class Builder:
         if src is None:
             raise RecipeError(f"{recipe.source}: busybox_links: no [[copy]] with dest {dest}")
         binary = self.package(src.package).path(src.path)
-        out = subprocess.run([str(binary), "--list-full"], capture_output=True, text=True,
-                             check=True, timeout=30).stdout
+        out = proc.run([str(binary), "--list-full"], timeout=30).stdout
         for applet in out.split():
             if applet not in t:
                 t.symlink(applet, "/" + dest.strip("/"))

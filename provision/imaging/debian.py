@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .. import layout
+from .. import layout, proc
 from .recipe import Recipe, RecipeError
 from .store import MANIFEST_FORMAT, sha256_file
 from .tree import EPOCH
@@ -114,16 +114,16 @@ def run_mmdebstrap(builder: Builder, recipe: Recipe, target: Path) -> None:
     builder.say(f"  mmdebstrap {recipe.suite} ({len(recipe.include)} packages, "
                 f"debs cached in {apt_cache})")
     log = builder.cache / f"{recipe.name}.mmdebstrap.log"
-    with log.open("w") as out, subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE,
-                                                text=True, env=env) as proc:
-        assert proc.stderr is not None
-        for line in proc.stderr:  # mmdebstrap's progress: I: ... lines
+    with log.open("w") as out, proc.spawn(argv, stdout=out, stderr=subprocess.PIPE, text=True,
+                                          env=env) as child:
+        assert child.stderr is not None
+        for line in child.stderr:  # mmdebstrap's progress: I: ... lines
             out.write(line)
             if line.startswith(("I: ", "E: ")):
                 builder.say("    " + line.rstrip()[:100])
-        rc = proc.wait(timeout=BUILD_TIMEOUT)
+        rc = proc.wait(child, BUILD_TIMEOUT)
     if rc != 0:
-        raise BuildError(f"mmdebstrap failed (exit {rc}); see {log}")
+        raise BuildError(f"mmdebstrap failed ({proc.status(rc)}); see {log}")
 
 
 def apply_recipe(builder: Builder, recipe: Recipe, root: Path) -> None:
@@ -141,11 +141,10 @@ def apply_recipe(builder: Builder, recipe: Recipe, root: Path) -> None:
         (root / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
     for hook in recipe.hooks:
         builder.say(f"  hook {hook}")
-        res = subprocess.run(["sh", str(builder.repo_root / hook), str(root)],
-                             capture_output=True, text=True, timeout=300)
-        if res.returncode != 0:
-            raise BuildError(f"{recipe.source}: hook {hook} failed: "
-                             f"{(res.stderr or res.stdout).strip()[-500:]}")
+        try:
+            proc.run(["sh", str(builder.repo_root / hook), str(root)], timeout=300)
+        except proc.CommandError as e:  # which recipe and hook: the command alone does not say
+            raise BuildError(f"{recipe.source}: hook {hook}: {e}") from None
 
 
 class _HashingReader:
@@ -332,8 +331,8 @@ def _entry(data: bytes) -> dict[str, Any]:
 
 def _manifest(builder: Builder, recipe: Recipe, root: Path, version: str, rhash: str,
               boot: BuildResult, listing: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    res = subprocess.run(["chroot", str(root), "dpkg-query", "-W", "-f=${Package}\t${Version}\n"],
-                         capture_output=True, text=True, timeout=120)
+    res = proc.run(["chroot", str(root), "dpkg-query", "-W", "-f=${Package}\t${Version}\n"],
+                   timeout=120, check=False)  # no dpkg in the image: no packages listed
     pkgs = dict(line.split("\t", 1) for line in res.stdout.splitlines() if "\t" in line)
     kernels = sorted(p.name.removeprefix("vmlinuz-") for p in (root / "boot").glob("vmlinuz-*"))
     return {

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from .. import proc
+from ..errors import DsasError
 
 log = logging.getLogger(__name__)
 
 
-class PackageError(RuntimeError):
-    exit_code = 1
+class PackageError(DsasError, RuntimeError):
+    """A Debian package that cannot be found, fetched or read."""
 
 
 @dataclass(frozen=True)
@@ -39,21 +41,9 @@ class Package:
         return self.path(shipped).read_bytes()
 
 
-def _run(argv: list[str], cwd: Path | None = None) -> str:
-    try:
-        res = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=300)
-    except FileNotFoundError:
-        raise PackageError(f"{argv[0]} not found (is this a Debian system?)") from None
-    if res.returncode != 0:
-        raise PackageError(f"{' '.join(argv)}: {res.stderr.strip() or res.returncode}")
-    return res.stdout
-
-
 def installed_version(name: str) -> str | None:
-    res = subprocess.run(
-        ["dpkg-query", "-W", "-f=${Status}\t${Version}", name],
-        capture_output=True, text=True, timeout=60,
-    )
+    res = proc.run(["dpkg-query", "-W", "-f=${Status}\t${Version}", name], timeout=60,
+                   check=False)  # not known to dpkg: exit 1
     if res.returncode != 0:
         return None
     status, _, version = res.stdout.partition("\t")
@@ -62,7 +52,7 @@ def installed_version(name: str) -> str | None:
 
 def depends(name: str) -> list[str]:
     """Package names `name` depends on (first alternative of each), installed or not."""
-    out = _run(["apt-cache", "depends", "--important", name])
+    out = proc.run(["apt-cache", "depends", "--important", name], timeout=300).stdout
     deps = re.findall(r"^\s+\|?Depends: (\S+)", out, re.M)
     return [d for d in deps if not d.startswith("<")]
 
@@ -76,7 +66,7 @@ def kernel_package(meta: str) -> str:
     if re.match(r"linux-image-\d", meta):
         return meta
     if installed_version(meta) is not None:
-        deps = _run(["dpkg-query", "-W", "-f=${Depends}", meta])
+        deps = proc.run(["dpkg-query", "-W", "-f=${Depends}", meta], timeout=300).stdout
         names = [d.strip().split()[0] for d in deps.split(",") if d.strip()]
     else:
         names = depends(meta)
@@ -89,7 +79,7 @@ def kernel_package(meta: str) -> str:
 def get(name: str, cache: Path) -> Package:
     version = installed_version(name)
     if version is not None:
-        files = _run(["dpkg-query", "-L", name]).split("\n")
+        files = proc.run(["dpkg-query", "-L", name], timeout=300).stdout.split("\n")
         return Package(name, version, Path("/"), frozenset(f for f in files if f), "installed")
     return _download(name, cache)
 
@@ -98,18 +88,18 @@ def _download(name: str, cache: Path) -> Package:
     debs = cache / "debs"
     debs.mkdir(parents=True, exist_ok=True)
     log.info("fetching %s with apt-get download", name)
-    _run(["apt-get", "download", "-q", name], cwd=debs)
+    proc.run(["apt-get", "download", "-q", name], timeout=300, cwd=debs)
     found = sorted(debs.glob(f"{name}_*.deb"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise PackageError(f"apt-get download {name}: no .deb appeared")
     deb = found[-1]
-    version = _run(["dpkg-deb", "-f", str(deb), "Version"]).strip()
+    version = proc.run(["dpkg-deb", "-f", str(deb), "Version"], timeout=300).stdout.strip()
     root = cache / "unpacked" / f"{name}_{version}"
     if not (root / ".complete").exists():
         root.mkdir(parents=True, exist_ok=True)
-        _run(["dpkg-deb", "-x", str(deb), str(root)])
+        proc.run(["dpkg-deb", "-x", str(deb), str(root)], timeout=300)
         (root / ".complete").write_text(version + "\n")
-    listing = _run(["dpkg-deb", "-c", str(deb)])
+    listing = proc.run(["dpkg-deb", "-c", str(deb)], timeout=300).stdout
     files = set()
     for line in listing.splitlines():
         path = line.split(maxsplit=5)[-1].split(" -> ")[0]

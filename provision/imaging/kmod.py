@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import DsasError
+
 
 def module_name(path: str) -> str:
     """kernel/drivers/net/virtio_net.ko -> virtio_net ('-' and '_' are the same)."""
@@ -19,8 +21,8 @@ def module_name(path: str) -> str:
     return base.replace("-", "_")
 
 
-class ModuleError(LookupError):
-    pass
+class ModuleError(DsasError, LookupError):
+    """A kernel module (or one it needs) that the kernel package does not have."""
 
 
 @dataclass

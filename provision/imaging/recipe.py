@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import DsasError
+
 KINDS = ("initramfs", "rootfs", "debian")
 
 
-class RecipeError(ValueError):
-    exit_code = 1
+class RecipeError(DsasError, ValueError):
+    """A recipe that cannot be read or built as written."""
 
 
 @dataclass(frozen=True)

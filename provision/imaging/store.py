@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import layout
+from ..errors import DsasError
 
 CURRENT = "current"
 MANIFEST_FORMAT = 1
@@ -133,7 +134,7 @@ class ImageStore:
 IMPORTED_KIND = "imported"
 
 
-class PayloadError(ValueError):
+class PayloadError(DsasError, ValueError):
     """A payload that cannot be imported (unreadable, empty, not a tar archive)."""
 
 

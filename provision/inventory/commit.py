@@ -19,18 +19,18 @@ import errno
 import fcntl
 import json
 import os
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from ..state import StateStore
+from ..errors import DsasError
+from ..state import StateError, StateStore
+from ..state.inventory import InventoryHistory, sha256
 from .errors import InventoryError
-from .history import InventoryHistory, sha256
 from .load import loads
 
 
-class CommitError(Exception):
+class CommitError(DsasError):
     """The edit was refused; nothing was written."""
 
     exit_code = 1
@@ -179,11 +179,10 @@ def commit(path: str | Path, snap: Snapshot, new_text: str, command: str,
                     f"{p} changed since this command read it (sha256 {snap.sha256[:12]} -> "
                     f"{sha256(current)[:12]}: a hand edit or another command); nothing "
                     "written: run the command again")
-            with store.transaction() as conn:
-                rev = history.record(conn, p, current, new, command)
+            with history.recording(p, current, new, command) as rev:
                 atomic_write(p, new)
             return rev
-    except (OSError, sqlite3.Error) as e:
+    except (OSError, StateError) as e:
         raise CommitError(f"cannot write {p} or its history in {state_dir}: {e}") from None
     finally:
         store.close()

@@ -23,6 +23,7 @@ from ruamel.yaml.error import CommentMark, YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from ruamel.yaml.tokens import CommentToken
 
+from ..errors import DsasError
 from .model import normalize_mac
 
 # The keys a host entry may carry, in the order a new entry gets them.
@@ -30,7 +31,7 @@ HOST_KEYS = ("role", "macs", "addresses", "hwtype", "bond", "boot", "image", "lo
              "kernel_args", "services")
 
 
-class EditError(Exception):
+class EditError(DsasError):
     """An edit that cannot be made; carries every reason and the exit code."""
 
     exit_code = 1

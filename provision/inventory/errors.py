@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import DsasError
+
 
 @dataclass(frozen=True, order=True)
 class Problem:
@@ -17,7 +19,7 @@ class Problem:
         return f"{where}: {self.key}: {self.reason}" if self.key else f"{where}: {self.reason}"
 
 
-class InventoryError(Exception):
+class InventoryError(DsasError):
     """The inventory could not be loaded; carries every problem found."""
 
     exit_code = 1

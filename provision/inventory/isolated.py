@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from .. import proc
 from .errors import InventoryError, Problem
 from .load import load, load_bytes
 from .model import Inventory
@@ -52,29 +53,10 @@ def load_isolated(path: str | os.PathLike[str], timeout: float | None = None,
     name = str(path)
     limit = parse_timeout() if timeout is None else timeout
     args = [sys.executable, "-m", __name__, name] + (["--stdin"] if data is not None else [])
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + limit
-    feed = data  # given to the first communicate() only: a retry must not send it again
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise InventoryError([Problem(
-                    name, None, "",
-                    f"not parsed within {limit:g} s (${TIMEOUT_ENV} sets the limit)")])
-            if cancel is not None and cancel.is_set():
-                raise InventoryError([Problem(name, None, "", "not loaded: stopping")])
-            try:  # communicate reads as it waits: the child never blocks on a full pipe
-                out, err = proc.communicate(feed, timeout=min(_POLL, left))
-                break
-            except subprocess.TimeoutExpired:
-                feed = None
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    if proc.returncode == 0:
+    with proc.spawn(args, stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+        out, err = _answer(child, name, limit, cancel, data)  # killed on leaving early
+    if child.returncode == 0:
         try:
             kind, value = pickle.loads(out)  # our own child's answer
         except Exception:  # noqa: BLE001 - anything else on its stdout: reported below
@@ -84,8 +66,26 @@ def load_isolated(path: str | os.PathLike[str], timeout: float | None = None,
         if kind == "problems":
             raise InventoryError(list(value))
     lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip()]
-    why = lines[-1][:200] if lines else f"exit status {proc.returncode}"
+    why = lines[-1][:200] if lines else proc.status(child.returncode)
     raise InventoryError([Problem(name, None, "", f"the inventory parser failed: {why}")])
+
+
+def _answer(child: subprocess.Popen[bytes], name: str, limit: float,
+            cancel: threading.Event | None, data: bytes | None) -> tuple[bytes, bytes]:
+    """The child's stdout and stderr, or InventoryError past ``limit`` or on ``cancel``."""
+    deadline = time.monotonic() + limit
+    feed = data  # given to the first communicate() only: a retry must not send it again
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise InventoryError([Problem(
+                name, None, "", f"not parsed within {limit:g} s (${TIMEOUT_ENV} sets the limit)")])
+        if cancel is not None and cancel.is_set():
+            raise InventoryError([Problem(name, None, "", "not loaded: stopping")])
+        try:  # communicate reads as it waits: the child never blocks on a full pipe
+            return child.communicate(feed, timeout=min(_POLL, left))
+        except subprocess.TimeoutExpired:
+            feed = None
 
 
 def _child(path: str, from_stdin: bool = False) -> int:

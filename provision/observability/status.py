@@ -19,11 +19,10 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 from typing import Any
 
 from ..inventory.model import Host, Inventory
-from ..state import StateStore
+from ..state import StateStore, balancer, discovered, events, leases, pushes
 from .logsafe import safe
 
 STAGE_ORDER = ("dhcp", "kernel", "initramfs", "dsas.conf", "image", "configured", "ready")
@@ -76,8 +75,7 @@ class StatusSource:
         self._fingerprint: tuple[Any, ...] | None = None
 
     def _tables(self) -> set[str]:
-        rows = self.store.query("SELECT name FROM sqlite_master WHERE type='table'")
-        return {r["name"] for r in rows}
+        return self.store.existing_tables()
 
     def refresh(self) -> set[str] | None:
         """Catch up with the store. Returns the hosts whose events changed, or None
@@ -96,57 +94,44 @@ class StatusSource:
     def _new_events(self) -> set[str]:
         changed: set[str] = set()
         while True:  # bounded: each pass reads up to 5,000 rows, and the id only grows
-            rows = self.store.query(
-                "SELECT id, ts, host, stage, reason, address, image FROM http_events"
-                " WHERE id > ? ORDER BY id LIMIT 5000", [self.obs.event_id])
+            rows = events.since(self.store, self.obs.event_id, 5000)
             for r in rows:
-                self.obs.last[r["host"]] = LastEvent(r["id"], r["ts"], r["stage"], r["reason"],
-                                                     r["address"], r["image"])
-                changed.add(r["host"])
-                self.obs.event_id = r["id"]
+                self.obs.last[r.host] = LastEvent(r.id, r.ts, r.stage, r.reason, r.address,
+                                                  r.image)
+                changed.add(r.host)
+                self.obs.event_id = r.id
             if len(rows) < 5000:
                 return changed
 
     def _fingerprint_of(self, tables: set[str]) -> tuple[Any, ...]:
         fp: list[Any] = []
         if "dhcp_leases" in tables:
-            fp += list(self.store.query(
-                "SELECT COUNT(*), MAX(updated), SUM(expires) FROM dhcp_leases")[0])
+            fp += leases.fingerprint(self.store)
         if "dhcp_discovered" in tables:
-            fp += list(self.store.query(
-                "SELECT COUNT(*), MAX(last_seen), SUM(seen) FROM dhcp_discovered")[0])
+            fp += discovered.fingerprint(self.store)
         if "push_runs" in tables:
-            fp += list(self.store.query(
-                "SELECT MAX(id), COUNT(finished) FROM push_runs")[0])
+            fp += pushes.fingerprint(self.store)
         if "lb_reads" in tables:
-            fp += list(self.store.query(
-                "SELECT COUNT(*), MAX(read_at), SUM(read_at) FROM lb_reads")[0])
+            fp += balancer.fingerprint(self.store)
         return tuple(fp)
 
     def _reload_others(self, tables: set[str]) -> None:
         obs = self.obs
         obs.leases = {}
         if "dhcp_leases" in tables:
-            for r in self.store.query(
-                    "SELECT ip, mac, expires, updated FROM dhcp_leases WHERE state='bound'"):
-                old = obs.leases.get(r["mac"])
-                if old is None or r["expires"] > old[1]:
-                    obs.leases[r["mac"]] = (str(IPv4Address(r["ip"])), r["expires"], r["updated"])
+            for r in leases.bound(self.store):
+                old = obs.leases.get(r.mac)
+                if old is None or r.expires > old[1]:
+                    obs.leases[r.mac] = (str(r.address), r.expires, r.updated)
         obs.discovered = []
         if "dhcp_discovered" in tables:
-            from ..policy.leases import LeaseJournal
-
-            obs.discovered = LeaseJournal(self.store).discovered()[-500:]
+            obs.discovered = discovered.machines(self.store)[-500:]
         obs.lb = {}
         if "lb_reads" in tables:
-            from ..distribute.lbreads import latest
-
-            obs.lb = latest(self.store)
+            obs.lb = {d: r.as_dict() for d, r in balancer.latest(self.store).items()}
         obs.releases, obs.latest = {}, {}
         if "push_runs" in tables and "push_results" in tables:
-            from ..distribute.history import History
-
-            hist = History(self.store)
+            hist = pushes.History(self.store)
             obs.releases = hist.live_releases()
             for paths in obs.releases.values():
                 for p in paths:
@@ -157,10 +142,9 @@ class StatusSource:
         """The newest ``limit`` events of one host up to event id ``upto``, oldest first."""
         if "http_events" not in self._tables():
             return []
-        rows = self.store.query(
-            "SELECT id, ts, stage, reason, address, image FROM http_events WHERE host=?"
-            " AND id <= ? ORDER BY id DESC LIMIT ?", [host, upto, limit])
-        return [dict(r) for r in reversed(rows)]
+        return [{"id": e.id, "ts": e.ts, "stage": e.stage, "reason": e.reason,
+                 "address": e.address, "image": e.image}
+                for e in events.of_host(self.store, host, limit, upto)]
 
 
 # --------------------------------------------------------------------------

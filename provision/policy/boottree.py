@@ -31,7 +31,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from .. import layout
 from ..inventory.model import Host, Inventory
@@ -61,23 +61,21 @@ class Reason:
     http_status: int
 
 
-TRAVERSAL = Reason("traversal", TFTP_ERR_ACCESS_VIOLATION, 403)
-ABSOLUTE = Reason("absolute", TFTP_ERR_ACCESS_VIOLATION, 403)
-BACKSLASH = Reason("backslash", TFTP_ERR_ACCESS_VIOLATION, 403)
-NUL = Reason("nul", TFTP_ERR_ACCESS_VIOLATION, 403)
-CONTROL = Reason("control_char", TFTP_ERR_ACCESS_VIOLATION, 403)
-TOO_LONG = Reason("too_long", TFTP_ERR_ACCESS_VIOLATION, 403)
-OUTSIDE_ROOT = Reason("outside_root", TFTP_ERR_ACCESS_VIOLATION, 403)
-NOT_REGULAR = Reason("not_regular", TFTP_ERR_ACCESS_VIOLATION, 403)
-NOT_FOUND = Reason("not_found", TFTP_ERR_FILE_NOT_FOUND, 404)
-NOT_IN_INVENTORY = Reason("not_in_inventory", TFTP_ERR_FILE_NOT_FOUND, 404)
-RENDER_FAILED = Reason("render_failed", TFTP_ERR_UNDEFINED, 500)
-OTHER_HOST = Reason("other_host", TFTP_ERR_ACCESS_VIOLATION, 403)
+def _forbidden(key: str) -> Reason:
+    """A name the client may not ask for: TFTP access violation, HTTP 403 Forbidden."""
+    return Reason(key, TFTP_ERR_ACCESS_VIOLATION, 403)
 
-# A director's keepalived.conf and its checksum (sha256sum's format): the node
-# fetches both and installs the file only when they agree (dsas-init's lvs step).
-KEEPALIVED = "keepalived.conf"
-KEEPALIVED_SUM = "keepalived.conf.sha256"
+
+def _absent(key: str) -> Reason:
+    """A name with nothing behind it: TFTP file not found, HTTP 404 Not Found."""
+    return Reason(key, TFTP_ERR_FILE_NOT_FOUND, 404)
+
+
+TRAVERSAL, ABSOLUTE, BACKSLASH, NUL, CONTROL, TOO_LONG, OUTSIDE_ROOT, NOT_REGULAR, OTHER_HOST = (
+    _forbidden(key) for key in ("traversal", "absolute", "backslash", "nul", "control_char",
+                                "too_long", "outside_root", "not_regular", "other_host"))
+NOT_FOUND, NOT_IN_INVENTORY = _absent("not_found"), _absent("not_in_inventory")
+RENDER_FAILED = Reason("render_failed", TFTP_ERR_UNDEFINED, 500)  # a template or inventory fault
 
 
 class Refused(Exception):
@@ -187,14 +185,23 @@ Renderer = Callable[[Inventory, Host, str], str]
 DefaultRenderer = Callable[[Inventory], str]
 
 # Per-host files under hosts/<name>/ by leaf name -> the renderer's file kind.
-HOST_FILES = {"boot.ipxe": "ipxe", "dsas.conf": "dsas.conf", "grub.cfg": "grub"}
+HOST_FILES = {layout.BOOT_IPXE: "ipxe", layout.DSAS_CONF: "dsas.conf", layout.GRUB_CFG: "grub"}
+KEEPALIVED_FILES = (layout.KEEPALIVED_CONF, layout.KEEPALIVED_SUM)
 _PXE_MAC = re.compile(r"^01-((?:[0-9a-f]{2}-){5}[0-9a-f]{2})$")
 _PXE_HEX = re.compile(r"^[0-9A-F]{1,8}$")
 
 
+class Renderers(NamedTuple):
+    """What the tree renders: per-host files, and the two files of unknown machines."""
+
+    host: Renderer
+    default: DefaultRenderer  # pxelinux.cfg/default
+    discovery: DefaultRenderer  # discovery.ipxe
+
+
 def renderers(templates: str | Path | None = None,
-              root: str | os.PathLike[str] | None = None) -> tuple[Renderer, DefaultRenderer]:
-    """The real renderers (``provision.render``), with an optional template override dir.
+              root: str | os.PathLike[str] | None = None) -> Renderers:
+    """The real renderers (``provision.render``), all with the same template override dir.
 
     With ``root``, a host's boot files follow its image's manifest in the store
     there (a foreign payload gets its own kernel arguments and no ``dsas.*``).
@@ -205,7 +212,7 @@ def renderers(templates: str | Path | None = None,
 
     def host_file(inv: Inventory, host: Host, what: str) -> str:
         payload = None
-        if payloads is not None and what in ("ipxe", "pxelinux", "grub"):
+        if payloads is not None and what in render.BOOT_FILES:
             img = layout.host_image(inv, host)
             payload = payloads.get(*img) if img else None
         return render.render_host(inv, host, what, templates, payload)
@@ -213,7 +220,10 @@ def renderers(templates: str | Path | None = None,
     def default(inv: Inventory) -> str:
         return render.render_pxelinux_default(inv, templates)
 
-    return host_file, default
+    def discovery(inv: Inventory) -> str:
+        return render.render_discovery_ipxe(inv, templates)
+
+    return Renderers(host_file, default, discovery)
 
 
 class BootTree:
@@ -226,14 +236,23 @@ class BootTree:
         render_host: Renderer | None = None,
         render_default: DefaultRenderer | None = None,
         templates: str | Path | None = None,
+        render_discovery: DefaultRenderer | None = None,
     ):
         self.root = os.path.realpath(root)
         self.inventory = inventory  # replaced on reload; read once per lookup
         # Lines appended to each served dsas.conf, per host name (HTTP's boot-report token).
         self.conf_extra: Callable[[str], str] | None = None
-        real_host, real_default = renderers(templates, self.root)
-        self._render_host = render_host or real_host
-        self._render_default = render_default or real_default
+        real = renderers(templates, self.root)
+        self._render_host = render_host or real.host
+        self._render_default = render_default or real.default
+        self._render_discovery = render_discovery or real.discovery
+
+    def reload(self, inventory: Inventory) -> None:
+        """Serve ``inventory`` from now on, and read the templates again (SIGHUP)."""
+        from .. import render
+
+        render.reload_templates()
+        self.inventory = inventory
 
     def lookup(self, name: str | bytes, peer: str | None = None) -> BootFile:
         """Resolve a client's name (``peer``: its IP address) or raise ``Refused``."""
@@ -247,29 +266,29 @@ class BootTree:
     # -- per-host files ------------------------------------------------------
 
     def _rendered(self, inv: Inventory, path: str, peer: str | None) -> BootFile | None:
-        parts = path.split("/")
-        if len(parts) == 2 and parts[0] == "pxelinux.cfg":
-            return self._pxelinux(inv, path, parts[1], peer)
-        if len(parts) == 3 and parts[0] == "hosts" and parts[2] in HOST_FILES:
-            host = inv.hosts.get(parts[1])
+        leaf = layout.pxelinux_leaf(path)
+        if leaf is not None:
+            return self._pxelinux(inv, path, leaf, peer)
+        host_file = layout.host_file_of(path)
+        if host_file is not None and host_file[1] in HOST_FILES:
+            host = inv.hosts.get(host_file[0])
             if host is None:
-                raise Refused(NOT_IN_INVENTORY, f"host {parts[1]!r} not in inventory")
-            return self._render(inv, host, HOST_FILES[parts[2]], path)
-        if parts[-1] == "grub.cfg" and parts[0] != "hosts" and not self._exists(path):
+                raise Refused(NOT_IN_INVENTORY, f"host {host_file[0]!r} not in inventory")
+            return self._render(inv, host, HOST_FILES[host_file[1]], path)
+        if host_file is not None and host_file[1] in KEEPALIVED_FILES:
+            return self._keepalived(inv, host_file[0], host_file[1], path, peer)
+        parts = path.split("/")
+        if parts[-1] == layout.GRUB_CFG and parts[0] != layout.HOSTS_DIR \
+                and not self._exists(path):
             # GRUB's netboot image reads grub.cfg under its compiled-in prefix: the
             # asking machine's own config, found by its address (like boot.ipxe).
             host = inv.host_by_ip(peer) if peer else None
             if host is None:
                 raise Refused(NOT_IN_INVENTORY, f"address {peer} not in inventory")
             return self._render(inv, host, "grub", path)
-        if len(parts) == 3 and parts[0] == "hosts" and parts[2] in (KEEPALIVED, KEEPALIVED_SUM):
-            return self._keepalived(inv, parts[1], parts[2], path, peer)
         if path == layout.DISCOVERY_SCRIPT and not self._exists(path):
-            from .. import render
-
-            text = self._call(render.render_discovery_ipxe, inv)
-            return self._bytes(path, text, None)
-        if path == "boot.ipxe" and not self._exists(path):
+            return self._bytes(path, self._call(self._render_discovery, inv), None)
+        if path == layout.BOOT_IPXE and not self._exists(path):
             host = inv.host_by_ip(peer) if peer else None
             if host is None:
                 raise Refused(NOT_IN_INVENTORY, f"address {peer} not in inventory")
@@ -284,18 +303,18 @@ class BootTree:
         if host is None:
             raise Refused(NOT_IN_INVENTORY, f"host {name!r} not in inventory")
         if not any(h.name == name for h, _, _ in inv.lvs_hosts()):
-            raise Refused(NOT_FOUND, f"host {name} is in no LVS pair: no keepalived.conf")
+            raise Refused(NOT_FOUND, f"host {name} is in no LVS pair: no {layout.KEEPALIVED_CONF}")
         by_peer = inv.host_by_ip(peer) if peer else None
         if by_peer is not None and by_peer.name != name:
             raise Refused(OTHER_HOST, f"{peer} is {by_peer.name}, not {name}")
         text = self._call(self._render_host, inv, host, "keepalived")
-        if leaf == KEEPALIVED_SUM:
+        if leaf == layout.KEEPALIVED_SUM:
             digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-            text = f"{digest}  {KEEPALIVED}\n"
+            text = f"{digest}  {layout.KEEPALIVED_CONF}\n"
         return self._bytes(path, text, host.name)
 
     def _pxelinux(self, inv: Inventory, path: str, leaf: str, peer: str | None) -> BootFile:
-        if leaf == "default":
+        if leaf == layout.PXELINUX_DEFAULT:
             return self._bytes(path, self._call(self._render_default, inv), None)
         m = _PXE_MAC.match(leaf)
         if m:
@@ -357,7 +376,7 @@ class Payloads:
     LIMIT = 1024
 
     def __init__(self, root: str | os.PathLike[str]):
-        self.store = Path(root) / "images"
+        self.store = layout.image_store(root)
         self._cache: dict[tuple[str, str], ImagePayload] = {}
 
     def get(self, image: str, version: str) -> ImagePayload | None:
@@ -405,11 +424,11 @@ def _host_for_hex(inv: Inventory, leaf: str, peer: str | None) -> Host | None:
 
 # (tree name, candidate source paths in Debian 12 packages)
 LOADER_SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("undionly.kpxe", ("/usr/lib/ipxe/undionly.kpxe",)),  # ipxe
-    ("ipxe.efi", ("/usr/lib/ipxe/ipxe.efi",)),  # ipxe
-    ("snponly.efi", ("/usr/lib/ipxe/snponly.efi",)),  # ipxe
-    ("pxelinux.0", ("/usr/lib/PXELINUX/pxelinux.0",)),  # pxelinux
-    ("lpxelinux.0", ("/usr/lib/PXELINUX/lpxelinux.0",)),  # pxelinux
+    (layout.LOADER_BIOS, ("/usr/lib/ipxe/undionly.kpxe",)),  # ipxe
+    (layout.LOADER_EFI_X64, ("/usr/lib/ipxe/ipxe.efi",)),  # ipxe
+    (layout.LOADER_SNP, ("/usr/lib/ipxe/snponly.efi",)),  # ipxe
+    (layout.LOADER_PXELINUX, ("/usr/lib/PXELINUX/pxelinux.0",)),  # pxelinux
+    (layout.LOADER_LPXELINUX, ("/usr/lib/PXELINUX/lpxelinux.0",)),  # pxelinux
     # Secure Boot (loader grub-secure): signed by Microsoft's UEFI CA (shim) and by
     # Debian (GRUB); shim fetches GRUB as grubx64.efi from its own directory.
     (layout.LOADER_SHIM, ("/usr/lib/shim/shimx64.efi.signed",)),  # shim-signed
@@ -526,7 +545,7 @@ def missing_files(inv: Inventory, root: str | os.PathLike[str],
     netboot = [h for h in inv.hosts.values() if h.boot == "netboot" and h.image]
     loaders = [layout.LOADER_BIOS, layout.LOADER_EFI_X64] if netboot else []
     if any(h.loader == "pxelinux" for h in netboot):
-        loaders += [layout.LOADER_PXELINUX, "ldlinux.c32"]
+        loaders += [layout.LOADER_PXELINUX, layout.LDLINUX]
     if any(h.loader == "grub-secure" for h in netboot):
         loaders += [layout.LOADER_SHIM, layout.LOADER_GRUB]
     for name in loaders:
@@ -554,7 +573,7 @@ def missing_files(inv: Inventory, root: str | os.PathLike[str],
             out.append(Missing(layout.image_dir(*img) + "/", who, fix))  # one line, not three
             continue
         for f in (layout.KERNEL, layout.INITRD) if boots else (layout.MANIFEST,):
-            path = f"{layout.image_dir(*img)}/{f}"
+            path = layout.image_file(*img, f)
             if not is_static_file(root, path):
                 out.append(Missing(path, who, fix))
     return out

@@ -5,11 +5,16 @@ publishes; ``Zone`` holds it indexed for lookups and answers a parsed dnslib
 request with ``resolve``. The wire-level handling (bytes in, bytes out, EDNS0
 sizes, truncation, caching) is in ``provision.policy.dns_wire``.
 
-The names (host, role, masters, service, PTR) are ``render.dns_records(inv)``,
-shared with ``dsas render``; this module adds, for cluster domain D:
+This is the one DNS model: the server answers from it, and ``dsas dns zone`` and
+``dsas render --what zone`` both print it (``render.render_zone``). For cluster
+domain D it holds:
 
 - SOA and NS at D and at every reverse zone; NS names are the masters
   (``m01.D``); with no master host in the inventory, ``ns.D`` -> master_address.
+- every host address: ``w101.D`` on the host's first network, ``w101.NET.D`` on
+  every network (A and AAAA), and the PTR of each address to the first of those;
+- ``ROLE.D`` and ``masters.D`` (A of each member), ``SERVICE.D`` (A of the VIP)
+  and one PTR per VIP (the first service named on it).
 - TTLs: host names and PTRs ``DEFAULT_TTL``; role, service and ``masters`` names
   ``DYNAMIC_TTL`` (they change when a host is assigned to another role).
 
@@ -28,8 +33,7 @@ from dataclasses import dataclass
 
 from dnslib import EDNS0, QTYPE, RCODE, RR, DNSHeader, DNSLabel, DNSRecord
 
-from ..inventory.model import Inventory, IPv4Address, IPv4Network, IPv6Network
-from ..render.dns import dns_records
+from ..inventory.model import Inventory, IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 DEFAULT_TTL = 300  # host names and PTRs: change only when the inventory does
 DYNAMIC_TTL = 30  # role and service names: change on every `dsas assign`
@@ -98,8 +102,15 @@ def _octet_blocks(net: IPv4Network) -> list[IPv4Network]:
     return list(net.subnets(new_prefix=boundary))
 
 
-def ptr_name(address: IPv4Address) -> str:
-    return ".".join(reversed(str(address).split("."))) + ".in-addr.arpa"
+def ptr_name(address: IPv4Address | IPv6Address) -> str:
+    """The PTR owner of an address: in-addr.arpa (RFC 1035) or ip6.arpa (RFC 3596)."""
+    return address.reverse_pointer
+
+
+def host_fqdn(inv: Inventory, host: str, network: str | None = None) -> str:
+    """w101.<domain> on a host's first network, w101.<network>.<domain> on others."""
+    d = inv.cluster.domain
+    return f"{host}.{network}.{d}" if network else f"{host}.{d}"
 
 
 def name_servers(inv: Inventory) -> list[tuple[str, IPv4Address]]:
@@ -112,11 +123,7 @@ def name_servers(inv: Inventory) -> list[tuple[str, IPv4Address]]:
 def records(
     inv: Inventory, serial: int = 1, ttl: int = DEFAULT_TTL, dynamic_ttl: int = DYNAMIC_TTL
 ) -> list[Record]:
-    """Every record of the cluster's zones: SOA and NS of each zone, then the names.
-
-    The names come from ``render.dns_records`` (the one list that ``dsas render``
-    shows too); this adds the zone apexes and the TTLs.
-    """
+    """Every record of the cluster's zones: SOA and NS of each zone, then the names."""
     domain = inv.cluster.domain
     servers = name_servers(inv)
     out: list[Record] = []
@@ -126,10 +133,43 @@ def records(
         out += _apex(apex, servers, domain, serial, ttl)
     if servers[0][0] == f"ns.{domain}":
         out.append(Record(f"ns.{domain}", "A", str(servers[0][1]), ttl))
-    dynamic = {f"{name}.{domain}" for name in [*inv.roles, *inv.virtual_services, "masters"]}
-    for r in dns_records(inv):
-        rdata = r.value + "." if r.type == "PTR" else r.value
-        out.append(Record(r.name, r.type, rdata, dynamic_ttl if r.name in dynamic else ttl))
+    seen: set[Record] = set()
+    for r in [*_host_records(inv, ttl), *_group_records(inv, ttl, dynamic_ttl)]:
+        if r not in seen:  # a name on two networks of one host, a VIP of two services
+            seen.add(r)
+            out.append(r)
+    return out
+
+
+def _host_records(inv: Inventory, ttl: int) -> list[Record]:
+    """Each address of each host: its names (A, AAAA) and its PTR."""
+    out: list[Record] = []
+    for h in inv.hosts.values():
+        for i, itf in enumerate(h.interfaces):
+            qualified = host_fqdn(inv, h.name, itf.network.name)
+            fqdn = host_fqdn(inv, h.name) if i == 0 else qualified
+            names = [fqdn, qualified] if i == 0 else [fqdn]  # w101.inside works too
+            for rtype, address in (("A", itf.address), ("AAAA", itf.address6)):
+                if address is None:
+                    continue
+                out += [Record(n, rtype, str(address), ttl) for n in names]
+                out.append(Record(ptr_name(address), "PTR", fqdn + ".", ttl))
+    return out
+
+
+def _group_records(inv: Inventory, ttl: int, dynamic_ttl: int) -> list[Record]:
+    """Role, ``masters`` and service names (dynamic TTL) and one PTR per VIP."""
+    d = inv.cluster.domain
+    out = [Record(f"{role}.{d}", "A", str(h.primary_interface.address), dynamic_ttl)
+           for role in inv.roles for h in inv.hosts_of_role(role)]
+    out += [Record(f"masters.{d}", "A", str(m.primary_interface.address), dynamic_ttl)
+            for m in inv.masters]
+    vip_ptr: set[str] = set()
+    for vs in inv.virtual_services.values():
+        out.append(Record(f"{vs.name}.{d}", "A", str(vs.vip), dynamic_ttl))
+        if str(vs.vip) not in vip_ptr:  # one PTR per VIP: the first service named on it
+            vip_ptr.add(str(vs.vip))
+            out.append(Record(ptr_name(vs.vip), "PTR", f"{vs.name}.{d}.", ttl))
     return out
 
 
@@ -139,13 +179,6 @@ def _apex(apex: str, servers: list[tuple[str, IPv4Address]], domain: str, serial
     soa = (f"{servers[0][0]}. hostmaster.{domain}. {serial} {refresh} {retry} {expire} "
            f"{NEGATIVE_TTL}")
     return [Record(apex, "SOA", soa, ttl), *(Record(apex, "NS", n + ".", ttl) for n, _ in servers)]
-
-
-def zone_text(inv: Inventory, serial: int = 1) -> str:
-    """The zones as one master-file text (RFC 1035 section 5), for operators to read."""
-    lines = [f"; zones of cluster {inv.cluster.name} ({inv.cluster.domain}), serial {serial}"]
-    lines += [r.line() for r in records(inv, serial)]
-    return "\n".join(lines) + "\n"
 
 
 # -- the zone ------------------------------------------------------------------

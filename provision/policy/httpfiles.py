@@ -1,5 +1,6 @@
 """HTTP decisions for the boot tree, free of any server library: ranges,
-conditional requests, and node boot events.
+conditional requests, and node boot events (validated here, stored by
+``provision.state.events``).
 
 RFC 9110 sections 13 (conditional requests) and 14 (range requests).
 """
@@ -11,11 +12,9 @@ import binascii
 import ipaddress
 import json
 import re
-import sqlite3
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from ..inventory.model import Inventory
 
@@ -91,58 +90,6 @@ _SAFE = re.compile(r"^[\x20-\x7e]*$")
 SSH_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
                  "ecdsa-sha2-nistp521", "ssh-rsa")
 MAX_SSH_KEY = 2048
-
-EVENTS_DDL = """
-CREATE TABLE IF NOT EXISTS http_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    host TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    reason TEXT,
-    address TEXT,
-    image TEXT
-);
-CREATE INDEX IF NOT EXISTS http_events_host ON http_events(host, id);
-CREATE TABLE IF NOT EXISTS http_host_keys (
-    host TEXT NOT NULL,
-    key_type TEXT NOT NULL,
-    key TEXT NOT NULL,
-    ts REAL NOT NULL,
-    address TEXT,
-    boot_id TEXT,
-    verified INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (host, key_type)
-);
-"""
-# Columns added since the first release of the table (ALTER TABLE for old state files).
-EVENTS_COLUMNS = (("http_host_keys", "boot_id", "TEXT"),
-                  ("http_host_keys", "verified", "INTEGER NOT NULL DEFAULT 0"))
-# Events kept per host: the last DEFAULT_EVENTS_PER_HOST, and the last of each stage.
-DEFAULT_EVENTS_PER_HOST = 100
-
-
-class _Store(Protocol):
-    def ensure_schema(self, component: str, ddl: str) -> None: ...
-    def ensure_columns(self, table: str, columns: tuple[tuple[str, str], ...]) -> None: ...
-
-
-def ensure_events_schema(store: _Store) -> None:
-    """The event and host-key tables, with the columns of this release."""
-    store.ensure_schema("http", EVENTS_DDL)
-    by_table: dict[str, list[tuple[str, str]]] = {}
-    for table, col, decl in EVENTS_COLUMNS:
-        by_table.setdefault(table, []).append((col, decl))
-    for table, cols in by_table.items():
-        store.ensure_columns(table, tuple(cols))
-
-
-def trim_events(conn: sqlite3.Connection, host: str, keep: int) -> None:
-    """Keep ``host``'s last ``keep`` events and the last event of each stage."""
-    conn.execute(
-        "DELETE FROM http_events WHERE host=:h AND id < (SELECT COALESCE(MIN(id), 0) FROM "
-        "(SELECT id FROM http_events WHERE host=:h ORDER BY id DESC LIMIT :n)) "
-        "AND id NOT IN (SELECT MAX(id) FROM http_events WHERE host=:h GROUP BY stage)",
-        {"h": host, "n": keep})
 
 
 class BadEvent(Exception):

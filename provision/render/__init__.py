@@ -5,11 +5,12 @@ directory (``--templates DIR`` or ``cluster.templates`` in the inventory), like
 Warewulf overlays. Rendering is strict: an undefined variable is an error.
 """
 
-from .dns import Record, dns_records
 from .engine import (
+    BOOT_FILES,
     HOST_FILES,
     ImagePayload,
     RenderError,
+    reload_templates,
     render_discovery_ipxe,
     render_host,
     render_keepalived,
@@ -18,14 +19,14 @@ from .engine import (
 )
 
 __all__ = [
+    "BOOT_FILES",
     "HOST_FILES",
     "ImagePayload",
-    "Record",
     "RenderError",
-    "dns_records",
     "render_discovery_ipxe",
     "render_host",
     "render_keepalived",
     "render_pxelinux_default",
+    "reload_templates",
     "render_zone",
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import jinja2
 
 from .. import layout
 from ..inventory.model import Host, Inventory
-from .dns import dns_records, host_fqdn
+from ..policy import dns
 
 PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
 
@@ -24,6 +26,8 @@ HOST_FILES = {
     "grub": "grub.cfg.j2",
     "keepalived": "keepalived.conf.j2",
 }
+# The kinds that boot the host's image: they need one, and follow its manifest.
+BOOT_FILES = frozenset({"ipxe", "pxelinux", "grub"})
 
 # Command lines go through iPXE, pxelinux and the kernel: allow a conservative set.
 CMDLINE_OK = re.compile(r"^[A-Za-z0-9_.,:=/+@%~ \[\]-]*$")  # [..]: IPv6 URLs
@@ -33,10 +37,41 @@ class RenderError(Exception):
     exit_code = 1
 
 
-def _environment(templates: str | Path | None) -> jinja2.Environment:
+class Environments:
+    """One jinja2 Environment per template override directory, built on first use.
+
+    `dsas serve` renders on every TFTP and HTTP request: building an Environment
+    (and compiling its templates) each time cost more than the render. Templates
+    are read once and kept (no ``auto_reload``: no stat per request) until
+    ``clear()``, which a SIGHUP reload calls (``BootTree.reload``), so a changed or
+    newly added override is picked up with the inventory.
+    """
+
+    LIMIT = 16  # directories kept (a long test run renders from many)
+
+    def __init__(self) -> None:
+        self._envs: dict[str, jinja2.Environment] = {}
+        self._lock = threading.Lock()
+
+    def get(self, templates: str | Path | None) -> jinja2.Environment:
+        key = os.path.abspath(templates) if templates else ""
+        with self._lock:
+            env = self._envs.get(key)
+            if env is None:
+                if len(self._envs) >= self.LIMIT:
+                    self._envs.clear()
+                env = self._envs[key] = _build_environment(key or None)
+            return env
+
+    def clear(self) -> None:
+        with self._lock:
+            self._envs.clear()
+
+
+def _build_environment(templates: str | None) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = []
     if templates:
-        loaders.append(jinja2.FileSystemLoader(str(templates)))
+        loaders.append(jinja2.FileSystemLoader(templates))
     loaders.append(jinja2.FileSystemLoader(str(PACKAGE_TEMPLATES)))
     env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
@@ -45,10 +80,19 @@ def _environment(templates: str | Path | None) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,
+        auto_reload=False,
     )
     env.filters["shq"] = _shell_quote
     env.filters["kq"] = _keepalived_quote
     return env
+
+
+ENVIRONMENTS = Environments()
+
+
+def reload_templates() -> None:
+    """Forget every Environment: the next render reads the templates again."""
+    ENVIRONMENTS.clear()
 
 
 def _shell_quote(value: Any) -> str:
@@ -70,7 +114,7 @@ def _template_dir(inv: Inventory, templates: str | Path | None) -> str | Path | 
 
 
 def _render(inv: Inventory, name: str, templates: str | Path | None, **ctx: Any) -> str:
-    env = _environment(_template_dir(inv, templates))
+    env = ENVIRONMENTS.get(_template_dir(inv, templates))
     try:
         return env.get_template(name).render(inv=inv, layout=layout, **ctx)
     except jinja2.UndefinedError as e:
@@ -131,7 +175,8 @@ class ImagePayload:
 def host_context(inv: Inventory, host: Host,
                  payload: ImagePayload | None = None) -> dict[str, Any]:
     img = layout.host_image(inv, host)
-    image_dir = layout.image_dir(*img) if img else None
+    kernel_path = layout.image_file(*img, layout.KERNEL) if img else None
+    initrd_path = layout.image_file(*img, layout.INITRD) if img else None
     lvs = [(pair, state) for h, pair, state in inv.lvs_hosts() if h.name == host.name]
     modules = [m.line() for m in host.hwtype.modules] + [m.line() for m in host.role.modules]
     if host.bond.enabled:
@@ -144,16 +189,14 @@ def host_context(inv: Inventory, host: Host,
         units.extend(inv.service_units.get(s, (s,)))
     return {
         "host": host,
-        "fqdn": host_fqdn(inv, host.name),
+        "fqdn": dns.host_fqdn(inv, host.name),
         "image": img,
-        "image_dir": image_dir,
-        "kernel_url": layout.url(inv, f"{image_dir}/{layout.KERNEL}", host) if image_dir
-        else None,
-        "initrd_url": layout.url(inv, f"{image_dir}/{layout.INITRD}", host) if image_dir
-        else None,
+        "image_dir": layout.image_dir(*img) if img else None,
+        "kernel_url": layout.url(inv, kernel_path, host) if kernel_path else None,
+        "initrd_url": layout.url(inv, initrd_path, host) if initrd_path else None,
         "master_url": layout.base_url(inv, host),
-        "kernel_path": f"{image_dir}/{layout.KERNEL}" if image_dir else None,
-        "initrd_path": f"{image_dir}/{layout.INITRD}" if image_dir else None,
+        "kernel_path": kernel_path,
+        "initrd_path": initrd_path,
         "cmdline": kernel_cmdline(inv, host, payload),
         "modules": modules,
         "units": list(dict.fromkeys(units)),
@@ -170,7 +213,7 @@ def _lvs_director(inv: Inventory, host: Host, lvs: list[Any]) -> dict[str, Any] 
         return None
     services = [vs for pair, _ in lvs for vs in inv.services_of_pair(pair.name)]
     return {
-        "conf_url": layout.url(inv, f"hosts/{host.name}/keepalived.conf"),
+        "conf_url": layout.url(inv, layout.keepalived_conf_path(host)),
         "schedulers": list(dict.fromkeys(vs.scheduler for vs in services)),
         "forwarding": list(dict.fromkeys(vs.forwarding for vs in services)),
     }
@@ -210,7 +253,7 @@ def render_host(inv: Inventory, host: Host, what: str, templates: str | Path | N
     if what == "keepalived":
         return render_keepalived(inv, host, templates)
     ctx = host_context(inv, host, payload)
-    if what in ("ipxe", "pxelinux", "grub") and ctx["image"] is None:
+    if what in BOOT_FILES and ctx["image"] is None:
         raise RenderError(f"host {host.name} has no image to boot")
     return _render(inv, HOST_FILES[what], templates, **ctx)
 
@@ -262,6 +305,7 @@ def render_keepalived(inv: Inventory, host: Host, templates: str | Path | None =
     return _render(inv, "keepalived.conf.j2", templates, host=host, pairs=pairs)
 
 
-def render_zone(inv: Inventory, templates: str | Path | None = None) -> str:
-    """The cluster's records as a BIND-style zone listing (for review and diffing)."""
-    return _render(inv, "zone.j2", templates, records=dns_records(inv))
+def render_zone(inv: Inventory, templates: str | Path | None = None, serial: int = 1) -> str:
+    """The records the DNS server holds (``policy.dns.records``), master-file style
+    (RFC 1035 section 5): what `dsas dns zone` and `dsas render --what zone` print."""
+    return _render(inv, "zone.j2", templates, records=dns.records(inv, serial), serial=serial)

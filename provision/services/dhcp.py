@@ -34,9 +34,10 @@ from ..observability.logsafe import safe
 from ..observability.metrics import Metrics
 from ..policy.boottree import SETUP_COMMAND, LoaderPresence
 from ..policy.dhcp import PXE_PORT, SERVER_PORT, Decision, DhcpPolicy, DhcpSettings, Link
-from ..policy.leases import Change, LeaseJournal, LeaseTable, Sighting
+from ..policy.leases import Change, LeaseStore, LeaseTable, Sighting
 from ..protocol import dhcp_options as o
 from ..protocol.dhcp import DhcpDecodeError, DhcpEncodeError, DhcpPacket, decode, encode
+from ..state.leases import LeaseJournal
 from .base import ServeContext, Service
 
 log = logging.getLogger(__name__)
@@ -405,7 +406,7 @@ class Committer(threading.Thread):
     on deciding: group commit. Changes that are not urgent are written with the next
     urgent ones, or after ``LAZY_FLUSH`` seconds."""
 
-    def __init__(self, journal: LeaseJournal, send: Callable[[Endpoint, Decision,
+    def __init__(self, journal: LeaseStore, send: Callable[[Endpoint, Decision,
                  tuple[str, int], dict[str, int]], None], metrics: Metrics,
                  clock: Callable[[], float], leases: Callable[[], int]) -> None:
         super().__init__(name="dhcp-commit", daemon=True)

@@ -18,7 +18,6 @@ import logging
 import os
 import socket
 import struct
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 
 from dnslib import RCODE
 
+from .. import proc
 from ..inventory.model import Inventory
 from ..observability.logsafe import safe
 from ..policy.dns import SERVER_UDP_SIZE, Zone
@@ -495,8 +495,11 @@ def _recv_exact(conn: socket.socket, n: int, deadline: float | None = None) -> b
 
 def interface_addresses(ifname: str) -> list[str]:
     """The IPv4 addresses of one interface (``ip -j addr``), primary first."""
-    out = subprocess.run(["ip", "-j", "-4", "addr", "show", "dev", ifname],
-                         capture_output=True, text=True, timeout=10)
+    try:
+        out = proc.run(["ip", "-j", "-4", "addr", "show", "dev", ifname], timeout=10,
+                       check=False)
+    except proc.CommandError as e:  # ip missing or hung: the service cannot start, as below
+        raise OSError(f"interface {ifname}: {e}") from None
     if out.returncode != 0:
         raise OSError(f"interface {ifname}: {out.stderr.strip() or 'not found'}")
     return [a["local"] for link in json.loads(out.stdout or "[]")

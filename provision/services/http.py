@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import ipaddress
 import logging
 import resource
-import sqlite3
 import threading
 import time
 import urllib.parse
@@ -25,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import layout
 from ..inventory.model import Inventory
 from ..observability.logsafe import safe
 from ..observability.metrics import STAGE_BUCKETS
@@ -33,6 +32,9 @@ from ..observability.served import served
 from ..policy import boottoken, httpfiles
 from ..policy.boottree import BootFile, BootTree, Refused
 from ..policy.ratelimit import TokenBuckets
+from ..state import StateError
+from ..state import events as stored_events
+from ..state.leases import bound_addresses
 from .base import ServeContext, Service
 from .http_conn import Limits, Listener
 from .statuspage import StatusPage
@@ -105,7 +107,7 @@ class HttpService(Service):
     def start(self) -> None:
         for metric, text in HELP.items():
             self.metrics.describe(metric, text)
-        httpfiles.ensure_events_schema(self.ctx.store)
+        stored_events.ensure_events_schema(self.ctx.store)
         self._secret = self.ctx.store.secret(BOOT_SECRET, boottoken.new_secret)
         secret = self._secret
         self.tree.conf_extra = lambda host: boottoken.conf_lines(
@@ -177,7 +179,7 @@ class HttpService(Service):
         self._thread = None
 
     def reload(self, inventory: Inventory) -> None:
-        self.tree.inventory = inventory
+        self.tree.reload(inventory)
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -216,7 +218,7 @@ class HttpService(Service):
         now = time.time()
         try:
             await loop.run_in_executor(None, self._store_event, ev, now, verified)
-        except sqlite3.Error as e:
+        except StateError as e:
             self._refusals.log(f"db:{type(e).__name__}", logging.ERROR,
                                "http: cannot store an event: %s", e)
             return self._json_error(503, "cannot store the event now", "store")
@@ -242,27 +244,10 @@ class HttpService(Service):
         h = self.tree.inventory.hosts.get(host)
         if h is None or not h.macs:
             return set()
-        marks = ",".join("?" * len(h.macs))
-        try:
-            rows = self.ctx.store.query(
-                f"SELECT ip FROM dhcp_leases WHERE state='bound' AND expires>? "
-                f"AND mac IN ({marks})", [time.time(), *h.macs])
-        except sqlite3.OperationalError:  # no DHCP service has run here: no leases
-            return set()
-        return {str(ipaddress.IPv4Address(r["ip"])) for r in rows}
+        return bound_addresses(self.ctx.store, h.macs, time.time())
 
     def _store_event(self, ev: httpfiles.Event, ts: float, verified: bool) -> None:
-        with self.ctx.store.transaction() as tx:
-            tx.execute(
-                "INSERT INTO http_events(ts, host, stage, reason, address, image) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (ts, ev.host, ev.stage, ev.reason, ev.address, ev.image))
-            httpfiles.trim_events(tx, ev.host, self.ctx.http_events_per_host)
-            if ev.ssh_key is not None:  # the latest report wins; `dsas trust` decides
-                tx.execute(
-                    "INSERT OR REPLACE INTO http_host_keys(host, key_type, key, ts, address, "
-                    "boot_id, verified) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (ev.host, *ev.ssh_key, ts, ev.address, ev.boot_id, int(verified)))
+        stored_events.record(self.ctx.store, ev, ts, verified, self.ctx.http_events_per_host)
 
     async def get_nodes(self, request: web.Request) -> web.Response:
         rows = await asyncio.get_running_loop().run_in_executor(None, self._last_events)
@@ -273,20 +258,17 @@ class HttpService(Service):
             out.append({
                 "host": name,
                 "role": host.role.name,
-                "address": r["address"] if r and r["address"] else
+                "address": r.address if r and r.address else
                 str(host.primary_interface.address) if host.interfaces else None,
-                "image": r["image"] if r else host.image,
-                "stage": r["stage"] if r else None,
-                "reason": r["reason"] if r else None,
-                "when": _iso(r["ts"]) if r else None,
+                "image": r.image if r else host.image,
+                "stage": r.stage if r else None,
+                "reason": r.reason if r else None,
+                "when": _iso(r.ts) if r else None,
             })
         return web.json_response({"nodes": out})
 
-    def _last_events(self) -> dict[str, Any]:
-        rows = self.ctx.store.query(
-            "SELECT host, stage, reason, address, image, ts, MAX(id) AS id "
-            "FROM http_events GROUP BY host")
-        return {r["host"]: r for r in rows}
+    def _last_events(self) -> dict[str, stored_events.StoredEvent]:
+        return stored_events.last_per_host(self.ctx.store)
 
     def _json_error(self, status: int, message: str, reason: str) -> web.Response:
         self.metrics.inc(M_ERRORS, reason=reason)
@@ -381,7 +363,7 @@ class HttpService(Service):
 
 
 def _content_type(path: str) -> str:
-    return "text/plain" if path.endswith(TEXT_SUFFIXES) or "pxelinux.cfg/" in path \
+    return "text/plain" if path.endswith(TEXT_SUFFIXES) or f"{layout.PXELINUX_DIR}/" in path \
         else "application/octet-stream"
 
 

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from types import FrameType
 
 from ..inventory import Inventory, InventoryError
-from ..inventory.history import sha256
 from ..inventory.isolated import load_isolated
 from ..inventory.load import read_bytes
+from ..state.inventory import sha256
 from .base import SERVICE_NAMES, ServeContext, Service
 
 log = logging.getLogger(__name__)

@@ -715,7 +715,7 @@ class TftpService(Service):
         self._sock = self._sock6 = self._loop = self._thread = self._active = self._page = None
 
     def reload(self, inventory: Inventory) -> None:
-        self.tree.inventory = inventory
+        self.tree.reload(inventory)
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import sqlite3
 import sys
 import time
@@ -216,6 +217,38 @@ def test_http_rendered_files_and_unknown_host(env: Setup) -> None:
     r = env.curl(f"{HTTP}/hosts/ghost/dsas.conf", "-w", "%{http_code}")
     assert r.stdout.endswith("404") and "not in inventory" in r.stdout
     assert env.curl(f"{HTTP}/healthz").stdout == "ok\n"
+
+
+def test_served_discovery_script_follows_templates_and_sighup(lab: Lab, tmp_path: Path) -> None:
+    """`dsas serve --templates DIR` serves DIR's discovery.ipxe over HTTP and TFTP (it
+    served the packaged one), and reads a changed template again on SIGHUP only."""
+    over = tmp_path / "templates"
+    over.mkdir()
+    (over / "discovery.ipxe.j2").write_text("#!ipxe\necho one {{ inv.cluster.name }}\n")
+    env = start_lab(lab, tmp_path, files={}, flags=("--templates", str(over)))
+    serve = lab.procs[-1]  # ip netns exec execs: this is dsas serve's PID
+
+    def both() -> tuple[str, str]:
+        out = tmp_path / "discovery.ipxe"
+        r = env.cli.run(["tftp", SRV, "-m", "octet", "-c", "get", "discovery.ipxe", str(out)],
+                        timeout=30, check=False)
+        assert r.returncode == 0 and not r.stderr, r.stderr
+        http = env.curl("--fail", f"{HTTP}/discovery.ipxe")
+        assert http.returncode == 0, http.stderr
+        return out.read_text(), http.stdout
+
+    assert both() == ("#!ipxe\necho one lab\n",) * 2
+    (over / "discovery.ipxe.j2").write_text("#!ipxe\necho two {{ inv.cluster.name }}\n")
+    assert both() == ("#!ipxe\necho one lab\n",) * 2  # read once, not per request
+    serve.send_signal(signal.SIGHUP)
+    got = both()
+    for _ in range(50):  # bounded: the supervisor acts on the signal within 0.2 s
+        if got == ("#!ipxe\necho two lab\n",) * 2:
+            break
+        time.sleep(0.1)
+        got = both()
+    assert got == ("#!ipxe\necho two lab\n",) * 2
+    assert serve.poll() is None
 
 
 def test_events_recorded_and_listed(env: Setup) -> None:

@@ -28,8 +28,9 @@ from lab.clone import (
     sha256,
 )
 from lab.testing import require_root, require_tool
-from provision.distribute import clone as clone_mod
-from provision.distribute.disklayout import MIB
+from provision.clone import checks
+from provision.clone import clone as clone_mod
+from provision.clone.disklayout import MIB
 from provision.imaging.content import entries
 from provision.inventory import load
 from provision.render import render_host
@@ -179,7 +180,7 @@ def test_refuses_mounted_target(store, inv_path: Path, tmp_path: Path) -> None:
 def test_refuses_running_system_disk(store, inv_path: Path) -> None:
     root_src = next(line.split()[0] for line in Path("/proc/self/mounts").read_text().splitlines()
                     if line.split()[1] == "/" and line.startswith("/dev/"))
-    name = clone_mod._disk_of(clone_mod._block_name(Path(root_src)) or "")
+    name = checks.disk_of(checks.block_name(Path(root_src)) or "")
     res = clone("w1", "--target", f"/dev/{name}", "-i", str(inv_path), "--yes")
     assert res.returncode == 1
     assert "part of the running system" in res.stderr or "is mounted" in res.stderr

@@ -20,7 +20,7 @@ import pytest
 from lab.clone import INVENTORY, TEST_BOOT_ROOT, build_images, mounted, partition
 from lab.sshfarm import MOUNT, SshFarm, build_farm
 from lab.testing import require_tool
-from provision.distribute.sshconf import (
+from provision.sshtrust.sshconf import (
     SshConfig,
     add_known_host,
     ensure_client_key,

@@ -14,13 +14,14 @@ import pytest
 
 from lab.testing import Lab, wait_for
 from provision.inventory import loads
-from provision.policy.leases import Lease, LeaseDel, LeaseJournal, LeasePut
+from provision.policy.leases import Lease, LeaseDel, LeasePut
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import DhcpPacket, encode
 from provision.services import dhcp as dhcp_service
 from provision.services.base import ServeContext
 from provision.services.dhcp import create
 from provision.state import StateStore
+from provision.state.leases import LeaseJournal
 from tests.support.dhcp_served import (
     Served,
     client_socket,

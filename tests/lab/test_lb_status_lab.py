@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from lab.testing import Lab
-from provision.distribute import lbreads
+from provision.balancer import reads as lbreads
 from provision.state import StateStore
 from tests.support.paths import FIXTURES, ROOT
 

@@ -205,7 +205,7 @@ def test_unknown_and_changed_host_keys_are_refused(lab, tmp_path):
     assert "failed: n02, n03" in r.stderr
     assert pl.live("n02") is None and pl.live("n03") is None
     # rsync's ssh is just as strict (same known_hosts, StrictHostKeyChecking=yes).
-    from provision.distribute.sshconf import SshConfig
+    from provision.sshtrust.sshconf import SshConfig
     ssh = SshConfig(pl.state).ssh_command(tmp_path) + ["-o", "ControlMaster=no",
                                                         "198.18.100.13", "true"]
     r = pl.farm.master.run(ssh, check=False)
@@ -451,8 +451,8 @@ GC_UNDER_CHANNEL_LOCK = r"""
 import gc, json, os, sys, threading
 from pathlib import Path
 import paramiko
-from provision.distribute.remote import RemoteNode
-from provision.distribute.sshconf import SshConfig
+from provision.push.remote import RemoteNode
+from provision.sshtrust.sshconf import SshConfig
 state, address = Path(sys.argv[1]), sys.argv[2]
 chans = []
 _exec = paramiko.Channel.exec_command

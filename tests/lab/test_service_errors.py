@@ -19,11 +19,12 @@ import pytest
 from dnslib import DNSRecord
 
 from lab.testing import Lab, wait_for
-from provision.policy.leases import BOUND, LeaseJournal, LeasePut
+from provision.policy.leases import BOUND, LeasePut
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import encode
 from provision.services import dns as dns_service
 from provision.services.base import ServeContext
+from provision.state.leases import LeaseJournal
 from tests.support.bootfiles_lab import CLI, HTTP, SRV, start_lab
 from tests.support.dhcp_served import Served
 from tests.support.dhcp_support import IPXE_ROM, SERVER, W1_MAC, client_packet

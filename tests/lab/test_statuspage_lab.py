@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from lab.testing import Lab, Netns, require_tool
-from provision.distribute.history import History, HostResult
 from provision.state import StateStore
+from provision.state.pushes import History, HostResult
 from tests.support.browser import Browser
 from tests.support.paths import ROOT as REPO
 from tests.support.statuspage_support import INVENTORY, SRV, VRRP_PASSWORD, record_lb_read
@@ -244,7 +244,8 @@ def test_host_page_shows_timeline_events_and_masked_files(env: Env) -> None:
 
 def test_discoveries_and_pushes_show_live(env: Env) -> None:
     """Tables other processes write (DHCP sightings, `dsas push`) reach the page too."""
-    from provision.policy.leases import LeaseJournal, Sighting
+    from provision.policy.leases import Sighting
+    from provision.state.leases import LeaseJournal
 
     open_index(env)
     env.browser.js("window.__noReload = 'still here'")

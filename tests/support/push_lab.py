@@ -64,7 +64,7 @@ def make_lab(lab, tmp_path: Path, count: int = 3, tmpfs_mib=64, trust: bool = Tr
     inv = tmp_path / "cluster.yaml"
     inv.write_text(farm.inventory_yaml())
     state = tmp_path / "state"
-    from provision.distribute.sshconf import SshConfig, ensure_client_key
+    from provision.sshtrust.sshconf import SshConfig, ensure_client_key
     key = ensure_client_key(SshConfig(state))
     farm.authorized_keys.write_text(Path(f"{key}.pub").read_text())
     pl = PushLab(farm, inv, state, tmp_path / "src")

@@ -3,8 +3,8 @@ test_status_unit)."""
 
 from __future__ import annotations
 
-from provision.distribute import lbreads
-from provision.distribute.lbstatus import DirectorView, parse_report, status
+from provision.balancer import reads as lbreads
+from provision.balancer.status import DirectorView, parse_report, status
 from provision.state import StateStore
 from tests.support.paths import ROOT as REPO
 

@@ -16,8 +16,6 @@ from provision import layout
 from provision.inventory import Inventory, loads
 from provision.inventory.model import Host
 from provision.policy.boottree import (
-    KEEPALIVED,
-    KEEPALIVED_SUM,
     SETUP_COMMAND,
     BootTree,
     Missing,
@@ -314,7 +312,8 @@ def test_keepalived_conf_for_the_director_itself_or_an_unknown_or_no_peer(
 
 def test_keepalived_sum_is_sha256sum_of_the_utf8_body(lvs: tuple[BootTree, Rec]) -> None:
     t, r = lvs
-    assert (KEEPALIVED, KEEPALIVED_SUM) == ("keepalived.conf", "keepalived.conf.sha256")
+    assert layout.KEEPALIVED_CONF == "keepalived.conf"
+    assert layout.KEEPALIVED_SUM == "keepalived.conf.sha256"
     body = t.lookup("hosts/lvs1/keepalived.conf", "198.18.7.2").data
     assert body is not None
     f = t.lookup("hosts/lvs1/keepalived.conf.sha256", "198.18.7.2")

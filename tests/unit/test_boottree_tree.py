@@ -209,6 +209,31 @@ def test_the_real_renderers_and_a_template_override(tmp_path: Path) -> None:
     over.mkdir()
     (over / "dsas.conf.j2").write_text("OVERRIDE {{ host.name }}\n")
     (over / "pxelinux-default.cfg.j2").write_text("DEFAULT OVERRIDE\n")
+    (over / "discovery.ipxe.j2").write_text("#!ipxe\necho DISCOVERY OVERRIDE\n")
     t2 = BootTree(root, inventory(), templates=over)
     assert t2.lookup("hosts/n2/dsas.conf").data == b"OVERRIDE n2\n"
     assert t2.lookup("pxelinux.cfg/default").data == b"DEFAULT OVERRIDE\n"
+    # the unknown machine's iPXE script too (it ignored --templates before)
+    assert t2.lookup("discovery.ipxe").data == b"#!ipxe\necho DISCOVERY OVERRIDE\n"
+    assert b"DISCOVERY OVERRIDE" not in (t.lookup("discovery.ipxe").data or b"")
+
+
+def test_a_reload_reads_changed_and_new_templates(tmp_path: Path) -> None:
+    """Templates are read once, not on every request; a reload (SIGHUP) reads them again,
+    a changed override and a newly added one alike."""
+    root, over = tmp_path / "boot", tmp_path / "templates"
+    root.mkdir()
+    over.mkdir()
+    (over / "discovery.ipxe.j2").write_text("#!ipxe\necho one\n")
+    t = BootTree(root, inventory(), templates=over)
+    assert t.lookup("discovery.ipxe").data == b"#!ipxe\necho one\n"
+    packaged = t.lookup("pxelinux.cfg/default").data
+    (over / "discovery.ipxe.j2").write_text("#!ipxe\necho two\n")
+    (over / "pxelinux-default.cfg.j2").write_text("DEFAULT new\n")
+    assert t.lookup("discovery.ipxe").data == b"#!ipxe\necho one\n"
+    assert t.lookup("pxelinux.cfg/default").data == packaged
+    inv = inventory()
+    t.reload(inv)
+    assert t.inventory is inv
+    assert t.lookup("discovery.ipxe").data == b"#!ipxe\necho two\n"
+    assert t.lookup("pxelinux.cfg/default").data == b"DEFAULT new\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from provision.cli.main import cli
@@ -51,11 +52,23 @@ def test_render_one_file_and_errors() -> None:
     code, out, _ = run("render", "-i", str(EXAMPLE), "w103", "--what", "ipxe")
     assert code == 0 and out.startswith("#!ipxe") and "dsas.host=w103" in out
     code, out, _ = run("render", "-i", str(EXAMPLE), "--what", "zone")
-    assert code == 0 and "w103.farm.example.\tA\t198.18.1.3" in out
+    assert code == 0 and "w103.farm.example.\t300\tIN\tA\t198.18.1.3" in out
     code, _, err = run("render", "-i", str(EXAMPLE), "nosuch")
     assert code == 1 and err.strip() == "error: unknown host 'nosuch'"
     code, _, err = run("render", "-i", str(EXAMPLE), "w101", "--what", "keepalived")
     assert code == 1 and "not in an LVS pair" in err
+
+
+@pytest.mark.parametrize("inventory", [EXAMPLE, FIXTURES / "dns-ipv6.yaml"],
+                         ids=["example", "dns-ipv6"])
+def test_render_zone_and_dns_zone_print_the_same_zone(inventory: Path) -> None:
+    """One DNS model: `dsas render --what zone` shows what `dsas dns zone` (the server) holds."""
+    code, rendered, err = run("render", "-i", str(inventory), "--what", "zone")
+    assert code == 0, err
+    code, served, err = run("dns", "zone", "-i", str(inventory))
+    assert code == 0, err
+    assert rendered == served
+    assert "\tIN\tSOA\t" in served and "\tIN\tPTR\t" in served
 
 
 def test_render_all_writes_atomically(tmp_path: Path) -> None:

@@ -8,15 +8,16 @@ import time
 
 import pytest
 
-from provision.distribute import clone as clone_mod
+from provision.clone import clone as clone_mod
+from provision.clone import model, sources
 
 
 def test_tar_progress_lines() -> None:
     """tar's checkpoint lines give bytes read; every other stderr line is an error."""
-    line = f"tar: {clone_mod.TAR_PROGRESS} r: 10485760 (10MiB, 312MiB/s)\n"
-    assert clone_mod._tar_progress(line) == 10485760
-    assert clone_mod._tar_progress("tar: ./etc/x: Cannot open: No space left on device") is None
-    assert clone_mod._tar_progress(f"tar: {clone_mod.TAR_PROGRESS} r: junk") is None
+    line = f"tar: {model.TAR_PROGRESS} r: 10485760 (10MiB, 312MiB/s)\n"
+    assert sources.tar_progress(line) == 10485760
+    assert sources.tar_progress("tar: ./etc/x: Cannot open: No space left on device") is None
+    assert sources.tar_progress(f"tar: {model.TAR_PROGRESS} r: junk") is None
     assert clone_mod.gunzip_program() == "igzip"  # Debian package isal (tools/apt-packages.txt)
 
 

@@ -21,9 +21,10 @@ from provision.policy.dhcp import (
     DhcpSettings,
     Link,
 )
-from provision.policy.leases import LeaseDel, LeaseJournal, LeasePut, LeaseTable, Sighting
+from provision.policy.leases import LeaseDel, LeasePut, LeaseTable, Sighting
 from provision.protocol import dhcp_options as o
 from provision.state import StateStore
+from provision.state.leases import LeaseJournal
 from tests.support.dhcp_policy_support import INV, LAN, T0, run
 from tests.support.dhcp_support import (
     INVENTORY,

@@ -24,7 +24,6 @@ from provision.policy.leases import (
     OFFERED,
     RELEASED,
     LeaseDel,
-    LeaseJournal,
     LeasePut,
     LeaseTable,
     Pool,
@@ -32,6 +31,7 @@ from provision.policy.leases import (
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import BOOTREPLY, decode, encode
 from provision.state import StateStore
+from provision.state.leases import LeaseJournal
 from tests.support.dhcp_support import INVENTORY, PXE_BIOS, client_packet
 
 # A /28 holding every kind of claimed address: hosts (.1-.4), the server's own address on

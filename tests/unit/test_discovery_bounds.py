@@ -8,10 +8,11 @@ from pathlib import Path
 
 from provision.inventory import loads
 from provision.policy.dhcp import DhcpPolicy, DhcpSettings, Link
-from provision.policy.leases import LeaseJournal, LeaseTable, Sighting
+from provision.policy.leases import LeaseTable, Sighting
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import decode, encode
 from provision.state import StateStore
+from provision.state.leases import LeaseJournal
 from tests.support.dhcp_support import INVENTORY, SERVER, client_packet
 
 INV = loads(INVENTORY, "lab.yaml")

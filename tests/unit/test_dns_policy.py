@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import struct
 from dataclasses import replace
 
@@ -19,7 +20,6 @@ from provision.policy.dns import (
     Zone,
     records,
     reverse_zones,
-    zone_text,
 )
 from provision.policy.dns_wire import (
     ANSWER,
@@ -34,7 +34,9 @@ from provision.policy.dns_wire import (
     matches,
     servfail,
 )
+from provision.render import render_zone
 from tests.support.dns_helpers import DOMAIN, inventory, inventory_text, query, raw_header
+from tests.support.paths import FIXTURES
 
 SERIAL = 2024010101
 
@@ -105,8 +107,8 @@ def test_without_master_hosts_the_name_server_is_ns_with_master_address() -> Non
     assert answers(ask(z, f"ns.{DOMAIN}")) == ["198.18.0.1"]
 
 
-def test_zone_text_lists_every_record_with_ttls() -> None:
-    text = zone_text(inventory(3), serial=7)
+def test_the_zone_text_lists_every_record_with_ttls() -> None:
+    text = render_zone(inventory(3), serial=7)
     assert f"w101.{DOMAIN}.\t300\tIN\tA\t198.18.1.1" in text
     assert f"web.{DOMAIN}.\t{DYNAMIC_TTL}\tIN\tA\t198.18.1.3" in text
     assert f"1.1.18.198.in-addr.arpa.\t300\tIN\tPTR\tw101.{DOMAIN}." in text
@@ -432,3 +434,11 @@ def test_cli_query_answers_from_the_inventory(tmp_path) -> None:  # type: ignore
     assert res.exit_code == 2
     res = run(cli, ["dns", "zone", "-i", str(path)])
     assert res.exit_code == 0 and f"masters.{DOMAIN}.\t30\tIN\tA\t198.18.0.2" in res.output
+
+
+def test_cli_query_takes_an_ipv6_address_as_its_ptr() -> None:
+    fixture = FIXTURES / "dns-ipv6.yaml"
+    res = CliRunner().invoke(cli, ["dns", "query", "-i", str(fixture), "2001:db8:18::11"])
+    assert res.exit_code == 0, res.output
+    assert "8.b.d.0.1.0.0.2.ip6.arpa." in res.output
+    assert re.search(r"\bPTR\s+lb1\.six\.example\.", res.output)

@@ -18,8 +18,8 @@ from provision.policy.dns import (
     reverse_zones,
     reverse_zones6,
     udp_limit,
-    zone_text,
 )
+from provision.render import render_zone
 from tests.support.dns_helpers import DOMAIN, inventory, query
 
 MAX_UDP = 1400
@@ -98,9 +98,9 @@ def test_only_ptr_rdata_gets_a_trailing_dot() -> None:
     assert ptr.rdata == f"m1.{DOMAIN}."
 
 
-def test_zone_text_has_the_header_line_then_one_line_per_record() -> None:
+def test_the_zone_text_has_the_header_line_then_one_line_per_record() -> None:
     inv = inventory(3)
-    text = zone_text(inv, 9)
+    text = render_zone(inv, serial=9)
     lines = text.split("\n")
     assert lines[0] == f"; zones of cluster t ({DOMAIN}), serial 9"
     assert lines[1:-1] == [r.line() for r in records(inv, 9)]

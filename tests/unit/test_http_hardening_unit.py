@@ -12,9 +12,11 @@ import pytest
 from lab.bootfiles import inventory
 from provision.observability.quietlog import QuietLog
 from provision.policy import boottoken
-from provision.policy.httpfiles import EVENTS_DDL, BadEvent, parse_event, trim_events
+from provision.policy.httpfiles import BadEvent, parse_event
 from provision.policy.ratelimit import TokenBuckets
 from provision.state import StateStore
+from provision.state.events import trim_events
+from provision.state.schema import EVENTS_DDL
 
 
 def test_token_verifies_for_its_host_and_boot_only() -> None:

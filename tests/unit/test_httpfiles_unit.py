@@ -11,14 +11,11 @@ import pytest
 
 from lab.bootfiles import INVENTORY, inventory
 from provision.policy.httpfiles import (
-    EVENTS_COLUMNS,
-    EVENTS_DDL,
     MAX_EVENT_BYTES,
     MAX_REASON,
     MAX_SSH_KEY,
     BadEvent,
     Unsatisfiable,
-    ensure_events_schema,
     etag_matches,
     host_addresses,
     if_range_allows,
@@ -26,6 +23,8 @@ from provision.policy.httpfiles import (
     parse_range,
     parse_ssh_key,
 )
+from provision.state.events import ensure_events_schema
+from provision.state.schema import EVENTS_COLUMNS, EVENTS_DDL
 
 INV = inventory()
 N1 = "198.18.4.11"

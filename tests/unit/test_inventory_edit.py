@@ -303,9 +303,9 @@ def test_a_stale_pid_file_is_never_signalled(tmp_path: Path) -> None:
 
 
 def test_the_serve_receipt_names_the_exact_bytes_it_took(tmp_path: Path) -> None:
-    from provision.inventory.history import sha256
     from provision.services.base import ServeContext
     from provision.services.supervisor import Supervisor
+    from provision.state.inventory import sha256
 
     inv = tmp_path / "cluster.yaml"
     shutil.copy(EXAMPLE, inv)
@@ -328,8 +328,8 @@ def test_assign_yes_json_is_one_json_document_on_stdout(inv: Path, state: Path) 
 
 
 def test_history_keeps_the_last_revisions_only(tmp_path: Path) -> None:
-    from provision.inventory.history import InventoryHistory
     from provision.state import StateStore
+    from provision.state.inventory import InventoryHistory
 
     store = StateStore(tmp_path)
     h = InventoryHistory(store, limit=3)

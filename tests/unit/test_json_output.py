@@ -11,9 +11,10 @@ from click.testing import CliRunner
 
 from provision.cli.main import cli
 from provision.policy.dhcp import DhcpPolicy, DhcpSettings
-from provision.policy.leases import LeaseJournal, LeaseTable
+from provision.policy.leases import LeaseTable
 from provision.protocol import dhcp_options as o
 from provision.state import StateStore
+from provision.state.leases import LeaseJournal
 from tests.support.dhcp_policy_support import INV, T0, run
 from tests.support.dhcp_support import OVMF, SERVER, UNKNOWN_MAC
 from tests.support.paths import EXAMPLE, FIXTURES

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from provision.distribute.lbstatus import DirectorView, parse_ipvsadm, parse_report, status
+from provision.balancer.status import DirectorView, parse_ipvsadm, parse_report, status
 from provision.inventory import load
 from tests.support.paths import FIXTURES, ROOT
 

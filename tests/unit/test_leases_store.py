@@ -12,13 +12,13 @@ from provision.policy.leases import (
     RELEASED,
     Lease,
     LeaseDel,
-    LeaseJournal,
     LeasePut,
     LeaseTable,
     Pool,
     Sighting,
 )
 from provision.state import StateStore
+from provision.state.leases import LeaseJournal
 
 T0 = 1_000_000.0
 A, B = "52:54:00:00:ee:0a", "52:54:00:00:ee:0b"

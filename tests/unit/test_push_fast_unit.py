@@ -18,9 +18,10 @@ from click.testing import CliRunner
 
 from lab.testing import require_tool
 from provision.cli.push import trust
-from provision.distribute import tunnel
-from provision.distribute.hostkeys import plan_trust, reported_keys, trusted_keys
-from provision.distribute.prelink import (
+from provision.inventory import loads
+from provision.policy.httpfiles import BadEvent, parse_event, parse_ssh_key
+from provision.push import tunnel
+from provision.push.prelink import (
     ListingStore,
     attr_listing,
     base_listing,
@@ -28,21 +29,16 @@ from provision.distribute.prelink import (
     parse_listing,
     unsafe_to_prelink,
 )
-from provision.distribute.push import Pusher, PushOptions
-from provision.distribute.release import NodeLayout
-from provision.distribute.remote import prepare_script
-from provision.distribute.sshconf import SshConfig, add_known_host, fingerprint
-from provision.distribute.targets import Target
-from provision.distribute.transfer import explain, rsync_argv
-from provision.inventory import loads
-from provision.policy.httpfiles import (
-    EVENTS_DDL,
-    BadEvent,
-    ensure_events_schema,
-    parse_event,
-    parse_ssh_key,
-)
+from provision.push.push import Pusher, PushOptions
+from provision.push.release import NodeLayout
+from provision.push.remote import prepare_script
+from provision.push.targets import Target
+from provision.push.transfer import explain, rsync_argv
+from provision.sshtrust.hostkeys import plan_trust, trusted_keys
+from provision.sshtrust.sshconf import SshConfig, add_known_host, fingerprint
 from provision.state import StateStore
+from provision.state.events import ensure_events_schema, reported_keys
+from provision.state.schema import EVENTS_DDL
 from tests.support.push_support import INV
 
 R1, R2 = "20240501-120000-000-aaaa", "20240502-120000-000-bbbb"
@@ -423,7 +419,7 @@ def test_paramiko_connection_does_not_wait_for_delayed_acks():
     transport is built on an unconnected socket and closed."""
     import socket
 
-    from provision.distribute.sshconf import FastTransport
+    from provision.sshtrust.sshconf import FastTransport
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:

@@ -13,11 +13,11 @@ from click.testing import CliRunner
 
 from lab.testing import require_tool
 from provision.cli.push import push_cmd
-from provision.distribute.history import History, HostResult
-from provision.distribute.prelink import attr_listing
-from provision.distribute.progress import TtyReporter, human_bytes
-from provision.distribute.push import status_verdict
-from provision.distribute.release import (
+from provision.inventory import loads
+from provision.push.prelink import attr_listing
+from provision.push.progress import TtyReporter, human_bytes
+from provision.push.push import status_verdict
+from provision.push.release import (
     Manifest,
     ManifestError,
     NodeLayout,
@@ -26,12 +26,12 @@ from provision.distribute.release import (
     manifest_pipeline,
     new_release_id,
 )
-from provision.distribute.remote import NodeState, parse_kv, to_prune
-from provision.distribute.sshconf import SshConfig, add_known_host, fingerprint, parse_key_lines
-from provision.distribute.targets import TargetError, select_targets
-from provision.distribute.transfer import explain, parse_progress, parse_stats, rsync_argv
-from provision.inventory import loads
+from provision.push.remote import NodeState, parse_kv, to_prune
+from provision.push.targets import TargetError, select_targets
+from provision.push.transfer import explain, parse_progress, parse_stats, rsync_argv
+from provision.sshtrust.sshconf import SshConfig, add_known_host, fingerprint, parse_key_lines
 from provision.state import StateStore
+from provision.state.pushes import History, HostResult
 from tests.support.push_support import INV
 
 

@@ -7,13 +7,15 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+import jinja2
 import pytest
 
 from lab.testing import require_tool
 from provision.inventory import Inventory
+from provision.policy.dns import records
 from provision.render import (
     RenderError,
-    dns_records,
+    reload_templates,
     render_discovery_ipxe,
     render_host,
     render_keepalived,
@@ -107,6 +109,37 @@ def test_template_override_directory(example: Inventory, tmp_path: Path) -> None
                                             templates=tmp_path)
 
 
+def test_renders_share_one_environment_until_the_templates_are_reloaded(
+        example: Inventory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dsas serve` renders on every request: the Environment (and its compiled
+    templates) is built once per directory, and read again only on reload."""
+    built: list[object] = []
+
+    class Counting(jinja2.Environment):
+        def __init__(self, *args: object, **kw: object) -> None:
+            built.append(kw.get("loader"))
+            super().__init__(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jinja2, "Environment", Counting)
+    reload_templates()
+    (tmp_path / "pxelinux-default.cfg.j2").write_text("ONE {{ inv.cluster.name }}\n")
+    w101 = example.hosts["w101"]
+    for _ in range(3):
+        assert render_pxelinux_default(example, tmp_path) == "ONE example\n"
+        assert "SYSTEMNAME=w101" in render_host(example, w101, "dsas.conf", tmp_path)
+    assert len(built) == 1  # one directory, one Environment, for six renders
+    render_pxelinux_default(example)
+    render_pxelinux_default(example)
+    assert len(built) == 2  # the packaged templates alone: a second one
+    (tmp_path / "pxelinux-default.cfg.j2").write_text("TWO {{ inv.cluster.name }}\n")
+    (tmp_path / "boot.ipxe.j2").write_text("#!ipxe\n# new {{ host.name }}\n")
+    assert render_pxelinux_default(example, tmp_path) == "ONE example\n"  # until reload
+    reload_templates()
+    assert render_pxelinux_default(example, tmp_path) == "TWO example\n"
+    assert render_host(example, w101, "ipxe", tmp_path) == "#!ipxe\n# new w101\n"
+    assert len(built) == 3
+
+
 def test_undefined_variable_in_a_template_is_an_error(example: Inventory, tmp_path: Path) -> None:
     (tmp_path / "dsas.conf.j2").write_text("X={{ host.no_such_field }}\n")
     with pytest.raises(RenderError, match="no_such_field"):
@@ -124,9 +157,9 @@ def test_keepalived_only_for_lvs_hosts(example: Inventory) -> None:
 
 
 def test_dns_records_cover_every_address_and_vip(example: Inventory) -> None:
-    recs = dns_records(example)
-    a = {(r.name, r.value) for r in recs if r.type == "A"}
-    ptr = {(r.name, r.value) for r in recs if r.type == "PTR"}
+    recs = records(example)
+    a = {(r.name, r.rdata) for r in recs if r.rtype == "A"}
+    ptr = {(r.name, r.rdata.rstrip(".")) for r in recs if r.rtype == "PTR"}
     for h in example.hosts.values():
         for i, itf in enumerate(h.interfaces):
             fq = f"{h.name}.farm.example" if i == 0 else f"{h.name}.{itf.network.name}.farm.example"

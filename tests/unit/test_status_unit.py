@@ -7,11 +7,11 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from provision.cli.main import cli
-from provision.distribute.history import History, HostResult
 from provision.observability import status
-from provision.policy import httpfiles
-from provision.policy.leases import BOUND, Lease, LeaseJournal, LeasePut, Sighting
-from provision.state import StateStore
+from provision.policy.leases import BOUND, Lease, LeasePut, Sighting
+from provision.state import StateStore, schema
+from provision.state.leases import LeaseJournal
+from provision.state.pushes import History, HostResult
 from tests.support.paths import EXAMPLE
 from tests.support.statuspage_support import INVENTORY, LB2_DOWN, record_lb_read
 
@@ -24,7 +24,7 @@ def inv():  # type: ignore[no-untyped-def]
 
 def store(tmp_path: Path) -> StateStore:
     s = StateStore(tmp_path)
-    s.ensure_schema("http", httpfiles.EVENTS_DDL)
+    s.ensure(schema.HTTP)
     return s
 
 
@@ -96,9 +96,9 @@ def test_host_view_from_the_store(tmp_path: Path) -> None:
 def test_pools_as_last_read_by_lb_status(tmp_path: Path) -> None:
     """A `dsas lb status` read in the store: each pool's health, live weight,
     connections, director and read time; an unreachable director said so."""
-    from provision.distribute import lbreads
-    from provision.distribute.lbstatus import DirectorView
-    from provision.distribute.lbstatus import status as lb_status
+    from provision.balancer import reads as lbreads
+    from provision.balancer.status import DirectorView
+    from provision.balancer.status import status as lb_status
 
     i = inv()
     s = store(tmp_path)

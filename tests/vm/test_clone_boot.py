@@ -16,7 +16,7 @@ from lab import vlan
 from lab.clone import INVENTORY, build_images, clone
 from lab.qemu import Guest, GuestSpec
 from lab.testing import require_tool
-from provision.distribute.disklayout import MIB
+from provision.clone.disklayout import MIB
 
 # A master stand-in: records POST /api/v1/events (what dsas-init sends) to a file.
 EVENTS_SERVER = """

@@ -37,8 +37,8 @@ from lab.cluster import LabCluster
 from lab.lvs import CLIENT, CLIENT_LOOP, INVENTORY, VIP, WEB, boot, client_rows
 from lab.qemu import Shell, wait_shell
 from lab.testing import Lab, Netns, require_root, require_tool
-from provision.distribute.sshconf import SshConfig, ensure_client_key
 from provision.inventory import load
+from provision.sshtrust.sshconf import SshConfig, ensure_client_key
 from tests.support.paths import ROOT
 
 DSAS = str(ROOT / ".venv" / "bin" / "dsas")

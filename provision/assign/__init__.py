@@ -1,0 +1,1 @@
+"""dsas assign: moving a host to another role (the journal of assigns)."""

@@ -1,0 +1,1 @@
+"""The LVS directors seen from the master: what keepalived and IPVS report."""

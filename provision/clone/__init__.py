@@ -1,0 +1,1 @@
+"""dsas-clone: a disk for a new or repaired machine, from an image and the inventory."""

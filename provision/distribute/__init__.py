@@ -1,1 +1,0 @@
-"""distribute layer."""

@@ -1,0 +1,16 @@
+"""The one base of dsas's expected errors: each carries its exit code, and the CLI
+turns any of them into one line for the operator (click's ``ClickException`` is the
+model). A traceback means a bug, never an expected failure."""
+
+from __future__ import annotations
+
+
+class DsasError(Exception):
+    """An expected failure: ``str()`` says what and why, ``exit_code`` is the status."""
+
+    exit_code = 1
+
+    def one_line(self) -> str:
+        """The message on one line (a multi-line message joined with "; ")."""
+        parts = [p.strip() for p in str(self).splitlines() if p.strip()]
+        return "; ".join(parts) or type(self).__name__

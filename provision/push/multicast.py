@@ -1,0 +1,263 @@
+"""dsas-push's multicast transfer: the changed files go once, by ``uftp``, to every node.
+
+The release semantics stay rsync's (``push.py``): a node's new release is still
+``<to>.releases/.incoming-<id>``, completed by rsync, verified against the
+manifest and switched by rename. uftp only brings the bulk of the bytes first:
+
+1. ``start_script``: over the node's SSH session, start ``uftpd`` (if the node
+   has it) into a fresh staging directory ``<to>.releases/.uftp-<id>``, on the
+   push's group and port, bound to the node's address, encrypted sessions only.
+2. ``uftp_argv``: the master sends the regular files that differ from the base
+   release the nodes pre-linked (all of them for a first push) plus a list of
+   their SHA-256 sums, in one session to all these nodes (``-H``: only them),
+   TTL 1, on the given interface. ``parse_status`` reads who got what.
+3. ``apply_script``: over SSH again, stop uftpd, check the sums list against the
+   digest the master sends over SSH (the authenticated channel), check every
+   staged file against it (a file that fails is dropped: rsync sends it), then
+   hard-link the staged files into the incoming tree, replacing (never writing
+   through) the links to the base release.
+
+Then the normal rsync pass runs: for a node that got everything it only sets
+modes and directory times (uftp keeps mtimes to the second, not modes), with
+``--modify-window=0``; for a node that missed data, the usual full-precision
+pass, which sends what is missing. Integrity does not rest on uftp: the staged
+bytes are checked against SHA-256 sums that came over SSH.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import os
+import shlex
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import proc
+from .prelink import Listing
+from .release import NodeLayout
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "239.255.77.1"  # administratively scoped (RFC 2365); TTL 1 keeps it on the link
+DEFAULT_PORT = 17044
+DEFAULT_RATE_KBPS = 400_000
+DEFAULT_MIN_NODES = 8  # --transfer auto: uftp from this many nodes up (rsync below)
+SUMS_NAME = ".dsas-uftp-sums"
+# uftp's symmetric cipher and key exchange: AES-GCM authenticates every packet of the
+# session, ECDH gives each session its own key. Confidentiality against a passive
+# listener on the segment; integrity of what is kept comes from the SHA-256 sums.
+CIPHER = ["-Y", "aes256-gcm", "-e", "ecdh_ecdsa"]
+CLIENT_KEY = "ec:prime256v1"
+
+
+@dataclass(frozen=True)
+class McastConfig:
+    interface: str | None = None  # master side: name or address (uftp -I)
+    group: str = DEFAULT_GROUP
+    port: int = DEFAULT_PORT
+    rate_kbps: int = DEFAULT_RATE_KBPS
+    ttl: int = 1
+
+    def __post_init__(self) -> None:
+        addr = ipaddress.ip_address(self.group)
+        if not addr.is_multicast or addr.version != 4:
+            raise ValueError(f"uftp group {self.group} is not an IPv4 multicast address")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"uftp port {self.port} out of range")
+        if not 1 <= self.ttl <= 255:
+            raise ValueError(f"TTL {self.ttl} out of range")
+
+
+def available() -> bool:
+    """Whether this master can send (``uftp`` on PATH)."""
+    return shutil.which("uftp") is not None
+
+
+def client_uid(address: str) -> str:
+    """A node's uftp id: its IPv4 address as 8 hex digits (uftpd's own default)."""
+    return f"0x{int(ipaddress.IPv4Address(address)):08X}"
+
+
+def staging(lay: NodeLayout, rid: str) -> str:
+    return f"{lay.releases}/.uftp-{rid}"
+
+
+def sendable(name: str) -> bool:
+    """Names uftp and the node's shell loop carry unambiguously; the others go by rsync."""
+    return bool(name) and name == name.strip() and not any(c in name for c in "\n\r\\") \
+        and name != SUMS_NAME and not name.startswith("/")
+
+
+def regular_files(listing: Listing, names: Iterable[str] | None = None) -> list[str]:
+    """The regular files of ``listing`` (of ``names`` only, if given) uftp can send."""
+    pick = listing.keys() if names is None else names
+    return sorted(n for n in pick if n in listing and listing[n][0] == "f" and sendable(n))
+
+
+def start_script(lay: NodeLayout, rid: str, cfg: McastConfig, address: str) -> str:
+    """Start uftpd for this push on the node: ``UFTPD <pid>``, ``NOUFTPD`` if the node has
+    none (rsync then), ``ERR ...`` if it would not start. Stale ones of older pushes
+    (their pid files) are stopped first."""
+    s = staging(lay, rid)
+    q = shlex.quote
+    argv = ["uftpd", "-I", address, "-M", cfg.group, "-p", str(cfg.port), "-D", s,
+            "-F", f"{s}.status", "-L", f"{s}.log", "-P", f"{s}.pid", "-U", client_uid(address),
+            "-E", "-K", CLIENT_KEY, "-q", "-x", "1"]
+    return (
+        f"R={q(lay.releases)}; S={q(s)}; "
+        'u=$(command -v uftpd 2>/dev/null); '
+        '[ -f "$u" ] && [ -x "$u" ] || { echo NOUFTPD 1; exit 0; }; '
+        '[ -d "$R" ] || { echo "ERR $R missing"; exit 3; }; '
+        + _stop_fragment('"$R"/.uftp-*.pid') +
+        'rm -rf "$R"/.uftp-*; mkdir "$S" || exit 3; '
+        f"{' '.join(q(a) for a in argv)} </dev/null >/dev/null 2>&1 || "
+        '{ echo "ERR uftpd exited $?"; exit 3; }; '
+        'i=0; while [ ! -s "$S.pid" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; '
+        '[ -s "$S.pid" ] || { echo "ERR uftpd wrote no pid file"; exit 3; }; '
+        'echo "UFTPD $(cat "$S.pid")"'
+    )
+
+
+def _stop_fragment(pidfiles: str) -> str:
+    """Stop the uftpd of each pid file (only if that pid is a uftpd), bounded wait."""
+    return (
+        f'for pf in {pidfiles}; do [ -s "$pf" ] || continue; p=$(cat "$pf"); '
+        'case "$p" in *[!0-9]*|"") continue;; esac; '
+        'if [ "$(cat /proc/$p/comm 2>/dev/null)" = uftpd ]; then kill "$p" 2>/dev/null; '
+        'i=0; while [ -d /proc/$p ] && [ $i -lt 100 ]; do sleep 0.02; i=$((i+1)); done; '
+        'kill -9 "$p" 2>/dev/null; fi; rm -f "$pf"; done; '
+    )
+
+
+def apply_script(lay: NodeLayout, rid: str, sums_digest: str | None) -> str:
+    """Stop uftpd, check the staged files, link them into the incoming tree.
+
+    Prints ``STAGED <n>`` (files kept), ``MISSED <n>`` (listed but absent or wrong:
+    dropped), or ``NOSUMS`` when the sums list is missing or not the master's (then
+    nothing staged is used). ``sums_digest`` None: stop and clean up only."""
+    s = staging(lay, rid)
+    q = shlex.quote
+    head = (f"R={q(lay.releases)}; S={q(s)}; ID={q(rid)}; "
+            + _stop_fragment('"$S.pid"'))
+    clean = 'cd /; rm -rf "$S" "$S".status "$S".log "$S".sums; '
+    if sums_digest is None:
+        return head + clean + "true"
+    return head + (
+        f'cd "$S" 2>/dev/null || {{ echo NOSUMS 1; {clean} exit 0; }}; '
+        f'if [ ! -f {SUMS_NAME} ] || [ "$(sha256sum < {SUMS_NAME})" != {q(sums_digest + "  -")} ]; '
+        f'then echo NOSUMS 1; {clean} exit 0; fi; '
+        f'mv {SUMS_NAME} "$S.sums"; '
+        'n=$(wc -l < "$S.sums"); bad=0; '
+        'sha256sum -c --quiet "$S.sums" 2>/dev/null > "$S.bad"; '
+        'while IFS= read -r line; do f=${line%: *}; rm -f -- "$f"; bad=$((bad+1)); '
+        'done < "$S.bad"; rm -f "$S.bad"; '
+        # Anything unlisted (nothing should be) makes the verification fail: full rsync.
+        'set -e; cp -a -l --remove-destination . "$R/.incoming-$ID/"; set +e; '
+        'echo "STAGED $((n-bad))"; echo "MISSED $bad"; ' + clean + "true"
+    )
+
+
+def sums_file(src: str, names: Sequence[str], path: Path) -> str:
+    """Write ``sha256sum -c`` lines for ``names`` (relative to ``src``) to ``path``;
+    return the SHA-256 of that file. Each changed byte is read once, on the master."""
+    h = hashlib.sha256()
+    with open(path, "wb") as out:
+        for name in names:
+            fh = hashlib.sha256()
+            with open(os.path.join(src, name), "rb") as f:
+                while chunk := f.read(1 << 20):
+                    fh.update(chunk)
+            line = f"{fh.hexdigest()}  {name}\n".encode("utf-8", "surrogateescape")
+            out.write(line)
+            h.update(line)
+    return h.hexdigest()
+
+
+def uftp_argv(cfg: McastConfig, src: str, list_file: Path, clients: Sequence[str],
+              status_file: Path, log_file: Path) -> list[str]:
+    """One session: the files of ``list_file`` (absolute paths under ``src`` and the sums
+    list), names relative to ``src`` (``-E``), to ``clients`` only."""
+    argv = ["uftp", "-M", cfg.group, "-P", cfg.group, "-p", str(cfg.port), "-t", str(cfg.ttl),
+            "-R", str(cfg.rate_kbps), *CIPHER, "-H", ",".join(clients),
+            "-S", str(status_file), "-L", str(log_file), "-x", "1",
+            # short announce and round-trip bounds: a node that does not answer is
+            # dropped in about a second, not after uftp's default of ~10 s
+            "-r", "0.05:0.01:1", "-s", "10",
+            "-E", ",".join([src.rstrip("/") + "/", str(list_file.parent) + "/"]),
+            "-i", str(list_file)]
+    if cfg.interface:
+        argv[1:1] = ["-I", cfg.interface]
+    return argv
+
+
+@dataclass
+class SessionResult:
+    returncode: int
+    seconds: float
+    files: int
+    bytes: int  # file data in the session (sent once, whatever the node count)
+    ok: set[str] = field(default_factory=set)  # clients that got every file
+    failed: dict[str, str] = field(default_factory=dict)  # client -> why
+
+
+def parse_status(text: str, clients: Sequence[str], files: int) -> tuple[set[str], dict[str, str]]:
+    """Who got all ``files`` (RESULT copy/overwrite), from uftp's ``-S`` file."""
+    connected: dict[str, bool] = {}
+    got: dict[str, int] = {}
+    bad: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(";")
+        if parts[0] == "CONNECT" and len(parts) >= 3:
+            connected[parts[2].upper()] = parts[1] == "success"
+        elif parts[0] == "RESULT" and len(parts) >= 5:
+            who = parts[1].upper()
+            if parts[4] in ("copy", "overwrite"):
+                got[who] = got.get(who, 0) + 1
+            else:
+                bad.setdefault(who, f"{parts[4]} {parts[2][:80]}")
+    ok, failed = set(), {}
+    for c in clients:
+        key = c.upper()
+        if not connected.get(key):
+            failed[c] = "did not register"
+        elif got.get(key, 0) < files:
+            failed[c] = bad.get(key, f"got {got.get(key, 0)} of {files} files")
+        else:
+            ok.add(c)
+    return ok, failed
+
+
+def send(cfg: McastConfig, src: str, names: Sequence[str], clients: Sequence[str],
+         workdir: Path, tag: str, timeout: float = 3600) -> tuple[SessionResult, str]:
+    """Send ``names`` (relative to ``src``) and their sums list in one uftp session.
+    Returns the result and the sums list's digest (what the nodes check it against)."""
+    wd = workdir / f"uftp-{tag}"
+    wd.mkdir()
+    sums = wd / SUMS_NAME
+    digest = sums_file(src, names, sums)
+    size = sum(os.lstat(os.path.join(src, n)).st_size for n in names)
+    list_file = wd / "files.list"
+    base = os.path.abspath(src)
+    list_file.write_bytes(b"".join(os.fsencode(os.path.join(base, n)) + b"\n" for n in names)
+                          + os.fsencode(str(sums)) + b"\n")
+    status, logf = wd / "status", wd / "uftp.log"
+    argv = uftp_argv(cfg, base, list_file, clients, status, logf)
+    t0 = time.monotonic()
+    try:  # the status file says which nodes are complete, whatever uftp's exit
+        rc = proc.run(argv, timeout=timeout, text=False, check=False).returncode
+    except proc.CommandError as e:
+        log.warning("uftp session %s: %s", tag, e)
+        rc = -1
+    secs = time.monotonic() - t0
+    text = status.read_text(errors="replace") if status.exists() else ""
+    ok, failed = parse_status(text, clients, len(names) + 1)
+    log.info("uftp session %s: %d files, %d bytes, %d/%d nodes complete in %.2f s (rc %s)",
+             tag, len(names), size, len(ok), len(clients), secs, rc)
+    for c, why in failed.items():
+        log.warning("uftp session %s: %s incomplete (%s): rsync completes it", tag, c, why)
+    return SessionResult(rc, secs, len(names), size, ok, failed), digest

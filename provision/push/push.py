@@ -1,0 +1,635 @@
+"""dsas-push: deploy a tree from the master to many nodes, atomically per host.
+
+Per host: read its state, prepare ``<to>.releases/.incoming-<id>``, rsync over
+ssh with ``--link-dest`` against the live release, verify the received tree
+against the master's manifest on the node, rename it into ``<to>.releases/<id>``,
+switch the live symlink by rename, run ``--then``, prune to ``--keep``. Any
+failure before the switch leaves the live release as it was. Hosts run in
+parallel, bounded by ``--parallel``; one host's failure never stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import proc
+from ..sshtrust.sshconf import SshConfig
+from ..state.pushes import History, HostResult
+from . import multicast, tunnel
+from .prelink import Listing, ListingStore, attr_listing, base_listing, delta_names
+from .progress import PlainReporter, Reporter
+from .release import Manifest, NodeLayout, local_manifest, new_release_id
+from .remote import (
+    NodeState,
+    RemoteError,
+    RemoteNode,
+    abort_script,
+    commit_script,
+    first_error,
+    parse_kv,
+    switch_script,
+    then_script,
+    to_prune,
+)
+from .targets import Target
+from .transfer import remote_dest, rsync_argv, run_rsync
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TO = "/srv/site"
+DEFAULT_KEEP = 5
+PRELINK_CANDIDATES = 3  # recent releases offered to the nodes as pre-link bases
+
+
+def default_parallel() -> int:
+    """Pushing waits on the network and the nodes more than on the master's CPU:
+    several streams per core, bounded so a small master is not swamped."""
+    return max(4, min(32, 8 * (os.cpu_count() or 1)))
+
+
+@dataclass
+class PushOptions:
+    src: str
+    to: str = DEFAULT_TO
+    delete: bool = False
+    excludes: list[str] = field(default_factory=list)
+    checksum: bool = False
+    then: str | None = None
+    keep: int = DEFAULT_KEEP
+    dry_run: bool = False
+    parallel: int = 0  # 0: default_parallel()
+    # rsync's transport: "paramiko" (over the remote steps' connection, one handshake
+    # per node; its bytes pass through this process), "ssh" (OpenSSH, a second
+    # connection, C-speed crypto), or "auto": OpenSSH for a node that has no release
+    # yet (everything moves: throughput matters), paramiko for an update.
+    transport: str = "auto"
+    prelink: bool = True  # cp -al the base release when safe (prelink.py), else --link-dest
+    # What carries the bulk of the bytes: "rsync" (per node), "uftp" (one multicast
+    # session to all nodes, then rsync completes each: multicast.py), or "auto": uftp
+    # from ``uftp_min_nodes`` targets up when this master has uftp.
+    transfer: str = "rsync"
+    uftp_min_nodes: int = multicast.DEFAULT_MIN_NODES
+    mcast: multicast.McastConfig = field(default_factory=multicast.McastConfig)
+
+    def recorded(self) -> dict[str, object]:
+        return {"delete": self.delete, "excludes": self.excludes, "checksum": self.checksum,
+                "then": self.then, "keep": self.keep}
+
+
+@dataclass
+class RunOutcome:
+    run_id: int | None
+    release: str | None
+    results: list[HostResult]
+
+    @property
+    def failed(self) -> list[HostResult]:
+        return [r for r in self.results if not r.ok]
+
+
+class _Failed(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Mismatch(_Failed):
+    """The received tree is not the master's (the incoming tree is kept)."""
+
+
+@contextmanager
+def control_dir() -> Iterator[Path]:
+    """A short private directory for ssh ControlMaster sockets (sun_path is 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="dsas-cm-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class Pusher:
+    def __init__(self, ssh: SshConfig, history: History | None = None,
+                 reporter: Reporter | None = None):
+        self.ssh = ssh
+        self.history = history
+        self.reporter: Reporter = reporter or PlainReporter()
+        # Why rsync cannot ride the paramiko connections here (None: it can); push() asks.
+        self._no_tunnel: str | None = None
+        self._ssh_used: set[str] = set()  # hosts whose rsync went through OpenSSH
+        # Per pre-link base: the names that differ from it, NUL-separated, in a file
+        # (rsync --files-from): a node linked from that base visits only those.
+        self._deltas: dict[str, list[str]] = {}
+        self._delta_files: dict[str, str] = {}
+        self._round: _UftpRound | None = None
+
+    # -- the fan-out ---------------------------------------------------------
+
+    def _fan_out(self, targets: list[Target], parallel: int, title: str,
+                 work: Callable[[Target], HostResult]) -> list[HostResult]:
+        self.reporter.begin([t.name for t in targets], title)
+
+        def one(t: Target) -> HostResult:
+            t0 = time.monotonic()
+            try:
+                res = work(t)
+            except Exception as e:  # noqa: BLE001 - one host's bug must not stop the others
+                log.exception("host=%s unexpected error", t.name)
+                res = HostResult(t.name, False, reason=f"internal error: {e}")
+            res.seconds = time.monotonic() - t0
+            self.reporter.done(res)
+            return res
+
+        workers = max(1, min(parallel or default_parallel(), len(targets)))
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="push") as pool:
+                results = list(pool.map(one, targets))
+        finally:
+            self.reporter.end()
+        return results
+
+    # -- push ----------------------------------------------------------------
+
+    def push(self, targets: list[Target], opts: PushOptions, release: str | None = None,
+             action: str = "push") -> RunOutcome:
+        lay = NodeLayout(opts.to)
+        listing = self._listing(opts)
+        # rsync's listing, when made, gives the names the excludes leave (no second dry run)
+        manifest = local_manifest(opts.src, opts.excludes,
+                                  sent=listing.keys() if listing is not None else None)
+        rid = release or new_release_id()
+        run_id = None
+        if self.history is not None and not opts.dry_run:
+            run_id = self.history.start(action, lay.live, [t.name for t in targets],
+                                        src=os.path.abspath(opts.src), release=rid,
+                                        manifest=f"{manifest.entries} {manifest.digest}",
+                                        options=opts.recorded())
+        log.info("push release=%s src=%s to=%s entries=%d hosts=%d%s", rid, opts.src, lay.live,
+                 manifest.entries, len(targets), " (dry run)" if opts.dry_run else "")
+        bases = self._prelink_bases(opts, lay, rid, listing)
+        use_uftp = self._use_uftp(opts, len(targets))
+        ulisting = None
+        if use_uftp:
+            ulisting = listing if listing is not None else attr_listing(opts.src, opts.excludes)
+            if listing is None and self.history is not None:
+                ListingStore(self.ssh.state_dir / "push" / "listings").save(rid, ulisting)
+        self._no_tunnel = tunnel.unavailable() if opts.transport != "ssh" else None
+        if self._no_tunnel:
+            log.warning("rsync goes over OpenSSH: it cannot ride dsas-push's connections "
+                        "here (%s)", self._no_tunnel)
+        with control_dir() as cdir:
+            self._delta_files = {}
+            for base, names in self._deltas.items():
+                path = cdir / f"delta-{base}.list"
+                path.write_bytes(b"".join(n.encode("utf-8", "surrogateescape") + b"\0"
+                                          for n in names))
+                self._delta_files[base] = str(path)
+
+            def work(t: Target) -> HostResult:
+                return self._push_host(t, opts, lay, rid, manifest, cdir, bases)
+            title = f"push {rid}" + (" (dry run)" if opts.dry_run else "")
+            parallel = opts.parallel
+            if use_uftp and ulisting is not None:
+                # every node waits for the one session: all of them at once
+                self._round = _UftpRound(self, opts, ulisting, cdir, len(targets))
+                parallel = len(targets)
+                title += " (uftp)"
+            try:
+                results = self._fan_out(targets, parallel, title, work)
+            finally:
+                self._round = None
+        if self.history is not None and run_id is not None:
+            self.history.finish(run_id, results)
+        return RunOutcome(run_id, rid, results)
+
+    def _use_uftp(self, opts: PushOptions, count: int) -> bool:
+        """Whether this push goes by uftp (multicast.py). Not for dry runs or --checksum
+        (uftp's change list comes from size and mtime), nor without a history (the
+        change list is against the base release's listing the master kept)."""
+        if opts.transfer == "rsync" or opts.dry_run:
+            return False
+        why = None
+        if opts.checksum:
+            why = "--checksum compares content: rsync"
+        elif self.history is None:
+            why = "no push history: rsync"
+        elif not multicast.available():
+            why = "no uftp on this master: rsync"
+        elif opts.transfer == "auto" and count < opts.uftp_min_nodes:
+            return False
+        if why:
+            if opts.transfer == "uftp":
+                log.warning("--transfer uftp: %s", why)
+            return False
+        return True
+
+    def _listing(self, opts: PushOptions) -> Listing | None:
+        """rsync's attribute listing of the source, for pre-linking (``--delete`` pushes
+        with a history only), or None."""
+        if not opts.delete or not opts.prelink or opts.dry_run or self.history is None:
+            return None
+        try:
+            return attr_listing(opts.src, opts.excludes)
+        except (OSError, subprocess.SubprocessError) as e:
+            log.warning("no listing of %s (%s): nodes use --link-dest", opts.src, e)
+            return None
+
+    def _prelink_bases(self, opts: PushOptions, lay: NodeLayout, rid: str,
+                       listing: Listing | None) -> list[str]:
+        """The releases a node may hard-link the new one from (``prelink.py``), newest
+        first: the recent releases of ``lay.live`` whose listing the master kept and
+        that are safe to link from. A node takes its live release if it is one of
+        them (a canary may be ahead of the rest), else the newest it has.
+
+        Only for ``--delete`` pushes (``listing`` is None otherwise): then a release
+        holds exactly its listing (the verification proves it), so the listing tells
+        what pre-linking would share, and what differs (``self._deltas``, not with
+        ``--checksum``).
+        """
+        self._deltas = {}
+        if listing is None or self.history is None:
+            return []
+        store = ListingStore(self.ssh.state_dir / "push" / "listings")
+        store.save(rid, listing)
+        bases = []
+        for base in self.history.recent_releases(lay.live, PRELINK_CANDIDATES):
+            old = base_listing(store, base, listing, opts.checksum)
+            if old is None:
+                continue
+            bases.append(base)
+            if not opts.checksum:
+                self._deltas[base] = delta_names(old, listing)
+                log.info("release %s: %d of %d entries differ from %s", rid,
+                         len(self._deltas[base]) - 1, len(listing), base)
+        return bases
+
+    def _push_host(self, t: Target, opts: PushOptions, lay: NodeLayout, rid: str,
+                   manifest: Manifest, cdir: Path, bases: list[str] | None = None
+                   ) -> HostResult:
+        node = RemoteNode(self.ssh, t.name, t.address)
+        res = HostResult(t.name, False)
+        rnd, arrived = self._round, False
+        try:
+            self.reporter.phase(t.name, "connecting")
+            if opts.dry_run:
+                state = node.state(lay)
+                res.previous = res.release = state.live
+                if state.not_symlink:
+                    raise _Failed(f"{lay.live} exists and is not a dsas release symlink")
+                return self._dry_run_host(t, node, opts, lay, state, res, cdir)
+            state, kv = node.prepare(lay, rid, bases or ())
+            res.previous = res.release = state.live
+            if "ALREADY" in kv:
+                res.ok, res.reason = True, "already live"
+                return res
+            if "HAVE" in kv:  # complete on the node already (a retry after a lost answer)
+                self._switch(node, lay, rid, res)
+            else:
+                fast = False
+                if rnd is not None:
+                    arrived = True
+                    fast = self._uftp_stage(rnd, t, node, lay, rid, state, kv)
+                self._transfer_verified(t, node, opts, lay, rid, state, kv, res, cdir, manifest,
+                                        fast)
+            if opts.then:
+                self.reporter.phase(t.name, "then")
+                self._then(node, opts, lay, rid, state, res)
+            res.ok = True
+        except (_Failed, RemoteError) as e:
+            res.reason = e.reason
+        finally:
+            if rnd is not None and not arrived:
+                rnd.arrive(t.name)  # the session does not wait for this node
+            node.close()
+            if t.address in self._ssh_used:
+                self._close_master(t, cdir)
+                self._ssh_used.discard(t.address)
+        return res
+
+    def _uftp_stage(self, rnd: _UftpRound, t: Target, node: RemoteNode, lay: NodeLayout,
+                    rid: str, state: NodeState, kv: dict[str, list[str]]) -> bool:
+        """Start this node's uftpd, wait for the session, put what it got into the
+        incoming tree. True when the node got every changed file, checked: rsync then
+        only sets attributes. Whatever happens, rsync completes the node after this."""
+        self.reporter.phase(t.name, "uftpd")
+        try:
+            rc, out, err = node.run(multicast.start_script(lay, rid, rnd.opts.mcast, t.address),
+                                    timeout=60)
+        except RemoteError:
+            rnd.arrive(t.name)
+            raise
+        got = parse_kv(out)
+        if rc != 0 or "UFTPD" not in got:
+            why = "no uftpd on the node" if "NOUFTPD" in got else first_error(out, err)
+            log.warning("host=%s uftp: %s: rsync", t.name, why)
+            rnd.arrive(t.name)
+            return False
+        base = kv["LINKED"][0] if "LINKED" in kv else state.live
+        rnd.arrive(t.name, multicast.client_uid(t.address), base)
+        self.reporter.phase(t.name, "multicast")
+        outcome = rnd.wait(t.name)
+        self.reporter.phase(t.name, "staging")
+        digest = outcome.digest if outcome else None
+        rc, out, err = node.run(multicast.apply_script(lay, rid, digest), timeout=600)
+        got = parse_kv(out)
+        if outcome is None or rc != 0 or "STAGED" not in got:
+            log.warning("host=%s uftp gave nothing usable (%s): rsync", t.name,
+                        outcome.why if outcome else "no session")
+            return False
+        staged, missed = int(got["STAGED"][0]), int(got.get("MISSED", ["0"])[0])
+        log.info("host=%s uftp staged %d files, %d missed%s", t.name, staged, missed,
+                 "" if outcome.complete else f" ({outcome.why})")
+        return outcome.complete and missed == 0
+
+    def _switch(self, node: RemoteNode, lay: NodeLayout, rid: str, res: HostResult) -> None:
+        rc, out, err = node.run(switch_script(lay, rid))
+        if rc != 0 or parse_kv(out).get("LIVE", [""])[-1] != rid:
+            raise _Failed(f"switch: {first_error(out, err)}")
+        res.release = rid
+
+    def _transfer_verified(self, t: Target, node: RemoteNode, opts: PushOptions,
+                           lay: NodeLayout, rid: str, state: NodeState,
+                           kv: dict[str, list[str]], res: HostResult, cdir: Path,
+                           manifest: Manifest, fast: bool = False) -> None:
+        """Transfer, verify, switch. A node pre-linked from the delta's base gets only
+        the names that differ (``--files-from``); should that not give the master's
+        tree (the base was changed on the node behind dsas's back), a full rsync
+        into the same incoming tree repairs it before the verification that counts."""
+        delta = self._delta_files.get(kv["LINKED"][0]) if "LINKED" in kv else None
+        try:
+            self._transfer(t, node, opts, lay, rid, state, kv, res, cdir, delta, fast)
+            self.reporter.phase(t.name, "verifying")
+            self._commit(node, opts, lay, rid, manifest, state, res, abort=delta is None)
+            return
+        except _Failed as e:
+            if delta is None or (not isinstance(e, _Mismatch)
+                                 and not e.reason.startswith("rsync exit")):
+                if delta is not None and not e.reason.startswith("connection lost"):
+                    self._try(node, abort_script(lay, rid))  # free the space
+                raise
+            log.warning("host=%s delta transfer did not give the release (%s): full rsync",
+                        t.name, e.reason)
+        sent = res.bytes
+        self._transfer(t, node, opts, lay, rid, state, kv, res, cdir, None)
+        res.bytes += sent
+        self.reporter.phase(t.name, "verifying")
+        self._commit(node, opts, lay, rid, manifest, state, res)
+
+    def _transfer(self, t: Target, node: RemoteNode, opts: PushOptions, lay: NodeLayout,
+                  rid: str, state: NodeState, kv: dict[str, list[str]], res: HostResult,
+                  cdir: Path, files_from: str | None = None, fast: bool = False) -> None:
+        """``fast``: uftp staged every changed file, checked (multicast.py): compare
+        mtimes to the second (uftp keeps no more), so rsync only sets attributes."""
+        linked = "LINKED" in kv  # the incoming tree holds the base release already
+        base = state.live or (state.releases[-1] if state.releases else None)
+        link_dests = [f"../{base}"] if base and not linked else []
+        if "PARTIAL" in kv:
+            link_dests.append(f"../.partial-{rid}")
+        log.debug("host=%s transfer into %s%s", t.name,
+                  f"hard links of {kv['LINKED'][0]}" if linked else f"link-dest {link_dests}",
+                  " (only the names that differ)" if files_from else "")
+        self.reporter.phase(t.name, "transferring")
+        with self._rsh(t, node, opts, cdir, bool(base)) as (rsh, dest, session):
+            argv = rsync_argv(opts.src, dest + lay.incoming(rid), rsh, link_dests,
+                              opts.excludes, opts.checksum, delete=linked,
+                              delete_excluded=linked and bool(opts.excludes),
+                              files_from=files_from)
+            if fast:
+                argv[argv.index("--modify-window=-1")] = "--modify-window=0"
+            xfer = run_rsync(argv, lambda p: self.reporter.progress(t.name, p),
+                             **_carried(session))
+        res.bytes, res.files = xfer.sent, xfer.files
+        if xfer.returncode != 0:
+            if not xfer.reason.startswith("connection lost") and files_from is None:
+                self._try(node, abort_script(lay, rid))  # free the space; live is untouched
+            raise _Failed(xfer.reason)
+
+    def _commit(self, node: RemoteNode, opts: PushOptions, lay: NodeLayout, rid: str,
+                manifest: Manifest, state: NodeState, res: HostResult,
+                abort: bool = True) -> None:
+        prev = state.live or (state.releases[-1] if state.releases else None)
+        keep = opts.keep
+        prune = [r for r in to_prune(NodeState(rid, state.releases + [rid]), keep)
+                 if r != state.live]
+        rc, out, err = node.run(commit_script(lay, rid, manifest, prev, opts.delete, prune))
+        kv = parse_kv(out)
+        if rc == 4:
+            if abort:
+                self._try(node, abort_script(lay, rid))
+            got = (kv.get("GOT") or ["nothing"])[0]
+            raise _Mismatch(f"verify failed: node has {got!r}, expected "
+                          f"'{manifest.entries} {manifest.digest[:12]}...'")
+        if rc != 0 or kv.get("LIVE", [""])[-1] != rid:
+            raise _Failed(f"switch: {first_error(out, err)}")
+        res.release = rid
+
+    def _then(self, node: RemoteNode, opts: PushOptions, lay: NodeLayout, rid: str,
+              state: NodeState, res: HostResult) -> None:
+        assert opts.then is not None
+        rc, out, err = node.run(then_script(lay, rid, opts.then), timeout=600)
+        if rc == 0:
+            return
+        why = f"--then exited {rc}: {first_error(out, err)}"
+        if state.live:
+            rc2, out2, err2 = node.run(switch_script(lay, state.live))
+            if rc2 == 0:
+                res.release = state.live
+                raise _Failed(f"{why}; switched back to {state.live}")
+            raise _Failed(f"{why}; switching back failed: {first_error(out2, err2)}")
+        raise _Failed(why)
+
+    def _dry_run_host(self, t: Target, node: RemoteNode, opts: PushOptions, lay: NodeLayout,
+                      state: NodeState, res: HostResult, cdir: Path) -> HostResult:
+        """What would move, compared with the live release; creates nothing anywhere."""
+        dest = lay.release(state.live) if state.live else lay.incoming("dry-run")
+        self.reporter.phase(t.name, "dry run")
+        with self._rsh(t, node, opts, cdir, bool(state.live)) as (rsh, prefix, session):
+            argv = rsync_argv(opts.src, prefix + dest, rsh, (), opts.excludes, opts.checksum,
+                              dry_run=True, delete=opts.delete)
+            xfer = run_rsync(argv, **_carried(session))
+        res.bytes, res.files = xfer.size, xfer.files
+        res.ok, res.reason = xfer.returncode == 0, xfer.reason or "dry run: nothing changed"
+        return res
+
+    @contextmanager
+    def _rsh(self, t: Target, node: RemoteNode, opts: PushOptions, cdir: Path,
+             update: bool) -> Iterator[tuple[str, str, tunnel.Session | None]]:
+        """rsync's ``-e``, the ``host:`` prefix of its destination and the tunnel
+        session carrying it (None: OpenSSH), for this host.
+
+        ``update``: the node has a release to build on (so little should move)."""
+        ssh = opts.transport == "ssh" or (opts.transport == "auto" and not update)
+        if ssh or self._no_tunnel:
+            self._ssh_used.add(t.address)
+            yield self.ssh.rsync_rsh(cdir), remote_dest(self.ssh, t.address, ""), None
+            return
+        with tunnel.Session(t.address, node.transport()) as session:
+            yield session.rsh, f"{t.address}:", session
+
+    def _try(self, node: RemoteNode, script: str) -> None:
+        try:
+            node.run(script, timeout=120)
+        except RemoteError as e:
+            log.warning("host=%s clean-up failed: %s", node.name, e.reason)
+
+    def _close_master(self, t: Target, cdir: Path) -> None:
+        """Stop the ssh ControlMaster this host's rsync left running (ControlPersist)."""
+        argv = self.ssh.ssh_command(cdir) + ["-O", "exit", t.address]
+        try:
+            proc.run(argv, timeout=10, check=False)
+        except proc.CommandError:
+            pass  # no master left, or ssh gone: nothing to stop
+
+    # -- rollback and status -------------------------------------------------
+
+    def rollback(self, targets: list[Target], to: str, parallel: int = 0) -> RunOutcome:
+        lay = NodeLayout(to)
+        run_id = None
+        if self.history is not None:
+            run_id = self.history.start("rollback", lay.live, [t.name for t in targets])
+
+        def work(t: Target) -> HostResult:
+            node = RemoteNode(self.ssh, t.name, t.address)
+            res = HostResult(t.name, False)
+            try:
+                self.reporter.phase(t.name, "connecting")
+                state = node.state(lay)
+                res.previous = res.release = state.live
+                prev = state.previous()
+                if prev is None:
+                    raise _Failed(f"no release older than {state.live or 'nothing'}")
+                rc, out, err = node.run(switch_script(lay, prev))
+                if rc != 0 or parse_kv(out).get("LIVE", [""])[-1] != prev:
+                    raise _Failed(f"switch: {first_error(out, err)}")
+                res.ok, res.release = True, prev
+            except (_Failed, RemoteError) as e:
+                res.reason = e.reason
+            finally:
+                node.close()
+            return res
+
+        results = self._fan_out(targets, parallel, f"rollback {lay.live}", work)
+        landed = {r.release for r in results if r.ok}
+        if self.history is not None and run_id is not None:
+            self.history.finish(run_id, results, release=landed.pop() if len(landed) == 1
+                                else None)
+        return RunOutcome(run_id, None, results)
+
+    def status(self, targets: list[Target], to: str, parallel: int = 0
+               ) -> list[tuple[str, str, str, int]]:
+        """(host, live release, verdict, releases kept); verdict current|stale|... ."""
+        lay = NodeLayout(to)
+        latest = self.history.latest_release(lay.live) if self.history else None
+        rows: dict[str, tuple[str, str, str, int]] = {}
+
+        def work(t: Target) -> HostResult:
+            node = RemoteNode(self.ssh, t.name, t.address)
+            try:
+                st = node.state(lay)
+            except RemoteError as e:  # its release is unknown: not drift, unreachable
+                reason = e.reason if e.reason.startswith("unreachable") else \
+                    f"unreachable: {e.reason}"
+                rows[t.name] = (t.name, "-", reason, 0)
+                return HostResult(t.name, False, reason=e.reason)
+            finally:
+                node.close()
+            verdict = status_verdict(st, latest)
+            rows[t.name] = (t.name, st.live or "-", verdict, len(st.releases))
+            return HostResult(t.name, verdict == "current", st.live, reason=verdict)
+
+        self._fan_out(targets, parallel, f"status {lay.live}", work)
+        return [rows[t.name] for t in targets]
+
+
+@dataclass
+class _NodeOutcome:
+    digest: str | None  # the sums list's SHA-256 (None: nothing was sent to this node)
+    complete: bool  # uftp says it got every file, and no changed file was left to rsync
+    why: str = ""
+
+
+class _UftpRound:
+    """One push's uftp sessions: every host thread arrives once (with its uftp id when
+    its uftpd runs); the last to arrive sends, one session per base release the
+    nodes build on, then all go on."""
+
+    def __init__(self, pusher: Pusher, opts: PushOptions, listing: Listing, cdir: Path,
+                 count: int):
+        self.pusher, self.opts, self.listing, self.cdir = pusher, opts, listing, cdir
+        self._lock = threading.Lock()
+        self._pending = count
+        self._ready: dict[str, tuple[str, str | None]] = {}  # host -> (uid, base)
+        self._done = threading.Event()
+        self.outcomes: dict[str, _NodeOutcome] = {}
+        self.bytes = 0  # file data multicast (each byte once per session)
+
+    def arrive(self, host: str, uid: str | None = None, base: str | None = None) -> None:
+        with self._lock:
+            if uid is not None:
+                self._ready[host] = (uid, base)
+            self._pending -= 1
+            last = self._pending == 0
+        if last:
+            try:
+                self._send()
+            except Exception:  # noqa: BLE001 - the nodes go on by rsync
+                log.exception("uftp sessions failed: rsync completes every node")
+            finally:
+                self._done.set()
+
+    def wait(self, host: str, timeout: float = 3600) -> _NodeOutcome | None:
+        if not self._done.wait(timeout):
+            return None
+        return self.outcomes.get(host)
+
+    def _send(self) -> None:
+        groups: dict[str | None, list[str]] = {}
+        for host, (_uid, base) in sorted(self._ready.items()):
+            groups.setdefault(base, []).append(host)
+        store = ListingStore(self.pusher.ssh.state_dir / "push" / "listings")
+        for i, (base, hosts) in enumerate(groups.items()):
+            old = store.load(base) if base else None
+            if old is not None:
+                changed = delta_names(old, self.listing)
+                kinds = [n for n in changed if n in self.listing and self.listing[n][0] == "f"]
+            else:
+                kinds = [n for n, v in self.listing.items() if v[0] == "f"]
+            names = multicast.regular_files(self.listing, kinds)
+            left = len(kinds) - len(names)  # changed files uftp cannot name: rsync's
+            uids = [self._ready[h][0] for h in hosts]
+            result, digest = multicast.send(self.opts.mcast, self.opts.src, names, uids,
+                                            self.cdir, str(i))
+            self.bytes += result.bytes
+            for host, uid in zip(hosts, uids, strict=True):
+                why = result.failed.get(uid, "")
+                if left and not why:
+                    why = f"{left} changed names left to rsync"
+                self.outcomes[host] = _NodeOutcome(digest, not why, why)
+
+
+def _carried(session: tunnel.Session | None) -> dict[str, Any]:
+    """run_rsync's arguments for an rsync carried by ``session`` (none for OpenSSH)."""
+    if session is None:
+        return {}
+    return {"settle": session.settle, "pass_fds": session.pass_fds}
+
+
+def status_verdict(st: NodeState, latest: str | None) -> str:
+    if st.not_symlink:
+        return "unmanaged (not a symlink)"
+    if st.live is None:
+        return "no release"
+    if latest is None:
+        return "unknown (no push recorded)"
+    return "current" if st.live == latest else f"stale (latest {latest})"

@@ -1,0 +1,74 @@
+"""Host keys from the nodes' boot reports, for ``dsas trust --from-boot-report``.
+
+A node's ``ready`` event may carry its SSH host public key (``dsas-init`` sends
+``/etc/ssh/ssh_host_ed25519_key.pub``); the HTTP service keeps the latest one
+per host and key type (``provision.state.events.reported_keys`` reads them).
+Trusting it is the operator's decision: the fingerprint is shown, and a key
+that differs from the one already trusted is refused unless the operator says
+the node was reinstalled (``--replace``). Pushes still refuse any host whose
+key is unknown or changed.
+
+A reported key is never trusted when it came from an address that is not the
+host's own (inventory) address, or without the valid per-boot token that the
+master put in that boot's dsas.conf (``policy.boottoken``): ``untrustworthy``
+says why. Rows written before the HTTP service checked either are refused too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..inventory.model import Inventory
+from ..policy.httpfiles import host_addresses
+from ..state.events import ReportedKey
+from .sshconf import SshConfig
+
+
+def untrustworthy(report: ReportedKey, inv: Inventory) -> str | None:
+    """Why a reported key must not be trusted, or None."""
+    own = host_addresses(report.host, inv)
+    if not report.address or report.address not in own:
+        return (f"reported from {report.address or 'an unknown address'}, not from "
+                f"{report.host}'s own address ({', '.join(sorted(own)) or 'none'})")
+    if not report.verified:
+        return "reported without a valid boot token (not from a dsas.conf this master served)"
+    return None
+
+
+def trusted_keys(cfg: SshConfig, address: str) -> list[tuple[str, str]]:
+    """(type, base64) lines of dsas's known_hosts for ``address``."""
+    if not cfg.known_hosts.exists():
+        return []
+    pattern = cfg.host_pattern(address)
+    out = []
+    for line in cfg.known_hosts.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and pattern in fields[0].split(","):
+            out.append((fields[1], fields[2]))
+    return out
+
+
+@dataclass
+class TrustPlan:
+    keys: list[tuple[str, str]]  # what known_hosts should hold for the host afterwards
+    new: list[tuple[str, str]]  # reported keys not trusted yet
+    changed: list[tuple[str, str, str]]  # (type, reported, trusted) that differ
+    same: list[tuple[str, str]]  # reported keys trusted already
+
+
+def plan_trust(reported: list[tuple[str, str]], trusted: list[tuple[str, str]]) -> TrustPlan:
+    """Merge the reported keys into the trusted ones, type by type."""
+    by_type = dict(trusted)
+    plan = TrustPlan(list(trusted), [], [], [])
+    for ktype, blob in reported:
+        old = by_type.get(ktype)
+        if old is None:
+            plan.new.append((ktype, blob))
+        elif old == blob:
+            plan.same.append((ktype, blob))
+        else:
+            plan.changed.append((ktype, blob, old))
+    replaced = {t for t, _, _ in plan.changed}
+    plan.keys = [(t, b) for t, b in trusted if t not in replaced]
+    plan.keys += plan.new + [(t, b) for t, b, _ in plan.changed]
+    return plan

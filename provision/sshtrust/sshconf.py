@@ -1,0 +1,176 @@
+"""SSH settings for a push: who to log in as, which key, and the known_hosts dsas manages.
+
+Host keys are checked against ``<state-dir>/ssh/known_hosts`` and nothing else,
+both by paramiko (remote steps) and by the ``ssh`` that rsync runs
+(``UserKnownHostsFile=... StrictHostKeyChecking=yes``). A key gets there only
+through ``dsas trust HOST`` (scanned, its fingerprint shown) or from a node's
+boot report (:func:`add_known_host`). Unknown or changed keys are errors that
+name the host.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shlex
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from .. import proc
+from ..errors import DsasError
+from . import DEFAULT_PORT, DEFAULT_USER
+
+__all__ = ["DEFAULT_PORT", "DEFAULT_USER"]  # re-exported: callers import them from here too
+
+
+class HostKeyError(DsasError):
+    """The node's host key is unknown to dsas, or differs from the one trusted."""
+
+
+@dataclass(frozen=True)
+class SshConfig:
+    state_dir: Path
+    user: str = DEFAULT_USER
+    port: int = DEFAULT_PORT
+    identity: Path | None = None  # default: <state-dir>/ssh/id_ed25519
+    connect_timeout: float = 10.0
+
+    @property
+    def ssh_dir(self) -> Path:
+        return self.state_dir / "ssh"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.ssh_dir / "known_hosts"
+
+    @property
+    def key(self) -> Path:
+        return self.identity or self.ssh_dir / "id_ed25519"
+
+    def host_pattern(self, address: str) -> str:
+        """How OpenSSH (and paramiko) name the host in known_hosts."""
+        return address if self.port == 22 else f"[{address}]:{self.port}"
+
+    def ssh_command(self, control_dir: Path) -> list[str]:
+        """The ``ssh`` rsync runs (-e): strict host keys, batch mode, connection reuse."""
+        return [
+            "ssh",
+            "-F", "/dev/null",
+            "-o", "BatchMode=yes",
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "IdentitiesOnly=yes",
+            "-i", str(self.key),
+            "-o", f"ConnectTimeout={int(self.connect_timeout)}",
+            "-o", "ServerAliveInterval=5",
+            "-o", "ServerAliveCountMax=3",
+            "-o", "ControlMaster=auto",
+            "-o", f"ControlPath={control_dir}/%C",
+            "-o", "ControlPersist=120",
+            # AES-GCM is the cheapest cipher with AES-NI; the others stay as fallback.
+            "-o", "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-ctr",
+            "-p", str(self.port),
+            "-l", self.user,
+        ]
+
+    def rsync_rsh(self, control_dir: Path) -> str:
+        return " ".join(shlex.quote(a) for a in self.ssh_command(control_dir))
+
+
+def ensure_client_key(cfg: SshConfig) -> Path:
+    """Create dsas's own SSH key (ed25519, no passphrase) the first time it is needed."""
+    key = cfg.key
+    if key.exists():
+        return key
+    key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    proc.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "dsas-push", "-f", str(key)],
+             timeout=30)
+    return key
+
+
+def fingerprint(key_b64: str) -> str:
+    """OpenSSH's SHA256 fingerprint of a base64 public key blob."""
+    digest = hashlib.sha256(base64.b64decode(key_b64)).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def parse_key_lines(text: str) -> list[tuple[str, str]]:
+    """(type, base64) pairs from ssh-keyscan output or a ``*.pub`` file; comments dropped."""
+    out = []
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        for i, f in enumerate(fields[:-1]):
+            if f.startswith(("ssh-", "ecdsa-")):
+                try:
+                    base64.b64decode(fields[i + 1], validate=True)
+                except ValueError:
+                    break
+                out.append((f, fields[i + 1]))
+                break
+    return out
+
+
+def scan_host_keys(address: str, port: int, timeout: float = 10) -> list[tuple[str, str]]:
+    res = proc.run(["ssh-keyscan", "-T", str(int(timeout)), "-p", str(port), address],
+                   timeout=timeout + 10, check=False)  # no key: an empty answer, said by the caller
+    return parse_key_lines(res.stdout)
+
+
+def add_known_host(cfg: SshConfig, address: str, keys: list[tuple[str, str]]) -> int:
+    """Trust ``keys`` for ``address`` (replacing older entries); returns how many were written."""
+    cfg.ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pattern = cfg.host_pattern(address)
+    kept = []
+    if cfg.known_hosts.exists():
+        for line in cfg.known_hosts.read_text().splitlines():
+            if line.split(" ", 1)[0].split(",").count(pattern) == 0:
+                kept.append(line)
+    kept += [f"{pattern} {t} {b}" for t, b in keys]
+    tmp = cfg.known_hosts.with_suffix(".tmp")
+    tmp.write_text("\n".join(kept) + "\n")
+    os.replace(tmp, cfg.known_hosts)
+    return len(keys)
+
+
+class _Reject(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                         key: paramiko.PKey) -> None:
+        raise HostKeyError(
+            f"host key of {hostname} is unknown ({key.get_name()} "
+            f"{key.fingerprint}); check it and run `dsas trust`"
+        )
+
+
+class FastTransport(paramiko.Transport):
+    """paramiko's Transport preferring AES-GCM (AES-NI, no separate MAC: rsync's bytes
+    go through it) and the plain curve25519 key exchange (cheap for the node's sshd)."""
+
+    _preferred_ciphers = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
+                          *(c for c in paramiko.Transport._preferred_ciphers if "gcm" not in c))
+    _preferred_kex = ("curve25519-sha256@libssh.org",
+                      *(k for k in paramiko.Transport._preferred_kex if "curve25519" not in k))
+
+    def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
+        # No Nagle: the remote steps are request/answer exchanges of small packets;
+        # with Nagle each channel open waited for the node's delayed ACK (~40 ms).
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET,
+                                                                socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().__init__(sock, *args, **kwargs)
+
+
+def paramiko_client(cfg: SshConfig) -> paramiko.SSHClient:
+    """An SSHClient that trusts only dsas's known_hosts."""
+    client = paramiko.SSHClient()
+    if cfg.known_hosts.exists():
+        client.load_host_keys(str(cfg.known_hosts))
+    client.set_missing_host_key_policy(_Reject())
+    return client
