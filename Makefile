@@ -24,8 +24,8 @@ test: deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: deps
-	$(VENV)/bin/ruff check provision tests bench
-	$(VENV)/bin/mypy provision
+	$(VENV)/bin/ruff check provision lab tests bench
+	$(VENV)/bin/mypy provision lab
 
 # Node images (netboot initramfs, tiny test image) into the boot tree's image store.
 # Cached: a rebuild with unchanged inputs does nothing.

@@ -21,6 +21,9 @@ def areas() -> list[str]:
 def main(argv: list[str]) -> int:
     # Leading names choose benchmarks; everything from the first option on is theirs.
     known = areas()
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"{__doc__.strip()}\n\nbenchmarks: {', '.join(known)}")
+        return 0
     wanted: list[str] = []
     for i, a in enumerate(argv):
         if a.startswith("-"):

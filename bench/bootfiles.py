@@ -210,7 +210,7 @@ def table(title: str, cols: list[str], rows: dict[str, dict[str, Result]],
 
 
 def main(argv: list[str]) -> int:
-    from tests.lab import Lab  # the lab helpers: namespaces, veths, tracked processes
+    from lab.netns import Lab  # the lab helpers: namespaces, veths, tracked processes
 
     quick = "--quick" in argv
     rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 3
@@ -225,7 +225,7 @@ def main(argv: list[str]) -> int:
         for i in range(8):
             (root / f"small{i}.bin").write_bytes(os.urandom(small))
         inv = tmp / "lab.yaml"
-        from tests.bootfiles_support import INVENTORY
+        from lab.bootfiles import INVENTORY
         inv.write_text(INVENTORY)
         with Lab() as lab:
             srv, cli = lab.netns("bbsrv"), lab.netns("bbcli")

@@ -22,11 +22,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from lab.clone import INVENTORY, TEST_BOOT_ROOT, TEST_CACHE
 from provision.clone import clone as c
 from provision.imaging.build import Builder, default_recipes_dir
 from provision.imaging.store import ImageStore
 from provision.inventory import loads
-from tests.clonelab import INVENTORY, TEST_BOOT_ROOT, TEST_CACHE
 
 MIB = 1 << 20
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provision.lab.netns import Lab, Netns, find_tool
+from lab.netns import Lab, Netns, find_tool
 
 SERVER_IP = "198.18.0.1"
 CLIENT_IP = "198.18.0.2"

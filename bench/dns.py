@@ -24,8 +24,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.netns import Lab, Netns, find_tool
 from provision.inventory import load
-from provision.lab.netns import Lab, Netns, find_tool
 from provision.policy.dns import records
 
 DOMAIN = "bench.test"

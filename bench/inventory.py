@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from provision.lab.netns import Lab, Netns
+from lab.netns import Lab, Netns
 
 from .dns import inventory_yaml
 

@@ -1,6 +1,6 @@
 """LVS: VRRP failover and the cost of IPVS, side by side in one run (QEMU, TCG).
 
-The lab of tests/test_lvs_vm.py: two directors (the web image, keepalived +
+The lab of tests/vm/test_lvs_vm.py (lab/lvs.py): two directors (the web image, keepalived +
 IPVS, NAT) and two web servers (tiny image, busybox httpd) netbooted from
 `dsas serve`, a client namespace on the outside VLAN. The client also gets a
 leg on the inside bridge, so one process can reach a real server directly.
@@ -30,11 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from lab.clone import TEST_BOOT_ROOT, build_images
+from lab.cluster import LabCluster
+from lab.lvs import CLIENT, CLIENT_LOOP, INVENTORY, VIP, WEB, boot, client_rows
+from lab.netns import Lab, Netns
 from provision.inventory import load
-from provision.lab.cluster import LabCluster
-from provision.lab.netns import Lab, Netns
-from tests.clonelab import TEST_BOOT_ROOT, build_images
-from tests.test_lvs_vm import CLIENT, CLIENT_LOOP, INVENTORY, VIP, WEB, _rows, boot
 
 RPS = r"""
 import http.client, sys, threading, time
@@ -136,7 +136,7 @@ def main(argv: list[str]) -> int:
             c.wait_stages(list(guests), ("ready", "failed"), 1200)
             print(f"  4 guests ready in {time.monotonic() - t0:.0f} s", flush=True)
             for n in WEB:
-                from provision.lab.qemu import wait_shell
+                from lab.qemu import wait_shell
 
                 sh = wait_shell(guests[n])
                 st, out = sh.run(f"mkdir -p /www && echo {n} > /www/index.html && "
@@ -161,15 +161,15 @@ def main(argv: list[str]) -> int:
             with loop_out.open("w") as f:
                 loop = client.popen([sys.executable, "-c", CLIENT_LOOP, VIP, "100000", "90",
                                      "0.1"], stdout=f, stderr=subprocess.DEVNULL, text=True)
-            _wait(lambda: sum(ok for _, ok, _ in _rows(loop_out)) >= 20, 30, "traffic")
+            _wait(lambda: sum(ok for _, ok, _ in client_rows(loop_out)) >= 20, 30, "traffic")
             cpu = Cpu(pids)
             t_kill = time.monotonic()
             guests["lvs1"].stop()
-            _wait(lambda: sum(1 for t, ok, _ in _rows(loop_out) if ok and t > t_kill + 0.5)
+            _wait(lambda: sum(1 for t, ok, _ in client_rows(loop_out) if ok and t > t_kill + 0.5)
                   >= 20, 80, "answers after the failover")
             f_cpu = cpu.others()
             lab.stop(loop)
-            rows = _rows(loop_out)
+            rows = client_rows(loop_out)
             before = [t for t, ok, _ in rows if ok and t <= t_kill]
             after = [t for t, ok, _ in rows if ok and t > t_kill]
             lost = sum(1 for t, ok, _ in rows if not ok and t > before[-1])

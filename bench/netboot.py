@@ -27,11 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from lab.cluster import LabCluster
+from lab.netns import Lab, tool
 from provision.imaging.build import Builder, default_recipes_dir
 from provision.imaging.store import ImageStore
 from provision.inventory import load
-from provision.lab.cluster import LabCluster
-from provision.lab.netns import Lab, tool
 from provision.policy.boottree import populate_loaders
 from provision.render.engine import kernel_cmdline
 

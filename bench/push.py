@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 from statistics import median
 
-from provision.lab.netns import Lab
-from provision.lab.sshfarm import MOUNT, SshFarm, build_farm
+from lab.netns import Lab
+from lab.sshfarm import MOUNT, SshFarm, build_farm
 from provision.sshtrust.sshconf import (
     SshConfig,
     add_known_host,

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from provision.lab.netns import Lab, Netns, find_tool
+from lab.netns import Lab, Netns, find_tool
 
 REPO = Path(__file__).resolve().parent.parent
 SRV = "198.18.0.1"

@@ -3,6 +3,9 @@
 The lab runs on this machine only: a network namespace with a bridge holds the
 master (`dsas serve`), and QEMU guests (TCG) with two NICs each power on and
 boot from it. Addresses come from 198.18.0.0/15 and never leave the namespace.
+
+The lab itself (``lab/`` beside ``provision/``) is not in the dsas wheel: the demo
+runs from a source checkout (`make demo`) and says so if it is missing.
 """
 
 from __future__ import annotations
@@ -15,16 +18,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from ..inventory.model import Inventory
-from ..lab.cluster import LabCluster, StageEvent
 from ..render import RenderError
 from .common import fail, load_inventory, table
 from .inventory import host_rows, render_all, summary
 
-ROOT = Path(__file__).resolve().parents[2]
+if TYPE_CHECKING:
+    from lab.cluster import LabCluster, StageEvent
+
+ROOT = Path(__file__).resolve().parents[2]  # the source checkout (editable install)
+NO_LAB = ("dsas demo needs a source checkout: the lab package (lab/ beside provision/) "
+          "is not installed with dsas; run `make demo` in a clone of the repository")
 LAB = ROOT / "etc" / "dsas" / "lab.yaml"
 DEFAULT_GUESTS = "w101:bios,w102:bios,w103:uefi"
 FINAL = ("ready", "failed")
@@ -93,7 +101,8 @@ def demo(inventory_path: str, guests: str, workdir: str, timeout: int, stay: boo
     if offline:
         _offline(Path(workdir))
         return
-    from ..lab.netns import LabError
+    use_source_lab()
+    from lab.netns import LabError
 
     if os.geteuid() != 0:
         fail("the demo needs root (network namespaces, taps); try: sudo make demo", 2)
@@ -105,6 +114,17 @@ def demo(inventory_path: str, guests: str, workdir: str, timeout: int, stay: boo
     except LabError as e:
         fail(str(e), e.exit_code)
     sys.exit(code)
+
+
+def use_source_lab(root: Path | None = None) -> None:
+    """Make the source tree's ``lab`` package importable (the editable install's
+    ``sys.path`` has ``provision`` but not the repository root), or fail with one
+    line if there is none: dsas was installed from a wheel."""
+    root = root or ROOT
+    if not (root / "lab" / "__init__.py").is_file():
+        fail(NO_LAB, 2)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
 
 
 def _offline(out: Path) -> None:
@@ -139,7 +159,8 @@ class _Stop(Exception):
 
 def _run(inv: Inventory, inv_path: Path, chosen: list[Choice], work: Path,
          timeout: int, stay: bool, prepare: bool = True) -> int:
-    from ..lab.netns import Lab, remove_leftovers
+    from lab.cluster import LabCluster
+    from lab.netns import Lab, remove_leftovers
 
     # Until the guests are on, a stop signal unwinds the set-up (_Stop); from then on
     # it only ends the polling, and the normal path stops and removes everything.

@@ -1,1 +1,0 @@
-"""The lab: namespaces and QEMU guests, for the tests and `dsas demo`."""

@@ -1,0 +1,1 @@
+"""The lab tier (see tests/conftest.py)."""

@@ -1,0 +1,94 @@
+"""dsas-init against a fake node root, the parts that need root: device nodes for
+storage, and reports that really reach an HTTP server in a lab namespace (the key
+handling units are in tests/unit/test_dsas_init_unit.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from lab.testing import Lab
+from tests.support.dsas_init_support import (
+    DSAS_INIT,
+    FAKE,
+    Machine,
+    conf,
+)
+from tests.support.paths import SUPPORT
+
+
+def test_storage_and_services(machine: Machine) -> None:
+    for dev in ("sdb1", "sdb2"):
+        os.mknod(machine.root / "dev" / dev, 0o600 | 0o060000, os.makedev(7, 200))
+    initd = machine.root / "etc" / "init.d"
+    initd.mkdir()
+    (initd / "apache2").write_text(FAKE.replace("$(basename \"$0\")", "apache2"))
+    (initd / "apache2").chmod(0o755)
+    text = conf(SWDEVICE="/dev/sdb1", DBDEVICE="/dev/sdb2", DBMOUNT="/var/lib/db",
+                DBFSTYPE="ext4", SERVICE_UNITS="(apache2 tomcat-shop)")
+    out = machine.run(text)
+    assert out.returncode == 0, out.stdout + out.stderr
+    cmds = machine.commands()
+    assert "swapon /dev/sdb1" in cmds
+    assert "mount -t ext4 /dev/sdb2 /var/lib/db" in cmds
+    assert "apache2 start" in cmds
+    assert "dsas-init: service tomcat-shop: not in this image, not started" in out.stdout
+
+
+def test_failure_is_reported_to_the_master_over_http(lab: Lab, machine: Machine,
+                                                     tmp_path: Path) -> None:
+    """The `failed` event really reaches an HTTP server (in a lab namespace)."""
+    ns = lab.netns("initrep")
+    lab.bridge(ns, "br0", "198.18.40.1/24")
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    www = tmp_path / "www"
+    www.mkdir()
+    ns.popen([sys.executable, str(SUPPORT / "fake_master.py"), str(www), str(events),
+              "198.18.40.1", "8080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ns.wait_port(8080, "tcp")
+    (machine.root / "etc" / "dsas.conf").write_text(conf(BOND_MODE="fastest"))
+    env = {"PATH": f"{machine.bin}:/usr/bin:/bin", "DSAS_ROOT": str(machine.root),
+           "FAKE_LOG": str(machine.log), "DSAS_MASTER": "http://198.18.40.1:8080"}
+    out = ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash", str(DSAS_INIT)],
+                 check=False)
+    assert out.returncode == 1
+    got = [json.loads(line) for line in events.read_text().splitlines()]
+    assert len(got) == 1 and got[0]["host"] == "n1" and got[0]["stage"] == "failed"
+    assert got[0]["detail"].startswith("BOND_MODE: 'fastest' is not a bonding mode")
+
+
+def test_ready_report_sends_the_host_key_with_this_boots_token(lab: Lab, machine: Machine,
+                                                               tmp_path: Path) -> None:
+    """The ready report carries the SSH host key and, with it, the boot id and token the
+    master put in dsas.conf (DSAS_BOOT_ID, DSAS_BOOT_TOKEN); without them, the key alone."""
+    ns = lab.netns("inittok")
+    lab.bridge(ns, "br0", "198.18.41.1/24")
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    www = tmp_path / "www"
+    www.mkdir()
+    ns.popen([sys.executable, str(SUPPORT / "fake_master.py"), str(www), str(events),
+              "198.18.41.1", "8080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ns.wait_port(8080, "tcp")
+    (machine.root / "etc" / "ssh").mkdir()
+    (machine.root / "etc/ssh/ssh_host_ed25519_key.pub").write_text(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey root@n1\n")
+    token = "0123456789abcdef0123456789abcdef"
+    env = {"PATH": f"{machine.bin}:/usr/bin:/bin", "DSAS_ROOT": str(machine.root),
+           "FAKE_LOG": str(machine.log), "DSAS_MASTER": "http://198.18.41.1:8080"}
+    for extra in ({"DSAS_BOOT_ID": "65a1b2c3-0123456789ab", "DSAS_BOOT_TOKEN": token}, {}):
+        (machine.root / "etc" / "dsas.conf").write_text(conf(**extra))
+        out = ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash", str(DSAS_INIT)],
+                     check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+    got = [json.loads(line) for line in events.read_text().splitlines()]
+    ready = [e for e in got if e["stage"] == "ready"]
+    assert len(ready) == 2
+    assert ready[0]["ssh_key"] == "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey"
+    assert ready[0]["boot_id"] == "65a1b2c3-0123456789ab" and ready[0]["token"] == token
+    assert "token" not in ready[1] and "boot_id" not in ready[1]  # a re-run reset the keys
+    assert ready[1]["ssh_key"] == ready[0]["ssh_key"]

@@ -1,0 +1,140 @@
+"""dsas-push --transfer uftp against real nodes: namespaces with sshd and uftpd on a bridge.
+
+The master multicasts the changed files once (uftp, TTL 1, the lab's group and port,
+out of the lab bridge); every node's uftpd is started over its SSH session into a
+staging directory; rsync then completes and verifies each node as usual.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from lab.testing import require_tool
+from tests.support.push_lab import assert_ok, make_lab, release_of, snapshot, write_tree
+
+GROUP, PORT = "239.255.77.9", 17099
+UFTP = ["--transfer", "uftp", "--uftp-interface", "br0", "--uftp-group", GROUP,
+        "--uftp-port", str(PORT), "-v"]
+
+
+def uftp_lab(lab, tmp_path: Path, count: int = 3):  # noqa: ANN001, ANN201
+    for t in ("uftp", "uftpd", "tcpdump"):
+        require_tool(t)
+    return make_lab(lab, tmp_path, count=count, tmpfs_mib=64)
+
+
+def site_tree(root: Path, files: int = 100, size: int = 20_000) -> None:
+    write_tree(root, {f"d{i % 7}/f{i:03d}.bin": os.urandom(size) for i in range(files)})
+    write_tree(root, {"index.html": "v1", "a/b/c.txt": "deep"})
+    os.chmod(root / "a/b/c.txt", 0o600)
+    (root / "link").symlink_to("a/b/c.txt")
+
+
+def rsync_bytes(stdout: str) -> dict[str, int]:
+    """Host -> rsync bytes from the summary table (B/KiB/MiB)."""
+    out = {}
+    for m in re.finditer(r"^(n\d\d)\s+ok\s+([\d.]+) (B|KiB|MiB)", stdout, re.M):
+        mult = {"B": 1, "KiB": 1024, "MiB": 1 << 20}[m.group(3)]
+        out[m.group(1)] = int(float(m.group(2)) * mult)
+    return out
+
+
+def test_first_push_and_update_over_uftp_byte_exact(lab, tmp_path):
+    pl = uftp_lab(lab, tmp_path)
+    site_tree(pl.src)
+    r = pl.push(str(pl.src), "--role", "web", "--delete", *UFTP)
+    assert_ok(r)
+    rel1 = release_of(r)
+    expect = snapshot(pl.src)
+    for n in pl.farm.nodes:
+        assert pl.live(n.name) == rel1
+        assert snapshot(n.root / "site") == expect, n.name
+    # The 2 MB went by multicast: rsync only set attributes (file list, no data).
+    assert "uftp session" in r.stderr and "complete" in r.stderr, r.stderr
+    sent = rsync_bytes(r.stdout)
+    assert len(sent) == 3 and max(sent.values()) < 200_000, r.stdout
+    # A 1% update: one file changes.
+    (pl.src / "d3/f003.bin").write_bytes(os.urandom(20_000))
+    r = pl.push(str(pl.src), "--role", "web", "--delete", *UFTP)
+    assert_ok(r)
+    rel2 = release_of(r)
+    assert "uftp session 0: 1 files" in r.stderr, r.stderr
+    expect = snapshot(pl.src)
+    for n in pl.farm.nodes:
+        assert pl.live(n.name) == rel2
+        assert snapshot(n.root / "site") == expect, n.name
+        old = n.root / "site.releases" / rel1
+        # unchanged files stay hard links of the previous release, which is intact
+        assert (n.root / "site/d0/f000.bin").stat().st_ino == (old / "d0/f000.bin").stat().st_ino
+        assert (old / "d3/f003.bin").read_bytes() != (pl.src / "d3/f003.bin").read_bytes()
+        assert not list((n.root / "site.releases").glob(".uftp-*")), n.name
+    assert max(rsync_bytes(r.stdout).values()) < 10_000, r.stdout
+
+
+def wait_for(pred, timeout: float = 30, what: str = "condition"):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_dropout_and_node_without_uftpd_go_by_rsync_and_multicast_stays_on_the_link(
+        lab, tmp_path):
+    pl = uftp_lab(lab, tmp_path)
+    site_tree(pl.src, files=20, size=5_000)
+    assert_ok(pl.push(str(pl.src), "--role", "web", "--delete", "--transfer", "rsync"))
+    rel1 = pl.live("n01")
+    # n03 has no uftpd (as a node image without the package): hidden in its mount namespace
+    pl.node("n03").run(["mount", "--bind", "/dev/null", "/usr/bin/uftpd"])
+    pcap = tmp_path / "br0.pcap"
+    dump = pl.farm.master.popen(["tcpdump", "-i", "br0", "-nn", "-U", "-w", str(pcap),
+                                 "ip multicast"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        assert dump.stderr is not None
+        assert "listening on" in dump.stderr.readline()
+        # 3 MB at 8 Mbit/s: about 3 s of multicast, time to drop n02 in the middle
+        for i in range(30):
+            (pl.src / f"d{i % 7}/new{i:02d}.bin").write_bytes(os.urandom(100_000))
+        p = pl.push_bg(str(pl.src), "--role", "web", "--delete", *UFTP, "--uftp-rate", "8000")
+        n02 = pl.node("n02")
+        rels = n02.root / "site.releases"
+
+        def receiving() -> int | None:
+            pids = list(rels.glob(".uftp-*.pid"))
+            stage = [s for s in rels.glob(".uftp-*") if s.is_dir()]
+            if pids and stage and any(f.is_file() for f in stage[0].rglob("new*")):
+                return int(pids[0].read_text())
+            return None
+        pid = wait_for(receiving, what="n02's uftpd receiving")
+        assert pl.live("n02") == rel1
+        os.kill(pid, 9)
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, out + err
+    finally:
+        dump.send_signal(2)
+        dump.communicate(timeout=30)
+    rel2 = release_of(subprocess.CompletedProcess([], 0, out, err))
+    expect = snapshot(pl.src)
+    for n in pl.farm.nodes:
+        assert pl.live(n.name) == rel2, n.name
+        assert snapshot(n.root / "site") == expect, n.name
+    assert "host=n03 uftp: no uftpd on the node: rsync" in err, err
+    assert re.search(r"0xC612640C incomplete .*rsync completes it", err), err
+    sent = rsync_bytes(out)
+    assert sent["n01"] < 100_000 and sent["n02"] > 300_000 and sent["n03"] > 2_900_000, out
+    # Every multicast packet on the bridge: the push's group and port, TTL 1.
+    text = subprocess.run(["tcpdump", "-nn", "-v", "-r", str(pcap)], capture_output=True,
+                          text=True, timeout=60, check=True).stdout
+    pkts = re.findall(r"ttl (\d+),.*\n\s+(\S+) > (\S+): UDP", text)
+    assert len(pkts) > 100, text[:2000]
+    bad = [pk for pk in pkts if pk[0] != "1" or pk[2] != f"{GROUP}.{PORT}"
+           and not pk[2].startswith("224.0.0.")]
+    assert not bad, bad[:5]

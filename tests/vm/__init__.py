@@ -1,0 +1,1 @@
+"""The vm tier (see tests/conftest.py)."""
