@@ -107,7 +107,23 @@ class DhcpPolicy:
         self._seen: dict[str, float] = {}  # unknown MAC -> when its sighting was recorded
         self._tokens = float(max(1, self.settings.new_mac_burst))  # new-MAC bucket
         self._tokens_at: float | None = None
+        # A master of a pair that cannot reach its peer (communication-interrupted):
+        # "primary" or "secondary", the half of each free pool it may give out alone;
+        # None when it may use all of it (a single master, or a pair in sync).
+        self.side: str | None = None
+        self.mclt = 0.0  # s a pool lease may be extended past what the peer knows
+        self._synced: dict[int, float] = {}  # ip -> expiry the peer knew (set with side)
         self.reload(inventory)
+
+    def interrupted(self, side: str | None, mclt: float = 0.0) -> None:
+        """Enter (``side``) or leave (None) communication-interrupted. Pool leases are
+        then extended at most ``mclt`` past the expiry the peer last knew, and an
+        address another machine held is not reused until ``mclt`` after its end."""
+        if side is not None and self.side is None:
+            self._synced = {ip: lease.expires for ip, lease in self.table.by_ip.items()}
+        self.side, self.mclt = side, (mclt if side is not None else 0.0)
+        if side is None:
+            self._synced = {}
 
     def reload(self, inventory: Inventory) -> None:
         self.inv = inventory
@@ -178,7 +194,8 @@ class DhcpPolicy:
             return Decision(drop="discovery_rate_limited", state="init")
         pool = self._pool(net, link)
         hint = req.requested_ip
-        got = pool.allocate(self.table, req.mac, now, int(hint) if hint else None)
+        got = pool.allocate(self.table, req.mac, now, int(hint) if hint else None,
+                            self.side, self.mclt)
         lazy = self._sighting(req, link, net, now)
         if got is None:
             return Decision(drop="pool_exhausted", lazy=lazy)
@@ -216,6 +233,14 @@ class DhcpPolicy:
         if self.table.of(net.name, req.mac) is None and not self._admit_new(now):
             return Decision(drop="discovery_rate_limited", state=state)
         pool = self._pool(net, link)
+        if self.side is not None and int(want) in pool:
+            mine = self.table.of(net.name, req.mac)
+            known = mine is not None and mine.ip == int(want)
+            if not known and pool.allocate(self.table, req.mac, now, int(want), self.side,
+                                           self.mclt) != int(want):
+                # Alone, this side gives out only its own half, and no address the peer
+                # may still have given: the peer (if it is up) answers this one.
+                return Decision(drop="peer_half", state=state)
         if int(want) not in pool or not self.table.free_for(int(want), req.mac, now):
             return self._nak(req, link, state, "", f"{want} is not free for {req.mac}")
         return self._ack(req, link, None, net, want, now, state)
@@ -225,7 +250,17 @@ class DhcpPolicy:
         lease_time = self.settings.lease_time if host else self.settings.pool_lease_time
         name = host.name if host else ""
         d = self._answer(req, link, o.ACK, ip, host, net, state)
-        d.durable = self.table.bind(net.name, req.mac, int(ip), now + lease_time, name)
+        expires = now + lease_time
+        if host is None and self.side is not None and int(ip) in self._synced:
+            # Alone: at most MCLT past the expiry the peer knows (it reuses the address
+            # only MCLT after that), as ISC failover does.
+            expires = min(expires, self._synced[int(ip)] + self.mclt)
+            if expires <= now + 1:
+                return Decision(drop="mclt_passed", state=state)
+            if d.reply is not None and expires < now + lease_time:
+                d.reply = replace(d.reply, options={**d.reply.options,
+                                                    **_lease_options(int(expires - now))})
+        d.durable = self.table.bind(net.name, req.mac, int(ip), expires, name)
         if host is None:
             d.lazy = self._sighting(req, link, net, now)
         return d
