@@ -18,7 +18,7 @@ from .. import layout
 from ..inventory.model import Host, Inventory, Network
 from ..protocol import dhcp_options as o
 from ..protocol.dhcp import BOOTREPLY, BOOTREQUEST, FLAG_BROADCAST, DhcpPacket, make_packet
-from .leases import Change, LeaseTable, Pool, Sighting
+from .leases import Change, Lease, LeaseTable, Pool, Sighting
 
 HTTP_CLIENT = b"HTTPClient"  # option 60 of UEFI HTTP boot clients, echoed in our offers
 BROADCAST = IPv4Address("255.255.255.255")
@@ -111,6 +111,7 @@ class DhcpPolicy:
         # "primary" or "secondary", the half of each free pool it may give out alone;
         # None when it may use all of it (a single master, or a pair in sync).
         self.side: str | None = None
+        self.me: str | None = None  # "primary"/"secondary" in a pair: its half goes first
         self.mclt = 0.0  # s a pool lease may be extended past what the peer knows
         self._synced: dict[int, float] = {}  # ip -> expiry the peer knew (set with side)
         self.reload(inventory)
@@ -195,7 +196,7 @@ class DhcpPolicy:
         pool = self._pool(net, link)
         hint = req.requested_ip
         got = pool.allocate(self.table, req.mac, now, int(hint) if hint else None,
-                            self.side, self.mclt)
+                            self.side, self.mclt, self.me)
         lazy = self._sighting(req, link, net, now)
         if got is None:
             return Decision(drop="pool_exhausted", lazy=lazy)
@@ -431,6 +432,14 @@ class DhcpPolicy:
             return False
         self._tokens -= 1
         return True
+
+    def in_half(self, lease: Lease, side: str) -> bool:
+        """Is ``lease`` an address of ``side``'s half of its network's pool?"""
+        for (net, _), pool in self._pools.items():
+            if net == lease.network and lease.ip in pool:
+                lo, hi = pool.half(side)
+                return lo <= lease.ip <= hi
+        return False
 
     def pool_free(self, now: float) -> dict[str, int]:
         """Free addresses of each discovery pool in use, by network name (for /metrics)."""

@@ -135,6 +135,17 @@ class LeaseTable:
         changes.append(LeasePut(replace(lease)))
         return changes
 
+    def drop(self, ip: int, mac: str) -> list[Change]:
+        """Forget ``mac``'s lease of ``ip`` (a binding the peer never confirmed)."""
+        lease = self.by_ip.get(ip)
+        if lease is None or lease.mac != mac:
+            return []
+        del self.by_ip[ip]
+        macs = self.by_mac.get(lease.network)
+        if macs is not None and macs.get(mac) is lease:
+            del macs[mac]
+        return [LeaseDel(ip)]
+
     def forget_offer(self, network: str, mac: str) -> None:
         lease = self.of(network, mac)
         if lease is not None and lease.state == OFFERED:
@@ -172,14 +183,15 @@ class Pool:
 
     def allocate(self, table: LeaseTable, mac: str, now: float,
                  hint: int | None = None, side: str | None = None,
-                 hold: float = 0.0) -> int | None:
+                 hold: float = 0.0, prefer: str | None = None) -> int | None:
         """An address for ``mac``: the one it had, the one it asks for, or the next free
         one. None when the pool is exhausted (then no rescan for a second).
 
         ``side`` (a master of a pair that cannot reach its peer): a new address only
         from that side's ``half``; the address ``mac`` holds is kept wherever it is.
         ``hold``: an address another machine held stays out of use for this long after
-        its lease ended (the peer may have extended it by up to that much: MCLT)."""
+        its lease ended (the peer may have extended it by up to that much: MCLT).
+        ``prefer``: a pair in sync scans that side's half first, then the whole pool."""
         mine = table.of(self.network, mac)
         if mine is not None and mine.ip in self and table.free_for(mine.ip, mac, now):
             if side is None or mine.live(now) or self._in(mine.ip, side):
@@ -190,6 +202,21 @@ class Pool:
             return hint
         if now < self._full_until:
             return None
+        if prefer is not None and side is None:  # a pair in sync: the active's half first
+            plo, phi = self.half(prefer)
+            got = self._scan(table, mac, now, hold, plo, phi)
+            if got is None:
+                got = self._scan(table, mac, now, hold, lo, hi)
+        else:
+            got = self._scan(table, mac, now, hold, lo, hi)
+        if got is None:
+            self._full_until = now + 1.0
+        return got
+
+    def _scan(self, table: LeaseTable, mac: str, now: float, hold: float, lo: int,
+              hi: int) -> int | None:
+        if hi < lo:
+            return None
         span = hi - lo + 1
         ip = self._cursor if lo <= self._cursor <= hi else lo
         for _ in range(span):
@@ -197,7 +224,6 @@ class Pool:
                 self._cursor = ip + 1 if ip < hi else lo
                 return ip
             ip = ip + 1 if ip < hi else lo
-        self._full_until = now + 1.0
         return None
 
     def _in(self, ip: int, side: str) -> bool:
