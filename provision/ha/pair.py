@@ -493,7 +493,9 @@ class Replicator:
 
     def _tick(self) -> None:
         with self._lock:
-            if self.active and not self.synced:
+            # A new connection, or an active side not yet in sync: send our whole set
+            # first (MERGE). Either side may have served alone since they last talked.
+            if self._codec is None or (self.active and not self.synced):
                 try:
                     rows = replica.lease_set(self.store)
                     mtype, _ = self._call(wire.MERGE, {"leases": rows,
@@ -504,12 +506,15 @@ class Replicator:
                 except (OSError, ConnectionError, wire.WireError):
                     self._close_link()
                     return
-                log.info("master pair: %s caught up (%d leases, %d change(s) it had missed); "
-                         "in sync", self.me.peer_name, len(rows), self.backlog)
-                self.synced = True
+                if self.backlog or self.active:
+                    log.info("master pair: %s caught up (%d leases, %d change(s) it had "
+                             "missed)%s", self.me.peer_name, len(rows), self.backlog,
+                             "; in sync" if self.active else "")
                 self.backlog, self.backlog_since = 0, None
                 self.last_sync = self.clock()
-                self.on_interrupted(None)
+                if self.active:
+                    self.synced = True
+                    self.on_interrupted(None)
                 return
             try:
                 _, body = self._call(wire.PING, self.status(), self.me.pair.peer_timeout)

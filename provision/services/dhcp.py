@@ -168,6 +168,8 @@ class DhcpService(Service):
         if pair.role.active and not rep.active:  # the VIP came before this service
             self._role(True)
             rep.set_active(True)
+        elif rep.active and not rep.synced:
+            self._interrupted(pair.me.side)
 
     def _reload_table(self) -> None:
         """(Under the lock) the lease table from the store: what the peer sent is in it."""
