@@ -283,7 +283,9 @@ class Replicator:
         self.on_interrupted: Callable[[str | None], None] = lambda side: None
         self.on_applied: Callable[[list[Change]], None] = lambda changes: None
         self.on_unconfirmed: Callable[[list[Lease]], None] = lambda leases: None
-        self.in_peer_half: Callable[[Lease], bool] = lambda lease: False
+        # A new binding of the peer's half (policy.fresh), and the batch the peer acked.
+        self.is_fresh: Callable[[Lease], bool] = lambda lease: False
+        self.on_confirmed: Callable[[list[Change]], None] = lambda changes: None
         self._threads: list[threading.Thread] = []
         self._listener: socket.socket | None = None
 
@@ -443,6 +445,7 @@ class Replicator:
                         raise wire.WireError("bad_reply")
                     self.last_sync = self.clock()
                     self.metrics.inc("dsas_master_replicated_total", len(changes))
+                    self.on_confirmed(changes)
                     return
                 except (OSError, ConnectionError, wire.WireError) as e:
                     if isinstance(e, wire.WireError):
@@ -458,8 +461,7 @@ class Replicator:
 
     def _peer_half_bindings(self, changes: list[Change]) -> list[Lease]:
         return [c.lease for c in changes if isinstance(c, LeasePut) and c.lease.mac
-                and c.lease.state == "bound" and not c.lease.hostname
-                and self.in_peer_half(c.lease)]
+                and c.lease.state == "bound" and self.is_fresh(c.lease)]
 
     def _interrupt(self, why: str) -> None:
         """(Under the lock) the peer did not answer: go on alone."""
@@ -609,10 +611,10 @@ class Role(threading.Thread):
         self.vip = vip
         self.on_change = on_change
         self.active = False
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(ROLE_POLL):
+        while not self._halt.wait(ROLE_POLL):
             now = is_local(self.vip)
             if now != self.active:
                 self.active = now
@@ -621,7 +623,7 @@ class Role(threading.Thread):
                 self.on_change(now)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=2)
 
 

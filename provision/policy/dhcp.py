@@ -18,7 +18,7 @@ from .. import layout
 from ..inventory.model import Host, Inventory, Network
 from ..protocol import dhcp_options as o
 from ..protocol.dhcp import BOOTREPLY, BOOTREQUEST, FLAG_BROADCAST, DhcpPacket, make_packet
-from .leases import Change, Lease, LeaseTable, Pool, Sighting
+from .leases import BOUND, Change, LeaseTable, Pool, Sighting
 
 HTTP_CLIENT = b"HTTPClient"  # option 60 of UEFI HTTP boot clients, echoed in our offers
 BROADCAST = IPv4Address("255.255.255.255")
@@ -112,6 +112,7 @@ class DhcpPolicy:
         # None when it may use all of it (a single master, or a pair in sync).
         self.side: str | None = None
         self.me: str | None = None  # "primary"/"secondary" in a pair: its half goes first
+        self.fresh: dict[int, str] = {}  # new bindings in the peer's half, not yet acked
         self.mclt = 0.0  # s a pool lease may be extended past what the peer knows
         self._synced: dict[int, float] = {}  # ip -> expiry the peer knew (set with side)
         self.reload(inventory)
@@ -244,6 +245,15 @@ class DhcpPolicy:
                 return Decision(drop="peer_half", state=state)
         if int(want) not in pool or not self.table.free_for(int(want), req.mac, now):
             return self._nak(req, link, state, "", f"{want} is not free for {req.mac}")
+        if self.me is not None and self.side is None:
+            prior = self.table.of(net.name, req.mac)
+            peer = "secondary" if self.me == "primary" else "primary"
+            lo, hi = pool.half(peer)
+            if lo <= int(want) <= hi and not (prior is not None and prior.ip == int(want)
+                                              and prior.state == BOUND):
+                # A new binding in the peer's half (ours is full): it must reach the
+                # peer before its ACK, or be dropped (see Replicator.replicate).
+                self.fresh[int(want)] = req.mac
         return self._ack(req, link, None, net, want, now, state)
 
     def _ack(self, req: DhcpPacket, link: Link, host: Host | None, net: Network,
@@ -432,14 +442,6 @@ class DhcpPolicy:
             return False
         self._tokens -= 1
         return True
-
-    def in_half(self, lease: Lease, side: str) -> bool:
-        """Is ``lease`` an address of ``side``'s half of its network's pool?"""
-        for (net, _), pool in self._pools.items():
-            if net == lease.network and lease.ip in pool:
-                lo, hi = pool.half(side)
-                return lo <= lease.ip <= hi
-        return False
 
     def pool_free(self, now: float) -> dict[str, int]:
         """Free addresses of each discovery pool in use, by network name (for /metrics)."""

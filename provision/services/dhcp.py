@@ -36,7 +36,7 @@ from ..observability.logsafe import safe
 from ..observability.metrics import Metrics
 from ..policy.boottree import SETUP_COMMAND, LoaderPresence
 from ..policy.dhcp import PXE_PORT, SERVER_PORT, Decision, DhcpPolicy, DhcpSettings, Link
-from ..policy.leases import Change, Lease, LeaseStore, LeaseTable, Sighting
+from ..policy.leases import Change, Lease, LeasePut, LeaseStore, LeaseTable, Sighting
 from ..protocol import dhcp_options as o
 from ..protocol.dhcp import DhcpDecodeError, DhcpEncodeError, DhcpPacket, decode, encode
 from ..state.leases import LeaseJournal
@@ -163,7 +163,8 @@ class DhcpService(Service):
         rep.on_interrupted = self._interrupted
         rep.on_applied = self._peer_applied
         rep.on_unconfirmed = self._unconfirmed
-        rep.in_peer_half = lambda lease: policy.in_half(lease, pair.me.peer_side)
+        rep.is_fresh = lambda lease: policy.fresh.get(lease.ip) == lease.mac
+        rep.on_confirmed = self._confirmed
         pair.listeners.append(self._role)
         if pair.role.active and not rep.active:  # the VIP came before this service
             self._role(True)
@@ -199,6 +200,15 @@ class DhcpService(Service):
             with self._lock:
                 self._reload_table()
 
+    def _confirmed(self, changes: list[Change]) -> None:
+        with self._lock:
+            assert self.policy is not None
+            fresh = self.policy.fresh
+            if fresh:
+                for c in changes:
+                    if isinstance(c, LeasePut):
+                        fresh.pop(c.lease.ip, None)
+
     def _unconfirmed(self, leases: list[Any]) -> None:
         """(The committer) bindings of the peer's half the peer never heard of: forget
         them (their ACKs are withheld; the clients retry into our own half)."""
@@ -207,6 +217,7 @@ class DhcpService(Service):
             assert self.policy is not None
             for lease in leases:
                 dels += self.policy.table.drop(lease.ip, lease.mac)
+                self.policy.fresh.pop(lease.ip, None)
         if dels:
             self._journal.commit(dels, self._clock())
 
