@@ -28,5 +28,10 @@ hosts:
 """
 
 
-def pair_inventory(preempt: bool = True) -> str:
-    return PAIR_INVENTORY.replace("PREEMPT", "true" if preempt else "false")
+def pair_inventory(preempt: bool = True, small: bool = False) -> str:
+    """``small``: a /28, so each master's half of the pool is 4-5 addresses."""
+    text = PAIR_INVENTORY.replace("PREEMPT", "true" if preempt else "false")
+    if small:
+        text = text.replace("198.18.0.0/24, gateway: 198.18.0.254",
+                            "198.18.0.0/28, gateway: 198.18.0.14")
+    return text

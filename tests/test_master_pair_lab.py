@@ -116,6 +116,7 @@ class Client:
     iface: str
     mac: str
     out: Path
+    port: str
     proc: subprocess.Popen[Any] | None = None
     events: list[str] = field(default_factory=list)
 
@@ -150,7 +151,8 @@ class Client:
 
 def _client(lab: Lab, bridge_ns: Netns, tmp: Path, i: int) -> Client:
     ns = lab.netns("mcli")
-    iface = lab.plug(bridge_ns, "br0", ns)
+    port, iface = lab.veth(bridge_ns, ns)
+    bridge_ns.run(["ip", "link", "set", port, "master", "br0"])
     mac = f"52:54:00:00:ee:{i:02x}"
     ns.run(["ip", "link", "set", "dev", iface, "address", mac])
     out, script = tmp / f"client{i}.out", tmp / f"client{i}.sh"
@@ -160,14 +162,14 @@ def _client(lab: Lab, bridge_ns: Netns, tmp: Path, i: int) -> Client:
         'ip addr add "$ip/$mask" dev "$interface";; esac\n'
         f'echo "$1 ip=$ip serverid=$serverid" >> {out}\n')
     script.chmod(0o755)
-    return Client(ns, iface, mac, out)
+    return Client(ns, iface, mac, out, port)
 
 
-def _start_client(c: Client) -> str:
+def _start_client(c: Client, wait: bool = True) -> str:
     c.proc = c.ns.popen([require_tool("udhcpc"), "-f", "-i", c.iface, "-s",
                          str(c.out.with_suffix(".sh")), "-t", "20", "-T", "1", "-A", "1"],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return wait_for(c.address, 40, f"{c.mac}'s first lease")
+    return wait_for(c.address, 40, f"{c.mac}'s first lease") if wait else ""
 
 
 @dataclass
@@ -182,14 +184,18 @@ class Pair:
     def client(self) -> Client:
         c = _client(self.lab, self.bridge, self.tmp, len(self.clients) + 1)
         self.clients.append(c)
+        self.ports[c.mac] = c.port
         return c
 
-    def isolate(self, on: bool) -> None:
-        """Cut (or mend) the link between the two masters only: isolated bridge ports
-        do not forward to each other, and both still reach every client."""
-        for port in self.ports.values():
-            self.bridge.run(["bridge", "link", "set", "dev", port, "isolated",
-                             "on" if on else "off"])
+    def islands(self, second: set[str]) -> None:
+        """Split the segment: the ports named (master or client MAC) move to a second
+        bridge, the rest stay on br0; an empty set puts everything back on br0."""
+        if second and not self.bridge.run(["ip", "link", "show", "br1"], check=False) \
+                .returncode == 0:
+            self.lab.bridge(self.bridge, "br1")
+        for who, port in self.ports.items():
+            self.bridge.run(["ip", "link", "set", port, "master",
+                             "br1" if who in second else "br0"])
 
     def logs(self) -> str:
         return "\n".join(f"===== {m.name}\n{m.log()[-6000:]}" for m in self.masters.values())
@@ -202,13 +208,14 @@ def pair_lab(lab: Lab, tmp_path: Path, request: pytest.FixtureRequest) -> Pair:
     require_tool("bridge")
     preempt = getattr(request, "param", True)
     inv = tmp_path / "cluster.yaml"
-    inv.write_text(pair_inventory(preempt=preempt))
+    inv.write_text(pair_inventory(preempt=preempt, small=preempt == "small"))
     bridge = lab.netns("mbr")
     lab.bridge(bridge)
     masters, ports = {}, {}
     for name, addr in ADDRESSES.items():
         ns = lab.netns(name)
-        port, iface = lab.veth(bridge, ns, None, f"{addr}/24")
+        prefix = 28 if preempt == "small" else 24
+        port, iface = lab.veth(bridge, ns, None, f"{addr}/{prefix}")
         bridge.run(["ip", "link", "set", port, "master", "br0"])
         masters[name] = Master(lab, ns, iface, name, tmp_path / name, inv)
         ports[name] = port
@@ -339,4 +346,43 @@ def test_a_partition_between_the_masters_gives_no_address_twice(pair_lab: Pair) 
     wait_for(lambda: active.status().get("in_sync"), 20, "the pair in sync again")
     wait_for(lambda: set(by_ip) <= set(m1.leases()) and set(by_ip) <= set(m2.leases()), 20,
              "both stores to hold every lease given during the partition")
+    _no_address_twice(p)
+
+
+SMALL_HALVES = {"m01": {"198.18.0.4", "198.18.0.5", "198.18.0.6", "198.18.0.7"},
+                "m02": {"198.18.0.8", "198.18.0.9", "198.18.0.10", "198.18.0.12",
+                        "198.18.0.13"}}
+
+
+@pytest.mark.parametrize("pair_lab", ["small"], indirect=True)
+def test_two_islands_each_with_one_master_never_share_an_address(pair_lab: Pair) -> None:
+    """The partition where it matters: the network splits in two, each master with its
+    own clients. Five new machines ask the primary, whose half has four addresses: four
+    get one of its half, the fifth none (pool_exhausted) — not an address of the
+    secondary's half, which two machines on the other island hold meanwhile."""
+    p = pair_lab
+    m1, m2 = p.masters["m01"], p.masters["m02"]
+    _up(p)
+    a = [p.client() for _ in range(5)]
+    b = [p.client() for _ in range(2)]
+    p.islands({"m02", *(c.mac for c in b)})
+    wait_for(m2.holds_vip, 20, "the secondary to take the VIP on its island")
+    wait_for(lambda: not m1.status().get("in_sync"), 20, "the primary to go on alone")
+    for c in b:
+        assert _start_client(c) in SMALL_HALVES["m02"], c.lines()
+    for c in a:
+        _start_client(c, wait=False)
+    wait_for(lambda: sum(1 for c in a if c.address()) >= 4, 60,
+             "four machines on the primary's island to get an address")
+    wait_for(lambda: "reason=pool_exhausted" in m1.log().split("=== start")[-1], 30,
+             "the primary to find its half full")
+    got = {c.mac: c.address() for c in a if c.address()}
+    assert set(got.values()) == SMALL_HALVES["m01"], got
+    _no_address_twice(p)
+    # Mended: both stores hold all six leases, one MAC each.
+    p.islands(set())
+    wait_for(lambda: m1.holds_vip() != m2.holds_vip(), 20, "one VIP holder again")
+    held = {c.address() for c in a + b if c.address()}
+    wait_for(lambda: held <= set(m1.leases()) and held <= set(m2.leases()), 30,
+             "both stores to hold every lease of both islands")
     _no_address_twice(p)
