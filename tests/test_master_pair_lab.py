@@ -60,7 +60,7 @@ class Master:
         log.write(f"\n=== start {self.starts}\n")
         log.flush()
         self.proc = self.ns.popen(
-            [DSAS, "serve", "--only", "dhcp,http", "--http-port", "8080", "--interface",
+            [DSAS, "serve", "--only", "dhcp,http,dns", "--http-port", "8080", "--interface",
              self.iface, "--inventory", str(self.inventory), "--state-dir", str(self.state),
              "--boot-root", str(boot), "--discovery", "--master", self.name,
              "--resync-wait", str(resync_wait), "-vv"],
@@ -290,6 +290,9 @@ def test_the_secondary_takes_over_from_a_killed_primary_and_loses_no_lease(
     code = p.clients[0].ns.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                                 "--max-time", "5", f"http://{VIP}:8080/"], check=False)
     assert code.stdout.strip() not in ("", "000"), "no HTTP answer from the VIP"
+    dig = p.clients[0].ns.run([require_tool("dig"), "+short", "+time=2", "+tries=3",
+                               f"@{VIP}", "w1.lab.example"], check=False)
+    assert dig.stdout.strip() == "198.18.0.11", ("no DNS answer from the VIP", dig)
     _no_address_twice(p)
 
     # The primary returns: it pulls the secondary's leases before it answers anyone.
