@@ -258,6 +258,31 @@ def _no_address_twice(p: Pair) -> dict[str, str]:
     return by_ip
 
 
+def _record_other(state: Path) -> None:
+    from provision.policy.httpfiles import Event
+    from provision.state import events
+    from provision.state import inventory as invhist
+    store = StateStore(state)
+    try:
+        events.record(store, Event("w1", "ready", None, "base@v1", "198.18.0.11"),
+                      time.time(), False, 100)
+        with invhist.InventoryHistory(store).recording("/etc/dsas/cluster.yaml", b"",
+                                                       b"cluster: {}\n", "test"):
+            pass
+    finally:
+        store.close()
+
+
+def _has_other(state: Path) -> bool:
+    store = StateStore(state)
+    try:
+        dump = store.dump()
+    finally:
+        store.close()
+    return any(r["host"] == "w1" and r["stage"] == "ready" for r in dump.get("http_events", [])) \
+        and any(r["content"] == b"cluster: {}\n" for r in dump.get("inventory_history", []))
+
+
 def _last(ip: str) -> int:
     return int(ip.rsplit(".", 1)[1])
 
@@ -278,6 +303,9 @@ def test_the_secondary_takes_over_from_a_killed_primary_and_loses_no_lease(
     for mac, ip in before.items():
         assert stored.get(ip) == mac, (mac, ip, stored, p.logs())
         assert _last(ip) <= HALF  # in sync the primary fills its own half first
+    # A node event and an inventory version, written on the primary, reach the standby.
+    _record_other(m1.state)
+    wait_for(lambda: _has_other(m2.state), 20, "the event and inventory version on m02")
     m1.kill()  # SIGKILL: no goodbye; keepalived, its child, gets SIGTERM and lets go
     wait_for(m2.holds_vip, 20, "the secondary to take the VIP")
     wait_for(lambda: m2.status().get("role") == "active", 10, "the secondary active")

@@ -74,7 +74,8 @@ def status(inventory_path: str | None, state_dir: str, master_name: str | None,
            as_json: bool, timeout: float) -> None:
     """Each master's role (active/standby), whether it reaches its peer, the
     replication lag (changes not acked by the peer, and for how long) and the last
-    successful sync. This master from its serve's status file, the peer over the
+    successful sync of the leases and of the other state (events, push and inventory
+    history). This master from its serve's status file, the peer over the
     channel. Exit 1 when a master cannot be read."""
     inv, me = _me(inventory_path, master_name)
     assert inv.cluster.pair is not None
@@ -97,10 +98,11 @@ def status(inventory_path: str | None, state_dir: str, master_name: str | None,
         rows = [[m.get("name"), m.get("side"), m.get("role"),
                  _yes(m.get("peer_reachable")), m.get("lag_updates", "-"),
                  m.get("lag_seconds", "-"), _when(m.get("last_sync"), now),
+                 _when(m.get("last_sync_other") or m.get("last_applied_other"), now),
                  m.get("error", "")] for m in masters]
         click.echo(f"master VIP {me.vip}")
         click.echo(table(["master", "side", "role", "peer reachable", "lag (updates)",
-                          "lag (s)", "last sync", "problem"], rows))
+                          "lag (s)", "last lease sync", "last other sync", "problem"], rows))
     sys.exit(1 if any(m.get("role") == "unknown" for m in masters) else 0)
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import json
 import logging
 import os
@@ -64,6 +65,7 @@ ROLE_POLL = 0.1  # s between two looks at whether the VIP is local
 PING_EVERY = 0.5  # s between heartbeats on an idle channel
 CONNECT_TIMEOUT = 1.0
 SYNC_TIMEOUT = 30.0  # s for a whole lease set to cross
+TABLES_EVERY = 2.0  # s at most between two copies of the other state (when it changed)
 STATUS_FILE = "master-status.json"
 KEEPALIVED_CONF = "keepalived-master.conf"
 PR_SET_PDEATHSIG = 1
@@ -279,6 +281,10 @@ class Replicator:
         self.peer_seen: float | None = None  # last frame from the peer (either direction)
         self.peer_status: dict[str, Any] = {}
         self.resynced: dict[str, Any] | None = None
+        self.last_tables_sync: float | None = None  # the other state reached the peer
+        self.last_tables_applied: float | None = None  # the peer's other state came here
+        self._tables_at = -TABLES_EVERY
+        self._tables_mark: list[Any] | None = None
         self.dropped: dict[str, int] = {}
         self.on_interrupted: Callable[[str | None], None] = lambda side: None
         self.on_applied: Callable[[list[Change]], None] = lambda changes: None
@@ -385,6 +391,13 @@ class Replicator:
         if mtype == wire.PULL:
             rows = replica.lease_set(self.store)
             return wire.STATE, {"leases": rows, "sha256": replica.digest(rows)}
+        if mtype == wire.TABLES:
+            tables = body["tables"]
+            if _digest(tables) != body["sha256"]:
+                raise ValueError("tables sha256 mismatch")
+            n = replica.replace_other(self.store, tables)
+            self.last_tables_applied = self.clock()
+            return wire.ACK, {"n": n}
         if mtype in (wire.PING, wire.STATUS):
             if mtype == wire.PING:
                 self.peer_status = dict(body)
@@ -413,6 +426,7 @@ class Replicator:
         return codec
 
     def _close_link(self) -> None:
+        self._tables_mark = None  # a new connection: the peer may have missed a copy
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.close()
@@ -518,6 +532,8 @@ class Replicator:
                     self.synced = True
                     self.on_interrupted(None)
                 return
+            if self.active and self.synced and self._tables_due():
+                return
             try:
                 _, body = self._call(wire.PING, self.status(), self.me.pair.peer_timeout)
                 self.peer_status = dict(body)
@@ -525,6 +541,28 @@ class Replicator:
                 self._close_link()
                 if self.active and self.synced:
                     self._interrupt("no heartbeat answer")
+
+    def _tables_due(self) -> bool:
+        """(Under the lock, active and in sync) send the other state whole when it
+        changed since the last send, at most every TABLES_EVERY s. True if sent."""
+        now = time.monotonic()
+        if now - self._tables_at < TABLES_EVERY:
+            return False
+        mark = replica.other_fingerprint(self.store)
+        if mark == self._tables_mark:
+            return False
+        tables = replica.other_tables(self.store)
+        try:
+            mtype, _ = self._call(wire.TABLES, {"tables": tables, "sha256": _digest(tables)},
+                                  SYNC_TIMEOUT)
+            if mtype != wire.ACK:
+                raise wire.WireError("bad_reply")
+        except (OSError, ConnectionError, wire.WireError):
+            self._close_link()
+            return False
+        self._tables_at, self._tables_mark = now, mark
+        self.last_tables_sync = self.clock()
+        return True
 
     # -- resync at start -----------------------------------------------------------------
     def resync(self, wait: float) -> bool:
@@ -572,6 +610,8 @@ class Replicator:
                               and now - self.peer_seen < 3 * PING_EVERY + 1,
             "lag_updates": self.backlog, "lag_seconds": round(lag, 3),
             "last_sync": self.last_sync, "last_applied": self.last_applied,
+            "last_sync_other": self.last_tables_sync,
+            "last_applied_other": self.last_tables_applied,
             "applied": self.applied, "dropped": dict(self.dropped),
             "resynced": self.resynced, "written": now, "pid": os.getpid(),
         }
@@ -584,6 +624,11 @@ class Replicator:
             tmp.replace(path)
         except OSError:
             pass
+
+
+def _digest(tables: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(tables, sort_keys=True,
+                                     separators=(",", ":")).encode()).hexdigest()
 
 
 class Unconfirmed(Exception):

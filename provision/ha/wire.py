@@ -47,8 +47,9 @@ MERGE = 6  # here is my whole lease set: merge it (catch-up after an interruptio
 PING = 7  # heartbeat, also carries the sender's status; answered with PONG
 PONG = 8
 STATUS = 9  # what `dsas master status` asks; answered with PONG
+TABLES = 10  # the other state (events, push and inventory history), whole; ACK
 NAMES = {HELLO: "hello", UPDATE: "update", ACK: "ack", PULL: "pull", STATE: "state",
-         MERGE: "merge", PING: "ping", PONG: "pong", STATUS: "status"}
+         MERGE: "merge", PING: "ping", PONG: "pong", STATUS: "status", TABLES: "tables"}
 
 
 class WireError(Exception):

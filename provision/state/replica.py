@@ -11,13 +11,19 @@ keep what they gave; ``digest`` is the sha256 the receiver checks the set agains
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from typing import Any
 
 from ..policy.leases import Change, Lease, LeaseDel, LeasePut, Sighting
-from .schema import DHCP
+from .schema import DHCP, HTTP, INVENTORY, PUSH
 from .store import StateStore, insert_rows
+
+# The other state the active copies to the standby whole, in this order (a table that
+# others reference comes first): node events and reported host keys, push history,
+# inventory history. (Discovered machines travel with the lease batches.)
+OTHER = (*HTTP.tables, *PUSH.tables, *INVENTORY.tables)
 
 _COLUMNS = "ip, mac, network, state, expires, hostname, updated"
 _MERGE_HEAD = f"INSERT INTO dhcp_leases({_COLUMNS}) VALUES "
@@ -90,3 +96,53 @@ def merge(store: StateStore, rows: list[list[Any]]) -> int:
         before = conn.total_changes
         insert_rows(conn, _MERGE_HEAD, list(clean), _MERGE_TAIL)
         return int(conn.total_changes - before)
+
+
+def other_tables(store: StateStore) -> dict[str, dict[str, Any]]:
+    """``OTHER``'s rows (one consistent read, ``StateStore.dump``) as columns + rows."""
+    store.ensure_all()
+    dump = store.dump()
+    out: dict[str, dict[str, Any]] = {}
+    for t in OTHER:
+        rows = dump.get(t, [])
+        cols = list(rows[0]) if rows else []
+        out[t] = {"columns": cols, "rows": [[_out(r[c]) for c in cols] for r in rows]}
+    return out
+
+
+def other_fingerprint(store: StateStore) -> list[Any]:
+    """Changes whenever a row of ``OTHER`` is written or removed (cheap: counts and
+    the largest rowid and a sum over each table's rowids)."""
+    store.ensure_all()
+    return [list(store.query(f"SELECT COUNT(*), MAX(rowid), TOTAL(rowid) FROM {t}")[0])
+            for t in OTHER]
+
+
+def replace_other(store: StateStore, tables: dict[str, dict[str, Any]]) -> int:
+    """Make ``OTHER`` exactly the peer's (one transaction); returns the rows written."""
+    store.ensure_all()
+    n = 0
+    with store.transaction() as conn:
+        for t in reversed(OTHER):  # the referencing tables first
+            if t in tables:
+                conn.execute(f"DELETE FROM {t}")
+        for t in OTHER:
+            doc = tables.get(t)
+            if not doc or not doc["rows"]:
+                continue
+            cols = [str(c) for c in doc["columns"]]
+            if not all(c.isidentifier() for c in cols):
+                raise ValueError(f"{t}: bad column names")
+            insert_rows(conn, f"INSERT INTO {t}({', '.join(cols)}) VALUES ",
+                        [tuple(_in(v) for v in r) for r in doc["rows"]], "")
+            n += len(doc["rows"])
+    return n
+
+
+def _out(v: Any) -> Any:
+    """A column value for JSON (a BLOB, such as an inventory version, as base64)."""
+    return {"b64": base64.b64encode(v).decode()} if isinstance(v, bytes) else v
+
+
+def _in(v: Any) -> Any:
+    return base64.b64decode(v["b64"]) if isinstance(v, dict) else v
