@@ -274,3 +274,28 @@ def test_changes_survive_the_codec() -> None:
 
 
 _ = threading  # (threads are the Replicator's own)
+
+
+def test_the_other_state_is_copied_whole_blobs_and_all(tmp_path: Path) -> None:
+    from provision.policy.httpfiles import Event
+    from provision.state import events
+    from provision.state.inventory import InventoryHistory
+    a, b = StateStore(tmp_path / "a"), StateStore(tmp_path / "b")
+    a.ensure_all()
+    b.ensure_all()
+    events.record(a, Event("w1", "ready", None, "base@v1", "198.18.0.11"), T0, False, 100)
+    with InventoryHistory(a).recording("/x/cluster.yaml", b"", b"\x00\xffyaml", "edit"):
+        pass
+    events.record(b, Event("w9", "initramfs", None, None, "198.18.0.19"), T0, False, 100)
+    mark = replica.other_fingerprint(a)
+    import json as _json
+    tables = _json.loads(_json.dumps(replica.other_tables(a)))  # as it crosses the wire
+    assert replica.replace_other(b, tables) == 3
+    da, db = a.dump(), b.dump()
+    for t in replica.OTHER:
+        assert da.get(t, []) == db.get(t, []), t
+    assert replica.other_fingerprint(a) == mark
+    events.record(a, Event("w1", "configured", None, None, "198.18.0.11"), T0, False, 100)
+    assert replica.other_fingerprint(a) != mark
+    a.close()
+    b.close()
