@@ -196,7 +196,7 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
     try:
         if pair is not None:
             pair.start_vip()
-        code = sup.run()
+        code = sup.run(on_tick=pair.check if pair is not None else None)
     except OSError as e:
         log.error("cannot serve: %s", e)
         code = 1

@@ -687,6 +687,7 @@ class PairRuntime:
             if keepalived else None
         self.resync_wait = resync_wait
         self.listeners: list[Callable[[bool], None]] = []  # before the replicator hears
+        self._restarted = -5.0
 
     @property
     def active(self) -> bool:
@@ -705,6 +706,21 @@ class PairRuntime:
         self.role.start()
         if self.keepalived is not None:
             self.keepalived.start()
+
+    def check(self) -> None:
+        """(The supervisor's tick) keepalived died: start it again, at most once per
+        5 s (a master without it never holds the VIP, so must not stay that way)."""
+        ka = self.keepalived
+        if ka is None or ka.alive() or time.monotonic() - self._restarted < 5:
+            return
+        code = ka.proc.returncode if ka.proc is not None else None
+        log.error("master pair: keepalived exited (%s); starting it again (see %s)", code,
+                  ka.dir / "keepalived.log")
+        self._restarted = time.monotonic()
+        try:
+            ka.start()
+        except PairError as e:
+            log.error("master pair: %s", e)
 
     def stop(self) -> None:
         if self.keepalived is not None:
