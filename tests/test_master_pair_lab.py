@@ -197,6 +197,13 @@ class Pair:
             self.bridge.run(["ip", "link", "set", port, "master",
                              "br1" if who in second else "br0"])
 
+    def isolate(self, on: bool) -> None:
+        """Cut (or mend) the link between the two masters only: isolated bridge ports
+        do not forward to each other, and both still reach every client."""
+        for name in self.masters:
+            self.bridge.run(["bridge", "link", "set", "dev", self.ports[name], "isolated",
+                             "on" if on else "off"])
+
     def logs(self) -> str:
         return "\n".join(f"===== {m.name}\n{m.log()[-6000:]}" for m in self.masters.values())
 
@@ -378,6 +385,13 @@ def test_a_partition_between_the_masters_gives_no_address_twice(pair_lab: Pair) 
     wait_for(lambda: set(by_ip) <= set(m1.leases()) and set(by_ip) <= set(m2.leases()), 20,
              "both stores to hold every lease given during the partition")
     _no_address_twice(p)
+    # A keepalived that dies is started again by its serve.
+    pidfile = m2.state / "keepalived" / "keepalived.pid"
+    old = int(pidfile.read_text())
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: "keepalived exited" in m2.log(), 20, "m02's serve to notice")
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip()
+             and int(pidfile.read_text()) != old, 20, "a new keepalived on m02")
 
 
 SMALL_HALVES = {"m01": {"198.18.0.4", "198.18.0.5", "198.18.0.6", "198.18.0.7"},
