@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "enlist": ("hostedit", "enlist"),
     "assign": ("assign", "assign"),
     "inventory": ("invhistory", "inventory_group"),
+    "master": ("master", "master"),
 }
 
 

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -94,6 +95,16 @@ def _services(value: str) -> list[str]:
                    "(another DHCP server on the network hands out addresses).")
 @click.option("--templates", type=click.Path(file_okay=False, exists=True), default=None,
               help="Directory of template overrides.")
+@click.option("--master", "master_name", default=None, metavar="HOST",
+              help="With a master pair (cluster.masters.pair): which master this is "
+                   "(default: the one whose address is local).")
+@click.option("--keepalived/--no-keepalived", default=True, show_default=True,
+              help="With a master pair: run keepalived for the VIP as a child (it dies "
+                   "with serve), or not (the operator runs it with `dsas master "
+                   "keepalived`'s config).")
+@click.option("--resync-wait", type=click.FloatRange(0, 3600), default=10.0,
+              show_default=True, help="With a master pair: seconds to try to pull the "
+              "peer's leases at start before serving with our own.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, state_dir: str,
           boot_root: str, bind_address: str | None, http_port: int | None,
@@ -105,6 +116,7 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
           tftp_busy_poll: int,
           dns_port: int, dns_forwarders: tuple[str, ...], dns_forward_timeout: float,
           discovery: bool, discovery_rate: float, proxy: bool, templates: str | None,
+          master_name: str | None, keepalived: bool, resync_wait: float,
           verbose: int) -> None:
     """Run the netboot services for the inventory until SIGTERM.
 
@@ -122,6 +134,8 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
     first_sha = _sha_of(resolve_path(inventory_path))  # read before the load (see below)
     inv = load_inventory(inventory_path)
     bind = _checked_bind(bind_address, names, interfaces)
+    if inv.cluster.pair is not None and bind is None:
+        bind = ipaddress.IPv4Address("0.0.0.0")  # the VIP comes and goes: every address
     ctx = ServeContext(
         inventory=inv,
         interfaces=list(interfaces),
@@ -150,7 +164,9 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         templates=Path(templates) if templates else None,
         dhcp6="dhcp6" in names,
     )
-    sys.exit(_run(ctx, names, inventory_path, first_sha))
+    pair = _start_pair(ctx, master_name, keepalived, resync_wait) \
+        if inv.cluster.pair is not None else None
+    sys.exit(_run(ctx, names, inventory_path, first_sha, pair))
 
 
 def _checked_bind(bind_address: str | None, names: list[str],
@@ -167,7 +183,7 @@ def _checked_bind(bind_address: str | None, names: list[str],
 
 
 def _run(ctx: ServeContext, names: list[str], inventory_path: str | None,
-         first_sha: str | None) -> int:
+         first_sha: str | None, pair: Any) -> int:
     """Start the services and supervise them until SIGTERM; the exit status."""
     inv = ctx.inventory
     if {"dhcp", "tftp", "http"} & set(names):
@@ -192,13 +208,52 @@ def _run(ctx: ServeContext, names: list[str], inventory_path: str | None,
     log.info("serving %s for cluster %s (%d hosts) on %s", ",".join(names),
              inv.cluster.name, len(inv.hosts), ",".join(ctx.interfaces) or str(ctx.bind_address))
     try:
-        code = sup.run()
+        if pair is not None:
+            pair.start_vip()
+        code = sup.run(on_tick=pair.check if pair is not None else None)
     except OSError as e:
         log.error("cannot serve: %s", e)
         code = 1
     finally:
+        if pair is not None:
+            pair.stop()
         pidfile.release()
     return code
+
+
+def _start_pair(ctx: ServeContext, name: str | None, keepalived: bool,
+                resync_wait: float) -> Any:
+    """This master of the pair: the replication channel up and the store resynced from
+    the peer (before any service answers); the VIP follows once the services run."""
+    from ..ha.pair import PairError, PairRuntime, read_key, resolve
+    from ..services.dhcp import interface_address
+
+    inv = ctx.inventory
+    assert inv.cluster.pair is not None
+    try:
+        me = resolve(inv, name)
+        key = read_key(ctx.state_dir, inv.cluster.pair)
+    except PairError as e:
+        fail(f"master pair: {e}", 1)
+    iface = next((i for i in ctx.interfaces if _on(interface_address, i, me.network)),
+                 ctx.interfaces[0] if ctx.interfaces else "")
+    if keepalived and not iface:
+        fail("master pair: keepalived needs the --interface the VIP goes on", 2)
+    pair = PairRuntime(me, key, ctx.store, ctx.metrics, ctx.state_dir, iface, keepalived,
+                       resync_wait)
+    try:
+        pair.start_sync()
+    except PairError as e:
+        fail(f"master pair: {e}", 1)
+    ctx.pair = pair
+    return pair
+
+
+def _on(addr_of: Any, ifname: str, network: Any) -> bool:
+    try:
+        return bool(addr_of(ifname)[0] in network)
+    except OSError:
+        return False
 
 
 def _sha_of(path: Path) -> str | None:

@@ -23,6 +23,7 @@ from ruamel.yaml.events import AliasEvent, CollectionStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from .errors import InventoryError, Problem
+from .masters import build_pair
 from .model import (
     BOND_MODES,
     BOOT_MODES,
@@ -497,8 +498,9 @@ class _Builder:
                 and not any(master in n.cidr for n in networks.values()):
             self.err(c, "master_address", "cluster.master_address",
                      f"{master} is in no network of the inventory")
-        ms = self.mapping(c, "masters", "cluster.masters", {"primary", "secondary"}, ("primary",))
-        primary = secondary = None
+        ms = self.mapping(c, "masters", "cluster.masters", {"primary", "secondary", "pair"},
+                          ("primary",))
+        primary = secondary = pair = None
         if ms is not None:
             for key in ("primary", "secondary"):
                 v = ms.get(key)
@@ -506,13 +508,14 @@ class _Builder:
                     self.unknown(ms, key, f"cluster.masters.{key}", "host", v)
             primary = str(ms.get("primary")) if ms.get("primary") else None
             secondary = str(ms["secondary"]) if ms.get("secondary") else None
+            pair = build_pair(self, ms, master, primary, secondary, hosts)  # issue 18
         port = self.integer(c, "http_port", "cluster", 1, 65535, 80)
         templates = self.string(c, "templates", "cluster")
         master6 = self.master_address6(c, networks)
         if not (name and domain and master and primary and port):
             return None
         return Cluster(name, domain, master, primary, secondary, port,
-                       self.kernel_args(c, "cluster"), templates, master6)
+                       self.kernel_args(c, "cluster"), templates, master6, pair)
 
     def master_address6(self, c: dict[str, Any],
                         networks: dict[str, Network]) -> ipaddress.IPv6Address | None:

@@ -42,6 +42,20 @@ DISK_PARTS = ("boot", "swap", "db", "fs")
 
 
 @dataclass(frozen=True)
+class MasterPair:
+    """cluster.masters.pair: two masters behind one VIP (issue 18). ``master_address``
+    is then the VIP; each master keeps its own inventory address, and the two talk
+    (lease replication) between those addresses."""
+
+    vrid: int  # VRRP virtual router id of the master VIP (1-255)
+    port: int = 6767  # TCP port of the replication channel, on each master's own address
+    preempt: bool = True  # the primary takes the VIP back once it has resynced
+    key_file: str = "master-pair.key"  # relative: in the state dir (`dsas master key`)
+    peer_timeout: float = 1.0  # s the active waits for the peer's ack before going on alone
+    mclt: int = 600  # s a lease may outlive what the peer knows (ISC failover's MCLT)
+
+
+@dataclass(frozen=True)
 class Cluster:
     name: str
     domain: str
@@ -52,6 +66,7 @@ class Cluster:
     kernel_args: str = ""
     templates: str | None = None  # directory of template overrides
     master_address6: IPv6Address | None = None  # the master's IPv6 address (netboot6 hosts)
+    pair: MasterPair | None = None  # two masters behind the VIP master_address (issue 18)
 
 
 @dataclass(frozen=True)

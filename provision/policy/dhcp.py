@@ -18,7 +18,7 @@ from .. import layout
 from ..inventory.model import Host, Inventory, Network
 from ..protocol import dhcp_options as o
 from ..protocol.dhcp import BOOTREPLY, BOOTREQUEST, FLAG_BROADCAST, DhcpPacket, make_packet
-from .leases import Change, LeaseTable, Pool, Sighting
+from .leases import BOUND, Change, LeaseTable, Pool, Sighting
 
 HTTP_CLIENT = b"HTTPClient"  # option 60 of UEFI HTTP boot clients, echoed in our offers
 BROADCAST = IPv4Address("255.255.255.255")
@@ -107,7 +107,25 @@ class DhcpPolicy:
         self._seen: dict[str, float] = {}  # unknown MAC -> when its sighting was recorded
         self._tokens = float(max(1, self.settings.new_mac_burst))  # new-MAC bucket
         self._tokens_at: float | None = None
+        # A master of a pair that cannot reach its peer (communication-interrupted):
+        # "primary" or "secondary", the half of each free pool it may give out alone;
+        # None when it may use all of it (a single master, or a pair in sync).
+        self.side: str | None = None
+        self.me: str | None = None  # "primary"/"secondary" in a pair: its half goes first
+        self.fresh: dict[int, str] = {}  # new bindings in the peer's half, not yet acked
+        self.mclt = 0.0  # s a pool lease may be extended past what the peer knows
+        self._synced: dict[int, float] = {}  # ip -> expiry the peer knew (set with side)
         self.reload(inventory)
+
+    def interrupted(self, side: str | None, mclt: float = 0.0) -> None:
+        """Enter (``side``) or leave (None) communication-interrupted. Pool leases are
+        then extended at most ``mclt`` past the expiry the peer last knew, and an
+        address another machine held is not reused until ``mclt`` after its end."""
+        if side is not None and self.side is None:
+            self._synced = {ip: lease.expires for ip, lease in self.table.by_ip.items()}
+        self.side, self.mclt = side, (mclt if side is not None else 0.0)
+        if side is None:
+            self._synced = {}
 
     def reload(self, inventory: Inventory) -> None:
         self.inv = inventory
@@ -178,7 +196,8 @@ class DhcpPolicy:
             return Decision(drop="discovery_rate_limited", state="init")
         pool = self._pool(net, link)
         hint = req.requested_ip
-        got = pool.allocate(self.table, req.mac, now, int(hint) if hint else None)
+        got = pool.allocate(self.table, req.mac, now, int(hint) if hint else None,
+                            self.side, self.mclt, self.me)
         lazy = self._sighting(req, link, net, now)
         if got is None:
             return Decision(drop="pool_exhausted", lazy=lazy)
@@ -216,8 +235,25 @@ class DhcpPolicy:
         if self.table.of(net.name, req.mac) is None and not self._admit_new(now):
             return Decision(drop="discovery_rate_limited", state=state)
         pool = self._pool(net, link)
+        if self.side is not None and int(want) in pool:
+            mine = self.table.of(net.name, req.mac)
+            known = mine is not None and mine.ip == int(want)
+            if not known and pool.allocate(self.table, req.mac, now, int(want), self.side,
+                                           self.mclt) != int(want):
+                # Alone, this side gives out only its own half, and no address the peer
+                # may still have given: the peer (if it is up) answers this one.
+                return Decision(drop="peer_half", state=state)
         if int(want) not in pool or not self.table.free_for(int(want), req.mac, now):
             return self._nak(req, link, state, "", f"{want} is not free for {req.mac}")
+        if self.me is not None and self.side is None:
+            prior = self.table.of(net.name, req.mac)
+            peer = "secondary" if self.me == "primary" else "primary"
+            lo, hi = pool.half(peer)
+            if lo <= int(want) <= hi and not (prior is not None and prior.ip == int(want)
+                                              and prior.state == BOUND):
+                # A new binding in the peer's half (ours is full): it must reach the
+                # peer before its ACK, or be dropped (see Replicator.replicate).
+                self.fresh[int(want)] = req.mac
         return self._ack(req, link, None, net, want, now, state)
 
     def _ack(self, req: DhcpPacket, link: Link, host: Host | None, net: Network,
@@ -225,7 +261,17 @@ class DhcpPolicy:
         lease_time = self.settings.lease_time if host else self.settings.pool_lease_time
         name = host.name if host else ""
         d = self._answer(req, link, o.ACK, ip, host, net, state)
-        d.durable = self.table.bind(net.name, req.mac, int(ip), now + lease_time, name)
+        expires = now + lease_time
+        if host is None and self.side is not None and int(ip) in self._synced:
+            # Alone: at most MCLT past the expiry the peer knows (it reuses the address
+            # only MCLT after that), as ISC failover does.
+            expires = min(expires, self._synced[int(ip)] + self.mclt)
+            if expires <= now + 1:
+                return Decision(drop="mclt_passed", state=state)
+            if d.reply is not None and expires < now + lease_time:
+                d.reply = replace(d.reply, options={**d.reply.options,
+                                                    **_lease_options(int(expires - now))})
+        d.durable = self.table.bind(net.name, req.mac, int(ip), expires, name)
         if host is None:
             d.lazy = self._sighting(req, link, net, now)
         return d

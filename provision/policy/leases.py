@@ -135,6 +135,17 @@ class LeaseTable:
         changes.append(LeasePut(replace(lease)))
         return changes
 
+    def drop(self, ip: int, mac: str) -> list[Change]:
+        """Forget ``mac``'s lease of ``ip`` (a binding the peer never confirmed)."""
+        lease = self.by_ip.get(ip)
+        if lease is None or lease.mac != mac:
+            return []
+        del self.by_ip[ip]
+        macs = self.by_mac.get(lease.network)
+        if macs is not None and macs.get(mac) is lease:
+            del macs[mac]
+        return [LeaseDel(ip)]
+
     def forget_offer(self, network: str, mac: str) -> None:
         lease = self.of(network, mac)
         if lease is not None and lease.state == OFFERED:
@@ -162,26 +173,71 @@ class Pool:
         return self.last - self.first + 1 - sum(1 for x in self.excluded
                                                  if self.first <= x <= self.last)
 
+    def half(self, side: str) -> tuple[int, int]:
+        """The share of the free pool one master of a pair may give out alone (while it
+        cannot reach its peer): the primary the lower half ``first..mid``, the secondary
+        the upper half ``mid+1..last``. Fixed by the pool's bounds, so the two sides agree
+        without talking, and disjoint, so they never give one address to two machines."""
+        mid = self.first + (self.last - self.first) // 2
+        return (self.first, mid) if side == "primary" else (mid + 1, self.last)
+
     def allocate(self, table: LeaseTable, mac: str, now: float,
-                 hint: int | None = None) -> int | None:
+                 hint: int | None = None, side: str | None = None,
+                 hold: float = 0.0, prefer: str | None = None) -> int | None:
         """An address for ``mac``: the one it had, the one it asks for, or the next free
-        one. None when the pool is exhausted (then no rescan for a second)."""
+        one. None when the pool is exhausted (then no rescan for a second).
+
+        ``side`` (a master of a pair that cannot reach its peer): a new address only
+        from that side's ``half``; the address ``mac`` holds is kept wherever it is.
+        ``hold``: an address another machine held stays out of use for this long after
+        its lease ended (the peer may have extended it by up to that much: MCLT).
+        ``prefer``: a pair in sync scans that side's half first, then the whole pool."""
         mine = table.of(self.network, mac)
         if mine is not None and mine.ip in self and table.free_for(mine.ip, mac, now):
-            return mine.ip
-        if hint is not None and hint in self and table.free_for(hint, mac, now):
+            if side is None or mine.live(now) or self._in(mine.ip, side):
+                return mine.ip
+        lo, hi = (self.first, self.last) if side is None else self.half(side)
+        if hint is not None and hint in self and lo <= hint <= hi \
+                and self._free(table, hint, mac, now, hold):
             return hint
         if now < self._full_until:
             return None
-        span = self.last - self.first + 1
-        ip = self._cursor
+        if prefer is not None and side is None:  # a pair in sync: the active's half first
+            plo, phi = self.half(prefer)
+            got = self._scan(table, mac, now, hold, plo, phi)
+            if got is None:
+                got = self._scan(table, mac, now, hold, lo, hi)
+        else:
+            got = self._scan(table, mac, now, hold, lo, hi)
+        if got is None:
+            self._full_until = now + 1.0
+        return got
+
+    def _scan(self, table: LeaseTable, mac: str, now: float, hold: float, lo: int,
+              hi: int) -> int | None:
+        if hi < lo:
+            return None
+        span = hi - lo + 1
+        ip = self._cursor if lo <= self._cursor <= hi else lo
         for _ in range(span):
-            if ip not in self.excluded and table.free_for(ip, mac, now):
-                self._cursor = ip + 1 if ip < self.last else self.first
+            if ip not in self.excluded and self._free(table, ip, mac, now, hold):
+                self._cursor = ip + 1 if ip < hi else lo
                 return ip
-            ip = ip + 1 if ip < self.last else self.first
-        self._full_until = now + 1.0
+            ip = ip + 1 if ip < hi else lo
         return None
+
+    def _in(self, ip: int, side: str) -> bool:
+        lo, hi = self.half(side)
+        return lo <= ip <= hi
+
+    @staticmethod
+    def _free(table: LeaseTable, ip: int, mac: str, now: float, hold: float) -> bool:
+        if not table.free_for(ip, mac, now):
+            return False
+        if hold <= 0:
+            return True
+        lease = table.at(ip)
+        return lease is None or lease.mac == mac or lease.expires + hold <= now
 
 
 class LeaseStore(Protocol):

@@ -15,6 +15,7 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..inventory.model import Inventory
 from ..observability.metrics import Metrics
@@ -53,6 +54,7 @@ class ServeContext:
     proxy: bool = False
     templates: Path | None = None
     dhcp6: bool = False  # DHCPv6 runs: the RA sets the managed flag on IPv6 links
+    pair: Any = None  # provision.ha.pair.PairRuntime: this master of a pair (issue 18)
     store: StateStore = field(init=False)
     metrics: Metrics = field(default_factory=Metrics)
 

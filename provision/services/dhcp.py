@@ -24,16 +24,17 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from ipaddress import IPv4Address
+from typing import Any
 
 from .. import layout
 from ..inventory.model import Inventory
 from ..observability.logsafe import safe
 from ..observability.metrics import Metrics
 from ..policy.dhcp import PXE_PORT, SERVER_PORT, Decision, DhcpPolicy, DhcpSettings, Link
-from ..policy.leases import Change, LeaseTable, Sighting
+from ..policy.leases import Change, Lease, LeasePut, LeaseStore, LeaseTable, Sighting
 from ..policy.presence import SETUP_COMMAND, LoaderPresence
 from ..protocol import dhcp_options as o
 from ..protocol.dhcp import DhcpDecodeError, DhcpEncodeError, DhcpPacket, decode, encode
@@ -106,6 +107,12 @@ class DhcpService(Service):
                                 http_port=self.ctx.http_port, loaders=loaders,
                                 new_mac_rate=rate, new_mac_burst=max(1, int(rate * 4)))
         self.policy = DhcpPolicy(self.ctx.inventory, table, settings)  # serve logs what's missing
+        self._journal = journal
+        committed: LeaseStore = journal
+        pair = self.ctx.pair
+        if pair is not None:  # one master of a pair: replicate, answer only while active
+            committed = _Replicating(journal, pair.replicator)
+            self._hook_pair(pair)
         self.metrics.set("dsas_dhcp_leases", len(table))
         self.metrics.describe("dsas_dhcp_pool_free",
                               "Free addresses of each discovery pool in use, by network")
@@ -114,6 +121,8 @@ class DhcpService(Service):
         try:
             for ifname in self.ctx.interfaces:
                 address, net = interface_address(ifname)
+                if pair is not None and pair.me.vip in net:
+                    address = pair.me.vip  # server id, next-server, boot URLs: the VIP
                 for port in ports:
                     sock = _bind(ifname, port)
                     ep = Endpoint(sock, Link(ifname, address, net, port))
@@ -126,11 +135,78 @@ class DhcpService(Service):
             self._close()
             raise
         self._stop.clear()
-        self._committer = Committer(journal, self._send, self.metrics, self._clock,
+        self._committer = Committer(committed, self._send, self.metrics, self._clock,
                                     lambda: len(table))
         self._committer.start()
         self._thread = threading.Thread(target=self._serve, name="dhcp", daemon=True)
         self._thread.start()
+
+    # -- one master of a pair (issue 18) ------------------------------------------
+    def _hook_pair(self, pair: Any) -> None:
+        rep = pair.replicator
+        assert self.policy is not None
+        self.policy.me = pair.me.side
+        policy = self.policy
+        rep.on_interrupted = self._interrupted
+        rep.on_applied = self._peer_applied
+        rep.on_unconfirmed = self._unconfirmed
+        rep.is_fresh = lambda lease: policy.fresh.get(lease.ip) == lease.mac
+        rep.on_confirmed = self._confirmed
+        pair.listeners.append(self._role)
+        if pair.role.active and not rep.active:  # the VIP came before this service
+            self._role(True)
+            rep.set_active(True)
+        elif rep.active and not rep.synced:
+            self._interrupted(pair.me.side)
+
+    def _reload_table(self) -> None:
+        """(Under the lock) the lease table from the store: what the peer sent is in it."""
+        assert self.policy is not None
+        side, mclt = self.policy.side, self.policy.mclt
+        self.policy.interrupted(None)
+        self.policy.table = LeaseTable(self._journal.load())
+        if side is not None:
+            self.policy.interrupted(side, mclt)
+        self.metrics.set("dsas_dhcp_leases", len(self.policy.table))
+
+    def _role(self, active: bool) -> None:
+        if active:
+            with self._lock:
+                self._reload_table()
+        self.metrics.set("dsas_master_active", int(active))
+
+    def _interrupted(self, side: str | None) -> None:
+        with self._lock:
+            assert self.policy is not None
+            mclt = float(self.ctx.pair.me.pair.mclt) if side is not None else 0.0
+            self.policy.interrupted(side, mclt)
+        self.metrics.set("dsas_master_interrupted", int(side is not None))
+
+    def _peer_applied(self, changes: list[Change]) -> None:
+        if self.ctx.pair is not None and self.ctx.pair.active:  # rare: both were active
+            with self._lock:
+                self._reload_table()
+
+    def _confirmed(self, changes: list[Change]) -> None:
+        with self._lock:
+            assert self.policy is not None
+            fresh = self.policy.fresh
+            if fresh:
+                for c in changes:
+                    if isinstance(c, LeasePut):
+                        fresh.pop(c.lease.ip, None)
+
+    def _unconfirmed(self, leases: list[Any]) -> None:
+        """(The committer) bindings of the peer's half the peer never heard of: forget
+        them (their ACKs are withheld; the clients retry into our own half)."""
+        dels: list[Change] = []
+        with self._lock:
+            assert self.policy is not None
+            for lease in leases:
+                dels += self.policy.table.drop(lease.ip, lease.mac)
+                self.policy.fresh.pop(lease.ip, None)
+        if dels:
+            self._journal.commit(dels, self._clock())
 
     def stop(self) -> None:
         self._stop.set()
@@ -263,6 +339,9 @@ class DhcpService(Service):
             return None
         mtype = o.MESSAGE_TYPE_NAMES.get(req.message_type or 0, "BOOTP")
         batch.count("dsas_dhcp_received_total", "type", mtype)
+        if self.ctx.pair is not None and not self.ctx.pair.active:
+            batch.count("dsas_dhcp_dropped_total", "reason", "standby")  # the active answers
+            return None
         link = ep.unicast if _to_us(anc, ep.packed) else ep.link
         try:
             with self._lock:
@@ -365,6 +444,22 @@ class DhcpService(Service):
             return False
         self._machine_lines += 1
         return True
+
+
+class _Replicating:
+    """The committer's journal on a master of a pair: the local store, then the peer
+    (before the batch's ACKs; ``Replicator.replicate``)."""
+
+    def __init__(self, journal: LeaseJournal, replicator: Any) -> None:
+        self._journal = journal
+        self._replicator = replicator
+
+    def load(self) -> Iterator[Lease]:
+        return self._journal.load()
+
+    def commit(self, changes: list[Change], now: float) -> None:
+        self._journal.commit(changes, now)
+        self._replicator.replicate(changes, now)
 
 
 def _client(value: bytes | None) -> str:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..ha.pair import Unconfirmed
 from ..observability.metrics import Metrics
 from ..policy.dhcp import Decision, Link
 from ..policy.leases import Change, LeaseStore
@@ -119,6 +120,11 @@ class Committer(threading.Thread):
             return True
         try:
             self._journal.commit(changes, self._clock())
+        except Unconfirmed as e:
+            log.warning("dhcp: the peer master did not confirm %s binding(s) of its half of "
+                        "the pool: their ACKs are withheld (the clients retry)", e)
+            self._metrics.inc("dsas_dhcp_unconfirmed_total")
+            return False
         except Exception:  # noqa: BLE001 - the disk failed: count it, keep serving
             log.exception("dhcp: cannot write %d lease change(s); their ACKs are withheld",
                           len(changes))

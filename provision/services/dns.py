@@ -42,6 +42,7 @@ from .dns_batch import BatchSocket, available
 from .dns_forward import RECV_SIZE, Upstream, ask, question_name, recv_exact
 
 log = logging.getLogger(__name__)
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 
 SEND_SIZE = SERVER_UDP_SIZE  # the largest UDP reply we send (cached ones never exceed it)
 TCP_IDLE = 10.0  # seconds a TCP client may stay silent (RFC 7766 section 6.2.3)
@@ -111,7 +112,9 @@ class DnsService(Service):
     def addresses(self) -> list[str]:
         """Where to listen: every IPv4 address of the --interface list, else bind_address."""
         if self.ctx.interfaces:
-            return [a for itf in self.ctx.interfaces for a in interface_addresses(itf)]
+            found = [a for itf in self.ctx.interfaces for a in interface_addresses(itf)]
+            vip = str(self.ctx.pair.me.vip) if self.ctx.pair is not None else None
+            return found + [vip] if vip and vip not in found else found  # issue 18
         return [str(self.ctx.bind_address or "0.0.0.0")]
 
     def start(self) -> None:
@@ -126,9 +129,12 @@ class DnsService(Service):
             for addr in addrs:
                 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 self._socks.append(udp)
-                udp.bind((addr, port))
                 tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 self._socks.append(tcp)
+                if self.ctx.pair is not None and addr == str(self.ctx.pair.me.vip):
+                    for s in (udp, tcp):  # the master VIP: bound before it is local
+                        s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+                udp.bind((addr, port))
                 tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 tcp.bind((addr, port))
                 tcp.listen(64)

@@ -1,0 +1,127 @@
+"""`dsas master`: the master pair (issue 18): its key, its keepalived, its status."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..ha import pair as ha
+from ..ha.wire import WireError
+from .common import fail, inventory_option, load_inventory, table
+
+state_dir_option = click.option(
+    "--state-dir", type=click.Path(file_okay=False), default="/var/lib/dsas",
+    show_default=True, help="The serve's state directory (the pair key, the status file).")
+master_option = click.option(
+    "--master", "master_name", default=None, metavar="HOST",
+    help="Which master this is (default: the one whose address is local).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def master() -> None:
+    """The master pair: two masters behind the VIP cluster.master_address."""
+
+
+def _me(inventory_path: str | None, name: str | None) -> tuple[Any, ha.Me]:
+    inv = load_inventory(inventory_path)
+    try:
+        return inv, ha.resolve(inv, name)
+    except ha.PairError as e:
+        fail(str(e), 1)
+        raise AssertionError from None
+
+
+@master.command("key")
+@inventory_option
+@state_dir_option
+def key(inventory_path: str | None, state_dir: str) -> None:
+    """Make the pair key (mode 0600) unless there is one; copy the file to the other
+    master's state directory. Its content is never printed or logged."""
+    inv = load_inventory(inventory_path)
+    if inv.cluster.pair is None:
+        fail("the inventory has no master pair (cluster.masters.pair)", 1)
+    assert inv.cluster.pair is not None
+    path, made = ha.make_key(Path(state_dir), inv.cluster.pair)
+    click.echo(f"{'made' if made else 'kept the existing'} pair key {path} (mode 0600); "
+               "copy it to the other master's state directory")
+
+
+@master.command("keepalived")
+@inventory_option
+@master_option
+@click.option("--interface", "-I", required=True, metavar="IF",
+              help="The interface the VIP goes on.")
+def keepalived(inventory_path: str | None, master_name: str | None, interface: str) -> None:
+    """Print the keepalived.conf that holds the VIP on this master (what `dsas serve`
+    runs itself unless --no-keepalived)."""
+    _, me = _me(inventory_path, master_name)
+    click.echo(ha.render_keepalived(me, interface), nl=False)
+
+
+@master.command("status")
+@inventory_option
+@state_dir_option
+@master_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
+@click.option("--timeout", type=click.FloatRange(0.1, 60), default=2.0, show_default=True,
+              help="Seconds to wait for the peer.")
+def status(inventory_path: str | None, state_dir: str, master_name: str | None,
+           as_json: bool, timeout: float) -> None:
+    """Each master's role (active/standby), whether it reaches its peer, the
+    replication lag (changes not acked by the peer, and for how long) and the last
+    successful sync of the leases and of the other state (events, push and inventory
+    history). This master from its serve's status file, the peer over the
+    channel. Exit 1 when a master cannot be read."""
+    inv, me = _me(inventory_path, master_name)
+    assert inv.cluster.pair is not None
+    now = time.time()
+    masters: list[dict[str, Any]] = []
+    local = _local(Path(state_dir), me, now)
+    masters.append(local)
+    try:
+        key_bytes = ha.read_key(Path(state_dir), inv.cluster.pair)
+        peer = ha.ask_status(me, key_bytes, timeout)
+        peer["reachable_from_here"] = True
+    except (ha.PairError, OSError, ConnectionError, WireError) as e:
+        peer = {"name": me.peer_name, "side": me.peer_side, "role": "unknown",
+                "reachable_from_here": False, "error": str(e)}
+    masters.append(peer)
+    report = {"vip": str(me.vip), "masters": masters}
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        rows = [[m.get("name"), m.get("side"), m.get("role"),
+                 _yes(m.get("peer_reachable")), m.get("lag_updates", "-"),
+                 m.get("lag_seconds", "-"), _when(m.get("last_sync"), now),
+                 _when(m.get("last_sync_other") or m.get("last_applied_other"), now),
+                 m.get("error", "")] for m in masters]
+        click.echo(f"master VIP {me.vip}")
+        click.echo(table(["master", "side", "role", "peer reachable", "lag (updates)",
+                          "lag (s)", "last lease sync", "last other sync", "problem"], rows))
+    sys.exit(1 if any(m.get("role") == "unknown" for m in masters) else 0)
+
+
+def _local(state_dir: Path, me: ha.Me, now: float) -> dict[str, Any]:
+    path = state_dir / ha.STATUS_FILE
+    try:
+        doc = dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as e:
+        return {"name": me.name, "side": me.side, "role": "unknown",
+                "error": f"no status from a running serve ({path}: {e})"}
+    if now - float(doc.get("written", 0)) > 5:
+        doc["role"] = "unknown"
+        doc["error"] = f"stale: the serve wrote {path} {now - doc['written']:.0f} s ago"
+    return doc
+
+
+def _yes(v: Any) -> str:
+    return "-" if v is None else ("yes" if v else "no")
+
+
+def _when(t: Any, now: float) -> str:
+    return "never" if not t else f"{now - float(t):.1f} s ago"

@@ -1,0 +1,37 @@
+"""The master pair's test inventory (issue 18): two masters on one /24, the VIP beside."""
+
+from __future__ import annotations
+
+PAIR_INVENTORY = """\
+cluster:
+  name: lab
+  domain: lab.example
+  master_address: 198.18.0.3
+  masters:
+    primary: m01
+    secondary: m02
+    pair: {vrid: 61, port: 6767, preempt: PREEMPT, peer_timeout: 0.5, mclt: 60}
+networks:
+  lan: {cidr: 198.18.0.0/24, gateway: 198.18.0.254, dns: [198.18.0.3]}
+hwtypes:
+  vm: {nics: [eth0]}
+images:
+  base: {version: v1}
+roles:
+  master: {services: [], networks: [lan], image: base, hwtype: vm, boot: disk,
+           bond: {mode: none}}
+  web: {services: [], networks: [lan], image: base, hwtype: vm, bond: {mode: none}}
+hosts:
+  m01: {role: master, macs: ["52:54:00:00:00:01"], addresses: {lan: 198.18.0.1}}
+  m02: {role: master, macs: ["52:54:00:00:00:02"], addresses: {lan: 198.18.0.2}}
+  w1: {role: web, macs: ["52:54:00:00:01:01"], addresses: {lan: 198.18.0.11}}
+"""
+
+
+def pair_inventory(preempt: bool = True, small: bool = False) -> str:
+    """``small``: a /28, so each master's half of the pool is 4-5 addresses."""
+    text = PAIR_INVENTORY.replace("PREEMPT", "true" if preempt else "false")
+    if small:
+        text = text.replace("198.18.0.0/24, gateway: 198.18.0.254",
+                            "198.18.0.0/28, gateway: 198.18.0.14")
+    return text
