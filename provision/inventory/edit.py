@@ -163,6 +163,16 @@ class Document:
     def claimed_addresses(self, except_host: str | None = None) -> set[ipaddress.IPv4Address]:
         """Every address the inventory gives to something: hosts, gateways, DNS servers,
         the master, VIPs and the LVS pairs' gateway VIPs."""
+        out = set()
+        for a in self._claims(except_host):
+            try:
+                out.add(ipaddress.IPv4Address(str(a)))
+            except ValueError:
+                continue
+        return out
+
+    def _claims(self, except_host: str | None) -> list[Any]:
+        """The values that claim an address, as written (some may not be addresses)."""
         raw: list[Any] = []
         for name, h in (self.data.get("hosts") or {}).items():
             if str(name) != except_host and isinstance(h, dict):
@@ -177,13 +187,7 @@ class Document:
         for p in (self.data.get("lvs_pairs") or {}).values():
             if isinstance(p, dict):
                 raw += list((p.get("gateway_vips") or {}).values())
-        out = set()
-        for a in raw:
-            try:
-                out.add(ipaddress.IPv4Address(str(a)))
-            except ValueError:
-                continue
-        return out
+        return raw
 
     def free_address(self, network: str, taken: Iterable[ipaddress.IPv4Address] = (),
                      except_host: str | None = None) -> ipaddress.IPv4Address:
@@ -424,26 +428,7 @@ def set_host(doc: Document, name: str, assignments: Sequence[tuple[str, str]],
     h = doc.host(name)
     problems = []
     for key, raw in assignments:
-        path = key.split(".")
-        if path[0] not in HOST_KEYS:
-            problems.append(f"{key}: unknown host key (keys: {', '.join(HOST_KEYS)})")
-            continue
-        if path[0] == "role":
-            problems.append("role: use `dsas assign HOST ROLE` (it picks the new role's "
-                            "addresses and shows what changes)")
-            continue
-        try:
-            if path == ["macs"]:
-                value: Any = mac_list(str(m) for m in _as_list(yaml_value(raw)))
-            elif path[0] == "addresses" and len(path) == 2:
-                value = str(ipaddress.IPv4Address(raw.strip()))
-            else:
-                value = yaml_value(raw)
-            _set_path(h, path, value)
-        except EditError as e:
-            problems += [f"{key}: {p}" for p in e.problems]
-        except ValueError:
-            problems.append(f"{key}={raw}: malformed IPv4 address")
+        problems += _assign(h, key, raw)
     for key in unset:
         path = key.split(".")
         if path[0] in ("role", "macs", "addresses") and len(path) == 1:
@@ -452,6 +437,29 @@ def set_host(doc: Document, name: str, assignments: Sequence[tuple[str, str]],
             problems.append(f"--unset {key}: host {name} has no {key}")
     if problems:
         raise EditError(problems)
+
+
+def _assign(h: CommentedMap, key: str, raw: str) -> list[str]:
+    """Set ``key`` (dotted) of host ``h`` to ``raw``; the problems, if it cannot."""
+    path = key.split(".")
+    if path[0] not in HOST_KEYS:
+        return [f"{key}: unknown host key (keys: {', '.join(HOST_KEYS)})"]
+    if path[0] == "role":
+        return ["role: use `dsas assign HOST ROLE` (it picks the new role's "
+                "addresses and shows what changes)"]
+    try:
+        if path == ["macs"]:
+            value: Any = mac_list(str(m) for m in _as_list(yaml_value(raw)))
+        elif path[0] == "addresses" and len(path) == 2:
+            value = str(ipaddress.IPv4Address(raw.strip()))
+        else:
+            value = yaml_value(raw)
+        _set_path(h, path, value)
+    except EditError as e:
+        return [f"{key}: {p}" for p in e.problems]
+    except ValueError:
+        return [f"{key}={raw}: malformed IPv4 address"]
+    return []
 
 
 def _as_list(v: Any) -> list[Any]:

@@ -169,6 +169,17 @@ class Reader:
             self.err(m, key, path, f"malformed IPv4 address {v!r}")
             return None
 
+    def addresses(self, m: dict[str, Any], key: str, path: str) -> list[IPv4Address]:
+        """The IPv4 addresses listed at ``m[key]`` (one may stand alone), the bad ones
+        reported each at its index."""
+        out = []
+        items = self.seq(m, key, path)
+        for i, _ in enumerate(items):
+            a = self.address(items, i, f"{path}.{key}[{i}]")
+            if a is not None:
+                out.append(a)
+        return out
+
     def address6(self, m: Any, key: Any, path: str) -> ipaddress.IPv6Address | None:
         """``m[key]`` as an IPv6 address (the caller has checked it is there)."""
         try:

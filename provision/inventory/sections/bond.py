@@ -35,12 +35,7 @@ def bond(r: Reader, m: dict[str, Any], path: str, base: Bond) -> Bond:
 def _arp_targets(r: Reader, b: dict[str, Any], bpath: str, base: Bond) -> list[IPv4Address]:
     if b.get("arp_ip_target") is None:
         return list(base.arp_ip_target)
-    targets = []
-    tl = r.seq(b, "arp_ip_target", bpath)
-    for i, _ in enumerate(tl):
-        a = r.address(tl, i, f"{bpath}.arp_ip_target[{i}]")
-        if a is not None:
-            targets.append(a)
+    targets = r.addresses(b, "arp_ip_target", bpath)
     if len(targets) > 16:
         r.err(b, "arp_ip_target", f"{bpath}.arp_ip_target",
               "the bonding driver takes at most 16 targets")

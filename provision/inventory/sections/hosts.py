@@ -25,6 +25,7 @@ from ..model import (
 from ..reader import LABEL, Reader, kind_of
 from .bond import bond
 from .known import Known
+from .networks import on_networks
 
 KEYS = {"role", "macs", "addresses", "addresses6", "hwtype", "bond", "boot", "image", "loader",
         "kernel_args", "services", "netboot6"}
@@ -159,15 +160,7 @@ def _addresses(r: Reader, am: dict[str, Any] | None, path: str, networks: dict[s
                seen: dict[IPv4Address, str], host: str) -> dict[str, IPv4Address]:
     """A host's IPv4 addresses (network -> address), each a host address of its network."""
     addrs: dict[str, IPv4Address] = {}
-    for net_name in am or {}:
-        apath = f"{path}.addresses.{net_name}"
-        net = networks.get(str(net_name))
-        if net is None:
-            r.unknown(am, net_name, apath, "network", net_name)
-            continue
-        a = r.address(am, net_name, apath)
-        if a is None or not r.in_network(am, net_name, apath, a, net.cidr):
-            continue
+    for net_name, net, a, apath in on_networks(r, am, f"{path}.addresses", networks):
         if net.gateway == a:
             r.err(am, net_name, apath, f"{a} is the gateway of network {net.name}")
         if a in seen:

@@ -9,6 +9,7 @@ from typing import Any
 from ..model import Host, IPv4Address, LvsPair, Network, VirtualService
 from ..reader import Reader
 from .known import Known
+from .networks import on_networks
 
 KEYS = {"hosts", "virtual_router_id", "priority", "auth", "advert_int", "gateway_vips"}
 PASSWORD = re.compile(r"^[!-~]{1,8}$")
@@ -86,15 +87,8 @@ def _gateway_vips(r: Reader, m: dict[str, Any], path: str,
                   networks: dict[str, Network]) -> dict[str, IPv4Address]:
     gw: dict[str, IPv4Address] = {}
     gm = r.mapping(m, "gateway_vips", f"{path}.gateway_vips", optional=True) or {}
-    for net_name in gm:
-        gpath = f"{path}.gateway_vips.{net_name}"
-        net = networks.get(str(net_name))
-        if net is None:
-            r.unknown(gm, net_name, gpath, "network", net_name)
-            continue
-        a = r.address(gm, net_name, gpath)
-        if a is not None and r.in_network(gm, net_name, gpath, a, net.cidr):
-            gw[str(net_name)] = a
+    for net_name, _, a, _ in on_networks(r, gm, f"{path}.gateway_vips", networks):
+        gw[str(net_name)] = a
     return gw
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator
 from typing import Any
 
 from ..model import IPv4Address, Network
@@ -39,21 +40,11 @@ def _network(r: Reader, section: Any, name: Any, path: str, n: dict[str, Any]) -
     vlan = r.integer(n, "vlan", path, 1, 4094, None)
     if len(r.problems) > before:
         r.bad_vlan.add(str(name))
-    dns = _dns(r, n, path)
+    dns = tuple(r.addresses(n, "dns", path))
     mtu = r.integer(n, "mtu", path, 576, 9216, None)
     ipv6 = _ipv6(r, n, path)
     gw6 = _gateway6(r, n, path, ipv6)
     return Network(str(name), cidr, gw, vlan, dns, mtu, ipv6, gw6)
-
-
-def _dns(r: Reader, n: dict[str, Any], path: str) -> tuple[IPv4Address, ...]:
-    dns = []
-    dns_list = r.seq(n, "dns", path)
-    for i, _ in enumerate(dns_list):
-        a = r.address(dns_list, i, f"{path}.dns[{i}]")
-        if a is not None:
-            dns.append(a)
-    return tuple(dns)
 
 
 def _ipv6(r: Reader, n: dict[str, Any], path: str) -> ipaddress.IPv6Network | None:
@@ -78,6 +69,21 @@ def _gateway6(r: Reader, n: dict[str, Any], path: str,
         r.err(n, "gateway6", f"{path}.gateway6",
               f"{gw6} is not on the network's ipv6 prefix ({ipv6})")
     return gw6
+
+
+def on_networks(r: Reader, am: dict[str, Any] | None, path: str, networks: dict[str, Network]
+                ) -> Iterator[tuple[Any, Network, IPv4Address, str]]:
+    """(key, network, address, key path) of each entry of ``am`` (network name -> IPv4
+    address) whose network is known and whose address is a host address on it."""
+    for net_name in am or {}:
+        apath = f"{path}.{net_name}"
+        net = networks.get(str(net_name))
+        if net is None:
+            r.unknown(am, net_name, apath, "network", net_name)
+            continue
+        a = r.address(am, net_name, apath)
+        if a is not None and r.in_network(am, net_name, apath, a, net.cidr):
+            yield net_name, net, a, apath
 
 
 def _overlaps(r: Reader, section: Any, nets: list[Network]) -> None:
