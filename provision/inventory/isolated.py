@@ -54,6 +54,14 @@ def load_isolated(path: str | os.PathLike[str], timeout: float | None = None,
     args = [sys.executable, "-m", __name__, name] + (["--stdin"] if data is not None else [])
     proc = subprocess.Popen(args, stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = _wait(proc, name, limit, cancel, data)
+    return _answer(proc.returncode, out, err, name)
+
+
+def _wait(proc: subprocess.Popen[bytes], name: str, limit: float,
+          cancel: threading.Event | None, data: bytes | None) -> tuple[bytes, bytes]:
+    """The child's stdout and stderr once it exits; killed (InventoryError) past ``limit``
+    seconds or when ``cancel`` is set."""
     deadline = time.monotonic() + limit
     feed = data  # given to the first communicate() only: a retry must not send it again
     try:
@@ -67,14 +75,18 @@ def load_isolated(path: str | os.PathLike[str], timeout: float | None = None,
                 raise InventoryError([Problem(name, None, "", "not loaded: stopping")])
             try:  # communicate reads as it waits: the child never blocks on a full pipe
                 out, err = proc.communicate(feed, timeout=min(_POLL, left))
-                break
+                return out, err
             except subprocess.TimeoutExpired:
                 feed = None
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    if proc.returncode == 0:
+
+
+def _answer(returncode: int | None, out: bytes, err: bytes, name: str) -> Inventory:
+    """The child's Inventory, or an InventoryError with its problems or why it failed."""
+    if returncode == 0:
         try:
             kind, value = pickle.loads(out)  # our own child's answer
         except Exception:  # noqa: BLE001 - anything else on its stdout: reported below
@@ -84,7 +96,7 @@ def load_isolated(path: str | os.PathLike[str], timeout: float | None = None,
         if kind == "problems":
             raise InventoryError(list(value))
     lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip()]
-    why = lines[-1][:200] if lines else f"exit status {proc.returncode}"
+    why = lines[-1][:200] if lines else f"exit status {returncode}"
     raise InventoryError([Problem(name, None, "", f"the inventory parser failed: {why}")])
 
 
