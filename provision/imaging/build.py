@@ -10,32 +10,24 @@ already holds (and that verifies) does nothing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import layout, proc
 from . import debs, kmod
+from .debian import build_debian
 from .recipe import Recipe, RecipeError, find
+from .result import FORMAT_TAG, BuildResult, Progress, file_entries, image_version, stored_result
 from .store import MANIFEST_FORMAT, ImageStore
 from .tree import Tree, gzip_bytes
 
-Progress = Callable[[str], None]
-FORMAT_TAG = "dsas-image/1"
+__all__ = ["FORMAT_TAG", "Builder", "BuildResult", "Kernel", "Progress", "default_recipes_dir",
+           "has_recipe"]
 
 
 def _quiet(_: str) -> None:
     pass
-
-
-@dataclass
-class BuildResult:
-    image: str
-    version: str
-    path: Path
-    cached: bool
-    manifest: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -155,7 +147,6 @@ class Builder:
         if recipe.kind == "initramfs":
             res = self._build_initramfs(recipe)
         elif recipe.kind == "debian":
-            from .debian import build_debian
             res = build_debian(self, recipe)
         else:
             res = self._build_rootfs(recipe)
@@ -165,12 +156,7 @@ class Builder:
         return res
 
     def _cached(self, name: str, version: str) -> BuildResult | None:
-        if self.store.manifest(name, version) is None or self.store.verify(name, version):
-            return None
-        if self.store.resolve(name) != version:
-            self.store.set_current(name, version)
-        return BuildResult(name, version, self.store.dir(name, version), True,
-                           self.store.manifest(name, version) or {})
+        return stored_result(self.store, name, version)
 
     def _base_manifest(self, recipe: Recipe, version: str, kernel: Kernel,
                        modules: list[str]) -> dict[str, Any]:
@@ -185,7 +171,7 @@ class Builder:
     def _build_initramfs(self, recipe: Recipe) -> BuildResult:
         kernel = self.kernel(recipe.kernel)
         tree, modules = self.tree(recipe, kernel)
-        version = _version(recipe, hashlib.sha256(kernel.vmlinuz).hexdigest(),
+        version = image_version(recipe, hashlib.sha256(kernel.vmlinuz).hexdigest(),
                            tree.fingerprint())
         hit = self._cached(recipe.name, version)
         if hit:
@@ -193,7 +179,7 @@ class Builder:
         self.say(f"  packing initramfs ({len(tree.nodes)} entries)")
         artifacts = {layout.KERNEL: kernel.vmlinuz, layout.INITRD: gzip_bytes(tree.to_cpio())}
         m = self._base_manifest(recipe, version, kernel, modules)
-        m["files"] = _file_entries(artifacts)
+        m["files"] = file_entries(artifacts)
         m["initramfs"] = tree.listing()
         path = self.store.publish(recipe.name, version, artifacts, m)
         return BuildResult(recipe.name, version, path, False, m)
@@ -203,7 +189,7 @@ class Builder:
         boot = self.build(recipe.boot)
         kernel = self.kernel(recipe.kernel)
         tree, modules = self.tree(recipe, kernel)
-        version = _version(recipe, boot.version, tree.fingerprint())
+        version = image_version(recipe, boot.version, tree.fingerprint())
         hit = self._cached(recipe.name, version)
         if hit:
             return hit
@@ -215,24 +201,10 @@ class Builder:
         }
         m = self._base_manifest(recipe, version, kernel, modules)
         m["boot"] = {"image": boot.image, "version": boot.version}
-        m["files"] = _file_entries(artifacts)
+        m["files"] = file_entries(artifacts)
         m["rootfs"] = tree.listing()
         path = self.store.publish(recipe.name, version, artifacts, m)
         return BuildResult(recipe.name, version, path, False, m)
-
-
-def _version(recipe: Recipe, *parts: str) -> str:
-    h = hashlib.sha256(f"{FORMAT_TAG}\0{recipe.name}\0{recipe.kind}".encode())
-    for p in parts:
-        h.update(b"\0" + p.encode())
-    return h.hexdigest()[:16]
-
-
-def _file_entries(artifacts: dict[str, bytes]) -> dict[str, dict[str, Any]]:
-    return {
-        name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-        for name, data in sorted(artifacts.items())
-    }
 
 
 def default_recipes_dir() -> Path:

@@ -23,15 +23,13 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from .. import layout, proc
 from .recipe import Recipe, RecipeError
+from .result import BuildResult, ImageBuilder, file_entry, image_version, stored_result
 from .store import MANIFEST_FORMAT, sha256_file
 from .tree import EPOCH
-
-if TYPE_CHECKING:
-    from .build import Builder, BuildResult
 
 APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 BUILD_TIMEOUT = 1800
@@ -63,7 +61,7 @@ def _has_entries(path: Path) -> bool:
     return False
 
 
-def recipe_hash(builder: Builder, recipe: Recipe, boot_version: str) -> str:
+def recipe_hash(builder: ImageBuilder, recipe: Recipe, boot_version: str) -> str:
     """Everything the build depends on that we can know before building."""
     h = hashlib.sha256(b"dsas-debian/1\0")
     h.update(recipe.source.read_bytes())
@@ -78,12 +76,12 @@ def recipe_hash(builder: Builder, recipe: Recipe, boot_version: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _cached(builder: Builder, recipe: Recipe, rhash: str) -> BuildResult | None:
+def _cached(builder: ImageBuilder, recipe: Recipe, rhash: str) -> BuildResult | None:
     store = builder.store
     for version in store.versions(recipe.name):
         m = store.manifest(recipe.name, version)
         if m and m.get("recipe_hash") == rhash:
-            hit = builder._cached(recipe.name, version)
+            hit = stored_result(builder.store, recipe.name, version)
             if hit:
                 return hit
     return None
@@ -104,7 +102,7 @@ def mmdebstrap_argv(recipe: Recipe, target: Path, apt_cache: Path) -> list[str]:
     return argv
 
 
-def run_mmdebstrap(builder: Builder, recipe: Recipe, target: Path) -> None:
+def run_mmdebstrap(builder: ImageBuilder, recipe: Recipe, target: Path) -> None:
     apt_cache = builder.cache / "apt"
     apt_cache.mkdir(parents=True, exist_ok=True)
     if shutil.which("mmdebstrap") is None:
@@ -126,7 +124,7 @@ def run_mmdebstrap(builder: Builder, recipe: Recipe, target: Path) -> None:
         raise BuildError(f"mmdebstrap failed ({proc.status(rc)}); see {log}")
 
 
-def apply_recipe(builder: Builder, recipe: Recipe, root: Path) -> None:
+def apply_recipe(builder: ImageBuilder, recipe: Recipe, root: Path) -> None:
     for f in recipe.files:
         dest = root / f.dest.lstrip("/")
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -238,9 +236,7 @@ def fingerprint(listing: dict[str, dict[str, Any]]) -> str:
     return h.hexdigest()
 
 
-def build_debian(builder: Builder, recipe: Recipe) -> BuildResult:
-    from .build import BuildResult, _version
-
+def build_debian(builder: ImageBuilder, recipe: Recipe) -> BuildResult:
     assert recipe.boot is not None
     boot = builder.build(recipe.boot)
     rhash = recipe_hash(builder, recipe, boot.version)
@@ -263,7 +259,7 @@ def build_debian(builder: Builder, recipe: Recipe) -> BuildResult:
         builder.say("  packing root fs")
         archive = work / layout.ROOTFS
         listing = pack(root, archive, builder.say)
-        version = _version(recipe, boot.version, fingerprint(listing))
+        version = image_version(recipe, boot.version, fingerprint(listing))
         m = _manifest(builder, recipe, root, version, rhash, boot, listing)
         m["build_seconds"] = round(time.monotonic() - started, 1)
         kernel = work / layout.KERNEL
@@ -286,13 +282,11 @@ def build_debian(builder: Builder, recipe: Recipe) -> BuildResult:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _reboot(builder: Builder, recipe: Recipe, rhash: str, boot: BuildResult
+def _reboot(builder: ImageBuilder, recipe: Recipe, rhash: str, boot: BuildResult
             ) -> BuildResult | None:
     """Only the boot image changed: a stored version built from this same recipe with
     another boot image gets the new kernel and initramfs beside its root fs (the root
     fs does not depend on them), without running mmdebstrap again."""
-    from .build import BuildResult, _version
-
     store = builder.store
     for old in store.versions(recipe.name):
         m = store.manifest(recipe.name, old)
@@ -300,7 +294,7 @@ def _reboot(builder: Builder, recipe: Recipe, rhash: str, boot: BuildResult
         if not m or not old_boot or "rootfs" not in m or m.get("recipe_hash") != recipe_hash(
                 builder, recipe, old_boot) or store.verify(recipe.name, old):
             continue
-        version = _version(recipe, boot.version, fingerprint(m["rootfs"]))
+        version = image_version(recipe, boot.version, fingerprint(m["rootfs"]))
         builder.say(f"  root fs of {old} reused; boot image now {boot.image} {boot.version}")
         kernel = (boot.path / layout.KERNEL).read_bytes()
         initrd = (boot.path / layout.INITRD).read_bytes()
@@ -314,8 +308,8 @@ def _reboot(builder: Builder, recipe: Recipe, rhash: str, boot: BuildResult
         new = dict(m, version=version, recipe_hash=rhash,
                    boot={"image": boot.image, "version": boot.version},
                    built=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        new["files"] = {layout.INITRD: _entry(initrd), layout.ROOTFS: m["files"][layout.ROOTFS],
-                        layout.KERNEL: _entry(kernel)}  # sorted, as a full build writes
+        new["files"] = {layout.INITRD: file_entry(initrd), layout.ROOTFS: m["files"][layout.ROOTFS],
+                        layout.KERNEL: file_entry(kernel)}  # sorted, as a full build writes
         try:
             path = store.publish(recipe.name, version, {
                 layout.KERNEL: kernel, layout.INITRD: initrd, layout.ROOTFS: rootfs}, new)
@@ -325,11 +319,7 @@ def _reboot(builder: Builder, recipe: Recipe, rhash: str, boot: BuildResult
     return None
 
 
-def _entry(data: bytes) -> dict[str, Any]:
-    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-
-
-def _manifest(builder: Builder, recipe: Recipe, root: Path, version: str, rhash: str,
+def _manifest(builder: ImageBuilder, recipe: Recipe, root: Path, version: str, rhash: str,
               boot: BuildResult, listing: dict[str, dict[str, Any]]) -> dict[str, Any]:
     res = proc.run(["chroot", str(root), "dpkg-query", "-W", "-f=${Package}\t${Version}\n"],
                    timeout=120, check=False)  # no dpkg in the image: no packages listed

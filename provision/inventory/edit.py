@@ -11,20 +11,18 @@ lock, history and the atomic write live in ``commit.py``.
 
 from __future__ import annotations
 
-import io
 import ipaddress
 from collections.abc import Iterable, Sequence
-from difflib import SequenceMatcher
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import CommentMark, YAMLError
+from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
-from ruamel.yaml.tokens import CommentToken
 
 from ..errors import DsasError
 from .model import normalize_mac
+from .roundtrip import dump, guess_indent, merge_lines, put_tail, round_trip_yaml, take_tail
 
 # The keys a host entry may carry, in the order a new entry gets them.
 HOST_KEYS = ("role", "macs", "addresses", "hwtype", "bond", "boot", "image", "loader",
@@ -41,62 +39,6 @@ class EditError(DsasError):
         super().__init__("; ".join(self.problems))
 
 
-def _yaml(indent: int = 2) -> YAML:
-    y = YAML(typ="rt")
-    y.preserve_quotes = True
-    y.width = 4096  # never fold a long flow line the operator wrote on one line
-    y.indent(mapping=indent, sequence=indent + 2, offset=indent)
-    return y
-
-
-def _dump(data: Any, indent: int = 2) -> str:
-    out = io.StringIO()
-    _yaml(indent).dump(data, out)
-    return out.getvalue()
-
-
-def _guess_indent(text: str) -> int:
-    """The file's mapping indentation: that of the first indented key under a top-level
-    key (2 when there is none), so lines an edit adds line up with the operator's. Plain
-    text, no parse: a parse of a 1,000-host inventory costs most of a second."""
-    after_top = False
-    for line in text.splitlines():
-        body = line.lstrip(" ")
-        if not body or body.startswith("#"):
-            continue
-        n = len(line) - len(body)
-        if n == 0:
-            after_top = body.rstrip().endswith(":") or ": #" in body
-            continue
-        if after_top and not body.startswith("- "):
-            return n if 1 < n <= 8 else 2
-        after_top = False
-    return 2
-
-
-def merge_lines(original: str, base_dump: str, new_dump: str) -> str:
-    """The original text with only the lines where ``base_dump`` and ``new_dump`` differ
-    replaced. ``base_dump`` is ruamel's dump of the unedited tree, so its lines map onto
-    the original's (equal, or re-spaced one for one)."""
-    o = original.splitlines(keepends=True)
-    b = base_dump.splitlines(keepends=True)
-    n = new_dump.splitlines(keepends=True)
-    to_orig: list[int | None] = [None] * len(b)
-    for tag, i1, i2, j1, j2 in SequenceMatcher(None, o, b, autojunk=False).get_opcodes():
-        if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):
-            for k in range(j2 - j1):
-                to_orig[j1 + k] = i1 + k
-    out: list[str] = []
-    for tag, i1, i2, j1, j2 in SequenceMatcher(None, b, n, autojunk=False).get_opcodes():
-        if tag == "equal":
-            for k in range(i1, i2):
-                m = to_orig[k]
-                out.append(o[m] if m is not None else b[k])
-        else:
-            out.extend(n[j1:j2])
-    return "".join(out)
-
-
 class Document:
     """One inventory text and its round-trip tree; ``text()`` gives the edited text."""
 
@@ -104,16 +46,16 @@ class Document:
         self.original = text
         self.filename = filename
         try:
-            self.indent = _guess_indent(text)
-            self.data = _yaml().load(text)
-            self._base = _dump(self.data, self.indent)  # before any edit: changes nothing
+            self.indent = guess_indent(text)
+            self.data = round_trip_yaml().load(text)
+            self._base = dump(self.data, self.indent)  # before any edit: changes nothing
         except YAMLError as e:
             raise EditError([f"{filename}: cannot parse: {' '.join(str(e).split())}"]) from None
         if not isinstance(self.data, CommentedMap):
             raise EditError([f"{filename}: the inventory is not a mapping"])
 
     def text(self) -> str:
-        new = _dump(self.data, self.indent)
+        new = dump(self.data, self.indent)
         merged = merge_lines(self.original, self._base, new)
         # The merge must mean what the edited tree means; if ruamel's dump and the
         # original ever line up wrongly, take the plain dump (comments kept all the same).
@@ -164,6 +106,16 @@ class Document:
     def claimed_addresses(self, except_host: str | None = None) -> set[ipaddress.IPv4Address]:
         """Every address the inventory gives to something: hosts, gateways, DNS servers,
         the master, VIPs and the LVS pairs' gateway VIPs."""
+        out = set()
+        for a in self._claims(except_host):
+            try:
+                out.add(ipaddress.IPv4Address(str(a)))
+            except ValueError:
+                continue
+        return out
+
+    def _claims(self, except_host: str | None) -> list[Any]:
+        """The values that claim an address, as written (some may not be addresses)."""
         raw: list[Any] = []
         for name, h in (self.data.get("hosts") or {}).items():
             if str(name) != except_host and isinstance(h, dict):
@@ -178,13 +130,7 @@ class Document:
         for p in (self.data.get("lvs_pairs") or {}).values():
             if isinstance(p, dict):
                 raw += list((p.get("gateway_vips") or {}).values())
-        out = set()
-        for a in raw:
-            try:
-                out.add(ipaddress.IPv4Address(str(a)))
-            except ValueError:
-                continue
-        return out
+        return raw
 
     def free_address(self, network: str, taken: Iterable[ipaddress.IPv4Address] = (),
                      except_host: str | None = None) -> ipaddress.IPv4Address:
@@ -269,55 +215,13 @@ def yaml_value(text: str) -> Any:
     if text.strip() == "":
         return ""
     try:
-        v = _yaml().load(text)
+        v = round_trip_yaml().load(text)
     except YAMLError as e:
         why = " ".join(str(getattr(e, "problem", None) or e).split())  # one line
         raise EditError([f"{text!r}: not a YAML value: {why}"]) from None
     if isinstance(v, CommentedMap | CommentedSeq):
         v.fa.set_flow_style()
     return v
-
-
-# -- comments between entries -------------------------------------------------------------
-#
-# ruamel hangs the lines after an entry (blank lines, the comment that introduces the next
-# entry or section) on the entry's last key: "# eol\n\n# db hosts\n". An entry inserted
-# after it, or the entry removed, must take that tail along, or the comment ends up above
-# the wrong entry (or is deleted with it).
-
-
-def _end_slot(m: Any, key: Any) -> tuple[Any, Any]:
-    """The (container, key) whose comment token ends entry ``key`` of ``m``."""
-    v = m[key]
-    if isinstance(v, CommentedMap) and len(v) and not v.fa.flow_style():
-        return _end_slot(v, list(v)[-1])
-    if isinstance(v, CommentedSeq) and len(v) and not v.fa.flow_style():
-        return _end_slot(v, len(v) - 1)
-    return m, key
-
-
-def _take_tail(m: CommentedMap, key: Any) -> str:
-    """Detach and return what follows entry ``key``'s own line."""
-    c, k = _end_slot(m, key)
-    item = c.ca.items.get(k)
-    tok = item[2] if item and len(item) > 2 else None
-    if tok is None or "\n" not in tok.value:
-        return ""
-    i = tok.value.index("\n")
-    tail = tok.value[i + 1:]
-    tok.value = tok.value[: i + 1]
-    return str(tail)
-
-
-def _put_tail(m: CommentedMap, key: Any, tail: str) -> None:
-    if not tail:
-        return
-    c, k = _end_slot(m, key)
-    item = c.ca.items.setdefault(k, [None, None, None, None])
-    if item[2] is None:
-        item[2] = CommentToken("\n" + tail, CommentMark(0), None)
-    else:
-        item[2].value += tail
 
 
 # -- the edits -------------------------------------------------------------------------
@@ -388,9 +292,9 @@ def add_host(doc: Document, name: str, role: str, macs: Sequence[str],
     flow = sum(1 for p in peers if isinstance(p, CommentedMap) and p.fa.flow_style())
     if 2 * flow >= len(peers):
         entry.fa.set_flow_style()
-    tail = _take_tail(hosts, names[pos - 1]) if pos > 0 else ""
+    tail = take_tail(hosts, names[pos - 1]) if pos > 0 else ""
     hosts.insert(pos, name, entry)
-    _put_tail(hosts, name, tail)
+    put_tail(hosts, name, tail)
     return why
 
 
@@ -425,26 +329,7 @@ def set_host(doc: Document, name: str, assignments: Sequence[tuple[str, str]],
     h = doc.host(name)
     problems = []
     for key, raw in assignments:
-        path = key.split(".")
-        if path[0] not in HOST_KEYS:
-            problems.append(f"{key}: unknown host key (keys: {', '.join(HOST_KEYS)})")
-            continue
-        if path[0] == "role":
-            problems.append("role: use `dsas assign HOST ROLE` (it picks the new role's "
-                            "addresses and shows what changes)")
-            continue
-        try:
-            if path == ["macs"]:
-                value: Any = mac_list(str(m) for m in _as_list(yaml_value(raw)))
-            elif path[0] == "addresses" and len(path) == 2:
-                value = str(ipaddress.IPv4Address(raw.strip()))
-            else:
-                value = yaml_value(raw)
-            _set_path(h, path, value)
-        except EditError as e:
-            problems += [f"{key}: {p}" for p in e.problems]
-        except ValueError:
-            problems.append(f"{key}={raw}: malformed IPv4 address")
+        problems += _assign(h, key, raw)
     for key in unset:
         path = key.split(".")
         if path[0] in ("role", "macs", "addresses") and len(path) == 1:
@@ -453,6 +338,29 @@ def set_host(doc: Document, name: str, assignments: Sequence[tuple[str, str]],
             problems.append(f"--unset {key}: host {name} has no {key}")
     if problems:
         raise EditError(problems)
+
+
+def _assign(h: CommentedMap, key: str, raw: str) -> list[str]:
+    """Set ``key`` (dotted) of host ``h`` to ``raw``; the problems, if it cannot."""
+    path = key.split(".")
+    if path[0] not in HOST_KEYS:
+        return [f"{key}: unknown host key (keys: {', '.join(HOST_KEYS)})"]
+    if path[0] == "role":
+        return ["role: use `dsas assign HOST ROLE` (it picks the new role's "
+                "addresses and shows what changes)"]
+    try:
+        if path == ["macs"]:
+            value: Any = mac_list(str(m) for m in _as_list(yaml_value(raw)))
+        elif path[0] == "addresses" and len(path) == 2:
+            value = str(ipaddress.IPv4Address(raw.strip()))
+        else:
+            value = yaml_value(raw)
+        _set_path(h, path, value)
+    except EditError as e:
+        return [f"{key}: {p}" for p in e.problems]
+    except ValueError:
+        return [f"{key}={raw}: malformed IPv4 address"]
+    return []
 
 
 def _as_list(v: Any) -> list[Any]:
@@ -467,10 +375,10 @@ def remove_host(doc: Document, name: str) -> None:
         raise EditError([f"no host {name!r} in {doc.filename}"])
     names = list(hosts)
     i = names.index(name)
-    tail = _take_tail(hosts, name) if i > 0 else ""
+    tail = take_tail(hosts, name) if i > 0 else ""
     del hosts[name]
     if i > 0:
-        _put_tail(hosts, names[i - 1], tail)
+        put_tail(hosts, names[i - 1], tail)
 
 
 def assign_role(doc: Document, name: str, role: str,

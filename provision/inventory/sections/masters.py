@@ -1,6 +1,6 @@
 """cluster.masters.pair: the two masters behind the VIP (issue 18), checked.
 
-Called by the loader's ``cluster`` section with its builder (for file:line problems).
+Called by the ``cluster`` section with its Reader (for file:line problems).
 With ``pair``, ``master_address`` is the VIP the nodes use: it must sit on a network
 both masters have an address on, and be neither master's own address; the primary
 and the secondary are two different hosts of the inventory.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .model import Host, IPv4Address, MasterPair
+from ..model import Host, IPv4Address, MasterPair
 
 _KEY_FILE = re.compile(r"^[A-Za-z0-9_./-]{1,255}$")
 
