@@ -20,6 +20,7 @@ from .nodeboot import dsas_conf
 
 ROOT = Path(__file__).resolve().parent.parent
 DSAS_INIT = ROOT / "boot-scripts" / "dsas-init"
+DSAS_LIB = ROOT / "boot-scripts" / "lib"  # common.sh, /usr/lib/dsas in an image
 MACS = ["52:54:00:18:00:01", "52:54:00:18:00:02"]
 
 FAKE = """#!/bin/sh
@@ -61,12 +62,15 @@ class Machine:
             (self.bin / tool).write_text(FAKE)
             (self.bin / tool).chmod(0o755)
 
+    def env(self, master: str = "") -> dict[str, str]:
+        """dsas-init's environment: the fakes first on PATH, this machine's root."""
+        return {"PATH": f"{self.bin}:/usr/bin:/bin", "DSAS_ROOT": str(self.root),
+                "DSAS_LIB": str(DSAS_LIB), "FAKE_LOG": str(self.log), "DSAS_MASTER": master}
+
     def run(self, conf: str, *args: str, master: str = "") -> subprocess.CompletedProcess[str]:
         (self.root / "etc" / "dsas.conf").write_text(conf)
-        env = {"PATH": f"{self.bin}:/usr/bin:/bin", "DSAS_ROOT": str(self.root),
-               "FAKE_LOG": str(self.log), "DSAS_MASTER": master}
-        return subprocess.run(["bash", str(DSAS_INIT), *args], env=env, capture_output=True,
-                              text=True, timeout=30)
+        return subprocess.run(["bash", str(DSAS_INIT), *args], env=self.env(master),
+                              capture_output=True, text=True, timeout=30)
 
     def commands(self) -> list[str]:
         return self.log.read_text().splitlines()
@@ -225,8 +229,7 @@ def test_failure_is_reported_to_the_master_over_http(lab: Lab, machine: Machine,
               "198.18.40.1", "8080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ns.wait_port(8080, "tcp")
     (machine.root / "etc" / "dsas.conf").write_text(conf(BOND_MODE="fastest"))
-    env = {"PATH": f"{machine.bin}:/usr/bin:/bin", "DSAS_ROOT": str(machine.root),
-           "FAKE_LOG": str(machine.log), "DSAS_MASTER": "http://198.18.40.1:8080"}
+    env = machine.env("http://198.18.40.1:8080")
     out = ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash", str(DSAS_INIT)],
                  check=False)
     assert out.returncode == 1
@@ -253,8 +256,7 @@ def test_ready_report_sends_the_host_key_with_this_boots_token(lab: Lab, machine
     (machine.root / "etc/ssh/ssh_host_ed25519_key.pub").write_text(
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey root@n1\n")
     token = "0123456789abcdef0123456789abcdef"
-    env = {"PATH": f"{machine.bin}:/usr/bin:/bin", "DSAS_ROOT": str(machine.root),
-           "FAKE_LOG": str(machine.log), "DSAS_MASTER": "http://198.18.41.1:8080"}
+    env = machine.env("http://198.18.41.1:8080")
     for extra in ({"DSAS_BOOT_ID": "65a1b2c3-0123456789ab", "DSAS_BOOT_TOKEN": token}, {}):
         (machine.root / "etc" / "dsas.conf").write_text(conf(**extra))
         out = ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash", str(DSAS_INIT)],
