@@ -1,10 +1,12 @@
 """The boot scripts' shared functions (boot-scripts/lib/common.sh: say, json_escape,
-post_event) as each script has them: the netboot initramfs's /init under busybox sh (and
-dash, the Debian nodes' /bin/sh), dsas-init under bash. A script's definitions are its
-own text up to its `main "$@"`, run with DSAS_LIB at boot-scripts/lib. A fake curl or
-wget keeps what it was asked to post, and the master's own parser
-(policy.httpfiles.parse_event) judges the event. The PATH is busybox's applets, as in
-the initramfs and the tiny image (no curl: wget), or the build machine's (curl).
+event_text, post_event) as each script has them: the netboot initramfs's /init under
+busybox sh (and dash, the Debian nodes' /bin/sh), dsas-init under bash. A script's
+definitions are its own text up to its `main "$@"`, run with DSAS_LIB at boot-scripts/lib.
+The PATH is busybox's applets, as in the initramfs and the tiny image (wget), plus the
+real curl where an image has it (base, web). Reports go over real HTTP to
+tests/fake_master.py in a lab namespace, and the master's own parser
+(policy.httpfiles.parse_event) judges them; a fake curl or wget shows what was on the
+command line.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ BY_ID = {s[0]: s for s in SCRIPTS}
 APPLETS = ("cat", "cut", "head", "hostname", "mktemp", "rm", "sed", "sleep", "timeout", "tr",
            "wget")
 
-# Records its arguments and the body it was asked to post, then succeeds (or fails
-# with FAKE_RC). It reads the body as curl (--data-binary @FILE, --data STR) and wget
-# (--post-file FILE, --post-data STR) would.
+# Records its arguments and the body it was asked to post, then succeeds. It reads the
+# body as curl (--data-binary @FILE, --data STR) and wget (--post-file FILE,
+# --post-data STR) would.
 FAKE_POST = """#!/bin/sh
 printf '%s\\n' "$@" > "$FAKE_DIR/argv"
 while [ $# -gt 0 ]; do
@@ -52,7 +54,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-exit "${FAKE_RC:-0}"
+exit 0
 """
 
 HOSTILE = [
