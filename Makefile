@@ -23,9 +23,23 @@ $(STAMP): pyproject.toml tools/apt-packages.txt
 test: deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The shell scripts, by the shell that runs them. POSIX sh: the netboot initramfs's and
+# the tiny image's busybox sh (boot-scripts/lib/common.sh is also sourced by dsas-init's
+# bash); dash: /bin/sh of the build machine and of the Debian images; bash: dsas-init,
+# rshim.sh (dsas-push runs it under bash) and CI. tests/test_shell_lint.py checks that
+# every shell script in the tree is in one of the lists.
+SH_SCRIPTS   := boot-scripts/initramfs/init boot-scripts/initramfs/udhcpc.script \
+                boot-scripts/lib/common.sh images/tiny/serial-shell images/tiny/profile
+DASH_SCRIPTS := images/base/customize.sh images/web/customize.sh \
+                images/common/customize-debian.sh tools/install-deps
+BASH_SCRIPTS := boot-scripts/dsas-init provision/push/rshim.sh .ci/run
+
 lint: deps
 	$(VENV)/bin/ruff check provision lab tests bench
 	$(VENV)/bin/mypy provision lab
+	shellcheck -x -s sh $(SH_SCRIPTS)
+	shellcheck -x -s dash $(DASH_SCRIPTS)
+	shellcheck -x -s bash $(BASH_SCRIPTS)
 
 # Node images (netboot initramfs, tiny test image) into the boot tree's image store.
 # Cached: a rebuild with unchanged inputs does nothing.

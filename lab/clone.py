@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from provision.imaging.build import Builder, default_recipes_dir
 from provision.imaging.store import ImageStore
@@ -135,7 +136,7 @@ def partition(disk: Path | str, number: int) -> Iterator[str]:
         yield dev
 
 
-def partition_table(path: Path | str) -> dict:
+def partition_table(path: Path | str) -> dict[str, Any]:
     out = subprocess.run(["sfdisk", "-J", str(path)], capture_output=True, text=True,
                          timeout=30)
     return json.loads(out.stdout)["partitiontable"] if out.returncode == 0 else {}

@@ -60,7 +60,7 @@ def _sum16(data: bytes) -> int:
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
-    return total
+    return int(total)
 
 
 def fill_checksum(frame: bytes) -> bytes:

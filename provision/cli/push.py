@@ -18,8 +18,9 @@ import click
 
 from ..inventory.model import Inventory
 from ..push import multicast
+from ..push.options import DEFAULT_KEEP, DEFAULT_TO, PushOptions, default_parallel
 from ..push.progress import human_bytes, reporter_for
-from ..push.push import DEFAULT_KEEP, DEFAULT_TO, Pusher, PushOptions, default_parallel
+from ..push.push import Pusher
 from ..push.release import local_manifest
 from ..push.targets import Target, select_targets
 from ..sshtrust.hostkeys import plan_trust, trusted_keys, untrustworthy

@@ -72,7 +72,7 @@ def kernel_package(meta: str) -> str:
         names = depends(meta)
     for dep in names:
         if dep.startswith("linux-image-") and dep != meta:
-            return dep
+            return str(dep)
     raise PackageError(f"{meta}: no linux-image-* dependency")
 
 

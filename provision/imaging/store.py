@@ -60,7 +60,8 @@ class ImageStore:
 
     def manifest(self, image: str, version: str) -> dict[str, Any] | None:
         try:
-            return json.loads((self.dir(image, version) / layout.MANIFEST).read_text())
+            doc = json.loads((self.dir(image, version) / layout.MANIFEST).read_text())
+            return doc if isinstance(doc, dict) else None
         except (OSError, ValueError):
             return None
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # dsas-push: rsync's remote shell when rsync rides dsas-push's paramiko connection.
 #
 # rsync runs:  bash --norc --noprofile rshim.sh REQ REP [-l USER] HOST COMMAND...
@@ -14,6 +15,7 @@
 req=$1 rep=$2
 case $req$rep in *[!0-9]*|'') echo "rshim: usage: rshim.sh REQ REP HOST COMMAND..." >&2; exit 2;; esac
 exec {fi}<&0 {fo}>&1 {fe}>&2
+# shellcheck disable=SC2261  # $req is digits (checked above): >& duplicates that descriptor
 echo "$$ $fi $fo $fe" >&"$req" 2>/dev/null || { echo "rshim: dsas-push is not listening" >&2; exit 255; }
 read -r -u "$rep" reply || { echo "rshim: dsas-push went away" >&2; exit 255; }
 if [ "$reply" != ok ]; then echo "rshim: $reply" >&2; exit 255; fi

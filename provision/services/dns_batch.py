@@ -92,7 +92,7 @@ class BatchSocket:
 
         Returns how many datagrams came in (0: woken up with nothing, e.g. by shutdown).
         """
-        n = _libc.recvmmsg(self.sock.fileno(), self._rmsg, self.vlen, MSG_WAITFORONE, None)
+        n: int = _libc.recvmmsg(self.sock.fileno(), self._rmsg, self.vlen, MSG_WAITFORONE, None)
         if n <= 0:
             if n < 0:
                 err = ctypes.get_errno()

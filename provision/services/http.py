@@ -22,6 +22,7 @@ import urllib.parse
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from .. import layout
 from ..inventory.model import Inventory
@@ -95,7 +96,7 @@ class HttpService(Service):
         return app
 
     @web.middleware
-    async def _timed(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _timed(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         t0 = time.monotonic()
         try:
             return await handler(request)

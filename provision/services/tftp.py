@@ -264,7 +264,8 @@ class TftpService(Service):
     @property
     def address(self) -> tuple[str, int]:
         assert self._sock is not None
-        return self._sock.getsockname()[:2]
+        host, port = self._sock.getsockname()[:2]
+        return str(host), int(port)
 
     def _server_for(self, peer: tuple[Any, ...]) -> tuple[socket.socket, tuple[str, int]]:
         """The listening socket a request from ``peer`` came in on, and its address."""

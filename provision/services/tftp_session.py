@@ -16,7 +16,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from fbtftp.base_handler import BaseHandler, ResponseData
 
@@ -58,16 +58,16 @@ class _LazyData(ResponseData):
     def __init__(self, bootfile: BootFile, netascii: bool):
         self._file = bootfile
         self._netascii = netascii
-        self._reader: Any = None
+        self._reader: BinaryIO | None = None
         self._fd = -1
         self._mem: memoryview | None = None
 
-    def _open(self) -> Any:
+    def _open(self) -> BinaryIO:
         if self._reader is None:
             if self._netascii:
                 with self._file.open() as f:
-                    self._reader = io.BytesIO(codec.netascii_encode(f.read()))
-                self._mem = self._reader.getbuffer()
+                    encoded = io.BytesIO(codec.netascii_encode(f.read()))
+                self._reader, self._mem = encoded, encoded.getbuffer()
             else:
                 self._reader = self._file.open()
                 if isinstance(self._reader, io.BytesIO):  # rendered content
@@ -102,8 +102,9 @@ class _LazyData(ResponseData):
     def size(self) -> int:
         if not self._netascii:
             return self._file.size
-        reader = self._open()
-        return len(reader.getbuffer())
+        self._open()
+        assert self._mem is not None  # netascii: encoded in memory
+        return len(self._mem)
 
     def close(self) -> None:
         if self._mem is not None:
@@ -247,7 +248,8 @@ class _Session:
     def __init__(self, h: Transfer, settings: TftpSettings):
         self.h = h
         self.s = settings
-        self.sock = h._get_listener()  # fbtftp binds (server address, ephemeral port)
+        # fbtftp binds it (server address, ephemeral port)
+        self.sock: socket.socket = h._get_listener()
         self.sock.connect(h._peer)  # only the client's packets reach us from now on
         self.sock.settimeout(None)  # blocking: SO_RCVTIMEO bounds each wait
         self.timeo = -1.0  # SO_RCVTIMEO now set, s
@@ -285,7 +287,7 @@ class _Session:
 
     def _rto(self, backoff: int) -> float:
         base = self.s.rto_min if self.srtt is None else max(self.s.rto_min, 4 * self.srtt)
-        return min(self.rto_max, base * (2 ** min(backoff, 16)))
+        return min(self.rto_max, base * (2.0 ** min(backoff, 16)))
 
     def _outcome(self, result: str, reason: str) -> dict[str, Any]:
         return {"result": result, "reason": reason, "bytes": self.bytes,

@@ -51,8 +51,7 @@ def test_failure_is_reported_to_the_master_over_http(lab: Lab, machine: Machine,
               "198.18.40.1", "8080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ns.wait_port(8080, "tcp")
     (machine.root / "etc" / "dsas.conf").write_text(conf(BOND_MODE="fastest"))
-    env = {"PATH": f"{machine.bin}:/usr/bin:/bin", "DSAS_ROOT": str(machine.root),
-           "FAKE_LOG": str(machine.log), "DSAS_MASTER": "http://198.18.40.1:8080"}
+    env = machine.env("http://198.18.40.1:8080")
     out = ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash", str(DSAS_INIT)],
                  check=False)
     assert out.returncode == 1
@@ -78,8 +77,7 @@ def test_ready_report_sends_the_host_key_with_this_boots_token(lab: Lab, machine
     (machine.root / "etc/ssh/ssh_host_ed25519_key.pub").write_text(
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey root@n1\n")
     token = "0123456789abcdef0123456789abcdef"
-    env = {"PATH": f"{machine.bin}:/usr/bin:/bin", "DSAS_ROOT": str(machine.root),
-           "FAKE_LOG": str(machine.log), "DSAS_MASTER": "http://198.18.41.1:8080"}
+    env = machine.env("http://198.18.41.1:8080")
     for extra in ({"DSAS_BOOT_ID": "65a1b2c3-0123456789ab", "DSAS_BOOT_TOKEN": token}, {}):
         (machine.root / "etc" / "dsas.conf").write_text(conf(**extra))
         out = ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash", str(DSAS_INIT)],

@@ -103,8 +103,7 @@ class Director:
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         (self.m.root / "etc" / "dsas.conf").write_text(
             render_host(self.inv, self.host, "dsas.conf"))
-        env = {"PATH": f"{self.m.bin}:/usr/bin:/bin", "DSAS_ROOT": str(self.m.root),
-               "FAKE_LOG": str(self.m.log), "DSAS_MASTER": "http://198.18.0.1"}
+        env = self.m.env("http://198.18.0.1")
         return self.ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash",
                             str(DSAS_INIT), *args], check=False, timeout=60)
 

@@ -298,8 +298,7 @@ def test_host_key_from_the_boot_report(lab, tmp_path):
     token = dict(re.findall(r"^(DSAS_BOOT_ID|DSAS_BOOT_TOKEN)=(\S+)$", served, re.M))
     assert len(token) == 2, served
     (machine.root / "etc/dsas.conf").write_text(conf(SYSTEMNAME="n01", **token))
-    env = {"PATH": f"{machine.bin}:/usr/bin:/bin", "DSAS_ROOT": str(machine.root),
-           "FAKE_LOG": str(machine.log), "DSAS_MASTER": "http://198.18.100.1"}
+    env = machine.env("http://198.18.100.1")
     out = n01.ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash",
                       str(ROOT / "boot-scripts/dsas-init")], check=False)
     assert out.returncode == 0 and "could not report" not in out.stdout, out.stdout + out.stderr

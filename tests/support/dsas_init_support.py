@@ -12,6 +12,7 @@ from tests.support.nodeboot import dsas_conf
 from tests.support.paths import ROOT
 
 DSAS_INIT = ROOT / "boot-scripts" / "dsas-init"
+DSAS_LIB = ROOT / "boot-scripts" / "lib"  # common.sh, /usr/lib/dsas in an image
 
 
 MACS = ["52:54:00:18:00:01", "52:54:00:18:00:02"]
@@ -56,12 +57,15 @@ class Machine:
             (self.bin / tool).write_text(FAKE)
             (self.bin / tool).chmod(0o755)
 
+    def env(self, master: str = "") -> dict[str, str]:
+        """dsas-init's environment: the fakes first on PATH, this machine's root."""
+        return {"PATH": f"{self.bin}:/usr/bin:/bin", "DSAS_ROOT": str(self.root),
+                "DSAS_LIB": str(DSAS_LIB), "FAKE_LOG": str(self.log), "DSAS_MASTER": master}
+
     def run(self, conf: str, *args: str, master: str = "") -> subprocess.CompletedProcess[str]:
         (self.root / "etc" / "dsas.conf").write_text(conf)
-        env = {"PATH": f"{self.bin}:/usr/bin:/bin", "DSAS_ROOT": str(self.root),
-               "FAKE_LOG": str(self.log), "DSAS_MASTER": master}
-        return subprocess.run(["bash", str(DSAS_INIT), *args], env=env, capture_output=True,
-                              text=True, timeout=30)
+        return subprocess.run(["bash", str(DSAS_INIT), *args], env=self.env(master),
+                              capture_output=True, text=True, timeout=30)
 
     def commands(self) -> list[str]:
         return self.log.read_text().splitlines()

@@ -7,11 +7,13 @@ stops the run with its name before anything is changed.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.dsas_init_support import (
+    DSAS_INIT,
     FAKE,
     MACS,
     Machine,
@@ -90,6 +92,20 @@ def test_a_wrong_key_fails_loudly_naming_it_before_any_change(
     assert line.startswith(f"dsas-init: FAILED: {key}: "), out.stdout
     assert reason in line, line
     assert machine.commands() == []  # validation comes before every change
+
+
+def test_module_options_are_words_given_to_modprobe(machine: Machine) -> None:
+    (machine.root / "sys" / "module" / "e1000e").mkdir()
+    (machine.root / "etc" / "dsas.conf").write_text(
+        conf(MODULES="('e1000 debug=1 copybreak=*' 'e1000e IntMode=1' virtio_net)"))
+    (machine.root / "copybreak=globbed").write_text("")  # what copybreak=* would match
+    out = subprocess.run(["bash", str(DSAS_INIT)], env=machine.env(), cwd=machine.root,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "modprobe e1000 debug=1 copybreak=*" in machine.commands()  # not globbed
+    assert "module e1000 loaded with debug=1 copybreak=*" in out.stdout
+    assert "module e1000e: already loaded (options 'IntMode=1' apply at next boot)" in out.stdout
+    assert "module virtio_net loaded\n" in out.stdout
 
 
 def test_not_bash_is_refused_naming_the_file(machine: Machine) -> None:

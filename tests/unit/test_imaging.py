@@ -124,7 +124,7 @@ def test_recipe_errors_name_the_file_and_key(tmp_path: Path) -> None:
 
 def test_shell_scripts_parse() -> None:
     for script in ("boot-scripts/initramfs/init", "boot-scripts/initramfs/udhcpc.script",
-                   "images/tiny/serial-shell"):
+                   "boot-scripts/lib/common.sh", "images/tiny/serial-shell"):
         assert subprocess.run(["busybox", "sh", "-n", str(ROOT / script)],
                               timeout=10).returncode == 0, script
     assert subprocess.run(["bash", "-n", str(ROOT / "boot-scripts/dsas-init")],
@@ -163,7 +163,9 @@ def test_tiny_image_has_everything_and_verifies(built: tuple[ImageStore, Builder
         assert m["rootfs"]["bin/bash"] == hashlib.sha256(bash.read()).hexdigest()
         assert tar.getmember("usr/sbin/dsas-init").mode == 0o755
     assert {"bin/bash", "bin/busybox", "bin/sh", "sbin/init", "usr/sbin/dsas-init",
-            "etc/inittab"} <= names
+            "usr/lib/dsas/common.sh", "etc/inittab"} <= names
+    # dsas-init sources the functions it shares with the initramfs's /init
+    assert m["rootfs"]["usr/lib/dsas/common.sh"] == sha256_file(ROOT / "boot-scripts/lib/common.sh")
     assert any(n.endswith("/bonding.ko") for n in names)
 
 
@@ -173,6 +175,9 @@ def test_netboot_initramfs_has_init_busybox_and_modules_with_deps(
     d = store.dir("netboot", "current")
     entries = {e.name: e for e in cpio.unpack(gzip.decompress((d / "initrd.img").read_bytes()))}
     assert entries["init"].data.startswith(b"#!/bin/sh")
+    # /init sources the functions it shares with dsas-init
+    assert b'DSAS_LIB=${DSAS_LIB:-/lib/dsas}' in entries["init"].data
+    assert entries["lib/dsas/common.sh"].data == (ROOT / "boot-scripts/lib/common.sh").read_bytes()
     assert stat.S_ISCHR(entries["dev/console"].mode) and entries["dev/console"].rdev == (5, 1)
     assert entries["bin/sh"].data == b"/bin/busybox"
     release = (store.manifest("netboot", store.resolve("netboot") or "") or {})["kernel_release"]

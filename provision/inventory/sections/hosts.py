@@ -249,4 +249,4 @@ def _netboot6(r: Reader, m: dict[str, Any], path: str, role: Role,
     if netboot6 and role.networks and role.networks[0] not in addrs6:
         r.err(m, "netboot6", f"{path}.netboot6",
               f"netboot6 needs an addresses6 on the boot network {role.networks[0]}")
-    return netboot6
+    return bool(netboot6)
