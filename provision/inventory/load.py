@@ -45,6 +45,7 @@ from .model import (
     Module,
     Network,
     Partition,
+    Push,
     Role,
     VirtualService,
     normalize_mac,
@@ -66,6 +67,7 @@ _SIZE = re.compile(r"^(\d+)\s*([KMGT]i?B?|)$", re.IGNORECASE)
 _DEVICE = re.compile(r"^/dev/[A-Za-z0-9/_.-]+$")
 _NIC = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 # Kernel command lines: no newlines, no shell or iPXE/pxelinux metacharacters.
+_PUSH_ROOT = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
 _ARGS = re.compile(r"^[A-Za-z0-9_.,:=/+@%~-]*( [A-Za-z0-9_.,:=/+@%~-]+)*$")
 _UNITS = {"": 1, "K": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
 
@@ -428,6 +430,23 @@ class _Builder:
             out.append(Module(name, opts.strip()))
         return tuple(out)
 
+    def push(self, m: dict[str, Any], path: str, base: Push) -> Push:
+        """``push: {multicast: BOOL, root: PATH}``: the host's keys over its role's."""
+        p = self.mapping(m, "push", f"{path}.push", {"multicast", "root"}, optional=True)
+        if not p:
+            return base
+        multicast = p.get("multicast", base.multicast)
+        if not isinstance(multicast, bool):
+            self.err(p, "multicast", f"{path}.push.multicast",
+                     f"must be true or false, not {_kind(multicast)}")
+            multicast = base.multicast
+        root = self.string(p, "root", f"{path}.push", default=base.root) or base.root
+        if not root.startswith("/") or not _PUSH_ROOT.match(root):
+            self.err(p, "root", f"{path}.push.root",
+                     "an absolute path of letters, digits and ._-/ only")
+            root = base.root
+        return Push(multicast, root)
+
     def kernel_args(self, m: dict[str, Any], path: str) -> str:
         v = m.get("kernel_args")
         if v is None:
@@ -761,7 +780,7 @@ class _Builder:
         section = self.mapping(data, "roles", "roles") or {}
         out = {}
         allowed = {"services", "networks", "boot", "image", "loader", "hwtype", "bond", "modules",
-                   "kernel_args"}
+                   "kernel_args", "push"}
         for name in section:
             path = f"roles.{name}"
             self.start_entry(section, name)
@@ -804,6 +823,7 @@ class _Builder:
                 self.bond(m, path, Bond()),
                 self.modules(m, "modules", path),
                 self.kernel_args(m, path),
+                self.push(m, path, Push()),
             )
         self.mark_broken("role", section, out)
         return out
@@ -820,7 +840,7 @@ class _Builder:
         section = self.mapping(data, "hosts", "hosts") or {}
         out: dict[str, Host] = {}
         allowed = {"role", "macs", "addresses", "addresses6", "hwtype", "bond", "boot", "image",
-                   "loader", "kernel_args", "services", "netboot6"}
+                   "loader", "kernel_args", "services", "netboot6", "push"}
         seen_ip6: dict[ipaddress.IPv6Address, str] = {}
         seen_mac: dict[str, str] = {}
         seen_ip: dict[IPv4Address, str] = {}
@@ -941,6 +961,7 @@ class _Builder:
                 networks_in_order=tuple(networks[n] for n in role.networks),
                 addresses6=addrs6,
                 netboot6=netboot6,
+                push=self.push(m, path, role.push),
             )
         self.mark_broken("host", section, out)
         return out
