@@ -51,16 +51,29 @@ def test_dsas_init_starts_uftpd_confined_to_the_push_group_and_the_master(machin
     assert opt["-M"] == "239.255.77.1" and opt["-p"] == "17044"  # the one group and port
     assert "-E" in argv  # encrypted sessions only
     assert opt["-D"] == f"{machine.root}/srv" and (machine.root / "srv").is_dir()
-    # the master only: its uftp id (its address in hex) and the address it sends from
-    assert Path(opt["-S"]).read_text() == "0xC6120001 198.18.0.1\n"
+    # uftpd refuses a server list on a group that is not source-specific: none here
+    assert "-S" not in argv
     assert opt["-K"] == "ec:prime256v1"
-    assert "uftpd: listening on 239.255.77.1:17044 at 198.18.0.21 for 198.18.0.1" in out.stdout
+    # where dsas-push may stage with it (multicast.start_script reads it)
+    assert (machine.root / "run/dsas/uftpd.root").read_text() == "/srv\n"
+    assert ("uftpd: listening on 239.255.77.1:17044 at 198.18.0.21 for any encrypted sender"
+            in out.stdout)
     # a second run (a re-apply) finds it running and starts no other
     (machine.root / "proc" / "4242").mkdir()
     (machine.root / "proc" / "4242" / "comm").write_text("uftpd\n")
     out = machine.run(conf(**PUSH))
     assert out.returncode == 0, out.stdout + out.stderr
     assert len(uftpd_calls(machine)) == 1 and "uftpd: running (pid 4242)" in out.stdout
+
+
+def test_on_a_source_specific_group_uftpd_takes_the_master_only(machine):
+    out = machine.run(conf(**{**PUSH, "UFTP_GROUP": "232.255.77.1"}))
+    assert out.returncode == 0, out.stdout + out.stderr
+    argv = uftpd_calls(machine)[0]
+    assert argv[argv.index("-M") + 1] == "232.255.77.1"
+    # its uftp id (the master's address in hex) and the address it must send from
+    assert Path(argv[argv.index("-S") + 1]).read_text() == "0xC6120001|198.18.0.1\n"
+    assert "for 198.18.0.1, into /srv" in out.stdout
 
 
 def test_no_uftpd_unless_the_node_allows_multicast(machine):
@@ -70,8 +83,8 @@ def test_no_uftpd_unless_the_node_allows_multicast(machine):
 
 
 @pytest.mark.parametrize("key,value,reason", [
-    ("UFTP_GROUP", "224.0.0.1", "not an administratively scoped group"),
-    ("UFTP_GROUP", "239.1.2", "not an administratively scoped group"),
+    ("UFTP_GROUP", "224.0.0.1", "is neither an administratively scoped"),
+    ("UFTP_GROUP", "239.1.2", "is neither an administratively scoped"),
     ("UFTP_PORT", "70000", "is not a port"),
     ("UFTP_ADDRESS", "eth0", "is not an IPv4 address"),
     ("UFTP_ROOT", "srv; rm -rf /", "is not an absolute path"),

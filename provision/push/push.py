@@ -202,7 +202,8 @@ class Pusher:
             parallel = opts.parallel
             if use_uftp and ulisting is not None:
                 # every node waits for the one session: all of them at once
-                self._round = _UftpRound(self, opts, ulisting, cdir, len(targets))
+                self._round = _UftpRound(self, opts, ulisting, cdir, len(targets),
+                                         multicast.staging(lay, rid))
                 parallel = len(targets)
                 title += " (uftp)"
             try:
@@ -565,8 +566,9 @@ class _UftpRound:
     nodes build on, then all go on."""
 
     def __init__(self, pusher: Pusher, opts: PushOptions, listing: Listing, cdir: Path,
-                 count: int):
+                 count: int, dest: str | None = None):
         self.pusher, self.opts, self.listing, self.cdir = pusher, opts, listing, cdir
+        self.dest = dest  # the nodes' staging directory, named in the session (uftp -D)
         self._lock = threading.Lock()
         self._pending = count
         self._ready: dict[str, tuple[str, str | None]] = {}  # host -> (uid, base)
@@ -609,7 +611,7 @@ class _UftpRound:
             left = len(kinds) - len(names)  # changed files uftp cannot name: rsync's
             uids = [self._ready[h][0] for h in hosts]
             result, digest = multicast.send(self.opts.mcast, self.opts.src, names, uids,
-                                            self.cdir, str(i))
+                                            self.cdir, str(i), dest=self.dest)
             self.bytes += result.bytes
             for host, uid in zip(hosts, uids, strict=True):
                 why = result.failed.get(uid, "")
