@@ -174,6 +174,13 @@ def test_a_node_whose_dsas_init_runs_uftpd_receives_with_that_one(lab, tmp_path)
             assert "2/2 nodes complete" in r.stderr, r.stderr
             assert Path(f"/proc/{pid}/comm").read_text().strip() == "uftpd"  # still running
         assert n01.holder is not None
+        # the history keeps what each run multicast: the whole tree, then the one file
+        from provision.state.pushes import History
+        from provision.state.store import StateStore
+        store = StateStore(pl.state)
+        sent = [r["mcast_bytes"] for r in History(store).runs(2)]
+        store.close()
+        assert sent[0] == 5_000 and sent[1] > 20 * 5_000, sent
         log = Path(f"/proc/{n01.holder.pid}/root/run/dsas/uftpd.log").read_bytes().decode(
             errors="replace")
         assert "f003.bin" in log and ".uftp-" in log, log[-3000:]

@@ -209,9 +209,10 @@ class Pusher:
             try:
                 results = self._fan_out(targets, parallel, title, work)
             finally:
+                mcast = self._round.bytes if self._round is not None else 0
                 self._round = None
         if self.history is not None and run_id is not None:
-            self.history.finish(run_id, results)
+            self.history.finish(run_id, results, mcast_bytes=mcast)
         return RunOutcome(run_id, rid, results)
 
     def _use_uftp(self, opts: PushOptions, count: int) -> bool:
