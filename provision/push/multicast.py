@@ -144,8 +144,11 @@ def _stop_fragment(pidfiles: str) -> str:
         f'for pf in {pidfiles}; do [ -s "$pf" ] || continue; p=$(cat "$pf"); '
         'case "$p" in *[!0-9]*|"") continue;; esac; '
         'if [ "$(cat /proc/$p/comm 2>/dev/null)" = uftpd ]; then kill "$p" 2>/dev/null; '
-        'i=0; while [ -d /proc/$p ] && [ $i -lt 100 ]; do sleep 0.02; i=$((i+1)); done; '
-        'kill -9 "$p" 2>/dev/null; fi; rm -f "$pf"; done; '
+        # stopped once it is a zombie (field 3 of stat: its comm, uftpd, has no space):
+        # its reaping is its parent's business (init's, which may take a second)
+        'i=0; while s=$(cut -d" " -f3 /proc/$p/stat 2>/dev/null) && [ "$s" != Z ] '
+        '&& [ $i -lt 100 ]; do sleep 0.02; i=$((i+1)); done; '
+        '[ -n "$s" ] && [ "$s" != Z ] && kill -9 "$p" 2>/dev/null; fi; rm -f "$pf"; done; '
     )
 
 
