@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,8 @@ from typing import Any
 
 from lab.netns import Lab, Netns, find_tool
 
+from .common import FOREIGN_LIMIT, children_cpu, machine_cpu, process_cpu
+
 SERVER_IP = "198.18.0.1"
 CLIENT_IP = "198.18.0.2"
 PREFIX = 15
@@ -53,8 +54,6 @@ LOSS_LIMIT = 0.01
 START_RATE = 250
 MAX_RATE = 32000
 CLIENTS = 100_000
-FOREIGN_LIMIT = 10.0  # % of one core used by other processes beyond which a step is void
-TICK = os.sysconf("SC_CLK_TCK")
 DSAS = str(Path(sys.executable).with_name("dsas"))
 
 INVENTORY = f"""\
@@ -186,27 +185,6 @@ def _tool(name: str) -> str:
 
 
 # -- perfdhcp and the ladder ------------------------------------------------------------
-
-def process_cpu(pid: int) -> float:
-    """CPU-s (user + system, all threads) a live process has used."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (proc(5))
-
-
-def machine_cpu() -> float:
-    """CPU-s all CPUs spent in user, nice and system time (not idle, iowait, irq)."""
-    with open("/proc/stat") as f:
-        fields = f.readline().split()
-    return (int(fields[1]) + int(fields[2]) + int(fields[3])) / TICK
-
-
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
 
 def perfdhcp(ns: Netns, rate: int, seconds: int, seed: int, server_pid: int) -> Step:
     server0, client0, total0 = process_cpu(server_pid), children_cpu(), machine_cpu()

@@ -16,8 +16,24 @@ rounds, each a 1% change pushed to every node, then another to one node (and,
 not timed, to the others, so that every node starts the next round on the same
 release).
 
-    python -m bench push [--nodes=20] [--files=5000] [--mb=200] [--change=0.01] [--parallel=N]
-                         [--rounds=3] [--variants=dsas-push,paramiko,before] [--no-naive]
+    python -m bench push --classic [--nodes=20] [--files=5000] [--mb=200] [--change=0.01]
+                         [--parallel=N] [--rounds=3] [--variants=dsas-push,paramiko,before]
+                         [--no-naive]
+
+The default run (``--classic`` for the one above): the master's cost as the farm grows
+(issue 21), ``--scale 5,10,20,40``: for each
+N, a first push of the whole site and a 1% update to N nodes, by uftp and by rsync
+side by side (interleaved, so both see the same background load). Per push: the
+master's CPU-seconds (the dsas-push process and its children: ssh, rsync, uftp), the
+master's bytes sent (the tx counter of the master namespace's bridge ``br0``, from its
+``/sys/class/net/br0/statistics``: every frame the master sends to any node, headers
+included; a multicast frame counts once there, however many ports the bridge floods
+it to), the nodes' CPU and the other processes' CPU (marked loaded above
+``bench.common.FOREIGN_LIMIT``). At 20 nodes also the old ratio: the 1% update to 20
+nodes over the same update to one. Then ``model``: a fit per transport of bytes and
+CPU against N, extrapolated to 1,000 and 10,000 nodes, with what limits each.
+
+    python -m bench push --scale 5,10,20,40 [--files=5000] [--mb=200] [--change=0.01]
 """
 
 from __future__ import annotations
@@ -141,14 +157,31 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help="comma-separated subset of: " + ", ".join(VARIANTS))
     ap.add_argument("--no-naive", action="store_true", help="skip the naive loop")
+    ap.add_argument("--scale", default="5,10,20,40",
+                    help="node counts: the master's cost per push by uftp and rsync side by "
+                         "side, then the model for 1,000 and 10,000 nodes (the default run)")
+    ap.add_argument("--classic", action="store_true",
+                    help="instead: the variants against the naive loop at --nodes (issue 7)")
+    ap.add_argument("--transfers", default="uftp,rsync", help="with --scale: the transfers")
+    ap.add_argument("--mem-margin-mb", type=int, default=3000,
+                    help="with --scale: memory left to the machine's other work; the largest "
+                         "N whose nodes' copies fit in MemAvailable minus this is the last run")
+    ap.add_argument("--model-from", type=Path, default=None, metavar="LOG",
+                    help="print the scale report and the model again from a saved run's log")
     return ap.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    if args.model_from:
+        from ._pushscale import model_from
+        return model_from(args.model_from)
     work = Path(tempfile.mkdtemp(prefix="dsas-bench-push-"))
     try:
         with Lab() as lab:
+            if not args.classic:
+                from ._pushscale import run_scale
+                return run_scale(lab, work, args)
             return run(lab, work, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -279,7 +279,9 @@ def push_log(state_dir: str, limit: int, run_id: int | None, to: str | None,
                                   default=str))
             return
         click.echo(f"run {run_id}: {run['action']} {run['src'] or ''} -> {run['to_path']} "
-                   f"release {run['release'] or '-'} by {run['user']}")
+                   f"release {run['release'] or '-'} by {run['user']}"
+                   + (f"; multicast {human_bytes(run['mcast_bytes'])} once"
+                      if run.get("mcast_bytes") else ""))
         rows = [[r["host"], r["result"], r["previous"] or "-", r["release"] or "-",
                  human_bytes(r["bytes"]), f"{r['seconds']:.1f}", r["reason"]]
                 for r in history.results(run_id)]
@@ -291,9 +293,11 @@ def push_log(state_dir: str, limit: int, run_id: int | None, to: str | None,
         click.echo(json.dumps({"runs": runs}, indent=2, default=str))
         return
     rows = [[r["id"], _when(r["started"]), r["user"], r["action"], r["src"] or "-",
-             r["to_path"], r["release"] or "-", f"{r['ok']}/{r['ok'] + r['failed']}"]
+             r["to_path"], r["release"] or "-", f"{r['ok']}/{r['ok'] + r['failed']}",
+             human_bytes(r["mcast_bytes"]) if r.get("mcast_bytes") else "-"]
             for r in runs]
-    click.echo(table(["run", "started", "user", "action", "src", "to", "release", "ok"], rows))
+    click.echo(table(["run", "started", "user", "action", "src", "to", "release", "ok",
+                      "multicast"], rows))
 
 
 def _when(ts: float) -> str:

@@ -157,6 +157,15 @@ class Bond:
 
 
 @dataclass(frozen=True)
+class Push:
+    """``push: {multicast: true, root: /srv}`` on a role or host: the node runs uftpd from
+    boot (dsas-init), receiving dsas-push's multicast sessions under ``root``."""
+
+    multicast: bool = False
+    root: str = "/srv"
+
+
+@dataclass(frozen=True)
 class Role:
     name: str
     services: tuple[str, ...]
@@ -168,6 +177,7 @@ class Role:
     bond: Bond
     modules: tuple[Module, ...]
     kernel_args: str = ""
+    push: Push = field(default_factory=lambda: Push())
 
 
 @dataclass(frozen=True)
@@ -207,6 +217,7 @@ class Host:
     networks_in_order: tuple[Network, ...] = field(default=(), repr=False)
     addresses6: dict[str, IPv6Address] = field(default_factory=dict)  # network -> address
     netboot6: bool = False  # boots over IPv6: its boot files name the master's IPv6 address
+    push: Push = field(default_factory=lambda: Push())  # the role's, or the host's own
 
     @property
     def base_device(self) -> str:

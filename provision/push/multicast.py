@@ -99,10 +99,17 @@ def regular_files(listing: Listing, names: Iterable[str] | None = None) -> list[
     return sorted(n for n in pick if n in listing and listing[n][0] == "f" and sendable(n))
 
 
+BOOT_PID = "/run/dsas/uftpd.pid"  # dsas-init's uftpd (PUSH_MULTICAST=1)
+BOOT_ROOT = "/run/dsas/uftpd.root"  # where it receives (UFTP_ROOT)
+
+
 def start_script(lay: NodeLayout, rid: str, cfg: McastConfig, address: str) -> str:
     """Start uftpd for this push on the node: ``UFTPD <pid>``, ``NOUFTPD`` if the node has
     none (rsync then), ``ERR ...`` if it would not start. Stale ones of older pushes
-    (their pid files) are stopped first."""
+    (their pid files) are stopped first. A node whose dsas-init runs uftpd (the
+    inventory's ``push: {multicast: true}``) receives with that one (``UFTPD boot``)
+    when the staging directory is under its root; the session names the staging
+    directory (``uftp -D``), so both kinds put the files in the same place."""
     s = staging(lay, rid)
     q = shlex.quote
     argv = ["uftpd", "-I", address, "-M", cfg.group, "-p", str(cfg.port), "-D", s,
@@ -114,7 +121,15 @@ def start_script(lay: NodeLayout, rid: str, cfg: McastConfig, address: str) -> s
         '[ -f "$u" ] && [ -x "$u" ] || { echo NOUFTPD 1; exit 0; }; '
         '[ -d "$R" ] || { echo "ERR $R missing"; exit 3; }; '
         + _stop_fragment('"$R"/.uftp-*.pid') +
-        'rm -rf "$R"/.uftp-*; mkdir "$S" || exit 3; '
+        'rm -rf "$R"/.uftp-*; '
+        f'b=$(cat {BOOT_PID} 2>/dev/null); '
+        'case "$b" in *[!0-9]*|"") b=;; esac; '
+        'if [ -n "$b" ] && [ "$(cat /proc/$b/comm 2>/dev/null)" = uftpd ]; then '
+        f'  root=$(cat {BOOT_ROOT} 2>/dev/null); '
+        '  case "$S" in "${root%/}"/?*) mkdir "$S" || exit 3; echo "UFTPD boot"; exit 0;; esac; '
+        '  echo "NOUFTPD the boot uftpd receives only under ${root:-?}"; exit 0; '
+        'fi; '
+        'mkdir "$S" || exit 3; '
         f"{' '.join(q(a) for a in argv)} </dev/null >/dev/null 2>&1 || "
         '{ echo "ERR uftpd exited $?"; exit 3; }; '
         'i=0; while [ ! -s "$S.pid" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; '
@@ -129,8 +144,11 @@ def _stop_fragment(pidfiles: str) -> str:
         f'for pf in {pidfiles}; do [ -s "$pf" ] || continue; p=$(cat "$pf"); '
         'case "$p" in *[!0-9]*|"") continue;; esac; '
         'if [ "$(cat /proc/$p/comm 2>/dev/null)" = uftpd ]; then kill "$p" 2>/dev/null; '
-        'i=0; while [ -d /proc/$p ] && [ $i -lt 100 ]; do sleep 0.02; i=$((i+1)); done; '
-        'kill -9 "$p" 2>/dev/null; fi; rm -f "$pf"; done; '
+        # stopped once it is a zombie (field 3 of stat: its comm, uftpd, has no space):
+        # its reaping is its parent's business (init's, which may take a second)
+        'i=0; while s=$(cut -d" " -f3 /proc/$p/stat 2>/dev/null) && [ "$s" != Z ] '
+        '&& [ $i -lt 100 ]; do sleep 0.02; i=$((i+1)); done; '
+        '[ -n "$s" ] && [ "$s" != Z ] && kill -9 "$p" 2>/dev/null; fi; rm -f "$pf"; done; '
     )
 
 
@@ -179,9 +197,10 @@ def sums_file(src: str, names: Sequence[str], path: Path) -> str:
 
 
 def uftp_argv(cfg: McastConfig, src: str, list_file: Path, clients: Sequence[str],
-              status_file: Path, log_file: Path) -> list[str]:
+              status_file: Path, log_file: Path, dest: str | None = None) -> list[str]:
     """One session: the files of ``list_file`` (absolute paths under ``src`` and the sums
-    list), names relative to ``src`` (``-E``), to ``clients`` only."""
+    list), names relative to ``src`` (``-E``), to ``clients`` only; into ``dest`` (the
+    nodes' staging directory, absolute: ``-D``) when given."""
     argv = ["uftp", "-M", cfg.group, "-P", cfg.group, "-p", str(cfg.port), "-t", str(cfg.ttl),
             "-R", str(cfg.rate_kbps), *CIPHER, "-H", ",".join(clients),
             "-S", str(status_file), "-L", str(log_file), "-x", "1",
@@ -190,6 +209,8 @@ def uftp_argv(cfg: McastConfig, src: str, list_file: Path, clients: Sequence[str
             "-r", "0.05:0.01:1", "-s", "10",
             "-E", ",".join([src.rstrip("/") + "/", str(list_file.parent) + "/"]),
             "-i", str(list_file)]
+    if dest:
+        argv[-2:-2] = ["-D", dest]
     if cfg.interface:
         argv[1:1] = ["-I", cfg.interface]
     return argv
@@ -233,7 +254,8 @@ def parse_status(text: str, clients: Sequence[str], files: int) -> tuple[set[str
 
 
 def send(cfg: McastConfig, src: str, names: Sequence[str], clients: Sequence[str],
-         workdir: Path, tag: str, timeout: float = 3600) -> tuple[SessionResult, str]:
+         workdir: Path, tag: str, timeout: float = 3600,
+         dest: str | None = None) -> tuple[SessionResult, str]:
     """Send ``names`` (relative to ``src``) and their sums list in one uftp session.
     Returns the result and the sums list's digest (what the nodes check it against)."""
     wd = workdir / f"uftp-{tag}"
@@ -246,7 +268,7 @@ def send(cfg: McastConfig, src: str, names: Sequence[str], clients: Sequence[str
     list_file.write_bytes(b"".join(os.fsencode(os.path.join(base, n)) + b"\n" for n in names)
                           + os.fsencode(str(sums)) + b"\n")
     status, logf = wd / "status", wd / "uftp.log"
-    argv = uftp_argv(cfg, base, list_file, clients, status, logf)
+    argv = uftp_argv(cfg, base, list_file, clients, status, logf, dest)
     t0 = time.monotonic()
     try:  # the status file says which nodes are complete, whatever uftp's exit
         rc = proc.run(argv, timeout=timeout, text=False, check=False).returncode

@@ -25,7 +25,7 @@ from typing import Any
 from .. import proc
 from ..sshtrust.sshconf import SshConfig
 from ..state.pushes import History, HostResult
-from . import tunnel
+from . import multicast, tunnel
 from .options import (  # re-exported: the CLI and the tests import them from here
     DEFAULT_KEEP,  # noqa: F401
     DEFAULT_TO,  # noqa: F401
@@ -161,15 +161,16 @@ class Pusher:
             if uftp and ulisting is not None:
                 # every node waits for the one session: all of them at once
                 self._round = UftpRound(self._listings(), opts.mcast, opts.src, ulisting, cdir,
-                                       len(targets))
+                                       len(targets), multicast.staging(lay, rid))
                 parallel = len(targets)
                 title += " (uftp)"
             try:
                 results = self._fan_out(targets, parallel, title, work)
             finally:
+                mcast = self._round.bytes if self._round is not None else 0
                 self._round = None
         if self.history is not None and run_id is not None:
-            self.history.finish(run_id, results)
+            self.history.finish(run_id, results, mcast_bytes=mcast)
         return RunOutcome(run_id, rid, results)
 
     def _listings(self) -> ListingStore:

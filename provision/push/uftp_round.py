@@ -59,8 +59,9 @@ class UftpRound:
     nodes build on, then all go on."""
 
     def __init__(self, store: ListingStore, mcast: multicast.McastConfig, src: str,
-                 listing: Listing, cdir: Path, count: int):
+                 listing: Listing, cdir: Path, count: int, dest: str | None = None):
         self.store, self.mcast, self.src = store, mcast, src
+        self.dest = dest  # the nodes' staging directory, named in the session (uftp -D)
         self.listing, self.cdir = listing, cdir
         self._lock = threading.Lock()
         self._pending = count
@@ -138,7 +139,7 @@ class UftpRound:
             left = len(kinds) - len(names)  # changed files uftp cannot name: rsync's
             uids = [self._ready[h][0] for h in hosts]
             result, digest = multicast.send(self.mcast, self.src, names, uids, self.cdir,
-                                            str(i))
+                                            str(i), dest=self.dest)
             self.bytes += result.bytes
             for host, uid in zip(hosts, uids, strict=True):
                 why = result.failed.get(uid, "")

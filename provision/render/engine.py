@@ -15,6 +15,8 @@ import jinja2
 from .. import layout
 from ..inventory.model import Host, Inventory
 from ..policy import dns
+from ..push.multicast import DEFAULT_GROUP as UFTP_GROUP
+from ..push.multicast import DEFAULT_PORT as UFTP_PORT
 
 PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
 
@@ -204,6 +206,8 @@ def host_context(inv: Inventory, host: Host,
         "lvs_director": _lvs_director(inv, host, lvs),
         "lvs_real": _lvs_real(inv, host),
         "dns_servers": _dns_servers(host),
+        # dsas-push's multicast group and port (push/multicast.py), for the node's uftpd
+        "uftp": {"group": UFTP_GROUP, "port": UFTP_PORT},
     }
 
 

@@ -51,7 +51,9 @@ class History:
                  json.dumps(options or {}, sort_keys=True), json.dumps(targets)))
             return int(cur.lastrowid or 0)
 
-    def finish(self, run_id: int, results: list[HostResult], release: str | None = None) -> None:
+    def finish(self, run_id: int, results: list[HostResult], release: str | None = None,
+               mcast_bytes: int = 0) -> None:
+        """``mcast_bytes``: the file data this run multicast (each byte once, uftp)."""
         ok = sum(r.ok for r in results)
         with self.store.transaction() as conn:
             conn.executemany(
@@ -60,8 +62,9 @@ class History:
                 [(run_id, r.host, "ok" if r.ok else "failed", r.release, r.previous, r.bytes,
                   r.files, round(r.seconds, 3), r.reason) for r in results])
             conn.execute(
-                "UPDATE push_runs SET finished=?, ok=?, failed=?, release=COALESCE(?, release)"
-                " WHERE id=?", (time.time(), ok, len(results) - ok, release, run_id))
+                "UPDATE push_runs SET finished=?, ok=?, failed=?, release=COALESCE(?, release),"
+                " mcast_bytes=? WHERE id=?",
+                (time.time(), ok, len(results) - ok, release, mcast_bytes, run_id))
 
     def runs(self, limit: int = 20, to_path: str | None = None) -> list[dict[str, Any]]:
         where, params = ("WHERE to_path=?", [to_path]) if to_path else ("", [])

@@ -91,7 +91,8 @@ CREATE TABLE IF NOT EXISTS push_runs (
     options TEXT NOT NULL,         -- JSON: delete, excludes, checksum, then, keep
     targets TEXT NOT NULL,         -- JSON list of host names
     ok INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0
+    failed INTEGER NOT NULL DEFAULT 0,
+    mcast_bytes INTEGER NOT NULL DEFAULT 0  -- file data multicast once (uftp), 0: none
 );
 CREATE TABLE IF NOT EXISTS push_results (
     run_id INTEGER NOT NULL REFERENCES push_runs(id),
@@ -106,7 +107,7 @@ CREATE TABLE IF NOT EXISTS push_results (
     PRIMARY KEY (run_id, host)
 );
 CREATE INDEX IF NOT EXISTS push_runs_to ON push_runs(to_path, id);
-""")
+""", columns=(("push_runs", "mcast_bytes", "INTEGER NOT NULL DEFAULT 0"),))
 
 INVENTORY = Schema("inventory", ("inventory_history",), """
 CREATE TABLE IF NOT EXISTS inventory_history (

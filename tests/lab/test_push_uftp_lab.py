@@ -138,3 +138,48 @@ def test_dropout_and_node_without_uftpd_go_by_rsync_and_multicast_stays_on_the_l
     bad = [pk for pk in pkts if pk[0] != "1" or pk[2] != f"{GROUP}.{PORT}"
            and not pk[2].startswith("224.0.0.")]
     assert not bad, bad[:5]
+
+
+def test_a_node_whose_dsas_init_runs_uftpd_receives_with_that_one(lab, tmp_path):
+    """n01 runs uftpd from boot as dsas-init starts it (push: {multicast: true}; the
+    flags of apply_uftpd, its pid and root files in /run/dsas): the push stages with it
+    (the session names the staging directory, uftp -D) and leaves it running; n02 gets
+    its own uftpd for the push, as before. Both land byte-exact."""
+    from provision.lab.sshfarm import MOUNT
+    pl = uftp_lab(lab, tmp_path, count=2)
+    site_tree(pl.src, files=20, size=5_000)
+    n01 = pl.node("n01")
+    os.makedirs("/run/dsas", exist_ok=True)  # a mount point; n01's own tmpfs goes on it
+    n01.run(["mount", "-t", "tmpfs", "-o", "size=1m", "dsas-run", "/run/dsas"])
+    n01.run(["sh", "-c", f"printf '%s\\n' {MOUNT} > /run/dsas/uftpd.root"])
+    n01.run(["uftpd", "-I", n01.address, "-M", GROUP, "-p", str(PORT), "-D", MOUNT, "-E",
+             "-K", "ec:prime256v1",
+             "-P", "/run/dsas/uftpd.pid", "-L", "/run/dsas/uftpd.log", "-x", "2"])
+    pid = int(wait_for(lambda: n01.run(["cat", "/run/dsas/uftpd.pid"], check=False).stdout,
+                       what="n01's boot uftpd pid file"))
+    try:
+        for round_ in (1, 2):
+            if round_ == 2:
+                (pl.src / "d3/f003.bin").write_bytes(os.urandom(5_000))
+            r = pl.push(str(pl.src), "--role", "web", "--delete", *UFTP)
+            assert_ok(r)
+            rel = release_of(r)
+            expect = snapshot(pl.src)
+            for n in pl.farm.nodes:
+                assert pl.live(n.name) == rel and snapshot(n.root / "site") == expect, n.name
+            assert "2/2 nodes complete" in r.stderr, r.stderr
+            assert Path(f"/proc/{pid}/comm").read_text().strip() == "uftpd"  # still running
+        assert n01.holder is not None
+        # the history keeps what each run multicast: the whole tree, then the one file
+        from provision.state.pushes import History
+        from provision.state.store import StateStore
+        store = StateStore(pl.state)
+        sent = [r["mcast_bytes"] for r in History(store).runs(2)]
+        store.close()
+        assert sent[0] == 5_000 and sent[1] > 20 * 5_000, sent
+        log = Path(f"/proc/{n01.holder.pid}/root/run/dsas/uftpd.log").read_bytes().decode(
+            errors="replace")
+        assert "f003.bin" in log and ".uftp-" in log, log[-3000:]
+        assert not list((n01.root / "site.releases").glob(".uftp-*")), "staging left behind"
+    finally:
+        os.kill(pid, 9)

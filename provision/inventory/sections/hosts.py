@@ -26,9 +26,10 @@ from ..reader import LABEL, Reader, kind_of
 from .bond import bond
 from .known import Known
 from .networks import on_networks
+from .push import push
 
 KEYS = {"role", "macs", "addresses", "addresses6", "hwtype", "bond", "boot", "image", "loader",
-        "kernel_args", "services", "netboot6"}
+        "kernel_args", "services", "netboot6", "push"}
 REQUIRED = ("role", "macs", "addresses")
 
 
@@ -116,6 +117,7 @@ def _host(r: Reader, d: _Draft, known: Known) -> Host | None:
         networks_in_order=tuple(known.networks[n] for n in role.networks),
         addresses6=d.addrs6,
         netboot6=netboot6,
+        push=push(r, m, path, role.push),
     )
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import BOOT_MODES, LOADERS, Bond, Network, Role
+from ..model import BOOT_MODES, LOADERS, Bond, Network, Push, Role
 from ..reader import Reader
 from .bond import bond
 from .known import Known
+from .push import push
 
 KEYS = {"services", "networks", "boot", "image", "loader", "hwtype", "bond", "modules",
-        "kernel_args"}
+        "kernel_args", "push"}
 
 
 def roles(r: Reader, data: dict[str, Any], known: Known) -> dict[str, Role]:
@@ -49,6 +50,7 @@ def _role(r: Reader, name: str, path: str, m: dict[str, Any], known: Known) -> R
         bond(r, m, path, Bond()),
         r.modules(m, "modules", path),
         r.kernel_args(m, path),
+        push(r, m, path, Push()),
     )
 
 
