@@ -26,8 +26,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from provision.lab.netns import Lab
-from provision.lab.sshfarm import MOUNT, SshFarm
+from lab.netns import Lab
+from lab.sshfarm import MOUNT, SshFarm
 
 from .common import children_cpu, loaded_mark, machine_cpu, other_cpu
 from .push import CLI, change, make_site, node_cpu, setup

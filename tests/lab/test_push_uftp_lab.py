@@ -145,7 +145,7 @@ def test_a_node_whose_dsas_init_runs_uftpd_receives_with_that_one(lab, tmp_path)
     flags of apply_uftpd, its pid and root files in /run/dsas): the push stages with it
     (the session names the staging directory, uftp -D) and leaves it running; n02 gets
     its own uftpd for the push, as before. Both land byte-exact."""
-    from provision.lab.sshfarm import MOUNT
+    from lab.sshfarm import MOUNT
     pl = uftp_lab(lab, tmp_path, count=2)
     site_tree(pl.src, files=20, size=5_000)
     n01 = pl.node("n01")
