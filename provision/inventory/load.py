@@ -980,7 +980,8 @@ class _Builder:
         section = self.mapping(data, "lvs_pairs", "lvs_pairs", optional=True) or {}
         self.declared_pairs = {str(n) for n in section}
         out = {}
-        allowed = {"hosts", "virtual_router_id", "priority", "auth", "advert_int", "gateway_vips"}
+        allowed = {"hosts", "virtual_router_id", "priority", "auth", "advert_int", "gateway_vips",
+                   "preempt", "preempt_delay"}
         for name in section:
             path = f"lvs_pairs.{name}"
             self.start_entry(section, name)
@@ -1002,9 +1003,9 @@ class _Builder:
             if len(active) != 1:
                 self.err(m, "hosts", f"{path}.hosts",
                          f"an LVS pair needs exactly one active host, found {len(active)}")
-            if len(backup) != 1:
+            if not backup:
                 self.err(m, "hosts", f"{path}.hosts",
-                         f"an LVS pair needs exactly one backup host, found {len(backup)}")
+                         "an LVS pair needs at least one backup host, found 0")
             vrid = self.integer(m, "virtual_router_id", path, 1, 255, None)
             pr = self.mapping(m, "priority", f"{path}.priority", {"active", "backup"},
                               optional=True) or {}
@@ -1013,6 +1014,10 @@ class _Builder:
             if pa <= pb:
                 self.err(m, "priority", f"{path}.priority",
                          f"the active priority ({pa}) must be higher than the backup's ({pb})")
+            if len(backup) > 1 and pb - (len(backup) - 1) < 1:
+                self.err(m, "priority", f"{path}.priority",
+                         f"{len(backup)} backups need priorities {pb} down to "
+                         f"{pb - len(backup) + 1}; raise the backup priority")
             au = self.mapping(m, "auth", f"{path}.auth", {"type", "password"}, optional=True)
             auth_type = auth_pass = None
             if au is not None:
@@ -1033,12 +1038,52 @@ class _Builder:
                 a = self.address(gm, net_name, gpath)
                 if a is not None and self._check_in_network(gm, net_name, gpath, a, net.cidr):
                     gw[str(net_name)] = a
-            advert = self.integer(m, "advert_int", path, 1, 255, 1) or 1
-            if len(active) == 1 and len(backup) == 1 and vrid is not None \
-                    and active[0] in hosts and backup[0] in hosts and not self.tainted:
+            advert = self.advert_int(m, path)
+            if advert is not None and not float(advert).is_integer() and au is not None:
+                self.err(m, "auth", f"{path}.auth", "a sub-second advert_int needs VRRPv3, "
+                         "which has no authentication: drop auth or use whole seconds")
+            preempt = m.get("preempt", True)
+            if not isinstance(preempt, bool):
+                self.err(m, "preempt", f"{path}.preempt",
+                         f"must be true or false, not {preempt!r}")
+                preempt = True
+            delay = self.integer(m, "preempt_delay", path, 0, 1000, 0) or 0
+            if delay and not preempt:
+                self.err(m, "preempt_delay", f"{path}.preempt_delay",
+                         "preempt_delay needs preempt: true (with preempt: false the "
+                         "active never takes the VIPs back)")
+            if len(active) == 1 and backup and vrid is not None and advert is not None \
+                    and active[0] in hosts and all(b in hosts for b in backup) \
+                    and not self.tainted:
                 out[str(name)] = LvsPair(str(name), active[0], backup[0], vrid, pa, pb, auth_type,
-                                         auth_pass, advert, gw)
+                                         auth_pass, advert, gw, tuple(backup[1:]), preempt,
+                                         delay)
         return out
+
+    def advert_int(self, m: dict[str, Any], path: str) -> float | None:
+        """VRRP advert interval in seconds: whole seconds 1-255 (VRRPv2), or a
+        sub-second/fractional value 0.01-40.95 in centiseconds (VRRPv3)."""
+        v = m.get("advert_int")
+        if v is None:
+            return 1
+        key = f"{path}.advert_int"
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            self.err(m, "advert_int", key, f"must be a number of seconds, not {_kind(v)}")
+            return None
+        if float(v).is_integer():
+            if not 1 <= v <= 255:
+                self.err(m, "advert_int", key, f"{v} is outside 1-255 seconds")
+                return None
+            return int(v)
+        cs = round(v * 100)
+        if abs(v * 100 - cs) > 1e-6:
+            self.err(m, "advert_int", key, f"{v} is finer than VRRPv3's centiseconds")
+            return None
+        if not 1 <= cs <= 4095:
+            self.err(m, "advert_int", key,
+                     f"{v} is outside 0.01-40.95 s (VRRPv3, for a fractional interval)")
+            return None
+        return cs / 100
 
     def virtual_services(
         self,
@@ -1181,7 +1226,7 @@ class _Builder:
             vnet = next((n for n in networks.values() if vs.vip in n.cidr), None)
             if vnet is None:
                 continue  # reported by lvs_checks
-            for h in (pair.active, pair.backup):
+            for h in pair.directors:
                 host = hosts.get(h)
                 if host is not None and vnet.name not in host.addresses:
                     self.problems.append(Problem(
@@ -1217,7 +1262,7 @@ class _Builder:
         for pair in pairs.values():
             pm = pair_section.get(pair.name)
             hm = pm.get("hosts") if isinstance(pm, dict) else None
-            for h in (pair.active, pair.backup):
+            for h in pair.directors:
                 host = hosts.get(h)
                 if host is not None and "lvs" not in host.services:
                     self.err(hm, h, f"lvs_pairs.{pair.name}.hosts.{h}",
