@@ -190,7 +190,7 @@ def boot(c: LabCluster, name: str, memory: int) -> Guest:
     return g
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3000)
 def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         lvs_lab: tuple[LabCluster, Netns]) -> None:
     c, client = lvs_lab
@@ -199,13 +199,18 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
     (c.boot_root / "ssh").mkdir(exist_ok=True)
     (c.boot_root / "ssh" / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
     c.start_serve()
-    t0 = time.monotonic()
+    t0, t0_wall = time.monotonic(), time.time()
     guests = {n: boot(c, n, 1536 if n.startswith("lvs") else 256)
               for n in ("lvs1", "lvs2", *WEB)}
     shells: dict[str, Shell] = {}
     try:
         nodes = c.wait_stages(list(guests), ("ready", "failed"), 900)
         print(f"\nall four guests ready in {time.monotonic() - t0:.0f} s (TCG)")
+        for n, evs in c.stage_history().items():  # power-on to ready, booted side by side
+            ready = [e.ts for e in evs if e.stage == "ready"]
+            if ready and n in guests:
+                print(f"  {n} ({c.inventory.hosts[n].image} image): ready "
+                      f"{ready[0] - t0_wall:.0f} s after power-on")
         assert {n: s.stage for n, s in nodes.items() if n in guests} == {
             n: "ready" for n in guests}, {n: (s.stage, s.reason) for n, s in nodes.items()}
         for d in ("lvs1", "lvs2"):
@@ -235,13 +240,7 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         # dsas lb status, over SSH with the host keys dsas trusts
         inv = str(c.inventory_path)
         for d in ("lvs1", "lvs2"):
-            addr = str(c.inventory.hosts[d].primary_interface.address)
-            wait_until(lambda a=addr: c.master.run(  # type: ignore[misc]
-                ["bash", "-c", f"exec 3<>/dev/tcp/{a}/22"], check=False).returncode == 0,
-                120, f"sshd on {d}")
-            r = c.master.run([DSAS, "trust", d, "-y", "-i", inv, "--state-dir", str(state)],
-                             check=False, timeout=60)
-            assert r.returncode == 0, r.stdout + r.stderr
+            trust(c, state, d)
         rep = lb_status(c, state)
         assert rep["unreachable"] == [], rep
         assert {i["name"]: i["holders"] for i in rep["vrrp"]} == {
@@ -305,10 +304,75 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         rep = lb_status(c, state, expect_rc=1)
         assert [u["host"] for u in rep["unreachable"]] == ["lvs1"], rep["unreachable"]
         print(f"dsas lb status after the failover: {rep['unreachable'][0]['reason']}")
-        for sh in shells.values():
-            sh.close()
         assert {i["name"]: i["holders"] for i in rep["vrrp"]} == {
             "lb_inside": ["lvs2"], "lb_outside": ["lvs2"]}, rep["vrrp"]
+
+        # The old director comes back: with preempt false (set now in the inventory, so
+        # the config lvs1 fetches at boot has nopreempt and state BACKUP) the VIPs stay
+        # on lvs2 and nothing is lost; preempt true would take them back.
+        edit_inventory(c, state, lambda t: t.replace(
+            "    advert_int: 1\n", "    advert_int: 1\n    preempt: false\n"))
+        assert c.inventory.lvs_pairs["lb"].preempt is False
+        back = come_back(c, client, state, "lvs1", guests)
+        stays = "lvs1" if c.inventory.lvs_pairs["lb"].preempt else "lvs2"
+        print(f"lvs1 back (preempt {c.inventory.lvs_pairs['lb'].preempt}): VIPs on "
+              f"{back['holder']}, {back['lost']} of {back['sent']} requests lost during its "
+              f"boot ({back['boot_s']:.0f} s to ready)")
+        assert back["holder"] == stays, back
+        assert "nopreempt" in raw(c, state, "lvs1", "cat /etc/keepalived/keepalived.conf",
+                                  "keepalived-lvs1-back.conf")
+        figures = {"gap_s": gap, "lost": lost, "return": back}
+
+        # An idle web server becomes a director (the seed's "make an idle web server the
+        # load balancer"): lvs2 dies first (lvs1 takes the VIPs), `dsas assign w2 lvs`
+        # puts w2 into the pair as a backup and serve reloads, w2 reboots into the
+        # director image, shows BACKUP, and takes the VIPs when lvs1 dies.
+        st, _ = shells["w2"].run(f"kill {pids['w2']}")
+        for sh in shells.values():
+            sh.close()
+        shells.clear()
+        wait_until(lambda: all(ok and b == "w1" for _, ok, b in requests(client, 20, 0.05, 20)),
+                   120, "a pool of w1 alone (w2's httpd stopped)", 2)
+        gap2, lost2 = fail_over(c, client, guests, "lvs2", "lvs1")
+        print(f"second failover, lvs2 -> lvs1: {gap2:.2f} s, {lost2} requests lost")
+        r = c.master.run([DSAS, "assign", "w2", "lvs", "--yes", "-i", inv, "--state-dir",
+                          str(state)], check=False, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "reloaded" in r.stdout + r.stderr, r.stdout + r.stderr
+        c.inventory = load(c.inventory_path)
+        assert c.inventory.hosts["w2"].role.name == "lvs"
+        assert c.inventory.lvs_pairs["lb"].directors == ("lvs1", "lvs2", "w2")
+        t_wall = time.time()
+        guests["w2"].stop()
+        old = guests["w2"]
+        guests["w2"] = reboot_as(c, "w2", old, 1536)
+        w2_boot = wait_ready_since(c, "w2", t_wall, 900)
+        print(f"w2 as a director (web image, stateless): ready {w2_boot:.0f} s after power-on")
+        con = guests["w2"].console()
+        assert "keepalived: " in con and "installed (sha256" in con, con[-3000:]
+        trust(c, state, "w2")
+
+        def w2_backup() -> bool:
+            out = raw(c, state, "w2", "journalctl -b --no-pager -o cat | "
+                      "grep -E 'Entering (BACKUP|MASTER) STATE' || true", "w2-vrrp.txt")
+            return "Entering BACKUP STATE" in out
+
+        wait_until(w2_backup, 60, "w2 in VRRP BACKUP state", 3)
+        rep = lb_status(c, state, expect_rc=1)  # lvs2 is down
+        assert [u["host"] for u in rep["unreachable"]] == ["lvs2"], rep["unreachable"]
+        assert {i["name"]: i["holders"] for i in rep["vrrp"]} == {
+            "lb_inside": ["lvs1"], "lb_outside": ["lvs1"]}, rep["vrrp"]
+        gap3, lost3 = fail_over(c, client, guests, "lvs1", "w2")
+        print(f"third failover, lvs1 -> w2 (the web server made a director): {gap3:.2f} s, "
+              f"{lost3} requests lost")
+        rep = lb_status(c, state, expect_rc=1)
+        assert sorted(u["host"] for u in rep["unreachable"]) == ["lvs1", "lvs2"], rep
+        assert {i["name"]: i["holders"] for i in rep["vrrp"]} == {
+            "lb_inside": ["w2"], "lb_outside": ["w2"]}, rep["vrrp"]
+        got = requests(client, 40)
+        assert all(ok and b == "w1" for _, ok, b in got), got
+        figures |= {"gap2_s": gap2, "lost2": lost2, "gap3_s": gap3, "lost3": lost3}
+        (c.workdir / "figures.json").write_text(json.dumps(figures))
     except Exception:
         for sh in shells.values():
             sh.close()
@@ -316,6 +380,114 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         for n, g in guests.items():
             print(f"---- {n}\n{g.console()[-3000:]}", file=sys.stderr)
         raise
+
+
+def trust(c: LabCluster, state: Path, name: str) -> None:
+    """Trust a director's SSH host key (scanned; a netbooted host makes new keys at
+    every boot, and the scan replaces the old entry)."""
+    addr = str(c.inventory.hosts[name].primary_interface.address)
+    wait_until(lambda: c.master.run(["bash", "-c", f"exec 3<>/dev/tcp/{addr}/22"],
+                                    check=False).returncode == 0, 120, f"sshd on {name}")
+    r = c.master.run([DSAS, "trust", name, "-y", "-i", str(c.inventory_path), "--state-dir",
+                      str(state)], check=False, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def edit_inventory(c: LabCluster, state: Path, change: Callable[[str], str]) -> None:
+    """Change the inventory as the edit commands do (validated, locked, atomic, in the
+    history) and reload the running serve; c.inventory follows."""
+    from provision.inventory.commit import commit, read, sha256
+    from provision.services.servepid import notify_serve
+
+    snap = read(c.inventory_path)
+    new = change(snap.text)
+    assert new != snap.text
+    commit(c.inventory_path, snap, new, "test: edit lvs_pairs", state)
+    n = notify_serve(state, c.inventory_path, sha256(new.encode()), timeout=20)
+    assert n.reloaded, n.message
+    c.inventory = load(c.inventory_path)
+
+
+def wait_ready_since(c: LabCluster, name: str, t_wall: float, timeout: float) -> float:
+    """Wait (bounded) for a 'ready' the master recorded for ``name`` after ``t_wall``
+    (wall clock); returns the seconds from t_wall to it. A 'failed' stage raises."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for ev in c.stage_history(t_wall).get(name, []):
+            if ev.stage == "failed":
+                raise AssertionError(f"{name} failed: {ev.detail}\n"
+                                     f"{c.guests[name].console()[-3000:]}")
+            if ev.stage == "ready":
+                return ev.ts - t_wall
+        time.sleep(1)
+    raise TimeoutError(f"{name}: no ready within {timeout:.0f}s\n"
+                       f"{c.guests[name].console()[-3000:]}")
+
+
+def reboot_as(c: LabCluster, name: str, old: Guest, memory: int) -> Guest:
+    """Power ``name`` on again (same NICs and taps) with what the inventory gives it now:
+    its role's image and the kernel command line the renderer gives the host."""
+    host = c.inventory.hosts[name]
+    img = c.boot_root / "images" / (host.image or "") / "current"
+    spec = GuestSpec(name, list(host.macs), memory_mib=memory, kernel=img / "vmlinuz",
+                     initrd=img / "initrd.img", append=kernel_cmdline(c.inventory, host),
+                     shell=True)
+    g = Guest(c.lab, c.master, spec, old.taps, c.workdir / "guests")
+    c.guests[name] = g
+    g.start()
+    return g
+
+
+def loop_on_vip(c: LabCluster, client: Netns, name: str, seconds: float
+                ) -> tuple[subprocess.Popen[str], Path]:
+    out = c.workdir / f"{name}.txt"
+    with out.open("w") as f:
+        p = client.popen([sys.executable, "-c", CLIENT_LOOP, VIP, "1000000", str(seconds),
+                          "0.1"], stdout=f, stderr=subprocess.DEVNULL, text=True)
+    wait_until(lambda: sum(ok for _, ok, _ in _rows(out)) >= 10, 30, "answers on the VIP", 0.2)
+    return p, out
+
+
+def fail_over(c: LabCluster, client: Netns, guests: dict[str, Guest], dies: str,
+              takes: str) -> tuple[float, int]:
+    """Power ``dies`` off under a client loop; the VIP must end up at ``takes`` (the
+    client's ARP entry, by gratuitous ARP). Returns (gap s, requests lost)."""
+    loop, out = loop_on_vip(c, client, f"loop-{dies}", 120)
+    t_kill = time.monotonic()
+    guests[dies].stop()
+    wait_until(lambda: sum(1 for t, ok, _ in _rows(out) if ok and t > t_kill + 0.5) >= 30,
+               80, f"answers after {dies} died", 1)
+    c.lab.stop(loop)
+    rows = _rows(out)
+    before = [t for t, ok, _ in rows if ok and t <= t_kill]
+    after = [t for t, ok, _ in rows if ok and t > t_kill]
+    lost = sum(1 for t, ok, _ in rows if not ok and t > before[-1])
+    neigh = client.run(["ip", "neigh", "show", VIP]).stdout.lower()
+    assert c.inventory.hosts[takes].macs[0] in neigh, neigh
+    return after[0] - before[-1], lost
+
+
+def come_back(c: LabCluster, client: Netns, state: Path, name: str,
+              guests: dict[str, Guest]) -> dict[str, Any]:
+    """Power ``name`` on again under a client loop on the VIP; wait for its ready and
+    then for VRRP to settle (3 x advert_int and the preempt delay, and some); which
+    director holds the VIPs, and the requests lost meanwhile."""
+    pair = c.inventory.lvs_pairs["lb"]
+    loop, out = loop_on_vip(c, client, f"loop-{name}-back", 1200)
+    t_wall = time.time()
+    old = guests[name]
+    guests[name] = reboot_as(c, name, old, old.spec.memory_mib)
+    boot_s = wait_ready_since(c, name, t_wall, 900)
+    trust(c, state, name)
+    time.sleep(3 * float(pair.advert_int) + pair.preempt_delay + 10)
+    c.lab.stop(loop)
+    rows = _rows(out)
+    rep = lb_status(c, state)
+    holders = {i["name"]: i["holders"] for i in rep["vrrp"]}
+    assert holders["lb_inside"] == holders["lb_outside"] and len(holders["lb_inside"]) == 1, \
+        holders
+    return {"holder": holders["lb_inside"][0], "lost": sum(1 for _, ok, _ in rows if not ok),
+            "sent": len(rows), "boot_s": boot_s}
 
 
 def start_httpd(sh: Shell) -> str:
