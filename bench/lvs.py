@@ -155,7 +155,7 @@ def main(argv: list[str]) -> int:
             t0 = time.monotonic()
             guests = {n: boot(c, n, 1536 if n.startswith("lvs") else 256)
                       for n in ("lvs1", "lvs2", *WEB)}
-            c.wait_stages(list(guests), ("ready", "failed"), 1200)
+            c.wait_stages(list(guests), ("ready", "failed"), 2400)
             print(f"  4 guests ready in {time.monotonic() - t0:.0f} s", flush=True)
             for n in WEB:
                 from provision.lab.qemu import wait_shell
@@ -191,7 +191,7 @@ def main(argv: list[str]) -> int:
                     for d in ("lvs1", "lvs2"):
                         guests[d] = reboot_as(c, d, guests[d], 1536)
                     for d in ("lvs1", "lvs2"):
-                        wait_ready_since(c, d, t_wall, 1200)
+                        wait_ready_since(c, d, t_wall, 2400)
                     lvs1_mac = c.inventory.hosts["lvs1"].macs[0]
 
                     def lvs1_holds(mac: str = lvs1_mac) -> bool:

@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
                 guests = {n: boot(c, n, MEMORY[n]) for n in IMAGES}
                 pids = [g.proc.pid for g in guests.values() if g.proc]
                 cpu = Cpu(pids)
-                ready = {n: wait_ready_since(c, n, t_wall, 1200) for n in IMAGES}
+                ready = {n: wait_ready_since(c, n, t_wall, 2400) for n in IMAGES}
                 other = cpu.others()
                 for n, g in guests.items():
                     con = g.console()

@@ -190,7 +190,7 @@ def boot(c: LabCluster, name: str, memory: int) -> Guest:
     return g
 
 
-@pytest.mark.timeout(3000)
+@pytest.mark.timeout(4800)
 def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         lvs_lab: tuple[LabCluster, Netns]) -> None:
     c, client = lvs_lab
@@ -204,7 +204,7 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
               for n in ("lvs1", "lvs2", *WEB)}
     shells: dict[str, Shell] = {}
     try:
-        nodes = c.wait_stages(list(guests), ("ready", "failed"), 900)
+        nodes = c.wait_stages(list(guests), ("ready", "failed"), 1800)
         print(f"\nall four guests ready in {time.monotonic() - t0:.0f} s (TCG)")
         for n, evs in c.stage_history().items():  # power-on to ready, booted side by side
             ready = [e.ts for e in evs if e.stage == "ready"]
@@ -307,34 +307,24 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         assert {i["name"]: i["holders"] for i in rep["vrrp"]} == {
             "lb_inside": ["lvs2"], "lb_outside": ["lvs2"]}, rep["vrrp"]
 
-        # The old director comes back: with preempt false (set now in the inventory, so
-        # the config lvs1 fetches at boot has nopreempt and state BACKUP) the VIPs stay
-        # on lvs2 and nothing is lost; preempt true would take them back.
-        edit_inventory(c, state, lambda t: t.replace(
-            "    advert_int: 1\n", "    advert_int: 1\n    preempt: false\n"))
-        assert c.inventory.lvs_pairs["lb"].preempt is False
-        back = come_back(c, client, state, "lvs1", guests)
-        stays = "lvs1" if c.inventory.lvs_pairs["lb"].preempt else "lvs2"
-        print(f"lvs1 back (preempt {c.inventory.lvs_pairs['lb'].preempt}): VIPs on "
-              f"{back['holder']}, {back['lost']} of {back['sent']} requests lost during its "
-              f"boot ({back['boot_s']:.0f} s to ready)")
-        assert back["holder"] == stays, back
-        assert "nopreempt" in raw(c, state, "lvs1", "cat /etc/keepalived/keepalived.conf",
-                                  "keepalived-lvs1-back.conf")
-        figures = {"gap_s": gap, "lost": lost, "return": back}
-
-        # An idle web server becomes a director (the seed's "make an idle web server the
-        # load balancer"): lvs2 dies first (lvs1 takes the VIPs), `dsas assign w2 lvs`
-        # puts w2 into the pair as a backup and serve reloads, w2 reboots into the
-        # director image, shows BACKUP, and takes the VIPs when lvs1 dies.
+        # The old director comes back, and an idle web server becomes a director (the
+        # seed's "make an idle web server the load balancer"), booting side by side
+        # under a client loop on the VIP (one boot each saves a TCG boot): the pair's
+        # preempt is set false in the inventory (lvs1 fetches nopreempt and state
+        # BACKUP at boot), so the VIPs stay on lvs2 and lvs1 comes back as a backup;
+        # `dsas assign w2 lvs` puts w2 into the pair as a further backup (serve
+        # reloads) and w2 reboots into the director image and shows BACKUP. Then lvs2
+        # dies (lvs1 takes the VIPs), then lvs1 dies (w2 takes them).
         st, _ = shells["w2"].run(f"kill {pids['w2']}")
+        assert st == 0
         for sh in shells.values():
             sh.close()
         shells.clear()
         wait_until(lambda: all(ok and b == "w1" for _, ok, b in requests(client, 20, 0.05, 20)),
                    120, "a pool of w1 alone (w2's httpd stopped)", 2)
-        gap2, lost2 = fail_over(c, client, guests, "lvs2", "lvs1")
-        print(f"second failover, lvs2 -> lvs1: {gap2:.2f} s, {lost2} requests lost")
+        edit_inventory(c, state, lambda t: t.replace(
+            "    advert_int: 1\n", "    advert_int: 1\n    preempt: false\n"))
+        assert c.inventory.lvs_pairs["lb"].preempt is False
         r = c.master.run([DSAS, "assign", "w2", "lvs", "--yes", "-i", inv, "--state-dir",
                           str(state)], check=False, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -342,22 +332,31 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         c.inventory = load(c.inventory_path)
         assert c.inventory.hosts["w2"].role.name == "lvs"
         assert c.inventory.lvs_pairs["lb"].directors == ("lvs1", "lvs2", "w2")
-        t_wall = time.time()
         guests["w2"].stop()
-        old = guests["w2"]
-        guests["w2"] = reboot_as(c, "w2", old, 1536)
-        w2_boot = wait_ready_since(c, "w2", t_wall, 900)
-        print(f"w2 as a director (web image, stateless): ready {w2_boot:.0f} s after power-on")
-        con = guests["w2"].console()
-        assert "keepalived: " in con and "installed (sha256" in con, con[-3000:]
-        trust(c, state, "w2")
+        back = come_back(c, client, state, ["lvs1", "w2"], guests)
+        stays = "lvs1" if c.inventory.lvs_pairs["lb"].preempt else "lvs2"
+        print(f"lvs1 back (preempt {c.inventory.lvs_pairs['lb'].preempt}) and w2 a director: "
+              f"VIPs on {back['holder']}, {back['lost']} of {back['sent']} requests lost "
+              f"during their boot; power-on to ready (web image, stateless, side by side): "
+              + ", ".join(f"{n} {t:.0f} s" for n, t in back["boot_s"].items()))
+        assert back["holder"] == stays, back
+        for n in ("lvs1", "w2"):
+            con = guests[n].console()
+            assert "keepalived: " in con and "installed (sha256" in con, con[-3000:]
+            conf = raw(c, state, n, "cat /etc/keepalived/keepalived.conf", f"keepalived-{n}.conf")
+            assert "nopreempt" in conf and "state MASTER" not in conf, conf
+        assert "priority 99" in raw(c, state, "w2", "grep priority /etc/keepalived/keepalived.conf",
+                                    "w2-priority.txt")
 
         def w2_backup() -> bool:
             out = raw(c, state, "w2", "journalctl -b --no-pager -o cat | "
                       "grep -E 'Entering (BACKUP|MASTER) STATE' || true", "w2-vrrp.txt")
-            return "Entering BACKUP STATE" in out
+            return "Entering BACKUP STATE" in out and "Entering MASTER STATE" not in out
 
         wait_until(w2_backup, 60, "w2 in VRRP BACKUP state", 3)
+        figures = {"gap_s": gap, "lost": lost, "return": back}
+        gap2, lost2 = fail_over(c, client, guests, "lvs2", "lvs1")
+        print(f"second failover, lvs2 -> lvs1: {gap2:.2f} s, {lost2} requests lost")
         rep = lb_status(c, state, expect_rc=1)  # lvs2 is down
         assert [u["host"] for u in rep["unreachable"]] == ["lvs2"], rep["unreachable"]
         assert {i["name"]: i["holders"] for i in rep["vrrp"]} == {
@@ -467,18 +466,21 @@ def fail_over(c: LabCluster, client: Netns, guests: dict[str, Guest], dies: str,
     return after[0] - before[-1], lost
 
 
-def come_back(c: LabCluster, client: Netns, state: Path, name: str,
+def come_back(c: LabCluster, client: Netns, state: Path, names: list[str],
               guests: dict[str, Guest]) -> dict[str, Any]:
-    """Power ``name`` on again under a client loop on the VIP; wait for its ready and
-    then for VRRP to settle (3 x advert_int and the preempt delay, and some); which
-    director holds the VIPs, and the requests lost meanwhile."""
+    """Power ``names`` on (again) side by side under a client loop on the VIP, with what
+    the inventory gives them now; wait for each one's ready and then for VRRP to settle
+    (3 x advert_int and the preempt delay, and some). Which director holds the VIPs,
+    the requests lost meanwhile, and each one's power-on to ready."""
     pair = c.inventory.lvs_pairs["lb"]
-    loop, out = loop_on_vip(c, client, f"loop-{name}-back", 1200)
+    loop, out = loop_on_vip(c, client, "loop-back", 3000)
     t_wall = time.time()
-    old = guests[name]
-    guests[name] = reboot_as(c, name, old, old.spec.memory_mib)
-    boot_s = wait_ready_since(c, name, t_wall, 900)
-    trust(c, state, name)
+    for n in names:
+        old = guests[n]
+        guests[n] = reboot_as(c, n, old, 1536)
+    boot_s = {n: wait_ready_since(c, n, t_wall, 1800) for n in names}
+    for n in names:
+        trust(c, state, n)
     time.sleep(3 * float(pair.advert_int) + pair.preempt_delay + 10)
     c.lab.stop(loop)
     rows = _rows(out)
