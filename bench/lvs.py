@@ -1,8 +1,10 @@
 """LVS: VRRP failover and the cost of IPVS, side by side in one run (QEMU, TCG).
 
-The lab of tests/test_lvs_vm.py: two directors (the web image, keepalived +
-IPVS, NAT) and two web servers (tiny image, busybox httpd) netbooted from
-`dsas serve`, a client namespace on the outside VLAN. The client also gets a
+The lab of tests/test_lvs_vm.py: two directors (keepalived + IPVS, NAT) and
+two web servers (tiny image, busybox httpd) netbooted from `dsas serve`, a
+client namespace on the outside VLAN. The directors boot the tiny-lvs image
+(--director-image; `python -m bench lvsboot` measured it several times faster
+to ready than the web image under TCG), which needs no SSH here. The client also gets a
 leg on the inside bridge, so one process can reach a real server directly.
 
 * IPVS cost: requests per second (fresh TCP connection each, 4 at a time, for
@@ -130,18 +132,28 @@ def main(argv: list[str]) -> int:
                     metavar=("ACTIVE", "BACKUP"),
                     help="VRRP priorities; the backup's sets keepalived's skew, "
                          "(256 - BACKUP) / 256 x advert_int (0.61 s at keepalived's usual 100)")
+    ap.add_argument("--director-image", default="tiny-lvs", choices=("tiny-lvs", "web"))
     ap.add_argument("--advert", type=float, default=0.3,
                     help="the sub-second advert_int of the second failover (VRRPv3)")
     args = ap.parse_args(argv)
-    build_images("tiny", "web")
+    build_images("tiny", args.director_image)
+    mem = 1536 if args.director_image == "web" else 384
     with tempfile.TemporaryDirectory(prefix="dsas-bench-lvs-") as tmp, Lab() as lab:
         work = Path(tmp)
         inv_path = work / "cluster.yaml"
         pa, pb = args.priority
-        inv_path.write_text(INVENTORY.replace(
+        text = INVENTORY.replace(
             "    advert_int: 1\n",
-            f"    advert_int: 1\n    priority: {{active: {pa}, backup: {pb}}}\n"))
+            f"    advert_int: 1\n    priority: {{active: {pa}, backup: {pb}}}\n")
+        if args.director_image != "web":
+            text = text.replace("  web: {version: current}\n", "  web: {version: current}\n"
+                                f"  {args.director_image}: {{version: current}}\n")
+            text = text.replace("    services: [lvs]\n    networks: [inside, outside]\n"
+                                "    image: web\n", "    services: [lvs]\n    networks: "
+                                f"[inside, outside]\n    image: {args.director_image}\n")
+        inv_path.write_text(text)
         c = LabCluster(lab, load(inv_path), inv_path, work, TEST_BOOT_ROOT)
+        assert c.inventory.hosts["lvs1"].image == args.director_image
         try:
             c.setup_network()
             m = c.master
@@ -153,7 +165,7 @@ def main(argv: list[str]) -> int:
             lab.plug(m, "br0", client, "198.18.3.50/22")  # the direct leg, inside
             c.start_serve()
             t0 = time.monotonic()
-            guests = {n: boot(c, n, 1536 if n.startswith("lvs") else 256)
+            guests = {n: boot(c, n, mem if n.startswith("lvs") else 256)
                       for n in ("lvs1", "lvs2", *WEB)}
             c.wait_stages(list(guests), ("ready", "failed"), 2400)
             print(f"  4 guests ready in {time.monotonic() - t0:.0f} s", flush=True)
@@ -189,7 +201,7 @@ def main(argv: list[str]) -> int:
                     guests["lvs2"].stop()
                     t_wall = time.time()
                     for d in ("lvs1", "lvs2"):
-                        guests[d] = reboot_as(c, d, guests[d], 1536)
+                        guests[d] = reboot_as(c, d, guests[d], mem)
                     for d in ("lvs1", "lvs2"):
                         wait_ready_since(c, d, t_wall, 2400)
                     lvs1_mac = c.inventory.hosts["lvs1"].macs[0]
@@ -208,7 +220,8 @@ def main(argv: list[str]) -> int:
                       flush=True)
         finally:
             c.stop()
-    print(f"\nlvs (TCG guests, {os.cpu_count()} CPUs shared)")
+    print(f"\nlvs (TCG guests, {os.cpu_count()} CPUs shared, load {os.getloadavg()[0]:.1f}; "
+          f"directors from the {args.director_image} image)")
     print(f"{'measure':<34} {'value':>10} {'failed':>7} {'other CPU %':>12}")
     print(f"{'rps direct to w1':<34} {direct:>10.1f} {dfail:>7} {d_cpu:>12.0f}")
     print(f"{'rps through the VIP (IPVS NAT)':<34} {via:>10.1f} {vfail:>7} {v_cpu:>12.0f}")
