@@ -111,25 +111,39 @@ virtual_services:
     check: {type: HTTP_GET, path: /, connect_timeout: 1, retry: 1, delay_before_retry: 1}
 """
 
-# Runs in the client namespace: GET http://VIP/ every PERIOD s for SECONDS s (or
-# COUNT requests), one line per request: "<monotonic t> ok <body>" or "<t> fail <why>".
+# Runs in the client namespace: a GET http://VIP/ starts every PERIOD s for SECONDS s
+# (or COUNT requests), each in its own thread (a request that waits out its 0.8 s
+# timeout does not delay the next, so a gap is seen to within PERIOD), one line per
+# request: "<monotonic start t> ok <body>" or "<t> fail <why>".
 CLIENT_LOOP = r"""
-import http.client, sys, time
+import http.client, sys, threading, time
 vip, count, seconds, period = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-end = time.monotonic() + seconds
-n = 0
-while n < count and time.monotonic() < end:
-    n += 1
-    t = time.monotonic()
+lock = threading.Lock()
+def one(t):
     try:
         c = http.client.HTTPConnection(vip, 80, timeout=0.8)
         c.request("GET", "/", headers={"Connection": "close"})
         body = c.getresponse().read().decode(errors="replace").strip()
         c.close()
-        print(f"{t:.3f} ok {body}", flush=True)
+        line = f"{t:.3f} ok {body}"
     except Exception as e:
-        print(f"{t:.3f} fail {type(e).__name__}", flush=True)
-    time.sleep(max(0.0, period - (time.monotonic() - t)))
+        line = f"{t:.3f} fail {type(e).__name__}"
+    with lock:
+        print(line, flush=True)
+start = time.monotonic()
+end = start + seconds
+threads = []
+n = 0
+while n < count and time.monotonic() < end:
+    t = time.monotonic()
+    th = threading.Thread(target=one, args=(t,))
+    th.start()
+    threads.append(th)
+    n += 1
+    threads = [x for x in threads if x.is_alive()]
+    time.sleep(max(0.0, start + n * period - time.monotonic()))
+for th in threads:
+    th.join(5)
 """
 
 
@@ -141,7 +155,7 @@ def requests(client: Netns, count: int, period: float = 0.05,
     for line in out.stdout.splitlines():
         t, status, rest = (line.split(" ", 2) + [""])[:3]
         rows.append((float(t), status == "ok", rest))
-    return rows
+    return sorted(rows)
 
 
 def wait_until(ok: Callable[[], object], timeout: float, what: str, step: float = 1.0) -> None:
@@ -532,4 +546,4 @@ def _rows(path: Path) -> list[tuple[float, bool, str]]:
             rows.append((float(parts[0]), parts[1] == "ok", parts[2]))
         except ValueError:
             continue
-    return rows
+    return sorted(rows)
