@@ -11,7 +11,8 @@ leg on the inside bridge, so one process can reach a real server directly.
   SECONDS s) from the client through the VIP, against the same client straight
   to w1, and straight to w1 and w2 in turn (the VIP spreads over both, so that
   is the fair peer); ratios VIP / direct (1.0: IPVS costs nothing).
-* VRRP failover: one request every 0.1 s (0.8 s timeout) while the active
+* VRRP failover: a request starts every 0.1 s (each in its own thread, 0.8 s
+  timeout, so lost = 0.1 s slots without an answer) while the active
   director's QEMU quits; time from the last answer before to the first after,
   and requests lost. keepalived's own figure is 3 x advert_int + skew, about
   3.6 s at advert_int 1 and a backup priority of 100; the skew is
