@@ -527,16 +527,19 @@ def come_back(c: LabCluster, client: Netns, state: Path, names: list[str],
 
 
 @pytest.mark.timeout(3600)
+@pytest.mark.parametrize("preempt", [False, True], ids=["nopreempt", "preempt"])
 @pytest.mark.parametrize("lvs_lab", ["tiny-lvs"], indirect=True)
 def test_the_old_director_returns_as_preempt_says_and_a_web_server_becomes_a_director(
-        lvs_lab: tuple[LabCluster, Netns]) -> None:
+        lvs_lab: tuple[LabCluster, Netns], preempt: bool) -> None:
     """Issue 16, with the directors on tiny-lvs (a TCG boot of the web image took over
     30 min under this machine's load): the active director dies and the backup takes
-    the VIPs; the pair's preempt is set false in the inventory; the old active comes
-    back and the VIPs stay (a client loop counts what is lost); a web server assigned
+    the VIPs; the pair's preempt is set in the inventory; the old active comes back
+    and the VIPs stay (false) or return to it (true), a client loop counting what is
+    lost; a web server assigned
     to lvs (`dsas assign`, serve reloads) reboots as a director beside it, joins the
     pair as a further backup (keepalived's own state dump says BACKUP); then the VIP
-    holder dies twice and the VIPs go to lvs1, then to the former web server."""
+    holder dies twice (with preempt, lvs2 dies as the backup) and the VIPs are on lvs1,
+    then on the former web server."""
     c, client = lvs_lab
     state = c.workdir / "state"
     c.start_serve()
@@ -573,8 +576,8 @@ def test_the_old_director_returns_as_preempt_says_and_a_web_server_becomes_a_dir
                    120, "a pool of w1 alone (w2's httpd stopped)", 2)
         shells.pop("w2").close()
         edit_inventory(c, state, lambda t: t.replace(
-            "    advert_int: 1\n", "    advert_int: 1\n    preempt: false\n"))
-        assert c.inventory.lvs_pairs["lb"].preempt is False
+            "    advert_int: 1\n", f"    advert_int: 1\n    preempt: {str(preempt).lower()}\n"))
+        assert c.inventory.lvs_pairs["lb"].preempt is preempt
         r = c.master.run([DSAS, "assign", "w2", "lvs", "--yes", "-i", inv, "--state-dir",
                           str(state)], check=False, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -609,16 +612,19 @@ def test_the_old_director_returns_as_preempt_says_and_a_web_server_becomes_a_dir
             con = guests[n].console()
             assert "keepalived: " in con and "installed (sha256" in con, con[-3000:]
             st, conf = shells[n].run("cat /etc/keepalived/keepalived.conf")
-            assert st == 0 and "nopreempt" in conf and "state MASTER" not in conf, conf
+            assert st == 0 and ("nopreempt" in conf) is not preempt, conf
+            assert ("state MASTER" in conf) is (preempt and n == "lvs1"), conf
         assert "priority 99" in shells["w2"].run("cat /etc/keepalived/keepalived.conf")[1]
         states = vrrp_states(shells["w2"])
         print(f"w2's keepalived: {states}")
         assert states == {"lb_inside": "BACKUP", "lb_outside": "BACKUP"}, states
-        assert vrrp_states(shells["lvs1"]) == {"lb_inside": "BACKUP", "lb_outside": "BACKUP"}
+        lvs1_state = "MASTER" if preempt else "BACKUP"
+        assert vrrp_states(shells["lvs1"]) == {"lb_inside": lvs1_state, "lb_outside": lvs1_state}
 
         gap2, lost2 = fail_over(c, client, guests, "lvs2", "lvs1")
         shells.pop("lvs2").close()
-        print(f"failover lvs2 -> lvs1: {gap2:.2f} s, {lost2} requests lost")
+        print(f"lvs2 ({'the backup' if preempt else 'the VIP holder'}) dies, VIPs on lvs1: "
+              f"{gap2:.2f} s, {lost2} requests lost")
         assert holder(shells, c) == "lvs1"
         gap3, lost3 = fail_over(c, client, guests, "lvs1", "w2")
         shells.pop("lvs1").close()
