@@ -1,23 +1,34 @@
-"""The load balancer lab (issue 16): the inventory, the client's request loop and a
-direct-kernel boot of a guest, shared by tests/vm/test_lvs_vm.py and
-`python -m bench lvs`.
+"""The load balancer lab (issue 16): the inventory, the client's request loop, a
+direct-kernel boot of a guest, and the moves the tests and `python -m bench lvs`
+share (edit the inventory, reboot a guest as another role, fail a director over,
+bring one back).
 
     master netns  br0 198.18.0.1/22 (inside, untagged): `dsas serve` (DHCP, HTTP)
                   vlan2 (userspace 802.1Q port) + br2 198.19.2.1/24 (outside)
     client netns  198.19.2.50/24 on br2
-    lvs1, lvs2    the `web` image (Debian: keepalived, ipvsadm, IPVS modules),
+    lvs1, lvs2    the `web` or `tiny-lvs` image (keepalived, ipvsadm, IPVS modules),
                   role lvs: bond0 inside, bond0.2 outside; VRRP pair, NAT
     w1, w2        the tiny image, role web: busybox httpd answering its own name
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from provision.inventory import load
 from provision.render.engine import kernel_cmdline
 
 from .cluster import LabCluster
+from .netns import Netns
 from .qemu import Guest, GuestSpec
+
+DSAS = str(Path(sys.executable).with_name("dsas"))
 
 VIP = "198.19.2.10"
 CLIENT = "198.19.2.50"
@@ -84,26 +95,77 @@ virtual_services:
     check: {type: HTTP_GET, path: /, connect_timeout: 1, retry: 1, delay_before_retry: 1}
 """
 
-# Runs in the client namespace: GET http://VIP/ every PERIOD s for SECONDS s (or
-# COUNT requests), one line per request: "<monotonic t> ok <body>" or "<t> fail <why>".
+# Runs in the client namespace: a GET http://VIP/ starts every PERIOD s for SECONDS s
+# (or COUNT requests), each in its own thread (a request that waits out its 0.8 s
+# timeout does not delay the next, so a gap is seen to within PERIOD), one line per
+# request: "<monotonic start t> ok <body>" or "<t> fail <why>". With a fifth argument
+# "seq", one request at a time (a client that waits for each answer: it never offers
+# a starved TCG web server more than it can take).
 CLIENT_LOOP = r"""
-import http.client, sys, time
+import http.client, sys, threading, time
 vip, count, seconds, period = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-end = time.monotonic() + seconds
-n = 0
-while n < count and time.monotonic() < end:
-    n += 1
-    t = time.monotonic()
+seq = sys.argv[5:] == ["seq"]
+lock = threading.Lock()
+def one(t):
     try:
         c = http.client.HTTPConnection(vip, 80, timeout=0.8)
         c.request("GET", "/", headers={"Connection": "close"})
         body = c.getresponse().read().decode(errors="replace").strip()
         c.close()
-        print(f"{t:.3f} ok {body}", flush=True)
+        line = f"{t:.3f} ok {body}"
     except Exception as e:
-        print(f"{t:.3f} fail {type(e).__name__}", flush=True)
-    time.sleep(max(0.0, period - (time.monotonic() - t)))
+        line = f"{t:.3f} fail {type(e).__name__}"
+    with lock:
+        print(line, flush=True)
+start = time.monotonic()
+end = start + seconds
+threads = []
+n = 0
+while n < count and time.monotonic() < end:
+    t = time.monotonic()
+    th = threading.Thread(target=one, args=(t,))
+    th.start()
+    if seq:
+        th.join(5)
+    threads.append(th)
+    n += 1
+    threads = [x for x in threads if x.is_alive()]
+    time.sleep(max(0.0, start + n * period - time.monotonic()))
+for th in threads:
+    th.join(5)
 """
+
+
+def requests(client: Netns, count: int, period: float = 0.05,
+             seconds: float = 120) -> list[tuple[float, bool, str]]:
+    out = client.run([sys.executable, "-c", CLIENT_LOOP, VIP, str(count), str(seconds),
+                      str(period), "seq"], timeout=seconds + 30, check=False)
+    rows = []
+    for line in out.stdout.splitlines():
+        t, status, rest = (line.split(" ", 2) + [""])[:3]
+        rows.append((float(t), status == "ok", rest))
+    return sorted(rows)
+
+
+def wait_until(ok: Callable[[], object], timeout: float, what: str, step: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} after {timeout:.0f}s")
+        time.sleep(step)
+
+
+def tiny_directors(text: str) -> str:
+    """The inventory with the directors on the tiny-lvs image (the tiny image with
+    Debian's keepalived and ipvsadm): `python -m bench lvsboot` measured it 7x faster
+    to ready than the web image under TCG (270 s against 1,883 s at load 22), but it
+    has no sshd, so `dsas lb status` cannot read it (its shell on hvc0 is read)."""
+    text = text.replace("  web: {version: current}\n",
+                        "  web: {version: current}\n  tiny-lvs: {version: current}\n")
+    return text.replace("    services: [lvs]\n    networks: [inside, outside]\n    image: web\n",
+                        "    services: [lvs]\n    networks: [inside, outside]\n"
+                        "    image: tiny-lvs\n")
+
 
 
 def boot(c: LabCluster, name: str, memory: int) -> Guest:
@@ -119,8 +181,124 @@ def boot(c: LabCluster, name: str, memory: int) -> Guest:
     return g
 
 
+
+
+def trust(c: LabCluster, state: Path, name: str) -> None:
+    """Trust a director's SSH host key (scanned; a netbooted host makes new keys at
+    every boot, and the scan replaces the old entry)."""
+    addr = str(c.inventory.hosts[name].primary_interface.address)
+    wait_until(lambda: c.master.run(["bash", "-c", f"exec 3<>/dev/tcp/{addr}/22"],
+                                    check=False).returncode == 0, 120, f"sshd on {name}")
+    r = c.master.run([DSAS, "trust", name, "-y", "-i", str(c.inventory_path), "--state-dir",
+                      str(state)], check=False, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def edit_inventory(c: LabCluster, state: Path, change: Callable[[str], str]) -> None:
+    """Change the inventory as the edit commands do (validated, locked, atomic, in the
+    history) and reload the running serve; c.inventory follows."""
+    from provision.inventory.commit import commit, read
+    from provision.services.servepid import notify_serve
+    from provision.state.inventory import sha256
+
+    snap = read(c.inventory_path)
+    new = change(snap.text)
+    assert new != snap.text
+    commit(c.inventory_path, snap, new, "test: edit lvs_pairs", state)
+    n = notify_serve(state, c.inventory_path, sha256(new.encode()), timeout=20)
+    assert n.reloaded, n.message
+    c.inventory = load(c.inventory_path)
+
+
+def wait_ready_since(c: LabCluster, name: str, t_wall: float, timeout: float) -> float:
+    """Wait (bounded) for a 'ready' the master recorded for ``name`` after ``t_wall``
+    (wall clock); returns the seconds from t_wall to it. A 'failed' stage raises."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for ev in c.stage_history(t_wall).get(name, []):
+            if ev.stage == "failed":
+                raise AssertionError(f"{name} failed: {ev.detail}\n"
+                                     f"{c.guests[name].console()[-3000:]}")
+            if ev.stage == "ready":
+                return ev.ts - t_wall
+        time.sleep(1)
+    raise TimeoutError(f"{name}: no ready within {timeout:.0f}s\n"
+                       f"{c.guests[name].console()[-3000:]}")
+
+
+def reboot_as(c: LabCluster, name: str, old: Guest, memory: int) -> Guest:
+    """Power ``name`` on again (same NICs and taps) with what the inventory gives it now:
+    its role's image and the kernel command line the renderer gives the host."""
+    host = c.inventory.hosts[name]
+    img = c.boot_root / "images" / (host.image or "") / "current"
+    spec = GuestSpec(name, list(host.macs), memory_mib=memory, kernel=img / "vmlinuz",
+                     initrd=img / "initrd.img", append=kernel_cmdline(c.inventory, host),
+                     shell=True)
+    g = Guest(c.lab, c.master, spec, old.taps, c.workdir / "guests")
+    c.guests[name] = g
+    g.start()
+    return g
+
+
+def loop_on_vip(c: LabCluster, client: Netns, name: str, seconds: float, seq: bool = False
+                ) -> tuple[subprocess.Popen[str], Path]:
+    out = c.workdir / f"{name}.txt"
+    with out.open("w") as f:
+        p = client.popen([sys.executable, "-c", CLIENT_LOOP, VIP, "1000000", str(seconds),
+                          "0.1", *(["seq"] if seq else [])], stdout=f,
+                         stderr=subprocess.DEVNULL, text=True)
+    wait_until(lambda: sum(ok for _, ok, _ in client_rows(out)) >= 10, 30,
+               "answers on the VIP", 0.2)
+    return p, out
+
+
+def fail_over(c: LabCluster, client: Netns, guests: dict[str, Guest], dies: str,
+              takes: str) -> tuple[float, int]:
+    """Power ``dies`` off under a client loop; the VIP must end up at ``takes`` (the
+    client's ARP entry, by gratuitous ARP). Returns (gap s, requests lost)."""
+    loop, out = loop_on_vip(c, client, f"loop-{dies}", 120)
+    t_kill = time.monotonic()
+    guests[dies].stop()
+    wait_until(lambda: sum(1 for t, ok, _ in client_rows(out) if ok and t > t_kill + 0.5) >= 30,
+               80, f"answers after {dies} died", 1)
+    c.lab.stop(loop)
+    rows = client_rows(out)
+    before = [t for t, ok, _ in rows if ok and t <= t_kill]
+    after = [t for t, ok, _ in rows if ok and t > t_kill]
+    lost = sum(1 for t, ok, _ in rows if not ok and t > before[-1])
+    neigh = client.run(["ip", "neigh", "show", VIP]).stdout.lower()
+    assert c.inventory.hosts[takes].macs[0] in neigh, neigh
+    return after[0] - before[-1], lost
+
+
+def come_back(c: LabCluster, client: Netns, state: Path, names: list[str],
+              guests: dict[str, Guest]) -> dict[str, Any]:
+    """Power ``names`` on (again) side by side under a client loop on the VIP, with what
+    the inventory gives them now; wait for each one's ready and then for VRRP to settle
+    (3 x advert_int and the preempt delay, and some). Which director holds the VIPs,
+    the requests lost meanwhile, and each one's power-on to ready."""
+    pair = c.inventory.lvs_pairs["lb"]
+    loop, out = loop_on_vip(c, client, "loop-back", 3000)
+    t_wall = time.time()
+    for n in names:
+        old = guests[n]
+        guests[n] = reboot_as(c, n, old, 1536)
+    boot_s = {n: wait_ready_since(c, n, t_wall, 1800) for n in names}
+    for n in names:
+        trust(c, state, n)
+    time.sleep(3 * float(pair.advert_int) + pair.preempt_delay + 10)
+    c.lab.stop(loop)
+    rows = client_rows(out)
+    rep = lb_status(c, state)
+    holders = {i["name"]: i["holders"] for i in rep["vrrp"]}
+    assert holders["lb_inside"] == holders["lb_outside"] and len(holders["lb_inside"]) == 1, \
+        holders
+    return {"holder": holders["lb_inside"][0], "lost": sum(1 for _, ok, _ in rows if not ok),
+            "sent": len(rows), "boot_s": boot_s}
+
+
+
 def client_rows(path: Path) -> list[tuple[float, bool, str]]:
-    """The lines CLIENT_LOOP wrote to ``path`` so far: (time, answered, body or why)."""
     rows = []
     for line in path.read_text().splitlines():
         parts = (line.split(" ", 2) + [""])[:3]
@@ -128,4 +306,15 @@ def client_rows(path: Path) -> list[tuple[float, bool, str]]:
             rows.append((float(parts[0]), parts[1] == "ok", parts[2]))
         except ValueError:
             continue
-    return rows
+    return sorted(rows)
+
+
+def lb_status(c: LabCluster, state: Path, expect_rc: int = 0) -> dict[str, Any]:
+    r = c.master.run([DSAS, "lb", "status", "--json", "-i", str(c.inventory_path),
+                      "--state-dir", str(state), "--timeout", "5"], check=False, timeout=90)
+    assert r.returncode == expect_rc, r.stdout + r.stderr
+    print(c.master.run([DSAS, "lb", "status", "-i", str(c.inventory_path), "--state-dir",
+                        str(state), "--timeout", "5"], check=False, timeout=90).stdout)
+    doc = json.loads(r.stdout)
+    assert isinstance(doc, dict)
+    return doc

@@ -33,7 +33,7 @@ def rows_of(inv: Inventory, views: list[DirectorView], report: dict[str, Any],
                                                  "active", "inactive")} for r in d["reals"]]})
     for i in report["vrrp"]:
         pair = inv.lvs_pairs.get(i["pair"])
-        for h in ((pair.active, pair.backup) if pair else ()):
+        for h in (pair.directors if pair else ()):
             if h in vrrp and h not in i["unknown"]:
                 vrrp[h].append({k: i[k] for k in ("pair", "network", "vrid", "vips")}
                                | {"instance": i["name"], "held": h in i["holders"]})

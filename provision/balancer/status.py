@@ -170,7 +170,7 @@ def status(inv: Inventory, views: list[DirectorView]) -> dict[str, Any]:
     for vs in inv.virtual_services.values():
         pair = inv.lvs_pairs.get(vs.pair)
         directors: list[dict[str, Any]] = []
-        for h in ((pair.active, pair.backup) if pair else ()):
+        for h in (pair.directors if pair else ()):
             v = by_host.get(h)
             if v is None or v.error is not None:
                 directors.append({"host": h, "error": v.error if v else "not queried"})
@@ -214,7 +214,7 @@ def status(inv: Inventory, views: list[DirectorView]) -> dict[str, Any]:
         ids = vrrp_ids(pair, list(inv.virtual_services.values()), inv.networks)
         for net_name, vrid in ids.items():
             holders, unknown = [], []
-            for h in (pair.active, pair.backup):
+            for h in pair.directors:
                 v = by_host.get(h)
                 if v is None or v.error is not None:
                     unknown.append(h)

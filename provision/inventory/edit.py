@@ -400,4 +400,41 @@ def assign_role(doc: Document, name: str, role: str,
                 old[k] = v
     else:
         h["addresses"] = addrs
+    _lvs_membership(doc, name, role)
     return why
+
+
+def _runs_lvs(doc: Document, role: str, host: CommentedMap) -> bool:
+    """Does a host of ``role`` (with its own ``services``) run the lvs service?"""
+    roles = doc.data.get("roles") or {}
+    r = roles.get(role) if isinstance(roles, dict) else None
+    services = list((r.get("services") or []) if isinstance(r, dict) else [])
+    services += list(host.get("services") or []) if isinstance(host.get("services"), list) \
+        else []
+    return "lvs" in (str(s) for s in services)
+
+
+def _lvs_membership(doc: Document, name: str, role: str) -> None:
+    """A host moved to a role that runs lvs joins the LVS pair as a further backup (one
+    priority lower than the last); one moved away from it leaves the pairs where it is
+    a further backup. Only when the choice is clear: with several pairs (or where the
+    host is a pair's active or only backup) the inventory is left for the operator, and
+    `dsas check` names what is missing."""
+    pairs = doc.data.get("lvs_pairs")
+    if not isinstance(pairs, CommentedMap):
+        return
+    member = {str(p): m for p, m in pairs.items()
+              if isinstance(m, dict) and isinstance(m.get("hosts"), dict)
+              and name in m["hosts"]}
+    if _runs_lvs(doc, role, doc.host(name)):
+        if member or len(pairs) != 1:
+            return
+        hosts = next(iter(pairs.values())).get("hosts")
+        if isinstance(hosts, CommentedMap):
+            hosts[name] = "backup"
+        return
+    for m in member.values():
+        hosts = m["hosts"]
+        backups = [h for h, st in hosts.items() if st == "backup"]
+        if hosts.get(name) == "backup" and len(backups) > 1:
+            del hosts[name]

@@ -288,8 +288,32 @@ class LvsPair:
     priority_backup: int
     auth_type: str | None
     auth_pass: str | None
-    advert_int: int = 1
+    advert_int: float = 1  # seconds; fractional (VRRPv3, centiseconds) when sub-second
     gateway_vips: dict[str, IPv4Address] = field(default_factory=dict)  # network -> VIP
+    # Further backups after ``backup``, in inventory order, each one priority lower: a
+    # host moved to the lvs role joins the pair this way (issue 16).
+    more_backups: tuple[str, ...] = ()
+    preempt: bool = True  # the active takes the VIPs back when it returns
+    preempt_delay: int = 0  # seconds it waits first (keepalived's preempt_delay)
+
+    @property
+    def backups(self) -> tuple[str, ...]:
+        return (self.backup, *self.more_backups)
+
+    @property
+    def directors(self) -> tuple[str, ...]:
+        return (self.active, *self.backups)
+
+    @property
+    def vrrp_version(self) -> int:
+        """3 when advert_int is sub-second or fractional (VRRPv3 adverts are in
+        centiseconds; v2's in whole seconds)."""
+        return 2 if float(self.advert_int).is_integer() else 3
+
+    def priority_of(self, host: str) -> int:
+        if host == self.active:
+            return self.priority_active
+        return self.priority_backup - self.backups.index(host)
 
 
 @dataclass(frozen=True)
@@ -347,7 +371,8 @@ class Inventory:
         """(host, pair, 'active'|'backup') for every LVS host."""
         for pair in self.lvs_pairs.values():
             yield self.hosts[pair.active], pair, "active"
-            yield self.hosts[pair.backup], pair, "backup"
+            for b in pair.backups:
+                yield self.hosts[b], pair, "backup"
 
     def services_of_pair(self, pair: str) -> list[VirtualService]:
         return [vs for vs in self.virtual_services.values() if vs.pair == pair]

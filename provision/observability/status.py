@@ -222,7 +222,7 @@ def _pools(inv: Inventory, host: Host, lb: dict[str, dict[str, Any]]) -> list[di
     for vs in inv.virtual_services.values():
         if vs.role == host.role.name:
             pair = inv.lvs_pairs.get(vs.pair)
-            directors = (pair.active, pair.backup) if pair else ()
+            directors = pair.directors if pair else ()
             out.append({"service": vs.name, "vip": f"{vs.vip}:{vs.port}/{vs.protocol}",
                         "as": "real server", "weight": vs.weight}
                        | _as_real(host.name, directors, lb, vs.name))

@@ -176,7 +176,7 @@ class StatusPage:
         from .. import render
 
         kinds = ["dsas.conf"]
-        if any(host.name in (p.active, p.backup) for p in inv.lvs_pairs.values()):
+        if any(host.name in p.directors for p in inv.lvs_pairs.values()):
             kinds.append("keepalived")
         out = {}
         for kind in kinds:

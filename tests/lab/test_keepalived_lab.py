@@ -51,3 +51,25 @@ def test_keepalived_rejects_a_broken_config(lab: Lab, tmp_path: Path) -> None:
     conf.write_text("virtual_server 198.18.0.9 80 {\n    lb_algo nosuch\n}\n")
     out = ns.run([keepalived, "--config-test", "-f", str(conf)], check=False)
     assert out.returncode != 0
+
+
+@pytest.mark.parametrize("extra", ["    advert_int: 0.3\n", "    preempt: false\n",
+                                   "    preempt_delay: 10\n    advert_int: 0.05\n"],
+                         ids=["vrrp3-0.3s", "nopreempt", "preempt-delay-vrrp3"])
+def test_keepalived_accepts_preempt_and_vrrp3(lab: Lab, tmp_path: Path, extra: str) -> None:
+    """nopreempt, preempt_delay and VRRPv3 (version 3, centisecond advert_int) as
+    rendered pass the real config test on both directors."""
+    from provision.inventory import loads
+
+    keepalived = require_tool("keepalived")
+    text = (Path(__file__).parent / "fixtures" / "small.yaml").read_text()
+    inv = loads(text.replace("    virtual_router_id: 7\n", f"    virtual_router_id: 7\n{extra}"),
+                "small.yaml")
+    ns = lab.netns("ka")
+    ns.run(["ip", "link", "add", "bond0.2", "type", "veth", "peer", "name", "pbond0.2"])
+    for h in ("lb1", "lb2"):
+        conf = tmp_path / f"{h}.conf"
+        conf.write_text(render_keepalived(inv, inv.hosts[h]))
+        out = ns.run([keepalived, "--config-test", "-f", str(conf)], check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "WARNING" not in out.stdout + out.stderr, out.stdout + out.stderr

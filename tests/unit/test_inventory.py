@@ -83,7 +83,10 @@ def test_a_fixture_for_every_rule_of_the_issue() -> None:
                  # issue 16: the load-balancer layer
                  "vip-outside-networks", "duplicate-virtual-router-id",
                  "lvs-host-without-lvs-service", "check-http-get-without-path",
-                 "check-misc-without-command", "check-without-type"]:
+                 "check-misc-without-command", "check-without-type",
+                 "lvs-preempt-not-boolean", "lvs-preempt-delay-without-preempt",
+                 "lvs-preempt-delay-out-of-range", "lvs-advert-int-finer-than-centiseconds",
+                 "lvs-advert-int-not-a-number", "lvs-subsecond-advert-with-auth"]:
         assert rule in names
 
 

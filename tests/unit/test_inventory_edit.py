@@ -498,3 +498,22 @@ def test_assign_runs_are_journaled_with_each_step_honestly(inv: Path, state: Pat
     out = dsas("assign", "--journal", "db3", "-i", str(inv), state=state).stdout
     assert "  1. inventory: failed (another edit of the inventory is in progress" in out
     assert "  2. drain: not-run (the inventory edit failed)" in out
+
+
+def test_assign_to_lvs_joins_the_pair_as_a_backup_and_leaving_lvs_leaves_it(
+        inv: Path, state: Path) -> None:
+    """A web server moved to the lvs role joins the one LVS pair (a further backup, one
+    priority lower), so it boots as a director taking part in VRRP; moved back, it
+    leaves the pair again (issue 16). Only the host's line and the pair's change."""
+    before = inv.read_text()
+    r = dsas("assign", "w102", "lvs", "--yes", "-i", str(inv), state=state)
+    assert r.returncode == 0, r.stderr
+    after = inv.read_text()
+    assert "    hosts: {lvs1: active, lvs2: backup, w102: backup}\n" in after
+    pair = load(inv).lvs_pairs["lb"]
+    assert pair.directors == ("lvs1", "lvs2", "w102") and pair.priority_of("w102") == 99
+    assert len(changes(before, after)) == 2, changes(before, after)
+    r = dsas("assign", "w102", "web", "--yes", "-i", str(inv), state=state)
+    assert r.returncode == 0, r.stderr
+    assert load(inv).lvs_pairs["lb"].directors == ("lvs1", "lvs2")
+    assert "    hosts: {lvs1: active, lvs2: backup}\n" in inv.read_text()

@@ -169,3 +169,60 @@ def test_dns_records_cover_every_address_and_vip(example: Inventory) -> None:
     for vs in example.virtual_services.values():
         assert (f"{vs.name}.farm.example", str(vs.vip)) in a
     assert sum(1 for n, _ in a if n == "web.farm.example") == 8
+
+
+def _small(extra: str) -> Inventory:
+    from provision.inventory import loads
+
+    text = (FIXTURES / "small.yaml").read_text()
+    return loads(text.replace("    virtual_router_id: 7\n", f"    virtual_router_id: 7\n{extra}"),
+                 "small.yaml")
+
+
+def test_keepalived_preempt_settings() -> None:
+    """Preempt (the default): the active starts MASTER. preempt: false renders
+    nopreempt, and preempt_delay a delay; both need state BACKUP on every director."""
+    inv = _small("")
+    assert "state MASTER" in render_keepalived(inv, inv.hosts["lb1"])
+    assert "preempt" not in render_keepalived(inv, inv.hosts["lb1"])
+    inv = _small("    preempt: false\n")
+    for h in ("lb1", "lb2"):
+        conf = render_keepalived(inv, inv.hosts[h])
+        assert "state BACKUP" in conf and "nopreempt" in conf and "state MASTER" not in conf
+    inv = _small("    preempt_delay: 15\n")
+    for h in ("lb1", "lb2"):
+        conf = render_keepalived(inv, inv.hosts[h])
+        assert "state BACKUP" in conf and "preempt_delay 15" in conf and "nopreempt" not in conf
+    assert "priority 150" in render_keepalived(inv, inv.hosts["lb1"])
+
+
+def test_keepalived_sub_second_advert_is_vrrp3() -> None:
+    inv = _small("    advert_int: 0.3\n")
+    assert inv.lvs_pairs["lb"].advert_int == 0.3
+    conf = render_keepalived(inv, inv.hosts["lb2"])
+    assert "    version 3\n    advert_int 0.3\n" in conf
+    inv = _small("    advert_int: 2\n")
+    conf = render_keepalived(inv, inv.hosts["lb2"])
+    assert "advert_int 2\n" in conf and "version 3" not in conf
+    inv = _small("    advert_int: 1.5\n")
+    assert "version 3" in render_keepalived(inv, inv.hosts["lb1"])
+
+
+def test_a_second_backup_joins_the_pair_one_priority_lower() -> None:
+    """A host moved to the lvs role joins the pair as a further backup."""
+    from provision.inventory import loads
+
+    text = (FIXTURES / "small.yaml").read_text().replace(
+        "  w2: {role: web, macs: [\"52:54:00:12:00:22\", \"52:54:00:12:01:22\"], "
+        "addresses: {inside: 198.18.0.22}}",
+        "  w2: {role: lvs, macs: [\"52:54:00:12:00:22\", \"52:54:00:12:01:22\"], "
+        "addresses: {inside: 198.18.0.22, outside: 198.19.2.22}}").replace(
+        "hosts: {lb1: active, lb2: backup}", "hosts: {lb1: active, lb2: backup, w2: backup}")
+    assert "w2: backup" in text and "w2: {role: lvs" in text
+    inv = loads(text, "small.yaml")
+    pair = inv.lvs_pairs["lb"]
+    assert pair.directors == ("lb1", "lb2", "w2")
+    assert [pair.priority_of(h) for h in pair.directors] == [150, 100, 99]
+    conf = render_keepalived(inv, inv.hosts["w2"])
+    assert "state BACKUP" in conf and "priority 99" in conf
+    assert [h.name for h, _, _ in inv.lvs_hosts()] == ["lb1", "lb2", "w2"]

@@ -26,51 +26,51 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from lab.clone import TEST_BOOT_ROOT, build_images
 from lab.cluster import LabCluster
-from lab.lvs import CLIENT, CLIENT_LOOP, INVENTORY, VIP, WEB, boot, client_rows
+from lab.lvs import (
+    CLIENT,
+    CLIENT_LOOP,
+    DSAS,
+    INVENTORY,
+    VIP,
+    WEB,
+    boot,
+    client_rows,
+    come_back,
+    edit_inventory,
+    fail_over,
+    lb_status,
+    loop_on_vip,
+    reboot_as,
+    requests,
+    tiny_directors,
+    trust,
+    wait_ready_since,
+    wait_until,
+)
 from lab.qemu import Shell, wait_shell
 from lab.testing import Lab, Netns, require_root, require_tool
 from provision.inventory import load
 from provision.sshtrust.sshconf import SshConfig, ensure_client_key
-from tests.support.paths import ROOT
-
-DSAS = str(ROOT / ".venv" / "bin" / "dsas")
-
-def requests(client: Netns, count: int, period: float = 0.05,
-             seconds: float = 120) -> list[tuple[float, bool, str]]:
-    out = client.run([sys.executable, "-c", CLIENT_LOOP, VIP, str(count), str(seconds),
-                      str(period)], timeout=seconds + 30, check=False)
-    rows = []
-    for line in out.stdout.splitlines():
-        t, status, rest = (line.split(" ", 2) + [""])[:3]
-        rows.append((float(t), status == "ok", rest))
-    return rows
-
-
-def wait_until(ok: Callable[[], object], timeout: float, what: str, step: float = 1.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ok():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} after {timeout:.0f}s")
-        time.sleep(step)
 
 
 @pytest.fixture
-def lvs_lab(tmp_path: Path) -> Iterator[tuple[LabCluster, Netns]]:
+def lvs_lab(tmp_path: Path, request: pytest.FixtureRequest
+            ) -> Iterator[tuple[LabCluster, Netns]]:
     require_root()
     for t in ("qemu-system-x86_64", "curl", "ip"):
         require_tool(t)
-    build_images("tiny", "web")
+    tiny = getattr(request, "param", "web") == "tiny-lvs"
+    build_images("tiny", "tiny-lvs" if tiny else "web")
     boot = TEST_BOOT_ROOT
     inv_path = tmp_path / "cluster.yaml"
-    inv_path.write_text(INVENTORY)
+    inv_path.write_text(tiny_directors(INVENTORY) if tiny else INVENTORY)
     with Lab() as lab:
         c = LabCluster(lab, load(inv_path), inv_path, tmp_path, Path(boot), ["-v"])
         try:
@@ -87,7 +87,8 @@ def lvs_lab(tmp_path: Path) -> Iterator[tuple[LabCluster, Netns]]:
             c.stop()
 
 
-@pytest.mark.timeout(1800)
+
+@pytest.mark.timeout(4800)
 def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         lvs_lab: tuple[LabCluster, Netns]) -> None:
     c, client = lvs_lab
@@ -96,13 +97,18 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
     (c.boot_root / "ssh").mkdir(exist_ok=True)
     (c.boot_root / "ssh" / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
     c.start_serve()
-    t0 = time.monotonic()
+    t0, t0_wall = time.monotonic(), time.time()
     guests = {n: boot(c, n, 1536 if n.startswith("lvs") else 256)
               for n in ("lvs1", "lvs2", *WEB)}
     shells: dict[str, Shell] = {}
     try:
-        nodes = c.wait_stages(list(guests), ("ready", "failed"), 900)
+        nodes = c.wait_stages(list(guests), ("ready", "failed"), 1800)
         print(f"\nall four guests ready in {time.monotonic() - t0:.0f} s (TCG)")
+        for n, evs in c.stage_history().items():  # power-on to ready, booted side by side
+            ready = [e.ts for e in evs if e.stage == "ready"]
+            if ready and n in guests:
+                print(f"  {n} ({c.inventory.hosts[n].image} image): ready "
+                      f"{ready[0] - t0_wall:.0f} s after power-on")
         assert {n: s.stage for n, s in nodes.items() if n in guests} == {
             n: "ready" for n in guests}, {n: (s.stage, s.reason) for n, s in nodes.items()}
         for d in ("lvs1", "lvs2"):
@@ -132,13 +138,7 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         # dsas lb status, over SSH with the host keys dsas trusts
         inv = str(c.inventory_path)
         for d in ("lvs1", "lvs2"):
-            addr = str(c.inventory.hosts[d].primary_interface.address)
-            wait_until(lambda a=addr: c.master.run(  # type: ignore[misc]
-                ["bash", "-c", f"exec 3<>/dev/tcp/{a}/22"], check=False).returncode == 0,
-                120, f"sshd on {d}")
-            r = c.master.run([DSAS, "trust", d, "-y", "-i", inv, "--state-dir", str(state)],
-                             check=False, timeout=60)
-            assert r.returncode == 0, r.stdout + r.stderr
+            trust(c, state, d)
         rep = lb_status(c, state)
         assert rep["unreachable"] == [], rep
         assert {i["name"]: i["holders"] for i in rep["vrrp"]} == {
@@ -202,10 +202,74 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         rep = lb_status(c, state, expect_rc=1)
         assert [u["host"] for u in rep["unreachable"]] == ["lvs1"], rep["unreachable"]
         print(f"dsas lb status after the failover: {rep['unreachable'][0]['reason']}")
-        for sh in shells.values():
-            sh.close()
         assert {i["name"]: i["holders"] for i in rep["vrrp"]} == {
             "lb_inside": ["lvs2"], "lb_outside": ["lvs2"]}, rep["vrrp"]
+
+        # The old director comes back, and an idle web server becomes a director (the
+        # seed's "make an idle web server the load balancer"), booting side by side
+        # under a client loop on the VIP (one boot each saves a TCG boot): the pair's
+        # preempt is set false in the inventory (lvs1 fetches nopreempt and state
+        # BACKUP at boot), so the VIPs stay on lvs2 and lvs1 comes back as a backup;
+        # `dsas assign w2 lvs` puts w2 into the pair as a further backup (serve
+        # reloads) and w2 reboots into the director image and shows BACKUP. Then lvs2
+        # dies (lvs1 takes the VIPs), then lvs1 dies (w2 takes them).
+        st, _ = shells["w2"].run(f"kill {pids['w2']}")
+        assert st == 0
+        for sh in shells.values():
+            sh.close()
+        shells.clear()
+        wait_until(lambda: all(ok and b == "w1" for _, ok, b in requests(client, 20, 0.05, 20)),
+                   120, "a pool of w1 alone (w2's httpd stopped)", 2)
+        edit_inventory(c, state, lambda t: t.replace(
+            "    advert_int: 1\n", "    advert_int: 1\n    preempt: false\n"))
+        assert c.inventory.lvs_pairs["lb"].preempt is False
+        r = c.master.run([DSAS, "assign", "w2", "lvs", "--yes", "-i", inv, "--state-dir",
+                          str(state)], check=False, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "reloaded" in r.stdout + r.stderr, r.stdout + r.stderr
+        c.inventory = load(c.inventory_path)
+        assert c.inventory.hosts["w2"].role.name == "lvs"
+        assert c.inventory.lvs_pairs["lb"].directors == ("lvs1", "lvs2", "w2")
+        guests["w2"].stop()
+        back = come_back(c, client, state, ["lvs1", "w2"], guests)
+        stays = "lvs1" if c.inventory.lvs_pairs["lb"].preempt else "lvs2"
+        print(f"lvs1 back (preempt {c.inventory.lvs_pairs['lb'].preempt}) and w2 a director: "
+              f"VIPs on {back['holder']}, {back['lost']} of {back['sent']} requests lost "
+              f"during their boot; power-on to ready (web image, stateless, side by side): "
+              + ", ".join(f"{n} {t:.0f} s" for n, t in back["boot_s"].items()))
+        assert back["holder"] == stays, back
+        for n in ("lvs1", "w2"):
+            con = guests[n].console()
+            assert "keepalived: " in con and "installed (sha256" in con, con[-3000:]
+            conf = raw(c, state, n, "cat /etc/keepalived/keepalived.conf", f"keepalived-{n}.conf")
+            assert "nopreempt" in conf and "state MASTER" not in conf, conf
+        assert "priority 99" in raw(c, state, "w2", "grep priority /etc/keepalived/keepalived.conf",
+                                    "w2-priority.txt")
+
+        def w2_backup() -> bool:
+            out = raw(c, state, "w2", "journalctl -b --no-pager -o cat | "
+                      "grep -E 'Entering (BACKUP|MASTER) STATE' || true", "w2-vrrp.txt")
+            return "Entering BACKUP STATE" in out and "Entering MASTER STATE" not in out
+
+        wait_until(w2_backup, 60, "w2 in VRRP BACKUP state", 3)
+        figures = {"gap_s": gap, "lost": lost, "return": back}
+        gap2, lost2 = fail_over(c, client, guests, "lvs2", "lvs1")
+        print(f"second failover, lvs2 -> lvs1: {gap2:.2f} s, {lost2} requests lost")
+        rep = lb_status(c, state, expect_rc=1)  # lvs2 is down
+        assert [u["host"] for u in rep["unreachable"]] == ["lvs2"], rep["unreachable"]
+        assert {i["name"]: i["holders"] for i in rep["vrrp"]} == {
+            "lb_inside": ["lvs1"], "lb_outside": ["lvs1"]}, rep["vrrp"]
+        gap3, lost3 = fail_over(c, client, guests, "lvs1", "w2")
+        print(f"third failover, lvs1 -> w2 (the web server made a director): {gap3:.2f} s, "
+              f"{lost3} requests lost")
+        rep = lb_status(c, state, expect_rc=1)
+        assert sorted(u["host"] for u in rep["unreachable"]) == ["lvs1", "lvs2"], rep
+        assert {i["name"]: i["holders"] for i in rep["vrrp"]} == {
+            "lb_inside": ["w2"], "lb_outside": ["w2"]}, rep["vrrp"]
+        got = requests(client, 40)
+        assert all(ok and b == "w1" for _, ok, b in got), got
+        figures |= {"gap2_s": gap2, "lost2": lost2, "gap3_s": gap3, "lost3": lost3}
+        (c.workdir / "figures.json").write_text(json.dumps(figures))
     except Exception:
         for sh in shells.values():
             sh.close()
@@ -215,23 +279,166 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         raise
 
 
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("preempt", [False, True], ids=["nopreempt", "preempt"])
+@pytest.mark.parametrize("lvs_lab", ["tiny-lvs"], indirect=True)
+def test_the_old_director_returns_as_preempt_says_and_a_web_server_becomes_a_director(
+        lvs_lab: tuple[LabCluster, Netns], preempt: bool) -> None:
+    """Issue 16, with the directors on tiny-lvs (a TCG boot of the web image took over
+    30 min under this machine's load): the active director dies and the backup takes
+    the VIPs; the pair's preempt is set in the inventory; the old active comes back
+    and the VIPs stay (false) or return to it (true), a client loop counting what is
+    lost; a web server assigned
+    to lvs (`dsas assign`, serve reloads) reboots as a director beside it, joins the
+    pair as a further backup (keepalived's own state dump says BACKUP); then the VIP
+    holder dies twice (with preempt, lvs2 dies as the backup) and the VIPs are on lvs1,
+    then on the former web server."""
+    c, client = lvs_lab
+    state = c.workdir / "state"
+    c.start_serve()
+    t0_wall = time.time()
+    guests = {n: boot(c, n, 384 if n.startswith("lvs") else 256)
+              for n in ("lvs1", "lvs2", *WEB)}
+    shells: dict[str, Shell] = {}
+    try:
+        for n in guests:
+            print(f"{n} ({c.inventory.hosts[n].image}): ready "
+                  f"{wait_ready_since(c, n, t0_wall, 1500):.0f} s after power-on")
+        shells.update({n: wait_shell(guests[n]) for n in guests})
+        pids = {}
+        for n in WEB:
+            st, out = shells[n].run(f"mkdir -p /www && echo {n} > /www/index.html")
+            assert st == 0, out
+            pids[n] = start_httpd(shells[n])
+
+        def both_answer() -> bool:
+            return {b for _, ok, b in requests(client, 10, 0.05, 20) if ok} == set(WEB)
+
+        wait_until(both_answer, 180, "answers from both web servers through the VIP", 2)
+        assert holder(shells, c) == "lvs1"
+        inv = str(c.inventory_path)
+
+        gap, lost = fail_over(c, client, guests, "lvs1", "lvs2")
+        print(f"failover lvs1 -> lvs2 (advert_int 1): {gap:.2f} s, {lost} requests lost")
+        shells.pop("lvs1").close()
+        assert holder(shells, c) == "lvs2"
+
+        st, _ = shells["w2"].run(f"kill {pids['w2']}")
+        assert st == 0
+        wait_until(lambda: all(ok and b == "w1" for _, ok, b in requests(client, 20, 0.05, 20)),
+                   120, "a pool of w1 alone (w2's httpd stopped)", 2)
+        shells.pop("w2").close()
+        edit_inventory(c, state, lambda t: t.replace(
+            "    advert_int: 1\n", f"    advert_int: 1\n    preempt: {str(preempt).lower()}\n"))
+        assert c.inventory.lvs_pairs["lb"].preempt is preempt
+        r = c.master.run([DSAS, "assign", "w2", "lvs", "--yes", "-i", inv, "--state-dir",
+                          str(state)], check=False, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "reloaded" in r.stdout + r.stderr, r.stdout + r.stderr
+        c.inventory = load(c.inventory_path)
+        assert c.inventory.hosts["w2"].role.name == "lvs"
+        assert c.inventory.hosts["w2"].image == "tiny-lvs"
+        assert c.inventory.lvs_pairs["lb"].directors == ("lvs1", "lvs2", "w2")
+        guests["w2"].stop()
+
+        # lvs1 and w2 power on side by side under a client loop on the VIP
+        pair = c.inventory.lvs_pairs["lb"]
+        loop, out = loop_on_vip(c, client, "loop-back", 3000, seq=True)
+        t_wall = time.time()
+        for n in ("lvs1", "w2"):
+            guests[n] = reboot_as(c, n, guests[n], 384)
+        boot_s = {n: wait_ready_since(c, n, t_wall, 1500) for n in ("lvs1", "w2")}
+        shells.update({n: wait_shell(guests[n]) for n in ("lvs1", "w2")})
+        time.sleep(3 * float(pair.advert_int) + pair.preempt_delay + 10)
+        c.lab.stop(loop)
+        rows = client_rows(out)
+        back_lost = sum(1 for _, ok, _ in rows if not ok)
+        why = sorted({b for _, ok, b in rows if not ok})
+        stays = "lvs1" if pair.preempt else "lvs2"
+        now = holder(shells, c)
+        print(f"lvs1 back and w2 a director (preempt {pair.preempt}): VIPs on {now}; "
+              f"{back_lost} of {len(rows)} requests (one at a time) lost during their boot "
+              f"{why}; ready "
+              + ", ".join(f"{n} {t:.0f} s" for n, t in boot_s.items()) + " after power-on")
+        assert now == stays
+        for n in ("lvs1", "w2"):
+            con = guests[n].console()
+            assert "keepalived: " in con and "installed (sha256" in con, con[-3000:]
+            st, conf = shells[n].run("cat /etc/keepalived/keepalived.conf")
+            assert st == 0 and ("nopreempt" in conf) is not preempt, conf
+            assert ("state MASTER" in conf) is (preempt and n == "lvs1"), conf
+        assert "priority 99" in shells["w2"].run("cat /etc/keepalived/keepalived.conf")[1]
+        states = vrrp_states(shells["w2"])
+        print(f"w2's keepalived: {states}")
+        assert states == {"lb_inside": "BACKUP", "lb_outside": "BACKUP"}, states
+        lvs1_state = "MASTER" if preempt else "BACKUP"
+        assert vrrp_states(shells["lvs1"]) == {"lb_inside": lvs1_state, "lb_outside": lvs1_state}
+
+        gap2, lost2 = fail_over(c, client, guests, "lvs2", "lvs1")
+        shells.pop("lvs2").close()
+        print(f"lvs2 ({'the backup' if preempt else 'the VIP holder'}) dies, VIPs on lvs1: "
+              f"{gap2:.2f} s, {lost2} requests lost")
+        assert holder(shells, c) == "lvs1"
+        gap3, lost3 = fail_over(c, client, guests, "lvs1", "w2")
+        shells.pop("lvs1").close()
+        print(f"failover lvs1 -> w2 (the web server made a director): {gap3:.2f} s, "
+              f"{lost3} requests lost")
+        assert holder(shells, c) == "w2"
+        assert vrrp_states(shells["w2"]) == {"lb_inside": "MASTER", "lb_outside": "MASTER"}
+        got = requests(client, 40)
+        assert all(ok and b == "w1" for _, ok, b in got), got
+        (c.workdir / "figures.json").write_text(json.dumps({
+            "gap_s": gap, "lost": lost, "return_lost": back_lost, "boot_s": boot_s,
+            "gap2_s": gap2, "lost2": lost2, "gap3_s": gap3, "lost3": lost3}))
+    except Exception:
+        print(c.serve_log()[-3000:], file=sys.stderr)
+        for n, g in guests.items():
+            print(f"---- {n}\n{g.console()[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        for sh in shells.values():
+            sh.close()
+
+
+def holder(shells: dict[str, Shell], c: LabCluster) -> str | None:
+    """The one director (of those with a shell) that has the VIP and the gateway VIP."""
+    gw = str(c.inventory.lvs_pairs["lb"].gateway_vips["inside"])
+    have = []
+    for n, sh in shells.items():
+        if c.inventory.hosts[n].role.name != "lvs":
+            continue
+        st, out = sh.run("ip -o -4 addr show")
+        assert st == 0, out
+        if f" {VIP}/" in out and f" {gw}/" in out:
+            have.append(n)
+    assert len(have) <= 1, have
+    return have[0] if have else None
+
+
+def vrrp_states(sh: Shell) -> dict[str, str]:
+    """keepalived's own view: SIGUSR1 makes it dump its state to /tmp/keepalived.data."""
+    st, out = sh.run("rm -f /tmp/keepalived.data; kill -USR1 $(cat /run/keepalived.pid); "
+                     "for i in 1 2 3 4 5 6 7 8 9 10; do [ -s /tmp/keepalived.data ] && break; "
+                     "sleep 0.5; done; cat /tmp/keepalived.data")
+    assert st == 0, out
+    states: dict[str, str] = {}
+    name = None
+    for line in out.splitlines():
+        m = re.match(r"\s*VRRP Instance = (\S+)", line)
+        if m:
+            name = m.group(1)
+        m = re.match(r"\s*State = (\S+)", line)
+        if m and name and name not in states:
+            states[name] = m.group(1)
+    return states
+
+
 def start_httpd(sh: Shell) -> str:
     """busybox httpd in the foreground, in the background of the guest's shell: its PID."""
     st, out = sh.run("busybox httpd -f -p 80 -h /www </dev/null >/dev/null 2>&1 & echo PID $!")
     m = re.search(r"PID (\d+)", out)
     assert st == 0 and m, out
     return m.group(1)
-
-
-def lb_status(c: LabCluster, state: Path, expect_rc: int = 0) -> dict[str, Any]:
-    r = c.master.run([DSAS, "lb", "status", "--json", "-i", str(c.inventory_path),
-                      "--state-dir", str(state), "--timeout", "5"], check=False, timeout=90)
-    assert r.returncode == expect_rc, r.stdout + r.stderr
-    print(c.master.run([DSAS, "lb", "status", "-i", str(c.inventory_path), "--state-dir",
-                        str(state), "--timeout", "5"], check=False, timeout=90).stdout)
-    doc = json.loads(r.stdout)
-    assert isinstance(doc, dict)
-    return doc
 
 
 def raw(c: LabCluster, state: Path, host: str, command: str, name: str) -> str:
@@ -245,3 +452,5 @@ def raw(c: LabCluster, state: Path, host: str, command: str, name: str) -> str:
     (c.workdir / name).write_text(r.stdout)
     print(f"---- {host}: {command}\n{r.stdout}")
     return r.stdout
+
+

@@ -43,7 +43,7 @@ def _lvs_hosts_on_vip_networks(r: Reader, known: Known) -> None:
         vnet = next((n for n in known.networks.values() if vs.vip in n.cidr), None)
         if vnet is None:
             continue  # reported by lvs_checks
-        for h in (pair.active, pair.backup):
+        for h in pair.directors:
             host = known.hosts.get(h)
             if host is not None and vnet.name not in host.addresses:
                 r.problems.append(Problem(

@@ -7,11 +7,12 @@ import re
 from typing import Any
 
 from ..model import Host, IPv4Address, LvsPair, Network, VirtualService
-from ..reader import Reader
+from ..reader import Reader, kind_of
 from .known import Known
 from .networks import on_networks
 
-KEYS = {"hosts", "virtual_router_id", "priority", "auth", "advert_int", "gateway_vips"}
+KEYS = {"hosts", "virtual_router_id", "priority", "auth", "advert_int", "gateway_vips",
+        "preempt", "preempt_delay"}
 PASSWORD = re.compile(r"^[!-~]{1,8}$")
 
 
@@ -31,20 +32,65 @@ def _pair(r: Reader, name: str, path: str, m: dict[str, Any], hosts: dict[str, H
           networks: dict[str, Network]) -> LvsPair | None:
     active, backup = _pair_hosts(r, m, path, hosts)
     vrid = r.integer(m, "virtual_router_id", path, 1, 255, None)
-    pa, pb = _priorities(r, m, path)
+    pa, pb = _priorities(r, m, path, len(backup))
     auth_type, auth_pass = _auth(r, m, path)
     gw = _gateway_vips(r, m, path, networks)
-    advert = r.integer(m, "advert_int", path, 1, 255, 1) or 1
-    if len(active) == 1 and len(backup) == 1 and vrid is not None \
-            and active[0] in hosts and backup[0] in hosts and not r.tainted:
+    advert = advert_int(r, m, path)
+    if advert is not None and not float(advert).is_integer() and m.get("auth") is not None:
+        r.err(m, "auth", f"{path}.auth", "a sub-second advert_int needs VRRPv3, "
+              "which has no authentication: drop auth or use whole seconds")
+    preempt, delay = _preempt(r, m, path)
+    if len(active) == 1 and backup and vrid is not None and advert is not None \
+            and active[0] in hosts and all(b in hosts for b in backup) and not r.tainted:
         return LvsPair(name, active[0], backup[0], vrid, pa, pb, auth_type, auth_pass, advert,
-                       gw)
+                       gw, tuple(backup[1:]), preempt, delay)
     return None
+
+
+def _preempt(r: Reader, m: dict[str, Any], path: str) -> tuple[bool, int]:
+    """preempt (default true) and preempt_delay (s, only with preempt)."""
+    preempt = m.get("preempt", True)
+    if not isinstance(preempt, bool):
+        r.err(m, "preempt", f"{path}.preempt", f"must be true or false, not {preempt!r}")
+        preempt = True
+    delay = r.integer(m, "preempt_delay", path, 0, 1000, 0) or 0
+    if delay and not preempt:
+        r.err(m, "preempt_delay", f"{path}.preempt_delay",
+              "preempt_delay needs preempt: true (with preempt: false the "
+              "active never takes the VIPs back)")
+    return preempt, delay
+
+
+def advert_int(r: Reader, m: dict[str, Any], path: str) -> float | None:
+    """VRRP advert interval in seconds: whole seconds 1-255 (VRRPv2), or a
+    sub-second/fractional value 0.01-40.95 in centiseconds (VRRPv3)."""
+    v = m.get("advert_int")
+    if v is None:
+        return 1
+    key = f"{path}.advert_int"
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        r.err(m, "advert_int", key, f"must be a number of seconds, not {kind_of(v)}")
+        return None
+    if float(v).is_integer():
+        if not 1 <= v <= 255:
+            r.err(m, "advert_int", key, f"{v} is outside 1-255 seconds")
+            return None
+        return int(v)
+    cs = round(v * 100)
+    if abs(v * 100 - cs) > 1e-6:
+        r.err(m, "advert_int", key, f"{v} is finer than VRRPv3's centiseconds")
+        return None
+    if not 1 <= cs <= 4095:
+        r.err(m, "advert_int", key,
+              f"{v} is outside 0.01-40.95 s (VRRPv3, for a fractional interval)")
+        return None
+    return cs / 100
 
 
 def _pair_hosts(r: Reader, m: dict[str, Any], path: str,
                 hosts: dict[str, Host]) -> tuple[list[str], list[str]]:
-    """The pair's active and backup hosts (a valid pair has one of each)."""
+    """The pair's active and backup hosts (a valid pair has one active, one or more
+    backups)."""
     hm = r.mapping(m, "hosts", f"{path}.hosts") or {}
     states: dict[str, list[str]] = {"active": [], "backup": []}
     for h, state in hm.items():
@@ -54,20 +100,25 @@ def _pair_hosts(r: Reader, m: dict[str, Any], path: str,
             states[state].append(str(h))
         else:
             r.err(hm, h, f"{path}.hosts.{h}", f"state must be active or backup, not {state!r}")
-    for state, found in states.items():
-        if len(found) != 1:
-            r.err(m, "hosts", f"{path}.hosts",
-                  f"an LVS pair needs exactly one {state} host, found {len(found)}")
+    if len(states["active"]) != 1:
+        r.err(m, "hosts", f"{path}.hosts",
+              f"an LVS pair needs exactly one active host, found {len(states['active'])}")
+    if not states["backup"]:
+        r.err(m, "hosts", f"{path}.hosts", "an LVS pair needs at least one backup host, found 0")
     return states["active"], states["backup"]
 
 
-def _priorities(r: Reader, m: dict[str, Any], path: str) -> tuple[int, int]:
+def _priorities(r: Reader, m: dict[str, Any], path: str, backups: int) -> tuple[int, int]:
     pr = r.mapping(m, "priority", f"{path}.priority", {"active", "backup"}, optional=True) or {}
     pa = r.integer(pr, "active", f"{path}.priority", 1, 254, 150) or 150
     pb = r.integer(pr, "backup", f"{path}.priority", 1, 254, 100) or 100
     if pa <= pb:
         r.err(m, "priority", f"{path}.priority",
               f"the active priority ({pa}) must be higher than the backup's ({pb})")
+    if backups > 1 and pb - (backups - 1) < 1:
+        r.err(m, "priority", f"{path}.priority",
+              f"{backups} backups need priorities {pb} down to {pb - backups + 1}; "
+              "raise the backup priority")
     return pa, pb
 
 
@@ -137,7 +188,7 @@ def _directors_run_lvs(r: Reader, known: Known) -> None:
     for pair in known.pairs.values():
         pm = pair_section.get(pair.name)
         hm = pm.get("hosts") if isinstance(pm, dict) else None
-        for h in (pair.active, pair.backup):
+        for h in pair.directors:
             host = known.hosts.get(h)
             if host is not None and "lvs" not in host.services:
                 r.err(hm, h, f"lvs_pairs.{pair.name}.hosts.{h}",
