@@ -62,7 +62,7 @@ def test_keepalived_accepts_preempt_and_vrrp3(lab: Lab, tmp_path: Path, extra: s
     from provision.inventory import loads
 
     keepalived = require_tool("keepalived")
-    text = (Path(__file__).parent / "fixtures" / "small.yaml").read_text()
+    text = (FIXTURES / "small.yaml").read_text()
     inv = loads(text.replace("    virtual_router_id: 7\n", f"    virtual_router_id: 7\n{extra}"),
                 "small.yaml")
     ns = lab.netns("ka")
