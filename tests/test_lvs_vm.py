@@ -22,32 +22,35 @@ Figures (failover gap, requests lost) are printed, never asserted.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from provision.inventory import load
 from provision.lab.cluster import LabCluster
-from provision.lab.qemu import Guest, GuestSpec, Shell, wait_shell
-from provision.render.engine import kernel_cmdline
-from provision.sshtrust.sshconf import SshConfig, ensure_client_key
+from provision.lab.qemu import Shell, wait_shell
 
-from .clonelab import TEST_BOOT_ROOT, build_images
-from .conftest import ROOT
-from .lab import Lab, Netns, require_root, require_tool
-
-DSAS = str(ROOT / ".venv" / "bin" / "dsas")
+from .lab import Netns
+from .lvslab import (
+    CLIENT_LOOP,
+    DSAS,
+    VIP,
+    _rows,
+    boot,
+    lb_status,
+    lvs_farm,
+    publish_key,
+    raw,
+    requests,
+    start_httpd,
+    wait_until,
+)
 
 pytestmark = pytest.mark.lab
 
-VIP = "198.19.2.10"
-CLIENT = "198.19.2.50"
 WEB = ("w1", "w2")
 
 INVENTORY = """\
@@ -111,93 +114,18 @@ virtual_services:
     check: {type: HTTP_GET, path: /, connect_timeout: 1, retry: 1, delay_before_retry: 1}
 """
 
-# Runs in the client namespace: GET http://VIP/ every PERIOD s for SECONDS s (or
-# COUNT requests), one line per request: "<monotonic t> ok <body>" or "<t> fail <why>".
-CLIENT_LOOP = r"""
-import http.client, sys, time
-vip, count, seconds, period = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-end = time.monotonic() + seconds
-n = 0
-while n < count and time.monotonic() < end:
-    n += 1
-    t = time.monotonic()
-    try:
-        c = http.client.HTTPConnection(vip, 80, timeout=0.8)
-        c.request("GET", "/", headers={"Connection": "close"})
-        body = c.getresponse().read().decode(errors="replace").strip()
-        c.close()
-        print(f"{t:.3f} ok {body}", flush=True)
-    except Exception as e:
-        print(f"{t:.3f} fail {type(e).__name__}", flush=True)
-    time.sleep(max(0.0, period - (time.monotonic() - t)))
-"""
-
-
-def requests(client: Netns, count: int, period: float = 0.05,
-             seconds: float = 120) -> list[tuple[float, bool, str]]:
-    out = client.run([sys.executable, "-c", CLIENT_LOOP, VIP, str(count), str(seconds),
-                      str(period)], timeout=seconds + 30, check=False)
-    rows = []
-    for line in out.stdout.splitlines():
-        t, status, rest = (line.split(" ", 2) + [""])[:3]
-        rows.append((float(t), status == "ok", rest))
-    return rows
-
-
-def wait_until(ok: Callable[[], object], timeout: float, what: str, step: float = 1.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not ok():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} after {timeout:.0f}s")
-        time.sleep(step)
-
 
 @pytest.fixture
 def lvs_lab(tmp_path: Path) -> Iterator[tuple[LabCluster, Netns]]:
-    require_root()
-    for t in ("qemu-system-x86_64", "curl", "ip"):
-        require_tool(t)
-    build_images("tiny", "web")
-    boot = TEST_BOOT_ROOT
-    inv_path = tmp_path / "cluster.yaml"
-    inv_path.write_text(INVENTORY)
-    with Lab() as lab:
-        c = LabCluster(lab, load(inv_path), inv_path, tmp_path, Path(boot), ["-v"])
-        try:
-            c.setup_network()
-            m = c.master
-            # the outside VLAN's untagged side becomes a bridge the client joins
-            m.run(["ip", "addr", "flush", "dev", "vlan2"])
-            lab.bridge(m, "br2", "198.19.2.1/24")
-            m.run(["ip", "link", "set", "vlan2", "master", "br2"])
-            client = lab.netns("client")
-            lab.plug(m, "br2", client, f"{CLIENT}/24")
-            yield c, client
-        finally:
-            c.stop()
-
-
-def boot(c: LabCluster, name: str, memory: int) -> Guest:
-    inv = c.inventory
-    host = inv.hosts[name]
-    img = c.boot_root / "images" / (host.image or "") / "current"
-    taps = [c.lab.tap(c.master, "br0") for _ in host.macs]
-    spec = GuestSpec(name, list(host.macs), memory_mib=memory, kernel=img / "vmlinuz",
-                     initrd=img / "initrd.img", append=kernel_cmdline(inv, host), shell=True)
-    g = Guest(c.lab, c.master, spec, taps, c.workdir / "guests")
-    c.guests[name] = g
-    g.start()
-    return g
+    with lvs_farm(tmp_path, INVENTORY) as farm:
+        yield farm
 
 
 @pytest.mark.timeout(1800)
 def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         lvs_lab: tuple[LabCluster, Netns]) -> None:
     c, client = lvs_lab
-    state = c.workdir / "state"
-    key = ensure_client_key(SshConfig(state))  # dsas's own key, published for the nodes
-    (c.boot_root / "ssh").mkdir(exist_ok=True)
-    (c.boot_root / "ssh" / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
+    state = publish_key(c)  # dsas's own key, published for the nodes
     c.start_serve()
     t0 = time.monotonic()
     guests = {n: boot(c, n, 1536 if n.startswith("lvs") else 256)
@@ -316,46 +244,3 @@ def test_directors_balance_fail_over_and_drop_a_dead_web_server(
         for n, g in guests.items():
             print(f"---- {n}\n{g.console()[-3000:]}", file=sys.stderr)
         raise
-
-
-def start_httpd(sh: Shell) -> str:
-    """busybox httpd in the foreground, in the background of the guest's shell: its PID."""
-    st, out = sh.run("busybox httpd -f -p 80 -h /www </dev/null >/dev/null 2>&1 & echo PID $!")
-    m = re.search(r"PID (\d+)", out)
-    assert st == 0 and m, out
-    return m.group(1)
-
-
-def lb_status(c: LabCluster, state: Path, expect_rc: int = 0) -> dict[str, Any]:
-    r = c.master.run([DSAS, "lb", "status", "--json", "-i", str(c.inventory_path),
-                      "--state-dir", str(state), "--timeout", "5"], check=False, timeout=90)
-    assert r.returncode == expect_rc, r.stdout + r.stderr
-    print(c.master.run([DSAS, "lb", "status", "-i", str(c.inventory_path), "--state-dir",
-                        str(state), "--timeout", "5"], check=False, timeout=90).stdout)
-    doc = json.loads(r.stdout)
-    assert isinstance(doc, dict)
-    return doc
-
-
-def raw(c: LabCluster, state: Path, host: str, command: str, name: str) -> str:
-    """A command's output on a director (ssh, dsas's key and known_hosts), kept in workdir."""
-    addr = str(c.inventory.hosts[host].primary_interface.address)
-    r = c.master.run(["ssh", "-i", str(state / "ssh" / "id_ed25519"), "-o", "BatchMode=yes",
-                      "-o", f"UserKnownHostsFile={state / 'ssh' / 'known_hosts'}",
-                      "-o", "StrictHostKeyChecking=yes", f"root@{addr}", command],
-                     check=False, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-    (c.workdir / name).write_text(r.stdout)
-    print(f"---- {host}: {command}\n{r.stdout}")
-    return r.stdout
-
-
-def _rows(path: Path) -> list[tuple[float, bool, str]]:
-    rows = []
-    for line in path.read_text().splitlines():
-        parts = (line.split(" ", 2) + [""])[:3]
-        try:
-            rows.append((float(parts[0]), parts[1] == "ok", parts[2]))
-        except ValueError:
-            continue
-    return rows
