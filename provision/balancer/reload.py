@@ -29,8 +29,11 @@ from ..sshtrust.sshconf import SshConfig
 from .members import Overrides, members
 from .status import DirectorView, probe, query
 
-RELOAD = "export PATH=$PATH:/usr/sbin:/sbin; dsas-init --reload-lvs 2>&1"
-_SHA = re.compile(r"sha256 ([0-9a-f]{12})")
+# and the sha256 of the installed file past its first line (the header names the
+# inventory file as the serve was given it: another spelling of the same path)
+RELOAD = ("export PATH=$PATH:/usr/sbin:/sbin; dsas-init --reload-lvs 2>&1; rc=$?; "
+          "echo \"=BODY $(tail -n +2 /etc/keepalived/keepalived.conf | sha256sum)\"; exit $rc")
+_SHA = re.compile(r"^=BODY ([0-9a-f]{64})", re.M)
 
 
 @dataclass
@@ -39,7 +42,7 @@ class Reloaded:
     address: str
     ok: bool
     detail: str  # what dsas-init said (its last line), or why not
-    sha: str = ""  # the first 12 hex digits of what the director now runs
+    sha: str = ""  # of what the director now runs, past its first line
 
 
 def directors(inv: Inventory, pairs: set[str] | None = None) -> list[tuple[str, str]]:
@@ -57,12 +60,13 @@ def pairs_of_roles(inv: Inventory, roles: set[str]) -> set[str]:
 
 def expected_sha(inv: Inventory, director: str, overrides: Overrides | None,
                  templates: str | None = None) -> str:
+    """The sha256 of what the master renders for ``director``, past its first line."""
     text = render_keepalived(inv, inv.hosts[director], templates, overrides)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.split("\n", 1)[1].encode()).hexdigest()
 
 
 def last_line(out: str) -> str:
-    lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in out.splitlines() if ln.strip() and not ln.startswith("=")]
     failed = [ln for ln in lines if "FAILED:" in ln]
     line = (failed or lines or ["(nothing said)"])[-1]
     return line.removeprefix("dsas-init: ")
@@ -85,15 +89,16 @@ def reload_one(cfg: SshConfig, name: str, address: str, want: str | None = None,
             said = last_line(out + err)
             if rc != 0:
                 return Reloaded(name, address, False, said)
-            m = _SHA.search(said)
+            m = _SHA.search(out)
             sha = m.group(1) if m else ""
-            if want is None or want.startswith(sha) and sha:
+            if want is None or want == sha:
                 return Reloaded(name, address, True, said, sha)
             if i + 1 < tries:
                 time.sleep(pause)
         return Reloaded(name, address, False,
-                        f"runs keepalived.conf sha256 {sha or '?'}, not {(want or '')[:12]} as the "
-                        f"master renders it now (the serve did not reload the inventory?)",
+                        f"runs keepalived.conf sha256 {sha[:12] or '?'}, not "
+                        f"{(want or '')[:12]} as the master renders it now (the serve did "
+                        "not reload the inventory?)",
                         sha)
     finally:
         node.close()
