@@ -17,7 +17,11 @@ hold, keep), and a reload makes each director fetch it. So:
   ``failed`` report, with the reason); or reboot, and wait for ``ready``;
 - rebalance: the overrides go; reload the directors; keepalived's ``alpha`` keeps
   the host down in its new pools until its health check passes; wait until IPVS
-  has it with a weight on every director.
+  has it with a weight on every director. ``alpha`` rather than "weight 0, then
+  raise it once the check passes": without alpha keepalived puts a new server in
+  IPVS as up before its first check, so its presence proves nothing, and raising
+  the weight would take a second reload; with alpha keepalived itself never gives
+  an unchecked server traffic, and one reload suffices.
 
 On a failure the overrides become the pools as they were before the assign (the
 host kept where it was, held out of its new role's pools) and the directors are

@@ -63,7 +63,7 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
            as_json: bool, journal: bool, drain_timeout: float, ready_timeout: float,
            check_timeout: float, user: str, port: int, identity: str | None,
            ssh_timeout: float) -> None:
-    """Move HOST to ROLE: show the plan, then change the inventory.
+    """Move HOST to ROLE: show the plan, change the inventory, move the host live.
 
     The plan: the host's dsas.conf before and after, the services that stop and
     start, the balancer pools (virtual services of the old and new role) the host
