@@ -11,9 +11,11 @@ import pytest
 
 from provision.assign import live
 from provision.balancer import members as lbmembers
+from provision.balancer import rolling
 from provision.balancer.members import Member, Override
 from provision.balancer.reload import PoolRead, drained, last_line, serving
 from provision.inventory import load
+from provision.push.targets import Target
 from provision.render import render_keepalived
 from provision.state import StateStore
 
@@ -215,3 +217,78 @@ def test_pool_reads_drained_and_serving() -> None:
     assert not serving([r(True, 0, 0)]) and not serving([r(False, None, None)])
     assert last_line("dsas-init: a\ndsas-init: FAILED: LVS_CONF_URL: bad\n=BODY x\n") == \
         "FAILED: LVS_CONF_URL: bad"
+
+
+class FakePools:
+    def __init__(self, reload_fails: bool = False, never_back: bool = False) -> None:
+        self.ov: dict[tuple[str, str], Override] = {}
+        self.calls: list[str] = []
+        self.reload_fails, self.never_back = reload_fails, never_back
+
+    def overrides(self) -> dict[tuple[str, str], Override]:
+        return dict(self.ov)
+
+    def set_host(self, host: str, rows: list[Override]) -> None:
+        self.ov = {k: v for k, v in self.ov.items() if k[0] != host}
+        self.ov.update({(o.host, o.role): o for o in rows})
+        self.calls.append(f"set {host} " + ",".join(o.state for o in rows))
+
+    def reload(self, roles: set[str]) -> str | None:
+        self.calls.append("reload " + ",".join(sorted(
+            f"{h}:{o.state}" for (h, _), o in self.ov.items())))
+        return "lvs1: refused" if self.reload_fails else None
+
+    def drained(self, roles: set[str], address: str) -> tuple[bool, str]:
+        return True, "0 active"
+
+    def serving(self, roles: set[str], address: str) -> tuple[bool, str]:
+        return not self.never_back, "weight 1"
+
+
+def _targets(n: int) -> list[Target]:
+    return [Target(f"w{i}", f"198.18.1.{i}", "web") for i in range(1, n + 1)]
+
+
+def _where(host: str, ov: object) -> dict[str, Member]:
+    return {"web": Member(host, "198.18.1." + host[1:], False)}
+
+
+def test_a_rolling_push_drains_each_batch_pushes_it_and_puts_it_back() -> None:
+    pools, pushed = FakePools(), []
+
+    def push(batch: list[Target]) -> list[tuple[str, bool, str]]:
+        assert all(pools.ov[(t.name, "web")].state == "drain" for t in batch)
+        pushed.append([t.name for t in batch])
+        return [(t.name, True, "") for t in batch]
+
+    clock = Clock()
+    ro = rolling.run(_where, pools, _targets(5), 2, push, clock=clock, sleep=clock.sleep)
+    assert pushed == [["w1", "w2"], ["w3", "w4"], ["w5"]] and ro.stopped is None
+    assert pools.ov == {}  # every host back in its pools as it was
+    assert pools.calls[:4] == ["set w1 drain", "set w2 drain", "reload w1:drain,w2:drain",
+                               "set w1 "]
+
+
+def test_a_failed_batch_stops_the_rollout_and_is_put_back() -> None:
+    pools = FakePools()
+
+    def push(batch: list[Target]) -> list[tuple[str, bool, str]]:
+        return [(t.name, t.name != "w3", "rsync failed") for t in batch]
+
+    clock = Clock()
+    ro = rolling.run(_where, pools, _targets(6), 2, push, clock=clock, sleep=clock.sleep)
+    assert [b.hosts for b in ro.batches] == [["w1", "w2"], ["w3", "w4"]]
+    assert ro.stopped == "push failed on w3: rsync failed" and ro.not_pushed == ["w5", "w6"]
+    assert pools.ov == {}
+
+
+def test_a_batch_that_does_not_come_back_stops_the_rollout() -> None:
+    clock = Clock()
+    ro = rolling.run(_where, FakePools(never_back=True), _targets(3), 1,
+                     lambda b: [(t.name, True, "") for t in b], check_timeout=5,
+                     clock=clock, sleep=clock.sleep)
+    assert len(ro.batches) == 1 and ro.stopped and "not back in the pools" in ro.stopped
+    ro = rolling.run(_where, FakePools(reload_fails=True), _targets(3), 1,
+                     lambda b: pytest.fail("pushed without a drain"), clock=clock,
+                     sleep=clock.sleep)
+    assert ro.stopped == "drain: lvs1: refused"
