@@ -34,7 +34,8 @@ from provision.inventory import load
 from provision.lab.cluster import LabCluster
 from provision.lab.netns import Lab, Netns
 from tests.clonelab import TEST_BOOT_ROOT, build_images
-from tests.test_lvs_vm import CLIENT, CLIENT_LOOP, INVENTORY, VIP, WEB, _rows, boot
+from tests.lvslab import CLIENT, CLIENT_LOOP, VIP, _rows, boot
+from tests.test_lvs_vm import INVENTORY, WEB
 
 RPS = r"""
 import http.client, sys, threading, time
