@@ -214,6 +214,24 @@ def test_assign_moves_hosts_live_with_no_failed_request(farm: tuple[LabCluster, 
               "the command started")
         assert in_ipvs(c, state) == {"lvs1": {"w1", "s1"}, "lvs2": {"w1", "s1"}}
 
+        # a rolling push over the web role: each host drained, pushed, put back
+        site = c.workdir / "site"
+        site.mkdir()
+        (site / "v.txt").write_text("v2\n")
+        n0, t_p = len(loop.rows()), time.monotonic()
+        r = c.master.run([DSAS + "-push", str(site), "--role", "web", "--to", "/srv/site",
+                          "--rolling", "1", "--yes", "-i", str(c.inventory_path),
+                          "--state-dir", str(state)], check=False, timeout=900)
+        print(f"---- dsas-push --rolling 1: rc {r.returncode}\n{r.stdout}\n{r.stderr}")
+        assert r.returncode == 0, r.stderr
+        assert "batch 2/2: s1" in r.stderr and r.stderr.count("0 active connections") == 2
+        for n in ("w1", "s1"):
+            assert raw(c, state, n, "cat /srv/site/v.txt").strip() == "v2"
+        pushed = loop.rows()[n0:]
+        print(f"rolling push (2 batches of 1): {time.monotonic() - t_p:.1f} s, "
+              f"{len(pushed)} requests, {sum(not ok for _, ok, _ in pushed)} failed")
+        assert in_ipvs(c, state) == {"lvs1": {"w1", "s1"}, "lvs2": {"w1", "s1"}}
+
         # (b) a web server leaves the pool to another role: drained first
         t_b = time.monotonic()
         r, doc = assign(c, state, "w1", "spare")
