@@ -198,7 +198,7 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
         jr.step(run, "inventory", "done", f"revision {rev}" if rev else "no change")
         click.echo(f"{host}: inventory says role {role} now; the live steps "
                    f"({'reboot' if p.reboot else 'live'}):", err=as_json)
-        farm = LiveFarm(host, new_inv, cfg, store, timeout=max(30.0, ssh_timeout * 3))
+        farm = LiveFarm(host, new_inv, cfg, store, timeout=max(120.0, ssh_timeout * 3))
         t0 = time.monotonic()
         outcome = live.run(move, farm, jr, run, say=lambda m: click.echo(m, err=as_json))
         took = time.monotonic() - t0

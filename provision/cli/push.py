@@ -245,7 +245,7 @@ def _rolling(inv: Inventory, ssh: SshConfig, state_dir: str, pusher: Pusher,
 
     store = StateStore(Path(state_dir))
     try:
-        pools = rolling.LivePools(inv, ssh, store)
+        pools = rolling.LivePools(inv, ssh, store, timeout=120)
         ro = rolling.run(lambda h, ov: lbmembers.roles_in(inv, h, ov), pools, targets, n,
                          push, drain_timeout, check_timeout,
                          say=lambda m: click.echo(m, err=True))
