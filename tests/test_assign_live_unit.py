@@ -292,3 +292,29 @@ def test_a_batch_that_does_not_come_back_stops_the_rollout() -> None:
                      lambda b: pytest.fail("pushed without a drain"), clock=clock,
                      sleep=clock.sleep)
     assert ro.stopped == "drain: lvs1: refused"
+
+
+def test_the_served_keepalived_conf_follows_the_overrides_in_the_store(tmp_path: Path) -> None:
+    import hashlib
+
+    from provision.policy.boottree import BootTree
+
+    inv = load(Path(__file__).parent / "fixtures" / "small.yaml")
+    store = StateStore(tmp_path / "state")
+    try:
+        tree = BootTree(tmp_path, inv)
+        tree.lb_overrides = lambda: lbmembers.load_quiet(store)
+        before = tree.lookup("hosts/lb1/keepalived.conf", peer="198.18.0.11").data
+        web = inv.hosts_of_role("web")[0]
+        addr = str(web.primary_interface.address)
+        assert f"real_server {addr} ".encode() in before
+        lbmembers.set_host(store, web.name, [Override(web.name, "web", "drain", addr)])
+        f = tree.lookup("hosts/lb1/keepalived.conf", peer="198.18.0.11")
+        assert f.data != before and b"weight 0\n" in f.data
+        s = tree.lookup("hosts/lb1/keepalived.conf.sha256", peer="198.18.0.11")
+        assert s.data.startswith(hashlib.sha256(f.data).hexdigest().encode())
+        lbmembers.set_host(store, web.name, [Override(web.name, "web", "hold", addr)])
+        held = tree.lookup("hosts/lb1/keepalived.conf", peer="198.18.0.11").data
+        assert f"real_server {addr} ".encode() not in held
+    finally:
+        store.close()
