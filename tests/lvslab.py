@@ -173,7 +173,7 @@ def trust(c: LabCluster, state: Path, name: str) -> None:
     addr = str(c.inventory.hosts[name].primary_interface.address)
     wait_until(lambda: c.master.run(
         ["bash", "-c", f"exec 3<>/dev/tcp/{addr}/22"], check=False).returncode == 0,
-        180, f"sshd on {name}")
+        900, f"sshd on {name}")  # ssh.service makes host keys: minutes in TCG under load
     r = c.master.run([DSAS, "trust", name, "-y", "-i", str(c.inventory_path), "--state-dir",
                       str(state)], check=False, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
