@@ -14,19 +14,24 @@ bring one back).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from provision.inventory import load
 from provision.render.engine import kernel_cmdline
+from provision.sshtrust.sshconf import SshConfig, ensure_client_key
 
+from .clone import TEST_BOOT_ROOT, build_images
 from .cluster import LabCluster
 from .netns import Netns
-from .qemu import Guest, GuestSpec
+from .qemu import Guest, GuestSpec, Shell
+from .testing import Lab, require_root, require_tool
 
 DSAS = str(Path(sys.executable).with_name("dsas"))
 
@@ -188,7 +193,8 @@ def trust(c: LabCluster, state: Path, name: str) -> None:
     every boot, and the scan replaces the old entry)."""
     addr = str(c.inventory.hosts[name].primary_interface.address)
     wait_until(lambda: c.master.run(["bash", "-c", f"exec 3<>/dev/tcp/{addr}/22"],
-                                    check=False).returncode == 0, 120, f"sshd on {name}")
+                                    check=False).returncode == 0, 900,
+               f"sshd on {name}")  # ssh.service makes host keys: minutes in TCG under load
     r = c.master.run([DSAS, "trust", name, "-y", "-i", str(c.inventory_path), "--state-dir",
                       str(state)], check=False, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -318,3 +324,62 @@ def lb_status(c: LabCluster, state: Path, expect_rc: int = 0) -> dict[str, Any]:
     doc = json.loads(r.stdout)
     assert isinstance(doc, dict)
     return doc
+
+
+@contextmanager
+def lvs_farm(tmp_path: Path, inventory: str, images: tuple[str, ...] = ("tiny", "web"),
+             ) -> Iterator[tuple[LabCluster, Netns]]:
+    """The lab: master netns with `dsas serve` (not started), the outside bridge, the client."""
+    require_root()
+    for t in ("qemu-system-x86_64", "curl", "ip"):
+        require_tool(t)
+    build_images(*images)
+    boot = TEST_BOOT_ROOT
+    inv_path = tmp_path / "cluster.yaml"
+    inv_path.write_text(inventory)
+    with Lab() as lab:
+        c = LabCluster(lab, load(inv_path), inv_path, tmp_path, Path(boot), ["-v"])
+        try:
+            c.setup_network()
+            m = c.master
+            # the outside VLAN's untagged side becomes a bridge the client joins
+            m.run(["ip", "addr", "flush", "dev", "vlan2"])
+            lab.bridge(m, "br2", "198.19.2.1/24")
+            m.run(["ip", "link", "set", "vlan2", "master", "br2"])
+            client = lab.netns("client")
+            lab.plug(m, "br2", client, f"{CLIENT}/24")
+            yield c, client
+        finally:
+            c.stop()
+
+
+def start_httpd(sh: Shell) -> str:
+    """busybox httpd in the foreground, in the background of the guest's shell: its PID."""
+    st, out = sh.run("busybox httpd -f -p 80 -h /www </dev/null >/dev/null 2>&1 & echo PID $!")
+    m = re.search(r"PID (\d+)", out)
+    assert st == 0 and m, out
+    return str(m.group(1))
+
+
+def raw(c: LabCluster, state: Path, host: str, command: str, name: str | None = None,
+        address: str | None = None) -> str:
+    """A command's output on a director (ssh, dsas's key and known_hosts), kept in workdir."""
+    addr = address or str(c.inventory.hosts[host].primary_interface.address)
+    r = c.master.run(["ssh", "-i", str(state / "ssh" / "id_ed25519"), "-o", "BatchMode=yes",
+                      "-o", f"UserKnownHostsFile={state / 'ssh' / 'known_hosts'}",
+                      "-o", "StrictHostKeyChecking=yes", f"root@{addr}", command],
+                     check=False, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    if name:
+        (c.workdir / name).write_text(r.stdout)
+    print(f"---- {host}: {command}\n{r.stdout}")
+    return r.stdout
+
+
+def publish_key(c: LabCluster) -> Path:
+    """dsas's own SSH key, published for the nodes (they fetch it at boot); the state dir."""
+    state = c.workdir / "state"
+    key = ensure_client_key(SshConfig(state))
+    (c.boot_root / "ssh").mkdir(exist_ok=True)
+    (c.boot_root / "ssh" / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
+    return state

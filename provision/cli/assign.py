@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import shlex
 import sys
 import time
@@ -11,18 +12,20 @@ from pathlib import Path
 
 import click
 
-from ..inventory import InventoryError, loads
+from ..assign import live
+from ..assign.farm import LiveFarm
+from ..balancer import members as lbmembers
+from ..balancer.members import Override
+from ..inventory import Inventory, InventoryError, loads
 from ..inventory.edit import assign_role
 from ..policy.assignplan import describe, plan
+from ..render import render_host
+from ..sshtrust.sshconf import SshConfig, ensure_client_key
 from ..state import FILENAME, StateStore
 from ..state.assign import AssignJournal
-from .common import inventory_option
+from .common import inventory_option, ssh_login_options
 from .editcommon import apply, fail_problems, file_diff, finish, start, state_dir_option, validated
 from .hostedit import _addresses, address_option, leased_elsewhere
-
-NOT_BUILT = "not implemented yet (needs the live directors, issue 16)"
-NOT_LIVE = ("the live steps are not implemented yet (they need the live directors, "
-            "issue 16): none of them ran")
 
 
 @click.command()
@@ -40,10 +43,26 @@ NOT_LIVE = ("the live steps are not implemented yet (they need the live director
               help="The plan as JSON on stdout (with --dry-run, or with --yes).")
 @click.option("--journal", is_flag=True,
               help="Show HOST's assign runs and their steps from the journal; no ROLE.")
+@click.option("--drain-timeout", type=click.FloatRange(0, 3600), default=live.DRAIN_TIMEOUT,
+              show_default=True,
+              help="Seconds to wait for HOST's active connections to reach 0 on every "
+                   "director (then the move goes on).")
+@click.option("--ready-timeout", type=click.FloatRange(1, 7200), default=live.READY_TIMEOUT,
+              show_default=True,
+              help="Seconds to wait for HOST's ready report in its new role.")
+@click.option("--check-timeout", type=click.FloatRange(1, 3600), default=live.CHECK_TIMEOUT,
+              show_default=True,
+              help="Seconds to wait for keepalived's health check to put HOST in its new "
+                   "pools on every director.")
+@ssh_login_options
+@click.option("--timeout", "ssh_timeout", type=click.FloatRange(0.5, 300), default=10,
+              show_default=True, help="Seconds to connect to HOST and to each director.")
 def assign(inventory_path: str | None, state_dir: str, host: str, role: str | None,
            addresses: tuple[str, ...], undo: bool, dry_run: bool, yes: bool,
-           as_json: bool, journal: bool) -> None:
-    """Move HOST to ROLE: show the plan, then change the inventory.
+           as_json: bool, journal: bool, drain_timeout: float, ready_timeout: float,
+           check_timeout: float, user: str, port: int, identity: str | None,
+           ssh_timeout: float) -> None:
+    """Move HOST to ROLE: show the plan, change the inventory, move the host live.
 
     The plan: the host's dsas.conf before and after, the services that stop and
     start, the balancer pools (virtual services of the old and new role) the host
@@ -53,9 +72,25 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
     role's other networks get the lowest free address unless --address gives one.
 
     Without --dry-run it asks, then writes the inventory (validated, locked,
-    atomic, kept in `dsas inventory log`) and reloads a running `dsas serve`.
-    The live steps (drain, deliver, re-apply, rebalance) are printed but NOT
-    run yet.
+    atomic, kept in `dsas inventory log`), reloads a running `dsas serve`, and
+    moves the host live:
+
+    \b
+    1. drain: HOST gets weight 0 in the pools it is in (keepalived.conf from
+       the master, both directors reloaded by SIGHUP, never restarted); wait
+       until IPVS shows it no active connection (--drain-timeout);
+    2. deliver: its new dsas.conf over SSH (host key verified);
+    3. reapply: `dsas-init reapply` on it (old role's services stop, addresses
+       and VLANs change, new role's services start) and its ready report with
+       the new role (--ready-timeout); or, where the plan needs one, a reboot
+       into the new role and its ready report;
+    4. rebalance: the directors reloaded with HOST in its new pools, where
+       keepalived's health check must pass (alpha) before it gets traffic
+       (--check-timeout).
+
+    A failed step stops the move, names the host and the step, and reloads the
+    directors with the pools as they were: a host that did not come up in its
+    new role is never added to a pool. --undo walks back the same way.
 
     \b
     Examples:
@@ -105,7 +140,7 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
         out = p.as_json()
         out["addresses_chosen"] = why
         out["inventory_diff"] = diff
-        out["live_steps_implemented"] = False
+        out["live_steps_implemented"] = True
         out["written"] = False
     else:
         click.echo(describe(p))
@@ -115,7 +150,7 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
         click.echo("  steps after the inventory edit (" + ("reboot" if p.reboot else "live")
                    + "):")
         for i, s in enumerate(p.steps, 1):
-            click.echo(f"    {i}. {s['step']}: {s['does']}  [not implemented yet]")
+            click.echo(f"    {i}. {s['step']}: {s['does']}")
     if dry_run:
         if as_json:
             click.echo(json.dumps(out, indent=2))
@@ -130,13 +165,25 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
             fail_problems("not confirmed: nothing written", [])
     command = shlex.join(["assign", "--undo", host, f"(back to {role})"] if undo else
                          ["assign", host, role, *[f"--address={a}" for a in addresses]])
+    # paramiko logs a failed handshake with a traceback; the step names the reason
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    cfg = SshConfig(Path(state_dir), user=user, port=port,
+                    identity=Path(identity) if identity else None, connect_timeout=ssh_timeout)
+    ensure_client_key(cfg)
     store = StateStore(state_dir)
     try:
         jr = AssignJournal(store)
         run = jr.start(host, p.old_role, p.new_role, "reboot" if p.reboot else "live",
                        p.as_json())
+        prior = lbmembers.of_host(lbmembers.load(store), host)
+        move = _move(old_inv, new_inv, host, prior, p.reboot, drain_timeout, ready_timeout,
+                     check_timeout, f"assign run {run}")
+        # before the serve reads the new inventory: drained where it is, held out of
+        # its new pools until it is up in its new role
+        lbmembers.set_host(store, host, move.transitional())
 
         def refused(why: str) -> None:
+            lbmembers.set_host(store, host, prior)
             jr.step(run, "inventory", "failed", why)
             for s in p.steps:
                 jr.step(run, s["step"], "not-run", "the inventory edit failed")
@@ -145,26 +192,55 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
             # keep stdout one JSON document: the commit's messages go to stderr
             with _stdout_to_stderr():
                 rev = finish(edit, command, state_dir, quiet_diff=True, on_error=refused)
-            out["written"] = rev is not None
-            out["revision"] = rev
-            out["journal_run"] = run
-            click.echo(json.dumps(out, indent=2))
         else:
             rev = finish(edit, command, state_dir, quiet_diff=True, on_error=refused)
         jr.step(run, "inventory", "done", f"revision {rev}" if rev else "no change")
-        for s in p.steps:
-            jr.step(run, s["step"], "not-run", NOT_BUILT)
+        click.echo(f"{host}: inventory says role {role} now; the live steps "
+                   f"({'reboot' if p.reboot else 'live'}):", err=as_json)
+        farm = LiveFarm(host, new_inv, cfg, store, timeout=max(120.0, ssh_timeout * 3))
+        t0 = time.monotonic()
+        outcome = live.run(move, farm, jr, run, say=lambda m: click.echo(m, err=as_json))
+        took = time.monotonic() - t0
     finally:
         store.close()
-    click.echo(f"{host}: inventory says role {role} now; {NOT_LIVE}.", err=as_json)
-    if not as_json:
-        for i, s in enumerate(p.steps, 1):
-            click.echo(f"  {i}. {s['step']}: not run")
-        click.echo(f"  until they exist: take {host} out of its pools by hand, then "
-                   + ("reboot it: it netboots into its new role."
-                      if new_inv.hosts[host].boot == "netboot"
-                      else "deliver its new dsas.conf (`dsas render " + host +
-                      "`) and reboot it."))
+    if as_json:
+        out["written"] = rev is not None
+        out["revision"] = rev
+        out["journal_run"] = run
+        out["ok"] = outcome.ok
+        out["failed_step"] = outcome.failed_step
+        out["reason"] = outcome.reason
+        out["restored"] = outcome.restored
+        out["steps"] = [{"step": a, "status": b, "detail": c} for a, b, c in outcome.steps]
+        out["seconds"] = {k: round(v, 3) for k, v in outcome.timings.items()}
+        click.echo(json.dumps(out, indent=2))
+    if not outcome.ok:
+        click.echo(f"error: {host}: step {outcome.failed_step} failed: {outcome.reason}; "
+                   + ("the balancers are as they were" if outcome.restored else
+                      "the directors could not all be told the pools as they were (they "
+                      "keep what they ran; `dsas lb reload` once they answer)")
+                   + f" (`dsas assign --undo {host}` returns it to {p.old_role})", err=True)
+        sys.exit(1)
+    click.echo(f"{host} is {role} now ({took:.1f} s for the live steps)", err=as_json)
+
+
+def _move(old_inv: Inventory, new_inv: Inventory, host: str, prior: list[Override],
+          reboot: bool, drain_timeout: float, ready_timeout: float, check_timeout: float,
+          why: str) -> live.Move:
+    """What the live steps need: where the host is in the pools now (the inventory
+    before, with the overrides it has), and where it goes."""
+    overrides = {(o.host, o.role): o for o in prior}
+    old, new = old_inv.hosts[host], new_inv.hosts[host]
+    pooled = {vs.role for vs in new_inv.virtual_services.values()}
+    return live.Move(
+        host=host, old_role=old.role.name, new_role=new.role.name,
+        old_address=str(old.primary_interface.address),
+        new_address=str(new.primary_interface.address),
+        before=lbmembers.roles_in(old_inv, host, overrides),
+        new_pooled=new.role.name in pooled, reboot=reboot,
+        dsas_conf=render_host(new_inv, new, "dsas.conf"),
+        drain_timeout=drain_timeout, ready_timeout=ready_timeout,
+        check_timeout=check_timeout, why=why)
 
 
 def _show_journal(state_dir: str, host: str) -> None:

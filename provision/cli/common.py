@@ -43,6 +43,11 @@ def ssh_options(f: F) -> F:
     """How dsas reaches the nodes over SSH (dsas-push, dsas-clone --from, dsas lb):
     --state-dir (its key and known_hosts), --user, --port, --identity. The command
     takes them as ``state_dir, user, port, identity``; ``make_ssh`` builds the config."""
+    return state_dir_option(ssh_login_options(f))
+
+
+def ssh_login_options(f: F) -> F:
+    """--user, --port, --identity (for a command that declares its own --state-dir)."""
     f = click.option("--identity", type=click.Path(dir_okay=False), default=None,
                      help="SSH private key. Default: <state-dir>/ssh/id_ed25519 "
                           "(created on first use).")(f)
@@ -50,7 +55,7 @@ def ssh_options(f: F) -> F:
                      show_default=True, help="SSH port on the nodes.")(f)
     f = click.option("--user", default=DEFAULT_USER, show_default=True,
                      help="SSH user on the nodes.")(f)
-    return state_dir_option(f)
+    return f
 
 
 def make_ssh(state_dir: str, user: str, port: int, identity: str | None) -> SshConfig:

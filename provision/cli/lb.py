@@ -84,3 +84,49 @@ def render_text(report: dict[str, Any]) -> str:
     for u in report["unreachable"]:
         out.append(f"unreachable: {u['host']} ({u['address']}): {u['reason']}")
     return "\n".join(out)
+
+
+@lb.command("reload")
+@inventory_option
+@ssh_options
+@click.option("--timeout", type=click.FloatRange(0.5, 300), default=10, show_default=True,
+              help="Seconds to connect to each director.")
+@click.argument("directors", nargs=-1)
+def lb_reload(inventory_path: str | None, state_dir: str, user: str, port: int,
+              identity: str | None, timeout: float, directors: tuple[str, ...]) -> None:
+    """Make each director (all, or DIRECTORS) install the keepalived.conf the master
+    serves for it now: over SSH (host keys as dsas trusts them) `dsas-init
+    --reload-lvs` fetches it with its checksum, lets `keepalived --config-test`
+    judge it, replaces the file atomically and sends keepalived SIGHUP (never a
+    restart: that would drop every VIP and IPVS rule). A file keepalived refuses is
+    not installed: its reason is printed and the running one kept. Each director
+    must end up running what the master renders from the inventory and the pools'
+    drains and holds (`dsas assign`), or the reload is tried again (5 times).
+    Exit 1 if a director could not be reloaded."""
+    from ..balancer import members as lbmembers
+    from ..balancer import reload as lbreload
+
+    inv = load_inventory(inventory_path)
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    cfg = SshConfig(Path(state_dir), user=user, port=port,
+                    identity=Path(identity) if identity else None, connect_timeout=timeout)
+    ensure_client_key(cfg)
+    known = [n for n, _ in lbreload.directors(inv)]
+    unknown = [d for d in directors if d not in known]
+    if unknown:
+        click.echo(f"error: not a director: {', '.join(unknown)} (directors: "
+                   f"{', '.join(known) or 'none'})", err=True)
+        sys.exit(2)
+    store = StateStore(Path(state_dir))
+    try:
+        overrides = lbmembers.load(store)
+    finally:
+        store.close()
+    ds = [(n, a) for n, a in lbreload.directors(inv) if not directors or n in directors]
+    bad = 0
+    for n, a in ds:
+        r = lbreload.reload_one(cfg, n, a, lbreload.expected_sha(inv, n, overrides),
+                                timeout=timeout + 50)
+        bad += not r.ok
+        click.echo(f"{n} ({a}): {'reloaded' if r.ok else 'NOT reloaded'}: {r.detail}")
+    sys.exit(1 if bad else 0)

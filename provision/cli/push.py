@@ -102,6 +102,17 @@ def open_history(state_dir: str) -> History:
 @click.option("--status", is_flag=True, help="Drift report: the live release of each target.")
 @click.option("--retry-failed", is_flag=True,
               help="Retry only the hosts that failed in the last push to --to.")
+@click.option("--rolling", type=click.IntRange(1, 10000), default=None, metavar="N",
+              help="N hosts at a time, each batch out of the balancers while it changes: "
+                   "drained (weight 0 on the directors, 0 active connections), pushed, "
+                   "then back in its pools once keepalived's health check passes. A failed "
+                   "batch stops the rollout.")
+@click.option("--drain", "drain_flag", is_flag=True, help="Same as --rolling 1.")
+@click.option("--drain-timeout", type=click.FloatRange(0, 3600), default=30, show_default=True,
+              help="With --rolling: seconds to wait for a batch's connections to reach 0.")
+@click.option("--check-timeout", type=click.FloatRange(1, 3600), default=120,
+              show_default=True,
+              help="With --rolling: seconds to wait for a batch to be back in its pools.")
 @inventory_option
 @ssh_options
 @click.option("--json", "as_json", is_flag=True, help="With --status: the report as JSON.")
@@ -112,7 +123,9 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
              excludes: tuple[str, ...], checksum: bool, then: str | None, keep: int,
              transport: str, transfer: str, uftp_min_nodes: int, uftp_interface: str | None,
              uftp_group: str, uftp_port: int, uftp_rate: int, no_prelink: bool, yes: bool,
-             rollback: bool, status: bool, retry_failed: bool, inventory_path: str | None,
+             rollback: bool, status: bool, retry_failed: bool, rolling: int | None,
+             drain_flag: bool, drain_timeout: float, check_timeout: float,
+             inventory_path: str | None,
              state_dir: str, user: str, port: int, identity: str | None, as_json: bool,
              verbose: int, quiet: bool) -> None:
     """Deploy the tree SRC to hosts: in parallel, atomically per host, verified.
@@ -175,9 +188,49 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
                                dry_run, par, transport, not no_prelink, transfer,
                                uftp_min_nodes, mcast)
             release = None
+        if (rolling or drain_flag) and not dry_run:
+            _rolling(inv, ssh, state_dir, pusher, targets, opts, rolling or 1, drain_timeout,
+                     check_timeout, release, "retry" if retry_failed else "push")
+            return
         outcome = pusher.push(targets, opts, release=release,
                               action="retry" if retry_failed else "push")
     _summary(outcome.results, outcome.release, dry_run)
+
+
+def _rolling(inv: Inventory, ssh: SshConfig, state_dir: str, pusher: Pusher,
+             targets: list[Target], opts: PushOptions, n: int, drain_timeout: float,
+             check_timeout: float, release: str | None, action: str) -> None:
+    """--rolling N: batches drained, pushed and put back (balancer.rolling)."""
+    from ..balancer import members as lbmembers
+    from ..balancer import rolling
+    from ..push.release import new_release_id
+
+    rid = release or new_release_id()
+    results: list[HostResult] = []
+
+    def push(batch: list[Target]) -> list[tuple[str, bool, str]]:
+        out = pusher.push(batch, opts, release=rid, action=action)
+        results.extend(out.results)
+        return [(r.host, r.ok, r.reason) for r in out.results]
+
+    store = StateStore(Path(state_dir))
+    try:
+        pools = rolling.LivePools(inv, ssh, store, timeout=120)
+        ro = rolling.run(lambda h, ov: lbmembers.roles_in(inv, h, ov), pools, targets, n,
+                         push, drain_timeout, check_timeout,
+                         say=lambda m: click.echo(m, err=True))
+    finally:
+        store.close()
+    if results:
+        try:
+            _summary(results, rid, False)
+        except SystemExit:
+            pass
+    if ro.stopped:
+        click.echo(f"error: rolling push stopped: {ro.stopped}"
+                   + (f"; not pushed: {', '.join(ro.not_pushed)}" if ro.not_pushed else ""),
+                   err=True)
+        sys.exit(1)
 
 
 def _status(pusher: Pusher, targets: list[Target], to: str, par: int, as_json: bool) -> int:

@@ -32,7 +32,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from .. import layout
 from ..inventory.model import Host, Inventory
@@ -189,7 +189,7 @@ def _open_regular(path: str) -> tuple[BinaryIO, os.stat_result]:
 # --------------------------------------------------------------------------
 # The tree.
 
-Renderer = Callable[[Inventory, Host, str], str]
+Renderer = Callable[..., str]  # (inventory, host, what[, lb overrides]) -> text
 DefaultRenderer = Callable[[Inventory], str]
 
 # Per-host files under hosts/<name>/ by leaf name -> the renderer's file kind.
@@ -218,12 +218,12 @@ def renderers(templates: str | Path | None = None,
 
     payloads = Payloads(root) if root is not None else None
 
-    def host_file(inv: Inventory, host: Host, what: str) -> str:
+    def host_file(inv: Inventory, host: Host, what: str, lb: Any = None) -> str:
         payload = None
         if payloads is not None and what in render.BOOT_FILES:
             img = layout.host_image(inv, host)
             payload = payloads.get(*img) if img else None
-        return render.render_host(inv, host, what, templates, payload)
+        return render.render_host(inv, host, what, templates, payload, lb)
 
     def default(inv: Inventory) -> str:
         return render.render_pxelinux_default(inv, templates)
@@ -250,6 +250,8 @@ class BootTree:
         self.inventory = inventory  # replaced on reload; read once per lookup
         # Lines appended to each served dsas.conf, per host name (HTTP's boot-report token).
         self.conf_extra: Callable[[str], str] | None = None
+        # The pools' drains and holds (balancer.members), read for each keepalived.conf.
+        self.lb_overrides: Callable[[], Any] | None = None
         real = renderers(templates, self.root)
         self._render_host = render_host or real.host
         self._render_default = render_default or real.default
@@ -315,7 +317,9 @@ class BootTree:
         by_peer = inv.host_by_ip(peer) if peer else None
         if by_peer is not None and by_peer.name != name:
             raise Refused(OTHER_HOST, f"{peer} is {by_peer.name}, not {name}")
-        text = self._call(self._render_host, inv, host, "keepalived")
+        lb = self.lb_overrides() if self.lb_overrides is not None else None
+        text = self._call(self._render_host, inv, host, "keepalived",
+                          *(() if lb is None else (lb,)))
         if leaf == layout.KEEPALIVED_SUM:
             digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
             text = f"{digest}  {layout.KEEPALIVED_CONF}\n"

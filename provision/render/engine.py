@@ -13,6 +13,7 @@ from typing import Any
 import jinja2
 
 from .. import layout
+from ..balancer.members import Overrides, members
 from ..inventory.model import Host, Inventory
 from ..policy import dns
 from ..push.multicast import DEFAULT_GROUP as UFTP_GROUP
@@ -250,12 +251,12 @@ def _dns_servers(host: Host) -> list[str]:
 
 
 def render_host(inv: Inventory, host: Host, what: str, templates: str | Path | None = None,
-                payload: ImagePayload | None = None) -> str:
+                payload: ImagePayload | None = None, lb: Overrides | None = None) -> str:
     """One per-host file: ``dsas.conf``, ``ipxe``, ``pxelinux`` or ``keepalived``."""
     if what not in HOST_FILES:
         raise RenderError(f"unknown file kind {what!r} (known: {', '.join(HOST_FILES)})")
     if what == "keepalived":
-        return render_keepalived(inv, host, templates)
+        return render_keepalived(inv, host, templates, lb)
     ctx = host_context(inv, host, payload)
     if what in BOOT_FILES and ctx["image"] is None:
         raise RenderError(f"host {host.name} has no image to boot")
@@ -272,8 +273,13 @@ def render_discovery_ipxe(inv: Inventory, templates: str | Path | None = None) -
     return _render(inv, "discovery.ipxe.j2", templates)
 
 
-def render_keepalived(inv: Inventory, host: Host, templates: str | Path | None = None) -> str:
-    """keepalived.conf for one host of an LVS pair."""
+def render_keepalived(inv: Inventory, host: Host, templates: str | Path | None = None,
+                      overrides: Overrides | None = None) -> str:
+    """keepalived.conf for one host of an LVS pair.
+
+    ``overrides`` (the state store's ``lb_members``, see ``balancer.members``): hosts
+    drained (weight 0), held out of, or kept in a pool while `dsas assign` moves them.
+    """
     mine = [(pair, state) for h, pair, state in inv.lvs_hosts() if h.name == host.name]
     if not mine:
         raise RenderError(f"host {host.name} is not in an LVS pair")
@@ -303,7 +309,8 @@ def render_keepalived(inv: Inventory, host: Host, templates: str | Path | None =
                 "vrid": (pair.virtual_router_id + i - 1) % 255 + 1,
                 "vips": [(v, itf.network.prefixlen, itf.device) for v in nets[net_name]],
             })
-        real = {vs.name: inv.hosts_of_role(vs.role) for vs in services}
+        real = {vs.name: [(m.address, 0 if m.drained else vs.weight)
+                          for m in members(inv, vs.role, overrides)] for vs in services}
         pairs.append({"pair": pair, "state": state, "instances": instances,
                       "services": services, "real": real})
     return _render(inv, "keepalived.conf.j2", templates, host=host, pairs=pairs)

@@ -25,6 +25,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .. import layout
+from ..balancer import members as lbmembers
 from ..inventory.model import Inventory
 from ..observability.logsafe import safe
 from ..observability.metrics import STAGE_BUCKETS
@@ -111,6 +112,7 @@ class HttpService(Service):
         stored_events.ensure_events_schema(self.ctx.store)
         self._secret = self.ctx.store.secret(BOOT_SECRET, boottoken.new_secret)
         secret = self._secret
+        self.tree.lb_overrides = lambda: lbmembers.load_quiet(self.ctx.store)
         self.tree.conf_extra = lambda host: boottoken.conf_lines(
             *boottoken.issue(secret, host, time.time()))
         ready = threading.Event()

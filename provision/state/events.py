@@ -115,6 +115,17 @@ def of_host(store: StateStore, host: str, limit: int, upto: int) -> list[StoredE
     return [_event(r) for r in reversed(rows)]
 
 
+def outcomes_since(store: StateStore, host: str, ts: float) -> list[StoredEvent]:
+    """``host``'s ``ready`` and ``failed`` reports since wall-clock ``ts``, oldest first
+    (none while the table does not exist yet)."""
+    try:
+        rows = store.query(f"SELECT {_COLUMNS} FROM http_events WHERE host = ? AND ts >= ?"
+                           " AND stage IN ('ready', 'failed') ORDER BY id", [host, ts])
+    except sqlite3.OperationalError:
+        return []
+    return [_event(r) for r in rows]
+
+
 def read_only_since(db: Path, ts: float) -> list[StoredEvent]:
     """Every event since wall-clock ``ts``, oldest first, from the state file ``db``
     opened read-only (another process, the master, writes it). Raises StateError when

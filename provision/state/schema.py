@@ -158,7 +158,19 @@ CREATE TABLE IF NOT EXISTS lb_reads (
 );
 """)
 
-SCHEMAS = (DHCP, HTTP, PUSH, INVENTORY, ASSIGN, LB)
+MEMBERS = Schema("lb_members", ("lb_members",), """
+CREATE TABLE IF NOT EXISTS lb_members (
+    host TEXT NOT NULL,
+    role TEXT NOT NULL,
+    state TEXT NOT NULL,           -- drain | hold | keep
+    address TEXT NOT NULL,         -- the host's address in that role
+    at REAL NOT NULL,
+    why TEXT NOT NULL DEFAULT '',  -- e.g. "assign run 7"
+    PRIMARY KEY (host, role)
+);
+""")
+
+SCHEMAS = (DHCP, HTTP, PUSH, INVENTORY, ASSIGN, LB, MEMBERS)
 
 
 def tables() -> tuple[str, ...]:

@@ -47,8 +47,10 @@ from lab.lvs import (
     fail_over,
     lb_status,
     loop_on_vip,
+    raw,
     reboot_as,
     requests,
+    start_httpd,
     tiny_directors,
     trust,
     wait_ready_since,
@@ -432,25 +434,5 @@ def vrrp_states(sh: Shell) -> dict[str, str]:
             states[name] = m.group(1)
     return states
 
-
-def start_httpd(sh: Shell) -> str:
-    """busybox httpd in the foreground, in the background of the guest's shell: its PID."""
-    st, out = sh.run("busybox httpd -f -p 80 -h /www </dev/null >/dev/null 2>&1 & echo PID $!")
-    m = re.search(r"PID (\d+)", out)
-    assert st == 0 and m, out
-    return m.group(1)
-
-
-def raw(c: LabCluster, state: Path, host: str, command: str, name: str) -> str:
-    """A command's output on a director (ssh, dsas's key and known_hosts), kept in workdir."""
-    addr = str(c.inventory.hosts[host].primary_interface.address)
-    r = c.master.run(["ssh", "-i", str(state / "ssh" / "id_ed25519"), "-o", "BatchMode=yes",
-                      "-o", f"UserKnownHostsFile={state / 'ssh' / 'known_hosts'}",
-                      "-o", "StrictHostKeyChecking=yes", f"root@{addr}", command],
-                     check=False, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-    (c.workdir / name).write_text(r.stdout)
-    print(f"---- {host}: {command}\n{r.stdout}")
-    return r.stdout
 
 

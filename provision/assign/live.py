@@ -1,0 +1,222 @@
+"""The live steps of `dsas assign` (issue 17): drain, deliver, re-apply (or reboot),
+rebalance, each journaled; a failure stops the sequence and leaves the balancers as
+they were.
+
+The pools are never edited on a director by hand: what a director runs is what the
+master renders from the inventory and the overrides of ``balancer.members`` (drain,
+hold, keep), and a reload makes each director fetch it. So:
+
+- before the inventory is written, the host is *drained* in every pool it is in now
+  (weight 0, even once the inventory has moved it) and *held* out of the pools of
+  its new role (it has not come up in it yet);
+- drain: reload the directors, wait (``drain_timeout``) until IPVS shows no active
+  connection for it on every director;
+- deliver: the new dsas.conf to /etc/dsas.conf.new over SSH (host key verified);
+- reapply: ``dsas-init reapply`` on the host, detached (its addresses may change
+  under the SSH session); wait for its ``ready`` report with the new role (or its
+  ``failed`` report, with the reason); or reboot, and wait for ``ready``;
+- rebalance: the overrides go; reload the directors; keepalived's ``alpha`` keeps
+  the host down in its new pools until its health check passes; wait until IPVS
+  has it with a weight on every director. ``alpha`` rather than "weight 0, then
+  raise it once the check passes": without alpha keepalived puts a new server in
+  IPVS as up before its first check, so its presence proves nothing, and raising
+  the weight would take a second reload; with alpha keepalived itself never gives
+  an unchecked server traffic, and one reload suffices.
+
+On a failure the overrides become the pools as they were before the assign (the
+host kept where it was, held out of its new role's pools) and the directors are
+reloaded: a host that did not come up in its new role never joins a pool.
+
+``Farm`` is what the sequence does to the world; ``LiveFarm`` does it over SSH and
+HTTP, the unit tests give a fake.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..balancer.members import Member, Override
+
+DRAIN_TIMEOUT = 30.0
+READY_TIMEOUT = 300.0
+CHECK_TIMEOUT = 120.0
+
+
+class StepFailed(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Farm(Protocol):
+    def set_members(self, rows: list[Override]) -> None: ...
+    def reload(self, roles: set[str]) -> None: ...  # raises StepFailed
+    def drained(self, roles: set[str], address: str) -> tuple[bool, str]: ...
+    def serving(self, roles: set[str], address: str) -> tuple[bool, str]: ...
+    def deliver(self, address: str, text: str) -> str: ...  # raises StepFailed
+    def reapply(self, address: str) -> float: ...  # started at (master's clock)
+    def reboot(self, address: str) -> float: ...
+    def wait_report(self, since: float, role: str | None,
+                    timeout: float) -> str: ...  # raises StepFailed
+
+
+class Journal(Protocol):
+    def step(self, run_id: int, step: str, status: str, detail: str = "") -> None: ...
+
+
+@dataclass
+class Move:
+    host: str
+    old_role: str
+    new_role: str
+    old_address: str            # where the host answers now (SSH)
+    new_address: str            # its address in the new role
+    before: dict[str, Member]   # role -> how the host is in its pools now
+    new_pooled: bool            # the new role has virtual services
+    reboot: bool
+    dsas_conf: str              # the new dsas.conf
+    drain_timeout: float = DRAIN_TIMEOUT
+    ready_timeout: float = READY_TIMEOUT
+    check_timeout: float = CHECK_TIMEOUT
+    why: str = ""               # e.g. "assign run 7", kept with the overrides
+
+    def _o(self, role: str, state: str, address: str) -> Override:
+        return Override(self.host, role, state, address, self.why)
+
+    def transitional(self) -> list[Override]:
+        """Drained where it is; held out of its new role's pools."""
+        rows = [self._o(r, "drain", m.address) for r, m in sorted(self.before.items())]
+        if self.new_pooled and self.new_role not in self.before:
+            rows.append(self._o(self.new_role, "hold", self.new_address))
+        return rows
+
+    def as_before(self) -> list[Override]:
+        """The pools as they were: kept (or drained, if it was) where it was, held out
+        of its new role's pools."""
+        rows = [self._o(r, "drain" if m.drained else "keep", m.address)
+                for r, m in sorted(self.before.items())]
+        if self.new_pooled and self.new_role not in self.before:
+            rows.append(self._o(self.new_role, "hold", self.new_address))
+        return rows
+
+    def held_out(self) -> list[Override]:
+        """Came up in the new role but not healthy in its pools: out of them."""
+        return [self._o(self.new_role, "hold", self.new_address)] if self.new_pooled else []
+
+    @property
+    def roles(self) -> set[str]:
+        """The roles whose pools this move touches."""
+        return set(self.before) | ({self.new_role} if self.new_pooled else set())
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    failed_step: str | None = None
+    reason: str = ""
+    steps: list[tuple[str, str, str]] = field(default_factory=list)  # (step, status, detail)
+    timings: dict[str, float] = field(default_factory=dict)
+    restored: bool = True  # after a failure: the directors run the pools as they were
+
+
+def run(move: Move, farm: Farm, journal: Journal, run_id: int,
+        say: Callable[[str], None] = lambda s: None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep) -> Outcome:
+    """The live steps, in order; the overrides must already be ``move.transitional()``
+    (set before the inventory was written)."""
+    out = Outcome(ok=True)
+    order = ["drain", "deliver", "reboot" if move.reboot else "reapply", "rebalance"]
+    reapplied = False
+
+    def record(step: str, status: str, detail: str) -> None:
+        journal.step(run_id, step, status, detail)
+        out.steps.append((step, status, detail))
+        say(f"  {step}: {status}" + (f" ({detail})" if detail else ""))
+
+    def drain() -> str:
+        if not move.before:
+            return "in no pool: nothing to drain"
+        farm.reload(move.roles)
+        addrs = {m.address for m in move.before.values()}
+        deadline = clock() + move.drain_timeout
+        while True:
+            states = [(a, *farm.drained(set(move.before), a)) for a in sorted(addrs)]
+            if all(ok for _, ok, _ in states):
+                return "weight 0 on every director, 0 active connections: " + "; ".join(
+                    d for _, _, d in states)
+            if clock() >= deadline:
+                return (f"--drain-timeout {move.drain_timeout:g} s ran out; going on with: "
+                        + "; ".join(d for _, _, d in states))
+            sleep(0.5)
+
+    def deliver() -> str:
+        return farm.deliver(move.old_address, move.dsas_conf)
+
+    def reapply() -> str:
+        nonlocal reapplied
+        since = farm.reapply(move.old_address)
+        said = farm.wait_report(since, move.new_role, move.ready_timeout)
+        reapplied = True
+        return said
+
+    def reboot() -> str:
+        nonlocal reapplied
+        since = farm.reboot(move.old_address)
+        said = farm.wait_report(since, None, move.ready_timeout)
+        reapplied = True
+        return said
+
+    def rebalance() -> str:
+        farm.set_members([])
+        if not move.roles:
+            return "in no pool before or after: nothing to reload"
+        farm.reload(move.roles)
+        if not move.new_pooled:
+            return f"{move.host} is in no pool of role {move.new_role}"
+        deadline = clock() + move.check_timeout
+        while True:
+            ok, detail = farm.serving({move.new_role}, move.new_address)
+            if ok:
+                return f"health check passed, in the pools: {detail}"
+            if clock() >= deadline:
+                raise StepFailed(f"not in the pools of role {move.new_role} after "
+                                 f"{move.check_timeout:g} s (health check failing?): {detail}")
+            sleep(1.0)
+
+    actions = {"drain": drain, "deliver": deliver, "reapply": reapply, "reboot": reboot,
+               "rebalance": rebalance}
+    for i, step in enumerate(order):
+        t0 = clock()
+        try:
+            detail = actions[step]()
+        except StepFailed as e:
+            out.timings[step] = clock() - t0
+            out.ok, out.failed_step, out.reason = False, step, e.reason
+            record(step, "failed", f"{move.host}: {e.reason}")
+            for rest in order[i + 1:]:
+                record(rest, "not-run", f"{step} failed")
+            status, detail = _restore(move, farm, reapplied)
+            out.restored = status == "done"
+            record("restore", status, detail)
+            return out
+        out.timings[step] = clock() - t0
+        record(step, "done", detail)
+    return out
+
+
+def _restore(move: Move, farm: Farm, reapplied: bool) -> tuple[str, str]:
+    """The balancers back as they were (a host up in its new role but not healthy:
+    out of its new pools)."""
+    rows = move.held_out() if reapplied else move.as_before()
+    try:
+        farm.set_members(rows)
+        if move.roles:
+            farm.reload(move.roles)
+    except StepFailed as e:
+        return "failed", f"the directors could not be reloaded as they were: {e.reason}"
+    what = ", ".join(f"{o.state} {o.role}" for o in rows) or "no override"
+    return "done", f"pools as before the assign ({what})"

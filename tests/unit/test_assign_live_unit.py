@@ -1,0 +1,319 @@
+"""The live steps of `dsas assign` (issue 17) as a sequence, with a fake farm: order,
+journal, drain wait, failure stops and restores the pools as they were. And the
+pool overrides (drain, hold, keep) as keepalived.conf renders them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from provision.assign import live
+from provision.balancer import members as lbmembers
+from provision.balancer import rolling
+from provision.balancer.members import Member, Override
+from provision.balancer.reload import PoolRead, drained, last_line, serving
+from provision.inventory import load
+from provision.push.targets import Target
+from provision.render import render_keepalived
+from provision.state import StateStore
+from tests.support.paths import EXAMPLE
+
+
+@dataclass
+class FakeFarm:
+    fail: str | None = None        # the call that raises StepFailed
+    busy_polls: int = 0            # drained() says "1 active" this many times
+    unhealthy: bool = False
+    calls: list[str] = field(default_factory=list)
+    members: list[list[Override]] = field(default_factory=list)
+
+    def _maybe(self, what: str) -> None:
+        self.calls.append(what)
+        if self.fail == what:
+            raise live.StepFailed(f"{what} broke")
+
+    def set_members(self, rows: list[Override]) -> None:
+        self.members.append(rows)
+        self.calls.append("members " + ",".join(f"{o.state}:{o.role}" for o in rows))
+
+    def reload(self, roles: set[str]) -> None:
+        self._maybe("reload")
+
+    def drained(self, roles: set[str], address: str) -> tuple[bool, str]:
+        self.calls.append("drained?")
+        if self.busy_polls > 0:
+            self.busy_polls -= 1
+            return False, "1 active"
+        return True, "0 active"
+
+    def serving(self, roles: set[str], address: str) -> tuple[bool, str]:
+        self.calls.append("serving?")
+        return not self.unhealthy, "weight 1"
+
+    def deliver(self, address: str, text: str) -> str:
+        self._maybe("deliver")
+        return "delivered"
+
+    def reapply(self, address: str) -> float:
+        self._maybe("reapply")
+        return 0.0
+
+    def reboot(self, address: str) -> float:
+        self._maybe("reboot")
+        return 0.0
+
+    def wait_report(self, since: float, role: str | None, timeout: float) -> str:
+        self._maybe("wait_report")
+        return f"ready as {role}"
+
+
+class FakeJournal:
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, str, str]] = []
+
+    def step(self, run_id: int, step: str, status: str, detail: str = "") -> None:
+        self.steps.append((step, status, detail))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += s
+
+
+def move(before: dict[str, Member] | None = None, new_pooled: bool = True,
+         reboot: bool = False, drain_timeout: float = 30) -> live.Move:
+    return live.Move(host="w1", old_role="web", new_role="db", old_address="198.18.1.1",
+                     new_address="198.18.1.1",
+                     before={"web": Member("w1", "198.18.1.1", False)} if before is None
+                     else before, new_pooled=new_pooled, reboot=reboot, dsas_conf="ROLE=db\n",
+                     drain_timeout=drain_timeout, check_timeout=10, why="assign run 1")
+
+
+def go(m: live.Move, farm: FakeFarm) -> tuple[live.Outcome, FakeJournal]:
+    j, clock = FakeJournal(), Clock()
+    return live.run(m, farm, j, 1, clock=clock, sleep=clock.sleep), j
+
+
+def test_transitional_overrides_drain_where_it_is_and_hold_out_of_the_new_pools() -> None:
+    m = move()
+    assert [(o.role, o.state) for o in m.transitional()] == [("web", "drain"), ("db", "hold")]
+    assert [(o.role, o.state) for o in m.as_before()] == [("web", "keep"), ("db", "hold")]
+    assert [(o.role, o.state) for o in m.held_out()] == [("db", "hold")]
+    assert move(new_pooled=False).transitional()[-1].state == "drain"
+
+
+def test_the_steps_run_in_order_and_are_journaled() -> None:
+    farm = FakeFarm(busy_polls=2)
+    out, j = go(move(), farm)
+    assert out.ok and out.failed_step is None
+    assert [(s, st) for s, st, _ in j.steps] == [
+        ("drain", "done"), ("deliver", "done"), ("reapply", "done"), ("rebalance", "done")]
+    assert farm.calls == ["reload", "drained?", "drained?", "drained?", "deliver", "reapply",
+                          "wait_report", "members ", "reload", "serving?"]
+    assert "0 active connections" in j.steps[0][2]
+
+
+def test_a_reboot_plan_reboots_instead_of_reapplying() -> None:
+    farm = FakeFarm()
+    out, j = go(move(reboot=True), farm)
+    assert out.ok and [s for s, _, _ in j.steps] == ["drain", "deliver", "reboot", "rebalance"]
+    assert "reapply" not in farm.calls and "reboot" in farm.calls
+
+
+def test_the_drain_timeout_goes_on_and_says_so() -> None:
+    farm = FakeFarm(busy_polls=10**6)
+    out, j = go(move(drain_timeout=3), farm)
+    assert out.ok
+    assert "--drain-timeout 3 s ran out" in j.steps[0][2] and "1 active" in j.steps[0][2]
+
+
+def test_a_host_in_no_pool_is_not_drained_and_the_directors_not_reloaded() -> None:
+    farm = FakeFarm()
+    out, j = go(move(before={}, new_pooled=False), farm)
+    assert out.ok and "reload" not in farm.calls
+    assert j.steps[0] == ("drain", "done", "in no pool: nothing to drain")
+
+
+@pytest.mark.parametrize("fail,step", [("deliver", "deliver"), ("wait_report", "reapply"),
+                                        ("reapply", "reapply")])
+def test_a_failure_stops_names_the_step_and_restores_the_pools_as_they_were(
+        fail: str, step: str) -> None:
+    farm = FakeFarm(fail=fail)
+    out, j = go(move(), farm)
+    assert not out.ok and out.failed_step == step and out.reason == f"{fail} broke"
+    names = [s for s, _, _ in j.steps]
+    assert names[-1] == "restore" and j.steps[-1][1] == "done"
+    assert all(st == "not-run" for s, st, _ in j.steps[names.index(step) + 1:-1])
+    assert ("rebalance", "not-run", f"{step} failed") in j.steps
+    # kept in its old pool, held out of the new one, and the directors told so
+    assert [(o.role, o.state) for o in farm.members[-1]] == [("web", "keep"), ("db", "hold")]
+    assert farm.calls[-1] == "reload" and "serving?" not in farm.calls
+    assert f"w1: {fail} broke" in dict((s, d) for s, _, d in j.steps)[step]
+
+
+def test_a_host_up_in_its_new_role_but_unhealthy_is_held_out_of_its_pools() -> None:
+    farm = FakeFarm(unhealthy=True)
+    out, j = go(move(), farm)
+    assert not out.ok and out.failed_step == "rebalance"
+    assert "health check failing" in out.reason
+    assert [(o.role, o.state) for o in farm.members[-1]] == [("db", "hold")]
+
+
+def test_a_restore_that_cannot_reload_says_so() -> None:
+    farm = FakeFarm(fail="reload")
+    out, j = go(move(), farm)
+    assert out.failed_step == "drain" and not out.restored
+    assert j.steps[-1][:2] == ("restore", "failed")
+
+
+def test_overrides_render_drained_held_and_kept_servers(tmp_path: Path) -> None:
+    inv = load(EXAMPLE)
+    lvs1 = inv.hosts["lvs1"]
+    web = [h.name for h in inv.hosts_of_role("web")]
+    a, b = web[0], web[1]
+    addr_a = str(inv.hosts[a].primary_interface.address)
+    addr_b = str(inv.hosts[b].primary_interface.address)
+    ov = {(a, "web"): Override(a, "web", "drain", addr_a),
+          (b, "web"): Override(b, "web", "hold", addr_b),
+          ("log1", "web"): Override("log1", "web", "keep", "198.18.9.9")}
+    plain = render_keepalived(inv, lvs1)
+    text = render_keepalived(inv, lvs1, overrides=ov)
+    assert f"real_server {addr_b} " in plain and f"real_server {addr_b} " not in text
+    assert f"real_server {addr_a} 80 {{\n        weight 0\n" in text
+    assert f"real_server {addr_a} 80 {{\n        weight 0\n" not in plain
+    assert "real_server 198.18.9.9 80 {" in text and "alpha" in text
+    ms = lbmembers.members(inv, "web", ov)
+    assert [m.host for m in ms if m.drained] == [a] and b not in [m.host for m in ms]
+    # kept in the store, as the serve's renderer reads them
+    store = StateStore(tmp_path)
+    try:
+        assert lbmembers.load_quiet(store) == {}
+        lbmembers.set_host(store, a, [ov[(a, "web")]])
+        lbmembers.set_host(store, b, [ov[(b, "web")]])
+        assert set(lbmembers.load(store)) == {(a, "web"), (b, "web")}
+        lbmembers.set_host(store, a, [])
+        assert set(lbmembers.load_quiet(store)) == {(b, "web")}
+    finally:
+        store.close()
+
+
+def test_pool_reads_drained_and_serving() -> None:
+    def r(present: bool, w: int | None, act: int | None, err: str | None = None) -> PoolRead:
+        return PoolRead("lvs1", "www", "198.18.1.1", present, w, act, err)
+
+    assert drained([r(True, 0, 0), r(False, None, None)])
+    assert not drained([r(True, 0, 1)]) and not drained([r(True, 1, 0)])
+    assert not drained([r(False, None, None, "unreachable")])
+    assert serving([r(True, 1, 0), r(True, 3, 2)]) and not serving([])
+    assert not serving([r(True, 0, 0)]) and not serving([r(False, None, None)])
+    assert last_line("dsas-init: a\ndsas-init: FAILED: LVS_CONF_URL: bad\n=BODY x\n") == \
+        "FAILED: LVS_CONF_URL: bad"
+
+
+class FakePools:
+    def __init__(self, reload_fails: bool = False, never_back: bool = False) -> None:
+        self.ov: dict[tuple[str, str], Override] = {}
+        self.calls: list[str] = []
+        self.reload_fails, self.never_back = reload_fails, never_back
+
+    def overrides(self) -> dict[tuple[str, str], Override]:
+        return dict(self.ov)
+
+    def set_host(self, host: str, rows: list[Override]) -> None:
+        self.ov = {k: v for k, v in self.ov.items() if k[0] != host}
+        self.ov.update({(o.host, o.role): o for o in rows})
+        self.calls.append(f"set {host} " + ",".join(o.state for o in rows))
+
+    def reload(self, roles: set[str]) -> str | None:
+        self.calls.append("reload " + ",".join(sorted(
+            f"{h}:{o.state}" for (h, _), o in self.ov.items())))
+        return "lvs1: refused" if self.reload_fails else None
+
+    def drained(self, roles: set[str], address: str) -> tuple[bool, str]:
+        return True, "0 active"
+
+    def serving(self, roles: set[str], address: str) -> tuple[bool, str]:
+        return not self.never_back, "weight 1"
+
+
+def _targets(n: int) -> list[Target]:
+    return [Target(f"w{i}", f"198.18.1.{i}", "web") for i in range(1, n + 1)]
+
+
+def _where(host: str, ov: object) -> dict[str, Member]:
+    return {"web": Member(host, "198.18.1." + host[1:], False)}
+
+
+def test_a_rolling_push_drains_each_batch_pushes_it_and_puts_it_back() -> None:
+    pools, pushed = FakePools(), []
+
+    def push(batch: list[Target]) -> list[tuple[str, bool, str]]:
+        assert all(pools.ov[(t.name, "web")].state == "drain" for t in batch)
+        pushed.append([t.name for t in batch])
+        return [(t.name, True, "") for t in batch]
+
+    clock = Clock()
+    ro = rolling.run(_where, pools, _targets(5), 2, push, clock=clock, sleep=clock.sleep)
+    assert pushed == [["w1", "w2"], ["w3", "w4"], ["w5"]] and ro.stopped is None
+    assert pools.ov == {}  # every host back in its pools as it was
+    assert pools.calls[:4] == ["set w1 drain", "set w2 drain", "reload w1:drain,w2:drain",
+                               "set w1 "]
+
+
+def test_a_failed_batch_stops_the_rollout_and_is_put_back() -> None:
+    pools = FakePools()
+
+    def push(batch: list[Target]) -> list[tuple[str, bool, str]]:
+        return [(t.name, t.name != "w3", "rsync failed") for t in batch]
+
+    clock = Clock()
+    ro = rolling.run(_where, pools, _targets(6), 2, push, clock=clock, sleep=clock.sleep)
+    assert [b.hosts for b in ro.batches] == [["w1", "w2"], ["w3", "w4"]]
+    assert ro.stopped == "push failed on w3: rsync failed" and ro.not_pushed == ["w5", "w6"]
+    assert pools.ov == {}
+
+
+def test_a_batch_that_does_not_come_back_stops_the_rollout() -> None:
+    clock = Clock()
+    ro = rolling.run(_where, FakePools(never_back=True), _targets(3), 1,
+                     lambda b: [(t.name, True, "") for t in b], check_timeout=5,
+                     clock=clock, sleep=clock.sleep)
+    assert len(ro.batches) == 1 and ro.stopped and "not back in the pools" in ro.stopped
+    ro = rolling.run(_where, FakePools(reload_fails=True), _targets(3), 1,
+                     lambda b: pytest.fail("pushed without a drain"), clock=clock,
+                     sleep=clock.sleep)
+    assert ro.stopped == "drain: lvs1: refused"
+
+
+def test_the_served_keepalived_conf_follows_the_overrides_in_the_store(tmp_path: Path) -> None:
+    import hashlib
+
+    from provision.policy.boottree import BootTree
+
+    inv = load(Path(__file__).parent / "fixtures" / "small.yaml")
+    store = StateStore(tmp_path / "state")
+    try:
+        tree = BootTree(tmp_path, inv)
+        tree.lb_overrides = lambda: lbmembers.load_quiet(store)
+        before = tree.lookup("hosts/lb1/keepalived.conf", peer="198.18.0.11").data
+        web = inv.hosts_of_role("web")[0]
+        addr = str(web.primary_interface.address)
+        assert f"real_server {addr} ".encode() in before
+        lbmembers.set_host(store, web.name, [Override(web.name, "web", "drain", addr)])
+        f = tree.lookup("hosts/lb1/keepalived.conf", peer="198.18.0.11")
+        assert f.data != before and b"weight 0\n" in f.data
+        s = tree.lookup("hosts/lb1/keepalived.conf.sha256", peer="198.18.0.11")
+        assert s.data.startswith(hashlib.sha256(f.data).hexdigest().encode())
+        lbmembers.set_host(store, web.name, [Override(web.name, "web", "hold", addr)])
+        held = tree.lookup("hosts/lb1/keepalived.conf", peer="198.18.0.11").data
+        assert f"real_server {addr} ".encode() not in held
+    finally:
+        store.close()
