@@ -18,7 +18,7 @@ from provision.inventory import load
 from provision.push.targets import Target
 from provision.render import render_keepalived
 from provision.state import StateStore
-from tests.support.paths import EXAMPLE
+from tests.support.paths import EXAMPLE, FIXTURES
 
 
 @dataclass
@@ -298,7 +298,7 @@ def test_the_served_keepalived_conf_follows_the_overrides_in_the_store(tmp_path:
 
     from provision.policy.boottree import BootTree
 
-    inv = load(Path(__file__).parent / "fixtures" / "small.yaml")
+    inv = load(FIXTURES / "small.yaml")
     store = StateStore(tmp_path / "state")
     try:
         tree = BootTree(tmp_path, inv)

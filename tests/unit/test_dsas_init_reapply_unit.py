@@ -33,8 +33,7 @@ def machine(tmp_path: Path) -> Machine:
 def reapply(m: Machine, old: str, new: str) -> subprocess.CompletedProcess[str]:
     (m.root / "etc" / "dsas.conf").write_text(old)
     (m.root / "etc" / "dsas.conf.new").write_text(new)
-    env = {"PATH": f"{m.bin}:/usr/bin:/bin", "DSAS_ROOT": str(m.root),
-           "FAKE_LOG": str(m.log), "DSAS_MASTER": ""}
+    env = m.env()
     return subprocess.run(["bash", str(DSAS_INIT), "reapply"], env=env, capture_output=True,
                           text=True, timeout=30)
 
@@ -77,8 +76,7 @@ def test_a_bad_new_conf_changes_nothing(machine: Machine) -> None:
     out = reapply(machine, old, "ROLE=(\n")
     assert out.returncode == 1 and "not valid bash" in out.stdout
     (machine.root / "etc" / "dsas.conf.new").unlink()
-    env = {"PATH": f"{machine.bin}:/usr/bin:/bin", "DSAS_ROOT": str(machine.root),
-           "FAKE_LOG": str(machine.log), "DSAS_MASTER": ""}
+    env = machine.env()
     out = subprocess.run(["bash", str(DSAS_INIT), "reapply"], env=env, capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 1 and "no new dsas.conf delivered" in out.stdout
