@@ -78,7 +78,7 @@ class Dhcp6Service(SocketThreadService):
         self.policy.reload(inventory)
 
     def link(self, ifname: str) -> Link6:
-        from .dhcp import interface_address
+        from .dhcp_socket import interface_address
 
         inv = self.policy.inv
         try:
