@@ -41,6 +41,8 @@ class Link6:
 
 @dataclass
 class Decision6:
+    """What the DHCPv6 policy decided for one message: the reply, or why none."""
+
     reply: d6.Dhcp6Message | None = None
     drop: str | None = None  # why nothing is sent (a metric label)
     host: str = ""
@@ -50,6 +52,8 @@ class Decision6:
 
 
 class Dhcp6Policy:
+    """Answers DHCPv6 messages from the inventory (stateless addresses, boot URLs)."""
+
     def __init__(self, inventory: Inventory, http_port: int = 80) -> None:
         self.http_port = http_port
         self.reload(inventory)

@@ -104,6 +104,8 @@ class BadEvent(Exception):
 
 @dataclass(frozen=True)
 class Event:
+    """A node's validated report (boot stage, reason, image, SSH key)."""
+
     host: str
     stage: str
     reason: str | None

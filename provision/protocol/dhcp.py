@@ -41,6 +41,8 @@ ZERO_BYTES = bytes(4)
 
 @dataclass(frozen=True)
 class DhcpPacket:
+    """A DHCPv4 message (RFC 2131 2), options by code."""
+
     op: int
     xid: int
     chaddr: bytes  # the hardware address, hlen bytes (6 for Ethernet)

@@ -55,6 +55,8 @@ MACHINE_LINES = 50  # new machines logged one by one per WARN_EVERY; the rest ar
 
 
 class DhcpService(Service):
+    """The DHCPv4 (and ProxyDHCP) service."""
+
     name = "dhcp"
 
     def __init__(self, ctx: ServeContext, clock: Callable[[], float] = time.time) -> None:

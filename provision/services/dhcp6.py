@@ -48,6 +48,8 @@ def interface_addresses6(ifname: str) -> list[IPv6Address]:
 
 
 class Dhcp6Service(SocketThreadService):
+    """The DHCPv6 service."""
+
     name = "dhcp6"
 
     def __init__(self, ctx: ServeContext):

@@ -25,6 +25,8 @@ LAZY_FLUSH = 1.0  # seconds a non-urgent change may wait for the disk
 
 @dataclass
 class Endpoint:
+    """One socket of the DHCP service and the link it serves."""
+
     sock: socket.socket
     link: Link
     unicast: Link = field(init=False)  # the same link, for requests addressed to us

@@ -84,6 +84,8 @@ def create(ctx: ServeContext) -> DnsService:
 
 
 class DnsService(Service):
+    """The DNS service (UDP and TCP) for the cluster's zone."""
+
     name = "dns"
 
     def __init__(self, ctx: ServeContext, forwarders: tuple[Upstream, ...] = (),

@@ -116,6 +116,8 @@ def link_prefixes(inv: Inventory, address: IPv4Address) -> list[IPv6Network]:
 
 
 class RaService(SocketThreadService):
+    """The IPv6 router advertisement service."""
+
     name = "ra"
 
     def __init__(self, ctx: ServeContext):

@@ -169,6 +169,8 @@ class _Listener(BaseServer):
 
 
 class TftpService(Service):
+    """The TFTP service: each transfer in a process of its own."""
+
     name = "tftp"
 
     def __init__(self, ctx: ServeContext, settings: TftpSettings | None = None):
