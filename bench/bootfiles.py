@@ -41,6 +41,8 @@ MiB = 1024 * 1024
 
 @dataclass
 class Result:
+    """One run of the boot-file benchmark."""
+
     wall: float
     mbytes: float
     failures: int

@@ -78,6 +78,8 @@ hosts:
 
 @dataclass
 class Step:
+    """One rung of the DHCP rate ladder."""
+
     rate: int
     achieved: float
     sent: int
@@ -113,6 +115,8 @@ class Step:
 
 @dataclass
 class Result:
+    """One DHCP benchmark case: its ladder of rates."""
+
     name: str
     steps: list[Step] = field(default_factory=list)
     rss_kib: int = 0  # after its ladder

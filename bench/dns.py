@@ -59,6 +59,8 @@ def inventory_yaml(n_hosts: int, domain: str = DOMAIN) -> str:
 
 @dataclass
 class Run:
+    """One dnsperf run."""
+
     qps: float
     lost_pct: float
     rate: int | None  # the -Q limit, None for the closed loop

@@ -98,6 +98,8 @@ def _status(work: Path) -> dict[str, Any]:
 
 
 class Setup:
+    """The benchmark's lab: a bridge namespace, the master and the clients."""
+
     def __init__(self, lab: Lab, tmp: Path) -> None:
         self.lab, self.tmp = lab, tmp
         self.br = lab.netns("bmbr")

@@ -29,6 +29,8 @@ from .qemu import Guest, GuestSpec
 
 @dataclass
 class NodeStatus:
+    """A lab node as the master last recorded it."""
+
     host: str
     stage: str | None
     address: str | None
@@ -38,6 +40,8 @@ class NodeStatus:
 
 @dataclass(frozen=True)
 class StageEvent:
+    """One boot stage a node reported."""
+
     stage: str
     ts: float  # wall clock, as the master recorded it
     detail: str | None
@@ -45,6 +49,8 @@ class StageEvent:
 
 @dataclass
 class LabCluster:
+    """A master namespace running `dsas serve`, and the guests it boots."""
+
     lab: Lab
     inventory: Inventory
     inventory_path: Path

@@ -77,6 +77,8 @@ def find_tool(name: str) -> str | None:
 
 
 class LabError(Exception):
+    """The lab cannot be set up or run (one line, with its exit code)."""
+
     exit_code = 1
 
 
@@ -104,6 +106,8 @@ def _ip(*args: str, ns: str | None = None) -> None:
 
 @dataclass
 class Netns:
+    """A network namespace of the lab."""
+
     lab: Lab
     name: str
 
@@ -149,6 +153,8 @@ class Netns:
 
 @dataclass
 class Lab:
+    """The lab's namespaces and processes, all removed on exit."""
+
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     namespaces: list[Netns] = field(default_factory=list)
     procs: list[subprocess.Popen[Any]] = field(default_factory=list)

@@ -35,6 +35,8 @@ NO_PXE = [*NO_PXE4, "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]
 
 @dataclass
 class GuestSpec:
+    """What a QEMU guest is: its NICs, firmware, memory and what it boots."""
+
     name: str
     macs: list[str]
     firmware: str = "bios"  # one of FIRMWARES
@@ -56,6 +58,8 @@ def _first(paths: tuple[str, ...]) -> str:
 
 
 class Guest:
+    """A QEMU guest in a lab namespace, with its serial log and monitor."""
+
     def __init__(self, lab: Lab, ns: Netns, spec: GuestSpec, taps: list[str], workdir: Path):
         if len(taps) != len(spec.macs):
             raise ValueError("one tap per MAC")
@@ -69,6 +73,25 @@ class Guest:
         self.proc: subprocess.Popen[Any] | None = None
         self.started_at: float | None = None
         self._offset = 0
+
+    def _uefi_argv(self) -> list[str]:
+        """OVMF (Secure Boot's with uefi-secure) and its own copy of the variables."""
+        s = self.spec
+        argv: list[str] = []
+        secure = s.firmware == "uefi-secure"
+        code = _first(OVMF_SECURE_CODE if secure else OVMF_CODE)
+        vars_copy = self.workdir / f"{s.name}.vars.fd"
+        shutil.copyfile(_first(OVMF_SECURE_VARS if secure else OVMF_VARS), vars_copy)
+        if secure:
+            argv += ["-machine", "q35,smm=on",
+                     "-global", "driver=cfi.pflash01,property=secure,value=on"]
+        argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={code}",
+                 "-drive", f"if=pflash,format=raw,file={vars_copy}"]
+        if s.firmware == "uefi-http":
+            argv += NO_PXE
+        elif s.firmware == "uefi-pxe6":
+            argv += NO_PXE4
+        return argv
 
     def argv(self) -> list[str]:
         s = self.spec
@@ -84,19 +107,7 @@ class Guest:
             raise LabError(f"unknown firmware {s.firmware!r} (known: {', '.join(FIRMWARES)})")
         uefi = s.firmware.startswith("uefi")
         if uefi:
-            secure = s.firmware == "uefi-secure"
-            code = _first(OVMF_SECURE_CODE if secure else OVMF_CODE)
-            vars_copy = self.workdir / f"{s.name}.vars.fd"
-            shutil.copyfile(_first(OVMF_SECURE_VARS if secure else OVMF_VARS), vars_copy)
-            if secure:
-                argv += ["-machine", "q35,smm=on",
-                         "-global", "driver=cfi.pflash01,property=secure,value=on"]
-            argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={code}",
-                     "-drive", f"if=pflash,format=raw,file={vars_copy}"]
-            if s.firmware == "uefi-http":
-                argv += NO_PXE
-            elif s.firmware == "uefi-pxe6":
-                argv += NO_PXE4
+            argv += self._uefi_argv()
         for i, (mac, tap) in enumerate(zip(s.macs, self.taps, strict=True)):
             # UEFI guests get no iPXE option ROM: OVMF's own PXE (EDK2 PxeBcDxe) boots,
             # as a real machine's firmware would, and chainloads ipxe.efi from the master.

@@ -51,6 +51,8 @@ LogLevel ERROR
 
 @dataclass
 class SshNode:
+    """One SSH node of the farm: an sshd in its own namespace."""
+
     name: str
     address: str
     ns: Netns
@@ -101,6 +103,8 @@ class SshNode:
 
 @dataclass
 class SshFarm:
+    """A master namespace and SSH nodes, for push and clone tests."""
+
     lab: Lab
     workdir: Path
     master: Netns

@@ -44,6 +44,8 @@ def require_root() -> None:
 
 
 class Lab(_Lab):
+    """The lab for tests: fails, naming the tool, when root or a tool is missing."""
+
     def __enter__(self) -> Lab:
         require_root()
         require_tool("ip")

@@ -44,6 +44,8 @@ class CommandError(DsasError):
 
 @dataclass(frozen=True)
 class Completed:
+    """A program that finished: its argv, exit status and captured output."""
+
     argv: tuple[str, ...]
     returncode: int
     stdout: Any  # str, or bytes with text=False

@@ -41,6 +41,8 @@ REBOOT = (f"{PATH}; nohup setsid sh -c 'sleep 1; systemctl reboot || reboot' "
 
 @dataclass
 class LiveFarm:
+    """The real farm for one move: SSH to the host and the directors, the state store."""
+
     host: str
     inv: Inventory            # the new inventory (what the serve serves now)
     cfg: SshConfig

@@ -46,12 +46,16 @@ CHECK_TIMEOUT = 120.0
 
 
 class StepFailed(Exception):
+    """A step of the move failed; ``reason`` is one line naming host and cause."""
+
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
 
 
 class Farm(Protocol):
+    """What the steps do to the live farm: pools, directors, the host (``farm.LiveFarm``)."""
+
     def set_members(self, rows: list[Override]) -> None: ...
     def reload(self, roles: set[str]) -> None: ...  # raises StepFailed
     def drained(self, roles: set[str], address: str) -> tuple[bool, str]: ...
@@ -64,11 +68,15 @@ class Farm(Protocol):
 
 
 class Journal(Protocol):
+    """Where each step's outcome is recorded (``state.assign.AssignJournal``)."""
+
     def step(self, run_id: int, step: str, status: str, detail: str = "") -> None: ...
 
 
 @dataclass
 class Move:
+    """One host moving from one role to another: addresses, pools and the path (live or reboot)."""
+
     host: str
     old_role: str
     new_role: str
@@ -114,6 +122,8 @@ class Move:
 
 @dataclass
 class Outcome:
+    """How a move ended: the failed step and why, and every step with its status."""
+
     ok: bool
     failed_step: str | None = None
     reason: str = ""

@@ -42,6 +42,8 @@ __all__ = ["STATES", "Member", "Override", "Overrides", "address_in", "ensure_sc
 
 @dataclass(frozen=True)
 class Member:
+    """A real server of a role's pools: its address, and whether it is drained (weight 0)."""
+
     host: str
     address: str
     drained: bool  # weight 0

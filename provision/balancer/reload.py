@@ -38,6 +38,8 @@ _SHA = re.compile(r"^=BODY ([0-9a-f]{64})", re.M)
 
 @dataclass
 class Reloaded:
+    """One director's reload: whether it took the new keepalived.conf, and what it said."""
+
     director: str
     address: str
     ok: bool
@@ -120,6 +122,8 @@ def reload_all(inv: Inventory, cfg: SshConfig, overrides: Overrides | None,
 
 @dataclass
 class PoolRead:
+    """Whether a real server is in a virtual service's pool on one director, and its weight."""
+
     director: str
     service: str
     address: str

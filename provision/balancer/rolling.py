@@ -29,6 +29,7 @@ from .members import Member, Override, Overrides
 
 class Pools(Protocol):
     """What a rollout does to the balancers (the real one: ``LivePools``)."""
+
     def overrides(self) -> Overrides: ...
     def set_host(self, host: str, rows: list[Override]) -> None: ...
     def reload(self, roles: set[str]) -> str | None: ...  # why not, or None
@@ -38,6 +39,8 @@ class Pools(Protocol):
 
 @dataclass
 class Batch:
+    """One batch of a rolling push: its hosts, the drain, what was pushed and what failed."""
+
     hosts: list[str]
     drained: str = ""
     pushed: list[str] = field(default_factory=list)
@@ -48,6 +51,8 @@ class Batch:
 
 @dataclass
 class Rollout:
+    """A rolling push: its batches, and why it stopped early (the hosts not pushed)."""
+
     batches: list[Batch] = field(default_factory=list)
     stopped: str | None = None  # why the rollout stopped early
     not_pushed: list[str] = field(default_factory=list)
@@ -144,6 +149,7 @@ def _put_back(pools: Pools, group: list[Target], prior: dict[str, list[Override]
 @dataclass
 class LivePools:
     """The real balancers: overrides in the state store, directors over SSH."""
+
     inv: Inventory
     cfg: SshConfig
     store: StateStore

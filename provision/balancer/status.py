@@ -32,6 +32,8 @@ SCRIPT = ("export PATH=$PATH:/usr/sbin:/sbin; echo '=IPVS'; ipvsadm -Ln 2>&1; "
 
 @dataclass
 class RealServer:
+    """One real server of an IPVS virtual service, as ``ipvsadm -Ln`` reports it."""
+
     address: str
     port: int
     forward: str  # NAT, DR, TUN
@@ -42,6 +44,8 @@ class RealServer:
 
 @dataclass
 class IpvsService:
+    """One IPVS virtual service on a director: address, scheduler and its real servers."""
+
     protocol: str
     vip: str
     port: int
@@ -73,6 +77,8 @@ def parse_ipvsadm(text: str) -> list[IpvsService]:
 
 @dataclass
 class DirectorView:
+    """What one director reports: its IPVS table, local addresses and VRRP, or why not."""
+
     host: str
     address: str
     error: str | None = None

@@ -17,6 +17,7 @@ from ..clone.disklayout import MIB, parse_size
 from ..errors import DsasError
 from ..imaging.content import parse_ref
 from ..imaging.store import ImageStore
+from ..inventory.model import Host, Inventory
 from .common import OneLineErrors, fail, inventory_option, load_inventory, make_ssh, ssh_options
 
 
@@ -87,15 +88,7 @@ def cli(host: str, target: Path, size: str | None, image_ref: str | None, peer: 
             source = c.peer_source(inv, peer, from_path,
                                    make_ssh(state_dir, user, port, identity))
         else:
-            if image_ref:
-                name, version = parse_ref(image_ref)
-            elif h.image:
-                name = h.image
-                img = inv.images.get(name)
-                version = img.version if img else "current"
-            else:
-                raise c.Refused(f"host {host} has no image in the inventory: give --image")
-            source = c.image_source(ImageStore(Path(boot_root) / "images"), name, version)
+            source = _image_source(inv, h, image_ref, boot_root)
         plan = c.make_plan(inv, host, target, size_b, source)
     except DsasError as exc:  # a refusal, or a check's command failed: nothing written yet
         fail(f"refused: {exc.one_line()}; nothing written", exc.exit_code)
@@ -109,6 +102,20 @@ def cli(host: str, target: Path, size: str | None, image_ref: str | None, peer: 
             fail("refused: not a terminal to confirm on; give --yes", 1)
         click.confirm(f"Erase {target} and make it {host}'s disk?", abort=True, err=True)
     _execute(plan)
+
+
+def _image_source(inv: Inventory, h: Host, image_ref: str | None,
+                  boot_root: str) -> c.Source:
+    """--image, else the host's image in the inventory (its version, else current)."""
+    if image_ref:
+        name, version = parse_ref(image_ref)
+    elif h.image:
+        name = h.image
+        img = inv.images.get(name)
+        version = img.version if img else "current"
+    else:
+        raise c.Refused(f"host {h.name} has no image in the inventory: give --image")
+    return c.image_source(ImageStore(Path(boot_root) / "images"), name, version)
 
 
 def _execute(plan: c.Plan) -> None:

@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -43,6 +44,8 @@ NICS = {"virtio": "virtio-net-pci", "e1000": "e1000"}  # --guests name -> QEMU d
 
 @dataclass(frozen=True)
 class Choice:
+    """One guest of --guests: its host, firmware and NIC model."""
+
     host: str
     firmware: str = "bios"
     nic: str = "virtio"
@@ -160,11 +163,39 @@ class _Stop(Exception):
 def _run(inv: Inventory, inv_path: Path, chosen: list[Choice], work: Path,
          timeout: int, stay: bool, prepare: bool = True) -> int:
     from lab.cluster import LabCluster
-    from lab.netns import Lab, remove_leftovers
+    from lab.netns import Lab
 
     # Until the guests are on, a stop signal unwinds the set-up (_Stop); from then on
     # it only ends the polling, and the normal path stops and removes everything.
     stop = {"now": False, "setup": True}
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {sig: signal.signal(sig, _on_signal(stop)) for sig in sigs}
+    live = sys.stdout.isatty()
+    try:
+        record = _clear_workdir(work)
+        boot = work / "boot"
+        if prepare:
+            _prepare(boot)
+        with Lab(die_with_parent=True, record=record) as lab:
+            c = LabCluster(lab, inv, inv_path, work, boot, ["-v"])
+            c.setup_network()
+            click.echo(f"master: namespace {c.master.name}, {inv.cluster.master_address} on "
+                       f"br0; starting dsas serve (log: {work / 'serve.log'})")
+            c.start_serve()
+            powered = _power_on(c, inv, chosen, work)
+            stop["setup"] = False
+            history = _watch(c, inv, chosen, powered, timeout, stop, live)
+            return _finish(c, inv, chosen, history, powered, stop, stay)
+    except _Stop as e:
+        click.echo(f"stopped by {e}; the lab is cleaned up", err=True)
+        return 130
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _on_signal(stop: dict[str, bool]) -> Callable[[int, FrameType | None], None]:
+    """The demo's handler of SIGINT, SIGTERM and SIGHUP (see ``_run``)."""
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:  # the terminal is gone: writing to it would fail
@@ -177,53 +208,52 @@ def _run(inv: Inventory, inv_path: Path, chosen: list[Choice], work: Path,
             stop["setup"] = False  # once: the unwinding itself is not interrupted
             raise _Stop(signal.Signals(signum).name)
 
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    old = {sig: signal.signal(sig, on_signal) for sig in sigs}
-    live = sys.stdout.isatty()
-    try:
-        record = work / "lab.json"
-        done = remove_leftovers(record)
-        if done:
-            click.echo(done)
-        for sub in ("state", "guests"):
-            shutil.rmtree(work / sub, ignore_errors=True)
-        boot = work / "boot"
-        if prepare:
-            _prepare(boot)
-        with Lab(die_with_parent=True, record=record) as lab:
-            c = LabCluster(lab, inv, inv_path, work, boot, ["-v"])
-            c.setup_network()
-            click.echo(f"master: namespace {c.master.name}, {inv.cluster.master_address} on "
-                       f"br0; starting dsas serve (log: {work / 'serve.log'})")
-            c.start_serve()
-            powered: dict[str, float] = {}  # host -> wall-clock power-on time
-            for ch in chosen:
-                c.add_guest(ch.host, list(inv.hosts[ch.host].macs), ch.firmware,
-                            nic_model=NICS[ch.nic]).start()
-                powered[ch.host] = time.time()
-            click.echo(f"powered on {len(chosen)} guest(s); consoles in {work / 'guests'}\n")
-            stop["setup"] = False
-            history = _watch(c, inv, chosen, powered, timeout, stop, live)
-            click.echo("\nsummary:")
-            click.echo(table(["HOST", "FIRMWARE", "NIC", "MAC", "RESULT", "DETAIL", "SECONDS"],
-                             _summary_rows(inv, chosen, history, powered, stop["now"])))
-            ok = all(history.get(ch.host) and history[ch.host][-1].stage == "ready"
-                     for ch in chosen)
-            if stay and not stop["now"]:
-                click.echo(f"\nthe lab stays up: ip netns exec {c.master.name} ping "
-                           f"{inv.hosts[chosen[0].host].primary_interface.address}; "
-                           "Ctrl-C to stop and clean up")
-                while not stop["now"]:
-                    time.sleep(0.5)
-            click.echo("stopping the guests and the master, removing the namespace")
-            c.stop()
-            return 0 if ok else 1
-    except _Stop as e:
-        click.echo(f"stopped by {e}; the lab is cleaned up", err=True)
-        return 130
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+    return on_signal
+
+
+def _clear_workdir(work: Path) -> Path:
+    """Remove what an earlier run left behind; the record of this run's lab."""
+    from lab.netns import remove_leftovers
+
+    record = work / "lab.json"
+    done = remove_leftovers(record)
+    if done:
+        click.echo(done)
+    for sub in ("state", "guests"):
+        shutil.rmtree(work / sub, ignore_errors=True)
+    return record
+
+
+def _power_on(c: LabCluster, inv: Inventory, chosen: list[Choice],
+              work: Path) -> dict[str, float]:
+    """Start the chosen guests; host -> wall-clock power-on time."""
+    powered: dict[str, float] = {}
+    for ch in chosen:
+        c.add_guest(ch.host, list(inv.hosts[ch.host].macs), ch.firmware,
+                    nic_model=NICS[ch.nic]).start()
+        powered[ch.host] = time.time()
+    click.echo(f"powered on {len(chosen)} guest(s); consoles in {work / 'guests'}\n")
+    return powered
+
+
+def _finish(c: LabCluster, inv: Inventory, chosen: list[Choice],
+            history: dict[str, list[StageEvent]], powered: dict[str, float],
+            stop: dict[str, bool], stay: bool) -> int:
+    """The summary, the lab kept up with --stay, then everything stopped; the exit code."""
+    click.echo("\nsummary:")
+    click.echo(table(["HOST", "FIRMWARE", "NIC", "MAC", "RESULT", "DETAIL", "SECONDS"],
+                     _summary_rows(inv, chosen, history, powered, stop["now"])))
+    ok = all(history.get(ch.host) and history[ch.host][-1].stage == "ready"
+             for ch in chosen)
+    if stay and not stop["now"]:
+        click.echo(f"\nthe lab stays up: ip netns exec {c.master.name} ping "
+                   f"{inv.hosts[chosen[0].host].primary_interface.address}; "
+                   "Ctrl-C to stop and clean up")
+        while not stop["now"]:
+            time.sleep(0.5)
+    click.echo("stopping the guests and the master, removing the namespace")
+    c.stop()
+    return 0 if ok else 1
 
 
 def _watch(c: LabCluster, inv: Inventory, chosen: list[Choice], powered: dict[str, float],

@@ -44,6 +44,8 @@ def fail_problems(head: str, problems: list[str], code: int = 1) -> None:
 
 @dataclass
 class Edit:
+    """One inventory edit in progress: the file, its snapshot and the edited text."""
+
     path: Path
     snap: Snapshot
     doc: Document | None  # None for a revert: the bytes come from the history

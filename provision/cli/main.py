@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class LazyGroup(OneLineErrorsGroup):
+    """The `dsas` group: each command group's module is imported only when used."""
+
     @property  # type: ignore[override]
     def commands(self) -> dict[str, click.Command]:
         """Every command, loaded (for tools that walk the tree, such as click-man)."""

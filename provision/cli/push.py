@@ -23,7 +23,7 @@ from ..push.progress import human_bytes, reporter_for
 from ..push.push import Pusher
 from ..push.release import local_manifest
 from ..push.targets import Target, select_targets
-from ..sshtrust.hostkeys import plan_trust, trusted_keys, untrustworthy
+from ..sshtrust.hostkeys import TrustPlan, plan_trust, trusted_keys, untrustworthy
 from ..sshtrust.sshconf import (
     DEFAULT_PORT,
     SshConfig,
@@ -147,22 +147,15 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
     a host whose release was changed behind dsas's back gets a full rsync.
     """
     setup_logging(verbose, quiet)
-    modes = sum([rollback, status, retry_failed])
-    if modes > 1:
-        raise click.UsageError("--rollback, --status and --retry-failed exclude each other")
-    if not (rollback or status or retry_failed) and src is None:
-        raise click.UsageError("SRC is required (or --rollback / --status / --retry-failed)")
-    if (rollback or status) and src is not None:
-        raise click.UsageError("SRC makes no sense with --rollback or --status")
+    _check_modes(src, rollback, status, retry_failed)
     inv = load_inventory(inventory_path)
     ssh = make_ssh(state_dir, user, port, identity)
     history = open_history(state_dir)
     pusher = Pusher(ssh, history, reporter_for(sys.stderr))
     par = parallel or default_parallel()
-    try:
-        mcast = multicast.McastConfig(uftp_interface, uftp_group, uftp_port, uftp_rate)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
+    mcast = _mcast(uftp_interface, uftp_group, uftp_port, uftp_rate)
+    opts: PushOptions | None = None
+    release: str | None = None
     if retry_failed:
         targets, opts, release = _retry_plan(history, inv, to, src, roles, hosts, all_hosts)
         opts.parallel, opts.dry_run, opts.transport = par, dry_run, transport
@@ -170,24 +163,20 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
         opts.transfer, opts.uftp_min_nodes, opts.mcast = transfer, uftp_min_nodes, mcast
     else:
         targets = select_targets(inv, roles, hosts, all_hosts)
+        if src is not None:  # a push (not --rollback, --status)
+            opts = PushOptions(src, to, delete, list(excludes), checksum, then, keep,
+                               dry_run, par, transport, not no_prelink, transfer,
+                               uftp_min_nodes, mcast)
     if as_json and not status:
         raise click.UsageError("--json goes with --status")
     if status:
         sys.exit(_status(pusher, targets, to, par, as_json))
-    names = ", ".join(t.name for t in targets)
-    if not dry_run and not yes and sys.stdin.isatty():
-        what = "roll back" if rollback else f"push {src or opts.src} to"
-        click.confirm(f"{what} {to} on {len(targets)} host(s): {names}?", abort=True)
+    _confirm(targets, rollback, src or (opts.src if opts else ""), to, dry_run or yes)
     ensure_client_key(ssh)
     if rollback:
         outcome = pusher.rollback(targets, to, par)
     else:
-        if not retry_failed:
-            assert src is not None
-            opts = PushOptions(src, to, delete, list(excludes), checksum, then, keep,
-                               dry_run, par, transport, not no_prelink, transfer,
-                               uftp_min_nodes, mcast)
-            release = None
+        assert opts is not None
         if (rolling or drain_flag) and not dry_run:
             _rolling(inv, ssh, state_dir, pusher, targets, opts, rolling or 1, drain_timeout,
                      check_timeout, release, "retry" if retry_failed else "push")
@@ -231,6 +220,31 @@ def _rolling(inv: Inventory, ssh: SshConfig, state_dir: str, pusher: Pusher,
                    + (f"; not pushed: {', '.join(ro.not_pushed)}" if ro.not_pushed else ""),
                    err=True)
         sys.exit(1)
+
+
+def _mcast(interface: str | None, group: str, port: int, rate: int) -> multicast.McastConfig:
+    try:
+        return multicast.McastConfig(interface, group, port, rate)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _check_modes(src: str | None, rollback: bool, status: bool, retry_failed: bool) -> None:
+    """At most one of --rollback, --status and --retry-failed, and SRC where it belongs."""
+    if sum([rollback, status, retry_failed]) > 1:
+        raise click.UsageError("--rollback, --status and --retry-failed exclude each other")
+    if not (rollback or status or retry_failed) and src is None:
+        raise click.UsageError("SRC is required (or --rollback / --status / --retry-failed)")
+    if (rollback or status) and src is not None:
+        raise click.UsageError("SRC makes no sense with --rollback or --status")
+
+
+def _confirm(targets: list[Target], rollback: bool, src: str, to: str, unasked: bool) -> None:
+    """Ask on a terminal before anything changes (not with --dry-run or --yes)."""
+    if not unasked and sys.stdin.isatty():
+        what = "roll back" if rollback else f"push {src} to"
+        names = ", ".join(t.name for t in targets)
+        click.confirm(f"{what} {to} on {len(targets)} host(s): {names}?", abort=True)
 
 
 def _status(pusher: Pusher, targets: list[Target], to: str, par: int, as_json: bool) -> int:
@@ -406,14 +420,10 @@ def trust(host: str | None, inventory_path: str | None, state_dir: str, port: in
     click.echo(f"{n} key(s) of {host} trusted in {ssh.known_hosts}")
 
 
-def _trust_reported(inv: Inventory, ssh: SshConfig, state_dir: str, host: str | None,
-                    replace: bool, yes: bool) -> None:
-    if host is not None and host not in inv.hosts:
-        raise click.UsageError(f"unknown host {host!r}")
-    reports = reported_keys(StateStore(Path(state_dir)), host)
-    if host is not None and not reports:
-        fail(f"{host}: no SSH host key in its boot reports (the node sends "
-             "/etc/ssh/ssh_host_ed25519_key.pub when it reports ready)")
+def _trustworthy(inv: Inventory, reports: list[ReportedKey]
+                 ) -> tuple[dict[str, list[ReportedKey]], list[str]]:
+    """The reported keys of inventory hosts by host, and the hosts whose report is not
+    from the host itself (each refused key is shown)."""
     by_host: dict[str, list[ReportedKey]] = {}
     forged: list[str] = []
     for r in reports:
@@ -426,7 +436,15 @@ def _trust_reported(inv: Inventory, ssh: SshConfig, state_dir: str, host: str | 
                 forged.append(r.host)
             continue
         by_host.setdefault(r.host, []).append(r)
-    plans, refused = {}, []
+    return by_host, forged
+
+
+def _trust_plans(inv: Inventory, ssh: SshConfig, by_host: dict[str, list[ReportedKey]],
+                 replace: bool) -> tuple[dict[str, tuple[str, TrustPlan]], list[str]]:
+    """What to add to known_hosts per host (each key is shown with its state), and the
+    hosts refused because their trusted key changed (without --replace)."""
+    plans: dict[str, tuple[str, TrustPlan]] = {}
+    refused: list[str] = []
     for name, rows in by_host.items():
         address = str(inv.hosts[name].primary_interface.address)
         plan = plan_trust([(r.key_type, r.key) for r in rows], trusted_keys(ssh, address))
@@ -441,6 +459,19 @@ def _trust_reported(inv: Inventory, ssh: SshConfig, state_dir: str, host: str | 
             refused.append(name)
         elif plan.new or plan.changed:
             plans[name] = (address, plan)
+    return plans, refused
+
+
+def _trust_reported(inv: Inventory, ssh: SshConfig, state_dir: str, host: str | None,
+                    replace: bool, yes: bool) -> None:
+    if host is not None and host not in inv.hosts:
+        raise click.UsageError(f"unknown host {host!r}")
+    reports = reported_keys(StateStore(Path(state_dir)), host)
+    if host is not None and not reports:
+        fail(f"{host}: no SSH host key in its boot reports (the node sends "
+             "/etc/ssh/ssh_host_ed25519_key.pub when it reports ready)")
+    by_host, forged = _trustworthy(inv, reports)
+    plans, refused = _trust_plans(inv, ssh, by_host, replace)
     if plans and not yes and not click.confirm("trust these keys?", default=False):
         fail("not trusted")
     for name, (address, plan) in plans.items():

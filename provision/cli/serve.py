@@ -133,9 +133,7 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
     names = _services(only)
     first_sha = _sha_of(resolve_path(inventory_path))  # read before the load (see below)
     inv = load_inventory(inventory_path)
-    bind = _checked_bind(bind_address, names, interfaces)
-    if inv.cluster.pair is not None and bind is None:
-        bind = ipaddress.IPv4Address("0.0.0.0")  # the VIP comes and goes: every address
+    bind = _checked_bind(bind_address, names, interfaces, inv.cluster.pair is not None)
     ctx = ServeContext(
         inventory=inv,
         interfaces=list(interfaces),
@@ -169,9 +167,10 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
     sys.exit(_run(ctx, names, inventory_path, first_sha, pair))
 
 
-def _checked_bind(bind_address: str | None, names: list[str],
-                  interfaces: tuple[str, ...]) -> ipaddress.IPv4Address | None:
-    """--bind as an address; exits 2 when it is malformed or a service needs --interface."""
+def _checked_bind(bind_address: str | None, names: list[str], interfaces: tuple[str, ...],
+                  pair: bool = False) -> ipaddress.IPv4Address | None:
+    """--bind as an address; exits 2 when it is malformed or a service needs --interface.
+    A master of a pair binds every address by default: the VIP comes and goes."""
     try:
         bind = ipaddress.IPv4Address(bind_address) if bind_address else None
     except ValueError:
@@ -179,6 +178,8 @@ def _checked_bind(bind_address: str | None, names: list[str],
     for needs_if in ("dhcp", "ra", "dhcp6"):
         if needs_if in names and not interfaces:
             fail(f"{needs_if} needs at least one --interface", 2)
+    if pair and bind is None:
+        bind = ipaddress.IPv4Address("0.0.0.0")
     return bind
 
 

@@ -36,6 +36,8 @@ from .sources import children_cpu, grow_pipe, gunzip_program, rsync_argv, tar_pr
 
 
 class Cloner:
+    """Carries out a clone ``Plan``: partition, copy, configure, install the loader, verify."""
+
     def __init__(self, plan: Plan, progress: Progress = noprogress,
                  say: Callable[[str], None] = print):
         self.plan = plan

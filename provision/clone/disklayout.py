@@ -36,6 +36,8 @@ class LayoutError(DsasError, ValueError):
 
 @dataclass
 class Part:
+    """One partition of the target disk, in bytes."""
+
     part: str  # boot | swap | db | fs | bios
     number: int
     device: str  # as the inventory names it (/dev/sda1)
@@ -52,6 +54,8 @@ class Part:
 
 @dataclass
 class Layout:
+    """The partition table a hardware type's disk gets, fitted to the target's size."""
+
     label: str  # gpt | msdos
     disk: str  # the inventory's disk device (/dev/sda)
     size: int  # target bytes

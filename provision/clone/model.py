@@ -50,6 +50,8 @@ def noprogress(stage: str, done: int, total: int) -> None:
 
 @dataclass
 class Source:
+    """Where a clone's files come from: an image in the store, or a peer over SSH."""
+
     kind: str  # image | peer
     image: str = ""
     version: str = ""
@@ -70,6 +72,8 @@ class Source:
 
 @dataclass
 class Plan:
+    """Everything a clone will do, checked before anything is written."""
+
     host: Host
     target: Path
     is_block: bool

@@ -32,6 +32,8 @@ def _quiet(_: str) -> None:
 
 @dataclass
 class Kernel:
+    """A Debian kernel package: its release, vmlinuz and module index."""
+
     package: debs.Package
     release: str  # e.g. 6.1.0-56-amd64
     vmlinuz: bytes

@@ -21,6 +21,8 @@ from .store import CURRENT, ImageStore
 
 @dataclass(frozen=True)
 class Entry:
+    """One path of an image's manifest: its type and, by type, digest, size, mode."""
+
     type: str  # file | symlink | dir | chardev | blockdev | fifo
     sha256: str | None = None
     size: int | None = None

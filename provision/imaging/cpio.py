@@ -26,6 +26,8 @@ class CpioError(ValueError):
 
 @dataclass(frozen=True)
 class CpioEntry:
+    """One member of a newc cpio archive."""
+
     name: str  # relative path, no leading slash
     mode: int  # full st_mode: type bits | permissions
     data: bytes = b""  # file contents, or the link target for symlinks

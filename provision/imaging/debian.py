@@ -36,7 +36,7 @@ BUILD_TIMEOUT = 1800
 
 
 class BuildError(RecipeError):
-    pass
+    """An image build failed (one line for the operator)."""
 
 
 def host_apt_sources() -> list[Path]:

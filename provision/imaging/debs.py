@@ -25,6 +25,8 @@ class PackageError(DsasError, RuntimeError):
 
 @dataclass(frozen=True)
 class Package:
+    """A Debian package, installed or unpacked: where its files are."""
+
     name: str
     version: str
     root: Path  # "/" for installed packages, the unpack dir for downloaded ones

@@ -27,6 +27,8 @@ class ModuleError(DsasError, LookupError):
 
 @dataclass
 class ModuleIndex:
+    """What modules.dep, modules.alias and modules.softdep say, for closures."""
+
     deps: dict[str, list[str]] = field(default_factory=dict)  # path -> dep paths
     by_name: dict[str, str] = field(default_factory=dict)  # name -> path
     aliases: list[tuple[str, str]] = field(default_factory=list)  # (pattern, name)

@@ -24,6 +24,8 @@ class RecipeError(DsasError, ValueError):
 
 @dataclass(frozen=True)
 class Copy:
+    """A recipe's file copied out of a Debian package."""
+
     package: str
     path: str  # as the package ships it
     dest: str
@@ -32,6 +34,8 @@ class Copy:
 
 @dataclass(frozen=True)
 class RepoFile:
+    """A recipe's file copied from this repository."""
+
     src: str  # relative to the repository root
     dest: str
     mode: int
@@ -39,6 +43,8 @@ class RepoFile:
 
 @dataclass(frozen=True)
 class Device:
+    """A device node a recipe creates in the image."""
+
     dest: str
     major: int
     minor: int
@@ -47,6 +53,8 @@ class Device:
 
 @dataclass(frozen=True)
 class Recipe:
+    """An image recipe, parsed and checked."""
+
     name: str
     kind: str
     source: Path

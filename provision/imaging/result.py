@@ -23,6 +23,8 @@ FORMAT_TAG = "dsas-image/1"
 
 @dataclass
 class BuildResult:
+    """What an image build produced: the image version and whether it was cached."""
+
     image: str
     version: str
     path: Path

@@ -52,6 +52,8 @@ def dump_manifest(m: dict[str, Any]) -> str:
 
 
 class ImageStore:
+    """The image store: images/<name>/<version>/ and the current pointer."""
+
     def __init__(self, root: Path):
         self.root = Path(root)
 

@@ -22,6 +22,8 @@ EPOCH = 946684800
 
 @dataclass(frozen=True)
 class Node:
+    """One path of a ``Tree``: directory, file, symlink or device node."""
+
     kind: str  # "dir" | "file" | "symlink" | "chardev"
     perm: int
     data: bytes = b""  # file contents or symlink target
@@ -45,6 +47,8 @@ def _norm(path: str) -> str:
 
 
 class Tree:
+    """The file tree of an image being built, normalised for reproducible archives."""
+
     def __init__(self) -> None:
         self.nodes: dict[str, Node] = {}
 

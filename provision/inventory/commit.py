@@ -37,15 +37,17 @@ class CommitError(DsasError):
 
 
 class LockedError(CommitError):
-    pass
+    """Another edit holds the inventory's lock."""
 
 
 class StaleError(CommitError):
-    pass
+    """The inventory changed since it was read: the edit is refused."""
 
 
 @dataclass(frozen=True)
 class Snapshot:
+    """The inventory file as it was read: its bytes and their sha256."""
+
     path: Path
     data: bytes
     sha256: str

@@ -9,6 +9,8 @@ from ..errors import DsasError
 
 @dataclass(frozen=True, order=True)
 class Problem:
+    """One thing wrong with the inventory, at its file and line."""
+
     file: str
     line: int | None  # 1-based, None when unknown
     key: str  # dotted key path, e.g. hosts.w101.macs[1]

@@ -57,6 +57,8 @@ class MasterPair:
 
 @dataclass(frozen=True)
 class Cluster:
+    """The cluster section: name, domain, masters and cluster-wide settings."""
+
     name: str
     domain: str
     master_address: IPv4Address
@@ -71,6 +73,8 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Network:
+    """A network of the inventory: its prefix, gateway, VLAN and options."""
+
     name: str
     cidr: IPv4Network
     gateway: IPv4Address | None
@@ -91,6 +95,8 @@ class Network:
 
 @dataclass(frozen=True)
 class Partition:
+    """One partition of a hardware type's disk layout."""
+
     part: str  # boot | swap | db | fs
     device: str  # e.g. /dev/sda1
     size_mib: int | None  # None: the rest of the disk
@@ -100,6 +106,8 @@ class Partition:
 
 @dataclass(frozen=True)
 class Module:
+    """A kernel module a hardware type loads, with its options."""
+
     name: str
     options: str = ""
 
@@ -109,6 +117,8 @@ class Module:
 
 @dataclass(frozen=True)
 class HwType:
+    """A hardware type: its NICs, disk, layout and modules."""
+
     name: str
     nics: tuple[str, ...]
     disk: str | None  # whole-disk device, e.g. /dev/sda
@@ -126,6 +136,8 @@ class HwType:
 
 @dataclass(frozen=True)
 class Image:
+    """An image a role boots: name, version and kernel arguments."""
+
     name: str
     version: str
     kernel_args: str = ""
@@ -133,6 +145,8 @@ class Image:
 
 @dataclass(frozen=True)
 class Bond:
+    """A bond of a host's NICs (Linux bonding options)."""
+
     mode: str = "active-backup"
     miimon: int = 100
     primary: str | None = None
@@ -167,6 +181,8 @@ class Push:
 
 @dataclass(frozen=True)
 class Role:
+    """A role: its services, networks, boot mode and image."""
+
     name: str
     services: tuple[str, ...]
     networks: tuple[str, ...]
@@ -203,6 +219,8 @@ class Interface:
 
 @dataclass(frozen=True)
 class Host:
+    """A host of the inventory: its role, hardware, MACs and addresses."""
+
     name: str
     role: Role
     hwtype: HwType
@@ -251,6 +269,8 @@ class Host:
 
 @dataclass(frozen=True)
 class HealthCheck:
+    """How a balancer checks a real server of a virtual service."""
+
     type: str
     path: str | None = None
     status: int | None = None
@@ -264,6 +284,8 @@ class HealthCheck:
 
 @dataclass(frozen=True)
 class VirtualService:
+    """A balanced service: its VIP, port, protocol and the role that serves it."""
+
     name: str
     vip: IPv4Address
     port: int
@@ -280,6 +302,8 @@ class VirtualService:
 
 @dataclass(frozen=True)
 class LvsPair:
+    """Two directors (active, backup) that hold the VIPs with keepalived."""
+
     name: str
     active: str
     backup: str
@@ -318,6 +342,8 @@ class LvsPair:
 
 @dataclass(frozen=True)
 class Inventory:
+    """The whole validated inventory, with lookups by MAC, address and name."""
+
     source: str
     cluster: Cluster
     networks: dict[str, Network]

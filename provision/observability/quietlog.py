@@ -21,6 +21,8 @@ MAX_KEYS = 4096
 
 
 class QuietLog:
+    """Rate-limited warnings: one line per key per interval, the rest counted."""
+
     def __init__(self, logger: logging.Logger, interval: float = DEFAULT_INTERVAL,
                  max_keys: int = MAX_KEYS, clock: Callable[[], float] = time.monotonic):
         self.logger = logger

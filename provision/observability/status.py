@@ -46,6 +46,8 @@ def state_of(stage: str | None) -> str:
 
 @dataclass
 class LastEvent:
+    """A host's newest node event."""
+
     id: int
     ts: float
     stage: str
@@ -56,6 +58,8 @@ class LastEvent:
 
 @dataclass
 class Observed:
+    """A snapshot of the observed state the status views are made from."""
+
     last: dict[str, LastEvent] = field(default_factory=dict)  # host -> newest event
     leases: dict[str, tuple[str, float, float]] = field(default_factory=dict)  # mac->(ip,exp,upd)
     releases: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # host -> per path

@@ -32,6 +32,8 @@ REBOOT_STEPS = (
 
 @dataclass(frozen=True)
 class Pool:
+    """A balancer pool (virtual service) a role move changes."""
+
     virtual_service: str
     vip: str
     port: int
@@ -41,6 +43,8 @@ class Pool:
 
 @dataclass
 class Plan:
+    """What moving a host to another role changes, as `dsas assign` shows it."""
+
     host: str
     old_role: str
     new_role: str

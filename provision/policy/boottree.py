@@ -109,14 +109,7 @@ def confine(name: str | bytes) -> str:
     """
     if isinstance(name, bytes):
         name = name.decode("latin-1")
-    if "\x00" in name:
-        raise Refused(NUL, "NUL byte in file name")
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-        raise Refused(TOO_LONG, f"file name longer than {MAX_NAME_BYTES} bytes")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-        raise Refused(CONTROL, "control character in file name")
-    if "\\" in name:
-        raise Refused(BACKSLASH, "backslash in file name")
+    _check_characters(name)
     if name.startswith("/"):
         name = name[1:]
     if name.startswith("/"):
@@ -129,6 +122,18 @@ def confine(name: str | bytes) -> str:
     if not parts:
         raise Refused(NOT_FOUND, "empty file name")
     return "/".join(parts)
+
+
+def _check_characters(name: str) -> None:
+    """No NUL, control character or backslash, and not over-long (``Refused``)."""
+    if "\x00" in name:
+        raise Refused(NUL, "NUL byte in file name")
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise Refused(TOO_LONG, f"file name longer than {MAX_NAME_BYTES} bytes")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise Refused(CONTROL, "control character in file name")
+    if "\\" in name:
+        raise Refused(BACKSLASH, "backslash in file name")
 
 
 # --------------------------------------------------------------------------

@@ -11,95 +11,45 @@ all stages of a machine get the same address.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv4Network
+from dataclasses import replace
+from ipaddress import IPv4Address
 
 from .. import layout
 from ..inventory.model import Host, Inventory, Network
 from ..protocol import dhcp_options as o
 from ..protocol.dhcp import BOOTREPLY, BOOTREQUEST, FLAG_BROADCAST, DhcpPacket, make_packet
+from .dhcp_network import build_pool, lease_options, network_options
+from .dhcp_types import (
+    BROADCAST,
+    CLIENT_PORT,
+    SERVER_PORT,
+    TO_BROADCAST,
+    TO_SOURCE,
+    Decision,
+    Destination,
+    DhcpSettings,
+    Link,
+)
 from .leases import BOUND, Change, LeaseTable, Pool, Sighting
 
 HTTP_CLIENT = b"HTTPClient"  # option 60 of UEFI HTTP boot clients, echoed in our offers
-BROADCAST = IPv4Address("255.255.255.255")
 ZERO = IPv4Address(0)
-SERVER_PORT = 67  # RFC 2131 4.1
-CLIENT_PORT = 68
 PXE_PORT = 4011  # PXE 2.1: ProxyDHCP / boot server requests
 SEEN_LIMIT = 200_000  # unknown MACs whose last sighting is remembered (rate limit)
 # iPXE's no-pxedhcp setting (175.176 = 1): PXE-CLIENTS.md 5 measured iPXE REQUESTing
 # 3 ms after the OFFER with it, instead of about 3 s later.
 IPXE_NO_PROXY_WAIT = o.build_tlv({o.IPXE_NO_PXEDHCP: b"\x01"})
 # ProxyDHCP's option 43: PXE_DISCOVERY_CONTROL = "use the boot file in this offer".
+__all__ = ["BROADCAST", "CLIENT_PORT", "PXE_PORT", "SERVER_PORT", "TO_BROADCAST", "TO_SOURCE",
+           "Decision", "Destination", "DhcpPolicy", "DhcpSettings", "Link", "build_pool"]
+
 PXE_VENDOR_BOOTFILE = o.build_tlv({o.PXE_DISCOVERY_CONTROL: bytes((o.PXE_DISCOVERY_USE_BOOTFILE,))},
                                   end=True)
 
 
-@dataclass(frozen=True)
-class Link:
-    """Where a request arrived: our interface, our address on it and its subnet."""
-
-    interface: str
-    address: IPv4Address
-    network: IPv4Network
-    port: int = SERVER_PORT
-    unicast: bool = False  # the request was addressed to us, not broadcast
-
-
-@dataclass(frozen=True)
-class Destination:
-    address: IPv4Address | None  # None: back to the request's source address and port
-    port: int = CLIENT_PORT
-
-    @property
-    def broadcast(self) -> bool:
-        return self.address == BROADCAST
-
-
-TO_SOURCE = Destination(None, 0)
-TO_BROADCAST = Destination(BROADCAST)
-
-
-@dataclass
-class Decision:
-    reply: DhcpPacket | None = None
-    to: Destination | None = None
-    durable: list[Change] = field(default_factory=list)  # commit before sending the reply
-    lazy: list[Change] = field(default_factory=list)  # commit whenever convenient
-    drop: str | None = None  # why nothing is sent (a metric label), None when handled
-    host: str = ""
-    state: str = ""  # RFC 2131 client state the request implies, for logs
-    note: str = ""  # something the operator should see in the log
-    max_size: int = 576  # the client's maximum message size (option 57)
-
-    @property
-    def kind(self) -> str:
-        if self.reply is None:
-            return "none"
-        return o.MESSAGE_TYPE_NAMES.get(self.reply.message_type or 0, "BOOTREPLY")
-
-
-@dataclass(frozen=True)
-class DhcpSettings:
-    discovery: bool = False
-    proxy: bool = False
-    http_port: int = 80
-    lease_time: int = 3600  # inventory hosts, seconds
-    pool_lease_time: int = 600  # discovery pool
-    # How long an OFFERed pool address is kept for the client: short, so a flood of
-    # forged MACs cannot hold the pool (clients REQUEST within a few seconds of an offer).
-    offer_hold: int = 10
-    decline_quarantine: int = 3600  # RFC 2131 4.3.3: a DECLINEd address is not reused
-    sighting_interval: float = 60.0  # rewrite a discovered machine's last_seen this often
-    loaders: frozenset[str] | None = None  # loaders present in the boot tree; None: all
-    # New unknown MACs (no lease, no offer) answered from the pool: a token bucket of
-    # new_mac_burst refilled at new_mac_rate per second; 0: no limit. Beyond it their
-    # DISCOVERs and REQUESTs are dropped ("discovery_rate_limited"); PXE clients retry.
-    new_mac_rate: float = 16.0
-    new_mac_burst: int = 64
-
-
 class DhcpPolicy:
+    """Answers DHCPv4 (and ProxyDHCP) requests from the inventory and the lease table."""
+
     def __init__(self, inventory: Inventory, table: LeaseTable,
                  settings: DhcpSettings | None = None) -> None:
         self.settings = settings or DhcpSettings()
@@ -131,21 +81,17 @@ class DhcpPolicy:
         self.inv = inventory
         self._pools: dict[tuple[str, IPv4Address], Pool] = {}
         self._hosts = {mac: h for h in inventory.hosts.values() for mac in h.macs}
-        self._net_options = {name: _network_options(net)
+        self._net_options = {name: network_options(net)
                              for name, net in inventory.networks.items()}
         self._networks = [(net.cidr, net) for net in inventory.networks.values()]
-        self._lease_options = {known: _lease_options(t) for known, t in (
+        self._lease_options = {known: lease_options(t) for known, t in (
             (True, self.settings.lease_time), (False, self.settings.pool_lease_time))}
 
     # -- entry point -------------------------------------------------------------
     def handle(self, req: DhcpPacket, link: Link, now: float) -> Decision:
-        mt = req.message_type
-        if req.op != BOOTREQUEST:
-            return Decision(drop="not_request")
-        if mt is None:
-            return Decision(drop="bootp")
-        if mt in (o.OFFER, o.ACK, o.NAK):
-            return Decision(drop="server_message")
+        drop = _not_for_us(req)
+        if drop:
+            return Decision(drop=drop)
         host = self._hosts.get(req.mac)
         if host is None and not self.settings.discovery:
             return Decision(drop="unknown_mac")
@@ -156,6 +102,11 @@ class DhcpPolicy:
         net = self._network(req, link)
         if net is None:
             return Decision(drop="unknown_network")
+        return self._dispatch(req, link, host, net, now)
+
+    def _dispatch(self, req: DhcpPacket, link: Link, host: Host | None, net: Network,
+                  now: float) -> Decision:
+        mt = req.message_type
         if mt == o.DISCOVER:
             return self._discover(req, link, host, net, now)
         if mt == o.REQUEST:
@@ -208,6 +159,34 @@ class DhcpPolicy:
 
     def _request(self, req: DhcpPacket, link: Link, host: Host | None, net: Network,
                  now: float) -> Decision:
+        asked = self._requested(req, link, net)
+        if isinstance(asked, Decision):
+            return asked
+        state, want = asked
+        if host is not None:
+            ip = host.addresses.get(net.name)
+            if ip is None or want != ip:
+                return self._nak(req, link, state, host.name, f"{want} is not {host.name}'s")
+            return self._ack(req, link, host, net, ip, now, state)
+        if want not in net.cidr:
+            return self._nak(req, link, state, "", f"{want} is not on network {net.name}")
+        if state == "init-reboot" and self.table.of(net.name, req.mac) is None:
+            return Decision(drop="init_reboot_unknown", state=state)  # RFC 2131 4.3.2
+        if self.table.of(net.name, req.mac) is None and not self._admit_new(now):
+            return Decision(drop="discovery_rate_limited", state=state)
+        pool = self._pool(net, link)
+        if self._peer_answers(req, net, pool, want, now):
+            # Alone, this side gives out only its own half, and no address the peer
+            # may still have given: the peer (if it is up) answers this one.
+            return Decision(drop="peer_half", state=state)
+        if int(want) not in pool or not self.table.free_for(int(want), req.mac, now):
+            return self._nak(req, link, state, "", f"{want} is not free for {req.mac}")
+        self._mark_fresh(req, net, pool, want)
+        return self._ack(req, link, None, net, want, now, state)
+
+    def _requested(self, req: DhcpPacket, link: Link,
+                   net: Network) -> tuple[str, IPv4Address] | Decision:
+        """The client's state (RFC 2131 4.3.2) and the address it asks for."""
         sid, want = req.server_id, req.requested_ip
         if sid is not None:
             if sid != link.address:  # the client chose another server's offer
@@ -223,38 +202,30 @@ class DhcpPolicy:
             return Decision(drop="request_without_address")
         if want is None:
             return Decision(drop="request_without_address", state=state)
-        if host is not None:
-            ip = host.addresses.get(net.name)
-            if ip is None or want != ip:
-                return self._nak(req, link, state, host.name, f"{want} is not {host.name}'s")
-            return self._ack(req, link, host, net, ip, now, state)
-        if want not in net.cidr:
-            return self._nak(req, link, state, "", f"{want} is not on network {net.name}")
-        if state == "init-reboot" and self.table.of(net.name, req.mac) is None:
-            return Decision(drop="init_reboot_unknown", state=state)  # RFC 2131 4.3.2
-        if self.table.of(net.name, req.mac) is None and not self._admit_new(now):
-            return Decision(drop="discovery_rate_limited", state=state)
-        pool = self._pool(net, link)
-        if self.side is not None and int(want) in pool:
-            mine = self.table.of(net.name, req.mac)
-            known = mine is not None and mine.ip == int(want)
-            if not known and pool.allocate(self.table, req.mac, now, int(want), self.side,
-                                           self.mclt) != int(want):
-                # Alone, this side gives out only its own half, and no address the peer
-                # may still have given: the peer (if it is up) answers this one.
-                return Decision(drop="peer_half", state=state)
-        if int(want) not in pool or not self.table.free_for(int(want), req.mac, now):
-            return self._nak(req, link, state, "", f"{want} is not free for {req.mac}")
-        if self.me is not None and self.side is None:
-            prior = self.table.of(net.name, req.mac)
-            peer = "secondary" if self.me == "primary" else "primary"
-            lo, hi = pool.half(peer)
-            if lo <= int(want) <= hi and not (prior is not None and prior.ip == int(want)
-                                              and prior.state == BOUND):
-                # A new binding in the peer's half (ours is full): it must reach the
-                # peer before its ACK, or be dropped (see Replicator.replicate).
-                self.fresh[int(want)] = req.mac
-        return self._ack(req, link, None, net, want, now, state)
+        return state, want
+
+    def _peer_answers(self, req: DhcpPacket, net: Network, pool: Pool, want: IPv4Address,
+                      now: float) -> bool:
+        """Alone (communication-interrupted): is ``want`` one this side may not give?"""
+        if self.side is None or int(want) not in pool:
+            return False
+        mine = self.table.of(net.name, req.mac)
+        known = mine is not None and mine.ip == int(want)
+        return not known and pool.allocate(self.table, req.mac, now, int(want), self.side,
+                                           self.mclt) != int(want)
+
+    def _mark_fresh(self, req: DhcpPacket, net: Network, pool: Pool,
+                    want: IPv4Address) -> None:
+        """A new binding in the peer's half (ours is full): it must reach the peer before
+        its ACK, or be dropped (see Replicator.replicate)."""
+        if self.me is None or self.side is not None:
+            return
+        prior = self.table.of(net.name, req.mac)
+        peer = "secondary" if self.me == "primary" else "primary"
+        lo, hi = pool.half(peer)
+        if lo <= int(want) <= hi and not (prior is not None and prior.ip == int(want)
+                                          and prior.state == BOUND):
+            self.fresh[int(want)] = req.mac
 
     def _ack(self, req: DhcpPacket, link: Link, host: Host | None, net: Network,
              ip: IPv4Address, now: float, state: str) -> Decision:
@@ -270,7 +241,7 @@ class DhcpPolicy:
                 return Decision(drop="mclt_passed", state=state)
             if d.reply is not None and expires < now + lease_time:
                 d.reply = replace(d.reply, options={**d.reply.options,
-                                                    **_lease_options(int(expires - now))})
+                                                    **lease_options(int(expires - now))})
         d.durable = self.table.bind(net.name, req.mac, int(ip), expires, name)
         if host is None:
             d.lazy = self._sighting(req, link, net, now)
@@ -468,27 +439,21 @@ class DhcpPolicy:
             uuid=uuid.hex() if uuid else "", interface=link.interface, network=net.name)]
 
 
+def _not_for_us(req: DhcpPacket) -> str:
+    """Why a packet is no request this server answers ('' if it is one)."""
+    if req.op != BOOTREQUEST:
+        return "not_request"
+    mt = req.message_type
+    if mt is None:
+        return "bootp"
+    if mt in (o.OFFER, o.ACK, o.NAK):
+        return "server_message"
+    return ""
+
+
 def _http_client(req: DhcpPacket) -> bool:
     """A UEFI HTTP boot client (vendor class HTTPClient:Arch:...; arch 16 on x86-64)."""
     return req.vendor_class.startswith(HTTP_CLIENT)
-
-
-def _lease_options(t: int) -> dict[int, bytes]:
-    return {o.LEASE_TIME: o.u32(t),
-            o.RENEWAL_TIME: o.u32(t // 2),  # RFC 2131 4.4.5 defaults
-            o.REBINDING_TIME: o.u32(t * 7 // 8)}
-
-
-def _network_options(net: Network) -> dict[int, bytes]:
-    opts = {o.SUBNET_MASK: net.netmask.packed,
-            o.BROADCAST_ADDRESS: net.cidr.broadcast_address.packed}
-    if net.gateway is not None:
-        opts[o.ROUTER] = net.gateway.packed
-    if net.dns:
-        opts[o.DNS_SERVERS] = o.ips(net.dns)
-    if net.mtu:
-        opts[26] = o.u16(net.mtu)  # RFC 2132 5.1 interface MTU
-    return opts
 
 
 def _reply_base(req: DhcpPacket, link: Link, yiaddr: IPv4Address,
@@ -497,19 +462,3 @@ def _reply_base(req: DhcpPacket, link: Link, yiaddr: IPv4Address,
         opts[o.RELAY_AGENT_INFO] = req.options[o.RELAY_AGENT_INFO]
     return make_packet(BOOTREPLY, req.xid, req.chaddr, htype=req.htype, flags=req.flags,
                        yiaddr=yiaddr, giaddr=req.giaddr, options=opts)
-
-
-def build_pool(inv: Inventory, net: Network, server_addresses: list[IPv4Address]) -> Pool:
-    """Every address of the network that nothing else claims."""
-    excluded = {int(a) for h in inv.hosts.values() for a in h.addresses.values()}
-    excluded |= {int(a) for a in net.dns} | {int(a) for a in server_addresses}
-    excluded.add(int(inv.cluster.master_address))
-    if net.gateway is not None:
-        excluded.add(int(net.gateway))
-    for pair in inv.lvs_pairs.values():
-        excluded |= {int(a) for a in pair.gateway_vips.values()}
-    excluded |= {int(vs.vip) for vs in inv.virtual_services.values()}
-    first = int(net.cidr.network_address) + 1
-    last = int(net.cidr.broadcast_address) - 1
-    return Pool(net.name, first, max(first, last),
-                {x for x in excluded if first <= x <= last})

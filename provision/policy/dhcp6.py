@@ -17,7 +17,7 @@ nothing needs to be stored; a RELEASE or DECLINE is acknowledged and changes not
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 
 from .. import layout
 from ..inventory.model import Host, Inventory, Network
@@ -41,6 +41,8 @@ class Link6:
 
 @dataclass
 class Decision6:
+    """What the DHCPv6 policy decided for one message: the reply, or why none."""
+
     reply: d6.Dhcp6Message | None = None
     drop: str | None = None  # why nothing is sent (a metric label)
     host: str = ""
@@ -50,6 +52,8 @@ class Decision6:
 
 
 class Dhcp6Policy:
+    """Answers DHCPv6 messages from the inventory (stateless addresses, boot URLs)."""
+
     def __init__(self, inventory: Inventory, http_port: int = 80) -> None:
         self.http_port = http_port
         self.reload(inventory)
@@ -73,24 +77,17 @@ class Dhcp6Policy:
         net = link.network
         if net is None or net.ipv6 is None:
             return Decision6(drop="no_ipv6_on_link", host=host.name, mac=mac)
+        return self._answer(msg, link, host, net, net.ipv6, mac)
+
+    def _answer(self, msg: d6.Dhcp6Message, link: Link6, host: Host, net: Network,
+                prefix: IPv6Network, mac: str) -> Decision6:
         ip = host.addresses6.get(net.name)
-        rapid = mt == d6.SOLICIT and msg.get(d6.RAPID_COMMIT) is not None
-        rtype = d6.ADVERTISE if mt == d6.SOLICIT and not rapid else d6.REPLY
-        opts: list[tuple[int, bytes]] = [(d6.SERVERID, link.server_duid)]
-        if client is not None:
-            opts.append((d6.CLIENTID, client))
-        if rapid:
-            opts.append((d6.RAPID_COMMIT, b""))
-        if mt == d6.CONFIRM:  # RFC 8415 18.3.3: are its addresses on this link?
-            on_link = all(a in net.ipv6 for a in _addresses(msg))
-            opts.append((d6.STATUS_CODE, d6.status(
-                d6.STATUS_SUCCESS if on_link else d6.STATUS_NOT_ON_LINK,
-                "on link" if on_link else "not on link")))
+        rtype, opts = _reply_head(msg, link)
+        status = _status_only(msg, prefix)
+        if status is not None:
+            opts.append((d6.STATUS_CODE, status))
             return Decision6(self._reply(msg, rtype, opts), host=host.name, mac=mac)
-        if mt in (d6.RELEASE, d6.DECLINE):
-            opts.append((d6.STATUS_CODE, d6.status(d6.STATUS_SUCCESS, "nothing to release")))
-            return Decision6(self._reply(msg, rtype, opts), host=host.name, mac=mac)
-        if mt != d6.INFORMATION_REQUEST:
+        if msg.msg_type != d6.INFORMATION_REQUEST:
             ias = _ia_nas(msg, host, ip)
             if ias is None:
                 return Decision6(drop="malformed_ia_na", host=host.name, mac=mac)
@@ -179,3 +176,29 @@ def _addresses(msg: d6.Dhcp6Message) -> list[IPv6Address]:
 def _dns_name(name: str) -> bytes:
     """RFC 1035 3.1 wire form of a domain name (DOMAIN_LIST)."""
     return b"".join(bytes((len(p),)) + p.encode("ascii") for p in name.split(".") if p) + b"\0"
+
+
+def _reply_head(msg: d6.Dhcp6Message, link: Link6) -> tuple[int, list[tuple[int, bytes]]]:
+    """The reply's type (ADVERTISE, or REPLY with rapid commit) and its first options."""
+    mt = msg.msg_type
+    client = msg.get(d6.CLIENTID)
+    rapid = mt == d6.SOLICIT and msg.get(d6.RAPID_COMMIT) is not None
+    rtype = d6.ADVERTISE if mt == d6.SOLICIT and not rapid else d6.REPLY
+    opts: list[tuple[int, bytes]] = [(d6.SERVERID, link.server_duid)]
+    if client is not None:
+        opts.append((d6.CLIENTID, client))
+    if rapid:
+        opts.append((d6.RAPID_COMMIT, b""))
+    return rtype, opts
+
+
+def _status_only(msg: d6.Dhcp6Message, prefix: IPv6Network) -> bytes | None:
+    """The status code of a reply that carries nothing else (CONFIRM, RELEASE, DECLINE)."""
+    mt = msg.msg_type
+    if mt == d6.CONFIRM:  # RFC 8415 18.3.3: are its addresses on this link?
+        on_link = all(a in prefix for a in _addresses(msg))
+        return d6.status(d6.STATUS_SUCCESS if on_link else d6.STATUS_NOT_ON_LINK,
+                         "on link" if on_link else "not on link")
+    if mt in (d6.RELEASE, d6.DECLINE):
+        return d6.status(d6.STATUS_SUCCESS, "nothing to release")
+    return None

@@ -40,6 +40,8 @@ ERROR = "error"
 
 @dataclass(frozen=True)
 class Outcome:
+    """What became of one DNS request: its kind, the reply and its rcode."""
+
     kind: str
     reply: bytes | None = None  # bytes to send back; None: send nothing (yet)
     rcode: int = 0

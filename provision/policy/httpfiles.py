@@ -16,7 +16,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..inventory.model import Inventory
+from ..inventory.model import Host, Inventory
 
 # --------------------------------------------------------------------------
 # Ranges and validators.
@@ -104,6 +104,8 @@ class BadEvent(Exception):
 
 @dataclass(frozen=True)
 class Event:
+    """A node's validated report (boot stage, reason, image, SSH key)."""
+
     host: str
     stage: str
     reason: str | None
@@ -119,6 +121,23 @@ def parse_event(body: bytes, peer: str | None, inv: Inventory,
     """Validate a node's report. The host is named in the body (or found by the
     peer address); the report must come from one of that host's inventory
     addresses, or from an address DHCP leased it (``leased(host)``)."""
+    doc = _decode_event(body)
+    stage = doc.get("stage")
+    if stage not in STAGES:
+        raise BadEvent(400, f"stage must be one of {', '.join(STAGES)}")
+    detail = doc.get("detail") or doc.get("reason") or None
+    if stage == "failed" and not detail:
+        raise BadEvent(400, "stage 'failed' needs a reason")
+    host, address = _reporter(doc, peer, inv, leased)
+    if "mac" in doc and doc["mac"].lower() not in host.macs:
+        raise BadEvent(403, f"MAC {doc['mac']} is not {host.name}'s")
+    ssh_key = parse_ssh_key(doc["ssh_key"]) if doc.get("ssh_key") else None
+    return Event(host.name, stage, detail, doc.get("image") or host.image,
+                 address, ssh_key, doc.get("boot_id") or None, doc.get("token") or None)
+
+
+def _decode_event(body: bytes) -> dict[str, str]:
+    """The report's JSON object: known fields only, each printable text within its limit."""
     if len(body) > MAX_EVENT_BYTES:
         raise BadEvent(413, f"event larger than {MAX_EVENT_BYTES} bytes", "too_large")
     try:
@@ -136,12 +155,12 @@ def parse_event(body: bytes, peer: str | None, inv: Inventory,
         limit = MAX_SSH_KEY if k == "ssh_key" else MAX_REASON
         if not isinstance(v, str) or not _SAFE.match(v) or len(v) > limit:
             raise BadEvent(400, f"field {k!r} must be printable text up to {limit} chars")
-    stage = doc.get("stage")
-    if stage not in STAGES:
-        raise BadEvent(400, f"stage must be one of {', '.join(STAGES)}")
-    detail = doc.get("detail") or doc.get("reason") or None
-    if stage == "failed" and not detail:
-        raise BadEvent(400, "stage 'failed' needs a reason")
+    return doc
+
+
+def _reporter(doc: dict[str, str], peer: str | None, inv: Inventory,
+              leased: Callable[[str], set[str]] | None) -> tuple[Host, str]:
+    """The host the report is for, and the address it came from (one of the host's)."""
     by_peer = inv.host_by_ip(peer) if peer else None
     name = doc.get("host") or (by_peer.name if by_peer else None)
     if name is None:
@@ -159,11 +178,7 @@ def parse_event(body: bytes, peer: str | None, inv: Inventory,
             (leased is None or address not in leased(host.name)):
         raise BadEvent(403, f"{address} is not {host.name}'s address (inventory or lease)",
                        "source")
-    if "mac" in doc and doc["mac"].lower() not in host.macs:
-        raise BadEvent(403, f"MAC {doc['mac']} is not {host.name}'s")
-    ssh_key = parse_ssh_key(doc["ssh_key"]) if doc.get("ssh_key") else None
-    return Event(host.name, stage, detail, doc.get("image") or host.image,
-                 address, ssh_key, doc.get("boot_id") or None, doc.get("token") or None)
+    return host, address
 
 
 def _peer_address(peer: str | None) -> str | None:

@@ -24,6 +24,8 @@ DECLINED = "declined"
 
 @dataclass(slots=True)
 class Lease:
+    """One lease of the lease table."""
+
     ip: int
     mac: str
     network: str
@@ -42,11 +44,15 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class LeasePut:
+    """A lease change: write this lease."""
+
     lease: Lease  # a snapshot
 
 
 @dataclass(frozen=True, slots=True)
 class LeaseDel:
+    """A lease change: delete the lease of this address."""
+
     ip: int
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import layout
-from ..inventory.model import Inventory
+from ..inventory.model import Host, Inventory
 
 # The loaders DHCP may name (TFTP file names at the boot root).
 DHCP_LOADERS = (layout.LOADER_BIOS, layout.LOADER_EFI_X64, layout.LOADER_EFI_ARM64,
@@ -71,16 +71,8 @@ def missing_files(inv: Inventory, root: str | os.PathLike[str],
     ``recipes(name)`` says whether an image has a recipe (then the fix is
     ``dsas image build``, else ``dsas image import``).
     """
-    out: list[Missing] = []
     netboot = [h for h in inv.hosts.values() if h.boot == "netboot" and h.image]
-    loaders = [layout.LOADER_BIOS, layout.LOADER_EFI_X64] if netboot else []
-    if any(h.loader == "pxelinux" for h in netboot):
-        loaders += [layout.LOADER_PXELINUX, layout.LDLINUX]
-    if any(h.loader == "grub-secure" for h in netboot):
-        loaders += [layout.LOADER_SHIM, layout.LOADER_GRUB]
-    for name in loaders:
-        if not is_static_file(root, name):
-            out.append(Missing(name, "boot loader", f"{SETUP_COMMAND} --boot-root {root}"))
+    out = _missing_loaders(netboot, root)
     seen: set[tuple[str, str]] = set()
     wanted = [h for h in inv.hosts.values() if h.image and (disk or h.boot == "netboot")]
     for h in wanted:
@@ -92,13 +84,7 @@ def missing_files(inv: Inventory, root: str | os.PathLike[str],
         boots = any(layout.host_image(inv, x) == img for x in netboot)
         who = f"image {img[0]}@{img[1]} of {', '.join(users[:3])}" + (
             f" and {len(users) - 3} more" if len(users) > 3 else "")
-        if recipes is None or recipes(img[0]):
-            fix = f"dsas image build {img[0]} --boot-root {root}"
-        else:
-            fix = (f"dsas image import {img[0]} --kernel FILE --initrd FILE "
-                   f"--boot-root {root}")
-        if img[1] != "current":
-            fix = f"{fix} (then promote or pin version {img[1]})"
+        fix = _image_fix(img, recipes, root)
         if not os.path.isdir(os.path.join(root, layout.image_dir(*img))):
             out.append(Missing(layout.image_dir(*img) + "/", who, fix))  # one line, not three
             continue
@@ -107,3 +93,27 @@ def missing_files(inv: Inventory, root: str | os.PathLike[str],
             if not is_static_file(root, path):
                 out.append(Missing(path, who, fix))
     return out
+
+
+def _missing_loaders(netboot: list[Host], root: str | os.PathLike[str]) -> list[Missing]:
+    """The boot loaders the netboot hosts need that are not in the boot root."""
+    loaders = [layout.LOADER_BIOS, layout.LOADER_EFI_X64] if netboot else []
+    if any(h.loader == "pxelinux" for h in netboot):
+        loaders += [layout.LOADER_PXELINUX, layout.LDLINUX]
+    if any(h.loader == "grub-secure" for h in netboot):
+        loaders += [layout.LOADER_SHIM, layout.LOADER_GRUB]
+    return [Missing(name, "boot loader", f"{SETUP_COMMAND} --boot-root {root}")
+            for name in loaders if not is_static_file(root, name)]
+
+
+def _image_fix(img: tuple[str, str], recipes: Callable[[str], bool] | None,
+               root: str | os.PathLike[str]) -> str:
+    """The command that puts image ``img`` (name, version) into the boot root."""
+    if recipes is None or recipes(img[0]):
+        fix = f"dsas image build {img[0]} --boot-root {root}"
+    else:
+        fix = (f"dsas image import {img[0]} --kernel FILE --initrd FILE "
+               f"--boot-root {root}")
+    if img[1] != "current":
+        fix = f"{fix} (then promote or pin version {img[1]})"
+    return fix

@@ -41,6 +41,8 @@ ZERO_BYTES = bytes(4)
 
 @dataclass(frozen=True)
 class DhcpPacket:
+    """A DHCPv4 message (RFC 2131 2), options by code."""
+
     op: int
     xid: int
     chaddr: bytes  # the hardware address, hlen bytes (6 for Ethernet)
@@ -258,30 +260,10 @@ def encode(pkt: DhcpPacket, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
         raise DhcpEncodeError("option 52 is chosen by the encoder")
     space = max(max_size, DEFAULT_MAX_SIZE) - IP_UDP_HEADERS - OPTIONS_START
     stream = _option_stream(pkt.options)
-    main = bytearray()
-    sname, bootfile = pkt.sname, pkt.file
     if len(stream) + 1 <= space:
-        main += stream
+        main, sname, bootfile = bytearray(stream), pkt.sname, pkt.file
     else:
-        fields = []
-        if not pkt.file:
-            fields.append(128)
-        if not pkt.sname:
-            fields.append(64)
-        if not fields:
-            raise DhcpEncodeError(f"options need {len(stream) + 1} bytes, only {space} free")
-        overload = 1 if fields[0] == 128 else 2
-        if len(fields) == 2:
-            overload = 3
-        parts = _split(pkt.options, [space - 4] + [f - 1 for f in fields])
-        main += parts[0] + bytes((o.OVERLOAD, 1, overload))
-        overflow = [p + bytes((o.END,)) for p in parts[1:]]
-        if fields[0] == 128:
-            bootfile = overflow[0]
-            if len(overflow) > 1:
-                sname = overflow[1]
-        else:
-            sname = overflow[0]
+        main, sname, bootfile = _overload(pkt, len(stream), space)
     main.append(o.END)
     header = HEADER.pack(
         pkt.op, pkt.htype, len(pkt.chaddr), pkt.hops, pkt.xid, pkt.secs, pkt.flags,
@@ -292,6 +274,32 @@ def encode(pkt: DhcpPacket, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
     if len(out) < MIN_PACKET:
         out += bytes(MIN_PACKET - len(out))
     return out
+
+
+def _overload(pkt: DhcpPacket, need: int, space: int) -> tuple[bytearray, bytes, bytes]:
+    """The options over 'file' then 'sname' (option 52, RFC 2132 9.3) when they do not
+    fit in ``space``: (the options field, sname, file)."""
+    sname, bootfile = pkt.sname, pkt.file
+    fields = []
+    if not pkt.file:
+        fields.append(128)
+    if not pkt.sname:
+        fields.append(64)
+    if not fields:
+        raise DhcpEncodeError(f"options need {need + 1} bytes, only {space} free")
+    overload = 1 if fields[0] == 128 else 2
+    if len(fields) == 2:
+        overload = 3
+    parts = _split(pkt.options, [space - 4] + [f - 1 for f in fields])
+    main = bytearray(parts[0] + bytes((o.OVERLOAD, 1, overload)))
+    overflow = [p + bytes((o.END,)) for p in parts[1:]]
+    if fields[0] == 128:
+        bootfile = overflow[0]
+        if len(overflow) > 1:
+            sname = overflow[1]
+    else:
+        sname = overflow[0]
+    return main, sname, bootfile
 
 
 def _ordered(options: dict[int, bytes]) -> list[tuple[int, bytes]]:

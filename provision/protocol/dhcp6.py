@@ -53,6 +53,8 @@ class Dhcp6Error(ValueError):
 
 @dataclass
 class Dhcp6Message:
+    """A DHCPv6 client/server message (RFC 8415 8), options in order."""
+
     msg_type: int
     xid: bytes  # 3 bytes
     options: list[tuple[int, bytes]] = field(default_factory=list)
@@ -105,6 +107,8 @@ def encode(msg: Dhcp6Message) -> bytes:
 
 @dataclass(frozen=True)
 class IaNa:
+    """An IA_NA option (RFC 8415 21.4): its IAID, T1, T2 and sub-options."""
+
     iaid: bytes  # 4 bytes, opaque
     t1: int
     t2: int

@@ -49,6 +49,8 @@ class TftpDecodeError(ValueError):
 
 @dataclass(frozen=True)
 class Request:
+    """A TFTP read or write request (RFC 1350), with its options (RFC 2347)."""
+
     opcode: int  # OP_RRQ or OP_WRQ
     filename: str  # as sent (latin-1 decoded), not yet confined
     mode: str  # lower case

@@ -57,6 +57,8 @@ CLIENT_KEY = "ec:prime256v1"
 
 @dataclass(frozen=True)
 class McastConfig:
+    """Where and how fast uftp multicasts a push."""
+
     interface: str | None = None  # master side: name or address (uftp -I)
     group: str = DEFAULT_GROUP
     port: int = DEFAULT_PORT
@@ -218,6 +220,8 @@ def uftp_argv(cfg: McastConfig, src: str, list_file: Path, clients: Sequence[str
 
 @dataclass
 class SessionResult:
+    """What one uftp session did."""
+
     returncode: int
     seconds: float
     files: int

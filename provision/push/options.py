@@ -24,6 +24,8 @@ def default_parallel() -> int:
 
 @dataclass
 class PushOptions:
+    """How one push runs (the dsas-push options)."""
+
     src: str
     to: str = DEFAULT_TO
     delete: bool = False
@@ -53,6 +55,8 @@ class PushOptions:
 
 @dataclass
 class RunOutcome:
+    """A push, rollback or retry run: its id, release and per-host results."""
+
     run_id: int | None
     release: str | None
     results: list[HostResult]

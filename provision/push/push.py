@@ -78,6 +78,8 @@ def control_dir() -> Iterator[Path]:
 
 
 class Pusher:
+    """Pushes releases to targets in parallel, atomically per host, and records them."""
+
     def __init__(self, ssh: SshConfig, history: History | None = None,
                  reporter: Reporter | None = None):
         self.ssh = ssh

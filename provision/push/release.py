@@ -140,6 +140,8 @@ def _sent_names(src: str, excludes: Sequence[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class Manifest:
+    """A tree's manifest summary: its entry count and digest."""
+
     entries: int
     digest: str
 

@@ -35,6 +35,8 @@ class RemoteError(DsasError):
 
 @dataclass
 class NodeState:
+    """What a node's release directory holds: the live release and the others."""
+
     live: str | None = None  # release id the live symlink points at
     releases: list[str] = field(default_factory=list)  # complete releases, oldest first
     not_symlink: bool = False

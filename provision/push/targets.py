@@ -17,6 +17,8 @@ class TargetError(DsasError):
 
 @dataclass(frozen=True)
 class Target:
+    """A host a push goes to."""
+
     name: str
     address: str  # the host's primary interface address
     role: str

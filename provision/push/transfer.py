@@ -28,6 +28,8 @@ CONNECTION_CODES = {10: "socket I/O error", 12: "protocol data stream error",
 
 @dataclass
 class Progress:
+    """rsync's progress on one host."""
+
     bytes: int = 0  # bytes of file data handled so far (rsync's progress2 count)
     percent: int = 0
     files: int = 0
@@ -36,6 +38,8 @@ class Progress:
 
 @dataclass
 class TransferResult:
+    """What one rsync transfer did."""
+
     returncode: int
     sent: int  # bytes on the wire from the master
     files: int  # regular files transferred

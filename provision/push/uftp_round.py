@@ -48,6 +48,8 @@ def use_uftp(opts: PushOptions, count: int, has_history: bool) -> bool:
 
 @dataclass
 class NodeOutcome:
+    """What the uftp round did for one node."""
+
     digest: str | None  # the sums list's SHA-256 (None: nothing was sent to this node)
     complete: bool  # uftp says it got every file, and no changed file was left to rsync
     why: str = ""

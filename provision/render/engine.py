@@ -37,6 +37,8 @@ CMDLINE_OK = re.compile(r"^[A-Za-z0-9_.,:=/+@%~ \[\]-]*$")  # [..]: IPv6 URLs
 
 
 class RenderError(Exception):
+    """A template cannot be rendered for this host (named, with the reason)."""
+
     exit_code = 1
 
 

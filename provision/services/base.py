@@ -28,6 +28,8 @@ DEFAULT_SERVICES = ("dhcp", "tftp", "http", "dns", "ra")
 
 @dataclass
 class ServeContext:
+    """What every service of `dsas serve` is given: the inventory, paths, options."""
+
     inventory: Inventory
     interfaces: list[str]
     state_dir: Path
@@ -65,6 +67,8 @@ class ServeContext:
 
 
 class Service(ABC):
+    """A service of `dsas serve`: started, stopped, reloaded and watched alike."""
+
     name: str = "service"
 
     def __init__(self, ctx: ServeContext):

@@ -15,13 +15,10 @@ or are flushed within ``LAZY_FLUSH`` seconds. The batches and the committer are
 
 from __future__ import annotations
 
-import fcntl
 import functools
-import ipaddress
 import logging
 import selectors
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,18 +38,15 @@ from ..protocol.dhcp import DhcpDecodeError, DhcpEncodeError, DhcpPacket, decode
 from ..state.leases import LeaseJournal
 from .base import ServeContext, Service
 from .dhcp_batch import LAZY_FLUSH, Batch, Committer, Endpoint
+from .dhcp_socket import ANCILLARY, addressed_to, bind_interface, interface_address
+
+__all__ = ["DhcpService", "create", "interface_address"]
 
 log = logging.getLogger(__name__)
 
 MAX_DATAGRAM = 1500  # larger requests are dropped unparsed ("oversized")
 RECV_BUFFER = 4096  # with MSG_TRUNC, anything larger is still seen as oversized
 BATCH = 256  # datagrams decided per commit at most
-SOCKET_BUFFER = 4 * 1024 * 1024
-SIOCGIFADDR = 0x8915  # linux/sockios.h
-SIOCGIFNETMASK = 0x891B
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
-ANCILLARY = socket.CMSG_SPACE(12)  # struct in_pktinfo
-SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 LOGGED_MACS = 10_000  # MACs remembered for "log once per MAC"
 POOL_GAUGE_EVERY = 2.0  # seconds between two updates of dsas_dhcp_pool_free
 METRICS_EVERY = 0.1  # seconds the loop's counters may wait before they reach /metrics
@@ -60,21 +54,9 @@ WARN_EVERY = 10.0  # seconds between two warnings that new MACs are being rate-l
 MACHINE_LINES = 50  # new machines logged one by one per WARN_EVERY; the rest are summed up
 
 
-def interface_address(ifname: str) -> tuple[IPv4Address, ipaddress.IPv4Network]:
-    """The interface's (primary) IPv4 address and subnet, from the kernel."""
-    req = struct.pack("256s", ifname.encode()[:15])
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            addr = fcntl.ioctl(s.fileno(), SIOCGIFADDR, req)[20:24]
-            mask = fcntl.ioctl(s.fileno(), SIOCGIFNETMASK, req)[20:24]
-        except OSError as e:
-            raise OSError(f"interface {ifname}: no IPv4 address ({e.strerror})") from None
-    address = IPv4Address(addr)
-    net = ipaddress.IPv4Network(f"{address}/{IPv4Address(mask)}", strict=False)
-    return address, net
-
-
 class DhcpService(Service):
+    """The DHCPv4 (and ProxyDHCP) service."""
+
     name = "dhcp"
 
     def __init__(self, ctx: ServeContext, clock: Callable[[], float] = time.time) -> None:
@@ -124,7 +106,7 @@ class DhcpService(Service):
                 if pair is not None and pair.me.vip in net:
                     address = pair.me.vip  # server id, next-server, boot URLs: the VIP
                 for port in ports:
-                    sock = _bind(ifname, port)
+                    sock = bind_interface(ifname, port)
                     ep = Endpoint(sock, Link(ifname, address, net, port))
                     self._endpoints.append(ep)
                     self._selector.register(sock, selectors.EVENT_READ, ep)
@@ -342,7 +324,7 @@ class DhcpService(Service):
         if self.ctx.pair is not None and not self.ctx.pair.active:
             batch.count("dsas_dhcp_dropped_total", "reason", "standby")  # the active answers
             return None
-        link = ep.unicast if _to_us(anc, ep.packed) else ep.link
+        link = ep.unicast if addressed_to(anc, ep.packed) else ep.link
         try:
             with self._lock:
                 assert self.policy is not None
@@ -465,31 +447,6 @@ class _Replicating:
 def _client(value: bytes | None) -> str:
     """A client-supplied option for a log line: escaped (logsafe), '-' when absent."""
     return safe(value) if value else "-"
-
-
-def _bind(ifname: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
-        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-        sock.bind(("0.0.0.0", port))
-        sock.setblocking(False)
-    except OSError as e:
-        sock.close()
-        raise OSError(f"dhcp: cannot bind {ifname} port {port}: {e.strerror or e}") from None
-    return sock
-
-
-def _to_us(anc: list[tuple[int, int, bytes]], address: bytes) -> bool:
-    """Was the datagram addressed to our unicast address (IP_PKTINFO ipi_addr)?"""
-    for level, kind, data in anc:
-        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
-            return data[8:12] == address
-    return False
 
 
 @functools.lru_cache(maxsize=1024)

@@ -48,6 +48,8 @@ def interface_addresses6(ifname: str) -> list[IPv6Address]:
 
 
 class Dhcp6Service(SocketThreadService):
+    """The DHCPv6 service."""
+
     name = "dhcp6"
 
     def __init__(self, ctx: ServeContext):
@@ -78,7 +80,7 @@ class Dhcp6Service(SocketThreadService):
         self.policy.reload(inventory)
 
     def link(self, ifname: str) -> Link6:
-        from .dhcp import interface_address
+        from .dhcp_socket import interface_address
 
         inv = self.policy.inv
         try:

@@ -25,6 +25,8 @@ LAZY_FLUSH = 1.0  # seconds a non-urgent change may wait for the disk
 
 @dataclass
 class Endpoint:
+    """One socket of the DHCP service and the link it serves."""
+
     sock: socket.socket
     link: Link
     unicast: Link = field(init=False)  # the same link, for requests addressed to us
@@ -107,13 +109,18 @@ class Committer(threading.Thread):
                     break
             now = time.monotonic()
             if urgent or done or changes and now - since >= LAZY_FLUSH:
-                if self._commit(changes):
-                    sent: dict[str, int] = {}
-                    for out in replies:
-                        self._send(*out, sent)
-                    for kind, n in sent.items():
-                        self._metrics.inc("dsas_dhcp_sent_total", n, type=kind)
+                self._flush(changes, replies)
                 changes, replies = [], []
+
+    def _flush(self, changes: list[Change], replies: list[Outgoing]) -> None:
+        """Commit the batch; only then send its replies (the group commit)."""
+        if not self._commit(changes):
+            return
+        sent: dict[str, int] = {}
+        for out in replies:
+            self._send(*out, sent)
+        for kind, n in sent.items():
+            self._metrics.inc("dsas_dhcp_sent_total", n, type=kind)
 
     def _commit(self, changes: list[Change]) -> bool:
         if not changes:

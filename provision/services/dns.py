@@ -84,6 +84,8 @@ def create(ctx: ServeContext) -> DnsService:
 
 
 class DnsService(Service):
+    """The DNS service (UDP and TCP) for the cluster's zone."""
+
     name = "dns"
 
     def __init__(self, ctx: ServeContext, forwarders: tuple[Upstream, ...] = (),
@@ -340,17 +342,7 @@ class DnsService(Service):
         try:
             conn.settimeout(TCP_IDLE)
             while not self._stopping.is_set():
-                # One deadline for the whole message: the idle wait, its length and its
-                # body (a byte every few seconds never resets it).
-                deadline = time.monotonic() + TCP_MESSAGE
-                head = recv_exact(conn, 2, deadline)
-                if head is None:
-                    return
-                (length,) = struct.unpack("!H", head)
-                if length > MAX_QUERY:
-                    self._event(M_DROPPED, "oversized", peer, f"tcp length {length}")
-                    return
-                data = recv_exact(conn, length, deadline)
+                data = self._tcp_message(conn, peer)
                 if data is None:
                     return
                 out = self.responder.handle(data, False)
@@ -370,6 +362,20 @@ class DnsService(Service):
             self._tcp_conns.discard(conn)
             conn.close()
             self._tcp_leave(peer[0])
+
+    def _tcp_message(self, conn: socket.socket, peer: tuple[str, int]) -> bytes | None:
+        """One length-prefixed query (RFC 7766 8), or None: closed or oversized."""
+        # One deadline for the whole message: the idle wait, its length and its
+        # body (a byte every few seconds never resets it).
+        deadline = time.monotonic() + TCP_MESSAGE
+        head = recv_exact(conn, 2, deadline)
+        if head is None:
+            return None
+        (length,) = struct.unpack("!H", head)
+        if length > MAX_QUERY:
+            self._event(M_DROPPED, "oversized", peer, f"tcp length {length}")
+            return None
+        return recv_exact(conn, length, deadline)
 
     # -- forwarding ------------------------------------------------------------
 

@@ -20,6 +20,8 @@ RA_BIT = 0x80  # in the fourth
 
 @dataclass(frozen=True)
 class Upstream:
+    """A DNS server queries outside the zone are forwarded to."""
+
     host: str
     port: int = 53
 

@@ -62,6 +62,8 @@ TEXT_SUFFIXES = (".ipxe", ".cfg", ".conf", ".json", ".txt")
 
 
 class HttpService(Service):
+    """The HTTP service: boot files, node reports, /metrics and the status page."""
+
     name = "http"
 
     def __init__(self, ctx: ServeContext, port: int | None = None):

@@ -116,6 +116,8 @@ def link_prefixes(inv: Inventory, address: IPv4Address) -> list[IPv6Network]:
 
 
 class RaService(SocketThreadService):
+    """The IPv6 router advertisement service."""
+
     name = "ra"
 
     def __init__(self, ctx: ServeContext):
@@ -198,7 +200,7 @@ class RaService(SocketThreadService):
     def _prefixes(self, ifname: str) -> list[IPv6Network]:
         """The inventory's prefixes on this interface's IPv4 network (read per answer,
         so a reloaded inventory shows at once); none when it has no IPv4 address."""
-        from .dhcp import interface_address
+        from .dhcp_socket import interface_address
 
         try:
             address, _ = interface_address(ifname)

@@ -76,6 +76,8 @@ class ServePidFile:
 
 @dataclass(frozen=True)
 class Notice:
+    """What telling the running serve to reload did."""
+
     pid: int | None
     reloaded: bool
     message: str

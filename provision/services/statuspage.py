@@ -81,6 +81,8 @@ def _static_files() -> dict[str, tuple[bytes, str, str]]:
 
 
 class StatusPage:
+    """The status page and its JSON, rendered from the status source."""
+
     def __init__(self, ctx: ServeContext, inventory: Callable[[], Inventory]):
         self.ctx = ctx
         self.inventory = inventory  # the HTTP service's current one (reload swaps it)

@@ -33,6 +33,8 @@ def create_services(ctx: ServeContext, names: list[str]) -> list[Service]:
 
 
 class Supervisor:
+    """Runs the services, reloads them on SIGHUP, stops all when one dies."""
+
     def __init__(self, ctx: ServeContext, services: list[Service], inventory_path: str,
                  poll: float = 1.0, on_loaded: Callable[[str], None] | None = None):
         self.ctx = ctx

@@ -169,6 +169,8 @@ class _Listener(BaseServer):
 
 
 class TftpService(Service):
+    """The TFTP service: each transfer in a process of its own."""
+
     name = "tftp"
 
     def __init__(self, ctx: ServeContext, settings: TftpSettings | None = None):
@@ -277,16 +279,9 @@ class TftpService(Service):
     # -- requests ---------------------------------------------------------------
 
     def _on_request(self, data: bytes, peer: tuple[str, int]) -> None:
-        try:
-            req = codec.decode_request(data)
-        except codec.TftpDecodeError as e:
-            self._error_metric("malformed")
-            log.debug("tftp: malformed request from %s: %s", peer[0], e)
-            if len(data) >= 2 and data[1] in (codec.OP_RRQ, codec.OP_WRQ) and data[0] == 0:
-                # A request we cannot parse (a NUL inside the name splits it): say so.
-                self._send_error(peer, codec.ERR_ILLEGAL_OPERATION, "malformed request")
+        req = self._decode(data, peer)
+        if req is None:
             return
-        self.metrics.inc(M_REQUESTS, opcode="wrq" if req.opcode == codec.OP_WRQ else "rrq")
         self._reap()
         live = self._peers.get(peer)
         if live is not None and live[1] == data:
@@ -297,31 +292,58 @@ class TftpService(Service):
             # download) is served as usual.
             self.metrics.inc(M_DUPLICATES)
             return
-        if req.opcode == codec.OP_WRQ:
-            return self._refuse(peer, req, codec.ERR_ACCESS_VIOLATION, "read-only server",
-                                "write")
-        if req.mode not in codec.MODES:
-            return self._refuse(peer, req, codec.ERR_ILLEGAL_OPERATION,
-                                f"unsupported mode {safe(req.mode, 40)}", "mode")
+        if self._unservable(peer, req):
+            return
         if not self._fd_headroom():
             return self._out_of_descriptors(peer, req, "lookup")
         try:
             bootfile = self.tree.lookup(req.filename, peer[0])
         except Refused as r:
             return self._refuse(peer, req, r.reason.tftp_code, r.message, r.reason.key)
-        if len(self._workers) >= self.settings.max_transfers:
-            return self._refuse(peer, req, codec.ERR_UNDEFINED,
-                                "server busy, retry later", "busy")
-        if self._per_client.get(peer[0], 0) >= self.settings.max_per_client:
-            return self._refuse(peer, req, codec.ERR_UNDEFINED,
-                                "server busy: too many transfers from this address",
-                                "busy_client")
+        if self._busy(peer, req):
+            return
         if not self._fd_headroom():
             return self._out_of_descriptors(peer, req, "spawn")
         try:
             self._spawn(peer, req, bootfile, data)
         except OSError as e:  # fork or pipe refused (EAGAIN, ENOMEM, EMFILE)
             self._out_of_descriptors(peer, req, f"spawn: {e.strerror}")
+
+    def _decode(self, data: bytes, peer: tuple[str, int]) -> codec.Request | None:
+        """The request, counted; None when it is malformed (answered if it was an RRQ/WRQ)."""
+        try:
+            req = codec.decode_request(data)
+        except codec.TftpDecodeError as e:
+            self._error_metric("malformed")
+            log.debug("tftp: malformed request from %s: %s", peer[0], e)
+            if len(data) >= 2 and data[1] in (codec.OP_RRQ, codec.OP_WRQ) and data[0] == 0:
+                # A request we cannot parse (a NUL inside the name splits it): say so.
+                self._send_error(peer, codec.ERR_ILLEGAL_OPERATION, "malformed request")
+            return None
+        self.metrics.inc(M_REQUESTS, opcode="wrq" if req.opcode == codec.OP_WRQ else "rrq")
+        return req
+
+    def _unservable(self, peer: tuple[str, int], req: codec.Request) -> bool:
+        """A write, or a mode we do not speak: refused (True)."""
+        if req.opcode == codec.OP_WRQ:
+            self._refuse(peer, req, codec.ERR_ACCESS_VIOLATION, "read-only server", "write")
+            return True
+        if req.mode not in codec.MODES:
+            self._refuse(peer, req, codec.ERR_ILLEGAL_OPERATION,
+                         f"unsupported mode {safe(req.mode, 40)}", "mode")
+            return True
+        return False
+
+    def _busy(self, peer: tuple[str, int], req: codec.Request) -> bool:
+        """Too many transfers, or too many from this address: refused (True)."""
+        if len(self._workers) >= self.settings.max_transfers:
+            self._refuse(peer, req, codec.ERR_UNDEFINED, "server busy, retry later", "busy")
+            return True
+        if self._per_client.get(peer[0], 0) >= self.settings.max_per_client:
+            self._refuse(peer, req, codec.ERR_UNDEFINED,
+                         "server busy: too many transfers from this address", "busy_client")
+            return True
+        return False
 
     def _spawn(self, peer: tuple[str, int], req: codec.Request, bootfile: BootFile,
                raw: bytes) -> None:

@@ -347,7 +347,9 @@ class _Session:
             if wait <= 0:
                 return None
 
-    def _send_file(self, blksize: int, window: int) -> dict[str, Any]:
+    # noqa below: the per-block hot loop stays whole (locals, no call per block: a split
+    # costs throughput); the rare paths are already in _off_path.
+    def _send_file(self, blksize: int, window: int) -> dict[str, Any]:  # noqa: C901
         """DATA in windows until the last ACK (lock-step when ``window`` is 1).
 
         Ordered for latency: after an in-order ACK the next block, read and sliced

@@ -50,6 +50,8 @@ def trusted_keys(cfg: SshConfig, address: str) -> list[tuple[str, str]]:
 
 @dataclass
 class TrustPlan:
+    """What trusting a host's reported keys changes in known_hosts."""
+
     keys: list[tuple[str, str]]  # what known_hosts should hold for the host afterwards
     new: list[tuple[str, str]]  # reported keys not trusted yet
     changed: list[tuple[str, str, str]]  # (type, reported, trusted) that differ

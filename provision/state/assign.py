@@ -25,6 +25,8 @@ STATUSES = ("done", "failed", "not-run")
 
 @dataclass
 class Step:
+    """One step of an assign run."""
+
     seq: int
     at: float
     step: str
@@ -34,6 +36,8 @@ class Step:
 
 @dataclass
 class Run:
+    """One `dsas assign` run, with its steps."""
+
     id: int
     at: float
     user: str
@@ -46,6 +50,8 @@ class Run:
 
 
 class AssignJournal:
+    """The assign journal: runs and steps, written as they happen."""
+
     def __init__(self, store: StateStore):
         self.store = store
         store.ensure(ASSIGN)

@@ -16,6 +16,8 @@ from .store import StateStore
 
 @dataclass(frozen=True)
 class LbRead:
+    """One director as `dsas lb status` last read it."""
+
     director: str
     address: str
     read_at: float

@@ -25,6 +25,8 @@ DEFAULT_EVENTS_PER_HOST = 100
 
 @dataclass(frozen=True)
 class StoredEvent:
+    """A node event as stored."""
+
     id: int
     ts: float
     host: str
@@ -36,6 +38,8 @@ class StoredEvent:
 
 @dataclass(frozen=True)
 class ReportedKey:
+    """An SSH host key a node reported, with where and when."""
+
     host: str
     key_type: str
     key: str  # base64 blob

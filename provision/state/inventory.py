@@ -31,6 +31,8 @@ def sha256(data: bytes) -> str:
 
 @dataclass(frozen=True)
 class Revision:
+    """One stored revision of the inventory file."""
+
     rev: int
     path: str
     at: float
@@ -41,6 +43,8 @@ class Revision:
 
 
 class InventoryHistory:
+    """The inventory's history: each committed revision, the last ``limit`` kept."""
+
     def __init__(self, store: StateStore, limit: int = LIMIT):
         self.store = store
         self.limit = max(2, limit)

@@ -87,6 +87,8 @@ class LeaseJournal:
 
 @dataclass(frozen=True)
 class BoundLease:
+    """A bound lease as stored."""
+
     ip: int
     mac: str
     expires: float

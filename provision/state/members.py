@@ -19,6 +19,8 @@ STATES = ("drain", "hold", "keep")
 
 @dataclass(frozen=True)
 class Override:
+    """A host whose membership of a role's pools differs from the inventory for now."""
+
     host: str
     role: str
     state: str  # drain | hold | keep

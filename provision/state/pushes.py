@@ -21,6 +21,8 @@ from .store import StateStore
 
 @dataclass
 class HostResult:
+    """What a push did on one host."""
+
     host: str
     ok: bool
     release: str | None = None
@@ -36,6 +38,8 @@ def operator() -> str:
 
 
 class History:
+    """The push history: runs and per-host results."""
+
     def __init__(self, store: StateStore):
         self.store = store
         store.ensure(PUSH)

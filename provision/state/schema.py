@@ -18,6 +18,8 @@ VERSION_DDL = (f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} "
 
 @dataclass(frozen=True)
 class Schema:
+    """The tables one component owns, and their DDL."""
+
     component: str
     tables: tuple[str, ...]
     ddl: str  # IF NOT EXISTS throughout: idempotent

@@ -25,14 +25,7 @@ def build_pair(b: Any, ms: dict[str, Any], vip: IPv4Address | None, primary: str
     if p is None:
         return None
     path = "cluster.masters.pair"
-    ok = True
-    if not secondary:
-        b.err(ms, "pair", "cluster.masters.secondary", "a master pair needs a secondary")
-        ok = False
-    elif secondary == primary:
-        b.err(ms, "secondary", "cluster.masters.secondary",
-              f"the secondary must be another host than the primary ({primary!r})")
-        ok = False
+    ok = _secondary_ok(b, ms, primary, secondary)
     vrid = b.integer(p, "vrid", path, 1, 255, None)
     port = b.integer(p, "port", path, 1, 65535, 6767)
     mclt = b.integer(p, "mclt", path, 10, 86400, 600)
@@ -51,20 +44,40 @@ def build_pair(b: Any, ms: dict[str, Any], vip: IPv4Address | None, primary: str
         ok = False
     masters = [hosts[n] for n in (primary, secondary) if n and n in hosts]
     if vip is not None and len(masters) == 2 and masters[0] is not masters[1]:
-        for h in masters:
-            if vip in h.addresses.values():
-                b.err(ms, "pair", "cluster.master_address",
-                      f"{vip} is {h.name}'s own address: with a pair it is the VIP, "
-                      "another address than either master's")
-                ok = False
-        if not any(vip in net.cidr for net in _shared_networks(masters)):
-            b.err(ms, "pair", "cluster.master_address",
-                  f"the VIP {vip} is on no network both masters ("
-                  f"{masters[0].name}, {masters[1].name}) have an address on")
-            ok = False
+        ok = _vip_ok(b, ms, vip, masters) and ok
     if not ok or vrid is None or port is None or mclt is None or key_file is None:
         return None
     return MasterPair(vrid, port, preempt, key_file, float(timeout), mclt)
+
+
+def _secondary_ok(b: Any, ms: dict[str, Any], primary: str | None,
+                  secondary: str | None) -> bool:
+    """A secondary, and another host than the primary."""
+    if not secondary:
+        b.err(ms, "pair", "cluster.masters.secondary", "a master pair needs a secondary")
+        return False
+    if secondary == primary:
+        b.err(ms, "secondary", "cluster.masters.secondary",
+              f"the secondary must be another host than the primary ({primary!r})")
+        return False
+    return True
+
+
+def _vip_ok(b: Any, ms: dict[str, Any], vip: IPv4Address, masters: list[Host]) -> bool:
+    """The VIP is neither master's own address, and on a network both have."""
+    ok = True
+    for h in masters:
+        if vip in h.addresses.values():
+            b.err(ms, "pair", "cluster.master_address",
+                  f"{vip} is {h.name}'s own address: with a pair it is the VIP, "
+                  "another address than either master's")
+            ok = False
+    if not any(vip in net.cidr for net in _shared_networks(masters)):
+        b.err(ms, "pair", "cluster.master_address",
+              f"the VIP {vip} is on no network both masters ("
+              f"{masters[0].name}, {masters[1].name}) have an address on")
+        ok = False
+    return ok
 
 
 def _shared_networks(masters: list[Host]) -> list[Any]:
