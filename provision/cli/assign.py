@@ -9,6 +9,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,13 +19,22 @@ from ..balancer import members as lbmembers
 from ..balancer.members import Override
 from ..inventory import Inventory, InventoryError, loads
 from ..inventory.edit import assign_role
-from ..policy.assignplan import describe, plan
+from ..policy.assignplan import Plan, describe, plan
 from ..render import render_host
 from ..sshtrust.sshconf import SshConfig, ensure_client_key
 from ..state import FILENAME, StateStore
 from ..state.assign import AssignJournal
 from .common import inventory_option, ssh_login_options
-from .editcommon import apply, fail_problems, file_diff, finish, start, state_dir_option, validated
+from .editcommon import (
+    Edit,
+    apply,
+    fail_problems,
+    file_diff,
+    finish,
+    start,
+    state_dir_option,
+    validated,
+)
 from .hostedit import _addresses, address_option, leased_elsewhere
 
 
@@ -109,17 +119,61 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
             fail_problems("--journal takes HOST only", [], 2)
         _show_journal(state_dir, host)
         return
-    if as_json and not (dry_run or yes):
-        fail_problems("--json needs --dry-run or --yes (it cannot ask)", [], 2)
-    if undo == (role is not None) and not journal:
-        fail_problems("give ROLE, or --undo without ROLE", [], 2)
-    if undo and addresses:
-        fail_problems("--undo takes the addresses from the history; no --address", [], 2)
+    _check_args(role, undo, addresses, as_json, dry_run, yes)
     if undo:
         role, given = _before_last_assign(inventory_path, state_dir, host)
     else:
         given = _addresses(addresses)
     assert role is not None
+    prepared = _prepare(inventory_path, state_dir, host, role, given)
+    if prepared is None:
+        return
+    edit, old_inv, new_inv, p, why = prepared
+    out = _show_plan(p, edit, why, as_json)
+    if dry_run:
+        click.echo(json.dumps(out, indent=2) if as_json else "dry run: nothing written")
+        return
+    if not yes:
+        _confirm(host, role)
+    command = shlex.join(["assign", "--undo", host, f"(back to {role})"] if undo else
+                         ["assign", host, role, *[f"--address={a}" for a in addresses]])
+    # paramiko logs a failed handshake with a traceback; the step names the reason
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    cfg = SshConfig(Path(state_dir), user=user, port=port,
+                    identity=Path(identity) if identity else None, connect_timeout=ssh_timeout)
+    ensure_client_key(cfg)
+    timeouts = (drain_timeout, ready_timeout, check_timeout)
+    t0 = time.monotonic()
+    outcome, rev, run = _run_live(edit, command, state_dir, old_inv, new_inv, host, role, p,
+                                  cfg, timeouts, ssh_timeout, as_json)
+    took = time.monotonic() - t0
+    if as_json:
+        _json_outcome(out, outcome, rev, run)
+    if not outcome.ok:
+        click.echo(f"error: {host}: step {outcome.failed_step} failed: {outcome.reason}; "
+                   + ("the balancers are as they were" if outcome.restored else
+                      "the directors could not all be told the pools as they were (they "
+                      "keep what they ran; `dsas lb reload` once they answer)")
+                   + f" (`dsas assign --undo {host}` returns it to {p.old_role})", err=True)
+        sys.exit(1)
+    click.echo(f"{host} is {role} now ({took:.1f} s for the live steps)", err=as_json)
+
+
+def _check_args(role: str | None, undo: bool, addresses: tuple[str, ...], as_json: bool,
+                dry_run: bool, yes: bool) -> None:
+    """Exit 2 on a combination of arguments that makes no sense."""
+    if as_json and not (dry_run or yes):
+        fail_problems("--json needs --dry-run or --yes (it cannot ask)", [], 2)
+    if undo == (role is not None):
+        fail_problems("give ROLE, or --undo without ROLE", [], 2)
+    if undo and addresses:
+        fail_problems("--undo takes the addresses from the history; no --address", [], 2)
+
+
+def _prepare(inventory_path: str | None, state_dir: str, host: str, role: str,
+             given: Any) -> tuple[Edit, Inventory, Inventory, Plan, Any] | None:
+    """The edit (started, applied, validated), the inventories before and after, the
+    plan and the addresses the edit chose; None when there is nothing to do."""
     edit = start(inventory_path)
     try:
         old_inv = loads(edit.snap.text, str(edit.path))
@@ -130,19 +184,22 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
         fail_problems(f"no host {host!r} in {edit.path}", [])
     if old_inv.hosts[host].role.name == role and not given:
         click.echo(f"{host} already has role {role}: nothing to do")
-        return
+        return None
     busy = leased_elsewhere(state_dir, old_inv.hosts[host].macs)
     why = apply(edit, lambda d: assign_role(d, host, role, given, busy=busy))
     new_inv = validated(edit)
-    p = plan(old_inv, new_inv, host)
+    return edit, old_inv, new_inv, plan(old_inv, new_inv, host), why
+
+
+def _show_plan(p: Plan, edit: Edit, why: Any, as_json: bool) -> dict[str, Any]:
+    """Print the plan (not with --json); the plan as JSON (for --json)."""
     diff = file_diff(edit)
-    if as_json:
-        out = p.as_json()
-        out["addresses_chosen"] = why
-        out["inventory_diff"] = diff
-        out["live_steps_implemented"] = True
-        out["written"] = False
-    else:
+    out: dict[str, Any] = p.as_json()
+    out["addresses_chosen"] = why
+    out["inventory_diff"] = diff
+    out["live_steps_implemented"] = True
+    out["written"] = False
+    if not as_json:
         click.echo(describe(p))
         click.echo("  inventory:")
         click.echo("".join(f"    {ln}" for ln in diff.splitlines(keepends=True)) or
@@ -151,33 +208,30 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
                    + "):")
         for i, s in enumerate(p.steps, 1):
             click.echo(f"    {i}. {s['step']}: {s['does']}")
-    if dry_run:
-        if as_json:
-            click.echo(json.dumps(out, indent=2))
-        else:
-            click.echo("dry run: nothing written")
-        return
-    if not yes:
-        if not sys.stdin.isatty():
-            fail_problems("not confirmed (no terminal to ask on): use --yes, or --dry-run "
-                          "to only see the plan", [])
-        if not click.confirm(f"write the inventory: {host} becomes {role}?", default=False):
-            fail_problems("not confirmed: nothing written", [])
-    command = shlex.join(["assign", "--undo", host, f"(back to {role})"] if undo else
-                         ["assign", host, role, *[f"--address={a}" for a in addresses]])
-    # paramiko logs a failed handshake with a traceback; the step names the reason
-    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    cfg = SshConfig(Path(state_dir), user=user, port=port,
-                    identity=Path(identity) if identity else None, connect_timeout=ssh_timeout)
-    ensure_client_key(cfg)
+    return out
+
+
+def _confirm(host: str, role: str) -> None:
+    """Ask on the terminal; exit 1 when there is none or the answer is no."""
+    if not sys.stdin.isatty():
+        fail_problems("not confirmed (no terminal to ask on): use --yes, or --dry-run "
+                      "to only see the plan", [])
+    if not click.confirm(f"write the inventory: {host} becomes {role}?", default=False):
+        fail_problems("not confirmed: nothing written", [])
+
+
+def _run_live(edit: Edit, command: str, state_dir: str, old_inv: Inventory, new_inv: Inventory,
+              host: str, role: str, p: Plan, cfg: SshConfig, timeouts: tuple[float, float, float],
+              ssh_timeout: float, as_json: bool) -> tuple[live.Outcome, int | None, int]:
+    """Journal the run, write the inventory (the host drained where it is and held out of
+    its new pools first), then the live steps; their outcome, the revision and the run."""
     store = StateStore(state_dir)
     try:
         jr = AssignJournal(store)
         run = jr.start(host, p.old_role, p.new_role, "reboot" if p.reboot else "live",
                        p.as_json())
         prior = lbmembers.of_host(lbmembers.load(store), host)
-        move = _move(old_inv, new_inv, host, prior, p.reboot, drain_timeout, ready_timeout,
-                     check_timeout, f"assign run {run}")
+        move = _move(old_inv, new_inv, host, prior, p.reboot, *timeouts, f"assign run {run}")
         # before the serve reads the new inventory: drained where it is, held out of
         # its new pools until it is up in its new role
         lbmembers.set_host(store, host, move.transitional())
@@ -198,30 +252,24 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
         click.echo(f"{host}: inventory says role {role} now; the live steps "
                    f"({'reboot' if p.reboot else 'live'}):", err=as_json)
         farm = LiveFarm(host, new_inv, cfg, store, timeout=max(120.0, ssh_timeout * 3))
-        t0 = time.monotonic()
         outcome = live.run(move, farm, jr, run, say=lambda m: click.echo(m, err=as_json))
-        took = time.monotonic() - t0
     finally:
         store.close()
-    if as_json:
-        out["written"] = rev is not None
-        out["revision"] = rev
-        out["journal_run"] = run
-        out["ok"] = outcome.ok
-        out["failed_step"] = outcome.failed_step
-        out["reason"] = outcome.reason
-        out["restored"] = outcome.restored
-        out["steps"] = [{"step": a, "status": b, "detail": c} for a, b, c in outcome.steps]
-        out["seconds"] = {k: round(v, 3) for k, v in outcome.timings.items()}
-        click.echo(json.dumps(out, indent=2))
-    if not outcome.ok:
-        click.echo(f"error: {host}: step {outcome.failed_step} failed: {outcome.reason}; "
-                   + ("the balancers are as they were" if outcome.restored else
-                      "the directors could not all be told the pools as they were (they "
-                      "keep what they ran; `dsas lb reload` once they answer)")
-                   + f" (`dsas assign --undo {host}` returns it to {p.old_role})", err=True)
-        sys.exit(1)
-    click.echo(f"{host} is {role} now ({took:.1f} s for the live steps)", err=as_json)
+    return outcome, rev, run
+
+
+def _json_outcome(out: dict[str, Any], outcome: live.Outcome, rev: int | None, run: int) -> None:
+    """Print the plan with what the run did, as one JSON document."""
+    out["written"] = rev is not None
+    out["revision"] = rev
+    out["journal_run"] = run
+    out["ok"] = outcome.ok
+    out["failed_step"] = outcome.failed_step
+    out["reason"] = outcome.reason
+    out["restored"] = outcome.restored
+    out["steps"] = [{"step": a, "status": b, "detail": c} for a, b, c in outcome.steps]
+    out["seconds"] = {k: round(v, 3) for k, v in outcome.timings.items()}
+    click.echo(json.dumps(out, indent=2))
 
 
 def _move(old_inv: Inventory, new_inv: Inventory, host: str, prior: list[Override],
