@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..inventory.model import Inventory
+from ..inventory.model import Inventory, LvsPair, VirtualService
 from ..push.remote import RemoteError, RemoteNode
 from ..sshtrust.sshconf import SshConfig
 
@@ -169,67 +169,73 @@ def collect(inv: Inventory, cfg: SshConfig, timeout: float = 20) -> list[Directo
 def status(inv: Inventory, views: list[DirectorView]) -> dict[str, Any]:
     """The report: per virtual service and director, each real server's state; per
     VRRP instance, who holds it."""
-    from ..inventory.load import vrrp_ids
-
     by_host = {v.host: v for v in views}
     services = []
     for vs in inv.virtual_services.values():
         pair = inv.lvs_pairs.get(vs.pair)
-        directors: list[dict[str, Any]] = []
-        for h in (pair.directors if pair else ()):
-            v = by_host.get(h)
-            if v is None or v.error is not None:
-                directors.append({"host": h, "error": v.error if v else "not queried"})
-                continue
-            table = next((s for s in v.ipvs if s.vip == str(vs.vip) and s.port == vs.port
-                          and s.protocol == vs.protocol), None)
-            reals: list[dict[str, Any]] = []
-            listed = {(r.address, r.port): r for r in (table.reals if table else [])}
-            for rh in inv.hosts_of_role(vs.role):
-                key = (str(rh.primary_interface.address), vs.real_port)
-                r = listed.pop(key, None)
-                if r is None:
-                    reals.append({"host": rh.name, "address": key[0], "port": key[1],
-                                  "state": "out" if table else "-", "weight": None,
-                                  "active": None, "inactive": None})
-                else:
-                    reals.append({"host": rh.name, "address": r.address, "port": r.port,
-                                  "state": "up" if r.weight > 0 else "weight 0",
-                                  "weight": r.weight, "active": r.active,
-                                  "inactive": r.inactive, "forward": r.forward})
-            for r in listed.values():  # in IPVS but not in the inventory
-                reals.append({"host": None, "address": r.address, "port": r.port,
-                              "state": "unknown to the inventory", "weight": r.weight,
-                              "active": r.active, "inactive": r.inactive,
-                              "forward": r.forward})
-            directors.append({"host": h, "in_ipvs": table is not None,
-                              "scheduler": table.scheduler if table else None,
-                              "reals": reals})
+        directors = [_director_row(inv, vs, h, by_host.get(h))
+                     for h in (pair.directors if pair else ())]
         services.append({"name": vs.name, "vip": str(vs.vip), "port": vs.port,
                          "protocol": vs.protocol, "pair": vs.pair, "directors": directors})
-    instances = []
-    for pair in inv.lvs_pairs.values():
-        vips: dict[str, list[str]] = {}
-        for vs in inv.services_of_pair(pair.name):
-            net = inv.network_of(vs.vip)
-            if net is not None and str(vs.vip) not in vips.setdefault(net.name, []):
-                vips[net.name].append(str(vs.vip))
-        for net_name, gw in pair.gateway_vips.items():
-            if str(gw) not in vips.setdefault(net_name, []):
-                vips[net_name].append(str(gw))
-        ids = vrrp_ids(pair, list(inv.virtual_services.values()), inv.networks)
-        for net_name, vrid in ids.items():
-            holders, unknown = [], []
-            for h in pair.directors:
-                v = by_host.get(h)
-                if v is None or v.error is not None:
-                    unknown.append(h)
-                elif set(vips.get(net_name, [])) <= v.addresses:
-                    holders.append(h)
-            instances.append({"name": f"{pair.name}_{net_name}", "pair": pair.name,
-                              "network": net_name, "vrid": vrid,
-                              "vips": vips.get(net_name, []), "holders": holders,
-                              "unknown": unknown})
+    instances = [row for pair in inv.lvs_pairs.values() for row in _vrrp_rows(inv, pair, by_host)]
     unreachable = [{"host": v.host, "address": v.address, "reason": v.error}
                    for v in views if v.error is not None]
     return {"services": services, "vrrp": instances, "unreachable": unreachable}
+
+
+    instances = [row for pair in inv.lvs_pairs.values()
+                 for row in _vrrp_rows(inv, pair, by_host)]
+    """One director's view of virtual service ``vs``: each real server's state."""
+    if v is None or v.error is not None:
+        return {"host": h, "error": v.error if v else "not queried"}
+    table = next((s for s in v.ipvs if s.vip == str(vs.vip) and s.port == vs.port
+                  and s.protocol == vs.protocol), None)
+    reals: list[dict[str, Any]] = []
+    listed = {(r.address, r.port): r for r in (table.reals if table else [])}
+    for rh in inv.hosts_of_role(vs.role):
+        key = (str(rh.primary_interface.address), vs.real_port)
+        r = listed.pop(key, None)
+        if r is None:
+            reals.append({"host": rh.name, "address": key[0], "port": key[1],
+                          "state": "out" if table else "-", "weight": None,
+                          "active": None, "inactive": None})
+        else:
+            reals.append({"host": rh.name, "address": r.address, "port": r.port,
+                          "state": "up" if r.weight > 0 else "weight 0",
+                          "weight": r.weight, "active": r.active,
+                          "inactive": r.inactive, "forward": r.forward})
+    for r in listed.values():  # in IPVS but not in the inventory
+        reals.append({"host": None, "address": r.address, "port": r.port,
+                      "state": "unknown to the inventory", "weight": r.weight,
+                      "active": r.active, "inactive": r.inactive, "forward": r.forward})
+    return {"host": h, "in_ipvs": table is not None,
+            "scheduler": table.scheduler if table else None, "reals": reals}
+
+
+def _vrrp_rows(inv: Inventory, pair: LvsPair, by_host: dict[str, DirectorView]
+               ) -> list[dict[str, Any]]:
+    """The pair's VRRP instances (one per network): its VIPs and who holds them."""
+    from ..inventory.load import vrrp_ids
+
+    vips: dict[str, list[str]] = {}
+    for vs in inv.services_of_pair(pair.name):
+        net = inv.network_of(vs.vip)
+        if net is not None and str(vs.vip) not in vips.setdefault(net.name, []):
+            vips[net.name].append(str(vs.vip))
+    for net_name, gw in pair.gateway_vips.items():
+        if str(gw) not in vips.setdefault(net_name, []):
+            vips[net_name].append(str(gw))
+    rows = []
+    for net_name, vrid in vrrp_ids(pair, list(inv.virtual_services.values()),
+                                   inv.networks).items():
+        holders, unknown = [], []
+        for h in pair.directors:
+            v = by_host.get(h)
+            if v is None or v.error is not None:
+                unknown.append(h)
+            elif set(vips.get(net_name, [])) <= v.addresses:
+                holders.append(h)
+        rows.append({"name": f"{pair.name}_{net_name}", "pair": pair.name,
+                     "network": net_name, "vrid": vrid, "vips": vips.get(net_name, []),
+                     "holders": holders, "unknown": unknown})
+    return rows
