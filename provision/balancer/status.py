@@ -177,14 +177,15 @@ def status(inv: Inventory, views: list[DirectorView]) -> dict[str, Any]:
                      for h in (pair.directors if pair else ())]
         services.append({"name": vs.name, "vip": str(vs.vip), "port": vs.port,
                          "protocol": vs.protocol, "pair": vs.pair, "directors": directors})
-    instances = [row for pair in inv.lvs_pairs.values() for row in _vrrp_rows(inv, pair, by_host)]
+    instances = [row for pair in inv.lvs_pairs.values()
+                 for row in _vrrp_rows(inv, pair, by_host)]
     unreachable = [{"host": v.host, "address": v.address, "reason": v.error}
                    for v in views if v.error is not None]
     return {"services": services, "vrrp": instances, "unreachable": unreachable}
 
 
-    instances = [row for pair in inv.lvs_pairs.values()
-                 for row in _vrrp_rows(inv, pair, by_host)]
+def _director_row(inv: Inventory, vs: VirtualService, h: str,
+                  v: DirectorView | None) -> dict[str, Any]:
     """One director's view of virtual service ``vs``: each real server's state."""
     if v is None or v.error is not None:
         return {"host": h, "error": v.error if v else "not queried"}
