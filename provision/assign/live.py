@@ -138,84 +138,92 @@ def run(move: Move, farm: Farm, journal: Journal, run_id: int,
         sleep: Callable[[float], None] = time.sleep) -> Outcome:
     """The live steps, in order; the overrides must already be ``move.transitional()``
     (set before the inventory was written)."""
-    out = Outcome(ok=True)
+    steps = _Steps(move, farm, clock, sleep)
+    out = steps.out
     order = ["drain", "deliver", "reboot" if move.reboot else "reapply", "rebalance"]
-    reapplied = False
 
     def record(step: str, status: str, detail: str) -> None:
         journal.step(run_id, step, status, detail)
         out.steps.append((step, status, detail))
         say(f"  {step}: {status}" + (f" ({detail})" if detail else ""))
 
-    def drain() -> str:
-        if not move.before:
-            return "in no pool: nothing to drain"
-        farm.reload(move.roles)
-        addrs = {m.address for m in move.before.values()}
-        deadline = clock() + move.drain_timeout
-        while True:
-            states = [(a, *farm.drained(set(move.before), a)) for a in sorted(addrs)]
-            if all(ok for _, ok, _ in states):
-                return "weight 0 on every director, 0 active connections: " + "; ".join(
-                    d for _, _, d in states)
-            if clock() >= deadline:
-                return (f"--drain-timeout {move.drain_timeout:g} s ran out; going on with: "
-                        + "; ".join(d for _, _, d in states))
-            sleep(0.5)
-
-    def deliver() -> str:
-        return farm.deliver(move.old_address, move.dsas_conf)
-
-    def reapply() -> str:
-        nonlocal reapplied
-        since = farm.reapply(move.old_address)
-        said = farm.wait_report(since, move.new_role, move.ready_timeout)
-        reapplied = True
-        return said
-
-    def reboot() -> str:
-        nonlocal reapplied
-        since = farm.reboot(move.old_address)
-        said = farm.wait_report(since, None, move.ready_timeout)
-        reapplied = True
-        return said
-
-    def rebalance() -> str:
-        farm.set_members([])
-        if not move.roles:
-            return "in no pool before or after: nothing to reload"
-        farm.reload(move.roles)
-        if not move.new_pooled:
-            return f"{move.host} is in no pool of role {move.new_role}"
-        deadline = clock() + move.check_timeout
-        while True:
-            ok, detail = farm.serving({move.new_role}, move.new_address)
-            if ok:
-                return f"health check passed, in the pools: {detail}"
-            if clock() >= deadline:
-                raise StepFailed(f"not in the pools of role {move.new_role} after "
-                                 f"{move.check_timeout:g} s (health check failing?): {detail}")
-            sleep(1.0)
-
-    actions = {"drain": drain, "deliver": deliver, "reapply": reapply, "reboot": reboot,
-               "rebalance": rebalance}
     for i, step in enumerate(order):
         t0 = clock()
         try:
-            detail = actions[step]()
+            detail = getattr(steps, step)()
         except StepFailed as e:
             out.timings[step] = clock() - t0
             out.ok, out.failed_step, out.reason = False, step, e.reason
             record(step, "failed", f"{move.host}: {e.reason}")
             for rest in order[i + 1:]:
                 record(rest, "not-run", f"{step} failed")
-            status, detail = _restore(move, farm, reapplied)
+            status, detail = _restore(move, farm, steps.reapplied)
             out.restored = status == "done"
             record("restore", status, detail)
             return out
         out.timings[step] = clock() - t0
         record(step, "done", detail)
     return out
+
+
+class _Steps:
+    """The four steps of one move, each returning its detail or raising StepFailed."""
+
+    def __init__(self, move: Move, farm: Farm, clock: Callable[[], float],
+                 sleep: Callable[[float], None]) -> None:
+        self.move, self.farm, self.clock, self.sleep = move, farm, clock, sleep
+        self.out = Outcome(ok=True)
+        self.reapplied = False  # the host runs its new role (restore must undo that)
+
+    def drain(self) -> str:
+        move, farm = self.move, self.farm
+        if not move.before:
+            return "in no pool: nothing to drain"
+        farm.reload(move.roles)
+        addrs = {m.address for m in move.before.values()}
+        deadline = self.clock() + move.drain_timeout
+        while True:
+            states = [(a, *farm.drained(set(move.before), a)) for a in sorted(addrs)]
+            if all(ok for _, ok, _ in states):
+                return "weight 0 on every director, 0 active connections: " + "; ".join(
+                    d for _, _, d in states)
+            if self.clock() >= deadline:
+                return (f"--drain-timeout {move.drain_timeout:g} s ran out; going on with: "
+                        + "; ".join(d for _, _, d in states))
+            self.sleep(0.5)
+
+    def deliver(self) -> str:
+        return self.farm.deliver(self.move.old_address, self.move.dsas_conf)
+
+    def reapply(self) -> str:
+        since = self.farm.reapply(self.move.old_address)
+        said = self.farm.wait_report(since, self.move.new_role, self.move.ready_timeout)
+        self.reapplied = True
+        return said
+
+    def reboot(self) -> str:
+        since = self.farm.reboot(self.move.old_address)
+        said = self.farm.wait_report(since, None, self.move.ready_timeout)
+        self.reapplied = True
+        return said
+
+    def rebalance(self) -> str:
+        move, farm = self.move, self.farm
+        farm.set_members([])
+        if not move.roles:
+            return "in no pool before or after: nothing to reload"
+        farm.reload(move.roles)
+        if not move.new_pooled:
+            return f"{move.host} is in no pool of role {move.new_role}"
+        deadline = self.clock() + move.check_timeout
+        while True:
+            ok, detail = farm.serving({move.new_role}, move.new_address)
+            if ok:
+                return f"health check passed, in the pools: {detail}"
+            if self.clock() >= deadline:
+                raise StepFailed(f"not in the pools of role {move.new_role} after "
+                                 f"{move.check_timeout:g} s (health check failing?): {detail}")
+            self.sleep(1.0)
 
 
 def _restore(move: Move, farm: Farm, reapplied: bool) -> tuple[str, str]:
