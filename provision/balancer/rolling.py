@@ -83,29 +83,10 @@ def run(inv_pools: Callable[[str, Overrides], dict[str, Member]], pools: Pools,
         say(f"batch {gi + 1}/{len(groups)}: {', '.join(b.hosts)}"
             + (f" (pools of {', '.join(sorted(roles))})" if roles else " (in no pool)"))
 
+        if roles and not _drain(pools, group, where, prior, roles, b, drain_timeout,
+                                clock, sleep):
+            break
         if roles:
-            for t in group:
-                keep = [o for o in prior[t.name] if o.role not in where[t.name]]
-                pools.set_host(t.name, keep + [
-                    Override(t.name, r, "drain", m.address, "rolling push")
-                    for r, m in sorted(where[t.name].items())])
-            why = pools.reload(roles)
-            if why is not None:
-                b.error = f"drain: {why}"
-                _put_back(pools, group, prior, roles)
-                break
-            deadline = clock() + drain_timeout
-            while True:
-                states = [pools.drained(set(where[t.name]), m.address)
-                          for t in group for m in where[t.name].values()]
-                if all(ok for ok, _ in states):
-                    b.drained = "0 active connections"
-                    break
-                if clock() >= deadline:
-                    b.drained = f"--drain-timeout {drain_timeout:g} s ran out: " + "; ".join(
-                        d for ok, d in states if not ok)
-                    break
-                sleep(0.5)
             say(f"  drained: {b.drained}")
         results = push(group)
         b.pushed = [h for h, ok, _ in results if ok]
@@ -115,18 +96,7 @@ def run(inv_pools: Callable[[str, Overrides], dict[str, Member]], pools: Pools,
             b.error = f"restore: {why}"
             break
         if roles:
-            deadline = clock() + check_timeout
-            while True:
-                states = [pools.serving({r}, m.address)
-                          for t in group for r, m in where[t.name].items() if not m.drained]
-                if all(ok for ok, _ in states):
-                    b.back = "back in the pools (health check passed)"
-                    break
-                if clock() >= deadline:
-                    b.error = (f"not back in the pools after {check_timeout:g} s: "
-                               + "; ".join(d for ok, d in states if not ok))
-                    break
-                sleep(1.0)
+            _wait_back(pools, group, where, b, check_timeout, clock, sleep)
             say(f"  {b.back or b.error}")
         if b.failed or b.error:
             break
@@ -136,6 +106,54 @@ def run(inv_pools: Callable[[str, Overrides], dict[str, Member]], pools: Pools,
     if last is not None and (last.failed or last.error):
         out.stopped = last.error or "push failed on " + "; ".join(last.failed)
     return out
+
+
+Where = dict[str, dict[str, Member]]  # host -> role -> how it is in that role's pools
+
+
+def _drain(pools: Pools, group: list[Target], where: Where,
+           prior: dict[str, list[Override]], roles: set[str], b: Batch, timeout: float,
+           clock: Callable[[], float], sleep: Callable[[float], None]) -> bool:
+    """The batch at weight 0 on the directors, waiting (``timeout``) for its connections
+    to end; False (``b.error``, the pools put back) when the directors refused."""
+    for t in group:
+        keep = [o for o in prior[t.name] if o.role not in where[t.name]]
+        pools.set_host(t.name, keep + [Override(t.name, r, "drain", m.address, "rolling push")
+                                       for r, m in sorted(where[t.name].items())])
+    why = pools.reload(roles)
+    if why is not None:
+        b.error = f"drain: {why}"
+        _put_back(pools, group, prior, roles)
+        return False
+    deadline = clock() + timeout
+    while True:
+        states = [pools.drained(set(where[t.name]), m.address)
+                  for t in group for m in where[t.name].values()]
+        if all(ok for ok, _ in states):
+            b.drained = "0 active connections"
+            return True
+        if clock() >= deadline:
+            b.drained = f"--drain-timeout {timeout:g} s ran out: " + "; ".join(
+                d for ok, d in states if not ok)
+            return True
+        sleep(0.5)
+
+
+def _wait_back(pools: Pools, group: list[Target], where: Where, b: Batch, timeout: float,
+               clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+    """Until the batch is back in its pools (health check passed), or ``b.error``."""
+    deadline = clock() + timeout
+    while True:
+        states = [pools.serving({r}, m.address)
+                  for t in group for r, m in where[t.name].items() if not m.drained]
+        if all(ok for ok, _ in states):
+            b.back = "back in the pools (health check passed)"
+            return
+        if clock() >= deadline:
+            b.error = (f"not back in the pools after {timeout:g} s: "
+                       + "; ".join(d for ok, d in states if not ok))
+            return
+        sleep(1.0)
 
 
 def _put_back(pools: Pools, group: list[Target], prior: dict[str, list[Override]],
