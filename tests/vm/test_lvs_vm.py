@@ -31,10 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.clone import TEST_BOOT_ROOT, build_images
 from lab.cluster import LabCluster
 from lab.lvs import (
-    CLIENT,
     CLIENT_LOOP,
     DSAS,
     INVENTORY,
@@ -47,6 +45,7 @@ from lab.lvs import (
     fail_over,
     lb_status,
     loop_on_vip,
+    lvs_farm,
     raw,
     reboot_as,
     requests,
@@ -57,7 +56,7 @@ from lab.lvs import (
     wait_until,
 )
 from lab.qemu import Shell, wait_shell
-from lab.testing import Lab, Netns, require_root, require_tool
+from lab.testing import Netns
 from provision.inventory import load
 from provision.sshtrust.sshconf import SshConfig, ensure_client_key
 
@@ -65,28 +64,10 @@ from provision.sshtrust.sshconf import SshConfig, ensure_client_key
 @pytest.fixture
 def lvs_lab(tmp_path: Path, request: pytest.FixtureRequest
             ) -> Iterator[tuple[LabCluster, Netns]]:
-    require_root()
-    for t in ("qemu-system-x86_64", "curl", "ip"):
-        require_tool(t)
     tiny = getattr(request, "param", "web") == "tiny-lvs"
-    build_images("tiny", "tiny-lvs" if tiny else "web")
-    boot = TEST_BOOT_ROOT
-    inv_path = tmp_path / "cluster.yaml"
-    inv_path.write_text(tiny_directors(INVENTORY) if tiny else INVENTORY)
-    with Lab() as lab:
-        c = LabCluster(lab, load(inv_path), inv_path, tmp_path, Path(boot), ["-v"])
-        try:
-            c.setup_network()
-            m = c.master
-            # the outside VLAN's untagged side becomes a bridge the client joins
-            m.run(["ip", "addr", "flush", "dev", "vlan2"])
-            lab.bridge(m, "br2", "198.19.2.1/24")
-            m.run(["ip", "link", "set", "vlan2", "master", "br2"])
-            client = lab.netns("client")
-            lab.plug(m, "br2", client, f"{CLIENT}/24")
-            yield c, client
-        finally:
-            c.stop()
+    with lvs_farm(tmp_path, tiny_directors(INVENTORY) if tiny else INVENTORY,
+                  ("tiny", "tiny-lvs" if tiny else "web")) as farm:
+        yield farm
 
 
 
