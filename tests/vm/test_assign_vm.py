@@ -117,7 +117,7 @@ def test_assign_moves_hosts_live_with_no_failed_request(farm: tuple[LabCluster, 
             raw(c, state, n, f"echo {n} > /var/www/html/index.html")
 
         def answers(n: int = 20) -> set[str]:
-            from .lvslab import requests
+            from lab.lvs import requests
             return {b for _, ok, b in requests(client, n, 0.05, 20) if ok}
 
         wait_until(lambda: answers() == {"w1"}, 240, "w1 alone answering through the VIP", 2)
