@@ -25,8 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from provision.inventory.history import sha256
-
 from bench.lvs import Cpu
 from lab.assign import GUESTS, INVENTORY
 from lab.clone import TEST_BOOT_ROOT, build_images
@@ -36,6 +34,7 @@ from lab.lvs import client_rows as _rows
 from lab.netns import Lab
 from provision.inventory import load
 from provision.services.servepid import notify_serve
+from provision.state.inventory import sha256
 
 
 def _wait(ok, timeout: float, what: str, step: float = 0.5) -> None:  # type: ignore[no-untyped-def]
