@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 PING_EVERY = 0.5  # s between heartbeats on an idle channel
 CONNECT_TIMEOUT = 1.0
 SYNC_TIMEOUT = 30.0  # s for a whole lease set to cross
+TABLES_TIMEOUT = 5.0  # s for a copy of the other state (events, histories) to be acked
 TABLES_EVERY = 2.0  # s at most between two copies of the other state (when it changed)
 STATUS_FILE = "master-status.json"
 
@@ -299,7 +300,10 @@ class Replicator:
                     if mtype != wire.ACK:
                         raise wire.WireError("bad_reply")
                 except (OSError, ConnectionError, wire.WireError):
-                    self._close_link()
+                    if self.active and self.synced:  # the link dropped while in sync
+                        self._interrupt("no answer to the lease set")
+                    else:
+                        self._close_link()
                     return
                 if self.backlog or self.active:
                     log.info("master pair: %s caught up (%d leases, %d change(s) it had "
@@ -332,13 +336,16 @@ class Replicator:
             return False
         tables = replica.other_tables(self.store)
         try:
+            # bounded well under SYNC_TIMEOUT: the lock is held, and DHCP ACKs wait for it
             mtype, _ = self._call(wire.TABLES, {"tables": tables, "sha256": _digest(tables)},
-                                  SYNC_TIMEOUT)
+                                  max(TABLES_TIMEOUT, 5 * self.me.pair.peer_timeout))
             if mtype != wire.ACK:
                 raise wire.WireError("bad_reply")
         except (OSError, ConnectionError, wire.WireError):
-            self._close_link()
-            return False
+            # in sync until now: a peer that cannot take the copy is gone (go on alone; a
+            # bare close would leave us "in sync" through every later failed reconnect)
+            self._interrupt("no answer to the state copy")
+            return True
         self._tables_at, self._tables_mark = now, mark
         self.last_tables_sync = self.clock()
         return True
