@@ -258,3 +258,17 @@ def test_gzip_has_no_timestamp() -> None:
     assert gzip.GzipFile(fileobj=io.BytesIO(blob)).read() == b"x"
 
 
+
+
+def test_every_recipe_with_dsas_init_ships_the_shared_library() -> None:
+    """dsas-init sources lib/common.sh (say, json_escape, post_event): an image with one
+    and not the other fails at boot ("DSAS_LIB: no /usr/lib/dsas/common.sh")."""
+    import tomllib
+
+    missing = []
+    for recipe in sorted((ROOT / "images").glob("*/recipe.toml")):
+        files = tomllib.loads(recipe.read_text()).get("file", [])
+        srcs = {f.get("src") for f in files}
+        if "boot-scripts/dsas-init" in srcs and "boot-scripts/lib/common.sh" not in srcs:
+            missing.append(recipe.parent.name)
+    assert not missing, missing
