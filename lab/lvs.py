@@ -195,8 +195,14 @@ def trust(c: LabCluster, state: Path, name: str) -> None:
     wait_until(lambda: c.master.run(["bash", "-c", f"exec 3<>/dev/tcp/{addr}/22"],
                                     check=False).returncode == 0, 900,
                f"sshd on {name}")  # ssh.service makes host keys: minutes in TCG under load
-    r = c.master.run([DSAS, "trust", name, "-y", "-i", str(c.inventory_path), "--state-dir",
-                      str(state)], check=False, timeout=60)
+    # ssh-keyscan gives sshd 10 s to answer; a TCG guest under load can take longer for its
+    # first key exchanges: a few tries (bounded), each one a real scan
+    for _ in range(6):
+        r = c.master.run([DSAS, "trust", name, "-y", "-i", str(c.inventory_path),
+                          "--state-dir", str(state)], check=False, timeout=60)
+        if r.returncode == 0 or "no host key answered" not in r.stderr:
+            break
+        time.sleep(10)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
