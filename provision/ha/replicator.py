@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 PING_EVERY = 0.5  # s between heartbeats on an idle channel
 CONNECT_TIMEOUT = 1.0
 SYNC_TIMEOUT = 30.0  # s for a whole lease set to cross
+HANDSHAKE_TIMEOUT = 5.0  # s a connection may take to authenticate
+MAX_CONNECTIONS = 4  # at once: the peer needs one or two; more are refused, counted
 TABLES_TIMEOUT = 5.0  # s for a copy of the other state (events, histories) to be acked
 TABLES_EVERY = 2.0  # s at most between two copies of the other state (when it changed)
 STATUS_FILE = "master-status.json"
@@ -74,6 +76,7 @@ class Replicator:
         self.on_confirmed: Callable[[list[Change]], None] = lambda changes: None
         self._threads: list[threading.Thread] = []
         self._listener: socket.socket | None = None
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     # -- life cycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -112,17 +115,31 @@ class Replicator:
         assert self._listener is not None
         while not self._stop.is_set():
             try:
-                conn, _ = self._listener.accept()
+                conn, (addr, _) = self._listener.accept()
             except TimeoutError:
                 continue
             except OSError:
                 return
+            if addr != str(self.me.peer_address):  # the channel is between the two masters
+                conn.close()
+                self._drop("not_peer")
+                continue
+            if not self._slots.acquire(blocking=False):  # idle connections cannot pile up
+                conn.close()
+                self._drop("busy")
+                continue
             threading.Thread(target=self._connection, args=(conn,), name="pair-conn",
                              daemon=True).start()
 
     def _connection(self, conn: socket.socket) -> None:
+        try:
+            self._serve_connection(conn)
+        finally:
+            self._slots.release()
+
+    def _serve_connection(self, conn: socket.socket) -> None:
         with conn:
-            conn.settimeout(SYNC_TIMEOUT)
+            conn.settimeout(HANDSHAKE_TIMEOUT)
             try:
                 codec = wire.server_handshake(conn, self._key)
             except wire.WireError as e:
@@ -131,6 +148,7 @@ class Replicator:
                 return
             except (OSError, ConnectionError):
                 return
+            conn.settimeout(SYNC_TIMEOUT)
             while not self._stop.is_set():
                 try:
                     mtype, body = codec.open(wire.read_frame(conn))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -298,3 +299,45 @@ def test_the_other_state_is_copied_whole_blobs_and_all(tmp_path: Path) -> None:
     assert replica.other_fingerprint(a) != mark
     a.close()
     b.close()
+
+
+def test_idle_connections_beyond_the_cap_are_refused_and_the_peer_gets_through_after(
+        tmp_path: Path) -> None:
+    """Connections that never authenticate hold at most MAX_CONNECTIONS slots, each for
+    HANDSHAKE_TIMEOUT at most: one more is closed at once and counted, and once the idle
+    ones time out the peer is served again."""
+    from provision.ha import replicator as rmod
+
+    inv = _inv(tmp_path, pair_inventory())
+    me0 = resolve(inv, "m02")
+    me = Me(me0.side, me0.name, _lo(), me0.peer_side, me0.peer_name, _lo(), me0.vip,
+            me0.network, _with_port(me0, _free_port()))
+    store = StateStore(tmp_path / "state")
+    rep = Replicator(me, KEY, store, Metrics(), tmp_path)
+    rep.start()
+    idle = [socket.create_connection(("127.0.0.1", me.pair.port), timeout=5)
+            for _ in range(rmod.MAX_CONNECTIONS)]
+    try:
+        deadline = time.monotonic() + 5
+        while rep.dropped.get("busy", 0) == 0 and time.monotonic() < deadline:
+            extra = socket.create_connection(("127.0.0.1", me.pair.port), timeout=5)
+            extra.settimeout(2)
+            assert extra.recv(1) == b""  # closed by the server, not served
+            extra.close()
+        assert rep.dropped.get("busy", 0) >= 1
+        deadline = time.monotonic() + rmod.HANDSHAKE_TIMEOUT + 10
+        while True:  # the idle ones are cut after HANDSHAKE_TIMEOUT: the peer gets a slot
+            try:
+                sock, codec = _client(me, KEY)
+                break
+            except (wire.WireError, ConnectionError, OSError):
+                assert time.monotonic() < deadline, "the peer never got a slot back"
+                time.sleep(0.5)
+        sock.sendall(codec.seal(wire.PING, {}))
+        assert codec.open(wire.read_frame(sock))[0] == wire.PONG
+        sock.close()
+    finally:
+        for s in idle:
+            s.close()
+        rep.stop()
+        store.close()
