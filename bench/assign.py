@@ -29,7 +29,7 @@ from bench.lvs import Cpu
 from lab.assign import GUESTS, INVENTORY
 from lab.clone import TEST_BOOT_ROOT, build_images
 from lab.cluster import LabCluster
-from lab.lvs import CLIENT, CLIENT_LOOP, DSAS, VIP, boot, publish_key, raw, trust
+from lab.lvs import CLIENT_LOOP, DSAS, VIP, boot, outside_client, publish_key, raw, trust
 from lab.lvs import client_rows as _rows
 from lab.netns import Lab
 from provision.inventory import load
@@ -56,13 +56,8 @@ def main(argv: list[str]) -> int:
         inv_path.write_text(INVENTORY)
         c = LabCluster(lab, load(inv_path), inv_path, work, TEST_BOOT_ROOT)
         try:
-            c.setup_network()
+            client = outside_client(c)
             m = c.master
-            m.run(["ip", "addr", "flush", "dev", "vlan2"])
-            lab.bridge(m, "br2", "198.19.2.1/24")
-            m.run(["ip", "link", "set", "vlan2", "master", "br2"])
-            client = lab.netns("client")
-            lab.plug(m, "br2", client, f"{CLIENT}/24")
             state = publish_key(c)
             c.start_serve()
             t0 = time.monotonic()

@@ -47,13 +47,13 @@ from pathlib import Path
 from lab.clone import TEST_BOOT_ROOT, build_images
 from lab.cluster import LabCluster
 from lab.lvs import (
-    CLIENT,
     INVENTORY,
     VIP,
     WEB,
     boot,
     edit_inventory,
     fail_over,
+    outside_client,
     reboot_as,
     wait_ready_since,
     wait_until,
@@ -165,13 +165,8 @@ def main(argv: list[str]) -> int:
         c = LabCluster(lab, load(inv_path), inv_path, work, TEST_BOOT_ROOT)
         assert c.inventory.hosts["lvs1"].image == args.director_image
         try:
-            c.setup_network()
+            client = outside_client(c)
             m = c.master
-            m.run(["ip", "addr", "flush", "dev", "vlan2"])
-            lab.bridge(m, "br2", "198.19.2.1/24")
-            m.run(["ip", "link", "set", "vlan2", "master", "br2"])
-            client = lab.netns("client")
-            lab.plug(m, "br2", client, f"{CLIENT}/24")
             lab.plug(m, "br0", client, "198.18.3.50/22")  # the direct leg, inside
             c.start_serve()
             t0 = time.monotonic()

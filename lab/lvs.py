@@ -332,6 +332,19 @@ def lb_status(c: LabCluster, state: Path, expect_rc: int = 0) -> dict[str, Any]:
     return doc
 
 
+def outside_client(c: LabCluster) -> Netns:
+    """The master's network set up, the outside VLAN's untagged side made a bridge, and a
+    client namespace on it (the Internet, as the VIPs see it)."""
+    c.setup_network()
+    m = c.master
+    m.run(["ip", "addr", "flush", "dev", "vlan2"])
+    c.lab.bridge(m, "br2", "198.19.2.1/24")
+    m.run(["ip", "link", "set", "vlan2", "master", "br2"])
+    client = c.lab.netns("client")
+    c.lab.plug(m, "br2", client, f"{CLIENT}/24")
+    return client
+
+
 @contextmanager
 def lvs_farm(tmp_path: Path, inventory: str, images: tuple[str, ...] = ("tiny", "web"),
              ) -> Iterator[tuple[LabCluster, Netns]]:
@@ -346,15 +359,7 @@ def lvs_farm(tmp_path: Path, inventory: str, images: tuple[str, ...] = ("tiny", 
     with Lab() as lab:
         c = LabCluster(lab, load(inv_path), inv_path, tmp_path, Path(boot), ["-v"])
         try:
-            c.setup_network()
-            m = c.master
-            # the outside VLAN's untagged side becomes a bridge the client joins
-            m.run(["ip", "addr", "flush", "dev", "vlan2"])
-            lab.bridge(m, "br2", "198.19.2.1/24")
-            m.run(["ip", "link", "set", "vlan2", "master", "br2"])
-            client = lab.netns("client")
-            lab.plug(m, "br2", client, f"{CLIENT}/24")
-            yield c, client
+            yield c, outside_client(c)
         finally:
             c.stop()
 
