@@ -17,7 +17,14 @@ from ipaddress import IPv4Address
 from .. import layout
 from ..inventory.model import Host, Inventory, Network
 from ..protocol import dhcp_options as o
-from ..protocol.dhcp import BOOTREPLY, BOOTREQUEST, FLAG_BROADCAST, DhcpPacket, make_packet
+from ..protocol.dhcp import (
+    BOOTREPLY,
+    BOOTREQUEST,
+    FLAG_BROADCAST,
+    ZERO,  # the codec's own object: its encoder tests for it by identity
+    DhcpPacket,
+    make_packet,
+)
 from .dhcp_network import build_pool, lease_options, network_options
 from .dhcp_types import (
     BROADCAST,
@@ -33,7 +40,6 @@ from .dhcp_types import (
 from .leases import BOUND, Change, LeaseTable, Pool, Sighting
 
 HTTP_CLIENT = b"HTTPClient"  # option 60 of UEFI HTTP boot clients, echoed in our offers
-ZERO = IPv4Address(0)
 PXE_PORT = 4011  # PXE 2.1: ProxyDHCP / boot server requests
 SEEN_LIMIT = 200_000  # unknown MACs whose last sighting is remembered (rate limit)
 # iPXE's no-pxedhcp setting (175.176 = 1): PXE-CLIENTS.md 5 measured iPXE REQUESTing

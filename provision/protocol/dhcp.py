@@ -75,7 +75,7 @@ class DhcpPacket:
 
     def _ip(self, code: int) -> IPv4Address | None:
         v = self.options.get(code)
-        return IPv4Address(v) if v and len(v) == 4 else None
+        return _address(v) if v and len(v) == 4 else None
 
     @property
     def requested_ip(self) -> IPv4Address | None:
@@ -203,8 +203,23 @@ def make_packet(op: int, xid: int, chaddr: bytes, htype: int = HTYPE_ETHERNET, h
     return pkt
 
 
+ADDRESSES_CACHED = 4096  # distinct header addresses remembered by the decoder
+
+
 def _address(raw: bytes) -> IPv4Address:
-    return ZERO if raw == ZERO_BYTES else IPv4Address(raw)  # most are 0.0.0.0
+    """The address of 4 header bytes: most are 0.0.0.0, and most others repeat (the relay's
+    giaddr), so they are remembered (IPv4Address objects are immutable)."""
+    if raw == ZERO_BYTES:
+        return ZERO
+    address = _ADDRESSES.get(raw)
+    if address is None:
+        if len(_ADDRESSES) >= ADDRESSES_CACHED:  # bounded: ciaddr of renewals varies
+            _ADDRESSES.clear()
+        address = _ADDRESSES[raw] = IPv4Address(raw)
+    return address
+
+
+_ADDRESSES: dict[bytes, IPv4Address] = {}
 
 
 def _parse_options(
@@ -236,8 +251,14 @@ def _parse_options(
 def _check_options(options: dict[int, bytes], where: dict[int, int]) -> None:
     """Lengths of well-known options (after RFC 3396 concatenation), the message type,
     and options with inner structure the server reads or echoes."""
-    for code in options.keys() & o.SHAPED:
-        o.check_shape(code, options[code], where[code])
+    shapes = o.SHAPES
+    for code, value in options.items():
+        shape = shapes.get(code)
+        if shape is not None:  # o.check_shape, inline: it runs for every option received
+            minimum, unit, exact = shape
+            n = len(value)
+            if n < minimum or n % unit or (exact and n != minimum):
+                o.check_shape(code, value, where[code])  # raises, with the offset
     mt = options.get(o.MESSAGE_TYPE)
     if mt is not None and not o.DISCOVER <= mt[0] <= o.INFORM:
         raise DhcpDecodeError(where[o.MESSAGE_TYPE], f"unknown message type {mt[0]}",
@@ -259,7 +280,7 @@ def encode(pkt: DhcpPacket, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
     if o.OVERLOAD in pkt.options:
         raise DhcpEncodeError("option 52 is chosen by the encoder")
     space = max(max_size, DEFAULT_MAX_SIZE) - IP_UDP_HEADERS - OPTIONS_START
-    stream = _option_stream(pkt.options)
+    stream = _cached_stream(pkt.options)
     if len(stream) + 1 <= space:
         main, sname, bootfile = bytearray(stream), pkt.sname, pkt.file
     else:
@@ -267,13 +288,38 @@ def encode(pkt: DhcpPacket, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
     main.append(o.END)
     header = HEADER.pack(
         pkt.op, pkt.htype, len(pkt.chaddr), pkt.hops, pkt.xid, pkt.secs, pkt.flags,
-        pkt.ciaddr.packed, pkt.yiaddr.packed, pkt.siaddr.packed, pkt.giaddr.packed,
+        _packed(pkt.ciaddr), _packed(pkt.yiaddr), _packed(pkt.siaddr), _packed(pkt.giaddr),
         pkt.chaddr, sname, bootfile,
     )
     out = header + MAGIC_COOKIE + main
     if len(out) < MIN_PACKET:
         out += bytes(MIN_PACKET - len(out))
     return out
+
+
+def _packed(address: IPv4Address) -> bytes:
+    """``address.packed`` (ipaddress computes it anew each time); most are 0.0.0.0."""
+    return ZERO_BYTES if address is ZERO else address.packed
+
+
+STREAMS_CACHED = 4096  # distinct option sets whose encoding is remembered
+
+
+def _cached_stream(options: dict[int, bytes]) -> bytes:
+    """``_option_stream(options)``, remembered: a server sends the same few option sets
+    (one per message type, network and boot file) over and over. The key is the
+    options' items themselves, so a different set never gets another's bytes."""
+    key = tuple(options.items())
+    stream = _STREAMS.get(key)
+    if stream is None:
+        stream = _option_stream(options)
+        if len(_STREAMS) >= STREAMS_CACHED:  # bounded: per-client values (82, 12) vary
+            _STREAMS.clear()
+        _STREAMS[key] = stream
+    return stream
+
+
+_STREAMS: dict[tuple[tuple[int, bytes], ...], bytes] = {}
 
 
 def _overload(pkt: DhcpPacket, need: int, space: int) -> tuple[bytearray, bytes, bytes]:

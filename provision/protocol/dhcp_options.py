@@ -127,14 +127,19 @@ _EXACT = {OVERLOAD, MESSAGE_TYPE, REQUESTED_IP, SERVER_ID, MAX_MESSAGE_SIZE, LEA
           RENEWAL_TIME, REBINDING_TIME, SUBNET_MASK, BROADCAST_ADDRESS, CLIENT_NDI}
 
 
+# code -> (minimum, unit, exact) for the decoder's one pass over a packet's options
+SHAPES: dict[int, tuple[int, int, bool]] = {
+    code: (minimum, unit, code in _EXACT) for code, (minimum, unit) in _SHAPES.items()}
+
+
 def check_shape(code: int, value: bytes, offset: int) -> None:
     """Raise ``DhcpDecodeError`` if a well-known option has an impossible length."""
-    shape = _SHAPES.get(code)
+    shape = SHAPES.get(code)
     if shape is None:
         return
-    minimum, unit = shape
+    minimum, unit, exact = shape
     n = len(value)
-    if n < minimum or n % unit or (code in _EXACT and n != minimum):
+    if n < minimum or n % unit or (exact and n != minimum):
         raise DhcpDecodeError(offset, f"option {code} has bad length {n}", "bad_option_length")
 
 

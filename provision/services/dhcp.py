@@ -44,6 +44,7 @@ __all__ = ["DhcpService", "create", "interface_address"]
 
 log = logging.getLogger(__name__)
 
+MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: the enum's & costs more than a decode step
 MAX_DATAGRAM = 1500  # larger requests are dropped unparsed ("oversized")
 RECV_BUFFER = 4096  # with MSG_TRUNC, anything larger is still seen as oversized
 BATCH = 256  # datagrams decided per commit at most
@@ -311,7 +312,7 @@ class DhcpService(Service):
 
     def _decide(self, ep: Endpoint, data: bytes, anc: list[tuple[int, int, bytes]],
                 flags: int, batch: Batch) -> Decision | None:
-        if flags & socket.MSG_TRUNC or len(data) > MAX_DATAGRAM:
+        if flags & MSG_TRUNC or len(data) > MAX_DATAGRAM:
             self._drop("oversized", data)
             return None
         try:

@@ -15,7 +15,8 @@ from ..policy.leases import BOUND, Sighting
 from .schema import DHCP
 from .store import StateStore, insert_rows
 
-LIMIT = 4096  # rows kept in dhcp_discovered; the least recently seen go first
+LIMIT = 4096  # rows kept in dhcp_discovered (an eighth more between two evictions); the
+# least recently seen go first
 
 _INSERT = """
 INSERT INTO dhcp_discovered(mac, first_seen, last_seen, arch, vendor_class, user_class, uuid,

@@ -58,11 +58,17 @@ def test_pool_offers_are_short_and_the_free_count_follows_them() -> None:
 
 def test_discovered_table_is_capped_least_recently_seen_first(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
-    journal = LeaseJournal(store, discovered_limit=10)
-    for i in range(25):
+    journal = LeaseJournal(store, discovered_limit=16)  # evicts past 16 + 16 // 8 = 18
+    sizes = []
+    for i in range(40):
         journal.commit([Sighting(_mac(i), T0 + i, None, "", "", "", "eth0", "lan")], T0 + i)
-    journal.commit([Sighting(_mac(3), T0 + 99, None, "", "", "", "eth0", "lan")], T0 + 99)
+        sizes.append(len(journal.discovered()))
+    assert max(sizes) == 18  # never more than the cap and its slack
+    assert sizes[-1] == 16  # the 40th sighting evicted down to the cap: 24..39 stay
+    for when, i in ((99, 24), (100, 41), (101, 42), (102, 43)):  # 24 is seen again
+        journal.commit([Sighting(_mac(i), T0 + when, None, "", "", "", "eth0", "lan")],
+                       T0 + when)
     macs = {r["mac"] for r in journal.discovered()}
     store.close()
-    assert len(macs) == 10
-    assert macs == {_mac(i) for i in range(16, 25)} | {_mac(3)}
+    # 42 made 19 > 18: back to 16, least recently seen first: 25 and 26 go, not 24
+    assert macs == {_mac(i) for i in (24, *range(27, 40), 41, 42, 43)}
