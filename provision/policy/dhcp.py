@@ -41,6 +41,7 @@ from .leases import BOUND, Change, LeaseTable, Pool, Sighting
 
 HTTP_CLIENT = b"HTTPClient"  # option 60 of UEFI HTTP boot clients, echoed in our offers
 PXE_PORT = 4011  # PXE 2.1: ProxyDHCP / boot server requests
+RELAYS_CACHED = 1024  # relay destinations remembered
 SEEN_LIMIT = 200_000  # unknown MACs whose last sighting is remembered (rate limit)
 # iPXE's no-pxedhcp setting (175.176 = 1): PXE-CLIENTS.md 5 measured iPXE REQUESTing
 # 3 ms after the OFFER with it, instead of about 3 s later.
@@ -92,6 +93,10 @@ class DhcpPolicy:
         self._networks = [(net.cidr, net) for net in inventory.networks.values()]
         self._lease_options = {known: lease_options(t) for known, t in (
             (True, self.settings.lease_time), (False, self.settings.pool_lease_time))}
+        # What every reply of one kind on one network starts with (``_answer``), and the
+        # destination of replies through each relay: the same few, built once per reload.
+        self._base_options: dict[tuple[int, IPv4Address, bool, bool, str], dict[int, bytes]] = {}
+        self._relays: dict[IPv4Address, Destination] = {}
 
     # -- entry point -------------------------------------------------------------
     def handle(self, req: DhcpPacket, link: Link, now: float) -> Decision:
@@ -176,16 +181,18 @@ class DhcpPolicy:
             return self._ack(req, link, host, net, ip, now, state)
         if want not in net.cidr:
             return self._nak(req, link, state, "", f"{want} is not on network {net.name}")
-        if state == "init-reboot" and self.table.of(net.name, req.mac) is None:
-            return Decision(drop="init_reboot_unknown", state=state)  # RFC 2131 4.3.2
-        if self.table.of(net.name, req.mac) is None and not self._admit_new(now):
-            return Decision(drop="discovery_rate_limited", state=state)
+        if self.table.of(net.name, req.mac) is None:
+            if state == "init-reboot":
+                return Decision(drop="init_reboot_unknown", state=state)  # RFC 2131 4.3.2
+            if not self._admit_new(now):
+                return Decision(drop="discovery_rate_limited", state=state)
         pool = self._pool(net, link)
         if self._peer_answers(req, net, pool, want, now):
             # Alone, this side gives out only its own half, and no address the peer
             # may still have given: the peer (if it is up) answers this one.
             return Decision(drop="peer_half", state=state)
-        if int(want) not in pool or not self.table.free_for(int(want), req.mac, now):
+        asked_ip = int(want)
+        if asked_ip not in pool or not self.table.free_for(asked_ip, req.mac, now):
             return self._nak(req, link, state, "", f"{want} is not free for {req.mac}")
         self._mark_fresh(req, net, pool, want)
         return self._ack(req, link, None, net, want, now, state)
@@ -309,11 +316,15 @@ class DhcpPolicy:
     # -- replies -------------------------------------------------------------------
     def _answer(self, req: DhcpPacket, link: Link, mtype: int, ip: IPv4Address,
                 host: Host | None, net: Network, state: str, lease: bool = True) -> Decision:
-        opts: dict[int, bytes] = {o.MESSAGE_TYPE: bytes((mtype,)),
-                                  o.SERVER_ID: link.address.packed}
-        if lease:
-            opts.update(self._lease_options[host is not None])
-        opts.update(self._net_options[net.name])
+        key = (mtype, link.address, host is not None, lease, net.name)
+        base = self._base_options.get(key)
+        if base is None:
+            base = {o.MESSAGE_TYPE: bytes((mtype,)), o.SERVER_ID: link.address.packed}
+            if lease:
+                base.update(self._lease_options[host is not None])
+            base.update(self._net_options[net.name])
+            self._base_options[key] = base
+        opts = dict(base)  # the reply's own: the steps below add to it
         if host is not None:
             opts[o.HOST_NAME] = host.name.encode("ascii")
             opts[o.DOMAIN_NAME] = self.inv.cluster.domain.encode("ascii")
@@ -343,7 +354,12 @@ class DhcpPolicy:
         """RFC 2131 4.1, except that a client without an address always gets a broadcast:
         unicast to yiaddr needs an ARP entry the kernel cannot make (PXE-CLIENTS.md 5)."""
         if req.giaddr != ZERO:
-            return Destination(req.giaddr, SERVER_PORT)
+            to = self._relays.get(req.giaddr)
+            if to is None:
+                if len(self._relays) >= RELAYS_CACHED:  # bounded: giaddr is the client's word
+                    self._relays.clear()
+                to = self._relays[req.giaddr] = Destination(req.giaddr, SERVER_PORT)
+            return to
         if reply.message_type == o.NAK:
             return TO_BROADCAST
         if req.ciaddr != ZERO:
@@ -354,13 +370,14 @@ class DhcpPolicy:
     def boot_file(self, req: DhcpPacket, host: Host | None, link: Link) -> str | None:
         """The boot file (a TFTP name or, for iPXE, an HTTP URL), or None for clients that
         do not netboot (udhcpc, dhclient) and architectures we have no loader for."""
-        arch = req.client_arch
-        if _http_client(req):  # UEFI HTTP boot: a URL on our HTTP service, no TFTP at all
-            if arch == o.ARCH_EFI_X64_HTTP and self._have(layout.LOADER_EFI_X64):
+        vendor = req.vendor_class
+        if vendor.startswith(HTTP_CLIENT):  # UEFI HTTP boot: a URL on our HTTP service
+            if req.client_arch == o.ARCH_EFI_X64_HTTP and self._have(layout.LOADER_EFI_X64):
                 return self.http_url(link, layout.LOADER_EFI_X64)
             return None
-        if not (req.is_pxe or req.is_ipxe):
-            return None
+        if not (vendor.startswith(b"PXEClient") or req.is_ipxe):  # req.is_pxe
+            return None  # udhcpc, dhclient, perfdhcp: nothing to boot, no more to look at
+        arch = req.client_arch
         bios = arch is None or arch == o.ARCH_X86_BIOS
         if host is not None and host.loader == "pxelinux" and bios:
             # even for the iPXE ROM: it is the BIOS's PXE

@@ -215,6 +215,34 @@ def test_a_release_then_another_clients_ack_leaves_the_new_lease(served: Served)
     assert _rows(served.ctx.store.path, int(o.IPv4Address(ip))) == [(b, "bound")]
 
 
+def test_a_decline_then_another_clients_request_in_one_burst_keeps_the_quarantine(
+        served: Served) -> None:
+    a, b = "52:54:00:02:00:05", "52:54:00:02:00:06"
+    ip = _bind(served, a)
+    decline = client_packet(o.DECLINE, a, requested=ip, server=SERVER)
+    req = client_packet(o.REQUEST, b, broadcast=True, requested=ip, server=SERVER)
+    served.send(encode(decline))  # lazy: decided first, written with the next commit
+    served.send(encode(req))
+    nak = served.replies(req.xid)[0]
+    assert nak.message_type == o.NAK  # the quarantine was decided before b asked
+    wait_for(lambda: _rows(served.ctx.store.path, int(o.IPv4Address(ip))) == [
+        ("", "declined")], timeout=5, what="the declined row on disk")
+
+
+def test_a_release_then_the_same_clients_request_in_one_burst_rebinds(
+        served: Served) -> None:
+    a = "52:54:00:02:00:07"
+    ip = _bind(served, a)
+    release = client_packet(o.RELEASE, a, ciaddr=ip, server=SERVER)
+    req = client_packet(o.REQUEST, a, broadcast=True, requested=ip, server=SERVER)
+    served.send(encode(release))
+    served.send(encode(req))
+    ack = served.replies(req.xid)[0]
+    assert ack.message_type == o.ACK and str(ack.yiaddr) == ip
+    # the release came first, the new binding last: the store keeps the binding
+    assert _rows(served.ctx.store.path, int(o.IPv4Address(ip))) == [(a, "bound")]
+
+
 def test_a_lease_put_then_dropped_in_one_commit_is_gone(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     journal = LeaseJournal(store)
