@@ -1,6 +1,6 @@
 """Where a DHCP exchange's CPU goes, in-process: decode, decide, encode, commit.
 
-    python -m bench dhcpcpu [--clients=5000] [--profile]
+    python -m bench dhcpcpu [--clients=5000] [--leases=100000] [--default-gc] [--profile]
 
 No sockets and no threads: the DHCP service's own steps run one after the other for
 ``--clients`` new machines from a relay (as perfdhcp sends them: DISCOVER, then a
@@ -9,6 +9,9 @@ the service's group commit, 60 changes per commit). Each step is timed in CPU ti
 (``time.process_time``), the best of ``REPEAT`` rounds, so the figures move little
 with the load of the machine, unlike a rate; the sum is what one 4-way exchange costs
 the server before its socket calls and its loop (``bench dhcp`` measures the whole).
+The lease table starts with ``--leases`` bound leases (a busy farm's), and the cyclic
+GC is tuned as `dsas serve` tunes it (``supervisor.tune_gc``) unless ``--default-gc``:
+with Python's defaults its full collections walk the whole table.
 ``--profile``: also the functions that took the most time (cProfile, one round).
 """
 
@@ -32,6 +35,7 @@ from provision.protocol.dhcp import decode, encode, make_packet
 from provision.services.base import ServeContext
 from provision.services.dhcp import DhcpService
 from provision.services.dhcp_batch import Batch, Endpoint
+from provision.services.supervisor import tune_gc
 from provision.state.leases import LeaseJournal
 
 from .common import machine_cpu
@@ -62,7 +66,7 @@ def _request(i: int, offered: IPv4Address) -> bytes:
 class Round:
     """One round of ``n`` new clients through every step, each step timed."""
 
-    def __init__(self, work: Path, n: int, first: int) -> None:
+    def __init__(self, work: Path, n: int, first: int, leases: int) -> None:
         inv = loads(INVENTORY)
         ctx = ServeContext(inventory=inv, interfaces=[], state_dir=work, boot_root=work,
                            discovery=True, discovery_rate=0)
@@ -71,6 +75,10 @@ class Round:
         self.policy = DhcpPolicy(inv, LeaseTable(self.journal.load()),
                                  DhcpSettings(discovery=True, new_mac_rate=0))
         self.service.policy = self.policy
+        table = self.policy.table
+        for i in range(leases):  # outside the pool's first addresses: 199.0.0.0 on
+            table.bind("lan", f"aa:00:{i >> 24 & 255:02x}:{i >> 16 & 255:02x}:"
+                       f"{i >> 8 & 255:02x}:{i & 255:02x}", 0xC7000000 + i, 1e12)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # never bound
         self.ep = Endpoint(self.sock, Link("bench0", IPv4Address(SERVER_IP),
                                            IPv4Network(f"{SERVER_IP}/{PREFIX}", strict=False)))
@@ -118,6 +126,10 @@ class Round:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench dhcpcpu")
     ap.add_argument("--clients", type=int, default=5000)
+    ap.add_argument("--leases", type=int, default=100_000,
+                    help="bound leases in the table before the clients come")
+    ap.add_argument("--default-gc", action="store_true",
+                    help="keep Python's GC thresholds (dsas serve raises them)")
     ap.add_argument("--profile", action="store_true",
                     help="also print the functions that took the most time (cProfile)")
     args = ap.parse_args([a for a in argv if a != "dhcpcpu"])
@@ -125,18 +137,21 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="dsas-bench-dhcpcpu-", dir="/var/tmp") as tmp:
         wall0, cpu0, own0 = time.monotonic(), machine_cpu(), time.process_time()
         for r in range(REPEAT):
-            rnd = Round(Path(tmp) / str(r), args.clients, (r + 1) * 10_000_000)
+            rnd = Round(Path(tmp) / str(r), args.clients, (r + 1) * 10_000_000, args.leases)
+            if not args.default_gc:
+                tune_gc()
             for k, v in rnd.run().items():
                 best[k] = min(best.get(k, v), v)
             rnd.close()
         wall = time.monotonic() - wall0
         other = 100 * max(0.0, machine_cpu() - cpu0 - (time.process_time() - own0)) / wall
         if args.profile:
-            rnd = Round(Path(tmp) / "p", args.clients, 99_000_000)
+            rnd = Round(Path(tmp) / "p", args.clients, 99_000_000, args.leases)
             prof = cProfile.Profile()
             prof.runcall(rnd.run)
             rnd.close()
-    print(f"CPU per client, best of {REPEAT} rounds of {args.clients} (us):")
+    print(f"CPU per client, best of {REPEAT} rounds of {args.clients}, {args.leases} leases "
+          f"already bound, GC {'Python default' if args.default_gc else 'as dsas serve'} (us):")
     for k, v in best.items():
         print(f"  {k:<64} {v:7.1f}")
     dora = sum(v for k, v in best.items() if not k.startswith("service"))

@@ -6,6 +6,7 @@ limping on with part of the boot path missing.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import signal
@@ -101,6 +102,7 @@ class Supervisor:
                 s.start()
                 started.append(s)
                 log.info("service %s started", s.name)
+            tune_gc()
             while not self._stop.wait(self.poll):
                 if self._reload.is_set():
                     self._reload.clear()
@@ -119,3 +121,21 @@ class Supervisor:
                 except Exception:
                     log.exception("service %s did not stop cleanly", s.name)
             log.info("stopped")
+
+
+# The cyclic GC, for a long-running server (issue 20). Its full collections walk every
+# tracked object, and a DHCP lease table of 100,000 leases is that many: with Python's
+# defaults (700, 10, 10) they cost a quarter of a 4-way exchange's CPU at 100,000 leases
+# (`python -m bench dhcpcpu` with a preloaded table: 118 us per client, 84 with the GC
+# off, 89 with these thresholds). Young collections stay (cycles are still freed), 70
+# times less often; what the services built at start (the inventory, the loaded leases)
+# is frozen out of the collections.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Once every service has started: freeze what exists, collect less often."""
+    gc.collect()
+    gc.freeze()
+    if gc.get_threshold()[0] < GC_THRESHOLDS[0]:
+        gc.set_threshold(*GC_THRESHOLDS)

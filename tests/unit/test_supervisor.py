@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from pathlib import Path
 
+from provision.services.supervisor import GC_THRESHOLDS
 from tests.support.supervisor_support import make
 
 
@@ -36,3 +38,18 @@ def test_stop_request_ends_cleanly(tmp_path: Path) -> None:
     threading.Timer(0.1, sup.request_stop).start()
     assert sup.run() == 0
     assert svc.stopped
+
+
+def test_serving_tunes_the_cyclic_gc_once_the_services_run(tmp_path: Path) -> None:
+    before = gc.get_threshold()
+    try:
+        gc.unfreeze()
+        gc.set_threshold(700, 10, 10)  # Python's defaults
+        sup, _, _ = make(tmp_path)
+        threading.Timer(0.1, sup.request_stop).start()
+        assert sup.run() == 0
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0  # what was built at start is out of the walks
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
