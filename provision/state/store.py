@@ -35,6 +35,7 @@ def current_user() -> str:
         return str(os.getuid())
 
 
+STATEMENTS_CACHED = 1024  # prepared statements kept per connection (sqlite3's default: 128)
 ROWS_PER_STATEMENT = 100  # at most 900 parameters: under SQLite's oldest limit (999)
 
 
@@ -63,8 +64,11 @@ class StateStore:
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # cached_statements: insert_rows makes one statement per batch size (1..100
+            # rows) and kind; with the default 128 a busy DHCP server's commits kept
+            # preparing them again, with the GIL held (py-spy --gil: 7% of the samples)
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                   timeout=10)
+                                   timeout=10, cached_statements=STATEMENTS_CACHED)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
