@@ -37,6 +37,9 @@ class Server:
         boot.mkdir(exist_ok=True)
         for loader in ("undionly.kpxe", "ipxe.efi", "pxelinux.0"):
             (boot / loader).touch()
+        # The log is appended to across restarts: wait for one more "dhcp listening"
+        # than it has now (a restart would otherwise return on the first start's line).
+        seen = self.log().count("dhcp listening") if (self.workdir / "serve.log").exists() else 0
         log = open(self.workdir / "serve.log", "a")  # noqa: SIM115 - closed with the process
         self.proc = self.ns.popen(
             [DSAS, "serve", "--only", "dhcp", "--interface", self.iface, "--inventory", str(inv),
@@ -48,7 +51,7 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 pytest.fail(f"dsas serve exited {self.proc.returncode}:\n{self.log()}")
-            if "dhcp listening" in self.log():
+            if self.log().count("dhcp listening") > seen:
                 return
             time.sleep(0.1)
         pytest.fail(f"dsas serve did not start:\n{self.log()}")
