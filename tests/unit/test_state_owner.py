@@ -74,7 +74,8 @@ def test_every_table_the_ddl_creates_is_listed_and_made(tmp_path: Path) -> None:
     assert store.existing_tables() - {"sqlite_sequence"} == set(StateStore.tables())
     assert len(set(StateStore.tables())) == len(StateStore.tables())
     names = {r["component"] for r in store.query("SELECT component FROM schema_components")}
-    assert names == {"dhcp", "http", "push", "inventory", "assign", "lb", "lb_members"}
+    assert names == {"dhcp", "http", "push", "inventory", "assign", "lb", "lb_members",
+                     "rollout"}
     store.close()
 
 
