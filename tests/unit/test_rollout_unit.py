@@ -27,7 +27,7 @@ def resolve(image: str, version: str) -> str | None:
     return VERSIONS.get((image, version))
 
 
-def make(pins: dict[str, str] | None = None, **kw: object) -> Plan:
+def make(pins: dict[str, str] | None = None, **kw: object) -> Plan:  # noqa: ANN003
     inv = load(EXAMPLE)
     req = Request(**{"image": "web", "version": "B", **kw})  # type: ignore[arg-type]
     return rplan.make(inv, req, resolve, pins or {})
@@ -77,7 +77,7 @@ def test_a_disk_role_and_its_pools() -> None:
 ])
 def test_bad_requests_are_one_line_errors(kw: dict[str, object], msg: str) -> None:
     with pytest.raises(PlanError, match=msg.replace("@", "@").replace("'", "'")):
-        make(**kw)
+        make(**kw)  # type: ignore[arg-type]
 
 
 # -- execution -----------------------------------------------------------------

@@ -13,6 +13,7 @@ from provision.state import balancer as lb
 from provision.state.assign import AssignJournal
 from provision.state.inventory import InventoryHistory
 from provision.state.pushes import History
+from provision.state.rollout import RolloutStore
 from tests.support.paths import ROOT
 from tests.support.state_support import OLD
 
@@ -115,5 +116,6 @@ def test_a_state_db_from_before_the_move_opens_with_its_rows(tmp_path: Path) -> 
     assert [(r.new_role, [s.step for s in r.steps]) for r in runs] == [("db", ["inventory"])]
     assert lb.latest(store)["lb1"].address == "198.18.0.2"
     assert members.load(store) == {}  # a table added since: made on first use
+    assert RolloutStore(store).pins() == {}  # so are the rollout tables (issue 23)
     assert set(store.dump()) == set(StateStore.tables())
     store.close()
