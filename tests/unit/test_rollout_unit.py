@@ -206,3 +206,29 @@ def test_moving_back_to_the_inventory_version_drops_the_pin(tmp_path: Path) -> N
     rs.pin("w101", "web", "B", 1)
     out, rs2, _ = execute(p, tmp_path, FakePools(), FakeNodes())
     assert out.outcome == "done" and rs2.pins() == {}
+
+
+# -- the pin: what the master's boot files name --------------------------------
+
+
+def test_a_pinned_host_boots_the_pinned_version_and_the_others_the_inventorys(
+        tmp_path: Path) -> None:
+    from provision.policy.boottree import BootTree
+
+    inv = load(EXAMPLE)
+    tree = BootTree(tmp_path, inv)
+    pins = {"w101": ("web", "B"), "db1": ("web", "B")}  # db1 boots base: not its image
+    tree.image_pins = lambda: pins
+
+    def conf(host: str) -> str:
+        data = tree.lookup(f"hosts/{host}/dsas.conf").data
+        assert data is not None
+        return data.decode()
+
+    assert "IMAGE_VERSION=B" in conf("w101")
+    assert "IMAGE_VERSION=current" in conf("w102")
+    assert "IMAGE_VERSION=current" in conf("db1")
+    ipxe = tree.lookup("hosts/w101/boot.ipxe").data
+    assert ipxe is not None and b"images/web/B/" in ipxe
+    pins.clear()  # the inventory caught up: read at every request
+    assert "IMAGE_VERSION=current" in conf("w101")
