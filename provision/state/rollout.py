@@ -166,3 +166,26 @@ def running_quiet(store: StateStore) -> RolloutRun | None:
     except sqlite3.OperationalError:
         return None
     return RolloutStore(store)._run(rows[0]) if rows else None
+
+
+def fingerprint(store: StateStore) -> tuple[Any, ...]:
+    """Changes whenever a rollout records a host or ends (the status page polls it)."""
+    runs = store.query("SELECT COUNT(*), MAX(id), SUM(coalesce(finished, 0))"
+                       " FROM rollout_runs")[0]
+    hosts = store.query("SELECT COUNT(*), MAX(at), SUM(at) FROM rollout_hosts")[0]
+    return (*tuple(runs), *tuple(hosts))
+
+
+def describe(run: dict[str, Any]) -> list[str]:
+    """A running rollout (``RolloutRun.as_json()``) for `dsas status`: one line, and one
+    per host that is moving or failed."""
+    hosts = run.get("hosts", [])
+    by: dict[str, list[str]] = {}
+    for h in hosts:
+        by.setdefault(h["outcome"], []).append(h["host"])
+    counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(by.items()))
+    head = (f"rollout {run['id']} ({run['user']}): image {run['image']} "
+            f"{'back to' if run.get('back') else 'to'} {run['version']}: "
+            f"{len(by.get('done', []))}/{len(hosts)} hosts moved ({counts})")
+    return [head] + [f"  {h['host']}: {h['outcome']} {h['detail']}".rstrip()
+                     for h in hosts if h["outcome"] in ("moving", "failed")]
