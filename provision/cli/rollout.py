@@ -82,6 +82,9 @@ class _Args:
 @click.option("--reboot-command", default=None, metavar="SH",
               help="How a netboot host is rebooted over SSH (default: `systemctl reboot "
                    "|| reboot`, detached).")
+@click.option("--reapply-command", default=None, metavar="SH",
+              help="What a disk host runs once the image's release is live (default: "
+                   "`dsas-init reapply`, detached).")
 @ssh_login_options
 @click.option("--timeout", "ssh_timeout", type=click.FloatRange(0.5, 300), default=10,
               show_default=True, help="Seconds to connect to each host and director.")
@@ -89,7 +92,8 @@ def rollout(ref: str | None, roles: tuple[str, ...], hosts: tuple[str, ...], bat
             canary: str | None, pause: float, max_failures: int, back: bool, dry_run: bool,
             yes: bool, as_json: bool, history: bool, inventory_path: str | None,
             state_dir: str, boot_root: str, drain_timeout: float, ready_timeout: float,
-            check_timeout: float, disk_root: str, reboot_command: str | None, user: str,
+            check_timeout: float, disk_root: str, reboot_command: str | None,
+            reapply_command: str | None, user: str,
             port: int, identity: str | None, ssh_timeout: float) -> None:
     """Move the hosts that boot IMAGE to VERSION, batch by batch, on a live farm.
 
@@ -147,7 +151,7 @@ def rollout(ref: str | None, roles: tuple[str, ...], hosts: tuple[str, ...], bat
     ensure_client_key(cfg)
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     t = rrun.Timeouts(drain_timeout, ready_timeout, check_timeout, pause)
-    settings = (disk_root, reboot_command, max(120.0, ssh_timeout * 3))
+    settings = (disk_root, reboot_command, reapply_command, max(120.0, ssh_timeout * 3))
     res, run_id, took = _execute(p, inv, cfg, state_dir, boot_root, t, settings, as_json)
     rev = _catch_up(p, res, inventory_path, state_dir, run_id, as_json)
     _report(p, res, run_id, rev, took, out, as_json)
@@ -221,10 +225,10 @@ def _confirm(p: rplan.Plan) -> None:
 
 
 def _execute(p: rplan.Plan, inv: Inventory, cfg: SshConfig, state_dir: str, boot_root: str,
-             t: rrun.Timeouts, settings: tuple[str, str | None, float],
+             t: rrun.Timeouts, settings: tuple[str, str | None, str | None, float],
              as_json: bool) -> tuple[rrun.Result, int, float]:
     """Record the run, run its batches, record the end."""
-    disk_root, reboot, timeout = settings
+    disk_root, reboot, reapply, timeout = settings
     store = StateStore(state_dir)
     try:
         rs = RolloutStore(store)
@@ -233,8 +237,8 @@ def _execute(p: rplan.Plan, inv: Inventory, cfg: SshConfig, state_dir: str, boot
                            for h in b])
         nodes = LiveNodes(inv, cfg, store, ImageStore(layout.image_store(boot_root)),
                           disk_root=disk_root, timeout=timeout)
-        if reboot is not None:
-            nodes.reboot = reboot
+        nodes.reboot = reboot or nodes.reboot
+        nodes.reapply = reapply or nodes.reapply
         pools = LivePools(inv, cfg, store, timeout=timeout)
         t0 = time.monotonic()
         try:

@@ -90,7 +90,9 @@ class LiveNodes:
         want = f"{image}@{version}"
         deadline = time.monotonic() + timeout
         while True:
-            for r in events.outcomes_since(self.store, m.host, since - 1):
+            # since the move exactly: the store's times are the master's clock (the HTTP
+            # service's), and a report of the run before may be under a second old
+            for r in events.outcomes_since(self.store, m.host, since):
                 if r.stage == "failed":
                     raise StepFailed(f"{m.host} reports failed: {r.reason or '?'}")
                 if r.image != want:
