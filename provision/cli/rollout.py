@@ -43,6 +43,7 @@ class _Args:
     canary: str | None
     max_failures: int
     back: bool
+    resume: bool = False
 
 
 @click.command()
@@ -61,6 +62,12 @@ class _Args:
 @click.option("--back", is_flag=True,
               help="Return the hosts the last rollout of IMAGE moved (done or failed) to "
                    "the version they had; give IMAGE only.")
+@click.option("--wait", is_flag=True,
+              help="With --canary: stop after it (recorded as paused) until `dsas rollout "
+                   "IMAGE --continue`.")
+@click.option("--continue", "resume", is_flag=True,
+              help="Go on with the paused rollout of IMAGE (its other batches); give IMAGE "
+                   "only.")
 @click.option("--dry-run", "-n", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True,
@@ -89,7 +96,8 @@ class _Args:
 @click.option("--timeout", "ssh_timeout", type=click.FloatRange(0.5, 300), default=10,
               show_default=True, help="Seconds to connect to each host and director.")
 def rollout(ref: str | None, roles: tuple[str, ...], hosts: tuple[str, ...], batch: int,
-            canary: str | None, pause: float, max_failures: int, back: bool, dry_run: bool,
+            canary: str | None, pause: float, max_failures: int, back: bool, wait: bool,
+            resume: bool, dry_run: bool,
             yes: bool, as_json: bool, history: bool, inventory_path: str | None,
             state_dir: str, boot_root: str, drain_timeout: float, ready_timeout: float,
             check_timeout: float, disk_root: str, reboot_command: str | None,
@@ -112,7 +120,9 @@ def rollout(ref: str | None, roles: tuple[str, ...], hosts: tuple[str, ...], bat
 
     A failed host stays out of its pools; after --max-failures failed hosts the
     rollout stops and the later batches stay on their version. --back returns
-    the hosts of the last rollout of IMAGE the same way. The inventory's version
+    the hosts of the last rollout of IMAGE the same way. With --canary and --wait
+    the rollout stops after the canary until `dsas rollout IMAGE --continue`
+    (or --pause waits some seconds). The inventory's version
     of IMAGE changes only when every host that boots it is on VERSION. Every run
     (who, when, each host's version and outcome) is in the state store, and
     `dsas status` shows a running one.
@@ -121,6 +131,8 @@ def rollout(ref: str | None, roles: tuple[str, ...], hosts: tuple[str, ...], bat
     Examples:
       dsas rollout web@3d7ae7dd --role web --dry-run
       dsas rollout web@3d7ae7dd --role web --canary w101 --batch 2 --yes
+      dsas rollout web@3d7ae7dd --role web --canary w101 --wait --yes
+      dsas rollout web --continue --yes
       dsas rollout web@3d7ae7dd --host w101 --dry-run --json
       dsas rollout base@9f00c2e1 --role db --max-failures 2 --yes
       dsas rollout web --back --yes
@@ -129,9 +141,11 @@ def rollout(ref: str | None, roles: tuple[str, ...], hosts: tuple[str, ...], bat
     if history:
         _show_history(state_dir)
         return
-    args = _Args(ref, roles, hosts, batch, canary, max_failures, back)
+    args = _Args(ref, roles, hosts, batch, canary, max_failures, back, resume)
     _check_args(args, as_json, dry_run, yes)
-    inv, p = _plan(args, inventory_path, state_dir, boot_root)
+    if wait and canary is None:
+        fail_problems("--wait needs --canary (it waits after the canary)", [], 2)
+    inv, p, paused = _plan(args, inventory_path, state_dir, boot_root)
     out = p.as_json()
     if as_json and dry_run:
         click.echo(json.dumps(out, indent=2))
@@ -150,9 +164,10 @@ def rollout(ref: str | None, roles: tuple[str, ...], hosts: tuple[str, ...], bat
                     identity=Path(identity) if identity else None, connect_timeout=ssh_timeout)
     ensure_client_key(cfg)
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    t = rrun.Timeouts(drain_timeout, ready_timeout, check_timeout, pause)
+    t = rrun.Timeouts(drain_timeout, ready_timeout, check_timeout, pause, wait)
     settings = (disk_root, reboot_command, reapply_command, max(120.0, ssh_timeout * 3))
-    res, run_id, took = _execute(p, inv, cfg, state_dir, boot_root, t, settings, as_json)
+    res, run_id, took = _execute(p, inv, cfg, state_dir, (boot_root, paused), t, settings,
+                                 as_json)
     rev = _catch_up(p, res, inventory_path, state_dir, run_id, as_json)
     _report(p, res, run_id, rev, took, out, as_json)
 
@@ -164,16 +179,19 @@ def _check_args(a: _Args, as_json: bool, dry_run: bool, yes: bool) -> None:
     assert a.ref is not None
     if as_json and not (dry_run or yes):
         fail_problems("--json needs --dry-run or --yes (it cannot ask)", [], 2)
-    if a.back and "@" in a.ref:
-        fail_problems("--back takes IMAGE only: the version comes from the last rollout",
-                      [], 2)
-    if not a.back and "@" not in a.ref:
+    if a.back and a.resume:
+        fail_problems("--back or --continue, not both", [], 2)
+    if (a.back or a.resume) and "@" in a.ref:
+        fail_problems(f"--{'back' if a.back else 'continue'} takes IMAGE only: the version"
+                      " comes from the last rollout", [], 2)
+    if not (a.back or a.resume) and "@" not in a.ref:
         fail_problems(f"{a.ref}: name the version, as IMAGE@VERSION", [], 2)
 
 
 def _plan(a: _Args, inventory_path: str | None, state_dir: str,
-          boot_root: str) -> tuple[Inventory, rplan.Plan]:
-    """The inventory and the plan (exit 1 with one line when it cannot be made)."""
+          boot_root: str) -> tuple[Inventory, rplan.Plan, int | None]:
+    """The inventory, the plan and (--continue) the paused run it goes on with; exit 1
+    with one line when it cannot be made."""
     assert a.ref is not None
     edit = start(inventory_path)
     try:
@@ -189,19 +207,26 @@ def _plan(a: _Args, inventory_path: str | None, state_dir: str,
         rs = RolloutStore(store) if store is not None else None
         pins = rs.pins(image) if rs is not None else {}
         overrides = lbmembers.load(store) if store is not None else {}
-        roles, hosts = a.roles, a.hosts
+        roles, hosts, paused = a.roles, a.hosts, None
         if a.back:
             version, hosts = _back_of(rs, image)
             roles = ()
+        if a.resume:
+            paused, version, hosts, later = _paused_of(rs, image)
+            roles = ()
         req = rplan.Request(image, version, roles, hosts, a.batch, a.canary, a.max_failures)
         p = rplan.make(inv, req, images.resolve, pins, overrides)
+        if paused is not None:  # the batches as planned, less the canary's
+            names = {m.host for m in p.moves}
+            p.batches = [[h for h in b if h in names] for b in later]
+            p.batches = [b for b in p.batches if b]
     except rplan.PlanError as e:
         fail_problems(str(e), [])
     finally:
         if store is not None:
             store.close()
     p.back = a.back
-    return inv, p
+    return inv, p, paused
 
 
 def _back_of(rs: RolloutStore | None, image: str) -> tuple[str, tuple[str, ...]]:
@@ -215,6 +240,17 @@ def _back_of(rs: RolloutStore | None, image: str) -> tuple[str, tuple[str, ...]]
                                 if h.outcome in ("done", "failed", "moving"))
 
 
+def _paused_of(rs: RolloutStore | None, image: str
+               ) -> tuple[int, str, tuple[str, ...], list[list[str]]]:
+    """The paused run of ``image``: its id, version, pending hosts and later batches."""
+    last = rs.last(image, outcome="paused") if rs is not None else None
+    if last is None:
+        fail_problems(f"no paused rollout of image {image}: nothing to continue", [])
+    assert last is not None
+    pending = tuple(h.host for h in last.hosts if h.outcome == "pending")
+    return last.id, last.version, pending, list(last.plan.get("batches", [])[1:])
+
+
 def _confirm(p: rplan.Plan) -> None:
     if not sys.stdin.isatty():
         fail_problems("not confirmed (no terminal to ask on): use --yes, or --dry-run to "
@@ -224,17 +260,23 @@ def _confirm(p: rplan.Plan) -> None:
         fail_problems("not confirmed: nothing changed", [])
 
 
-def _execute(p: rplan.Plan, inv: Inventory, cfg: SshConfig, state_dir: str, boot_root: str,
+def _execute(p: rplan.Plan, inv: Inventory, cfg: SshConfig, state_dir: str,
+             where: tuple[str, int | None],
              t: rrun.Timeouts, settings: tuple[str, str | None, str | None, float],
              as_json: bool) -> tuple[rrun.Result, int, float]:
     """Record the run, run its batches, record the end."""
     disk_root, reboot, reapply, timeout = settings
+    boot_root, paused = where
     store = StateStore(state_dir)
     try:
         rs = RolloutStore(store)
-        run_id = rs.start(p.image, p.version, p.previous, p.back, p.as_json(),
-                          [(h, i, p.move(h).current) for i, b in enumerate(p.batches)
-                           for h in b])
+        if paused is not None:
+            run_id = paused
+            rs.resume(run_id)
+        else:
+            run_id = rs.start(p.image, p.version, p.previous, p.back, p.as_json(),
+                              [(h, i, p.move(h).current) for i, b in enumerate(p.batches)
+                               for h in b])
         nodes = LiveNodes(inv, cfg, store, ImageStore(layout.image_store(boot_root)),
                           disk_root=disk_root, timeout=timeout)
         nodes.reboot = reboot or nodes.reboot
@@ -294,9 +336,15 @@ def _report(p: rplan.Plan, res: rrun.Result, run_id: int, rev: int | None, took:
     if as_json:
         out.update({"run": run_id, "outcome": res.outcome, "why": res.why,
                     "moved": res.moved, "failed": res.failed, "not_run": res.not_run,
+                    "pending": res.pending,
                     "inventory_revision": rev, "seconds": round(took, 3),
                     "host_seconds": {h: round(s, 3) for h, s in res.seconds.items()}})
         click.echo(json.dumps(out, indent=2))
+    if res.outcome == "paused":
+        click.echo(f"rollout {run_id}: paused after the canary ({', '.join(res.moved)} on "
+                   f"{p.image}@{p.version}); `dsas rollout {p.image} --continue` moves "
+                   f"{', '.join(res.pending)}", err=as_json)
+        return
     if res.outcome == "done" and not res.failed:
         click.echo(f"rollout {run_id}: {len(res.moved)} host(s) on {p.image}@{p.version} "
                    f"in {took:.1f} s" + (f"; inventory revision {rev}" if rev else ""),

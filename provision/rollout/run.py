@@ -49,23 +49,26 @@ class Recorder(Protocol):
 
 @dataclass(frozen=True)
 class Timeouts:
-    """How long each wait of a batch may take (seconds), and the canary's pause."""
+    """How long each wait of a batch may take (seconds), and the canary's pause (or
+    ``wait``: stop after the canary until `dsas rollout --continue`)."""
 
     drain: float = 30.0
     ready: float = 300.0
     check: float = 120.0
     pause: float = 0.0
+    wait: bool = False
 
 
 @dataclass
 class Result:
     """How the rollout ended."""
 
-    outcome: str = "done"                       # done | stopped | failed
+    outcome: str = "done"                       # done | stopped | failed | paused
     why: str = ""
     moved: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # host -> why
     not_run: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # paused: left for --continue
     seconds: dict[str, float] = field(default_factory=dict)  # host -> drain..rejoin
 
 
@@ -111,10 +114,23 @@ def run(plan: Plan, pools: Pools, nodes: Nodes, rec: Recorder, run_id: int,
                     c.out.not_run.append(h)
                     c.record(h, "not-run", "the rollout stopped before it")
             return c.out
-        if bi == 0 and plan.canary is not None and t.pause > 0 and len(plan.batches) > 1:
-            say(f"canary {plan.canary} done: pausing {t.pause:g} s")
-            sleep(t.pause)
+        if bi == 0 and plan.canary is not None and len(plan.batches) > 1 and _canary_done(c):
+            return c.out
     return c.out
+
+
+def _canary_done(c: _Ctx) -> bool:
+    """After a good canary: pause, or stop here for --continue (True)."""
+    if c.t.wait:
+        c.out.outcome = "paused"
+        c.out.pending = [h for b in c.plan.batches[1:] for h in b]
+        c.say(f"canary {c.plan.canary} done: paused; `dsas rollout {c.plan.image} --continue`"
+              f" moves the other {len(c.out.pending)} host(s)")
+        return True
+    if c.t.pause > 0:
+        c.say(f"canary {c.plan.canary} done: pausing {c.t.pause:g} s")
+        c.sleep(c.t.pause)
+    return False
 
 
 def _batch(c: _Ctx, moves: list[HostMove]) -> bool:

@@ -8,7 +8,8 @@ move in it, and the version pins.
                    when a netboot host is moved, dropped when the inventory catches up)
 
 A run is ``running`` until it ends ``done`` (every host moved), ``stopped`` (after
-``--max-failures``) or ``failed`` (the rollout itself could not go on).
+``--max-failures``), ``failed`` (the rollout itself could not go on) or ``paused``
+(after its canary, until `dsas rollout --continue` runs it again).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .schema import ROLLOUT
 from .store import StateStore, current_user
 
 HOST_OUTCOMES = ("pending", "moving", "done", "failed", "not-run")
-RUN_OUTCOMES = ("running", "done", "stopped", "failed")
+RUN_OUTCOMES = ("running", "done", "stopped", "failed", "paused")
 
 
 @dataclass
@@ -99,6 +100,11 @@ class RolloutStore:
         self.store.execute("UPDATE rollout_runs SET outcome = ?, finished = ? WHERE id = ?",
                            (outcome, time.time(), run))
 
+    def resume(self, run: int) -> None:
+        """A paused run goes on (``--continue``)."""
+        self.store.execute("UPDATE rollout_runs SET outcome = 'running', finished = NULL"
+                           " WHERE id = ? AND outcome = 'paused'", (run,))
+
     def runs(self, limit: int = 20) -> list[RolloutRun]:
         """The latest runs, newest last, each with its hosts."""
         rows = self.store.query("SELECT * FROM rollout_runs ORDER BY id DESC LIMIT ?",
@@ -115,16 +121,19 @@ class RolloutStore:
                                                " ORDER BY batch, rowid", (run.id,))]
         return run
 
-    def last(self, image: str | None = None, back: bool | None = None) -> RolloutRun | None:
-        """The newest run (of ``image``; a --back one or not)."""
+    def last(self, image: str | None = None, back: bool | None = None,
+             outcome: str | None = None) -> RolloutRun | None:
+        """The newest run (of ``image``; a --back one or not; with ``outcome``)."""
         for run in reversed(self.runs(limit=50)):
-            if (image is None or run.image == image) and (back is None or run.back == back):
+            if (image is None or run.image == image) and (back is None or run.back == back) \
+                    and (outcome is None or run.outcome == outcome):
                 return run
         return None
 
     def running(self) -> RolloutRun | None:
-        rows = self.store.query("SELECT * FROM rollout_runs WHERE outcome = 'running'"
-                                " ORDER BY id DESC LIMIT 1")
+        """The run going on now, or paused after its canary."""
+        rows = self.store.query("SELECT * FROM rollout_runs WHERE outcome IN ('running',"
+                                " 'paused') ORDER BY id DESC LIMIT 1")
         return self._run(rows[0]) if rows else None
 
     # -- pins ----------------------------------------------------------------
@@ -161,7 +170,7 @@ def pins_quiet(store: StateStore) -> dict[str, tuple[str, str]]:
 def running_quiet(store: StateStore) -> RolloutRun | None:
     """The running rollout for the status page (none while the tables do not exist)."""
     try:
-        rows = store.query("SELECT * FROM rollout_runs WHERE outcome = 'running'"
+        rows = store.query("SELECT * FROM rollout_runs WHERE outcome IN ('running', 'paused')"
                            " ORDER BY id DESC LIMIT 1")
     except sqlite3.OperationalError:
         return None
@@ -184,7 +193,8 @@ def describe(run: dict[str, Any]) -> list[str]:
     for h in hosts:
         by.setdefault(h["outcome"], []).append(h["host"])
     counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(by.items()))
-    head = (f"rollout {run['id']} ({run['user']}): image {run['image']} "
+    paused = " PAUSED after its canary (--continue)" if run.get("outcome") == "paused" else ""
+    head = (f"rollout {run['id']} ({run['user']}){paused}: image {run['image']} "
             f"{'back to' if run.get('back') else 'to'} {run['version']}: "
             f"{len(by.get('done', []))}/{len(hosts)} hosts moved ({counts})")
     return [head] + [f"  {h['host']}: {h['outcome']} {h['detail']}".rstrip()

@@ -101,12 +101,19 @@ def boots(pl: PushLab, name: str) -> list[str]:
 def test_a_role_moves_then_a_broken_version_stops_at_the_canary_and_back_restores_it(
         lab, tmp_path: Path) -> None:  # noqa: ANN001
     pl = setup(lab, tmp_path)
-    # 1. the role moves to version 2, canary first, then two at a time
-    rc, doc, err = rollout(pl, "tiny@2", "--role", "web", "--canary", "n01", "--batch", "2")
+    # 1. the role moves to version 2: the canary, a wait, then the others two at a time
+    rc, doc, err = rollout(pl, "tiny@2", "--role", "web", "--canary", "n01", "--batch", "2",
+                           "--wait")
     assert rc == 0, err
-    assert doc["outcome"] == "done" and doc["moved"] == ["n01", "n02", "n03"], doc
+    assert doc["outcome"] == "paused" and doc["moved"] == ["n01"], doc
+    assert doc["pending"] == ["n02", "n03"] and boots(pl, "n02") == []
     assert doc["batches"] == [["n01"], ["n02", "n03"]]
     assert [h["boot"] for h in doc["hosts"]] == ["netboot", "netboot", "disk"]
+    st = pl.dsas("status", "--master", MASTER)
+    assert f"rollout {doc['run']} (" in st.stdout and "PAUSED" in st.stdout, st.stdout
+    rc, doc, err = rollout(pl, "tiny", "--continue")
+    assert rc == 0, err
+    assert doc["outcome"] == "done" and doc["moved"] == ["n02", "n03"], doc
     assert boots(pl, "n01") == ["netboot 2"] and boots(pl, "n02") == ["netboot 2"]
     assert boots(pl, "n03") == ["disk 2"]
     # the disk host got the image's tree as a verified release, live by symlink
@@ -134,4 +141,5 @@ def test_a_role_moves_then_a_broken_version_stops_at_the_canary_and_back_restore
     assert boots(pl, "n02")[-1] == "netboot 2"
     hist = pl.dsas("rollout", "--history", "--state-dir", str(pl.state))
     assert hist.stdout.count("\nrun ") + hist.stdout.startswith("run ") == 3, hist.stdout
+    assert "tiny 1 -> 2: done" in hist.stdout
     assert "n02: 2 -> 3 failed" in hist.stdout

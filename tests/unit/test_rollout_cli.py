@@ -75,6 +75,10 @@ def test_without_yes_or_a_terminal_nothing_happens(farm: dict[str, Path]) -> Non
     (["web@Z", "-n"], 1, "error: no image web@Z in the image store"),
     (["web@B", "--role", "db", "-n"], 1, "--role db: none of its hosts boots image web"),
     (["web", "--back", "-n"], 1, "no rollout of image web recorded"),
+    (["web", "--continue", "-n"], 1, "no paused rollout of image web: nothing to continue"),
+    (["web@B", "--continue"], 2, "--continue takes IMAGE only"),
+    (["web", "--continue", "--back"], 2, "--back or --continue, not both"),
+    (["web@B", "--wait", "-n"], 2, "--wait needs --canary"),
 ])
 def test_bad_arguments_are_one_line(farm: dict[str, Path], args: list[str], code: int,
                                     msg: str) -> None:

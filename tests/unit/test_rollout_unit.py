@@ -137,12 +137,12 @@ class Clock:
 
 
 def execute(p: Plan, tmp_path: Path, pools: FakePools, nodes: FakeNodes,
-            pause: float = 0) -> tuple[rrun.Result, RolloutStore, int]:
+            pause: float = 0, wait: bool = False) -> tuple[rrun.Result, RolloutStore, int]:
     rs = RolloutStore(StateStore(tmp_path))
     run = rs.start(p.image, p.version, p.previous, False, p.as_json(),
                    [(h, i, p.move(h).current) for i, b in enumerate(p.batches) for h in b])
     clock = Clock()
-    out = rrun.run(p, pools, nodes, rs, run, rrun.Timeouts(check=5, pause=pause),
+    out = rrun.run(p, pools, nodes, rs, run, rrun.Timeouts(check=5, pause=pause, wait=wait),
                    clock=clock, sleep=clock.sleep)
     return out, rs, run
 
@@ -232,3 +232,17 @@ def test_a_pinned_host_boots_the_pinned_version_and_the_others_the_inventorys(
     assert ipxe is not None and b"images/web/B/" in ipxe
     pins.clear()  # the inventory caught up: read at every request
     assert "IMAGE_VERSION=current" in conf("w101")
+
+
+def test_wait_stops_after_a_good_canary_with_the_rest_pending(tmp_path: Path) -> None:
+    p = make(hosts=["w101", "w102", "w103"], batch=2, canary="w102")
+    nodes = FakeNodes()
+    out, rs, run = execute(p, tmp_path, FakePools(), nodes, wait=True)
+    assert out.outcome == "paused" and out.moved == ["w102"]
+    assert out.pending == ["w101", "w103"] and nodes.moved == [("w102", "B")]
+    rs.finish(run, out.outcome)
+    assert rs.running() is not None and rs.running().outcome == "paused"  # type: ignore[union-attr]
+    assert [(h.host, h.outcome) for h in rs.runs()[-1].hosts] == [
+        ("w102", "done"), ("w101", "pending"), ("w103", "pending")]
+    rs.resume(run)
+    assert rs.runs()[-1].outcome == "running"
