@@ -67,6 +67,8 @@ class Plan:
                 "inventory_after": self.inventory_after}
 
 
+HELD = "rollout: failed on the node"  # run.HELD: the why of a failed host's holds
+
 Resolve = Callable[[str, str], "str | None"]  # (image, version) -> concrete, or None
 
 
@@ -98,7 +100,9 @@ def make(inv: Inventory, req: Request, resolve: Resolve, pins: Mapping[str, str]
     previous = resolve(req.image, inv_version) or inv_version
     users = [h for h in inv.hosts.values() if h.image == req.image]
     chosen = _select(inv, req, users)
-    ov = overrides or {}
+    # a host a rollout held out after it failed is moved back into its pools
+    ov = {k: o for k, o in (overrides or {}).items()
+          if not (o.state == "hold" and o.why == HELD)}
     moves, skipped = [], []
     for h in chosen:
         now = pins.get(h.name, previous)

@@ -28,7 +28,7 @@ from ..assign.live import StepFailed
 from ..balancer import members as lbmembers
 from ..balancer.members import Override
 from ..balancer.rolling import Pools
-from .plan import HostMove, Plan
+from .plan import HELD, HostMove, Plan
 
 
 class Nodes(Protocol):
@@ -133,10 +133,18 @@ def _canary_done(c: _Ctx) -> bool:
     return False
 
 
+
+
+def ours(o: Override) -> bool:
+    """A hold a rollout put on a failed host: the next move of the host lifts it."""
+    return o.state == "hold" and o.why == HELD
+
+
 def _batch(c: _Ctx, moves: list[HostMove]) -> bool:
     """One batch; False when the directors refused (the rollout cannot go on)."""
     t0 = c.clock()
-    prior = {m.host: lbmembers.of_host(c.pools.overrides(), m.host) for m in moves}
+    prior = {m.host: [o for o in lbmembers.of_host(c.pools.overrides(), m.host) if not ours(o)]
+             for m in moves}
     roles = {r for m in moves for r in m.pools}
     if roles:
         why = _drain(c, moves, prior, roles)
@@ -228,7 +236,7 @@ def _move(c: _Ctx, m: HostMove) -> bool:
 def _held(m: HostMove, prior: list[Override]) -> list[Override]:
     """A failed host: out of the pools it left (held), its other overrides kept."""
     keep = [o for o in prior if o.role not in m.pools]
-    return keep + [Override(m.host, r, "hold", mb.address, "rollout: failed on the node")
+    return keep + [Override(m.host, r, "hold", mb.address, HELD)
                    for r, mb in sorted(m.pools.items())]
 
 

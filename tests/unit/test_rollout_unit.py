@@ -246,3 +246,16 @@ def test_wait_stops_after_a_good_canary_with_the_rest_pending(tmp_path: Path) ->
         ("w102", "done"), ("w101", "pending"), ("w103", "pending")]
     rs.resume(run)
     assert rs.runs()[-1].outcome == "running"
+
+
+def test_a_failed_host_held_out_rejoins_its_pools_when_it_moves_back(tmp_path: Path) -> None:
+    p = make(hosts=["w101"])
+    pools = FakePools()
+    out, _, _ = execute(p, tmp_path / "a", pools, FakeNodes(broken={"w101"}))
+    assert pools.ov[("w101", "web")].state == "hold"
+    inv = load(EXAMPLE)
+    back = rplan.make(inv, Request("web", "A", hosts=["w101"]), resolve, {"w101": "B"},
+                      pools.overrides())
+    assert sorted(back.move("w101").pools) == ["web"]  # the rollout's hold is not a pool
+    out, _, _ = execute(back, tmp_path / "b", pools, FakeNodes())
+    assert out.outcome == "done" and pools.ov == {}  # back in the web pool
