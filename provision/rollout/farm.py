@@ -95,13 +95,20 @@ class LiveNodes:
             for r in events.outcomes_since(self.store, m.host, since):
                 if r.stage == "failed":
                     raise StepFailed(f"{m.host} reports failed: {r.reason or '?'}")
-                if r.image != want:
+                if not self._is(r.image, image, version):
                     raise StepFailed(f"{m.host} reports ready on {r.image or 'no version'},"
                                      f" not {want}")
                 return f"{m.host} reports ready on {want} after {r.ts - since:.1f} s"
             if time.monotonic() >= deadline:
                 raise StepFailed(f"no ready report from {m.host} in {timeout:g} s")
             time.sleep(self.poll)
+
+    def _is(self, reported: str | None, image: str, version: str) -> bool:
+        """The report names ``image`` at ``version``: as is, or by a name the store
+        resolves to it (a node whose dsas.conf says ``current``)."""
+        name, _, v = (reported or "").partition("@")
+        return name == image and bool(v) and (v == version
+                                              or self.images.resolve(image, v) == version)
 
     def close(self) -> None:
         for tmp in self._trees.values():

@@ -259,3 +259,17 @@ def test_a_failed_host_held_out_rejoins_its_pools_when_it_moves_back(tmp_path: P
     assert sorted(back.move("w101").pools) == ["web"]  # the rollout's hold is not a pool
     out, _, _ = execute(back, tmp_path / "b", pools, FakeNodes())
     assert out.outcome == "done" and pools.ov == {}  # back in the web pool
+
+
+def test_a_ready_report_names_the_version_or_a_name_the_store_resolves_to_it(
+        tmp_path: Path) -> None:
+    from provision.imaging.store import ImageStore
+    from provision.rollout.farm import LiveNodes
+
+    for v in ("A", "B"):
+        (tmp_path / "images" / "web" / v).mkdir(parents=True)
+    (tmp_path / "images" / "web" / "current").symlink_to("B")
+    nodes = LiveNodes(load(EXAMPLE), None, None, ImageStore(tmp_path / "images"))  # type: ignore[arg-type]
+    assert nodes._is("web@B", "web", "B") and nodes._is("web@current", "web", "B")
+    assert not nodes._is("web@A", "web", "B") and not nodes._is("web", "web", "B")
+    assert not nodes._is("base@B", "web", "B") and not nodes._is(None, "web", "B")
