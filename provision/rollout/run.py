@@ -153,7 +153,9 @@ def _batch(c: _Ctx, moves: list[HostMove]) -> bool:
             c.out.why = f"drain: {why}"
             _set(c, moves, prior, roles)
             return False
-    up = [m for m in moves if _move(c, m)]
+    # the whole batch moves at once (reboots or pushes), then each is waited for
+    started = [(m, _start(c, m)) for m in moves]
+    up = [m for m, since in started if since is not None and _wait(c, m, since)]
     for m in moves:
         if m.host in c.out.failed:
             c.pools.set_host(m.host, _held(m, prior[m.host]))
@@ -208,29 +210,46 @@ def _drain(c: _Ctx, moves: list[HostMove], prior: dict[str, list[Override]],
         c.sleep(0.5)
 
 
-def _move(c: _Ctx, m: HostMove) -> bool:
-    """Move one host and wait for its ready report on the new version."""
+def _start(c: _Ctx, m: HostMove) -> float | None:
+    """Start moving one host (pinned first if it netboots); when, or None (failed)."""
     p = c.plan
     try:
         if m.boot == "netboot":
-            if p.version == p.previous:
-                c.rec.unpin(p.image, [m.host])
-            else:
-                c.rec.pin(m.host, p.image, p.version, c.run_id)
+            _pin(c, m)
         since = c.nodes.move(m, p.image, p.version)
-        c.record(m.host, "moving", f"{m.boot}: moving to {p.version}")
+    except StepFailed as e:
+        _failed(c, m, e.reason)
+        return None
+    c.record(m.host, "moving", f"{m.boot}: moving to {p.version}")
+    return since
+
+
+def _wait(c: _Ctx, m: HostMove, since: float) -> bool:
+    """Wait for one host's ready report on the new version."""
+    p = c.plan
+    try:
         said = c.nodes.wait_ready(m, p.image, p.version, since, c.t.ready)
     except StepFailed as e:
-        c.out.failed[m.host] = e.reason
-        c.record(m.host, "failed", e.reason + ("; held out of its pools" if m.pools else ""))
+        _failed(c, m, e.reason)
         return False
     if m.boot == "disk":
-        if p.version == p.previous:
-            c.rec.unpin(p.image, [m.host])
-        else:
-            c.rec.pin(m.host, p.image, p.version, c.run_id)
+        _pin(c, m)
     c.say(f"  {m.host}: {said}")
     return True
+
+
+def _pin(c: _Ctx, m: HostMove) -> None:
+    """The host's version from now on: a pin, none when it is the inventory's."""
+    p = c.plan
+    if p.version == p.previous:
+        c.rec.unpin(p.image, [m.host])
+    else:
+        c.rec.pin(m.host, p.image, p.version, c.run_id)
+
+
+def _failed(c: _Ctx, m: HostMove, why: str) -> None:
+    c.out.failed[m.host] = why
+    c.record(m.host, "failed", why + ("; held out of its pools" if m.pools else ""))
 
 
 def _held(m: HostMove, prior: list[Override]) -> list[Override]:

@@ -113,13 +113,16 @@ class FakePools:
 class FakeNodes:
     broken: set[str] = field(default_factory=set)   # hosts that report failed
     moved: list[tuple[str, str]] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
 
     def move(self, m: HostMove, image: str, version: str) -> float:
         self.moved.append((m.host, version))
+        self.calls.append(f"move {m.host}")
         return 0.0
 
     def wait_ready(self, m: HostMove, image: str, version: str, since: float,
                    timeout: float) -> str:
+        self.calls.append(f"ready? {m.host}")
         if m.host in self.broken:
             raise StepFailed(f"{m.host} reports failed: dsas-init: IMAGE broken")
         return f"{m.host} reports ready on {image}@{version}"
@@ -273,3 +276,11 @@ def test_a_ready_report_names_the_version_or_a_name_the_store_resolves_to_it(
     assert nodes._is("web@B", "web", "B") and nodes._is("web@current", "web", "B")
     assert not nodes._is("web@A", "web", "B") and not nodes._is("web", "web", "B")
     assert not nodes._is("base@B", "web", "B") and not nodes._is(None, "web", "B")
+
+
+def test_a_batch_moves_at_once_then_each_host_is_waited_for(tmp_path: Path) -> None:
+    p = make(hosts=["w101", "w102", "w103"], batch=2)
+    nodes = FakeNodes(broken={"w101"})
+    out, _, _ = execute(p, tmp_path, FakePools(), nodes)
+    assert nodes.calls == ["move w101", "move w102", "ready? w101", "ready? w102"]
+    assert out.moved == ["w102"] and list(out.failed) == ["w101"] and out.not_run == ["w103"]
