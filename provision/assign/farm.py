@@ -80,20 +80,7 @@ class LiveFarm:
     # -- the host ----------------------------------------------------------
 
     def _run(self, address: str, script: str, what: str) -> str:
-        why = probe(address, self.cfg.port, self.cfg.connect_timeout)
-        if why is not None:
-            raise StepFailed(f"{self.host} ({address}) unreachable: {why}")
-        node = RemoteNode(self.cfg, self.host, address)
-        try:
-            rc, out, err = node.run(script, timeout=self.timeout)
-        except RemoteError as e:
-            raise StepFailed(f"{self.host} ({address}): {e.reason}") from None
-        finally:
-            node.close()
-        if rc != 0:
-            said = (err.strip() or out.strip() or f"exit {rc}").splitlines()[-1]
-            raise StepFailed(f"{what} on {self.host} ({address}) failed: {said}")
-        return out.strip().splitlines()[-1] if out.strip() else "ok"
+        return run_on(self.cfg, self.host, address, script, what, self.timeout)
 
     def deliver(self, address: str, text: str) -> str:
         said = self._run(address, deliver_script(text), "writing /etc/dsas.conf.new")
@@ -127,6 +114,26 @@ class LiveFarm:
                 raise StepFailed(f"no ready report from {self.host} in {timeout:g} s "
                                  "(see /run/dsas/reapply.log on it)")
             time.sleep(0.5)
+
+
+def run_on(cfg: SshConfig, host: str, address: str, script: str, what: str,
+           timeout: float) -> str:
+    """``script`` on ``host`` over SSH (host key verified): its last line of output, or
+    StepFailed naming the host, the address and why (also used by `dsas rollout`)."""
+    why = probe(address, cfg.port, cfg.connect_timeout)
+    if why is not None:
+        raise StepFailed(f"{host} ({address}) unreachable: {why}")
+    node = RemoteNode(cfg, host, address)
+    try:
+        rc, out, err = node.run(script, timeout=timeout)
+    except RemoteError as e:
+        raise StepFailed(f"{host} ({address}): {e.reason}") from None
+    finally:
+        node.close()
+    if rc != 0:
+        said = (err.strip() or out.strip() or f"exit {rc}").splitlines()[-1]
+        raise StepFailed(f"{what} on {host} ({address}) failed: {said}")
+    return out.strip().splitlines()[-1] if out.strip() else "ok"
 
 
 def shq(s: str) -> str:

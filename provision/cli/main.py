@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "host": ("hostedit", "host_group"),
     "enlist": ("hostedit", "enlist"),
     "assign": ("assign", "assign"),
+    "rollout": ("rollout", "rollout"),
     "inventory": ("invhistory", "inventory_group"),
     "master": ("master", "master"),
 }

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..inventory.model import Host, Inventory
-from ..state import StateStore, balancer, discovered, events, leases, pushes
+from ..state import StateStore, balancer, discovered, events, leases, pushes, rollout
 from .logsafe import safe
 
 STAGE_ORDER = ("dhcp", "kernel", "initramfs", "dsas.conf", "image", "configured", "ready")
@@ -66,6 +66,7 @@ class Observed:
     latest: dict[str, str] = field(default_factory=dict)  # to_path -> newest release
     discovered: list[dict[str, Any]] = field(default_factory=list)
     lb: dict[str, dict[str, Any]] = field(default_factory=dict)  # director -> latest read
+    rollout: dict[str, Any] | None = None  # the running rollout (state.rollout), if any
     event_id: int = 0  # the newest event read
 
 
@@ -117,6 +118,8 @@ class StatusSource:
             fp += pushes.fingerprint(self.store)
         if "lb_reads" in tables:
             fp += balancer.fingerprint(self.store)
+        if "rollout_runs" in tables and "rollout_hosts" in tables:
+            fp += rollout.fingerprint(self.store)
         return tuple(fp)
 
     def _reload_others(self, tables: set[str]) -> None:
@@ -130,6 +133,8 @@ class StatusSource:
         obs.discovered = []
         if "dhcp_discovered" in tables:
             obs.discovered = discovered.machines(self.store)[-500:]
+        running = rollout.running_quiet(self.store) if "rollout_hosts" in tables else None
+        obs.rollout = running.as_json() if running is not None else None
         obs.lb = {}
         if "lb_reads" in tables:
             obs.lb = {d: r.as_dict() for d, r in balancer.latest(self.store).items()}
@@ -261,6 +266,8 @@ def host_view(inv: Inventory, host: Host, obs: Observed) -> dict[str, Any]:
     seen = [ev.ts] if ev else []
     seen += [lease[2] for lease in leases]
     image = (ev.image if ev and ev.image else None) or host.image
+    # a ready report names the version the node runs: IMAGE@VERSION (issue 23)
+    image, _, reported = (image or "").partition("@")
     releases = _drift(obs.releases.get(host.name, []), obs.latest)
     return {
         "host": host.name,
@@ -273,8 +280,8 @@ def host_view(inv: Inventory, host: Host, obs: Observed) -> dict[str, Any]:
         "reason": ev.reason if ev else None,
         "stage_at": ev.ts if ev else None,
         "last_seen": max(seen) if seen else None,
-        "image": image,
-        "version": _version(inv, image),
+        "image": image or None,
+        "version": reported or _version(inv, image or None),
         "boot": host.boot,
         "release": releases[0]["release"] if releases else None,
         "drift": releases[0]["drift"] if releases else None,
@@ -306,6 +313,7 @@ def snapshot(inv: Inventory, obs: Observed, now: float,
                                                "seen")} for d in obs.discovered],
         "masters": masters,  # the pair's replication state: not built yet (None)
         "latest_releases": dict(sorted(obs.latest.items())),
+        "rollout": obs.rollout,  # the running `dsas rollout`, or None
     }
 
 
@@ -407,6 +415,8 @@ def format_lines(doc: dict[str, Any], now: float) -> list[str]:
     for v in doc["hosts"]:
         counts[v["state"]] = counts.get(v["state"], 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    if doc.get("rollout"):
+        lines += [safe(x) for x in rollout.describe(doc["rollout"])]
     lines.append(f"{len(rows)} host{'s' if len(rows) != 1 else ''}: {summary or 'none'}"
                  f" ({safe(doc.get('cluster', ''))}, "
                  f"{dt.datetime.fromtimestamp(now, dt.UTC).strftime('%H:%M:%S')} UTC)")

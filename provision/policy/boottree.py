@@ -22,6 +22,7 @@ there (``missing_files``, ``LoaderPresence``) is ``provision.policy.presence``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import logging
@@ -257,6 +258,9 @@ class BootTree:
         self.conf_extra: Callable[[str], str] | None = None
         # The pools' drains and holds (balancer.members), read for each keepalived.conf.
         self.lb_overrides: Callable[[], Any] | None = None
+        # host -> (image, version) a rollout pinned it to (state.rollout), read for each
+        # of its boot files: it boots that version, not the inventory's (issue 23).
+        self.image_pins: Callable[[], dict[str, tuple[str, str]]] | None = None
         real = renderers(templates, self.root)
         self._render_host = render_host or real.host
         self._render_default = render_default or real.default
@@ -347,6 +351,8 @@ class BootTree:
         raise Refused(NOT_FOUND, f"no pxelinux config {leaf!r}")
 
     def _render(self, inv: Inventory, host: Host, what: str, path: str) -> BootFile:
+        if self.image_pins is not None:
+            inv = pinned(inv, host, self.image_pins())
         text = self._call(self._render_host, inv, host, what)
         if what == "dsas.conf" and self.conf_extra is not None:
             text += self.conf_extra(host.name)
@@ -493,3 +499,17 @@ def _copy_if_changed(src: Path, dst: Path) -> bool:
     os.chmod(tmp, 0o644)
     os.replace(tmp, dst)
     return True
+
+
+def pinned(inv: Inventory, host: Host, pins: dict[str, tuple[str, str]]) -> Inventory:
+    """``inv`` with the version of ``host``'s image that a rollout pinned it to (the
+    inventory itself when it has no pin, or a pin of another image)."""
+    pin = pins.get(host.name)
+    if pin is None or host.image != pin[0] or pin[0] not in inv.images:
+        return inv
+    img = inv.images[pin[0]]
+    if img.version == pin[1]:
+        return inv
+    return dataclasses.replace(inv, images={**inv.images,
+                                            pin[0]: dataclasses.replace(img, version=pin[1])})
+

@@ -36,6 +36,7 @@ from ..policy.boottree import BootFile, BootTree, Refused
 from ..policy.ratelimit import TokenBuckets
 from ..state import StateError
 from ..state import events as stored_events
+from ..state import rollout as rollout_pins
 from ..state.leases import bound_addresses
 from .base import ServeContext, Service
 from .http_conn import Limits, Listener
@@ -115,6 +116,7 @@ class HttpService(Service):
         self._secret = self.ctx.store.secret(BOOT_SECRET, boottoken.new_secret)
         secret = self._secret
         self.tree.lb_overrides = lambda: lbmembers.load_quiet(self.ctx.store)
+        self.tree.image_pins = lambda: rollout_pins.pins_quiet(self.ctx.store)
         self.tree.conf_extra = lambda host: boottoken.conf_lines(
             *boottoken.issue(secret, host, time.time()))
         ready = threading.Event()

@@ -93,6 +93,7 @@ class StatusPage:
         self._subs: set[asyncio.Queue[bytes | None]] = set()
         self._sent: dict[str, str] = {}  # host -> the view last sent to listeners
         self._sent_discovered = ""
+        self._sent_rollout = "null"  # the running rollout last sent (issue 23)
         self._sent_inv: Inventory | None = None
         self._poller: asyncio.Task[None] | None = None
         self._closing = False
@@ -262,7 +263,9 @@ class StatusPage:
         if dirty is None and disc != self._sent_discovered:
             delta["discovered"] = doc["discovered"]
             delta["latest_releases"] = doc["latest_releases"]
-        if changed or "discovered" in delta:
+        if json.dumps(doc.get("rollout"), sort_keys=True) != self._sent_rollout:
+            delta["rollout"] = doc.get("rollout")
+        if changed or "discovered" in delta or "rollout" in delta:
             self._broadcast(_sse("hosts", delta))
         self._remember(doc)
 
@@ -271,6 +274,7 @@ class StatusPage:
             self._sent[v["host"]] = json.dumps(v, sort_keys=True)
         if len(doc["hosts"]) == len(self.inventory().hosts):
             self._sent_discovered = json.dumps(doc["discovered"], sort_keys=True)
+        self._sent_rollout = json.dumps(doc.get("rollout"), sort_keys=True)
 
     def _broadcast(self, msg: bytes) -> None:
         for q in list(self._subs):

@@ -60,6 +60,7 @@ from ..observability.logsafe import safe
 from ..observability.served import served
 from ..policy.boottree import BootFile, BootTree, Refused
 from ..protocol import tftp as codec
+from ..state import rollout as rollout_pins
 from .base import ServeContext, Service
 from .tftp_session import (  # the transfer half (tests import its private names from here)
     NO_FDS,
@@ -200,6 +201,8 @@ class TftpService(Service):
     # -- life cycle -----------------------------------------------------------
 
     def start(self) -> None:
+        # a rollout's version pins (state.rollout): read in this process, before a fork
+        self.tree.image_pins = lambda: rollout_pins.pins_quiet(self.ctx.store)
         addr = str(self.ctx.bind_address or "0.0.0.0")
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

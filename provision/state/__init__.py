@@ -10,6 +10,7 @@ module per kind of state, each with a small typed API:
     inventory   inventory history (every version an edit replaced or wrote)
     balancer    what `dsas lb status` last read from each director
     assign      the assign journal (runs and their steps)
+    rollout     rollouts (runs, each host's version and outcome) and the version pins
 
 No SQL and no ``sqlite3`` outside this package (tests/…/test_state_owner.py checks).
 """

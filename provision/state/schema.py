@@ -172,7 +172,40 @@ CREATE TABLE IF NOT EXISTS lb_members (
 );
 """)
 
-SCHEMAS = (DHCP, HTTP, PUSH, INVENTORY, ASSIGN, LB, MEMBERS)
+ROLLOUT = Schema("rollout", ("rollout_runs", "rollout_hosts", "rollout_pins"), """
+CREATE TABLE IF NOT EXISTS rollout_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started REAL NOT NULL,
+    finished REAL,
+    user TEXT NOT NULL,
+    image TEXT NOT NULL,
+    version TEXT NOT NULL,         -- the version the hosts move to
+    previous TEXT NOT NULL,        -- the inventory's version when the run started
+    back INTEGER NOT NULL DEFAULT 0,  -- a `dsas rollout --back`
+    plan TEXT NOT NULL,            -- JSON, as `dsas rollout --json` prints it
+    outcome TEXT NOT NULL DEFAULT 'running'  -- running | done | stopped | failed
+);
+CREATE TABLE IF NOT EXISTS rollout_hosts (
+    run_id INTEGER NOT NULL REFERENCES rollout_runs(id),
+    host TEXT NOT NULL,
+    batch INTEGER NOT NULL,
+    at REAL NOT NULL,              -- when the outcome below was recorded
+    from_version TEXT NOT NULL,
+    to_version TEXT NOT NULL,
+    outcome TEXT NOT NULL,         -- pending | moving | done | failed | not-run
+    detail TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, host)
+);
+CREATE TABLE IF NOT EXISTS rollout_pins (
+    host TEXT PRIMARY KEY,         -- boots this version of image, not the inventory's
+    image TEXT NOT NULL,
+    version TEXT NOT NULL,
+    at REAL NOT NULL,
+    run_id INTEGER NOT NULL
+);
+""")
+
+SCHEMAS = (DHCP, HTTP, PUSH, INVENTORY, ASSIGN, LB, MEMBERS, ROLLOUT)
 
 
 def tables() -> tuple[str, ...]:

@@ -90,3 +90,38 @@ def test_ready_report_sends_the_host_key_with_this_boots_token(lab: Lab, machine
     assert ready[0]["boot_id"] == "65a1b2c3-0123456789ab" and ready[0]["token"] == token
     assert "token" not in ready[1] and "boot_id" not in ready[1]  # a re-run reset the keys
     assert ready[1]["ssh_key"] == ready[0]["ssh_key"]
+
+
+def test_ready_report_names_the_image_version_this_machine_runs(lab: Lab, machine: Machine,
+                                                                tmp_path: Path) -> None:
+    """`dsas rollout` waits for IMAGE@VERSION in the ready report (issue 23): dsas.conf's
+    IMAGE_VERSION; a disk host's image tree marker (what a rollout pushed); the netboot
+    manifest (what the initramfs verified and unpacked), in that order of trust."""
+    ns = lab.netns("initimg")
+    lab.bridge(ns, "br0", "198.18.42.1/24")
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    www = tmp_path / "www"
+    www.mkdir()
+    ns.popen([sys.executable, str(SUPPORT / "fake_master.py"), str(www), str(events),
+              "198.18.42.1", "8080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ns.wait_port(8080, "tcp")
+    env = machine.env("http://198.18.42.1:8080")
+    (machine.root / "etc" / "dsas.conf").write_text(conf(IMAGE_VERSION="'v1'"))
+
+    def boot() -> None:
+        out = ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash", str(DSAS_INIT)],
+                     check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+    boot()
+    marker = machine.root / "var/lib/dsas/image/tiny/.dsas-image"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("tiny v2\n")
+    boot()
+    (machine.root / "run" / "dsas").mkdir(parents=True, exist_ok=True)
+    (machine.root / "run/dsas/manifest.json").write_text('{\n  "version": "v3"\n}\n')
+    boot()
+    got = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [e["image"] for e in got if e["stage"] == "ready"] == ["tiny@v1", "tiny@v2",
+                                                                  "tiny@v3"]

@@ -13,6 +13,7 @@ from provision.state import balancer as lb
 from provision.state.assign import AssignJournal
 from provision.state.inventory import InventoryHistory
 from provision.state.pushes import History
+from provision.state.rollout import RolloutStore
 from tests.support.paths import ROOT
 from tests.support.state_support import OLD
 
@@ -74,7 +75,8 @@ def test_every_table_the_ddl_creates_is_listed_and_made(tmp_path: Path) -> None:
     assert store.existing_tables() - {"sqlite_sequence"} == set(StateStore.tables())
     assert len(set(StateStore.tables())) == len(StateStore.tables())
     names = {r["component"] for r in store.query("SELECT component FROM schema_components")}
-    assert names == {"dhcp", "http", "push", "inventory", "assign", "lb", "lb_members"}
+    assert names == {"dhcp", "http", "push", "inventory", "assign", "lb", "lb_members",
+                     "rollout"}
     store.close()
 
 
@@ -114,5 +116,6 @@ def test_a_state_db_from_before_the_move_opens_with_its_rows(tmp_path: Path) -> 
     assert [(r.new_role, [s.step for s in r.steps]) for r in runs] == [("db", ["inventory"])]
     assert lb.latest(store)["lb1"].address == "198.18.0.2"
     assert members.load(store) == {}  # a table added since: made on first use
+    assert RolloutStore(store).pins() == {}  # so are the rollout tables (issue 23)
     assert set(store.dump()) == set(StateStore.tables())
     store.close()

@@ -153,3 +153,31 @@ def test_status_cli_usage_errors() -> None:
     assert r.exit_code == 2 and "--count needs --watch" in r.output
     r = CliRunner().invoke(cli, ["status", "--master", "ftp://198.18.4.1/", "--json"])
     assert r.exit_code == 1 and "must be http:// or https://" in r.output
+
+
+def test_a_running_rollout_and_the_reported_version_show(tmp_path: Path) -> None:
+    from provision.state.rollout import RolloutStore
+
+    i = inv()
+    s = store(tmp_path)
+    src = status.StatusSource(s)
+    src.refresh()
+    s.execute("INSERT INTO http_events(ts, host, stage, reason, address, image)"
+              " VALUES (?, ?, ?, ?, ?, ?)", (100.0, "w1", "ready", "role web", "198.18.4.11",
+                                             "tiny@8"))
+    rs = RolloutStore(s)
+    run = rs.start("tiny", "8", "7", False, {}, [("w1", 0, "7"), ("w2", 1, "7")])
+    rs.host(run, "w1", "done", "on 8")
+    rs.host(run, "w2", "moving", "netboot: moving to 8")
+    assert src.refresh() is None
+    v = status.host_view(i, i.hosts["w1"], src.obs)
+    assert (v["image"], v["version"]) == ("tiny", "8")  # as the node reported it
+    doc = status.snapshot(i, src.obs, 300.0)
+    assert doc["rollout"]["image"] == "tiny" and doc["rollout"]["outcome"] == "running"
+    lines = status.format_lines(doc, 300.0)
+    assert any(ln.startswith(f"rollout {run} (") and "image tiny to 8: 1/2 hosts moved" in ln
+               for ln in lines)
+    assert "  w2: moving netboot: moving to 8" in lines
+    rs.finish(run, "done")
+    src.refresh()
+    assert status.snapshot(i, src.obs, 301.0)["rollout"] is None

@@ -47,6 +47,9 @@ def test_guest_boots_into_its_host_and_survives_a_pulled_cable(
     ready = node_lab.wait_stage("n1", ("ready", "failed"), 90, guest)
     seconds = guest.elapsed()
     assert ready["stage"] == "ready", ready
+    # the version the guest runs, from the manifest the initramfs verified (issue 23:
+    # `dsas rollout` waits for it)
+    assert ready.get("image") == f"tiny@{tiny.version}", ready
     print(f"\nn1: power-on to ready {seconds:.1f} s (TCG)")
     stages = [e["stage"] for e in node_lab.events("n1")]
     assert stages == list(STAGES), stages

@@ -141,6 +141,23 @@
         h("td", {"data-label": "Seen"}, String(d.seen)))));
   }
 
+  // A running (or paused) `dsas rollout`: one line, and one per host moving or failed.
+  function renderRollout(r) {
+    $("rollout").hidden = !r;
+    if (!r) { $("rollout").replaceChildren(); return; }
+    const by = {};
+    for (const x of r.hosts) (by[x.outcome] = by[x.outcome] || []).push(x);
+    const moved = (by.done || []).length;
+    $("rollout").replaceChildren(
+      h("h2", {}, "Rollout " + r.id + ": image " + r.image + (r.back ? " back to " : " to ") +
+        r.version + (r.outcome === "paused" ? " (paused after its canary)" : "")),
+      h("p", {}, moved + " of " + r.hosts.length + " hosts moved, by " + r.user),
+      h("ul", {class: "plain"}, ...r.hosts.filter((x) => x.outcome === "moving" ||
+        x.outcome === "failed").map((x) => h("li", {class: "state-" + (x.outcome ===
+          "failed" ? "failed" : "booting")}, hostLink(x.host), " " + x.outcome + " " +
+          x.detail))));
+  }
+
   function options(select, values) {
     const keep = select.value;
     select.replaceChildren(h("option", {value: ""}, "all"),
@@ -165,6 +182,7 @@
         h("span", {class: "tag"}, m.state === null ? "pair state not read" : m.state)))
       : [h("li", {class: "muted"}, "no master host in the inventory")]));
     renderDiscovered();
+    renderRollout(doc.rollout);
     renderNow();
   }
 
@@ -172,6 +190,7 @@
     dsas.setServerNow(doc.now);
     for (const v of doc.hosts) hosts.set(v.host, v);
     if (doc.discovered) { discovered = doc.discovered; renderDiscovered(); }
+    if ("rollout" in doc) renderRollout(doc.rollout);
     render();
   }
 

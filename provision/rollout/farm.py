@@ -1,0 +1,116 @@
+"""The hosts as `dsas rollout` moves them (``run.Nodes``): over SSH with host keys
+verified, the push's atomic verified releases, and the nodes' own reports.
+
+- a netboot host is rebooted (the master already serves it the pinned version);
+- a disk host gets the image's root tree, unpacked on the master with a marker
+  ``.dsas-image`` ("IMAGE VERSION"), as a dsas-push release under
+  ``DISK_ROOT/IMAGE`` (transferred, verified by manifest, switched atomically), whose
+  ``--then`` re-applies its dsas.conf (``dsas-init reapply``, detached);
+- ready: the host's first ``ready`` or ``failed`` report since the move; ``ready``
+  must name ``IMAGE@VERSION`` (dsas-init reports the version it runs).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..assign.farm import REAPPLY, REBOOT, run_on
+from ..assign.live import StepFailed
+from ..imaging.store import ImageStore
+from ..inventory.model import Inventory
+from ..push.options import PushOptions
+from ..push.push import Pusher
+from ..push.targets import Target
+from ..sshtrust.sshconf import SshConfig
+from ..state import StateStore, events
+from ..state.pushes import History
+from .plan import HostMove
+
+DISK_ROOT = "/var/lib/dsas/image"
+MARKER = ".dsas-image"
+
+
+@dataclass
+class LiveNodes:
+    """The real hosts of one rollout."""
+
+    inv: Inventory
+    cfg: SshConfig
+    store: StateStore
+    images: ImageStore
+    disk_root: str = DISK_ROOT
+    reboot: str = REBOOT       # the command that reboots a netboot host
+    reapply: str = REAPPLY     # what a disk host runs once the release is live
+    timeout: float = 60
+    poll: float = 0.5
+    _trees: dict[tuple[str, str], Path] = field(default_factory=dict)
+
+    def move(self, m: HostMove, image: str, version: str) -> float:
+        since = time.time()
+        if m.boot == "netboot":
+            run_on(self.cfg, m.host, m.address, self.reboot, "reboot", self.timeout)
+            return since
+        tree = self.tree(image, version)
+        pusher = Pusher(self.cfg, History(self.store))
+        out = pusher.push([Target(m.host, m.address, m.role)],
+                          PushOptions(src=str(tree) + "/", to=f"{self.disk_root}/{image}",
+                                      delete=True, then=self.reapply, parallel=1))
+        if out.failed:
+            raise StepFailed(f"{m.host}: the push of {image}@{version} failed: "
+                             f"{out.failed[0].reason} (its live tree is unchanged)")
+        return since
+
+    def tree(self, image: str, version: str) -> Path:
+        """The image's root tree with its marker, unpacked once per rollout."""
+        key = (image, version)
+        if key in self._trees:
+            return self._trees[key]
+        archive = self.images.dir(image, version) / "rootfs.tar.gz"
+        if not archive.is_file():
+            raise StepFailed(f"{image}@{version} has no rootfs.tar.gz in {self.images.root}:"
+                             " a disk host needs the image's root tree")
+        tmp = Path(tempfile.mkdtemp(prefix=f"dsas-rollout-{image}-"))
+        try:
+            subprocess.run(["tar", "-xzf", str(archive), "-C", str(tmp)], check=True,
+                           capture_output=True, timeout=600)
+        except (OSError, subprocess.SubprocessError) as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StepFailed(f"cannot unpack {archive}: {e}") from None
+        (tmp / MARKER).write_text(f"{image} {version}\n")
+        self._trees[key] = tmp
+        return tmp
+
+    def wait_ready(self, m: HostMove, image: str, version: str, since: float,
+                   timeout: float) -> str:
+        want = f"{image}@{version}"
+        deadline = time.monotonic() + timeout
+        while True:
+            # since the move exactly: the store's times are the master's clock (the HTTP
+            # service's), and a report of the run before may be under a second old
+            for r in events.outcomes_since(self.store, m.host, since):
+                if r.stage == "failed":
+                    raise StepFailed(f"{m.host} reports failed: {r.reason or '?'}")
+                if not self._is(r.image, image, version):
+                    raise StepFailed(f"{m.host} reports ready on {r.image or 'no version'},"
+                                     f" not {want}")
+                return f"{m.host} reports ready on {want} after {r.ts - since:.1f} s"
+            if time.monotonic() >= deadline:
+                raise StepFailed(f"no ready report from {m.host} in {timeout:g} s")
+            time.sleep(self.poll)
+
+    def _is(self, reported: str | None, image: str, version: str) -> bool:
+        """The report names ``image`` at ``version``: as is, or by a name the store
+        resolves to it (a node whose dsas.conf says ``current``)."""
+        name, _, v = (reported or "").partition("@")
+        return name == image and bool(v) and (v == version
+                                              or self.images.resolve(image, v) == version)
+
+    def close(self) -> None:
+        for tmp in self._trees.values():
+            shutil.rmtree(tmp, ignore_errors=True)
+        self._trees.clear()

@@ -1,0 +1,109 @@
+"""`dsas rollout` on the command line (issue 23): the plan, --dry-run changes nothing,
+--json, confirmation, one-line errors, --back's plan and --history, against a real
+inventory file, image store and state store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from provision.cli.main import cli
+from provision.state import StateStore
+from provision.state.rollout import RolloutStore
+from tests.support.paths import EXAMPLE
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> dict[str, Path]:
+    inv = tmp_path / "cluster.yaml"
+    shutil.copy(EXAMPLE, inv)
+    boot = tmp_path / "boot"
+    for image, versions in (("web", ("A", "B")), ("base", ("X",))):
+        for v in versions:
+            (boot / "images" / image / v).mkdir(parents=True)
+        (boot / "images" / image / "current").symlink_to(versions[0])
+    return {"inv": inv, "boot": boot, "state": tmp_path / "state"}
+
+
+def dsas(farm: dict[str, Path], *args: str, stdin: str | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, ["rollout", *args, "-i", str(farm["inv"]), "--boot-root",
+                                    str(farm["boot"]), "--state-dir", str(farm["state"])],
+                              input=stdin)
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(farm: dict[str, Path]) -> None:
+    before = farm["inv"].read_bytes()
+    r = dsas(farm, "web@B", "--role", "web", "--canary", "w102", "--batch", "4",
+             "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "rollout of image web to B (the inventory has A):" in r.output
+    assert "w101       role web      netboot A -> B  pools left and rejoined: web" in r.output
+    assert "batch 1 (canary): w102" in r.output
+    assert "batch 2: w101, w103, w104, w105" in r.output
+    assert "batch 3: w106, w107, w108" in r.output
+    assert "image web version becomes B once all have moved" in r.output
+    assert r.output.rstrip().endswith("dry run: nothing changed")
+    assert farm["inv"].read_bytes() == before
+    assert not farm["state"].exists()  # not even an empty state file
+
+
+def test_json_is_one_document(farm: dict[str, Path]) -> None:
+    r = dsas(farm, "web@B", "--host", "w101", "--host", "w102", "--dry-run", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["batches"] == [["w101"], ["w102"]] and doc["version"] == "B"
+    assert [h["boot"] for h in doc["hosts"]] == ["netboot", "netboot"]
+    assert doc["inventory_after"] is False
+
+
+def test_without_yes_or_a_terminal_nothing_happens(farm: dict[str, Path]) -> None:
+    r = dsas(farm, "web@B", "--host", "w101", stdin="y\n")
+    assert r.exit_code == 1
+    assert "not confirmed (no terminal to ask on)" in r.output
+    assert not farm["state"].exists()
+
+
+@pytest.mark.parametrize(("args", "code", "msg"), [
+    (["web"], 2, "web: name the version, as IMAGE@VERSION"),
+    (["web@B", "--back"], 2, "--back takes IMAGE only"),
+    (["web@B", "--json"], 2, "--json needs --dry-run or --yes"),
+    ([], 2, "give IMAGE@VERSION"),
+    (["web@Z", "-n"], 1, "error: no image web@Z in the image store"),
+    (["web@B", "--role", "db", "-n"], 1, "--role db: none of its hosts boots image web"),
+    (["web", "--back", "-n"], 1, "no rollout of image web recorded"),
+    (["web", "--continue", "-n"], 1, "no paused rollout of image web: nothing to continue"),
+    (["web@B", "--continue"], 2, "--continue takes IMAGE only"),
+    (["web", "--continue", "--back"], 2, "--back or --continue, not both"),
+    (["web@B", "--wait", "-n"], 2, "--wait needs --canary"),
+])
+def test_bad_arguments_are_one_line(farm: dict[str, Path], args: list[str], code: int,
+                                    msg: str) -> None:
+    r = dsas(farm, *args)
+    assert r.exit_code == code, r.output
+    assert msg in r.output and "Traceback" not in r.output
+    assert len([ln for ln in r.output.splitlines() if ln.startswith("error:")]) == 1
+
+
+def test_back_plans_the_hosts_the_last_rollout_moved(farm: dict[str, Path]) -> None:
+    store = StateStore(farm["state"])
+    rs = RolloutStore(store)
+    run = rs.start("web", "B", "A", False, {}, [("w101", 0, "A"), ("w102", 1, "A"),
+                                               ("w103", 1, "A")])
+    rs.host(run, "w101", "failed", "reports failed")
+    rs.host(run, "w102", "not-run")
+    rs.host(run, "w103", "not-run")
+    rs.pin("w101", "web", "B", run)
+    rs.finish(run, "stopped")
+    store.close()
+    r = dsas(farm, "web", "--back", "--dry-run", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["back"] and doc["version"] == "A"
+    assert [(h["host"], h["current"]) for h in doc["hosts"]] == [("w101", "B")]
+    h = CliRunner().invoke(cli, ["rollout", "--history", "--state-dir", str(farm["state"])])
+    assert f"run {run} " in h.output and "web A -> B: stopped" in h.output
+    assert "batch 1 w101: A -> B failed (reports failed)" in h.output
