@@ -91,22 +91,42 @@ class Span:
         return loaded_mark(self.other)
 
 
+def kernel_threads() -> list[int]:
+    """PIDs of the kernel's threads (kthreadd and its children)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]
+            except OSError:
+                continue
+            if entry == "2" or ppid == "2":
+                out.append(int(entry))
+    return out
+
+
 @contextlib.contextmanager
-def cpu_span(*pids: int) -> Iterator[Span]:
+def cpu_span(*pids: int, kernel: bool = False) -> Iterator[Span]:
     """Measure the block: its wall time, our CPU and the other processes' CPU.
 
     ``pids`` are our long-running processes (servers, clients started with popen). Each
     must outlive the span or be our child: one that this process reaps meanwhile reads 0
     at the end, and its whole CPU arrives in our children's, so it still counts once.
+    ``kernel``: the kernel threads' CPU counts as ours too, for a bench whose own I/O
+    runs in them (loop devices, writeback); that of one that ends meanwhile is lost, so
+    counts as other.
     """
     span = Span(start={})
     m0, t0 = machine_cpu(), time.monotonic()
     s0, c0 = self_cpu(), children_cpu()
+    k0 = {p: tree_cpu(p) for p in kernel_threads()} if kernel else {}
     span.start.update({p: tree_cpu(p) for p in pids})
     try:
         yield span
     finally:
         procs = sum(tree_cpu(p) - c for p, c in span.start.items())
-        span.own = procs + children_cpu() - c0 + self_cpu() - s0
+        k1 = {p: tree_cpu(p) for p in kernel_threads()} if kernel else {}
+        threads = sum(c - k0.get(p, 0.0) for p, c in k1.items())  # the ones still there
+        span.own = procs + threads + children_cpu() - c0 + self_cpu() - s0
         span.wall = time.monotonic() - t0
         span.other = other_cpu(machine_cpu() - m0, span.own, span.wall)

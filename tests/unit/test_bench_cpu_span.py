@@ -6,13 +6,14 @@ is made to burn (it measures its own CPU), not on wall time.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 
-from bench.common import cpu_span
+from bench.common import cpu_span, kernel_threads
 
 BURN = 0.4  # CPU-s the child burns per line it reads
 TICK = 0.05  # slack for clock-tick rounding of the counters
@@ -70,4 +71,13 @@ def test_a_process_added_during_the_span_is_ours() -> None:
         with cpu_span() as s:
             s.add(p.pid)
             burn(p)
+    assert s.own >= BURN - TICK
+
+
+def test_kernel_threads_are_ours_only_when_asked(burner: subprocess.Popen[str]) -> None:
+    """With kernel=True the kernel threads' CPU adds to ours, never takes from it."""
+    pids = kernel_threads()
+    assert 2 in pids and os.getpid() not in pids and burner.pid not in pids
+    with cpu_span(burner.pid, kernel=True) as s:
+        burn(burner)
     assert s.own >= BURN - TICK
