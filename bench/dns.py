@@ -10,8 +10,12 @@ dnsperf over a veth. Every round measures each server in turn:
 2. if that lost 1 % or more, a ladder of fixed rates (dnsperf -Q) from 90 % of it
    down, until a step loses under 1 %.
 
-The figure per server is its best round's queries/s at under 1 % loss; the ratio is
-dsas / dnsmasq. Run: `python -m bench dns [--hosts N] [--seconds S] [--rounds R]`.
+Every run also records the CPU other processes used meanwhile (``bench.common``: the
+machine's less this process, dnsperf and both servers), printed beside it. The figure
+per server is its best round's queries/s at under 1 % loss taken on a quiet machine
+(other CPU at most ``FOREIGN_LIMIT`` of a core); the ratio is dsas / dnsmasq, and only
+between quiet runs: a server with none shows its best loaded run, marked, and no ratio.
+Run: `python -m bench dns [--hosts N] [--seconds S] [--rounds R]`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from pathlib import Path
 from lab.netns import Lab, Netns, find_tool
 from provision.inventory import load
 from provision.policy.dns import records
+
+from .common import FOREIGN_LIMIT, cpu_span, process_cpu
 
 DOMAIN = "bench.test"
 SERVER_CIDR = "198.18.0.1/20"
@@ -66,44 +72,46 @@ class Run:
     rate: int | None  # the -Q limit, None for the closed loop
     completed: int = 0
     cpu_s: float = 0.0  # the server's user+system CPU time during the run
+    other: float = 0.0  # % of one core other processes used meanwhile
 
     @property
     def us_per_query(self) -> float:
         return self.cpu_s / self.completed * 1e6 if self.completed else 0.0
 
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/<pid>/stat (clock ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    @property
+    def quiet(self) -> bool:
+        return self.other <= FOREIGN_LIMIT
 
 
 def dnsperf(ns: Netns, server: str, queries: Path, seconds: int, rate: int | None,
-            pid: int | None = None) -> Run:
+            pids: dict[str, int], pid: int) -> Run:
+    """One run against the server ``pid``; ``pids`` are both servers (ours, not other)."""
     argv = [find_tool("dnsperf") or "dnsperf", "-s", server, "-d", str(queries),
             "-l", str(seconds), "-c", "4", "-q", "100", "-t", "1"]
     if rate:
         argv += ["-Q", str(rate)]
-    cpu0 = cpu_seconds(pid) if pid else 0.0
-    out = ns.run(argv, timeout=seconds + 30).stdout
-    cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
+    with cpu_span(*pids.values()) as span:
+        cpu0 = process_cpu(pid)
+        out = ns.run(argv, timeout=seconds + 30).stdout
+        cpu = process_cpu(pid) - cpu0
     qps = re.search(r"Queries per second:\s+([\d.]+)", out)
     lost = re.search(r"Queries lost:\s+\d+ \(([\d.]+)%\)", out)
     done = re.search(r"Queries completed:\s+(\d+)", out)
     if not qps or not lost or not done:
         raise RuntimeError(f"cannot read dnsperf output:\n{out}")
-    return Run(float(qps.group(1)), float(lost.group(1)), rate, int(done.group(1)), cpu)
+    return Run(float(qps.group(1)), float(lost.group(1)), rate, int(done.group(1)), cpu,
+               span.other)
 
 
-def measure(ns: Netns, server: str, queries: Path, seconds: int,
+def measure(ns: Netns, server: str, queries: Path, seconds: int, pids: dict[str, int],
             pid: int) -> tuple[Run | None, list[Run]]:
     """The best run under 1 % loss (None if even 30 % of the open rate lost more), all runs."""
-    runs = [dnsperf(ns, server, queries, seconds, None, pid)]
+    runs = [dnsperf(ns, server, queries, seconds, None, pids, pid)]
     if runs[0].lost_pct < MAX_LOSS:
         return runs[0], runs
     for step in range(9, 2, -1):
         rate = int(runs[0].qps * step / 10)
-        runs.append(dnsperf(ns, server, queries, seconds, rate, pid))
+        runs.append(dnsperf(ns, server, queries, seconds, rate, pids, pid))
         if runs[-1].lost_pct < MAX_LOSS:
             return runs[-1], runs
     return None, runs
@@ -162,32 +170,42 @@ def main(argv: list[str]) -> int:
         for addr in (SERVER_CIDR.split("/")[0], DNSMASQ_ADDR):  # warm up: every name once
             cli.run([find_tool("dnsperf") or "dnsperf", "-s", addr, "-d", str(queries), "-n",
                      "1", "-q", "10"], timeout=60)
-        best: dict[str, Run] = {}
+        best: dict[str, Run] = {}  # quiet runs only
+        loaded: dict[str, Run] = {}
         for rnd in range(args.rounds):
             for name, addr in (("dsas", SERVER_CIDR.split("/")[0]), ("dnsmasq", DNSMASQ_ADDR)):
-                run, runs = measure(cli, addr, queries, args.seconds, pids[name])
+                run, runs = measure(cli, addr, queries, args.seconds, pids, pids[name])
                 steps = ", ".join(f"{r.rate or 'open'}: {r.qps:.0f} q/s {r.lost_pct:.2f}% lost "
-                                  f"{r.us_per_query:.1f} us/q" for r in runs)
+                                  f"{r.us_per_query:.1f} us/q other CPU {r.other:.1f}%"
+                                  f"{'' if r.quiet else ' LOADED'}" for r in runs)
                 print(f"round {rnd + 1} {name:8s} ({steps})", flush=True)
-                if run and (name not in best or run.qps > best[name].qps):
-                    best[name] = run
-    print_table(best, args)
-    return 0 if len(best) == 2 else 1
+                keep = best if run and run.quiet else loaded
+                if run and (name not in keep or run.qps > keep[name].qps):
+                    keep[name] = run
+    print_table(best, loaded, args)
+    return 0 if len(best | loaded) == 2 else 1
 
 
-def print_table(best: dict[str, Run], args: argparse.Namespace) -> None:
+def print_table(best: dict[str, Run], loaded: dict[str, Run],
+                args: argparse.Namespace) -> None:
+    """The best quiet run of each server (else its best loaded one, marked, no ratio)."""
     zero = Run(0.0, 100.0, None)
-    ours, peer = best.get("dsas", zero), best.get("dnsmasq", zero)
+    ours, peer = (best.get(n) or loaded.get(n, zero) for n in ("dsas", "dnsmasq"))
     print()
     print(f"{'server':10s} {'queries/s (<1% loss)':>21s} {'ratio':>6s} "
-          f"{'server CPU us/query':>20s} {'ratio':>6s}")
+          f"{'server CPU us/query':>20s} {'ratio':>6s} {'other CPU':>10s}")
+    both = "dsas" in best and "dnsmasq" in best
     for name, r in (("dsas", ours), ("dnsmasq", peer)):
-        q_ratio = r.qps / peer.qps if peer.qps else 0.0
-        c_ratio = peer.us_per_query / r.us_per_query if r.us_per_query else 0.0
-        print(f"{name:10s} {r.qps:21.0f} {q_ratio:6.2f} {r.us_per_query:20.1f} {c_ratio:6.2f}")
+        q_ratio = f"{r.qps / peer.qps:6.2f}" if both and peer.qps else f"{'-':>6}"
+        c_ratio = (f"{peer.us_per_query / r.us_per_query:6.2f}" if both and r.us_per_query
+                   else f"{'-':>6}")
+        mark = "" if name in best else "  (loaded: not a result)"
+        print(f"{name:10s} {r.qps:21.0f} {q_ratio} {r.us_per_query:20.1f} {c_ratio} "
+              f"{r.other:9.1f}%{mark}")
     print(f"({args.hosts} hosts, A queries, {args.seconds}s per run, best of {args.rounds} "
           "rounds, dnsperf -c 4 -q 100 over a veth; CPU ratio = dnsmasq's CPU per query / "
-          "ours, >1 means we spend less)")
+          "ours, >1 means we spend less; other CPU: % of one core other processes used "
+          f"during the run, over {FOREIGN_LIMIT:g}% no ratio)")
 
 
 if __name__ == "__main__":

@@ -14,12 +14,19 @@ with a failure now and then. Reported (no goals asserted):
     viewers' own CPU is not the master's), and per viewer above the 0-viewer base;
   * how long a posted event takes to reach a viewer (SSE), median and max.
 
+Each figure is printed with the CPU other processes used while it was measured
+(``bench.common.cpu_span``: the machine's less this process, its waited children, the
+serve, the poster and the viewers; the Chromium run reaps its browser's orphans so their
+CPU counts as ours). One taken while others used more than ``FOREIGN_LIMIT`` of a core
+is marked loaded (a per-viewer figure if either of its two steps was).
+
     python -m bench status [--hosts 1000] [--rate 50] [--seconds 15] [--renders 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import random
@@ -32,6 +39,8 @@ import time
 from pathlib import Path
 
 from lab.netns import Lab, Netns, find_tool
+
+from .common import cpu_span, loaded_mark, process_cpu
 
 REPO = Path(__file__).resolve().parent.parent
 SRV = "198.18.0.1"
@@ -85,11 +94,6 @@ def seed_events(state: Path, n: int) -> None:
                        " VALUES (?, ?, ?, ?, ?, ?)", rows)
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # ---------------------------------------------------------------- in the client ns
 
 def poster(n: int, rate: float, seconds: float) -> None:
@@ -126,6 +130,8 @@ def renders(count: int, profile: str) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: Chromium's orphans come here
     out = []
     for k in range(count):
         opts = webdriver.ChromeOptions()
@@ -149,7 +155,20 @@ def renders(count: int, profile: str) -> None:
             out.append({"ms": ms, "rows": rows})
         finally:
             d.quit()
+    reap_orphans()
     print(json.dumps(out))
+
+
+def reap_orphans(limit: float = 10) -> None:
+    """Wait for the browser processes left behind, so their CPU is in our rusage."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.1)
 
 
 def latency(n_events: int, timeout: float) -> None:
@@ -210,46 +229,59 @@ def run(args: argparse.Namespace) -> int:
         except TimeoutError:
             print((tmp / "serve.log").read_text()[-3000:], file=sys.stderr)
             raise
-        size = cli.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download} %{time_total}",
-                        f"{URL}/api/v1/status"], timeout=60).stdout.split()
+        with cpu_span(serve.pid) as span:
+            size = cli.run(["curl", "-sS", "-o", "/dev/null", "-w",
+                            "%{size_download} %{time_total}", f"{URL}/api/v1/status"],
+                           timeout=60).stdout.split()
         print(f"hosts {args.hosts}; GET /api/v1/status: {int(size[0]) / 1024:.0f} KiB in "
-              f"{float(size[1]) * 1000:.0f} ms (curl, idle master)")
+              f"{float(size[1]) * 1000:.0f} ms (curl, idle master); other CPU "
+              f"{span.other:.1f}%{span.mark}")
 
         post = cli.popen([sys.executable, "-m", "bench.status", "poster", str(args.hosts),
                           str(args.rate), str(args.seconds * 5 + 60)], cwd=REPO,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         time.sleep(2)  # the poster is running (a warm-up, not a synchronisation)
-        firsts = json.loads(in_ns(cli, "renders", str(args.renders), str(tmp / "chromium"),
-                                  timeout=300))
+        with cpu_span(serve.pid, post.pid) as span:
+            firsts = json.loads(in_ns(cli, "renders", str(args.renders),
+                                      str(tmp / "chromium"), timeout=300))
         ms = [f["ms"] for f in firsts if f["ms"] is not None]
         print(f"time to first render of / with {args.rate:g} events/s arriving: median "
               f"{statistics.median(ms):.0f} ms, max {max(ms):.0f} ms over {len(ms)} loads "
-              f"(rows drawn: {firsts[0]['rows']})")
-
-        base = None
-        for viewers in (0, 1, 10, 50):
-            streams = [cli.popen(["curl", "-sS", "-N", "-o", "/dev/null",
-                                  f"{URL}/api/v1/status/stream"]) for _ in range(viewers)]
-            time.sleep(1.0)  # connected and past their snapshot (settling, not sync)
-            c0, t0 = cpu_seconds(serve.pid), time.monotonic()
-            time.sleep(args.seconds)
-            cpu = (cpu_seconds(serve.pid) - c0) / (time.monotonic() - t0) * 100
-            for s in streams:
-                lab.stop(s)
-            if base is None:
-                base = cpu
-                print(f"master CPU with 0 viewers: {cpu:.1f}% of a core "
-                      f"(taking {args.rate:g} events/s)")
-            else:
-                print(f"master CPU with {viewers:>2} viewers: {cpu:.1f}% of a core; "
-                      f"{(cpu - base) / viewers:.2f}% per viewer above the base")
-        lags = json.loads(in_ns(cli, "latency", "500", "60", timeout=120))
+              f"(rows drawn: {firsts[0]['rows']}); other CPU {span.other:.1f}%{span.mark}")
+        viewer_steps(lab, cli, [serve.pid, post.pid], serve.pid, args)
+        with cpu_span(serve.pid, post.pid) as span:
+            lags = json.loads(in_ns(cli, "latency", "500", "60", timeout=120))
         if lags:
             print(f"event -> viewer (SSE) over {len(lags)} host updates: median "
-                  f"{statistics.median(lags) * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms")
+                  f"{statistics.median(lags) * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms; "
+                  f"other CPU {span.other:.1f}%{span.mark}")
         lab.stop(post)
         lab.stop(serve)
     return 0
+
+
+def viewer_steps(lab: Lab, cli: Netns, ours: list[int], serve: int,
+                 args: argparse.Namespace) -> None:
+    """The master's CPU with 0, 1, 10 and 50 SSE viewers, each with the other CPU."""
+    base = None
+    for viewers in (0, 1, 10, 50):
+        streams = [cli.popen(["curl", "-sS", "-N", "-o", "/dev/null",
+                              f"{URL}/api/v1/status/stream"]) for _ in range(viewers)]
+        time.sleep(1.0)  # connected and past their snapshot (settling, not sync)
+        with cpu_span(*ours, *(s.pid for s in streams)) as span:
+            c0, t0 = process_cpu(serve), time.monotonic()
+            time.sleep(args.seconds)
+            cpu = (process_cpu(serve) - c0) / (time.monotonic() - t0) * 100
+        for s in streams:
+            lab.stop(s)
+        if base is None:
+            base = (cpu, span.other)
+            print(f"master CPU with 0 viewers: {cpu:.1f}% of a core "
+                  f"(taking {args.rate:g} events/s); other CPU {span.other:.1f}%{span.mark}")
+        else:
+            print(f"master CPU with {viewers:>2} viewers: {cpu:.1f}% of a core; "
+                  f"{(cpu - base[0]) / viewers:.2f}% per viewer above the base; other CPU "
+                  f"{span.other:.1f}%{loaded_mark(max(span.other, base[1]))}")
 
 
 def main(argv: list[str]) -> int:
