@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import FOREIGN_LIMIT, loaded_mark
 from bench.lvs import Cpu
 from lab.assign import GUESTS, INVENTORY
 from lab.clone import TEST_BOOT_ROOT, build_images
@@ -120,9 +121,11 @@ def main(argv: list[str]) -> int:
         finally:
             c.stop()
     print(f"\nassign (TCG guests, {os.cpu_count()} CPUs shared)")
-    print(f"{'measure':<40} {'seconds':>8} {'failed':>7} {'other CPU %':>12}")
+    print(f"{'measure':<40} {'seconds':>8} {'failed':>7} {'other CPU, % of a core':>23}")
     for what, took, fails, other in rows:
-        print(f"{what:<40} {took:>8.1f} {fails:>7} {other:>12.0f}")
+        print(f"{what:<40} {took:>8.1f} {fails:>7} {other:>23.0f}{loaded_mark(other)}")
     if len(rows) == 3 and rows[0][1] > 0:
-        print(f"{'ratio re-netboot / live':<40} {rows[2][1] / rows[0][1]:>8.1f}")
+        quiet = max(rows[0][3], rows[2][3]) <= FOREIGN_LIMIT  # a loaded step is no ratio
+        ratio = f"{rows[2][1] / rows[0][1]:>8.1f}" if quiet else f"{'-':>8}  (loaded: not a result)"
+        print(f"{'ratio re-netboot / live':<40} {ratio}")
     return 0

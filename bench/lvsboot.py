@@ -35,6 +35,7 @@ from lab.lvs import INVENTORY, boot, wait_ready_since, wait_until
 from lab.netns import Lab
 from provision.inventory import load
 
+from .common import FOREIGN_LIMIT, loaded_mark
 from .lvs import Cpu
 
 IMAGES = {"lvs1": "web", "lvs2": "tiny-lvs"}
@@ -92,7 +93,9 @@ def main(argv: list[str]) -> int:
             c.stop()
     print(f"\ndirector power-on to ready (TCG guests, {os.cpu_count()} CPUs shared, "
           f"load {os.getloadavg()[0]:.1f})")
-    print(f"{'round':<6} {'web image s':>12} {'tiny-lvs s':>11} {'ratio':>6} {'other CPU %':>12}")
-    for r, web, tiny, other in rows:
-        print(f"{r:<6} {web:>12.1f} {tiny:>11.1f} {web / tiny:>6.2f} {other:>12.0f}")
+    print(f"{'round':<6} {'web image s':>12} {'tiny-lvs s':>11} {'ratio':>6} "
+          f"{'other CPU, % of a core':>23}")
+    for r, web, tiny, other in rows:  # a loaded round is no ratio
+        ratio = f"{web / tiny:>6.2f}" if other <= FOREIGN_LIMIT else f"{'-':>6}"
+        print(f"{r:<6} {web:>12.1f} {tiny:>11.1f} {ratio} {other:>23.0f}{loaded_mark(other)}")
     return 0

@@ -31,7 +31,7 @@ from typing import Any
 
 from lab.netns import Lab, Netns, find_tool
 
-from .dhcp import children_cpu, machine_cpu, process_cpu
+from .common import FOREIGN_LIMIT, children_cpu, loaded_mark, machine_cpu, process_cpu
 
 DSAS = str(Path(sys.executable).with_name("dsas"))
 VIP = "198.18.0.3"
@@ -272,14 +272,19 @@ def main(argv: list[str]) -> int:
             print(f"{'server':8} {'rate':>6} {'DORA/s':>8} {'loss':>7} {'server CPU-s':>12} "
                   f"{'other CPU':>10}")
             by_rate: dict[int, dict[str, float]] = {}
+            loaded: set[int] = set()  # rates with a step under foreign load: no ratio
             for name, r in rows:
                 by_rate.setdefault(int(r["rate"]), {})[name] = r["dora_s"]
+                if r["other_cpu_pct"] > FOREIGN_LIMIT:
+                    loaded.add(int(r["rate"]))
                 print(f"{name:8} {r['rate']:>6} {r['dora_s']:>8.0f} {100 * r['loss']:>6.2f}% "
-                      f"{r['server_cpu']:>12.2f} {r['other_cpu_pct']:>9.1f}%")
+                      f"{r['server_cpu']:>12.2f} {r['other_cpu_pct']:>9.1f}%"
+                      f"{loaded_mark(r['other_cpu_pct'])}")
             for rate, d in sorted(by_rate.items()):
                 if d.get("single"):
-                    print(f"rate {rate}: pair/single DORA/s = "
-                          f"{d.get('pair', 0) / d['single']:.2f}")
+                    ratio = "-  (loaded: not a result)" if rate in loaded else \
+                        f"{d.get('pair', 0) / d['single']:.2f}"
+                    print(f"rate {rate}: pair/single DORA/s = {ratio}")
     return 0 if t["leases_lost"] == 0 and t["dhcp_ack_s"] is not None else 1
 
 
