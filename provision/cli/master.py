@@ -75,8 +75,10 @@ def status(inventory_path: str | None, state_dir: str, master_name: str | None,
     """Each master's role (active/standby), whether it reaches its peer, the
     replication lag (changes not acked by the peer, and for how long) and the last
     successful sync of the leases and of the other state (events, push and inventory
-    history). This master from its serve's status file, the peer over the
-    channel. Exit 1 when a master cannot be read."""
+    history), and each mirrored kind (inventory, known_hosts, boot tree, image
+    store): its last verified sync, and whether it is stale. This master from its
+    serve's status file, the peer over the channel. Exit 1 when a master cannot be
+    read or a mirror is stale."""
     inv, me = _me(inventory_path, master_name)
     assert inv.cluster.pair is not None
     now = time.time()
@@ -103,7 +105,22 @@ def status(inventory_path: str | None, state_dir: str, master_name: str | None,
         click.echo(f"master VIP {me.vip}")
         click.echo(table(["master", "side", "role", "peer reachable", "lag (updates)",
                           "lag (s)", "last lease sync", "last other sync", "problem"], rows))
-    sys.exit(1 if any(m.get("role") == "unknown" for m in masters) else 0)
+        click.echo("\nmirror (from the active to the standby, sha256-verified)")
+        click.echo(table(["master", "kind", "last sync", "files", "bytes", "state"],
+                         _mirror_rows(masters, now)))
+    stale = any(k.get("stale") for m in masters for k in (m.get("mirror") or {}).values())
+    sys.exit(1 if stale or any(m.get("role") == "unknown" for m in masters) else 0)
+
+
+def _mirror_rows(masters: list[dict[str, Any]], now: float) -> list[list[Any]]:
+    rows = []
+    for m in masters:
+        for kind, k in sorted((m.get("mirror") or {}).items()):
+            state = f"STALE: {k.get('why')}" if k.get("stale") else (
+                "source (active)" if k.get("role") == "source" else "in sync")
+            rows.append([m.get("name"), kind, _when(k.get("last_sync"), now), k.get("files"),
+                         k.get("bytes"), state])
+    return rows
 
 
 def _local(state_dir: Path, me: ha.Me, now: float) -> dict[str, Any]:

@@ -27,10 +27,15 @@ clients retry into the active's own half. When the peer answers again, the activ
 it its whole lease set (MERGE: per address the row written last wins), and they are in
 sync again.
 
+Mirror. The inventory, dsas-push's known_hosts, the boot tree and the image store are
+copied from the active to the standby and verified by sha256 (``provision.ha.mirror``);
+a stale one is reported, never served silently.
+
 Return. A master that starts pulls the peer's whole lease set (PULL/STATE, sha256
-checked) and merges it before it starts keepalived, so it holds the VIP (and answers
-anyone) only with a current store. Whether the returning primary then takes the VIP back
-is ``pair.preempt`` (keepalived's preemption; ``nopreempt`` otherwise).
+checked) and merges it, then mirrors the peer's files, before it starts keepalived, so
+it holds the VIP (and answers anyone) only with a current store and boot tree. Whether
+the returning primary then takes the VIP back is ``pair.preempt`` (keepalived's
+preemption; ``nopreempt`` otherwise).
 """
 
 
@@ -47,11 +52,12 @@ from ..observability.metrics import Metrics
 from ..state import StateStore
 from .keepalived import KEEPALIVED_CONF, Keepalived, render_keepalived
 from .members import Me, PairError, is_local, key_path, make_key, read_key, resolve
+from .mirror import Mirror, Tree
 from .replicator import STATUS_FILE, Replicator, Unconfirmed, ask_status
 
-__all__ = ["KEEPALIVED_CONF", "STATUS_FILE", "Keepalived", "Me", "PairError", "PairRuntime",
-           "Replicator", "Role", "Unconfirmed", "ask_status", "is_local", "key_path",
-           "make_key", "read_key", "render_keepalived", "resolve"]
+__all__ = ["KEEPALIVED_CONF", "STATUS_FILE", "Keepalived", "Me", "Mirror", "PairError",
+           "PairRuntime", "Replicator", "Role", "Tree", "Unconfirmed", "ask_status",
+           "is_local", "key_path", "make_key", "read_key", "render_keepalived", "resolve"]
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +95,13 @@ class PairRuntime:
 
     def __init__(self, me: Me, key: bytes, store: StateStore, metrics: Metrics,
                  state_dir: Path, interface: str, keepalived: bool = True,
-                 resync_wait: float = 10.0) -> None:
+                 resync_wait: float = 10.0, trees: list[Tree] | None = None) -> None:
         self.me = me
         self.replicator = Replicator(me, key, store, metrics, state_dir)
+        rep = self.replicator
+        self.mirror = Mirror(me, key, trees or [], metrics, lambda: rep.active,
+                             lambda: rep.peer_status) if trees else None
+        rep.mirror = self.mirror
         self.role = Role(me.vip, self._role_changed)
         self.keepalived = Keepalived(state_dir, render_keepalived(me, interface)) \
             if keepalived else None
@@ -109,8 +119,19 @@ class PairRuntime:
         self.replicator.set_active(active)
 
     def start_sync(self) -> bool:
+        """The peer's leases, then its mirror (when it is the active one), before this
+        master answers anyone; False when the leases could not be pulled."""
         self.replicator.start()
-        return self.replicator.resync(self.resync_wait)
+        ok = self.replicator.resync(self.resync_wait)
+        if self.mirror is not None:
+            if ok:
+                # bounded: an image store can be large; what is left is fetched by the
+                # mirror's thread, and reported stale until then
+                done = self.mirror.sync(time.monotonic() + max(self.resync_wait, 30.0))
+                log.info("master pair: mirror from %s at start: %s", self.me.peer_name,
+                         "in sync" if done else "stale (see master status)")
+            self.mirror.start()
+        return ok
 
     def start_vip(self) -> None:
         self.role.start()
@@ -136,4 +157,6 @@ class PairRuntime:
         if self.keepalived is not None:
             self.keepalived.stop()
         self.role.stop()
+        if self.mirror is not None:
+            self.mirror.stop()
         self.replicator.stop()

@@ -77,6 +77,7 @@ class Replicator:
         self._threads: list[threading.Thread] = []
         self._listener: socket.socket | None = None
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.mirror: Any = None  # ha.mirror.Mirror: answers MANIFEST and CHUNK
 
     # -- life cycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -196,6 +197,8 @@ class Replicator:
             n = replica.replace_other(self.store, tables)
             self.last_tables_applied = self.clock()
             return wire.ACK, {"n": n}
+        if mtype in (wire.MANIFEST, wire.CHUNK) and self.mirror is not None:
+            return self.mirror.handle(mtype, body)  # type: ignore[no-any-return]
         if mtype in (wire.PING, wire.STATUS):
             if mtype == wire.PING:
                 self.peer_status = dict(body)
@@ -418,6 +421,7 @@ class Replicator:
             "last_applied_other": self.last_tables_applied,
             "applied": self.applied, "dropped": dict(self.dropped),
             "resynced": self.resynced, "written": now, "pid": os.getpid(),
+            "mirror": self.mirror.status() if self.mirror is not None else {},
         }
 
     def _write_status(self) -> None:
