@@ -423,13 +423,14 @@ class Mirror:
         now = self.clock()
         for kind, st in self.state.items():
             if not st["had_source"]:  # never a mirror of an active peer: the source
+                st["stale_served"] = None
                 continue
             why = self.stale(kind, now)
             if why is None and now - st["last_sync"] > TAKEOVER_FRESH:
                 why = (f"last verified {now - st['last_sync']:.1f} s before the takeover; "
                        "what changed on the peer since is not here")
+            st["stale_served"] = why
             if why:
-                st["stale_served"] = why
                 log.error("master pair: active with a stale %s mirror (%s): serving it, "
                           "and reporting it until %s has mirrored it again", kind, why,
                           self.me.peer_name)
