@@ -198,9 +198,8 @@ def _run(ctx: ServeContext, names: list[str], inventory_path: str | None,
     # poll 0.2 s: a SIGHUP (an inventory edit waits for its receipt) is acted on within
     # 0.2 s instead of 1 s; a tick only checks flags and services' liveness
     sup = Supervisor(ctx, services, str(inv_file), poll=0.2, on_loaded=pidfile.loaded)
-    if pair is not None and pair.mirror is not None:  # the standby's mirrored inventory
-        pair.mirror.on_changed = lambda kind: sup.request_reload() if kind == "inventory" \
-            else None
+    if pair is not None:
+        _hook_pair(ctx, sup, pair, pidfile)
     sup.install_signals()  # before the pid file: an edit's SIGHUP must never kill us
     if pidfile.acquire():
         # An edit made before the pid file existed signalled nobody: if the file is not
@@ -223,6 +222,19 @@ def _run(ctx: ServeContext, names: list[str], inventory_path: str | None,
             pair.stop()
         pidfile.release()
     return code
+
+
+def _hook_pair(ctx: ServeContext, sup: Supervisor, pair: Any, pidfile: ServePidFile) -> None:
+    """A standby's mirrored inventory is reloaded; after each reload the pair follows
+    the inventory (a new peer from `dsas master join`, or this master left)."""
+    def loaded(sha: str) -> None:
+        pidfile.loaded(sha)
+        pair.retarget(ctx.inventory)
+
+    sup.on_loaded = loaded
+    if pair.mirror is not None:
+        pair.mirror.on_changed = lambda kind: sup.request_reload() if kind == "inventory" \
+            else None
 
 
 def _start_pair(ctx: ServeContext, name: str | None, keepalived: bool,

@@ -85,6 +85,16 @@ class Keepalived:
             log_file.close()
         log.info("master pair: keepalived started (pid %d, %s)", self.proc.pid, path)
 
+    def reload(self, conf: str) -> None:
+        """A new config (another peer): written, then SIGHUP (reload, never restart: a
+        restart would drop the VIP)."""
+        self.conf = conf
+        (self.dir / KEEPALIVED_CONF).write_text(conf)
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGHUP)
+            log.info("master pair: keepalived reloaded (%s)", self.dir / KEEPALIVED_CONF)
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

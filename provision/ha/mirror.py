@@ -418,6 +418,12 @@ class Mirror:
         os.symlink(target, tmp)
         os.replace(tmp, dest)
 
+    def retarget(self, me: Me) -> None:
+        """Another peer: the next sync asks it (the old connection is closed)."""
+        self.me = me
+        self.channel.me = me
+        self.channel.close()
+
     # -- takeover -------------------------------------------------------------------------
     def _took_over(self) -> None:
         now = self.clock()

@@ -48,6 +48,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from ..inventory.model import Inventory
 from ..observability.metrics import Metrics
 from ..state import StateStore
 from .keepalived import KEEPALIVED_CONF, Keepalived, render_keepalived
@@ -102,7 +103,9 @@ class PairRuntime:
         self.mirror = Mirror(me, key, trees or [], metrics, lambda: rep.active,
                              lambda: rep.peer_status) if trees else None
         rep.mirror = self.mirror
+        rep.on_leave = self._leave
         self.role = Role(me.vip, self._role_changed)
+        self.interface = interface
         self.keepalived = Keepalived(state_dir, render_keepalived(me, interface)) \
             if keepalived else None
         self.resync_wait = resync_wait
@@ -137,6 +140,43 @@ class PairRuntime:
         self.role.start()
         if self.keepalived is not None:
             self.keepalived.start()
+
+    def _leave(self, why: str) -> None:
+        """The peer says this master left the pair: let the VIP go (keepalived stopped,
+        not restarted), so the standby role answers nobody."""
+        if self.keepalived is not None:
+            log.error("master pair: letting the VIP go (%s); stop this serve", why)
+            self.keepalived.stop()
+            self.keepalived = None
+
+    def retarget(self, inv: Inventory) -> None:
+        """(After each inventory reload) follow a change of the pair: a new peer (``dsas
+        master join``) is taken live; this master no longer in the pair lets the VIP go
+        and answers nobody; another side or VIP needs a restart (said, not done)."""
+        try:
+            me = resolve(inv, self.me.name)
+        except PairError as e:
+            if self.keepalived is not None:
+                log.error("master pair: %s is no longer a master of the pair (%s): letting "
+                          "the VIP go; stop this serve", self.me.name, e)
+                self.keepalived.stop()
+                self.keepalived = None
+            return
+        if me == self.me:
+            return
+        if (me.side, me.vip, me.address, me.pair.port) != \
+                (self.me.side, self.me.vip, self.me.address, self.me.pair.port):
+            log.error("master pair: this master's side, VIP, address or port changed in the "
+                      "inventory: restart dsas serve to take it (still serving as before)")
+            return
+        log.warning("master pair: the peer is now %s %s (was %s %s)", me.peer_name,
+                    me.peer_address, self.me.peer_name, self.me.peer_address)
+        self.me = me
+        self.replicator.retarget(me)
+        if self.mirror is not None:
+            self.mirror.retarget(me)
+        if self.keepalived is not None:
+            self.keepalived.reload(render_keepalived(me, self.interface))
 
     def check(self) -> None:
         """(The supervisor's tick) keepalived died: start it again, at most once per

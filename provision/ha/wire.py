@@ -53,9 +53,10 @@ MANIFEST = 11  # the mirror (ha.mirror): a kind's manifest, please; answered wit
 FILES = 12
 CHUNK = 13  # a piece of one file of the manifest; answered with DATA
 DATA = 14
+LEAVE = 15  # you are no longer a master of the pair (`dsas master join`): let the VIP go
 NAMES = {HELLO: "hello", UPDATE: "update", ACK: "ack", PULL: "pull", STATE: "state",
          MERGE: "merge", PING: "ping", PONG: "pong", STATUS: "status", TABLES: "tables",
-         MANIFEST: "manifest", FILES: "files", CHUNK: "chunk", DATA: "data"}
+         MANIFEST: "manifest", FILES: "files", CHUNK: "chunk", DATA: "data", LEAVE: "leave"}
 
 
 class WireError(Exception):
