@@ -203,9 +203,11 @@ def pair_lab(lab: Lab, tmp_path: Path, request: pytest.FixtureRequest) -> Pair:
     require_tool("keepalived")
     require_tool("udhcpc")
     require_tool("bridge")
-    preempt = getattr(request, "param", True)
+    param = getattr(request, "param", True)  # True, False (preempt), "small", "join"
+    preempt = True if param == "join" else param
     inv = tmp_path / "cluster.yaml"
-    inv.write_text(pair_inventory(preempt=preempt, small=preempt == "small"))
+    inv.write_text(pair_inventory(preempt=bool(preempt), small=preempt == "small",
+                                  third=param == "join"))
     bridge = lab.netns("mbr")
     lab.bridge(bridge)
     masters, ports = {}, {}
@@ -258,3 +260,35 @@ def no_address_twice(p: Pair) -> dict[str, str]:
         assert l1[ip] == l2[ip], f"{ip}: m01 says {l1[ip]}, m02 says {l2[ip]}"
     return by_ip
 
+
+
+def add_master(p: Pair, name: str, address: str) -> Master:
+    """Another master namespace on the bridge (not started: `dsas master join` does)."""
+    ns = p.lab.netns(name)
+    port, iface = p.lab.veth(p.bridge, ns, None, f"{address}/24")
+    p.bridge.run(["ip", "link", "set", port, "master", "br0"])
+    d = p.tmp / name
+    d.mkdir()
+    m = Master(p.lab, ns, iface, name, d, d / "cluster.yaml")
+    p.masters[name] = m
+    p.ports[name] = port
+    return m
+
+
+def start_sshd(m: Master, address: str, authorized: Path) -> str:
+    """A real sshd in the master's namespace, its own host key; that key's base64."""
+    from lab.sshfarm import SSHD_CONFIG
+    d = m.dir / "sshd"
+    d.mkdir()
+    subprocess.run([require_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f",
+                    str(d / "ssh_host_ed25519_key")], check=True, timeout=30,
+                   capture_output=True)
+    conf = d / "sshd_config"
+    conf.write_text(SSHD_CONFIG.format(address=address, dir=d, authorized=authorized))
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # its privilege separation dir
+    log = open(d / "sshd.log", "ab")  # noqa: SIM115 - the child owns it
+    m.ns.popen([require_tool("sshd"), "-D", "-e", "-f", str(conf)], stdout=log,
+               stderr=subprocess.STDOUT)
+    log.close()
+    m.ns.wait_port(22, "tcp")
+    return (d / "ssh_host_ed25519_key.pub").read_text().split()[1]
