@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 from ..inventory.model import Inventory
 from ..observability.metrics import Metrics
@@ -58,11 +59,34 @@ from .replicator import STATUS_FILE, Replicator, Unconfirmed, ask_status
 
 __all__ = ["KEEPALIVED_CONF", "STATUS_FILE", "Keepalived", "Me", "Mirror", "PairError",
            "PairRuntime", "Replicator", "Role", "Tree", "Unconfirmed", "ask_status",
-           "is_local", "key_path", "make_key", "read_key", "render_keepalived", "resolve"]
+           "is_local", "key_path", "make_key", "read_key", "render_keepalived", "resolve",
+           "state_line"]
 
 log = logging.getLogger(__name__)
 
 ROLE_POLL = 0.1  # s between two looks at whether the VIP is local
+
+
+def state_line(st: dict[str, Any]) -> str:
+    """One master's pair state for the status page, from its status (``Replicator.status``
+    here, the peer's last heartbeat there): role, sync, lag, the mirror."""
+    if not st or st.get("role") in (None, "unknown"):
+        return "not reachable"
+    parts = [str(st["role"])]
+    if st.get("left_pair"):
+        parts.append("left the pair")
+    if st["role"] == "active":
+        parts.append("in sync" if st.get("in_sync") else "alone (own half of the pool)")
+    if not st.get("peer_reachable"):
+        parts.append("peer not reachable")
+    if st.get("lag_updates"):
+        parts.append(f"{st['lag_updates']} update(s) not acked")
+    stale = sorted(k for k, v in (st.get("mirror") or {}).items() if v.get("stale"))
+    if stale:
+        parts.append(f"mirror STALE: {', '.join(stale)}")
+    elif st.get("mirror") and st["role"] == "standby":
+        parts.append("mirror in sync")
+    return ", ".join(parts)
 
 
 class Role(threading.Thread):
@@ -140,6 +164,13 @@ class PairRuntime:
         self.role.start()
         if self.keepalived is not None:
             self.keepalived.start()
+
+    def states(self) -> dict[str, str]:
+        """master name -> its state line: this one now, the peer as its last heartbeat
+        said (or not reachable when none came for ~2 s)."""
+        mine = self.replicator.status()
+        peer = dict(self.replicator.peer_status) if mine.get("peer_reachable") else {}
+        return {self.me.name: state_line(mine), self.me.peer_name: state_line(peer)}
 
     def _leave(self, why: str) -> None:
         """The peer says this master left the pair: let the VIP go (keepalived stopped,

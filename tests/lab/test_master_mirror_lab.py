@@ -95,6 +95,12 @@ def test_the_standby_mirrors_every_change_and_a_stale_mirror_is_reported(
                for k in mine.values()), mine
     assert all(k["role"] == "source" for k in _mine(doc, "m01").values()), doc
     assert "mirror" in text and "in sync" in text and "STALE" not in text, text
+    # The status page of either master shows both, with their pair state.
+    page = json.loads(m1.ns.run(["curl", "-s", "--max-time", "10",
+                                 "http://198.18.0.2:8080/api/v1/status"]).stdout)
+    states = {m["host"]: m["state"] for m in page["masters"]}
+    assert states["m01"].startswith("active, in sync"), states
+    assert states["m02"] == "standby, mirror in sync", states
 
     # Cut off: m02 takes the VIP with what it has; m01 publishes v2 meanwhile.
     p.isolate(True)
@@ -107,6 +113,10 @@ def test_the_standby_mirrors_every_change_and_a_stale_mirror_is_reported(
     assert "STALE" in text, text
     assert "active with a stale" in m2.log(), m2.log()[-3000:]
     assert not (m2.dir / "boot" / "images" / "base" / "v2").exists()
+    page = json.loads(m2.ns.run(["curl", "-s", "--max-time", "10",
+                                 "http://198.18.0.2:8080/api/v1/status"]).stdout)
+    states = {m["host"]: m["state"] for m in page["masters"]}
+    assert "mirror STALE" in states["m02"] and states["m01"] == "not reachable", states
 
     # Mended: m01 (preempt) holds the VIP, m02 is the standby again and catches up.
     p.isolate(False)

@@ -177,3 +177,15 @@ def test_a_symlink_may_point_only_inside_the_tree(tmp_path: Path, rel: str, targ
     else:
         with pytest.raises(MirrorError):
             mmod._checked_target(tree, rel, target)
+
+
+def test_the_status_page_line_says_role_sync_and_a_stale_mirror() -> None:
+    from provision.ha.pair import state_line
+    assert state_line({}) == "not reachable"
+    assert state_line({"role": "active", "in_sync": True, "peer_reachable": True,
+                       "mirror": {"boot": {"stale": False}}}) == "active, in sync"
+    line = state_line({"role": "standby", "peer_reachable": False, "lag_updates": 0,
+                       "mirror": {"boot": {"stale": True}, "images": {"stale": False}}})
+    assert line == "standby, peer not reachable, mirror STALE: boot"
+    assert state_line({"role": "standby", "peer_reachable": True,
+                       "mirror": {"boot": {"stale": False}}}) == "standby, mirror in sync"
