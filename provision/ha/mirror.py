@@ -26,6 +26,10 @@ keeps reporting it (``stale_served``) until its peer has mirrored it again: it s
 what it has (a boot tree a few changes old beats no boot), but never silently.
 `dsas master status` shows each kind's last sync and exits 1 on a stale mirror.
 
+Nothing is lost by it: a file the mirror would remove or replace that changed on this
+master after the kind's last sync (a version published here while it was cut off and
+active) is moved to ``<state-dir>/mirror-displaced/<kind>/`` first, with a warning.
+
 Only the standby writes, only below the paths it was started with, only names the
 manifest gave that are relative and stay inside the tree (no ``..``, no absolute
 symlink targets), so a peer cannot write elsewhere even with the key.
@@ -39,6 +43,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import stat
 import threading
@@ -224,8 +229,9 @@ class Mirror:
 
     def __init__(self, me: Me, key: bytes, kinds: list[Tree], metrics: Metrics,
                  is_active: Callable[[], bool], peer_status: Callable[[], dict[str, Any]],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, displaced: Path | None = None) -> None:
         self.me = me
+        self.displaced = displaced  # where local changes the mirror would undo are kept
         self.kinds = {t.kind: t for t in kinds}
         self.metrics = metrics
         self.is_active = is_active
@@ -373,6 +379,7 @@ class Mirror:
                 changed += 1
         for rel in sorted(set(have["files"]) | set(have["links"])):
             if rel not in want["files"] and rel not in want["links"]:
+                self._displace(tree, rel)
                 tree.local(rel).unlink(missing_ok=True)
                 changed += 1
         return changed
@@ -404,20 +411,43 @@ class Mirror:
             os.chmod(tmp, mode & 0o777)
             if dest.is_dir() and not dest.is_symlink():
                 raise MirrorError(f"{tree.kind}: {rel} is a directory here")
+            self._displace(tree, rel)
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
         self.state[tree.kind]["fetched"] += size
         self.metrics.inc("dsas_master_mirror_bytes_total", size, kind=tree.kind)
 
-    @staticmethod
-    def _link(tree: Tree, rel: str, target: str) -> None:
+    def _link(self, tree: Tree, rel: str, target: str) -> None:
         dest = tree.local(rel)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f"{TMP_PREFIX}{dest.name}.{os.getpid()}")
         tmp.unlink(missing_ok=True)
         os.symlink(target, tmp)
+        self._displace(tree, rel)
         os.replace(tmp, dest)
+
+    def _displace(self, tree: Tree, rel: str) -> None:
+        """A local file the mirror is about to remove or replace: if it changed here
+        after this kind's last sync (or there was none yet), it is moved to
+        ``displaced/<kind>/<rel>`` instead (an edit or a version published on this
+        master while it was cut off and active is kept, not lost)."""
+        if self.displaced is None:
+            return
+        path = tree.local(rel)
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            return
+        last = self.state[tree.kind]["last_sync"]
+        if last is not None and st.st_mtime <= last:
+            return
+        dest = self.displaced / tree.kind / (path.name if tree.single else rel)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), str(dest))
+        log.warning("master pair: the mirror replaces %s %s, changed here after the last "
+                    "sync: kept as %s", tree.kind, rel if not tree.single else path, dest)
+        self.metrics.inc("dsas_master_mirror_displaced_total", kind=tree.kind)
 
     def retarget(self, me: Me) -> None:
         """Another peer: the next sync asks it (the old connection is closed)."""

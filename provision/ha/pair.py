@@ -125,7 +125,8 @@ class PairRuntime:
         self.replicator = Replicator(me, key, store, metrics, state_dir)
         rep = self.replicator
         self.mirror = Mirror(me, key, trees or [], metrics, lambda: rep.active,
-                             lambda: rep.peer_status) if trees else None
+                             lambda: rep.peer_status,
+                             displaced=state_dir / "mirror-displaced") if trees else None
         rep.mirror = self.mirror
         rep.on_leave = self._leave
         self.role = Role(me.vip, self._role_changed)

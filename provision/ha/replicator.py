@@ -268,11 +268,15 @@ class Replicator:
     def _told_to_leave(self, body: Any) -> None:
         why = (f"{body.get('by')} says the masters are now "
                f"{', '.join(str(m) for m in body.get('masters', []))}")
-        if self.left is None:
+        first = self.left is None
+        self.left = why
+        if first:
             log.error("master pair: %s is no longer a master of the pair (%s)", self.me.name,
                       why)
-        self.left = why
-        self.on_leave(why)
+            # not in this thread: the reply (or the next heartbeat) must not wait for
+            # keepalived to stop
+            threading.Thread(target=self.on_leave, args=(why,), name="pair-leave",
+                             daemon=True).start()
 
     def replicate(self, changes: list[Change], now: float) -> None:
         """The committer, after the local commit and before the ACKs: hand the batch to

@@ -58,7 +58,8 @@ def _side(tmp: Path, name: str, mine: str, peer: str, port: int) -> Side:
     store = StateStore(d / "state")
     rep = Replicator(me, KEY, store, Metrics(), d / "state")
     m = Mirror(me, KEY, trees(d / "cluster.yaml", d / "boot", d / "state"), Metrics(),
-               lambda: rep.active, lambda: rep.peer_status)
+               lambda: rep.active, lambda: rep.peer_status,
+               displaced=d / "state" / "mirror-displaced")
     rep.mirror = m
     rep.start()
     return Side(me, d, store, rep, m)
@@ -189,3 +190,27 @@ def test_the_status_page_line_says_role_sync_and_a_stale_mirror() -> None:
     assert line == "standby, peer not reachable, mirror STALE: boot"
     assert state_line({"role": "standby", "peer_reachable": True,
                        "mirror": {"boot": {"stale": False}}}) == "standby, mirror in sync"
+
+
+def test_a_local_change_the_mirror_undoes_is_kept_aside_not_lost(
+        loop_pair: tuple[Side, Side]) -> None:
+    """Published on the standby after the last sync (it was active, cut off): the
+    mirror makes the tree the active's again, and keeps the standby's own files."""
+    a, b = loop_pair
+    _fill(a.dir)
+    assert b.mirror.sync()
+    mine = b.dir / "boot" / "images" / "base" / "v9"
+    mine.mkdir()
+    (mine / "vmlinuz").write_bytes(b"published on m02 alone")
+    (b.dir / "cluster.yaml").write_text("cluster: {name: edited-on-m02}\n")
+    assert b.mirror.sync()
+    _same(a, b)
+    kept = b.dir / "state" / "mirror-displaced"
+    assert (kept / "images" / "base" / "v9" / "vmlinuz").read_bytes() == \
+        b"published on m02 alone"
+    assert (kept / "inventory" / "cluster.yaml").read_text() == \
+        "cluster: {name: edited-on-m02}\n"
+    # what was in sync and only removed or replaced by the active is not kept
+    (a.dir / "boot" / "run.sh").unlink()
+    assert b.mirror.sync()
+    assert not (kept / "boot").exists()
