@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from .. import __version__
+from ..ha import join as hj
 from ..ha import pair as ha
 from ..ha.wire import WireError
 from ..sshtrust import DEFAULT_PORT, DEFAULT_USER
@@ -86,7 +87,7 @@ def status(inventory_path: str | None, state_dir: str, master_name: str | None,
     assert inv.cluster.pair is not None
     now = time.time()
     masters: list[dict[str, Any]] = []
-    local = _local(Path(state_dir), me, now)
+    local = hj.local_status(Path(state_dir), me, now)
     masters.append(local)
     try:
         key_bytes = ha.read_key(Path(state_dir), inv.cluster.pair)
@@ -162,7 +163,6 @@ def join(host: str, inventory_path: str | None, state_dir: str, master_name: str
     HOST already (same version). Exit 0 when HOST is in sync and its mirror is
     not stale, 3 when it did not get there within --wait, 1 on an error (the
     step is named)."""
-    from ..ha import join as hj
     from ..sshtrust.sshconf import SshConfig
     from . import editcommon
 
@@ -185,7 +185,7 @@ def join(host: str, inventory_path: str | None, state_dir: str, master_name: str
     rstate = remote_state_dir or state_dir
     click.echo(f"3/4 {host}: the pair key, dsas-push's key and the inventory; {start_cmd}")
     try:
-        _deliver(remote, cfg, Path(state_dir), rstate, new_inv,
+        hj.deliver(remote, cfg, Path(state_dir), rstate, new_inv,
                  remote_inventory or str(edit.path), edit.new_text)
         remote.run("the start command", start_cmd)
     except (hj.JoinError, ha.PairError) as e:
@@ -195,67 +195,10 @@ def join(host: str, inventory_path: str | None, state_dir: str, master_name: str
         return
     click.echo(f"4/4 waiting up to {wait:g} s for {host} to be in sync")
     me = ha.resolve(new_inv, p.me)
-    why = _wait_joined(me, Path(state_dir), new_inv, wait)
+    why = hj.wait_joined(me, Path(state_dir), new_inv, wait)
     if why:
         fail(f"{host} is not in sync after {wait:g} s: {why} (see `dsas master status`)", 3)
     click.echo(f"{host} is the {p.side} master: in sync, its mirror verified")
-
-
-def _deliver(remote: Any, cfg: Any, state_dir: Path, rstate: str, inv: Any,
-             rinv: str, text: str) -> None:
-    pair = inv.cluster.pair
-    key = ha.key_path(state_dir, pair)
-    ha.read_key(state_dir, pair)  # it is there, 0600 and well formed
-    rkey = ha.key_path(Path(rstate), pair)
-    remote.write("the pair key", str(rkey), key.read_bytes(), 0o600)
-    if cfg.key.exists():
-        remote.write("dsas-push's key", f"{rstate}/ssh/id_ed25519", cfg.key.read_bytes(),
-                     0o600)
-        pub = cfg.key.with_name(cfg.key.name + ".pub")
-        if pub.exists():
-            remote.write("dsas-push's key", f"{rstate}/ssh/id_ed25519.pub",
-                         pub.read_bytes(), 0o644)
-    remote.write("the inventory", rinv, text.encode(), 0o644)
-
-
-def _wait_joined(me: ha.Me, state_dir: Path, inv: Any, wait: float) -> str | None:
-    """None once the pair is in sync and the peer's mirror is not stale; else why not."""
-    key = ha.read_key(state_dir, inv.cluster.pair)
-    deadline = time.monotonic() + wait
-    why = "no answer yet"
-    while time.monotonic() < deadline:
-        try:
-            peer = ha.ask_status(me, key, 2.0)
-        except (OSError, ConnectionError, WireError) as e:
-            why = f"its channel does not answer ({e})"
-            time.sleep(1)
-            continue
-        stale = [k for k, v in (peer.get("mirror") or {}).items() if v.get("stale")]
-        mine = _local(state_dir, me, time.time())
-        active = peer if peer.get("role") == "active" else mine
-        if mine.get("peer") != me.peer_name:
-            why = "this master's serve has not taken the new inventory"
-        elif not active.get("in_sync"):
-            why = "the leases are not in sync yet"
-        elif stale or not peer.get("mirror"):
-            why = f"its mirror is stale ({', '.join(stale) or 'none yet'})"
-        else:
-            return None
-        time.sleep(1)
-    return why
-
-
-def _local(state_dir: Path, me: ha.Me, now: float) -> dict[str, Any]:
-    path = state_dir / ha.STATUS_FILE
-    try:
-        doc = dict(json.loads(path.read_text()))
-    except (OSError, ValueError) as e:
-        return {"name": me.name, "side": me.side, "role": "unknown",
-                "error": f"no status from a running serve ({path}: {e})"}
-    if now - float(doc.get("written", 0)) > 5:
-        doc["role"] = "unknown"
-        doc["error"] = f"stale: the serve wrote {path} {now - doc['written']:.0f} s ago"
-    return doc
 
 
 def _yes(v: Any) -> str:

@@ -26,18 +26,23 @@ version (the channel's frames must match).
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
+import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 from ..errors import DsasError
 from ..inventory.edit import Document, EditError
 from ..inventory.model import Inventory
 from ..sshtrust.hostkeys import trusted_keys
 from ..sshtrust.sshconf import SshConfig
-from .members import PairError, resolve
+from .members import Me, PairError, key_path, read_key, resolve
+from .replicator import STATUS_FILE, ask_status
+from .wire import WireError
 
 SSH_TIMEOUT = 60.0  # s for one remote step
 
@@ -129,3 +134,66 @@ def check_dsas(remote: Remote, dsas: str, version: str) -> None:
     if out != version:
         raise JoinError(f"{remote.host} runs {out!r}, this master {version!r}: install the "
                         "same dsas there first")
+
+
+def deliver(remote: Remote, cfg: SshConfig, state_dir: Path, rstate: str, inv: Inventory,
+            rinv: str, text: str) -> None:
+    """On HOST: the pair key (0600), dsas-push's SSH key, the inventory ``text`` at
+    ``rinv`` (each on stdin, written whole or not at all)."""
+    pair = inv.cluster.pair
+    assert pair is not None
+    key = key_path(state_dir, pair)
+    read_key(state_dir, pair)  # it is there, 0600 and well formed
+    rkey = key_path(Path(rstate), pair)
+    remote.write("the pair key", str(rkey), key.read_bytes(), 0o600)
+    if cfg.key.exists():
+        remote.write("dsas-push's key", f"{rstate}/ssh/id_ed25519", cfg.key.read_bytes(),
+                     0o600)
+        pub = cfg.key.with_name(cfg.key.name + ".pub")
+        if pub.exists():
+            remote.write("dsas-push's key", f"{rstate}/ssh/id_ed25519.pub",
+                         pub.read_bytes(), 0o644)
+    remote.write("the inventory", rinv, text.encode(), 0o644)
+
+
+def wait_joined(me: Me, state_dir: Path, inv: Inventory, wait: float) -> str | None:
+    """None once the pair is in sync and the peer's mirror is not stale; else why not
+    (after ``wait`` s)."""
+    assert inv.cluster.pair is not None
+    key = read_key(state_dir, inv.cluster.pair)
+    deadline = time.monotonic() + wait
+    why = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            peer = ask_status(me, key, 2.0)
+        except (OSError, ConnectionError, WireError) as e:
+            why = f"its channel does not answer ({e})"
+            time.sleep(1)
+            continue
+        stale = [k for k, v in (peer.get("mirror") or {}).items() if v.get("stale")]
+        mine = local_status(state_dir, me, time.time())
+        active = peer if peer.get("role") == "active" else mine
+        if mine.get("peer") != me.peer_name:
+            why = "this master's serve has not taken the new inventory"
+        elif not active.get("in_sync"):
+            why = "the leases are not in sync yet"
+        elif stale or not peer.get("mirror"):
+            why = f"its mirror is stale ({', '.join(stale) or 'none yet'})"
+        else:
+            return None
+        time.sleep(1)
+    return why
+
+
+def local_status(state_dir: Path, me: Me, now: float) -> dict[str, Any]:
+    """This master's status as its serve last wrote it (role unknown if stale)."""
+    path = state_dir / STATUS_FILE
+    try:
+        doc = dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as e:
+        return {"name": me.name, "side": me.side, "role": "unknown",
+                "error": f"no status from a running serve ({path}: {e})"}
+    if now - float(doc.get("written", 0)) > 5:
+        doc["role"] = "unknown"
+        doc["error"] = f"stale: the serve wrote {path} {now - doc['written']:.0f} s ago"
+    return doc

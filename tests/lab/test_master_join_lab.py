@@ -111,6 +111,9 @@ def test_a_host_made_master_with_join_takes_over_after_the_first_two_are_gone(
         # m02 was told it left the pair, and let the VIP go
         wait_for(lambda: "no longer a master of the pair" in m2.log(), 20,
                  "m02 to hear it left the pair")
+        assert "did not hear that it left" not in m1.log(), m1.log()[-3000:]
+        wait_for(lambda: not (m2.state / "keepalived" / "keepalived.pid").exists()
+                 or "letting the VIP go" in m2.log(), 20, "m02's keepalived stopped")
         # m03 has the leases, the event and the boot tree, all from m01
         held = m3.leases()
         assert all(held.get(ip) == mac for mac, ip in before.items()), (held, before)
