@@ -203,11 +203,12 @@ def pair_lab(lab: Lab, tmp_path: Path, request: pytest.FixtureRequest) -> Pair:
     require_tool("keepalived")
     require_tool("udhcpc")
     require_tool("bridge")
-    param = getattr(request, "param", True)  # True, False (preempt), "small", "join"
-    preempt = True if param == "join" else param
+    # True, False (preempt), "small" (a /28), "join" (a third host), "partner_down" (a /28)
+    param = getattr(request, "param", True)
+    preempt = "small" if param == "partner_down" else (True if param == "join" else param)
     inv = tmp_path / "cluster.yaml"
     inv.write_text(pair_inventory(preempt=bool(preempt), small=preempt == "small",
-                                  third=param == "join"))
+                                  third=param == "join", partner_down=param == "partner_down"))
     bridge = lab.netns("mbr")
     lab.bridge(bridge)
     masters, ports = {}, {}
