@@ -13,6 +13,8 @@ against the pair's VIP, at fixed rates, in the same run: DORA/s completed, loss,
 the CPU other processes used meanwhile (beside each figure, as bench dhcp does: a step
 on a busy machine says little).
 
+``--advert-int``: the masters' VRRP advert interval (takeover is ~3 x it plus a skew).
+
 Mirror (``--mirror-mb``, ``--only-mirror``): an image version of that many MiB copied
 from one master's Mirror to another's over the pair channel (HMAC frames, 1 MiB base64
 pieces, sha256-verified), in-process on loopback (127.0.0.1 -> 127.0.0.2): MiB/s, and
@@ -106,7 +108,7 @@ def _status(work: Path) -> dict[str, Any]:
 class Setup:
     """The benchmark's lab: a bridge namespace, the master and the clients."""
 
-    def __init__(self, lab: Lab, tmp: Path) -> None:
+    def __init__(self, lab: Lab, tmp: Path, advert_int: float = 1.0) -> None:
         self.lab, self.tmp = lab, tmp
         self.br = lab.netns("bmbr")
         lab.bridge(self.br)
@@ -118,7 +120,8 @@ class Setup:
             self.br.run(["ip", "link", "set", port, "master", "br0"])
             self.ns[name], self.ifs[name] = ns, iface
         self.pair_inv = tmp / "pair.yaml"
-        self.pair_inv.write_text(INVENTORY.format(vip=VIP, masters=PAIR))
+        self.pair_inv.write_text(INVENTORY.format(vip=VIP, masters=PAIR.replace(
+            "peer_timeout: 0.5}", f"peer_timeout: 0.5, advert_int: {advert_int:g}}}")))
         self.single_inv = tmp / "single.yaml"
         self.single_inv.write_text(INVENTORY.format(vip="198.18.0.1", masters=SINGLE))
         subprocess.run([DSAS, "master", "key", "--inventory", str(self.pair_inv),
@@ -316,6 +319,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--mirror-mb", type=int, default=64)
     ap.add_argument("--only-mirror", action="store_true")
+    ap.add_argument("--advert-int", type=float, default=1.0,
+                    help="the masters' VRRP advert interval (pair.advert_int), s")
     args = ap.parse_args([a for a in argv if a != "master"])
     with tempfile.TemporaryDirectory(prefix="dsas-bench-mirror-", dir="/var/tmp") as tmp:
         m = mirror_rate(args.mirror_mb, Path(tmp))
@@ -329,9 +334,10 @@ def main(argv: list[str]) -> int:
         _tool(name)
     with Lab() as lab, tempfile.TemporaryDirectory(prefix="dsas-bench-master-",
                                                    dir="/var/tmp") as tmp:
-        s = Setup(lab, Path(tmp))
+        s = Setup(lab, Path(tmp), args.advert_int)
         t = takeover(s)
-        print(f"takeover after SIGKILL of the primary: first DHCP ACK from the VIP "
+        print(f"takeover (advert_int {args.advert_int:g} s) after SIGKILL of the primary: "
+              f"first DHCP ACK from the VIP "
               f"{_s(t['dhcp_ack_s'])}, first HTTP answer {_s(t['http_s'])}; client address "
               f"{t['before']} -> {t['after']}, leases lost {t['leases_lost']} "
               f"(anchors: Kea HA defaults ~60 s, keepalived VRRP ~3.6 s; goal <= 5 s, 0 lost); "
