@@ -229,9 +229,11 @@ class Mirror:
 
     def __init__(self, me: Me, key: bytes, kinds: list[Tree], metrics: Metrics,
                  is_active: Callable[[], bool], peer_status: Callable[[], dict[str, Any]],
-                 clock: Callable[[], float] = time.time, displaced: Path | None = None) -> None:
+                 clock: Callable[[], float] = time.time, displaced: Path | None = None,
+                 state_file: Path | None = None) -> None:
         self.me = me
         self.displaced = displaced  # where local changes the mirror would undo are kept
+        self.state_file = state_file  # each kind's last sync, kept across restarts
         self.kinds = {t.kind: t for t in kinds}
         self.metrics = metrics
         self.is_active = is_active
@@ -245,10 +247,41 @@ class Mirror:
                 "bytes": 0, "fetched": 0, "sha256": None, "stale_served": None,
                 "had_source": False}
             for k in self.kinds}
+        self._load_state()
         self._lock = threading.Lock()  # one sync at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._was_active = False
+
+    # -- kept across restarts -------------------------------------------------------------
+    _KEPT = ("last_sync", "had_source", "stale_served", "files", "bytes", "sha256")
+
+    def _load_state(self) -> None:
+        """What the last run knew: a restarted master's mirror is as old as its last
+        sync (not "never mirrored"), and a stale one it served stays reported."""
+        if self.state_file is None:
+            return
+        try:
+            doc = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return
+        for kind, st in self.state.items():
+            old = doc.get(kind) if isinstance(doc, dict) else None
+            if isinstance(old, dict) and old.get("last_sync"):
+                st.update({k: old.get(k, st[k]) for k in self._KEPT})
+                st["error"] = None
+
+    def _save_state(self) -> None:
+        if self.state_file is None:
+            return
+        doc = {k: {f: st[f] for f in self._KEPT} for k, st in self.state.items()}
+        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(doc))
+            tmp.replace(self.state_file)
+        except OSError as e:
+            log.warning("master pair: cannot keep the mirror's state in %s: %s",
+                        self.state_file, e.strerror)
 
     # -- the active's side ---------------------------------------------------------------
     def handle(self, mtype: int, body: Any) -> tuple[int, Any]:
@@ -333,6 +366,7 @@ class Mirror:
                      kind, self.me.peer_name, st["files"], str(st["sha256"])[:16])
         st["error"] = None
         st["last_sync"] = self.clock()
+        self._save_state()
         if changed:
             self.on_changed(kind)
         return True
@@ -472,6 +506,7 @@ class Mirror:
                           "and reporting it until %s has mirrored it again", kind, why,
                           self.me.peer_name)
                 self.metrics.inc("dsas_master_mirror_stale_served_total", kind=kind)
+        self._save_state()
 
     def _clear_served(self) -> None:
         theirs = self.peer_status().get("mirror") or {}
@@ -480,6 +515,7 @@ class Mirror:
             if st["stale_served"] and peer.get("role") == "standby" and not peer.get("stale"):
                 log.info("master pair: %s has mirrored our %s again", self.me.peer_name, kind)
                 st["stale_served"] = None
+                self._save_state()
 
     def stale(self, kind: str, now: float) -> str | None:
         """Why this (standby's) kind is stale, or None."""

@@ -126,7 +126,8 @@ class PairRuntime:
         rep = self.replicator
         self.mirror = Mirror(me, key, trees or [], metrics, lambda: rep.active,
                              lambda: rep.peer_status,
-                             displaced=state_dir / "mirror-displaced") if trees else None
+                             displaced=state_dir / "mirror-displaced",
+                             state_file=state_dir / "mirror-state.json") if trees else None
         rep.mirror = self.mirror
         rep.on_leave = self._leave
         self.role = Role(me.vip, self._role_changed)

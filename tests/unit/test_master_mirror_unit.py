@@ -214,3 +214,18 @@ def test_a_local_change_the_mirror_undoes_is_kept_aside_not_lost(
     (a.dir / "boot" / "run.sh").unlink()
     assert b.mirror.sync()
     assert not (kept / "boot").exists()
+
+
+def test_a_restarted_master_knows_when_its_mirror_was_last_in_sync(
+        loop_pair: tuple[Side, Side]) -> None:
+    a, b = loop_pair
+    _fill(a.dir)
+    b.mirror.state_file = b.dir / "state" / "mirror-state.json"
+    assert b.mirror.sync()
+    again = Mirror(b.me, KEY, list(b.trees.values()), Metrics(), lambda: False, dict,
+                   state_file=b.mirror.state_file)
+    st = again.status()
+    assert all(k["last_sync"] == b.mirror.state[kind]["last_sync"] and not k["stale"]
+               for kind, k in st.items()), st
+    fresh = Mirror(b.me, KEY, list(b.trees.values()), Metrics(), lambda: False, dict)
+    assert all(k["why"] == "never mirrored" for k in fresh.status().values())
