@@ -12,11 +12,19 @@ Replication cost: perfdhcp (as relay, 198.18.0.200) against a single master and
 against the pair's VIP, at fixed rates, in the same run: DORA/s completed, loss, and
 the CPU other processes used meanwhile (beside each figure, as bench dhcp does: a step
 on a busy machine says little).
+
+``--advert-int``: the masters' VRRP advert interval (takeover is ~3 x it plus a skew).
+
+Mirror (``--mirror-mb``, ``--only-mirror``): an image version of that many MiB copied
+from one master's Mirror to another's over the pair channel (HMAC frames, 1 MiB base64
+pieces, sha256-verified), in-process on loopback (127.0.0.1 -> 127.0.0.2): MiB/s, and
+the cost of one poll when nothing changed (the manifests of both sides, hashes cached).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -100,7 +108,7 @@ def _status(work: Path) -> dict[str, Any]:
 class Setup:
     """The benchmark's lab: a bridge namespace, the master and the clients."""
 
-    def __init__(self, lab: Lab, tmp: Path) -> None:
+    def __init__(self, lab: Lab, tmp: Path, advert_int: float = 1.0) -> None:
         self.lab, self.tmp = lab, tmp
         self.br = lab.netns("bmbr")
         lab.bridge(self.br)
@@ -112,7 +120,8 @@ class Setup:
             self.br.run(["ip", "link", "set", port, "master", "br0"])
             self.ns[name], self.ifs[name] = ns, iface
         self.pair_inv = tmp / "pair.yaml"
-        self.pair_inv.write_text(INVENTORY.format(vip=VIP, masters=PAIR))
+        self.pair_inv.write_text(INVENTORY.format(vip=VIP, masters=PAIR.replace(
+            "peer_timeout: 0.5}", f"peer_timeout: 0.5, advert_int: {advert_int:g}}}")))
         self.single_inv = tmp / "single.yaml"
         self.single_inv.write_text(INVENTORY.format(vip="198.18.0.1", masters=SINGLE))
         subprocess.run([DSAS, "master", "key", "--inventory", str(self.pair_inv),
@@ -246,19 +255,89 @@ def replication_cost(s: Setup, rates: list[int],
     return rows
 
 
+def mirror_rate(mib: int, tmp: Path) -> dict[str, float]:
+    """Copy ``mib`` MiB through the mirror between two in-process masters on loopback."""
+    import socket as sk
+    from dataclasses import replace
+    from ipaddress import IPv4Address
+
+    from provision.ha.mirror import Mirror, trees
+    from provision.ha.pair import Me, Replicator, resolve
+    from provision.inventory import loads
+    from provision.observability.metrics import Metrics
+    from provision.state import StateStore
+
+    with sk.socket() as s0:
+        s0.bind(("127.0.0.1", 0))
+        port = int(s0.getsockname()[1])
+    inv = loads(INVENTORY.format(vip=VIP, masters=PAIR), "bench.yaml")
+    sides = []
+    for name, mine, peer in (("m01", "127.0.0.1", "127.0.0.2"),
+                             ("m02", "127.0.0.2", "127.0.0.1")):
+        m0 = resolve(inv, name)
+        me = Me(m0.side, m0.name, IPv4Address(mine), m0.peer_side, m0.peer_name,
+                IPv4Address(peer), m0.vip, m0.network, replace(m0.pair, port=port))
+        d = tmp / f"mirror-{name}"
+        (d / "state").mkdir(parents=True)
+        (d / "cluster.yaml").write_text("cluster: {}\n")
+        store = StateStore(d / "state")
+        rep = Replicator(me, KEY, store, Metrics(), d / "state")
+        rep.mirror = Mirror(me, KEY, trees(d / "cluster.yaml", d / "boot", d / "state"),
+                            Metrics(), functools.partial(getattr, rep, "active"),
+                            functools.partial(getattr, rep, "peer_status"))
+        rep.start()
+        sides.append((d, store, rep))
+    (da, _, ra), (_, _, rb) = sides
+    ra.active = True
+    img = da / "boot" / "images" / "base" / "v1"
+    img.mkdir(parents=True)
+    with open(img / "rootfs.tar.gz", "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(1 << 20))
+    try:
+        c0, t0 = time.process_time(), time.monotonic()
+        ok = rb.mirror.sync()
+        t1, c1 = time.monotonic(), time.process_time()
+        rb.mirror.sync()
+        t2 = time.monotonic()
+    finally:
+        for _, store, rep in sides:
+            rep.mirror.stop()
+            rep.stop()
+            store.close()
+    return {"ok": float(ok), "seconds": t1 - t0, "mib_s": mib / (t1 - t0),
+            "cpu_s": c1 - c0, "poll_ms": 1000 * (t2 - t1)}
+
+
+KEY = bytes(range(32))
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench master")
     ap.add_argument("--rates", default="250,500,1000")
     ap.add_argument("--step-seconds", type=int, default=4)
     ap.add_argument("--skip-cost", action="store_true")
+    ap.add_argument("--mirror-mb", type=int, default=64)
+    ap.add_argument("--only-mirror", action="store_true")
+    ap.add_argument("--advert-int", type=float, default=1.0,
+                    help="the masters' VRRP advert interval (pair.advert_int), s")
     args = ap.parse_args([a for a in argv if a != "master"])
+    with tempfile.TemporaryDirectory(prefix="dsas-bench-mirror-", dir="/var/tmp") as tmp:
+        m = mirror_rate(args.mirror_mb, Path(tmp))
+        print(f"mirror: {args.mirror_mb} MiB image version to the standby in "
+              f"{m['seconds']:.2f} s = {m['mib_s']:.1f} MiB/s (verified: {bool(m['ok'])}), "
+              f"{m['cpu_s']:.2f} CPU-s of this process (both ends); a poll with nothing "
+              f"changed {m['poll_ms']:.1f} ms")
+    if args.only_mirror:
+        return 0 if m["ok"] else 1
     for name in ("keepalived", "udhcpc", "curl") + (() if args.skip_cost else ("perfdhcp",)):
         _tool(name)
     with Lab() as lab, tempfile.TemporaryDirectory(prefix="dsas-bench-master-",
                                                    dir="/var/tmp") as tmp:
-        s = Setup(lab, Path(tmp))
+        s = Setup(lab, Path(tmp), args.advert_int)
         t = takeover(s)
-        print(f"takeover after SIGKILL of the primary: first DHCP ACK from the VIP "
+        print(f"takeover (advert_int {args.advert_int:g} s) after SIGKILL of the primary: "
+              f"first DHCP ACK from the VIP "
               f"{_s(t['dhcp_ack_s'])}, first HTTP answer {_s(t['http_s'])}; client address "
               f"{t['before']} -> {t['after']}, leases lost {t['leases_lost']} "
               f"(anchors: Kea HA defaults ~60 s, keepalived VRRP ~3.6 s; goal <= 5 s, 0 lost); "

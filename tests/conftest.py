@@ -22,9 +22,10 @@ from provision.inventory import Inventory, load
 from tests.support.paths import EXAMPLE
 
 # Fixtures several test files use, defined with their helpers in tests/support/:
-# served (a DHCP service on a veth pair), net (the DNS lab), machine (a fake node root).
+# served (a DHCP service on a veth pair), net (the DNS lab), machine (a fake node root),
+# pair_lab (two master namespaces running `dsas serve --master`).
 pytest_plugins = ("tests.support.dhcp_served", "tests.support.dns_lab",
-                  "tests.support.dsas_init_support")
+                  "tests.support.dsas_init_support", "tests.support.master_lab")
 
 
 TIERS = {"lab": ("lab",), "vm": ("lab", "vm")}  # folder under tests/ -> markers

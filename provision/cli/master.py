@@ -1,4 +1,5 @@
-"""`dsas master`: the master pair (issue 18): its key, its keepalived, its status."""
+"""`dsas master`: the master pair (issue 18): its key, its keepalived, its status, and
+`join` (make a host a master)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from typing import Any
 
 import click
 
+from .. import __version__
+from ..ha import join as hj
 from ..ha import pair as ha
 from ..ha.wire import WireError
+from ..sshtrust import DEFAULT_PORT, DEFAULT_USER
 from .common import fail, inventory_option, load_inventory, table
 
 state_dir_option = click.option(
@@ -75,13 +79,15 @@ def status(inventory_path: str | None, state_dir: str, master_name: str | None,
     """Each master's role (active/standby), whether it reaches its peer, the
     replication lag (changes not acked by the peer, and for how long) and the last
     successful sync of the leases and of the other state (events, push and inventory
-    history). This master from its serve's status file, the peer over the
-    channel. Exit 1 when a master cannot be read."""
+    history), and each mirrored kind (inventory, known_hosts, boot tree, image
+    store): its last verified sync, and whether it is stale. This master from its
+    serve's status file, the peer over the channel. Exit 1 when a master cannot be
+    read or a mirror is stale."""
     inv, me = _me(inventory_path, master_name)
     assert inv.cluster.pair is not None
     now = time.time()
     masters: list[dict[str, Any]] = []
-    local = _local(Path(state_dir), me, now)
+    local = hj.local_status(Path(state_dir), me, now)
     masters.append(local)
     try:
         key_bytes = ha.read_key(Path(state_dir), inv.cluster.pair)
@@ -103,20 +109,96 @@ def status(inventory_path: str | None, state_dir: str, master_name: str | None,
         click.echo(f"master VIP {me.vip}")
         click.echo(table(["master", "side", "role", "peer reachable", "lag (updates)",
                           "lag (s)", "last lease sync", "last other sync", "problem"], rows))
-    sys.exit(1 if any(m.get("role") == "unknown" for m in masters) else 0)
+        click.echo("\nmirror (from the active to the standby, sha256-verified)")
+        click.echo(table(["master", "kind", "last sync", "files", "bytes", "state"],
+                         _mirror_rows(masters, now)))
+    stale = any(k.get("stale") for m in masters for k in (m.get("mirror") or {}).values())
+    sys.exit(1 if stale or any(m.get("role") == "unknown" for m in masters) else 0)
 
 
-def _local(state_dir: Path, me: ha.Me, now: float) -> dict[str, Any]:
-    path = state_dir / ha.STATUS_FILE
+def _mirror_rows(masters: list[dict[str, Any]], now: float) -> list[list[Any]]:
+    rows = []
+    for m in masters:
+        for kind, k in sorted((m.get("mirror") or {}).items()):
+            state = f"STALE: {k.get('why')}" if k.get("stale") else (
+                "source (active)" if k.get("role") == "source" else "in sync")
+            rows.append([m.get("name"), kind, _when(k.get("last_sync"), now), k.get("files"),
+                         k.get("bytes"), state])
+    return rows
+
+
+@master.command("join")
+@click.argument("host")
+@inventory_option
+@state_dir_option
+@master_option
+@click.option("--remote-state-dir", default=None, metavar="DIR",
+              help="HOST's state directory (default: the same as --state-dir).")
+@click.option("--remote-inventory", default=None, metavar="PATH",
+              help="Where HOST's serve reads the inventory (default: this one's path).")
+@click.option("--remote-dsas", default="dsas", show_default=True, metavar="PATH",
+              help="dsas on HOST (checked to be this version).")
+@click.option("--start", "start_cmd", default="systemctl restart dsas-serve",
+              show_default=True, metavar="CMD",
+              help="Shell command that starts `dsas serve` on HOST.")
+@click.option("--user", default=DEFAULT_USER, show_default=True, help="SSH user on HOST.")
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT,
+              show_default=True, help="SSH port on HOST.")
+@click.option("--identity", type=click.Path(dir_okay=False), default=None,
+              help="SSH key (default: <state-dir>/ssh/id_ed25519, dsas-push's).")
+@click.option("--wait", type=click.FloatRange(0, 3600), default=120.0, show_default=True,
+              help="Seconds to wait for HOST to be in sync (0: do not wait).")
+def join(host: str, inventory_path: str | None, state_dir: str, master_name: str | None,
+         remote_state_dir: str | None, remote_inventory: str | None, remote_dsas: str,
+         start_cmd: str, user: str, port: int, identity: str | None, wait: float) -> None:
+    """Make HOST a master: it takes the place of the other master of the pair (the
+    secondary, run on the primary), gets the pair key, dsas-push's SSH key and the
+    inventory over SSH (HOST's host key verified: `dsas trust HOST` first), and its
+    serve, started with --start, pulls the leases, the boot tree, the image store
+    and the other state from this master before it starts keepalived.
+
+    \b
+    The inventory edit is committed like any (history; `dsas inventory revert`
+    undoes it) and this master's serve follows it live. dsas itself must be on
+    HOST already (same version). Exit 0 when HOST is in sync and its mirror is
+    not stale, 3 when it did not get there within --wait, 1 on an error (the
+    step is named)."""
+    from ..sshtrust.sshconf import SshConfig
+    from . import editcommon
+
+    inv = load_inventory(inventory_path)
     try:
-        doc = dict(json.loads(path.read_text()))
-    except (OSError, ValueError) as e:
-        return {"name": me.name, "side": me.side, "role": "unknown",
-                "error": f"no status from a running serve ({path}: {e})"}
-    if now - float(doc.get("written", 0)) > 5:
-        doc["role"] = "unknown"
-        doc["error"] = f"stale: the serve wrote {path} {now - doc['written']:.0f} s ago"
-    return doc
+        p = hj.plan(inv, master_name, host)
+        cfg = SshConfig(Path(state_dir), user, port, Path(identity) if identity else None)
+        remote = hj.Remote(cfg, host, p.address)
+        click.echo(f"1/4 {host} ({p.address}) joins as the {p.side}, in place of "
+                   f"{p.replaces}; checking its dsas")
+        hj.check_dsas(remote, remote_dsas, f"dsas, version {__version__}")
+    except hj.JoinError as e:
+        fail(e.one_line(), 1)
+    click.echo(f"2/4 the inventory: cluster.masters.{p.side}: {host}")
+    edit = editcommon.start(inventory_path)
+    editcommon.apply(edit, lambda doc: hj.edit_inventory(doc, p))
+    editcommon.finish(edit, f"master join {host}", state_dir, quiet_diff=True)
+    new_inv = editcommon.validated(edit)
+    assert new_inv.cluster.pair is not None
+    rstate = remote_state_dir or state_dir
+    click.echo(f"3/4 {host}: the pair key, dsas-push's key and the inventory; {start_cmd}")
+    try:
+        hj.deliver(remote, cfg, Path(state_dir), rstate, new_inv,
+                 remote_inventory or str(edit.path), edit.new_text)
+        remote.run("the start command", start_cmd)
+    except (hj.JoinError, ha.PairError) as e:
+        fail(f"{e} (the inventory names {host} already: run join again, or `dsas "
+             "inventory revert`)", 1)
+    if wait == 0:
+        return
+    click.echo(f"4/4 waiting up to {wait:g} s for {host} to be in sync")
+    me = ha.resolve(new_inv, p.me)
+    why = hj.wait_joined(me, Path(state_dir), new_inv, wait)
+    if why:
+        fail(f"{host} is not in sync after {wait:g} s: {why} (see `dsas master status`)", 3)
+    click.echo(f"{host} is the {p.side} master: in sync, its mirror verified")
 
 
 def _yes(v: Any) -> str:

@@ -162,8 +162,8 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         templates=Path(templates) if templates else None,
         dhcp6="dhcp6" in names,
     )
-    pair = _start_pair(ctx, master_name, keepalived, resync_wait) \
-        if inv.cluster.pair is not None else None
+    pair = _start_pair(ctx, master_name, keepalived, resync_wait,
+                       resolve_path(inventory_path)) if inv.cluster.pair is not None else None
     sys.exit(_run(ctx, names, inventory_path, first_sha, pair))
 
 
@@ -198,6 +198,8 @@ def _run(ctx: ServeContext, names: list[str], inventory_path: str | None,
     # poll 0.2 s: a SIGHUP (an inventory edit waits for its receipt) is acted on within
     # 0.2 s instead of 1 s; a tick only checks flags and services' liveness
     sup = Supervisor(ctx, services, str(inv_file), poll=0.2, on_loaded=pidfile.loaded)
+    if pair is not None:
+        _hook_pair(ctx, sup, pair, pidfile)
     sup.install_signals()  # before the pid file: an edit's SIGHUP must never kill us
     if pidfile.acquire():
         # An edit made before the pid file existed signalled nobody: if the file is not
@@ -222,10 +224,25 @@ def _run(ctx: ServeContext, names: list[str], inventory_path: str | None,
     return code
 
 
+def _hook_pair(ctx: ServeContext, sup: Supervisor, pair: Any, pidfile: ServePidFile) -> None:
+    """A standby's mirrored inventory is reloaded; after each reload the pair follows
+    the inventory (a new peer from `dsas master join`, or this master left)."""
+    def loaded(sha: str) -> None:
+        pidfile.loaded(sha)
+        pair.retarget(ctx.inventory)
+
+    sup.on_loaded = loaded
+    if pair.mirror is not None:
+        pair.mirror.on_changed = lambda kind: sup.request_reload() if kind == "inventory" \
+            else None
+
+
 def _start_pair(ctx: ServeContext, name: str | None, keepalived: bool,
-                resync_wait: float) -> Any:
-    """This master of the pair: the replication channel up and the store resynced from
-    the peer (before any service answers); the VIP follows once the services run."""
+                resync_wait: float, inventory: Path) -> Any:
+    """This master of the pair: the replication channel up, the store resynced and the
+    files mirrored from the peer (before any service answers); the VIP follows once the
+    services run."""
+    from ..ha.mirror import trees
     from ..ha.pair import PairError, PairRuntime, read_key, resolve
     from ..services.dhcp import interface_address
 
@@ -241,7 +258,7 @@ def _start_pair(ctx: ServeContext, name: str | None, keepalived: bool,
     if keepalived and not iface:
         fail("master pair: keepalived needs the --interface the VIP goes on", 2)
     pair = PairRuntime(me, key, ctx.store, ctx.metrics, ctx.state_dir, iface, keepalived,
-                       resync_wait)
+                       resync_wait, trees(inventory, ctx.boot_root, ctx.state_dir))
     try:
         pair.start_sync()
     except PairError as e:

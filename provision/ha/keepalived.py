@@ -20,12 +20,15 @@ PR_SET_PDEATHSIG = 1
 def render_keepalived(me: Me, interface: str) -> str:
     """keepalived.conf holding the master VIP (VRRP), for this master of the pair."""
     prio = 150 if me.side == "primary" else 100
+    advert = me.pair.advert_int
     lines = [
         "# dsas: the master VIP, rendered from the inventory (cluster.masters.pair)",
         "global_defs {",
         f"    router_id dsas-master-{me.name}",
         "    vrrp_garp_master_delay 1",
         "    vrrp_garp_master_refresh 60",
+        # sub-second adverts exist only in VRRPv3 (keepalived refuses them in v2)
+        *(["    vrrp_version 3"] if advert != int(advert) else []),
         "}",
         "",
         "vrrp_instance dsas_master {",
@@ -33,7 +36,7 @@ def render_keepalived(me: Me, interface: str) -> str:
         f"    interface {interface}",
         f"    virtual_router_id {me.pair.vrid}",
         f"    priority {prio}",
-        "    advert_int 1",
+        f"    advert_int {advert:g}",
     ]
     if not me.pair.preempt:
         lines.append("    nopreempt")
@@ -84,6 +87,16 @@ class Keepalived:
         finally:
             log_file.close()
         log.info("master pair: keepalived started (pid %d, %s)", self.proc.pid, path)
+
+    def reload(self, conf: str) -> None:
+        """A new config (another peer): written, then SIGHUP (reload, never restart: a
+        restart would drop the VIP)."""
+        self.conf = conf
+        (self.dir / KEEPALIVED_CONF).write_text(conf)
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGHUP)
+            log.info("master pair: keepalived reloaded (%s)", self.dir / KEEPALIVED_CONF)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

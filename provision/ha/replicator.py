@@ -77,6 +77,11 @@ class Replicator:
         self._threads: list[threading.Thread] = []
         self._listener: socket.socket | None = None
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.mirror: Any = None  # ha.mirror.Mirror: answers MANIFEST and CHUNK
+        # Masters that left the pair (address -> name): still let in, answered LEAVE.
+        self.former: dict[str, str] = {}
+        self.left: str | None = None  # why this master left the pair (told by its peer)
+        self.on_leave: Callable[[str], None] = lambda why: None
 
     # -- life cycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -120,7 +125,8 @@ class Replicator:
                 continue
             except OSError:
                 return
-            if addr != str(self.me.peer_address):  # the channel is between the two masters
+            former = addr in self.former
+            if addr != str(self.me.peer_address) and not former:  # between the two masters
                 conn.close()
                 self._drop("not_peer")
                 continue
@@ -128,16 +134,16 @@ class Replicator:
                 conn.close()
                 self._drop("busy")
                 continue
-            threading.Thread(target=self._connection, args=(conn,), name="pair-conn",
+            threading.Thread(target=self._connection, args=(conn, former), name="pair-conn",
                              daemon=True).start()
 
-    def _connection(self, conn: socket.socket) -> None:
+    def _connection(self, conn: socket.socket, former: bool) -> None:
         try:
-            self._serve_connection(conn)
+            self._serve_connection(conn, former)
         finally:
             self._slots.release()
 
-    def _serve_connection(self, conn: socket.socket) -> None:
+    def _serve_connection(self, conn: socket.socket, former: bool = False) -> None:
         with conn:
             conn.settimeout(HANDSHAKE_TIMEOUT)
             try:
@@ -158,6 +164,10 @@ class Replicator:
                     return
                 except (OSError, ConnectionError):
                     return
+                if former:  # a master that left the pair, started again with its old inventory
+                    with contextlib.suppress(OSError):
+                        conn.sendall(codec.seal(wire.LEAVE, self._leave_body()))
+                    return
                 self.peer_seen = self.clock()
                 try:
                     reply = self._handle(mtype, body)
@@ -172,6 +182,19 @@ class Replicator:
                     return
 
     def _handle(self, mtype: int, body: Any) -> tuple[int, Any]:
+        if mtype == wire.LEAVE:
+            self._told_to_leave(body)
+            return wire.ACK, {}
+        if mtype in (wire.MANIFEST, wire.CHUNK) and self.mirror is not None:
+            return self.mirror.handle(mtype, body)  # type: ignore[no-any-return]
+        if mtype in (wire.PING, wire.STATUS):
+            if mtype == wire.PING:
+                self.peer_status = dict(body)
+            return wire.PONG, self.status()
+        return self._handle_state(mtype, body)
+
+    def _handle_state(self, mtype: int, body: Any) -> tuple[int, Any]:
+        """The leases and the other state the peer sends or asks for."""
         if mtype == wire.UPDATE:
             changes = replica.decode(body["changes"])
             self.journal.commit(changes, float(body["now"]))
@@ -196,10 +219,6 @@ class Replicator:
             n = replica.replace_other(self.store, tables)
             self.last_tables_applied = self.clock()
             return wire.ACK, {"n": n}
-        if mtype in (wire.PING, wire.STATUS):
-            if mtype == wire.PING:
-                self.peer_status = dict(body)
-            return wire.PONG, self.status()
         raise ValueError(f"unexpected message {wire.NAMES.get(mtype, mtype)}")
 
     def _applied(self, n: int) -> None:
@@ -237,8 +256,27 @@ class Replicator:
         self._sock.settimeout(timeout)
         self._sock.sendall(codec.seal(mtype, body))
         got = codec.open(wire.read_frame(self._sock))
+        if got[0] == wire.LEAVE:
+            self._told_to_leave(got[1])
+            raise wire.WireError("left_pair")
         self.peer_seen = self.clock()
         return got
+
+    def _leave_body(self) -> dict[str, Any]:
+        return {"by": self.me.name, "masters": [self.me.name, self.me.peer_name]}
+
+    def _told_to_leave(self, body: Any) -> None:
+        why = (f"{body.get('by')} says the masters are now "
+               f"{', '.join(str(m) for m in body.get('masters', []))}")
+        first = self.left is None
+        self.left = why
+        if first:
+            log.error("master pair: %s is no longer a master of the pair (%s)", self.me.name,
+                      why)
+            # not in this thread: the reply (or the next heartbeat) must not wait for
+            # keepalived to stop
+            threading.Thread(target=self.on_leave, args=(why,), name="pair-leave",
+                             daemon=True).start()
 
     def replicate(self, changes: list[Change], now: float) -> None:
         """The committer, after the local commit and before the ACKs: hand the batch to
@@ -284,6 +322,29 @@ class Replicator:
                         self.me.peer_address, why, self.me.side)
         self.synced = False
         self.on_interrupted(self.me.side)
+
+    def retarget(self, me: Me) -> None:
+        """Another peer (``dsas master join``): the link to the old one closed; an active
+        side is interrupted (own half only) until the new peer has its whole set."""
+        with self._lock:
+            old = self.me
+            try:  # tell the master that leaves (if it hears): it lets the VIP go
+                self.me = me
+                body = self._leave_body()
+                self.me = old
+                self._call(wire.LEAVE, body, old.pair.peer_timeout)
+            except (OSError, ConnectionError, wire.WireError) as e:
+                log.warning("master pair: %s (%s) did not hear that it left the pair (%s): "
+                            "if it runs, it is told when it connects", old.peer_name,
+                            old.peer_address, e)
+            self.former[str(old.peer_address)] = old.peer_name
+            self.former.pop(str(me.peer_address), None)
+            self.me = me
+            self._close_link()
+            self.peer_seen, self.peer_status = None, {}
+            if self.active:
+                self.synced = False
+                self.on_interrupted(me.side)
 
     def set_active(self, active: bool) -> None:
         with self._lock:
@@ -418,6 +479,8 @@ class Replicator:
             "last_applied_other": self.last_tables_applied,
             "applied": self.applied, "dropped": dict(self.dropped),
             "resynced": self.resynced, "written": now, "pid": os.getpid(),
+            "left_pair": self.left,
+            "mirror": self.mirror.status() if self.mirror is not None else {},
         }
 
     def _write_status(self) -> None:

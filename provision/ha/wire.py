@@ -14,7 +14,8 @@ closed: nothing in it is applied. Both nonces are fresh per connection, so no fr
 an earlier connection (nor of the other direction) verifies in this one. The key never
 leaves the key file: it is not logged and not sent.
 
-Payloads are JSON (the changes of one batch, a full lease set, a status).
+Payloads are JSON (the changes of one batch, a full lease set, a status, a mirror's
+manifest or a base64 piece of one of its files).
 """
 
 from __future__ import annotations
@@ -48,8 +49,14 @@ PING = 7  # heartbeat, also carries the sender's status; answered with PONG
 PONG = 8
 STATUS = 9  # what `dsas master status` asks; answered with PONG
 TABLES = 10  # the other state (events, push and inventory history), whole; ACK
+MANIFEST = 11  # the mirror (ha.mirror): a kind's manifest, please; answered with FILES
+FILES = 12
+CHUNK = 13  # a piece of one file of the manifest; answered with DATA
+DATA = 14
+LEAVE = 15  # you are no longer a master of the pair (`dsas master join`): let the VIP go
 NAMES = {HELLO: "hello", UPDATE: "update", ACK: "ack", PULL: "pull", STATE: "state",
-         MERGE: "merge", PING: "ping", PONG: "pong", STATUS: "status", TABLES: "tables"}
+         MERGE: "merge", PING: "ping", PONG: "pong", STATUS: "status", TABLES: "tables",
+         MANIFEST: "manifest", FILES: "files", CHUNK: "chunk", DATA: "data", LEAVE: "leave"}
 
 
 class WireError(Exception):

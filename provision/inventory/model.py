@@ -53,6 +53,10 @@ class MasterPair:
     key_file: str = "master-pair.key"  # relative: in the state dir (`dsas master key`)
     peer_timeout: float = 1.0  # s the active waits for the peer's ack before going on alone
     mclt: int = 600  # s a lease may outlive what the peer knows (ISC failover's MCLT)
+    advert_int: float = 1.0  # s between VRRP adverts (takeover ~3 x this); < 1 s: VRRPv3
+    # Alone for MCLT, take the whole pool (ISC failover's partner-down, entered without
+    # an operator like dhcpd's auto-partner-down): safe only if the peer is down, not cut off
+    auto_partner_down: bool = False
 
 
 @dataclass(frozen=True)

@@ -311,7 +311,7 @@ def snapshot(inv: Inventory, obs: Observed, now: float,
         "discovered": [{k: d.get(k) for k in ("mac", "first_seen", "last_seen", "network",
                                                "interface", "address", "vendor_class",
                                                "seen")} for d in obs.discovered],
-        "masters": masters,  # the pair's replication state: not built yet (None)
+        "masters": masters,  # state: filled in by a master of a pair (None: single master)
         "latest_releases": dict(sorted(obs.latest.items())),
         "rollout": obs.rollout,  # the running `dsas rollout`, or None
     }

@@ -72,17 +72,30 @@ class DhcpPolicy:
         self.fresh: dict[int, str] = {}  # new bindings in the peer's half, not yet acked
         self.mclt = 0.0  # s a pool lease may be extended past what the peer knows
         self._synced: dict[int, float] = {}  # ip -> expiry the peer knew (set with side)
+        self.whole_after: float | None = None  # alone: the whole pool from then (partner-down)
         self.reload(inventory)
 
-    def interrupted(self, side: str | None, mclt: float = 0.0) -> None:
+    def interrupted(self, side: str | None, mclt: float = 0.0,
+                    whole_after: float | None = None) -> None:
         """Enter (``side``) or leave (None) communication-interrupted. Pool leases are
-        then extended at most ``mclt`` past the expiry the peer last knew, and an
-        address another machine held is not reused until ``mclt`` after its end."""
+        then given or extended at most ``mclt`` past the expiry the peer last knew (a new
+        one: ``mclt`` from now), and an address another machine held is not reused
+        until ``mclt`` after its end. ``whole_after`` (partner-down: the peer is taken
+        to be down): from then on new addresses come from the whole pool, not only this
+        side's half (ISC failover: MCLT after the peer was last known to give any)."""
         if side is not None and self.side is None:
             self._synced = {ip: lease.expires for ip, lease in self.table.by_ip.items()}
         self.side, self.mclt = side, (mclt if side is not None else 0.0)
+        self.whole_after = whole_after if side is not None else None
         if side is None:
             self._synced = {}
+
+    def _alone_side(self, now: float) -> str | None:
+        """The half new addresses come from: None (the whole pool) in sync, or alone in
+        partner-down once ``whole_after`` has passed."""
+        if self.side is None or (self.whole_after is not None and now >= self.whole_after):
+            return None
+        return self.side
 
     def reload(self, inventory: Inventory) -> None:
         self.inv = inventory
@@ -159,7 +172,7 @@ class DhcpPolicy:
         pool = self._pool(net, link)
         hint = req.requested_ip
         got = pool.allocate(self.table, req.mac, now, int(hint) if hint else None,
-                            self.side, self.mclt, self.me)
+                            self._alone_side(now), self.mclt, self.me)
         lazy = self._sighting(req, link, net, now)
         if got is None:
             return Decision(drop="pool_exhausted", lazy=lazy)
@@ -224,8 +237,8 @@ class DhcpPolicy:
             return False
         mine = self.table.of(net.name, req.mac)
         known = mine is not None and mine.ip == int(want)
-        return not known and pool.allocate(self.table, req.mac, now, int(want), self.side,
-                                           self.mclt) != int(want)
+        return not known and pool.allocate(self.table, req.mac, now, int(want),
+                                           self._alone_side(now), self.mclt) != int(want)
 
     def _mark_fresh(self, req: DhcpPacket, net: Network, pool: Pool,
                     want: IPv4Address) -> None:
@@ -246,10 +259,11 @@ class DhcpPolicy:
         name = host.name if host else ""
         d = self._answer(req, link, o.ACK, ip, host, net, state)
         expires = now + lease_time
-        if host is None and self.side is not None and int(ip) in self._synced:
+        if host is None and self.side is not None:
             # Alone: at most MCLT past the expiry the peer knows (it reuses the address
-            # only MCLT after that), as ISC failover does.
-            expires = min(expires, self._synced[int(ip)] + self.mclt)
+            # only MCLT after that; a lease it never heard of, MCLT from now), as ISC
+            # failover does: a peer in partner-down may take its address MCLT after.
+            expires = min(expires, self._synced.get(int(ip), now) + self.mclt)
             if expires <= now + 1:
                 return Decision(drop="mclt_passed", state=state)
             if d.reply is not None and expires < now + lease_time:

@@ -145,11 +145,11 @@ class DhcpService(Service):
     def _reload_table(self) -> None:
         """(Under the lock) the lease table from the store: what the peer sent is in it."""
         assert self.policy is not None
-        side, mclt = self.policy.side, self.policy.mclt
+        side, mclt, whole = self.policy.side, self.policy.mclt, self.policy.whole_after
         self.policy.interrupted(None)
         self.policy.table = LeaseTable(self._journal.load())
         if side is not None:
-            self.policy.interrupted(side, mclt)
+            self.policy.interrupted(side, mclt, whole)
         self.metrics.set("dsas_dhcp_leases", len(self.policy.table))
 
     def _role(self, active: bool) -> None:
@@ -161,8 +161,14 @@ class DhcpService(Service):
     def _interrupted(self, side: str | None) -> None:
         with self._lock:
             assert self.policy is not None
-            mclt = float(self.ctx.pair.me.pair.mclt) if side is not None else 0.0
-            self.policy.interrupted(side, mclt)
+            pair = self.ctx.pair.me.pair
+            mclt = float(pair.mclt) if side is not None else 0.0
+            whole = self.policy.whole_after if self.policy.side is not None else (
+                time.time() + mclt if pair.auto_partner_down else None)
+            if whole is not None and self.policy.side is None and side is not None:
+                log.warning("master pair: alone; auto_partner_down: the whole pool in %g s "
+                            "(MCLT) unless the peer answers first", mclt)
+            self.policy.interrupted(side, mclt, whole)
         self.metrics.set("dsas_master_interrupted", int(side is not None))
 
     def _peer_applied(self, changes: list[Change]) -> None:

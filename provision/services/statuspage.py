@@ -94,6 +94,7 @@ class StatusPage:
         self._sent: dict[str, str] = {}  # host -> the view last sent to listeners
         self._sent_discovered = ""
         self._sent_rollout = "null"  # the running rollout last sent (issue 23)
+        self._sent_masters = ""  # the masters' states last sent
         self._sent_inv: Inventory | None = None
         self._poller: asyncio.Task[None] | None = None
         self._closing = False
@@ -124,7 +125,13 @@ class StatusPage:
             self._dirty |= changed
 
     def _snapshot(self, hosts: list[str] | None = None) -> dict[str, Any]:
-        return status.snapshot(self.inventory(), self.source.obs, time.time(), hosts)
+        doc = status.snapshot(self.inventory(), self.source.obs, time.time(), hosts)
+        pair = self.ctx.pair
+        if pair is not None:  # a master of a pair: each master's role, sync and mirror
+            states = pair.states()
+            for m in doc["masters"]:
+                m["state"] = states.get(m["host"], "not in the pair")
+        return doc
 
     # -- pages ----------------------------------------------------------------------
 
@@ -265,7 +272,11 @@ class StatusPage:
             delta["latest_releases"] = doc["latest_releases"]
         if json.dumps(doc.get("rollout"), sort_keys=True) != self._sent_rollout:
             delta["rollout"] = doc.get("rollout")
-        if changed or "discovered" in delta or "rollout" in delta:
+        masters = json.dumps(doc["masters"], sort_keys=True)
+        if masters != self._sent_masters:
+            delta["masters"] = doc["masters"]
+            self._sent_masters = masters
+        if changed or "discovered" in delta or "rollout" in delta or "masters" in delta:
             self._broadcast(_sse("hosts", delta))
         self._remember(doc)
 

@@ -28,9 +28,19 @@ hosts:
 """
 
 
-def pair_inventory(preempt: bool = True, small: bool = False) -> str:
-    """``small``: a /28, so each master's half of the pool is 4-5 addresses."""
+THIRD = '  m03: {role: master, macs: ["52:54:00:00:00:03"], addresses: {lan: 198.18.0.4}}\n'
+
+
+def pair_inventory(preempt: bool = True, small: bool = False, third: bool = False,
+                   partner_down: bool = False) -> str:
+    """``small``: a /28, so each master's half of the pool is 4-5 addresses; ``third``:
+    a host m03 (198.18.0.4) that `dsas master join` can make a master; ``partner_down``:
+    auto_partner_down with the shortest MCLT (10 s)."""
     text = PAIR_INVENTORY.replace("PREEMPT", "true" if preempt else "false")
+    if partner_down:
+        text = text.replace("mclt: 60}", "mclt: 10, auto_partner_down: true}")
+    if third:
+        text += THIRD
     if small:
         text = text.replace("198.18.0.0/24, gateway: 198.18.0.254",
                             "198.18.0.0/28, gateway: 198.18.0.14")

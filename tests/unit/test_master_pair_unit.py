@@ -50,6 +50,17 @@ def test_a_pair_inventory_loads_with_the_vip_and_both_masters(tmp_path: Path) ->
     assert "nopreempt" in conf and "unicast_peer" in conf and "priority 100" in conf
 
 
+def test_the_vrrp_advert_interval_is_the_inventorys_and_sub_second_is_vrrpv3(
+        tmp_path: Path) -> None:
+    inv = _inv(tmp_path, pair_inventory().replace("mclt: 60}", "mclt: 60, advert_int: 0.25, "
+                                                  "auto_partner_down: true}"))
+    assert inv.cluster.pair is not None and inv.cluster.pair.auto_partner_down is True
+    conf = render_keepalived(resolve(inv, "m01"), "eth0")
+    assert "advert_int 0.25" in conf and "vrrp_version 3" in conf
+    conf = render_keepalived(resolve(_inv(tmp_path, pair_inventory()), "m01"), "eth0")
+    assert "advert_int 1\n" in conf and "vrrp_version" not in conf
+
+
 def test_a_single_master_inventory_has_no_pair(tmp_path: Path) -> None:
     from tests.support.dhcp_support import INVENTORY
     assert _inv(tmp_path, INVENTORY).cluster.pair is None
@@ -68,6 +79,10 @@ def test_a_single_master_inventory_has_no_pair(tmp_path: Path) -> None:
     (("pair: {vrid: 61,", "pair: {"), "cluster.masters.pair.vrid: missing required key"),
     (("mclt: 60}", "mclt: 60, key_file: ../x}"), "cluster.masters.pair.key_file: invalid"),
     (("mclt: 60}", "mclt: 60, colour: red}"), "cluster.masters.pair.colour: unknown key"),
+    (("mclt: 60}", "mclt: 60, advert_int: 0}"),
+     "cluster.masters.pair.advert_int: must be a number of seconds"),
+    (("mclt: 60}", "mclt: 60, auto_partner_down: 1}"),
+     "cluster.masters.pair.auto_partner_down: must be true or false"),
 ])
 def test_dsas_check_names_what_is_wrong_with_a_pair(tmp_path: Path, edit: tuple[str, str],
                                                     expect: str) -> None:

@@ -20,7 +20,8 @@ def build_pair(b: Any, ms: dict[str, Any], vip: IPv4Address | None, primary: str
                secondary: str | None, hosts: dict[str, Host]) -> MasterPair | None:
     """The pair of ``cluster.masters`` (None without ``pair``; problems go to ``b``)."""
     p = b.mapping(ms, "pair", "cluster.masters.pair",
-                  {"vrid", "port", "preempt", "key_file", "peer_timeout", "mclt"},
+                  {"vrid", "port", "preempt", "key_file", "peer_timeout", "mclt",
+                   "advert_int", "auto_partner_down"},
                   ("vrid",), optional=True)
     if p is None:
         return None
@@ -29,15 +30,10 @@ def build_pair(b: Any, ms: dict[str, Any], vip: IPv4Address | None, primary: str
     vrid = b.integer(p, "vrid", path, 1, 255, None)
     port = b.integer(p, "port", path, 1, 65535, 6767)
     mclt = b.integer(p, "mclt", path, 10, 86400, 600)
-    preempt = p.get("preempt", True)
-    if not isinstance(preempt, bool):
-        b.err(p, "preempt", f"{path}.preempt", "must be true or false")
-        ok = False
-    timeout = p.get("peer_timeout", 1.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
-            or not 0.05 <= timeout <= 60:
-        b.err(p, "peer_timeout", f"{path}.peer_timeout", "must be a number of seconds, 0.05-60")
-        ok = False
+    preempt, auto_pd = _flag(b, p, "preempt", True), _flag(b, p, "auto_partner_down", False)
+    timeout = _seconds(b, p, "peer_timeout", 1.0, 0.05, 60)
+    advert = _seconds(b, p, "advert_int", 1.0, 0.05, 255)
+    ok = ok and None not in (preempt, auto_pd, timeout, advert)
     key_file = b.string(p, "key_file", path, "master-pair.key")
     if key_file is not None and (not _KEY_FILE.match(key_file) or ".." in key_file.split("/")):
         b.err(p, "key_file", f"{path}.key_file", f"invalid key file path {key_file!r}")
@@ -47,7 +43,26 @@ def build_pair(b: Any, ms: dict[str, Any], vip: IPv4Address | None, primary: str
         ok = _vip_ok(b, ms, vip, masters) and ok
     if not ok or vrid is None or port is None or mclt is None or key_file is None:
         return None
-    return MasterPair(vrid, port, preempt, key_file, float(timeout), mclt)
+    assert preempt is not None and auto_pd is not None
+    assert timeout is not None and advert is not None
+    return MasterPair(vrid, port, preempt, key_file, timeout, mclt, advert, auto_pd)
+
+
+def _flag(b: Any, p: dict[str, Any], key: str, default: bool) -> bool | None:
+    v = p.get(key, default)
+    if not isinstance(v, bool):
+        b.err(p, key, f"cluster.masters.pair.{key}", "must be true or false")
+        return None
+    return v
+
+
+def _seconds(b: Any, p: dict[str, Any], key: str, default: float, lo: float,
+             hi: float) -> float | None:
+    v = p.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+        b.err(p, key, f"cluster.masters.pair.{key}", f"must be a number of seconds, {lo:g}-{hi:g}")
+        return None
+    return float(v)
 
 
 def _secondary_ok(b: Any, ms: dict[str, Any], primary: str | None,

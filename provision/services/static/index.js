@@ -177,18 +177,24 @@
     hosts.clear();
     for (const v of doc.hosts) hosts.set(v.host, v);
     discovered = doc.discovered;
-    $("masters").replaceChildren(...(doc.masters.length ? doc.masters.map((m) =>
-      h("li", {}, hostLink(m.host), " " + m.role + " ",
-        h("span", {class: "tag"}, m.state === null ? "pair state not read" : m.state)))
-      : [h("li", {class: "muted"}, "no master host in the inventory")]));
+    renderMasters(doc.masters);
     renderDiscovered();
     renderRollout(doc.rollout);
     renderNow();
   }
 
+  function renderMasters(masters) {
+    $("masters").replaceChildren(...(masters.length ? masters.map((m) =>
+      h("li", {}, hostLink(m.host), " " + m.role + " ",
+        h("span", {class: m.state && m.state.includes("STALE") ? "tag stale" : "tag"},
+          m.state === null ? "single master" : m.state)))
+      : [h("li", {class: "muted"}, "no master host in the inventory")]));
+  }
+
   function delta(doc) {
     dsas.setServerNow(doc.now);
     for (const v of doc.hosts) hosts.set(v.host, v);
+    if (doc.masters) renderMasters(doc.masters);
     if (doc.discovered) { discovered = doc.discovered; renderDiscovered(); }
     if ("rollout" in doc) renderRollout(doc.rollout);
     render();
