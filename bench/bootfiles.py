@@ -19,13 +19,14 @@ falls on all of them alike.
 Every step records CPU: the server's (its cpuacct cgroup's usage, so that the
 processes tftpd-hpa and dsas fork per transfer count even when nobody waits for
 them; without cgroups, utime + stime of its process tree, reaped children
-included), the
-clients' (rusage of the waited curls) and the machine's (/proc/stat). What is
-left, "other CPU", is what foreign processes used meanwhile, in % of one core,
-printed beside each figure. A step taken while others used more than
-``FOREIGN_LIMIT`` of a core is marked and left out of the medians and ratios
-(contention hurts the servers unequally). The server's CPU-s per MiB served is
-much less sensitive to load than its wall time and is printed for every step.
+included), the clients' (rusage of the waited curls) and the machine's
+(/proc/stat). What is left, "other CPU", is what foreign processes used
+meanwhile, in % of one core, printed beside each figure. A step taken while
+others used more than ``FOREIGN_LIMIT`` of a core is marked and left out of the
+medians and ratios (contention hurts the servers unequally). The server's CPU
+per MiB served is printed for every step: load moves it much less than wall
+time, though heavy load (a load average of 20 and more) inflates it too, dsas's
+Python more than the C servers.
 
     python -m bench bootfiles [--quick] [--rounds N] [--only single,storm,http]
 
@@ -347,8 +348,8 @@ def table(title: str, cols: list[str], rows: dict[str, dict[str, Result]],
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m bench bootfiles",
-                                 description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench bootfiles", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="20-client storm, 16 MiB single")
     ap.add_argument("--rounds", type=int, default=3, help="runs of each scenario per server")
     ap.add_argument("--only", default="single,storm,http",
