@@ -128,8 +128,10 @@ class _Blocks:
 
     The buffer is laid out as packets (4-byte header, then ``blksize`` bytes): one
     ``preadv`` fills the data parts of every slot, the headers are written at the
-    same time, and a block is sent as one contiguous view, never joined. A block
-    outside the buffer (a retransmission across a refill) refills it from there.
+    same time, and a block is sent as one contiguous view, never joined. The views
+    of a refill (``views``, from block ``first``) are made once, with it: the
+    transfer loop indexes them instead of slicing per block. A block outside the
+    buffer (a retransmission across a refill) refills it from there.
     """
 
     READ_AHEAD = 256 * 1024  # bytes of file per refill (at most IOV_MAX slots)
@@ -142,22 +144,27 @@ class _Blocks:
         self.buf = memoryview(bytearray(self.slot * slots))
         self.parts = [self.buf[i * self.slot + codec.HEADER.size:(i + 1) * self.slot]
                       for i in range(slots)]
-        self.first = self.end = 1  # the block at the start of buf; one past its last slot
+        self.first = 1  # the block in the buffer's first slot
+        self.views: list[memoryview] = []  # packet of block first + i, as sent
         self.valid = 0  # data bytes read into buf
 
     def packet(self, n: int) -> memoryview:
-        if not self.first <= n < self.end:
-            self._fill(n)
         i = n - self.first
-        off = i * self.slot
-        size = min(self.blksize, self.valid - i * self.blksize)
-        return self.buf[off:off + codec.HEADER.size + max(size, 0)]
+        if not 0 <= i < len(self.views):
+            self._fill(n)
+            i = 0
+        return self.views[i]
 
     def _fill(self, n: int) -> None:
-        self.valid = self.data.preadv_into(self.parts, (n - 1) * self.blksize)
-        self.first, self.end = n, n + len(self.parts)
+        self.valid = valid = self.data.preadv_into(self.parts, (n - 1) * self.blksize)
+        self.first = n
+        buf, slot, blk, head = self.buf, self.slot, self.blksize, codec.HEADER.size
         for i in range(len(self.parts)):
-            codec.HEADER.pack_into(self.buf, i * self.slot, codec.OP_DATA, (n + i) & 0xFFFF)
+            codec.HEADER.pack_into(buf, i * slot, codec.OP_DATA, (n + i) & 0xFFFF)
+        # past the end: header only (the empty final block of a file that ends on a
+        # block boundary; blocks after it are never sent)
+        self.views = [buf[i * slot:i * slot + head + min(blk, max(valid - i * blk, 0))]
+                      for i in range(len(self.parts))]
 
 
 class Transfer(BaseHandler):
@@ -243,6 +250,7 @@ class _Session:
     """
 
     POLL_MISSES = 32  # empty polls in a row after which a transfer only sleeps
+    RTT_EVERY = 16  # blocks between two round-trip samples
     NCPU = len(os.sched_getaffinity(0))
 
     def __init__(self, h: Transfer, settings: TftpSettings):
@@ -349,21 +357,27 @@ class _Session:
 
     # noqa below: the per-block hot loop stays whole (locals, no call per block: a split
     # costs throughput); the rare paths are already in _off_path.
-    def _send_file(self, blksize: int, window: int) -> dict[str, Any]:  # noqa: C901
+    def _send_file(self, blksize: int, window: int) -> dict[str, Any]:  # noqa: C901, PLR0912, PLR0915
         """DATA in windows until the last ACK (lock-step when ``window`` is 1).
 
-        Ordered for latency: after an in-order ACK the next block, read and sliced
-        while the ACK was on the wire, goes out first; the round-trip sample and the
-        timer come after, while the client works. Anything else (timeout, ERROR,
-        a stale or malformed packet) goes to ``_off_path``.
+        Per block, in the common case (an in-order ACK, nobody polling): a list index
+        for the packet (its view was made with the read-ahead), one ``send``, one
+        ``recv_into`` and no method call; after an ACK the next block goes out first,
+        the timer's bookkeeping comes after, while the client works; a refill is done
+        while the ACK is on the wire. The round trip is sampled once every
+        ``RTT_EVERY`` blocks (Karn: never on a resent one). Anything else (timeout,
+        ERROR, a stale or malformed packet) goes to ``_off_path``.
         """
         blocks = _Blocks(self.data, blksize)
         unpack, clock, full = codec.HEADER.unpack_from, time.monotonic, codec.HEADER.size + blksize
-        send, wait, ack = self.sock.send, self._wait, self.ack
+        send, recv_into, ack = self.sock.send, self.sock.recv_into, self.ack
         self.spin = self.s.busy_poll * 1000 if self.h._active is not None else 0
+        active, ncpu = self.h._active, self.NCPU
         self.misses = 0  # polls in a row that came back empty-handed
         base, nxt, last, last_len = 1, 1, 0, 0  # first unacked, next to send, final (0: unknown)
-        ahead: memoryview | None = None  # block nxt, read while waiting
+        blocks.packet(1)
+        views, vfirst, nviews = blocks.views, blocks.first, len(blocks.views)
+        probe = 1  # the next block that may carry a round-trip sample
         progressed = False
         self.backoff, self.timed, self.t_sent = 0, 0, 0.0  # timed: RTT probe block (0: none)
         self.rewound = 0  # the base of the last resend a duplicate ACK asked for
@@ -371,8 +385,11 @@ class _Session:
         while True:
             first = nxt
             while nxt < base + window and (not last or nxt <= last):
-                pkt = blocks.packet(nxt) if ahead is None else ahead
-                ahead = None
+                i = nxt - vfirst
+                if not 0 <= i < nviews:
+                    blocks.packet(nxt)
+                    views, vfirst, i = blocks.views, blocks.first, 0
+                pkt = views[i]
                 try:
                     send(pkt)
                 except OSError as e:
@@ -381,14 +398,26 @@ class _Session:
                     last, last_len = nxt, len(pkt) - codec.HEADER.size
                 nxt += 1
             now = clock()
-            if progressed:
-                self._progress(now, base)
-                progressed = False
-            if not self.timed and nxt > first:
-                self.timed, self.t_sent = nxt - 1, now
-            if ahead is None and (not last or nxt <= last):
-                ahead = blocks.packet(nxt)
-            k = wait()
+            if progressed:  # after the send: the client works on it meanwhile
+                self.last_progress, progressed = now, False
+                if self.backoff or (self.timed and base > self.timed):
+                    self._progress(now, base)
+            if nxt > first and nxt > probe and not self.timed:
+                self.timed, self.t_sent, probe = nxt - 1, now, nxt + self.RTT_EVERY
+            if not 0 <= nxt - vfirst < nviews and (not last or nxt <= last):
+                blocks.packet(nxt)  # the refill, while the ACK is on the wire
+                views, vfirst = blocks.views, blocks.first
+            if self.spin and active[0] < ncpu:  # type: ignore[index]
+                k = self._wait()
+            else:
+                if self.rto != self.timeo:
+                    self._set_timeo(self.rto)
+                try:
+                    k = recv_into(ack)
+                except BlockingIOError:  # SO_RCVTIMEO: the retransmission timer expired
+                    k = -1
+                except ConnectionRefusedError:  # ICMP port unreachable: the client is gone
+                    k = -2
             if k >= 4:
                 op, num = unpack(ack)
                 acked = nxt - 1 - ((nxt - 1 - num) & 0xFFFF)  # absolute block number
@@ -402,7 +431,8 @@ class _Session:
             end = self._off_path(k, blocks, base, nxt, window, now)
             if end is not None:
                 return end
-            ahead = None  # a resend may have moved the read-ahead buffer
+            # a resend may have moved the read-ahead buffer
+            views, vfirst = blocks.views, blocks.first
 
     def _wait(self) -> int:
         """The next datagram into ``self.ack``: its size, -1 when the retransmission
