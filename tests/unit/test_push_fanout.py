@@ -15,9 +15,9 @@ from provision.push.release import NodeLayout
 from provision.push.targets import Target
 from provision.sshtrust.sshconf import SshConfig
 
+TAG = "dsas-fanout-20260101-000000-000-abcd"
 KEY = fanout.PushKey(b"-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n",
-                     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample dsas-fanout-20260101-000000-000-abcd",
-                     "dsas-fanout-20260101-000000-000-abcd")
+                     f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample {TAG}", TAG)
 
 
 def sh(script: str, home: Path, data: bytes = b"", path: str | None = None
