@@ -173,3 +173,36 @@ def test_parent_killed_mid_push_fails_alone_its_children_come_from_the_master(la
     assert pl.live("n01") == rel2.group(1)
     assert snapshot(n01.root / "site") == expect
     assert push_key_lines(pl) == []
+
+
+def test_relay_that_fails_or_does_not_verify_is_completed_from_the_master(lab, tmp_path):
+    pl = fanout_lab(lab, tmp_path)
+    site_tree(pl.src, files=20, size=10_000)
+    # n03 cannot take the push key (its ~/.ssh is a file): the relay to it fails
+    pl.node("n03").run(["touch", "/root/.ssh"])
+    r = pl.push(str(pl.src), *FANOUT)
+    assert_ok(r)
+    rel1 = release_of(r)
+    assert "host=n03 fan-out from n01 failed (authorizing n01" in r.stderr, r.stderr
+    assert_relayed(r.stderr, rel1, {c: p for c, p in PARENT.items() if c != "n03"})
+    expect = snapshot(pl.src)
+    for n in pl.farm.nodes:
+        assert pl.live(n.name) == rel1, n.name
+        assert snapshot(n.root / "site") == expect, n.name
+    # --then writes into each release: a parent's is no longer the master's tree, so its
+    # children's verification refuses what it relayed and the master sends theirs
+    (pl.src / "index.html").write_text("v2")
+    r = pl.push(str(pl.src), *FANOUT, "--then", "echo built > .built")
+    assert_ok(r)
+    rel2 = release_of(r)
+    for child, up in PARENT.items():
+        if child != "n03":
+            assert re.search(rf"host={child} fan-out from {up} failed \(verify failed", r.stderr), \
+                r.stderr
+    for n in pl.farm.nodes:
+        assert pl.live(n.name) == rel2, n.name
+        site = n.root / "site"
+        assert (site / ".built").read_text() == "built\n"
+        assert (site / "index.html").read_text() == "v2"
+        assert not list((n.root / "site.releases").glob(".partial-*")), n.name
+    assert push_key_lines(pl) == []
