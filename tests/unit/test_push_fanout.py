@@ -127,3 +127,22 @@ def test_relay_script_passes_rsync_failure_on(tmp_path):
            path=f"{bindir}:{os.environ['PATH']}")
     assert r.returncode == 12
     assert b"RELAYED" not in r.stdout and b"unexpectedly closed" in r.stderr
+
+
+def test_fanout_is_chosen_by_its_flag_only_with_delete_and_never_means_uftp(monkeypatch):
+    from provision.push import multicast
+    from provision.push.options import PushOptions
+    from provision.push.push import Pusher
+    from provision.push.uftp_round import use_uftp
+
+    monkeypatch.setattr(multicast, "available", lambda: True)
+    opts = PushOptions("src", delete=True, transfer="fanout", fanout_width=4)
+    assert not use_uftp(opts, 100, True)
+    assert Pusher._use_fanout(opts, 5)
+    assert not Pusher._use_fanout(opts, 4)  # the master feeds them all: plain rsync
+    opts.delete = False
+    assert not Pusher._use_fanout(opts, 100)
+    opts.delete, opts.dry_run = True, True
+    assert not Pusher._use_fanout(opts, 100)
+    auto = PushOptions("src", delete=True, transfer="auto")
+    assert not Pusher._use_fanout(auto, 100) and use_uftp(auto, 100, True)
