@@ -106,10 +106,13 @@ def deauthorize_script(key: PushKey) -> str:
 
 
 def relay_argv(cfg: SshConfig, lay: NodeLayout, rid: str, child: str,
-               link_dests: Sequence[str], excludes: Sequence[str], delete: bool
-               ) -> list[str]:
+               link_dests: Sequence[str], excludes: Sequence[str], delete: bool,
+               checksum: bool = False) -> list[str]:
     """The rsync the parent runs: its release ``rid`` into the child's incoming tree.
-    ``KEYDIR`` stands for the parent's private directory (``relay_script`` makes it)."""
+    ``KEYDIR`` stands for the parent's private directory (``relay_script`` makes it).
+    ``checksum``: the push's ``--checksum`` (the manifest checks no content: a file
+    the child's base has with the same size and mtime must be compared by content,
+    as the master's rsync would)."""
     keydir = KEYDIR
     rsh = (f"ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes "
            f"-o UserKnownHostsFile={keydir}/known_hosts -o GlobalKnownHostsFile=/dev/null "
@@ -119,6 +122,8 @@ def relay_argv(cfg: SshConfig, lay: NodeLayout, rid: str, child: str,
     argv = ["rsync", "-a", "--stats", "--no-inc-recursive", "--modify-window=-1", "-e", rsh]
     argv += [f"--link-dest={d}" for d in link_dests]
     argv += [f"--exclude={p}" for p in excludes]
+    if checksum:
+        argv.append("--checksum")
     if delete:
         argv += ["--delete"] + (["--delete-excluded"] if excludes else [])
     host = f"[{child}]" if ":" in child else child

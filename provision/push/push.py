@@ -346,7 +346,7 @@ class Pusher:
         if "PARTIAL" in kv:
             link_dests.append(f"../.partial-{rid}")
         argv = fanout.relay_argv(self.ssh, lay, rid, t.address, link_dests, opts.excludes,
-                                 delete=linked)
+                                 delete=linked, checksum=opts.checksum)
         rc, out, err = node.run(fanout.authorize_script(key, up.address), timeout=60)
         if rc != 0 or "AUTHORIZED" not in parse_kv(out):
             raise _Failed(f"authorizing {up.name}: {first_error(out, err)}")

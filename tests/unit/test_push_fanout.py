@@ -94,7 +94,7 @@ def test_relay_script_key_from_stdin_host_key_pinned_directory_removed(tmp_path)
     lay = NodeLayout("/srv/my site")
     argv = fanout.relay_argv(SshConfig(tmp_path, user="root", port=2222), lay,
                              "20260101-000000-000-abcd", "198.18.100.14", ["../old"],
-                             ["*.tmp"], delete=True)
+                             ["*.tmp"], delete=True, checksum=True)
     r = sh(fanout.relay_script(argv, "ssh-ed25519 AAAAhost"), tmp_path, KEY.private,
            path=f"{bindir}:{os.environ['PATH']}")
     assert r.returncode == 0, r
@@ -104,6 +104,7 @@ def test_relay_script_key_from_stdin_host_key_pinned_directory_removed(tmp_path)
     assert "StrictHostKeyChecking=yes" in rsh and "StrictHostKeyChecking=no" not in rsh
     assert f"HostKeyAlias={fanout.PEER_ALIAS}" in rsh and "-p 2222 -l root" in rsh
     assert "--delete" in got and "--delete-excluded" in got and "--link-dest=../old" in got
+    assert "--checksum" in got and "--exclude=*.tmp" in got
     assert got[-2:] == ["/srv/my site.releases/20260101-000000-000-abcd/",
                         "198.18.100.14:/srv/my site.releases/.incoming-20260101-000000-000-abcd/"]
     assert (seen / "key").read_bytes() == KEY.private
