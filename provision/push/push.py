@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -95,6 +96,10 @@ class Pusher:
         self._round: UftpRound | None = None
         self._tree: fanout.Tree | None = None  # --transfer fanout: who feeds whom
         self._key: fanout.PushKey | None = None  # the push's key between nodes
+        # One connection per fan-out parent, shared by its children's relay commands
+        # (one login on the master per parent, not per child).
+        self._peers: dict[str, RemoteNode] = {}
+        self._peers_lock = threading.Lock()
 
     # -- the fan-out ---------------------------------------------------------
 
@@ -177,6 +182,7 @@ class Pusher:
             finally:
                 mcast = self._round.bytes if self._round is not None else 0
                 self._round, self._tree, self._key = None, None, None
+                self._close_peers()
         if self.history is not None and run_id is not None:
             self.history.finish(run_id, results, mcast_bytes=mcast)
         return RunOutcome(run_id, rid, results)
@@ -350,17 +356,32 @@ class Pusher:
         rc, out, err = node.run(fanout.authorize_script(key, up.address), timeout=60)
         if rc != 0 or "AUTHORIZED" not in parse_kv(out):
             raise _Failed(f"authorizing {up.name}: {first_error(out, err)}")
-        peer = RemoteNode(self.ssh, up.name, up.address)
         try:
             script = fanout.relay_script(argv, node.host_key_line())
-            rc, out, err = peer.run(script, timeout=fanout.RELAY_TIMEOUT, data=key.private)
+            rc, out, err = self._peer(up).run(script, timeout=fanout.RELAY_TIMEOUT,
+                                              data=key.private)
         finally:
-            peer.close()
             self._try(node, fanout.deauthorize_script(key))
         got = parse_kv(out)
         if rc != 0 or "RELAYED" not in got:
             raise _Failed(f"relay rsync exit {rc}: {first_error(out, err)}")
         return int(got["RELAYED"][0] or 0)
+
+    def _peer(self, up: Target) -> RemoteNode:
+        """The master's connection to fan-out parent ``up``, made by its first child
+        (under the lock: children of one parent run their relays on it side by side)."""
+        with self._peers_lock:
+            peer = self._peers.get(up.name)
+            if peer is None:
+                peer = self._peers[up.name] = RemoteNode(self.ssh, up.name, up.address)
+            peer.transport()  # connected now (again if the last try failed), not in run()
+            return peer
+
+    def _close_peers(self) -> None:
+        with self._peers_lock:
+            for peer in self._peers.values():
+                peer.close()
+            self._peers = {}
 
     def _switch(self, node: RemoteNode, lay: NodeLayout, rid: str, res: HostResult) -> None:
         rc, out, err = node.run(switch_script(lay, rid))
