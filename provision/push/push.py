@@ -50,7 +50,7 @@ from .remote import (
     to_prune,
 )
 from .targets import Target
-from .transfer import remote_dest, rsync_argv, run_rsync
+from .transfer import explain, remote_dest, rsync_argv, run_rsync
 from .uftp_round import UftpRound, use_uftp
 
 log = logging.getLogger(__name__)
@@ -364,7 +364,7 @@ class Pusher:
             self._try(node, fanout.deauthorize_script(key))
         got = parse_kv(out)
         if rc != 0 or "RELAYED" not in got:
-            raise _Failed(f"relay rsync exit {rc}: {first_error(out, err)}")
+            raise _Failed(f"relay: {explain(rc, err) if rc else first_error(out, err)}")
         return int(got["RELAYED"][0] or 0)
 
     def _peer(self, up: Target) -> RemoteNode:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -205,4 +206,44 @@ def test_relay_that_fails_or_does_not_verify_is_completed_from_the_master(lab, t
         assert (site / ".built").read_text() == "built\n"
         assert (site / "index.html").read_text() == "v2"
         assert not list((n.root / "site.releases").glob(".partial-*")), n.name
+    assert push_key_lines(pl) == []
+
+
+def test_parent_refuses_a_child_whose_host_key_is_not_the_one_dsas_verified(lab, tmp_path):
+    """n01's connections to n03's address reach another sshd (a different host key):
+    the relay is refused by n01's ssh, and the master, which verified n03's real key,
+    completes n03 itself."""
+    from lab.netns import tool
+    from lab.sshfarm import wait_listen
+    require_tool("iptables")
+    pl = fanout_lab(lab, tmp_path)
+    site_tree(pl.src, files=20, size=10_000)
+    n01, n03 = pl.node("n01"), pl.node("n03")
+    imposter = tmp_path / "imposter"
+    imposter.mkdir()
+    key = imposter / "ssh_host_ed25519_key"
+    subprocess.run([tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                   check=True, capture_output=True, timeout=30)
+    conf = (n03.dir / "sshd_config").read_text().replace("Port 22\n", "Port 2222\n")
+    conf = conf.replace(str(n03.dir / "ssh_host_ed25519_key"), str(key))
+    (imposter / "sshd_config").write_text(conf)
+    sshd = n03.popen([tool("sshd"), "-D", "-e", "-f", str(imposter / "sshd_config")],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listen(n03.ns, n03.address, 2222)
+        n03.ns.run(["iptables", "-t", "nat", "-A", "PREROUTING", "-s", n01.address, "-p",
+                    "tcp", "--dport", "22", "-j", "REDIRECT", "--to-ports", "2222"])
+        r = pl.push(str(pl.src), *FANOUT)
+    finally:
+        sshd.kill()
+        sshd.wait(timeout=10)
+    assert_ok(r)
+    rel = release_of(r)
+    assert "host=n03 fan-out from n01 failed (relay: host key verification failed (ssh))" \
+        in r.stderr, r.stderr
+    assert_relayed(r.stderr, rel, {c: p for c, p in PARENT.items() if c != "n03"})
+    expect = snapshot(pl.src)
+    for n in pl.farm.nodes:
+        assert pl.live(n.name) == rel, n.name
+        assert snapshot(n.root / "site") == expect, n.name
     assert push_key_lines(pl) == []
