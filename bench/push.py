@@ -22,8 +22,9 @@ release).
 
 The default run (``--classic`` for the one above): the master's cost as the farm grows
 (issue 21), ``--scale 5,10,20,40``: for each
-N, a first push of the whole site and a 1% update to N nodes, by uftp and by rsync
-side by side (interleaved, so both see the same background load). Per push: the
+N, a first push of the whole site and a 1% update to N nodes, by uftp, by fan-out
+between nodes (``--transfer fanout --fanout-width 4``) and by rsync side by side
+(interleaved, so all see the same background load). Per push: the
 master's CPU-seconds (the dsas-push process and its children: ssh, rsync, uftp), the
 master's bytes sent (the tx counter of the master namespace's bridge ``br0``, from its
 ``/sys/class/net/br0/statistics``: every frame the master sends to any node, headers
@@ -162,7 +163,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                          "side, then the model for 1,000 and 10,000 nodes (the default run)")
     ap.add_argument("--classic", action="store_true",
                     help="instead: the variants against the naive loop at --nodes (issue 7)")
-    ap.add_argument("--transfers", default="uftp,rsync", help="with --scale: the transfers")
+    ap.add_argument("--transfers", default="uftp,fanout,rsync",
+                    help="with --scale: the transfers (of uftp, fanout, rsync)")
     ap.add_argument("--mem-margin-mb", type=int, default=3000,
                     help="with --scale: memory left to the machine's other work; the largest "
                          "N whose nodes' copies fit in MemAvailable minus this is the last run")

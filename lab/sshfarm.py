@@ -5,7 +5,9 @@ its own real ``sshd`` (own host key, ``-D -e``, a test config, listening on the
 node's address) and its own file system view: a holder process keeps a private
 mount namespace in which a tmpfs is mounted at ``MOUNT`` (so every node has a
 different ``/run/dsas-lab`` and a node's disk can be made small) and another,
-empty one at ``/root`` (a node does not share the master's dotfiles). sshd runs in
+empty one at ``/root`` (a node does not share the master's dotfiles; its own
+``~/.ssh/authorized_keys`` there is read after the farm's shared one, for keys one
+node alone accepts, as dsas-push's fan-out adds). sshd runs in
 that mount namespace too and can be killed and restarted without losing the
 node's files. Files of a node are visible from the host at
 ``/proc/<holder>/root/run/dsas-lab``.
@@ -37,7 +39,7 @@ ListenAddress {address}
 Port 22
 HostKey {dir}/ssh_host_ed25519_key
 PidFile none
-AuthorizedKeysFile {authorized}
+AuthorizedKeysFile {authorized} .ssh/authorized_keys
 PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no

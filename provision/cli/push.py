@@ -17,7 +17,7 @@ from typing import TextIO
 import click
 
 from ..inventory.model import Inventory
-from ..push import multicast
+from ..push import fanout, multicast
 from ..push.options import DEFAULT_KEEP, DEFAULT_TO, PushOptions, default_parallel
 from ..push.progress import human_bytes, reporter_for
 from ..push.push import Pusher
@@ -80,11 +80,17 @@ def open_history(state_dir: str) -> History:
                    "OpenSSH for a node's first push, paramiko for updates. paramiko needs "
                    "pidfd_getfd (Linux 5.6); where it is refused, OpenSSH is used and the "
                    "log says why.")
-@click.option("--transfer", type=click.Choice(["auto", "rsync", "uftp"]), default="auto",
-              show_default=True,
-              help="What carries the changed files: rsync to each node, or one uftp multicast "
+@click.option("--transfer", type=click.Choice(["auto", "rsync", "uftp", "fanout"]),
+              default="auto", show_default=True,
+              help="What carries the changed files: rsync to each node, one uftp multicast "
                    "session to all nodes (uftpd started on each over SSH; rsync then completes "
-                   "and verifies each node as usual). auto: uftp from --uftp-min-nodes targets.")
+                   "and verifies each node as usual), or fanout: the master rsyncs to "
+                   "--fanout-width nodes and each node holding the verified release rsyncs it "
+                   "to the next ones over SSH (needs --delete; a node whose parent failed gets "
+                   "it from the master). auto: uftp from --uftp-min-nodes targets.")
+@click.option("--fanout-width", type=click.IntRange(1, 1000), default=fanout.DEFAULT_WIDTH,
+              show_default=True,
+              help="With --transfer fanout: nodes the master feeds, and children per node.")
 @click.option("--uftp-min-nodes", type=click.IntRange(1), default=multicast.DEFAULT_MIN_NODES,
               show_default=True, help="With --transfer auto: use uftp from this many targets.")
 @click.option("--uftp-interface", default=None,
@@ -121,7 +127,8 @@ def open_history(state_dir: str) -> History:
 def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str, ...],
              all_hosts: bool, parallel: int | None, dry_run: bool, delete: bool,
              excludes: tuple[str, ...], checksum: bool, then: str | None, keep: int,
-             transport: str, transfer: str, uftp_min_nodes: int, uftp_interface: str | None,
+             transport: str, transfer: str, fanout_width: int, uftp_min_nodes: int,
+             uftp_interface: str | None,
              uftp_group: str, uftp_port: int, uftp_rate: int, no_prelink: bool, yes: bool,
              rollback: bool, status: bool, retry_failed: bool, rolling: int | None,
              drain_flag: bool, drain_timeout: float, check_timeout: float,
@@ -161,12 +168,13 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
         opts.parallel, opts.dry_run, opts.transport = par, dry_run, transport
         opts.prelink = not no_prelink
         opts.transfer, opts.uftp_min_nodes, opts.mcast = transfer, uftp_min_nodes, mcast
+        opts.fanout_width = fanout_width
     else:
         targets = select_targets(inv, roles, hosts, all_hosts)
         if src is not None:  # a push (not --rollback, --status)
             opts = PushOptions(src, to, delete, list(excludes), checksum, then, keep,
                                dry_run, par, transport, not no_prelink, transfer,
-                               uftp_min_nodes, mcast)
+                               uftp_min_nodes, mcast, fanout_width)
     if as_json and not status:
         raise click.UsageError("--json goes with --status")
     if status:

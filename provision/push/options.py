@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..state.pushes import HostResult
-from . import multicast
+from . import fanout, multicast
 
 DEFAULT_TO = "/srv/site"
 DEFAULT_KEEP = 5
@@ -43,10 +43,13 @@ class PushOptions:
     prelink: bool = True  # cp -al the base release when safe (prelink.py), else --link-dest
     # What carries the bulk of the bytes: "rsync" (per node), "uftp" (one multicast
     # session to all nodes, then rsync completes each: multicast.py), or "auto": uftp
-    # from ``uftp_min_nodes`` targets up when this master has uftp.
+    # from ``uftp_min_nodes`` targets up when this master has uftp; "fanout": the
+    # master rsyncs to ``fanout_width`` nodes, nodes holding the release rsync it to
+    # the next ones (fanout.py), rsync from the master completes any that missed it.
     transfer: str = "rsync"
     uftp_min_nodes: int = multicast.DEFAULT_MIN_NODES
     mcast: multicast.McastConfig = field(default_factory=multicast.McastConfig)
+    fanout_width: int = fanout.DEFAULT_WIDTH
 
     def recorded(self) -> dict[str, object]:
         return {"delete": self.delete, "excludes": self.excludes, "checksum": self.checksum,

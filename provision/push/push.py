@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from typing import Any
 from .. import proc
 from ..sshtrust.sshconf import SshConfig
 from ..state.pushes import History, HostResult
-from . import multicast, tunnel
+from . import fanout, multicast, tunnel
 from .options import (  # re-exported: the CLI and the tests import them from here
     DEFAULT_KEEP,  # noqa: F401
     DEFAULT_TO,  # noqa: F401
@@ -49,7 +50,7 @@ from .remote import (
     to_prune,
 )
 from .targets import Target
-from .transfer import remote_dest, rsync_argv, run_rsync
+from .transfer import explain, remote_dest, rsync_argv, run_rsync
 from .uftp_round import UftpRound, use_uftp
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,12 @@ class Pusher:
         self._deltas: dict[str, list[str]] = {}
         self._delta_files: dict[str, str] = {}
         self._round: UftpRound | None = None
+        self._tree: fanout.Tree | None = None  # --transfer fanout: who feeds whom
+        self._key: fanout.PushKey | None = None  # the push's key between nodes
+        # One connection per fan-out parent, shared by its children's relay commands
+        # (one login on the master per parent, not per child).
+        self._peers: dict[str, RemoteNode] = {}
+        self._peers_lock = threading.Lock()
 
     # -- the fan-out ---------------------------------------------------------
 
@@ -166,14 +173,33 @@ class Pusher:
                                        len(targets), multicast.staging(lay, rid))
                 parallel = len(targets)
                 title += " (uftp)"
+            elif self._use_fanout(opts, len(targets)):
+                self._tree = fanout.Tree(targets, opts.fanout_width)
+                self._key = fanout.new_key(cdir, rid)
+                title += f" (fanout x{opts.fanout_width})"
             try:
                 results = self._fan_out(targets, parallel, title, work)
             finally:
                 mcast = self._round.bytes if self._round is not None else 0
-                self._round = None
+                self._round, self._tree, self._key = None, None, None
+                self._close_peers()
         if self.history is not None and run_id is not None:
             self.history.finish(run_id, results, mcast_bytes=mcast)
         return RunOutcome(run_id, rid, results)
+
+    @staticmethod
+    def _use_fanout(opts: PushOptions, count: int) -> bool:
+        """Whether nodes relay this push (``--transfer fanout``, more targets than the
+        master feeds, ``--delete``: a release then holds exactly the source; without
+        it, each release carries its node's own leftovers and would fail its child's
+        verification)."""
+        if opts.transfer != "fanout" or opts.dry_run or count <= opts.fanout_width:
+            return False
+        if not opts.delete:
+            log.warning("--transfer fanout needs --delete (a node's release then holds "
+                        "exactly the source): rsync from the master to every node")
+            return False
+        return True
 
     def _listings(self) -> ListingStore:
         """The listings of the pushed releases, kept on this master."""
@@ -245,8 +271,8 @@ class Pusher:
                 if rnd is not None:
                     arrived = True
                     fast = rnd.stage(self.reporter, t, node, lay, rid, state, kv)
-                self._transfer_verified(t, node, opts, lay, rid, state, kv, res, cdir, manifest,
-                                        fast)
+                self._deliver(t, node, opts, lay, rid, state, kv, res, cdir, manifest,
+                              bases or [], fast)
             if opts.then:
                 self.reporter.phase(t.name, "then")
                 self._then(node, opts, lay, rid, state, res)
@@ -254,13 +280,108 @@ class Pusher:
         except (_Failed, RemoteError) as e:
             res.reason = e.reason
         finally:
-            if rnd is not None and not arrived:
-                rnd.arrive(t.name)  # the session does not wait for this node
+            self._settle(t, rnd if not arrived else None, res.release == rid)
             node.close()
             if t.address in self._ssh_used:
                 self._close_master(t, cdir)
                 self._ssh_used.discard(t.address)
         return res
+
+    def _settle(self, t: Target, rnd: UftpRound | None, holds: bool) -> None:
+        """A host's thread is done with the push: neither the uftp session (``rnd``, if
+        it has not arrived there) nor its fan-out children wait for it any more."""
+        if rnd is not None:
+            rnd.arrive(t.name)  # the session does not wait for this node
+        if self._tree is not None:  # its children relay from it, or go to the master
+            self._tree.finished(t, holds)
+
+    def _deliver(self, t: Target, node: RemoteNode, opts: PushOptions, lay: NodeLayout,
+                 rid: str, state: NodeState, kv: dict[str, list[str]], res: HostResult,
+                 cdir: Path, manifest: Manifest, bases: list[str], fast: bool) -> None:
+        """The release onto the node, verified and switched: from its fan-out parent,
+        else (or if that failed) by rsync from the master."""
+        relayed = self._relayed(t, node, opts, lay, rid, state, kv, res, manifest)
+        if relayed:
+            return
+        if relayed is False:  # prepared again: what the relay left is .partial-<id>
+            again, kv = node.prepare(lay, rid, bases)
+            state.releases = again.releases
+            if "HAVE" in kv:
+                self._switch(node, lay, rid, res)
+                return
+        self._transfer_verified(t, node, opts, lay, rid, state, kv, res, cdir, manifest, fast)
+
+    def _relayed(self, t: Target, node: RemoteNode, opts: PushOptions, lay: NodeLayout,
+                 rid: str, state: NodeState, kv: dict[str, list[str]], res: HostResult,
+                 manifest: Manifest) -> bool | None:
+        """Fan-out: the release from this target's parent, verified and switched (True).
+        None: the master sends it (no parent, or the parent does not hold the
+        release); False: the relay or its verification failed (prepare again, then
+        the master sends it)."""
+        tree, key = self._tree, self._key
+        up = tree.parent_of(t) if tree is not None else None
+        if tree is None or key is None or up is None:
+            return None
+        self.reporter.phase(t.name, f"waiting for {up.name}")
+        if not tree.wait(up):
+            log.warning("host=%s fan-out: %s does not hold %s: rsync from the master",
+                        t.name, up.name, rid)
+            return None
+        self.reporter.phase(t.name, f"from {up.name}")
+        try:
+            sent = self._relay(t, up, node, opts, lay, rid, state, kv, key)
+            self.reporter.phase(t.name, "verifying")
+            self._commit(node, opts, lay, rid, manifest, state, res, abort=False)
+        except (_Failed, RemoteError) as e:
+            log.warning("host=%s fan-out from %s failed (%s): rsync from the master",
+                        t.name, up.name, e.reason)
+            return False
+        log.info("host=%s release %s from %s (%d bytes sent by %s), verified", t.name, rid,
+                 up.name, sent, up.name)
+        return True
+
+    def _relay(self, t: Target, up: Target, node: RemoteNode, opts: PushOptions,
+               lay: NodeLayout, rid: str, state: NodeState, kv: dict[str, list[str]],
+               key: fanout.PushKey) -> int:
+        """``up`` rsyncs its verified release into ``t``'s incoming tree over SSH, with
+        the push key (authorized on ``t`` from ``up`` only, for this relay only) and
+        ``t``'s host key as this master verified it. Returns the bytes ``up`` sent."""
+        base = state.live or (state.releases[-1] if state.releases else None)
+        linked = "LINKED" in kv
+        link_dests = [f"../{base}"] if base and not linked else []
+        if "PARTIAL" in kv:
+            link_dests.append(f"../.partial-{rid}")
+        argv = fanout.relay_argv(self.ssh, lay, rid, t.address, link_dests, opts.excludes,
+                                 delete=linked, checksum=opts.checksum)
+        rc, out, err = node.run(fanout.authorize_script(key, up.address), timeout=60)
+        if rc != 0 or "AUTHORIZED" not in parse_kv(out):
+            raise _Failed(f"authorizing {up.name}: {first_error(out, err)}")
+        try:
+            script = fanout.relay_script(argv, node.host_key_line())
+            rc, out, err = self._peer(up).run(script, timeout=fanout.RELAY_TIMEOUT,
+                                              data=key.private)
+        finally:
+            self._try(node, fanout.deauthorize_script(key))
+        got = parse_kv(out)
+        if rc != 0 or "RELAYED" not in got:
+            raise _Failed(f"relay: {explain(rc, err) if rc else first_error(out, err)}")
+        return int(got["RELAYED"][0] or 0)
+
+    def _peer(self, up: Target) -> RemoteNode:
+        """The master's connection to fan-out parent ``up``, made by its first child
+        (under the lock: children of one parent run their relays on it side by side)."""
+        with self._peers_lock:
+            peer = self._peers.get(up.name)
+            if peer is None:
+                peer = self._peers[up.name] = RemoteNode(self.ssh, up.name, up.address)
+            peer.transport()  # connected now (again if the last try failed), not in run()
+            return peer
+
+    def _close_peers(self) -> None:
+        with self._peers_lock:
+            for peer in self._peers.values():
+                peer.close()
+            self._peers = {}
 
     def _switch(self, node: RemoteNode, lay: NodeLayout, rid: str, res: HostResult) -> None:
         rc, out, err = node.run(switch_script(lay, rid))

@@ -229,7 +229,9 @@ class RemoteNode:
             return f"{where} closed the connection before the SSH handshake"
         return _short(e)
 
-    def run(self, script: str, timeout: float = 300) -> tuple[int, str, str]:
+    def run(self, script: str, timeout: float = 300, data: bytes | None = None
+            ) -> tuple[int, str, str]:
+        """Run ``script`` on the node; ``data``: its standard input (else none)."""
         if self._client is None:
             self.connect()
         assert self._client is not None
@@ -243,7 +245,9 @@ class RemoteNode:
             # in paramiko's transport thread, holding that lock while it handled the
             # node's CLOSE, the thread waited on itself forever, and the node's next
             # channel open timed out after 30 s (issue 13 item 13). The steps read no
-            # input: the node's command sees EOF at once.
+            # input but ``data``: the node's command sees EOF at once after it.
+            if data is not None:
+                stdin.write(data)
             stdin.close()
             del stdin
             stdout = out.read().decode(errors="replace")
@@ -266,6 +270,12 @@ class RemoteNode:
         if transport is None or not transport.is_active():
             raise RemoteError("connection lost (transport closed)")
         return transport
+
+    def host_key_line(self) -> str:
+        """``<type> <base64>`` of the host key this connection verified (dsas's
+        known_hosts accepted it), for a peer that must check the same node."""
+        key = self.transport().get_remote_server_key()
+        return f"{key.get_name()} {key.get_base64()}"
 
     def state(self, lay: NodeLayout) -> NodeState:
         rc, out, err = self.run(state_script(lay), timeout=60)

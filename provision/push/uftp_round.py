@@ -28,7 +28,7 @@ def use_uftp(opts: PushOptions, count: int, has_history: bool) -> bool:
     """Whether this push goes by uftp (multicast.py). Not for dry runs or --checksum
     (uftp's change list comes from size and mtime), nor without a history (the
     change list is against the base release's listing the master kept)."""
-    if opts.transfer == "rsync" or opts.dry_run:
+    if opts.transfer in ("rsync", "fanout") or opts.dry_run:
         return False
     why = None
     if opts.checksum:
