@@ -15,10 +15,9 @@ import glob
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
-from lab.testing import require_tool
+from lab.testing import require_tool, wait_for
 from tests.support.push_lab import PushLab, assert_ok, make_lab, release_of, snapshot, write_tree
 
 FANOUT = ["--role", "web", "--delete", "--transfer", "fanout", "--fanout-width", "2", "-v"]
@@ -117,16 +116,6 @@ def bridge_port(pl: PushLab, name: str) -> str:
     raise AssertionError(f"no bridge port for {name}")
 
 
-def wait_for(pred, timeout: float = 30, what: str = "condition"):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_parent_killed_mid_push_fails_alone_its_children_come_from_the_master(lab, tmp_path):
     pl = fanout_lab(lab, tmp_path)
     site_tree(pl.src, files=30, size=20_000)
@@ -146,7 +135,7 @@ def test_parent_killed_mid_push_fails_alone_its_children_come_from_the_master(la
         return any(f.name.startswith(".new") or f.name.startswith("new")
                    for inc in rels.glob(".incoming-*") for f in inc.rglob("*"))
     try:
-        wait_for(receiving, what="n01 receiving")
+        wait_for(receiving, 30, "n01 receiving")
         assert pl.live("n01") == rel1
         n01.kill_sshd()
         out, err = p.communicate(timeout=120)

@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
-from lab.testing import require_tool
+from lab.testing import require_tool, wait_for
 from tests.support.push_lab import assert_ok, make_lab, release_of, snapshot, write_tree
 
 GROUP, PORT = "239.255.77.9", 17099
@@ -75,16 +74,6 @@ def test_first_push_and_update_over_uftp_byte_exact(lab, tmp_path):
     assert max(rsync_bytes(r.stdout).values()) < 10_000, r.stdout
 
 
-def wait_for(pred, timeout: float = 30, what: str = "condition"):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_dropout_and_node_without_uftpd_go_by_rsync_and_multicast_stays_on_the_link(
         lab, tmp_path):
     pl = uftp_lab(lab, tmp_path)
@@ -113,7 +102,7 @@ def test_dropout_and_node_without_uftpd_go_by_rsync_and_multicast_stays_on_the_l
             if pids and stage and any(f.is_file() for f in stage[0].rglob("new*")):
                 return int(pids[0].read_text())
             return None
-        pid = wait_for(receiving, what="n02's uftpd receiving")
+        pid = wait_for(receiving, 30, "n02's uftpd receiving")
         assert pl.live("n02") == rel1
         os.kill(pid, 9)
         out, err = p.communicate(timeout=120)
@@ -156,7 +145,7 @@ def test_a_node_whose_dsas_init_runs_uftpd_receives_with_that_one(lab, tmp_path)
              "-K", "ec:prime256v1",
              "-P", "/run/dsas/uftpd.pid", "-L", "/run/dsas/uftpd.log", "-x", "2"])
     pid = int(wait_for(lambda: n01.run(["cat", "/run/dsas/uftpd.pid"], check=False).stdout,
-                       what="n01's boot uftpd pid file"))
+                       30, "n01's boot uftpd pid file"))
     try:
         for round_ in (1, 2):
             if round_ == 2:
