@@ -6,9 +6,10 @@ bring one back).
     master netns  br0 198.18.0.1/22 (inside, untagged): `dsas serve` (DHCP, HTTP)
                   vlan2 (userspace 802.1Q port) + br2 198.19.2.1/24 (outside)
     client netns  198.19.2.50/24 on br2
-    lvs1, lvs2    the `web` or `tiny-lvs` image (keepalived, ipvsadm, IPVS modules),
-                  role lvs: bond0 inside, bond0.2 outside; VRRP pair, NAT
-    w1, w2        the tiny image, role web: busybox httpd answering its own name
+    lvs1, lvs2    the `web` or `tiny-lvs` image (keepalived, ipvsadm, IPVS modules,
+                  sshd), role lvs: bond0 inside, bond0.2 outside; VRRP pair, NAT
+    w1, w2        the tiny (or tiny-lvs) image, role web: busybox httpd answering its
+                  own name
 """
 
 from __future__ import annotations
@@ -162,9 +163,8 @@ def wait_until(ok: Callable[[], object], timeout: float, what: str, step: float 
 
 def tiny_directors(text: str) -> str:
     """The inventory with the directors on the tiny-lvs image (the tiny image with
-    Debian's keepalived and ipvsadm): `python -m bench lvsboot` measured it 7x faster
-    to ready than the web image under TCG (270 s against 1,883 s at load 22), but it
-    has no sshd, so `dsas lb status` cannot read it (its shell on hvc0 is read)."""
+    Debian's keepalived, ipvsadm and sshd): `python -m bench lvsboot` measured it 7x
+    faster to ready than the web image under TCG (270 s against 1,883 s at load 22)."""
     text = text.replace("  web: {version: current}\n",
                         "  web: {version: current}\n  tiny-lvs: {version: current}\n")
     return text.replace("    services: [lvs]\n    networks: [inside, outside]\n    image: web\n",
