@@ -32,10 +32,16 @@ def deliver_script(text: str) -> str:
             f"sync \"$t\" 2>/dev/null || sync; mv -f \"$t\" {CONF}.new; echo delivered {sha[:12]}")
 
 
-# detached: the re-apply may change the address this session came in on
-REAPPLY = (f"{PATH}; mkdir -p /run/dsas; nohup setsid dsas-init reapply "
-           "</dev/null >/run/dsas/reapply.log 2>&1 & echo started")
-REBOOT = (f"{PATH}; nohup setsid sh -c 'sleep 1; systemctl reboot || reboot' "
+# detached (setsid: a session of its own), as the re-apply may change the address
+# this session came in on; nohup too where there is one (busybox has none: the
+# tiny-lvs image), and what runs in the background is checked first, or a missing
+# command would only show as no ready report
+DETACH = ("command -v setsid >/dev/null || { echo 'setsid: not found' >&2; exit 127; }; "
+          "n=$(command -v nohup || true); $n setsid")
+REAPPLY = (f"{PATH}; mkdir -p /run/dsas; command -v dsas-init >/dev/null || "
+           "{ echo 'dsas-init: not found' >&2; exit 127; }; "
+           f"{DETACH} dsas-init reapply </dev/null >/run/dsas/reapply.log 2>&1 & echo started")
+REBOOT = (f"{PATH}; {DETACH} sh -c 'sleep 1; systemctl reboot || reboot' "
           "</dev/null >/dev/null 2>&1 & echo rebooting")
 
 

@@ -9,13 +9,15 @@ reload; the report that ends the re-apply is a real one in a real state store.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from lab.lvs import INVENTORY
-from provision.assign.farm import LiveFarm
+from provision.assign.farm import REAPPLY, LiveFarm
 from provision.balancer import reload as lbreload
 from provision.cli.assign import _becoming_director
 from provision.inventory import loads
@@ -63,3 +65,31 @@ def test_a_host_becoming_a_director_is_reloaded_only_once_it_runs_the_role(
         assert sorted(asked) == ["lvs1", "lvs2", "w2"]
     finally:
         store.close()
+
+
+def test_the_reapply_runs_detached_where_there_is_no_nohup(tmp_path: Path) -> None:
+    """busybox (the tiny-lvs image) has setsid but no nohup: `nohup setsid dsas-init
+    reapply &` failed in the background there, and the move waited out its ready
+    timeout. The script as sent, in busybox's sh with busybox's applets only."""
+    busybox = shutil.which("busybox")
+    assert busybox, "busybox is not installed (the tiny images' shell)"
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for applet in ("sh", "setsid", "mkdir", "sleep"):
+        (bin_ / applet).symlink_to(busybox)
+    marker = tmp_path / "ran"
+    (bin_ / "dsas-init").write_text(f"#!{busybox} sh\necho \"$@\" > {marker}\n")
+    (bin_ / "dsas-init").chmod(0o755)
+    script = REAPPLY.replace("/run/dsas", str(tmp_path / "run"))
+    r = subprocess.run([busybox, "sh", "-c", script], env={"PATH": str(bin_)},
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.strip() == "started", r.stdout + r.stderr
+    for _ in range(100):  # bounded: 10 s
+        if marker.exists() and marker.read_text():
+            break
+        time.sleep(0.1)
+    assert marker.read_text().strip() == "reapply", (tmp_path / "run" / "reapply.log").read_text()
+    (bin_ / "dsas-init").unlink()
+    r = subprocess.run([busybox, "sh", "-c", script], env={"PATH": str(bin_)},
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 127 and "dsas-init: not found" in r.stderr, r.stdout + r.stderr
