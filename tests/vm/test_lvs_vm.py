@@ -220,10 +220,14 @@ def test_directors_balance_drop_a_dead_web_server_fail_over_and_a_web_server_bec
         states = vrrp_states(shells["w2"])
         print(f"w2's keepalived after the assign: {states}")
         assert states == {"lb_inside": "BACKUP", "lb_outside": "BACKUP"}, states
+        # w2's keepalived puts w1 in its pool once its own first health check passes
+        # (alpha): "out" until then
+        wait_until(lambda: pools(lb_status(c, state)) == {
+            d: [("w1", "up")] for d in ("lvs1", "lvs2", "w2")}, 120,
+            "w1 up in the pool of every director, w2's too", 5)
         rep = lb_status(c, state)
         assert rep["unreachable"] == [], rep
         assert holders(rep) == {"lb_inside": ["lvs1"], "lb_outside": ["lvs1"]}, rep["vrrp"]
-        assert pools(rep) == {d: [("w1", "up")] for d in ("lvs1", "lvs2", "w2")}, rep
         assert holder(shells, c) == "lvs1"
 
         # the active director dies: the backup takes the VIPs (gratuitous ARP: the
