@@ -4,7 +4,7 @@ The lab of tests/vm/test_lvs_vm.py (lab/lvs.py): two directors (keepalived + IPV
 two web servers (tiny image, busybox httpd) netbooted from `dsas serve`, a
 client namespace on the outside VLAN. The directors boot the tiny-lvs image
 (--director-image; `python -m bench lvsboot` measured it several times faster
-to ready than the web image under TCG), which needs no SSH here. The client also gets a
+to ready than the web image under TCG); this bench needs no SSH. The client also gets a
 leg on the inside bridge, so one process can reach a real server directly.
 
 * IPVS cost: requests per second (fresh TCP connection each, 4 at a time, for

@@ -1,14 +1,14 @@
 """The load balancer lab (issue 16): the inventory, the client's request loop, a
 direct-kernel boot of a guest, and the moves the tests and `python -m bench lvs`
-share (edit the inventory, reboot a guest as another role, fail a director over,
-bring one back).
+share (edit the inventory, reboot a guest as another role, fail a director over).
 
     master netns  br0 198.18.0.1/22 (inside, untagged): `dsas serve` (DHCP, HTTP)
                   vlan2 (userspace 802.1Q port) + br2 198.19.2.1/24 (outside)
     client netns  198.19.2.50/24 on br2
-    lvs1, lvs2    the `web` or `tiny-lvs` image (keepalived, ipvsadm, IPVS modules),
-                  role lvs: bond0 inside, bond0.2 outside; VRRP pair, NAT
-    w1, w2        the tiny image, role web: busybox httpd answering its own name
+    lvs1, lvs2    the `web` or `tiny-lvs` image (keepalived, ipvsadm, IPVS modules,
+                  sshd), role lvs: bond0 inside, bond0.2 outside; VRRP pair, NAT
+    w1, w2        the tiny (or tiny-lvs) image, role web: busybox httpd answering its
+                  own name
 """
 
 from __future__ import annotations
@@ -162,9 +162,8 @@ def wait_until(ok: Callable[[], object], timeout: float, what: str, step: float 
 
 def tiny_directors(text: str) -> str:
     """The inventory with the directors on the tiny-lvs image (the tiny image with
-    Debian's keepalived and ipvsadm): `python -m bench lvsboot` measured it 7x faster
-    to ready than the web image under TCG (270 s against 1,883 s at load 22), but it
-    has no sshd, so `dsas lb status` cannot read it (its shell on hvc0 is read)."""
+    Debian's keepalived, ipvsadm and sshd): `python -m bench lvsboot` measured it 7x
+    faster to ready than the web image under TCG (270 s against 1,883 s at load 22)."""
     text = text.replace("  web: {version: current}\n",
                         "  web: {version: current}\n  tiny-lvs: {version: current}\n")
     return text.replace("    services: [lvs]\n    networks: [inside, outside]\n    image: web\n",
@@ -281,33 +280,6 @@ def fail_over(c: LabCluster, client: Netns, guests: dict[str, Guest], dies: str,
     neigh = client.run(["ip", "neigh", "show", VIP]).stdout.lower()
     assert c.inventory.hosts[takes].macs[0] in neigh, neigh
     return after[0] - before[-1], lost
-
-
-def come_back(c: LabCluster, client: Netns, state: Path, names: list[str],
-              guests: dict[str, Guest]) -> dict[str, Any]:
-    """Power ``names`` on (again) side by side under a client loop on the VIP, with what
-    the inventory gives them now; wait for each one's ready and then for VRRP to settle
-    (3 x advert_int and the preempt delay, and some). Which director holds the VIPs,
-    the requests lost meanwhile, and each one's power-on to ready."""
-    pair = c.inventory.lvs_pairs["lb"]
-    loop, out = loop_on_vip(c, client, "loop-back", 3000)
-    t_wall = time.time()
-    for n in names:
-        old = guests[n]
-        guests[n] = reboot_as(c, n, old, 1536)
-    boot_s = {n: wait_ready_since(c, n, t_wall, 1800) for n in names}
-    for n in names:
-        trust(c, state, n)
-    time.sleep(3 * float(pair.advert_int) + pair.preempt_delay + 10)
-    c.lab.stop(loop)
-    rows = client_rows(out)
-    rep = lb_status(c, state)
-    holders = {i["name"]: i["holders"] for i in rep["vrrp"]}
-    assert holders["lb_inside"] == holders["lb_outside"] and len(holders["lb_inside"]) == 1, \
-        holders
-    return {"holder": holders["lb_inside"][0], "lost": sum(1 for _, ok, _ in rows if not ok),
-            "sent": len(rows), "boot_s": boot_s}
-
 
 
 def client_rows(path: Path) -> list[tuple[float, bool, str]]:

@@ -32,10 +32,16 @@ def deliver_script(text: str) -> str:
             f"sync \"$t\" 2>/dev/null || sync; mv -f \"$t\" {CONF}.new; echo delivered {sha[:12]}")
 
 
-# detached: the re-apply may change the address this session came in on
-REAPPLY = (f"{PATH}; mkdir -p /run/dsas; nohup setsid dsas-init reapply "
-           "</dev/null >/run/dsas/reapply.log 2>&1 & echo started")
-REBOOT = (f"{PATH}; nohup setsid sh -c 'sleep 1; systemctl reboot || reboot' "
+# detached (setsid: a session of its own), as the re-apply may change the address
+# this session came in on; nohup too where there is one (busybox has none: the
+# tiny-lvs image), and what runs in the background is checked first, or a missing
+# command would only show as no ready report
+DETACH = ("command -v setsid >/dev/null || { echo 'setsid: not found' >&2; exit 127; }; "
+          "n=$(command -v nohup || true); $n setsid")
+REAPPLY = (f"{PATH}; mkdir -p /run/dsas; command -v dsas-init >/dev/null || "
+           "{ echo 'dsas-init: not found' >&2; exit 127; }; "
+           f"{DETACH} dsas-init reapply </dev/null >/run/dsas/reapply.log 2>&1 & echo started")
+REBOOT = (f"{PATH}; {DETACH} sh -c 'sleep 1; systemctl reboot || reboot' "
           "</dev/null >/dev/null 2>&1 & echo rebooting")
 
 
@@ -49,6 +55,11 @@ class LiveFarm:
     store: StateStore
     timeout: float = 60
     log: list[str] = field(default_factory=list)
+    # the host, while the new inventory makes it a director it is not yet: the
+    # reloads before it has re-applied leave it out (it has no keepalived.conf URL
+    # yet, and `dsas-init --reload-lvs` refuses); its ready report in the new role
+    # makes it one
+    becoming: set[str] = field(default_factory=set)
 
     # -- the pools ---------------------------------------------------------
 
@@ -58,7 +69,7 @@ class LiveFarm:
     def reload(self, roles: set[str]) -> None:
         pairs = lbreload.pairs_of_roles(self.inv, roles)
         done = lbreload.reload_all(self.inv, self.cfg, lbmembers.load(self.store), pairs,
-                                   timeout=self.timeout)
+                                   timeout=self.timeout, skip=frozenset(self.becoming))
         bad = [r for r in done if not r.ok]
         self.log += [f"{r.director}: {r.detail}" for r in done]
         if bad:
@@ -108,6 +119,7 @@ class LiveFarm:
                 if r.stage == "failed":
                     raise StepFailed(f"{self.host} reports failed: {reason}")
                 if role is None or reason.startswith(f"role {role}:"):
+                    self.becoming.discard(self.host)  # it runs its new role now
                     return f"{self.host} reports ready ({reason}) after " \
                            f"{r.ts - since:.1f} s"
             if time.monotonic() >= deadline:

@@ -108,10 +108,13 @@ def reload_one(cfg: SshConfig, name: str, address: str, want: str | None = None,
 
 def reload_all(inv: Inventory, cfg: SshConfig, overrides: Overrides | None,
                pairs: set[str] | None = None, timeout: float = 60,
-               templates: str | None = None) -> list[Reloaded]:
-    """Every director (of ``pairs``), in parallel; each must end up running what the
-    master renders from ``inv`` and ``overrides``."""
-    ds = directors(inv, pairs)
+               templates: str | None = None, skip: frozenset[str] = frozenset(),
+               ) -> list[Reloaded]:
+    """Every director (of ``pairs``) but those in ``skip``, in parallel; each must end
+    up running what the master renders from ``inv`` and ``overrides``. ``skip``: a
+    host that ``inv`` makes a director but that does not run the role yet, as during
+    `dsas assign HOST lvs` before HOST has re-applied."""
+    ds = [(n, a) for n, a in directors(inv, pairs) if n not in skip]
     if not ds:
         return []
     wants = {n: expected_sha(inv, n, overrides, templates) for n, _ in ds}

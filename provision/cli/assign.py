@@ -17,6 +17,7 @@ from ..assign import live
 from ..assign.farm import LiveFarm
 from ..balancer import members as lbmembers
 from ..balancer.members import Override
+from ..balancer.reload import directors
 from ..inventory import Inventory, InventoryError, loads
 from ..inventory.edit import assign_role
 from ..policy.assignplan import Plan, describe, plan
@@ -251,7 +252,8 @@ def _run_live(edit: Edit, command: str, state_dir: str, old_inv: Inventory, new_
         jr.step(run, "inventory", "done", f"revision {rev}" if rev else "no change")
         click.echo(f"{host}: inventory says role {role} now; the live steps "
                    f"({'reboot' if p.reboot else 'live'}):", err=as_json)
-        farm = LiveFarm(host, new_inv, cfg, store, timeout=max(120.0, ssh_timeout * 3))
+        farm = LiveFarm(host, new_inv, cfg, store, timeout=max(120.0, ssh_timeout * 3),
+                        becoming=_becoming_director(old_inv, new_inv, host))
         outcome = live.run(move, farm, jr, run, say=lambda m: click.echo(m, err=as_json))
     finally:
         store.close()
@@ -309,6 +311,14 @@ def _show_journal(state_dir: str, host: str) -> None:
         for s in r.steps:
             click.echo(f"  {s.seq}. {s.step}: {s.status}" + (f" ({s.detail})" if s.detail
                                                              else ""))
+
+
+def _becoming_director(old_inv: Inventory, new_inv: Inventory, host: str) -> set[str]:
+    """{host} when the new inventory makes it a director and the old one did not."""
+    def of(inv: Inventory) -> set[str]:
+        return {n for n, _ in directors(inv)}
+
+    return {host} if host in of(new_inv) - of(old_inv) else set()
 
 
 def _before_last_assign(inventory_path: str | None, state_dir: str,

@@ -11,6 +11,7 @@ on a real kernel.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +44,19 @@ open(log, "a").write("ready\\n")
 deadline = time.monotonic() + 120
 while time.monotonic() < deadline:
     time.sleep(0.05)
+"""
+
+# $1: where the real /usr/bin goes, $2: busybox; then the command
+NO_CURL = """set -e
+real=$1 busybox=$2
+shift 2
+mount --bind /usr/bin "$real"
+mount -t tmpfs tmpfs /usr/bin
+for f in "$real"/*; do
+    case ${f##*/} in curl|wget) ;; *) "$real/ln" -s "$f" "/usr/bin/${f##*/}" ;; esac
+done
+"$real/ln" -s "$busybox" /usr/bin/wget
+exec "$@"
 """
 
 SYSCTLS = ("net/ipv4/ip_forward", "net/ipv4/conf/all/send_redirects", "net/ipv4/vs/conntrack",
@@ -79,6 +93,7 @@ class Director:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text("1\n" if "redirects" in f else "0\n")
         self.ka_conf = self.m.root / "etc" / "keepalived" / "keepalived.conf"
+        self.wrap: list[str] = []  # what dsas-init runs under (without_curl)
 
     def publish(self, conf: bytes | None = None, checksum: bytes | None = None) -> bytes:
         """What the master serves: the boot tree's files, or a given body/checksum."""
@@ -100,11 +115,23 @@ class Director:
         (d / "keepalived.conf.sha256").write_bytes(checksum)
         return body
 
+    def without_curl(self) -> None:
+        """Run dsas-init with no curl and busybox's wget (as in the tiny-lvs image): in a
+        mount namespace of its own, /usr/bin is a tmpfs of links to the real one but curl,
+        and wget is busybox. (A PATH without them would not do: dsas-init appends
+        /usr/bin; and bash's command -v finds a file even when it is not executable.)"""
+        busybox = shutil.which("busybox")
+        assert busybox, "busybox is not installed (the tiny images' wget)"
+        real = self.tmp / "usr-bin"
+        real.mkdir()
+        self.wrap = ["unshare", "-m", "sh", "-c", NO_CURL, "nocurl", str(real),
+                     busybox.replace("/usr/bin/", f"{real}/")]
+
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         (self.m.root / "etc" / "dsas.conf").write_text(
             render_host(self.inv, self.host, "dsas.conf"))
         env = self.m.env("http://198.18.0.1")
-        return self.ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash",
+        return self.ns.run([*self.wrap, "env", *[f"{k}={v}" for k, v in env.items()], "bash",
                             str(DSAS_INIT), *args], check=False, timeout=60)
 
     def sysctl(self, f: str) -> str:
@@ -225,8 +252,12 @@ def test_real_servers_nat_gateway_and_dr_vip_on_lo(tmp_path: Path) -> None:
         bad.stdout
 
 
-def test_the_masters_ssh_key_is_installed_for_root(director: Director) -> None:
-    """So `dsas lb status` (and push) can log in to a netbooted director."""
+@pytest.mark.parametrize("client", ["curl", "busybox wget"])
+def test_the_masters_ssh_key_is_installed_for_root(director: Director, client: str) -> None:
+    """So `dsas lb status` (and push) can log in to a netbooted director; with busybox's
+    wget where there is no curl (the tiny-lvs image)."""
+    if client != "curl":
+        director.without_curl()
     out = director.run()
     assert out.returncode == 0, out.stdout + out.stderr
     assert "ssh: no keys published by the master (HTTP 404)" in out.stdout
