@@ -23,9 +23,22 @@ hold, keep), and a reload makes each director fetch it. So:
   the weight would take a second reload; with alpha keepalived itself never gives
   an unchecked server traffic, and one reload suffices.
 
-On a failure the overrides become the pools as they were before the assign (the
-host kept where it was, held out of its new role's pools) and the directors are
-reloaded: a host that did not come up in its new role never joins a pool.
+On a failure the previous state comes back, in this order:
+
+1. the inventory: ``revert`` (the command's) writes the file as it was before the
+   assign (a new revision) and the serve reloads it. Reverted after the failure
+   rather than written only after the live steps succeed: the steps need the serve
+   to serve the new facts (the new role's keepalived.conf pools, the boot files of
+   a reboot, the host's report from its new address);
+2. the host, if the move touched it (a failure at or after re-apply/reboot): its
+   old dsas.conf delivered and re-applied (or a reboot, on the reboot path), and
+   its ``ready`` report with the old role awaited;
+3. the pools: with the inventory and the host back, the overrides are the ones
+   the host had before the assign (none, usually: it is in its old pools at its
+   old weight); a host that could not be put back stays drained where it was and
+   held out of its new role's pools; the inventory not reverted, ``as_before()``
+   (kept where it was, held out of its new pools). The directors are reloaded: a
+   host that did not come up in its new role never joins a pool.
 
 ``Farm`` is what the sequence does to the world; ``LiveFarm`` does it over SSH and
 HTTP, the unit tests give a fake.
@@ -90,6 +103,8 @@ class Move:
     ready_timeout: float = READY_TIMEOUT
     check_timeout: float = CHECK_TIMEOUT
     why: str = ""               # e.g. "assign run 7", kept with the overrides
+    old_dsas_conf: str = ""     # the host's dsas.conf now (to put it back on a failure)
+    prior: list[Override] = field(default_factory=list)  # its overrides before the assign
 
     def _o(self, role: str, state: str, address: str) -> Override:
         return Override(self.host, role, state, address, self.why)
@@ -130,14 +145,22 @@ class Outcome:
     steps: list[tuple[str, str, str]] = field(default_factory=list)  # (step, status, detail)
     timings: dict[str, float] = field(default_factory=dict)
     restored: bool = True  # after a failure: the directors run the pools as they were
+    reverted: bool = False  # after a failure: the inventory is as it was
+    host_back: bool = True  # after a failure: the host runs its old role (or was untouched)
+    back: list[str] = field(default_factory=list)  # after a failure: what was put back
+
+
+Revert = Callable[[], tuple[bool, str]]  # the inventory as before: (done, detail)
 
 
 def run(move: Move, farm: Farm, journal: Journal, run_id: int,
         say: Callable[[str], None] = lambda s: None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep) -> Outcome:
+        sleep: Callable[[float], None] = time.sleep,
+        revert: Revert | None = None) -> Outcome:
     """The live steps, in order; the overrides must already be ``move.transitional()``
-    (set before the inventory was written)."""
+    (set before the inventory was written). On a failure ``revert`` puts the inventory
+    back, then the host and the pools are put back (see the module doc)."""
     steps = _Steps(move, farm, clock, sleep)
     out = steps.out
     order = ["drain", "deliver", "reboot" if move.reboot else "reapply", "rebalance"]
@@ -157,9 +180,7 @@ def run(move: Move, farm: Farm, journal: Journal, run_id: int,
             record(step, "failed", f"{move.host}: {e.reason}")
             for rest in order[i + 1:]:
                 record(rest, "not-run", f"{step} failed")
-            status, detail = _restore(move, farm, steps.reapplied)
-            out.restored = status == "done"
-            record("restore", status, detail)
+            _put_back(move, farm, steps, step, revert, record)
             return out
         out.timings[step] = clock() - t0
         record(step, "done", detail)
@@ -207,6 +228,24 @@ class _Steps:
         self.reapplied = True
         return said
 
+    def back_to_old_role(self) -> str:
+        """The old dsas.conf delivered and re-applied (or a reboot), at whichever of the
+        host's addresses answers; its ready report with the old role."""
+        move, farm = self.move, self.farm
+        last: StepFailed | None = None
+        for address in dict.fromkeys([move.new_address, move.old_address]):
+            try:
+                farm.deliver(address, move.old_dsas_conf)
+            except StepFailed as e:
+                last = e
+                continue
+            since = farm.reboot(address) if move.reboot else farm.reapply(address)
+            said = farm.wait_report(since, None if move.reboot else move.old_role,
+                                    move.ready_timeout)
+            return f"its dsas.conf of role {move.old_role} back ({address}): {said}"
+        assert last is not None
+        raise last
+
     def rebalance(self) -> str:
         move, farm = self.move, self.farm
         farm.set_members([])
@@ -226,10 +265,59 @@ class _Steps:
             self.sleep(1.0)
 
 
-def _restore(move: Move, farm: Farm, reapplied: bool) -> tuple[str, str]:
-    """The balancers back as they were (a host up in its new role but not healthy:
-    out of its new pools)."""
-    rows = move.held_out() if reapplied else move.as_before()
+TOUCHING = ("reapply", "reboot", "rebalance")  # a failure here: the host may run the new role
+
+
+def _put_back(move: Move, farm: Farm, steps: _Steps, failed: str, revert: Revert | None,
+              record: Callable[[str, str, str], None]) -> None:
+    """After a failed step: the inventory, the host and the pools as they were."""
+    out = steps.out
+    if revert is not None:
+        ok, detail = revert()
+        out.reverted = ok
+        record("revert", "done" if ok else "failed", detail)
+        if ok:
+            out.back.append(f"inventory back to role {move.old_role}")
+    if revert is not None and failed in TOUCHING:
+        _host_back(move, steps, record)
+    status, detail = _restore(move, farm, out.reverted, out.host_back, steps.reapplied)
+    out.restored = status == "done"
+    record("restore", status, detail)
+    if out.restored:
+        out.back.append("the balancers as they were")
+
+
+def _host_back(move: Move, steps: _Steps, record: Callable[[str, str, str], None]) -> None:
+    """The move touched the host: its old role back, once the inventory is."""
+    out = steps.out
+    if not out.reverted or not move.old_dsas_conf:
+        out.host_back = False
+        record("host-back", "not-run", "the inventory is not reverted: the host is left "
+               "as it is")
+        return
+    try:
+        detail = steps.back_to_old_role()
+    except StepFailed as e:
+        out.host_back = False
+        record("host-back", "failed", f"{move.host}: {e.reason}")
+        return
+    record("host-back", "done", detail)
+    out.back.append(f"{move.host} runs role {move.old_role} again")
+
+
+def _restore(move: Move, farm: Farm, reverted: bool, host_back: bool,
+             reapplied: bool) -> tuple[str, str]:
+    """The balancers back as they were: the host's overrides from before the assign when
+    the inventory and the host are back; else out of its new pools (and drained where it
+    was, when it could not be put back)."""
+    if reverted and host_back:
+        rows = list(move.prior)
+    elif reapplied and not reverted:  # up in its new role, not healthy in its pools
+        rows = move.held_out()
+    elif host_back:
+        rows = move.as_before()
+    else:  # in no role for sure: weight 0 where it was, out of its new pools
+        rows = move.transitional()
     try:
         farm.set_members(rows)
         if move.roles:
