@@ -74,7 +74,7 @@ def pool(c: LabCluster, state: Path) -> dict[str, list[tuple[str, str]]]:
 
 def in_ipvs(c: LabCluster, state: Path) -> dict[str, set[str]]:
     """director -> the real servers IPVS has for www (any weight)."""
-    return {d: {h for h, st in rs if st in ("up", "weight 0")}
+    return {d: {h for h, st in rs if st in ("up", "weight 0", "draining")}
             for d, rs in pool(c, state).items()}
 
 
