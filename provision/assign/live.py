@@ -70,7 +70,9 @@ class Farm(Protocol):
     """What the steps do to the live farm: pools, directors, the host (``farm.LiveFarm``)."""
 
     def set_members(self, rows: list[Override]) -> None: ...
-    def reload(self, roles: set[str]) -> None: ...  # raises StepFailed
+    def reload(self, roles: set[str], pairs: set[str]) -> None: ...  # raises StepFailed
+    def hand_over(self, address: str, pair: str) -> str: ...  # raises StepFailed
+    def director_up(self, address: str, pair: str) -> tuple[bool, str]: ...
     def drained(self, roles: set[str], address: str) -> tuple[bool, str]: ...
     def serving(self, roles: set[str], address: str) -> tuple[bool, str]: ...
     def deliver(self, address: str, text: str) -> str: ...  # raises StepFailed
@@ -104,6 +106,8 @@ class Move:
     check_timeout: float = CHECK_TIMEOUT
     why: str = ""               # e.g. "assign run 7", kept with the overrides
     old_dsas_conf: str = ""     # the host's dsas.conf now (to put it back on a failure)
+    leaves_pair: str | None = None  # the LVS pair the host is a director of, and leaves
+    joins_pair: str | None = None   # the LVS pair it becomes a director of
     prior: list[Override] = field(default_factory=list)  # its overrides before the assign
 
     def _o(self, role: str, state: str, address: str) -> Override:
@@ -134,6 +138,17 @@ class Move:
         """The roles whose pools this move touches."""
         return set(self.before) | ({self.new_role} if self.new_pooled else set())
 
+    @property
+    def pairs(self) -> set[str]:
+        """The LVS pairs the host leaves or joins as a director (all their directors
+        are reloaded: priorities and peers change)."""
+        return {p for p in (self.leaves_pair, self.joins_pair) if p}
+
+    def order(self) -> list[str]:
+        """The steps of this move; "handover" when it takes a director out of its pair."""
+        return ["drain", *(["handover"] if self.leaves_pair else []), "deliver",
+                "reboot" if self.reboot else "reapply", "rebalance"]
+
 
 @dataclass
 class Outcome:
@@ -163,7 +178,7 @@ def run(move: Move, farm: Farm, journal: Journal, run_id: int,
     back, then the host and the pools are put back (see the module doc)."""
     steps = _Steps(move, farm, clock, sleep)
     out = steps.out
-    order = ["drain", "deliver", "reboot" if move.reboot else "reapply", "rebalance"]
+    order = move.order()
 
     def record(step: str, status: str, detail: str) -> None:
         journal.step(run_id, step, status, detail)
@@ -180,7 +195,7 @@ def run(move: Move, farm: Farm, journal: Journal, run_id: int,
             record(step, "failed", f"{move.host}: {e.reason}")
             for rest in order[i + 1:]:
                 record(rest, "not-run", f"{step} failed")
-            _put_back(move, farm, steps, step, revert, record)
+            _put_back(move, farm, steps, revert, record)
             return out
         out.timings[step] = clock() - t0
         record(step, "done", detail)
@@ -195,12 +210,13 @@ class _Steps:
         self.move, self.farm, self.clock, self.sleep = move, farm, clock, sleep
         self.out = Outcome(ok=True)
         self.reapplied = False  # the host runs its new role (restore must undo that)
+        self.touched = False  # the host's services changed (a failure must put them back)
 
     def drain(self) -> str:
         move, farm = self.move, self.farm
         if not move.before:
             return "in no pool: nothing to drain"
-        farm.reload(move.roles)
+        farm.reload(move.roles, set())
         addrs = {m.address for m in move.before.values()}
         deadline = self.clock() + move.drain_timeout
         while True:
@@ -213,16 +229,26 @@ class _Steps:
                         + "; ".join(d for _, _, d in states))
             self.sleep(0.5)
 
+    def handover(self) -> str:
+        """A director leaving its pair: another director of the pair must run its virtual
+        services; keepalived stops on the host (its VIPs go, VRRP priority 0), and
+        another director must hold every VIP of the pair before the move goes on."""
+        assert self.move.leaves_pair is not None
+        self.touched = True
+        return self.farm.hand_over(self.move.old_address, self.move.leaves_pair)
+
     def deliver(self) -> str:
         return self.farm.deliver(self.move.old_address, self.move.dsas_conf)
 
     def reapply(self) -> str:
+        self.touched = True
         since = self.farm.reapply(self.move.old_address)
         said = self.farm.wait_report(since, self.move.new_role, self.move.ready_timeout)
         self.reapplied = True
         return said
 
     def reboot(self) -> str:
+        self.touched = True
         since = self.farm.reboot(self.move.old_address)
         said = self.farm.wait_report(since, None, self.move.ready_timeout)
         self.reapplied = True
@@ -249,26 +275,36 @@ class _Steps:
     def rebalance(self) -> str:
         move, farm = self.move, self.farm
         farm.set_members([])
-        if not move.roles:
+        if not move.roles and not move.pairs:
             return "in no pool before or after: nothing to reload"
-        farm.reload(move.roles)
-        if not move.new_pooled:
+        farm.reload(move.roles, move.pairs)
+        said = []
+        if move.joins_pair:
+            pair = move.joins_pair
+            said.append(f"a director of LVS pair {pair}: " + self._wait(
+                lambda: farm.director_up(move.new_address, pair),
+                f"a director of LVS pair {pair}"))
+        if move.new_pooled:
+            said.append("health check passed, in the pools: " + self._wait(
+                lambda: farm.serving({move.new_role}, move.new_address),
+                f"in the pools of role {move.new_role}", " (health check failing?)"))
+        if not said:
             return f"{move.host} is in no pool of role {move.new_role}"
-        deadline = self.clock() + move.check_timeout
+        return "; ".join(said)
+
+    def _wait(self, check: Callable[[], tuple[bool, str]], what: str, hint: str = "") -> str:
+        deadline = self.clock() + self.move.check_timeout
         while True:
-            ok, detail = farm.serving({move.new_role}, move.new_address)
+            ok, detail = check()
             if ok:
-                return f"health check passed, in the pools: {detail}"
+                return detail
             if self.clock() >= deadline:
-                raise StepFailed(f"not in the pools of role {move.new_role} after "
-                                 f"{move.check_timeout:g} s (health check failing?): {detail}")
+                raise StepFailed(f"not {what} after {self.move.check_timeout:g} s{hint}: "
+                                 f"{detail}")
             self.sleep(1.0)
 
 
-TOUCHING = ("reapply", "reboot", "rebalance")  # a failure here: the host may run the new role
-
-
-def _put_back(move: Move, farm: Farm, steps: _Steps, failed: str, revert: Revert | None,
+def _put_back(move: Move, farm: Farm, steps: _Steps, revert: Revert | None,
               record: Callable[[str, str, str], None]) -> None:
     """After a failed step: the inventory, the host and the pools as they were."""
     out = steps.out
@@ -278,7 +314,7 @@ def _put_back(move: Move, farm: Farm, steps: _Steps, failed: str, revert: Revert
         record("revert", "done" if ok else "failed", detail)
         if ok:
             out.back.append(f"inventory back to role {move.old_role}")
-    if revert is not None and failed in TOUCHING:
+    if revert is not None and steps.touched:
         _host_back(move, steps, record)
     status, detail = _restore(move, farm, out.reverted, out.host_back, steps.reapplied)
     out.restored = status == "done"
@@ -320,8 +356,8 @@ def _restore(move: Move, farm: Farm, reverted: bool, host_back: bool,
         rows = move.transitional()
     try:
         farm.set_members(rows)
-        if move.roles:
-            farm.reload(move.roles)
+        if move.roles or move.pairs:
+            farm.reload(move.roles, move.pairs)
     except StepFailed as e:
         return "failed", f"the directors could not be reloaded as they were: {e.reason}"
     what = ", ".join(f"{o.state} {o.role}" for o in rows) or "no override"

@@ -325,6 +325,8 @@ def _move(old_inv: Inventory, new_inv: Inventory, host: str, prior: list[Overrid
     overrides = {(o.host, o.role): o for o in prior}
     old, new = old_inv.hosts[host], new_inv.hosts[host]
     pooled = {vs.role for vs in new_inv.virtual_services.values()}
+    was = {p.name for h, p, _ in old_inv.lvs_hosts() if h.name == host}
+    now = {p.name for h, p, _ in new_inv.lvs_hosts() if h.name == host}
     return live.Move(
         host=host, old_role=old.role.name, new_role=new.role.name,
         old_address=str(old.primary_interface.address),
@@ -334,7 +336,8 @@ def _move(old_inv: Inventory, new_inv: Inventory, host: str, prior: list[Overrid
         dsas_conf=render_host(new_inv, new, "dsas.conf"),
         drain_timeout=drain_timeout, ready_timeout=ready_timeout,
         check_timeout=check_timeout, why=why,
-        old_dsas_conf=render_host(old_inv, old, "dsas.conf"), prior=list(prior))
+        old_dsas_conf=render_host(old_inv, old, "dsas.conf"), prior=list(prior),
+        leaves_pair=min(was - now, default=None), joins_pair=min(now - was, default=None))
 
 
 def _show_journal(state_dir: str, host: str) -> None:

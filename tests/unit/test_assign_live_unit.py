@@ -27,6 +27,7 @@ class FakeFarm:
     fails: int = 10**6             # ... this many times (then it works)
     busy_polls: int = 0            # drained() says "1 active" this many times
     unhealthy: bool = False
+    director_polls: int = 0        # director_up() says no this many times
     calls: list[str] = field(default_factory=list)
     members: list[list[Override]] = field(default_factory=list)
 
@@ -40,8 +41,19 @@ class FakeFarm:
         self.members.append(rows)
         self.calls.append("members " + ",".join(f"{o.state}:{o.role}" for o in rows))
 
-    def reload(self, roles: set[str]) -> None:
-        self._maybe("reload")
+    def reload(self, roles: set[str], pairs: set[str]) -> None:
+        self._maybe("reload" + (" " + ",".join(sorted(pairs)) if pairs else ""))
+
+    def hand_over(self, address: str, pair: str) -> str:
+        self._maybe("hand_over")
+        return f"lvs2 holds the VIPs of {pair}"
+
+    def director_up(self, address: str, pair: str) -> tuple[bool, str]:
+        self.calls.append("director_up?")
+        if self.director_polls > 0:
+            self.director_polls -= 1
+            return False, "IPVS has not the virtual services"
+        return True, "keepalived runs the 1 virtual services"
 
     def drained(self, roles: set[str], address: str) -> tuple[bool, str]:
         self.calls.append("drained?")
@@ -221,6 +233,47 @@ def test_an_inventory_that_cannot_be_reverted_leaves_the_host_and_keeps_the_pool
     assert j.steps[-3][:2] == ("revert", "failed") and j.steps[-2][:2] == ("host-back",
                                                                           "not-run")
     assert [(o.role, o.state) for o in farm.members[-1]] == [("web", "drain"), ("db", "hold")]
+
+
+def director_move(**kw: object) -> live.Move:
+    m = revertible(**kw)
+    m.old_role, m.new_role, m.before, m.new_pooled = "lvs", "web", {}, True
+    m.leaves_pair = "lb"
+    return m
+
+
+def test_a_director_leaving_its_pair_hands_the_vips_over_before_anything_changes() -> None:
+    farm = FakeFarm()
+    out, j = go(director_move(), farm, Reverter())
+    assert out.ok, out.reason
+    assert [s for s, _, _ in j.steps] == ["drain", "handover", "deliver", "reapply",
+                                          "rebalance"]
+    assert farm.calls.index("hand_over") < farm.calls.index("deliver")
+    assert "reload lb" in farm.calls  # the pair's directors: new priorities
+    assert "lvs2 holds the VIPs of lb" in j.steps[1][2]
+
+
+def test_a_handover_no_other_director_takes_stops_and_puts_the_director_back() -> None:
+    farm, rv = FakeFarm(fail="hand_over"), Reverter()
+    out, j = go(director_move(), farm, rv)
+    assert not out.ok and out.failed_step == "handover"
+    assert "conf ROLE=db" not in farm.calls  # the new dsas.conf never went
+    assert out.reverted and out.host_back and rv.calls == 1
+    # keepalived may have stopped: its old dsas.conf re-applied (dsas-init starts it)
+    assert "conf ROLE=web" in farm.calls and farm.calls[-1] == "reload lb"
+
+
+def test_a_new_director_must_run_the_pairs_services_before_the_move_is_done() -> None:
+    m = revertible(before={}, new_pooled=False)
+    m.old_role, m.new_role, m.joins_pair = "spare", "lvs", "lb"
+    farm = FakeFarm(director_polls=2)
+    out, j = go(m, farm, Reverter())
+    assert out.ok and farm.calls.count("director_up?") == 3
+    assert "a director of LVS pair lb: keepalived runs" in j.steps[-1][2]
+    farm = FakeFarm(director_polls=10**6)
+    out, j = go(m, farm, Reverter())
+    assert out.failed_step == "rebalance" and "not a director of LVS pair lb" in out.reason
+    assert out.reverted and out.host_back  # back to spare: keepalived stopped again
 
 
 def test_a_host_up_in_its_new_role_but_unhealthy_is_held_out_of_its_pools() -> None:

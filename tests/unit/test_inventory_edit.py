@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from provision.inventory import load
+from provision.inventory import load, loads
 from provision.inventory.commit import StaleError, commit, read
 from provision.inventory.edit import (
     Document,
@@ -553,3 +553,23 @@ def test_assign_to_lvs_joins_the_pair_as_a_backup_and_leaving_lvs_leaves_it(
     inv.write_text(doc.text())
     assert load(inv).lvs_pairs["lb"].directors == ("lvs1", "lvs2")
     assert "    hosts: {lvs1: active, lvs2: backup}\n" in inv.read_text()
+
+
+def test_a_director_leaving_hands_its_place_on_and_a_pair_of_two_keeps_both() -> None:
+    """Moving the active director out of a pair of three promotes the first backup; out
+    of a pair of two it is refused with the reason (a pair needs an active and a
+    backup), before anything is written (issue 17)."""
+    from lab.assign import INVENTORY
+
+    doc = Document(INVENTORY)
+    with pytest.raises(EditError, match="one of the two directors of LVS pair lb: moving it "
+                                        "would leave the pair without a backup"):
+        assign_role(doc, "lvs1", "web", {})
+    doc = Document(INVENTORY)
+    assign_role(doc, "w1", "lvs", {})
+    assert "hosts: {lvs1: active, lvs2: backup, w1: backup}" in doc.text()
+    assign_role(doc, "lvs1", "web", {})
+    assert "hosts: {lvs2: active, w1: backup}" in doc.text()
+    inv = loads(doc.text(), "lab")
+    assert inv.lvs_pairs["lb"].directors == ("lvs2", "w1")
+    assert inv.hosts["lvs1"].role.name == "web"
