@@ -101,9 +101,17 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
        keepalived's health check must pass (alpha) before it gets traffic
        (--check-timeout).
 
-    A failed step stops the move, names the host and the step, and reloads the
-    directors with the pools as they were: a host that did not come up in its
-    new role is never added to a pool. --undo walks back the same way.
+    A director leaving its LVS pair first hands over: another director must run
+    the pair's virtual services, keepalived stops on HOST, and another director
+    must hold every VIP before anything else changes. A host becoming a director
+    must run the pair's virtual services before the move is done.
+
+    A failed step stops the move and puts back what it changed: the inventory
+    (a revision of its own), HOST's old dsas.conf re-applied when the move had
+    touched it, and the pools as they were (the directors reloaded): a host that
+    did not come up in its new role is never added to a pool. The error is one
+    line naming HOST, the step, the cause and what was put back. --undo walks the
+    last assign that went through back the same way.
 
     \b
     Examples:

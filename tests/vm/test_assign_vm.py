@@ -229,7 +229,9 @@ def test_assign_moves_hosts_live_with_no_failed_request(farm: tuple[LabCluster, 
         assert "a director of LVS pair lb" in reb["detail"], reb
         print(f"(e) w1 spare -> lvs: {time.monotonic() - t_e:.1f} s (steps {doc['seconds']}); "
               f"{reb['detail']}")
-        assert in_ipvs(c, state) == {"lvs1": {"s1"}, "lvs2": {"s1"}, "w1": {"s1"}}
+        # keepalived's alpha: s1 is up on w1 once w1's own health check passed
+        wait_until(lambda: in_ipvs(c, state) == {"lvs1": {"s1"}, "lvs2": {"s1"},
+                                                 "w1": {"s1"}}, 60, "s1 up on w1's IPVS", 2)
 
         # (f) a director moves: lvs1 (the active) becomes web; lvs2 takes the VIPs
         # first (handover), then lvs1 re-applies as a web server and joins the pool
