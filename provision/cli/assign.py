@@ -320,6 +320,7 @@ def _json_outcome(out: dict[str, Any], outcome: live.Outcome, rev: int | None, r
     out["restored"] = outcome.restored
     out["reverted"] = outcome.reverted
     out["host_back"] = outcome.host_back
+    out["put_back"] = outcome.back
     out["steps"] = [{"step": a, "status": b, "detail": c} for a, b, c in outcome.steps]
     out["seconds"] = {k: round(v, 3) for k, v in outcome.timings.items()}
     click.echo(json.dumps(out, indent=2))
