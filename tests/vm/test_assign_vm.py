@@ -253,6 +253,14 @@ def test_assign_moves_hosts_live_with_no_failed_request(farm: tuple[LabCluster, 
         failed = [(t, b) for t, ok, b in rows if not ok]
         print(f"(e)+(f): {len(rows)} requests through {VIP}, {len(failed)} failed "
               f"(the VIPs moved from lvs1 to lvs2 during (f))")
+        # when they failed, against the steps of (f): the handover's VRRP switch, or the
+        # rebalance's reload (priorities change), or lvs1's re-apply (it was the NAT gateway)
+        at, marks = t_f, []
+        for s in doc["steps"]:
+            at += doc["seconds"].get(s["step"], 0.0)
+            marks.append(f"{s['step']} ends +{at - t_f:.1f}")
+        print("(f) failed at +s: " + " ".join(f"{t - t_f:.1f}" for t, _ in failed if t > t_f)
+              + " (" + ", ".join(marks) + ")")
         holders = {i["name"]: i["holders"] for i in lb_status(c, state)["vrrp"]}
         assert holders == {"lb_inside": ["lvs2"], "lb_outside": ["lvs2"]}, holders
 
