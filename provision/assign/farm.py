@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ..balancer import members as lbmembers
 from ..balancer import reload as lbreload
 from ..balancer.members import Override
-from ..balancer.status import probe
+from ..balancer.status import DirectorView, probe, query
 from ..inventory.model import Inventory
 from ..push.remote import RemoteError, RemoteNode
 from ..sshtrust.sshconf import SshConfig
@@ -41,6 +41,17 @@ DETACH = ("command -v setsid >/dev/null || { echo 'setsid: not found' >&2; exit 
 REAPPLY = (f"{PATH}; mkdir -p /run/dsas; command -v dsas-init >/dev/null || "
            "{ echo 'dsas-init: not found' >&2; exit 127; }; "
            f"{DETACH} dsas-init reapply </dev/null >/run/dsas/reapply.log 2>&1 & echo started")
+# keepalived stopped (SIGTERM: it sends VRRP priority 0, so a backup takes over at once,
+# and removes its VIPs and IPVS rules); waited for, 10 s at most
+STOP_DIRECTOR = (
+    f"{PATH}; p=$(cat /run/keepalived.pid 2>/dev/null); "
+    "systemctl stop keepalived 2>/dev/null; [ -n \"$p\" ] && kill \"$p\" 2>/dev/null; i=0; "
+    "while [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.2; "
+    "i=$((i+1)); done; if [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null; then "
+    "echo \"keepalived ($p) still runs 10 s after SIGTERM\" >&2; exit 1; fi; "
+    "echo keepalived stopped")
+HANDOVER_TIMEOUT = 30.0
+
 REBOOT = (f"{PATH}; {DETACH} sh -c 'sleep 1; systemctl reboot || reboot' "
           "</dev/null >/dev/null 2>&1 & echo rebooting")
 
@@ -66,8 +77,8 @@ class LiveFarm:
     def set_members(self, rows: list[Override]) -> None:
         lbmembers.set_host(self.store, self.host, rows)
 
-    def reload(self, roles: set[str]) -> None:
-        pairs = lbreload.pairs_of_roles(self.inv, roles)
+    def reload(self, roles: set[str], pairs: set[str]) -> None:
+        pairs = lbreload.pairs_of_roles(self.inv, roles) | (pairs & set(self.inv.lvs_pairs))
         done = lbreload.reload_all(self.inv, self.cfg, lbmembers.load(self.store), pairs,
                                    timeout=self.timeout, skip=frozenset(self.becoming))
         bad = [r for r in done if not r.ok]
@@ -87,6 +98,47 @@ class LiveFarm:
     def serving(self, roles: set[str], address: str) -> tuple[bool, str]:
         reads = self._reads(roles, address)
         return lbreload.serving(reads), f"{address}: {lbreload.describe(reads)}"
+
+    # -- the directors of an LVS pair the host leaves or joins -------------
+
+    def _views(self, names: list[tuple[str, str]]) -> list[DirectorView]:
+        return [query(self.cfg, n, a, self.timeout) for n, a in names]
+
+    def hand_over(self, address: str, pair: str) -> str:
+        """Another director of ``pair`` runs its virtual services; keepalived stops on
+        the host; another director holds every VIP of the pair (HANDOVER_TIMEOUT)."""
+        others = [(n, a) for n, a in lbreload.directors(self.inv, {pair}) if n != self.host]
+        vips = pair_vips(self.inv, pair)
+        ready = [v for v in self._views(others) if runs_services(v, self.inv, pair)]
+        if not ready:
+            raise StepFailed(f"no other director of LVS pair {pair} runs its virtual services "
+                             f"({', '.join(n for n, _ in others) or 'none'} asked): moving "
+                             f"{self.host} would take the VIPs {' '.join(sorted(vips))} down")
+        said = self._run(address, STOP_DIRECTOR, "stopping keepalived")
+        t0 = time.monotonic()
+        while True:
+            views = self._views(others)
+            holder = next((v.host for v in views if v.error is None and vips <= v.addresses),
+                          None)
+            if holder is not None:
+                return (f"{said} on {self.host}; {holder} holds the VIPs "
+                        f"{' '.join(sorted(vips))} after {time.monotonic() - t0:.1f} s")
+            if time.monotonic() - t0 >= HANDOVER_TIMEOUT:
+                raise StepFailed(f"no other director of LVS pair {pair} holds the VIPs "
+                                 f"{' '.join(sorted(vips))} {HANDOVER_TIMEOUT:g} s after "
+                                 f"keepalived stopped on {self.host}")
+            time.sleep(0.5)
+
+    def director_up(self, address: str, pair: str) -> tuple[bool, str]:
+        """The host, a new director of ``pair``, has the pair's virtual services in IPVS."""
+        (v,) = self._views([(self.host, address)])
+        if v.error is not None:
+            return False, f"{self.host}: {v.error}"
+        n = len(self.inv.services_of_pair(pair))
+        if not runs_services(v, self.inv, pair):
+            return False, f"{self.host}: IPVS has not the {n} virtual services of pair {pair}"
+        holds = " (holding the VIPs)" if pair_vips(self.inv, pair) <= v.addresses else ""
+        return True, f"{self.host}: keepalived runs the {n} virtual services{holds}"
 
     # -- the host ----------------------------------------------------------
 
@@ -146,6 +198,22 @@ def run_on(cfg: SshConfig, host: str, address: str, script: str, what: str,
         said = (err.strip() or out.strip() or f"exit {rc}").splitlines()[-1]
         raise StepFailed(f"{what} on {host} ({address}) failed: {said}")
     return out.strip().splitlines()[-1] if out.strip() else "ok"
+
+
+def pair_vips(inv: Inventory, pair: str) -> set[str]:
+    """Every VIP a pair's VRRP instances carry: its virtual services' and gateway VIPs."""
+    p = inv.lvs_pairs[pair]
+    return ({str(vs.vip) for vs in inv.services_of_pair(pair)}
+            | {str(a) for a in p.gateway_vips.values()})
+
+
+def runs_services(v: DirectorView, inv: Inventory, pair: str) -> bool:
+    """The director answered and its IPVS table has every virtual service of ``pair``."""
+    if v.error is not None:
+        return False
+    have = {(s.protocol, s.vip, s.port) for s in v.ipvs}
+    return all((vs.protocol, str(vs.vip), vs.port) in have
+               for vs in inv.services_of_pair(pair))
 
 
 def shq(s: str) -> str:

@@ -5,6 +5,17 @@ One SSH round trip per director (paramiko, with the host keys dsas verifies, as
 gives each real server's weight and connections; a real server of the inventory
 that is missing from the table was taken out by keepalived's health check. The
 director holding a VRRP instance is the one that carries its VIPs.
+
+The pools' overrides (``balancer.members``: drains, holds and keeps of `dsas assign`
+and `dsas-push --rolling`) say why a server is where it is, so an operator can
+tell a drain from a failed check:
+
+    up            in IPVS with a weight
+    draining      drained on purpose: in IPVS at weight 0, its connections finishing
+    weight 0      in IPVS at weight 0, not drained by dsas (keepalived inhibited it)
+    out           a real server of the pool that IPVS does not have: its check fails
+    held          kept out of the pool on purpose (not up in this role yet)
+    held, still in IPVS / draining, not in IPVS   the director runs an older config
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from typing import Any
 from ..inventory.model import Inventory, LvsPair, VirtualService
 from ..push.remote import RemoteError, RemoteNode
 from ..sshtrust.sshconf import SshConfig
+from ..state.members import Overrides
 
 # ipvsadm's own words for the forwarding methods (ipvsadm.c: fwd_name)
 FORWARD_NAMES = {"Masq": "NAT", "Route": "DR", "Tunnel": "TUN", "Local": "Local"}
@@ -166,14 +178,15 @@ def collect(inv: Inventory, cfg: SshConfig, timeout: float = 20) -> list[Directo
         return [f.result() for f in futs]
 
 
-def status(inv: Inventory, views: list[DirectorView]) -> dict[str, Any]:
-    """The report: per virtual service and director, each real server's state; per
-    VRRP instance, who holds it."""
+def status(inv: Inventory, views: list[DirectorView],
+           overrides: Overrides | None = None) -> dict[str, Any]:
+    """The report: per virtual service and director, each real server's state (with
+    the pools' ``overrides``: drained, held); per VRRP instance, who holds it."""
     by_host = {v.host: v for v in views}
     services = []
     for vs in inv.virtual_services.values():
         pair = inv.lvs_pairs.get(vs.pair)
-        directors = [_director_row(inv, vs, h, by_host.get(h))
+        directors = [_director_row(inv, vs, h, by_host.get(h), overrides or {})
                      for h in (pair.directors if pair else ())]
         services.append({"name": vs.name, "vip": str(vs.vip), "port": vs.port,
                          "protocol": vs.protocol, "pair": vs.pair, "directors": directors})
@@ -184,8 +197,31 @@ def status(inv: Inventory, views: list[DirectorView]) -> dict[str, Any]:
     return {"services": services, "vrrp": instances, "unreachable": unreachable}
 
 
+def _expected(inv: Inventory, vs: VirtualService, overrides: Overrides
+              ) -> list[tuple[str, str, str]]:
+    """(host, address, why) of the servers ``vs``'s pool should have, and of those held
+    out of it; why is "", "drain" or "hold"."""
+    from .members import members
+
+    out = [(m.host, m.address, "drain" if m.drained else "")
+           for m in members(inv, vs.role, overrides)]
+    out += [(o.host, o.address, "hold") for (h, r), o in sorted(overrides.items())
+            if r == vs.role and o.state == "hold"]
+    return out
+
+
+def _state(r: RealServer | None, why: str, table: bool) -> str:
+    if why == "hold":
+        return "held" if r is None else "held, still in IPVS"
+    if r is None:
+        return ("draining, not in IPVS" if why == "drain" else "out") if table else "-"
+    if r.weight > 0:
+        return "draining, weight still up" if why == "drain" else "up"
+    return "draining" if why == "drain" else "weight 0"
+
+
 def _director_row(inv: Inventory, vs: VirtualService, h: str,
-                  v: DirectorView | None) -> dict[str, Any]:
+                  v: DirectorView | None, overrides: Overrides) -> dict[str, Any]:
     """One director's view of virtual service ``vs``: each real server's state."""
     if v is None or v.error is not None:
         return {"host": h, "error": v.error if v else "not queried"}
@@ -193,18 +229,16 @@ def _director_row(inv: Inventory, vs: VirtualService, h: str,
                   and s.protocol == vs.protocol), None)
     reals: list[dict[str, Any]] = []
     listed = {(r.address, r.port): r for r in (table.reals if table else [])}
-    for rh in inv.hosts_of_role(vs.role):
-        key = (str(rh.primary_interface.address), vs.real_port)
+    for name, address, why in _expected(inv, vs, overrides):
+        key = (address, vs.real_port)
         r = listed.pop(key, None)
-        if r is None:
-            reals.append({"host": rh.name, "address": key[0], "port": key[1],
-                          "state": "out" if table else "-", "weight": None,
-                          "active": None, "inactive": None})
-        else:
-            reals.append({"host": rh.name, "address": r.address, "port": r.port,
-                          "state": "up" if r.weight > 0 else "weight 0",
-                          "weight": r.weight, "active": r.active,
-                          "inactive": r.inactive, "forward": r.forward})
+        row: dict[str, Any] = {"host": name, "address": address, "port": key[1],
+                               "state": _state(r, why, table is not None), "weight": None,
+                               "active": None, "inactive": None}
+        if r is not None:
+            row.update(weight=r.weight, active=r.active, inactive=r.inactive,
+                       forward=r.forward)
+        reals.append(row)
     for r in listed.values():  # in IPVS but not in the inventory
         reals.append({"host": None, "address": r.address, "port": r.port,
                       "state": "unknown to the inventory", "weight": r.weight,

@@ -19,12 +19,15 @@ from ..balancer import members as lbmembers
 from ..balancer.members import Override
 from ..balancer.reload import directors
 from ..inventory import Inventory, InventoryError, loads
+from ..inventory.commit import CommitError, commit, read
 from ..inventory.edit import assign_role
 from ..policy.assignplan import Plan, describe, plan
 from ..render import render_host
+from ..services.servepid import notify_serve
 from ..sshtrust.sshconf import SshConfig, ensure_client_key
 from ..state import FILENAME, StateStore
 from ..state.assign import AssignJournal
+from ..state.inventory import sha256
 from .common import inventory_option, ssh_login_options
 from .editcommon import (
     Edit,
@@ -99,9 +102,17 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
        keepalived's health check must pass (alpha) before it gets traffic
        (--check-timeout).
 
-    A failed step stops the move, names the host and the step, and reloads the
-    directors with the pools as they were: a host that did not come up in its
-    new role is never added to a pool. --undo walks back the same way.
+    A director leaving its LVS pair first hands over: another director must run
+    the pair's virtual services, keepalived stops on HOST, and another director
+    must hold every VIP before anything else changes. A host becoming a director
+    must run the pair's virtual services before the move is done.
+
+    A failed step stops the move and puts back what it changed: the inventory
+    (a revision of its own), HOST's old dsas.conf re-applied when the move had
+    touched it, and the pools as they were (the directors reloaded): a host that
+    did not come up in its new role is never added to a pool. The error is one
+    line naming HOST, the step, the cause and what was put back. --undo walks the
+    last assign that went through back the same way.
 
     \b
     Examples:
@@ -151,13 +162,26 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
     if as_json:
         _json_outcome(out, outcome, rev, run)
     if not outcome.ok:
-        click.echo(f"error: {host}: step {outcome.failed_step} failed: {outcome.reason}; "
-                   + ("the balancers are as they were" if outcome.restored else
-                      "the directors could not all be told the pools as they were (they "
-                      "keep what they ran; `dsas lb reload` once they answer)")
-                   + f" (`dsas assign --undo {host}` returns it to {p.old_role})", err=True)
+        click.echo(_failure_line(host, p.old_role, outcome), err=True)
         sys.exit(1)
     click.echo(f"{host} is {role} now ({took:.1f} s for the live steps)", err=as_json)
+
+
+def _failure_line(host: str, old_role: str, outcome: live.Outcome) -> str:
+    """One line: the host, the step and its cause, and what was put back (or not)."""
+    line = f"error: {host}: step {outcome.failed_step} failed: {outcome.reason}"
+    if outcome.back:
+        line += "; put back: " + ", ".join(outcome.back)
+    left = []
+    if not outcome.reverted:
+        left.append(f"the inventory still says its new role (`dsas assign --undo {host}` "
+                    f"returns it to {old_role})")
+    if not outcome.host_back:
+        left.append(f"{host} may run neither role (see /run/dsas/reapply.log on it)")
+    if not outcome.restored:
+        left.append("the directors could not all be told the pools as they were (they keep "
+                    "what they ran; `dsas lb reload` once they answer)")
+    return line + ("; NOT put back: " + "; ".join(left) if left else "")
 
 
 def _check_args(role: str | None, undo: bool, addresses: tuple[str, ...], as_json: bool,
@@ -254,10 +278,37 @@ def _run_live(edit: Edit, command: str, state_dir: str, old_inv: Inventory, new_
                    f"({'reboot' if p.reboot else 'live'}):", err=as_json)
         farm = LiveFarm(host, new_inv, cfg, store, timeout=max(120.0, ssh_timeout * 3),
                         becoming=_becoming_director(old_inv, new_inv, host))
-        outcome = live.run(move, farm, jr, run, say=lambda m: click.echo(m, err=as_json))
+
+        def revert() -> tuple[bool, str]:
+            return _revert(edit, command, state_dir, old_inv, farm)
+
+        outcome = live.run(move, farm, jr, run, say=lambda m: click.echo(m, err=as_json),
+                           revert=revert if rev is not None else None)
     finally:
         store.close()
     return outcome, rev, run
+
+
+REVERTED = "revert of the failed"  # the command of the revision a failed assign writes
+
+
+def _revert(edit: Edit, command: str, state_dir: str, old_inv: Inventory,
+            farm: LiveFarm) -> tuple[bool, str]:
+    """The inventory as it was before the assign (a new revision), the serve reloaded
+    and the farm told (its pools are the old inventory's again); refused, with the
+    reason, when the file changed since the assign wrote it."""
+    try:
+        snap = read(edit.path)
+        if snap.data != edit.new_text.encode():
+            return False, (f"{edit.path} changed since the assign wrote it: not reverted "
+                           "(`dsas inventory revert` once it is right)")
+        rev = commit(edit.path, snap, edit.snap.text, f"{REVERTED} {command}", state_dir,
+                     validated=True)
+    except (CommitError, InventoryError, OSError) as e:
+        return False, f"{edit.path} not reverted: {e}"
+    notice = notify_serve(state_dir, edit.path, sha256(edit.snap.data))
+    farm.inv = old_inv
+    return True, f"{edit.path} as before the assign (revision {rev}); {notice.message}"
 
 
 def _json_outcome(out: dict[str, Any], outcome: live.Outcome, rev: int | None, run: int) -> None:
@@ -269,6 +320,9 @@ def _json_outcome(out: dict[str, Any], outcome: live.Outcome, rev: int | None, r
     out["failed_step"] = outcome.failed_step
     out["reason"] = outcome.reason
     out["restored"] = outcome.restored
+    out["reverted"] = outcome.reverted
+    out["host_back"] = outcome.host_back
+    out["put_back"] = outcome.back
     out["steps"] = [{"step": a, "status": b, "detail": c} for a, b, c in outcome.steps]
     out["seconds"] = {k: round(v, 3) for k, v in outcome.timings.items()}
     click.echo(json.dumps(out, indent=2))
@@ -282,6 +336,8 @@ def _move(old_inv: Inventory, new_inv: Inventory, host: str, prior: list[Overrid
     overrides = {(o.host, o.role): o for o in prior}
     old, new = old_inv.hosts[host], new_inv.hosts[host]
     pooled = {vs.role for vs in new_inv.virtual_services.values()}
+    was = {p.name for h, p, _ in old_inv.lvs_hosts() if h.name == host}
+    now = {p.name for h, p, _ in new_inv.lvs_hosts() if h.name == host}
     return live.Move(
         host=host, old_role=old.role.name, new_role=new.role.name,
         old_address=str(old.primary_interface.address),
@@ -290,7 +346,9 @@ def _move(old_inv: Inventory, new_inv: Inventory, host: str, prior: list[Overrid
         new_pooled=new.role.name in pooled, reboot=reboot,
         dsas_conf=render_host(new_inv, new, "dsas.conf"),
         drain_timeout=drain_timeout, ready_timeout=ready_timeout,
-        check_timeout=check_timeout, why=why)
+        check_timeout=check_timeout, why=why,
+        old_dsas_conf=render_host(old_inv, old, "dsas.conf"), prior=list(prior),
+        leaves_pair=min(was - now, default=None), joins_pair=min(now - was, default=None))
 
 
 def _show_journal(state_dir: str, host: str) -> None:
@@ -329,7 +387,8 @@ def _before_last_assign(inventory_path: str | None, state_dir: str,
     path, revs = _history(inventory_path, state_dir)
     prefix = shlex.join(["assign", host]) + " "
     for i in range(len(revs) - 1, 0, -1):
-        if revs[i].command.startswith(prefix):
+        reverted = i + 1 < len(revs) and revs[i + 1].command.startswith(REVERTED)
+        if revs[i].command.startswith(prefix) and not reverted:
             try:
                 before = loads(revs[i - 1].content.decode(), f"{path} (revision "
                                                              f"{revs[i - 1].rev})")

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ..balancer import members as lbmembers
 from ..balancer import reads as lbreads
 from ..balancer.status import collect, status
 from ..sshtrust.sshconf import SshConfig, ensure_client_key
@@ -43,9 +44,9 @@ def lb_status(inventory_path: str | None, state_dir: str, user: str, port: int,
                     identity=Path(identity) if identity else None, connect_timeout=timeout)
     ensure_client_key(cfg)  # as dsas push: created on first use
     views = collect(inv, cfg, timeout=timeout + 10)
-    report = status(inv, views)
     store = StateStore(Path(state_dir))
     try:
+        report = status(inv, views, lbmembers.load(store))
         lbreads.record(store, inv, views, report, time.time())
     finally:
         store.close()
@@ -103,7 +104,6 @@ def lb_reload(inventory_path: str | None, state_dir: str, user: str, port: int,
     must end up running what the master renders from the inventory and the pools'
     drains and holds (`dsas assign`), or the reload is tried again (5 times).
     Exit 1 if a director could not be reloaded."""
-    from ..balancer import members as lbmembers
     from ..balancer import reload as lbreload
 
     inv = load_inventory(inventory_path)

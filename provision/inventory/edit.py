@@ -433,8 +433,19 @@ def _lvs_membership(doc: Document, name: str, role: str) -> None:
         if isinstance(hosts, CommentedMap):
             hosts[name] = "backup"
         return
-    for m in member.values():
-        hosts = m["hosts"]
-        backups = [h for h, st in hosts.items() if st == "backup"]
-        if hosts.get(name) == "backup" and len(backups) > 1:
-            del hosts[name]
+    for pname, m in member.items():
+        _leave_pair(pname, m["hosts"], name)
+
+
+def _leave_pair(pname: str, hosts: CommentedMap, name: str) -> None:
+    """``name`` leaves the pair: a further backup simply; the active hands its place to
+    the first backup (the pair's next priority). Refused, with the reason, when the pair
+    would be left without an active and a backup."""
+    backups = [str(h) for h, st in hosts.items() if st == "backup"]
+    if len(backups) < 2:
+        raise EditError([f"{name} is one of the two directors of LVS pair {pname}: moving "
+                         "it would leave the pair without a backup; `dsas assign` another "
+                         "host to lvs first (it joins the pair), then move this one"])
+    if hosts.get(name) == "active":
+        hosts[backups[0]] = "active"
+    del hosts[name]

@@ -23,6 +23,9 @@ LIVE_STEPS = (
                 "addresses, start the new role's services, report ready"),
     ("rebalance", "reload the pools on both directors; weight up once the health check passes"),
 )
+HANDOVER = ("handover", "the host leaves its LVS pair: another director must run the pair's "
+                        "virtual services; keepalived stops on the host and another "
+                        "director must hold every VIP before the move goes on")
 REBOOT_STEPS = (
     LIVE_STEPS[0], LIVE_STEPS[1],
     ("reboot", "reboot the host; it netboots into the new role and reports ready"),
@@ -117,7 +120,10 @@ def plan(old_inv: Inventory, new_inv: Inventory, name: str) -> Plan:
         join = _pools(new_inv, new.role.name)
     director = next((p.name for h, p, _ in old_inv.lvs_hosts() if h.name == name), None)
     reasons = reboot_reasons(old, new)
-    steps = REBOOT_STEPS if reasons else LIVE_STEPS
+    steps = list(REBOOT_STEPS if reasons else LIVE_STEPS)
+    if director and not any(h.name == name and p.name == director
+                            for h, p, _ in new_inv.lvs_hosts()):
+        steps.insert(1, HANDOVER)
     return Plan(
         host=name, old_role=old.role.name, new_role=new.role.name, dsas_conf_diff=diff,
         services_stop=stop, services_start=start, services_keep=keep,

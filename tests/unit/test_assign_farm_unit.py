@@ -53,7 +53,7 @@ def test_a_host_becoming_a_director_is_reloaded_only_once_it_runs_the_role(
     try:
         farm = LiveFarm("w2", new, SshConfig(tmp_path / "state"), store,
                         becoming=_becoming_director(old, new, "w2"))
-        farm.reload({"web", "lvs"})  # the drain
+        farm.reload({"web", "lvs"}, set())  # the drain
         assert sorted(asked) == ["lvs1", "lvs2"]
         since = time.time()
         events.ensure_events_schema(store)
@@ -61,7 +61,7 @@ def test_a_host_becoming_a_director_is_reloaded_only_once_it_runs_the_role(
                                    "198.18.1.72"), since + 1, True, 100)
         assert "w2 reports ready" in farm.wait_report(since, "lvs", 5)
         asked.clear()
-        farm.reload({"web", "lvs"})  # the rebalance: w2 is a director now
+        farm.reload({"web", "lvs"}, set())  # the rebalance: w2 is a director now
         assert sorted(asked) == ["lvs1", "lvs2", "w2"]
     finally:
         store.close()

@@ -24,22 +24,36 @@ from tests.support.paths import EXAMPLE, FIXTURES
 @dataclass
 class FakeFarm:
     fail: str | None = None        # the call that raises StepFailed
+    fails: int = 10**6             # ... this many times (then it works)
     busy_polls: int = 0            # drained() says "1 active" this many times
     unhealthy: bool = False
+    director_polls: int = 0        # director_up() says no this many times
     calls: list[str] = field(default_factory=list)
     members: list[list[Override]] = field(default_factory=list)
 
     def _maybe(self, what: str) -> None:
         self.calls.append(what)
-        if self.fail == what:
+        if self.fail == what and self.fails > 0:
+            self.fails -= 1
             raise live.StepFailed(f"{what} broke")
 
     def set_members(self, rows: list[Override]) -> None:
         self.members.append(rows)
         self.calls.append("members " + ",".join(f"{o.state}:{o.role}" for o in rows))
 
-    def reload(self, roles: set[str]) -> None:
-        self._maybe("reload")
+    def reload(self, roles: set[str], pairs: set[str]) -> None:
+        self._maybe("reload" + (" " + ",".join(sorted(pairs)) if pairs else ""))
+
+    def hand_over(self, address: str, pair: str) -> str:
+        self._maybe("hand_over")
+        return f"lvs2 holds the VIPs of {pair}"
+
+    def director_up(self, address: str, pair: str) -> tuple[bool, str]:
+        self.calls.append("director_up?")
+        if self.director_polls > 0:
+            self.director_polls -= 1
+            return False, "IPVS has not the virtual services"
+        return True, "keepalived runs the 1 virtual services"
 
     def drained(self, roles: set[str], address: str) -> tuple[bool, str]:
         self.calls.append("drained?")
@@ -54,6 +68,7 @@ class FakeFarm:
 
     def deliver(self, address: str, text: str) -> str:
         self._maybe("deliver")
+        self.calls.append(f"conf {text.strip()}")
         return "delivered"
 
     def reapply(self, address: str) -> float:
@@ -97,9 +112,26 @@ def move(before: dict[str, Member] | None = None, new_pooled: bool = True,
                      drain_timeout=drain_timeout, check_timeout=10, why="assign run 1")
 
 
-def go(m: live.Move, farm: FakeFarm) -> tuple[live.Outcome, FakeJournal]:
+def go(m: live.Move, farm: FakeFarm,
+       revert: live.Revert | None = None) -> tuple[live.Outcome, FakeJournal]:
     j, clock = FakeJournal(), Clock()
-    return live.run(m, farm, j, 1, clock=clock, sleep=clock.sleep), j
+    return live.run(m, farm, j, 1, clock=clock, sleep=clock.sleep, revert=revert), j
+
+
+class Reverter:
+    def __init__(self, ok: bool = True) -> None:
+        self.ok, self.calls = ok, 0
+
+    def __call__(self) -> tuple[bool, str]:
+        self.calls += 1
+        return self.ok, "revision 3" if self.ok else "the file changed since"
+
+
+def revertible(**kw: object) -> live.Move:
+    m = move(**kw)  # type: ignore[arg-type]
+    m.old_dsas_conf = "ROLE=web\n"
+    m.prior = []
+    return m
 
 
 def test_transitional_overrides_drain_where_it_is_and_hold_out_of_the_new_pools() -> None:
@@ -116,8 +148,9 @@ def test_the_steps_run_in_order_and_are_journaled() -> None:
     assert out.ok and out.failed_step is None
     assert [(s, st) for s, st, _ in j.steps] == [
         ("drain", "done"), ("deliver", "done"), ("reapply", "done"), ("rebalance", "done")]
-    assert farm.calls == ["reload", "drained?", "drained?", "drained?", "deliver", "reapply",
-                          "wait_report", "members ", "reload", "serving?"]
+    assert farm.calls == ["reload", "drained?", "drained?", "drained?", "deliver",
+                          "conf ROLE=db", "reapply", "wait_report", "members ", "reload",
+                          "serving?"]
     assert "0 active connections" in j.steps[0][2]
 
 
@@ -157,6 +190,90 @@ def test_a_failure_stops_names_the_step_and_restores_the_pools_as_they_were(
     assert [(o.role, o.state) for o in farm.members[-1]] == [("web", "keep"), ("db", "hold")]
     assert farm.calls[-1] == "reload" and "serving?" not in farm.calls
     assert f"w1: {fail} broke" in dict((s, d) for s, _, d in j.steps)[step]
+
+
+@pytest.mark.parametrize("fail,step", [("wait_report", "reapply"), ("reapply", "reapply")])
+def test_a_failure_that_touched_the_host_reverts_the_inventory_and_puts_it_back(
+        fail: str, step: str) -> None:
+    farm, rv = FakeFarm(fail=fail, fails=1), Reverter()
+    out, j = go(revertible(), farm, rv)
+    assert not out.ok and out.failed_step == step and rv.calls == 1
+    assert out.reverted and out.host_back and out.restored
+    assert [s for s, _, _ in j.steps][-3:] == ["revert", "host-back", "restore"]
+    assert all(st == "done" for s, st, _ in j.steps[-3:])
+    # after the revert: the old dsas.conf delivered and re-applied, its ready report
+    # with the old role; then the pools as before the assign (no override) and a reload
+    tail = farm.calls[farm.calls.index("conf ROLE=web"):]
+    assert tail[:3] == ["conf ROLE=web", "reapply", "wait_report"]
+    assert farm.members[-1] == [] and farm.calls[-1] == "reload"
+    assert out.back == ["inventory back to role web", "w1 runs role web again",
+                        "the balancers as they were"]
+
+
+def test_a_failure_at_deliver_reverts_the_inventory_and_leaves_the_host_alone() -> None:
+    farm, rv = FakeFarm(fail="deliver"), Reverter()
+    out, j = go(revertible(), farm, rv)
+    assert out.reverted and out.host_back and rv.calls == 1
+    assert "host-back" not in [s for s, _, _ in j.steps]
+    assert farm.calls.count("deliver") == 1 and farm.members[-1] == []
+
+
+def test_a_host_that_cannot_be_put_back_stays_out_of_every_pool() -> None:
+    farm, rv = FakeFarm(fail="reapply"), Reverter()
+    out, j = go(revertible(), farm, rv)
+    assert out.reverted and not out.host_back and out.restored
+    assert ("host-back", "failed") == j.steps[-2][:2] and "w1: reapply broke" in j.steps[-2][2]
+    assert [(o.role, o.state) for o in farm.members[-1]] == [("web", "drain"), ("db", "hold")]
+
+
+def test_an_inventory_that_cannot_be_reverted_leaves_the_host_and_keeps_the_pools() -> None:
+    farm, rv = FakeFarm(fail="wait_report"), Reverter(ok=False)
+    out, j = go(revertible(), farm, rv)
+    assert not out.reverted and not out.host_back
+    assert j.steps[-3][:2] == ("revert", "failed") and j.steps[-2][:2] == ("host-back",
+                                                                          "not-run")
+    assert [(o.role, o.state) for o in farm.members[-1]] == [("web", "drain"), ("db", "hold")]
+
+
+def director_move(**kw: object) -> live.Move:
+    m = revertible(**kw)
+    m.old_role, m.new_role, m.before, m.new_pooled = "lvs", "web", {}, True
+    m.leaves_pair = "lb"
+    return m
+
+
+def test_a_director_leaving_its_pair_hands_the_vips_over_before_anything_changes() -> None:
+    farm = FakeFarm()
+    out, j = go(director_move(), farm, Reverter())
+    assert out.ok, out.reason
+    assert [s for s, _, _ in j.steps] == ["drain", "handover", "deliver", "reapply",
+                                          "rebalance"]
+    assert farm.calls.index("hand_over") < farm.calls.index("deliver")
+    assert "reload lb" in farm.calls  # the pair's directors: new priorities
+    assert "lvs2 holds the VIPs of lb" in j.steps[1][2]
+
+
+def test_a_handover_no_other_director_takes_stops_and_puts_the_director_back() -> None:
+    farm, rv = FakeFarm(fail="hand_over"), Reverter()
+    out, j = go(director_move(), farm, rv)
+    assert not out.ok and out.failed_step == "handover"
+    assert "conf ROLE=db" not in farm.calls  # the new dsas.conf never went
+    assert out.reverted and out.host_back and rv.calls == 1
+    # keepalived may have stopped: its old dsas.conf re-applied (dsas-init starts it)
+    assert "conf ROLE=web" in farm.calls and farm.calls[-1] == "reload lb"
+
+
+def test_a_new_director_must_run_the_pairs_services_before_the_move_is_done() -> None:
+    m = revertible(before={}, new_pooled=False)
+    m.old_role, m.new_role, m.joins_pair = "spare", "lvs", "lb"
+    farm = FakeFarm(director_polls=2)
+    out, j = go(m, farm, Reverter())
+    assert out.ok and farm.calls.count("director_up?") == 3
+    assert "a director of LVS pair lb: keepalived runs" in j.steps[-1][2]
+    farm = FakeFarm(director_polls=10**6)
+    out, j = go(m, farm, Reverter())
+    assert out.failed_step == "rebalance" and "not a director of LVS pair lb" in out.reason
+    assert out.reverted and out.host_back  # back to spare: keepalived stopped again
 
 
 def test_a_host_up_in_its_new_role_but_unhealthy_is_held_out_of_its_pools() -> None:

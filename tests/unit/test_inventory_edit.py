@@ -17,12 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from provision.inventory import load
+from provision.inventory import load, loads
 from provision.inventory.commit import StaleError, commit, read
 from provision.inventory.edit import (
     Document,
     EditError,
     add_host,
+    assign_role,
     merge_lines,
     remove_host,
     set_host,
@@ -267,15 +268,25 @@ def test_assign_asks_then_writes_and_names_the_live_step_that_failed(inv: Path,
     r = dsas("assign", "log1", "web", "-i", str(inv), state=state)  # stdin is no terminal
     assert r.returncode == 1 and "not confirmed" in r.stderr
     assert inv.read_text() == before
-    # the example farm's directors do not answer here: the drain's reload fails
+    # the example farm's directors do not answer here: the drain's reload fails, and the
+    # inventory is put back byte for byte (a revision of its own), the host in its pools
     r = dsas("assign", "log1", "web", "--yes", "--timeout", "1", "-i", str(inv), state=state)
     assert r.returncode == 1, r.stderr
-    assert "error: log1: step drain failed: reload refused on lvs1" in r.stderr, r.stderr
+    [err] = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert err.startswith("error: log1: step drain failed: reload refused on lvs1"), err
+    assert "put back: inventory back to role log" in err, err
     assert "deliver: not-run (drain failed)" in r.stdout
-    [(tag, old, new)] = changes(before, inv.read_text())
-    assert tag == "replace" and old == [old[0].replace("role: web", "role: log")]
-    assert new == [old[0].replace("role: log", "role: web")]
-    assert load(inv).hosts["log1"].role.name == "web"
+    assert "revert: done" in r.stdout
+    assert inv.read_text() == before and load(inv).hosts["log1"].role.name == "log"
+    log = dsas("inventory", "log", "-i", str(inv), state=state).stdout
+    assert "assign log1 web" in log and "revert of the failed assign log1 web" in log
+    from provision.balancer import members as lbmembers
+    from provision.state import StateStore
+    store = StateStore(state)
+    try:
+        assert lbmembers.of_host(lbmembers.load(store), "log1") == []  # not held anywhere
+    finally:
+        store.close()
     r = dsas("assign", "nosuch", "web", "--dry-run", "-i", str(inv), state=state)
     assert r.returncode == 1 and r.stderr.startswith("error: no host 'nosuch'")
 
@@ -331,7 +342,8 @@ def test_assign_yes_json_is_one_json_document_on_stdout(inv: Path, state: Path) 
     assert out["written"] is True and isinstance(out["revision"], int)
     assert out["live_steps_implemented"] is True and out["ok"] is False
     assert out["failed_step"] == "drain" and "step drain failed" in r.stderr
-    assert load(inv).hosts["log2"].role.name == "web"
+    assert out["reverted"] is True and out["host_back"] is True
+    assert load(inv).hosts["log2"].role.name == "log"  # put back
 
 
 def test_history_keeps_the_last_revisions_only(tmp_path: Path) -> None:
@@ -381,9 +393,16 @@ def test_assign_undo_returns_the_host_to_its_role_and_addresses(inv: Path,
     original = inv.read_bytes()
     r = dsas("assign", "--undo", "log1", "--yes", "-i", str(inv), state=state)
     assert r.returncode == 1 and "nothing to undo" in r.stderr
-    # the live steps fail here (no directors answer); the inventory edit stays
+    # a failed assign is reverted at once: nothing for --undo to walk back
     r = dsas("assign", "log1", "lvs", "--yes", "--timeout", "1", "-i", str(inv), state=state)
     assert r.returncode == 1 and "step drain failed" in r.stderr, r.stderr
+    r = dsas("assign", "--undo", "log1", "--yes", "-i", str(inv), state=state)
+    assert r.returncode == 1 and "nothing to undo" in r.stderr, r.stderr
+    # an assign that went through (its live steps cannot here: its revision is written
+    # as `dsas assign` writes it)
+    doc = Document(inv.read_text())
+    assign_role(doc, "log1", "lvs", {})
+    assert commit(inv, read(inv), doc.text(), "assign log1 lvs", state) is not None
     assert dsas("host", "set", "w101", "boot=disk", "-i", str(inv), state=state).returncode == 0
     r = dsas("assign", "--undo", "log1", "--dry-run", "--json", "-i", str(inv), state=state)
     plan = json.loads(r.stdout)
@@ -392,6 +411,11 @@ def test_assign_undo_returns_the_host_to_its_role_and_addresses(inv: Path,
     r = dsas("assign", "--undo", "log1", "--yes", "--timeout", "1", "-i", str(inv),
              state=state)
     assert r.returncode == 1 and "failed" in r.stderr, r.stderr
+    assert load(inv).hosts["log1"].role.name == "lvs"  # the failed undo is reverted too
+    doc = Document(inv.read_text())
+    assign_role(doc, "log1", "log", {})
+    assert commit(inv, read(inv), doc.text(), "assign --undo log1 (back to log)",
+                  state) is not None
     assert load(inv).hosts["log1"].role.name == "log"
     # only w101's edit is left: the log1 line is the original's, byte for byte
     [(tag, old, new)] = changes(original.decode(), inv.read_text())
@@ -503,7 +527,8 @@ def test_assign_runs_are_journaled_with_each_step_honestly(inv: Path, state: Pat
     assert lines[1] == "  1. inventory: done (revision 2)"
     assert lines[2].startswith("  2. drain: failed (log1: reload refused on lvs1")
     assert [ln.split(":")[0] for ln in lines[3:]] == ["  3. deliver", "  4. reboot",
-                                                      "  5. rebalance", "  6. restore"]
+                                                      "  5. rebalance", "  6. revert",
+                                                      "  7. restore"]
     out = dsas("assign", "--journal", "db3", "-i", str(inv), state=state).stdout
     assert "  1. inventory: failed (another edit of the inventory is in progress" in out
     assert "  2. drain: not-run (the inventory edit failed)" in out
@@ -515,15 +540,36 @@ def test_assign_to_lvs_joins_the_pair_as_a_backup_and_leaving_lvs_leaves_it(
     priority lower), so it boots as a director taking part in VRRP; moved back, it
     leaves the pair again (issue 16). Only the host's line and the pair's change."""
     before = inv.read_text()
-    # the live steps fail here (no directors answer); the inventory edit stays
-    r = dsas("assign", "w102", "lvs", "--yes", "--timeout", "1", "-i", str(inv), state=state)
-    assert r.returncode == 1 and "step drain failed" in r.stderr, r.stderr
-    after = inv.read_text()
+    doc = Document(before)
+    assign_role(doc, "w102", "lvs", {})
+    after = doc.text()
     assert "    hosts: {lvs1: active, lvs2: backup, w102: backup}\n" in after
+    inv.write_text(after)
     pair = load(inv).lvs_pairs["lb"]
     assert pair.directors == ("lvs1", "lvs2", "w102") and pair.priority_of("w102") == 99
     assert len(changes(before, after)) == 2, changes(before, after)
-    r = dsas("assign", "w102", "web", "--yes", "--timeout", "1", "-i", str(inv), state=state)
-    assert r.returncode == 1 and "step drain failed" in r.stderr, r.stderr
+    doc = Document(after)
+    assign_role(doc, "w102", "web", {})
+    inv.write_text(doc.text())
     assert load(inv).lvs_pairs["lb"].directors == ("lvs1", "lvs2")
     assert "    hosts: {lvs1: active, lvs2: backup}\n" in inv.read_text()
+
+
+def test_a_director_leaving_hands_its_place_on_and_a_pair_of_two_keeps_both() -> None:
+    """Moving the active director out of a pair of three promotes the first backup; out
+    of a pair of two it is refused with the reason (a pair needs an active and a
+    backup), before anything is written (issue 17)."""
+    from lab.assign import INVENTORY
+
+    doc = Document(INVENTORY)
+    with pytest.raises(EditError, match="one of the two directors of LVS pair lb: moving it "
+                                        "would leave the pair without a backup"):
+        assign_role(doc, "lvs1", "web", {})
+    doc = Document(INVENTORY)
+    assign_role(doc, "w1", "lvs", {})
+    assert "hosts: {lvs1: active, lvs2: backup, w1: backup}" in doc.text()
+    assign_role(doc, "lvs1", "web", {})
+    assert "hosts: {lvs2: active, w1: backup}" in doc.text()
+    inv = loads(doc.text(), "lab")
+    assert inv.lvs_pairs["lb"].directors == ("lvs2", "w1")
+    assert inv.hosts["lvs1"].role.name == "web"

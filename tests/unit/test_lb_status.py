@@ -59,3 +59,30 @@ def test_report_states_and_vrrp_holder() -> None:
     assert bad.error == "ipvsadm -Ln: sh: ipvsadm: not found"
 
 
+
+
+def test_drained_and_held_servers_are_told_from_failed_checks() -> None:
+    """A server dsas drained shows as draining (weight 0, its connections), one it holds
+    out of the pool as held, not as "out" (a failed health check) (issue 17)."""
+    from provision.balancer.members import Override
+
+    inv = load(FIXTURES / "small.yaml")
+    text = ("=IPVS\nTCP  198.19.2.10:80 wlc\n"
+            "  -> 198.18.0.21:80                Masq    0      3          7\n"
+            "  -> 198.18.0.31:80                Masq    1      0          0\n"
+            "=RC 0\n=ADDR\n")
+    lb1 = parse_report("lb1", "198.18.0.11", text)
+
+    def states(overrides: dict[tuple[str, str], Override]) -> list[tuple[str | None, str]]:
+        (www,) = status(inv, [lb1], overrides)["services"]
+        return [(r["host"], r["state"]) for r in www["directors"][0]["reals"]]
+
+    # no override: a weight 0 dsas did not set, a missing server whose check fails
+    assert states({}) == [("w1", "weight 0"), ("w2", "out"),
+                          (None, "unknown to the inventory")]
+    ov = {("w1", "web"): Override("w1", "web", "drain", "198.18.0.21", "assign run 1"),
+          ("w2", "web"): Override("w2", "web", "hold", "198.18.0.22", "assign run 2"),
+          ("x9", "web"): Override("x9", "web", "keep", "198.18.0.31", "assign run 3")}
+    assert states(ov) == [("w1", "draining"), ("x9", "up"), ("w2", "held")]
+    (www,) = status(inv, [lb1], ov)["services"]
+    assert www["directors"][0]["reals"][0]["active"] == 3

@@ -12,8 +12,12 @@ netbooted from `dsas serve`; a client loop on the VIP counts every failure.
 (b) w1 leaves the pool to spare: drained first (weight 0 on both directors, 0 active
     connections), no failure;
 (c) s9 to web fails at deliver, with the reason, and the pool is unchanged;
-(d) w1 back to web with a broken lighttpd: its report says failed, the pool is
-    unchanged, and `dsas assign --undo w1` brings it back to spare.
+(d) w1 back to web with a broken lighttpd: its report says failed, the inventory is
+    reverted, w1 gets its spare dsas.conf back, the pool is unchanged;
+(e) w1 (a spare) becomes a director live: it joins the pair as a backup;
+(f) lvs1, the active director, becomes web: lvs2 takes the VIPs first (handover),
+    lvs1 joins the pool;
+(g) lvs2 is powered off: w1, the web server made a director, takes the VIPs.
 
 Figures (time from `dsas assign` to the first answer in the new role) are printed.
 """
@@ -38,6 +42,7 @@ from lab.lvs import (
     VIP,
     boot,
     client_rows,
+    fail_over,
     lb_status,
     lvs_farm,
     publish_key,
@@ -46,6 +51,7 @@ from lab.lvs import (
     wait_until,
 )
 from lab.netns import Netns
+from provision.inventory import load
 
 
 @pytest.fixture
@@ -74,7 +80,7 @@ def pool(c: LabCluster, state: Path) -> dict[str, list[tuple[str, str]]]:
 
 def in_ipvs(c: LabCluster, state: Path) -> dict[str, set[str]]:
     """director -> the real servers IPVS has for www (any weight)."""
-    return {d: {h for h, st in rs if st in ("up", "weight 0")}
+    return {d: {h for h, st in rs if st in ("up", "weight 0", "draining")}
             for d, rs in pool(c, state).items()}
 
 
@@ -181,35 +187,87 @@ def test_assign_moves_hosts_live_with_no_failed_request(farm: tuple[LabCluster, 
         assert failed == [], failed[:10]
         assert set(after_b) <= {"s1"}, after_b
 
-        # (c) an unreachable host: fails at deliver, with the reason; the pool is unchanged
+        # (c) an unreachable host: fails at deliver, with the reason; the inventory is
+        # reverted and the pool unchanged
         loop = Loop(c, client, "loop-cd")
         loops.append(loop)
+        before_c = c.inventory_path.read_bytes()
         r, doc = assign(c, state, "s9", "web")
         assert r.returncode == 1 and doc["failed_step"] == "deliver", (r.stderr, doc)
         assert "s9 (198.18.1.89) unreachable" in doc["reason"], doc["reason"]
         assert "step deliver failed" in r.stderr and doc["restored"] is True
+        assert doc["reverted"] is True and c.inventory_path.read_bytes() == before_c
         assert in_ipvs(c, state) == {"lvs1": {"s1"}, "lvs2": {"s1"}}
         print(f"(c) s9 -> web: {doc['reason']}")
 
-        # (d) the new role fails on the node: the pool is unchanged, --undo restores it
+        # (d) the new role fails on the node: the inventory is reverted, the host gets
+        # its old role back (its old dsas.conf re-applied), the pool is unchanged
         raw(c, state, "w1", "echo 'server.port = \"broken' >> /etc/lighttpd/lighttpd.conf")
         r, doc = assign(c, state, "w1", "web")
         assert r.returncode == 1 and doc["failed_step"] == "reapply", (r.stderr, doc)
         assert "w1 reports failed: SERVICE_UNITS[0]: lighttpd" in doc["reason"], doc["reason"]
-        assert in_ipvs(c, state) == {"lvs1": {"s1"}, "lvs2": {"s1"}}
-        print(f"(d) w1 -> web with a broken lighttpd: {doc['reason']}")
-        r = c.master.run([DSAS, "assign", "--undo", "w1", "--yes", "-i", str(c.inventory_path),
-                          "--state-dir", str(state), "--timeout", "10"],
-                         check=False, timeout=900)
-        print(f"---- dsas assign --undo w1: rc {r.returncode}\n{r.stdout[-1500:]}\n{r.stderr}")
-        assert r.returncode == 0, r.stderr
-        assert "w1 is spare now" in r.stdout + r.stderr
+        assert doc["reverted"] and doc["host_back"] and doc["restored"], doc["steps"]
+        assert load(c.inventory_path).hosts["w1"].role.name == "spare"
         assert raw(c, state, "w1", "grep ^ROLE= /etc/dsas.conf").strip() == "ROLE=spare"
         assert in_ipvs(c, state) == {"lvs1": {"s1"}, "lvs2": {"s1"}}
+        print(f"(d) w1 -> web with a broken lighttpd: {doc['reason']}; put back: "
+              + next(s["detail"] for s in doc["steps"] if s["step"] == "host-back"))
         rows = loop.stop()
         failed = [(t, b) for t, ok, b in rows if not ok]
-        print(f"(c)+(d)+undo: {len(rows)} requests through {VIP}, {len(failed)} failed")
+        print(f"(c)+(d): {len(rows)} requests through {VIP}, {len(failed)} failed")
         assert failed == [], failed[:10]
+
+        # (e) a web server becomes a director, live: w1 joins the pair as a backup,
+        # runs keepalived with the pair's virtual services
+        loop = Loop(c, client, "loop-ef")
+        loops.append(loop)
+        t_e = time.monotonic()
+        r, doc = assign(c, state, "w1", "lvs")
+        assert r.returncode == 0 and doc["ok"], (r.stderr, doc)
+        assert load(c.inventory_path).lvs_pairs["lb"].directors == ("lvs1", "lvs2", "w1")
+        reb = next(s for s in doc["steps"] if s["step"] == "rebalance")
+        assert "a director of LVS pair lb" in reb["detail"], reb
+        print(f"(e) w1 spare -> lvs: {time.monotonic() - t_e:.1f} s (steps {doc['seconds']}); "
+              f"{reb['detail']}")
+        # keepalived's alpha: s1 is up on w1 once w1's own health check passed
+        wait_until(lambda: in_ipvs(c, state) == {"lvs1": {"s1"}, "lvs2": {"s1"},
+                                                 "w1": {"s1"}}, 60, "s1 up on w1's IPVS", 2)
+
+        # (f) a director moves: lvs1 (the active) becomes web; lvs2 takes the VIPs
+        # first (handover), then lvs1 re-applies as a web server and joins the pool
+        raw(c, state, "lvs1", "mkdir -p /var/www/html && echo lvs1 > /var/www/html/index.html")
+        t_f = time.monotonic()
+        r, doc = assign(c, state, "lvs1", "web")
+        assert r.returncode == 0 and doc["ok"], (r.stderr, doc)
+        assert [s["step"] for s in doc["steps"]] == ["drain", "handover", "deliver", "reapply",
+                                                     "rebalance"], doc["steps"]
+        hand = next(s for s in doc["steps"] if s["step"] == "handover")
+        assert "lvs2 holds the VIPs" in hand["detail"], hand
+        assert load(c.inventory_path).lvs_pairs["lb"].directors == ("lvs2", "w1")
+        print(f"(f) lvs1 lvs -> web: {time.monotonic() - t_f:.1f} s (steps {doc['seconds']}); "
+              f"{hand['detail']}")
+        assert in_ipvs(c, state) == {"lvs2": {"s1", "lvs1"}, "w1": {"s1", "lvs1"}}
+        wait_until(lambda: any(ok and b == "lvs1" and t > t_f for t, ok, b in loop.rows()), 60,
+                   "lvs1 answering through the VIP")
+        rows = loop.stop()
+        failed = [(t, b) for t, ok, b in rows if not ok]
+        print(f"(e)+(f): {len(rows)} requests through {VIP}, {len(failed)} failed "
+              f"(the VIPs moved from lvs1 to lvs2 during (f))")
+        # when they failed, against the steps of (f): the handover's VRRP switch, or the
+        # rebalance's reload (priorities change), or lvs1's re-apply (it was the NAT gateway)
+        at, marks = t_f, []
+        for s in doc["steps"]:
+            at += doc["seconds"].get(s["step"], 0.0)
+            marks.append(f"{s['step']} ends +{at - t_f:.1f}")
+        print("(f) failed at +s: " + " ".join(f"{t - t_f:.1f}" for t, _ in failed if t > t_f)
+              + " (" + ", ".join(marks) + ")")
+        holders = {i["name"]: i["holders"] for i in lb_status(c, state)["vrrp"]}
+        assert holders == {"lb_inside": ["lvs2"], "lb_outside": ["lvs2"]}, holders
+
+        # (g) the web server made a director takes the VIPs when the active is powered off
+        gap, lost = fail_over(c, client, guests, "lvs2", "w1")
+        print(f"(g) lvs2 powered off: w1 holds the VIPs; {gap:.2f} s without an answer, "
+              f"{lost} requests lost")
         j = c.master.run([DSAS, "assign", "--journal", "w1", "-i", str(c.inventory_path),
                           "--state-dir", str(state)], check=False, timeout=60).stdout
         print(j)
