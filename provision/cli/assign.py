@@ -105,7 +105,9 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
     A director leaving its LVS pair first hands over: another director must run
     the pair's virtual services, keepalived stops on HOST, and another director
     must hold every VIP before anything else changes. A host becoming a director
-    must run the pair's virtual services before the move is done.
+    must run the pair's virtual services before the move is done. A host given
+    the role of the two masters of a pair then joins the pair: `dsas master join
+    HOST` runs after the move (HOST takes the other master's place).
 
     A failed step stops the move and puts back what it changed: the inventory
     (a revision of its own), HOST's old dsas.conf re-applied when the move had
@@ -120,6 +122,7 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
       dsas assign log1 web --dry-run --json
       dsas assign w108 db --yes
       dsas assign w101 lvs --address outside=203.0.113.13
+      dsas assign w103 master --yes   # then joins the master pair
       dsas assign --undo w108 --dry-run
       dsas assign --journal w108
 
@@ -142,6 +145,7 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
         return
     edit, old_inv, new_inv, p, why = prepared
     out = _show_plan(p, edit, why, as_json)
+    joins = _show_join(new_inv, host, role, out, as_json)
     if dry_run:
         click.echo(json.dumps(out, indent=2) if as_json else "dry run: nothing written")
         return
@@ -165,6 +169,33 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
         click.echo(_failure_line(host, p.old_role, outcome), err=True)
         sys.exit(1)
     click.echo(f"{host} is {role} now ({took:.1f} s for the live steps)", err=as_json)
+    if joins:  # the seed's "a web server can become the master" (issue 18)
+        from .master import join
+        click.get_current_context().invoke(
+            join, host=host, inventory_path=inventory_path, state_dir=state_dir,
+            master_name=None, remote_state_dir=None, remote_inventory=None,
+            remote_dsas="dsas", start_cmd="systemctl restart dsas-serve", user=user,
+            port=port, identity=identity, wait=120.0)
+
+
+def _show_join(inv: Inventory, host: str, role: str, out: dict[str, Any],
+               as_json: bool) -> bool:
+    """Will a master join follow the move? Said in the plan and its JSON."""
+    joins = out["joins_master_pair"] = _joins_pair(inv, host, role)
+    if joins and not as_json:
+        click.echo(f"  then: {host} joins the master pair (`dsas master join {host}`, run "
+                   "here: it takes the other master's place, gets the pair key, the state "
+                   "and the boot tree)")
+    return joins
+
+
+def _joins_pair(inv: Inventory, host: str, role: str) -> bool:
+    """Does ROLE make HOST one of a master pair: the masters' role, a pair, HOST not
+    already one of its two masters (then `dsas master join` follows the move)."""
+    masters = inv.masters
+    return (inv.cluster.pair is not None and bool(masters)
+            and all(m.role.name == role for m in masters)
+            and host not in {m.name for m in masters})
 
 
 def _failure_line(host: str, old_role: str, outcome: live.Outcome) -> str:

@@ -4,6 +4,7 @@ the peer, no address on the VIP's network, no trusted host key), each one line."
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -70,4 +71,25 @@ def test_the_cli_says_why_in_one_line_and_writes_nothing(tmp_path: Path) -> None
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1
     assert res.stderr.strip().count("\n") == 0 and "dsas trust m03" in res.stderr, res.stderr
+    assert f.read_bytes() == before
+
+
+def test_assigning_the_masters_role_plans_the_join(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(pair_inventory(third=True))
+    before = f.read_bytes()
+
+    def dry(host: str, role: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([DSAS, "assign", host, role, "--inventory", str(f),
+                               "--state-dir", str(tmp_path / "state"), "--dry-run"],
+                              capture_output=True, text=True, timeout=60)
+
+    res = dry("w1", "master")
+    assert res.returncode == 0, res.stderr
+    assert "then: w1 joins the master pair (`dsas master join w1`" in res.stdout
+    as_json = subprocess.run([DSAS, "assign", "w1", "master", "--inventory", str(f),
+                              "--state-dir", str(tmp_path / "state"), "--dry-run", "--json"],
+                             capture_output=True, text=True, timeout=60)
+    assert json.loads(as_json.stdout)["joins_master_pair"] is True
+    assert "joins the master pair" not in dry("m03", "web").stdout  # not the masters' role
     assert f.read_bytes() == before
