@@ -1,6 +1,6 @@
 """DHCP benchmark: perfdhcp 4-way exchanges (DORA) against dsas, Kea and dnsmasq.
 
-    python -m bench dhcp [--step-seconds=4] [--servers=dsas,kea,dnsmasq] [--leases=100000]
+    python -m bench dhcp [--step-seconds=4] [--servers=dsas,dsas2,kea,dnsmasq] [--leases=100000]
     python -m bench dhcp --fixed-rate=1000 [--repeat=3] [--servers=dsas,kea]
 
 Each server runs in its own pair of namespaces (198.18.0.0/15 on a veth) with
@@ -13,6 +13,9 @@ step so that every server sees the same background load on this shared machine. 
 server starts from an empty lease store and logs at its default level to a file. dsas
 fsyncs each batch of leases before sending its ACKs; Kea's memfile and dnsmasq's lease
 file are written without fsync.
+
+``dsas2`` is dsas with two DHCP worker processes (``--dhcp-workers 2``): its CPU and
+RSS are those of both processes.
 
 Then the memory (RSS) of each server after it has loaded 100,000 leases from its own
 lease store (sqlite for dsas, the memfile CSV for Kea, the lease file for dnsmasq).
@@ -138,13 +141,13 @@ class Result:
 
 # -- the servers -----------------------------------------------------------------------
 
-def start_dsas(ns: Netns, iface: str, work: Path) -> Any:
+def start_dsas(ns: Netns, iface: str, work: Path, extra: tuple[str, ...] | list[str] = ()) -> Any:
     inv = work / "cluster.yaml"
     inv.write_text(INVENTORY)
     (work / "state").mkdir(exist_ok=True)
     return ns.popen([DSAS, "serve", "--only", "dhcp", "--interface", iface, "--inventory",
                      str(inv), "--state-dir", str(work / "state"), "--boot-root",
-                     str(work / "boot"), "--discovery", "--discovery-rate", "0"],
+                     str(work / "boot"), "--discovery", "--discovery-rate", "0", *extra],
                     stdout=open(work / "dsas.log", "w"), stderr=subprocess.STDOUT)
 
 
@@ -176,8 +179,13 @@ def start_dnsmasq(ns: Netns, iface: str, work: Path) -> Any:
                     stdout=open(work / "dnsmasq.log", "w"), stderr=subprocess.STDOUT)
 
 
+def start_dsas2(ns: Netns, iface: str, work: Path) -> Any:
+    """dsas with two DHCP worker processes (--dhcp-workers 2)."""
+    return start_dsas(ns, iface, work, ["--dhcp-workers", "2"])
+
+
 SERVERS: dict[str, Callable[[Netns, str, Path], Any]] = {
-    "dsas": start_dsas, "kea": start_kea, "dnsmasq": start_dnsmasq}
+    "dsas": start_dsas, "dsas2": start_dsas2, "kea": start_kea, "dnsmasq": start_dnsmasq}
 TOOLS = {"kea": "kea-dhcp4", "dnsmasq": "dnsmasq", "perfdhcp": "perfdhcp"}
 
 
@@ -191,13 +199,13 @@ def _tool(name: str) -> str:
 # -- perfdhcp and the ladder ------------------------------------------------------------
 
 def perfdhcp(ns: Netns, rate: int, seconds: int, seed: int, server_pid: int) -> Step:
-    server0, client0, total0 = process_cpu(server_pid), children_cpu(), machine_cpu()
+    server0, client0, total0 = tree_cpu(server_pid), children_cpu(), machine_cpu()
     t0 = time.monotonic()
     out = ns.run([_tool("perfdhcp"), "-4", "-l", CLIENT_IP, "-r", str(rate), "-p", str(seconds),
                   "-R", str(CLIENTS), "-s", str(seed), "-d", "2", "-W", "1500000", SERVER_IP],
                  timeout=seconds + 30, check=False)
     wall = time.monotonic() - t0
-    server = process_cpu(server_pid) - server0
+    server = tree_cpu(server_pid) - server0
     client = children_cpu() - client0
     other = max(0.0, machine_cpu() - total0 - server - client)
     text = out.stdout + out.stderr
@@ -231,7 +239,32 @@ def ladder() -> Generator[int, Step, None]:
             bad = mid
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (dsas's DHCP workers), from /proc."""
+    out, todo = [], [pid]
+    while todo and len(out) < 64:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                todo += [int(c) for c in task.read_text().split()]
+            except OSError:
+                pass
+    return out
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU-s of a server and its worker processes (a worker dying meanwhile: its CPU
+    since the step began is lost, so a step's figure errs low, never high)."""
+    return sum(process_cpu(p) for p in _tree(pid))
+
+
 def rss_kib(pid: int) -> int:
+    """RSS of a server with its worker processes, KiB."""
+    return sum(_rss_kib(p) for p in _tree(pid))
+
+
+def _rss_kib(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -305,7 +338,7 @@ def _lease(i: int) -> tuple[str, str]:
 def preload(name: str, work: Path, n: int) -> None:
     """Write ``n`` live leases into the server's own store, as it would have saved them."""
     expires = int(time.time()) + 3600
-    if name == "dsas":
+    if name.startswith("dsas"):
         from provision.policy.leases import Change, Lease, LeasePut
         from provision.state import StateStore
         from provision.state.leases import LeaseJournal
@@ -428,7 +461,7 @@ def main(argv: list[str]) -> int:
         work = Path(tmp)
         contenders = []
         for n in names:
-            srv, cli = lab.netns(f"b{n[:3]}s"), lab.netns(f"b{n[:3]}c")
+            srv, cli = lab.netns(f"b{n[:5]}s"), lab.netns(f"b{n[:5]}c")
             sif, _ = lab.veth(srv, cli, f"{SERVER_IP}/{PREFIX}", f"{CLIENT_IP}/{PREFIX}")
             (work / n).mkdir()
             proc = SERVERS[n](srv, sif, work / n)

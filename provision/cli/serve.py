@@ -90,6 +90,12 @@ def _services(value: str) -> list[str]:
 @click.option("--discovery-rate", type=click.FloatRange(0, 100000), default=16.0,
               show_default=True, help="New unknown MACs answered per second (bursts of 4 "
               "seconds' worth); more are dropped until a retry. 0: no limit.")
+@click.option("--dhcp-workers", type=click.IntRange(1, 16), default=1, show_default=True,
+              metavar="N",
+              help="DHCP processes sharing its ports, each machine served by one of them "
+                   "(steered by its MAC in the kernel) from its own share of the pool: "
+                   "more than one core for DHCP. Not with a master pair; /metrics counts "
+                   "the first worker's requests only.")
 @click.option("--proxy", is_flag=True,
               help="ProxyDHCP: give PXE clients boot information only, never an address "
                    "(another DHCP server on the network hands out addresses).")
@@ -115,7 +121,8 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
           tftp_max_transfers: int, tftp_max_per_client: int, tftp_timeout: float,
           tftp_busy_poll: int,
           dns_port: int, dns_forwarders: tuple[str, ...], dns_forward_timeout: float,
-          discovery: bool, discovery_rate: float, proxy: bool, templates: str | None,
+          discovery: bool, discovery_rate: float, dhcp_workers: int, proxy: bool,
+          templates: str | None,
           master_name: str | None, keepalived: bool, resync_wait: float,
           verbose: int) -> None:
     """Run the netboot services for the inventory until SIGTERM.
@@ -134,6 +141,9 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
     first_sha = _sha_of(resolve_path(inventory_path))  # read before the load (see below)
     inv = load_inventory(inventory_path)
     bind = _checked_bind(bind_address, names, interfaces, inv.cluster.pair is not None)
+    if dhcp_workers > 1 and inv.cluster.pair is not None:
+        fail("--dhcp-workers: one DHCP process per master of a pair (its replication "
+             "is one stream)", 2)
     ctx = ServeContext(
         inventory=inv,
         interfaces=list(interfaces),
@@ -161,6 +171,8 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         proxy=proxy,
         templates=Path(templates) if templates else None,
         dhcp6="dhcp6" in names,
+        inventory_path=str(resolve_path(inventory_path)),
+        dhcp_workers=dhcp_workers,
     )
     pair = _start_pair(ctx, master_name, keepalived, resync_wait,
                        resolve_path(inventory_path)) if inv.cluster.pair is not None else None

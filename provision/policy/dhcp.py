@@ -288,6 +288,9 @@ class DhcpPolicy:
         if host is not None:  # an inventory address is in use by someone else
             return Decision(host=name, state="decline",
                             note=f"address conflict: {host.name} declined {ip}")
+        share = self.settings.share
+        if share is not None and int(ip) % share[1] != share[0]:
+            return Decision(drop="decline_other_worker", state="decline")  # not ours to give
         lease = self.table.at(int(ip))
         if lease is None or lease.mac != req.mac:
             return Decision(drop="decline_not_leased", state="decline")
@@ -435,6 +438,7 @@ class DhcpPolicy:
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = build_pool(self.inv, net, [link.address])
+            pool.share = self.settings.share
         return pool
 
     def _admit_new(self, now: float) -> bool:

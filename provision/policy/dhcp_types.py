@@ -83,3 +83,5 @@ class DhcpSettings:
     # DISCOVERs and REQUESTs are dropped ("discovery_rate_limited"); PXE clients retry.
     new_mac_rate: float = 16.0
     new_mac_burst: int = 64
+    # (k, n): this is DHCP worker k of n; its pools give out ip % n == k only
+    share: tuple[int, int] | None = None

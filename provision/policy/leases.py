@@ -170,9 +170,15 @@ class Pool:
         self.excluded = excluded
         self._cursor = first
         self._full_until = -1.0
+        # (k, n): one of n DHCP worker processes gives out only the addresses with
+        # ip % n == k (each machine's requests reach one worker: dhcp_steer), so two
+        # workers never give one address; None: the whole pool
+        self.share: tuple[int, int] | None = None
 
     def __contains__(self, ip: int) -> bool:
-        return self.first <= ip <= self.last and ip not in self.excluded
+        share = self.share
+        return self.first <= ip <= self.last and ip not in self.excluded and (
+            share is None or ip % share[1] == share[0])
 
     @property
     def size(self) -> int:
@@ -225,8 +231,10 @@ class Pool:
             return None
         span = hi - lo + 1
         ip = self._cursor if lo <= self._cursor <= hi else lo
+        share = self.share
         for _ in range(span):
-            if ip not in self.excluded and self._free(table, ip, mac, now, hold):
+            if ip not in self.excluded and (share is None or ip % share[1] == share[0]) \
+                    and self._free(table, ip, mac, now, hold):
                 self._cursor = ip + 1 if ip < hi else lo
                 return ip
             ip = ip + 1 if ip < hi else lo

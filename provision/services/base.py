@@ -57,6 +57,9 @@ class ServeContext:
     templates: Path | None = None
     dhcp6: bool = False  # DHCPv6 runs: the RA sets the managed flag on IPv6 links
     pair: Any = None  # provision.ha.pair.PairRuntime: this master of a pair (issue 18)
+    inventory_path: str | None = None  # the file served (DHCP workers load it themselves)
+    dhcp_workers: int = 1  # DHCP processes sharing the ports (dhcp_steer)
+    dhcp_worker: int = 0  # which of them this process is (0: the one serve started)
     store: StateStore = field(init=False)
     metrics: Metrics = field(default_factory=Metrics)
 

@@ -19,6 +19,7 @@ import functools
 import logging
 import selectors
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ from ..policy.presence import SETUP_COMMAND, LoaderPresence
 from ..protocol import dhcp_options as o
 from ..protocol.dhcp import DhcpDecodeError, DhcpEncodeError, DhcpPacket, decode, encode
 from ..state.leases import LeaseJournal
+from . import dhcp_steer, dhcp_workers
 from .base import ServeContext, Service
 from .dhcp_batch import LAZY_FLUSH, Batch, Committer, Endpoint
 from .dhcp_socket import ANCILLARY, addressed_to, bind_interface, interface_address
@@ -79,16 +81,19 @@ class DhcpService(Service):
         self._lines_at = time.monotonic()
         self.policy: DhcpPolicy | None = None
         self._presence = LoaderPresence(ctx.boot_root)
+        self._workers: list[subprocess.Popen[bytes]] = []  # the other DHCP workers
 
     # -- life cycle ----------------------------------------------------------------
     def start(self) -> None:
         journal = LeaseJournal(self.ctx.store)
         table = LeaseTable(journal.load())
         loaders = self._presence.current()
-        rate = self.ctx.discovery_rate
+        workers = self.ctx.dhcp_workers
+        rate = self.ctx.discovery_rate / workers  # each worker's bucket: its share
         settings = DhcpSettings(discovery=self.ctx.discovery, proxy=self.ctx.proxy,
                                 http_port=self.ctx.http_port, loaders=loaders,
-                                new_mac_rate=rate, new_mac_burst=max(1, int(rate * 4)))
+                                new_mac_rate=rate, new_mac_burst=max(1, int(rate * 4)),
+                                share=(self.ctx.dhcp_worker, workers) if workers > 1 else None)
         self.policy = DhcpPolicy(self.ctx.inventory, table, settings)  # serve logs what's missing
         self._journal = journal
         committed: LeaseStore = journal
@@ -107,13 +112,20 @@ class DhcpService(Service):
                 if pair is not None and pair.me.vip in net:
                     address = pair.me.vip  # server id, next-server, boot URLs: the VIP
                 for port in ports:
-                    sock = bind_interface(ifname, port)
+                    sock = bind_interface(ifname, port, reuseport=workers > 1)
+                    if workers > 1 and self.ctx.dhcp_worker == 0:
+                        dhcp_steer.attach(sock, workers)  # the first of its group
                     ep = Endpoint(sock, Link(ifname, address, net, port))
                     self._endpoints.append(ep)
                     self._selector.register(sock, selectors.EVENT_READ, ep)
                 log.info("dhcp listening on %s (%s, ports %s)%s%s", ifname, address,
                          "/".join(map(str, ports)), " proxy" if self.ctx.proxy else "",
                          " discovery" if self.ctx.discovery else "")
+            if workers > 1 and self.ctx.dhcp_worker == 0:
+                self._workers = dhcp_workers.start_all(self.ctx)  # bound after ours, in order
+                log.info("dhcp: %d workers serve the ports, each machine by its MAC "
+                         "(pids %s and ours)", workers,
+                         ",".join(str(w.pid) for w in self._workers))
         except OSError:
             self._close()
             raise
@@ -198,6 +210,8 @@ class DhcpService(Service):
             self._journal.commit(dels, self._clock())
 
     def stop(self) -> None:
+        dhcp_workers.stop_all(self._workers)
+        self._workers = []
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -217,9 +231,11 @@ class DhcpService(Service):
 
     def alive(self) -> bool:
         return (self._thread is not None and self._thread.is_alive()
-                and self._committer is not None and self._committer.is_alive())
+                and self._committer is not None and self._committer.is_alive()
+                and dhcp_workers.all_alive(self._workers))
 
     def reload(self, inventory: Inventory) -> None:
+        dhcp_workers.reload_all(self._workers)  # each reads the file itself
         if self.policy is not None:
             with self._lock:
                 self.policy.reload(inventory)

@@ -31,11 +31,14 @@ def interface_address(ifname: str) -> tuple[IPv4Address, ipaddress.IPv4Network]:
     return address, net
 
 
-def bind_interface(ifname: str, port: int) -> socket.socket:
-    """A UDP socket on ``port`` of ``ifname`` only (SO_BINDTODEVICE), with IP_PKTINFO."""
+def bind_interface(ifname: str, port: int, reuseport: bool = False) -> socket.socket:
+    """A UDP socket on ``port`` of ``ifname`` only (SO_BINDTODEVICE), with IP_PKTINFO;
+    ``reuseport``: in a group with the other DHCP workers' (``dhcp_steer``)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
         sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)

@@ -95,7 +95,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, on_term)
         signal.signal(signal.SIGHUP, on_hup)
 
-    def run(self, on_tick: Callable[[], None] | None = None) -> int:
+    def run(self, on_tick: Callable[[], None] | None = None,
+            on_started: Callable[[], None] | None = None) -> int:
         started: list[Service] = []
         try:
             for s in self.services:
@@ -103,6 +104,8 @@ class Supervisor:
                 started.append(s)
                 log.info("service %s started", s.name)
             tune_gc()
+            if on_started is not None:
+                on_started()
             while not self._stop.wait(self.poll):
                 if self._reload.is_set():
                     self._reload.clear()

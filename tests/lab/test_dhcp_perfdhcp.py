@@ -5,15 +5,21 @@ MACs, and the lease store holds each MAC's last ACKed address."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import socket
 import sqlite3
 import struct
 import threading
 from pathlib import Path
 
-from lab.testing import Lab, require_tool
+import pytest
+
+from lab.testing import Lab, require_tool, wait_for
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import BOOTREPLY, DhcpDecodeError, decode
+from provision.services.dhcp_steer import worker_of
 from tests.support.dhcp_lab import Server
 from tests.support.netns_thread import in_netns
 
@@ -45,12 +51,14 @@ def _ack_sniffer(sock: socket.socket, acks: list[tuple[str, str]],
             acks.append((str(p.yiaddr), p.mac))
 
 
-def test_no_address_is_acked_to_two_macs_under_perfdhcp(lab: Lab, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_no_address_is_acked_to_two_macs_under_perfdhcp(lab: Lab, tmp_path: Path,
+                                                        workers: int) -> None:
     perfdhcp = require_tool("perfdhcp")
     srv, cli = lab.netns("pfsrv"), lab.netns("pfcli")
     sif, cif = lab.veth(srv, cli, "198.18.0.1/24", f"{RELAY}/24")
     server = Server(lab, srv, sif, tmp_path)
-    server.args = ["--discovery", "--discovery-rate", "0"]
+    server.args = ["--discovery", "--discovery-rate", "0", "--dhcp-workers", str(workers)]
 
     def packet_socket() -> socket.socket:
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
@@ -60,6 +68,9 @@ def test_no_address_is_acked_to_two_macs_under_perfdhcp(lab: Lab, tmp_path: Path
 
     server.start()
     try:
+        if workers > 1:
+            wait_for(lambda: f"dhcp: {workers} workers serve" in server.log(), 30,
+                     "the DHCP workers")
         sock = in_netns(cli.name, packet_socket)
         acks: list[tuple[str, str]] = []
         stop = threading.Event()
@@ -91,6 +102,30 @@ def test_no_address_is_acked_to_two_macs_under_perfdhcp(lab: Lab, tmp_path: Path
             "SELECT ip, mac FROM dhcp_leases WHERE state = 'bound'")}
     finally:
         conn.close()
+    if workers > 1:  # each worker gave its own share, each machine from one worker
+        assert {int(o.IPv4Address(ip)) % workers for ip, _ in acks} == set(range(workers))
+        for ip, mac in acks:
+            k = worker_of(bytes.fromhex(mac.replace(":", "")), workers)
+            assert int(o.IPv4Address(ip)) % workers == k, (ip, mac)
     wrong = {mac: (ip, stored.get(mac)) for mac, ip in last.items() if stored.get(mac) != ip}
     assert not wrong, f"{len(wrong)} ACKed leases not in the store as ACKed: " \
                       f"{sorted(wrong.items())[:5]}"
+
+
+def test_a_dead_worker_stops_the_serve_and_the_others(lab: Lab, tmp_path: Path) -> None:
+    srv, cli = lab.netns("pwsrv"), lab.netns("pwcli")
+    sif, _ = lab.veth(srv, cli, "198.18.0.1/24", f"{RELAY}/24")
+    server = Server(lab, srv, sif, tmp_path)
+    server.args = ["--discovery", "--dhcp-workers", "3"]
+    server.start()
+    try:
+        line = wait_for(lambda: re.search(r"dhcp: 3 workers serve .*\(pids (\d+),(\d+) ",
+                                          server.log()), 30, "the DHCP workers")
+        pids = [int(line.group(1)), int(line.group(2))]
+        os.kill(pids[0], signal.SIGKILL)
+        assert server.proc is not None
+        assert server.proc.wait(timeout=30) == 1  # the DHCP service is dead: serve stops
+        assert "service(s) died: dhcp" in server.log()
+        wait_for(lambda: not Path(f"/proc/{pids[1]}").exists(), 15, "the other worker gone")
+    finally:
+        server.stop()

@@ -23,6 +23,7 @@ from provision.policy.dhcp import (
 )
 from provision.policy.leases import LeaseDel, LeasePut, LeaseTable, Sighting
 from provision.protocol import dhcp_options as o
+from provision.services.dhcp_steer import worker_of
 from provision.state import StateStore
 from provision.state.leases import LeaseJournal
 from tests.support.dhcp_policy_support import INV, LAN, T0, run
@@ -404,3 +405,40 @@ def test_renewal_from_a_relayed_subnet_comes_direct_and_is_judged_by_ciaddr() ->
     assert d.reply.yiaddr == IPv4Address("198.18.1.11")
     assert d.reply.options[o.ROUTER] == o.ip("198.18.1.1")
     assert d.to == Destination(IPv4Address("198.18.1.11"), 68)
+
+
+class NoDoubleLeaseTwoWorkers(NoDoubleLease):
+    """The same, with two DHCP worker processes (``--dhcp-workers 2``): each machine's
+    requests go to the worker ``dhcp_steer.worker_of`` names, each worker has a table
+    of its own and gives out its share of the pool; both start from the leases a single
+    process left (on addresses of either share), as after a restart with another N."""
+
+    @initialize(before=st.lists(st.tuples(st.sampled_from(MACS[:-1]),
+                                          st.sampled_from(TINY_ADDRS[2:6])),
+                                max_size=4, unique_by=(lambda t: t[0], lambda t: t[1])))
+    def setup(self, before: list[tuple[str, str]]) -> None:  # type: ignore[override]
+        self.ps = [DhcpPolicy(INV, LeaseTable(), DhcpSettings(
+            discovery=True, pool_lease_time=50, offer_hold=10, decline_quarantine=30,
+            share=(k, 2))) for k in range(2)]
+        self.now = T0
+        self.acked = {}
+        self.quarantine = {}
+        for mac, ip in before:  # what the one process had bound, loaded by both
+            for p in self.ps:
+                p.table.bind("tiny", mac, int(IPv4Address(ip)), T0 + 50)
+            self.acked[ip] = (mac, T0 + 50)
+
+    def _send(self, mtype: int, mac: str, **kw: object) -> Decision:
+        self.p = self.ps[worker_of(bytes.fromhex(mac.replace(":", "")), 2)]
+        return super()._send(mtype, mac, **kw)
+
+    @invariant()
+    def table_is_consistent(self) -> None:
+        for worker in self.ps:
+            self.p = worker
+            super().table_is_consistent()
+
+
+NoDoubleLeaseTwoWorkers.TestCase.settings = settings(max_examples=150, stateful_step_count=40,
+                                                     deadline=None)
+test_no_address_leased_twice_by_two_workers = NoDoubleLeaseTwoWorkers.TestCase
