@@ -86,6 +86,8 @@ class DhcpService(Service):
     # -- life cycle ----------------------------------------------------------------
     def start(self) -> None:
         journal = LeaseJournal(self.ctx.store)
+        if self.ctx.dhcp_workers > 1:  # the workers' commits take turns (LeaseJournal)
+            journal.take_turns(self.ctx.state_dir / "dhcp-commit.lock")
         table = LeaseTable(journal.load())
         loaders = self._presence.current()
         workers = self.ctx.dhcp_workers

@@ -8,7 +8,9 @@ committer calls ``commit`` and sends the ACKs of a batch only after it returns.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -38,7 +40,15 @@ class LeaseJournal:
         # every commit (3 us of the ~100 us of a DORA went there).
         self._discovered_bound: int | None = None
         self._discovered_slack = discovered_limit // 8
+        # Several DHCP worker processes commit into one file: they take turns on an
+        # flock first, as sqlite's own wait for a locked database polls with sleeps of
+        # up to 100 ms (ACKs held that long are lost to the clients); None: one process.
+        self._turns: int | None = None
         store.ensure(DHCP)
+
+    def take_turns(self, lock_path: str | os.PathLike[str]) -> None:
+        """Commit only while holding an exclusive flock on ``lock_path`` (DHCP workers)."""
+        self._turns = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def load(self) -> Iterator[Lease]:
         """Every stored lease, streamed (100,000 leases never sit in a list twice)."""
@@ -68,6 +78,17 @@ class LeaseJournal:
         dels = [(ip,) for ip, row in final.items() if row is None]
         if not (puts or dels or seen):
             return
+        if self._turns is not None:
+            fcntl.flock(self._turns, fcntl.LOCK_EX)
+        try:
+            bound = self._write(puts, dels, seen)
+        finally:
+            if self._turns is not None:
+                fcntl.flock(self._turns, fcntl.LOCK_UN)
+        self._discovered_bound = bound  # only once committed
+
+    def _write(self, puts: list[tuple[object, ...]], dels: list[tuple[int]],
+               seen: list[Sighting]) -> int | None:
         with self.store.transaction() as conn:
             if dels:
                 conn.executemany("DELETE FROM dhcp_leases WHERE ip = ?", dels)
@@ -79,7 +100,7 @@ class LeaseJournal:
                 bound = None if bound is None else bound + len(seen)
                 if bound is None or bound > self.discovered_limit + self._discovered_slack:
                     bound = self._evict(conn)
-        self._discovered_bound = bound  # only once committed
+        return bound
 
     def _evict(self, conn: sqlite3.Connection) -> int:
         return disc.evict(conn, self.discovered_limit)
