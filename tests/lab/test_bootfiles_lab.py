@@ -304,9 +304,8 @@ def test_transfers_survive_5_percent_loss(tmp_path: Path) -> None:
                      timeout=70)
         assert sha_of(out) == env.sha("images/tiny/1/vmlinuz")
         assert env.metric("dsas_tftp_retransmits_total") > 0
-        # One transfer at a time polls for its ACKs only when a CPU is spare for it.
-        polled, ncpu = env.metric("dsas_tftp_polled_acks_total"), len(os.sched_getaffinity(0))
-        assert (polled > 0) == (ncpu > 1), (polled, ncpu)
+        # (Whether a poll catches an ACK depends on the machine's load: polling is
+        # tested deterministically in tests/unit/test_tftp_poll.py.)
 
 
 def test_vanished_client_frees_its_slot_and_cap_is_clean(tmp_path: Path) -> None:
