@@ -18,6 +18,7 @@ from provision.inventory import load
 from provision.push.targets import Target
 from provision.render import render_keepalived
 from provision.state import StateStore
+from tests.support.fake_clock import Clock
 from tests.support.paths import EXAMPLE, FIXTURES
 
 
@@ -90,17 +91,6 @@ class FakeJournal:
 
     def step(self, run_id: int, step: str, status: str, detail: str = "") -> None:
         self.steps.append((step, status, detail))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.t += s
 
 
 def move(before: dict[str, Member] | None = None, new_pooled: bool = True,

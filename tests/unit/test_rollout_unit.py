@@ -17,6 +17,7 @@ from provision.rollout import run as rrun
 from provision.rollout.plan import HostMove, Plan, PlanError, Request
 from provision.state import StateStore
 from provision.state.rollout import RolloutStore
+from tests.support.fake_clock import Clock
 from tests.support.paths import EXAMPLE
 
 VERSIONS = {("web", "current"): "A", ("web", "A"): "A", ("web", "B"): "B",
@@ -126,17 +127,6 @@ class FakeNodes:
         if m.host in self.broken:
             raise StepFailed(f"{m.host} reports failed: dsas-init: IMAGE broken")
         return f"{m.host} reports ready on {image}@{version}"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.t += s
 
 
 def execute(p: Plan, tmp_path: Path, pools: FakePools, nodes: FakeNodes,
