@@ -87,6 +87,16 @@ def pools(rep: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
             for d in vs["directors"] if "error" not in d}
 
 
+def wait_pools(c: LabCluster, state: Path, want: list[tuple[str, str]],
+               timeout: float = 60) -> None:
+    """Until `dsas lb status` shows `want` as the pool on both directors (bounded)."""
+    expect = {d: want for d in ("lvs1", "lvs2")}
+    deadline = time.monotonic() + timeout
+    while (seen := pools(lb_status(c, state))) != expect:
+        assert time.monotonic() < deadline, f"pools {seen} after {timeout:.0f} s, not {expect}"
+        time.sleep(2)
+
+
 def holders(rep: dict[str, Any]) -> dict[str, list[str]]:
     return {i["name"]: i["holders"] for i in rep["vrrp"]}
 
@@ -184,13 +194,12 @@ def test_directors_balance_drop_a_dead_web_server_fail_over_and_a_web_server_bec
         print(f"w1 out of the pool {time.monotonic() - t_stop:.1f} s after its httpd stopped")
         got = requests(client, 40)
         assert all(ok and b == "w2" for _, ok, b in got), got
-        assert pools(lb_status(c, state)) == {
-            d: [("w1", "out"), ("w2", "up")] for d in ("lvs1", "lvs2")}
+        # each director runs its own checker: the backup's may see w1 go a delay_loop later
+        wait_pools(c, state, [("w1", "out"), ("w2", "up")])
         raw(c, state, "lvs1", "ipvsadm -Ln", "ipvsadm-lvs1-w1-out.txt")
         pids["w1"] = start_httpd(shells["w1"])
         wait_until(both_answer, 120, "w1 back in the pool", 2)
-        assert pools(lb_status(c, state)) == {
-            d: [("w1", "up"), ("w2", "up")] for d in ("lvs1", "lvs2")}
+        wait_pools(c, state, [("w1", "up"), ("w2", "up")])
 
         # preempt in the inventory; w2 becomes a director live, under a client loop
         edit_inventory(c, state, lambda t: t.replace(
