@@ -13,6 +13,7 @@ share (edit the inventory, reboot a guest as another role, fail a director over)
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -268,11 +269,17 @@ def fail_over(c: LabCluster, client: Netns, guests: dict[str, Guest], dies: str,
     """Power ``dies`` off under a client loop; the VIP must end up at ``takes`` (the
     client's ARP entry, by gratuitous ARP). Returns (gap s, requests lost)."""
     loop, out = loop_on_vip(c, client, f"loop-{dies}", 120)
-    t_kill = time.monotonic()
+    caps = capture_vrrp(c, f"cap-{dies}")
+    t_kill, wall_kill = time.monotonic(), time.time()
     guests[dies].stop()
     wait_until(lambda: sum(1 for t, ok, _ in client_rows(out) if ok and t > t_kill + 0.5) >= 30,
                80, f"answers after {dies} died", 1)
     c.lab.stop(loop)
+    for p, _ in caps.values():
+        c.lab.stop(p)
+    print(f"{dies} killed at 0.00 s; on the wire after (s):\n" + "\n".join(
+        f"  {br}: {ev}" for br, (_, path) in caps.items()
+        for ev in vrrp_timeline(c, path.read_text(), wall_kill)))
     rows = client_rows(out)
     before = [t for t, ok, _ in rows if ok and t <= t_kill]
     after = [t for t, ok, _ in rows if ok and t > t_kill]
@@ -280,6 +287,71 @@ def fail_over(c: LabCluster, client: Netns, guests: dict[str, Guest], dies: str,
     neigh = client.run(["ip", "neigh", "show", VIP]).stdout.lower()
     assert c.inventory.hosts[takes].macs[0] in neigh, neigh
     return after[0] - before[-1], lost
+
+
+CAPTURE = "vrrp or arp or (tcp port 80 and tcp[13] & 0x12 == 0x12)"
+
+
+def capture_vrrp(c: LabCluster, name: str) -> dict[str, tuple[subprocess.Popen[str], Path]]:
+    """tcpdump on the master's inside (br0) and outside (br2) bridges: VRRP adverts, ARP
+    (the new holder's gratuitous ARP) and the web servers' SYN-ACKs, for a failover's
+    timeline. Started and listening before this returns."""
+    caps = {}
+    for br in ("br0", "br2"):
+        path, errp = c.workdir / f"{name}-{br}.txt", c.workdir / f"{name}-{br}.err"
+        with path.open("w") as f, errp.open("w") as e:
+            p = c.master.popen(["tcpdump", "-i", br, "-n", "-e", "-tt", "-l", "-U",
+                                CAPTURE], stdout=f, stderr=e, text=True)
+        caps[br] = (p, path)
+        wait_until(functools.partial(_listening, errp), 10, f"tcpdump on {br}", 0.1)
+    return caps
+
+
+def _listening(err: Path) -> bool:
+    return "listening on" in err.read_text()
+
+
+def vrrp_timeline(c: LabCluster, text: str, t0: float) -> list[str]:
+    """A capture (tcpdump -e -tt) as events from ``t0`` on: runs of one host's adverts
+    folded into one line, its gratuitous ARPs, and the first SYN-ACK of each web server."""
+    names = {m.lower(): h.name for h in c.inventory.hosts.values() for m in h.macs}
+    events: list[str] = []
+    last: tuple[str, str] | None = None
+    run: list[float] = []
+    synack: set[str] = set()
+
+    def flush() -> None:
+        if last is not None and run:
+            n = f" x{len(run)} to {run[-1]:.2f}" if len(run) > 1 else ""
+            events.append(f"{run[0]:6.2f} {last[0]} {last[1]}{n}")
+
+    for line in text.splitlines():
+        parts = line.split()
+        try:
+            t = float(parts[0]) - t0
+        except (ValueError, IndexError):
+            continue
+        who = names.get(parts[1].lower(), parts[1])
+        if "VRRP" in line:
+            m = re.search(r"vrid (\d+), prio (\d+)", line)
+            kind = f"advert vrid {m.group(1)} prio {m.group(2)}" if m else "vrrp"
+        elif "ARP" in line:
+            m = re.search(r"(Request who-has \S+ tell \S+|Reply \S+ is-at \S+)", line)
+            kind = f"arp {m.group(1)}" if m else "arp"
+        elif t > 0 and who not in synack:
+            synack.add(who)
+            kind = "first SYN-ACK after the kill"
+        else:
+            continue
+        if t < -1.5:
+            continue
+        if (who, kind) == last:
+            run.append(t)
+            continue
+        flush()
+        last, run = (who, kind), [t]
+    flush()
+    return events
 
 
 def client_rows(path: Path) -> list[tuple[float, bool, str]]:
