@@ -43,6 +43,7 @@ import pytest
 
 from lab.cluster import LabCluster
 from lab.lvs import (
+    CLIENT,
     DSAS,
     INVENTORY,
     VIP,
@@ -176,6 +177,12 @@ def test_directors_balance_drop_a_dead_web_server_fail_over_and_a_web_server_bec
             for r in d["reals"]:
                 assert r["weight"] >= 1 and r["active"] >= 0 and r["inactive"] >= 0, r
         raw(c, state, "lvs1", "ipvsadm -Ln", "ipvsadm-lvs1.txt")
+        # IPVS connection sync: the active's master daemon, the backup's backup daemon; the
+        # backup carries no client traffic, so the client's connections in its table came
+        # from the sync (a NAT connection in flight survives the VIPs moving)
+        assert "master sync daemon" in raw(c, state, "lvs1", "ipvsadm -L --daemon")
+        assert "backup sync daemon" in raw(c, state, "lvs2", "ipvsadm -L --daemon")
+        assert CLIENT in raw(c, state, "lvs2", "ipvsadm -Lnc", "ipvsadm-lvs2-synced.txt")
         reloaded = lb_reload(c, state)
         for d in ("lvs1", "lvs2"):
             assert re.search(rf"^{d} \(\S+\): reloaded: keepalived: \S+ unchanged", reloaded,
