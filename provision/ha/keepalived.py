@@ -27,6 +27,10 @@ def render_keepalived(me: Me, interface: str) -> str:
         f"    router_id dsas-master-{me.name}",
         "    vrrp_garp_master_delay 1",
         "    vrrp_garp_master_refresh 60",
+        # after a partition heals (both were MASTER), the clients' ARP follows the one
+        # that stays (as the directors' config; tests/lab/test_vrrp_split_lab.py)
+        "    vrrp_higher_prio_send_advert",
+        "    vrrp_garp_lower_prio_repeat 5",
         # sub-second adverts exist only in VRRPv3 (keepalived refuses them in v2)
         *(["    vrrp_version 3"] if advert != int(advert) else []),
         "}",
