@@ -97,8 +97,9 @@ class Pusher:
         self._tree: fanout.Tree | None = None  # --transfer fanout: who feeds whom
         self._key: fanout.PushKey | None = None  # the push's key between nodes
         # One connection per fan-out parent, shared by its children's relay commands
-        # (one login on the master per parent, not per child).
-        self._peers: dict[str, RemoteNode] = {}
+        # (one login on the master per parent, not per child). Each parent has its own
+        # lock, held while its connection is made; _peers_lock only guards the dict.
+        self._peers: dict[str, tuple[RemoteNode, threading.Lock]] = {}
         self._peers_lock = threading.Lock()
 
     # -- the fan-out ---------------------------------------------------------
@@ -369,19 +370,32 @@ class Pusher:
 
     def _peer(self, up: Target) -> RemoteNode:
         """The master's connection to fan-out parent ``up``, made by its first child
-        (under the lock: children of one parent run their relays on it side by side)."""
+        (children of one parent run their relays on it side by side).
+
+        The connection is made under ``up``'s own lock, never under the one all the
+        parents share: a parent that accepts and then says nothing holds its
+        children for the connect timeout (each of them, in turn), and it must not
+        hold the children of every other parent too (it did: with one lock, the
+        healthy parents' relays waited behind the hung one's handshake)."""
         with self._peers_lock:
-            peer = self._peers.get(up.name)
-            if peer is None:
-                peer = self._peers[up.name] = RemoteNode(self.ssh, up.name, up.address)
+            entry = self._peers.get(up.name)
+            if entry is None:
+                entry = self._peers[up.name] = (RemoteNode(self.ssh, up.name, up.address),
+                                                threading.Lock())
+        peer, lock = entry
+        with lock:
+            new = not peer.connected
             peer.transport()  # connected now (again if the last try failed), not in run()
-            return peer
+        if new:
+            log.info("host=%s logged in for its children's relays", up.name)
+        return peer
 
     def _close_peers(self) -> None:
         with self._peers_lock:
-            for peer in self._peers.values():
+            peers, self._peers = list(self._peers.values()), {}
+        for peer, lock in peers:
+            with lock:
                 peer.close()
-            self._peers = {}
 
     def _switch(self, node: RemoteNode, lay: NodeLayout, rid: str, res: HostResult) -> None:
         rc, out, err = node.run(switch_script(lay, rid))

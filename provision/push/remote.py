@@ -261,6 +261,11 @@ class RemoteNode:
         log.debug("host=%s rc=%s out=%r err=%r", self.name, rc, stdout[-300:], stderr[-300:])
         return rc, stdout, stderr
 
+    @property
+    def connected(self) -> bool:
+        """Whether a connection was made (it may have died since)."""
+        return self._client is not None
+
     def transport(self) -> paramiko.Transport:
         """The logged-in connection (made now if need be), for rsync's channel."""
         if self._client is None:

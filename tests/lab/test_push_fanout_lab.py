@@ -106,13 +106,15 @@ def bridge_port(pl: PushLab, name: str) -> str:
     """The master-side bridge port of node ``name``'s link."""
     node = pl.node(name)
     inner = node.ns.run(["ip", "-o", "link", "show", "type", "veth"]).stdout
-    index = int(inner.split(":", 1)[0])
+    # "2: eth0@if7: ...": 7 is the peer's index in the master's namespace (each
+    # namespace numbers its own links: the node's own index says nothing there)
+    m = re.search(r"^\d+: [^:@]+@if(\d+):", inner, re.M)
+    assert m, inner
     ports = pl.farm.master.run(["ip", "-o", "link", "show", "master", "br0"]).stdout
     for line in ports.splitlines():
-        port = line.split(":")[1].strip().split("@")[0]
-        link = pl.farm.master.run(["cat", f"/sys/class/net/{port}/iflink"]).stdout
-        if int(link) == index:
-            return port
+        index, port = line.split(":")[:2]
+        if int(index) == int(m.group(1)):
+            return port.strip().split("@")[0]
     raise AssertionError(f"no bridge port for {name}")
 
 
@@ -235,4 +237,56 @@ def test_parent_refuses_a_child_whose_host_key_is_not_the_one_dsas_verified(lab,
     for n in pl.farm.nodes:
         assert pl.live(n.name) == rel, n.name
         assert snapshot(n.root / "site") == expect, n.name
+    assert push_key_lines(pl) == []
+
+
+def test_a_parent_that_takes_no_new_connection_holds_only_its_own_children(lab, tmp_path):
+    """The master's login on a fan-out parent (for its children's relays) is made under
+    that parent's lock, not under one lock all parents share. n01 answers the master's
+    connection it has and drops every new one (its SYNs), as a parent whose sshd hung
+    after the master logged in would: each child of n01 waits the connect timeout
+    (10 s) in turn, then is completed from the master. n02's children must not wait
+    behind them: with one lock for every parent they did (their relays came after n03
+    gave up on n01), so a healthy parent's subtree was as slow as the hung one's."""
+    require_tool("iptables")
+    pl = fanout_lab(lab, tmp_path)
+    site_tree(pl.src, files=20, size=10_000)
+    rel1 = release_of(pl.push(str(pl.src), *FANOUT))
+    # an update of 2 MB: n01 gets it in about 1 s, n02 in about 4 s, so n01's
+    # children ask the master for their parent first
+    for i in range(20):
+        (pl.src / f"d{i % 7}/new{i:02d}.bin").write_bytes(os.urandom(100_000))
+    for name, rate in (("n01", "16mbit"), ("n02", "4mbit")):
+        pl.farm.master.run(["tc", "qdisc", "add", "dev", bridge_port(pl, name), "root", "tbf",
+                            "rate", rate, "burst", "32kb", "latency", "500ms"])
+    n01 = pl.node("n01")
+    rels = n01.root / "site.releases"
+    p = pl.push_bg(str(pl.src), *FANOUT)
+    try:
+        wait_for(lambda: any(rels.glob(".incoming-*")), 30, "n01 prepared")
+        n01.ns.run(["iptables", "-I", "INPUT", "-p", "tcp", "--dport", "22", "--syn",
+                    "-j", "DROP"])
+        assert pl.live("n01") == rel1  # the rule is in place before n01 holds the release
+        out, err = p.communicate(timeout=180)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate(timeout=30)
+    assert p.returncode == 0, out + err
+    m = re.search(r"ok release (\S+)", out)
+    assert m, out
+    rel2 = m.group(1)
+    expect = snapshot(pl.src)
+    for n in pl.farm.nodes:
+        assert pl.live(n.name) == rel2, n.name
+        assert snapshot(n.root / "site") == expect, n.name
+    assert_relayed(err, rel2, {"n05": "n02", "n06": "n02"})
+    lines = err.splitlines()
+
+    def first(pattern: str) -> int:
+        return next(i for i, ln in enumerate(lines) if re.search(pattern, ln))
+    gave_up = first(r"host=n03 fan-out from n01 failed \(unreachable")
+    for child in ("n05", "n06"):  # the order of events, not a duration
+        assert first(rf"host={child} release {rel2} from n02 ") < gave_up, err
+    assert first(r"host=n02 logged in for its children's relays") < gave_up, err
     assert push_key_lines(pl) == []
