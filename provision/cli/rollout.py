@@ -241,10 +241,10 @@ def _plan(a: _Args, inventory_path: str | None, state_dir: str,
             paused, version, hosts, later = _paused_of(rs, image)
             roles = ()
         if a.again:
+            _unfinished_of(rs, image)  # none: exit 1
             assert store is not None and rs is not None
-            paused, version, hosts, later = _resumed_of(rs, store, image, images,
-                                                        write=not a.dry_run)
-            pins = rs.pins(image)
+            paused, version, hosts, later, pins = _resumed_of(rs, store, image, images,
+                                                              write=not a.dry_run)
             roles = ()
         req = rplan.Request(image, version, roles, hosts, a.batch, a.canary, a.max_failures)
         p = rplan.make(inv, req, images.resolve, pins, overrides)
@@ -298,10 +298,12 @@ def _unfinished_of(rs: RolloutStore | None, image: str) -> RolloutRun:
 
 
 def _resumed_of(rs: RolloutStore, store: StateStore, image: str, images: ImageStore,
-                write: bool = True) -> tuple[int, str, tuple[str, ...], list[list[str]]]:
+                write: bool = True
+                ) -> tuple[int, str, tuple[str, ...], list[list[str]], dict[str, str]]:
     """The unfinished run of ``image`` (``--resume``): its id, version, the hosts left
     and its batches. A host it was moving is done when its ready report since names the
-    version; else it is moved again (its pin back to the version it had)."""
+    version; else it is moved again (its pin back to the version it had). The last item:
+    the pins the plan sees."""
     run = _unfinished_of(rs, image)
 
     def reported(host: str, since: float) -> bool:
@@ -314,23 +316,35 @@ def _resumed_of(rs: RolloutStore, store: StateStore, image: str, images: ImageSt
 
     moving = [(h.host, h.at) for h in run.hosts if h.outcome == "moving"]
     done, redo = rrun.check_moving(moving, reported)
-    if not write:  # --dry-run: what it would do
-        for h in done:
-            click.echo(f"{h}: was moving; its ready report names {run.version}: done")
-        return run.id, run.version, tuple(
-            h.host for h in run.hosts if h.outcome == "pending") + tuple(redo), list(
-            run.plan.get("batches", []))
+    left = tuple(h.host for h in run.hosts if h.outcome == "pending") + tuple(redo)
+    frm = {h.host: h.from_version for h in run.hosts}
     for h in done:
-        rs.host(run.id, h, "done", f"on {run.version} (its ready report, seen by --resume)")
+        click.echo(f"{h}: was moving; its ready report names {run.version}: done", err=True)
+        if write:
+            rs.host(run.id, h, "done", f"on {run.version} (its ready report, seen by "
+                    "--resume)")
+    _redo(rs, run, redo, write)
+    pins = rs.pins(image)
+    for h in redo:  # as written above (not written by a dry run)
+        pins.pop(h, None)
+        if frm[h] != run.previous:
+            pins[h] = frm[h]
+    return run.id, run.version, left, list(run.plan.get("batches", [])), pins
+
+
+def _redo(rs: RolloutStore, run: RolloutRun, redo: list[str], write: bool) -> None:
+    """The hosts moved again: pending, pinned back to the version they had."""
     frm = {h.host: h.from_version for h in run.hosts}
     for h in redo:
+        click.echo(f"{h}: was moving; no ready report on {run.version}: moved again",
+                   err=True)
+        if not write:
+            continue
         if frm[h] == run.previous:
-            rs.unpin(image, [h])
+            rs.unpin(run.image, [h])
         else:
-            rs.pin(h, image, frm[h], run.id)
+            rs.pin(h, run.image, frm[h], run.id)
         rs.host(run.id, h, "pending", "was moving when the rollout stopped: moved again")
-    left = tuple(h.host for h in run.hosts if h.outcome == "pending") + tuple(redo)
-    return run.id, run.version, left, list(run.plan.get("batches", []))
 
 
 def _abandon(image: str, inventory_path: str | None, state_dir: str, cfg: SshConfig,
