@@ -57,6 +57,9 @@ else
 fi
 # a node that never reports (a test kills the rollout meanwhile): it says it held
 [ -e {MOUNT}/hold ] && {{ : > {MOUNT}/held; exit 0; }}
+# a node that reports once a test removes "wait" (at most 30 s)
+i=0
+while [ -e {MOUNT}/wait ] && [ $i -lt 150 ]; do : > {MOUNT}/held; sleep 0.2; i=$((i + 1)); done
 echo "$mode $v" >> {MOUNT}/boots
 if [ "$v" = {BROKEN} ]; then
     body='{{"host": "'$name'", "stage": "failed", "detail": "dsas-init: image broken"}}'

@@ -112,3 +112,43 @@ def test_a_rollout_killed_mid_batch_is_refused_then_resumed(lab: Lab, tmp_path: 
     assert yaml.safe_load(rl.inventory.read_text())["images"]["tiny"]["version"] == "2"
     hist = rl.dsas("rollout", "--history", "--state-dir", str(rl.state))
     assert "tiny 1 -> 2: done" in hist.stdout, hist.stdout
+
+
+def test_sigterm_stops_a_rollout_after_its_batch_then_abandon_ends_it(
+        lab: Lab, tmp_path: Path) -> None:
+    import json
+    import signal
+    import subprocess
+    import time
+
+    for t in ("rsync", "sshd", "ssh-keygen", "nsenter", "curl"):
+        require_tool(t)
+    rl = make(lab, tmp_path)
+    wait = rl.node("n01").root / "wait"
+    wait.write_text("")  # n01's boot holds its report until the signal is sent
+    proc = rl.farm.master.popen(rl.argv("tiny@2", "--role", "web", "--batch", "1"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (rl.node("n01").root / "held").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "n01 never moved"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    wait.unlink()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    doc = json.loads(out)
+    assert doc["outcome"] == "interrupted" and doc["moved"] == ["n01"], doc
+    assert doc["pending"] == ["n02", "n03"] and rl.boots("n02") == []
+    assert "SIGTERM: stopping after this batch" in err
+    st = rl.dsas("status", "--master", MASTER)
+    assert "INTERRUPTED (`dsas rollout tiny --resume`" in st.stdout, st.stdout
+    ab = rl.dsas("rollout", "tiny", "--abandon", "-i", str(rl.inventory), "--state-dir",
+                 str(rl.state))
+    assert ab.returncode == 0 and f"rollout {doc['run']} of image tiny: abandoned" in \
+        ab.stdout, ab.stderr
+    hist = rl.dsas("rollout", "--history", "--state-dir", str(rl.state)).stdout
+    assert "tiny 1 -> 2: abandoned" in hist and "n02: 1 -> 2 not-run" in hist, hist
+    rc, doc, err = rl.rollout("tiny@2", "--role", "web")  # no longer refused
+    assert rc == 0, err
+    assert doc["outcome"] == "done" and doc["moved"] == ["n02", "n03"], doc
+    assert yaml.safe_load(rl.inventory.read_text())["images"]["tiny"]["version"] == "2"
