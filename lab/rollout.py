@@ -55,6 +55,11 @@ else
     v=$(curl -fsS -m 5 "{MASTER}/hosts/$name/dsas.conf" \\
         | sed -n "s/^IMAGE_VERSION='\\{{0,1\\}}\\([^']*\\)'\\{{0,1\\}}$/\\1/p")
 fi
+# a node that never reports (a test kills the rollout meanwhile): it says it held
+[ -e {MOUNT}/hold ] && {{ : > {MOUNT}/held; exit 0; }}
+# a node that reports once a test removes "wait" (at most 30 s)
+i=0
+while [ -e {MOUNT}/wait ] && [ $i -lt 150 ]; do : > {MOUNT}/held; sleep 0.2; i=$((i + 1)); done
 echo "$mode $v" >> {MOUNT}/boots
 if [ "$v" = {BROKEN} ]; then
     body='{{"host": "'$name'", "stage": "failed", "detail": "dsas-init: image broken"}}'
@@ -82,14 +87,18 @@ class RolloutLab:
     def dsas(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return self.farm.master.run([DSAS, *args], timeout=timeout, check=False)
 
-    def rollout(self, *args: str, ready_timeout: float = 20) -> tuple[int, dict[str, Any], str]:
+    def argv(self, *args: str, ready_timeout: float = 20) -> list[str]:
         """`dsas rollout ARGS --yes --json` with the fake nodes' boot commands."""
-        r = self.dsas("rollout", *args, "--yes", "--json", "-i", str(self.inventory),
-                      "--state-dir", str(self.state), "--boot-root", str(self.boot),
-                      "--disk-root", DISK_ROOT,
-                      "--reboot-command", f"sh {MOUNT}/fake-boot netboot",
-                      "--reapply-command", f"sh {MOUNT}/fake-boot disk",
-                      "--ready-timeout", f"{ready_timeout:g}", "--timeout", "5", timeout=300)
+        return [DSAS, "rollout", *args, "--yes", "--json", "-i", str(self.inventory),
+                "--state-dir", str(self.state), "--boot-root", str(self.boot),
+                "--disk-root", DISK_ROOT,
+                "--reboot-command", f"sh {MOUNT}/fake-boot netboot",
+                "--reapply-command", f"sh {MOUNT}/fake-boot disk",
+                "--ready-timeout", f"{ready_timeout:g}", "--timeout", "5"]
+
+    def rollout(self, *args: str, ready_timeout: float = 20) -> tuple[int, dict[str, Any], str]:
+        r = self.farm.master.run(self.argv(*args, ready_timeout=ready_timeout), timeout=300,
+                                 check=False)
         return r.returncode, json.loads(r.stdout) if r.stdout.strip() else {}, r.stderr
 
     def boots(self, name: str) -> list[str]:

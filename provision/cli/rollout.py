@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -27,8 +28,8 @@ from ..rollout import plan as rplan
 from ..rollout import run as rrun
 from ..rollout.farm import DISK_ROOT, LiveNodes
 from ..sshtrust.sshconf import SshConfig, ensure_client_key
-from ..state import FILENAME, StateStore
-from ..state.rollout import RolloutStore
+from ..state import FILENAME, StateStore, events
+from ..state.rollout import RolloutRun, RolloutStore
 from .common import inventory_option, ssh_login_options
 from .editcommon import apply, fail_problems, finish, start, state_dir_option, validated
 from .image import boot_root_option
@@ -44,6 +45,9 @@ class _Args:
     max_failures: int
     back: bool
     resume: bool = False
+    again: bool = False      # --resume
+    abandon: bool = False
+    dry_run: bool = False
 
 
 @click.command()
@@ -67,6 +71,14 @@ class _Args:
                    "IMAGE --continue`.")
 @click.option("--continue", "resume", is_flag=True,
               help="Go on with the paused rollout of IMAGE (its other batches); give IMAGE "
+                   "only.")
+@click.option("--resume", "again", is_flag=True,
+              help="Go on with the unfinished rollout of IMAGE (interrupted, or its dsas "
+                   "killed): its drains lifted, the hosts already moved skipped, the one "
+                   "that was moving checked by its ready report; give IMAGE only.")
+@click.option("--abandon", is_flag=True,
+              help="End the unfinished rollout of IMAGE where it is (recorded abandoned): "
+                   "its drains lifted, its hosts left on the version they run; give IMAGE "
                    "only.")
 @click.option("--dry-run", "-n", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -97,7 +109,7 @@ class _Args:
               show_default=True, help="Seconds to connect to each host and director.")
 def rollout(ref: str | None, roles: tuple[str, ...], hosts: tuple[str, ...], batch: int,
             canary: str | None, pause: float, max_failures: int, back: bool, wait: bool,
-            resume: bool, dry_run: bool,
+            resume: bool, again: bool, abandon: bool, dry_run: bool,
             yes: bool, as_json: bool, history: bool, inventory_path: str | None,
             state_dir: str, boot_root: str, drain_timeout: float, ready_timeout: float,
             check_timeout: float, disk_root: str, reboot_command: str | None,
@@ -122,7 +134,10 @@ def rollout(ref: str | None, roles: tuple[str, ...], hosts: tuple[str, ...], bat
     rollout stops and the later batches stay on their version. --back returns
     the hosts of the last rollout of IMAGE the same way. With --canary and --wait
     the rollout stops after the canary until `dsas rollout IMAGE --continue`
-    (or --pause waits some seconds). The inventory's version
+    (or --pause waits some seconds). SIGINT or SIGTERM stops the rollout after
+    the batch it is moving (recorded interrupted); after that, or after its dsas
+    was killed, a new rollout is refused until `dsas rollout IMAGE --resume`
+    goes on with it or --abandon ends it. The inventory's version
     of IMAGE changes only when every host that boots it is on VERSION. Every run
     (who, when, each host's version and outcome) is in the state store, and
     `dsas status` shows a running one.
@@ -133,6 +148,8 @@ def rollout(ref: str | None, roles: tuple[str, ...], hosts: tuple[str, ...], bat
       dsas rollout web@3d7ae7dd --role web --canary w101 --batch 2 --yes
       dsas rollout web@3d7ae7dd --role web --canary w101 --wait --yes
       dsas rollout web --continue --yes
+      dsas rollout web --resume --yes
+      dsas rollout web --abandon
       dsas rollout web@3d7ae7dd --host w101 --dry-run --json
       dsas rollout base@9f00c2e1 --role db --max-failures 2 --yes
       dsas rollout web --back --yes
@@ -141,8 +158,15 @@ def rollout(ref: str | None, roles: tuple[str, ...], hosts: tuple[str, ...], bat
     if history:
         _show_history(state_dir)
         return
-    args = _Args(ref, roles, hosts, batch, canary, max_failures, back, resume)
+    args = _Args(ref, roles, hosts, batch, canary, max_failures, back, resume, again,
+                 abandon, dry_run)
     _check_args(args, as_json, dry_run, yes)
+    cfg = SshConfig(Path(state_dir), user=user, port=port,
+                    identity=Path(identity) if identity else None, connect_timeout=ssh_timeout)
+    if abandon:
+        assert ref is not None
+        _abandon(ref, inventory_path, state_dir, cfg, max(120.0, ssh_timeout * 3))
+        return
     if wait and canary is None:
         fail_problems("--wait needs --canary (it waits after the canary)", [], 2)
     inv, p, paused = _plan(args, inventory_path, state_dir, boot_root)
@@ -155,13 +179,11 @@ def rollout(ref: str | None, roles: tuple[str, ...], hosts: tuple[str, ...], bat
         if not as_json:
             click.echo("dry run: nothing changed")
         return
-    if not p.moves:
+    if not p.moves and not again:
         click.echo("nothing to move", err=as_json)
         return
     if not yes:
         _confirm(p)
-    cfg = SshConfig(Path(state_dir), user=user, port=port,
-                    identity=Path(identity) if identity else None, connect_timeout=ssh_timeout)
     ensure_client_key(cfg)
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     t = rrun.Timeouts(drain_timeout, ready_timeout, check_timeout, pause, wait)
@@ -179,12 +201,14 @@ def _check_args(a: _Args, as_json: bool, dry_run: bool, yes: bool) -> None:
     assert a.ref is not None
     if as_json and not (dry_run or yes):
         fail_problems("--json needs --dry-run or --yes (it cannot ask)", [], 2)
-    if a.back and a.resume:
-        fail_problems("--back or --continue, not both", [], 2)
-    if (a.back or a.resume) and "@" in a.ref:
-        fail_problems(f"--{'back' if a.back else 'continue'} takes IMAGE only: the version"
-                      " comes from the last rollout", [], 2)
-    if not (a.back or a.resume) and "@" not in a.ref:
+    modes = [n for n, on in (("back", a.back), ("continue", a.resume), ("resume", a.again),
+                             ("abandon", a.abandon)) if on]
+    if len(modes) > 1:
+        fail_problems(" or ".join(f"--{m}" for m in modes) + ", not both", [], 2)
+    if modes and "@" in a.ref:
+        fail_problems(f"--{modes[0]} takes IMAGE only: the version comes from the last"
+                      " rollout", [], 2)
+    if not modes and "@" not in a.ref:
         fail_problems(f"{a.ref}: name the version, as IMAGE@VERSION", [], 2)
 
 
@@ -208,11 +232,19 @@ def _plan(a: _Args, inventory_path: str | None, state_dir: str,
         pins = rs.pins(image) if rs is not None else {}
         overrides = lbmembers.load(store) if store is not None else {}
         roles, hosts, paused = a.roles, a.hosts, None
+        if rs is not None and not (a.resume or a.again):
+            _refuse_unfinished(rs, image)
         if a.back:
             version, hosts = _back_of(rs, image)
             roles = ()
         if a.resume:
             paused, version, hosts, later = _paused_of(rs, image)
+            roles = ()
+        if a.again:
+            _unfinished_of(rs, image)  # none: exit 1
+            assert store is not None and rs is not None
+            paused, version, hosts, later, pins = _resumed_of(rs, store, image, images,
+                                                              write=not a.dry_run)
             roles = ()
         req = rplan.Request(image, version, roles, hosts, a.batch, a.canary, a.max_failures)
         p = rplan.make(inv, req, images.resolve, pins, overrides)
@@ -238,6 +270,109 @@ def _back_of(rs: RolloutStore | None, image: str) -> tuple[str, tuple[str, ...]]
     assert last is not None
     return last.previous, tuple(h.host for h in last.hosts
                                 if h.outcome in ("done", "failed", "moving"))
+
+
+def _refuse_unfinished(rs: RolloutStore, image: str) -> None:
+    """Exit 1 while a rollout is unfinished: one at a time."""
+    run = rs.unfinished()
+    if run is None:
+        return
+    hint = ("--continue" if run.outcome == "paused" else "--resume")
+    left = [h.host for h in run.hosts if h.outcome in ("pending", "moving")]
+    state = {"running": "still running, or its dsas was killed"}.get(run.outcome, run.outcome)
+    fail_problems(f"rollout {run.id} of image {run.image} to {run.version} is unfinished "
+                  f"({state}; {len(left)} host(s) not moved: {', '.join(left) or 'none'}): "
+                  f"`dsas rollout {run.image} {hint}` goes on with it, `dsas rollout "
+                  f"{run.image} --abandon` ends it" + ("" if run.image == image else
+                                                       f" (before a rollout of {image})"),
+                  [])
+
+
+def _unfinished_of(rs: RolloutStore | None, image: str) -> RolloutRun:
+    run = rs.unfinished() if rs is not None else None
+    if run is None or run.image != image:
+        fail_problems(f"no unfinished rollout of image {image}: nothing to resume or "
+                      "abandon", [])
+    assert run is not None
+    return run
+
+
+def _resumed_of(rs: RolloutStore, store: StateStore, image: str, images: ImageStore,
+                write: bool = True
+                ) -> tuple[int, str, tuple[str, ...], list[list[str]], dict[str, str]]:
+    """The unfinished run of ``image`` (``--resume``): its id, version, the hosts left
+    and its batches. A host it was moving is done when its ready report since names the
+    version; else it is moved again (its pin back to the version it had). The last item:
+    the pins the plan sees."""
+    run = _unfinished_of(rs, image)
+
+    def reported(host: str, since: float) -> bool:
+        for r in events.outcomes_since(store, host, since):
+            name, _, v = (r.image or "").partition("@")
+            if r.stage == "ready" and name == image and v and (
+                    v == run.version or images.resolve(image, v) == run.version):
+                return True
+        return False
+
+    moving = [(h.host, h.at) for h in run.hosts if h.outcome == "moving"]
+    done, redo = rrun.check_moving(moving, reported)
+    left = tuple(h.host for h in run.hosts if h.outcome == "pending") + tuple(redo)
+    frm = {h.host: h.from_version for h in run.hosts}
+    for h in done:
+        click.echo(f"{h}: was moving; its ready report names {run.version}: done", err=True)
+        if write:
+            rs.host(run.id, h, "done", f"on {run.version} (its ready report, seen by "
+                    "--resume)")
+    _redo(rs, run, redo, write)
+    pins = rs.pins(image)
+    for h in redo:  # as written above (not written by a dry run)
+        pins.pop(h, None)
+        if frm[h] != run.previous:
+            pins[h] = frm[h]
+    return run.id, run.version, left, list(run.plan.get("batches", [])), pins
+
+
+def _redo(rs: RolloutStore, run: RolloutRun, redo: list[str], write: bool) -> None:
+    """The hosts moved again: pending, pinned back to the version they had."""
+    frm = {h.host: h.from_version for h in run.hosts}
+    for h in redo:
+        click.echo(f"{h}: was moving; no ready report on {run.version}: moved again",
+                   err=True)
+        if not write:
+            continue
+        if frm[h] == run.previous:
+            rs.unpin(run.image, [h])
+        else:
+            rs.pin(h, run.image, frm[h], run.id)
+        rs.host(run.id, h, "pending", "was moving when the rollout stopped: moved again")
+
+
+def _abandon(image: str, inventory_path: str | None, state_dir: str, cfg: SshConfig,
+             timeout: float) -> None:
+    """End the unfinished run of ``image`` where it is: its drains lifted, recorded."""
+    store = StateStore(state_dir) if (Path(state_dir) / FILENAME).exists() else None
+    try:
+        rs = RolloutStore(store) if store is not None else None
+        run = _unfinished_of(rs, image)
+        assert rs is not None and store is not None
+        edit = start(inventory_path)
+        inv = loads(edit.snap.text, str(edit.path))
+        ensure_client_key(cfg)
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+        lifted, why = rrun.lift_drains(LivePools(inv, cfg, store, timeout=timeout), run.id,
+                                       [h.host for h in run.hosts])
+        if why is not None:
+            fail_problems(f"rollout {run.id}: the directors refused to lift its drains "
+                          f"({', '.join(lifted)}): {why}; it stays unfinished", [])
+        for h in run.hosts:
+            if h.outcome in ("pending", "moving"):
+                rs.host(run.id, h.host, "not-run", "the rollout was abandoned")
+        rs.finish(run.id, "abandoned")
+    finally:
+        if store is not None:
+            store.close()
+    click.echo(f"rollout {run.id} of image {image}: abandoned"
+               + (f"; drains lifted on {', '.join(lifted)}" if lifted else ""))
 
 
 def _paused_of(rs: RolloutStore | None, image: str
@@ -283,18 +418,40 @@ def _execute(p: rplan.Plan, inv: Inventory, cfg: SshConfig, state_dir: str,
         nodes.reapply = reapply or nodes.reapply
         pools = LivePools(inv, cfg, store, timeout=timeout)
         t0 = time.monotonic()
+        if paused is not None:  # a killed run's drains: lifted before it goes on
+            lifted, why = rrun.lift_drains(pools, run_id,
+                                           [h.host for h in rs.run(run_id).hosts])
+            if lifted:
+                click.echo(f"drains of run {run_id} lifted: {', '.join(lifted)}"
+                           + (f" (the directors refused: {why})" if why else ""),
+                           err=as_json)
+        stop: list[str] = []
+        old = {sig: signal.signal(sig, _on_stop(stop, as_json))
+               for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             res = rrun.run(p, pools, nodes, rs, run_id, t,
-                           say=lambda s: click.echo(s, err=as_json))
+                           say=lambda s: click.echo(s, err=as_json), stop=lambda: bool(stop))
         except BaseException:
             rs.finish(run_id, "failed")
             raise
         finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
             nodes.close()
         rs.finish(run_id, res.outcome)
     finally:
         store.close()
     return res, run_id, time.monotonic() - t0
+
+
+def _on_stop(stop: list[str], as_json: bool) -> Any:
+    """SIGINT/SIGTERM: stop after the batch being moved (its hosts are mid-move)."""
+    def handler(sig: int, _frame: object) -> None:
+        if not stop:
+            click.echo(f"{signal.Signals(sig).name}: stopping after this batch "
+                       "(`dsas rollout IMAGE --resume` goes on)", err=True)
+        stop.append(signal.Signals(sig).name)
+    return handler
 
 
 def _catch_up(p: rplan.Plan, res: rrun.Result, inventory_path: str | None, state_dir: str,
@@ -345,6 +502,11 @@ def _report(p: rplan.Plan, res: rrun.Result, run_id: int, rev: int | None, took:
                    f"{p.image}@{p.version}); `dsas rollout {p.image} --continue` moves "
                    f"{', '.join(res.pending)}", err=as_json)
         return
+    if res.outcome == "interrupted":
+        click.echo(f"error: rollout {run_id} interrupted: {res.why}; moved: "
+                   f"{', '.join(res.moved) or 'none'}; `dsas rollout {p.image} --resume` "
+                   f"moves {', '.join(res.pending)}, `--abandon` leaves them", err=True)
+        sys.exit(1)
     if res.outcome == "done" and not res.failed:
         click.echo(f"rollout {run_id}: {len(res.moved)} host(s) on {p.image}@{p.version} "
                    f"in {took:.1f} s" + (f"; inventory revision {rev}" if rev else ""),

@@ -102,7 +102,8 @@ def make(inv: Inventory, req: Request, resolve: Resolve, pins: Mapping[str, str]
     chosen = _select(inv, req, users)
     # a host a rollout held out after it failed is moved back into its pools
     ov = {k: o for k, o in (overrides or {}).items()
-          if not (o.state == "hold" and o.why == HELD)}
+          if not (o.state == "hold" and o.why == HELD)
+          and not (o.state == "drain" and o.why.startswith("rollout run "))}
     moves, skipped = [], []
     for h in chosen:
         now = pins.get(h.name, previous)

@@ -15,6 +15,11 @@ For each batch:
 
 A failed host stays out of its pools (held). After ``max_failures`` failed hosts the
 rollout stops: the later batches are not touched and stay on the old version.
+
+``stop()`` (SIGINT/SIGTERM in `dsas rollout`) is asked after each batch: when it is set
+the rollout ends ``interrupted`` there, the later batches ``pending`` for ``--resume``.
+A rollout whose process was killed leaves its drains (``rollout run N``) behind:
+``lift_drains`` takes them away before a ``--resume`` or an ``--abandon``.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ class Timeouts:
 class Result:
     """How the rollout ended."""
 
-    outcome: str = "done"                       # done | stopped | failed | paused
+    outcome: str = "done"               # done | stopped | failed | paused | interrupted
     why: str = ""
     moved: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # host -> why
@@ -96,8 +101,10 @@ class _Ctx:
 def run(plan: Plan, pools: Pools, nodes: Nodes, rec: Recorder, run_id: int,
         t: Timeouts = Timeouts(), say: Say = lambda s: None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep) -> Result:
-    """Every batch of ``plan`` in order, until the end or ``plan.max_failures``."""
+        sleep: Callable[[float], None] = time.sleep,
+        stop: Callable[[], bool] = lambda: False) -> Result:
+    """Every batch of ``plan`` in order, until the end, ``plan.max_failures`` or
+    ``stop()`` (asked after each batch)."""
     c = _Ctx(plan, pools, nodes, rec, run_id, t, say, clock, sleep)
     for bi, batch in enumerate(plan.batches):
         say(f"batch {bi + 1}/{len(plan.batches)}: {', '.join(batch)}")
@@ -114,9 +121,50 @@ def run(plan: Plan, pools: Pools, nodes: Nodes, rec: Recorder, run_id: int,
                     c.out.not_run.append(h)
                     c.record(h, "not-run", "the rollout stopped before it")
             return c.out
+        if bi + 1 < len(plan.batches) and stop():
+            c.out.outcome = "interrupted"
+            c.out.pending = [h for b in plan.batches[bi + 1:] for h in b]
+            c.out.why = (f"interrupted after batch {bi + 1}/{len(plan.batches)}; "
+                         f"{len(c.out.pending)} host(s) pending")
+            c.say(f"interrupted: stopped after batch {bi + 1}; "
+                  f"`dsas rollout {plan.image} --resume` moves the other "
+                  f"{len(c.out.pending)} host(s)")
+            return c.out
         if bi == 0 and plan.canary is not None and len(plan.batches) > 1 and _canary_done(c):
             return c.out
     return c.out
+
+
+DRAINED_BY = "rollout run "
+
+
+def stale(o: Override, run_id: int | None = None) -> bool:
+    """A drain a rollout (run ``run_id``, or any) put and did not lift (it was killed)."""
+    return o.state == "drain" and (o.why == f"{DRAINED_BY}{run_id}" if run_id is not None
+                                   else o.why.startswith(DRAINED_BY))
+
+
+def lift_drains(pools: Pools, run_id: int, hosts: list[str]) -> tuple[list[str], str | None]:
+    """The drains run ``run_id`` left on ``hosts`` gone, the directors reloaded: the
+    hosts lifted, and why the directors refused (or None)."""
+    lifted, roles = [], set()
+    ov = pools.overrides()
+    for h in hosts:
+        rows = lbmembers.of_host(ov, h)
+        keep = [o for o in rows if not stale(o, run_id)]
+        if len(keep) < len(rows):
+            roles |= {o.role for o in rows if stale(o, run_id)}
+            pools.set_host(h, keep)
+            lifted.append(h)
+    return lifted, (pools.reload(roles) if roles else None)
+
+
+def check_moving(hosts: list[tuple[str, float]], reported: Callable[[str, float], bool]
+                 ) -> tuple[list[str], list[str]]:
+    """The hosts a killed rollout was moving, (host, since): those whose ready report
+    since then names the new version (``reported``) are done, the others redone."""
+    done = [h for h, since in hosts if reported(h, since)]
+    return done, [h for h, _ in hosts if h not in done]
 
 
 def _canary_done(c: _Ctx) -> bool:
@@ -136,8 +184,9 @@ def _canary_done(c: _Ctx) -> bool:
 
 
 def ours(o: Override) -> bool:
-    """A hold a rollout put on a failed host: the next move of the host lifts it."""
-    return o.state == "hold" and o.why == HELD
+    """A hold a rollout put on a failed host, or a drain a killed one left: the next move
+    of the host lifts it."""
+    return (o.state == "hold" and o.why == HELD) or stale(o)
 
 
 def _batch(c: _Ctx, moves: list[HostMove]) -> bool:

@@ -9,7 +9,10 @@ move in it, and the version pins.
 
 A run is ``running`` until it ends ``done`` (every host moved), ``stopped`` (after
 ``--max-failures``), ``failed`` (the rollout itself could not go on) or ``paused``
-(after its canary, until `dsas rollout --continue` runs it again).
+(after its canary, until `dsas rollout --continue` runs it again). A run stopped by
+SIGINT/SIGTERM between batches is ``interrupted``; one whose process was killed stays
+``running``: `dsas rollout IMAGE --resume` goes on with either (``--abandon`` ends it
+``abandoned``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from .schema import ROLLOUT
 from .store import StateStore, current_user
 
 HOST_OUTCOMES = ("pending", "moving", "done", "failed", "not-run")
-RUN_OUTCOMES = ("running", "done", "stopped", "failed", "paused")
+RUN_OUTCOMES = ("running", "done", "stopped", "failed", "paused", "interrupted", "abandoned")
+UNFINISHED = ("running", "paused", "interrupted")
 
 
 @dataclass
@@ -101,9 +105,21 @@ class RolloutStore:
                            (outcome, time.time(), run))
 
     def resume(self, run: int) -> None:
-        """A paused run goes on (``--continue``)."""
+        """A paused (``--continue``), interrupted or killed (``--resume``) run goes on."""
         self.store.execute("UPDATE rollout_runs SET outcome = 'running', finished = NULL"
-                           " WHERE id = ? AND outcome = 'paused'", (run,))
+                           " WHERE id = ? AND outcome IN ('paused', 'interrupted',"
+                           " 'running')", (run,))
+
+    def run(self, run: int) -> RolloutRun:
+        return self._run(self.store.query("SELECT * FROM rollout_runs WHERE id = ?",
+                                          (run,))[0])
+
+    def unfinished(self) -> RolloutRun | None:
+        """The newest run not ended: running (or its process killed), paused or
+        interrupted."""
+        rows = self.store.query("SELECT * FROM rollout_runs WHERE outcome IN ('running',"
+                                " 'paused', 'interrupted') ORDER BY id DESC LIMIT 1")
+        return self._run(rows[0]) if rows else None
 
     def runs(self, limit: int = 20) -> list[RolloutRun]:
         """The latest runs, newest last, each with its hosts."""
@@ -170,8 +186,8 @@ def pins_quiet(store: StateStore) -> dict[str, tuple[str, str]]:
 def running_quiet(store: StateStore) -> RolloutRun | None:
     """The running rollout for the status page (none while the tables do not exist)."""
     try:
-        rows = store.query("SELECT * FROM rollout_runs WHERE outcome IN ('running', 'paused')"
-                           " ORDER BY id DESC LIMIT 1")
+        rows = store.query("SELECT * FROM rollout_runs WHERE outcome IN ('running', 'paused',"
+                           " 'interrupted') ORDER BY id DESC LIMIT 1")
     except sqlite3.OperationalError:
         return None
     return RolloutStore(store)._run(rows[0]) if rows else None
@@ -193,7 +209,9 @@ def describe(run: dict[str, Any]) -> list[str]:
     for h in hosts:
         by.setdefault(h["outcome"], []).append(h["host"])
     counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(by.items()))
-    paused = " PAUSED after its canary (--continue)" if run.get("outcome") == "paused" else ""
+    paused = {"paused": " PAUSED after its canary (--continue)",
+              "interrupted": f" INTERRUPTED (`dsas rollout {run['image']} --resume` goes on,"
+                             " --abandon ends it)"}.get(run.get("outcome", ""), "")
     head = (f"rollout {run['id']} ({run['user']}){paused}: image {run['image']} "
             f"{'back to' if run.get('back') else 'to'} {run['version']}: "
             f"{len(by.get('done', []))}/{len(hosts)} hosts moved ({counts})")

@@ -107,3 +107,89 @@ def test_back_plans_the_hosts_the_last_rollout_moved(farm: dict[str, Path]) -> N
     h = CliRunner().invoke(cli, ["rollout", "--history", "--state-dir", str(farm["state"])])
     assert f"run {run} " in h.output and "web A -> B: stopped" in h.output
     assert "batch 1 w101: A -> B failed (reports failed)" in h.output
+
+
+def killed_run(farm: dict[str, Path], outcome: str = "running") -> int:
+    """A rollout of web to B over w101..w103 whose dsas died moving w102: w101 done
+    (pinned), w102 moving (pinned, drained), w103 pending."""
+    from provision.balancer.members import Override
+    from provision.state import members as smembers
+
+    store = StateStore(farm["state"])
+    rs = RolloutStore(store)
+    plan = {"batches": [["w101"], ["w102"], ["w103"]]}
+    run = rs.start("web", "B", "A", False, plan, [("w101", 0, "A"), ("w102", 1, "A"),
+                                                  ("w103", 2, "A")])
+    rs.host(run, "w101", "done", "on B")
+    rs.pin("w101", "web", "B", run)
+    rs.pin("w102", "web", "B", run)
+    rs.host(run, "w102", "moving", "netboot: moving to B")
+    smembers.set_host(store, "w102", [Override("w102", "web", "drain", "198.18.1.2",
+                                               f"rollout run {run}")])
+    if outcome != "running":
+        rs.finish(run, outcome)
+    store.close()
+    return run
+
+
+def test_a_new_rollout_is_refused_while_one_is_unfinished(farm: dict[str, Path]) -> None:
+    run = killed_run(farm)
+    r = dsas(farm, "web@B", "--host", "w104", "-n")
+    assert r.exit_code == 1, r.output
+    assert (f"error: rollout {run} of image web to B is unfinished (still running, or its"
+            " dsas was killed; 2 host(s) not moved: w102, w103): `dsas rollout web --resume`"
+            " goes on with it, `dsas rollout web --abandon` ends it") in r.output
+    assert dsas(farm, "web", "--back", "-n").exit_code == 1  # --back too
+
+
+def test_status_names_an_interrupted_rollout_and_what_to_do(farm: dict[str, Path]) -> None:
+    from provision.state.rollout import describe
+
+    run = killed_run(farm, "interrupted")
+    store = StateStore(farm["state"])
+    doc = RolloutStore(store).run(run).as_json()
+    store.close()
+    head = describe(doc)[0]
+    assert "INTERRUPTED (`dsas rollout web --resume` goes on, --abandon ends it)" in head
+
+
+def test_resume_plans_the_host_that_was_moving_again_and_the_pending_ones(
+        farm: dict[str, Path]) -> None:
+    killed_run(farm)
+    r = dsas(farm, "web", "--resume", "--dry-run", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert [(h["host"], h["current"]) for h in doc["hosts"]] == [("w102", "A"), ("w103", "A")]
+    assert doc["batches"] == [["w102"], ["w103"]]
+
+
+def test_resume_counts_the_host_that_was_moving_done_on_its_ready_report(
+        farm: dict[str, Path]) -> None:
+    import time
+
+    from provision.policy.httpfiles import Event
+    from provision.state import events
+
+    run = killed_run(farm)
+    store = StateStore(farm["state"])
+    events.ensure_events_schema(store)
+    events.record(store, Event("w102", "ready", None, "web@B", "198.18.1.2"), time.time() + 1,
+                  False, 100)
+    store.close()
+    r = dsas(farm, "web", "--resume", "--dry-run", "--json")
+    assert r.exit_code == 0, r.output
+    assert [h["host"] for h in json.loads(r.stdout)["hosts"]] == ["w103"]
+    assert "w102: was moving; its ready report names B: done" in r.stderr
+    store = StateStore(farm["state"])
+    hosts = {h.host: h.outcome for h in RolloutStore(store).run(run).hosts}
+    store.close()
+    assert hosts["w102"] == "moving"  # a dry run records nothing
+
+
+def test_resume_and_abandon_need_an_unfinished_rollout(farm: dict[str, Path]) -> None:
+    for mode in ("--resume", "--abandon"):
+        r = dsas(farm, "web", mode, "-n")
+        assert r.exit_code == 1 and ("no unfinished rollout of image web: nothing to resume"
+                                     " or abandon") in r.output, r.output
+    r = dsas(farm, "web@B", "--resume")
+    assert r.exit_code == 2 and "--resume takes IMAGE only" in r.output

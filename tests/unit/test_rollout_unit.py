@@ -274,3 +274,65 @@ def test_a_batch_moves_at_once_then_each_host_is_waited_for(tmp_path: Path) -> N
     out, _, _ = execute(p, tmp_path, FakePools(), nodes)
     assert nodes.calls == ["move w101", "move w102", "ready? w101", "ready? w102"]
     assert out.moved == ["w102"] and list(out.failed) == ["w101"] and out.not_run == ["w103"]
+
+
+# -- interrupted and killed rollouts -------------------------------------------
+
+
+def test_a_stop_signal_ends_the_rollout_after_its_batch_the_rest_pending(
+        tmp_path: Path) -> None:
+    p = make(hosts=["w101", "w102", "w103"], batch=1)
+    pools, nodes = FakePools(), FakeNodes()
+    rs = RolloutStore(StateStore(tmp_path))
+    run = rs.start(p.image, p.version, p.previous, False, p.as_json(),
+                   [(h, i, p.move(h).current) for i, b in enumerate(p.batches) for h in b])
+    clock = Clock()
+    asked: list[str] = []
+
+    def stop() -> bool:  # SIGTERM arrives while the first batch moves
+        asked.append("?")
+        return True
+
+    out = rrun.run(p, pools, nodes, rs, run, rrun.Timeouts(check=5), clock=clock,
+                   sleep=clock.sleep, stop=stop)
+    assert out.outcome == "interrupted" and "after batch 1/3" in out.why
+    assert out.moved == ["w101"] and out.pending == ["w102", "w103"]
+    assert nodes.moved == [("w101", "B")] and pools.ov == {}  # its batch finished, rejoined
+    rs.finish(run, out.outcome)
+    r = rs.unfinished()
+    assert r is not None and r.id == run and r.outcome == "interrupted"
+    assert [(h.host, h.outcome) for h in r.hosts] == [
+        ("w101", "done"), ("w102", "pending"), ("w103", "pending")]
+
+
+def test_the_drains_a_killed_rollout_left_are_lifted_and_the_others_kept() -> None:
+    pools = FakePools(ov={
+        ("w101", "web"): Override("w101", "web", "drain", "198.18.1.1", "rollout run 4"),
+        ("w102", "web"): Override("w102", "web", "drain", "198.18.1.2", "maintenance"),
+        ("w103", "web"): Override("w103", "web", "drain", "198.18.1.3", "rollout run 3")})
+    lifted, why = rrun.lift_drains(pools, 4, ["w101", "w102", "w103"])
+    assert lifted == ["w101"] and why is None and pools.log[-1] == "reload"
+    assert sorted(pools.ov) == [("w102", "web"), ("w103", "web")]
+    assert rrun.lift_drains(pools, 4, ["w101"]) == ([], None)  # nothing left: no reload
+    assert pools.log.count("reload") == 1
+
+
+def test_a_host_moved_again_after_a_kill_leaves_no_drain_behind(tmp_path: Path) -> None:
+    left = {("w101", "web"): Override("w101", "web", "drain", "198.18.1.1", "rollout run 1")}
+    inv = load(EXAMPLE)
+    p = rplan.make(inv, Request("web", "B", hosts=["w101"]), resolve, {}, left)
+    assert not p.move("w101").pools["web"].drained  # the killed run's drain is no pool state
+    pools = FakePools(ov=dict(left))
+    out, _, _ = execute(p, tmp_path, pools, FakeNodes())
+    assert out.outcome == "done" and pools.ov == {}  # not put back after the move
+
+
+def test_the_host_that_was_moving_is_done_if_its_report_says_so_else_redone() -> None:
+    seen = {"w101": 10.0}  # w101 reported ready on the version at 10 s
+
+    def reported(host: str, since: float) -> bool:
+        return host in seen and seen[host] >= since
+
+    assert rrun.check_moving([("w101", 5.0), ("w102", 5.0)], reported) == (
+        ["w101"], ["w102"])
+    assert rrun.check_moving([("w101", 11.0)], reported) == ([], ["w101"])  # a report before
