@@ -11,8 +11,8 @@ the join's verified SSH connection:
    beside PREFIX; its sha256 manifest (itself checked against a digest given on the
    command line) is verified there. A mismatch removes the staging directory: the
    previous installation stays.
-3. The swap: the old PREFIX renamed aside, the new one renamed in (on failure the old
-   one is renamed back), the unit, man pages and links put in place (each a rename),
+3. The swap: the old PREFIX renamed aside, the new one renamed in (on any failure up to
+   the end of this step the old one is renamed back), the unit, man pages and links put in place (each a rename),
    ``systemctl daemon-reload`` where systemctl exists.
 4. ``PREFIX/bin/dsas --version`` must answer this version; else the old PREFIX is
    put back. Only then is the old one removed.
@@ -131,6 +131,7 @@ def send(remote: Remote, inst: Installation, payload: IO[bytes], manifest_sha: s
     qp, qs, qo = shlex.quote(p), shlex.quote(stage), shlex.quote(old)
     links = " ".join(shlex.quote(c) for c in inst.commands)
     script = f"""set -e
+trap 'cd /; rm -rf {qs}' EXIT
 rm -rf {qs} && mkdir -p {qs}
 tar -x -f - -C {qs}
 cd {qs}
@@ -142,15 +143,18 @@ cd /
 rm -rf {qo}
 if [ -e {qp} ]; then mv {qp} {qo}; fi
 mv {qs}/prefix {qp} || {{ if [ -e {qo} ]; then mv {qo} {qp}; fi; exit 5; }}
+back() {{ cd /; if [ -e {qo} ]; then rm -rf {qp}; mv {qo} {qp}; fi; rm -rf {qs}; }}
+trap back EXIT
 if [ -d {qs}/files ]; then
   (cd {qs}/files && find . -type f) | while read -r f; do
-    t="${{f#.}}"; mkdir -p "$(dirname "$t")"; cp -p "{stage}/files$t" "$t.dsas-new"
+    t="${{f#.}}"; mkdir -p "$(dirname "$t")"; cp -p {qs}/files"$t" "$t.dsas-new"
     mv -f "$t.dsas-new" "$t"; done
 fi
 mkdir -p {shlex.quote(str(inst.bindir))}
 for c in {links}; do
   if [ -e {qp}/bin/"$c" ]; then ln -sfn {qp}/bin/"$c" {shlex.quote(str(inst.bindir))}/"$c"; fi
 done
+trap - EXIT
 rm -rf {qs}
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   systemctl daemon-reload; fi

@@ -6,7 +6,8 @@ the install lands where only that node sees it.
 
 Shown: a node with another python3 (a PATH shim bind-mounted in its mount namespace)
 is refused and left untouched; a node without dsas gets it and answers the version; a
-copy whose bytes changed on the way (checksum mismatch) leaves the previous install."""
+copy whose bytes changed on the way (checksum mismatch) or that was cut half way
+leaves the previous install."""
 
 from __future__ import annotations
 
@@ -40,8 +41,12 @@ try:
             sha = hi.pack(inst, tmp)
             tmp.seek(0)
             data = bytearray(tmp.read())
-            data[data.index(corrupt.encode())] ^= 1
+            if corrupt == "cut":  # the copy interrupted half way
+                data = data[:len(data) // 2]
+            else:
+                data[data.index(corrupt.encode())] ^= 1
             tmp.seek(0)
+            tmp.truncate()
             tmp.write(data)
             tmp.seek(0)
             hi.send(remote, inst, tmp, sha)
@@ -127,6 +132,13 @@ def test_join_installs_dsas_on_a_host_without_it(lab: Lab, tmp_path: Path) -> No
         res = join_install("2.0", corrupt="payload 2.0")
         assert res.returncode == 1, (res.stdout, res.stderr)
         assert "checksum mismatch" in res.stdout and "marker" in res.stdout, res.stdout
+        assert _on(node, f"{remote_dsas} --version") == "dsas, version 1.0"
+        assert _on(node, f"ls -A {jt}/opt") == "dsas"
+
+        # The copy of 2.0 cut half way: refused, 1.0 stays, no staging left.
+        res = join_install("2.0", corrupt="cut")
+        assert res.returncode == 1, (res.stdout, res.stderr)
+        assert "ERROR copying dsas on n01 failed" in res.stdout, res.stdout
         assert _on(node, f"{remote_dsas} --version") == "dsas, version 1.0"
         assert _on(node, f"ls -A {jt}/opt") == "dsas"
 
