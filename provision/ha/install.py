@@ -11,9 +11,9 @@ the join's verified SSH connection:
    beside PREFIX; its sha256 manifest (itself checked against a digest given on the
    command line) is verified there. A mismatch removes the staging directory: the
    previous installation stays.
-3. The swap: the old PREFIX renamed aside, the new one renamed in (on any failure up to
-   the end of this step the old one is renamed back), the unit, man pages and links put in place (each a rename),
-   ``systemctl daemon-reload`` where systemctl exists.
+3. The swap: the old PREFIX renamed aside, the new one renamed in, the unit, man pages
+   and links put in place (each a rename); on any failure in this step the old PREFIX
+   is renamed back. ``systemctl daemon-reload`` where systemctl exists.
 4. ``PREFIX/bin/dsas --version`` must answer this version; else the old PREFIX is
    put back. Only then is the old one removed.
 """
