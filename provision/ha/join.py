@@ -145,7 +145,7 @@ def check_dsas(remote: Remote, dsas: str, version: str) -> None:
     out = remote_version(remote, dsas)
     if out is None:
         raise JoinError(f"no {dsas} on {remote.host}: install the same dsas there first "
-                        "(or let join do it: no --no-install)")
+                        "(join does it, unless --no-install)")
     if out != version:
         raise JoinError(f"{remote.host} runs {out!r}, this master {version!r}: install the "
                         "same dsas there first")

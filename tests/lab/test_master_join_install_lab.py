@@ -17,8 +17,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lab.sshfarm import MOUNT, SshNode, build_farm
 from lab.testing import Lab, require_tool
+from provision import __version__
+from tests.support.master_lab import DSAS, Pair, add_master, start_sshd
+
+M03 = "198.18.0.4"
 
 RUN = """
 import sys, tempfile
@@ -150,3 +156,56 @@ def test_join_installs_dsas_on_a_host_without_it(lab: Lab, tmp_path: Path) -> No
         assert _on(node, f"ls -A {jt}/opt") == "dsas"
     finally:
         shutil.rmtree(jt, ignore_errors=True)
+
+
+@pytest.mark.parametrize("pair_lab", ["join"], indirect=True)
+def test_the_join_command_installs_dsas_then_goes_on(pair_lab: Pair) -> None:
+    """`dsas master join m03 --install-from PREFIX` on m01: m03 (its sshd with its own
+    /usr/local, systemd unit directory and /run/dsas-lab) has no dsas; it gets PREFIX,
+    the links and the unit, then the pair key and the inventory as before."""
+    p = pair_lab
+    m1 = p.masters["m01"]
+    m3 = add_master(p, "m03", M03)
+    ssh = m1.state / "ssh"
+    ssh.mkdir(mode=0o700)
+    subprocess.run([require_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f",
+                    str(ssh / "id_ed25519")], check=True, timeout=30, capture_output=True)
+    unitdir = "/etc/systemd/system"
+    private = [MOUNT, "/usr/local", unitdir]
+    os.makedirs(MOUNT, exist_ok=True)
+    host_key = start_sshd(m3, M03, ssh / "id_ed25519.pub", private)
+    (ssh / "known_hosts").write_text(f"{M03} ssh-ed25519 {host_key}\n")
+    sshd = next(pid for pid in _pids() if f"{m3.dir}/sshd/sshd_config" in _cmdline(pid))
+    jt = Path(MOUNT) / f"joincli-{os.getpid()}"
+    try:
+        _prefix(jt, __version__)
+        res = subprocess.run(m1.ns.cmd(
+            [DSAS, "master", "join", "m03", "--inventory", str(m1.inventory), "--state-dir",
+             str(m1.state), "--master", "m01", "--remote-state-dir", str(m3.state),
+             "--remote-inventory", str(m3.inventory), "--install-from", f"{jt}/opt/dsas",
+             "--start", "true", "--wait", "0"]), capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, (res.stdout, res.stderr)
+        assert "m03 has no dsas: installing" in res.stdout, res.stdout
+
+        def there(script: str) -> str:
+            return subprocess.run(["nsenter", "-t", str(sshd), "-m", "--", "sh", "-c", script],
+                                  capture_output=True, text=True, timeout=30).stdout.strip()
+
+        assert there("/usr/local/bin/dsas --version") == f"dsas, version {__version__}"
+        assert there("readlink /usr/local/bin/dsas") == f"{jt}/opt/dsas/bin/dsas"
+        assert (m3.state / "master-pair.key").read_bytes() == \
+            (m1.state / "master-pair.key").read_bytes()
+        assert "secondary: m03" in m1.inventory.read_text()
+    finally:
+        shutil.rmtree(jt, ignore_errors=True)
+
+
+def _pids() -> list[int]:
+    return [int(e) for e in os.listdir("/proc") if e.isdigit()]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
