@@ -10,8 +10,9 @@ keeps its side, so its pool half and keepalived priority do not change under it.
    restart); until HOST is in sync it is communication-interrupted (own half only). The
    master that left gets the new inventory by its mirror and lets the VIP go.
 2. Over SSH, HOST's host key checked against dsas's known_hosts only (`dsas trust HOST`
-   first): its dsas is checked to be this one's version; the pair key (0600), dsas-push's
-   SSH key and the new inventory are written (on stdin, never on a command line); then
+   first): its dsas is checked to be this one's version (installed if not, below); the
+   pair key (0600), dsas-push's SSH key and the new inventory are written (on stdin,
+   never on a command line); then
    the start command (default ``systemctl restart dsas-serve``) runs there.
 3. HOST's serve does the rest itself, as any returning master does: it pulls the leases
    (sha256-checked), mirrors the boot tree, the image store and known_hosts, gets the
