@@ -138,6 +138,11 @@ def _mirror_rows(masters: list[dict[str, Any]], now: float) -> list[list[Any]]:
               help="Where HOST's serve reads the inventory (default: this one's path).")
 @click.option("--remote-dsas", default="dsas", show_default=True, metavar="PATH",
               help="dsas on HOST (checked to be this version).")
+@click.option("--no-install", is_flag=True,
+              help="Refuse a HOST without this dsas version instead of installing it.")
+@click.option("--install-from", default=None, metavar="PREFIX", type=click.Path(file_okay=False),
+              help="The installed dsas (`make install`'s PREFIX) to copy to HOST "
+                   "(default: the one running).")
 @click.option("--start", "start_cmd", default="systemctl restart dsas-serve",
               show_default=True, metavar="CMD",
               help="Shell command that starts `dsas serve` on HOST.")
@@ -150,7 +155,8 @@ def _mirror_rows(masters: list[dict[str, Any]], now: float) -> list[list[Any]]:
               help="Seconds to wait for HOST to be in sync (0: do not wait).")
 def join(host: str, inventory_path: str | None, state_dir: str, master_name: str | None,
          remote_state_dir: str | None, remote_inventory: str | None, remote_dsas: str,
-         start_cmd: str, user: str, port: int, identity: str | None, wait: float) -> None:
+         no_install: bool, install_from: str | None, start_cmd: str, user: str, port: int,
+         identity: str | None, wait: float) -> None:
     """Make HOST a master: it takes the place of the other master of the pair (the
     secondary, run on the primary), gets the pair key, dsas-push's SSH key and the
     inventory over SSH (HOST's host key verified: `dsas trust HOST` first), and its
@@ -159,8 +165,12 @@ def join(host: str, inventory_path: str | None, state_dir: str, master_name: str
 
     \b
     The inventory edit is committed like any (history; `dsas inventory revert`
-    undoes it) and this master's serve follows it live. dsas itself must be on
-    HOST already (same version). Exit 0 when HOST is in sync and its mirror is
+    undoes it) and this master's serve follows it live. A HOST without dsas or
+    with another version first gets this master's own installation (`make
+    install`'s PREFIX venv, links, unit, man pages; same paths), copied over the
+    same SSH connection, its sha256 sums checked there, swapped in whole (the old
+    one kept on any failure); HOST's python3 must be the venv's version.
+    --no-install refuses such a HOST instead. Exit 0 when HOST is in sync and its mirror is
     not stale, 3 when it did not get there within --wait, 1 on an error (the
     step is named)."""
     from ..sshtrust.sshconf import SshConfig
@@ -173,7 +183,15 @@ def join(host: str, inventory_path: str | None, state_dir: str, master_name: str
         remote = hj.Remote(cfg, host, p.address)
         click.echo(f"1/4 {host} ({p.address}) joins as the {p.side}, in place of "
                    f"{p.replaces}; checking its dsas")
-        hj.check_dsas(remote, remote_dsas, f"dsas, version {__version__}")
+        version = f"dsas, version {__version__}"
+        have = hj.remote_version(remote, remote_dsas)
+        if have != version and not no_install:
+            from ..ha import install as hi
+            inst = hi.Installation.find(install_from)
+            click.echo(f"    {host} has {have or 'no dsas'}: installing {inst.prefix} there")
+            hi.install(remote, inst, version, click.echo)
+            remote_dsas = str(inst.prefix / "bin" / "dsas")
+        hj.check_dsas(remote, remote_dsas, version)
     except hj.JoinError as e:
         fail(e.one_line(), 1)
     click.echo(f"2/4 the inventory: cluster.masters.{p.side}: {host}")

@@ -10,8 +10,9 @@ keeps its side, so its pool half and keepalived priority do not change under it.
    restart); until HOST is in sync it is communication-interrupted (own half only). The
    master that left gets the new inventory by its mirror and lets the VIP go.
 2. Over SSH, HOST's host key checked against dsas's known_hosts only (`dsas trust HOST`
-   first): its dsas is checked to be this one's version; the pair key (0600), dsas-push's
-   SSH key and the new inventory are written (on stdin, never on a command line); then
+   first): its dsas is checked to be this one's version (installed if not, below); the
+   pair key (0600), dsas-push's SSH key and the new inventory are written (on stdin,
+   never on a command line); then
    the start command (default ``systemctl restart dsas-serve``) runs there.
 3. HOST's serve does the rest itself, as any returning master does: it pulls the leases
    (sha256-checked), mirrors the boot tree, the image store and known_hosts, gets the
@@ -19,9 +20,11 @@ keeps its side, so its pool half and keepalived priority do not change under it.
    keepalived. ``join`` waits (bounded) until the pair is in sync and HOST's mirror is not
    stale.
 
-The dsas package itself is not installed by ``join``: a host gets it from its image (the
-master role's) or ``make install``; ``join`` refuses a HOST without it or with another
-version (the channel's frames must match).
+A HOST without dsas, or with another version (the channel's frames must match), gets
+this master's own installation first (``provision.ha.install``: the ``make install``
+tree copied over the same verified SSH connection, its sha256 sums checked on HOST,
+swapped in whole; HOST's python3 must be the venv's version). ``--no-install`` refuses
+such a HOST instead, as before.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..errors import DsasError
 from ..inventory.edit import Document, EditError
@@ -106,12 +109,17 @@ class Remote:
         self.host = host
         self.address = str(address)
 
-    def run(self, what: str, script: str, data: bytes = b"") -> str:
+    def run(self, what: str, script: str, data: bytes | IO[bytes] = b"",
+            timeout: float = SSH_TIMEOUT) -> str:
+        """``script`` on the host, ``data`` on its stdin (bytes or a file)."""
+        argv = [*self.argv, self.address, "sh -c " + shlex.quote(script)]
         try:
-            res = subprocess.run([*self.argv, self.address, "sh -c " + shlex.quote(script)],
-                                 input=data, capture_output=True, timeout=SSH_TIMEOUT)
+            if isinstance(data, bytes):
+                res = subprocess.run(argv, input=data, capture_output=True, timeout=timeout)
+            else:
+                res = subprocess.run(argv, stdin=data, capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise JoinError(f"{what} on {self.host}: no answer in {SSH_TIMEOUT:g} s") from None
+            raise JoinError(f"{what} on {self.host}: no answer in {timeout:g} s") from None
         err = res.stderr.decode(errors="replace").strip().splitlines()
         last = err[-1] if err else f"exit {res.returncode}"
         if res.returncode == 255:
@@ -127,10 +135,18 @@ class Remote:
                        f"chmod {mode:o} {tmp} && mv -f {tmp} {q}", data)
 
 
-def check_dsas(remote: Remote, dsas: str, version: str) -> None:
+def remote_version(remote: Remote, dsas: str) -> str | None:
+    """What ``dsas --version`` answers on the host; None if it has no ``dsas``."""
     out = remote.run("dsas --version", f"command -v {shlex.quote(dsas)} >/dev/null 2>&1 "
-                     f"|| {{ echo 'no {dsas} here' >&2; exit 3; }}; {shlex.quote(dsas)} "
-                     "--version").strip()
+                     f"|| exit 0; {shlex.quote(dsas)} --version || echo broken").strip()
+    return out or None
+
+
+def check_dsas(remote: Remote, dsas: str, version: str) -> None:
+    out = remote_version(remote, dsas)
+    if out is None:
+        raise JoinError(f"no {dsas} on {remote.host}: install the same dsas there first "
+                        "(join does it, unless --no-install)")
     if out != version:
         raise JoinError(f"{remote.host} runs {out!r}, this master {version!r}: install the "
                         "same dsas there first")

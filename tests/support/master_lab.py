@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -276,8 +278,12 @@ def add_master(p: Pair, name: str, address: str) -> Master:
     return m
 
 
-def start_sshd(m: Master, address: str, authorized: Path) -> str:
-    """A real sshd in the master's namespace, its own host key; that key's base64."""
+def start_sshd(m: Master, address: str, authorized: Path, private: Sequence[str] = ()
+               ) -> str:
+    """A real sshd in the master's namespace, its own host key; that key's base64.
+
+    ``private``: directories on which sshd (and so every SSH session) gets its own empty
+    tmpfs, in a private mount namespace: what a session writes there only it sees."""
     from lab.sshfarm import SSHD_CONFIG
     d = m.dir / "sshd"
     d.mkdir()
@@ -288,8 +294,12 @@ def start_sshd(m: Master, address: str, authorized: Path) -> str:
     conf.write_text(SSHD_CONFIG.format(address=address, dir=d, authorized=authorized))
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # its privilege separation dir
     log = open(d / "sshd.log", "ab")  # noqa: SIM115 - the child owns it
-    m.ns.popen([require_tool("sshd"), "-D", "-e", "-f", str(conf)], stdout=log,
-               stderr=subprocess.STDOUT)
+    argv = [require_tool("sshd"), "-D", "-e", "-f", str(conf)]
+    if private:
+        mounts = "".join(f"mount -t tmpfs dsas-lab {shlex.quote(d)} && " for d in private)
+        argv = [require_tool("unshare"), "-m", "--propagation", "private", "sh", "-c",
+                f"{mounts}exec {shlex.join(argv)}"]
+    m.ns.popen(argv, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     m.ns.wait_port(22, "tcp")
     return (d / "ssh_host_ed25519_key.pub").read_text().split()[1]
