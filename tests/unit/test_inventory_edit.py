@@ -651,3 +651,17 @@ def test_removing_a_host_removes_its_lines_and_the_comment_right_above_it() -> N
     [(tag, old, new)] = changes(t, after)
     assert tag == "delete" and old[0] == "  lvs2:\n" and len(old) == 4 and new == []
     assert W103_SPREAD in after
+
+
+def test_inventory_diff_after_editing_a_spread_host_shows_only_its_line(inv: Path,
+                                                                        state: Path) -> None:
+    inv.write_text(spread_example())
+    r = dsas("host", "set", "w103", "hwtype=S6014HT", "-i", str(inv), state=state)
+    assert r.returncode == 0, r.stderr
+    r = dsas("inventory", "diff", "-i", str(inv), state=state)
+    assert r.returncode == 0, r.stderr
+    body = [line for line in r.stdout.splitlines()
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert body == ["-         addresses: {inside: 198.18.1.3}}",
+                    "+         addresses: {inside: 198.18.1.3}, hwtype: S6014HT}"]
+    assert "  # w103: the rack-2 spare\n" in inv.read_text()
