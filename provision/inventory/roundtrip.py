@@ -177,7 +177,7 @@ def respread(orig: list[str], new_line: str) -> list[str] | None:
     ``orig`` (the same entry spread over several): each item stays on the line it was
     on, a new item goes on the last line; a line whose items did not change is kept byte
     for byte, comments included. None when the lines cannot be matched up."""
-    new = _split_flow(new_line)
+    new = _split_flow(_code_comment(new_line)[0])  # ruamel moves a comment to the end
     if new is None or len(orig) < 2:
         return None
     head, items, close = new
@@ -191,15 +191,15 @@ def respread(orig: list[str], new_line: str) -> list[str] | None:
     per_line: list[list[str]] = [[] for _ in orig]
     for it in items:
         per_line[line_of.get(_item_key(it), len(orig) - 1)].append(it)
+    # the lines left with items (the first always: it holds the key); the last of them
+    # closes the collection
+    keep = [i for i, p in enumerate(per_line) if p or i == 0]
     out: list[str] = []
-    for idx, (code, comment) in enumerate(codes):
+    for idx in keep:
+        code, comment = codes[idx]
         lead = (code[: code.index(first[0][-1]) + 1] if idx == 0
                 else code[: len(code) - len(code.lstrip(" "))])
-        body = ", ".join(per_line[idx])
-        last = idx == len(orig) - 1
-        text = lead + body + (close if last else ",")
-        if not per_line[idx] and idx not in (0, len(orig) - 1):
-            continue  # every item of this line was removed
+        text = lead + ", ".join(per_line[idx]) + (close if idx == keep[-1] else ",")
         if text.rstrip() == code.rstrip():
             out.append(orig[idx])
         else:

@@ -665,3 +665,16 @@ def test_inventory_diff_after_editing_a_spread_host_shows_only_its_line(inv: Pat
     assert body == ["-         addresses: {inside: 198.18.1.3}}",
                     "+         addresses: {inside: 198.18.1.3}, hwtype: S6014HT}"]
     assert "  # w103: the rack-2 spare\n" in inv.read_text()
+
+
+def test_a_spread_host_with_a_comment_on_its_last_line_keeps_it_and_loses_emptied_lines() -> None:
+    t = spread_example().replace("         addresses: {inside: 198.18.1.3}}\n",
+                                 "         addresses: {inside: 198.18.1.3},\n"
+                                 "         hwtype: S6014HT}   # the new box\n")
+    after = edited(t, lambda d: set_host(d, "w103", [("addresses.inside", "198.18.1.33")]))
+    assert changes(t, after) == [("replace", ["         addresses: {inside: 198.18.1.3},\n"],
+                                  ["         addresses: {inside: 198.18.1.33},\n"])]
+    after = edited(t, lambda d: set_host(d, "w103", [], unset=["hwtype"]))
+    assert changes(t, after) == [("replace", ["         addresses: {inside: 198.18.1.3},\n",
+                                              "         hwtype: S6014HT}   # the new box\n"],
+                                  ["         addresses: {inside: 198.18.1.3}}\n"])]
