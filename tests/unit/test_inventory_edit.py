@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -573,3 +574,107 @@ def test_a_director_leaving_hands_its_place_on_and_a_pair_of_two_keeps_both() ->
     inv = loads(doc.text(), "lab")
     assert inv.lvs_pairs["lb"].directors == ("lvs2", "w1")
     assert inv.hosts["lvs1"].role.name == "web"
+
+
+# -- host entries keep the layout the operator wrote them in (issue 17) -----------------
+# The example's w103 spread over lines (a flow mapping, one comment inside and one above);
+# lvs1/lvs2 are block style, the others one-line flow.
+W103_SPREAD = ('  # w103: the rack-2 spare\n'
+               '  w103: {role: web,\n'
+               '         macs: ["52:54:00:00:01:03", "52:54:00:00:11:03"],  # both NICs\n'
+               '         addresses: {inside: 198.18.1.3}}\n')
+
+
+def spread_example() -> str:
+    t = EXAMPLE.read_text()
+    one = ('  w103: {role: web, macs: ["52:54:00:00:01:03", "52:54:00:00:11:03"], '
+           'addresses: {inside: 198.18.1.3}}\n')
+    assert one in t
+    return t.replace(one, W103_SPREAD)
+
+
+def edited(text: str, edit: Any) -> str:
+    doc = Document(text)
+    edit(doc)
+    return doc.text()
+
+
+def test_editing_a_host_spread_over_lines_changes_only_the_line_of_the_key() -> None:
+    t = spread_example()
+    after = edited(t, lambda d: set_host(d, "w103", [("hwtype", "S6014HT")]))
+    assert changes(t, after) == [("replace", ["         addresses: {inside: 198.18.1.3}}\n"],
+                                  ["         addresses: {inside: 198.18.1.3}, hwtype: S6014HT}\n"])]
+    after = edited(t, lambda d: set_host(
+        d, "w103", [("macs", "[52:54:00:00:01:03, 52:54:00:00:11:33]")]))
+    assert changes(t, after) == [("replace", [W103_SPREAD.splitlines(True)[2]],
+                                  ['         macs: ["52:54:00:00:01:03", "52:54:00:00:11:33"],'
+                                   '  # both NICs\n'])]
+    assert list(loads(after).hosts["w103"].macs) == ["52:54:00:00:01:03", "52:54:00:00:11:33"]
+
+
+def test_editing_another_host_leaves_a_spread_host_as_written() -> None:
+    t = spread_example()
+    for host in ("w101", "lvs1"):  # one-line flow, block style
+        after = edited(t, lambda d, h=host: set_host(d, h, [("hwtype", "S6014HT")]))
+        assert W103_SPREAD in after
+        [(tag, old, new)] = changes(t, after)
+        if host == "w101":
+            assert tag == "replace" and old[0].startswith("  w101: {") \
+                and new[0] == old[0].replace("}}\n", "}, hwtype: S6014HT}\n")
+        else:  # a block-style entry gets a block-style line, after its last key
+            assert (tag, old, new) == ("insert", [], ["    hwtype: S6014HT\n"])
+            lines = after.splitlines(keepends=True)
+            at = lines.index("  lvs1:\n")
+            assert lines[at + 3:at + 5] == ["    addresses: {inside: 198.18.0.11, outside: "
+                                            "203.0.113.11}\n", "    hwtype: S6014HT\n"]
+        assert list(loads(after).hosts) == list(loads(t).hosts)  # key order kept
+
+
+def test_a_host_added_among_block_style_neighbours_is_block_style() -> None:
+    t = spread_example()
+    after = edited(t, lambda d: add_host(d, "lvs3", "lvs", ["52:54:00:00:00:13"], {}))
+    [(tag, old, new)] = changes(t, after)
+    assert tag == "insert" and old == []
+    assert new[0] == "  lvs3:\n" and new[1] == "    role: lvs\n"
+    assert all(line.startswith("    ") for line in new[1:])
+    lines = after.splitlines(keepends=True)
+    assert lines[lines.index("  lvs3:\n") + len(new)].startswith("  w101: {")
+
+
+def test_removing_a_host_removes_its_lines_and_the_comment_right_above_it() -> None:
+    # A comment line directly above an entry (no blank line between) is the entry's own:
+    # it goes with it. Comments after a blank line introduce what follows: they stay.
+    t = spread_example()
+    after = edited(t, lambda d: remove_host(d, "w103"))
+    assert changes(t, after) == [("delete", W103_SPREAD.splitlines(True), [])]
+    after = edited(t, lambda d: remove_host(d, "lvs2"))
+    [(tag, old, new)] = changes(t, after)
+    assert tag == "delete" and old[0] == "  lvs2:\n" and len(old) == 4 and new == []
+    assert W103_SPREAD in after
+
+
+def test_inventory_diff_after_editing_a_spread_host_shows_only_its_line(inv: Path,
+                                                                        state: Path) -> None:
+    inv.write_text(spread_example())
+    r = dsas("host", "set", "w103", "hwtype=S6014HT", "-i", str(inv), state=state)
+    assert r.returncode == 0, r.stderr
+    r = dsas("inventory", "diff", "-i", str(inv), state=state)
+    assert r.returncode == 0, r.stderr
+    body = [line for line in r.stdout.splitlines()
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert body == ["-         addresses: {inside: 198.18.1.3}}",
+                    "+         addresses: {inside: 198.18.1.3}, hwtype: S6014HT}"]
+    assert "  # w103: the rack-2 spare\n" in inv.read_text()
+
+
+def test_a_spread_host_with_a_comment_on_its_last_line_keeps_it_and_loses_emptied_lines() -> None:
+    t = spread_example().replace("         addresses: {inside: 198.18.1.3}}\n",
+                                 "         addresses: {inside: 198.18.1.3},\n"
+                                 "         hwtype: S6014HT}   # the new box\n")
+    after = edited(t, lambda d: set_host(d, "w103", [("addresses.inside", "198.18.1.33")]))
+    assert changes(t, after) == [("replace", ["         addresses: {inside: 198.18.1.3},\n"],
+                                  ["         addresses: {inside: 198.18.1.33},\n"])]
+    after = edited(t, lambda d: set_host(d, "w103", [], unset=["hwtype"]))
+    assert changes(t, after) == [("replace", ["         addresses: {inside: 198.18.1.3},\n",
+                                              "         hwtype: S6014HT}   # the new box\n"],
+                                  ["         addresses: {inside: 198.18.1.3}}\n"])]
