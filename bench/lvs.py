@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -91,9 +92,15 @@ class Cpu:
     """Busy share of all CPUs over a window, and how much of it given PIDs used."""
 
     def __init__(self, pids: list[int]):
-        self.pids = pids
+        self.pids = list(pids)
         self.t0 = self._total()
         self.p0 = self._procs()  # a PID that dies meanwhile counts as 0 (others: upper bound)
+
+    def add(self, pid: int) -> None:
+        """A process of this run started after the window opened (a guest booted again):
+        all its CPU is the run's, not other processes'."""
+        self.pids.append(pid)
+        self.p0[pid] = 0
 
     @staticmethod
     def _total() -> tuple[int, int]:
@@ -113,11 +120,13 @@ class Cpu:
                 pass
         return out
 
-    def others(self) -> float:
-        """CPU other processes used since start, in % of one core (as every bench)."""
+    def others(self, also: float = 0.0) -> float:
+        """CPU other processes used since start, in % of one core (as every bench);
+        ``also``: CPU seconds this run's own processes outside ``pids`` used (the client)."""
         busy1, total1 = self._total()
         now = self._procs()
         ours = sum(now[p] - self.p0[p] for p in now if p in self.p0)
+        ours += round(also * os.sysconf("SC_CLK_TCK"))
         busy = busy1 - self.t0[0]
         one_core = max(1, total1 - self.t0[1]) / (os.cpu_count() or 1)
         return 100.0 * max(0, busy - ours) / one_core
@@ -131,10 +140,14 @@ def _wait(ok, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def
         time.sleep(1)
 
 
-def rps(client: Netns, host: str, seconds: float) -> tuple[float, int]:
+def rps(client: Netns, host: str, seconds: float) -> tuple[float, int, float]:
+    """(requests/s, failed, the client's CPU seconds: the run's own, not "other")."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = client.run([sys.executable, "-c", RPS, host, str(seconds), "4"],
                      timeout=seconds + 60).stdout.split()
-    return float(out[0]), int(out[1])
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return float(out[0]), int(out[1]), used
 
 
 def main(argv: list[str]) -> int:
@@ -188,15 +201,15 @@ def main(argv: list[str]) -> int:
             pids = [g.proc.pid for g in guests.values() if g.proc]
             w1 = str(c.inventory.hosts["w1"].primary_interface.address)
             cpu = Cpu(pids)
-            direct, dfail = rps(client, w1, args.seconds)
-            d_cpu = cpu.others()
+            direct, dfail, used = rps(client, w1, args.seconds)
+            d_cpu = cpu.others(used)
             cpu = Cpu(pids)
-            via, vfail = rps(client, VIP, args.seconds)
-            v_cpu = cpu.others()
+            via, vfail, used = rps(client, VIP, args.seconds)
+            v_cpu = cpu.others(used)
             w2 = str(c.inventory.hosts["w2"].primary_interface.address)
             cpu = Cpu(pids)
-            both, bfail = rps(client, f"{w1},{w2}", args.seconds)
-            b_cpu = cpu.others()
+            both, bfail, used = rps(client, f"{w1},{w2}", args.seconds)
+            b_cpu = cpu.others(used)
 
             # failover at advert_int 1, then at the sub-second advert_int
             failovers = []
