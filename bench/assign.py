@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from bench.common import FOREIGN_LIMIT, loaded_mark
-from bench.lvs import Cpu
+from bench.lvs import Cpu, run_pids
 from lab.assign import GUESTS, INVENTORY
 from lab.clone import TEST_BOOT_ROOT, build_images
 from lab.cluster import LabCluster
@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:
                 trust(c, state, n)
             for n in ("w1", "s1"):
                 raw(c, state, n, f"echo {n} > /var/www/html/index.html")
-            pids = [g.proc.pid for g in guests.values() if g.proc]
+            pids = run_pids(lab, guests)
             inv = ["-i", str(inv_path), "--state-dir", str(state)]
             loop_out = work / "loop.txt"
             with loop_out.open("w") as f:

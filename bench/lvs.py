@@ -22,7 +22,8 @@ leg on the inside bridge, so one process can reach a real server directly.
   directors boot again with it, and the same failover is measured again.
 
 Each figure comes with the CPU the machine's other processes used meanwhile
-(busy share of all CPUs from /proc/stat minus what this run's QEMUs used): on
+(busy share of all CPUs from /proc/stat minus what this run's QEMUs, the
+processes its lab started and its rps client used): on
 a shared machine TCG guests get what is left. Run: `python -m bench lvs`.
 
 Measured 2026-12-02, `nice -n 5 python -m bench lvs` (directors tiny-lvs,
@@ -60,6 +61,7 @@ from lab.lvs import (
     wait_until,
 )
 from lab.netns import Lab, Netns
+from lab.qemu import Guest
 from provision.inventory import load
 
 from .common import FOREIGN_LIMIT
@@ -140,6 +142,14 @@ def _wait(ok, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def
         time.sleep(1)
 
 
+def run_pids(lab: Lab, guests: dict[str, Guest]) -> list[int]:
+    """This run's processes: the guests' QEMUs and what the lab started (the serve, the
+    userspace VLAN relay that reads every frame on the trunk, client loops): their CPU is
+    the run's, not "other"."""
+    return [g.proc.pid for g in guests.values() if g.proc and g.running()] + [
+        p.pid for p in lab.procs if p.poll() is None]
+
+
 def rps(client: Netns, host: str, seconds: float) -> tuple[float, int, float]:
     """(requests/s, failed, the client's CPU seconds: the run's own, not "other")."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -198,7 +208,7 @@ def main(argv: list[str]) -> int:
                 assert st == 0, out
             _wait(lambda: client.run(["curl", "-sf", "-m", "2", f"http://{VIP}/"],
                                      check=False).returncode == 0, 180, "an answer via the VIP")
-            pids = [g.proc.pid for g in guests.values() if g.proc]
+            pids = run_pids(lab, guests)
             w1 = str(c.inventory.hosts["w1"].primary_interface.address)
             cpu = Cpu(pids)
             direct, dfail, used = rps(client, w1, args.seconds)
@@ -232,7 +242,7 @@ def main(argv: list[str]) -> int:
 
                     wait_until(lvs1_holds, 180, "the VIP on lvs1 again", 2)
                     time.sleep(10)  # both directors settled, the pool checked
-                pids = [g.proc.pid for g in guests.values() if g.proc and g.running()]
+                pids = run_pids(lab, guests)
                 cpu = Cpu(pids)
                 gap, lost = fail_over(c, client, guests, "lvs1", "lvs2")
                 failovers.append((advert, gap, lost, cpu.others()))
