@@ -9,7 +9,12 @@ every 0.1 s, 0.8 s timeout) counts failures.
 * back: `dsas assign s1 spare` (drained first), with its failures;
 * re-netboot, as the other tools do it: the inventory says s1 is web (`dsas host
   set`), the directors are reloaded (`dsas lb reload`), s1's QEMU is stopped and
-  started again; time from the power-off to its first answer through the VIP.
+  started again; time from the power-off to its first answer through the VIP;
+* reboot path: role spare's kernel command line made different from web's (a hand
+  edit), `dsas assign s1 spare` plans a reboot: drain, deliver, reboot, wait for
+  ready, rebalance; the guest's reboot ends its QEMU (-no-reboot, a direct kernel
+  boot), and a watcher powers it on again with what the inventory gives it now, as
+  a netboot would; time of the command, against the live web -> spare.
 
 Each figure comes with the CPU the machine's other processes used meanwhile (as
 bench/lvs.py). Run: `python -m bench assign`.
@@ -22,6 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -30,7 +36,17 @@ from bench.lvs import Cpu, run_pids
 from lab.assign import GUESTS, INVENTORY
 from lab.clone import TEST_BOOT_ROOT, build_images
 from lab.cluster import LabCluster
-from lab.lvs import CLIENT_LOOP, DSAS, VIP, boot, outside_client, publish_key, raw, trust
+from lab.lvs import (
+    CLIENT_LOOP,
+    DSAS,
+    VIP,
+    boot,
+    outside_client,
+    publish_key,
+    raw,
+    reboot_as,
+    trust,
+)
 from lab.lvs import client_rows as _rows
 from lab.netns import Lab
 from provision.inventory import load
@@ -78,8 +94,11 @@ def main(argv: list[str]) -> int:
                                     text=True)
             _wait(lambda: sum(ok for _, ok, _ in _rows(loop_out)) >= 20, 120, "traffic")
 
+            current: list[Cpu] = []  # the step's accounting (a guest powered on again joins it)
+
             def move(what: str, args: list[str], until: str | None) -> None:
                 cpu = Cpu(pids)
+                current[:] = [cpu]
                 n0 = len(_rows(loop_out))
                 t = time.monotonic()
                 r = m.run([DSAS, "assign", *args, "--yes", *inv], check=False, timeout=900)
@@ -119,6 +138,39 @@ def main(argv: list[str]) -> int:
             took = min(ts for ts, ok, b in _rows(loop_out) if ok and b != "w1" and ts > t) - t
             fails = sum(1 for _, ok, _ in _rows(loop_out)[n0:] if not ok)
             rows.append(("re-netboot: s1 -> web, to 1st answer", took, fails, cpu.others()))
+            guests["s1"] = g
+            pids = run_pids(lab, guests)
+
+            # the reboot path of `dsas assign`: role spare's kernel command line now differs
+            # from web's (a hand edit, the serve told), so the move reboots s1. Here a guest
+            # boots its kernel directly and QEMU runs with -no-reboot: the guest's reboot ends
+            # its QEMU, and a watcher powers it on again with what the inventory gives it
+            # now, as a netboot would
+            trust(c, state, "s1")  # the re-netboot made new host keys
+            text, spare = inv_path.read_text(), "  spare:\n    services: []\n"
+            assert text.count(spare) == 1
+            inv_path.write_text(text.replace(spare, "  spare:\n    kernel_args: "
+                                             "dsas.bench=reboot-path\n    services: []\n"))
+            notice = notify_serve(state, inv_path, sha256(inv_path.read_bytes()))
+            assert notice.reloaded, notice.message
+            c.inventory = load(inv_path)
+            old = guests["s1"]
+
+            def power_cycle() -> None:
+                if old.proc is None:
+                    return
+                try:
+                    old.proc.wait(timeout=900)
+                except subprocess.TimeoutExpired:
+                    return
+                new = guests["s1"] = reboot_as(c, "s1", old, 1536)
+                if new.proc is not None and current:
+                    current[0].add(new.proc.pid)
+
+            watcher = threading.Thread(target=power_cycle, daemon=True)
+            watcher.start()
+            move("reboot path: s1 web -> spare", ["s1", "spare"], None)
+            watcher.join(5)
             lab.stop(loop)
         finally:
             c.stop()
@@ -126,8 +178,12 @@ def main(argv: list[str]) -> int:
     print(f"{'measure':<40} {'seconds':>8} {'failed':>7} {'other CPU, % of a core':>23}")
     for what, took, fails, other in rows:
         print(f"{what:<40} {took:>8.1f} {fails:>7} {other:>23.0f}{loaded_mark(other)}")
-    if len(rows) == 3 and rows[0][1] > 0:
+    if len(rows) >= 3 and rows[0][1] > 0:
         quiet = max(rows[0][3], rows[2][3]) <= FOREIGN_LIMIT  # a loaded step is no ratio
         ratio = f"{rows[2][1] / rows[0][1]:>8.1f}" if quiet else f"{'-':>8}  (loaded: not a result)"
         print(f"{'ratio re-netboot / live':<40} {ratio}")
+    if len(rows) >= 4 and rows[1][1] > 0:
+        quiet = max(rows[1][3], rows[3][3]) <= FOREIGN_LIMIT
+        ratio = f"{rows[3][1] / rows[1][1]:>8.1f}" if quiet else f"{'-':>8}  (loaded: not a result)"
+        print(f"{'ratio reboot path / live (-> spare)':<40} {ratio}")
     return 0
