@@ -408,6 +408,13 @@ def lvs_farm(tmp_path: Path, inventory: str, images: tuple[str, ...] = ("tiny", 
             c.stop()
 
 
+def print_lab(c: LabCluster, guests: dict[str, Guest]) -> None:
+    """The serve's log and each guest's console, tails, on stderr (a failed test's)."""
+    print(c.serve_log()[-3000:], file=sys.stderr)
+    for n, g in guests.items():
+        print(f"---- {n}\n{g.console()[-3000:]}", file=sys.stderr)
+
+
 def start_httpd(sh: Shell) -> str:
     """busybox httpd in the foreground, in the background of the guest's shell: its PID."""
     st, out = sh.run("busybox httpd -f -p 80 -h /www </dev/null >/dev/null 2>&1 & echo PID $!")

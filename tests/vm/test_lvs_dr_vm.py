@@ -17,7 +17,6 @@ directors' IPVS tables say "Route", and no web server answers ARP for the VIP.
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from lab.lvs import (
     boot,
     capture_vrrp,
     lvs_farm,
+    print_lab,
     publish_key,
     requests,
     start_httpd,
@@ -133,9 +133,7 @@ def test_direct_routing_real_servers_answer_the_client_from_the_vip_on_lo(
         holder_macs = {m for d in ("lvs1", "lvs2") for m in c.inventory.hosts[d].macs}
         assert any(m in neigh for m in holder_macs), neigh
     except Exception:
-        print(c.serve_log()[-3000:], file=sys.stderr)
-        for n, g in guests.items():
-            print(f"---- {n}\n{g.console()[-3000:]}", file=sys.stderr)
+        print_lab(c, guests)
         raise
     finally:
         for sh in shells.values():

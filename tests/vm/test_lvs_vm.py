@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +54,7 @@ from lab.lvs import (
     lb_status,
     loop_on_vip,
     lvs_farm,
+    print_lab,
     publish_key,
     raw,
     reboot_as,
@@ -322,9 +322,7 @@ def test_directors_balance_drop_a_dead_web_server_fail_over_and_a_web_server_bec
             "return_lost": back_lost, "boot_s": boot_s, "gap2_s": gap2, "lost2": lost2,
             "gap3_s": gap3, "lost3": lost3}))
     except Exception:
-        print(c.serve_log()[-3000:], file=sys.stderr)
-        for n, g in guests.items():
-            print(f"---- {n}\n{g.console()[-3000:]}", file=sys.stderr)
+        print_lab(c, guests)
         raise
     finally:
         for sh in shells.values():
