@@ -117,8 +117,9 @@ class RolloutStore:
     def unfinished(self) -> RolloutRun | None:
         """The newest run not ended: running (or its process killed), paused or
         interrupted."""
-        rows = self.store.query("SELECT * FROM rollout_runs WHERE outcome IN ('running',"
-                                " 'paused', 'interrupted') ORDER BY id DESC LIMIT 1")
+        marks = ", ".join("?" * len(UNFINISHED))
+        rows = self.store.query(f"SELECT * FROM rollout_runs WHERE outcome IN ({marks})"
+                                " ORDER BY id DESC LIMIT 1", UNFINISHED)
         return self._run(rows[0]) if rows else None
 
     def runs(self, limit: int = 20) -> list[RolloutRun]:
