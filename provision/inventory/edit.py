@@ -416,7 +416,7 @@ def _runs_lvs(doc: Document, role: str, host: CommentedMap) -> bool:
 
 def _lvs_membership(doc: Document, name: str, role: str) -> None:
     """A host moved to a role that runs lvs joins the LVS pair as a further backup (one
-    priority lower than the last); one moved away from it leaves the pairs where it is
+    priority step lower than the last); one moved away from it leaves the pairs where it is
     a further backup. Only when the choice is clear: with several pairs (or where the
     host is a pair's active or only backup) the inventory is left for the operator, and
     `dsas check` names what is missing."""

@@ -304,6 +304,14 @@ class VirtualService:
     pair: str
 
 
+# Backups' priorities step down by this much. When the VIP holder dies, each backup
+# takes over after 3 adverts plus its skew, (256 - priority) / 256 advert intervals: one
+# priority apart, two backups' timers are 4 ms apart at advert_int 1, less than a busy
+# guest takes to hear the first one's advert (CI saw w2 take the inside VIP beside lvs2).
+# 20 apart they are 78 ms apart.
+BACKUP_PRIORITY_STEP = 20
+
+
 @dataclass(frozen=True)
 class LvsPair:
     """Two directors (active, backup) that hold the VIPs with keepalived."""
@@ -318,8 +326,8 @@ class LvsPair:
     auth_pass: str | None
     advert_int: float = 1  # seconds; fractional (VRRPv3, centiseconds) when sub-second
     gateway_vips: dict[str, IPv4Address] = field(default_factory=dict)  # network -> VIP
-    # Further backups after ``backup``, in inventory order, each one priority lower: a
-    # host moved to the lvs role joins the pair this way (issue 16).
+    # Further backups after ``backup``, in inventory order, each BACKUP_PRIORITY_STEP
+    # lower: a host moved to the lvs role joins the pair this way (issue 16).
     more_backups: tuple[str, ...] = ()
     preempt: bool = True  # the active takes the VIPs back when it returns
     preempt_delay: int = 0  # seconds it waits first (keepalived's preempt_delay)
@@ -341,7 +349,7 @@ class LvsPair:
     def priority_of(self, host: str) -> int:
         if host == self.active:
             return self.priority_active
-        return self.priority_backup - self.backups.index(host)
+        return self.priority_backup - BACKUP_PRIORITY_STEP * self.backups.index(host)
 
 
 @dataclass(frozen=True)

@@ -537,8 +537,8 @@ def test_assign_runs_are_journaled_with_each_step_honestly(inv: Path, state: Pat
 
 def test_assign_to_lvs_joins_the_pair_as_a_backup_and_leaving_lvs_leaves_it(
         inv: Path, state: Path) -> None:
-    """A web server moved to the lvs role joins the one LVS pair (a further backup, one
-    priority lower), so it boots as a director taking part in VRRP; moved back, it
+    """A web server moved to the lvs role joins the one LVS pair (a further backup, 20
+    priorities lower), so it boots as a director taking part in VRRP; moved back, it
     leaves the pair again (issue 16). Only the host's line and the pair's change."""
     before = inv.read_text()
     doc = Document(before)
@@ -547,7 +547,7 @@ def test_assign_to_lvs_joins_the_pair_as_a_backup_and_leaving_lvs_leaves_it(
     assert "    hosts: {lvs1: active, lvs2: backup, w102: backup}\n" in after
     inv.write_text(after)
     pair = load(inv).lvs_pairs["lb"]
-    assert pair.directors == ("lvs1", "lvs2", "w102") and pair.priority_of("w102") == 99
+    assert pair.directors == ("lvs1", "lvs2", "w102") and pair.priority_of("w102") == 80
     assert len(changes(before, after)) == 2, changes(before, after)
     doc = Document(after)
     assign_role(doc, "w102", "web", {})

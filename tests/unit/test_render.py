@@ -208,9 +208,12 @@ def test_keepalived_sub_second_advert_is_vrrp3() -> None:
     assert "version 3" in render_keepalived(inv, inv.hosts["lb1"])
 
 
-def test_a_second_backup_joins_the_pair_one_priority_lower() -> None:
-    """A host moved to the lvs role joins the pair as a further backup."""
-    from provision.inventory import loads
+def test_a_second_backup_joins_the_pair_20_priorities_lower() -> None:
+    """A host moved to the lvs role joins the pair as a further backup, 20 priorities
+    lower: one lower, the two backups' master-down timers are 4 ms apart and both take
+    the VIPs when the holder dies (a CI run saw it); a backup priority too low for the
+    step is refused with the lowest that works."""
+    from provision.inventory import InventoryError, loads
 
     text = (FIXTURES / "small.yaml").read_text().replace(
         "  w2: {role: web, macs: [\"52:54:00:12:00:22\", \"52:54:00:12:01:22\"], "
@@ -222,7 +225,14 @@ def test_a_second_backup_joins_the_pair_one_priority_lower() -> None:
     inv = loads(text, "small.yaml")
     pair = inv.lvs_pairs["lb"]
     assert pair.directors == ("lb1", "lb2", "w2")
-    assert [pair.priority_of(h) for h in pair.directors] == [150, 100, 99]
+    assert [pair.priority_of(h) for h in pair.directors] == [150, 100, 80]
     conf = render_keepalived(inv, inv.hosts["w2"])
-    assert "state BACKUP" in conf and "priority 99" in conf
+    assert "state BACKUP" in conf and "priority 80" in conf
     assert [h.name for h, _, _ in inv.lvs_hosts()] == ["lb1", "lb2", "w2"]
+    low = text.replace("    virtual_router_id: 7\n",
+                       "    virtual_router_id: 7\n    priority: {active: 150, backup: 15}\n")
+    with pytest.raises(InventoryError, match=r"2 backups need priorities 15 down to -5 "
+                       r"\(each 20 lower\); raise the backup priority to at least 21"):
+        loads(low, "small.yaml")
+    ok = loads(low.replace("backup: 15}", "backup: 21}"), "small.yaml").lvs_pairs["lb"]
+    assert [ok.priority_of(h) for h in ok.directors] == [150, 21, 1]

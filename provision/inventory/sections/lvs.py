@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..model import Host, IPv4Address, LvsPair, Network, VirtualService
+from ..model import BACKUP_PRIORITY_STEP, Host, IPv4Address, LvsPair, Network, VirtualService
 from ..reader import Reader, kind_of
 from .known import Known
 from .networks import on_networks
@@ -115,10 +115,12 @@ def _priorities(r: Reader, m: dict[str, Any], path: str, backups: int) -> tuple[
     if pa <= pb:
         r.err(m, "priority", f"{path}.priority",
               f"the active priority ({pa}) must be higher than the backup's ({pb})")
-    if backups > 1 and pb - (backups - 1) < 1:
+    lowest = pb - BACKUP_PRIORITY_STEP * (backups - 1)
+    if backups > 1 and lowest < 1:
         r.err(m, "priority", f"{path}.priority",
-              f"{backups} backups need priorities {pb} down to {pb - backups + 1}; "
-              "raise the backup priority")
+              f"{backups} backups need priorities {pb} down to {lowest} (each "
+              f"{BACKUP_PRIORITY_STEP} lower); raise the backup priority to at least "
+              f"{1 + BACKUP_PRIORITY_STEP * (backups - 1)}")
     return pa, pb
 
 
