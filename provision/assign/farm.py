@@ -13,7 +13,7 @@ from ..balancer import members as lbmembers
 from ..balancer import reload as lbreload
 from ..balancer.members import Override
 from ..balancer.status import DirectorView, probe, query
-from ..inventory.model import Inventory
+from ..inventory.model import TAKEOVER_PRIORITY, Inventory
 from ..push.remote import RemoteError, RemoteNode
 from ..sshtrust.sshconf import SshConfig
 from ..state import StateStore, events
@@ -105,8 +105,18 @@ class LiveFarm:
         return [query(self.cfg, n, a, self.timeout) for n, a in names]
 
     def hand_over(self, address: str, pair: str) -> str:
-        """Another director of ``pair`` runs its virtual services; keepalived stops on
-        the host; another director holds every VIP of the pair (HANDOVER_TIMEOUT)."""
+        """The pair's next active (the new inventory's) takes every VIP of ``pair`` while
+        the host still holds them; then keepalived stops on the host.
+
+        Stopping the holder first (keepalived's priority-0 advert) leaves the VIPs
+        nowhere for the next one's skew, (256 - priority) / 256 advert intervals: 0.6 s
+        at priority 100, and the clients' requests in it fail. So the next active is
+        reloaded first at TAKEOVER_PRIORITY with preempt (an ``lb_members`` row,
+        ``takeover``): it takes the VIPs at its master-down timer and sends gratuitous
+        ARP, and the host steps down on its first advert. Only then does keepalived
+        stop here; the rebalance's reload gives the next active its own priority
+        back. Any failure before the stop puts the next active's config back and
+        leaves keepalived running here, holding the VIPs."""
         others = [(n, a) for n, a in lbreload.directors(self.inv, {pair}) if n != self.host]
         vips = pair_vips(self.inv, pair)
         ready = [v for v in self._views(others) if runs_services(v, self.inv, pair)]
@@ -114,20 +124,57 @@ class LiveFarm:
             raise StepFailed(f"no other director of LVS pair {pair} runs its virtual services "
                              f"({', '.join(n for n, _ in others) or 'none'} asked): moving "
                              f"{self.host} would take the VIPs {' '.join(sorted(vips))} down")
-        said = self._run(address, STOP_DIRECTOR, "stopping keepalived")
+        nxt = self.inv.lvs_pairs[pair].active
+        if nxt not in [v.host for v in ready]:
+            raise StepFailed(f"{nxt}, the next active director of LVS pair {pair}, does not "
+                             f"run its virtual services (ready: "
+                             f"{', '.join(v.host for v in ready)})")
+        nxt_at = dict(others)[nxt]
         t0 = time.monotonic()
-        while True:
-            views = self._views(others)
-            holder = next((v.host for v in views if v.error is None and vips <= v.addresses),
-                          None)
-            if holder is not None:
-                return (f"{said} on {self.host}; {holder} holds the VIPs "
-                        f"{' '.join(sorted(vips))} after {time.monotonic() - t0:.1f} s")
-            if time.monotonic() - t0 >= HANDOVER_TIMEOUT:
-                raise StepFailed(f"no other director of LVS pair {pair} holds the VIPs "
-                                 f"{' '.join(sorted(vips))} {HANDOVER_TIMEOUT:g} s after "
-                                 f"keepalived stopped on {self.host}")
-            time.sleep(0.5)
+        took = self._take_over(pair, nxt, nxt_at, address, vips)
+        said = self._run(address, STOP_DIRECTOR, "stopping keepalived")
+        lbmembers.set_takeover(self.store, pair, None)  # the rebalance reloads nxt
+        (v,) = self._views([(nxt, nxt_at)])
+        if v.error is not None or not vips <= v.addresses:
+            raise StepFailed(f"{nxt} lost the VIPs {' '.join(sorted(vips))} when keepalived "
+                             f"stopped on {self.host}: {v.error or 'not on its interfaces'}")
+        return (f"{nxt} took the VIPs {' '.join(sorted(vips))} in {took:.1f} s (a reload at "
+                f"priority {TAKEOVER_PRIORITY} with preempt; {self.host} held them until "
+                f"then); {said} on {self.host}, {time.monotonic() - t0:.1f} s in all")
+
+    def _take_over(self, pair: str, nxt: str, nxt_at: str, address: str,
+                   vips: set[str]) -> float:
+        """``nxt`` reloaded at the take-over priority until it holds every VIP and the
+        host none; the seconds that took. On a failure its config is put back."""
+        p = self.inv.lvs_pairs[pair]
+        bound = max(HANDOVER_TIMEOUT, 4 * float(p.advert_int) + 10)
+        t0 = time.monotonic()
+        lbmembers.set_takeover(self.store, pair, nxt, nxt_at, f"{self.host} leaves the pair")
+        try:
+            r = lbreload.reload_one(self.cfg, nxt, nxt_at, lbreload.expected_sha(
+                self.inv, nxt, lbmembers.load(self.store)), self.timeout)
+            if not r.ok:
+                raise StepFailed(f"{nxt} ({nxt_at}) refused the take-over reload: {r.detail}")
+            while True:
+                mine, theirs = self._views([(self.host, address), (nxt, nxt_at)])
+                if theirs.error is None and vips <= theirs.addresses \
+                        and mine.error is None and not vips & mine.addresses:
+                    return time.monotonic() - t0
+                if time.monotonic() - t0 >= bound:
+                    raise StepFailed(
+                        f"{nxt} did not take the VIPs {' '.join(sorted(vips))} from "
+                        f"{self.host} in {bound:g} s at priority {TAKEOVER_PRIORITY} "
+                        f"({nxt} {_holds(theirs, vips)}, {self.host} {_holds(mine, vips)});"
+                        f" keepalived still runs on {self.host}")
+                time.sleep(0.5)
+        except StepFailed:
+            lbmembers.set_takeover(self.store, pair, None)
+            back = lbreload.reload_one(self.cfg, nxt, nxt_at, lbreload.expected_sha(
+                self.inv, nxt, lbmembers.load(self.store)), self.timeout)
+            if not back.ok:
+                self.log.append(f"{nxt}: its config could not be put back after the failed "
+                                f"take-over: {back.detail}")
+            raise
 
     def director_up(self, address: str, pair: str) -> tuple[bool, str]:
         """The host, a new director of ``pair``, has the pair's virtual services in IPVS."""
@@ -205,6 +252,12 @@ def pair_vips(inv: Inventory, pair: str) -> set[str]:
     p = inv.lvs_pairs[pair]
     return ({str(vs.vip) for vs in inv.services_of_pair(pair)}
             | {str(a) for a in p.gateway_vips.values()})
+
+
+def _holds(v: DirectorView, vips: set[str]) -> str:
+    if v.error is not None:
+        return v.error
+    return "holds " + (" ".join(sorted(vips & v.addresses)) or "none of them")
 
 
 def runs_services(v: DirectorView, inv: Inventory, pair: str) -> bool:

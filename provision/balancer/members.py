@@ -12,6 +12,10 @@ would undo it at its next reload)::
            it has not come up in that role yet
     keep   the host stays in ROLE's pools at its normal weight (even if the inventory
            moved it): a failed assign leaves the balancers as they were
+    takeover  (ROLE is then an LVS pair) the host, a director of the pair, renders
+           the take-over priority with preempt: it takes the VIPs from a director
+           leaving the pair while that one still holds them, so that the handover has
+           no gap (``assign.farm.LiveFarm.hand_over``)
 
 The table, ``lb_members`` (one row per (host, role) that differs from the inventory; the
 address is the host's in that role), is owned by ``state.members``.
@@ -33,11 +37,12 @@ from ..state.members import (
     load,
     load_quiet,
     set_host,
+    set_takeover,
 )
 
 # the table's API (state.members), re-exported for the callers
 __all__ = ["STATES", "Member", "Override", "Overrides", "address_in", "ensure_schema", "load",
-           "load_quiet", "members", "of_host", "roles_in", "set_host"]
+           "load_quiet", "members", "of_host", "roles_in", "set_host", "set_takeover"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ class Member:
 def members(inv: Inventory, role: str, overrides: Overrides | None = None) -> list[Member]:
     """The real servers of ``role``'s pools: its hosts, less the held ones, plus the
     hosts drained or kept in it from another role; in inventory order."""
-    ov = overrides or {}
+    ov = {k: o for k, o in (overrides or {}).items() if o.state != "takeover"}
     out: list[Member] = []
     for h in inv.hosts.values():
         o = ov.get((h.name, role))

@@ -310,6 +310,10 @@ class VirtualService:
 # guest takes to hear the first one's advert (CI saw w2 take the inside VIP beside lvs2).
 # 20 apart they are 78 ms apart.
 BACKUP_PRIORITY_STEP = 20
+# A director taking the VIPs from one that leaves its pair (`dsas assign`) runs this for
+# a moment, with preempt: above every priority an inventory may give (the active's is
+# at most 253), so it takes them while the leaving one still holds them.
+TAKEOVER_PRIORITY = 254
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import jinja2
 
 from .. import layout
 from ..balancer.members import Overrides, members
-from ..inventory.model import Host, Inventory
+from ..inventory.model import TAKEOVER_PRIORITY, Host, Inventory
 from ..policy import dns
 from ..push.multicast import DEFAULT_GROUP as UFTP_GROUP
 from ..push.multicast import DEFAULT_PORT as UFTP_PORT
@@ -280,7 +280,9 @@ def render_keepalived(inv: Inventory, host: Host, templates: str | Path | None =
     """keepalived.conf for one host of an LVS pair.
 
     ``overrides`` (the state store's ``lb_members``, see ``balancer.members``): hosts
-    drained (weight 0), held out of, or kept in a pool while `dsas assign` moves them.
+    drained (weight 0), held out of, or kept in a pool while `dsas assign` moves them;
+    this host taking a pair's VIPs over (TAKEOVER_PRIORITY, preempt) from a director
+    that leaves it.
     """
     mine = [(pair, state) for h, pair, state in inv.lvs_hosts() if h.name == host.name]
     if not mine:
@@ -313,8 +315,13 @@ def render_keepalived(inv: Inventory, host: Host, templates: str | Path | None =
             })
         real = {vs.name: [(m.address, 0 if m.drained else vs.weight)
                           for m in members(inv, vs.role, overrides)] for vs in services}
+        take = (overrides or {}).get((host.name, pair.name))
+        taking = take is not None and take.state == "takeover"
         pairs.append({"pair": pair, "state": state, "instances": instances,
-                      "services": services, "real": real})
+                      "services": services, "real": real, "takeover": taking,
+                      "priority": TAKEOVER_PRIORITY if taking else pair.priority_of(host.name),
+                      "preempt": taking or pair.preempt,
+                      "preempt_delay": 0 if taking else pair.preempt_delay})
     return _render(inv, "keepalived.conf.j2", templates, host=host, pairs=pairs)
 
 

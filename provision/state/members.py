@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from .schema import MEMBERS
 from .store import StateStore
 
-STATES = ("drain", "hold", "keep")
+STATES = ("drain", "hold", "keep", "takeover")
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Override:
 
     host: str
     role: str
-    state: str  # drain | hold | keep
+    state: str  # drain | hold | keep | takeover (``role`` is then the LVS pair)
     address: str  # the host's address in that role
     why: str = ""
 
@@ -68,3 +68,16 @@ def set_host(store: StateStore, host: str, rows: list[Override]) -> None:
                          " VALUES (?, ?, ?, ?, ?, ?)",
                          [(o.host, o.role, o.state, o.address, time.time(), o.why)
                           for o in rows])
+
+
+def set_takeover(store: StateStore, pair: str, host: str | None, address: str = "",
+                 why: str = "") -> None:
+    """``host`` takes the VIPs of LVS pair ``pair`` over (its keepalived.conf renders the
+    take-over priority, with preempt), or, with None, no host of the pair does."""
+    ensure_schema(store)
+    with store.transaction() as conn:
+        conn.execute("DELETE FROM lb_members WHERE state = 'takeover' AND role = ?", (pair,))
+        if host is not None:
+            conn.execute("INSERT OR REPLACE INTO lb_members(host, role, state, address, at, why)"
+                         " VALUES (?, ?, 'takeover', ?, ?, ?)",
+                         (host, pair, address, time.time(), why))

@@ -164,7 +164,7 @@ MEMBERS = Schema("lb_members", ("lb_members",), """
 CREATE TABLE IF NOT EXISTS lb_members (
     host TEXT NOT NULL,
     role TEXT NOT NULL,
-    state TEXT NOT NULL,           -- drain | hold | keep
+    state TEXT NOT NULL,           -- drain | hold | keep | takeover (role: the LVS pair)
     address TEXT NOT NULL,         -- the host's address in that role
     at REAL NOT NULL,
     why TEXT NOT NULL DEFAULT '',  -- e.g. "assign run 7"

@@ -196,6 +196,33 @@ def test_keepalived_preempt_settings() -> None:
     assert "priority 150" in render_keepalived(inv, inv.hosts["lb1"])
 
 
+def test_keepalived_takeover_override_renders_priority_254_with_preempt() -> None:
+    """A director taking the VIPs from one leaving the pair (`dsas assign`'s handover):
+    priority 254, preempt even in a nopreempt or preempt_delay pair, the pools as
+    they are; the other directors and the pools are untouched by the row."""
+    from provision.balancer.members import Override
+
+    take = {("lb2", "lb"): Override("lb2", "lb", "takeover", "198.18.0.12", "lb1 leaves"),
+            ("w1", "web"): Override("w1", "web", "drain", "198.18.0.21", "assign run 1")}
+    for extra in ("", "    preempt: false\n", "    preempt_delay: 15\n"):
+        inv = _small(extra)
+        conf = render_keepalived(inv, inv.hosts["lb2"], overrides=take)
+        assert "priority 254\n" in conf and "priority 100" not in conf, conf
+        assert "nopreempt" not in conf and "preempt_delay" not in conf, conf
+        assert "state BACKUP" in conf and "taking the VIPs over" in conf
+        plain = render_keepalived(inv, inv.hosts["lb2"], overrides={k: v for k, v in take.items()
+                                                                   if k[0] == "w1"})
+        assert "priority 100\n" in plain and "taking the VIPs over" not in plain
+        # the same pools (w1 drained) either way, and lb1 as it was
+        assert [ln for ln in conf.splitlines() if "weight" in ln] == \
+            [ln for ln in plain.splitlines() if "weight" in ln]
+        assert render_keepalived(inv, inv.hosts["lb1"], overrides=take) == \
+            render_keepalived(inv, inv.hosts["lb1"], overrides={k: v for k, v in take.items()
+                                                              if k[0] == "w1"})
+    with pytest.raises(Exception, match=r"priority.*253"):
+        _small("    priority: {active: 254, backup: 100}\n")
+
+
 def test_keepalived_sub_second_advert_is_vrrp3() -> None:
     inv = _small("    advert_int: 0.3\n")
     assert inv.lvs_pairs["lb"].advert_int == 0.3

@@ -110,8 +110,9 @@ def _pair_hosts(r: Reader, m: dict[str, Any], path: str,
 
 def _priorities(r: Reader, m: dict[str, Any], path: str, backups: int) -> tuple[int, int]:
     pr = r.mapping(m, "priority", f"{path}.priority", {"active", "backup"}, optional=True) or {}
-    pa = r.integer(pr, "active", f"{path}.priority", 1, 254, 150) or 150
-    pb = r.integer(pr, "backup", f"{path}.priority", 1, 254, 100) or 100
+    # 254 is the take-over priority of `dsas assign` (model.TAKEOVER_PRIORITY)
+    pa = r.integer(pr, "active", f"{path}.priority", 1, 253, 150) or 150
+    pb = r.integer(pr, "backup", f"{path}.priority", 1, 252, 100) or 100
     if pa <= pb:
         r.err(m, "priority", f"{path}.priority",
               f"the active priority ({pa}) must be higher than the backup's ({pb})")
