@@ -79,6 +79,8 @@ class LiveFarm:
 
     def reload(self, roles: set[str], pairs: set[str]) -> None:
         pairs = lbreload.pairs_of_roles(self.inv, roles) | (pairs & set(self.inv.lvs_pairs))
+        for pair in pairs:  # a take-over left by an assign killed in its handover
+            lbmembers.set_takeover(self.store, pair, None)
         done = lbreload.reload_all(self.inv, self.cfg, lbmembers.load(self.store), pairs,
                                    timeout=self.timeout, skip=frozenset(self.becoming))
         bad = [r for r in done if not r.ok]
