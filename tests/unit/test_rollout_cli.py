@@ -64,7 +64,8 @@ def test_without_yes_or_a_terminal_nothing_happens(farm: dict[str, Path]) -> Non
     r = dsas(farm, "web@B", "--host", "w101", stdin="y\n")
     assert r.exit_code == 1
     assert "not confirmed (no terminal to ask on)" in r.output
-    assert not farm["state"].exists()
+    # nothing recorded: only the rollout lock it held while it asked (rollout.owner)
+    assert [p.name for p in farm["state"].iterdir()] == ["rollout.lock"]
 
 
 @pytest.mark.parametrize(("args", "code", "msg"), [
