@@ -233,8 +233,9 @@ def fingerprint(store: StateStore) -> tuple[Any, ...]:
 
 
 def describe(run: dict[str, Any]) -> list[str]:
-    """A running rollout (``RolloutRun.as_json()``) for `dsas status`: one line, and one
-    per host that is moving or failed."""
+    """A running rollout (``RolloutRun.as_json()`` and ``live``, ``rollout.owner.live``)
+    for `dsas status`: one line (a killed one says so, naming its PID), and one per host
+    that is moving or failed."""
     hosts = run.get("hosts", [])
     by: dict[str, list[str]] = {}
     for h in hosts:
@@ -243,7 +244,7 @@ def describe(run: dict[str, Any]) -> list[str]:
     paused = {"paused": " PAUSED after its canary (--continue)",
               "interrupted": f" INTERRUPTED (`dsas rollout {run['image']} --resume` goes on,"
                              " --abandon ends it)"}.get(run.get("outcome", ""), "")
-    if run.get("outcome") == "running":
+    if run.get("outcome") == "running" and run.get("owner"):  # none: an older dsas's
         paused = " " + state_text("running", run.get("owner"), run.get("live"))
         if run.get("live") is False:
             paused += (f" (`dsas rollout {run['image']} --resume` goes on, --abandon ends"
