@@ -79,11 +79,12 @@ class _Args:
 @click.option("--resume", "again", is_flag=True,
               help="Go on with the unfinished rollout of IMAGE (interrupted, or its dsas "
                    "killed): its drains lifted, the hosts already moved skipped, the one "
-                   "that was moving checked by its ready report; give IMAGE only.")
+                   "that was moving checked by its ready report; refused while its dsas is "
+                   "alive; give IMAGE only.")
 @click.option("--abandon", is_flag=True,
               help="End the unfinished rollout of IMAGE where it is (recorded abandoned): "
-                   "its drains lifted, its hosts left on the version they run; give IMAGE "
-                   "only.")
+                   "its drains lifted, its hosts left on the version they run; refused "
+                   "while its dsas is alive; give IMAGE only.")
 @click.option("--dry-run", "-n", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True,

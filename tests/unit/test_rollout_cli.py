@@ -208,8 +208,10 @@ def test_a_live_run_is_refused_naming_its_pid(farm: dict[str, Path]) -> None:
     lock = RunLock(farm["state"])
     assert lock.take()
     try:
-        for args in (["web", "--resume", "--yes"], ["web", "--abandon"],
-                     ["web@B", "--host", "w104", "--yes"], ["web@B", "--host", "w104", "-n"]):
+        # no --yes: were it not refused, it would stop at the confirmation, before any
+        # host is reached (--abandon, last, would reach the directors)
+        for args in (["web@B", "--host", "w104", "-n"], ["web", "--resume"],
+                     ["web@B", "--host", "w104"], ["web", "--abandon"]):
             r = dsas(farm, *args)
             assert r.exit_code == 1, (args, r.output)
             assert (f"error: rollout {run} of image web to B is live: dsas PID {os.getpid()}"
