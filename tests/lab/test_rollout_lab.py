@@ -98,7 +98,7 @@ def test_a_live_rollout_is_refused_by_pid_then_killed_mid_batch_it_is_resumed(
         time.sleep(0.2)
     # live: its lock held, its PID recorded; another --resume, --abandon or rollout is
     # refused, naming it (two processes would move the same hosts)
-    live = (f"error: rollout 1 of image tiny to 2 is live: dsas PID {proc.pid} on host ")
+    live = f"error: rollout 1 of image tiny to 2 is live: dsas PID {proc.pid} on host "
     for args in (("tiny", "--resume"), ("tiny", "--abandon"), ("tiny@2", "--role", "web")):
         rc, doc, err = rl.rollout(*args)
         assert rc == 1 and live in err and f"`kill -INT {proc.pid}`" in err, (args, err)
