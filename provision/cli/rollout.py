@@ -10,6 +10,8 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +26,14 @@ from ..imaging.content import parse_ref
 from ..imaging.store import ImageStore
 from ..inventory import Inventory, InventoryError, loads
 from ..inventory.edit import Document, EditError
+from ..rollout import owner as rowner
 from ..rollout import plan as rplan
 from ..rollout import run as rrun
 from ..rollout.farm import DISK_ROOT, LiveNodes
 from ..sshtrust.sshconf import SshConfig, ensure_client_key
 from ..state import FILENAME, StateStore, events
-from ..state.rollout import RolloutRun, RolloutStore
+from ..state.rollout import Owner as RunOwner
+from ..state.rollout import RolloutRun, RolloutStore, state_text
 from .common import inventory_option, ssh_login_options
 from .editcommon import apply, fail_problems, finish, start, state_dir_option, validated
 from .image import boot_root_option
@@ -75,15 +79,17 @@ class _Args:
 @click.option("--resume", "again", is_flag=True,
               help="Go on with the unfinished rollout of IMAGE (interrupted, or its dsas "
                    "killed): its drains lifted, the hosts already moved skipped, the one "
-                   "that was moving checked by its ready report; give IMAGE only.")
+                   "that was moving checked by its ready report; refused while its dsas is "
+                   "alive; give IMAGE only.")
 @click.option("--abandon", is_flag=True,
               help="End the unfinished rollout of IMAGE where it is (recorded abandoned): "
-                   "its drains lifted, its hosts left on the version they run; give IMAGE "
-                   "only.")
+                   "its drains lifted, its hosts left on the version they run; refused "
+                   "while its dsas is alive; give IMAGE only.")
 @click.option("--dry-run", "-n", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True,
-              help="The plan (and, with --yes, the outcome) as JSON on stdout.")
+              help="The plan (and, with --yes, the outcome) as JSON on stdout; with "
+                   "--history, the runs (each with its owner and whether it is live).")
 @click.option("--history", is_flag=True, help="List the recorded rollouts; nothing else.")
 @inventory_option
 @state_dir_option
@@ -137,7 +143,11 @@ def rollout(ref: str | None, roles: tuple[str, ...], hosts: tuple[str, ...], bat
     (or --pause waits some seconds). SIGINT or SIGTERM stops the rollout after
     the batch it is moving (recorded interrupted); after that, or after its dsas
     was killed, a new rollout is refused until `dsas rollout IMAGE --resume`
-    goes on with it or --abandon ends it. The inventory's version
+    goes on with it or --abandon ends it. While a dsas rollout runs it holds
+    STATE-DIR/rollout.lock and its run records its PID: another rollout,
+    --resume or --abandon is refused, naming the PID (wait for it, or stop it
+    with SIGINT); once that dsas is killed, its run shows as killed (owner PID
+    N gone) and --resume or --abandon takes it over. The inventory's version
     of IMAGE changes only when every host that boots it is on VERSION. Every run
     (who, when, each host's version and outcome) is in the state store, and
     `dsas status` shows a running one.
@@ -156,42 +166,86 @@ def rollout(ref: str | None, roles: tuple[str, ...], hosts: tuple[str, ...], bat
       dsas rollout --history
     """
     if history:
-        _show_history(state_dir)
+        _show_history(state_dir, as_json)
         return
     args = _Args(ref, roles, hosts, batch, canary, max_failures, back, resume, again,
                  abandon, dry_run)
     _check_args(args, as_json, dry_run, yes)
-    cfg = SshConfig(Path(state_dir), user=user, port=port,
-                    identity=Path(identity) if identity else None, connect_timeout=ssh_timeout)
-    if abandon:
-        assert ref is not None
-        _abandon(ref, inventory_path, state_dir, cfg, max(120.0, ssh_timeout * 3))
+    with _locked(state_dir, not dry_run or abandon) as locked:
+        cfg = SshConfig(Path(state_dir), user=user, port=port, connect_timeout=ssh_timeout,
+                        identity=Path(identity) if identity else None)
+        if abandon:
+            assert ref is not None
+            _abandon(ref, inventory_path, state_dir, cfg, max(120.0, ssh_timeout * 3))
+            return
+        if wait and canary is None:
+            fail_problems("--wait needs --canary (it waits after the canary)", [], 2)
+        inv, p, paused = _plan(args, inventory_path, state_dir, boot_root, locked)
+        out = p.as_json()
+        if as_json and dry_run:
+            click.echo(json.dumps(out, indent=2))
+        elif not as_json:
+            click.echo(rplan.describe(p))
+        if dry_run:
+            if not as_json:
+                click.echo("dry run: nothing changed")
+            return
+        if not p.moves and not again:
+            click.echo("nothing to move", err=as_json)
+            return
+        if not yes:
+            _confirm(p)
+        ensure_client_key(cfg)
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+        t = rrun.Timeouts(drain_timeout, ready_timeout, check_timeout, pause, wait)
+        settings = (disk_root, reboot_command, reapply_command, max(120.0, ssh_timeout * 3))
+        res, run_id, took = _execute(p, inv, cfg, state_dir, (boot_root, paused), t, settings,
+                                     as_json)
+        rev = _catch_up(p, res, inventory_path, state_dir, run_id, as_json)
+        _report(p, res, run_id, rev, took, out, as_json)
+
+
+@contextmanager
+def _locked(state_dir: str, take: bool) -> Iterator[bool]:
+    """The rollout lock held for the whole command (``take``: all but a dry run); exit
+    1 naming the live run and its PID when another dsas holds it. True: held."""
+    if not take:
+        yield False
         return
-    if wait and canary is None:
-        fail_problems("--wait needs --canary (it waits after the canary)", [], 2)
-    inv, p, paused = _plan(args, inventory_path, state_dir, boot_root)
-    out = p.as_json()
-    if as_json and dry_run:
-        click.echo(json.dumps(out, indent=2))
-    elif not as_json:
-        click.echo(rplan.describe(p))
-    if dry_run:
-        if not as_json:
-            click.echo("dry run: nothing changed")
-        return
-    if not p.moves and not again:
-        click.echo("nothing to move", err=as_json)
-        return
-    if not yes:
-        _confirm(p)
-    ensure_client_key(cfg)
-    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    t = rrun.Timeouts(drain_timeout, ready_timeout, check_timeout, pause, wait)
-    settings = (disk_root, reboot_command, reapply_command, max(120.0, ssh_timeout * 3))
-    res, run_id, took = _execute(p, inv, cfg, state_dir, (boot_root, paused), t, settings,
-                                 as_json)
-    rev = _catch_up(p, res, inventory_path, state_dir, run_id, as_json)
-    _report(p, res, run_id, rev, took, out, as_json)
+    lock = rowner.RunLock(state_dir)
+    if not lock.take():
+        _refuse_live(state_dir, lock.holder())
+    try:
+        yield True
+    finally:
+        lock.close()
+
+
+def _refuse_live(state_dir: str, holder: RunOwner | None) -> None:
+    """Exit 1: another dsas rollout (``holder``, as its lock file says) holds the lock."""
+    run = None
+    if (Path(state_dir) / FILENAME).exists():
+        store = StateStore(state_dir)
+        try:
+            run = RolloutStore(store).unfinished()
+        finally:
+            store.close()
+    if run is not None and run.outcome == "running" and run.owner is not None and (
+            holder is None or holder == run.owner):
+        holder = run.owner
+    else:
+        run = None
+    _live_error(run, holder)
+
+
+def _live_error(run: RolloutRun | None, who: RunOwner | None) -> None:
+    pid = str(who.pid) if who is not None else "?"
+    what = (f"rollout {run.id} of image {run.image} to {run.version}" if run is not None
+            else "another dsas rollout")
+    fail_problems(f"{what} is live: dsas PID {pid} on host {who.host if who else '?'} is "
+                  "running it; wait for it to end, or stop it with SIGINT (`kill -INT "
+                  f"{pid}`: it stops after the batch it is moving; then `dsas rollout "
+                  f"{run.image if run else 'IMAGE'} --resume` goes on)", [])
 
 
 def _check_args(a: _Args, as_json: bool, dry_run: bool, yes: bool) -> None:
@@ -213,9 +267,10 @@ def _check_args(a: _Args, as_json: bool, dry_run: bool, yes: bool) -> None:
 
 
 def _plan(a: _Args, inventory_path: str | None, state_dir: str,
-          boot_root: str) -> tuple[Inventory, rplan.Plan, int | None]:
+          boot_root: str, locked: bool) -> tuple[Inventory, rplan.Plan, int | None]:
     """The inventory, the plan and (--continue) the paused run it goes on with; exit 1
-    with one line when it cannot be made."""
+    with one line when it cannot be made. ``locked``: this process holds the rollout
+    lock (a run left running is a killed one)."""
     assert a.ref is not None
     edit = start(inventory_path)
     try:
@@ -233,7 +288,7 @@ def _plan(a: _Args, inventory_path: str | None, state_dir: str,
         overrides = lbmembers.load(store) if store is not None else {}
         roles, hosts, paused = a.roles, a.hosts, None
         if rs is not None and not (a.resume or a.again):
-            _refuse_unfinished(rs, image)
+            _refuse_unfinished(rs, image, locked)
         if a.back:
             version, hosts = _back_of(rs, image)
             roles = ()
@@ -272,14 +327,18 @@ def _back_of(rs: RolloutStore | None, image: str) -> tuple[str, tuple[str, ...]]
                                 if h.outcome in ("done", "failed", "moving"))
 
 
-def _refuse_unfinished(rs: RolloutStore, image: str) -> None:
-    """Exit 1 while a rollout is unfinished: one at a time."""
+def _refuse_unfinished(rs: RolloutStore, image: str, locked: bool) -> None:
+    """Exit 1 while a rollout is unfinished: one at a time. ``locked``: its dsas is
+    gone (this one holds the lock); else (a dry run) /proc says."""
     run = rs.unfinished()
     if run is None:
         return
+    live = False if locked else rowner.live(run)
+    if live:
+        _live_error(run, run.owner)
     hint = ("--continue" if run.outcome == "paused" else "--resume")
     left = [h.host for h in run.hosts if h.outcome in ("pending", "moving")]
-    state = {"running": "still running, or its dsas was killed"}.get(run.outcome, run.outcome)
+    state = state_text(run.outcome, vars(run.owner) if run.owner else None, live)
     fail_problems(f"rollout {run.id} of image {run.image} to {run.version} is unfinished "
                   f"({state}; {len(left)} host(s) not moved: {', '.join(left) or 'none'}): "
                   f"`dsas rollout {run.image} {hint}` goes on with it, `dsas rollout "
@@ -405,13 +464,14 @@ def _execute(p: rplan.Plan, inv: Inventory, cfg: SshConfig, state_dir: str,
     store = StateStore(state_dir)
     try:
         rs = RolloutStore(store)
+        me = rowner.me()
         if paused is not None:
             run_id = paused
-            rs.resume(run_id)
+            rs.resume(run_id, me)
         else:
             run_id = rs.start(p.image, p.version, p.previous, p.back, p.as_json(),
                               [(h, i, p.move(h).current) for i, b in enumerate(p.batches)
-                               for h in b])
+                               for h in b], me)
         nodes = LiveNodes(inv, cfg, store, ImageStore(layout.image_store(boot_root)),
                           disk_root=disk_root, timeout=timeout)
         nodes.reboot = reboot or nodes.reboot
@@ -493,7 +553,8 @@ def _report(p: rplan.Plan, res: rrun.Result, run_id: int, rev: int | None, took:
     if as_json:
         out.update({"run": run_id, "outcome": res.outcome, "why": res.why,
                     "moved": res.moved, "failed": res.failed, "not_run": res.not_run,
-                    "pending": res.pending,
+                    "pending": res.pending, "owner": vars(rowner.me()),
+                    "live": False,  # this dsas drove it, and it has ended
                     "inventory_revision": rev, "seconds": round(took, 3),
                     "host_seconds": {h: round(s, 3) for h, s in res.seconds.items()}})
         click.echo(json.dumps(out, indent=2))
@@ -519,21 +580,25 @@ def _report(p: rplan.Plan, res: rrun.Result, run_id: int, rev: int | None, took:
     sys.exit(1)
 
 
-def _show_history(state_dir: str) -> None:
-    if not (Path(state_dir) / FILENAME).exists():
-        click.echo(f"no rollout recorded in {state_dir}")
+def _show_history(state_dir: str, as_json: bool) -> None:
+    runs: list[RolloutRun] = []
+    if (Path(state_dir) / FILENAME).exists():
+        store = StateStore(state_dir)
+        try:
+            runs = RolloutStore(store).runs()
+        finally:
+            store.close()
+    if as_json:
+        click.echo(json.dumps([{**r.as_json(), "live": rowner.live(r)} for r in runs],
+                              indent=2))
         return
-    store = StateStore(state_dir)
-    try:
-        runs = RolloutStore(store).runs()
-    finally:
-        store.close()
     if not runs:
         click.echo(f"no rollout recorded in {state_dir}")
     for r in runs:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started))
+        state = state_text(r.outcome, vars(r.owner) if r.owner else None, rowner.live(r))
         click.echo(f"run {r.id} {when} {r.user}: {r.image} {r.previous} -> {r.version}"
-                   f"{' (back)' if r.back else ''}: {r.outcome}")
+                   f"{' (back)' if r.back else ''}: {state}")
         for h in r.hosts:
             click.echo(f"  batch {h.batch + 1} {h.host}: {h.from_version} -> {h.to_version}"
                        f" {h.outcome}" + (f" ({h.detail})" if h.detail else ""))

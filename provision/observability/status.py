@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..inventory.model import Host, Inventory
+from ..rollout import owner
 from ..state import StateStore, balancer, discovered, events, leases, pushes, rollout
 from .logsafe import safe
 
@@ -78,6 +79,7 @@ class StatusSource:
         self.store = store
         self.obs = Observed()
         self._fingerprint: tuple[Any, ...] | None = None
+        self._rollout: rollout.RolloutRun | None = None
 
     def _tables(self) -> set[str]:
         return self.store.existing_tables()
@@ -94,7 +96,20 @@ class StatusSource:
             self._fingerprint = fp
             self._reload_others(tables)
             return None
+        if self._rollout_live_changed():
+            return None
         return changed
+
+    def _rollout_live_changed(self) -> bool:
+        """Whether the running rollout's dsas died (or came) since the last look: a
+        killed process changes no table, so this asks /proc each time."""
+        if self._rollout is None or self.obs.rollout is None:
+            return False
+        live = owner.live(self._rollout)
+        if live == self.obs.rollout.get("live"):
+            return False
+        self.obs.rollout["live"] = live
+        return True
 
     def _new_events(self) -> set[str]:
         changed: set[str] = set()
@@ -134,7 +149,9 @@ class StatusSource:
         if "dhcp_discovered" in tables:
             obs.discovered = discovered.machines(self.store)[-500:]
         running = rollout.running_quiet(self.store) if "rollout_hosts" in tables else None
-        obs.rollout = running.as_json() if running is not None else None
+        self._rollout = running
+        obs.rollout = ({**running.as_json(), "live": owner.live(running)}
+                       if running is not None else None)
         obs.lb = {}
         if "lb_reads" in tables:
             obs.lb = {d: r.as_dict() for d, r in balancer.latest(self.store).items()}

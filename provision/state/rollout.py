@@ -12,7 +12,8 @@ A run is ``running`` until it ends ``done`` (every host moved), ``stopped`` (aft
 (after its canary, until `dsas rollout --continue` runs it again). A run stopped by
 SIGINT/SIGTERM between batches is ``interrupted``; one whose process was killed stays
 ``running``: `dsas rollout IMAGE --resume` goes on with either (``--abandon`` ends it
-``abandoned``).
+``abandoned``). Each run records its owner, the process driving it (``Owner``), so a
+killed one can be told from a live one (``rollout.owner``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ class HostRow:
     detail: str
 
 
+@dataclass(frozen=True)
+class Owner:
+    """The `dsas rollout` process that drives a run: PID, its start time (clock ticks
+    after boot, /proc/PID/stat field 22: a recycled PID has another) and host name."""
+
+    pid: int
+    start: int
+    host: str
+
+
 @dataclass
 class RolloutRun:
     """One `dsas rollout` run, with its hosts."""
@@ -59,11 +70,13 @@ class RolloutRun:
     outcome: str
     plan: dict[str, Any]
     hosts: list[HostRow] = field(default_factory=list)
+    owner: Owner | None = None  # None: recorded by an older dsas
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "started": self.started, "finished": self.finished,
                 "user": self.user, "image": self.image, "version": self.version,
                 "previous": self.previous, "back": self.back, "outcome": self.outcome,
+                "owner": vars(self.owner) if self.owner is not None else None,
                 "hosts": [vars(h) for h in self.hosts]}
 
 
@@ -75,14 +88,17 @@ class RolloutStore:
         store.ensure(ROLLOUT)
 
     def start(self, image: str, version: str, previous: str, back: bool,
-              plan: dict[str, Any], hosts: list[tuple[str, int, str]]) -> int:
-        """A new run; ``hosts``: (host, batch, from version), each ``pending``."""
+              plan: dict[str, Any], hosts: list[tuple[str, int, str]],
+              owner: Owner | None = None) -> int:
+        """A new run, driven by ``owner``; ``hosts``: (host, batch, from version), each
+        ``pending``."""
         now = time.time()
         with self.store.transaction() as conn:
             cur = conn.execute(
-                "INSERT INTO rollout_runs(started, user, image, version, previous, back, plan)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (now, current_user(), image, version, previous, int(back), json.dumps(plan)))
+                "INSERT INTO rollout_runs(started, user, image, version, previous, back, plan,"
+                " owner_pid, owner_start, owner_host) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (now, current_user(), image, version, previous, int(back), json.dumps(plan),
+                 *_columns(owner)))
             run = cur.lastrowid
             assert run is not None
             conn.executemany(
@@ -104,11 +120,13 @@ class RolloutStore:
         self.store.execute("UPDATE rollout_runs SET outcome = ?, finished = ? WHERE id = ?",
                            (outcome, time.time(), run))
 
-    def resume(self, run: int) -> None:
-        """A paused (``--continue``), interrupted or killed (``--resume``) run goes on."""
-        self.store.execute("UPDATE rollout_runs SET outcome = 'running', finished = NULL"
+    def resume(self, run: int, owner: Owner | None = None) -> None:
+        """A paused (``--continue``), interrupted or killed (``--resume``) run goes on,
+        driven by ``owner`` now."""
+        self.store.execute("UPDATE rollout_runs SET outcome = 'running', finished = NULL,"
+                           " owner_pid = ?, owner_start = ?, owner_host = ?"
                            " WHERE id = ? AND outcome IN ('paused', 'interrupted',"
-                           " 'running')", (run,))
+                           " 'running')", (*_columns(owner), run))
 
     def run(self, run: int) -> RolloutRun:
         return self._run(self.store.query("SELECT * FROM rollout_runs WHERE id = ?",
@@ -131,7 +149,7 @@ class RolloutStore:
     def _run(self, r: sqlite3.Row) -> RolloutRun:
         run = RolloutRun(r["id"], r["started"], r["finished"], r["user"], r["image"],
                          r["version"], r["previous"], bool(r["back"]), r["outcome"],
-                         json.loads(r["plan"]))
+                         json.loads(r["plan"]), owner=_owner(r))
         run.hosts = [HostRow(h["host"], h["batch"], h["at"], h["from_version"],
                              h["to_version"], h["outcome"], h["detail"])
                      for h in self.store.query("SELECT * FROM rollout_hosts WHERE run_id = ?"
@@ -175,6 +193,18 @@ class RolloutStore:
                                  [(image, h) for h in hosts])
 
 
+def _columns(o: Owner | None) -> tuple[int | None, int | None, str | None]:
+    return (o.pid, o.start, o.host) if o is not None else (None, None, None)
+
+
+def _owner(r: sqlite3.Row) -> Owner | None:
+    """The owner a row records (none: an older dsas ran it, or an old table the status
+    page reads without adding the columns)."""
+    if "owner_pid" not in r.keys() or r["owner_pid"] is None:
+        return None
+    return Owner(r["owner_pid"], r["owner_start"], r["owner_host"])
+
+
 def pins_quiet(store: StateStore) -> dict[str, tuple[str, str]]:
     """host -> (image, version) pinned, for the serve's renderer: no table yet, no pin."""
     try:
@@ -203,8 +233,9 @@ def fingerprint(store: StateStore) -> tuple[Any, ...]:
 
 
 def describe(run: dict[str, Any]) -> list[str]:
-    """A running rollout (``RolloutRun.as_json()``) for `dsas status`: one line, and one
-    per host that is moving or failed."""
+    """A running rollout (``RolloutRun.as_json()`` and ``live``, ``rollout.owner.live``)
+    for `dsas status`: one line (a killed one says so, naming its PID), and one per host
+    that is moving or failed."""
     hosts = run.get("hosts", [])
     by: dict[str, list[str]] = {}
     for h in hosts:
@@ -213,8 +244,29 @@ def describe(run: dict[str, Any]) -> list[str]:
     paused = {"paused": " PAUSED after its canary (--continue)",
               "interrupted": f" INTERRUPTED (`dsas rollout {run['image']} --resume` goes on,"
                              " --abandon ends it)"}.get(run.get("outcome", ""), "")
+    if run.get("outcome") == "running" and run.get("owner"):  # none: an older dsas's
+        paused = " " + state_text("running", run.get("owner"), run.get("live"))
+        if run.get("live") is False:
+            paused += (f" (`dsas rollout {run['image']} --resume` goes on, --abandon ends"
+                       " it)")
     head = (f"rollout {run['id']} ({run['user']}){paused}: image {run['image']} "
             f"{'back to' if run.get('back') else 'to'} {run['version']}: "
             f"{len(by.get('done', []))}/{len(hosts)} hosts moved ({counts})")
     return [head] + [f"  {h['host']}: {h['outcome']} {h['detail']}".rstrip()
                      for h in hosts if h["outcome"] in ("moving", "failed")]
+
+
+def state_text(outcome: str, owner: dict[str, Any] | None, live: bool | None) -> str:
+    """A run's outcome for the operator; a ``running`` one says whether its dsas is
+    alive (``live``: ``rollout.owner``) and names its PID."""
+    if outcome != "running":
+        return outcome
+    if owner is None:
+        return ("killed (its dsas gone)" if live is False else
+                "still running, or its dsas was killed")  # an older dsas's run
+    if live is False:
+        return f"killed (owner PID {owner['pid']} gone)"
+    if live is None:
+        return (f"running (dsas PID {owner['pid']} on host {owner['host']}: cannot tell"
+                " from here whether it is alive)")
+    return f"running (dsas PID {owner['pid']} on host {owner['host']})"

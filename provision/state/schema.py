@@ -183,7 +183,10 @@ CREATE TABLE IF NOT EXISTS rollout_runs (
     previous TEXT NOT NULL,        -- the inventory's version when the run started
     back INTEGER NOT NULL DEFAULT 0,  -- a `dsas rollout --back`
     plan TEXT NOT NULL,            -- JSON, as `dsas rollout --json` prints it
-    outcome TEXT NOT NULL DEFAULT 'running'  -- running | done | stopped | failed
+    outcome TEXT NOT NULL DEFAULT 'running',  -- running | done | stopped | failed | ...
+    owner_pid INTEGER,             -- the `dsas rollout` process driving it (NULL: an
+    owner_start INTEGER,           --   older dsas): PID, start time (/proc/PID/stat
+    owner_host TEXT                --   field 22, clock ticks after boot), host name
 );
 CREATE TABLE IF NOT EXISTS rollout_hosts (
     run_id INTEGER NOT NULL REFERENCES rollout_runs(id),
@@ -203,7 +206,9 @@ CREATE TABLE IF NOT EXISTS rollout_pins (
     at REAL NOT NULL,
     run_id INTEGER NOT NULL
 );
-""")
+""", columns=(("rollout_runs", "owner_pid", "INTEGER"),
+             ("rollout_runs", "owner_start", "INTEGER"),
+             ("rollout_runs", "owner_host", "TEXT")))
 
 SCHEMAS = (DHCP, HTTP, PUSH, INVENTORY, ASSIGN, LB, MEMBERS, ROLLOUT)
 

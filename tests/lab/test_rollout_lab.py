@@ -61,7 +61,9 @@ def test_a_role_moves_then_a_broken_version_stops_at_the_canary_and_back_restore
     assert "tiny 1 -> 2: done" in hist.stdout and "n02: 2 -> 3 failed" in hist.stdout
 
 
-def test_a_rollout_killed_mid_batch_is_refused_then_resumed(lab: Lab, tmp_path: Path) -> None:
+def test_a_live_rollout_is_refused_by_pid_then_killed_mid_batch_it_is_resumed(
+        lab: Lab, tmp_path: Path) -> None:
+    import json
     import signal
     import subprocess
     import time
@@ -74,7 +76,9 @@ def test_a_rollout_killed_mid_batch_is_refused_then_resumed(lab: Lab, tmp_path: 
     rl = make(lab, tmp_path)
     hold = rl.node("n02").root / "hold"
     hold.write_text("")  # n02 "reboots" but never reports: the rollout waits on it
-    proc = rl.farm.master.popen(rl.argv("tiny@2", "--role", "web", "--batch", "1"),
+    # n02's ready report is waited for up to 120 s: the rollout is live mid-batch meanwhile
+    proc = rl.farm.master.popen(rl.argv("tiny@2", "--role", "web", "--batch", "1",
+                                        ready_timeout=120),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def hosts() -> dict[str, str]:
@@ -92,6 +96,16 @@ def test_a_rollout_killed_mid_batch_is_refused_then_resumed(lab: Lab, tmp_path: 
     while "moving to 2" not in hosts().get("n02", ""):
         assert proc.poll() is None and time.monotonic() < deadline, "n02 never moved"
         time.sleep(0.2)
+    # live: its lock held, its PID recorded; another --resume, --abandon or rollout is
+    # refused, naming it (two processes would move the same hosts)
+    live = f"error: rollout 1 of image tiny to 2 is live: dsas PID {proc.pid} on host "
+    for args in (("tiny", "--resume"), ("tiny", "--abandon"), ("tiny@2", "--role", "web")):
+        rc, doc, err = rl.rollout(*args)
+        assert rc == 1 and live in err and f"`kill -INT {proc.pid}`" in err, (args, err)
+        assert doc == {} and proc.poll() is None
+    st = rl.dsas("status", "--master", MASTER)
+    assert "rollout 1 (" in st.stdout and f"running (dsas PID {proc.pid} on host" in \
+        st.stdout, st.stdout
     proc.send_signal(signal.SIGKILL)  # by its PID: `ip netns exec` exec'd dsas
     proc.wait(timeout=10)
     while not (rl.node("n02").root / "held").exists():  # its fake boot did not report
@@ -100,8 +114,13 @@ def test_a_rollout_killed_mid_batch_is_refused_then_resumed(lab: Lab, tmp_path: 
     hold.unlink()
     assert rl.boots("n01") == ["netboot 2"] and rl.boots("n02") == []
 
+    st = rl.dsas("status", "--master", MASTER, "--json")
+    doc = json.loads(st.stdout)["rollout"]
+    assert doc["live"] is False and doc["owner"]["pid"] == proc.pid, doc
+    st = rl.dsas("status", "--master", MASTER)
+    assert f"killed (owner PID {proc.pid} gone)" in st.stdout, st.stdout
     rc, _, err = rl.rollout("tiny@2", "--role", "web")
-    assert rc == 1 and "is unfinished (still running, or its dsas was killed" in err, err
+    assert rc == 1 and f"is unfinished (killed (owner PID {proc.pid} gone)" in err, err
     assert "`dsas rollout tiny --resume` goes on with it" in err
     rc, doc, err = rl.rollout("tiny", "--resume")
     assert rc == 0, err

@@ -271,20 +271,23 @@ def test_discoveries_and_pushes_show_live(env: Env) -> None:
 
 def test_a_rollout_shows_live_while_it_runs(env: Env) -> None:
     """Issue 23: the running rollout appears, follows its hosts and goes when it ends,
-    without a reload."""
-    from provision.state.rollout import RolloutStore
+    without a reload; one whose dsas is gone says killed."""
+    from provision.rollout.owner import me
+    from provision.state.rollout import Owner, RolloutStore
 
     open_index(env)
     assert env.browser.js("return document.getElementById('rollout').hidden") is True
     store = StateStore(env.state)
     rs = RolloutStore(store)
-    run = rs.start("tiny", "8", "7", False, {}, [("w1", 0, "7"), ("w2", 1, "7")])
+    gone = Owner(me().pid, me().start + 1, me().host)  # the PID is another process's now
+    run = rs.start("tiny", "8", "7", False, {}, [("w1", 0, "7"), ("w2", 1, "7")], gone)
     rs.host(run, "w1", "moving", "netboot: moving to 8")
     env.browser.wait_js("const r = document.getElementById('rollout');"
                         " return !r.hidden && r.textContent.includes('w1 moving');",
                         "the rollout section", timeout=10)
     text = env.browser.js("return document.getElementById('rollout').textContent")
     assert f"Rollout {run}: image tiny to 8" in text and "0 of 2 hosts moved" in text
+    assert f"(killed: owner PID {gone.pid} gone; --resume goes on)" in text, text
     rs.host(run, "w1", "done", "on 8")
     env.browser.wait_js("return document.getElementById('rollout').textContent"
                         ".includes('1 of 2 hosts moved')", "the rollout's progress", timeout=10)

@@ -5,15 +5,19 @@ inventory file, image store and state store."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from provision.cli.main import cli
+from provision.rollout import owner
+from provision.rollout.owner import RunLock
 from provision.state import StateStore
-from provision.state.rollout import RolloutStore
+from provision.state.rollout import Owner, RolloutStore, describe
 from tests.support.paths import EXAMPLE
 
 
@@ -64,7 +68,8 @@ def test_without_yes_or_a_terminal_nothing_happens(farm: dict[str, Path]) -> Non
     r = dsas(farm, "web@B", "--host", "w101", stdin="y\n")
     assert r.exit_code == 1
     assert "not confirmed (no terminal to ask on)" in r.output
-    assert not farm["state"].exists()
+    # nothing recorded: only the rollout lock it held while it asked (rollout.owner)
+    assert [p.name for p in farm["state"].iterdir()] == ["rollout.lock"]
 
 
 @pytest.mark.parametrize(("args", "code", "msg"), [
@@ -193,3 +198,57 @@ def test_resume_and_abandon_need_an_unfinished_rollout(farm: dict[str, Path]) ->
                                      " or abandon") in r.output, r.output
     r = dsas(farm, "web@B", "--resume")
     assert r.exit_code == 2 and "--resume takes IMAGE only" in r.output
+
+
+def test_a_live_run_is_refused_naming_its_pid(farm: dict[str, Path]) -> None:
+    run = killed_run(farm)
+    store = StateStore(farm["state"])
+    RolloutStore(store).resume(run, owner.me())  # this process drives it
+    store.close()
+    lock = RunLock(farm["state"])
+    assert lock.take()
+    try:
+        # no --yes: were it not refused, it would stop at the confirmation, before any
+        # host is reached (--abandon, last, would reach the directors)
+        for args in (["web@B", "--host", "w104", "-n"], ["web", "--resume"],
+                     ["web@B", "--host", "w104"], ["web", "--abandon"]):
+            r = dsas(farm, *args)
+            assert r.exit_code == 1, (args, r.output)
+            assert (f"error: rollout {run} of image web to B is live: dsas PID {os.getpid()}"
+                    f" on host {socket.gethostname()} is running it; wait for it to end, or"
+                    f" stop it with SIGINT (`kill -INT {os.getpid()}`: it stops after the "
+                    "batch it is moving; then `dsas rollout web --resume` goes on)"
+                    ) in r.output, (args, r.output)
+            assert len(r.output.splitlines()) == 1
+    finally:
+        lock.close()
+    store = StateStore(farm["state"])
+    got = RolloutStore(store).run(run)
+    store.close()
+    assert got.outcome == "running" and {h.host: h.outcome for h in got.hosts}["w102"] == \
+        "moving"  # nothing touched
+
+
+def test_a_killed_run_says_so_and_resume_takes_it_over(farm: dict[str, Path]) -> None:
+    run = killed_run(farm)
+    me = owner.me()
+    gone = Owner(me.pid, me.start + 1, me.host)  # its PID is another process's now
+    store = StateStore(farm["state"])
+    RolloutStore(store).resume(run, gone)
+    doc = RolloutStore(store).run(run).as_json()
+    store.close()
+    r = dsas(farm, "web@B", "--host", "w104", "-n")
+    assert r.exit_code == 1 and (f"rollout {run} of image web to B is unfinished (killed "
+                                 f"(owner PID {me.pid} gone); 2 host(s) not moved") in \
+        r.output, r.output
+    head = describe({**doc, "live": False})[0]
+    assert "image web to B" in head and (f" killed (owner PID {me.pid} gone) (`dsas rollout"
+                                          " web --resume` goes on, --abandon ends it)") in head
+    h = dsas(farm, "--history")
+    assert f"web A -> B: killed (owner PID {me.pid} gone)" in h.output, h.output
+    j = json.loads(dsas(farm, "--history", "--json").output)
+    assert j[-1]["owner"] == {"pid": me.pid, "start": me.start + 1, "host": me.host}
+    assert j[-1]["live"] is False
+    r = dsas(farm, "web", "--resume", "--dry-run", "--json")
+    assert r.exit_code == 0 and [h["host"] for h in json.loads(r.stdout)["hosts"]] == [
+        "w102", "w103"], r.output

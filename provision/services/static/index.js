@@ -150,7 +150,9 @@
     const moved = (by.done || []).length;
     $("rollout").replaceChildren(
       h("h2", {}, "Rollout " + r.id + ": image " + r.image + (r.back ? " back to " : " to ") +
-        r.version + (r.outcome === "paused" ? " (paused after its canary)" : "")),
+        r.version + (r.outcome === "paused" ? " (paused after its canary)" : "") +
+        (r.outcome === "running" && r.live === false ? " (killed: owner PID " +
+          (r.owner ? r.owner.pid : "?") + " gone; --resume goes on)" : "")),
       h("p", {}, moved + " of " + r.hosts.length + " hosts moved, by " + r.user),
       h("ul", {class: "plain"}, ...r.hosts.filter((x) => x.outcome === "moving" ||
         x.outcome === "failed").map((x) => h("li", {class: "state-" + (x.outcome ===
