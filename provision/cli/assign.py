@@ -102,9 +102,11 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
        keepalived's health check must pass (alpha) before it gets traffic
        (--check-timeout).
 
-    A director leaving its LVS pair first hands over: another director must run
-    the pair's virtual services, keepalived stops on HOST, and another director
-    must hold every VIP before anything else changes. A host becoming a director
+    A director leaving its LVS pair first hands over: the pair's next active
+    must run the pair's virtual services; it is reloaded at priority 254 with
+    preempt and takes every VIP while HOST still holds them (no moment without
+    a holder), and only then does keepalived stop on HOST. The rebalance gives
+    the next active its own priority back. A host becoming a director
     must run the pair's virtual services before the move is done. A host given
     the role of the two masters of a pair then joins the pair: `dsas master join
     HOST` runs after the move (HOST takes the other master's place).
