@@ -57,7 +57,8 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
     """Print the figures lab tests measured (boot seconds), never as asserts."""
     import sys
 
-    lines = [line for name in ("tests.vm.test_netboot_lab", "tests.vm.test_firmware_lab")
+    lines = [line for name in ("tests.vm.test_netboot_lab", "tests.vm.test_firmware_lab",
+                               "tests.vm.test_master_pair_vm")
              for line in getattr(sys.modules.get(name), "TIMINGS", [])]
     if lines:
         terminalreporter.section("lab timings")

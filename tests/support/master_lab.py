@@ -205,12 +205,15 @@ def pair_lab(lab: Lab, tmp_path: Path, request: pytest.FixtureRequest) -> Pair:
     require_tool("keepalived")
     require_tool("udhcpc")
     require_tool("bridge")
-    # True, False (preempt), "small" (a /28), "join" (a third host), "partner_down" (a /28)
+    # True, False (preempt), "small" (a /28), "join" (a third host), "partner_down" (a /28),
+    # "guests" (netbooting QEMU guests' hosts)
     param = getattr(request, "param", True)
-    preempt = "small" if param == "partner_down" else (True if param == "join" else param)
+    preempt = "small" if param == "partner_down" else (True if param in ("join", "guests")
+                                                       else param)
     inv = tmp_path / "cluster.yaml"
     inv.write_text(pair_inventory(preempt=bool(preempt), small=preempt == "small",
-                                  third=param == "join", partner_down=param == "partner_down"))
+                                  third=param == "join", partner_down=param == "partner_down",
+                                  guests=param == "guests"))
     bridge = lab.netns("mbr")
     lab.bridge(bridge)
     masters, ports = {}, {}
