@@ -6,6 +6,8 @@ every 0.1 s, 0.8 s timeout) counts failures.
 
 * live: `dsas assign s1 web` (drain, deliver, `dsas-init reapply`, rebalance);
   time from the command's start to the first answer from s1 through the VIP;
+* rolling: `dsas-push --rolling 1` of a site over the web role (w1, s1), each host
+  drained, pushed and put back; its time and failures;
 * back: `dsas assign s1 spare` (drained first), with its failures;
 * re-netboot, as the other tools do it: the inventory says s1 is web (`dsas host
   set`), the directors are reloaded (`dsas lb reload`), s1's QEMU is stopped and
@@ -67,6 +69,7 @@ def main(argv: list[str]) -> int:
     ap.parse_args(argv)
     build_images("web")
     rows: list[tuple[str, float, int, float]] = []
+    rolling: tuple[str, float, int, float] | None = None
     with tempfile.TemporaryDirectory(prefix="dsas-bench-assign-") as tmp, Lab() as lab:
         work = Path(tmp)
         inv_path = work / "cluster.yaml"
@@ -115,6 +118,23 @@ def main(argv: list[str]) -> int:
                 rows.append((what, took, fails, cpu.others()))
 
             move("live: s1 spare -> web, to 1st answer", ["s1", "web"], "s1")
+
+            # a rolling site push over the web role (w1, s1), one host at a time: each
+            # drained, pushed, health-checked and put back, under the client loop
+            site = work / "site"
+            site.mkdir()
+            (site / "v.txt").write_text("v2\n")
+            cpu = Cpu(pids)
+            current[:] = [cpu]
+            n0, t = len(_rows(loop_out)), time.monotonic()
+            r = m.run([DSAS + "-push", str(site), "--role", "web", "--to", "/srv/site",
+                       "--rolling", "1", "--yes", *inv], check=False, timeout=900)
+            assert r.returncode == 0, r.stdout + r.stderr
+            took = time.monotonic() - t
+            time.sleep(2)
+            fails = sum(1 for _, ok, _ in _rows(loop_out)[n0:] if not ok)
+            rolling = ("rolling push --rolling 1 (w1, s1)", took, fails, cpu.others())
+
             move("live: s1 web -> spare (drained)", ["s1", "spare"], None)
 
             # the other tools' way: the inventory changed, the host re-netbooted
@@ -176,7 +196,7 @@ def main(argv: list[str]) -> int:
             c.stop()
     print(f"\nassign (TCG guests, {os.cpu_count()} CPUs shared)")
     print(f"{'measure':<40} {'seconds':>8} {'failed':>7} {'other CPU, % of a core':>23}")
-    for what, took, fails, other in rows:
+    for what, took, fails, other in rows + ([rolling] if rolling else []):
         print(f"{what:<40} {took:>8.1f} {fails:>7} {other:>23.0f}{loaded_mark(other)}")
     if len(rows) >= 3 and rows[0][1] > 0:
         quiet = max(rows[0][3], rows[2][3]) <= FOREIGN_LIMIT  # a loaded step is no ratio
