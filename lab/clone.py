@@ -88,6 +88,17 @@ hosts:
 """
 
 
+NETBOOT_CACHE = Path("/var/cache/dsas/debs")  # the netboot VM tests' package cache
+
+
+def tiny_boot_root(boot: Path) -> None:
+    """A boot root for the netboot VM tests: the boot loaders and the tiny image."""
+    from provision.policy.boottree import populate_loaders
+
+    populate_loaders(boot)
+    Builder(default_recipes_dir(), ImageStore(boot / "images"), NETBOOT_CACHE).build("tiny")
+
+
 def build_images(*names: str) -> ImageStore:
     store = ImageStore(TEST_BOOT_ROOT / "images")
     builder = Builder(default_recipes_dir(), store, TEST_CACHE)

@@ -25,16 +25,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from lab.clone import tiny_boot_root
 from lab.cluster import LabCluster
 from lab.testing import Lab, require_root, require_tool
-from provision.imaging.build import Builder, default_recipes_dir
-from provision.imaging.store import ImageStore
 from provision.inventory import load
-from provision.policy.boottree import populate_loaders
 from tests.support.paths import ROOT
 
 LAB_INVENTORY = ROOT / "etc" / "dsas" / "lab.yaml"
@@ -78,9 +75,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
         require_tool(tool)
     work = tmp_path_factory.mktemp("firmware")
     boot = work / "boot"
-    populate_loaders(boot)
-    Builder(default_recipes_dir(), ImageStore(boot / "images"), Path("/var/cache/dsas/debs")
-            ).build("tiny")
+    tiny_boot_root(boot)
     inv_path = work / "lab.yaml"
     # w101 is dual-stack: the inside network has an IPv6 prefix, w101 an address on it
     text = LAB_INVENTORY.read_text().replace(

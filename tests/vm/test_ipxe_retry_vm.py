@@ -17,13 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from lab.clone import tiny_boot_root
 from lab.cluster import LabCluster
 from lab.testing import Lab, require_root, require_tool
 from provision import layout
-from provision.imaging.build import Builder, default_recipes_dir
-from provision.imaging.store import ImageStore
 from provision.inventory import load
-from provision.policy.boottree import populate_loaders
 from tests.support.paths import ROOT
 
 LAB_INVENTORY = ROOT / "etc" / "dsas" / "lab.yaml"
@@ -35,9 +33,7 @@ def cluster(tmp_path: Path) -> Iterator[LabCluster]:
     require_root()
     require_tool("qemu-system-x86_64")
     boot = tmp_path / "boot"
-    populate_loaders(boot)
-    Builder(default_recipes_dir(), ImageStore(boot / "images"), Path("/var/cache/dsas/debs")
-            ).build("tiny")
+    tiny_boot_root(boot)
     inv = load(LAB_INVENTORY)
     with Lab() as lab:
         c = LabCluster(lab, inv, LAB_INVENTORY, tmp_path, boot, ["-v"])

@@ -17,17 +17,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from lab.clone import tiny_boot_root
 from lab.cluster import LabCluster
 from lab.qemu import Guest, wait_shell
 from lab.testing import Lab, read_until, require_root, require_tool
-from provision.imaging.build import Builder, default_recipes_dir
-from provision.imaging.store import ImageStore
 from provision.inventory import load
-from provision.policy.boottree import populate_loaders
 from provision.state import StateStore
 from tests.support.paths import ROOT
 
@@ -45,9 +42,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
         require_tool(tool)
     work = tmp_path_factory.mktemp("netboot")
     boot = work / "boot"
-    populate_loaders(boot)
-    Builder(default_recipes_dir(), ImageStore(boot / "images"), Path("/var/cache/dsas/debs")
-            ).build("tiny")
+    tiny_boot_root(boot)
     inv = load(LAB_INVENTORY)
     with Lab() as lab:
         c = LabCluster(lab, inv, LAB_INVENTORY, work, boot, ["-v", "--discovery"])
