@@ -67,8 +67,12 @@ def merge_lines(original: str, base_dump: str, new_dump: str) -> str:
     to_orig, block = _map_base(o, b)
     out: list[str] = []
     for tag, i1, i2, j1, j2 in SequenceMatcher(None, b, n, autojunk=False).get_opcodes():
+        whole = block.get(i1)
         if tag == "equal":
             out.extend(_kept(o, b, to_orig, block, i1, i2))
+        elif (tag == "replace" and j2 - j1 == 1 < i2 - i1 and whole and whole[2:] == (i1, i2)
+              and (spread := respread(o[whole[0]:whole[1]], n[j1])) is not None):
+            out.extend(spread)  # an entry ruamel too wrote over lines, now on one
         elif tag == "replace" and i2 - i1 == j2 - j1:
             for k, line in zip(range(i1, i2), n[j1:j2], strict=True):
                 bl = block.get(k)
@@ -87,35 +91,35 @@ def _map_base(o: list[str], b: list[str]) -> tuple[list[int | None], dict[int, B
     to_orig: list[int | None] = [None] * len(b)
     block: dict[int, Block] = {}
     for tag, i1, i2, j1, j2 in SequenceMatcher(None, o, b, autojunk=False).get_opcodes():
-        if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):
-            for k in range(j2 - j1):
-                to_orig[j1 + k] = i1 + k
-        elif tag == "replace":
-            for bl in _split_block(o, b, (i1, i2, j1, j2)):
-                if bl[1] - bl[0] == bl[3] - bl[2]:  # re-spaced one for one
-                    for k in range(bl[3] - bl[2]):
-                        to_orig[bl[2] + k] = bl[0] + k
-                else:
-                    for k in range(bl[2], bl[3]):
-                        block[k] = bl
+        whole = (i1, i2, j1, j2)
+        parts = _split_block(o, b, whole) if tag == "replace" else [whole]
+        for bl in parts:
+            if tag == "equal" or bl[1] - bl[0] == bl[3] - bl[2] and (
+                    bl == whole or bl[1] - bl[0] == 1):  # the same lines, or re-spaced
+                for k in range(bl[3] - bl[2]):
+                    to_orig[bl[2] + k] = bl[0] + k
+            elif tag == "replace":
+                for k in range(bl[2], bl[3]):
+                    block[k] = bl
     return to_orig, block
 
 
 def _split_block(o: list[str], b: list[str], whole: Block) -> list[Block]:
     """The original lines i1:i2 that ruamel dumped as base lines j1:j2, entry by entry.
     Entries spread over lines side by side (``macs: [a,`` ``b]`` then ``services: [c,``
-    ``d]``) make one such block; each base line is the entry that starts there and ends
-    on the line where its brackets close. When the lines do not add up: the whole block."""
+    ``d]``) make one such block; an entry runs to the line where the brackets it opens
+    close, on both sides (ruamel too writes a flow collection over lines when it holds
+    a comment). When the lines do not add up: the whole block."""
     i1, i2, j1, j2 = whole
     out: list[Block] = []
-    at = i1
-    for k in range(j1, j2):
-        span = _flow_span(o, at, i2)
-        if span is None or _line_key(o[at]) != _line_key(b[k]):
+    at, bt = i1, j1
+    while at < i2 and bt < j2:
+        span, bspan = _flow_span(o, at, i2), _flow_span(b, bt, j2)
+        if span is None or bspan is None or _line_key(o[at]) != _line_key(b[bt]):
             return [whole]
-        out.append((at, at + span, k, k + 1))
-        at += span
-    return out if at == i2 else [whole]
+        out.append((at, at + span, bt, bt + bspan))
+        at, bt = at + span, bt + bspan
+    return out if (at, bt) == (i2, j2) else [whole]
 
 
 def _line_key(line: str) -> str:
@@ -314,7 +318,8 @@ def respread(orig: list[str], new_line: str) -> list[str] | None:
             comment = codes[-1][1]
         lead = (code[: code.index(head[-1]) + 1] if idx == 0
                 else code[: len(code) - len(code.lstrip(" "))])
-        end = close if idx == keep[-1] else trail if filled and idx == filled[-1] else ","
+        end = (close if idx == keep[-1] else "" if not per_line[idx]
+               else trail if idx == filled[-1] else ",")
         out.append(lead + ", ".join(per_line[idx]) + end + comment + "\n")
     return out
 

@@ -763,3 +763,21 @@ def test_inventory_diff_after_editing_a_spread_sequence_shows_only_its_line(inv:
             if line[:1] in "+-" and not line.startswith(("+++", "---"))]
     assert body == ['-           "52:54:00:00:11:08"]   # two NICs',
                     '+           "52:54:00:00:11:88"]   # two NICs']
+
+
+def test_a_spread_sequence_that_ruamel_also_writes_over_lines_is_matched_by_its_brackets(
+        ) -> None:
+    # ruamel writes a flow sequence with a comment before a nested collection over lines
+    # of its own (not the operator's): each entry runs to where its brackets close, on
+    # both sides, also where the two happen to have as many lines
+    for macs in ('    macs: ["52:54:00:00:01:08",   # eth0\n'
+                 '           "52:54:00:00:11:08"]\n',
+                 '    macs: ["52:54:00:00:01:08"\n'
+                 '    ]\n'):
+        t = seqs_example(macs + '    services: [httpd,   # the front\n'
+                                '               [shop, blog]]\n')
+        after = edited(t, lambda d: set_host(d, "w108", [("services", "[httpd, blog]")]))
+        assert changes(t, after) == [("replace", ["               [shop, blog]]\n"],
+                                      ["               blog]\n"])]
+        after = edited(t, lambda d: set_host(d, "w108", [("hwtype", "S6014HT")]))
+        assert changes(t, after) == [("insert", [], ["    hwtype: S6014HT\n"])]
