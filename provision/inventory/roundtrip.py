@@ -58,9 +58,10 @@ def merge_lines(original: str, base_dump: str, new_dump: str) -> str:
     """The original text with only the lines where ``base_dump`` and ``new_dump`` differ
     replaced. ``base_dump`` is ruamel's dump of the unedited tree, so its lines map onto
     the original's (equal, or re-spaced one for one), except where the operator spread
-    a flow collection over several lines, which ruamel dumps on one: such a block is
-    kept as written when the edit leaves it alone, and an edited one-line dump is laid
-    out again over the operator's lines (``respread``)."""
+    a flow collection over several lines, which ruamel dumps on one: such an entry (each
+    one of several side by side) is kept as written when the edit leaves it alone, and
+    an edited one-line dump is laid out again over the operator's lines (``respread``:
+    a mapping's items by key, a sequence's by value and place)."""
     o = original.splitlines(keepends=True)
     b = base_dump.splitlines(keepends=True)
     n = new_dump.splitlines(keepends=True)
