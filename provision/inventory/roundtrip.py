@@ -8,6 +8,7 @@ last line along with that entry. Used by ``edit.py``; pure, text in and text out
 from __future__ import annotations
 
 import io
+import re
 from difflib import SequenceMatcher
 from typing import Any
 
@@ -57,17 +58,22 @@ def merge_lines(original: str, base_dump: str, new_dump: str) -> str:
     """The original text with only the lines where ``base_dump`` and ``new_dump`` differ
     replaced. ``base_dump`` is ruamel's dump of the unedited tree, so its lines map onto
     the original's (equal, or re-spaced one for one), except where the operator spread
-    a flow collection over several lines, which ruamel dumps on one: such a block is
-    kept as written when the edit leaves it alone, and an edited one-line dump is laid
-    out again over the operator's lines (``respread``)."""
+    a flow collection over several lines, which ruamel dumps on one: such an entry (each
+    one of several side by side) is kept as written when the edit leaves it alone, and
+    an edited one-line dump is laid out again over the operator's lines (``respread``:
+    a mapping's items by key, a sequence's by value and place)."""
     o = original.splitlines(keepends=True)
     b = base_dump.splitlines(keepends=True)
     n = new_dump.splitlines(keepends=True)
     to_orig, block = _map_base(o, b)
     out: list[str] = []
     for tag, i1, i2, j1, j2 in SequenceMatcher(None, b, n, autojunk=False).get_opcodes():
+        whole = block.get(i1)
         if tag == "equal":
             out.extend(_kept(o, b, to_orig, block, i1, i2))
+        elif (tag == "replace" and j2 - j1 == 1 < i2 - i1 and whole and whole[2:] == (i1, i2)
+              and (spread := respread(o[whole[0]:whole[1]], n[j1])) is not None):
+            out.extend(spread)  # an entry ruamel too wrote over lines, now on one
         elif tag == "replace" and i2 - i1 == j2 - j1:
             for k, line in zip(range(i1, i2), n[j1:j2], strict=True):
                 bl = block.get(k)
@@ -86,13 +92,73 @@ def _map_base(o: list[str], b: list[str]) -> tuple[list[int | None], dict[int, B
     to_orig: list[int | None] = [None] * len(b)
     block: dict[int, Block] = {}
     for tag, i1, i2, j1, j2 in SequenceMatcher(None, o, b, autojunk=False).get_opcodes():
-        if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):
-            for k in range(j2 - j1):
-                to_orig[j1 + k] = i1 + k
-        elif tag == "replace":
-            for k in range(j1, j2):
-                block[k] = (i1, i2, j1, j2)
+        whole = (i1, i2, j1, j2)
+        parts = _split_block(o, b, whole) if tag == "replace" else [whole]
+        for bl in parts:
+            if tag == "equal" or bl[1] - bl[0] == bl[3] - bl[2] and (
+                    bl == whole or bl[1] - bl[0] == 1):  # the same lines, or re-spaced
+                for k in range(bl[3] - bl[2]):
+                    to_orig[bl[2] + k] = bl[0] + k
+            elif tag == "replace":
+                for k in range(bl[2], bl[3]):
+                    block[k] = bl
     return to_orig, block
+
+
+def _split_block(o: list[str], b: list[str], whole: Block) -> list[Block]:
+    """The original lines i1:i2 that ruamel dumped as base lines j1:j2, entry by entry.
+    Entries spread over lines side by side (``macs: [a,`` ``b]`` then ``services: [c,``
+    ``d]``) make one such block; an entry runs to the line where the brackets it opens
+    close, on both sides (ruamel too writes a flow collection over lines when it holds
+    a comment). When the lines do not add up: the whole block."""
+    i1, i2, j1, j2 = whole
+    out: list[Block] = []
+    at, bt = i1, j1
+    while at < i2 and bt < j2:
+        span, bspan = _flow_span(o, at, i2), _flow_span(b, bt, j2)
+        if span is None or bspan is None or _line_key(o[at]) != _line_key(b[bt]):
+            return [whole]
+        out.append((at, at + span, bt, bt + bspan))
+        at, bt = at + span, bt + bspan
+    return out if (at, bt) == (i2, j2) else [whole]
+
+
+def _line_key(line: str) -> str:
+    """``    macs: [a,`` -> ``macs``; ``  - [a,`` -> ``-``: what a line's entry is."""
+    return re.split(r"[:\[{]", line, maxsplit=1)[0].strip()
+
+
+def _flow_span(o: list[str], at: int, end: int) -> int | None:
+    """How many lines from ``o[at]`` the entry there takes: up to the line where the
+    brackets it opens close (comments and quoted text aside). None past ``end``."""
+    br = _Brackets()
+    for i in range(at, end):
+        for c in _code_comment(o[i])[0]:
+            br.step(c)
+        if br.depth <= 0 and not br.quote:
+            return i - at + 1
+    return None
+
+
+class _Brackets:
+    """The bracket depth through flow text, character by character; quoted scalars are
+    text (and a quote inside a plain scalar, as in ``don't``, opens none)."""
+
+    def __init__(self) -> None:
+        self.depth, self.quote, self.prev = 0, "", ":"
+
+    def step(self, c: str) -> bool:
+        """Take ``c``; True when it is structure: a bracket or a comma, not quoted."""
+        if self.quote:
+            self.quote = "" if c == self.quote else self.quote
+            self.prev = c
+            return False
+        if c in "\"'" and self.prev in "[{,:":
+            self.quote = c
+        elif c in "{[" or c in "}]":
+            self.depth += 1 if c in "{[" else -1
+        self.prev = self.prev if c.isspace() else c
+        return not self.quote and c in "{[}],"
 
 
 def _kept(o: list[str], b: list[str], to_orig: list[int | None], block: dict[int, Block],
@@ -158,52 +224,104 @@ def _item_key(item: str) -> str:
     return item.split(":", 1)[0].strip() if ":" in item else item
 
 
-def _lines_of_keys(codes: list[tuple[str, str]], opener: str,
-                   keys: set[str]) -> dict[str, int] | None:
-    """Which of the operator's lines each key of the spread entry is on (None when one
-    cannot be found)."""
-    line_of: dict[str, int] = {}
-    for idx, (code, _) in enumerate(codes):
-        body = code[code.index(opener) + 1:] if idx == 0 else code
-        for part in body.split(","):
-            k = _item_key(part.strip())
-            if k in keys and k not in line_of:
-                line_of[k] = idx
-    return line_of if set(line_of) == keys else None
+def _unquoted(item: str) -> str:
+    """A sequence item's identity: its text, the quotes of a quoted scalar aside (the
+    operator's ``52:54:00:00:00:01`` is the dump's ``"52:54:00:00:00:01"``)."""
+    t = item.strip()
+    return t[1:-1] if len(t) > 1 and t[0] == t[-1] and t[0] in "\"'" else t
+
+
+def _spread_items(codes: list[str]) -> tuple[str, list[tuple[str, int]], int] | None:
+    """The flow collection that opens on the first of the lines ``codes`` (comments cut)
+    and closes on the last: (the first line up to its opening bracket, each top-level
+    item with the line it is on, the line holding the closing bracket). None when it is
+    not one, or an item goes on over two lines (a nested collection spread too)."""
+    start = next((i for i, c in enumerate(codes[0]) if c in "{["), None)
+    if start is None:
+        return None
+    br, cur, on = _Brackets(), "", -1
+    items: list[tuple[str, int]] = []
+    for idx, code in enumerate(codes):
+        for i in range(start if idx == 0 else 0, len(code)):
+            c = code[i]
+            if br.step(c) and (br.depth == 0 or (c == "," and br.depth == 1)):
+                items += [(cur.strip(), on)] if cur.strip() else []
+                cur, on = "", -1
+                if br.depth == 0:  # closed: nothing may follow
+                    rest = code[i + 1:] + "".join(codes[idx + 1:])
+                    return (codes[0][:start + 1], items, idx) if not rest.strip() else None
+            elif (idx, i) != (0, start):
+                if not c.isspace() and on not in (-1, idx):
+                    return None
+                on = idx if not c.isspace() else on
+                cur += c
+    return None
+
+
+def _lines_for(old: list[tuple[str, int]], new: list[str], ident: Any, last: int) -> list[int]:
+    """The operator's line each item of the edited collection goes on: an unchanged item
+    (same key, same sequence item) stays on its line, a changed one takes the place of the
+    one it replaces, one added goes after the item before it (on the last line at the end)."""
+    lines: list[int] = []
+    for tag, i1, i2, j1, j2 in SequenceMatcher(None, [ident(t) for t, _ in old],
+                                               [ident(t) for t in new],
+                                               autojunk=False).get_opcodes():
+        for j in range(j1, j2):
+            if tag in ("equal", "replace") and i1 < i2:
+                lines.append(old[min(i1 + j - j1, i2 - 1)][1])
+            elif i1 >= len(old):
+                lines.append(last)
+            else:
+                lines.append(old[i1 - 1][1] if i1 > 0 else old[0][1])
+    return lines
 
 
 def respread(orig: list[str], new_line: str) -> list[str] | None:
     """The edited one-line flow entry ``new_line`` laid out over the operator's lines
     ``orig`` (the same entry spread over several): each item stays on the line it was
-    on, a new item goes on the last line; a line whose items did not change is kept byte
-    for byte, comments included. None when the lines cannot be matched up."""
+    on (a mapping's by key, a sequence's by value and place), a new one goes after the
+    item before it; a line whose items did not change is kept byte for byte, comments
+    included. None when the lines cannot be matched up."""
     new = _split_flow(_code_comment(new_line)[0])  # ruamel moves a comment to the end
     if new is None or len(orig) < 2:
         return None
     head, items, close = new
     codes = [_code_comment(line) for line in orig]
-    first = _split_flow(codes[0][0] + "".join(c for c, _ in codes[1:]))
-    if first is None or _item_key(first[0].strip()) != _item_key(head.strip()):
+    spread = _spread_items([c for c, _ in codes])
+    if (spread is None or spread[2] != len(orig) - 1 or spread[0][-1] != head[-1]
+            or _item_key(spread[0].strip()) != _item_key(head.strip())):
         return None
-    line_of = _lines_of_keys(codes, first[0][-1], {_item_key(it) for it in first[1]})
-    if line_of is None:
-        return None
+    old = spread[1]
+    seq = head.endswith("[")
+    ident = _unquoted if seq else _item_key
+    last = len(orig) - 1
+    was: list[list[str]] = [[t for t, on in old if on == i] for i in range(len(orig))]
+    alone = not was[last]  # the operator closed the collection on a line of its own
     per_line: list[list[str]] = [[] for _ in orig]
-    for it in items:
-        per_line[line_of.get(_item_key(it), len(orig) - 1)].append(it)
-    # the lines left with items (the first always: it holds the key); the last of them
-    # closes the collection
-    keep = [i for i, p in enumerate(per_line) if p or i == 0]
+    olds = {ident(t): t for t, _ in old}
+    at_end = max((on for _, on in old), default=0)
+    for it, on in zip(items, _lines_for(old, items, ident, at_end), strict=True):
+        prev = olds.get(ident(it))
+        same = prev is not None and (seq or prev.split() == it.split())
+        per_line[on].append(prev if same and prev is not None else it)
+    # the lines left with items (the first always: it holds the key, and the closing
+    # line of its own); the last of them closes the collection
+    keep = [i for i, p in enumerate(per_line) if p or i == 0 or (alone and i == last)]
+    filled = [i for i in keep if per_line[i]]
+    trail = "," if not alone or codes[at_end][0].rstrip().endswith(",") else ""
     out: list[str] = []
     for idx in keep:
         code, comment = codes[idx]
-        lead = (code[: code.index(first[0][-1]) + 1] if idx == 0
-                else code[: len(code) - len(code.lstrip(" "))])
-        text = lead + ", ".join(per_line[idx]) + (close if idx == keep[-1] else ",")
-        if text.rstrip() == code.rstrip():
+        if per_line[idx] == was[idx] and (idx == keep[-1]) == (idx == last):
             out.append(orig[idx])
-        else:
-            out.append(text + comment + "\n")
+            continue
+        if seq and idx == keep[-1] and not comment:  # a sequence's comment is on it all
+            comment = codes[-1][1]
+        lead = (code[: code.index(head[-1]) + 1] if idx == 0
+                else code[: len(code) - len(code.lstrip(" "))])
+        end = (close if idx == keep[-1] else "" if not per_line[idx]
+               else trail if idx == filled[-1] else ",")
+        out.append(lead + ", ".join(per_line[idx]) + end + comment + "\n")
     return out
 
 

@@ -678,3 +678,106 @@ def test_a_spread_host_with_a_comment_on_its_last_line_keeps_it_and_loses_emptie
     assert changes(t, after) == [("replace", ["         addresses: {inside: 198.18.1.3},\n",
                                               "         hwtype: S6014HT}   # the new box\n"],
                                   ["         addresses: {inside: 198.18.1.3}}\n"])]
+
+
+# A block-style host with flow sequences spread over lines, side by side (issue 17):
+# the example's w108 with its MACs and its services so written.
+W108_SEQS = ('    macs: ["52:54:00:00:01:08",\n'
+             '           "52:54:00:00:11:08"]   # two NICs\n'
+             '    services: [httpd,\n'
+             '               shop]\n')
+
+
+def seqs_example(seqs: str = W108_SEQS) -> str:
+    t = EXAMPLE.read_text()
+    one = '    macs: ["52:54:00:00:01:08", "52:54:00:00:11:08"]\n'
+    assert t.count(one) == 1
+    return t.replace(one, seqs)
+
+
+def test_editing_one_spread_sequence_changes_its_line_and_leaves_the_one_beside_it() -> None:
+    t = seqs_example()
+    after = edited(t, lambda d: set_host(d, "w108", [("services", "[httpd, blog]")]))
+    assert changes(t, after) == [("replace", ["               shop]\n"],
+                                  ["               blog]\n"])]
+    after = edited(t, lambda d: set_host(
+        d, "w108", [("macs", "[52:54:00:00:01:08, 52:54:00:00:11:88]")]))
+    assert changes(t, after) == [("replace", ['           "52:54:00:00:11:08"]   # two NICs\n'],
+                                  ['           "52:54:00:00:11:88"]   # two NICs\n'])]
+    assert list(loads(after).hosts["w108"].macs) == ["52:54:00:00:01:08", "52:54:00:00:11:88"]
+    # an edit of another key of the host, or of another host, copies both as written
+    for edit in (lambda d: set_host(d, "w108", [("bond.primary", "eth0")]),
+                 lambda d: assign_role(d, "w108", "log", {}),
+                 lambda d: set_host(d, "w101", [("hwtype", "S6014HT")])):
+        after = edited(t, edit)
+        assert W108_SEQS in after and len(changes(t, after)) == 1
+
+
+def test_an_edited_spread_sequence_keeps_the_operators_lines_order_and_comment() -> None:
+    t = seqs_example()
+    # a MAC added goes after the last, on its line; one inserted keeps the order
+    after = edited(t, lambda d: set_host(d, "w108", [(
+        "macs", "[52:54:00:00:01:08, 52:54:00:00:11:08, 52:54:00:00:21:08]")]))
+    assert changes(t, after) == [("replace", ['           "52:54:00:00:11:08"]   # two NICs\n'],
+                                  ['           "52:54:00:00:11:08", "52:54:00:00:21:08"]'
+                                   '   # two NICs\n'])]
+    after = edited(t, lambda d: set_host(d, "w108", [("services", "[httpd, blog, shop]")]))
+    assert changes(t, after) == [("replace", ["    services: [httpd,\n"],
+                                  ["    services: [httpd, blog,\n"])]
+    assert YAML(typ="safe").load(after)["hosts"]["w108"]["services"] == ["httpd", "blog", "shop"]
+    # the last line emptied: the sequence closes on the line before, with the comment
+    after = edited(t, lambda d: set_host(d, "w108", [("macs", "[52:54:00:00:01:08]")]))
+    assert changes(t, after) == [("replace", W108_SEQS.splitlines(True)[:2],
+                                  ['    macs: ["52:54:00:00:01:08"]   # two NICs\n'])]
+
+
+def test_a_spread_sequence_keeps_the_operators_spelling_and_its_own_closing_line() -> None:
+    # unquoted MACs (the dump quotes them) and a closing bracket on a line of its own
+    seqs = ('    macs: [52:54:00:00:01:08,   # eth0, the onboard NIC\n'
+            '           52:54:00:00:11:08]\n'
+            '    services: [\n'
+            '      httpd,\n'
+            '      shop\n'
+            '    ]\n')
+    t = seqs_example(seqs)
+    after = edited(t, lambda d: set_host(
+        d, "w108", [("macs", "[52:54:00:00:01:08, 52:54:00:00:11:88]")]))
+    assert changes(t, after) == [("replace", ["           52:54:00:00:11:08]\n"],
+                                  ['           "52:54:00:00:11:88"]\n'])]
+    after = edited(t, lambda d: set_host(d, "w108", [("services", "[httpd, blog]")]))
+    assert changes(t, after) == [("replace", ["      shop\n"], ["      blog\n"])]
+    after = edited(t, lambda d: set_host(d, "w108", [("services", "[httpd]")]))
+    assert changes(t, after) == [("delete", ["      shop\n"], [])]
+    assert YAML(typ="safe").load(after)["hosts"]["w108"]["services"] == ["httpd"]
+
+
+def test_inventory_diff_after_editing_a_spread_sequence_shows_only_its_line(inv: Path,
+                                                                            state: Path) -> None:
+    inv.write_text(seqs_example())
+    r = dsas("host", "set", "w108", "macs=[52:54:00:00:01:08, 52:54:00:00:11:88]",
+             "-i", str(inv), state=state)
+    assert r.returncode == 0, r.stderr
+    r = dsas("inventory", "diff", "-i", str(inv), state=state)
+    assert r.returncode == 0, r.stderr
+    body = [line for line in r.stdout.splitlines()
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert body == ['-           "52:54:00:00:11:08"]   # two NICs',
+                    '+           "52:54:00:00:11:88"]   # two NICs']
+
+
+def test_a_spread_sequence_that_ruamel_also_writes_over_lines_is_matched_by_its_brackets(
+        ) -> None:
+    # ruamel writes a flow sequence with a comment before a nested collection over lines
+    # of its own (not the operator's): each entry runs to where its brackets close, on
+    # both sides, also where the two happen to have as many lines
+    for macs in ('    macs: ["52:54:00:00:01:08",   # eth0\n'
+                 '           "52:54:00:00:11:08"]\n',
+                 '    macs: ["52:54:00:00:01:08"\n'
+                 '    ]\n'):
+        t = seqs_example(macs + '    services: [httpd,   # the front\n'
+                                '               [shop, blog]]\n')
+        after = edited(t, lambda d: set_host(d, "w108", [("services", "[httpd, blog]")]))
+        assert changes(t, after) == [("replace", ["               [shop, blog]]\n"],
+                                      ["               blog]\n"])]
+        after = edited(t, lambda d: set_host(d, "w108", [("hwtype", "S6014HT")]))
+        assert changes(t, after) == [("insert", [], ["    hwtype: S6014HT\n"])]
