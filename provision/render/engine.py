@@ -322,7 +322,10 @@ def render_keepalived(inv: Inventory, host: Host, templates: str | Path | None =
                       "priority": TAKEOVER_PRIORITY if taking else pair.priority_of(host.name),
                       "preempt": taking or pair.preempt,
                       "preempt_delay": 0 if taking else pair.preempt_delay})
-    return _render(inv, "keepalived.conf.j2", templates, host=host, pairs=pairs)
+    # the first checks' connect timeout, and 2 s for the checks and IPVS to settle
+    checks = [vs.check.connect_timeout for p in pairs for vs in p["services"]]
+    return _render(inv, "keepalived.conf.j2", templates, host=host, pairs=pairs,
+                   startup_delay=max(checks) + 2 if checks else 0)
 
 
 def render_zone(inv: Inventory, templates: str | Path | None = None, serial: int = 1) -> str:

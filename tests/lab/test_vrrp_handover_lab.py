@@ -105,3 +105,49 @@ def test_the_next_active_takes_the_vips_before_the_leaving_holder_stops(
     assert handover_lost <= 2, f"{handover_lost} lost in the handover{logs}"
     # the skew (0.41 s at priority 150) is ~20 intervals: the count sees a gap
     assert stop_first_lost >= 5, f"only {stop_first_lost} lost stopping the holder{logs}"
+
+
+def test_a_starting_director_waits_for_its_checks_and_a_reload_keeps_the_vips(
+        lab: Lab, tmp_path: Path) -> None:
+    """``vrrp_startup_delay``: a director whose keepalived starts takes part in VRRP
+    only after the delay (its first health checks, ``warmup 0``, have filled its pools
+    by then), so a returning active with preempt does not take the VIPs to an empty
+    pool. A reload (SIGHUP, every `dsas lb reload`) must not start that delay again:
+    the holder keeps the VIPs through it and the client loses nothing."""
+    require_root()
+    keepalived = require_tool("keepalived")
+    require_tool("ping")
+    (tmp_path / "cluster.yaml").write_text(INVENTORY)
+    inv = load(tmp_path / "cluster.yaml")
+    _, ds, client = director_lab(lab, inv, tmp_path)
+    d1, d2 = ds["lvs1"], ds["lvs2"]
+    confs = {n: render_keepalived(inv, inv.hosts[n]) for n in ds}
+    m = re.search(r"vrrp_startup_delay (\d+)", confs["lvs1"])
+    assert m, confs["lvs1"]
+    delay = int(m.group(1))
+    d2.write(confs["lvs2"])
+    d2.start(keepalived)
+    wait(lambda: has_vip(d2.ns), "VIP on lvs2, the only director", timeout=delay + 15)
+    # lvs1, the active (state MASTER, preempt), starts: it keeps out of VRRP for the
+    # delay, and only then takes the VIPs
+    d1.write(confs["lvs1"])
+    t0 = time.monotonic()
+    d1.start(keepalived)
+    wait(lambda: has_vip(d1.ns), "VIP on lvs1 (preempt)", timeout=delay + 15)
+    took = time.monotonic() - t0
+    assert took >= delay - 0.5, f"lvs1 took the VIPs {took:.1f} s after its start"
+    wait(lambda: not has_vip(d2.ns), "lvs2 stepping down")
+
+    p = ping(client, tmp_path / "ping-reload.txt")
+    time.sleep(1)
+    d1.reload()
+    stolen = 0
+    for _ in range(int((delay + 4) / 0.1)):  # longer than the delay: a second one shows
+        stolen += has_vip(d2.ns)
+        time.sleep(0.1)
+    assert has_vip(d1.ns)
+    reload_lost = lost(p, tmp_path / "ping-reload.txt")
+    print(f"lvs1 took the VIPs {took:.1f} s after its keepalived started (startup delay "
+          f"{delay} s); its reload: lvs2 held the VIP in {stolen} samples, "
+          f"{reload_lost} echo requests lost")
+    assert stolen == 0 and reload_lost == 0, (stolen, reload_lost, d1.log()[-1500:])
