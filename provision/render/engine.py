@@ -323,7 +323,8 @@ def render_keepalived(inv: Inventory, host: Host, templates: str | Path | None =
                       "preempt": taking or pair.preempt,
                       "preempt_delay": 0 if taking else pair.preempt_delay})
     # the first checks' connect timeout, and 2 s for the checks and IPVS to settle
-    checks = [vs.check.connect_timeout for p in pairs for vs in p["services"]]
+    checks = [vs.check.connect_timeout for pair, _ in mine
+              for vs in inv.services_of_pair(pair.name)]
     return _render(inv, "keepalived.conf.j2", templates, host=host, pairs=pairs,
                    startup_delay=max(checks) + 2 if checks else 0)
 
