@@ -181,11 +181,16 @@ def decode(data: bytes) -> DhcpPacket:
                 sname = b""
             options.pop(o.OVERLOAD, None)
         _check_options(options, where)
-    return make_packet(
+    pkt = make_packet(
         op, xid, chaddr[:hlen], htype, hops, secs, flags, _address(ciaddr),
         _address(yiaddr), _address(siaddr), _address(giaddr), sname.rstrip(b"\0"),
         bootfile.rstrip(b"\0"), options,
     )
+    # ``mac`` now: every request's is read, and Python 3.11's cached_property takes a
+    # lock on its first read (a third of decode's time); the instance's own value
+    # shadows the descriptor, so later reads are plain attribute reads.
+    pkt.__dict__["mac"] = pkt.chaddr.hex(":")
+    return pkt
 
 
 def make_packet(op: int, xid: int, chaddr: bytes, htype: int = HTYPE_ETHERNET, hops: int = 0,
