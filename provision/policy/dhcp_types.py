@@ -24,6 +24,12 @@ class Link:
     network: IPv4Network
     port: int = SERVER_PORT
     unicast: bool = False  # the request was addressed to us, not broadcast
+    # address.packed, made once: the policy's per-link caches are keyed by it (bytes
+    # hash once; an IPv4Address hashes in Python, hash(hex(int)), on every lookup)
+    key: bytes = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self.address.packed)
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,12 @@ class Destination:
 
     address: IPv4Address | None  # None: back to the request's source address and port
     port: int = CLIENT_PORT
+    # (str(address), port) for sendto, made once: None with address None
+    sockaddr: tuple[str, int] | None = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sockaddr", None if self.address is None
+                           else (str(self.address), self.port))
 
     @property
     def broadcast(self) -> bool:

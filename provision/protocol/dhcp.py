@@ -37,6 +37,8 @@ DEFAULT_MAX_SIZE = 576  # RFC 2131 2: every client accepts 576-byte IP datagrams
 IP_UDP_HEADERS = 28  # option 57 counts the IP and UDP headers (RFC 2132 9.10)
 ZERO = IPv4Address(0)
 ZERO_BYTES = bytes(4)
+END_BYTE = bytes((o.END,))
+PADDING = bytes(MIN_PACKET)  # zeros to pad short replies with (sliced)
 
 
 @dataclass(frozen=True)
@@ -181,11 +183,16 @@ def decode(data: bytes) -> DhcpPacket:
                 sname = b""
             options.pop(o.OVERLOAD, None)
         _check_options(options, where)
-    return make_packet(
+    pkt = make_packet(
         op, xid, chaddr[:hlen], htype, hops, secs, flags, _address(ciaddr),
         _address(yiaddr), _address(siaddr), _address(giaddr), sname.rstrip(b"\0"),
         bootfile.rstrip(b"\0"), options,
     )
+    # ``mac`` now: every request's is read, and Python 3.11's cached_property takes a
+    # lock on its first read (a third of decode's time); the instance's own value
+    # shadows the descriptor, so later reads are plain attribute reads.
+    pkt.__dict__["mac"] = pkt.chaddr.hex(":")
+    return pkt
 
 
 def make_packet(op: int, xid: int, chaddr: bytes, htype: int = HTYPE_ETHERNET, hops: int = 0,
@@ -282,19 +289,19 @@ def encode(pkt: DhcpPacket, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
     space = max(max_size, DEFAULT_MAX_SIZE) - IP_UDP_HEADERS - OPTIONS_START
     stream = _cached_stream(pkt.options)
     if len(stream) + 1 <= space:
-        main, sname, bootfile = bytearray(stream), pkt.sname, pkt.file
+        sname, bootfile = pkt.sname, pkt.file
     else:
         main, sname, bootfile = _overload(pkt, len(stream), space)
-    main.append(o.END)
+        stream = bytes(main)
     header = HEADER.pack(
         pkt.op, pkt.htype, len(pkt.chaddr), pkt.hops, pkt.xid, pkt.secs, pkt.flags,
         _packed(pkt.ciaddr), _packed(pkt.yiaddr), _packed(pkt.siaddr), _packed(pkt.giaddr),
         pkt.chaddr, sname, bootfile,
     )
-    out = header + MAGIC_COOKIE + main
-    if len(out) < MIN_PACKET:
-        out += bytes(MIN_PACKET - len(out))
-    return out
+    # One join, no intermediate copies: header, cookie, options, END, then zeros up to
+    # MIN_PACKET (a slice of a constant; empty when the packet is long enough)
+    pad = MIN_PACKET - OPTIONS_START - 1 - len(stream)
+    return b"".join((header, MAGIC_COOKIE, stream, END_BYTE, PADDING[:pad] if pad > 0 else b""))
 
 
 def _packed(address: IPv4Address) -> bytes:

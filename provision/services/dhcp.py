@@ -15,7 +15,6 @@ or are flushed within ``LAZY_FLUSH`` seconds. The batches and the committer are
 
 from __future__ import annotations
 
-import functools
 import logging
 import selectors
 import socket
@@ -24,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from ipaddress import IPv4Address
 from typing import Any
 
 from .. import layout
@@ -376,7 +374,7 @@ class DhcpService(Service):
             self._drop("encode_error", None, str(e))
             return
         to = decision.to
-        dest = source if to.address is None else (_host(to.address), to.port)
+        dest = source if to.sockaddr is None else to.sockaddr
         try:
             ep.sock.sendto(wire, dest)
         except OSError as e:
@@ -472,12 +470,6 @@ class _Replicating:
 def _client(value: bytes | None) -> str:
     """A client-supplied option for a log line: escaped (logsafe), '-' when absent."""
     return safe(value) if value else "-"
-
-
-@functools.lru_cache(maxsize=1024)
-def _host(address: IPv4Address) -> str:
-    """str() of a reply's destination, cached (most go to a few relays or broadcast)."""
-    return str(address)
 
 
 def create(ctx: ServeContext) -> Service:

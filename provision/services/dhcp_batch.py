@@ -21,6 +21,11 @@ from ..policy.leases import Change, LeaseStore
 log = logging.getLogger("provision.services.dhcp")  # one logger for the whole service
 
 LAZY_FLUSH = 1.0  # seconds a non-urgent change may wait for the disk
+# Group commit tuned to load: commits begin at least this far apart, so a busy
+# server's ACKs share an fsync (at 3,000 DORA/s on a fast disk, 3 ACKs per commit and
+# ~1,000 fsyncs/s without it). An ACK waits at most this long more; the first one
+# after a quiet spell not at all.
+COMMIT_GAP = 0.005
 
 
 @dataclass
@@ -62,12 +67,19 @@ class Committer(threading.Thread):
     """Writes lease changes (one fsync'd transaction for everything queued, in the
     order decided) and then sends the ACKs that waited for them, while the loop goes
     on deciding: group commit. Changes that are not urgent are written with the next
-    urgent ones, or after ``LAZY_FLUSH`` seconds."""
+    urgent ones, or after ``LAZY_FLUSH`` seconds. Commits begin ``COMMIT_GAP`` apart at
+    least (``monotonic`` and ``sleep``: time's, or a test's)."""
 
     def __init__(self, journal: LeaseStore, send: Callable[[Endpoint, Decision,
                  tuple[str, int], dict[str, int]], None], metrics: Metrics,
-                 clock: Callable[[], float], leases: Callable[[], int]) -> None:
+                 clock: Callable[[], float], leases: Callable[[], int],
+                 monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         super().__init__(name="dhcp-commit", daemon=True)
+        self._monotonic, self._sleep = monotonic, sleep
+        self._changes: list[Change] = []  # the pending commit, in the order decided
+        self._replies: list[Outgoing] = []  # and the replies that wait for it
+        self._since = 0.0  # when its first change came
         self._journal = journal
         self._send = send
         self._metrics = metrics
@@ -84,33 +96,53 @@ class Committer(threading.Thread):
         self.join(timeout=10)
 
     def run(self) -> None:
-        changes: list[Change] = []
-        replies: list[Outgoing] = []
-        since = time.monotonic()
+        self._since = self._monotonic()
+        last = -COMMIT_GAP  # when the last commit began
         done = False
         while not done:
-            urgent = False
             try:
                 item = self._queue.get(timeout=LAZY_FLUSH)
             except queue.Empty:
                 item = ([], False, [])
-            while True:
-                if item is None:
-                    done = True
-                else:
-                    if item[0] and not changes:
-                        since = time.monotonic()
-                    changes += item[0]
-                    urgent = urgent or item[1]
-                    replies += item[2]
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            now = time.monotonic()
-            if urgent or done or changes and now - since >= LAZY_FLUSH:
-                self._flush(changes, replies)
-                changes, replies = [], []
+            urgent, done = self._take(item)
+            now = self._monotonic()
+            if urgent and not done and now - last < COMMIT_GAP:
+                # Busy: the last commit began under COMMIT_GAP ago. What the loop
+                # decides meanwhile joins this commit (one fsync for more ACKs); an
+                # idle server's first ACK never waits.
+                self._sleep(COMMIT_GAP - (now - last))
+                more, done = self._take(None, block=False)
+                urgent = urgent or more
+                now = self._monotonic()
+            changes = self._changes
+            if urgent or done or changes and now - self._since >= LAZY_FLUSH:
+                last = now
+                self._flush(changes, self._replies)
+                self._changes, self._replies = [], []
+
+    def _take(self, item: tuple[list[Change], bool, list[Outgoing]] | None,
+              block: bool = True) -> tuple[bool, bool]:
+        """Add ``item`` (if ``block``: the one just taken) and whatever else is queued
+        to the pending commit: (any of it urgent, finish() was asked)."""
+        urgent = done = False
+        if not block:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return False, False
+        while True:  # bounded: the queue's items at the time, one each turn
+            if item is None:
+                done = True
+            else:
+                if item[0] and not self._changes:
+                    self._since = self._monotonic()
+                self._changes += item[0]
+                urgent = urgent or item[1]
+                self._replies += item[2]
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return urgent, done
 
     def _flush(self, changes: list[Change], replies: list[Outgoing]) -> None:
         """Commit the batch; only then send its replies (the group commit)."""

@@ -205,6 +205,27 @@ def test_proxy_decisions() -> None:
     assert relayed.to == Destination(IPv4Address("198.18.1.1"), 67)
 
 
+
+def test_requests_through_alternating_relays_get_each_relays_network_and_destination() -> None:
+    """The policy remembers the last relay (its network and destination): requests that
+    alternate between relays, direct clients and an unknown relay each get their own."""
+    p = pol(discovery=True, new_mac_rate=0)
+    ways = [("198.18.1.1", "198.18.1.0/24"), ("198.18.2.1", "198.18.2.0/29"),
+            ("198.18.1.1", "198.18.1.0/24"), (None, "198.18.0.0/24"),
+            ("198.18.9.9", None), ("198.18.2.1", "198.18.2.0/29"), (None, "198.18.0.0/24")]
+    for i, (giaddr, cidr) in enumerate(ways * 2):
+        mac = f"02:00:00:00:07:{i:02x}"
+        kw = {"giaddr": giaddr} if giaddr else {}
+        d = run(p, o.DISCOVER, mac, **kw)
+        if cidr is None:
+            assert d.drop == "unknown_network", (i, giaddr)
+            continue
+        assert d.reply is not None and d.reply.yiaddr in IPv4Network(cidr), (i, giaddr, d)
+        want = Destination(IPv4Address(giaddr), 67) if giaddr else TO_BROADCAST
+        assert d.to == want, (i, giaddr)
+        assert d.to is not None and d.to.sockaddr == (
+            (giaddr, 67) if giaddr else ("255.255.255.255", 68))
+
 # -- details ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("n, kept", [(127, True), (128, False)])

@@ -6,9 +6,12 @@ from __future__ import annotations
 from ipaddress import IPv4Network
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from provision.inventory import loads
 from provision.policy.dhcp import DhcpPolicy, DhcpSettings, Link
-from provision.policy.leases import LeaseTable, Sighting
+from provision.policy.leases import BOUND, DECLINED, OFFERED, RELEASED, Lease, LeaseTable, Sighting
 from provision.protocol import dhcp_options as o
 from provision.protocol.dhcp import decode, encode
 from provision.state import StateStore
@@ -55,6 +58,31 @@ def test_pool_offers_are_short_and_the_free_count_follows_them() -> None:
     assert p.settings.offer_hold <= 10
     assert p.pool_free(T0 + p.settings.offer_hold + 1)["lan"] == size  # offers lapsed
 
+
+
+LEASES = st.lists(st.tuples(
+    st.integers(0, 300),  # the address: 198.18.0.0 + this (the pool's /24 and beyond)
+    st.sampled_from([BOUND, OFFERED, RELEASED, DECLINED]),
+    st.integers(-5, 5),  # expires: T0 + this
+    st.sampled_from(["lan", "other"])), max_size=60)
+
+
+@settings(max_examples=150, deadline=None)
+@given(leases=LEASES, share=st.sampled_from([None, (0, 2), (1, 3)]))
+def test_the_free_count_is_the_pool_minus_its_live_leases(
+        leases: list[tuple[int, str, int, str]], share: tuple[int, int] | None) -> None:
+    """pool_free (an inlined scan of the whole table) counts what Pool and Lease say:
+    a lease uses an address of the pool when ``ip in pool`` and ``lease.live(now)``
+    (not released, not expired), whatever its state and network."""
+    p = DhcpPolicy(INV, LeaseTable(), DhcpSettings(discovery=True, new_mac_rate=0,
+                                                   share=share))
+    _discover(p, _mac(1), T0 - 100)  # the pool exists (its offer has lapsed at T0)
+    pool = next(iter(p._pools.values()))
+    for i, (k, state, dt, net) in enumerate(leases):
+        p.table._put(Lease(0xC6120000 + k, _mac(i + 10), net, state, T0 + dt))
+    used = sum(1 for lease in p.table.by_ip.values() if lease.network == "lan"
+               and lease.ip in pool and lease.live(T0))
+    assert p.pool_free(T0) == {"lan": max(0, pool.size - used)}
 
 def test_discovered_table_is_capped_least_recently_seen_first(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
