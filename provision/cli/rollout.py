@@ -10,11 +10,11 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -37,6 +37,8 @@ from ..state.rollout import RolloutRun, RolloutStore, state_text
 from .common import inventory_option, ssh_login_options
 from .editcommon import apply, fail_problems, finish, start, state_dir_option, validated
 from .image import boot_root_option
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -221,15 +223,20 @@ def _locked(state_dir: str, take: bool) -> Iterator[bool]:
         lock.close()
 
 
+def _read_runs(state_dir: str, read: Callable[[RolloutStore], T], empty: T) -> T:
+    """``read`` of the state store's rollouts, or ``empty`` when there is no store yet."""
+    if not (Path(state_dir) / FILENAME).exists():
+        return empty
+    store = StateStore(state_dir)
+    try:
+        return read(RolloutStore(store))
+    finally:
+        store.close()
+
+
 def _refuse_live(state_dir: str, holder: RunOwner | None) -> None:
     """Exit 1: another dsas rollout (``holder``, as its lock file says) holds the lock."""
-    run = None
-    if (Path(state_dir) / FILENAME).exists():
-        store = StateStore(state_dir)
-        try:
-            run = RolloutStore(store).unfinished()
-        finally:
-            store.close()
+    run = _read_runs(state_dir, RolloutStore.unfinished, None)
     if run is not None and run.outcome == "running" and run.owner is not None and (
             holder is None or holder == run.owner):
         holder = run.owner
@@ -581,13 +588,7 @@ def _report(p: rplan.Plan, res: rrun.Result, run_id: int, rev: int | None, took:
 
 
 def _show_history(state_dir: str, as_json: bool) -> None:
-    runs: list[RolloutRun] = []
-    if (Path(state_dir) / FILENAME).exists():
-        store = StateStore(state_dir)
-        try:
-            runs = RolloutStore(store).runs()
-        finally:
-            store.close()
+    runs: list[RolloutRun] = _read_runs(state_dir, lambda rs: rs.runs(), [])
     if as_json:
         click.echo(json.dumps([{**r.as_json(), "live": rowner.live(r)} for r in runs],
                               indent=2))
