@@ -79,7 +79,9 @@ class LiveFarm:
 
     def reload(self, roles: set[str], pairs: set[str]) -> None:
         pairs = lbreload.pairs_of_roles(self.inv, roles) | (pairs & set(self.inv.lvs_pairs))
-        for pair in pairs:  # a take-over left by an assign killed in its handover
+        # a handover's take-over ends with the next reload of its pair (the rebalance's,
+        # or the restore's), as does one left by an assign killed in its handover
+        for pair in pairs:
             lbmembers.set_takeover(self.store, pair, None)
         done = lbreload.reload_all(self.inv, self.cfg, lbmembers.load(self.store), pairs,
                                    timeout=self.timeout, skip=frozenset(self.becoming))
@@ -135,7 +137,6 @@ class LiveFarm:
         t0 = time.monotonic()
         took = self._take_over(pair, nxt, nxt_at, address, vips)
         said = self._run(address, STOP_DIRECTOR, "stopping keepalived")
-        lbmembers.set_takeover(self.store, pair, None)  # the rebalance reloads nxt
         (v,) = self._views([(nxt, nxt_at)])
         if v.error is not None or not vips <= v.addresses:
             raise StepFailed(f"{nxt} lost the VIPs {' '.join(sorted(vips))} when keepalived "
