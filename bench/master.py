@@ -9,8 +9,9 @@ address (leases lost). Anchors: Kea HA's defaults about 60 s (max-response-delay
 keepalived VRRP about 3.6 s; the goal is <= 5 s with no lease lost.
 
 Replication cost: perfdhcp (as relay, 198.18.0.200) against a single master and
-against the pair's VIP, at fixed rates, in the same run: DORA/s completed, loss, and
-the CPU other processes used meanwhile (beside each figure, as bench dhcp does: a step
+against the pair's VIP, at fixed rates, in the same run, interleaved rate by rate (each
+step on fresh servers and an empty store): DORA/s completed, loss, and the CPU other
+processes used meanwhile (beside each figure, as bench dhcp does: a step
 on a busy machine says little).
 
 ``--advert-int``: the masters' VRRP advert interval (takeover is ~3 x it plus a skew).
@@ -229,29 +230,37 @@ def dora(ns: Netns, rate: int, seconds: int, pids: list[int]) -> dict[str, float
 VIP_OR = [VIP]
 
 
+def _fresh(s: Setup, *names: str) -> None:
+    """Drop the lease stores, so every step starts from an empty pool."""
+    for d in names:
+        for f in ("state.db", "state.db-wal", "state.db-shm", "master-status.json"):
+            (s.tmp / d / "state" / f).unlink(missing_ok=True)
+
+
 def replication_cost(s: Setup, rates: list[int],
                      seconds: int) -> list[tuple[str, dict[str, float]]]:
+    """The single master and the pair, interleaved rate by rate, each step on a fresh
+    store and fresh servers (a step's leases would otherwise fill the next one's pool)."""
     cli, cif = s.ns["cli"], s.ifs["cli"]
     cli.run(["ip", "addr", "flush", "dev", cif])
     cli.run(["ip", "addr", "add", f"{CLIENT_IP}/16", "dev", cif])
     rows: list[tuple[str, dict[str, float]]] = []
-    # the single master (its own state dir), then the pair, on the same bridge
     single_dir = s.tmp / "single"
-    proc = _serve(s.ns["m01"], s.ifs["m01"], single_dir, "single", s.single_inv)
-    _wait(lambda: "dhcp listening" in (single_dir / "serve.log").read_text(), 30, "single")
-    VIP_OR[0] = "198.18.0.1"
     for rate in rates:
+        _fresh(s, "single")
+        (single_dir / "serve.log").unlink(missing_ok=True)
+        proc = _serve(s.ns["m01"], s.ifs["m01"], single_dir, "single", s.single_inv)
+        _wait(lambda: "dhcp listening" in (single_dir / "serve.log").read_text(), 30,
+              "single")
+        VIP_OR[0] = "198.18.0.1"
         rows.append(("single", dora(cli, rate, seconds, [proc.pid])))
-    s.lab.stop(proc)
-    for name in ("m01", "m02"):
-        for f in ("state.db", "state.db-wal", "state.db-shm"):
-            (s.tmp / name / "state" / f).unlink(missing_ok=True)
-    procs = s.start_pair()
-    VIP_OR[0] = VIP
-    for rate in rates:
+        s.lab.stop(proc)
+        _fresh(s, "m01", "m02")
+        procs = s.start_pair()
+        VIP_OR[0] = VIP
         rows.append(("pair", dora(cli, rate, seconds, [p.pid for p in procs.values()])))
-    for p in procs.values():
-        s.lab.stop(p)
+        for p in procs.values():
+            s.lab.stop(p)
     return rows
 
 
@@ -314,7 +323,9 @@ KEY = bytes(range(32))
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench master")
-    ap.add_argument("--rates", default="250,500,1000")
+    ap.add_argument("--rates", default="1000,2000,4000,6000",
+                    help="DORA/s steps of the cost ladder, each on the single master, "
+                         "then on the pair")
     ap.add_argument("--step-seconds", type=int, default=4)
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--mirror-mb", type=int, default=64)
@@ -343,9 +354,6 @@ def main(argv: list[str]) -> int:
               f"(anchors: Kea HA defaults ~60 s, keepalived VRRP ~3.6 s; goal <= 5 s, 0 lost); "
               f"{t['steps']}")
         if not args.skip_cost:
-            for f in ("m01", "m02"):
-                for g in ("state.db", "state.db-wal", "state.db-shm"):
-                    (Path(tmp) / f / "state" / g).unlink(missing_ok=True)
             rows = replication_cost(s, [int(r) for r in args.rates.split(",")],
                                     args.step_seconds)
             print(f"{'server':8} {'rate':>6} {'DORA/s':>8} {'loss':>7} {'server CPU-s':>12} "
