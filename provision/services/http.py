@@ -298,7 +298,9 @@ class HttpService(Service):
             self._refusals.info(f"{request.remote}:{r.reason.key}",
                                 "http: refused %s from %s: %s", safe(name, 80),
                                 request.remote, r.message)
-            return web.Response(status=r.reason.http_status, text=r.message + "\n")
+            retry = {"Retry-After": "1"} if r.reason.http_status == 503 else None
+            return web.Response(status=r.reason.http_status, text=r.message + "\n",
+                                headers=retry)
         return await self._send(request, bf)
 
     async def _send(self, request: web.Request, bf: BootFile) -> web.StreamResponse:

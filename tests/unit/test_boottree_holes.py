@@ -139,3 +139,29 @@ def test_static_etag_has_the_size_and_nanosecond_mtime() -> None:
     assert g.etag != f.etag
     rendered = BootFile(path="k", size=2, mtime=1.0, data=b"ab")
     assert rendered.etag.startswith('"r-') and len(rendered.etag) == 3 + 32 + 1
+
+
+def test_out_of_descriptors_is_busy_not_forbidden(root: Path) -> None:
+    """EMFILE at open is the server's trouble: 503 (try again) and a TFTP error, not the
+    403 / access violation that tells a client the name is forbidden for good. A child
+    process really runs out of descriptors (RLIMIT_NOFILE), no mock."""
+    import subprocess
+    import sys
+    code = (
+        "import os, resource, sys\n"
+        "from provision.policy import boottree\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))\n"
+        "held = []\n"
+        "try:\n"
+        "    while len(held) < 100:\n"
+        "        held.append(os.open('/dev/null', os.O_RDONLY))\n"
+        "except OSError:\n"
+        "    pass\n"
+        "try:\n"
+        "    boottree._open_regular(sys.argv[1])\n"
+        "except boottree.Refused as r:\n"
+        "    print(r.reason.key, r.reason.http_status, r.message)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(root / "images/tiny/1/vmlinuz")],
+                       capture_output=True, text=True, timeout=60, check=True)
+    assert r.stdout.split()[:2] == ["busy", "503"], r.stdout + r.stderr
+    assert boottree.BUSY.tftp_code == boottree.TFTP_ERR_UNDEFINED
