@@ -4,6 +4,12 @@ model). A traceback means a bug, never an expected failure."""
 
 from __future__ import annotations
 
+import errno
+
+# errno values that mean this process (or the machine) is out of descriptors, buffers or
+# memory: the server's trouble, never the client's; the client should try again
+OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
 
 class DsasError(Exception):
     """An expected failure: ``str()`` says what and why, ``exit_code`` is the status."""

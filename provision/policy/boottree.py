@@ -23,7 +23,6 @@ there (``missing_files``, ``LoaderPresence``) is ``provision.policy.presence``.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import ipaddress
 import logging
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from .. import layout
+from ..errors import OUT_OF_DESCRIPTORS
 from ..inventory.model import Host, Inventory
 from .presence import (  # re-exported: callers and tests import them from here
     SETUP_COMMAND,  # noqa: F401
@@ -86,10 +86,10 @@ TRAVERSAL, ABSOLUTE, BACKSLASH, NUL, CONTROL, TOO_LONG, OUTSIDE_ROOT, NOT_REGULA
                                 "too_long", "outside_root", "not_regular", "other_host"))
 NOT_FOUND, NOT_IN_INVENTORY = _absent("not_found"), _absent("not_in_inventory")
 RENDER_FAILED = Reason("render_failed", TFTP_ERR_UNDEFINED, 500)  # a template or inventory fault
-# out of descriptors or memory here: the client's name is fine, it should try again (a
-# 403 would tell iPXE the file is forbidden for good)
-BUSY = Reason("busy", TFTP_ERR_UNDEFINED, 503)
-_BUSY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+# out of descriptors or memory at open: the client's name is fine, it should try again (a
+# 403 would tell iPXE the file is forbidden for good); the label the TFTP listener counts
+# its own descriptor refusals under
+OUT_OF_FDS = Reason("descriptors", TFTP_ERR_UNDEFINED, 503)
 
 
 class Refused(Exception):
@@ -186,7 +186,7 @@ def _open_regular(path: str) -> tuple[BinaryIO, os.stat_result]:
     except FileNotFoundError:
         raise Refused(NOT_FOUND, "file not found") from None
     except OSError as e:  # ELOOP from O_NOFOLLOW, EACCES, ENXIO (socket) ...
-        why = BUSY if e.errno in _BUSY_ERRNOS else NOT_REGULAR
+        why = OUT_OF_FDS if e.errno in OUT_OF_DESCRIPTORS else NOT_REGULAR
         raise Refused(why, f"cannot open: {e.strerror}") from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):

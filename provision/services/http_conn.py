@@ -21,7 +21,6 @@ retry each time, so the tracebacks multiply. So the listening socket is ours:
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import socket
@@ -33,6 +32,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
+from ..errors import OUT_OF_DESCRIPTORS
 from ..observability.logsafe import safe
 from ..observability.metrics import Metrics
 from ..observability.quietlog import QuietLog
@@ -45,7 +45,6 @@ M_CLOSED = "dsas_http_connections_closed_total"  # {reason=header_timeout}
 M_BAD_REQUESTS = "dsas_http_bad_requests_total"  # malformed, rejected by aiohttp's parser
 
 ACCEPT_BATCH = 128  # connections accepted per wake-up of the listening socket
-_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _CLIENT_FAULTS = (HttpProcessingError, ConnectionError, asyncio.CancelledError, TimeoutError)
 
 
@@ -196,7 +195,7 @@ class Listener:
             except ConnectionAbortedError:
                 continue
             except OSError as e:
-                if e.errno in _OUT_OF_DESCRIPTORS:
+                if e.errno in OUT_OF_DESCRIPTORS:
                     self._shed(sock, e)
                 else:
                     self.quiet.warning(f"accept:{e.errno}", "http: accept failed: %s",

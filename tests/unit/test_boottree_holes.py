@@ -141,7 +141,7 @@ def test_static_etag_has_the_size_and_nanosecond_mtime() -> None:
     assert rendered.etag.startswith('"r-') and len(rendered.etag) == 3 + 32 + 1
 
 
-def test_out_of_descriptors_is_busy_not_forbidden(root: Path) -> None:
+def test_out_of_descriptors_is_try_again_not_forbidden(root: Path) -> None:
     """EMFILE at open is the server's trouble: 503 (try again) and a TFTP error, not the
     403 / access violation that tells a client the name is forbidden for good. A child
     process really runs out of descriptors (RLIMIT_NOFILE), no mock."""
@@ -163,5 +163,5 @@ def test_out_of_descriptors_is_busy_not_forbidden(root: Path) -> None:
         "    print(r.reason.key, r.reason.http_status, r.message)\n")
     r = subprocess.run([sys.executable, "-c", code, str(root / "images/tiny/1/vmlinuz")],
                        capture_output=True, text=True, timeout=60, check=True)
-    assert r.stdout.split()[:2] == ["busy", "503"], r.stdout + r.stderr
-    assert boottree.BUSY.tftp_code == boottree.TFTP_ERR_UNDEFINED
+    assert r.stdout.split()[:2] == ["descriptors", "503"], r.stdout + r.stderr
+    assert boottree.OUT_OF_FDS.tftp_code == boottree.TFTP_ERR_UNDEFINED
