@@ -89,6 +89,19 @@ class SshNode:
         log.close()
         wait_listen(self.ns, self.address, 22)
 
+    def freeze(self, sig: int = signal.SIGSTOP) -> list[int]:
+        """Stop (or, with SIGCONT, resume) sshd and every session it forked, by PID:
+        a node that hangs without closing anything (the kernel still ACKs its TCP)."""
+        if self.sshd is None:
+            return []
+        pids = [self.sshd.pid, *descendants(self.sshd.pid)]
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        return pids
+
     def kill_sshd(self) -> None:
         """Kill sshd and every session it forked (by PID), as a crashing node would."""
         if self.sshd is None:

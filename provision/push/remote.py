@@ -210,7 +210,15 @@ class RemoteNode:
             greeted = bool(getattr(transport, "remote_version", "")) if transport else None
             client.close()
             raise RemoteError(f"unreachable ({self._cause(saved or e, greeted)})") from None
+        transport = client.get_transport()
+        if isinstance(transport, FastTransport):
+            transport.watch(self.cfg.alive_interval, self.cfg.alive_count)
         self._client = client
+
+    def lost(self) -> str | None:
+        """Why the watch closed this node's connection (it stopped answering), if it did."""
+        transport = self._client.get_transport() if self._client is not None else None
+        return transport.lost if isinstance(transport, FastTransport) else None
 
     def _cause(self, e: BaseException, greeted: bool | None = None) -> str:
         """One line for why the connection failed, in the operator's words; ``greeted``:
@@ -253,8 +261,10 @@ class RemoteNode:
             stdout = out.read().decode(errors="replace")
             stderr = err.read().decode(errors="replace")
             rc = chan.recv_exit_status()
+            if rc == -1 and not chan.get_transport().is_active():  # closed under the step
+                raise RemoteError(f"connection lost ({self.lost() or 'closed'})")
         except (TimeoutError, OSError, paramiko.SSHException, EOFError) as e:
-            raise RemoteError(f"connection lost ({_short(e)})") from None
+            raise RemoteError(f"connection lost ({self.lost() or _short(e)})") from None
         finally:
             if chan is not None:
                 chan.close()  # now, in this thread: not whenever the garbage collector runs
@@ -273,7 +283,7 @@ class RemoteNode:
         assert self._client is not None
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
-            raise RemoteError("connection lost (transport closed)")
+            raise RemoteError(f"connection lost ({self.lost() or 'transport closed'})")
         return transport
 
     def host_key_line(self) -> str:

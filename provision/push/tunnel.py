@@ -262,7 +262,12 @@ class Session:
             if not chan.status_event.wait(timeout=30):
                 return EXIT_LOST, up
             status = chan.recv_exit_status()
-            return (status if 0 <= status < 256 else EXIT_LOST), up
+            if 0 <= status < 256:
+                return status, up
+            lost = getattr(self.transport, "lost", None)  # FastTransport.watch closed it
+            if lost:
+                os.write(fd_err, f"dsas-push: {lost}\n".encode())
+            return EXIT_LOST, up
         finally:
             chan.close()
 

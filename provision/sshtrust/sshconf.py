@@ -12,18 +12,24 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import shlex
 import socket
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paramiko
+from paramiko.common import cMSG_GLOBAL_REQUEST
 
 from .. import proc
 from ..errors import DsasError
 from . import DEFAULT_PORT, DEFAULT_USER
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_PORT", "DEFAULT_USER"]  # re-exported: callers import them from here too
 
@@ -39,6 +45,10 @@ class SshConfig:
     port: int = DEFAULT_PORT
     identity: Path | None = None  # default: <state-dir>/ssh/id_ed25519
     connect_timeout: float = 10.0
+    # a connection whose node answers no keepalive for interval x count seconds is
+    # closed (FastTransport.watch), as OpenSSH's ServerAliveInterval/CountMax do
+    alive_interval: float = 5.0
+    alive_count: int = 3
 
     @property
     def ssh_dir(self) -> Path:
@@ -165,6 +175,96 @@ class FastTransport(paramiko.Transport):
                                                                 socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().__init__(sock, *args, **kwargs)
+        self._pings = 0  # keepalives sent and not answered yet
+        self._pings_lock = threading.Lock()  # never held across a send
+        self._answered = time.monotonic()
+        self._watched = False
+        self.lost: str | None = None  # why the watch closed the connection
+
+    def watch(self, interval: float = 5.0, misses: int = 3) -> None:
+        """Close this connection once the node stops answering.
+
+        Every ``interval`` seconds a ``keepalive@openssh.com`` request that wants a
+        reply goes out (sshd refuses it, at once: any reply is proof of life). With no
+        reply for ``interval * misses`` seconds the connection is closed, so every
+        channel on it ends: a step fails "connection lost", rsync's stream ends, and
+        the push goes on with the other nodes, instead of waiting on a frozen node
+        (SIGSTOP, a hung kernel, a cable pulled without a reset) for its step's
+        timeout or a transfer's hour. paramiko's own ``set_keepalive`` wants no reply:
+        it keeps a NAT entry open, it cannot tell a dead peer from a quiet one.
+
+        A ping is sent from its own short thread: a send can block behind a full TCP
+        window (the frozen node reads nothing), and the watch must still count.
+        Replies to global requests come in the order asked and carry no id, so a
+        watched connection takes no other global request that wants a reply.
+        """
+        self._watched = True
+        threading.Thread(target=self._watch, args=(interval, misses),
+                         name=f"dsas-ssh-watch-{self.name}", daemon=True).start()
+
+    def _watch(self, interval: float, misses: int) -> None:
+        limit = interval * misses
+        sender: threading.Thread | None = None
+        self._answered = time.monotonic()
+        while self.active:
+            silent = time.monotonic() - self._answered
+            if silent > limit and self._pings:
+                self.lost = (f"no answer to {self._pings} SSH keepalives in {silent:.0f} s; "
+                             f"the node is frozen or gone")
+                log.warning("ssh connection to %s: %s: closing it", self._peer(), self.lost)
+                self.close()
+                return
+            if sender is None or not sender.is_alive():
+                sender = threading.Thread(target=self._ping, daemon=True,
+                                          name=f"dsas-ssh-ping-{self.name}")
+                sender.start()
+            deadline = time.monotonic() + interval
+            while self.active and time.monotonic() < deadline:
+                time.sleep(min(0.5, interval))
+
+    def _peer(self) -> str:
+        try:
+            return str(self.sock.getpeername()[0])
+        except (OSError, AttributeError, IndexError):
+            return "?"
+
+    def _ping(self) -> None:
+        m = paramiko.Message()
+        m.add_byte(cMSG_GLOBAL_REQUEST)
+        m.add_string("keepalive@openssh.com")
+        m.add_boolean(True)
+        with self._pings_lock:
+            if not self._pings:
+                self._answered = time.monotonic()  # silence counts from a question
+            self._pings += 1
+        try:
+            self._send_user_message(m)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the connection is going: the transport's own thread says why
+
+    def global_request(self, kind: str, data: Any = None, wait: bool = True) -> Any:
+        if wait and self._watched:
+            raise paramiko.SSHException(
+                f"global request {kind!r} on a watched connection: its reply could not "
+                f"be told from a keepalive's")
+        return super().global_request(kind, data, wait)
+
+    def _answer(self) -> bool:
+        """A global reply arrived: True if it answers a ping (then it is consumed)."""
+        with self._pings_lock:
+            self._answered = time.monotonic()
+            if self._pings:
+                self._pings -= 1
+                return True
+        return False
+
+    def _parse_request_success(self, m: paramiko.Message) -> None:
+        if not self._answer():
+            super()._parse_request_success(m)
+
+    def _parse_request_failure(self, m: paramiko.Message) -> None:
+        if not self._answer():
+            super()._parse_request_failure(m)
 
 
 def paramiko_client(cfg: SshConfig) -> paramiko.SSHClient:

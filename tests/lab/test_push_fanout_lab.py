@@ -14,8 +14,11 @@ from __future__ import annotations
 import glob
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from lab.testing import require_tool, wait_for
 from tests.support.push_lab import PushLab, assert_ok, make_lab, release_of, snapshot, write_tree
@@ -118,7 +121,12 @@ def bridge_port(pl: PushLab, name: str) -> str:
     raise AssertionError(f"no bridge port for {name}")
 
 
-def test_parent_killed_mid_push_fails_alone_its_children_come_from_the_master(lab, tmp_path):
+@pytest.mark.parametrize("fault", ["kill", "freeze"])
+def test_parent_killed_mid_push_fails_alone_its_children_come_from_the_master(lab, tmp_path,
+                                                                              fault):
+    """n01 dies mid-push: its sshd killed (the connection resets), or frozen (SIGSTOP:
+    nothing is closed, only the master's SSH keepalives tell; before them the push
+    waited for the transfer's hour and this test's 120 s ran out)."""
     pl = fanout_lab(lab, tmp_path)
     site_tree(pl.src, files=30, size=20_000)
     r = pl.push(str(pl.src), *FANOUT)
@@ -139,14 +147,20 @@ def test_parent_killed_mid_push_fails_alone_its_children_come_from_the_master(la
     try:
         wait_for(receiving, 30, "n01 receiving")
         assert pl.live("n01") == rel1
-        n01.kill_sshd()
+        if fault == "kill":
+            n01.kill_sshd()
+        else:
+            n01.freeze()
         out, err = p.communicate(timeout=120)
     finally:
         if p.poll() is None:
             p.kill()
             p.communicate(timeout=30)
+        n01.freeze(signal.SIGCONT)
     assert p.returncode == 1, out + err
     assert re.search(r"^n01\s+FAILED", out, re.M), out
+    if fault == "freeze":
+        assert re.search(r"^n01\s+FAILED\s.*keepalive", out, re.M), out
     rel2 = re.search(r"ok release (\S+)", out)
     assert rel2, out
     expect = snapshot(pl.src)
@@ -159,7 +173,8 @@ def test_parent_killed_mid_push_fails_alone_its_children_come_from_the_master(la
     assert_relayed(err, rel2.group(1), {"n05": "n02", "n06": "n02"})
     assert pl.live("n01") == rel1  # stayed on its old release
     # back up, the retry lands the same release on n01 alone
-    n01.start_sshd()
+    if fault == "kill":
+        n01.start_sshd()
     r = pl.push("--retry-failed", "--transfer", "fanout", "--fanout-width", "2")
     assert_ok(r)
     assert pl.live("n01") == rel2.group(1)

@@ -159,6 +159,52 @@ def test_sshd_killed_mid_push_then_retry_failed(lab, tmp_path):
     assert snapshot(n02.root / "site") == snapshot(pl.src)
 
 
+def test_a_frozen_node_fails_alone_in_seconds_not_an_hour(lab, tmp_path):
+    """A node whose sshd and sessions all stop (SIGSTOP) mid-transfer: nothing is closed,
+    its kernel still ACKs, so only the master's SSH keepalives can tell. The push must
+    fail that node within about 15 s of keepalives and finish the others; the frozen
+    node, resumed, is still on its old release. (Before the watch, the push waited for
+    the transfer's hour: this test's 120 s ran out.)"""
+    require_tool("tc")
+    pl = make_lab(lab, tmp_path)
+    write_tree(pl.src, {"index.html": "v1"})
+    rel1 = release_of(pl.push(str(pl.src), "--role", "web"))
+    write_tree(pl.src, {f"big{i}.bin": os.urandom(1_000_000) for i in range(6)})
+    write_tree(pl.src, {"index.html": "v2"})
+    slow_link(pl, "n02")
+    proc = pl.push_bg(str(pl.src), "--role", "web")
+    n02 = pl.node("n02")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rel_dir = n02.root / "site.releases"
+        incoming = list(rel_dir.glob(".incoming-*")) if rel_dir.exists() else []
+        if incoming and any(p.name.startswith(("big", ".big")) for p in incoming[0].iterdir()):
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail("the transfer to n02 never started")
+    n02.freeze()
+    frozen_at = time.monotonic()
+    try:
+        out, err = proc.communicate(timeout=120)
+        took = time.monotonic() - frozen_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        n02.freeze(signal.SIGCONT)
+    print(f"push ended {took:.1f} s after n02 froze")
+    assert proc.returncode == 1, out + err
+    assert re.search(r"^n02\s+FAILED\s.*connection lost.*keepalive", out, re.M), out + err
+    rel2 = release_of_partial(out)
+    for name in ("n01", "n03"):
+        assert pl.live(name) == rel2
+    assert pl.live("n02") == rel1 and (n02.root / "site/index.html").read_text() == "v1"
+    r = pl.push("--retry-failed")
+    assert_ok(r)
+    assert pl.live("n02") == rel2 and snapshot(n02.root / "site") == snapshot(pl.src)
+
+
 def release_of_partial(out: str) -> str:
     m = re.search(r"^n01\s+ok\s.*live (\S+)", out, re.M)
     assert m, out
