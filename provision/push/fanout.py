@@ -130,6 +130,10 @@ def relay_argv(cfg: SshConfig, lay: NodeLayout, rid: str, child: str,
     return argv + [lay.release(rid) + "/", f"{host}:{lay.incoming(rid)}/"]
 
 
+KEYDIR_PREFIX = "dsas-fanout."
+STALE_KEYDIR_MIN = 120  # minutes: older key directories are a dead relay's
+
+
 def relay_script(argv: Sequence[str], host_key_line: str) -> str:
     """Run on the parent: the private key from standard input into a fresh private
     directory, the child's host key beside it, then the relay rsync; the directory
@@ -139,8 +143,14 @@ def relay_script(argv: Sequence[str], host_key_line: str) -> str:
     for a in argv:  # "$d" stays a shell expansion: the directory is made on the parent
         words.append(shlex.quote(a).replace(KEYDIR, "'\"$d\"'"))
     return (
-        'umask 077; d=$(mktemp -d /tmp/dsas-fanout.XXXXXX) || exit 3; '
-        'trap \'rm -rf "$d"\' EXIT; cat > "$d/key" || exit 3; '
+        # What a relay killed with the node (or the master's connection) left: its key
+        # directory, the private key of a past push (its authorized_keys lines are gone
+        # already, see authorize_script). Relays are bounded by the transfer's hour.
+        f'find /tmp -maxdepth 1 -type d -name "{KEYDIR_PREFIX}*" -user "$(id -u)" '
+        f'-mmin +{STALE_KEYDIR_MIN} -exec rm -rf {{}} + 2>/dev/null; '
+        f'umask 077; d=$(mktemp -d /tmp/{KEYDIR_PREFIX}XXXXXX) || exit 3; '
+        'trap \'rm -rf "$d"\' EXIT; trap \'exit 129\' HUP INT TERM; '
+        'cat > "$d/key" || exit 3; '
         f'printf "%s\\n" {shlex.quote(PEER_ALIAS + " " + host_key_line)} > "$d/known_hosts"; '
         f'out=$({" ".join(words)} 2>&1); rc=$?; '
         'if [ $rc -ne 0 ]; then printf "%s\\n" "$out" | tail -n 3 >&2; exit $rc; fi; '

@@ -14,8 +14,11 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -81,9 +84,21 @@ def test_first_push_and_update_fan_out_byte_exact_master_sends_k_copies(lab, tmp
     assert_relayed(r.stderr, rel1, PARENT)
     assert push_key_lines(pl) == []
     assert not glob.glob("/tmp/dsas-fanout.*")  # the parents' private key directories
+    # What a relay killed with its node leaves (a key directory with a past push's
+    # private key) goes at the next relay once it is 2 h old; a younger one stays.
+    stale, young = Path(tempfile.mkdtemp(prefix="dsas-fanout.", dir="/tmp")), \
+        Path(tempfile.mkdtemp(prefix="dsas-fanout.", dir="/tmp"))
+    (stale / "key").write_text("a dead relay's key\n")
+    old_t = time.time() - 3 * 3600
+    os.utime(stale, (old_t, old_t))
     # A 1% update: one file of 100 changes.
     (pl.src / "d3/f003.bin").write_bytes(os.urandom(40_000))
-    r = pl.push(str(pl.src), *FANOUT)
+    try:
+        r = pl.push(str(pl.src), *FANOUT)
+        assert not stale.exists() and young.is_dir()
+    finally:
+        shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(young, ignore_errors=True)
     assert_ok(r)
     rel2 = release_of(r)
     assert_relayed(r.stderr, rel2, PARENT)
