@@ -26,6 +26,7 @@ bytes are checked against SHA-256 sums that came over SSH.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import ipaddress
 import logging
@@ -92,7 +93,7 @@ def staging(lay: NodeLayout, rid: str) -> str:
 def sendable(name: str) -> bool:
     """Names uftp and the node's shell loop carry unambiguously; the others go by rsync."""
     return bool(name) and name == name.strip() and not any(c in name for c in "\n\r\\") \
-        and name != SUMS_NAME and not name.startswith("/")
+        and name not in (SUMS_NAME, FIXUP_NAME) and not name.startswith("/")
 
 
 def regular_files(listing: Listing, names: Iterable[str] | None = None) -> list[str]:
@@ -154,17 +155,27 @@ def _stop_fragment(pidfiles: str) -> str:
     )
 
 
-def apply_script(lay: NodeLayout, rid: str, sums_digest: str | None) -> str:
+def apply_script(lay: NodeLayout, rid: str, sums_digest: str | None,
+                 fixup: bool = False) -> str:
     """Stop uftpd, check the staged files, link them into the incoming tree.
 
-    Prints ``STAGED <n>`` (files kept), ``MISSED <n>`` (listed but absent or wrong:
-    dropped), or ``NOSUMS`` when the sums list is missing or not the master's (then
-    nothing staged is used). ``sums_digest`` None: stop and clean up only."""
+    Prints ``STAGED <n>`` (files kept, the fixup script counted), ``MISSED <n>``
+    (listed but absent or wrong: dropped), or ``NOSUMS`` when the sums list is missing
+    or not the master's (then nothing staged is used). ``sums_digest`` None: stop and
+    clean up only. ``fixup``: the incoming tree is hard links of the session's base;
+    when nothing was missed and the session carried ``fixup_script``'s script (checked
+    with the others), it runs in the tree: ``FIXED 1`` when it did all of rsync's pass,
+    ``NOFIX <why>`` if it failed (the rsync pass repairs the tree then)."""
     s = staging(lay, rid)
     q = shlex.quote
     head = (f"R={q(lay.releases)}; S={q(s)}; ID={q(rid)}; "
             + _stop_fragment('"$S.pid"'))
-    clean = 'cd /; rm -rf "$S" "$S".status "$S".log "$S".sums; '
+    clean = 'cd /; rm -rf "$S" "$S".status "$S".log "$S".sums "$S".fixup "$S".fixerr; '
+    fix = ""
+    if fixup:
+        fix = ('if [ $bad -eq 0 ] && [ -f "$S.fixup" ]; then '
+               '( cd "$R/.incoming-$ID" && sh "$S.fixup" ) 2>"$S.fixerr" '
+               '|| echo "NOFIX $(tail -n 1 "$S.fixerr" | tr -d "\\r")"; fi; ')
     if sums_digest is None:
         return head + clean + "true"
     return head + (
@@ -176,20 +187,148 @@ def apply_script(lay: NodeLayout, rid: str, sums_digest: str | None) -> str:
         'sha256sum -c --quiet "$S.sums" 2>/dev/null > "$S.bad"; '
         'while IFS= read -r line; do f=${line%: *}; rm -f -- "$f"; bad=$((bad+1)); '
         'done < "$S.bad"; rm -f "$S.bad"; '
+        f'if [ -f {FIXUP_NAME} ]; then mv {FIXUP_NAME} "$S.fixup"; fi; '
         # Anything unlisted (nothing should be) makes the verification fail: full rsync.
         'set -e; cp -a -l --remove-destination . "$R/.incoming-$ID/"; set +e; '
-        'echo "STAGED $((n-bad))"; echo "MISSED $bad"; ' + clean + "true"
+        'echo "STAGED $((n-bad))"; echo "MISSED $bad"; ' + fix + clean + "true"
     )
 
 
-def sums_file(src: str, names: Sequence[str], path: Path) -> str:
-    """Write ``sha256sum -c`` lines for ``names`` (relative to ``src``) to ``path``;
-    return the SHA-256 of that file. Each changed byte is read once, on the master."""
+FIXUP_NAME = ".dsas-uftp-fixup"
+_EXEC = {"x": (1, 0), "-": (0, 0), "s": (1, 1), "S": (0, 1), "t": (1, 1), "T": (0, 1)}
+
+
+def _octal(perms: str) -> str | None:
+    """rsync's ``%B`` (``rwsr-xr-x``) as chmod's octal, or None if it is not one."""
+    if len(perms) != 9:
+        return None
+    special, digits = 0, ""
+    for i, high in enumerate((4, 2, 1)):  # user (setuid), group (setgid), other (sticky)
+        r, w, x = perms[3 * i], perms[3 * i + 1], perms[3 * i + 2]
+        if r not in "r-" or w not in "w-" or x not in _EXEC or \
+                (x in "sS" and i == 2) or (x in "tT" and i != 2):
+            return None
+        digits += str(4 * (r == "r") + 2 * (w == "w") + _EXEC[x][0])
+        special += high * _EXEC[x][1]
+    return f"{special}{digits}"
+
+
+def _epoch(mtime: str) -> str | None:
+    """The listing's UTC ``YYYY/MM/DD-HH:MM:SS[.ns]`` as touch's ``@seconds.ns``."""
+    head, _, ns = mtime.partition(".")
+    try:
+        t = time.strptime(head, "%Y/%m/%d-%H:%M:%S")
+    except ValueError:
+        return None
+    if ns and not ns.isdigit():
+        return None
+    return f"@{calendar.timegm(t)}" + (f".{ns}" if ns else "")
+
+
+class _Unsupported(Exception):
+    """An entry the fixup script does not handle: rsync's pass does the node."""
+
+
+class _Fixup:
+    """The lines of ``fixup_script``, built one delta name at a time."""
+
+    def __init__(self, old: Listing, new: Listing):
+        self.old, self.new = old, new
+        self.rm: list[str] = []
+        self.make: list[str] = []
+        self.attrs: list[str] = []
+        self.times: dict[str, str] = {}  # name -> its mtime in the new tree
+
+    @staticmethod
+    def _get(listing: Listing, name: str) -> tuple[str, ...] | None:
+        return listing.get("./" if name == "." else name) or listing.get(name + "/")
+
+    def _time(self, name: str) -> None:
+        cur = self._get(self.new, name)
+        if cur is not None:
+            self.times.setdefault(name, cur[5])
+
+    def _parents(self, name: str) -> None:
+        """rsync's implied directories: linking a staged file moved their times."""
+        parts = name.split("/")[:-1]
+        for i in range(len(parts)):
+            self._time("/".join(parts[:i + 1]))
+        if name != ".":
+            self._time(".")
+
+    def add(self, name: str) -> None:
+        q = shlex.quote
+        if name != "." and not sendable(name):
+            raise _Unsupported(name)
+        cur, prev = self._get(self.new, name), self._get(self.old, name)
+        if cur is None:  # gone
+            self.rm.append(f"rm -rf -- {q(name)}")
+            self._parents(name)
+            return
+        kind, perms, uid, gid, _size, mtime, link = cur
+        if _epoch(mtime) is None or not (uid.isdigit() and gid.isdigit()):
+            raise _Unsupported(name)
+        self._create(name, kind, link, prev[0] if prev else None)
+        self.attrs.append(f"chown -h {uid}:{gid} -- {q(name)}")
+        if kind != "L":
+            octal = _octal(perms)
+            if octal is None:
+                raise _Unsupported(name)
+            self.attrs.append(f"chmod {octal} -- {q(name)}")
+        self.times[name] = mtime
+        self._parents(name)
+
+    def _create(self, name: str, kind: str, link: str, was: str | None) -> None:
+        q = shlex.quote
+        if kind == "d":
+            if was is not None and was != "d":
+                self.rm.append(f"rm -rf -- {q(name)}")
+            if name != ".":
+                self.make.append(f"mkdir -p -- {q(name)}")
+        elif kind == "L" and link.startswith(" -> "):
+            self.rm.append(f"rm -rf -- {q(name)}")
+            self.make.append(f"ln -s -- {q(link[4:])} {q(name)}")
+        elif kind != "f" or (was is not None and was != "f"):
+            raise _Unsupported(name)  # a device or special; or a file where another kind was
+
+    def script(self) -> str:
+        deepest_first = sorted(self.times, key=lambda n: (-n.count("/") - (n != "."), n))
+        touch = [f"touch -h -d {_epoch(self.times[n])} -- {shlex.quote(n)}"
+                 for n in deepest_first]
+        return "\n".join(["set -e", *self.rm, *self.make, *self.attrs, *touch,
+                          "echo FIXED 1", ""])
+
+
+def fixup_script(old: Listing, new: Listing, delta: Sequence[str]) -> str | None:
+    """What rsync's pass over ``delta`` (``delta_names(old, new)``) would do on a node
+    whose incoming tree is hard links of ``old`` with every changed regular file
+    already staged by uftp in place (new inodes): remove what went, make the
+    directories and symlinks, set owners and modes of the changed entries, then the
+    times of those and of their parents' directories, deepest first (linking the
+    staged files moved them). A POSIX shell script run with ``set -e`` in the
+    incoming tree; it comes in the uftp session, checked by the sums list like
+    every staged file. None when an entry is of a kind or form it does not handle
+    (devices, specials, names uftp does not carry): rsync's pass then."""
+    fix = _Fixup(old, new)
+    try:
+        for name in delta:
+            fix.add(name)
+    except _Unsupported as e:
+        log.info("uftp: no fixup script (%r): rsync's pass sets the attributes", str(e)[:80])
+        return None
+    return fix.script()
+
+
+def sums_file(src: str, names: Sequence[str], path: Path,
+              extra: Sequence[tuple[str, Path]] = ()) -> str:
+    """Write ``sha256sum -c`` lines for ``names`` (relative to ``src``), then for
+    ``extra`` (the name in the session, the file here), to ``path``; return the
+    SHA-256 of that file. Each changed byte is read once, on the master."""
     h = hashlib.sha256()
     with open(path, "wb") as out:
-        for name in names:
+        for name, local in [*((n, Path(src, n)) for n in names), *extra]:
             fh = hashlib.sha256()
-            with open(os.path.join(src, name), "rb") as f:
+            with open(local, "rb") as f:
                 while chunk := f.read(1 << 20):
                     fh.update(chunk)
             line = f"{fh.hexdigest()}  {name}\n".encode("utf-8", "surrogateescape")
@@ -259,17 +398,23 @@ def parse_status(text: str, clients: Sequence[str], files: int) -> tuple[set[str
 
 def send(cfg: McastConfig, src: str, names: Sequence[str], clients: Sequence[str],
          workdir: Path, tag: str, timeout: float = 3600,
-         dest: str | None = None) -> tuple[SessionResult, str]:
-    """Send ``names`` (relative to ``src``) and their sums list in one uftp session.
+         dest: str | None = None, fixup: str | None = None) -> tuple[SessionResult, str]:
+    """Send ``names`` (relative to ``src``) and their sums list in one uftp session,
+    with ``fixup`` (``fixup_script``'s text) if given, listed in the sums too.
     Returns the result and the sums list's digest (what the nodes check it against)."""
     wd = workdir / f"uftp-{tag}"
     wd.mkdir()
+    extra: list[tuple[str, Path]] = []
+    if fixup is not None:
+        (wd / FIXUP_NAME).write_text(fixup, encoding="utf-8", errors="surrogateescape")
+        extra.append((FIXUP_NAME, wd / FIXUP_NAME))
     sums = wd / SUMS_NAME
-    digest = sums_file(src, names, sums)
+    digest = sums_file(src, names, sums, extra)
     size = sum(os.lstat(os.path.join(src, n)).st_size for n in names)
     list_file = wd / "files.list"
     base = os.path.abspath(src)
     list_file.write_bytes(b"".join(os.fsencode(os.path.join(base, n)) + b"\n" for n in names)
+                          + b"".join(os.fsencode(str(p)) + b"\n" for _, p in extra)
                           + os.fsencode(str(sums)) + b"\n")
     status, logf = wd / "status", wd / "uftp.log"
     argv = uftp_argv(cfg, base, list_file, clients, status, logf, dest)
@@ -281,7 +426,7 @@ def send(cfg: McastConfig, src: str, names: Sequence[str], clients: Sequence[str
         rc = -1
     secs = time.monotonic() - t0
     text = status.read_text(errors="replace") if status.exists() else ""
-    ok, failed = parse_status(text, clients, len(names) + 1)
+    ok, failed = parse_status(text, clients, len(names) + len(extra) + 1)
     log.info("uftp session %s: %d files, %d bytes, %d/%d nodes complete in %.2f s (rc %s)",
              tag, len(names), size, len(ok), len(clients), secs, rc)
     for c, why in failed.items():

@@ -51,7 +51,7 @@ from .remote import (
 )
 from .targets import Target
 from .transfer import explain, remote_dest, rsync_argv, run_rsync
-from .uftp_round import UftpRound, use_uftp
+from .uftp_round import Staged, UftpRound, use_uftp
 
 log = logging.getLogger(__name__)
 
@@ -268,12 +268,12 @@ class Pusher:
             if "HAVE" in kv:  # complete on the node already (a retry after a lost answer)
                 self._switch(node, lay, rid, res)
             else:
-                fast = False
+                staged = Staged()
                 if rnd is not None:
                     arrived = True
-                    fast = rnd.stage(self.reporter, t, node, lay, rid, state, kv)
+                    staged = rnd.stage(self.reporter, t, node, lay, rid, state, kv)
                 self._deliver(t, node, opts, lay, rid, state, kv, res, cdir, manifest,
-                              bases or [], fast)
+                              bases or [], staged)
             if opts.then:
                 self.reporter.phase(t.name, "then")
                 self._then(node, opts, lay, rid, state, res)
@@ -298,7 +298,7 @@ class Pusher:
 
     def _deliver(self, t: Target, node: RemoteNode, opts: PushOptions, lay: NodeLayout,
                  rid: str, state: NodeState, kv: dict[str, list[str]], res: HostResult,
-                 cdir: Path, manifest: Manifest, bases: list[str], fast: bool) -> None:
+                 cdir: Path, manifest: Manifest, bases: list[str], staged: Staged) -> None:
         """The release onto the node, verified and switched: from its fan-out parent,
         else (or if that failed) by rsync from the master."""
         relayed = self._relayed(t, node, opts, lay, rid, state, kv, res, manifest)
@@ -310,7 +310,7 @@ class Pusher:
             if "HAVE" in kv:
                 self._switch(node, lay, rid, res)
                 return
-        self._transfer_verified(t, node, opts, lay, rid, state, kv, res, cdir, manifest, fast)
+        self._transfer_verified(t, node, opts, lay, rid, state, kv, res, cdir, manifest, staged)
 
     def _relayed(self, t: Target, node: RemoteNode, opts: PushOptions, lay: NodeLayout,
                  rid: str, state: NodeState, kv: dict[str, list[str]], res: HostResult,
@@ -406,12 +406,24 @@ class Pusher:
     def _transfer_verified(self, t: Target, node: RemoteNode, opts: PushOptions,
                            lay: NodeLayout, rid: str, state: NodeState,
                            kv: dict[str, list[str]], res: HostResult, cdir: Path,
-                           manifest: Manifest, fast: bool = False) -> None:
+                           manifest: Manifest, staged: Staged | None = None) -> None:
         """Transfer, verify, switch. A node pre-linked from the delta's base gets only
         the names that differ (``--files-from``); should that not give the master's
         tree (the base was changed on the node behind dsas's back), a full rsync
-        into the same incoming tree repairs it before the verification that counts."""
+        into the same incoming tree repairs it before the verification that counts.
+        A node uftp staged and fixed up (``staged.fixed``) is verified at once, with
+        no rsync pass; if that fails, the rsync pass over the delta repairs it."""
+        staged = staged or Staged()
         delta = self._delta_files.get(kv["LINKED"][0]) if "LINKED" in kv else None
+        if staged.fixed:
+            self.reporter.phase(t.name, "verifying")
+            try:
+                self._commit(node, opts, lay, rid, manifest, state, res, abort=False)
+                return
+            except _Mismatch as e:
+                log.warning("host=%s the tree uftp staged does not verify (%s): rsync's pass",
+                            t.name, e.reason)
+        fast = staged.complete and not staged.fixed
         try:
             self._transfer(t, node, opts, lay, rid, state, kv, res, cdir, delta, fast)
             self.reporter.phase(t.name, "verifying")

@@ -53,6 +53,15 @@ class NodeOutcome:
     digest: str | None  # the sums list's SHA-256 (None: nothing was sent to this node)
     complete: bool  # uftp says it got every file, and no changed file was left to rsync
     why: str = ""
+    fixup: bool = False  # the session carried the script that does rsync's pass
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What ``UftpRound.stage`` left in a node's incoming tree."""
+
+    complete: bool = False  # every changed file, checked: rsync only sets attributes
+    fixed: bool = False  # and the attributes too (multicast.fixup_script): no rsync pass
 
 
 class UftpRound:
@@ -92,10 +101,13 @@ class UftpRound:
         return self.outcomes.get(host)
 
     def stage(self, reporter: Reporter, t: Target, node: RemoteNode, lay: NodeLayout,
-              rid: str, state: NodeState, kv: dict[str, list[str]]) -> bool:
+              rid: str, state: NodeState, kv: dict[str, list[str]]) -> Staged:
         """Start this node's uftpd, wait for the session, put what it got into the
-        incoming tree. True when the node got every changed file, checked: rsync then
-        only sets attributes. Whatever happens, rsync completes the node after this."""
+        incoming tree. ``complete`` when the node got every changed file, checked:
+        rsync then only sets attributes; ``fixed`` when the session's fixup script did
+        that too, on a tree pre-linked from the session's base: then the verification
+        alone decides (and if it fails, the rsync pass repairs the tree). Otherwise
+        rsync completes the node after this."""
         reporter.phase(t.name, "uftpd")
         try:
             rc, out, err = node.run(multicast.start_script(lay, rid, self.mcast, t.address),
@@ -108,23 +120,31 @@ class UftpRound:
             why = "no uftpd on the node" if "NOUFTPD" in got else first_error(out, err)
             log.warning("host=%s uftp: %s: rsync", t.name, why)
             self.arrive(t.name)
-            return False
+            return Staged()
         base = kv["LINKED"][0] if "LINKED" in kv else state.live
         self.arrive(t.name, multicast.client_uid(t.address), base)
         reporter.phase(t.name, "multicast")
         outcome = self.wait(t.name)
         reporter.phase(t.name, "staging")
         digest = outcome.digest if outcome else None
-        rc, out, err = node.run(multicast.apply_script(lay, rid, digest), timeout=600)
+        fixup = bool(outcome and outcome.complete and outcome.fixup and "LINKED" in kv)
+        rc, out, err = node.run(multicast.apply_script(lay, rid, digest, fixup), timeout=600)
         got = parse_kv(out)
         if outcome is None or rc != 0 or "STAGED" not in got:
             log.warning("host=%s uftp gave nothing usable (%s): rsync", t.name,
                         outcome.why if outcome else "no session")
-            return False
+            return Staged()
         staged, missed = int(got["STAGED"][0]), int(got.get("MISSED", ["0"])[0])
-        log.info("host=%s uftp staged %d files, %d missed%s", t.name, staged, missed,
-                 "" if outcome.complete else f" ({outcome.why})")
-        return outcome.complete and missed == 0
+        if outcome.fixup:
+            staged -= 1  # the fixup script
+        if "NOFIX" in got:
+            log.warning("host=%s uftp: the fixup script failed (%s): rsync's pass",
+                        t.name, got["NOFIX"][0][:200])
+        log.info("host=%s uftp staged %d files, %d missed%s%s", t.name, staged, missed,
+                 "" if outcome.complete else f" ({outcome.why})",
+                 ", attributes set" if "FIXED" in got else "")
+        complete = outcome.complete and missed == 0
+        return Staged(complete, complete and fixup and "FIXED" in got)
 
     def _send(self) -> None:
         groups: dict[str | None, list[str]] = {}
@@ -132,19 +152,21 @@ class UftpRound:
             groups.setdefault(base, []).append(host)
         for i, (base, hosts) in enumerate(groups.items()):
             old = self.store.load(base) if base else None
+            fixup = None
             if old is not None:
                 changed = delta_names(old, self.listing)
                 kinds = [n for n in changed if n in self.listing and self.listing[n][0] == "f"]
+                fixup = multicast.fixup_script(old, self.listing, changed)
             else:
                 kinds = [n for n, v in self.listing.items() if v[0] == "f"]
             names = multicast.regular_files(self.listing, kinds)
             left = len(kinds) - len(names)  # changed files uftp cannot name: rsync's
             uids = [self._ready[h][0] for h in hosts]
             result, digest = multicast.send(self.mcast, self.src, names, uids, self.cdir,
-                                            str(i), dest=self.dest)
+                                            str(i), dest=self.dest, fixup=fixup)
             self.bytes += result.bytes
             for host, uid in zip(hosts, uids, strict=True):
                 why = result.failed.get(uid, "")
                 if left and not why:
                     why = f"{left} changed names left to rsync"
-                self.outcomes[host] = NodeOutcome(digest, not why, why)
+                self.outcomes[host] = NodeOutcome(digest, not why, why, fixup is not None)

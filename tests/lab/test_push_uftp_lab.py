@@ -56,12 +56,27 @@ def test_first_push_and_update_over_uftp_byte_exact(lab, tmp_path):
     assert "uftp session" in r.stderr and "complete" in r.stderr, r.stderr
     sent = rsync_bytes(r.stdout)
     assert len(sent) == 3 and max(sent.values()) < 200_000, r.stdout
-    # A 1% update: one file changes.
+    # A 1% update: one file changes; and what rsync's pass did besides the data, which
+    # the session's fixup script now does on the node: a mode, a new directory with a
+    # file, a file and a directory gone, a symlink made and one repointed.
     (pl.src / "d3/f003.bin").write_bytes(os.urandom(20_000))
+    (pl.src / "d1/f001.bin").write_bytes(os.urandom(20_000))  # (a mode alone: no pre-link)
+    os.chmod(pl.src / "d1/f001.bin", 0o640)
+    write_tree(pl.src, {"new/dir/n.txt": "new"})
+    os.chmod(pl.src / "new/dir", 0o750)
+    (pl.src / "d2/f002.bin").unlink()
+    (pl.src / "a/b/c.txt").unlink()
+    (pl.src / "a/b").rmdir()
+    (pl.src / "link").unlink()
+    (pl.src / "link").symlink_to("index.html")
+    (pl.src / "new/l2").symlink_to("dir/n.txt")
     r = pl.push(str(pl.src), "--role", "web", "--delete", *UFTP)
     assert_ok(r)
     rel2 = release_of(r)
-    assert "uftp session 0: 1 files" in r.stderr, r.stderr
+    assert "uftp session 0: 3 files" in r.stderr, r.stderr  # f001, f003, n.txt
+    # no rsync pass: the fixup script set the attributes and the manifest verified
+    assert r.stderr.count("attributes set") == 3, r.stderr
+    assert "rsync's pass" not in r.stderr, r.stderr
     expect = snapshot(pl.src)
     for n in pl.farm.nodes:
         assert pl.live(n.name) == rel2
@@ -172,3 +187,26 @@ def test_a_node_whose_dsas_init_runs_uftpd_receives_with_that_one(lab, tmp_path)
         assert not list((n01.root / "site.releases").glob(".uftp-*")), "staging left behind"
     finally:
         os.kill(pid, 9)
+
+
+def test_a_staged_tree_that_does_not_verify_is_repaired_by_rsync(lab, tmp_path):
+    """n02's live release was changed behind dsas's back (a file outside the update's
+    delta): its pre-linked tree, staged and fixed up, fails the verification; rsync's
+    pass repairs it before the verification that counts, and n02 lands byte-exact.
+    The others switch on the fixup alone."""
+    pl = uftp_lab(lab, tmp_path)
+    site_tree(pl.src)
+    rel1 = release_of(pl.push(str(pl.src), "--role", "web", "--delete", *UFTP))
+    n02 = pl.node("n02")
+    tampered = n02.root / "site.releases" / rel1 / "d0/f000.bin"
+    tampered.write_bytes(b"changed on the node")
+    (pl.src / "d3/f003.bin").write_bytes(os.urandom(20_000))
+    r = pl.push(str(pl.src), "--role", "web", "--delete", *UFTP)
+    assert_ok(r)
+    rel2 = release_of(r)
+    assert re.search(r"host=n02 the tree uftp staged does not verify", r.stderr), r.stderr
+    assert r.stderr.count("does not verify") == 1, r.stderr
+    expect = snapshot(pl.src)
+    for n in pl.farm.nodes:
+        assert pl.live(n.name) == rel2
+        assert snapshot(n.root / "site") == expect, n.name
