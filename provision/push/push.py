@@ -249,9 +249,9 @@ class Pusher:
     def _push_host(self, t: Target, opts: PushOptions, lay: NodeLayout, rid: str,
                    manifest: Manifest, cdir: Path, bases: list[str] | None = None
                    ) -> HostResult:
-        node = RemoteNode(self.ssh, t.name, t.address)
-        res = HostResult(t.name, False)
         rnd, arrived = self._round, False
+        node = RemoteNode(self.ssh, t.name, t.address, compress=rnd is not None)
+        res = HostResult(t.name, False)
         try:
             self.reporter.phase(t.name, "connecting")
             if opts.dry_run:

@@ -170,8 +170,13 @@ def to_prune(state: NodeState, keep: int) -> list[str]:
 class RemoteNode:
     """One paramiko connection to a node, reused for every step of its push."""
 
-    def __init__(self, cfg: SshConfig, name: str, address: str):
+    def __init__(self, cfg: SshConfig, name: str, address: str, compress: bool = False):
+        """``compress``: zlib on the connection (after the login, as OpenSSH's
+        ``Compression``), for a node whose bulk goes another way (uftp): its steps'
+        scripts, most of what the master sends it, shrink about threefold; never for
+        a connection that carries rsync's data (random data costs CPU, gains nothing)."""
         self.cfg, self.name, self.address = cfg, name, address
+        self.compress = compress
         self._client: paramiko.SSHClient | None = None
 
     def connect(self) -> None:
@@ -190,7 +195,7 @@ class RemoteNode:
                            pkey=pkey, timeout=self.cfg.connect_timeout,
                            banner_timeout=self.cfg.connect_timeout,
                            auth_timeout=self.cfg.connect_timeout,
-                           allow_agent=False, look_for_keys=False,
+                           allow_agent=False, look_for_keys=False, compress=self.compress,
                            transport_factory=FastTransport)
         except HostKeyError as e:
             client.close()
