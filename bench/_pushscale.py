@@ -260,7 +260,7 @@ LIMITS = {
         "step) grows with N and is what the master's cores run out of first"),
     "uftp": (
         "the changed bytes go once (uplink flat in N), but each node still costs the master "
-        "its SSH steps (uftpd start, apply, rsync's completion pass with its file list, the "
+        "its SSH steps (login, prepare, uftpd start, apply with the fixup script, the "
         "verification): that per-node term is what grows. Multicast needs the nodes' switch "
         "ports to get the group: without IGMP snooping the group floods every port of the "
         "VLAN (fine on a push VLAN, not on a shared one); with snooping a querier must run or "

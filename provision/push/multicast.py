@@ -17,7 +17,12 @@ manifest and switched by rename. uftp only brings the bulk of the bytes first:
    hard-link the staged files into the incoming tree, replacing (never writing
    through) the links to the base release.
 
-Then the normal rsync pass runs: for a node that got everything it only sets
+4. For a node pre-linked from the session's base that got everything, the session's
+   ``fixup_script`` (checked like the staged files) then does rsync's pass over the
+   delta (removals, directories, symlinks, owners, modes, times): the node is
+   verified and switched with no rsync at all (if that fails, rsync's pass repairs).
+
+Otherwise the normal rsync pass runs: for a node that got everything it only sets
 modes and directory times (uftp keeps mtimes to the second, not modes), with
 ``--modify-window=0``; for a node that missed data, the usual full-precision
 pass, which sends what is missing. Integrity does not rest on uftp: the staged
