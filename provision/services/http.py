@@ -262,12 +262,15 @@ class HttpService(Service):
         out = []
         for name, host in inv.hosts.items():
             r = rows.get(name)
+            # the report's IMAGE@VERSION, else the inventory's bare image: one shape
+            image, _, version = ((r.image if r else None) or host.image or "").partition("@")
             out.append({
                 "host": name,
                 "role": host.role.name,
                 "address": r.address if r and r.address else
                 str(host.primary_interface.address) if host.interfaces else None,
-                "image": r.image if r else host.image,
+                "image": image or None,
+                "version": version or None,  # as the host last reported it
                 "stage": r.stage if r else None,
                 "reason": r.reason if r else None,
                 "when": _iso(r.ts) if r else None,

@@ -257,7 +257,8 @@ def test_events_recorded_and_listed(env: Setup) -> None:
                         "-w", "%{http_code}", f"{HTTP}/api/v1/events").stdout
 
     assert post('{"host": "n1", "stage": "kernel"}') == "201"
-    assert post('{"stage": "failed", "reason": "disk /dev/sda missing"}') == "201"  # by peer
+    assert post('{"stage": "failed", "reason": "disk /dev/sda missing", '
+                '"image": "tiny@7"}') == "201"  # by peer
     assert post('{"host": "n2", "stage": "ready"}') == "403"  # n1's address claims n2
     assert post('{"host": "ghost", "stage": "ready"}') == "404"
     assert post('{"host": "n1", "stage": "dancing"}') == "400"
@@ -268,6 +269,8 @@ def test_events_recorded_and_listed(env: Setup) -> None:
     nodes = {n["host"]: n for n in json.loads(env.curl(f"{HTTP}/api/v1/nodes").stdout)["nodes"]}
     assert nodes["n1"]["stage"] == "failed" and nodes["n1"]["reason"] == "disk /dev/sda missing"
     assert nodes["n1"]["address"] == CLI and nodes["n1"]["image"] == "tiny"
+    assert nodes["n1"]["version"] == "7"  # IMAGE@VERSION reported: image and version apart
+    assert nodes["n2"]["image"] == "tiny" and nodes["n2"]["version"] is None  # no report
     assert nodes["n1"]["when"] and nodes["n2"]["stage"] is None
     with sqlite3.connect(env.state / "state.db") as db:
         rows = db.execute("SELECT host, stage, ts FROM http_events ORDER BY id").fetchall()
