@@ -161,7 +161,7 @@ def _stop_fragment(pidfiles: str) -> str:
 
 
 def apply_script(lay: NodeLayout, rid: str, sums_digest: str | None,
-                 fixup: bool = False) -> str:
+                 fixup: bool = False, then: str | None = None) -> str:
     """Stop uftpd, check the staged files, link them into the incoming tree.
 
     Prints ``STAGED <n>`` (files kept, the fixup script counted), ``MISSED <n>``
@@ -170,17 +170,21 @@ def apply_script(lay: NodeLayout, rid: str, sums_digest: str | None,
     clean up only. ``fixup``: the incoming tree is hard links of the session's base;
     when nothing was missed and the session carried ``fixup_script``'s script (checked
     with the others), it runs in the tree: ``FIXED 1`` when it did all of rsync's pass,
-    ``NOFIX <why>`` if it failed (the rsync pass repairs the tree then)."""
+    ``NOFIX <why>`` if it failed (the rsync pass repairs the tree then). ``then``: a
+    script (the commit step) run in a subshell once the fixup did its work, its exit
+    status printed as ``COMMITRC <n>``: one round trip for both."""
     s = staging(lay, rid)
     q = shlex.quote
     head = (f"R={q(lay.releases)}; S={q(s)}; ID={q(rid)}; "
             + _stop_fragment('"$S.pid"'))
     clean = 'cd /; rm -rf "$S" "$S".status "$S".log "$S".sums "$S".fixup "$S".fixerr; '
-    fix = ""
+    fix = after = ""
     if fixup:
-        fix = ('if [ $bad -eq 0 ] && [ -f "$S.fixup" ]; then '
-               '( cd "$R/.incoming-$ID" && sh "$S.fixup" ) 2>"$S.fixerr" '
-               '|| echo "NOFIX $(tail -n 1 "$S.fixerr" | tr -d "\\r")"; fi; ')
+        fix = ('fixed=; if [ $bad -eq 0 ] && [ -f "$S.fixup" ]; then '
+               'if ( cd "$R/.incoming-$ID" && sh "$S.fixup" ) 2>"$S.fixerr"; then fixed=1; '
+               'else echo "NOFIX $(tail -n 1 "$S.fixerr" | tr -d "\\r")"; fi; fi; ')
+        if then:
+            after = f'if [ "$fixed" = 1 ]; then ( {then} ); echo "COMMITRC $?"; fi; '
     if sums_digest is None:
         return head + clean + "true"
     return head + (
@@ -195,7 +199,7 @@ def apply_script(lay: NodeLayout, rid: str, sums_digest: str | None,
         f'if [ -f {FIXUP_NAME} ]; then mv {FIXUP_NAME} "$S.fixup"; fi; '
         # Anything unlisted (nothing should be) makes the verification fail: full rsync.
         'set -e; cp -a -l --remove-destination . "$R/.incoming-$ID/"; set +e; '
-        'echo "STAGED $((n-bad))"; echo "MISSED $bad"; ' + fix + clean + "true"
+        'echo "STAGED $((n-bad))"; echo "MISSED $bad"; ' + fix + clean + after + "true"
     )
 
 

@@ -271,7 +271,8 @@ class Pusher:
                 staged = Staged()
                 if rnd is not None:
                     arrived = True
-                    staged = rnd.stage(self.reporter, t, node, lay, rid, state, kv)
+                    staged = rnd.stage(self.reporter, t, node, lay, rid, state, kv,
+                                       self._commit_script(opts, lay, rid, manifest, state))
                 self._deliver(t, node, opts, lay, rid, state, kv, res, cdir, manifest,
                               bases or [], staged)
             if opts.then:
@@ -418,7 +419,8 @@ class Pusher:
         if staged.fixed:
             self.reporter.phase(t.name, "verifying")
             try:
-                self._commit(node, opts, lay, rid, manifest, state, res, abort=False)
+                self._commit(node, opts, lay, rid, manifest, state, res, abort=False,
+                             done=staged.commit)
                 return
             except _Mismatch as e:
                 log.warning("host=%s the tree uftp staged does not verify (%s): rsync's pass",
@@ -472,14 +474,20 @@ class Pusher:
                 self._try(node, abort_script(lay, rid))  # free the space; live is untouched
             raise _Failed(xfer.reason)
 
+    @staticmethod
+    def _commit_script(opts: PushOptions, lay: NodeLayout, rid: str, manifest: Manifest,
+                       state: NodeState) -> str:
+        prev = state.live or (state.releases[-1] if state.releases else None)
+        prune = [r for r in to_prune(NodeState(rid, state.releases + [rid]), opts.keep)
+                 if r != state.live]
+        return commit_script(lay, rid, manifest, prev, opts.delete, prune)
+
     def _commit(self, node: RemoteNode, opts: PushOptions, lay: NodeLayout, rid: str,
                 manifest: Manifest, state: NodeState, res: HostResult,
-                abort: bool = True) -> None:
-        prev = state.live or (state.releases[-1] if state.releases else None)
-        keep = opts.keep
-        prune = [r for r in to_prune(NodeState(rid, state.releases + [rid]), keep)
-                 if r != state.live]
-        rc, out, err = node.run(commit_script(lay, rid, manifest, prev, opts.delete, prune))
+                abort: bool = True, done: tuple[int, str, str] | None = None) -> None:
+        """Verify and switch; ``done``: the commit step's (rc, out, err) when it ran
+        already (after uftp's apply, in the same round trip)."""
+        rc, out, err = done or node.run(self._commit_script(opts, lay, rid, manifest, state))
         kv = parse_kv(out)
         if rc == 4:
             if abort:

@@ -62,6 +62,7 @@ class Staged:
 
     complete: bool = False  # every changed file, checked: rsync only sets attributes
     fixed: bool = False  # and the attributes too (multicast.fixup_script): no rsync pass
+    commit: tuple[int, str, str] | None = None  # the commit step, run after the fixup
 
 
 class UftpRound:
@@ -101,13 +102,15 @@ class UftpRound:
         return self.outcomes.get(host)
 
     def stage(self, reporter: Reporter, t: Target, node: RemoteNode, lay: NodeLayout,
-              rid: str, state: NodeState, kv: dict[str, list[str]]) -> Staged:
+              rid: str, state: NodeState, kv: dict[str, list[str]],
+              commit: str | None = None) -> Staged:
         """Start this node's uftpd, wait for the session, put what it got into the
         incoming tree. ``complete`` when the node got every changed file, checked:
         rsync then only sets attributes; ``fixed`` when the session's fixup script did
         that too, on a tree pre-linked from the session's base: then the verification
         alone decides (and if it fails, the rsync pass repairs the tree). Otherwise
-        rsync completes the node after this."""
+        rsync completes the node after this. ``commit``: the verify-and-switch script,
+        run in the same round trip once the fixup did its work (``Staged.commit``)."""
         reporter.phase(t.name, "uftpd")
         try:
             rc, out, err = node.run(multicast.start_script(lay, rid, self.mcast, t.address),
@@ -128,7 +131,9 @@ class UftpRound:
         reporter.phase(t.name, "staging")
         digest = outcome.digest if outcome else None
         fixup = bool(outcome and outcome.complete and outcome.fixup and "LINKED" in kv)
-        rc, out, err = node.run(multicast.apply_script(lay, rid, digest, fixup), timeout=600)
+        rc, out, err = node.run(multicast.apply_script(lay, rid, digest, fixup,
+                                                       commit if fixup else None),
+                                timeout=600)
         got = parse_kv(out)
         if outcome is None or rc != 0 or "STAGED" not in got:
             log.warning("host=%s uftp gave nothing usable (%s): rsync", t.name,
@@ -144,7 +149,10 @@ class UftpRound:
                  "" if outcome.complete else f" ({outcome.why})",
                  ", attributes set" if "FIXED" in got else "")
         complete = outcome.complete and missed == 0
-        return Staged(complete, complete and fixup and "FIXED" in got)
+        done = None
+        if "COMMITRC" in got and got["COMMITRC"][0].isdigit():
+            done = (int(got["COMMITRC"][0]), out, err)
+        return Staged(complete, complete and fixup and "FIXED" in got, done)
 
     def _send(self) -> None:
         groups: dict[str | None, list[str]] = {}
