@@ -121,6 +121,22 @@ def slow_link(pl: PushLab, name: str, rate: str = "16mbit") -> None:
                  "burst", "32kbit", "latency", "400ms"])
 
 
+def push_into_transfer(pl: PushLab, name: str) -> subprocess.Popen[str]:
+    """A push to the role in the background, returned once the big files reach ``name``."""
+    proc = pl.push_bg(str(pl.src), "--role", "web")
+    node = pl.node(name)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rel_dir = node.root / "site.releases"
+        incoming = list(rel_dir.glob(".incoming-*")) if rel_dir.exists() else []
+        if incoming and any(p.name.startswith(("big", ".big")) for p in incoming[0].iterdir()):
+            return proc
+        time.sleep(0.02)
+    proc.kill()
+    proc.communicate(timeout=30)
+    pytest.fail(f"the transfer to {name} never started")
+
+
 def test_sshd_killed_mid_push_then_retry_failed(lab, tmp_path):
     require_tool("tc")
     pl = make_lab(lab, tmp_path)
@@ -131,17 +147,8 @@ def test_sshd_killed_mid_push_then_retry_failed(lab, tmp_path):
     write_tree(pl.src, {f"big{i}.bin": os.urandom(1_000_000) for i in range(6)})
     write_tree(pl.src, {"index.html": "v2"})
     slow_link(pl, "n02")  # 6 MB at 16 Mbit/s: about 3 s, time to kill sshd in the middle
-    proc = pl.push_bg(str(pl.src), "--role", "web")
+    proc = push_into_transfer(pl, "n02")
     n02 = pl.node("n02")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        rel_dir = n02.root / "site.releases"
-        incoming = list(rel_dir.glob(".incoming-*")) if rel_dir.exists() else []
-        if incoming and any(p.name.startswith(("big", ".big")) for p in incoming[0].iterdir()):
-            break
-        time.sleep(0.02)
-    else:
-        pytest.fail("the transfer to n02 never started")
     n02.kill_sshd()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, out + err
@@ -172,17 +179,8 @@ def test_a_frozen_node_fails_alone_in_seconds_not_an_hour(lab, tmp_path):
     write_tree(pl.src, {f"big{i}.bin": os.urandom(1_000_000) for i in range(6)})
     write_tree(pl.src, {"index.html": "v2"})
     slow_link(pl, "n02")
-    proc = pl.push_bg(str(pl.src), "--role", "web")
+    proc = push_into_transfer(pl, "n02")
     n02 = pl.node("n02")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        rel_dir = n02.root / "site.releases"
-        incoming = list(rel_dir.glob(".incoming-*")) if rel_dir.exists() else []
-        if incoming and any(p.name.startswith(("big", ".big")) for p in incoming[0].iterdir()):
-            break
-        time.sleep(0.02)
-    else:
-        pytest.fail("the transfer to n02 never started")
     n02.freeze()
     frozen_at = time.monotonic()
     try:
