@@ -185,7 +185,12 @@ class FastTransport(paramiko.Transport):
         self._pings_lock = threading.Lock()  # never held across a send
         self._answered = time.monotonic()
         self._watched = False
+        self._ended = threading.Event()  # set by close(): the watch ends with it
         self.lost: str | None = None  # why the watch closed the connection
+
+    def close(self) -> None:
+        self._ended.set()
+        super().close()
 
     def watch(self, interval: float = 5.0, misses: int = 3) -> None:
         """Close this connection once the node stops answering.
@@ -224,9 +229,7 @@ class FastTransport(paramiko.Transport):
                 sender = threading.Thread(target=self._ping, daemon=True,
                                           name=f"dsas-ssh-ping-{self.name}")
                 sender.start()
-            deadline = time.monotonic() + interval
-            while self.active and time.monotonic() < deadline:
-                time.sleep(min(0.5, interval))
+            self._ended.wait(interval)  # one wake-up per interval, at once on close
 
     def _peer(self) -> str:
         try:
