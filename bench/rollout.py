@@ -8,8 +8,9 @@ figures are dsas's own cost: SSH, the push of the disk host's tree, the waits).
 * rollout: `dsas rollout tiny@4 --role web --canary n01 --batch 2 --yes`;
 * rollout, one batch: `dsas rollout tiny@5 --role web --batch 3 --yes`.
 
-"other CPU" counts the lab's own `dsas serve` and sshds too (not reaped children of
-this process), so it over-states the machine's other load.
+"other CPU" is the machine's CPU minus this process's, its waited children's (each
+`dsas rollout` and what it ran) and the lab's own long-running processes' (the
+`dsas serve`, the nodes' sshds with their sessions).
 
 Failed requests during the rollout need directors and a client on the VIP (the QEMU
 tier); this lab has no pools, so they are not measured here.
@@ -21,24 +22,22 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
-from bench.common import children_cpu, loaded_mark, machine_cpu, other_cpu
+from bench.common import cpu_span, loaded_mark
 from lab.netns import Lab
 from lab.rollout import RolloutLab, make
 
 HOSTS = ("n01", "n02", "n03")
 
 
-def timed(rl: RolloutLab, *args: str) -> tuple[float, float]:
+def timed(lab: Lab, rl: RolloutLab, *args: str) -> tuple[float, float]:
     """Seconds of one `dsas rollout` (it must succeed), and the others' CPU meanwhile."""
-    m0, c0, t0 = machine_cpu(), children_cpu(), time.monotonic()
-    rc, doc, err = rl.rollout(*args)
-    wall = time.monotonic() - t0
+    with cpu_span(*(p.pid for p in lab.procs if p.poll() is None)) as span:
+        rc, doc, err = rl.rollout(*args)
     if rc != 0 or doc.get("outcome") != "done":
         raise SystemExit(f"dsas rollout {' '.join(args)} failed: {err[-2000:]}")
-    return wall, other_cpu(machine_cpu() - m0, children_cpu() - c0, wall)
+    return span.wall, span.other
 
 
 def main(argv: list[str]) -> int:
@@ -47,12 +46,12 @@ def main(argv: list[str]) -> int:
     rows: list[tuple[str, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="dsas-bench-rollout-") as tmp, Lab() as lab:
         rl = make(lab, Path(tmp), versions=("1", "2", "4", "5"))
-        hand = [timed(rl, "tiny@2", "--host", h) for h in HOSTS]
+        hand = [timed(lab, rl, "tiny@2", "--host", h) for h in HOSTS]
         rows.append(("by hand, 3 x --host (sum)", sum(w for w, _ in hand),
                      max(o for _, o in hand)))
-        rows.append(("rollout, canary + batch 2", *timed(rl, "tiny@4", "--role", "web",
+        rows.append(("rollout, canary + batch 2", *timed(lab, rl, "tiny@4", "--role", "web",
                                                          "--canary", "n01", "--batch", "2")))
-        rows.append(("rollout, one batch of 3", *timed(rl, "tiny@5", "--role", "web",
+        rows.append(("rollout, one batch of 3", *timed(lab, rl, "tiny@5", "--role", "web",
                                                        "--batch", "3")))
     base = rows[0][1]
     print(f"{'3 hosts (2 netboot, 1 disk)':<30} {'wall s':>8} {'vs hand':>8} {'other CPU':>10}")
