@@ -107,15 +107,17 @@ virtual_services:
 # timeout does not delay the next, so a gap is seen to within PERIOD), one line per
 # request: "<monotonic start t> ok <body>" or "<t> fail <why>". With a fifth argument
 # "seq", one request at a time (a client that waits for each answer: it never offers
-# a starved TCG web server more than it can take).
+# a starved TCG web server more than it can take). "timeout=S": each request's
+# timeout (default 0.8 s).
 CLIENT_LOOP = r"""
 import http.client, sys, threading, time
 vip, count, seconds, period = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-seq = sys.argv[5:] == ["seq"]
+seq = "seq" in sys.argv[5:]
+wait = next((float(a[8:]) for a in sys.argv[5:] if a.startswith("timeout=")), 0.8)
 lock = threading.Lock()
 def one(t):
     try:
-        c = http.client.HTTPConnection(vip, 80, timeout=0.8)
+        c = http.client.HTTPConnection(vip, 80, timeout=wait)
         c.request("GET", "/", headers={"Connection": "close"})
         body = c.getresponse().read().decode(errors="replace").strip()
         c.close()
@@ -145,13 +147,14 @@ for th in threads:
 
 class Loop:
     """The client's loop on the VIP, in the background: one line per request (CLIENT_LOOP,
-    a request every 0.1 s, each with its 0.8 s timeout) for at most ``seconds``."""
+    a request every 0.1 s, each with its ``timeout``) for at most ``seconds``."""
 
-    def __init__(self, c: LabCluster, client: Netns, name: str, seconds: float = 1500):
+    def __init__(self, c: LabCluster, client: Netns, name: str, seconds: float = 1500,
+                 timeout: float = 0.8):
         self.c, self.path = c, c.workdir / f"{name}.txt"
         self.f = self.path.open("w")
         self.proc = client.popen([sys.executable, "-c", CLIENT_LOOP, VIP, "1000000",
-                                  str(seconds), "0.1"], stdout=self.f,
+                                  str(seconds), "0.1", f"timeout={timeout:g}"], stdout=self.f,
                                  stderr=subprocess.DEVNULL, text=True)
 
     def rows(self) -> list[tuple[float, bool, str]]:
