@@ -18,6 +18,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -106,15 +107,17 @@ virtual_services:
 # timeout does not delay the next, so a gap is seen to within PERIOD), one line per
 # request: "<monotonic start t> ok <body>" or "<t> fail <why>". With a fifth argument
 # "seq", one request at a time (a client that waits for each answer: it never offers
-# a starved TCG web server more than it can take).
+# a starved TCG web server more than it can take). "timeout=S": each request's
+# timeout (default 0.8 s).
 CLIENT_LOOP = r"""
 import http.client, sys, threading, time
 vip, count, seconds, period = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-seq = sys.argv[5:] == ["seq"]
+seq = "seq" in sys.argv[5:]
+wait = next((float(a[8:]) for a in sys.argv[5:] if a.startswith("timeout=")), 0.8)
 lock = threading.Lock()
 def one(t):
     try:
-        c = http.client.HTTPConnection(vip, 80, timeout=0.8)
+        c = http.client.HTTPConnection(vip, 80, timeout=wait)
         c.request("GET", "/", headers={"Connection": "close"})
         body = c.getresponse().read().decode(errors="replace").strip()
         c.close()
@@ -140,6 +143,62 @@ while n < count and time.monotonic() < end:
 for th in threads:
     th.join(5)
 """
+
+
+class Loop:
+    """The client's loop on the VIP, in the background: one line per request (CLIENT_LOOP,
+    a request every 0.1 s, each with its ``timeout``) for at most ``seconds``."""
+
+    def __init__(self, c: LabCluster, client: Netns, name: str, seconds: float = 1500,
+                 timeout: float = 0.8):
+        self.c, self.path = c, c.workdir / f"{name}.txt"
+        self.f = self.path.open("w")
+        self.proc = client.popen([sys.executable, "-c", CLIENT_LOOP, VIP, "1000000",
+                                  str(seconds), "0.1", f"timeout={timeout:g}"], stdout=self.f,
+                                 stderr=subprocess.DEVNULL, text=True)
+
+    def rows(self) -> list[tuple[float, bool, str]]:
+        return client_rows(self.path)
+
+    def stop(self) -> list[tuple[float, bool, str]]:
+        self.c.lab.stop(self.proc)
+        self.f.close()
+        return self.rows()
+
+
+class PowerCycler:
+    """Netbooted guests that reboot themselves (`systemctl reboot`, as `dsas rollout`
+    has them do): QEMU runs them with -no-reboot, so a reboot ends the process; this
+    thread (a poll a second) starts the same machine again (NICs, taps, kernel and
+    initramfs), which netboots what the master serves it now, as a machine's firmware
+    would. ``boots[name]``: the restarts; each earlier boot's console is kept as
+    ``NAME.boot-N.log``. Bounded: at most ``limit`` restarts a guest, and it stops on
+    leaving the ``with`` (before the lab stops the guests)."""
+
+    def __init__(self, guests: dict[str, Guest], names: tuple[str, ...], limit: int = 12):
+        self.guests, self.names, self.limit = guests, names, limit
+        self.boots = {n: 0 for n in names}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="power-cycler", daemon=True)
+
+    def __enter__(self) -> PowerCycler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            for n in self.names:
+                g = self.guests[n]
+                if g.proc is None or g.proc.poll() is None or self.boots[n] >= self.limit:
+                    continue
+                self.boots[n] += 1
+                keep = g.workdir / f"{n}.boot-{self.boots[n]}.log"
+                keep.write_text(g.console())
+                g.start()
 
 
 def requests(client: Netns, count: int, period: float = 0.05,
@@ -391,13 +450,15 @@ def outside_client(c: LabCluster) -> Netns:
 
 @contextmanager
 def lvs_farm(tmp_path: Path, inventory: str, images: tuple[str, ...] = ("tiny", "web"),
-             ) -> Iterator[tuple[LabCluster, Netns]]:
-    """The lab: master netns with `dsas serve` (not started), the outside bridge, the client."""
+             boot_root: Path | None = None) -> Iterator[tuple[LabCluster, Netns]]:
+    """The lab: master netns with `dsas serve` (not started), the outside bridge, the
+    client. The boot root is the shared TEST_BOOT_ROOT (``images`` built into it), or
+    ``boot_root``, one the test made (lab.rollout.vm_boot_root)."""
     require_root()
     for t in ("qemu-system-x86_64", "curl", "ip"):
         require_tool(t)
     build_images(*images)
-    boot = TEST_BOOT_ROOT
+    boot = boot_root or TEST_BOOT_ROOT
     inv_path = tmp_path / "cluster.yaml"
     inv_path.write_text(inventory)
     with Lab() as lab:

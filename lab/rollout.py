@@ -145,3 +145,154 @@ def make(lab: Lab, work: Path, count: int = 3, disk: tuple[str, ...] = ("n03",),
                           stdout=log, stderr=subprocess.STDOUT)
     farm.master.wait_port(80, "tcp")
     return RolloutLab(farm, inv, state, boot)
+
+
+# -- the QEMU tier (tests/vm/test_rollout_vm.py) -----------------------------------------
+# Two directors on the tiny-lvs image and three web servers on the web image (Debian:
+# systemd, lighttpd, sshd), netbooted from `dsas serve`; the web hosts are the only ones
+# that boot image web, so a rollout of the role moves the whole image and the
+# inventory's version changes at its end.
+
+VM_INVENTORY = """\
+cluster:
+  name: lab
+  domain: lab.example
+  master_address: 198.18.0.1
+  masters: {primary: m01}
+  http_port: 80
+  kernel_args: console=ttyS0 panic=5 dsas.shell=hvc0
+networks:
+  inside: {cidr: 198.18.0.0/22, dns: [198.18.0.1]}
+  outside: {cidr: 198.19.2.0/24, gateway: 198.19.2.1, vlan: 2}
+hwtypes:
+  vm: {nics: [eth0, eth1], modules: [virtio_net]}
+images:
+  web: {version: current}
+  tiny-lvs: {version: current}
+services:
+  master: {units: [dsas-serve]}
+  web: {units: [lighttpd]}
+  lvs: {units: [keepalived]}
+roles:
+  master: {services: [master], networks: [inside], boot: disk, hwtype: vm}
+  lvs:
+    services: [lvs]
+    networks: [inside, outside]
+    image: tiny-lvs
+    hwtype: vm
+    bond: {mode: active-backup, miimon: 100, primary: eth0}
+  web:
+    services: [web]
+    networks: [inside]
+    image: web
+    hwtype: vm
+    bond: {mode: active-backup, miimon: 100, primary: eth0}
+hosts:
+  m01: {role: master, macs: ["52:54:00:18:00:01", "52:54:00:18:01:01"],
+        addresses: {inside: 198.18.0.1}}
+  lvs1: {role: lvs, macs: ["52:54:00:18:00:61", "52:54:00:18:01:61"],
+         addresses: {inside: 198.18.0.61, outside: 198.19.2.61}}
+  lvs2: {role: lvs, macs: ["52:54:00:18:00:62", "52:54:00:18:01:62"],
+         addresses: {inside: 198.18.0.62, outside: 198.19.2.62}}
+  w1: {role: web, macs: ["52:54:00:18:00:71", "52:54:00:18:01:71"],
+       addresses: {inside: 198.18.1.71}}
+  w2: {role: web, macs: ["52:54:00:18:00:72", "52:54:00:18:01:72"],
+       addresses: {inside: 198.18.1.72}}
+  w3: {role: web, macs: ["52:54:00:18:00:73", "52:54:00:18:01:73"],
+       addresses: {inside: 198.18.1.73}}
+lvs_pairs:
+  lb:
+    hosts: {lvs1: active, lvs2: backup}
+    virtual_router_id: 51
+    advert_int: 1
+    gateway_vips: {inside: 198.18.0.254}
+virtual_services:
+  www:
+    vip: 198.19.2.10
+    port: 80
+    scheduler: rr
+    forwarding: NAT
+    role: web
+    check: {type: HTTP_GET, path: /, connect_timeout: 1, retry: 1, delay_before_retry: 1}
+"""
+
+VM_DIRECTORS = ("lvs1", "lvs2")
+VM_WEB = ("w1", "w2", "w3")
+# what the broken version's lighttpd.conf ends with: lighttpd -tt refuses it, so
+# lighttpd.service fails at boot and dsas-init reports failed
+BROKEN_LINE = 'server.port = "broken\n'
+
+
+@dataclass(frozen=True)
+class VmVersions:
+    """The web image's versions in a test's own boot root."""
+
+    a: str          # the build's (current)
+    b: str          # the same files, another version (a good upgrade)
+    broken: str     # its lighttpd does not start
+
+
+def vm_boot_root(dest: Path) -> VmVersions:
+    """A boot root of the test's own: the web and tiny-lvs images built (into the
+    shared TEST_BOOT_ROOT, cached), each built version hard-linked in with ``current``
+    on it, whatever another run has since made current in the shared root; then two
+    more versions of web: A's files under another version (``b``), and ``broken``, A
+    with lighttpd.conf made invalid (its rootfs repacked, its manifest's sha256 and
+    entry updated: the initramfs verifies it)."""
+    from provision.imaging.build import Builder, default_recipes_dir
+    from provision.imaging.result import file_entry
+    from provision.imaging.store import ImageStore, dump_manifest, sha256_file
+
+    from .clone import TEST_BOOT_ROOT, TEST_CACHE
+
+    shared = ImageStore(TEST_BOOT_ROOT / "images")
+    builder = Builder(default_recipes_dir(), shared, TEST_CACHE)
+    store = ImageStore(dest / "images")
+    built = {n: builder.build(n).version for n in ("tiny-lvs", "web")}
+    for name, version in built.items():
+        d = store.dir(name, version)
+        d.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-al", str(shared.dir(name, version)), str(d)], check=True,
+                       timeout=60)
+        store.set_current(name, version)
+    a = built["web"]
+    versions = VmVersions(a, f"{a[:8]}b", f"{a[:8]}x")
+    src = store.dir("web", a)
+    manifest = json.loads((src / "manifest.json").read_text())
+    for v in (versions.b, versions.broken):
+        d = store.dir("web", v)
+        d.mkdir()
+        for f in ("vmlinuz", "initrd.img", *(["rootfs.tar.gz"] if v == versions.b else [])):
+            (d / f).hardlink_to(src / f)
+        m = dict(manifest, version=v)
+        if v == versions.broken:
+            conf = _repack_broken(src / "rootfs.tar.gz", d / "rootfs.tar.gz")
+            m["files"] = dict(m["files"], **{"rootfs.tar.gz": {
+                "sha256": sha256_file(d / "rootfs.tar.gz"),
+                "size": (d / "rootfs.tar.gz").stat().st_size}})
+            entry = dict(m["rootfs"]["etc/lighttpd/lighttpd.conf"])
+            entry.update({k: file_entry(conf)[k] for k in ("sha256", "size")})
+            m["rootfs"] = dict(m["rootfs"], **{"etc/lighttpd/lighttpd.conf": entry})
+        (d / "manifest.json").write_text(dump_manifest(m))
+        assert not store.verify("web", v), store.verify("web", v)
+    return versions
+
+
+def _repack_broken(src: Path, dest: Path) -> bytes:
+    """``src`` (a root fs .tar.gz) as ``dest`` with BROKEN_LINE appended to
+    etc/lighttpd/lighttpd.conf; the new file's bytes."""
+    import io
+
+    conf = b""
+    with tarfile.open(src, "r|gz") as tin, tarfile.open(dest, "w:gz", compresslevel=1,
+                                                       format=tarfile.GNU_FORMAT) as tout:
+        for m in tin:
+            data = tin.extractfile(m) if m.isreg() else None
+            if m.isreg() and m.name.lstrip("./") == "etc/lighttpd/lighttpd.conf":
+                assert data is not None
+                conf = data.read() + b"\n" + BROKEN_LINE.encode()
+                m.size = len(conf)
+                data = io.BytesIO(conf)
+            tout.addfile(m, data)
+    assert conf, f"no etc/lighttpd/lighttpd.conf in {src}"
+    return conf

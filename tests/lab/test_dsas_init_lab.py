@@ -125,3 +125,62 @@ def test_ready_report_names_the_image_version_this_machine_runs(lab: Lab, machin
     got = [json.loads(line) for line in events.read_text().splitlines()]
     assert [e["image"] for e in got if e["stage"] == "ready"] == ["tiny@v1", "tiny@v2",
                                                                   "tiny@v3"]
+
+
+# systemctl on a fake machine: `cat` finds every unit, `--no-block start` queues it,
+# `show -p ActiveState|SubState --value UNIT` reads the unit's two lines in
+# $DSAS_ROOT/units/UNIT (what systemd would say once the queued job ran)
+SYSTEMCTL = """#!/bin/sh
+echo "systemctl $*" >> "$FAKE_LOG"
+case "$1" in
+    cat|--no-block) exit 0 ;;
+    show) [ "$3" = ActiveState ] && n=1 || n=2; sed -n "${n}p" "$DSAS_ROOT/units/$5" ;;
+esac
+"""
+
+
+def test_a_role_unit_that_fails_at_boot_is_reported_failed(lab: Lab, machine: Machine,
+                                                           tmp_path: Path) -> None:
+    """At boot, under systemd, the role's units are queued (--no-block: they are ordered
+    after dsas-init.service) and the report waits for them: one that fails, or restarts
+    after a failure, or is not active in DSAS_UNIT_WAIT s, is `failed` with the unit named;
+    all active is `ready` (issue 23: a broken image must not report ready; the old code
+    reported ready as soon as the start was queued)."""
+    ns = lab.netns("initunit")
+    lab.bridge(ns, "br0", "198.18.43.1/24")
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    www = tmp_path / "www"
+    www.mkdir()
+    ns.popen([sys.executable, str(SUPPORT / "fake_master.py"), str(www), str(events),
+              "198.18.43.1", "8080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ns.wait_port(8080, "tcp")
+    (machine.bin / "systemctl").write_text(SYSTEMCTL)
+    (machine.bin / "systemctl").chmod(0o755)
+    (machine.root / "run" / "systemd" / "system").mkdir(parents=True)
+    units = machine.root / "units"
+    units.mkdir()
+    (machine.root / "etc" / "dsas.conf").write_text(conf(SERVICE_UNITS="(lighttpd)"))
+    env = {**machine.env("http://198.18.43.1:8080"), "DSAS_UNIT_WAIT": "3"}
+    seen: list[dict[str, str]] = []
+    for state in ("activating\nauto-restart\n", "failed\nfailed\n", "inactive\ndead\n",
+                  "active\nrunning\n"):
+        (units / "lighttpd").write_text(state)
+        n = len(seen)
+        # the report comes from dsas-init's background child, which holds its stdout:
+        # run() returns once both ended
+        out = ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash", str(DSAS_INIT)],
+                     check=False, timeout=30)
+        assert out.returncode == 0, out.stdout + out.stderr
+        seen = [json.loads(line) for line in events.read_text().splitlines()]
+        seen = [e for e in seen if e["stage"] in ("ready", "failed")]
+        assert len(seen) == n + 1, (seen, out.stdout)
+    assert "systemctl --no-block start lighttpd" in machine.commands()
+    got = [(e["stage"], e["detail"]) for e in seen]
+    assert got[0] == ("failed", "SERVICE_UNITS[0]: lighttpd: failed to start (state "
+                                "activating/auto-restart; role web)"), got
+    assert got[1] == ("failed", "SERVICE_UNITS[0]: lighttpd: failed to start (state "
+                                "failed/failed; role web)"), got
+    assert got[2] == ("failed", "SERVICE_UNITS[0]: lighttpd: not active after 3 s (state "
+                                "inactive/dead; role web)"), got
+    assert got[3][0] == "ready", got

@@ -38,11 +38,10 @@ import pytest
 from lab.assign import GUESTS, INVENTORY
 from lab.cluster import LabCluster
 from lab.lvs import (
-    CLIENT_LOOP,
     DSAS,
     VIP,
+    Loop,
     boot,
-    client_rows,
     fail_over,
     lb_status,
     lvs_farm,
@@ -83,25 +82,6 @@ def in_ipvs(c: LabCluster, state: Path) -> dict[str, set[str]]:
     """director -> the real servers IPVS has for www (any weight)."""
     return {d: {h for h, st in rs if st in ("up", "weight 0", "draining")}
             for d, rs in pool(c, state).items()}
-
-
-class Loop:
-    """The client's loop on the VIP, in the background: one line per request."""
-
-    def __init__(self, c: LabCluster, client: Netns, name: str, seconds: float = 1500):
-        self.c, self.path = c, c.workdir / f"{name}.txt"
-        self.f = self.path.open("w")
-        self.proc = client.popen([sys.executable, "-c", CLIENT_LOOP, VIP, "1000000",
-                                  str(seconds), "0.1"], stdout=self.f,
-                                 stderr=subprocess.DEVNULL, text=True)
-
-    def rows(self) -> list[tuple[float, bool, str]]:
-        return client_rows(self.path)
-
-    def stop(self) -> list[tuple[float, bool, str]]:
-        self.c.lab.stop(self.proc)
-        self.f.close()
-        return self.rows()
 
 
 @pytest.mark.timeout(5400)
