@@ -41,7 +41,9 @@ VIP = "198.19.2.10"
 CLIENT = "198.19.2.50"
 WEB = ("w1", "w2")
 
-INVENTORY = """\
+# What every QEMU LVS lab inventory shares (here, lab.assign, lab.rollout): the
+# cluster and its networks, the master and the two directors, the VRRP pair and www.
+INV_HEAD = """\
 cluster:
   name: lab
   domain: lab.example
@@ -54,6 +56,34 @@ networks:
   outside: {cidr: 198.19.2.0/24, gateway: 198.19.2.1, vlan: 2}
 hwtypes:
   vm: {nics: [eth0, eth1], modules: [virtio_net]}
+"""
+DIRECTOR_HOSTS = """\
+hosts:
+  m01: {role: master, macs: ["52:54:00:18:00:01", "52:54:00:18:01:01"],
+        addresses: {inside: 198.18.0.1}}
+  lvs1: {role: lvs, macs: ["52:54:00:18:00:61", "52:54:00:18:01:61"],
+         addresses: {inside: 198.18.0.61, outside: 198.19.2.61}}
+  lvs2: {role: lvs, macs: ["52:54:00:18:00:62", "52:54:00:18:01:62"],
+         addresses: {inside: 198.18.0.62, outside: 198.19.2.62}}
+"""
+INV_TAIL = """\
+lvs_pairs:
+  lb:
+    hosts: {lvs1: active, lvs2: backup}
+    virtual_router_id: 51
+    advert_int: 1
+    gateway_vips: {inside: 198.18.0.254}
+virtual_services:
+  www:
+    vip: 198.19.2.10
+    port: 80
+    scheduler: rr
+    forwarding: NAT
+    role: web
+    check: {type: HTTP_GET, path: /, connect_timeout: 1, retry: 1, delay_before_retry: 1}
+"""
+
+INVENTORY = INV_HEAD + """\
 images:
   tiny: {version: current}
   web: {version: current}
@@ -75,32 +105,12 @@ roles:
     image: tiny
     hwtype: vm
     bond: {mode: active-backup, miimon: 100, primary: eth0}
-hosts:
-  m01: {role: master, macs: ["52:54:00:18:00:01", "52:54:00:18:01:01"],
-        addresses: {inside: 198.18.0.1}}
-  lvs1: {role: lvs, macs: ["52:54:00:18:00:61", "52:54:00:18:01:61"],
-         addresses: {inside: 198.18.0.61, outside: 198.19.2.61}}
-  lvs2: {role: lvs, macs: ["52:54:00:18:00:62", "52:54:00:18:01:62"],
-         addresses: {inside: 198.18.0.62, outside: 198.19.2.62}}
+""" + DIRECTOR_HOSTS + """\
   w1: {role: web, macs: ["52:54:00:18:00:71", "52:54:00:18:01:71"],
        addresses: {inside: 198.18.1.71}}
   w2: {role: web, macs: ["52:54:00:18:00:72", "52:54:00:18:01:72"],
        addresses: {inside: 198.18.1.72}}
-lvs_pairs:
-  lb:
-    hosts: {lvs1: active, lvs2: backup}
-    virtual_router_id: 51
-    advert_int: 1
-    gateway_vips: {inside: 198.18.0.254}
-virtual_services:
-  www:
-    vip: 198.19.2.10
-    port: 80
-    scheduler: rr
-    forwarding: NAT
-    role: web
-    check: {type: HTTP_GET, path: /, connect_timeout: 1, retry: 1, delay_before_retry: 1}
-"""
+""" + INV_TAIL
 
 # Runs in the client namespace: a GET http://VIP/ starts every PERIOD s for SECONDS s
 # (or COUNT requests), each in its own thread (a request that waits out its 0.8 s

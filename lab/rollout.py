@@ -32,6 +32,7 @@ from provision.sshtrust.sshconf import (
     parse_key_lines,
 )
 
+from .lvs import DIRECTOR_HOSTS, INV_HEAD, INV_TAIL
 from .netns import Lab
 from .sshfarm import MOUNT, NET, SshFarm, SshNode, build_farm
 
@@ -153,19 +154,7 @@ def make(lab: Lab, work: Path, count: int = 3, disk: tuple[str, ...] = ("n03",),
 # that boot image web, so a rollout of the role moves the whole image and the
 # inventory's version changes at its end.
 
-VM_INVENTORY = """\
-cluster:
-  name: lab
-  domain: lab.example
-  master_address: 198.18.0.1
-  masters: {primary: m01}
-  http_port: 80
-  kernel_args: console=ttyS0 panic=5 dsas.shell=hvc0
-networks:
-  inside: {cidr: 198.18.0.0/22, dns: [198.18.0.1]}
-  outside: {cidr: 198.19.2.0/24, gateway: 198.19.2.1, vlan: 2}
-hwtypes:
-  vm: {nics: [eth0, eth1], modules: [virtio_net]}
+VM_INVENTORY = INV_HEAD + """\
 images:
   web: {version: current}
   tiny-lvs: {version: current}
@@ -187,34 +176,14 @@ roles:
     image: web
     hwtype: vm
     bond: {mode: active-backup, miimon: 100, primary: eth0}
-hosts:
-  m01: {role: master, macs: ["52:54:00:18:00:01", "52:54:00:18:01:01"],
-        addresses: {inside: 198.18.0.1}}
-  lvs1: {role: lvs, macs: ["52:54:00:18:00:61", "52:54:00:18:01:61"],
-         addresses: {inside: 198.18.0.61, outside: 198.19.2.61}}
-  lvs2: {role: lvs, macs: ["52:54:00:18:00:62", "52:54:00:18:01:62"],
-         addresses: {inside: 198.18.0.62, outside: 198.19.2.62}}
+""" + DIRECTOR_HOSTS + """\
   w1: {role: web, macs: ["52:54:00:18:00:71", "52:54:00:18:01:71"],
        addresses: {inside: 198.18.1.71}}
   w2: {role: web, macs: ["52:54:00:18:00:72", "52:54:00:18:01:72"],
        addresses: {inside: 198.18.1.72}}
   w3: {role: web, macs: ["52:54:00:18:00:73", "52:54:00:18:01:73"],
        addresses: {inside: 198.18.1.73}}
-lvs_pairs:
-  lb:
-    hosts: {lvs1: active, lvs2: backup}
-    virtual_router_id: 51
-    advert_int: 1
-    gateway_vips: {inside: 198.18.0.254}
-virtual_services:
-  www:
-    vip: 198.19.2.10
-    port: 80
-    scheduler: rr
-    forwarding: NAT
-    role: web
-    check: {type: HTTP_GET, path: /, connect_timeout: 1, retry: 1, delay_before_retry: 1}
-"""
+""" + INV_TAIL
 
 VM_DIRECTORS = ("lvs1", "lvs2")
 VM_WEB = ("w1", "w2", "w3")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lab.netns import Netns
 from lab.testing import Lab
 from tests.support.dsas_init_support import (
     DSAS_INIT,
@@ -38,18 +39,25 @@ def test_storage_and_services(machine: Machine) -> None:
     assert "dsas-init: service tomcat-shop: not in this image, not started" in out.stdout
 
 
-def test_failure_is_reported_to_the_master_over_http(lab: Lab, machine: Machine,
-                                                     tmp_path: Path) -> None:
-    """The `failed` event really reaches an HTTP server (in a lab namespace)."""
-    ns = lab.netns("initrep")
-    lab.bridge(ns, "br0", "198.18.40.1/24")
+
+def fake_master(lab: Lab, tmp_path: Path, name: str, net: int) -> tuple[Netns, Path]:
+    """A namespace on its own bridge (198.18.NET.1) running the fake master on port 8080;
+    (the namespace, the file its events go to, one JSON line each)."""
+    ns = lab.netns(name)
+    lab.bridge(ns, "br0", f"198.18.{net}.1/24")
     events = tmp_path / "events.jsonl"
     events.write_text("")
     www = tmp_path / "www"
     www.mkdir()
     ns.popen([sys.executable, str(SUPPORT / "fake_master.py"), str(www), str(events),
-              "198.18.40.1", "8080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+              f"198.18.{net}.1", "8080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ns.wait_port(8080, "tcp")
+    return ns, events
+
+def test_failure_is_reported_to_the_master_over_http(lab: Lab, machine: Machine,
+                                                     tmp_path: Path) -> None:
+    """The `failed` event really reaches an HTTP server (in a lab namespace)."""
+    ns, events = fake_master(lab, tmp_path, "initrep", 40)
     (machine.root / "etc" / "dsas.conf").write_text(conf(BOND_MODE="fastest"))
     env = machine.env("http://198.18.40.1:8080")
     out = ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash", str(DSAS_INIT)],
@@ -64,15 +72,7 @@ def test_ready_report_sends_the_host_key_with_this_boots_token(lab: Lab, machine
                                                                tmp_path: Path) -> None:
     """The ready report carries the SSH host key and, with it, the boot id and token the
     master put in dsas.conf (DSAS_BOOT_ID, DSAS_BOOT_TOKEN); without them, the key alone."""
-    ns = lab.netns("inittok")
-    lab.bridge(ns, "br0", "198.18.41.1/24")
-    events = tmp_path / "events.jsonl"
-    events.write_text("")
-    www = tmp_path / "www"
-    www.mkdir()
-    ns.popen([sys.executable, str(SUPPORT / "fake_master.py"), str(www), str(events),
-              "198.18.41.1", "8080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ns.wait_port(8080, "tcp")
+    ns, events = fake_master(lab, tmp_path, "inittok", 41)
     (machine.root / "etc" / "ssh").mkdir()
     (machine.root / "etc/ssh/ssh_host_ed25519_key.pub").write_text(
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey root@n1\n")
@@ -97,15 +97,7 @@ def test_ready_report_names_the_image_version_this_machine_runs(lab: Lab, machin
     """`dsas rollout` waits for IMAGE@VERSION in the ready report (issue 23): dsas.conf's
     IMAGE_VERSION; a disk host's image tree marker (what a rollout pushed); the netboot
     manifest (what the initramfs verified and unpacked), in that order of trust."""
-    ns = lab.netns("initimg")
-    lab.bridge(ns, "br0", "198.18.42.1/24")
-    events = tmp_path / "events.jsonl"
-    events.write_text("")
-    www = tmp_path / "www"
-    www.mkdir()
-    ns.popen([sys.executable, str(SUPPORT / "fake_master.py"), str(www), str(events),
-              "198.18.42.1", "8080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ns.wait_port(8080, "tcp")
+    ns, events = fake_master(lab, tmp_path, "initimg", 42)
     env = machine.env("http://198.18.42.1:8080")
     (machine.root / "etc" / "dsas.conf").write_text(conf(IMAGE_VERSION="'v1'"))
 
@@ -146,15 +138,7 @@ def test_a_role_unit_that_fails_at_boot_is_reported_failed(lab: Lab, machine: Ma
     after a failure, or is not active in DSAS_UNIT_WAIT s, is `failed` with the unit named;
     all active is `ready` (issue 23: a broken image must not report ready; the old code
     reported ready as soon as the start was queued)."""
-    ns = lab.netns("initunit")
-    lab.bridge(ns, "br0", "198.18.43.1/24")
-    events = tmp_path / "events.jsonl"
-    events.write_text("")
-    www = tmp_path / "www"
-    www.mkdir()
-    ns.popen([sys.executable, str(SUPPORT / "fake_master.py"), str(www), str(events),
-              "198.18.43.1", "8080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ns.wait_port(8080, "tcp")
+    ns, events = fake_master(lab, tmp_path, "initunit", 43)
     (machine.bin / "systemctl").write_text(SYSTEMCTL)
     (machine.bin / "systemctl").chmod(0o755)
     (machine.root / "run" / "systemd" / "system").mkdir(parents=True)
