@@ -278,7 +278,8 @@ class _Fixup:
         if _epoch(mtime) is None or not (uid.isdigit() and gid.isdigit()):
             raise _Unsupported(name)
         self._create(name, kind, link, prev[0] if prev else None)
-        self.attrs.append(f"chown -h {uid}:{gid} -- {q(name)}")
+        # as rsync -a: owners only as root (another user's rsync leaves them its own)
+        self.attrs.append(f'[ -z "$root" ] || chown -h {uid}:{gid} -- {q(name)}')
         if kind != "L":
             octal = _octal(perms)
             if octal is None:
@@ -304,8 +305,8 @@ class _Fixup:
         deepest_first = sorted(self.times, key=lambda n: (-n.count("/") - (n != "."), n))
         touch = [f"touch -h -d {_epoch(self.times[n])} -- {shlex.quote(n)}"
                  for n in deepest_first]
-        return "\n".join(["set -e", *self.rm, *self.make, *self.attrs, *touch,
-                          "echo FIXED 1", ""])
+        return "\n".join(["set -e", 'root=; [ "$(id -u)" -ne 0 ] || root=1', *self.rm,
+                          *self.make, *self.attrs, *touch, "echo FIXED 1", ""])
 
 
 def fixup_script(old: Listing, new: Listing, delta: Sequence[str]) -> str | None:

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from lab.testing import require_tool, wait_for
+from provision.push.multicast import fixup_script
+from provision.push.prelink import attr_listing, delta_names
+from provision.push.release import local_manifest
 from tests.support.push_lab import assert_ok, make_lab, release_of, snapshot, write_tree
 
 GROUP, PORT = "239.255.77.9", 17099
@@ -210,3 +216,35 @@ def test_a_staged_tree_that_does_not_verify_is_repaired_by_rsync(lab, tmp_path):
     for n in pl.farm.nodes:
         assert pl.live(n.name) == rel2
         assert snapshot(n.root / "site") == expect, n.name
+
+
+def test_as_another_user_owners_are_left_as_rsync_leaves_them(tmp_path: Path) -> None:
+    """The fixup script (multicast.fixup_script) run for real as a user other than root:
+    rsync -a cannot give files to another owner and does not try; the script must not
+    fail on the chown either (the master's files are root's, the node's tree the push
+    user's)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.fail("needs root and setpriv (util-linux) to run the script as another user")
+    old, new = tmp_path / "old", tmp_path / "new"
+    write_tree(old, {"a/f": b"1", "b/g": b"2"})
+    subprocess.run(["cp", "-a", f"{old}/.", str(new)], check=True)
+    (new / "a/f").write_bytes(b"changed")
+    os.chmod(new / "a/f", 0o640)
+    write_tree(new, {"c/h": b"new"})
+    lo, ln = attr_listing(str(old)), attr_listing(str(new))  # every entry root's
+    script = fixup_script(lo, ln, delta_names(lo, ln))
+    assert script is not None
+    inc = tmp_path / "incoming"
+    subprocess.run(["cp", "-a", "-l", f"{old}/.", str(inc)], check=True)
+    os.unlink(inc / "a/f")
+    shutil.copy2(new / "a/f", inc / "a/f")
+    (inc / "c").mkdir()
+    shutil.copy2(new / "c/h", inc / "c/h")
+    os.chmod(tmp_path, 0o755)
+    subprocess.run(["chown", "-R", "65534:65534", str(inc)], check=True)
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        "sh", "-c", script], cwd=inc, capture_output=True, text=True,
+                       check=False)
+    assert r.returncode == 0 and r.stdout.strip() == "FIXED 1", r.stderr
+    assert local_manifest(str(inc)) == local_manifest(str(new))
+    assert (inc / "a/f").stat().st_uid == 65534
