@@ -273,7 +273,12 @@ def build_debian(builder: ImageBuilder, recipe: Recipe) -> BuildResult:
         m["rootfs"] = listing
         if builder.store.manifest(recipe.name, version) and not builder.store.verify(
                 recipe.name, version):
-            builder.store.set_current(recipe.name, version)  # same content, already there
+            # Same content, already there (built from other inputs that made the same
+            # root fs): it is recorded under this recipe hash now, or every build of these
+            # inputs would run mmdebstrap again, and a boot-image-only change (_reboot)
+            # would never find the root fs to reuse.
+            builder.store.record(recipe.name, version, recipe_hash=rhash)
+            builder.store.set_current(recipe.name, version)
             path = builder.store.dir(recipe.name, version)
         else:
             path = builder.store.publish(recipe.name, version, artifacts, m)

@@ -122,6 +122,20 @@ class ImageStore:
         self.set_current(image, version)
         return final
 
+    def record(self, image: str, version: str, **fields: Any) -> None:
+        """Set build facts (``recipe_hash``) in a published version's manifest, written
+        anew and renamed over; the artifacts and their sums are untouched."""
+        m = self.manifest(image, version)
+        if m is None:
+            return
+        m.update(fields)
+        path = self.dir(image, version) / layout.MANIFEST
+        tmp = path.with_name(f".{layout.MANIFEST}.{os.getpid()}")
+        tmp.write_text(dump_manifest(m))
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
     def set_current(self, image: str, version: str) -> None:
         link = self.root / image / CURRENT
         tmp = self.root / image / f".{CURRENT}-{os.getpid()}"

@@ -272,3 +272,23 @@ def test_every_recipe_with_dsas_init_ships_the_shared_library() -> None:
         if "boot-scripts/dsas-init" in srcs and "boot-scripts/lib/common.sh" not in srcs:
             missing.append(recipe.parent.name)
     assert not missing, missing
+
+
+def test_record_sets_build_facts_and_leaves_the_artifacts_verified(tmp_path: Path) -> None:
+    """store.record: what build_debian does when a build from other inputs makes a root
+    fs already published (the same version): that version is recorded under the new
+    recipe hash, so the next build of these inputs is a cache hit (and a boot-image-only
+    change finds the root fs to reuse); the artifacts and their sums are untouched."""
+    store = ImageStore(tmp_path / "store")
+    store.publish("img", "v1", {"a.bin": b"data"},
+                  {"version": "v1", "recipe_hash": "old",
+                   "files": {"a.bin": {"sha256": hashlib.sha256(b"data").hexdigest(),
+                                       "size": 4}}})
+    store.record("img", "v1", recipe_hash="new")
+    m = store.manifest("img", "v1")
+    assert m is not None and m["recipe_hash"] == "new" and m["version"] == "v1"
+    assert store.verify("img", "v1") == []
+    assert sorted(p.name for p in store.dir("img", "v1").iterdir()) == ["a.bin",
+                                                                        "manifest.json"]
+    store.record("img", "v2", recipe_hash="x")  # no such version: nothing made
+    assert not store.dir("img", "v2").exists()
