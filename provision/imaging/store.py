@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import layout
 from ..errors import DsasError
+from ..fsio import atomic_write
 
 CURRENT = "current"
 MANIFEST_FORMAT = 1
@@ -129,12 +130,7 @@ class ImageStore:
         if m is None:
             return
         m.update(fields)
-        path = self.dir(image, version) / layout.MANIFEST
-        tmp = path.with_name(f".{layout.MANIFEST}.{os.getpid()}")
-        tmp.write_text(dump_manifest(m))
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(self.dir(image, version) / layout.MANIFEST, dump_manifest(m).encode())
 
     def set_current(self, image: str, version: str) -> None:
         link = self.root / image / CURRENT

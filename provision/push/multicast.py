@@ -246,7 +246,7 @@ class _Fixup:
         self.rm: list[str] = []
         self.make: list[str] = []
         self.attrs: list[str] = []
-        self.times: dict[str, str] = {}  # name -> its mtime in the new tree
+        self.times: dict[str, str] = {}  # name -> its mtime in the new tree, for touch -d
 
     @staticmethod
     def _get(listing: Listing, name: str) -> tuple[str, ...] | None:
@@ -254,8 +254,8 @@ class _Fixup:
 
     def _time(self, name: str) -> None:
         cur = self._get(self.new, name)
-        if cur is not None:
-            self.times.setdefault(name, cur[5])
+        if cur is not None and name not in self.times:
+            self.times[name] = self._when(name, cur[5])
 
     def _parents(self, name: str) -> None:
         """rsync's implied directories: linking a staged file moved their times."""
@@ -275,7 +275,8 @@ class _Fixup:
             self._parents(name)
             return
         kind, perms, uid, gid, _size, mtime, link = cur
-        if _epoch(mtime) is None or not (uid.isdigit() and gid.isdigit()):
+        when = self._when(name, mtime)
+        if not (uid.isdigit() and gid.isdigit()):
             raise _Unsupported(name)
         self._create(name, kind, link, prev[0] if prev else None)
         # as rsync -a: owners only as root (another user's rsync leaves them its own)
@@ -285,8 +286,15 @@ class _Fixup:
             if octal is None:
                 raise _Unsupported(name)
             self.attrs.append(f"chmod {octal} -- {q(name)}")
-        self.times[name] = mtime
+        self.times[name] = when
         self._parents(name)
+
+    @staticmethod
+    def _when(name: str, mtime: str) -> str:
+        when = _epoch(mtime)
+        if when is None:
+            raise _Unsupported(name)
+        return when
 
     def _create(self, name: str, kind: str, link: str, was: str | None) -> None:
         q = shlex.quote
@@ -303,7 +311,7 @@ class _Fixup:
 
     def script(self) -> str:
         deepest_first = sorted(self.times, key=lambda n: (-n.count("/") - (n != "."), n))
-        touch = [f"touch -h -d {_epoch(self.times[n])} -- {shlex.quote(n)}"
+        touch = [f"touch -h -d {self.times[n]} -- {shlex.quote(n)}"
                  for n in deepest_first]
         return "\n".join(["set -e", 'root=; [ "$(id -u)" -ne 0 ] || root=1', *self.rm,
                           *self.make, *self.attrs, *touch, "echo FIXED 1", ""])
