@@ -90,8 +90,9 @@ class SshNode:
         wait_listen(self.ns, self.address, 22)
 
     def freeze(self, sig: int = signal.SIGSTOP) -> list[int]:
-        """Stop (or, with SIGCONT, resume) sshd and every session it forked, by PID:
-        a node that hangs without closing anything (the kernel still ACKs its TCP)."""
+        """Stop (or, with SIGCONT, resume; or send ``sig``) sshd and every session it
+        forked, by PID: a node that hangs without closing anything (the kernel still
+        ACKs its TCP)."""
         if self.sshd is None:
             return []
         pids = [self.sshd.pid, *descendants(self.sshd.pid)]
@@ -106,12 +107,7 @@ class SshNode:
         """Kill sshd and every session it forked (by PID), as a crashing node would."""
         if self.sshd is None:
             return
-        pids = [self.sshd.pid, *descendants(self.sshd.pid)]
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        self.freeze(signal.SIGKILL)  # the same PIDs, another signal
         self.sshd.wait(timeout=10)
         self.sshd = None
 
