@@ -111,7 +111,8 @@ class _Args:
                    "|| reboot`, detached).")
 @click.option("--reapply-command", default=None, metavar="SH",
               help="What a disk host runs once the image's release is live (default: "
-                   "`dsas-init reapply`, detached).")
+                   "its dsas.conf for the new version written as /etc/dsas.conf.new, "
+                   "then `dsas-init reapply`, detached).")
 @ssh_login_options
 @click.option("--timeout", "ssh_timeout", type=click.FloatRange(0.5, 300), default=10,
               show_default=True, help="Seconds to connect to each host and director.")

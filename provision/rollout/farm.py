@@ -5,7 +5,9 @@ verified, the push's atomic verified releases, and the nodes' own reports.
 - a disk host gets the image's root tree, unpacked on the master with a marker
   ``.dsas-image`` ("IMAGE VERSION"), as a dsas-push release under
   ``DISK_ROOT/IMAGE`` (transferred, verified by manifest, switched atomically), whose
-  ``--then`` re-applies its dsas.conf (``dsas-init reapply``, detached);
+  ``--then`` writes the host's dsas.conf for the new version as /etc/dsas.conf.new
+  (checksummed, as `dsas assign` delivers it) and re-applies it (``dsas-init reapply``,
+  detached): only once the release is live, so a failed push delivers nothing;
 - ready: the host's first ``ready`` or ``failed`` report since the move; ``ready``
   must name ``IMAGE@VERSION`` (dsas-init reports the version it runs).
 """
@@ -19,13 +21,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..assign.farm import REAPPLY, REBOOT, run_on
+from ..assign.farm import REAPPLY, REBOOT, deliver_script, run_on
 from ..assign.live import StepFailed
 from ..imaging.store import ImageStore
 from ..inventory.model import Inventory
+from ..policy.boottree import pinned
 from ..push.options import PushOptions
 from ..push.push import Pusher
 from ..push.targets import Target
+from ..render.engine import render_host
 from ..sshtrust.sshconf import SshConfig
 from ..state import StateStore, events
 from ..state.pushes import History
@@ -45,7 +49,9 @@ class LiveNodes:
     images: ImageStore
     disk_root: str = DISK_ROOT
     reboot: str = REBOOT       # the command that reboots a netboot host
-    reapply: str = REAPPLY     # what a disk host runs once the release is live
+    # what a disk host runs once the release is live; None: its dsas.conf for the new
+    # version delivered, then `dsas-init reapply` (``reapply_script``)
+    reapply: str | None = None
     timeout: float = 60
     poll: float = 0.5
     _trees: dict[tuple[str, str], Path] = field(default_factory=dict)
@@ -59,11 +65,22 @@ class LiveNodes:
         pusher = Pusher(self.cfg, History(self.store))
         out = pusher.push([Target(m.host, m.address, m.role)],
                           PushOptions(src=str(tree) + "/", to=f"{self.disk_root}/{image}",
-                                      delete=True, then=self.reapply, parallel=1))
+                                      delete=True, parallel=1,
+                                      then=self.reapply or self.reapply_script(m.host, image,
+                                                                               version)))
         if out.failed:
             raise StepFailed(f"{m.host}: the push of {image}@{version} failed: "
                              f"{out.failed[0].reason} (its live tree is unchanged)")
         return since
+
+    def reapply_script(self, name: str, image: str, version: str) -> str:
+        """A disk host's ``--then``: its dsas.conf as the master renders it with the host
+        on ``image@version`` (IMAGE_VERSION names it), written as /etc/dsas.conf.new and
+        checked by its sha256, then `dsas-init reapply` (which needs that file), detached."""
+        host = self.inv.hosts[name]
+        text = render_host(pinned(self.inv, host, {name: (image, version)}), host,
+                           "dsas.conf")
+        return f"{deliver_script(text)}; {REAPPLY}"
 
     def tree(self, image: str, version: str) -> Path:
         """The image's root tree with its marker, unpacked once per rollout."""

@@ -336,3 +336,30 @@ def test_the_host_that_was_moving_is_done_if_its_report_says_so_else_redone() ->
     assert rrun.check_moving([("w101", 5.0), ("w102", 5.0)], reported) == (
         ["w101"], ["w102"])
     assert rrun.check_moving([("w101", 11.0)], reported) == ([], ["w101"])  # a report before
+
+
+def test_a_disk_host_gets_its_dsas_conf_for_the_new_version_then_reapplies(
+        tmp_path: Path) -> None:
+    """`dsas-init reapply` needs /etc/dsas.conf.new: the default --then of a disk host's
+    push writes it (the host's dsas.conf rendered with the new version, checked by its
+    sha256) before the detached reapply; an operator's --reapply-command runs as given."""
+    import base64
+    import re
+
+    from provision.assign.farm import REAPPLY
+    from provision.imaging.store import ImageStore
+    from provision.rollout.farm import LiveNodes
+
+    nodes = LiveNodes(load(EXAMPLE), None, None, ImageStore(tmp_path / "images"))  # type: ignore[arg-type]
+    script = nodes.reapply_script("w101", "web", "B")
+    assert script.endswith(REAPPLY)
+    m = re.search(r"printf %s (\S+) \| base64 -d", script)
+    assert m, script
+    conf = base64.b64decode(m.group(1)).decode()
+    assert "\nSYSTEMNAME=w101\n" in conf or "SYSTEMNAME='w101'" in conf, conf
+    assert re.search(r"^IMAGE_VERSION='?B'?$", conf, re.M), conf
+    assert "mv -f \"$t\" /etc/dsas.conf.new" in script
+    # the inventory's own version, when the move is back to it
+    back = base64.b64decode(re.search(r"printf %s (\S+) \|", nodes.reapply_script(
+        "w101", "web", "current")).group(1)).decode()  # type: ignore[union-attr]
+    assert re.search(r"^IMAGE_VERSION='?current'?$", back, re.M), back
