@@ -201,67 +201,154 @@ class VmVersions:
     broken: str     # its lighttpd does not start
 
 
-def vm_boot_root(dest: Path) -> VmVersions:
-    """A boot root of the test's own: the web and tiny-lvs images built (into the
-    shared TEST_BOOT_ROOT, cached), each built version hard-linked in with ``current``
-    on it, whatever another run has since made current in the shared root; then two
-    more versions of web: A's files under another version (``b``), and ``broken``, A
-    with lighttpd.conf made invalid (its rootfs repacked, its manifest's sha256 and
-    entry updated: the initramfs verifies it)."""
+def _own_store(dest: Path, names: tuple[str, ...]) -> tuple[Any, dict[str, str]]:
+    """The test's own image store under ``dest``: ``names`` built (into the shared
+    TEST_BOOT_ROOT, cached), each built version hard-linked in with ``current`` on it,
+    whatever another run has since made current in the shared root."""
     from provision.imaging.build import Builder, default_recipes_dir
-    from provision.imaging.result import file_entry
-    from provision.imaging.store import ImageStore, dump_manifest, sha256_file
+    from provision.imaging.store import ImageStore
 
     from .clone import TEST_BOOT_ROOT, TEST_CACHE
 
     shared = ImageStore(TEST_BOOT_ROOT / "images")
     builder = Builder(default_recipes_dir(), shared, TEST_CACHE)
     store = ImageStore(dest / "images")
-    built = {n: builder.build(n).version for n in ("tiny-lvs", "web")}
+    built = {n: builder.build(n).version for n in names}
     for name, version in built.items():
         d = store.dir(name, version)
         d.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["cp", "-al", str(shared.dir(name, version)), str(d)], check=True,
                        timeout=60)
         store.set_current(name, version)
+    return store, built
+
+
+def derive(store: Any, image: str, src: str, version: str,
+           edit: tuple[str, str] | None = None) -> None:
+    """Another version of ``image`` in ``store``: ``src``'s files (hard links), or, with
+    ``edit`` (a root fs path, a line), its rootfs repacked with the line appended to
+    that file, and the manifest's sha256 and entry updated (the initramfs verifies
+    them, as does ``store.verify``)."""
+    from provision.imaging.result import file_entry
+    from provision.imaging.store import dump_manifest, sha256_file
+
+    s, d = store.dir(image, src), store.dir(image, version)
+    d.mkdir()
+    for f in ("vmlinuz", "initrd.img", *(["rootfs.tar.gz"] if edit is None else [])):
+        (d / f).hardlink_to(s / f)
+    m = dict(json.loads((s / "manifest.json").read_text()), version=version)
+    if edit is not None:
+        path, line = edit
+        data = _repack(s / "rootfs.tar.gz", d / "rootfs.tar.gz", path, line)
+        m["files"] = dict(m["files"], **{"rootfs.tar.gz": {
+            "sha256": sha256_file(d / "rootfs.tar.gz"),
+            "size": (d / "rootfs.tar.gz").stat().st_size}})
+        entry = m["rootfs"][path]  # a sha256 (a rootfs recipe's), or an entry (Debian's)
+        if isinstance(entry, str):
+            entry = file_entry(data)["sha256"]
+        else:
+            entry = dict(entry, **{k: file_entry(data)[k] for k in ("sha256", "size")})
+        m["rootfs"] = dict(m["rootfs"], **{path: entry})
+    (d / "manifest.json").write_text(dump_manifest(m))
+    assert not store.verify(image, version), store.verify(image, version)
+
+
+def vm_boot_root(dest: Path) -> VmVersions:
+    """A boot root of the test's own (``_own_store``: web and tiny-lvs), with two more
+    versions of web: A's files under another version (``b``), and ``broken``, A with
+    lighttpd.conf made invalid."""
+    store, built = _own_store(dest, ("tiny-lvs", "web"))
     a = built["web"]
     versions = VmVersions(a, f"{a[:8]}b", f"{a[:8]}x")
-    src = store.dir("web", a)
-    manifest = json.loads((src / "manifest.json").read_text())
-    for v in (versions.b, versions.broken):
-        d = store.dir("web", v)
-        d.mkdir()
-        for f in ("vmlinuz", "initrd.img", *(["rootfs.tar.gz"] if v == versions.b else [])):
-            (d / f).hardlink_to(src / f)
-        m = dict(manifest, version=v)
-        if v == versions.broken:
-            conf = _repack_broken(src / "rootfs.tar.gz", d / "rootfs.tar.gz")
-            m["files"] = dict(m["files"], **{"rootfs.tar.gz": {
-                "sha256": sha256_file(d / "rootfs.tar.gz"),
-                "size": (d / "rootfs.tar.gz").stat().st_size}})
-            entry = dict(m["rootfs"]["etc/lighttpd/lighttpd.conf"])
-            entry.update({k: file_entry(conf)[k] for k in ("sha256", "size")})
-            m["rootfs"] = dict(m["rootfs"], **{"etc/lighttpd/lighttpd.conf": entry})
-        (d / "manifest.json").write_text(dump_manifest(m))
-        assert not store.verify("web", v), store.verify("web", v)
+    derive(store, "web", a, versions.b)
+    derive(store, "web", a, versions.broken, ("etc/lighttpd/lighttpd.conf", BROKEN_LINE))
     return versions
 
 
-def _repack_broken(src: Path, dest: Path) -> bytes:
-    """``src`` (a root fs .tar.gz) as ``dest`` with BROKEN_LINE appended to
-    etc/lighttpd/lighttpd.conf; the new file's bytes."""
+# The disk tier (tests/vm/test_rollout_disk_vm.py): one host, d1, cloned by dsas-clone
+# from tiny-lvs A onto an MBR disk and booted from it; `dsas rollout tiny-lvs@B --host d1`
+# moves it by a push of B's root tree and a re-apply.
+DISK_INVENTORY = INV_HEAD + """\
+  vmdisk:
+    nics: [eth0, eth1]
+    modules: [virtio_net]
+    disk:
+      device: /dev/vda
+      label: msdos
+      boot: {device: /dev/vda1, size: 32M}
+      fs:   {device: /dev/vda2, size: rest, mount: /}
+images:
+  tiny-lvs: {version: current}
+services:
+  master: {units: [dsas-serve]}
+roles:
+  master: {services: [master], networks: [inside], boot: disk, hwtype: vm}
+  tools: {services: [], networks: [inside], hwtype: vmdisk, image: tiny-lvs, boot: disk,
+          bond: {mode: none}}
+hosts:
+  m01: {role: master, macs: ["52:54:00:18:00:01", "52:54:00:18:01:01"],
+        addresses: {inside: 198.18.0.1}}
+  d1: {role: tools, macs: ["52:54:00:18:00:41", "52:54:00:18:01:41"],
+       addresses: {inside: 198.18.0.41}}
+"""
+# the line version B of tiny-lvs adds, and to which file of its root fs
+DISK_EDIT = ("etc/profile", "# tiny-lvs, version B of the rollout test\n")
+
+
+def disk_boot_root(dest: Path) -> tuple[str, str]:
+    """A boot root of the test's own with tiny-lvs A (the build, current) and B (A with
+    DISK_EDIT); (A, B)."""
+    store, built = _own_store(dest, ("tiny-lvs",))
+    a = built["tiny-lvs"]
+    derive(store, "tiny-lvs", a, f"{a[:8]}b", DISK_EDIT)
+    return a, f"{a[:8]}b"
+
+
+def _repack(src: Path, dest: Path, path: str, line: str) -> bytes:
+    """``src`` (a root fs .tar.gz) as ``dest`` with ``line`` appended to its file
+    ``path``; the new file's bytes."""
     import io
 
-    conf = b""
+    out = b""
     with tarfile.open(src, "r|gz") as tin, tarfile.open(dest, "w:gz", compresslevel=1,
                                                        format=tarfile.GNU_FORMAT) as tout:
         for m in tin:
             data = tin.extractfile(m) if m.isreg() else None
-            if m.isreg() and m.name.lstrip("./") == "etc/lighttpd/lighttpd.conf":
+            if m.isreg() and m.name.lstrip("./") == path:
                 assert data is not None
-                conf = data.read() + b"\n" + BROKEN_LINE.encode()
-                m.size = len(conf)
-                data = io.BytesIO(conf)
+                out = data.read() + b"\n" + line.encode()
+                m.size = len(out)
+                data = io.BytesIO(out)
             tout.addfile(m, data)
-    assert conf, f"no etc/lighttpd/lighttpd.conf in {src}"
-    return conf
+    assert out, f"no {path} in {src}"
+    return out
+
+
+def vm_rollout(c: Any, state: Path, *args: str, ready_timeout: float = 1500,
+               ) -> tuple[int, dict[str, Any], str, float]:
+    """`dsas rollout ARGS --json` on a QEMU lab's master (a ``LabCluster``): (rc, its
+    JSON, stderr, seconds)."""
+    import time
+
+    t = time.monotonic()
+    r = c.master.run([DSAS, "rollout", *args, "--json", "-i", str(c.inventory_path),
+                      "--state-dir", str(state), "--boot-root", str(c.boot_root),
+                      "--timeout", "10", "--drain-timeout", "30", "--ready-timeout",
+                      f"{ready_timeout:g}", "--check-timeout", "300"], check=False,
+                     timeout=4000)
+    took = time.monotonic() - t
+    print(f"---- dsas rollout {' '.join(args)}: rc {r.returncode} in {took:.0f} s\n{r.stderr}")
+    doc = json.loads(r.stdout) if r.stdout.strip().startswith("{") else {}
+    return r.returncode, doc, r.stderr, took
+
+
+def ready_images(c: Any, since: float) -> dict[str, list[str]]:
+    """host -> the image@version of each ready report a QEMU lab's master recorded since
+    ``since`` (wall clock)."""
+    from provision.state import events as stored_events
+
+    out: dict[str, list[str]] = {}
+    for e in stored_events.read_only_since(c.workdir / "state" / "state.db", since):
+        if e.stage == "ready":
+            out.setdefault(e.host, []).append(e.image or "")
+    return out

@@ -22,7 +22,6 @@ Figures (each rollout's wall time, the requests and failures of each step) are p
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -45,7 +44,15 @@ from lab.lvs import (
     wait_until,
 )
 from lab.netns import Netns
-from lab.rollout import VM_DIRECTORS, VM_INVENTORY, VM_WEB, VmVersions, vm_boot_root
+from lab.rollout import (
+    VM_DIRECTORS,
+    VM_INVENTORY,
+    VM_WEB,
+    VmVersions,
+    ready_images,
+    vm_boot_root,
+    vm_rollout,
+)
 from lab.testing import require_root
 from provision.inventory import load
 from provision.state import events as stored_events
@@ -63,16 +70,7 @@ def farm(tmp_path: Path) -> Iterator[tuple[LabCluster, Netns, VmVersions]]:
 
 
 def rollout(c: LabCluster, state: Path, *args: str) -> tuple[int, dict[str, Any], str, float]:
-    """`dsas rollout ARGS --json` on the master: (rc, its JSON, stderr, seconds)."""
-    t = time.monotonic()
-    r = c.master.run([DSAS, "rollout", *args, "--json", "-i", str(c.inventory_path),
-                      "--state-dir", str(state), "--boot-root", str(c.boot_root),
-                      "--timeout", "10", "--drain-timeout", "30", "--ready-timeout", "1500",
-                      "--check-timeout", "300"], check=False, timeout=4000)
-    took = time.monotonic() - t
-    print(f"---- dsas rollout {' '.join(args)}: rc {r.returncode} in {took:.0f} s\n{r.stderr}")
-    doc = json.loads(r.stdout) if r.stdout.strip().startswith("{") else {}
-    return r.returncode, doc, r.stderr, took
+    return vm_rollout(c, state, *args)
 
 
 def reals(c: LabCluster, state: Path) -> dict[str, dict[str, tuple[str, int | None]]]:
@@ -106,15 +104,6 @@ def served_confs(c: LabCluster) -> dict[str, str]:
 def history(c: LabCluster, state: Path) -> str:
     return c.master.run([DSAS, "rollout", "--history", "--json", "--state-dir", str(state)],
                         timeout=60).stdout
-
-
-def ready_images(c: LabCluster, since: float) -> dict[str, list[str]]:
-    """host -> the image@version of each ready report since ``since`` (wall clock)."""
-    out: dict[str, list[str]] = {}
-    for e in stored_events.read_only_since(c.workdir / "state" / "state.db", since):
-        if e.stage == "ready":
-            out.setdefault(e.host, []).append(e.image or "")
-    return out
 
 
 def failed_in(rows: list[tuple[float, bool, str]], t0: float) -> tuple[int, int]:
