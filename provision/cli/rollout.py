@@ -113,6 +113,11 @@ class _Args:
               help="What a disk host runs once the image's release is live (default: "
                    "its dsas.conf for the new version written as /etc/dsas.conf.new, "
                    "then `dsas-init reapply`, detached).")
+@click.option("--trust-reported/--no-trust-reported", default=True, show_default=True,
+              help="A netboot host makes new SSH host keys at every boot: trust the key "
+                   "its ready report carried, in place of the old one, when that report "
+                   "is its own (from its inventory address, with its boot's valid token). "
+                   "With --no-trust-reported, run `dsas trust HOST` after the rollout.")
 @ssh_login_options
 @click.option("--timeout", "ssh_timeout", type=click.FloatRange(0.5, 300), default=10,
               show_default=True, help="Seconds to connect to each host and director.")
@@ -122,7 +127,7 @@ def rollout(ref: str | None, roles: tuple[str, ...], hosts: tuple[str, ...], bat
             yes: bool, as_json: bool, history: bool, inventory_path: str | None,
             state_dir: str, boot_root: str, drain_timeout: float, ready_timeout: float,
             check_timeout: float, disk_root: str, reboot_command: str | None,
-            reapply_command: str | None, user: str,
+            reapply_command: str | None, trust_reported: bool, user: str,
             port: int, identity: str | None, ssh_timeout: float) -> None:
     """Move the hosts that boot IMAGE to VERSION, batch by batch, on a live farm.
 
@@ -201,7 +206,8 @@ def rollout(ref: str | None, roles: tuple[str, ...], hosts: tuple[str, ...], bat
         ensure_client_key(cfg)
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)
         t = rrun.Timeouts(drain_timeout, ready_timeout, check_timeout, pause, wait)
-        settings = (disk_root, reboot_command, reapply_command, max(120.0, ssh_timeout * 3))
+        settings = (disk_root, reboot_command, reapply_command, max(120.0, ssh_timeout * 3),
+                    trust_reported)
         res, run_id, took = _execute(p, inv, cfg, state_dir, (boot_root, paused), t, settings,
                                      as_json)
         rev = _catch_up(p, res, inventory_path, state_dir, run_id, as_json)
@@ -464,10 +470,10 @@ def _confirm(p: rplan.Plan) -> None:
 
 def _execute(p: rplan.Plan, inv: Inventory, cfg: SshConfig, state_dir: str,
              where: tuple[str, int | None],
-             t: rrun.Timeouts, settings: tuple[str, str | None, str | None, float],
+             t: rrun.Timeouts, settings: tuple[str, str | None, str | None, float, bool],
              as_json: bool) -> tuple[rrun.Result, int, float]:
     """Record the run, run its batches, record the end."""
-    disk_root, reboot, reapply, timeout = settings
+    disk_root, reboot, reapply, timeout, trust_reported = settings
     boot_root, paused = where
     store = StateStore(state_dir)
     try:
@@ -481,7 +487,7 @@ def _execute(p: rplan.Plan, inv: Inventory, cfg: SshConfig, state_dir: str,
                               [(h, i, p.move(h).current) for i, b in enumerate(p.batches)
                                for h in b], me)
         nodes = LiveNodes(inv, cfg, store, ImageStore(layout.image_store(boot_root)),
-                          disk_root=disk_root, timeout=timeout)
+                          disk_root=disk_root, timeout=timeout, trust_reported=trust_reported)
         nodes.reboot = reboot or nodes.reboot
         nodes.reapply = reapply or nodes.reapply
         pools = LivePools(inv, cfg, store, timeout=timeout)

@@ -9,7 +9,12 @@ verified, the push's atomic verified releases, and the nodes' own reports.
   (checksummed, as `dsas assign` delivers it) and re-applies it (``dsas-init reapply``,
   detached): only once the release is live, so a failed push delivers nothing;
 - ready: the host's first ``ready`` or ``failed`` report since the move; ``ready``
-  must name ``IMAGE@VERSION`` (dsas-init reports the version it runs).
+  must name ``IMAGE@VERSION`` (dsas-init reports the version it runs);
+- a netboot host made new SSH host keys at its boot (it is stateless): the key its
+  ready report carried is trusted in place of the old one, when that report is the
+  host's own (from its inventory address, with this boot's valid token, since the
+  move), as `dsas trust --from-boot-report --replace` would; otherwise the rollout
+  says the key is not trusted and why (``trust_reported``).
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from ..push.options import PushOptions
 from ..push.push import Pusher
 from ..push.targets import Target
 from ..render.engine import render_host
-from ..sshtrust.sshconf import SshConfig
+from ..sshtrust.hostkeys import plan_trust, trusted_keys, untrustworthy
+from ..sshtrust.sshconf import SshConfig, add_known_host, fingerprint
 from ..state import StateStore, events
 from ..state.pushes import History
 from .plan import HostMove
@@ -54,6 +60,7 @@ class LiveNodes:
     reapply: str | None = None
     timeout: float = 60
     poll: float = 0.5
+    trust_reported: bool = True  # a netboot host's new host key, from its ready report
     _trees: dict[tuple[str, str], Path] = field(default_factory=dict)
 
     def move(self, m: HostMove, image: str, version: str) -> float:
@@ -115,10 +122,32 @@ class LiveNodes:
                 if not self._is(r.image, image, version):
                     raise StepFailed(f"{m.host} reports ready on {r.image or 'no version'},"
                                      f" not {want}")
-                return f"{m.host} reports ready on {want} after {r.ts - since:.1f} s"
+                said = f"{m.host} reports ready on {want} after {r.ts - since:.1f} s"
+                if m.boot == "netboot" and self.trust_reported:
+                    said += "; " + self.trust_new_key(m, since)
+                return said
             if time.monotonic() >= deadline:
                 raise StepFailed(f"no ready report from {m.host} in {timeout:g} s")
             time.sleep(self.poll)
+
+    def trust_new_key(self, m: HostMove, since: float) -> str:
+        """Trust the SSH host key(s) ``m.host`` reported since ``since`` (its ready report
+        of the new boot), replacing the old ones, if every one is the host's own report
+        (``untrustworthy``); what was done, in words. Nothing is trusted otherwise."""
+        rows = [r for r in events.reported_keys(self.store, m.host) if r.ts >= since]
+        if not rows:
+            return (f"no host key in its ready report: `dsas trust {m.host}` before the "
+                    "next SSH to it")
+        bad = [w for r in rows if (w := untrustworthy(r, self.inv)) is not None]
+        if bad:
+            return (f"its reported host key is NOT trusted ({bad[0]}): `dsas trust "
+                    f"{m.host}` scans it")
+        plan = plan_trust([(r.key_type, r.key) for r in rows], trusted_keys(self.cfg, m.address))
+        keys = ", ".join(f"{r.key_type} {fingerprint(r.key)}" for r in rows)
+        if not plan.new and not plan.changed:
+            return f"host key already trusted ({keys})"
+        add_known_host(self.cfg, m.address, plan.keys)
+        return f"host key of its new boot trusted from its ready report ({keys})"
 
     def _is(self, reported: str | None, image: str, version: str) -> bool:
         """The report names ``image`` at ``version``: as is, or by a name the store

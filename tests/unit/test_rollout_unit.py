@@ -363,3 +363,54 @@ def test_a_disk_host_gets_its_dsas_conf_for_the_new_version_then_reapplies(
     back = base64.b64decode(re.search(r"printf %s (\S+) \|", nodes.reapply_script(
         "w101", "web", "current")).group(1)).decode()  # type: ignore[union-attr]
     assert re.search(r"^IMAGE_VERSION='?current'?$", back, re.M), back
+
+
+def test_a_netboot_host_s_new_host_key_is_trusted_only_from_its_own_verified_report(
+        tmp_path: Path) -> None:
+    """A netboot host comes back from its move with new SSH host keys: the key of its
+    ready report since the move replaces the trusted one, but only when the report came
+    from the host's own address with a valid boot token; otherwise nothing changes."""
+    import base64
+
+    from provision.imaging.store import ImageStore
+    from provision.policy.httpfiles import Event
+    from provision.rollout.farm import LiveNodes
+    from provision.sshtrust.hostkeys import trusted_keys
+    from provision.sshtrust.sshconf import SshConfig, add_known_host
+    from provision.state import events
+
+    def k(name: str) -> str:  # a key blob (base64, as sshd writes them)
+        return base64.b64encode(name.encode() * 8).decode()
+
+    inv = load(EXAMPLE)
+    store, cfg = StateStore(tmp_path / "state"), SshConfig(tmp_path / "state")
+    events.ensure_events_schema(store)
+    nodes = LiveNodes(inv, cfg, store, ImageStore(tmp_path / "images"))
+    own = str(inv.hosts["w101"].primary_interface.address)
+    add_known_host(cfg, own, [("ssh-ed25519", k("OLD"))])
+    m = HostMove("w101", "web", own, "netboot", "A", {})
+
+    def report(key: str, ts: float, address: str = own, verified: bool = True) -> None:
+        events.record(store, Event("w101", "ready", None, "web@B", address,
+                                   ("ssh-ed25519", key), "boot1"), ts, verified, 100)
+
+    report(k("BEFORE"), 100.0)  # the boot before the move
+    assert "no host key in its ready report" in nodes.trust_new_key(m, 200.0)
+    report(k("FORGED"), 201.0, address="198.18.9.9")
+    assert "NOT trusted" in nodes.trust_new_key(m, 200.0)
+    report(k("NOTOKEN"), 202.0, verified=False)
+    assert "NOT trusted" in nodes.trust_new_key(m, 200.0)
+    assert trusted_keys(cfg, own) == [("ssh-ed25519", k("OLD"))]
+    report(k("NEW"), 203.0)
+    assert "trusted from its ready report" in nodes.trust_new_key(m, 200.0)
+    assert trusted_keys(cfg, own) == [("ssh-ed25519", k("NEW"))]
+    assert "already trusted" in nodes.trust_new_key(m, 200.0)
+    # wait_ready does it once the ready report is in; with trust_reported off, it does not
+    report(k("NEWER"), 204.0)
+    nodes.trust_reported = False
+    said = nodes.wait_ready(m, "web", "B", 200.0, 1)
+    assert "reports ready on web@B" in said and "trusted" not in said
+    assert trusted_keys(cfg, own) == [("ssh-ed25519", k("NEW"))]
+    nodes.trust_reported = True
+    assert "trusted from its ready report" in nodes.wait_ready(m, "web", "B", 200.0, 1)
+    assert trusted_keys(cfg, own) == [("ssh-ed25519", k("NEWER"))]
