@@ -168,3 +168,21 @@ def test_a_role_unit_that_fails_at_boot_is_reported_failed(lab: Lab, machine: Ma
     assert got[2] == ("failed", "SERVICE_UNITS[0]: lighttpd: not active after 3 s (state "
                                 "inactive/dead; role web)"), got
     assert got[3][0] == "ready", got
+
+
+def test_a_reapply_with_no_new_conf_reports_failed_to_the_running_conf_s_master(
+        lab: Lab, machine: Machine, tmp_path: Path) -> None:
+    """`dsas-init reapply` with no /etc/dsas.conf.new dies at once; its `failed` report
+    goes to the running dsas.conf's MASTER_URL under its SYSTEMNAME (no DSAS_MASTER and
+    no dsas.master= here, as on a disk host). Before, it went nowhere, and `dsas
+    rollout` or `dsas assign` waited out their ready timeout for it."""
+    ns, events = fake_master(lab, tmp_path, "initrap", 41)
+    (machine.root / "etc" / "dsas.conf").write_text(conf(MASTER_URL="http://198.18.41.1:8080"))
+    env = machine.env()
+    del env["DSAS_MASTER"]
+    out = ns.run(["env", "-u", "DSAS_MASTER", *[f"{k}={v}" for k, v in env.items()], "bash",
+                  str(DSAS_INIT), "reapply"], check=False)
+    assert out.returncode == 1, out.stdout + out.stderr
+    got = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [(e["host"], e["stage"]) for e in got] == [("n1", "failed")], got
+    assert "no new dsas.conf delivered" in got[0]["detail"], got
