@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from lab.netns import Netns
-from lab.testing import Lab
+from lab.testing import Lab, require_tool
 from tests.support.dsas_init_support import (
     DSAS_INIT,
     FAKE,
@@ -186,3 +186,28 @@ def test_a_reapply_with_no_new_conf_reports_failed_to_the_running_conf_s_master(
     got = [json.loads(line) for line in events.read_text().splitlines()]
     assert [(e["host"], e["stage"]) for e in got] == [("n1", "failed")], got
     assert "no new dsas.conf delivered" in got[0]["detail"], got
+
+
+def test_an_image_with_sshd_and_no_host_key_makes_one_and_reports_it(
+        lab: Lab, machine: Machine, tmp_path: Path) -> None:
+    """A netbooted image ships no host key; dsas-init makes the ed25519 one before sshd
+    starts, so the ready report carries it (ssh.service's `ssh-keygen -A` ran after the
+    report before, and the report had no key). A key already there is kept."""
+    require_tool("ssh-keygen")
+    ns, events = fake_master(lab, tmp_path, "initkey", 42)
+    (machine.root / "usr" / "sbin").mkdir(parents=True, exist_ok=True)
+    (machine.root / "usr" / "sbin" / "sshd").write_text("#!/bin/sh\nexit 0\n")
+    (machine.root / "usr" / "sbin" / "sshd").chmod(0o755)
+    (machine.root / "etc" / "ssh").mkdir()
+    (machine.root / "etc" / "dsas.conf").write_text(conf())
+    env = machine.env("http://198.18.42.1:8080")
+    for _ in range(2):  # the second run keeps the key of the first
+        out = ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash", str(DSAS_INIT)],
+                     check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+    pub = (machine.root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()
+    assert pub[0] == "ssh-ed25519"
+    assert (machine.root / "etc/ssh/ssh_host_ed25519_key").stat().st_mode & 0o077 == 0
+    ready = [json.loads(line) for line in events.read_text().splitlines()]
+    ready = [e for e in ready if e["stage"] == "ready"]
+    assert [e.get("ssh_key") for e in ready] == [f"ssh-ed25519 {pub[1]}"] * 2, ready

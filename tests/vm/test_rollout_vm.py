@@ -40,6 +40,7 @@ from lab.lvs import (
     lb_status,
     lvs_farm,
     publish_key,
+    raw,
     trust,
     wait_until,
 )
@@ -194,6 +195,7 @@ def test_rollout_moves_the_web_role_live_and_stops_a_broken_version_at_the_canar
             rc, doc, err, took_c = rollout(c, state, "web", "--back", "--yes")
             assert rc == 0, err
             assert doc["outcome"] == "done" and doc["back"] and doc["version"] == v.a, doc
+            assert "w2: w2 reports ready on" in err and "trusted from its ready report" in err
             assert doc["moved"] == ["w2"] and doc["failed"] == {}, doc
             assert cycler.boots == {"w1": 0, "w2": 2, "w3": 0}
             assert ready_images(c, wall_c)["w2"] == [f"web@{v.a}"]
@@ -205,13 +207,16 @@ def test_rollout_moves_the_web_role_live_and_stops_a_broken_version_at_the_canar
                            f"{f_c} failed")
             assert f_c == 0, [r for r in lp.rows() if r[0] >= t_c and not r[1]][:10]
 
-            # (a) B: the canary, then the two others together; the inventory at the end
-            trust(c, state, "w2")
+            # (a) B: the canary, then the two others together; the inventory at the end.
+            # No `dsas trust` of w2 first: --back trusted the key of its new boot from its
+            # ready report (its own address, its boot's token), and this rollout does the
+            # same for w1, w2 and w3
             t_a, wall_a = time.monotonic(), time.time()
             rc, doc, err, took_a = rollout(c, state, f"web@{v.b}", "--role", "web",
                                            "--canary", "w1", "--batch", "2", "--yes")
             assert rc == 0, err
             assert doc["outcome"] == "done" and doc["failed"] == {}, doc
+            assert err.count("host key of its new boot trusted from its ready report") == 3, err
             assert doc["batches"] == [["w1"], ["w2", "w3"]], doc
             assert sorted(doc["moved"]) == list(VM_WEB) and doc["inventory_revision"], doc
             assert cycler.boots == {"w1": 1, "w2": 3, "w3": 1}
@@ -223,6 +228,8 @@ def test_rollout_moves_the_web_role_live_and_stops_a_broken_version_at_the_canar
             assert c.inventory_path.stat().st_mtime >= last_ready  # only at the end
             wait_until(lambda: up(c, state) == {d: set(VM_WEB) for d in VM_DIRECTORS}, 120,
                        "w1 w2 w3 up on both directors", 3)
+            for n in VM_WEB:  # SSH with the host keys the rollout trusted, none scanned
+                assert f'"version": "{v.b}"' in raw(c, state, n, "cat /run/dsas/manifest.json")
             time.sleep(3)
             rows = lp.stop()
             loop = None
