@@ -387,7 +387,7 @@ def test_a_netboot_host_s_new_host_key_is_trusted_only_from_its_own_verified_rep
     events.ensure_events_schema(store)
     nodes = LiveNodes(inv, cfg, store, ImageStore(tmp_path / "images"))
     own = str(inv.hosts["w101"].primary_interface.address)
-    add_known_host(cfg, own, [("ssh-ed25519", k("OLD"))])
+    add_known_host(cfg, own, [("ssh-ed25519", k("OLD")), ("ecdsa-sha2-nistp256", k("OLDEC"))])
     m = HostMove("w101", "web", own, "netboot", "A", {})
 
     def report(key: str, ts: float, address: str = own, verified: bool = True) -> None:
@@ -400,9 +400,12 @@ def test_a_netboot_host_s_new_host_key_is_trusted_only_from_its_own_verified_rep
     assert "NOT trusted" in nodes.trust_new_key(m, 200.0)
     report(k("NOTOKEN"), 202.0, verified=False)
     assert "NOT trusted" in nodes.trust_new_key(m, 200.0)
-    assert trusted_keys(cfg, own) == [("ssh-ed25519", k("OLD"))]
+    assert trusted_keys(cfg, own) == [("ssh-ed25519", k("OLD")),
+                                      ("ecdsa-sha2-nistp256", k("OLDEC"))]
     report(k("NEW"), 203.0)
     assert "trusted from its ready report" in nodes.trust_new_key(m, 200.0)
+    # the old boot's keys of every type go: a client that prefers ECDSA would meet
+    # the new boot's ECDSA key, not the old one
     assert trusted_keys(cfg, own) == [("ssh-ed25519", k("NEW"))]
     assert "already trusted" in nodes.trust_new_key(m, 200.0)
     # wait_ready does it once the ready report is in; with trust_reported off, it does not
