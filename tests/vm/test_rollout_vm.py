@@ -232,7 +232,7 @@ def test_rollout_moves_the_web_role_live_and_stops_a_broken_version_at_the_canar
                 # (ssh.service starts after the ready report: its `ssh-keygen -A` makes
                 # the RSA key, seconds in TCG)
                 addr = str(c.inventory.hosts[n].primary_interface.address)
-                wait_until(lambda a=addr: c.master.run(  # type: ignore[misc]
+                wait_until(lambda a=addr: c.master.run(
                     ["bash", "-c", f"exec 3<>/dev/tcp/{a}/22"], check=False).returncode == 0,
                     300, f"sshd on {n}", 2)
                 head = raw(c, state, n, "head -c 300 /run/dsas/manifest.json")
