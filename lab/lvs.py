@@ -257,13 +257,20 @@ def boot(c: LabCluster, name: str, memory: int) -> Guest:
 
 
 
+def wait_sshd(c: LabCluster, name: str, timeout: float = 900) -> None:
+    """Until ``name``'s sshd takes a TCP connection, from the master (bounded): it may
+    start after the host's ready report, and ssh.service makes host keys, which takes
+    minutes in TCG under load."""
+    addr = str(c.inventory.hosts[name].primary_interface.address)
+    wait_until(lambda: c.master.run(["bash", "-c", f"exec 3<>/dev/tcp/{addr}/22"],
+                                    check=False).returncode == 0, timeout,
+               f"sshd on {name}")
+
+
 def trust(c: LabCluster, state: Path, name: str) -> None:
     """Trust a director's SSH host key (scanned; a netbooted host makes new keys at
     every boot, and the scan replaces the old entry)."""
-    addr = str(c.inventory.hosts[name].primary_interface.address)
-    wait_until(lambda: c.master.run(["bash", "-c", f"exec 3<>/dev/tcp/{addr}/22"],
-                                    check=False).returncode == 0, 900,
-               f"sshd on {name}")  # ssh.service makes host keys: minutes in TCG under load
+    wait_sshd(c, name)
     # ssh-keyscan gives sshd 10 s to answer; a TCG guest under load can take longer for its
     # first key exchanges: a few tries (bounded), each one a real scan
     for _ in range(6):

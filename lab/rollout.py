@@ -19,11 +19,15 @@ from __future__ import annotations
 import json
 import subprocess
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from provision.imaging.store import ImageStore
 
 from provision.sshtrust.sshconf import (
     SshConfig,
@@ -201,7 +205,7 @@ class VmVersions:
     broken: str     # its lighttpd does not start
 
 
-def _own_store(dest: Path, names: tuple[str, ...]) -> tuple[Any, dict[str, str]]:
+def _own_store(dest: Path, names: tuple[str, ...]) -> tuple[ImageStore, dict[str, str]]:
     """The test's own image store under ``dest``: ``names`` built (into the shared
     TEST_BOOT_ROOT, cached), each built version hard-linked in with ``current`` on it,
     whatever another run has since made current in the shared root."""
@@ -223,7 +227,7 @@ def _own_store(dest: Path, names: tuple[str, ...]) -> tuple[Any, dict[str, str]]
     return store, built
 
 
-def derive(store: Any, image: str, src: str, version: str,
+def derive(store: ImageStore, image: str, src: str, version: str,
            edit: tuple[str, str] | None = None) -> None:
     """Another version of ``image`` in ``store``: ``src``'s files (hard links), or, with
     ``edit`` (a root fs path, a line), its rootfs repacked with the line appended to
@@ -328,8 +332,6 @@ def vm_rollout(c: Any, state: Path, *args: str, ready_timeout: float = 1500,
                ) -> tuple[int, dict[str, Any], str, float]:
     """`dsas rollout ARGS --json` on a QEMU lab's master (a ``LabCluster``): (rc, its
     JSON, stderr, seconds)."""
-    import time
-
     t = time.monotonic()
     r = c.master.run([DSAS, "rollout", *args, "--json", "-i", str(c.inventory_path),
                       "--state-dir", str(state), "--boot-root", str(c.boot_root),

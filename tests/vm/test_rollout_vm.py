@@ -42,6 +42,7 @@ from lab.lvs import (
     publish_key,
     raw,
     trust,
+    wait_sshd,
     wait_until,
 )
 from lab.netns import Netns
@@ -229,12 +230,7 @@ def test_rollout_moves_the_web_role_live_and_stops_a_broken_version_at_the_canar
             wait_until(lambda: up(c, state) == {d: set(VM_WEB) for d in VM_DIRECTORS}, 120,
                        "w1 w2 w3 up on both directors", 3)
             for n in VM_WEB:  # SSH with the host keys the rollout trusted, none scanned
-                # (ssh.service starts after the ready report: its `ssh-keygen -A` makes
-                # the RSA key, seconds in TCG)
-                addr = str(c.inventory.hosts[n].primary_interface.address)
-                wait_until(lambda a=addr: c.master.run(
-                    ["bash", "-c", f"exec 3<>/dev/tcp/{a}/22"], check=False).returncode == 0,
-                    300, f"sshd on {n}", 2)
+                wait_sshd(c, n, 300)  # ssh.service starts after the ready report
                 head = raw(c, state, n, "head -c 300 /run/dsas/manifest.json")
                 assert f'"version": "{v.b}"' in head, head
             time.sleep(3)
