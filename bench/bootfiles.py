@@ -86,9 +86,9 @@ class Result:
         return self.server_cpu / mib if mib else 0.0
 
 
-def tree_cpu(root: int) -> float:
-    """CPU-s of ``root`` and its descendants, live or reaped (utime + stime + cutime +
-    cstime of every process of the tree: a reaped child is in its parent's c-times)."""
+def _tree(root: int) -> tuple[list[int], dict[int, float]]:
+    """The pids of ``root``'s process tree, and every process's CPU-s (utime + stime +
+    cutime + cstime: a reaped child is in its parent's c-times)."""
     parent: dict[int, int] = {}
     cpu: dict[int, float] = {}
     for d in os.listdir("/proc"):
@@ -103,15 +103,26 @@ def tree_cpu(root: int) -> float:
     kids: dict[int, list[int]] = {}
     for pid, pp in parent.items():
         kids.setdefault(pp, []).append(pid)
-    total, todo, seen = 0.0, [root], set()
+    out, todo, seen = [], [root], set()
     while todo:
         pid = todo.pop()
         if pid in seen:
             continue
         seen.add(pid)
-        total += cpu.get(pid, 0.0)
+        out.append(pid)
         todo.extend(kids.get(pid, []))
-    return total
+    return out, cpu
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and its live descendants."""
+    return _tree(root)[0]
+
+
+def tree_cpu(root: int) -> float:
+    """CPU-s of ``root`` and its descendants, live or reaped."""
+    pids, cpu = _tree(root)
+    return sum(cpu.get(pid, 0.0) for pid in pids)
 
 
 class ServerCpu:
@@ -126,7 +137,8 @@ class ServerCpu:
         self.group: Path | None = self.ROOT / f"dsas-bench-{os.getpid()}-{name}"
         try:
             self.group.mkdir()
-            (self.group / "cgroup.procs").write_text(str(pid))
+            for member in tree_pids(pid):  # what it forked before this (dsas's engine)
+                (self.group / "cgroup.procs").write_text(str(member))
         except OSError:
             self.close()
             self.group = None

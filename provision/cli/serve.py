@@ -68,7 +68,8 @@ def _services(value: str) -> list[str]:
 @click.option("--tftp-port", type=click.IntRange(1, 65535), default=69, show_default=True)
 @click.option("--tftp-max-transfers", type=click.IntRange(1, 4096), default=128,
               show_default=True,
-              help="Concurrent TFTP transfers (one process each); more get ERROR 0 \"busy\".")
+              help="Concurrent TFTP transfers (a process each, or on the batched engine); more "
+                   "get ERROR 0 \"busy\".")
 @click.option("--tftp-max-per-client", type=click.IntRange(1, 4096), default=8,
               show_default=True,
               help="Concurrent TFTP transfers per client address; more get ERROR 0 \"busy\".")
@@ -79,6 +80,14 @@ def _services(value: str) -> list[str]:
               show_default=True, metavar="US",
               help="Microseconds a TFTP transfer polls for the next ACK before sleeping, "
                    "while fewer transfers run than there are CPUs (0: never poll).")
+@click.option("--tftp-batch/--no-tftp-batch", default=True, show_default=True,
+              help="Serve TFTP storms from one batched process (recvmmsg/sendmmsg, one "
+                   "socket): lock-step octet transfers of files on disk, once "
+                   "--tftp-batch-from transfers run; the others get a process each.")
+@click.option("--tftp-batch-from", type=click.IntRange(0, 4096), default=None, metavar="N",
+              help="Transfers running from which new ones are batched (0: every one; "
+                   "default: the number of CPUs, below which a process each, polling "
+                   "for ACKs, is faster).")
 @click.option("--dns-port", type=click.IntRange(1, 65535), default=53, show_default=True)
 @click.option("--dns-forward", "dns_forwarders", multiple=True, metavar="ADDR[:PORT]",
               help="Forward names outside the cluster's zones to this resolver (repeatable); "
@@ -119,7 +128,7 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
           http_event_rate: float, http_event_burst: int, http_events_per_host: int,
           tftp_port: int,
           tftp_max_transfers: int, tftp_max_per_client: int, tftp_timeout: float,
-          tftp_busy_poll: int,
+          tftp_busy_poll: int, tftp_batch: bool, tftp_batch_from: int | None,
           dns_port: int, dns_forwarders: tuple[str, ...], dns_forward_timeout: float,
           discovery: bool, discovery_rate: float, dhcp_workers: int, proxy: bool,
           templates: str | None,
@@ -162,6 +171,8 @@ def serve(inventory_path: str | None, interfaces: tuple[str, ...], only: str, st
         tftp_max_per_client=tftp_max_per_client,
         tftp_timeout=tftp_timeout,
         tftp_busy_poll=tftp_busy_poll,
+        tftp_batch=tftp_batch,
+        tftp_batch_from=tftp_batch_from,
         dns_port=dns_port,
         dns_forwarders=dns_forwarders,
         dns_forward_timeout=dns_forward_timeout,

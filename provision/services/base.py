@@ -40,6 +40,8 @@ class ServeContext:
     tftp_max_per_client: int = 8  # concurrent TFTP transfers per client address
     tftp_timeout: float = 5.0  # s without progress before a TFTP transfer is abandoned
     tftp_busy_poll: int = 50  # us a TFTP transfer spins for an ACK before sleeping (0: off)
+    tftp_batch: bool = True  # storms go to the batched engine (services/tftp_batch)
+    tftp_batch_from: int | None = None  # live transfers from which to batch (None: CPUs)
     http_max_connections: int = 512  # open HTTP connections; more are refused at once
     http_max_per_client: int = 64  # open HTTP connections from one address
     http_header_timeout: float = 10.0  # s a connection may take to send a request head

@@ -36,8 +36,14 @@ port. What this module adds to fbtftp, and why:
 * each transfer reports its outcome to the main process over a datagram
   socket, so ``ctx.metrics`` counts transfers, bytes and errors by reason.
 
+* a storm (``batch_from`` transfers already running, the CPU count by default)
+  is served by one batched engine process instead of a process per transfer:
+  recvmmsg/sendmmsg on one socket for every lock-step octet transfer of a file
+  on disk (``provision.services.tftp_batch`` says what it keeps and why);
+
 This module is the main process (the listener and the service); one transfer,
-in its child, is ``provision.services.tftp_session``.
+in its child, is ``provision.services.tftp_session``; the batched engine is
+``provision.services.tftp_batch``.
 """
 
 from __future__ import annotations
@@ -62,6 +68,8 @@ from ..policy.boottree import BootFile, BootTree, Refused
 from ..protocol import tftp as codec
 from ..state import rollout as rollout_pins
 from .base import ServeContext, Service
+from .dns_batch import available as batch_available
+from .tftp_batch import EngineProcess
 from .tftp_session import (  # the transfer half (tests import its private names from here)
     NO_FDS,
     TftpSettings,
@@ -85,6 +93,7 @@ M_SPAWNS = "dsas_tftp_spawns_total"
 M_DUPLICATES = "dsas_tftp_duplicate_requests_total"
 M_POLLED = "dsas_tftp_polled_acks_total"  # ACKs caught by busy polling (no sleep)
 M_CPU = "dsas_tftp_transfer_cpu_seconds_total"  # CPU time of the transfer processes
+M_BATCHED = "dsas_tftp_batched_transfers_total"  # transfers the batched engine ran
 M_SECONDS = "dsas_tftp_transfer_seconds"  # histogram: wall time of each transfer, by result
 TRANSFER_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 
@@ -117,6 +126,21 @@ class _Every:
 
 # --------------------------------------------------------------------------
 # The listener (main process).
+
+
+def _batch_settings(ctx: ServeContext) -> dict[str, Any]:
+    """TftpSettings' batch fields from ``dsas serve``'s flags (defaults where unset)."""
+    if not ctx.tftp_batch:
+        return {"batch_engines": 0}
+    return {} if ctx.tftp_batch_from is None else {"batch_from": ctx.tftp_batch_from}
+
+
+class _Engine:
+    """A running batched engine (``tftp_batch``): its process, its job socket, and how
+    many of its transfers are live."""
+
+    def __init__(self, proc: EngineProcess, jobs: socket.socket):
+        self.proc, self.jobs, self.live = proc, jobs, 0
 
 
 class _Listener(BaseServer):
@@ -178,7 +202,8 @@ class TftpService(Service):
         super().__init__(ctx)
         self.settings = settings or TftpSettings(
             port=ctx.tftp_port, timeout=ctx.tftp_timeout, max_transfers=ctx.tftp_max_transfers,
-            max_per_client=ctx.tftp_max_per_client, busy_poll=ctx.tftp_busy_poll)
+            max_per_client=ctx.tftp_max_per_client, busy_poll=ctx.tftp_busy_poll,
+            **_batch_settings(ctx))
         self.tree = BootTree(ctx.boot_root, ctx.inventory, templates=ctx.templates)
         self.metrics = ctx.metrics
         self._sock: socket.socket | None = None
@@ -197,6 +222,10 @@ class TftpService(Service):
         # shared with every forked transfer: [0] the number of live transfers
         self._page: mmap.mmap | None = None
         self._active: memoryview | None = None
+        # the batched engine (tftp_batch), its job socket, and its live jobs: id -> client
+        self._engines: list[_Engine] = []  # running ones only
+        self._batched: dict[int, tuple[tuple[str, int], _Engine]] = {}  # id -> client, engine
+        self._eid = 0
 
     # -- life cycle -----------------------------------------------------------
 
@@ -231,6 +260,9 @@ class TftpService(Service):
         self._reports_rx.setblocking(False)
         self._page = mmap.mmap(-1, mmap.PAGESIZE)  # anonymous, MAP_SHARED: seen by children
         self._active = memoryview(self._page).cast("i")
+        if self.settings.batch_engines > 0 and batch_available():
+            for _ in range(self.settings.batch_engines):
+                self._start_engine(addr)
         self._loop = _Listener(self, sock, (self._sock6,) if self._sock6 else ())
         self._thread = threading.Thread(target=self._loop.run, name="tftp", daemon=True)
         self._thread.start()
@@ -238,11 +270,26 @@ class TftpService(Service):
         if self._sock6 is not None:
             log.info("tftp: also serving on [%s]:%d", a6, self.settings.port)
 
+    def _start_engine(self, addr: str) -> None:
+        """Fork a batched engine; it stops when its job socket is closed."""
+        tx, rx = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        tx.setblocking(False)
+        listeners = [s for s in (self._sock, self._sock6) if s is not None]
+        others = [e.jobs for e in self._engines]
+        proc = EngineProcess(addr, self.settings, rx, self._reports_tx,
+                             [*listeners, self._reports_rx, tx, *others])
+        try:
+            proc.start()
+        finally:
+            rx.close()
+        self._engines.append(_Engine(proc, tx))
+
     def stop(self) -> None:
         if self._loop is not None:
             self._loop.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._stop_engines()
         for proc, _ in list(self._workers.values()):
             if proc.is_alive():
                 proc.terminate()
@@ -259,6 +306,17 @@ class TftpService(Service):
         if self._page is not None:
             self._page.close()
         self._sock = self._sock6 = self._loop = self._thread = self._active = self._page = None
+
+    def _stop_engines(self) -> None:
+        for e in self._engines:
+            e.jobs.close()  # the engine's cue to stop
+        for e in self._engines:
+            e.proc.join(timeout=2)
+            if e.proc.is_alive():
+                e.proc.terminate()
+                e.proc.join(timeout=2)
+        self._engines.clear()
+        self._batched.clear()
 
     def reload(self, inventory: Inventory) -> None:
         self.tree.reload(inventory)
@@ -339,7 +397,7 @@ class TftpService(Service):
 
     def _busy(self, peer: tuple[str, int], req: codec.Request) -> bool:
         """Too many transfers, or too many from this address: refused (True)."""
-        if len(self._workers) >= self.settings.max_transfers:
+        if self._live() >= self.settings.max_transfers:
             self._refuse(peer, req, codec.ERR_UNDEFINED, "server busy, retry later", "busy")
             return True
         if self._per_client.get(peer[0], 0) >= self.settings.max_per_client:
@@ -348,9 +406,50 @@ class TftpService(Service):
             return True
         return False
 
+    def _live(self) -> int:
+        """Transfers running: forked and batched."""
+        return len(self._workers) + len(self._batched)
+
+    def _batch(self, peer: tuple[str, int], req: codec.Request, bootfile: BootFile,
+               raw: bytes) -> bool:
+        """Hand the transfer to the batched engine, if it is one the engine runs and
+        enough others run already (see ``tftp_batch``); False: fork it instead."""
+        if (not self._engines or req.mode != "octet" or bootfile.rendered
+                or bootfile.size <= 0 or len(peer) != 2
+                or self._live() < self.settings.batch_from):
+            return False
+        s = self.settings
+        neg = codec.negotiate(req.options, lambda: bootfile.size, s.max_blksize,
+                              s.max_window, s.timeout)
+        if neg.windowsize != 1:
+            return False
+        eid = self._eid = self._eid + 1
+        job = {"eid": eid, "peer": [peer[0], peer[1]], "blksize": neg.blksize,
+               "oack": codec.encode_oack(neg.oack).hex() if neg.oack else "",
+               "rto_max": neg.timeout if neg.timeout is not None else s.rto_max,
+               "path": bootfile.path, "host": bootfile.host}
+        engine = min(self._engines, key=lambda e: e.live)
+        try:
+            with bootfile.open() as f:
+                socket.send_fds(engine.jobs, [json.dumps(job).encode()], [f.fileno()])
+        except (OSError, Refused):  # the engine is behind (its queue is full), or gone
+            return False
+        engine.live += 1
+        self.metrics.inc(M_BATCHED)
+        self._batched[eid] = (peer, engine)
+        self._peers[peer] = (-eid, raw)
+        self._per_client[peer[0]] = self._per_client.get(peer[0], 0) + 1
+        self._set_active()
+        log.debug("tftp: %s -> %s (%s, host=%s, batched, options=%s)", safe(bootfile.path),
+                  peer[0], peer[1], bootfile.host,
+                  safe(" ".join(f"{k}={v}" for k, v in req.options.items())))
+        return True
+
     def _spawn(self, peer: tuple[str, int], req: codec.Request, bootfile: BootFile,
                raw: bytes) -> None:
         assert self._sock is not None
+        if self._batch(peer, req, bootfile, raw):
+            return
         t0 = time.monotonic()
         _, server = self._server_for(peer)
         listeners = [s for s in (self._sock, self._sock6) if s is not None]
@@ -450,7 +549,12 @@ class TftpService(Service):
                 r = json.loads(raw)
             except ValueError:
                 continue
-            self._reported.add(int(r.get("pid", 0)))
+            if "eid" in r:
+                self._unbatch(int(r["eid"]))
+                if r.get("stray"):
+                    self.metrics.inc(M_ERRORS, r["stray"], reason="stray")
+            else:
+                self._reported.add(int(r.get("pid", 0)))
             self._count(r)
 
     def _count(self, r: dict[str, Any]) -> None:
@@ -471,7 +575,36 @@ class TftpService(Service):
                 "(%s)", r["result"], safe(r.get("path")), r.get("peer"), r.get("host"),
                 r.get("bytes", 0), r.get("retransmits", 0), r.get("cpu", 0.0), r["reason"])
 
+    def _unbatch(self, eid: int) -> None:
+        """Forget a batched transfer that ended."""
+        got = self._batched.pop(eid, None)
+        if got is None:
+            return
+        peer, engine = got
+        engine.live -= 1
+        if self._peers.get(peer, (0, b""))[0] == -eid:
+            del self._peers[peer]
+        left = self._per_client.pop(peer[0], 1) - 1
+        if left > 0:
+            self._per_client[peer[0]] = left
+
+    def _reap_engines(self) -> None:
+        """An engine that died: its transfers are lost (counted); new ones go to the
+        others, or are forked when none is left."""
+        for e in [e for e in self._engines if e.proc.exitcode is not None]:
+            self._on_report()  # what it reported before it died
+            lost = [eid for eid, (_, owner) in self._batched.items() if owner is e]
+            log.warning("tftp: a batched engine exited (status %s); %d transfers lost",
+                        e.proc.exitcode, len(lost))
+            for eid in lost:
+                self._error_metric("worker_died")
+                self._unbatch(eid)
+            self._engines.remove(e)
+            e.jobs.close()
+            e.proc.close()
+
     def _reap(self) -> None:
+        self._reap_engines()
         for pid, (proc, peer) in list(self._workers.items()):
             if proc.exitcode is None:
                 continue
@@ -491,9 +624,9 @@ class TftpService(Service):
 
 
     def _set_active(self) -> None:
-        self.metrics.set(M_ACTIVE, len(self._workers))
+        self.metrics.set(M_ACTIVE, self._live())
         if self._active is not None:
-            self._active[0] = len(self._workers)
+            self._active[0] = self._live()
 
 
 def create(ctx: ServeContext) -> Service:

@@ -15,7 +15,7 @@ import os
 import socket
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from fbtftp.base_handler import BaseHandler, ResponseData
@@ -46,6 +46,11 @@ class TftpSettings:
     # us a transfer polls (non-blocking recv) for the next ACK before it sleeps in a
     # blocking recv, while fewer transfers run than there are CPUs (0: never poll)
     busy_poll: int = 50
+    # live transfers from which new lock-step octet transfers of files on disk go to the
+    # batched engine (``tftp_batch``) instead of a process each (0: every one)
+    batch_from: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
+    batch_engines: int = 1  # engine processes (one fills a gigabit link; see tftp_batch)
+    batch_nice: int = -10  # the engines' nice value: the CPU weight of ~9 processes
 
 
 class _LazyData(ResponseData):

@@ -110,7 +110,8 @@ def test_descriptor_exhaustion_refuses_and_the_service_stays(tmp_path: Path) -> 
     with Lab() as lab:
         env = start_lab(lab, tmp_path, files={"big.bin": os.urandom(1 << 20),
                                               "kernel": os.urandom(300_000)},
-                        flags=("--tftp-timeout", "3", "--tftp-busy-poll", "0"), nofile=40)
+                        flags=("--tftp-timeout", "3", "--tftp-busy-poll", "0",
+                               "--no-tftp-batch"), nofile=40)  # (the engine: test_tftp_batch)
         server = lab.procs[-1]
         addrs = [f"198.18.4.{20 + i}" for i in range(6)]
         for a in addrs:

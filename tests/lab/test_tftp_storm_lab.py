@@ -6,7 +6,8 @@ that ends on a block boundary), all at once, so that every transfer's data path
 runs while the others do: every client gets its file byte for byte. Then the
 same with 5% of the ACKs lost on their way to the server: the retransmission
 timer, which the data path now samples only every 16 blocks, repairs each loss
-(all but a lost final ACK, which nothing can repair).
+(all but a lost final ACK, which nothing can repair). Past the CPU count the
+transfers run on the batched engine (``tftp_batch``), so both data paths are here.
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ def test_forty_concurrent_transfers_get_every_byte(tmp_path: Path) -> None:
                         flags=("--tftp-max-per-client", "64"))
         assert fetch_all(env, tmp_path, 40) == {}
         assert outcomes(env, 40) == {"ok": 40, "failed": 0, "aborted": 0}
+        # past the CPU count, the batched engine took them (tftp_batch), the first forked
+        batched = env.metric("dsas_tftp_batched_transfers_total")
+        assert batched >= 40 - 2 * len(os.sched_getaffinity(0)), batched
+        assert env.metric("dsas_tftp_spawns_total") == 40 - batched
 
 
 def lose_acks(env: Setup, percent: int) -> None:
@@ -102,6 +107,7 @@ def test_lost_acks_under_concurrency_are_retransmitted(tmp_path: Path) -> None:
         assert fetch_all(env, tmp_path, 16) == {}
         got = outcomes(env, 16)
         assert env.metric("dsas_tftp_retransmits_total") > 0
+        assert env.metric("dsas_tftp_batched_transfers_total") > 0
         # A lost *final* ACK cannot be repaired: the client has every byte and is gone
         # (RFC 1350 lets it go), the server resends the last block until it gives up
         # and counts a timeout. Any other loss ends in "ok".

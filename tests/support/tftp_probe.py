@@ -11,6 +11,8 @@ prints one JSON line: the OACK, the error, the sha256 and size of what came.
                                # count the DATA packets that come back
     hold SERVER NAME           # --requests N RRQs, each from its own port, never
                                # acknowledged: how many were answered, how many "busy"
+    junk SERVER NAME           # a get; at the first DATA block, a datagram from another
+                               # port to the server's TID (a stray: dropped, counted)
     two SERVER NAME            # from one port: RRQ with tsize, then a plain RRQ;
                                # count the TIDs that answer, abort each with ERROR 0
 """
@@ -170,6 +172,10 @@ def run(action: str, server: str, name: bytes, mode: str, opts: dict[str, str],
             if action == "vanish" and block > acks:
                 out["vanished_after"] = block
                 break
+            if action == "junk" and "junk" not in out:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+                    other.sendto(struct.pack("!HH", 4, block), peer)  # not this transfer's
+                out["junk"] = peer[1]
             data = pkt[4:]
             if block == expect & 0xFFFF:
                 h.update(data)
@@ -190,7 +196,8 @@ def run(action: str, server: str, name: bytes, mode: str, opts: dict[str, str],
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("action", choices=("get", "probe", "vanish", "two", "dupacks", "hold"))
+    p.add_argument("action", choices=("get", "probe", "vanish", "two", "dupacks", "hold",
+                                           "junk"))
     p.add_argument("server")
     p.add_argument("name", help="file name; \\x00 style escapes allowed")
     p.add_argument("--opt", action="append", default=[])
