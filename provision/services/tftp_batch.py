@@ -411,8 +411,6 @@ class EngineProcess(multiprocessing.Process):
             s.close()
         try:  # the CPU weight of the transfer processes it replaces (see the docstring)
             os.setpriority(os.PRIO_PROCESS, 0, self._args[1].batch_nice)
-            if os.environ.get("XR"):
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
         except OSError:  # not root: the weight of one process
             pass
         try:
