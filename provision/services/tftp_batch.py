@@ -39,10 +39,10 @@ ERROR 4. Datagrams from an address and port that has no job are dropped and
 counted (``stray`` in the reports). One difference: the socket is not connected,
 so no ICMP "port unreachable" reaches it, and a client that is gone is noticed
 at the give-up time rather than at once. A job whose descriptor did not arrive
-(the engine out of descriptors) gets ERROR 0 "busy" and is counted. Each transfer's outcome goes to the
-listener as a forked transfer's does (a JSON datagram, ``eid`` instead of
-``pid``), with the engine's CPU since its previous report, so the CPU metric
-still adds up to what the transfers cost.
+(the engine out of descriptors) gets ERROR 0 "busy" and is counted. Each
+transfer's outcome goes to the listener as a forked transfer's does (a JSON
+datagram, ``eid`` instead of ``pid``), with the engine's CPU since its previous
+report, so the CPU metric still adds up to what the transfers cost.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ import time
 from ctypes import addressof, c_void_p, sizeof
 from typing import Any
 
+from ..observability.logsafe import safe
 from ..protocol import tftp as codec
 from .dns_batch import NAME_SIZE, _IoVec, _libc, _MMsgHdr
 from .tftp_session import TftpSettings
@@ -71,7 +72,7 @@ RECV_SLOT = 64  # bytes per received datagram kept (an ACK or ERROR head; the re
 READ_AHEAD = 128 * 1024  # bytes of file read per refill, per transfer
 MSG_DONTWAIT = socket.MSG_DONTWAIT
 TICK = 0.02  # s between two scans of the retransmission and give-up timers
-MAX_JOB = 4096  # bytes of a job message (JSON)
+MAX_JOB = 65536  # bytes of a job message (JSON; a name is at most a request's 512 bytes)
 _HDR = struct.Struct("!HH")
 
 
@@ -217,7 +218,12 @@ class Engine:
         return True
 
     def _start(self, raw: bytes, fds: list[int]) -> None:
-        j = json.loads(raw)
+        try:
+            j = json.loads(raw)
+        except ValueError:  # cannot happen from our listener; never crash on it
+            for fd in fds:
+                os.close(fd)
+            return
         if len(fds) != 1:  # the descriptor did not come (this process is out of them)
             for fd in fds:
                 os.close(fd)
@@ -325,7 +331,13 @@ class Engine:
             return
         i = block - job.first
         if job.valid < 0 or not 0 <= i < job.count:
-            job.fill(block)
+            try:
+                job.fill(block)
+            except OSError as e:  # the file cannot be read (EIO): this transfer fails
+                log.warning("tftp: cannot read %s: %s", safe(job.path), e.strerror)
+                self._send_to(job, codec.encode_error(codec.ERR_UNDEFINED, "read error"))
+                self._finish(job, "failed", "read_error")
+                return
             i = 0
         size = job.blksize
         off = i * size
