@@ -15,19 +15,9 @@ import time
 from pathlib import Path
 
 from lab.testing import Lab
-from tests.support.bootfiles_lab import CLI, SRV, Setup, sha_of, start_lab
+from tests.support.bootfiles_lab import CLI, SRV, Setup, hold_from, sha_of, start_lab, wait_metric
 
 ATTACKER = "198.18.4.12"  # a second address in the client namespace
-
-
-def wait_metric(env: Setup, line_start: str, want: float, seconds: float) -> float:
-    """Poll /metrics (bounded) until ``line_start`` reaches ``want``; its last value."""
-    deadline = time.monotonic() + seconds
-    value = env.metric(line_start)
-    while value < want and time.monotonic() < deadline:
-        time.sleep(0.1)
-        value = env.metric(line_start)
-    return value
 
 
 def log_of(env: Setup) -> str:
@@ -113,13 +103,7 @@ def test_descriptor_exhaustion_refuses_and_the_service_stays(tmp_path: Path) -> 
                         flags=("--tftp-timeout", "3", "--tftp-busy-poll", "0",
                                "--no-tftp-batch"), nofile=40)  # (the engine: test_tftp_batch)
         server = lab.procs[-1]
-        addrs = [f"198.18.4.{20 + i}" for i in range(6)]
-        for a in addrs:
-            env.cli.run(["ip", "addr", "add", f"{a}/24", "dev", env.cli_if])
-        answered = busy = 0
-        for a in addrs:
-            r = env.probe("hold", SRV, "big.bin", "--requests", "5", "--bind", a)
-            answered, busy = answered + r["answered"], busy + r["busy"]
+        answered, busy = hold_from(env, "big.bin", [f"198.18.4.{20 + i}" for i in range(6)], 5)
         assert server.poll() is None, "the server exited"
         assert busy > 0 and answered + busy == 30, (answered, busy)
         # Every held transfer gives up after 3 s; its report is logged.

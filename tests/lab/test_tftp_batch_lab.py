@@ -11,16 +11,14 @@ ones are forked; ``--no-tftp-batch`` runs none on it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 from lab.testing import Lab
-from tests.support.bootfiles_lab import SRV, Setup, start_lab
+from tests.support.bootfiles_lab import SRV, Setup, fetch_at_once, hold_from, start_lab, wait_metric
 
 FILES = {
     "a.bin": os.urandom(700_001),
@@ -31,36 +29,8 @@ FILES = {
 BATCH_ALL = ("--tftp-batch-from", "0", "--tftp-max-per-client", "64")
 
 
-def wait_metric(env: Setup, line_start: str, want: float, seconds: float = 15) -> float:
-    """Poll /metrics (bounded) until ``line_start`` reaches ``want``; its last value."""
-    deadline = time.monotonic() + seconds
-    value = env.metric(line_start)
-    while value < want and time.monotonic() < deadline:
-        time.sleep(0.1)
-        value = env.metric(line_start)
-    return value
-
-
 def fetch(env: Setup, tmp: Path, jobs: list[tuple[str, list[str]]]) -> dict[str, str]:
-    """Run every (file, client argv) at once (bounded); output -> what is wrong with it."""
-    procs = []
-    for i, (name, argv) in enumerate(jobs):
-        out = tmp / f"out{i}"
-        argv = [*argv, name, str(out)] if argv[0] == "tftp" else \
-            [*argv, f"tftp://{SRV}/{name}", "-o", str(out)]
-        procs.append((name, out, env.cli.popen(argv, stdout=subprocess.DEVNULL,
-                                                stderr=subprocess.PIPE)))
-    wrong = {}
-    for name, out, p in procs:
-        try:
-            _, err = p.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            env.lab.stop(p)
-            err = b"timed out"
-        got = hashlib.sha256(out.read_bytes()).hexdigest() if out.exists() else "missing"
-        if got != env.sha(name):
-            wrong[out.name] = f"{name}: rc={p.returncode} {err.decode(errors='replace')[-200:]}"
-    return wrong
+    return fetch_at_once(env, tmp, jobs, timeout=120)
 
 
 CURL = ["curl", "-sS", "--max-time", "100"]
@@ -157,13 +127,7 @@ def test_engine_out_of_descriptors_refuses_and_frees_every_slot(tmp_path: Path) 
         env = start_lab(lab, tmp_path, files=dict(FILES),
                         flags=(*BATCH_ALL, "--tftp-timeout", "3"), nofile=40)
         server = lab.procs[-1]
-        addrs = [f"198.18.4.{20 + i}" for i in range(6)]
-        for a in addrs:
-            env.cli.run(["ip", "addr", "add", f"{a}/24", "dev", env.cli_if])
-        answered = busy = 0
-        for a in addrs:
-            r = env.probe("hold", SRV, "big.bin", "--requests", "5", "--bind", a)
-            answered, busy = answered + r["answered"], busy + r["busy"]
+        answered, busy = hold_from(env, "big.bin", [f"198.18.4.{20 + i}" for i in range(6)], 5)
         assert answered + busy == 30, (answered, busy)
         assert wait_metric(env, 'dsas_tftp_transfers_total{result="failed"}', 30, 3 + 10) == 30
         assert env.metric("dsas_tftp_active_transfers") == 0

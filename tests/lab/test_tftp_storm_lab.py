@@ -12,17 +12,15 @@ transfers run on the batched engine (``tftp_batch``), so both data paths are her
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from lab.testing import Lab
-from tests.support.bootfiles_lab import SRV, Setup, start_lab
+from tests.support.bootfiles_lab import SRV, Setup, fetch_at_once, start_lab
 
 FILES = {
     "a.bin": os.urandom(700_001),
@@ -47,23 +45,7 @@ def clients(n: int) -> list[tuple[str, list[str]]]:
 
 def fetch_all(env: Setup, tmp: Path, n: int) -> dict[str, str]:
     """Run ``n`` clients at once (bounded waits); output file -> what is wrong with it."""
-    procs = []
-    for i, (name, argv) in enumerate(clients(n)):
-        out = tmp / f"out{i}"
-        argv = [*argv, name, str(out)] if argv[0] == "tftp" else [*argv, "-o", str(out)]
-        procs.append((name, out, env.cli.popen(argv, stdout=subprocess.DEVNULL,
-                                                stderr=subprocess.PIPE)))
-    wrong = {}
-    for name, out, p in procs:
-        try:
-            _, err = p.communicate(timeout=180)
-        except subprocess.TimeoutExpired:
-            env.lab.stop(p)
-            err = b"timed out"
-        got = hashlib.sha256(out.read_bytes()).hexdigest() if out.exists() else "missing"
-        if got != env.sha(name):
-            wrong[out.name] = f"{name}: rc={p.returncode} {err.decode(errors='replace')[-200:]}"
-    return wrong
+    return fetch_at_once(env, tmp, clients(n))
 
 
 def outcomes(env: Setup, n: int) -> dict[str, float]:

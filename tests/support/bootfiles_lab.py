@@ -11,6 +11,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,3 +132,54 @@ def start_lab(lab: Lab, tmp: Path, loss: bool = False, files: dict[str, bytes] |
         for ns, itf in ((srv, srv_if), (cli, cli_if)):
             lose_5_percent(ns, itf)
     return Setup(lab, srv, cli, cli_if, srv_if, root, state, files)
+
+
+def hold_from(env: Setup, name: str, addrs: list[str], each: int) -> tuple[int, int]:
+    """``each`` RRQs for ``name`` from each of ``addrs`` (added to the client side),
+    never acknowledged: (how many were answered, how many refused "busy")."""
+    answered = busy = 0
+    for a in addrs:
+        env.cli.run(["ip", "addr", "add", f"{a}/24", "dev", env.cli_if])
+        r = env.probe("hold", SRV, name, "--requests", str(each), "--bind", a)
+        answered, busy = answered + r["answered"], busy + r["busy"]
+    return answered, busy
+
+
+def fetch_at_once(env: Setup, tmp: Path, jobs: list[tuple[str, list[str]]],
+                  timeout: float = 180) -> dict[str, str]:
+    """Run every (file, client argv) at once, bounded; output -> what is wrong with it.
+
+    A ``tftp`` argv gets ``NAME OUT`` appended (tftp-hpa's ``-c get``), any other
+    (curl) ``tftp://SRV/NAME -o OUT``, unless its URL is already in it."""
+    procs = []
+    for i, (name, argv) in enumerate(jobs):
+        out = tmp / f"out{i}"
+        if argv[0] == "tftp":
+            argv = [*argv, name, str(out)]
+        elif any(a.startswith("tftp://") for a in argv):
+            argv = [*argv, "-o", str(out)]
+        else:
+            argv = [*argv, f"tftp://{SRV}/{name}", "-o", str(out)]
+        procs.append((name, out, env.cli.popen(argv, stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.PIPE)))
+    wrong = {}
+    for name, out, p in procs:
+        try:
+            _, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            env.lab.stop(p)
+            err = b"timed out"
+        got = sha_of(out) if out.exists() else "missing"
+        if got != env.sha(name):
+            wrong[out.name] = f"{name}: rc={p.returncode} {err.decode(errors='replace')[-200:]}"
+    return wrong
+
+
+def wait_metric(env: Setup, line_start: str, want: float, seconds: float = 15) -> float:
+    """Poll /metrics (bounded) until ``line_start`` reaches ``want``; its last value."""
+    deadline = time.monotonic() + seconds
+    value = env.metric(line_start)
+    while value < want and time.monotonic() < deadline:
+        time.sleep(0.1)
+        value = env.metric(line_start)
+    return value
