@@ -34,12 +34,11 @@ port. What this module adds to fbtftp, and why:
   is never answered (fbtftp echoes one), OVMF's size probe (ERROR 8 right after
   the OACK) counts as a probe, not a failure;
 * each transfer reports its outcome to the main process over a datagram
-  socket, so ``ctx.metrics`` counts transfers, bytes and errors by reason.
-
+  socket, so ``ctx.metrics`` counts transfers, bytes and errors by reason;
 * a storm (``batch_from`` transfers already running, the CPU count by default)
   is served by one batched engine process instead of a process per transfer:
   recvmmsg/sendmmsg on one socket for every lock-step octet transfer of a file
-  on disk (``provision.services.tftp_batch`` says what it keeps and why);
+  on disk (``provision.services.tftp_batch`` says what it keeps and why).
 
 This module is the main process (the listener and the service); one transfer,
 in its child, is ``provision.services.tftp_session``; the batched engine is
@@ -549,10 +548,11 @@ class TftpService(Service):
                 r = json.loads(raw)
             except ValueError:
                 continue
+            if "strays" in r:  # the batched engine: datagrams from ports with no transfer
+                self.metrics.inc(M_ERRORS, r["strays"], reason="stray")
+                continue
             if "eid" in r:
                 self._unbatch(int(r["eid"]))
-                if r.get("stray"):
-                    self.metrics.inc(M_ERRORS, r["stray"], reason="stray")
             else:
                 self._reported.add(int(r.get("pid", 0)))
             self._count(r)

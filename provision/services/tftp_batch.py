@@ -36,10 +36,11 @@ client's RFC 2349 timeout (or ``rto_max``); a transfer without progress for
 (Sorcerer's Apprentice); a client ERROR ends the transfer (ERROR 8 after the
 OACK is OVMF's size probe); any other packet from a client is answered with
 ERROR 4. Datagrams from an address and port that has no job are dropped and
-counted (``stray`` in the reports). One difference: the socket is not connected,
-so no ICMP "port unreachable" reaches it, and a client that is gone is noticed
-at the give-up time rather than at once. A job whose descriptor did not arrive
-(the engine out of descriptors) gets ERROR 0 "busy" and is counted. Each
+counted (``strays``, told to the listener on the timer tick). One difference:
+the socket is not connected, so no ICMP "port unreachable" reaches it, and a
+client that is gone is noticed at the give-up time rather than at once. A job
+whose descriptor did not arrive (the engine out of descriptors) gets ERROR 0
+"busy" and is counted. Each
 transfer's outcome goes to the listener as a forked transfer's does (a JSON
 datagram, ``eid`` instead of ``pid``), with the engine's CPU since its previous
 report, so the CPU metric still adds up to what the transfers cost.
@@ -48,7 +49,6 @@ report, so the CPU metric still adds up to what the transfers cost.
 from __future__ import annotations
 
 import ctypes
-import errno
 import json
 import logging
 import multiprocessing
@@ -63,7 +63,7 @@ from typing import Any
 from ..observability.logsafe import safe
 from ..protocol import tftp as codec
 from .dns_batch import NAME_SIZE, _IoVec, _libc, _MMsgHdr
-from .tftp_session import TftpSettings
+from .tftp_session import TftpSettings, _local_drop
 
 log = logging.getLogger("provision.services.tftp")  # one logger for the whole service
 
@@ -137,13 +137,9 @@ class Engine:
         self.sock.bind((address, 0))
         self.sock.setblocking(False)
         self.live: dict[bytes, _Job] = {}  # (client port, address) as in a sockaddr -> job
-        self.stray = 0  # datagrams from nobody with a job, not yet reported
+        self.stray = 0  # datagrams from nobody with a job, not yet reported (on the tick)
         self.cpu_mark = time.process_time()
         self._buffers()
-
-    @property
-    def port(self) -> int:
-        return int(self.sock.getsockname()[1])
 
     def _buffers(self) -> None:
         v = VLEN
@@ -305,7 +301,8 @@ class Engine:
             probe = job.block == 0 and num == codec.ERR_OPTION_REFUSED
             self._finish(job, "probe" if probe else "aborted", f"client_error_{num}")
         else:  # short datagram, or an opcode a client never sends
-            self._send_to(job, codec.encode_error(codec.ERR_ILLEGAL_OPERATION, "expected ACK"))
+            self._send_to(job.peer, codec.encode_error(codec.ERR_ILLEGAL_OPERATION,
+                                                       "expected ACK"))
 
     def _timers(self, now: float) -> None:
         """Resend what waited past its timer; fail what made no progress for ``timeout``."""
@@ -320,6 +317,9 @@ class Engine:
                 job.sent = now
                 self._send_block(job)
         self._flush()
+        if self.stray:  # counted by the listener as errors{reason="stray"}
+            self._tell({"strays": self.stray})
+            self.stray = 0
 
     # -- sending ----------------------------------------------------------------
 
@@ -327,7 +327,7 @@ class Engine:
         """Queue the job's block in flight (the OACK for block 0) for the next flush."""
         block = job.block
         if block == 0:
-            self._send_to(job, job.oack)
+            self._send_to(job.peer, job.oack)
             return
         i = block - job.first
         if job.valid < 0 or not 0 <= i < job.count:
@@ -335,7 +335,7 @@ class Engine:
                 job.fill(block)
             except OSError as e:  # the file cannot be read (EIO): this transfer fails
                 log.warning("tftp: cannot read %s: %s", safe(job.path), e.strerror)
-                self._send_to(job, codec.encode_error(codec.ERR_UNDEFINED, "read error"))
+                self._send_to(job.peer, codec.encode_error(codec.ERR_UNDEFINED, "read error"))
                 self._finish(job, "failed", "read_error")
                 return
             i = 0
@@ -364,13 +364,12 @@ class Engine:
         self._queued = 0
         self._pinned.clear()
 
-    def _send_to(self, job: _Job, packet: bytes) -> None:
+    def _send_to(self, peer: tuple[str, int], packet: bytes) -> None:
+        """One datagram outside the batch (OACK, ERROR); refused locally, it is lost."""
         try:
-            self.sock.sendto(packet, job.peer)
+            self.sock.sendto(packet, peer)
         except OSError as e:
-            if e.errno not in (errno.EPERM, errno.EACCES, errno.ENOBUFS, errno.EAGAIN,
-                               errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH):
-                raise
+            _local_drop(e)
 
     # -- the end of a transfer --------------------------------------------------
 
@@ -378,11 +377,7 @@ class Engine:
         """A job without its file: the client hears "busy" (as from the listener when
         it is out of descriptors), the listener gets the outcome."""
         peer = (j["peer"][0], j["peer"][1])
-        try:
-            self.sock.sendto(codec.encode_error(codec.ERR_UNDEFINED, "server busy, retry later"),
-                             peer)
-        except OSError:
-            pass
+        self._send_to(peer, codec.encode_error(codec.ERR_UNDEFINED, "server busy, retry later"))
         self._report({"eid": j["eid"], "result": "failed", "reason": "descriptors", "bytes": 0,
                       "retransmits": 0, "polled": 0, "blksize": j["blksize"], "window": 1,
                       "peer": peer[0], "path": j["path"], "host": j["host"], "seconds": 0.0})
@@ -399,12 +394,15 @@ class Engine:
         self._report(outcome)
 
     def _report(self, outcome: dict[str, Any]) -> None:
-        """To the listener, with the CPU and the strays since the previous report."""
+        """To the listener, with the CPU since the previous report."""
         cpu = time.process_time()
-        outcome.update(cpu=round(cpu - self.cpu_mark, 6), stray=self.stray)
-        self.cpu_mark, self.stray = cpu, 0
+        outcome["cpu"] = round(cpu - self.cpu_mark, 6)
+        self.cpu_mark = cpu
+        self._tell(outcome)
+
+    def _tell(self, message: dict[str, Any]) -> None:
         try:
-            self.reports.send(json.dumps(outcome).encode())
+            self.reports.send(json.dumps(message).encode())
         except OSError:
             pass
 
