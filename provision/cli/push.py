@@ -393,7 +393,8 @@ def _when(ts: float) -> str:
               help="Every inventory host that reported a key (implies --from-boot-report).")
 @click.option("--replace", is_flag=True,
               help="Accept a reported key that differs from the trusted one "
-                   "(the node was reinstalled).")
+                   "(the node was reinstalled): the host's trusted keys become "
+                   "exactly the reported ones, the old install's of other types go.")
 @click.option("--yes", "-y", is_flag=True, help="Trust without asking.")
 def trust(host: str | None, inventory_path: str | None, state_dir: str, port: int,
           key_file: TextIO | None, from_boot_report: bool, all_reported: bool, replace: bool,
@@ -463,6 +464,10 @@ def _trust_plans(inv: Inventory, ssh: SshConfig, by_host: dict[str, list[Reporte
                        f"(reported {_when(r.ts)} from {r.address or '?'})")
         for ktype, _, old in plan.changed:
             click.echo(f"  {name}: the trusted {ktype} key was {fingerprint(old)}", err=True)
+        for ktype, blob in plan.dropped:
+            click.echo(f"  {name}: its {ktype} key {fingerprint(blob)} was not reported "
+                       f"(the old install's){': no longer trusted' if replace else ''}",
+                       err=True)
         if plan.changed and not replace:
             refused.append(name)
         elif plan.new or plan.changed:

@@ -56,21 +56,33 @@ class TrustPlan:
     new: list[tuple[str, str]]  # reported keys not trusted yet
     changed: list[tuple[str, str, str]]  # (type, reported, trusted) that differ
     same: list[tuple[str, str]]  # reported keys trusted already
+    dropped: list[tuple[str, str]]  # trusted keys of types the node no longer reported
 
 
 def plan_trust(reported: list[tuple[str, str]], trusted: list[tuple[str, str]]) -> TrustPlan:
-    """Merge the reported keys into the trusted ones, type by type."""
+    """Merge the reported keys into the trusted ones, type by type.
+
+    When a reported key differs from the trusted one of its type the node was
+    reinstalled (that is what ``--replace`` says): every key of its old install goes,
+    of every type, not only the changed one. A scan may have trusted its RSA and
+    ECDSA keys too; the reinstall made new ones of those as well, and the old ones,
+    kept, would still let whoever holds them pass as the node (``dropped``). Without a
+    changed key, keys of types the node did not report stay trusted."""
     by_type = dict(trusted)
-    plan = TrustPlan(list(trusted), [], [], [])
+    plan = TrustPlan(list(trusted), [], [], [], [])
     for ktype, blob in reported:
         old = by_type.get(ktype)
         if old is None:
-            plan.new.append((ktype, blob))
+            if (ktype, blob) not in plan.new:
+                plan.new.append((ktype, blob))
         elif old == blob:
             plan.same.append((ktype, blob))
         else:
             plan.changed.append((ktype, blob, old))
-    replaced = {t for t, _, _ in plan.changed}
-    plan.keys = [(t, b) for t, b in trusted if t not in replaced]
-    plan.keys += plan.new + [(t, b) for t, b, _ in plan.changed]
+    if plan.changed:
+        reported_types = {t for t, _ in reported}
+        plan.dropped = [(t, b) for t, b in trusted if t not in reported_types]
+        plan.keys = list(dict.fromkeys(reported))
+    else:
+        plan.keys = list(trusted) + plan.new
     return plan

@@ -227,7 +227,10 @@ def test_plan_trust():
     assert p.same and not p.new and not p.changed and len(p.keys) == 2
     p = plan_trust([("ssh-ed25519", "X")], [("ssh-rsa", "R"), ("ssh-ed25519", "N")])
     assert p.changed == [("ssh-ed25519", "X", "N")]
-    assert p.keys == [("ssh-rsa", "R"), ("ssh-ed25519", "X")]
+    # a changed key: the node was reinstalled, its old RSA key goes with the old ed25519
+    assert p.keys == [("ssh-ed25519", "X")] and p.dropped == [("ssh-rsa", "R")]
+    p = plan_trust([("ssh-ed25519", "N"), ("ssh-ed25519", "N")], [("ssh-rsa", "R")])
+    assert p.keys == [("ssh-rsa", "R"), ("ssh-ed25519", "N")] and not p.dropped
 
 
 def report(state: Path, host: str, key: tuple[str, str], address: str | None = None,
@@ -270,8 +273,12 @@ def test_trust_from_boot_report(tmp_path):
     assert res.exit_code == 1 and "CHANGED" in res.output and "differs" in res.output
     assert trusted_keys(cfg, "198.18.5.11") == [k1]
     assert trusted_keys(cfg, "198.18.5.12") == [k2]  # w2 was new: trusted
+    # a scan had also trusted the old install's RSA key: --replace drops it too
+    old_rsa = ("ssh-rsa", base64.b64encode(b"\0\0\0\7ssh-rsa" + bytes(40)).decode())
+    add_known_host(cfg, "198.18.5.11", [old_rsa, k1])
     res = runner.invoke(trust, ["w1", "--from-boot-report", "--replace", "--yes", *base])
     assert res.exit_code == 0, res.output
+    assert "its ssh-rsa key" in res.output and "no longer trusted" in res.output
     assert trusted_keys(cfg, "198.18.5.11") == [k2]
     for args in (["--all-reported", "w1"], ["--from-boot-report"], []):
         assert runner.invoke(trust, [*args, *base]).exit_code == 2
