@@ -329,8 +329,10 @@ def spawn_cost(cli) -> str:
     n = re.search(r"^dsas_tftp_spawns_total (\S+)", m, re.M)
     if not secs or not n or float(n.group(1)) == 0:
         return "n/a"
+    rtx = re.search(r"^dsas_tftp_retransmits_total (\S+)", m, re.M)
     return f"{1000 * float(secs.group(1)) / float(n.group(1)):.2f} ms per transfer " \
-           f"({int(float(n.group(1)))} forks)"
+           f"({int(float(n.group(1)))} forks); " \
+           f"{int(float(rtx.group(1))) if rtx else 0} blocks retransmitted"
 
 
 def table(title: str, cols: list[str], rows: dict[str, dict[str, Result]],
