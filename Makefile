@@ -29,7 +29,8 @@ test: deps
 # rshim.sh (dsas-push runs it under bash) and CI. tests/test_shell_lint.py checks that
 # every shell script in the tree is in one of the lists.
 SH_SCRIPTS   := boot-scripts/initramfs/init boot-scripts/initramfs/udhcpc.script \
-                boot-scripts/lib/common.sh images/tiny/serial-shell images/tiny/profile \
+                boot-scripts/lib/common.sh boot-scripts/lib/push-agent \
+                images/tiny/serial-shell images/tiny/profile \
                 images/tiny-lvs/sshd
 DASH_SCRIPTS := images/base/customize.sh images/web/customize.sh \
                 images/common/customize-debian.sh tools/install-deps

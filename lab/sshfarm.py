@@ -246,3 +246,33 @@ def wait_mounted(node: SshNode, timeout: float = 10) -> None:
             return
         time.sleep(0.02)
     raise TimeoutError(f"{node.name}: tmpfs not mounted after {timeout}s")
+
+
+PUSH_AGENT = Path(__file__).resolve().parents[1] / "boot-scripts/lib/push-agent"
+
+
+def start_boot_uftpd(node: SshNode, authorized_keys: Path, group: str, port: int,
+                     agent: bool = True, timeout: float = 30) -> int:
+    """Run uftpd on ``node`` as dsas-init does for ``push: {multicast: true, root: MOUNT}``
+    (with ``agent``: ``agent: true``, push-agent as its hook, trusting
+    ``authorized_keys``, signing with the node's host key): its pid and root files in
+    the node's own /run/dsas (a tmpfs). Returns uftpd's pid; the caller kills it."""
+    os.makedirs("/run/dsas", exist_ok=True)  # a mount point; the node's tmpfs goes on it
+    node.run(["mount", "-t", "tmpfs", "-o", "size=1m", "dsas-run", "/run/dsas"])
+    node.run(["sh", "-c", f"printf '%s\\n' {MOUNT} > /run/dsas/uftpd.root"])
+    hook: list[str] = []
+    if agent:
+        node.run(["sh", "-c", "printf 'AGENT_KEYS=%s\\nAGENT_HOSTKEY=%s\\nAGENT_LOG=%s\\n' "
+                  f"{authorized_keys} {node.dir / 'ssh_host_ed25519_key'} "
+                  "/run/dsas/push-agent.log > /run/dsas/push-agent.conf"])
+        hook = ["-s", str(PUSH_AGENT)]
+    node.run(["uftpd", "-I", node.address, "-M", group, "-p", str(port), "-D", MOUNT, "-E",
+              "-K", "ec:prime256v1", *hook, "-P", "/run/dsas/uftpd.pid",
+              "-L", "/run/dsas/uftpd.log", "-x", "1"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = node.run(["cat", "/run/dsas/uftpd.pid"], check=False).stdout.strip()
+        if pid.isdigit():
+            return int(pid)
+        time.sleep(0.05)
+    raise TimeoutError(f"{node.name}: uftpd wrote no pid file in {timeout} s")

@@ -101,6 +101,11 @@ def open_history(state_dir: str) -> History:
               show_default=True, help="UDP port of the uftp sessions.")
 @click.option("--uftp-rate", type=click.IntRange(100), default=multicast.DEFAULT_RATE_KBPS,
               show_default=True, help="uftp's send rate in kbit/s.")
+@click.option("--agent-wait", type=click.FloatRange(0.5, 3600), default=30.0,
+              show_default=True, metavar="SECONDS",
+              help="How long after a uftp session the nodes' push agents (push: {agent: "
+                   "true}) have to report their switch; a node without a good report by "
+                   "then is done over SSH.")
 @click.option("--no-prelink", is_flag=True, hidden=True,
               help="Always --link-dest, never cp -al (for comparisons).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal.")
@@ -129,7 +134,8 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
              excludes: tuple[str, ...], checksum: bool, then: str | None, keep: int,
              transport: str, transfer: str, fanout_width: int, uftp_min_nodes: int,
              uftp_interface: str | None,
-             uftp_group: str, uftp_port: int, uftp_rate: int, no_prelink: bool, yes: bool,
+             uftp_group: str, uftp_port: int, uftp_rate: int, agent_wait: float,
+             no_prelink: bool, yes: bool,
              rollback: bool, status: bool, retry_failed: bool, rolling: int | None,
              drain_flag: bool, drain_timeout: float, check_timeout: float,
              inventory_path: str | None,
@@ -160,7 +166,7 @@ def push_cmd(src: str | None, to: str, roles: tuple[str, ...], hosts: tuple[str,
     history = open_history(state_dir)
     pusher = Pusher(ssh, history, reporter_for(sys.stderr))
     par = parallel or default_parallel()
-    mcast = _mcast(uftp_interface, uftp_group, uftp_port, uftp_rate)
+    mcast = _mcast(uftp_interface, uftp_group, uftp_port, uftp_rate, agent_wait)
     opts: PushOptions | None = None
     release: str | None = None
     if retry_failed:
@@ -230,9 +236,10 @@ def _rolling(inv: Inventory, ssh: SshConfig, state_dir: str, pusher: Pusher,
         sys.exit(1)
 
 
-def _mcast(interface: str | None, group: str, port: int, rate: int) -> multicast.McastConfig:
+def _mcast(interface: str | None, group: str, port: int, rate: int,
+           agent_wait: float) -> multicast.McastConfig:
     try:
-        return multicast.McastConfig(interface, group, port, rate)
+        return multicast.McastConfig(interface, group, port, rate, agent_wait=agent_wait)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
 

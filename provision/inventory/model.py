@@ -177,10 +177,12 @@ class Bond:
 @dataclass(frozen=True)
 class Push:
     """``push: {multicast: true, root: /srv}`` on a role or host: the node runs uftpd from
-    boot (dsas-init), receiving dsas-push's multicast sessions under ``root``."""
+    boot (dsas-init), receiving dsas-push's multicast sessions under ``root``; with
+    ``agent: true`` that uftpd applies the push's signed orders itself (push/agent.py)."""
 
     multicast: bool = False
     root: str = "/srv"
+    agent: bool = False
 
 
 @dataclass(frozen=True)

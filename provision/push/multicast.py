@@ -39,7 +39,7 @@ import os
 import shlex
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +70,7 @@ class McastConfig:
     port: int = DEFAULT_PORT
     rate_kbps: int = DEFAULT_RATE_KBPS
     ttl: int = 1
+    agent_wait: float = 30.0  # s the node agents have to report, after the session (agent.py)
 
     def __post_init__(self) -> None:
         addr = ipaddress.ip_address(self.group)
@@ -98,7 +99,8 @@ def staging(lay: NodeLayout, rid: str) -> str:
 def sendable(name: str) -> bool:
     """Names uftp and the node's shell loop carry unambiguously; the others go by rsync."""
     return bool(name) and name == name.strip() and not any(c in name for c in "\n\r\\") \
-        and name not in (SUMS_NAME, FIXUP_NAME) and not name.startswith("/")
+        and name not in (SUMS_NAME, FIXUP_NAME, ".dsas-order", ".dsas-order.sig") \
+        and not name.startswith("/")
 
 
 def regular_files(listing: Listing, names: Iterable[str] | None = None) -> list[str]:
@@ -191,7 +193,7 @@ def apply_script(lay: NodeLayout, rid: str, sums_digest: str | None,
         f'cd "$S" 2>/dev/null || {{ echo NOSUMS 1; {clean} exit 0; }}; '
         f'if [ ! -f {SUMS_NAME} ] || [ "$(sha256sum < {SUMS_NAME})" != {q(sums_digest + "  -")} ]; '
         f'then echo NOSUMS 1; {clean} exit 0; fi; '
-        f'mv {SUMS_NAME} "$S.sums"; '
+        f'mv {SUMS_NAME} "$S.sums"; rm -f {ORDER_FILES}; '
         'n=$(wc -l < "$S.sums"); bad=0; '
         'sha256sum -c --quiet "$S.sums" 2>/dev/null > "$S.bad"; '
         'while IFS= read -r line; do f=${line%: *}; rm -f -- "$f"; bad=$((bad+1)); '
@@ -204,6 +206,8 @@ def apply_script(lay: NodeLayout, rid: str, sums_digest: str | None,
 
 
 FIXUP_NAME = ".dsas-uftp-fixup"
+# the node agent's order and its signature (agent.py): no part of the tree
+ORDER_FILES = ".dsas-order .dsas-order.sig"
 _EXEC = {"x": (1, 0), "-": (0, 0), "s": (1, 1), "S": (0, 1), "t": (1, 1), "T": (0, 1)}
 
 
@@ -416,9 +420,12 @@ def parse_status(text: str, clients: Sequence[str], files: int) -> tuple[set[str
 
 def send(cfg: McastConfig, src: str, names: Sequence[str], clients: Sequence[str],
          workdir: Path, tag: str, timeout: float = 3600,
-         dest: str | None = None, fixup: str | None = None) -> tuple[SessionResult, str]:
+         dest: str | None = None, fixup: str | None = None,
+         after: Callable[[str, Path], list[Path]] | None = None) -> tuple[SessionResult, str]:
     """Send ``names`` (relative to ``src``) and their sums list in one uftp session,
     with ``fixup`` (``fixup_script``'s text) if given, listed in the sums too.
+    ``after(digest, workdir)``: files made once the sums' digest is known, sent last,
+    in that order, outside the sums (the node agent's signature and order, agent.py).
     Returns the result and the sums list's digest (what the nodes check it against)."""
     wd = workdir / f"uftp-{tag}"
     wd.mkdir()
@@ -431,9 +438,11 @@ def send(cfg: McastConfig, src: str, names: Sequence[str], clients: Sequence[str
     size = sum(os.lstat(os.path.join(src, n)).st_size for n in names)
     list_file = wd / "files.list"
     base = os.path.abspath(src)
+    last = after(digest, wd) if after is not None else []
     list_file.write_bytes(b"".join(os.fsencode(os.path.join(base, n)) + b"\n" for n in names)
                           + b"".join(os.fsencode(str(p)) + b"\n" for _, p in extra)
-                          + os.fsencode(str(sums)) + b"\n")
+                          + os.fsencode(str(sums)) + b"\n"
+                          + b"".join(os.fsencode(str(p)) + b"\n" for p in last))
     status, logf = wd / "status", wd / "uftp.log"
     argv = uftp_argv(cfg, base, list_file, clients, status, logf, dest)
     t0 = time.monotonic()
@@ -444,7 +453,7 @@ def send(cfg: McastConfig, src: str, names: Sequence[str], clients: Sequence[str
         rc = -1
     secs = time.monotonic() - t0
     text = status.read_text(errors="replace") if status.exists() else ""
-    ok, failed = parse_status(text, clients, len(names) + len(extra) + 1)
+    ok, failed = parse_status(text, clients, len(names) + len(extra) + 1 + len(last))
     log.info("uftp session %s: %d files, %d bytes, %d/%d nodes complete in %.2f s (rc %s)",
              tag, len(names), size, len(ok), len(clients), secs, rc)
     for c, why in failed.items():

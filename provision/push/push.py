@@ -51,7 +51,7 @@ from .remote import (
 )
 from .targets import Target
 from .transfer import explain, remote_dest, rsync_argv, run_rsync
-from .uftp_round import Staged, UftpRound, use_uftp
+from .uftp_round import Staged, UftpRound, make_agents, use_uftp
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,8 @@ class Pusher:
             parallel = opts.parallel
             if uftp and ulisting is not None:
                 # every node waits for the one session: all of them at once
-                self._round = UftpRound(self._listings(), opts.mcast, opts.src, ulisting, cdir,
-                                       len(targets), multicast.staging(lay, rid))
+                self._round = self._new_round(targets, opts, lay, rid, manifest, bases,
+                                              ulisting, cdir)
                 parallel = len(targets)
                 title += " (uftp)"
             elif self._use_fanout(opts, len(targets)):
@@ -181,12 +181,23 @@ class Pusher:
             try:
                 results = self._fan_out(targets, parallel, title, work)
             finally:
-                mcast = self._round.bytes if self._round is not None else 0
+                mcast = self._round.close() if self._round is not None else 0
                 self._round, self._tree, self._key = None, None, None
                 self._close_peers()
         if self.history is not None and run_id is not None:
             self.history.finish(run_id, results, mcast_bytes=mcast)
         return RunOutcome(run_id, rid, results)
+
+    def _new_round(self, targets: list[Target], opts: PushOptions, lay: NodeLayout, rid: str,
+                   manifest: Manifest, bases: list[str], listing: Listing, cdir: Path
+                   ) -> UftpRound:
+        """The push's uftp round, with the node agents of the targets that have one."""
+        agents = None
+        if self.history is not None:
+            agents = make_agents(self.ssh, self.history, targets, opts, lay, rid, manifest,
+                                 bases)
+        return UftpRound(self._listings(), opts.mcast, opts.src, listing, cdir, len(targets),
+                         multicast.staging(lay, rid), agents)
 
     @staticmethod
     def _use_fanout(opts: PushOptions, count: int) -> bool:
@@ -253,13 +264,14 @@ class Pusher:
         node = RemoteNode(self.ssh, t.name, t.address, compress=rnd is not None)
         res = HostResult(t.name, False)
         try:
+            if rnd is not None and rnd.has_agent(t.name):
+                arrived = True
+                if rnd.by_agent(self.reporter, t, res, rid):
+                    return res
+                rnd = None  # arrived already: the SSH path goes on without uftp
             self.reporter.phase(t.name, "connecting")
             if opts.dry_run:
-                state = node.state(lay)
-                res.previous = res.release = state.live
-                if state.not_symlink:
-                    raise _Failed(f"{lay.live} exists and is not a dsas release symlink")
-                return self._dry_run_host(t, node, opts, lay, state, res, cdir)
+                return self._dry_run_host(t, node, opts, lay, res, cdir)
             state, kv = node.prepare(lay, rid, bases or ())
             res.previous = res.release = state.live
             if "ALREADY" in kv:
@@ -515,8 +527,12 @@ class Pusher:
         raise _Failed(why)
 
     def _dry_run_host(self, t: Target, node: RemoteNode, opts: PushOptions, lay: NodeLayout,
-                      state: NodeState, res: HostResult, cdir: Path) -> HostResult:
+                      res: HostResult, cdir: Path) -> HostResult:
         """What would move, compared with the live release; creates nothing anywhere."""
+        state = node.state(lay)
+        res.previous = res.release = state.live
+        if state.not_symlink:
+            raise _Failed(f"{lay.live} exists and is not a dsas release symlink")
         dest = lay.release(state.live) if state.live else lay.incoming("dry-run")
         self.reporter.phase(t.name, "dry run")
         with self._rsh(t, node, opts, cdir, bool(state.live)) as (rsh, prefix, session):

@@ -22,6 +22,8 @@ class Target:
     name: str
     address: str  # the host's primary interface address
     role: str
+    agent: bool = False  # its boot uftpd runs dsas-push's orders (push: {agent: true})
+    push_root: str = "/srv"  # where that uftpd receives (push: {root: ...})
 
 
 def select_targets(
@@ -50,7 +52,8 @@ def select_targets(
     out = []
     for host in inv.hosts.values():
         if all_hosts or host.name in wanted or host.role.name in roles:
-            out.append(Target(host.name, str(host.primary_interface.address), host.role.name))
+            out.append(Target(host.name, str(host.primary_interface.address), host.role.name,
+                              host.push.agent, host.push.root))
     if not out:
         raise TargetError(f"role(s) {', '.join(roles)} have no hosts")
     return out

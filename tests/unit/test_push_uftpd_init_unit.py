@@ -6,6 +6,7 @@ fake uftpd that logs its arguments and writes its pid file."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,26 @@ def test_on_a_source_specific_group_uftpd_takes_the_master_only(machine):
     assert "for 198.18.0.1, into /srv" in out.stdout
 
 
+def test_with_the_agent_uftpd_runs_push_agent_on_what_it_receives(machine):
+    """PUSH_AGENT=1: uftpd's post-receive hook is DSAS_LIB's push-agent, whose settings
+    (the keys allowed to sign orders: root's authorized_keys; the host key that signs
+    its reports) dsas-init writes under /run/dsas."""
+    out = machine.run(conf(**{**PUSH, "PUSH_AGENT": "1"}))
+    assert out.returncode == 0, out.stdout + out.stderr
+    argv = uftpd_calls(machine)[0]
+    hook = Path(argv[argv.index("-s") + 1])
+    assert hook.name == "push-agent" and os.access(hook, os.X_OK)
+    settings = (machine.root / "run/dsas/push-agent.conf").read_text()
+    assert f"AGENT_KEYS={machine.root}/root/.ssh/authorized_keys" in settings
+    assert f"AGENT_HOSTKEY={machine.root}/etc/ssh/ssh_host_ed25519_key" in settings
+    assert "orders run by push-agent" in out.stdout
+    # without the key, no hook
+    machine2 = machine
+    (machine2.root / "run/dsas/uftpd.pid").unlink(missing_ok=True)
+    out = machine2.run(conf(**PUSH))
+    assert "-s" not in uftpd_calls(machine2)[-1]
+
+
 def test_no_uftpd_unless_the_node_allows_multicast(machine):
     out = machine.run(conf(**{**PUSH, "PUSH_MULTICAST": ""}))
     assert out.returncode == 0, out.stdout + out.stderr
@@ -127,17 +148,25 @@ def test_the_inventory_key_renders_the_uftp_keys_and_a_host_overrides_its_role()
         host_push=", push: {multicast: false}"))
     assert keys(render_host(inv, inv.hosts["w1"], "dsas.conf")) == {
         "PUSH_MULTICAST": "1", "UFTP_ADDRESS": "198.18.0.21", "UFTP_GROUP": DEFAULT_GROUP,
-        "UFTP_PORT": str(DEFAULT_PORT), "UFTP_ROOT": "/srv/www"}
-    assert keys(render_host(inv, inv.hosts["w2"], "dsas.conf")) == {"PUSH_MULTICAST": ""}
+        "UFTP_PORT": str(DEFAULT_PORT), "UFTP_ROOT": "/srv/www", "PUSH_AGENT": ""}
+    assert keys(render_host(inv, inv.hosts["w2"], "dsas.conf")) == {
+        "PUSH_MULTICAST": "", "PUSH_AGENT": ""}
     plain = load_inventory_text(INVENTORY.format(role_push="", host_push=""))
-    assert keys(render_host(plain, plain.hosts["w1"], "dsas.conf")) == {"PUSH_MULTICAST": ""}
+    assert keys(render_host(plain, plain.hosts["w1"], "dsas.conf")) == {
+        "PUSH_MULTICAST": "", "PUSH_AGENT": ""}
+    agent = load_inventory_text(INVENTORY.format(
+        role_push=", push: {multicast: true, agent: true}", host_push=""))
+    assert keys(render_host(agent, agent.hosts["w1"], "dsas.conf"))["PUSH_AGENT"] == "1"
+    assert agent.hosts["w1"].push.agent
 
 
 @pytest.mark.parametrize("push,where,reason", [
     ("push: {multicast: yes please}", "push.multicast", "must be true or false"),
     ("push: {multicast: true, root: srv}", "push.root", "an absolute path"),
     ("push: {multicast: true, root: '/srv/$(reboot)'}", "push.root", "an absolute path"),
-    ("push: {unicast: true}", "push", "unknown key (allowed: multicast, root)"),
+    ("push: {unicast: true}", "push", "unknown key (allowed: agent, multicast, root)"),
+    ("push: {agent: true}", "push.agent", "needs multicast: true"),
+    ("push: {multicast: true, agent: 1}", "push.agent", "must be true or false"),
 ])
 def test_a_wrong_push_key_is_refused_by_the_loader(push, where, reason):
     with pytest.raises(InventoryError) as e:

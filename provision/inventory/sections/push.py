@@ -12,8 +12,10 @@ _PUSH_ROOT = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
 
 
 def push(r: Reader, m: dict[str, Any], path: str, base: Push) -> Push:
-    """``push: {multicast: BOOL, root: PATH}``: the host's keys over its role's."""
-    p = r.mapping(m, "push", f"{path}.push", {"multicast", "root"}, optional=True)
+    """``push: {multicast: BOOL, root: PATH, agent: BOOL}``: the host's keys over its
+    role's. ``agent`` (only with ``multicast``): the node's uftpd runs dsas-push's
+    orders itself (``push/agent.py``), so an update costs the master no SSH login."""
+    p = r.mapping(m, "push", f"{path}.push", {"multicast", "root", "agent"}, optional=True)
     if not p:
         return base
     multicast = p.get("multicast", base.multicast)
@@ -25,4 +27,12 @@ def push(r: Reader, m: dict[str, Any], path: str, base: Push) -> Push:
     if not root.startswith("/") or not _PUSH_ROOT.match(root):
         r.err(p, "root", f"{path}.push.root", "an absolute path of letters, digits and ._-/ only")
         root = base.root
-    return Push(multicast, root)
+    agent = p.get("agent", base.agent)
+    if not isinstance(agent, bool):
+        r.err(p, "agent", f"{path}.push.agent", f"must be true or false, not {kind_of(agent)}")
+        agent = base.agent
+    elif agent and not multicast:
+        r.err(p, "agent", f"{path}.push.agent",
+              "needs multicast: true (the agent is the boot uftpd's hook)")
+        agent = False
+    return Push(multicast, root, agent)
