@@ -23,12 +23,15 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lab.netns import Lab
-from lab.sshfarm import MOUNT, SshFarm
+from lab.sshfarm import MOUNT, SshFarm, start_boot_uftpd
+from provision.push import multicast
 
+from .bootfiles import ServerCpu
 from .common import children_cpu, loaded_mark, machine_cpu, other_cpu
 from .push import CLI, change, make_site, node_cpu, setup
 
@@ -37,6 +40,9 @@ RATIO_N = 20  # the old goal's node count: the update to 20 nodes over the updat
 # (at the largest N run if that is fewer)
 TRANSFER = {"uftp": ["--transfer", "uftp", "--uftp-interface", "br0"],
             "rsync": ["--transfer", "rsync"],
+            # uftp to nodes whose boot uftpd runs push-agent (push: {agent: true}):
+            # an update needs no SSH login (provision/push/agent.py)
+            "agent": ["--transfer", "uftp", "--uftp-interface", "br0"],
             # the master feeds 4 nodes, each node holding the release the next 4 (fanout.py)
             "fanout": ["--transfer", "fanout", "--fanout-width", "4"]}
 
@@ -101,9 +107,13 @@ def tx_bytes(farm: SshFarm) -> int:
 
 
 def measured(farm: SshFarm, lab: Lab, argv: list[str], transfer: str, n: int, kind: str,
-             payload: int, timeout: float = 1800) -> Point:
+             payload: int, timeout: float = 1800,
+             agents: Callable[[], float] | None = None) -> Point:
+    """One push, with its costs. ``agents``: the CPU-s so far of the nodes' boot uftpd
+    and all they ran (their cgroup): nodes' CPU too."""
     keep = {p.pid for p in lab.procs}
     reap_orphans(keep)
+    a0 = agents() if agents else 0.0
     c0, n0, m0, b0 = children_cpu(), node_cpu(farm), machine_cpu(), tx_bytes(farm)
     t0 = time.monotonic()
     r = farm.master.run(argv, timeout=timeout, check=False)
@@ -113,7 +123,7 @@ def measured(farm: SshFarm, lab: Lab, argv: list[str], transfer: str, n: int, ki
     un, om = reap_orphans(keep)
     del om  # in children_cpu already, as the master's
     master = children_cpu() - c0 - un  # every waited child's, less the nodes' uftpd
-    nodes = node_cpu(farm) - n0 + un
+    nodes = node_cpu(farm) - n0 + un + ((agents() - a0) if agents else 0.0)
     wall_all = time.monotonic() - t0
     other = other_cpu(machine_cpu() - m0, master + nodes, wall_all)
     if r.returncode != 0:
@@ -156,6 +166,48 @@ def run_scale(lab: Lab, work: Path, args: argparse.Namespace) -> int:
     subreaper()
     args.nodes = max(counts)
     farm, inv, state = setup(lab, work, args)
+    boot = BootUftpd(farm, inv, work) if "agent" in transfers else None
+    try:
+        return _scale(lab, work, args, t0, transfers, counts, why, farm, inv, state, boot)
+    finally:
+        if boot is not None:
+            boot.close()
+
+
+class BootUftpd:
+    """Every node runs uftpd from boot with push-agent as its hook, as dsas-init starts
+    it for ``push: {multicast: true, agent: true}``; ``inventory`` says so for the
+    agent runs (uftp runs in the same bench receive with the same boot uftpd, whose
+    hook has no order to run: no uftpd is started over SSH for them then). The uftpds
+    and all they run are in one cgroup: their CPU is the nodes'."""
+
+    def __init__(self, farm: SshFarm, inv: Path, work: Path):
+        self.pids = [start_boot_uftpd(n, farm.authorized_keys, multicast.DEFAULT_GROUP,
+                                      multicast.DEFAULT_PORT) for n in farm.nodes]
+        self.cpu = ServerCpu("agents", self.pids[0])
+        if self.cpu.group is not None:
+            for pid in self.pids[1:]:
+                (self.cpu.group / "cgroup.procs").write_text(str(pid))
+        text = inv.read_text()
+        for n in farm.nodes:
+            text = text.replace(f"  {n.name}: {{role: web,",
+                                f"  {n.name}: {{role: web, push: {{multicast: true, "
+                                f"agent: true, root: {MOUNT}}},")
+        self.inventory = work / "cluster-agent.yaml"
+        self.inventory.write_text(text)
+
+    def close(self) -> None:
+        for pid in self.pids:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        self.cpu.close()  # removed once they are gone (their zombies: this process's)
+
+
+def _scale(lab: Lab, work: Path, args: argparse.Namespace, t0: float, transfers: list[str],
+           counts: list[int], why: str, farm: SshFarm, inv: Path, state: Path,
+           boot: BootUftpd | None) -> int:
     src = work / "site"
     paths = make_site(src, args.files, args.mb)
     site_bytes = sum(p.stat().st_size for p in paths)
@@ -169,20 +221,23 @@ def run_scale(lab: Lab, work: Path, args: argparse.Namespace) -> int:
         hosts = [a for node in farm.nodes[:n] for a in ("--host", node.name)]
         for transfer in transfers:
             to = f"{MOUNT}/s{n}-{transfer}"
-            base = [*CLI, str(src), "-i", str(inv), "--state-dir", str(state), "--to", to,
+            use = boot.inventory if transfer == "agent" and boot is not None else inv
+            agents = boot.cpu if boot is not None else None
+            base = [*CLI, str(src), "-i", str(use), "--state-dir", str(state), "--to", to,
                     "--delete", "--yes", "-q", *TRANSFER[transfer]]
             points.append(measured(farm, lab, [*base, *hosts], transfer, n, "first",
-                                   site_bytes))
+                                   site_bytes, agents=agents))
             print(line(points[-1]), flush=True)
             seed += 1
             upd = change(paths, args.change, seed)
-            points.append(measured(farm, lab, [*base, *hosts], transfer, n, "update", upd))
+            points.append(measured(farm, lab, [*base, *hosts], transfer, n, "update", upd,
+                                   agents=agents))
             print(line(points[-1]), flush=True)
             if n == ratio_n:
                 seed += 1
                 one = change(paths, args.change, seed)
                 points.append(measured(farm, lab, [*base, "--host", farm.nodes[0].name],
-                                       transfer, n, "one", one))
+                                       transfer, n, "one", one, agents=agents))
                 print(line(points[-1]), flush=True)
             for node in farm.nodes[:n]:
                 node.run(["rm", "-rf", to, f"{to}.releases"], timeout=120)
@@ -269,6 +324,15 @@ LIMITS = {
         "resent to all, and the sender's status rounds (one per client per file) grow with N: "
         "uftp's proxies (uftpproxyd) aggregate a subnet's responses, one level per ~100s of "
         "nodes; one session per rack or subnet keeps a slow node from pacing all"),
+    "agent": (
+        "the changed bytes go once, as with uftp, and an update costs the master no SSH "
+        "login per node: the node's agent runs the signed order and sends one signed HTTP "
+        "report, so what grows with N is uftp's per-receiver handshake and status (C, in "
+        "the uftp process) and one report's signature check (~0.2 ms). A first push, and "
+        "any node the history has no base for, still goes the SSH way. The same multicast "
+        "limits as uftp (IGMP snooping, NAK implosion, status rounds per client), plus the "
+        "report listener: one short HTTP request per node at the end of the session, at "
+        "most 64 at a time"),
     "fanout": (
         "the master sends the change to its width (k) nodes only (uplink flat in N), but "
         "still makes every node's SSH steps (prepare, the push key in and out, the relay "

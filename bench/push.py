@@ -163,8 +163,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                          "side, then the model for 1,000 and 10,000 nodes (the default run)")
     ap.add_argument("--classic", action="store_true",
                     help="instead: the variants against the naive loop at --nodes (issue 7)")
-    ap.add_argument("--transfers", default="uftp,fanout,rsync",
-                    help="with --scale: the transfers (of uftp, fanout, rsync)")
+    ap.add_argument("--transfers", default="uftp,agent,fanout,rsync",
+                    help="with --scale: the transfers (of uftp, agent, fanout, rsync; agent: "
+                         "uftp to nodes whose boot uftpd runs push-agent, no SSH login)")
     ap.add_argument("--mem-margin-mb", type=int, default=3000,
                     help="with --scale: memory left to the machine's other work; the largest "
                          "N whose nodes' copies fit in MemAvailable minus this is the last run")
