@@ -275,7 +275,8 @@ class ReportListener:
 
         self._server = Server((bind, 0), Handler)
         self.url = f"http://{bind}:{self._server.server_address[1]}/report"
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        # shutdown() waits for the loop to look: at the default 0.5 s, the push's end did
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                          name="dsas-push-reports", daemon=True)
         self._thread.start()
 
