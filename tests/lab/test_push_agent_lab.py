@@ -9,11 +9,14 @@ up is done over SSH, and nothing is switched unverified.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
-from lab.sshfarm import MOUNT, start_boot_uftpd
+from lab.sshfarm import MOUNT, NET, start_boot_uftpd
 from lab.testing import require_tool
 from tests.support.push_lab import assert_ok, make_lab, release_of, snapshot, write_tree
 
@@ -167,4 +170,78 @@ def test_an_agent_whose_live_release_is_not_the_base_changes_nothing(lab, tmp_pa
         assert pl.live("n01") == rel and snapshot(n01.root / "site") == snapshot(pl.src)
         assert "not the order's base" in r.stderr, r.stderr[-3000:]
     finally:
+        stop(pids)
+
+
+LISTENER = """
+import json, sys
+from provision.push.agent import ReportListener
+exp = {a: (h, [tuple(k) for k in ks]) for a, (h, ks) in json.loads(sys.argv[2]).items()}
+listener = ReportListener(sys.argv[1], exp, "RID-1", "NONCE-1")
+print(listener.url, flush=True)
+sys.stdin.read()
+listener.close()
+print(json.dumps({"reports": {h: [r.ok, r.why] for h, r in listener.reports.items()},
+                  "refused": listener.refused}), flush=True)
+"""
+
+
+def test_the_report_listener_takes_a_report_only_from_its_node_for_this_push(lab, tmp_path):
+    """dsas-push's report listener (agent.ReportListener) in the master's namespace,
+    real curls from the nodes' and the master's addresses. Taken: n01's report signed
+    with n01's host key, with the push's nonce and release. Refused, each counted: a
+    body over 64 KiB (413), one that is not a report (400), n02's correctly signed
+    report sent from n01's address (403: a report counts only from its own node), n01's
+    with another nonce and n02's for another release (403). A request from an address
+    that is not a target (the master's own) is closed unread."""
+    require_tool("curl")
+    pl, pids = agent_lab(lab, tmp_path, ())
+    n01, n02 = pl.node("n01"), pl.node("n02")
+    expected = {n.address: (n.name, [n.host_key_pub().split()[:2]]) for n in (n01, n02)}
+    master_ip = f"{NET}.1"
+    proc = pl.farm.master.popen([sys.executable, "-c", LISTENER, master_ip,
+                                 json.dumps(expected)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith(f"http://{master_ip}:"), url
+
+        def report(node, name: str, rid: str = "RID-1", nonce: str = "NONCE-1") -> Path:  # noqa: ANN001
+            body = tmp_path / name
+            body.write_text(f"DSAS-PUSH-REPORT 1\nRID {rid}\nNONCE {nonce}\nRC 0\n"
+                            f"MISSED 0\nCOMMITRC 0\nLIVE {rid}\n")
+            node.run(["ssh-keygen", "-q", "-Y", "sign", "-f",
+                      str(node.dir / "ssh_host_ed25519_key"), "-n", "dsas-push-report",
+                      str(body)])
+            signed = tmp_path / f"{name}.body"
+            signed.write_bytes(body.read_bytes() + Path(f"{body}.sig").read_bytes())
+            return signed
+
+        def post(node, path: Path) -> str:  # noqa: ANN001
+            r = node.run(["curl", "-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}",
+                          "--data-binary", f"@{path}", url], check=False)
+            return r.stdout.strip()
+
+        big = tmp_path / "big"
+        big.write_bytes(b"DSAS-PUSH-REPORT 1\n" + b"x" * 70_000)
+        junk = tmp_path / "junk"
+        junk.write_text("hello\n")
+        assert post(n01, big) == "413"
+        assert post(n01, junk) == "400"
+        assert post(n01, report(n02, "n02-as-n01")) == "403"
+        assert post(n01, report(n01, "n01-other-nonce", nonce="NONCE-0")) == "403"
+        assert post(n02, report(n02, "n02-other-rid", rid="RID-0")) == "403"
+        stray = subprocess.run(pl.farm.master.cmd(
+            ["curl", "-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}",
+             "--data-binary", f"@{report(n01, 'from-master')}", url]),
+            capture_output=True, text=True, timeout=30, check=False)
+        assert stray.stdout.strip() == "000" and stray.returncode != 0, stray
+        assert post(n01, report(n01, "n01-good")) == "204"
+        out, _ = proc.communicate("", timeout=30)
+        result = json.loads(out.strip().splitlines()[-1])
+        assert result == {"reports": {"n01": [True, ""]}, "refused": 5}, result
+    finally:
+        if proc.poll() is None:
+            lab.stop(proc)
         stop(pids)
