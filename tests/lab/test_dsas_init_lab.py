@@ -170,6 +170,49 @@ def test_a_role_unit_that_fails_at_boot_is_reported_failed(lab: Lab, machine: Ma
     assert got[3][0] == "ready", got
 
 
+def test_at_boot_the_ready_report_waits_for_sshd(lab: Lab, machine: Machine,
+                                               tmp_path: Path) -> None:
+    """Under systemd, ssh.service is ordered after dsas-init.service (its host key comes
+    first), so sshd starts only once dsas-init's step ends. The ready report waits for
+    it as for a role unit: `ready` only once ssh.service is active, `failed` naming it
+    when it does not come up; a disabled ssh.service is not waited for. Before, ready
+    went out before sshd listened, and whoever logged in on it (push, assign, rollout)
+    found no sshd."""
+    ns, events = fake_master(lab, tmp_path, "initsshd", 44)
+    (machine.bin / "systemctl").write_text(SYSTEMCTL.replace(
+        "    cat|--no-block) exit 0 ;;",
+        "    cat|--no-block) exit 0 ;;\n"
+        "    is-enabled) [ ! -e \"$DSAS_ROOT/units/$3.disabled\" ] ;;"))
+    (machine.bin / "systemctl").chmod(0o755)
+    (machine.root / "run" / "systemd" / "system").mkdir(parents=True)
+    (machine.root / "usr" / "sbin").mkdir(parents=True, exist_ok=True)
+    (machine.root / "usr" / "sbin" / "sshd").write_text("#!/bin/sh\nexit 0\n")
+    (machine.root / "usr" / "sbin" / "sshd").chmod(0o755)
+    units = machine.root / "units"
+    units.mkdir()
+    (machine.root / "etc" / "dsas.conf").write_text(conf(SERVICE_UNITS="()"))
+    env = {**machine.env("http://198.18.44.1:8080"), "DSAS_UNIT_WAIT": "3"}
+    seen: list[dict[str, str]] = []
+    for state, disabled in (("inactive\ndead\n", False), ("active\nrunning\n", False),
+                            ("inactive\ndead\n", True)):
+        (units / "ssh.service").write_text(state)
+        flag = units / "ssh.service.disabled"
+        if disabled:
+            flag.write_text("")
+        n = len(seen)
+        out = ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash", str(DSAS_INIT)],
+                     check=False, timeout=30)
+        assert out.returncode == 0, out.stdout + out.stderr
+        seen = [json.loads(line) for line in events.read_text().splitlines()]
+        seen = [e for e in seen if e["stage"] in ("ready", "failed")]
+        assert len(seen) == n + 1, (seen, out.stdout)
+    got = [(e["stage"], e["detail"]) for e in seen]
+    assert got[0] == ("failed", "sshd: ssh.service: not active after 3 s (state "
+                                "inactive/dead; role web)"), got
+    assert got[1][0] == "ready" and got[2][0] == "ready", got
+    assert "systemctl show -p ActiveState --value ssh.service" in machine.commands()
+
+
 def test_a_reapply_with_no_new_conf_reports_failed_to_the_running_conf_s_master(
         lab: Lab, machine: Machine, tmp_path: Path) -> None:
     """`dsas-init reapply` with no /etc/dsas.conf.new dies at once; its `failed` report

@@ -230,7 +230,7 @@ def test_rollout_moves_the_web_role_live_and_stops_a_broken_version_at_the_canar
             wait_until(lambda: up(c, state) == {d: set(VM_WEB) for d in VM_DIRECTORS}, 120,
                        "w1 w2 w3 up on both directors", 3)
             for n in VM_WEB:  # SSH with the host keys the rollout trusted, none scanned
-                wait_sshd(c, n, 300)  # ssh.service starts after the ready report
+                wait_sshd(c, n, 300)  # ready waited for ssh.service; bounded all the same
                 head = raw(c, state, n, "head -c 300 /run/dsas/manifest.json")
                 assert f'"version": "{v.b}"' in head, head
             time.sleep(3)
