@@ -15,6 +15,7 @@ from ..balancer.members import Override
 from ..balancer.status import DirectorView, probe, query
 from ..inventory.model import TAKEOVER_PRIORITY, Inventory
 from ..push.remote import RemoteError, RemoteNode
+from ..sshtrust.hostkeys import trust_new_boot_key
 from ..sshtrust.sshconf import SshConfig
 from ..state import StateStore, events
 from .live import StepFailed
@@ -211,6 +212,16 @@ class LiveFarm:
         since = self._now()
         self._run(address, REBOOT, "reboot")
         return since
+
+    def trust_new_key(self, address: str, since: float) -> str:
+        """A netboot host back from its reboot: the host key of its ready report since
+        ``since`` trusted for ``address`` in place of the old boot's, when the report is
+        its own (``trust_new_boot_key``, as `dsas rollout` does); "" for a disk host
+        (its keys are on its disk and did not change)."""
+        h = self.inv.hosts.get(self.host)
+        if h is None or h.boot != "netboot":
+            return ""
+        return trust_new_boot_key(self.cfg, self.store, self.inv, self.host, address, since)
 
     def wait_report(self, since: float, role: str | None, timeout: float) -> str:
         """The host's first ``ready`` (with ``role``) or ``failed`` report after ``since``."""

@@ -80,6 +80,7 @@ class Farm(Protocol):
     def reboot(self, address: str) -> float: ...
     def wait_report(self, since: float, role: str | None,
                     timeout: float) -> str: ...  # raises StepFailed
+    def trust_new_key(self, address: str, since: float) -> str: ...  # "" if not netboot
 
 
 class Journal(Protocol):
@@ -252,7 +253,10 @@ class _Steps:
         since = self.farm.reboot(self.move.old_address)
         said = self.farm.wait_report(since, None, self.move.ready_timeout)
         self.reapplied = True
-        return said
+        # a netboot host made new SSH host keys at this boot: the rebalance (a new
+        # director's IPVS) and every later push log in with the one it reported
+        trusted = self.farm.trust_new_key(self.move.new_address, since)
+        return f"{said}; {trusted}" if trusted else said
 
     def back_to_old_role(self) -> str:
         """The old dsas.conf delivered and re-applied (or a reboot), at whichever of the

@@ -97,7 +97,10 @@ def assign(inventory_path: str | None, state_dir: str, host: str, role: str | No
     3. reapply: `dsas-init reapply` on it (old role's services stop, addresses
        and VLANs change, new role's services start) and its ready report with
        the new role (--ready-timeout); or, where the plan needs one, a reboot
-       into the new role and its ready report;
+       into the new role and its ready report (a netboot host made new SSH
+       host keys: the one its report carries is trusted in place of the old
+       boot's when the report is its own, from its address with its boot's
+       token, as `dsas rollout` does; otherwise the step says why not);
     4. rebalance: the directors reloaded with HOST in its new pools, where
        keepalived's health check must pass (alpha) before it gets traffic
        (--check-timeout).

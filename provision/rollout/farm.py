@@ -35,8 +35,8 @@ from ..push.options import PushOptions
 from ..push.push import Pusher
 from ..push.targets import Target
 from ..render.engine import render_host
-from ..sshtrust.hostkeys import trusted_keys, untrustworthy
-from ..sshtrust.sshconf import SshConfig, add_known_host, fingerprint
+from ..sshtrust.hostkeys import trust_new_boot_key
+from ..sshtrust.sshconf import SshConfig
 from ..state import StateStore, events
 from ..state.pushes import History
 from .plan import HostMove
@@ -132,25 +132,8 @@ class LiveNodes:
 
     def trust_new_key(self, m: HostMove, since: float) -> str:
         """Trust the SSH host key(s) ``m.host`` reported since ``since`` (its ready report
-        of the new boot) in place of all its trusted ones, if every one is the host's own
-        report (``untrustworthy``); what was done, in words. Nothing changes otherwise."""
-        rows = [r for r in events.reported_keys(self.store, m.host) if r.ts >= since]
-        if not rows:
-            return (f"no host key in its ready report: `dsas trust {m.host}` before the "
-                    "next SSH to it")
-        bad = [w for r in rows if (w := untrustworthy(r, self.inv)) is not None]
-        if bad:
-            return (f"its reported host key is NOT trusted ({bad[0]}): `dsas trust "
-                    f"{m.host}` scans it")
-        # every key of the old boot goes (of every type: a scan may have trusted its RSA
-        # and ECDSA keys too, and the new boot made new ones of those as well)
-        new = [(r.key_type, r.key) for r in rows]
-        keys = ", ".join(f"{r.key_type} {fingerprint(r.key)}" for r in rows)
-        if sorted(trusted_keys(self.cfg, m.address)) == sorted(new):
-            return f"host key already trusted ({keys})"
-        add_known_host(self.cfg, m.address, new)
-        return (f"host key of its new boot trusted from its ready report ({keys}; the old "
-                "boot's keys no longer)")
+        of the new boot) in place of all its trusted ones (``trust_new_boot_key``)."""
+        return trust_new_boot_key(self.cfg, self.store, self.inv, m.host, m.address, since)
 
     def _is(self, reported: str | None, image: str, version: str) -> bool:
         """The report names ``image`` at ``version``: as is, or by a name the store

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 from ..inventory.model import Inventory
 from ..policy.httpfiles import host_addresses
+from ..state import StateStore, events
 from ..state.events import ReportedKey
-from .sshconf import SshConfig
+from .sshconf import SshConfig, add_known_host, fingerprint
 
 
 def untrustworthy(report: ReportedKey, inv: Inventory) -> str | None:
@@ -46,6 +47,30 @@ def trusted_keys(cfg: SshConfig, address: str) -> list[tuple[str, str]]:
         if len(fields) >= 3 and pattern in fields[0].split(","):
             out.append((fields[1], fields[2]))
     return out
+
+
+def trust_new_boot_key(cfg: SshConfig, store: StateStore, inv: Inventory, host: str,
+                       address: str, since: float) -> str:
+    """A netboot host rebooted (by `dsas rollout` or `dsas assign`) made new SSH host
+    keys: trust the key(s) it reported since ``since`` (its ready report of the new
+    boot) for ``address`` in place of all its trusted ones, if every one is the host's
+    own report (``untrustworthy``), as `dsas trust --from-boot-report --replace`
+    would. What was done, in words; nothing changes otherwise."""
+    rows = [r for r in events.reported_keys(store, host) if r.ts >= since]
+    if not rows:
+        return f"no host key in its ready report: `dsas trust {host}` before the next SSH to it"
+    bad = [w for r in rows if (w := untrustworthy(r, inv)) is not None]
+    if bad:
+        return f"its reported host key is NOT trusted ({bad[0]}): `dsas trust {host}` scans it"
+    # every key of the old boot goes (of every type: a scan may have trusted its RSA
+    # and ECDSA keys too, and the new boot made new ones of those as well)
+    new = [(r.key_type, r.key) for r in rows]
+    keys = ", ".join(f"{r.key_type} {fingerprint(r.key)}" for r in rows)
+    if sorted(trusted_keys(cfg, address)) == sorted(new):
+        return f"host key already trusted ({keys})"
+    add_known_host(cfg, address, new)
+    return (f"host key of its new boot trusted from its ready report ({keys}; the old "
+            "boot's keys no longer)")
 
 
 @dataclass

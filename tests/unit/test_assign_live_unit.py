@@ -84,6 +84,10 @@ class FakeFarm:
         self._maybe("wait_report")
         return f"ready as {role}"
 
+    def trust_new_key(self, address: str, since: float) -> str:
+        self.calls.append(f"trust {address}")
+        return "host key trusted"
+
 
 class FakeJournal:
     def __init__(self) -> None:
@@ -149,6 +153,59 @@ def test_a_reboot_plan_reboots_instead_of_reapplying() -> None:
     out, j = go(move(reboot=True), farm)
     assert out.ok and [s for s, _, _ in j.steps] == ["drain", "deliver", "reboot", "rebalance"]
     assert "reapply" not in farm.calls and "reboot" in farm.calls
+    # the reboot's ready report is followed by the trust of the new boot's host key,
+    # for the address the host has in its new role, and the journal says so
+    assert farm.calls[farm.calls.index("wait_report") + 1] == "trust 198.18.1.1"
+    assert "host key trusted" in dict((st, d) for st, _, d in j.steps)["reboot"]
+    live_farm = FakeFarm()
+    go(move(), live_farm)
+    assert not any(c.startswith("trust") for c in live_farm.calls)  # no reboot, same keys
+
+
+def test_assign_trusts_a_rebooted_netboot_host_s_reported_key_only_if_its_own(
+        tmp_path: Path) -> None:
+    """`dsas assign` on the reboot path (LiveFarm.trust_new_key): a netboot host's new
+    boot made new host keys; the key of its ready report since the reboot replaces
+    every trusted one, but only when the report came from the host's own address with a
+    valid boot token. A disk host's keys are not touched (they are on its disk). Before,
+    assign left the old key trusted and the rebalance's SSH to a new director, and every
+    later push, met a changed host key."""
+    import base64
+
+    from provision.assign.farm import LiveFarm
+    from provision.policy.httpfiles import Event
+    from provision.sshtrust.hostkeys import trusted_keys
+    from provision.sshtrust.sshconf import SshConfig, add_known_host
+    from provision.state import events
+
+    def k(name: str) -> str:
+        return base64.b64encode(name.encode() * 8).decode()
+
+    inv = load(EXAMPLE)
+    netboot = next(h for h in inv.hosts.values() if h.boot == "netboot")
+    disk = next(h for h in inv.hosts.values() if h.boot == "disk")
+    store, cfg = StateStore(tmp_path / "state"), SshConfig(tmp_path / "state")
+    events.ensure_events_schema(store)
+    for h in (netboot, disk):
+        own = str(h.primary_interface.address)
+        add_known_host(cfg, own, [("ssh-ed25519", k("OLD" + h.name))])
+        events.record(store, Event(h.name, "ready", None, "web@B", own,
+                                   ("ssh-ed25519", k("NEW" + h.name)), "boot1"), 110.0, True,
+                      100)
+    own = str(netboot.primary_interface.address)
+    farm = LiveFarm(netboot.name, inv, cfg, store)
+    assert "no host key in its ready report" in farm.trust_new_key(own, 200.0)
+    events.record(store, Event(netboot.name, "ready", None, "web@B", "198.18.9.9",
+                               ("ssh-ed25519", k("FORGED")), "boot2"), 201.0, True, 100)
+    assert "NOT trusted" in farm.trust_new_key(own, 200.0)
+    assert trusted_keys(cfg, own) == [("ssh-ed25519", k("OLD" + netboot.name))]
+    events.record(store, Event(netboot.name, "ready", None, "web@B", own,
+                               ("ssh-ed25519", k("NEW2")), "boot2"), 202.0, True, 100)
+    assert "trusted from its ready report" in farm.trust_new_key(own, 200.0)
+    assert trusted_keys(cfg, own) == [("ssh-ed25519", k("NEW2"))]
+    d_own = str(disk.primary_interface.address)
+    assert LiveFarm(disk.name, inv, cfg, store).trust_new_key(d_own, 100.0) == ""
+    assert trusted_keys(cfg, d_own) == [("ssh-ed25519", k("OLD" + disk.name))]
 
 
 def test_the_drain_timeout_goes_on_and_says_so() -> None:
