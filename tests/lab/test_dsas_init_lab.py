@@ -131,6 +131,20 @@ esac
 """
 
 
+def boot_for_outcome(ns, env: dict[str, str], events: Path,  # noqa: ANN001
+                     before: int) -> list[dict[str, str]]:
+    """Run dsas-init once; the ready and failed reports so far, one more than
+    ``before``. The report may come from dsas-init's background child, which holds its
+    stdout: run() returns once both ended."""
+    out = ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash", str(DSAS_INIT)],
+                 check=False, timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    seen = [json.loads(line) for line in events.read_text().splitlines()]
+    seen = [e for e in seen if e["stage"] in ("ready", "failed")]
+    assert len(seen) == before + 1, (seen, out.stdout)
+    return seen
+
+
 def test_a_role_unit_that_fails_at_boot_is_reported_failed(lab: Lab, machine: Machine,
                                                            tmp_path: Path) -> None:
     """At boot, under systemd, the role's units are queued (--no-block: they are ordered
@@ -150,15 +164,7 @@ def test_a_role_unit_that_fails_at_boot_is_reported_failed(lab: Lab, machine: Ma
     for state in ("activating\nauto-restart\n", "failed\nfailed\n", "inactive\ndead\n",
                   "active\nrunning\n"):
         (units / "lighttpd").write_text(state)
-        n = len(seen)
-        # the report comes from dsas-init's background child, which holds its stdout:
-        # run() returns once both ended
-        out = ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash", str(DSAS_INIT)],
-                     check=False, timeout=30)
-        assert out.returncode == 0, out.stdout + out.stderr
-        seen = [json.loads(line) for line in events.read_text().splitlines()]
-        seen = [e for e in seen if e["stage"] in ("ready", "failed")]
-        assert len(seen) == n + 1, (seen, out.stdout)
+        seen = boot_for_outcome(ns, env, events, len(seen))
     assert "systemctl --no-block start lighttpd" in machine.commands()
     got = [(e["stage"], e["detail"]) for e in seen]
     assert got[0] == ("failed", "SERVICE_UNITS[0]: lighttpd: failed to start (state "
@@ -199,13 +205,7 @@ def test_at_boot_the_ready_report_waits_for_sshd(lab: Lab, machine: Machine,
         flag = units / "ssh.service.disabled"
         if disabled:
             flag.write_text("")
-        n = len(seen)
-        out = ns.run(["env", *[f"{k}={v}" for k, v in env.items()], "bash", str(DSAS_INIT)],
-                     check=False, timeout=30)
-        assert out.returncode == 0, out.stdout + out.stderr
-        seen = [json.loads(line) for line in events.read_text().splitlines()]
-        seen = [e for e in seen if e["stage"] in ("ready", "failed")]
-        assert len(seen) == n + 1, (seen, out.stdout)
+        seen = boot_for_outcome(ns, env, events, len(seen))
     got = [(e["stage"], e["detail"]) for e in seen]
     assert got[0] == ("failed", "sshd: ssh.service: not active after 3 s (state "
                                 "inactive/dead; role web)"), got

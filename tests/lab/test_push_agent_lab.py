@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import tests.support.push_lab as pushlab
 from lab.sshfarm import MOUNT, NET, start_boot_uftpd
 from lab.testing import require_tool
 from tests.support.push_lab import assert_ok, make_lab, release_of, snapshot, write_tree
@@ -133,12 +134,7 @@ def test_a_forged_order_is_not_run_and_a_forged_report_is_not_taken(lab, tmp_pat
         n02.run(["sh", "-c", f"sed -i 's|^AGENT_HOSTKEY=.*|AGENT_HOSTKEY={other}|' "
                  "/run/dsas/push-agent.conf"])
         (pl.src / "index.html").write_text("v2")
-        r = pl.push(str(pl.src), "--role", "web", "--delete", *UFTP)
-        assert_ok(r)
-        rel = release_of(r)
-        expect = snapshot(pl.src)
-        for n in pl.farm.nodes:
-            assert pl.live(n.name) == rel and snapshot(n.root / "site") == expect, n.name
+        r = pushlab.push_lands_everywhere(pl, "--role", "web", "--delete", *UFTP)
         assert "refused" in agent_log(n01) and "order exited" not in agent_log(n01)
         assert "host=n01 agent: no report" in r.stderr, r.stderr[-3000:]
         assert re.search(r"host=n02 agent report refused: signature: made by a key not "

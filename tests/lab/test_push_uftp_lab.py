@@ -20,6 +20,7 @@ from provision.push.multicast import fixup_script
 from provision.push.prelink import attr_listing, delta_names
 from provision.push.release import local_manifest
 from tests.support.push_lab import assert_ok, make_lab, release_of, snapshot, write_tree
+from tests.support.push_lab import push_lands_everywhere as lands
 
 GROUP, PORT = "239.255.77.9", 17099
 UFTP = ["--transfer", "uftp", "--uftp-interface", "br0", "--uftp-group", GROUP,
@@ -171,12 +172,7 @@ def test_a_node_whose_dsas_init_runs_uftpd_receives_with_that_one(lab, tmp_path)
         for round_ in (1, 2):
             if round_ == 2:
                 (pl.src / "d3/f003.bin").write_bytes(os.urandom(5_000))
-            r = pl.push(str(pl.src), "--role", "web", "--delete", *UFTP)
-            assert_ok(r)
-            rel = release_of(r)
-            expect = snapshot(pl.src)
-            for n in pl.farm.nodes:
-                assert pl.live(n.name) == rel and snapshot(n.root / "site") == expect, n.name
+            r = lands(pl, "--role", "web", "--delete", *UFTP)
             assert "2/2 nodes complete" in r.stderr, r.stderr
             assert Path(f"/proc/{pid}/comm").read_text().strip() == "uftpd"  # still running
         assert n01.holder is not None

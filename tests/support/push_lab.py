@@ -106,3 +106,15 @@ def release_of(r: subprocess.CompletedProcess[str]) -> str:
     m = re.search(r"ok release (\S+)", r.stdout)
     assert m, r.stdout
     return m.group(1)
+
+
+def push_lands_everywhere(pl: PushLab, *args: str) -> subprocess.CompletedProcess[str]:
+    """``dsas-push ARGS`` succeeds and every node of the farm has the new release live,
+    byte-exact with the source (``pl.src``)."""
+    r = pl.push(str(pl.src), *args)
+    assert_ok(r)
+    rel = release_of(r)
+    expect = snapshot(pl.src)
+    for n in pl.farm.nodes:
+        assert pl.live(n.name) == rel and snapshot(n.root / "site") == expect, n.name
+    return r
