@@ -5,3 +5,9 @@ set -eu
 root=$1
 
 systemctl --root="$root" disable lighttpd.service keepalived.service
+# uftpd runs only as dsas-init starts it (its address, group, port and root, encrypted
+# sessions only): the package's daemon, listening on every interface into /tmp for any
+# sender, never starts
+systemctl --root="$root" disable uftp.service
+systemctl --root="$root" mask uftp.service
+rm -f "$root/etc/rc"?.d/[SK]??uftp

@@ -42,3 +42,33 @@ def test_a_new_boot_image_reuses_the_debian_root_fs(tmp_path: Path) -> None:
     assert (res.path / "initrd.img").read_bytes() == (other.dir("netboot", netboot or "") /
                                                       "initrd.img").read_bytes()
     assert res.manifest["rootfs"] == web.manifest("web", old)["rootfs"]
+
+
+def test_the_web_image_carries_what_a_push_agent_needs_and_no_uftp_daemon_of_its_own() -> None:
+    """dsas-push's node agent (push: {multicast: true, agent: true}) needs uftpd,
+    OpenSSH's ssh-keygen and push-agent in /usr/lib/dsas on the image (dsas-init says
+    "not in this image" otherwise and updates come by SSH). The web image has them;
+    the uftp package's own daemon (every interface, any sender, into /tmp) is masked:
+    uftpd runs only as dsas-init starts it."""
+    from lab.clone import build_images
+
+    web = build_images("web")
+    version = web.resolve("web") or ""
+    listing = subprocess.run(["tar", "-tvzf", str(web.dir("web", version) / "rootfs.tar.gz")],
+                             capture_output=True, text=True, timeout=300, check=True).stdout
+    entries = {line.split()[5].removeprefix("./"): line for line in listing.splitlines()
+               if len(line.split()) >= 6}
+    for path in ("usr/bin/uftpd", "usr/bin/ssh-keygen", "usr/bin/curl", "usr/sbin/dsas-init"):
+        assert path in entries, path
+    agent = entries.get("usr/lib/dsas/push-agent", "")
+    assert agent.startswith("-rwxr-xr-x"), agent
+    masked = entries.get("etc/systemd/system/uftp.service", "")
+    assert masked.startswith("l") and masked.rstrip().endswith("-> /dev/null"), masked
+    started = [p for p in entries if "uftp" in p and (
+        p.startswith("etc/systemd/system/") and ".wants/" in p or p.startswith("etc/rc"))]
+    assert started == [], started  # no systemd want, no sysv runlevel link
+    tree = (ROOT / "boot-scripts" / "lib" / "push-agent").read_bytes()
+    got = subprocess.run(["tar", "-xOzf", str(web.dir("web", version) / "rootfs.tar.gz"),
+                          "usr/lib/dsas/push-agent"], capture_output=True, timeout=300,
+                         check=True).stdout
+    assert got == tree
