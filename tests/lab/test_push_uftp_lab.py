@@ -121,7 +121,8 @@ def test_dropout_and_node_without_uftpd_go_by_rsync_and_multicast_stays_on_the_l
         def receiving() -> int | None:
             pids = list(rels.glob(".uftp-*.pid"))
             stage = [s for s in rels.glob(".uftp-*") if s.is_dir()]
-            if pids and stage and any(f.is_file() for f in stage[0].rglob("new*")):
+            # the new files come in the session's bundle (multicast.BUNDLE_NAME)
+            if pids and stage and any(f.is_file() for f in stage[0].rglob(".dsas-uftp-bundle*")):
                 return int(pids[0].read_text())
             return None
         pid = wait_for(receiving, 30, "n02's uftpd receiving")

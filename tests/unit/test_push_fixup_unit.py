@@ -128,3 +128,20 @@ def test_what_it_does_not_handle_goes_to_rsync(tmp_path: Path) -> None:
     ("rwxr-xr-s", None), ("rwx", None), ("rwxr-xr-q", None)])
 def test_modes(perms: str, octal: str | None) -> None:
     assert _octal(perms) == octal
+
+
+def test_one_command_per_owner_and_mode(tmp_path: Path) -> None:
+    """A node forks per command: forty changed files of one owner and two modes (and
+    their directory, 0755) make one chown and three chmod lines, not forty of each."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    tree(old, {f"d/f{i}": b"1" for i in range(40)})
+    subprocess.run(["cp", "-a", f"{old}/.", str(new)], check=True)
+    for i in range(40):
+        (new / f"d/f{i}").write_bytes(b"changed")
+        os.chmod(new / f"d/f{i}", 0o600 if i % 2 else 0o644)
+    inc, script = stage_and_fix(old, new, tmp_path)
+    assert script is not None
+    lines = script.splitlines()
+    assert sum("chown" in line for line in lines) == 1
+    assert sum(line.startswith("chmod ") for line in lines) == 3
+    assert local_manifest(str(inc)) == local_manifest(str(new))
