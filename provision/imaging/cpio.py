@@ -42,7 +42,7 @@ def _pad4(n: int) -> int:
 
 
 def _header(entry: CpioEntry, ino: int) -> bytes:
-    name = entry.name.encode() + b"\0"
+    name = entry.name.encode("utf-8", "surrogateescape") + b"\0"
     nlink = 2 if stat.S_ISDIR(entry.mode) else 1
     fields = (
         ino, entry.mode, entry.uid, entry.gid, nlink, entry.mtime, len(entry.data),
@@ -52,14 +52,20 @@ def _header(entry: CpioEntry, ino: int) -> bytes:
     return head + name + b"\0" * _pad4(len(head) + len(name))
 
 
+def member(entry: CpioEntry, ino: int) -> bytes:
+    """One entry of an archive as written (its header, name and data, padded);
+    ``ino`` unique in the archive (cpio takes equal ones for hard links)."""
+    return _header(entry, ino) + entry.data + b"\0" * _pad4(len(entry.data))
+
+
+def trailer() -> bytes:
+    """What ends an archive."""
+    return _header(CpioEntry(TRAILER, 0), 0)
+
+
 def pack(entries: list[CpioEntry]) -> bytes:
     """An archive of `entries` in the given order, ending with the trailer."""
-    out = bytearray()
-    for ino, entry in enumerate(entries, start=1):
-        out += _header(entry, ino)
-        out += entry.data + b"\0" * _pad4(len(entry.data))
-    out += _header(CpioEntry(TRAILER, 0), 0)
-    return bytes(out)
+    return b"".join(member(e, ino) for ino, e in enumerate(entries, start=1)) + trailer()
 
 
 def unpack(blob: bytes) -> list[CpioEntry]:

@@ -11,7 +11,7 @@ manifest and switched by rename. uftp only brings the bulk of the bytes first:
    release the nodes pre-linked (all of them for a first push) plus a list of
    their SHA-256 sums, in one session to all these nodes (``-H``: only them),
    TTL 1, on the given interface. The small files (up to ``BUNDLE_MAX_FILE``) go
-   as one tar in the session, the bundle, so what uftp and the nodes spend per file
+   as one cpio archive in the session, the bundle, so what uftp and the nodes spend per file
    is spent once. ``parse_status`` reads who got what.
 3. ``apply_script``: over SSH again, stop uftpd, check the sums list against the
    digest the master sends over SSH (the authenticated channel), check the bundle
@@ -41,13 +41,14 @@ import logging
 import os
 import shlex
 import shutil
-import tarfile
+import stat
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import proc
+from ..imaging import cpio
 from .prelink import Listing
 from .release import NodeLayout
 
@@ -62,15 +63,15 @@ DEFAULT_RATE_KBPS = 400_000
 DEFAULT_BLOCK = 1400
 DEFAULT_MIN_NODES = 8  # --transfer auto: uftp from this many nodes up (rsync below)
 SUMS_NAME = ".dsas-uftp-sums"
-# The small changed files go in one tar, sent as one file of the session: uftp's cost
+# The small changed files go in one cpio archive, sent as one file of the session: uftp's cost
 # per file (its announce and every receiver's status for it, and a boot uftpd's
 # post-receive hook, forked once per file) then does not grow with the file count.
-BUNDLE_PREFIX = ".dsas-uftp-bundle-"  # <prefix><files in it>.tar
+BUNDLE_PREFIX = ".dsas-uftp-bundle-"  # <prefix><files in it>.cpio (newc)
 BUNDLE_MAX_FILE = 1 << 20  # bytes: larger files go as themselves
 
 
 def bundle_name(files: int) -> str:
-    return f"{BUNDLE_PREFIX}{files}.tar"
+    return f"{BUNDLE_PREFIX}{files}.cpio"
 # uftp's symmetric cipher and key exchange: AES-GCM authenticates every packet of the
 # session, ECDH gives each session its own key. Confidentiality against a passive
 # listener on the segment; integrity of what is kept comes from the SHA-256 sums.
@@ -219,12 +220,13 @@ def apply_script(lay: NodeLayout, rid: str, sums_digest: str | None,
         # lines after it are its files: unpacked only if its bytes are the master's,
         # they are then not read again (a file that came by itself is checked)
         'b=$(head -n 1 "$S.sums" | cut -c 67-); t=0; '
-        f'case "$b" in {BUNDLE_PREFIX}[0-9]*.tar) '
-        f'k=${{b#{BUNDLE_PREFIX}}}; k=${{k%.tar}}; case "$k" in *[!0-9]*) k=0;; esac; '
+        f'case "$b" in {BUNDLE_PREFIX}[0-9]*.cpio) '
+        f'k=${{b#{BUNDLE_PREFIX}}}; k=${{k%.cpio}}; case "$k" in *[!0-9]*) k=0;; esac; '
         'head -n 1 "$S.sums" > "$S.bsum"; sed 1d "$S.sums" > "$S.fsums"; '
         'mv -f "$S.fsums" "$S.sums"; '
-        'if [ "$k" -gt 0 ] && [ -f "$b" ] && sha256sum -c --quiet "$S.bsum" >/dev/null 2>&1 '
-        '&& ( umask 022; tar -x -o -f "$b" ) 2>/dev/null; then '
+        'if ! command -v cpio >/dev/null 2>&1; then echo NOCPIO 1; '
+        'elif [ "$k" -gt 0 ] && [ -f "$b" ] && sha256sum -c --quiet "$S.bsum" >/dev/null 2>&1 '
+        '&& ( umask 022; cpio -i -d -m -u < "$b" ) >/dev/null 2>&1; then '
         'sed "1,${k}d" "$S.sums" > "$S.fsums"; mv -f "$S.fsums" "$S.sums"; t=$k; fi; '
         'rm -f -- "$b" "$S.bsum";; esac; '
         'n=$(( $(wc -l < "$S.sums") + t )); bad=0; '
@@ -396,56 +398,46 @@ def sums_file(src: str, names: Sequence[str], path: Path,
     """Write ``sha256sum -c`` lines for ``names`` (relative to ``src``), then for
     ``extra`` (the name in the session, the file here), to ``path``; return the
     SHA-256 of that file. Each changed byte is read once, on the master. The files
-    of ``bundled`` (some of ``names``) go, as they are read, into the tar ``bundle``
-    (GNU format, names relative, root-owned, their modes and mtimes). The bundle's own
+    of ``bundled`` (some of ``names``) go, as they are read, into ``bundle``, a newc
+    cpio archive (about 120 bytes a file; names relative, root-owned, with their modes
+    and mtimes; GNU's and busybox's cpio read it). The bundle's own
     line comes first, then its files' lines, then the others': ``apply_script`` checks
     the bundle before it unpacks it, and then skips its files' lines."""
     lines: list[bytes] = []
     inner: list[bytes] = []  # the bundle's files' lines
-    tar = open(bundle, "wb") if bundle is not None and bundled else None  # noqa: SIM115
+    out = open(bundle, "wb") if bundle is not None and bundled else None  # noqa: SIM115
     th = hashlib.sha256()
     try:
         for name, local in [*((n, Path(src, n)) for n in names), *extra]:
             fh = hashlib.sha256()
             into = lines
-            if tar is not None and name in bundled:
+            if out is not None and name in bundled:
                 with open(local, "rb") as f:
                     st = os.fstat(f.fileno())
                     data = f.read(BUNDLE_MAX_FILE + 1)
                 fh.update(data)
-                member = _tar_member(name, data, st.st_mode, st.st_mtime)
+                member = cpio.member(cpio.CpioEntry(name, stat.S_IFREG | (st.st_mode & 0o7777),
+                                                    data, mtime=int(st.st_mtime)), len(inner) + 1)
                 th.update(member)
-                tar.write(member)
+                out.write(member)
                 into = inner
             else:
                 with open(local, "rb") as f:
                     while chunk := f.read(1 << 20):
                         fh.update(chunk)
             into.append(f"{fh.hexdigest()}  {name}\n".encode("utf-8", "surrogateescape"))
-        if tar is not None:
-            th.update(_TAR_END)
-            tar.write(_TAR_END)
+        if out is not None:
+            end = cpio.trailer()
+            th.update(end)
+            out.write(end)
     finally:
-        if tar is not None:
-            tar.close()
-    if tar is not None and bundle is not None:
+        if out is not None:
+            out.close()
+    if out is not None and bundle is not None:
         lines[:0] = [f"{th.hexdigest()}  {bundle.name}\n".encode(), *inner]
     text = b"".join(lines)
     path.write_bytes(text)
     return hashlib.sha256(text).hexdigest()
-
-
-_TAR_END = b"\0" * (2 * tarfile.BLOCKSIZE)  # the end of an archive (no padding to a record:
-# tar reads a short last record, and the bundle's bytes go over the wire)
-
-
-def _tar_member(name: str, data: bytes, mode: int, mtime: float) -> bytes:
-    """One regular file of the bundle: its header (a GNU long name if it needs one),
-    its bytes, zeros to the next 512-byte block."""
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), mode & 0o7777, int(mtime)
-    pad = -len(data) % tarfile.BLOCKSIZE
-    return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape") + data + b"\0" * pad
 
 
 def uftp_argv(cfg: McastConfig, src: str, list_file: Path, clients: Sequence[str],

@@ -203,6 +203,9 @@ class UftpRound:
         staged, missed = int(got["STAGED"][0]), int(got.get("MISSED", ["0"])[0])
         if outcome.fixup:
             staged -= 1  # the fixup script
+        if "NOCPIO" in got:
+            log.warning("host=%s has no cpio: the small files of the session's bundle "
+                        "come by rsync", t.name)
         if "NOFIX" in got:
             log.warning("host=%s uftp: the fixup script failed (%s): rsync's pass",
                         t.name, got["NOFIX"][0][:200])

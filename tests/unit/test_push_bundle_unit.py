@@ -1,14 +1,17 @@
-"""The uftp session's bundle: the small changed files go as one tar (multicast.sums_file),
-and the node unpacks it only when its bytes are the master's (multicast.apply_script,
-run for real with sh, coreutils and tar on a node layout under a temporary directory)."""
+"""The uftp session's bundle: the small changed files go as one cpio archive
+(multicast.sums_file), and the node unpacks it only when its bytes are the master's
+(multicast.apply_script, run for real with sh, coreutils and GNU cpio on a node layout
+under a temporary directory; and busybox's, which busybox images have)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
+from lab.testing import require_tool
 from provision.push import multicast
 from provision.push.release import NodeLayout
 
@@ -67,11 +70,13 @@ def test_the_bundle_is_unpacked_and_every_file_staged(tmp_path: Path) -> None:
     bundle = multicast.bundle_name(len(files) - 1)
     assert sums[0].endswith("  " + bundle) and len(sums) == len(files) + 1
     assert sums[-1].endswith("  big.bin")  # the bundle's files' lines come right after it
-    # a header and the data to a 512-byte block per file (and one more header for the
-    # long name), two zero blocks at the end: no padding to tar's 10 KiB record
-    small = [d for d in files.values() if len(d) <= multicast.BUNDLE_MAX_FILE]
-    blocks = sum(1 + -(-len(d) // 512) for d in small) + 2 + 2
-    assert (tmp_path / "wd" / bundle).stat().st_size == 512 * blocks
+    # newc: per file a 110-byte header and the name, then the data, each to 4 bytes;
+    # the trailer (name TRAILER!!!): about 120 bytes a file, where tar takes 512 and more
+    def newc(name: str, size: int) -> int:
+        head = 110 + len(name.encode()) + 1
+        return head + -head % 4 + size + -size % 4
+    want = sum(newc(n, len(d)) for n, d in files.items() if len(d) <= multicast.BUNDLE_MAX_FILE)
+    assert (tmp_path / "wd" / bundle).stat().st_size == want + newc("TRAILER!!!", 0)
     out = apply(lay, digest)
     assert (out["STAGED"], out["MISSED"]) == (str(len(files)), "0")
     inc = Path(lay.incoming(RID))
@@ -112,3 +117,40 @@ def test_the_files_of_a_good_bundle_are_not_read_again(tmp_path: Path) -> None:
     out = apply(lay, digest)
     assert (out["STAGED"], out["MISSED"]) == (str(len(files)), "0")
     assert (Path(lay.incoming(RID)) / "d0/sub/f0.bin").read_bytes() == files["d0/sub/f0.bin"]
+
+
+def test_without_cpio_the_node_says_so_and_the_bundled_files_are_missed(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    files = site(tmp_path / "src")
+    lay, digest = session(tmp_path, files)
+    bin_ = tmp_path / "bin"  # every tool of the script but cpio
+    bin_.mkdir()
+    for tool in ("sh", "cat", "cut", "head", "sed", "mv", "rm", "wc", "sha256sum", "cp",
+                 "kill", "sleep"):
+        where = shutil.which(tool)
+        if where:
+            os.symlink(where, bin_ / tool)
+    r = subprocess.run(["sh", "-c", multicast.apply_script(lay, RID, digest)],
+                       capture_output=True, text=True, check=False, timeout=60,
+                       env={"PATH": str(bin_)})
+    out = dict(line.split(" ", 1) for line in r.stdout.split("\n") if " " in line)
+    assert out.get("NOCPIO") == "1"
+    assert (out["STAGED"], out["MISSED"]) == ("1", str(len(files) - 1))
+
+
+def test_busybox_cpio_unpacks_the_bundle(tmp_path: Path) -> None:
+    """Nodes of a busybox image have its cpio, not GNU's."""
+    (tmp_path / "src").mkdir()
+    files = site(tmp_path / "src")
+    lay, digest = session(tmp_path, files)
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    os.symlink(require_tool("busybox"), bin_ / "cpio")
+    r = subprocess.run(["sh", "-c", multicast.apply_script(lay, RID, digest)],
+                       capture_output=True, text=True, check=False, timeout=60,
+                       env={"PATH": f"{bin_}:{os.environ['PATH']}"})
+    out = dict(line.split(" ", 1) for line in r.stdout.split("\n") if " " in line)
+    assert (out["STAGED"], out["MISSED"]) == (str(len(files)), "0"), r.stdout
+    inc = Path(lay.incoming(RID))
+    assert {str(p.relative_to(inc)): p.read_bytes() for p in inc.rglob("*") if p.is_file()} \
+        == files
