@@ -175,19 +175,22 @@ def run_scale(lab: Lab, work: Path, args: argparse.Namespace) -> int:
 
 
 class BootUftpd:
-    """Every node runs uftpd from boot with push-agent as its hook, as dsas-init starts
-    it for ``push: {multicast: true, agent: true}``; ``inventory`` says so for the
+    """The first N nodes run uftpd from boot with push-agent as its hook, as dsas-init
+    starts it for ``push: {multicast: true, agent: true}``; ``inventory`` says so for the
     agent runs (uftp runs in the same bench receive with the same boot uftpd, whose
     hook has no order to run: no uftpd is started over SSH for them then). The uftpds
-    and all they run are in one cgroup: their CPU is the nodes'."""
+    and all they run are in one cgroup: their CPU is the nodes'.
+
+    Only the nodes of the N being measured (``grow``) are in the group: the others'
+    uftpds would receive every packet of the session, and their CPU, and the bridge's
+    copy of each frame to their ports (counted as the sender's), would land on this
+    machine's two cores. On a real farm that is their own machines' work, and the
+    switch's. At 200 MB, 35 idle receivers made a 5-node first push take 44 s."""
 
     def __init__(self, farm: SshFarm, inv: Path, work: Path):
-        self.pids = [start_boot_uftpd(n, farm.authorized_keys, multicast.DEFAULT_GROUP,
-                                      multicast.DEFAULT_PORT) for n in farm.nodes]
-        self.cpu = ServerCpu("agents", self.pids[0])
-        if self.cpu.group is not None:
-            for pid in self.pids[1:]:
-                (self.cpu.group / "cgroup.procs").write_text(str(pid))
+        self.farm = farm
+        self.pids: list[int] = []
+        self.cpu: ServerCpu | None = None
         text = inv.read_text()
         for n in farm.nodes:
             text = text.replace(f"  {n.name}: {{role: web,",
@@ -196,13 +199,28 @@ class BootUftpd:
         self.inventory = work / "cluster-agent.yaml"
         self.inventory.write_text(text)
 
+    def grow(self, n: int) -> None:
+        """uftpd on the first ``n`` nodes (the counts only grow)."""
+        for node in self.farm.nodes[len(self.pids):n]:
+            pid = start_boot_uftpd(node, self.farm.authorized_keys, multicast.DEFAULT_GROUP,
+                                   multicast.DEFAULT_PORT)
+            self.pids.append(pid)
+            if self.cpu is None:
+                self.cpu = ServerCpu("agents", pid)
+            elif self.cpu.group is not None:
+                (self.cpu.group / "cgroup.procs").write_text(str(pid))
+
+    def used(self) -> float:
+        return self.cpu() if self.cpu is not None else 0.0
+
     def close(self) -> None:
         for pid in self.pids:
             try:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
-        self.cpu.close()  # removed once they are gone (their zombies: this process's)
+        if self.cpu is not None:
+            self.cpu.close()  # removed once they are gone (their zombies: this process's)
 
 
 def _scale(lab: Lab, work: Path, args: argparse.Namespace, t0: float, transfers: list[str],
@@ -219,10 +237,12 @@ def _scale(lab: Lab, work: Path, args: argparse.Namespace, t0: float, transfers:
     seed = 100
     for n in counts:
         hosts = [a for node in farm.nodes[:n] for a in ("--host", node.name)]
+        if boot is not None:
+            boot.grow(n)
         for transfer in transfers:
             to = f"{MOUNT}/s{n}-{transfer}"
             use = boot.inventory if transfer == "agent" and boot is not None else inv
-            agents = boot.cpu if boot is not None else None
+            agents = boot.used if boot is not None else None
             base = [*CLI, str(src), "-i", str(use), "--state-dir", str(state), "--to", to,
                     "--delete", "--yes", "-q", *TRANSFER[transfer]]
             points.append(measured(farm, lab, [*base, *hosts], transfer, n, "first",
