@@ -63,15 +63,11 @@ DEFAULT_RATE_KBPS = 400_000
 DEFAULT_BLOCK = 1400
 DEFAULT_MIN_NODES = 8  # --transfer auto: uftp from this many nodes up (rsync below)
 SUMS_NAME = ".dsas-uftp-sums"
-# The small changed files go in one cpio archive, sent as one file of the session: uftp's cost
-# per file (its announce and every receiver's status for it, and a boot uftpd's
-# post-receive hook, forked once per file) then does not grow with the file count.
+# The small changed files go in one cpio archive, sent as one file of the session:
+# uftp's cost per file (its announce and every receiver's status for it, and a boot
+# uftpd's post-receive hook, forked once per file) then does not grow with the count.
 BUNDLE_PREFIX = ".dsas-uftp-bundle-"  # <prefix><files in it>.cpio (newc)
 BUNDLE_MAX_FILE = 1 << 20  # bytes: larger files go as themselves
-
-
-def bundle_name(files: int) -> str:
-    return f"{BUNDLE_PREFIX}{files}.cpio"
 # uftp's symmetric cipher and key exchange: AES-GCM authenticates every packet of the
 # session, ECDH gives each session its own key. Confidentiality against a passive
 # listener on the segment; integrity of what is kept comes from the SHA-256 sums.
@@ -101,6 +97,10 @@ class McastConfig:
             raise ValueError(f"TTL {self.ttl} out of range")
         if not 512 <= self.block <= 8800:
             raise ValueError(f"uftp block size {self.block} out of range (512-8800)")
+
+
+def bundle_name(files: int) -> str:
+    return f"{BUNDLE_PREFIX}{files}.cpio"
 
 
 def available() -> bool:
@@ -222,12 +222,11 @@ def apply_script(lay: NodeLayout, rid: str, sums_digest: str | None,
         'b=$(head -n 1 "$S.sums" | cut -c 67-); t=0; '
         f'case "$b" in {BUNDLE_PREFIX}[0-9]*.cpio) '
         f'k=${{b#{BUNDLE_PREFIX}}}; k=${{k%.cpio}}; case "$k" in *[!0-9]*) k=0;; esac; '
-        'head -n 1 "$S.sums" > "$S.bsum"; sed 1d "$S.sums" > "$S.fsums"; '
-        'mv -f "$S.fsums" "$S.sums"; '
+        'head -n 1 "$S.sums" > "$S.bsum"; '
         'if ! command -v cpio >/dev/null 2>&1; then echo NOCPIO 1; '
         'elif [ "$k" -gt 0 ] && [ -f "$b" ] && sha256sum -c --quiet "$S.bsum" >/dev/null 2>&1 '
-        '&& ( umask 022; cpio -i -d -m -u < "$b" ) >/dev/null 2>&1; then '
-        'sed "1,${k}d" "$S.sums" > "$S.fsums"; mv -f "$S.fsums" "$S.sums"; t=$k; fi; '
+        '&& ( umask 022; cpio -i -d -m -u < "$b" ) >/dev/null 2>&1; then t=$k; fi; '
+        'sed "1,$((t + 1))d" "$S.sums" > "$S.fsums"; mv -f "$S.fsums" "$S.sums"; '
         'rm -f -- "$b" "$S.bsum";; esac; '
         'n=$(( $(wc -l < "$S.sums") + t )); bad=0; '
         'sha256sum -c --quiet "$S.sums" 2>/dev/null > "$S.bad"; '
